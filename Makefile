@@ -1,0 +1,34 @@
+# tinybms-gw: `make run` (gateway on the built-in simulator), `make test` (whole suite),
+# `make bench` (figures). Each first installs missing Debian packages (scripts/install-deps).
+RELEASE_DIR ?= build/release
+TEST_DIR    ?= build/test
+JOBS        ?= 2
+DATA_DIR    ?= var
+RUN_ARGS    ?=
+
+.PHONY: all deps build run test bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(RELEASE_DIR) -j$(JOBS)
+
+run: build
+	@mkdir -p $(DATA_DIR)
+	$(RELEASE_DIR)/tinybms-gw --simulate --data-dir $(DATA_DIR) $(RUN_ARGS)
+
+test: deps
+	@cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DGW_SANITIZE=ON >/dev/null
+	@cmake --build $(TEST_DIR) -j$(JOBS)
+	cd $(TEST_DIR) && ctest --output-on-failure -j$(JOBS)
+
+bench: build
+	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
+	@scripts/run-bench $(RELEASE_DIR)
+
+clean:
+	rm -rf build

@@ -1,0 +1,85 @@
+/* Publish/subscribe bus that decouples the services (design.md "Event bus").
+ * A bounded FIFO queue drained by one dispatcher thread. Payloads are copied into the queue
+ * entry at publish time (the caller keeps ownership of its buffer). Handlers run on the
+ * dispatcher thread, in subscription order, one event at a time; a handler must not block for
+ * long (its time is measured and exposed) and must not call event_bus_destroy().
+ * All functions are thread-safe. */
+#ifndef EVENT_BUS_H
+#define EVENT_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define EVENT_BUS_DEFAULT_QUEUE 32
+#define EVENT_BUS_DEFAULT_SUBSCRIBERS 32 /* per event id */
+#define EVENT_BUS_MAX_PAYLOAD 1024        /* bytes copied per event */
+#define EVENT_BUS_MAX_EVENT_ID 64         /* ids 0..63 */
+
+struct event_bus;
+
+struct gw_event {
+    int id;                /* enum app_event_id */
+    const void *payload;   /* valid only during the handler call; NULL when size is 0 */
+    size_t size;
+    uint64_t published_ms; /* gw_now_ms() at publish */
+};
+
+typedef void (*event_bus_handler_fn)(const struct gw_event *event, void *ctx);
+
+struct event_bus_config {
+    uint32_t queue_size;          /* 0 = EVENT_BUS_DEFAULT_QUEUE */
+    uint32_t max_subscribers;     /* per event id; 0 = EVENT_BUS_DEFAULT_SUBSCRIBERS */
+};
+
+struct event_bus_subscriber_stats {
+    char name[32];
+    int event_id;
+    uint64_t calls;
+    uint64_t total_us;
+    uint64_t max_us;
+};
+
+struct event_bus_stats {
+    uint64_t published;
+    uint64_t dropped;       /* publish timed out on a full queue */
+    uint64_t dispatched;
+    uint32_t queue_depth;
+    uint32_t queue_high_water;
+};
+
+/* Creates the bus and starts its dispatcher thread. cfg may be NULL for defaults.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM, GW_ERR_IO (thread creation) */
+int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out);
+
+/* Stops the dispatcher after the events already queued are delivered, then frees the bus.
+ * NULL is accepted. */
+void event_bus_destroy(struct event_bus *bus);
+
+/* Registers handler(ctx) for event_id. name (copied, may be NULL) labels its statistics.
+ * @retval GW_OK, GW_ERR_INVAL (bad id / NULL handler), GW_ERR_FULL (max_subscribers reached) */
+int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_fn handler, void *ctx,
+                        const char *name);
+
+/* Removes every registration of (event_id, handler, ctx). Safe to call while events flow: on
+ * return the handler is not running and will not be called again.
+ * @retval GW_OK, GW_ERR_NOT_FOUND */
+int event_bus_unsubscribe(struct event_bus *bus, int event_id, event_bus_handler_fn handler, void *ctx);
+
+/* Queues a copy of payload[0..size). Waits up to timeout_ms for room when the queue is full.
+ * Returns true when queued; false when full after the timeout (the drop is counted), the
+ * payload is larger than EVENT_BUS_MAX_PAYLOAD, the id is invalid or the bus is stopping. */
+bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
+                       uint32_t timeout_ms);
+
+/* Blocks until every event queued before the call has been dispatched or timeout_ms passed.
+ * Returns true when drained. Must not be called from a handler. */
+bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms);
+
+void event_bus_get_stats(struct event_bus *bus, struct event_bus_stats *out);
+
+/* Copies up to max subscriber statistics into out; returns how many were written. */
+size_t event_bus_get_subscriber_stats(struct event_bus *bus, struct event_bus_subscriber_stats *out,
+                                      size_t max);
+
+#endif

@@ -1,0 +1,197 @@
+#define _POSIX_C_SOURCE 200809L
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct recorder {
+    pthread_mutex_t lock;
+    int values[4096];
+    int count;
+};
+
+static void record(const struct gw_event *ev, void *ctx)
+{
+    struct recorder *r = ctx;
+    int v;
+    memcpy(&v, ev->payload, sizeof v);
+    pthread_mutex_lock(&r->lock);
+    if (r->count < 4096)
+        r->values[r->count++] = v;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void test_fifo_order_and_payload_copy(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct recorder r = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    CHECK_EQ_INT(event_bus_subscribe(bus, 1, record, &r, "rec"), GW_OK);
+    for (int i = 0; i < 200; i++) {
+        int v = i;
+        CHECK(event_bus_publish(bus, 1, &v, sizeof v, 1000));
+        v = -1; /* the bus must have copied it */
+    }
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(r.count, 200);
+    for (int i = 0; i < r.count; i++)
+        CHECK_EQ_INT(r.values[i], i);
+    event_bus_destroy(bus);
+}
+
+static pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int blocked_calls;
+static void blocking_handler(const struct gw_event *ev, void *ctx)
+{
+    (void)ev;
+    (void)ctx;
+    atomic_fetch_add(&blocked_calls, 1);
+    pthread_mutex_lock(&gate);
+    pthread_mutex_unlock(&gate);
+}
+
+static void test_full_queue_times_out_and_counts_drop(void)
+{
+    struct event_bus_config cfg = { .queue_size = 4 };
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(&cfg, &bus), GW_OK);
+    CHECK_EQ_INT(event_bus_subscribe(bus, 2, blocking_handler, NULL, "block"), GW_OK);
+    pthread_mutex_lock(&gate);
+    int v = 0;
+    CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100));
+    /* Wait until the dispatcher holds the first event, so exactly 4 more fit. */
+    uint64_t deadline = gw_now_ms() + 5000;
+    while (atomic_load(&blocked_calls) == 0 && gw_now_ms() < deadline)
+        gw_sleep_ms(1);
+    for (int i = 0; i < 4; i++)
+        CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100));
+    CHECK(!event_bus_publish(bus, 2, &v, sizeof v, 20));
+    CHECK(!event_bus_publish(bus, 2, &v, sizeof v, 0));
+    struct event_bus_stats st;
+    event_bus_get_stats(bus, &st);
+    CHECK_EQ_INT(st.dropped, 2);
+    CHECK_EQ_INT(st.queue_depth, 4);
+    CHECK_EQ_INT(st.queue_high_water, 4);
+    pthread_mutex_unlock(&gate);
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(atomic_load(&blocked_calls), 5);
+    event_bus_destroy(bus);
+}
+
+static void noop(const struct gw_event *ev, void *ctx)
+{
+    (void)ev;
+    (void)ctx;
+}
+
+static void test_subscriber_limit_and_bad_input(void)
+{
+    struct event_bus_config cfg = { .max_subscribers = 3 };
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(&cfg, &bus), GW_OK);
+    int ctx[4];
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(event_bus_subscribe(bus, 5, noop, &ctx[i], "n"), GW_OK);
+    CHECK_EQ_INT(event_bus_subscribe(bus, 5, noop, &ctx[3], "n"), GW_ERR_FULL);
+    CHECK_EQ_INT(event_bus_subscribe(bus, 6, noop, &ctx[3], "n"), GW_OK); /* per event id */
+    CHECK_EQ_INT(event_bus_subscribe(bus, 0, noop, NULL, "n"), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_subscribe(bus, EVENT_BUS_MAX_EVENT_ID, noop, NULL, "n"), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_subscribe(bus, 5, NULL, NULL, "n"), GW_ERR_INVAL);
+    static unsigned char big[EVENT_BUS_MAX_PAYLOAD + 1];
+    CHECK(!event_bus_publish(bus, 5, big, sizeof big, 10));
+    CHECK(event_bus_publish(bus, 5, big, EVENT_BUS_MAX_PAYLOAD, 10));
+    CHECK(!event_bus_publish(bus, 5, NULL, 4, 10));
+    CHECK_EQ_INT(event_bus_unsubscribe(bus, 5, noop, &ctx[0]), GW_OK);
+    CHECK_EQ_INT(event_bus_unsubscribe(bus, 5, noop, &ctx[0]), GW_ERR_NOT_FOUND);
+    CHECK_EQ_INT(event_bus_subscribe(bus, 5, noop, &ctx[3], "n"), GW_OK);
+    event_bus_destroy(bus);
+}
+
+struct publisher_arg {
+    struct event_bus *bus;
+    int base;
+};
+
+static void *publisher_thread(void *p)
+{
+    struct publisher_arg *a = p;
+    for (int i = 0; i < 500; i++) {
+        int v = a->base + i;
+        while (!event_bus_publish(a->bus, 1, &v, sizeof v, 1000)) {
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_publishers_keep_per_thread_order(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct recorder r = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    CHECK_EQ_INT(event_bus_subscribe(bus, 1, record, &r, "rec"), GW_OK);
+    pthread_t t[4];
+    struct publisher_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (struct publisher_arg){ bus, i * 1000 };
+        pthread_create(&t[i], NULL, publisher_thread, &args[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK(event_bus_flush(bus, 10000));
+    CHECK_EQ_INT(r.count, 2000);
+    int last[4] = { -1, -1, -1, -1 };
+    for (int i = 0; i < r.count; i++) {
+        int th = r.values[i] / 1000, seq = r.values[i] % 1000;
+        CHECK(seq > last[th]);
+        last[th] = seq;
+    }
+    struct event_bus_subscriber_stats ss[4];
+    CHECK_EQ_INT(event_bus_get_subscriber_stats(bus, ss, 4), 1);
+    CHECK_EQ_INT(ss[0].calls, 2000);
+    CHECK_STR(ss[0].name, "rec");
+    event_bus_destroy(bus);
+}
+
+struct self_unsub {
+    struct event_bus *bus;
+    int calls;
+};
+
+static void unsubscribing_handler(const struct gw_event *ev, void *ctx)
+{
+    struct self_unsub *s = ctx;
+    s->calls++;
+    event_bus_unsubscribe(s->bus, ev->id, unsubscribing_handler, ctx);
+}
+
+static void test_handler_may_unsubscribe_itself(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct self_unsub s = { bus, 0 };
+    CHECK_EQ_INT(event_bus_subscribe(bus, 3, unsubscribing_handler, &s, "self"), GW_OK);
+    for (int i = 0; i < 3; i++)
+        CHECK(event_bus_publish(bus, 3, NULL, 0, 100));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(s.calls, 1);
+    event_bus_destroy(bus);
+}
+
+static void test_destroy_delivers_queued_events(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct recorder r = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    CHECK_EQ_INT(event_bus_subscribe(bus, 1, record, &r, "rec"), GW_OK);
+    for (int i = 0; i < 20; i++)
+        CHECK(event_bus_publish(bus, 1, &i, sizeof i, 1000));
+    event_bus_destroy(bus);
+    CHECK_EQ_INT(r.count, 20);
+}
+
+TEST_MAIN(TEST_CASE(test_fifo_order_and_payload_copy), TEST_CASE(test_full_queue_times_out_and_counts_drop),
+          TEST_CASE(test_subscriber_limit_and_bad_input), TEST_CASE(test_concurrent_publishers_keep_per_thread_order),
+          TEST_CASE(test_handler_may_unsubscribe_itself), TEST_CASE(test_destroy_delivers_queued_events))
