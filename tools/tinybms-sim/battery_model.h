@@ -71,6 +71,26 @@ struct battery_model {
         over_heat_count, charging_count, full_charge_count;
     float max_cell_diff_mv;
     float min_temp_c, max_temp_c;
+
+    /* ---- Added for the simulator (appended; the fields above keep their meaning). ---- */
+    float temp_pack_c;             /* cell-block temperature that external sensor 1 measures */
+    float heater_c_per_s;          /* extra pack heating in degC per model second (scenarios) */
+    float soh;                     /* 0..1 state of health (register 45), default 1 */
+    uint16_t balancing_decision_bits; /* register 51; balancing_bits is register 52 */
+    uint16_t recovery_s;           /* automatic recovery delay (reg 332), 1..30, default 5 */
+    uint32_t stats_cleared_s;      /* lifetime_s when the statistics were last cleared */
+    uint32_t rng_state;            /* xorshift32 state derived from cfg.seed */
+    /* Protection state: each flag is one active cutoff; the timers count model seconds the
+     * condition has been gone (recovery after recovery_s, with hysteresis). */
+    bool over_voltage_active, under_voltage_active, discharge_oc_active, charge_oc_active,
+        over_heat_active, low_temp_charge_active;
+    bool charge_done;              /* a cell reached fully_charged_mv: charge switch open */
+    bool fully_charged;            /* pack full (status 0x92 when no current flows) */
+    bool charging_session;         /* a charge is in progress (charging_count, event 0x62) */
+    float ov_clear_s, uv_clear_s, dis_oc_clear_s, chg_oc_clear_s, heat_clear_s, low_temp_clear_s;
+    /* Double-precision shadow of cell_charge_ah (a float cannot count 1 s of a 60 mA bleed on
+     * 280 Ah). A caller may still write cell_charge_ah: the model adopts the new value. */
+    double cell_charge_precise_ah[BATTERY_MODEL_MAX_CELLS];
 };
 
 /* Fills cfg with the defaults documented above for a chemistry. */
@@ -97,5 +117,30 @@ void battery_model_set_cell_ocv(struct battery_model *m, unsigned cell, float oc
 
 /* Appends an event to the ring (the oldest drops when full). */
 void battery_model_log_event(struct battery_model *m, uint8_t id);
+
+/* ---- Added for the simulator. ---- */
+
+/* Open-circuit voltage in volts of one cell of chemistry chem at state of charge soc (0..1;
+ * values slightly outside extrapolate steeply so over/under-charge shows). Monotonic in soc.
+ * Pure function. */
+float battery_model_ocv(enum battery_chemistry chem, float soc);
+
+/* Open-circuit voltage of cell (0-based, < cfg.cells) at its current charge; 0 when cell is out
+ * of range. */
+float battery_model_cell_ocv(const struct battery_model *m, unsigned cell);
+
+/* Sets the BMS coulomb counter (what a write to register 328 does); soc is clamped to 0..1.
+ * The cells' real charge is not changed. */
+void battery_model_set_soc(struct battery_model *m, float soc);
+
+/* Empties the event ring (command 0x02 option 0x01). event_total is kept. */
+void battery_model_clear_events(struct battery_model *m);
+
+/* Resets the statistics fields and stamps stats_cleared_s (command 0x02 option 0x02). */
+void battery_model_clear_statistics(struct battery_model *m);
+
+/* Clears every active protection and closes both switches, logs 0x61 "system started"
+ * (command 0x02 option 0x05, BMS reset). Cells, counters and statistics are kept. */
+void battery_model_reset_bms(struct battery_model *m);
 
 #endif

@@ -1,0 +1,28 @@
+/* The daemon's wiring: which services run, in which order they start and stop. */
+#ifndef APP_H
+#define APP_H
+
+#include <stdbool.h>
+
+#define APP_MAX_SIM_ARGS 32
+
+struct app_options {
+    const char *uart_device;     /* NULL: from the configuration */
+    bool simulate;
+    const char *sim_args[APP_MAX_SIM_ARGS + 1];
+    int sim_argc;
+    const char *can_spec;        /* NULL: from the configuration */
+    const char *mqtt_uri;        /* NULL: from the configuration */
+    int poll_ms;                 /* 0: from the configuration */
+    const char *config_file;     /* NULL: DATA_DIR/config.json */
+    const char *data_dir;
+    bool summary;                /* one line per sample on stdout */
+    int verbose;
+};
+
+void app_default_options(struct app_options *opts);
+
+/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure). */
+int app_run(const struct app_options *opts);
+
+#endif

@@ -1,0 +1,105 @@
+/* tinybms-gw: the daemon. Parses the command line, loads the configuration, starts the
+ * services, waits for SIGINT/SIGTERM and stops everything cleanly (every thread joined, history
+ * and energy counters flushed). */
+#define _GNU_SOURCE
+#include "app.h"
+
+#include "gw_error.h"
+#include "gw_log.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: tinybms-gw [OPTIONS]\n"
+            "Bridges a TinyBMS battery (UART) to Victron (CAN-bus BMS), MQTT and a web UI.\n"
+            "\n"
+            "  -u, --uart DEV        serial device of the TinyBMS (e.g. /dev/ttyUSB0)\n"
+            "  -s, --simulate        run the built-in TinyBMS simulator on a pseudo-terminal\n"
+            "      --sim-arg ARG     pass ARG to the simulator (repeatable), e.g. --sim-arg=--scenario=charge\n"
+            "      --can SPEC        CAN output: IFACE (SocketCAN, e.g. can0), slcan:/dev/ttyACM0[@BAUD],\n"
+            "                        or log:FILE (candump -l format, dry run)\n"
+            "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
+            "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
+            "  -d, --data-dir DIR    data directory (default /var/lib/tinybms-gw)\n"
+            "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
+            "  -q, --quiet           no live summary line per sample on stdout\n"
+            "  -v, --verbose         more logs (twice for debug)\n"
+            "  -h, --help            this help\n"
+            "  -V, --version         version\n"
+            "\n"
+            "Command-line values override the configuration file for this run only; they are never\n"
+            "written to it. Documentation: docs/ in the source tree.\n");
+}
+
+int main(int argc, char **argv)
+{
+    struct app_options opts;
+    app_default_options(&opts);
+    int verbosity = 0;
+
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL };
+    static const struct option long_opts[] = {
+        { "uart", required_argument, NULL, 'u' },
+        { "simulate", no_argument, NULL, 's' },
+        { "sim-arg", required_argument, NULL, OPT_SIM_ARG },
+        { "can", required_argument, NULL, OPT_CAN },
+        { "mqtt", required_argument, NULL, OPT_MQTT },
+        { "config", required_argument, NULL, 'c' },
+        { "data-dir", required_argument, NULL, 'd' },
+        { "poll-ms", required_argument, NULL, OPT_POLL },
+        { "quiet", no_argument, NULL, 'q' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "u:sc:d:qvhV", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'u': opts.uart_device = optarg; break;
+        case 's': opts.simulate = true; break;
+        case OPT_SIM_ARG:
+            if (opts.sim_argc >= APP_MAX_SIM_ARGS) {
+                fprintf(stderr, "tinybms-gw: too many --sim-arg (at most %d)\n", APP_MAX_SIM_ARGS);
+                return 2;
+            }
+            opts.sim_args[opts.sim_argc++] = optarg;
+            break;
+        case OPT_CAN: opts.can_spec = optarg; break;
+        case OPT_MQTT: opts.mqtt_uri = optarg; break;
+        case OPT_POLL: {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (*end || ms < 100 || ms > 10000) {
+                fprintf(stderr, "tinybms-gw: --poll-ms needs 100..10000, got '%s'\n", optarg);
+                return 2;
+            }
+            opts.poll_ms = (int)ms;
+            break;
+        }
+        case 'c': opts.config_file = optarg; break;
+        case 'd': opts.data_dir = optarg; break;
+        case 'q': opts.summary = false; break;
+        case 'v': verbosity++; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("tinybms-gw %s\n", GW_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "tinybms-gw: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (opts.simulate && opts.uart_device) {
+        fprintf(stderr, "tinybms-gw: --uart and --simulate exclude each other\n");
+        return 2;
+    }
+    gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
+    opts.verbose = verbosity;
+    return app_run(&opts);
+}

@@ -1,0 +1,159 @@
+/* can_publisher: drives a Victron GX device over CAN as a "CAN-bus BMS" battery
+ * (spec: shared/spec/victron-can-bms.md, user doc: docs/can.md).
+ *
+ * - Subscribes to EVENT_BMS_DATA_UPDATE / _SETTINGS_UPDATE / _EVENTS_UPDATE / _VERSION_UPDATE and
+ *   EVENT_CHARGE_CAP_REQUEST; keeps its own copies under a mutex (never touches the UART).
+ * - A TX thread sends the live frames every can.live_period_ms (0x351 0x355 0x356 0x35A 0x372
+ *   0x373 0x374..0x377 0x378 0x379) and the identity frames every can.identity_period_ms
+ *   (0x35E 0x35F 0x370 0x371 0x380 0x381 0x382), stepping charge control (CVL/CCL/DCL) once per
+ *   live cycle and publishing EVENT_CHARGE_LIMITS, then one aggregated EVENT_CAN_TX_SUCCESS or
+ *   EVENT_CAN_TX_FAILED per cycle.
+ * - SAFETY: with no valid sample newer than can.stale_timeout_ms (or none ever), 0x351 is NOT
+ *   sent (the GX stops charging/discharging 3 s later); the other frames go on with the 0x35A
+ *   offline code and general alarm raised. Sending resumes with fresh data. Each transition is
+ *   logged once.
+ * - An RX thread tracks the GX frames 0x305/0x306/0x307: EVENT_CAN_INVERTER_LINK on change
+ *   (lost after can.inverter_timeout_ms without them). Never used to gate what we send.
+ * - Energy counters for 0x378 (Wh in/out) integrate V x I over sample time; persisted to
+ *   <data_dir>/energy.json every can.energy_save_period_s and at stop, restored at create.
+ * - A ring of the last CAN_TAP_ENTRIES frames (TX and RX) with a decoded one-line meaning, for
+ *   the UI's CAN monitor.
+ *
+ * Every function is thread-safe unless said otherwise. */
+#ifndef CAN_PUBLISHER_H
+#define CAN_PUBLISHER_H
+
+#include "app_events.h"
+#include "can_transport.h"
+#include "gw_config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_bus;
+struct can_publisher;
+
+#define CAN_TAP_ENTRIES 256
+#define CAN_TAP_TEXT 96
+#define CAN_PUBLISHER_MAX_IDS 24 /* per-id counters kept (our 19 ids + room) */
+#define CAN_ENERGY_FILE "energy.json"
+
+struct can_publisher_options {
+    const struct gw_config *config;   /* required; the can and charge sections are copied */
+    struct event_bus *bus;            /* required, borrowed: must outlive the publisher */
+    const char *data_dir;             /* energy.json lives here (copied); NULL = not persisted */
+    const char *transport_spec;       /* overrides config->can.interface when non-empty (copied) */
+    struct can_transport *transport;  /* optional already-open transport (tests, tools): used
+                                         instead of opening one; borrowed, the caller closes it
+                                         after can_publisher_destroy */
+    uint8_t battery_id;               /* samples of other batteries are ignored; default 0 */
+};
+
+/* Allocates the publisher, validates the configuration, restores the energy counters and
+ * subscribes to the bus. Opens nothing yet. A corrupt energy.json is renamed to
+ * energy.json.corrupt, logged and reported as EVENT_STORAGE_ERROR; counting restarts at 0.
+ * On failure *out = NULL.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL NULL options/config/bus/out, or no transport spec at all
+ * @retval GW_ERR_RANGE a period or timeout is 0 or out of range (see can_publisher_apply_config)
+ * @retval GW_ERR_NOMEM
+ * @retval GW_ERR_FULL the bus has no room for our subscriptions */
+int can_publisher_create(const struct can_publisher_options *opts, struct can_publisher **out);
+
+/* Opens the transport (unless one was given) and starts the TX and RX threads.
+ * @retval GW_OK
+ * @retval GW_ERR_STATE already started
+ * @retval any code of can_transport_open (GW_ERR_INVAL, GW_ERR_NOT_FOUND, GW_ERR_UNSUPPORTED,
+ *         GW_ERR_IO): the reason was logged
+ * @retval GW_ERR_IO thread creation failed */
+int can_publisher_start(struct can_publisher *pub);
+
+/* Stops and joins the threads, saves the energy counters, closes a transport it opened.
+ * Idempotent; safe on a publisher never started. */
+void can_publisher_stop(struct can_publisher *pub);
+
+/* Stops (if needed), unsubscribes and frees. NULL accepted. Must not be called from an event
+ * bus handler. */
+void can_publisher_destroy(struct can_publisher *pub);
+
+/* Applies a new configuration live: periods, timeouts, identity strings, charge parameters
+ * (charge control keeps its state: limits never jump upward, they ramp). The transport spec
+ * and bitrate only apply after a restart (logged). Ranges: live_period_ms 100..60000,
+ * identity_period_ms 100..600000, stale_timeout_ms 500..600000, inverter_timeout_ms
+ * 500..3600000, energy_save_period_s 1..86400.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL NULL argument
+ * @retval GW_ERR_RANGE a value outside its range (nothing applied) */
+int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config *cfg);
+
+/* Frames sent/failed for one CAN id. */
+struct can_publisher_id_counter {
+    uint16_t id;
+    uint64_t sent;
+    uint64_t failed;
+    int last_error;                   /* gw_err of the last failure, GW_OK when none */
+};
+
+struct can_publisher_status {
+    bool running;
+    char transport[CAN_SPEC_MAX];     /* spec in use */
+    bool transport_open;
+    /* Data */
+    bool have_sample;                 /* a valid sample arrived at least once */
+    uint64_t sample_age_ms;           /* age of the newest valid sample (0 when none) */
+    bool stale;                       /* true: 0x351 is withheld */
+    uint32_t stale_transitions;       /* fresh -> stale transitions since start */
+    /* Inverter (GX) link */
+    bool inverter_link;
+    uint32_t inverter_last_id;        /* 0x305 / 0x306 / 0x307, 0 = never */
+    uint64_t inverter_last_ms;        /* gw_now_ms() of the last GX frame, 0 = never */
+    bool inverter_identified;         /* a 0x307 "12 34 56 78 'V' 'I' 'C'" was received */
+    uint64_t rx_frames;               /* every frame received (GX or other) */
+    /* Charge control */
+    struct app_charge_limits limits;  /* the last step's result */
+    /* Energy (0x378) */
+    double energy_in_wh;
+    double energy_out_wh;
+    uint64_t energy_saves;
+    uint64_t energy_save_errors;
+    /* Transmission */
+    uint64_t live_cycles;
+    uint64_t identity_cycles;
+    uint64_t frames_sent;
+    uint64_t frames_failed;
+    int last_error;                   /* gw_err of the last failed send, GW_OK when none */
+    uint32_t last_error_id;           /* its CAN id */
+    size_t id_count;
+    struct can_publisher_id_counter ids[CAN_PUBLISHER_MAX_IDS];
+    struct can_transport_stats transport_stats;
+};
+
+/* Copies the current status into *out. @retval GW_OK, GW_ERR_INVAL (NULL) */
+int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_status *out);
+
+enum can_tap_dir { CAN_TAP_TX = 0, CAN_TAP_RX = 1 };
+
+/* One frame seen by the publisher. */
+struct can_tap_entry {
+    uint64_t seq;                     /* 1, 2, 3... never reused */
+    uint64_t mono_ms;                 /* gw_now_ms() */
+    int64_t wall_ms;                  /* gw_wall_ms() */
+    uint8_t dir;                      /* enum can_tap_dir */
+    int result;                       /* TX: gw_err of the send (GW_OK = sent); RX: GW_OK */
+    struct can_frame_gw frame;
+    char text[CAN_TAP_TEXT];          /* "0x351 CVL 55.2 V CCL 100.0 A DCL 150.0 A" */
+};
+
+/* Copies up to max entries with seq > after_seq, oldest first, into out (caller-owned).
+ * Pass the last seq seen to poll incrementally (0 = everything still in the ring).
+ * Returns the number of entries written. */
+size_t can_publisher_tap_read(struct can_publisher *pub, uint64_t after_seq, struct can_tap_entry *out,
+                              size_t max);
+
+/* One-line meaning of a frame of the protocol (ours or the GX's), for the tap and tools:
+ * "0x351 CVL 55.2 V CCL 100.0 A DCL 150.0 A", "0x305 GX keep-alive", "0x123 [2] 01 02".
+ * Always NUL-terminates buf (cap > 0). Returns the length written or GW_ERR_INVAL. Pure. */
+int can_publisher_describe_frame(const struct can_frame_gw *frame, char *buf, size_t cap);
+
+#endif

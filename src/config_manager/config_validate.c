@@ -1,0 +1,550 @@
+/* Validation of a whole struct gw_config: per-field ranges and formats (from the field table),
+ * then the coherence rules between fields. Pure: no state, no I/O. */
+#define _POSIX_C_SOURCE 200809L
+#include "config_internal.h"
+#include "gw_error.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Error list
+ * ------------------------------------------------------------------------------------------- */
+
+void config__format(char *buf, size_t cap, const char *fmt, ...)
+{
+    if (!buf || cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        buf[0] = '\0';
+}
+
+void config_errors_clear(struct config_errors *errors)
+{
+    if (!errors)
+        return;
+    errors->count = 0;
+    errors->dropped = 0;
+}
+
+void config_errors_add(struct config_errors *errors, const char *path, const char *fmt, ...)
+{
+    if (!errors)
+        return;
+    if (errors->count >= CONFIG_ERRORS_MAX) {
+        errors->dropped++;
+        return;
+    }
+    struct config_error *e = &errors->items[errors->count++];
+    config__format(e->path, sizeof e->path, "%s", path ? path : "");
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        config__format(e->message, sizeof e->message, "invalid");
+}
+
+int config_errors_to_json(const struct config_errors *errors, char **out)
+{
+    if (!out)
+        return GW_ERR_INVAL;
+    *out = NULL;
+    if (!errors)
+        return GW_ERR_INVAL;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = root ? cJSON_AddArrayToObject(root, "errors") : NULL;
+    if (!arr)
+        goto nomem;
+    for (uint32_t i = 0; i < errors->count && i < CONFIG_ERRORS_MAX; i++) {
+        cJSON *e = cJSON_CreateObject();
+        if (!e)
+            goto nomem;
+        cJSON_AddItemToArray(arr, e);
+        if (!cJSON_AddStringToObject(e, "path", errors->items[i].path) ||
+            !cJSON_AddStringToObject(e, "message", errors->items[i].message))
+            goto nomem;
+    }
+    if (!cJSON_AddNumberToObject(root, "dropped", errors->dropped))
+        goto nomem;
+    *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return *out ? GW_OK : GW_ERR_NOMEM;
+nomem:
+    cJSON_Delete(root);
+    return GW_ERR_NOMEM;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Formats: each returns NULL when fine, else a static reason. Called on non-empty strings.
+ * ------------------------------------------------------------------------------------------- */
+
+const char *config__check_no_control(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return "must not contain control characters";
+    return NULL;
+}
+
+const char *config__check_ascii(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            return "must be printable ASCII (it is sent in CAN frames)";
+    return NULL;
+}
+
+/* RFC 1123 host name: dot-separated labels of 1..63 letters, digits and '-', not starting or
+ * ending with '-', 253 bytes at most. */
+const char *config__check_hostname(const char *v)
+{
+    size_t len = strlen(v);
+    if (len == 0 || len > 253)
+        return "must be a host name of 1..253 characters";
+    size_t label = 0;
+    char prev = '.';
+    for (const char *p = v; *p; p++) {
+        char c = *p;
+        if (c == '.') {
+            if (label == 0)
+                return "has an empty label (\"..\" or a leading dot)";
+            if (prev == '-')
+                return "has a label ending with '-'";
+            label = 0;
+        } else if (isalnum((unsigned char)c) || c == '-') {
+            if (label == 0 && c == '-')
+                return "has a label starting with '-'";
+            if (++label > 63)
+                return "has a label longer than 63 characters";
+        } else {
+            return "may only contain letters, digits, '-' and '.' (RFC 1123)";
+        }
+        prev = c;
+    }
+    if (prev == '-')
+        return "has a label ending with '-'";
+    if (prev == '.')
+        return "must not end with a dot";
+    return NULL;
+}
+
+const char *config__check_ip_literal(const char *v)
+{
+    unsigned char buf[16];
+    if (inet_pton(AF_INET, v, buf) == 1 || inet_pton(AF_INET6, v, buf) == 1)
+        return NULL;
+    return "must be an IPv4 or IPv6 address (\"0.0.0.0\" for every interface)";
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* mqtt://host[:port] or mqtts://host[:port]; host: RFC 1123 name, IPv4 or [IPv6]. */
+const char *config__check_mqtt_uri(const char *v)
+{
+    const char *rest;
+    if (strncmp(v, "mqtt://", 7) == 0)
+        rest = v + 7;
+    else if (strncmp(v, "mqtts://", 8) == 0)
+        rest = v + 8;
+    else
+        return "must start with mqtt:// or mqtts://";
+    char host[128];
+    const char *after;
+    if (*rest == '[') {
+        const char *close = strchr(rest, ']');
+        if (!close)
+            return "has an IPv6 address without ']'";
+        size_t n = (size_t)(close - rest - 1);
+        if (n == 0 || n >= sizeof host)
+            return "has an invalid IPv6 address";
+        memcpy(host, rest + 1, n);
+        host[n] = '\0';
+        unsigned char buf[16];
+        if (inet_pton(AF_INET6, host, buf) != 1)
+            return "has an invalid IPv6 address";
+        after = close + 1;
+    } else {
+        size_t n = strcspn(rest, ":/@?#");
+        if (n == 0)
+            return "has no host (mqtt://host[:port])";
+        if (n >= sizeof host)
+            return "has a host name that is too long";
+        memcpy(host, rest, n);
+        host[n] = '\0';
+        if (config__check_hostname(host))
+            return "has an invalid host name (RFC 1123 name or IPv4 address expected)";
+        after = rest + n;
+    }
+    if (*after == '\0')
+        return NULL;
+    if (*after != ':')
+        return "must be mqtt[s]://host[:port] (no user, path or query)";
+    const char *port = after + 1;
+    size_t plen = strlen(port);
+    if (!all_digits(port, plen) || plen > 5)
+        return "has an invalid port (1..65535)";
+    long p = strtol(port, NULL, 10);
+    if (p < 1 || p > 65535)
+        return "has a port outside 1..65535";
+    return NULL;
+}
+
+/* A Linux network interface name (IFNAMSIZ - 1 = 15 bytes). */
+const char *config__check_ifname(const char *v)
+{
+    size_t len = strlen(v);
+    if (len > 15)
+        return "must be a network interface name of at most 15 characters";
+    if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
+        return "must be a network interface name";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f || *p == '/' || *p == ':')
+            return "must be a network interface name (no spaces, '/' or ':')";
+    return NULL;
+}
+
+const char *config__check_abs_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must be an absolute path";
+    return config__check_no_control(v);
+}
+
+const char *config__check_device_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must be an absolute device path such as /dev/ttyUSB0";
+    return config__check_no_control(v);
+}
+
+/* "can0" | "slcan:/dev/ttyACM0[@500000]" | "log:FILE". */
+const char *config__check_can_interface(const char *v)
+{
+    if (strncmp(v, "slcan:", 6) == 0) {
+        const char *dev = v + 6;
+        if (dev[0] != '/')
+            return "slcan: needs a device path (slcan:/dev/ttyACM0[@baud])";
+        const char *at = strchr(dev, '@');
+        if (at) {
+            size_t n = strlen(at + 1);
+            if (!all_digits(at + 1, n) || n > 7)
+                return "slcan: serial speed after '@' must be a number";
+            long baud = strtol(at + 1, NULL, 10);
+            if (baud < 1200 || baud > 4000000)
+                return "slcan: serial speed must be 1200..4000000";
+        }
+        return config__check_no_control(dev);
+    }
+    if (strncmp(v, "log:", 4) == 0) {
+        if (v[4] == '\0')
+            return "log: needs a file name (log:FILE)";
+        return config__check_no_control(v + 4);
+    }
+    const char *why = config__check_ifname(v);
+    return why ? "must be a SocketCAN interface (can0), slcan:/dev/DEVICE[@baud] or log:FILE" : NULL;
+}
+
+/* No MQTT wildcards, no leading/trailing '/', not a $SYS-like topic. */
+const char *config__check_topic_prefix(const char *v)
+{
+    if (strpbrk(v, "+#"))
+        return "must not contain MQTT wildcards '+' or '#'";
+    if (v[0] == '/' || v[strlen(v) - 1] == '/')
+        return "must not start or end with '/'";
+    if (v[0] == '$')
+        return "must not start with '$' (reserved by brokers)";
+    if (strstr(v, "//"))
+        return "must not contain an empty level (\"//\")";
+    return config__check_no_control(v);
+}
+
+const char *config__check_client_id(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f)
+            return "must be printable ASCII without spaces";
+    return NULL;
+}
+
+const char *config__check_web_username(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f || *p == ':')
+            return "must be printable ASCII without spaces or ':'";
+    return NULL;
+}
+
+const char *config__check_ssid(const char *v)
+{
+    if (strlen(v) > 32)
+        return "must be 1..32 bytes";
+    return config__check_no_control(v);
+}
+
+/* WPA2 passphrase: 8..63 printable ASCII characters. */
+const char *config__check_wifi_password(const char *v)
+{
+    size_t len = strlen(v);
+    if (len < 8 || len > 63)
+        return "must be 8..63 characters (WPA2 passphrase)";
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+        if (*p < 0x20 || *p > 0x7e)
+            return "must be printable ASCII (WPA2 passphrase)";
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-field checks
+ * ------------------------------------------------------------------------------------------- */
+
+static void check_curve(const struct gw_curve *c, const struct config_field *f, const char *path,
+                        struct config_errors *errors)
+{
+    unsigned min_points = (unsigned)f->aux;
+    if (c->count > GW_CURVE_POINTS || c->count < min_points) {
+        config_errors_add(errors, path, "must have %u..%d points (has %u)", min_points, GW_CURVE_POINTS, c->count);
+        return;
+    }
+    char sub[CONFIG_ERROR_PATH_MAX];
+    for (unsigned i = 0; i < c->count; i++) {
+        if (!isfinite(c->x[i]) || c->x[i] < (float)f->min || c->x[i] > (float)f->max) {
+            config__format(sub, sizeof sub, "%s.x[%u]", path, i);
+            config_errors_add(errors, sub, "must be in %g..%g (got %g)", f->min, f->max, (double)c->x[i]);
+        } else if (i > 0 && !(c->x[i] > c->x[i - 1])) {
+            config__format(sub, sizeof sub, "%s.x[%u]", path, i);
+            config_errors_add(errors, sub, "x must be strictly increasing (%g after %g)", (double)c->x[i],
+                              (double)c->x[i - 1]);
+        }
+        if (!isfinite(c->y[i]) || c->y[i] < 0.0f || c->y[i] > 1.0f) {
+            config__format(sub, sizeof sub, "%s.y[%u]", path, i);
+            config_errors_add(errors, sub, "must be a fraction in 0..1 (got %g)", (double)c->y[i]);
+        }
+    }
+}
+
+static void check_threshold(const struct gw_alert_threshold *t, const struct config_field *f, const char *path,
+                            struct config_errors *errors)
+{
+    char sub[CONFIG_ERROR_PATH_MAX];
+    if (!isfinite(t->value) || t->value < (float)f->min || t->value > (float)f->max) {
+        config__format(sub, sizeof sub, "%s.value", path);
+        config_errors_add(errors, sub, "must be in %g..%g (got %g)", f->min, f->max, (double)t->value);
+    }
+    if (!isfinite(t->hysteresis) || t->hysteresis < 0.0f || t->hysteresis > (float)f->aux) {
+        config__format(sub, sizeof sub, "%s.hysteresis", path);
+        config_errors_add(errors, sub, "must be in 0..%g (got %g)", f->aux, (double)t->hysteresis);
+    }
+    if (t->level > 2) {
+        config__format(sub, sizeof sub, "%s.level", path);
+        config_errors_add(errors, sub, "must be one of \"info\", \"warning\", \"error\"");
+    }
+}
+
+void config__validate_field(const struct gw_config *cfg, const struct config_field *f, struct config_errors *errors)
+{
+    char path[CONFIG_ERROR_PATH_MAX];
+    config__field_path(f, path, sizeof path);
+    const void *p = config__field_cptr(cfg, f);
+    double v;
+    switch ((enum config_kind)f->kind) {
+    case CFG_BOOL:
+        return;
+    case CFG_U8:
+        v = *(const uint8_t *)p;
+        goto integer;
+    case CFG_U16:
+        v = *(const uint16_t *)p;
+        goto integer;
+    case CFG_U32:
+        v = *(const uint32_t *)p;
+    integer:
+        if (v < f->min || v > f->max)
+            config_errors_add(errors, path, "must be an integer in %.10g..%.10g (got %.10g)", f->min, f->max, v);
+        return;
+    case CFG_FLOAT: {
+        float fv = *(const float *)p;
+        /* Compare in float: 0.01 typed by a user is stored as 0.0099999998f. */
+        if (!isfinite(fv) || fv < (float)f->min || fv > (float)f->max)
+            config_errors_add(errors, path, "must be in %g..%g (got %g)", f->min, f->max, (double)fv);
+        return;
+    }
+    case CFG_STRING: {
+        const char *s = p;
+        if (strnlen(s, f->size) >= f->size) {
+            config_errors_add(errors, path, "is not terminated (at most %zu bytes)", f->size - 1);
+            return;
+        }
+        if (s[0] == '\0') {
+            if (f->flags & CFG_F_NONEMPTY)
+                config_errors_add(errors, path, "must not be empty");
+            return;
+        }
+        const char *why = f->format ? f->format(s) : config__check_no_control(s);
+        if (!why && f->format && f->format != config__check_no_control)
+            why = config__check_no_control(s);
+        if (why)
+            config_errors_add(errors, path, "%s", why);
+        return;
+    }
+    case CFG_ENUM:
+        if (*(const uint8_t *)p >= f->name_count)
+            config_errors_add(errors, path, "has an unknown value %u", *(const uint8_t *)p);
+        return;
+    case CFG_CURVE:
+        check_curve(p, f, path, errors);
+        return;
+    case CFG_THRESHOLD:
+        check_threshold(p, f, path, errors);
+        return;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Coherence rules
+ * ------------------------------------------------------------------------------------------- */
+
+struct chem_bounds {
+    const char *name;
+    float target_min, target_max;
+    float float_min, float_max;
+    float limit_min, limit_max;
+    float discharge_min, discharge_max;
+};
+
+/* Beyond these a setting is a typo or a wrong chemistry, not a tuning choice. */
+static const struct chem_bounds chem_bounds[] = {
+    [GW_CHEM_LFP] = { "LFP", 3.30f, 3.65f, 3.20f, 3.50f, 3.40f, 3.70f, 2.50f, 3.20f },
+    [GW_CHEM_NMC] = { "NMC", 3.90f, 4.20f, 3.80f, 4.15f, 4.00f, 4.25f, 2.80f, 3.60f },
+};
+
+static void check_bound(float v, float lo, float hi, const char *path, const char *chem,
+                        struct config_errors *errors)
+{
+    if (isfinite(v) && (v < lo || v > hi))
+        config_errors_add(errors, path, "must be in %.3g..%.3g V for %s cells (got %g)", (double)lo, (double)hi, chem,
+                          (double)v);
+}
+
+static void check_pair(const struct gw_alert_threshold *low, const struct gw_alert_threshold *high,
+                       const char *low_path, struct config_errors *errors)
+{
+    if (low->enabled && high->enabled && !(low->value < high->value)) {
+        char sub[CONFIG_ERROR_PATH_MAX];
+        config__format(sub, sizeof sub, "%s.value", low_path);
+        config_errors_add(errors, sub, "low threshold %g must be below the high threshold %g", (double)low->value,
+                          (double)high->value);
+    }
+}
+
+static void check_coherence(const struct gw_config *c, struct config_errors *errors)
+{
+    /* BMS */
+    if (!(c->bms.soc_empty_percent < c->bms.soc_full_percent))
+        config_errors_add(errors, "bms.soc_empty_percent", "must be below bms.soc_full_percent (%g >= %g)",
+                          (double)c->bms.soc_empty_percent, (double)c->bms.soc_full_percent);
+    if ((uint64_t)c->bms.comm_timeout_ms < 2ull * c->bms.poll_interval_ms)
+        config_errors_add(errors, "bms.comm_timeout_ms", "must be at least twice bms.poll_interval_ms (%u < 2 x %u)",
+                          c->bms.comm_timeout_ms, c->bms.poll_interval_ms);
+
+    /* CAN */
+    if (c->can.enabled && c->can.interface[0] == '\0')
+        config_errors_add(errors, "can.interface", "must be set when can.enabled is true");
+    if (c->can.bitrate > 250000 && c->can.bitrate < 500000) /* outside: reported by the range */
+        config_errors_add(errors, "can.bitrate", "must be 250000 or 500000 (got %u)", c->can.bitrate);
+    if (c->can.identity_period_ms < c->can.live_period_ms)
+        config_errors_add(errors, "can.identity_period_ms", "must not be shorter than can.live_period_ms");
+    if (c->can.stale_timeout_ms < c->can.live_period_ms)
+        config_errors_add(errors, "can.stale_timeout_ms", "must not be shorter than can.live_period_ms");
+
+    /* Charge: voltages ordered and sane for the chemistry. */
+    const struct gw_config_charge *ch = &c->charge;
+    if (!(ch->float_cell_v < ch->target_cell_v))
+        config_errors_add(errors, "charge.float_cell_v", "must be below charge.target_cell_v (%g >= %g)",
+                          (double)ch->float_cell_v, (double)ch->target_cell_v);
+    if (!(ch->target_cell_v < ch->cell_limit_v))
+        config_errors_add(errors, "charge.target_cell_v", "must be below charge.cell_limit_v (%g >= %g)",
+                          (double)ch->target_cell_v, (double)ch->cell_limit_v);
+    if (!(ch->discharge_cell_v < ch->float_cell_v))
+        config_errors_add(errors, "charge.discharge_cell_v", "must be below charge.float_cell_v (%g >= %g)",
+                          (double)ch->discharge_cell_v, (double)ch->float_cell_v);
+    if (ch->chemistry <= GW_CHEM_NMC) {
+        const struct chem_bounds *b = &chem_bounds[ch->chemistry];
+        check_bound(ch->target_cell_v, b->target_min, b->target_max, "charge.target_cell_v", b->name, errors);
+        check_bound(ch->float_cell_v, b->float_min, b->float_max, "charge.float_cell_v", b->name, errors);
+        check_bound(ch->cell_limit_v, b->limit_min, b->limit_max, "charge.cell_limit_v", b->name, errors);
+        check_bound(ch->discharge_cell_v, b->discharge_min, b->discharge_max, "charge.discharge_cell_v", b->name,
+                    errors);
+    }
+    if (!(ch->rebulk_spread_mv > ch->absorb_spread_mv))
+        config_errors_add(errors, "charge.rebulk_spread_mv",
+                          "must be above charge.absorb_spread_mv, or the phases would oscillate (%g <= %g)",
+                          (double)ch->rebulk_spread_mv, (double)ch->absorb_spread_mv);
+
+    /* MQTT */
+    const struct gw_config_mqtt *m = &c->mqtt;
+    if ((m->cert_file[0] != '\0') != (m->key_file[0] != '\0'))
+        config_errors_add(errors, m->cert_file[0] ? "mqtt.key_file" : "mqtt.cert_file",
+                          "mutual TLS needs both mqtt.cert_file and mqtt.key_file");
+    if (m->commands_enabled && m->username[0] == '\0')
+        config_errors_add(errors, "mqtt.commands_enabled", "needs mqtt.username (commands need an authenticated broker)");
+    if (m->password[0] != '\0' && m->username[0] == '\0')
+        config_errors_add(errors, "mqtt.password", "needs mqtt.username (MQTT sends no password without a user)");
+
+    /* Web */
+    if (c->web.https_enabled) {
+        if (c->web.cert_file[0] == '\0')
+            config_errors_add(errors, "web.cert_file", "must be set when web.https_enabled is true");
+        if (c->web.key_file[0] == '\0')
+            config_errors_add(errors, "web.key_file", "must be set when web.https_enabled is true");
+    }
+
+    /* Network */
+    if (c->network.wifi_password[0] != '\0' && c->network.wifi_ssid[0] == '\0')
+        config_errors_add(errors, "network.wifi_ssid", "must be set when network.wifi_password is");
+
+    /* Alerts: a low threshold at or above its high twin would raise both at once. */
+    const struct gw_config_alerts *a = &c->alerts;
+    check_pair(&a->cell_v_low, &a->cell_v_high, "alerts.cell_v_low", errors);
+    check_pair(&a->pack_v_low, &a->pack_v_high, "alerts.pack_v_low", errors);
+    check_pair(&a->temp_low, &a->temp_high, "alerts.temp_low", errors);
+    check_pair(&a->soc_low, &a->soc_high, "alerts.soc_low", errors);
+}
+
+int gw_config_validate(const struct gw_config *cfg, struct config_errors *errors)
+{
+    config_errors_clear(errors);
+    if (!cfg) {
+        config_errors_add(errors, "", "no configuration");
+        return GW_ERR_INVAL;
+    }
+    /* Count without a list too: validation must work with errors == NULL. */
+    struct config_errors local;
+    struct config_errors *e = errors ? errors : &local;
+    if (!errors)
+        config_errors_clear(&local);
+    if (cfg->schema_version == 0)
+        config_errors_add(e, "schema_version", "must be a positive integer");
+    for (size_t i = 0; i < config__field_count; i++)
+        config__validate_field(cfg, &config__fields[i], e);
+    check_coherence(cfg, e);
+    return (e->count || e->dropped) ? GW_ERR_INVAL : GW_OK;
+}

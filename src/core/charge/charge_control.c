@@ -1,0 +1,772 @@
+/* Charge control: CVL / CCL / DCL with phases, min() of every limit source, and slow dynamics.
+ * docs/charge-control.md is the user-facing description; the constants below are the fixed
+ * safety margins it documents. */
+#include "charge_control.h"
+
+#include "gw_error.h"
+
+#include <float.h>
+#include <stddef.h>
+#include <string.h>
+
+/* Cell-voltage margin kept below the BMS over-voltage cutoff (reg 315) for CVL and CCL, and
+ * above the under-voltage cutoff (reg 316) for DCL: the limits act before the BMS trips. */
+#define CUTOFF_MARGIN_V 0.05f
+/* A limit forced to 0 near a cutoff is released only this far from the cutoff (hysteresis). */
+#define CUTOFF_RELEASE_V 0.10f
+/* The excess hold on CVL is released when the highest cell is this far below cell_limit_v. */
+#define EXCESS_RELEASE_V 0.02f
+/* An excess-lowered CVL never goes below the present pack voltage minus this per cell: the
+ * charger stops, the inverter is not asked to discharge the battery down to CVL. */
+#define STOP_MARGIN_V_PER_CELL 0.005f
+/* ... and never below cells x (float_cell_v - this): a sane absolute floor. */
+#define FLOOR_BELOW_FLOAT_V 0.15f
+/* Absorption spread tolerance at least the BMS's allowed disbalance (reg 308) plus this. */
+#define DISBALANCE_MARGIN_MV 5.0f
+/* The pack "is at target" within this per cell. */
+#define AT_TARGET_TOL_V_PER_CELL 0.005f
+/* CVL rises (after an excess hold, after a config change) at most this fast. */
+#define CVL_RISE_V_PER_CELL_S 0.0002f
+/* An increase is only started when the target exceeds the value sent by this fraction of the
+ * configured maximum (at least INCREASE_DEADBAND_MIN_A): a target that creeps up with the cell
+ * voltages does not make the limit change every few seconds. Decreases have no deadband. */
+#define INCREASE_DEADBAND_FRACTION 0.02f
+#define INCREASE_DEADBAND_MIN_A 0.2f
+/* Comparisons with thresholds accept half the 0.1 mV register resolution (float rounding). */
+#define EPS_V 0.00005f
+/* The current limits stay below the BMS over-current cutoffs by this fraction. */
+#define BMS_OC_FRACTION 0.9f
+
+/* ---- small numeric helpers (no libm: the core is freestanding-friendly) ----------------- */
+
+static bool finite_f(float x) { return x == x && x <= FLT_MAX && x >= -FLT_MAX; }
+static float min_f(float a, float b) { return a < b ? a : b; }
+static float max_f(float a, float b) { return a > b ? a : b; }
+
+static int32_t round_tenths(float v)
+{
+    float x = v * 10.0f;
+    if (x > 2e9f)
+        x = 2e9f;
+    if (x < -2e9f)
+        x = -2e9f;
+    return (int32_t)(x >= 0.0f ? x + 0.5f : x - 0.5f);
+}
+
+static uint64_t elapsed_ms(uint64_t now_ms, uint64_t since_ms)
+{
+    return now_ms > since_ms ? now_ms - since_ms : 0;
+}
+
+/* Curve factor clamped to 0..1; a broken curve (NaN) gives 0, the safe answer. */
+static float curve_factor(const struct gw_curve *c, float x)
+{
+    float f = gw_curve_eval(c, x);
+    if (!finite_f(f) || f < 0.0f)
+        return 0.0f;
+    return f > 1.0f ? 1.0f : f;
+}
+
+/* ---- reason strings (bounded, no printf) --------------------------------------------------- */
+
+static size_t put_str(char *dst, size_t pos, const char *s)
+{
+    while (s && *s && pos + 1 < CHARGE_REASON_LEN)
+        dst[pos++] = *s++;
+    dst[pos] = '\0';
+    return pos;
+}
+
+static size_t put_fixed(char *dst, size_t pos, float v, unsigned decimals)
+{
+    if (!finite_f(v))
+        return put_str(dst, pos, "nan");
+    if (v < 0.0f) {
+        pos = put_str(dst, pos, "-");
+        v = -v;
+    }
+    uint32_t scale = 1;
+    for (unsigned i = 0; i < decimals; i++)
+        scale *= 10u;
+    float scaled = v * (float)scale + 0.5f;
+    if (scaled > 4e9f)
+        scaled = 4e9f;
+    uint32_t n = (uint32_t)scaled;
+    uint32_t ip = n / scale, fp = n % scale;
+    char digits[12];
+    unsigned k = 0;
+    do {
+        digits[k++] = (char)('0' + ip % 10u);
+        ip /= 10u;
+    } while (ip && k < sizeof digits);
+    char one[2] = { 0, 0 };
+    while (k) {
+        one[0] = digits[--k];
+        pos = put_str(dst, pos, one);
+    }
+    if (decimals) {
+        pos = put_str(dst, pos, ".");
+        uint32_t div = scale / 10u;
+        for (unsigned d = 0; d < decimals; d++, div /= 10u) {
+            one[0] = (char)('0' + (fp / div) % 10u);
+            pos = put_str(dst, pos, one);
+        }
+    }
+    return pos;
+}
+
+static void reason_text(char *dst, const char *text)
+{
+    dst[0] = '\0';
+    put_str(dst, 0, text);
+}
+
+static void reason_num(char *dst, const char *prefix, float value, unsigned decimals,
+                       const char *suffix)
+{
+    dst[0] = '\0';
+    size_t pos = put_str(dst, 0, prefix);
+    pos = put_fixed(dst, pos, value, decimals);
+    put_str(dst, pos, suffix);
+}
+
+/* ---- configuration ------------------------------------------------------------------------- */
+
+static bool in_range(float v, float lo, float hi) { return finite_f(v) && v >= lo && v <= hi; }
+
+/* Replaces every out-of-range parameter by the chemistry default, so no config can make an
+ * unsafe limit (a NaN target would otherwise give a NaN CVL). */
+static void sanitize_config(struct gw_config_charge *c)
+{
+    if (c->chemistry != GW_CHEM_LFP && c->chemistry != GW_CHEM_NMC)
+        c->chemistry = GW_CHEM_LFP;
+    struct gw_config_charge def;
+    gw_config_charge_defaults(&def, (enum gw_chemistry)c->chemistry);
+
+    if (!in_range(c->target_cell_v, 2.0f, 4.5f))
+        c->target_cell_v = def.target_cell_v;
+    if (!in_range(c->float_cell_v, 2.0f, c->target_cell_v))
+        c->float_cell_v = min_f(def.float_cell_v, c->target_cell_v);
+    if (!in_range(c->cell_limit_v, c->target_cell_v, 4.5f))
+        c->cell_limit_v = max_f(def.cell_limit_v, c->target_cell_v);
+    if (!in_range(c->discharge_cell_v, 1.5f, 4.5f))
+        c->discharge_cell_v = def.discharge_cell_v;
+    if (!in_range(c->absorb_spread_mv, 0.0f, 1000.0f))
+        c->absorb_spread_mv = def.absorb_spread_mv;
+    if (!in_range(c->rebulk_spread_mv, c->absorb_spread_mv, 5000.0f))
+        c->rebulk_spread_mv = max_f(def.rebulk_spread_mv, c->absorb_spread_mv);
+    if (!in_range(c->float_ramp_mv_per_cell_s, 0.001f, 1000.0f))
+        c->float_ramp_mv_per_cell_s = def.float_ramp_mv_per_cell_s;
+    if (!in_range(c->rebulk_soc_percent, 0.0f, 100.0f))
+        c->rebulk_soc_percent = def.rebulk_soc_percent;
+    if (!in_range(c->max_charge_a, 0.0f, 3000.0f))
+        c->max_charge_a = def.max_charge_a;
+    if (!in_range(c->max_discharge_a, 0.0f, 3000.0f))
+        c->max_discharge_a = def.max_discharge_a;
+    if (!in_range(c->increase_ramp_a_per_s, 0.001f, 100000.0f))
+        c->increase_ramp_a_per_s = def.increase_ramp_a_per_s;
+    if (!in_range(c->zero_exit_a, 0.0f, 1000.0f))
+        c->zero_exit_a = def.zero_exit_a;
+    if (c->increase_delay_s > 86400u)
+        c->increase_delay_s = def.increase_delay_s;
+    if (c->absorb_time_s > 7u * 86400u)
+        c->absorb_time_s = def.absorb_time_s;
+}
+
+int charge_control_init(struct charge_control *cc, const struct gw_config_charge *cfg)
+{
+    if (!cc || !cfg)
+        return GW_ERR_INVAL;
+    memset(cc, 0, sizeof *cc);
+    cc->cfg = *cfg;
+    sanitize_config(&cc->cfg);
+    cc->phase = CHARGE_PHASE_BULK;
+    cc->ccl.at_zero = true;
+    cc->dcl.at_zero = true;
+    return GW_OK;
+}
+
+int charge_control_set_config(struct charge_control *cc, const struct gw_config_charge *cfg)
+{
+    if (!cc || !cfg)
+        return GW_ERR_INVAL;
+    cc->cfg = *cfg;
+    sanitize_config(&cc->cfg);
+    return GW_OK;
+}
+
+int charge_control_set_cap(struct charge_control *cc, const struct app_charge_cap *cap,
+                           uint64_t now_ms)
+{
+    if (!cc || !cap)
+        return GW_ERR_INVAL;
+    if (cap->ccl_cap_a != cap->ccl_cap_a || cap->dcl_cap_a != cap->dcl_cap_a)
+        return GW_ERR_INVAL;
+    if (cap->duration_s == 0 || (cap->ccl_cap_a < 0.0f && cap->dcl_cap_a < 0.0f)) {
+        cc->cap_active = false;
+        return GW_OK;
+    }
+    cc->cap_active = true;
+    cc->cap_ccl_a = cap->ccl_cap_a;
+    cc->cap_dcl_a = cap->dcl_cap_a;
+    cc->cap_until_ms = now_ms + (uint64_t)cap->duration_s * 1000u;
+    memset(cc->cap_source, 0, sizeof cc->cap_source);
+    for (size_t i = 0; i + 1 < sizeof cc->cap_source && i < sizeof cap->source && cap->source[i]; i++)
+        cc->cap_source[i] = cap->source[i];
+    return GW_OK;
+}
+
+const char *charge_phase_name(uint8_t phase)
+{
+    switch (phase) {
+    case CHARGE_PHASE_BULK: return "bulk";
+    case CHARGE_PHASE_ABSORPTION: return "absorption";
+    case CHARGE_PHASE_FLOAT: return "float";
+    default: return "unknown";
+    }
+}
+
+/* ---- inputs -------------------------------------------------------------------------------- */
+
+static bool setting_word(const struct bms_settings *s, unsigned reg, uint16_t *out)
+{
+    if (!s || !s->valid || reg < BMS_SETTINGS_FIRST || reg > BMS_SETTINGS_LAST)
+        return false;
+    unsigned i = reg - BMS_SETTINGS_FIRST;
+    if (!((s->present_mask >> i) & 1u))
+        return false;
+    *out = s->raw[i];
+    return true;
+}
+
+/* A setting as a number when present and within [lo, hi] (documented register ranges). */
+static bool setting_value(const struct bms_settings *s, unsigned reg, bool is_signed, float lo,
+                          float hi, float *out)
+{
+    uint16_t w;
+    if (!setting_word(s, reg, &w))
+        return false;
+    float v = is_signed ? (float)(int16_t)w : (float)w;
+    if (v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* What one step knows about the pack, derived once. */
+struct pack_view {
+    const struct bms_live_data *live;
+    unsigned cells;
+    float sum_v, max_cell_v, min_cell_v, spread_mv;
+    float pack_v, soc_pct;
+    bool have_temp;
+    float temp_min_c, temp_max_c;
+    /* BMS settings (has_* false = absent, ignored). */
+    bool has_full, has_ov, has_uv, has_dis_oc, has_chg_oc, has_low_temp, has_restart,
+        has_disbalance;
+    float full_cell_v, ov_cell_v, uv_cell_v, dis_oc_a, chg_oc_a, low_temp_c, restart_pct,
+        disbalance_mv;
+};
+
+static bool live_usable(const struct bms_live_data *live)
+{
+    if (!live || !live->valid || live->cell_count < BMS_MIN_CELLS || live->cell_count > BMS_MAX_CELLS)
+        return false;
+    for (unsigned i = 0; i < live->cell_count; i++)
+        if (live->cell_mv_x10[i] == 0) /* an empty register is no 0 V cell */
+            return false;
+    return true;
+}
+
+static void build_view(const struct charge_inputs *in, struct pack_view *v)
+{
+    const struct bms_live_data *live = in->live;
+    memset(v, 0, sizeof *v);
+    v->live = live;
+    v->cells = live->cell_count;
+    v->min_cell_v = 1e9f;
+    for (unsigned i = 0; i < v->cells; i++) {
+        float c = bms_cell_v(live, i);
+        v->sum_v += c;
+        v->max_cell_v = max_f(v->max_cell_v, c);
+        v->min_cell_v = min_f(v->min_cell_v, c);
+    }
+    v->spread_mv = (v->max_cell_v - v->min_cell_v) * 1000.0f;
+    v->pack_v = (finite_f(live->pack_voltage_v) && live->pack_voltage_v > 0.0f)
+                    ? live->pack_voltage_v : v->sum_v;
+    v->soc_pct = bms_soc_percent(live);
+    int16_t t;
+    if (bms_temp_min_dc(live, &t)) {
+        v->have_temp = true;
+        v->temp_min_c = (float)t / 10.0f;
+        bms_temp_max_dc(live, &t);
+        v->temp_max_c = (float)t / 10.0f;
+    }
+    const struct bms_settings *s = in->settings;
+    float x;
+    if ((v->has_full = setting_value(s, 300, false, 1200, 4500, &x)))
+        v->full_cell_v = x / 1000.0f;
+    if ((v->has_ov = setting_value(s, 315, false, 1200, 4500, &x)))
+        v->ov_cell_v = x / 1000.0f;
+    if ((v->has_uv = setting_value(s, 316, false, 800, 3500, &x)))
+        v->uv_cell_v = x / 1000.0f;
+    if ((v->has_dis_oc = setting_value(s, 317, false, 1, 750, &x)))
+        v->dis_oc_a = x;
+    if ((v->has_chg_oc = setting_value(s, 318, false, 1, 750, &x)))
+        v->chg_oc_a = x;
+    if ((v->has_low_temp = setting_value(s, 320, true, -40, 10, &x)))
+        v->low_temp_c = x;
+    if ((v->has_restart = setting_value(s, 321, false, 60, 95, &x)))
+        v->restart_pct = x;
+    if ((v->has_disbalance = setting_value(s, 308, false, 15, 100, &x)))
+        v->disbalance_mv = x;
+}
+
+/* ---- CVL ----------------------------------------------------------------------------------- */
+
+/* Target cell voltage after the BMS's bounds, with the reason when a bound won. */
+static float bounded_target_cell_v(const struct charge_control *cc, const struct pack_view *v,
+                                   char *reason)
+{
+    float target = cc->cfg.target_cell_v;
+    reason_num(reason, "target ", target, 3, " V/cell");
+    if (v->has_full && v->full_cell_v < target) {
+        target = v->full_cell_v;
+        reason_num(reason, "bms fully charged ", target, 3, " V/cell");
+    }
+    if (v->has_ov && v->ov_cell_v - CUTOFF_MARGIN_V < target) {
+        target = v->ov_cell_v - CUTOFF_MARGIN_V;
+        reason_num(reason, "bms over-voltage cutoff ", v->ov_cell_v, 3, " V - margin");
+    }
+    return target;
+}
+
+static void update_phase(struct charge_control *cc, const struct pack_view *v, float target_pack_v,
+                         float float_pack_v, uint64_t dt_ms, bool *stepped_up)
+{
+    const struct gw_config_charge *c = &cc->cfg;
+    bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * (float)v->cells;
+    /* The BMS does not balance below its allowed disbalance (register 308, 15 mV at least):
+     * asking for a smaller spread would keep the pack in bulk for ever. */
+    float spread_tol = c->absorb_spread_mv;
+    if (v->has_disbalance && v->disbalance_mv + DISBALANCE_MARGIN_MV > spread_tol)
+        spread_tol = v->disbalance_mv + DISBALANCE_MARGIN_MV;
+    bool spread_ok = v->spread_mv <= spread_tol;
+    float rebulk_soc = c->rebulk_soc_percent;
+    if (v->has_restart && v->restart_pct > rebulk_soc)
+        rebulk_soc = v->restart_pct; /* the BMS restarts charging there: follow it */
+    bool rebulk = v->soc_pct < rebulk_soc || v->spread_mv > c->rebulk_spread_mv;
+
+    *stepped_up = false;
+    switch (cc->phase) {
+    case CHARGE_PHASE_BULK:
+        if (at_target && spread_ok) {
+            cc->phase = CHARGE_PHASE_ABSORPTION;
+            cc->absorb_elapsed_ms = 0;
+        }
+        break;
+    case CHARGE_PHASE_ABSORPTION:
+        if (rebulk) {
+            cc->phase = CHARGE_PHASE_BULK;
+            break;
+        }
+        if (!spread_ok)
+            cc->absorb_elapsed_ms = 0;  /* the timer restarts when the spread grows */
+        else if (at_target)
+            cc->absorb_elapsed_ms += dt_ms; /* paused (not reset) while below target */
+        if (cc->absorb_elapsed_ms >= (uint64_t)c->absorb_time_s * 1000u) {
+            cc->phase = CHARGE_PHASE_FLOAT;
+            cc->float_cvl_v = min_f(cc->cvl_v, target_pack_v);
+        }
+        break;
+    case CHARGE_PHASE_FLOAT:
+        if (rebulk) {
+            cc->phase = CHARGE_PHASE_BULK;
+            *stepped_up = true; /* far below target: stepping CVL up changes no current */
+            break;
+        }
+        break;
+    default:
+        cc->phase = CHARGE_PHASE_BULK;
+        break;
+    }
+    if (cc->phase == CHARGE_PHASE_FLOAT) {
+        float step = c->float_ramp_mv_per_cell_s / 1000.0f * (float)v->cells * (float)dt_ms / 1000.0f;
+        cc->float_cvl_v = max_f(float_pack_v, min_f(cc->float_cvl_v, target_pack_v) - step);
+    }
+}
+
+/* CVL of this step before the upward rate limit; advances the phase machine. */
+static float compute_cvl(struct charge_control *cc, const struct pack_view *v, uint64_t dt_ms,
+                         char *reason, bool *may_step_up)
+{
+    const struct gw_config_charge *c = &cc->cfg;
+    float n = (float)v->cells;
+    float target_cell = bounded_target_cell_v(cc, v, reason);
+    float float_cell = min_f(c->float_cell_v, target_cell);
+    float target_pack = n * target_cell;
+    float float_pack = n * float_cell;
+    update_phase(cc, v, target_pack, float_pack, dt_ms, may_step_up);
+
+    float cvl = target_pack;
+    if (cc->phase == CHARGE_PHASE_FLOAT) {
+        cvl = cc->float_cvl_v;
+        if (cvl > float_pack + 0.001f)
+            reason_num(reason, "float ramp to ", float_cell, 3, " V/cell");
+        else
+            reason_num(reason, "float ", float_cell, 3, " V/cell");
+    }
+
+    /* Cell excess: CVL = sum of cells - every cell's excess over the limit. Held (it only goes
+     * down) until the highest cell is back under limit - EXCESS_RELEASE_V, so the loop does not
+     * chatter around the limit; then the rise limit brings CVL back slowly. */
+    float limit = c->cell_limit_v;
+    if (v->has_ov)
+        limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
+    limit = max_f(limit, target_cell);
+    float excess = 0.0f;
+    for (unsigned i = 0; i < v->cells; i++) {
+        float cell = bms_cell_v(v->live, i);
+        if (cell > limit)
+            excess += cell - limit;
+    }
+    if (excess > 0.0f) {
+        float candidate = v->sum_v - excess;
+        /* Floors: stop the charger, never ask the system to discharge the pack down to CVL;
+         * and never below a sane absolute value. */
+        float floor_v = max_f(v->pack_v - STOP_MARGIN_V_PER_CELL * n,
+                              n * (float_cell - FLOOR_BELOW_FLOAT_V));
+        candidate = max_f(candidate, floor_v);
+        cc->excess_cvl_v = cc->excess_hold ? min_f(cc->excess_cvl_v, candidate) : candidate;
+        cc->excess_hold = true;
+    } else if (cc->excess_hold && v->max_cell_v < limit - EXCESS_RELEASE_V) {
+        cc->excess_hold = false;
+    }
+    if (cc->excess_hold && cc->excess_cvl_v < cvl) {
+        cvl = cc->excess_cvl_v;
+        reason_num(reason, "cell excess, max ", v->max_cell_v, 3, " V");
+    }
+
+    /* Hard upper bound last: whatever happened above, never charge past the BMS cutoff. */
+    if (v->has_ov && cvl > n * (v->ov_cell_v - CUTOFF_MARGIN_V)) {
+        cvl = n * (v->ov_cell_v - CUTOFF_MARGIN_V);
+        reason_num(reason, "bms over-voltage cutoff ", v->ov_cell_v, 3, " V - margin");
+    }
+    if (!finite_f(cvl) || cvl <= 0.0f) { /* unreachable with a sanitised config; never 0 */
+        cvl = n * float_cell;
+        reason_text(reason, "fallback float");
+    }
+    return cvl;
+}
+
+/* ---- CCL / DCL ----------------------------------------------------------------------------- */
+
+struct pick {
+    float value;
+    char *reason;
+};
+
+static void pick_min(struct pick *p, float value, const char *prefix, float num, unsigned decimals,
+                     const char *suffix)
+{
+    if (!finite_f(value))
+        value = 0.0f;
+    if (value < 0.0f)
+        value = 0.0f;
+    if (value < p->value) {
+        p->value = value;
+        if (decimals == 0 && suffix == NULL)
+            reason_text(p->reason, prefix);
+        else
+            reason_num(p->reason, prefix, num, decimals, suffix);
+    }
+}
+
+static void force_zero(struct pick *p, const char *text)
+{
+    p->value = 0.0f;
+    reason_text(p->reason, text);
+}
+
+static void force_zero_num(struct pick *p, const char *prefix, float num, unsigned decimals,
+                           const char *suffix)
+{
+    p->value = 0.0f;
+    reason_num(p->reason, prefix, num, decimals, suffix);
+}
+
+static const char *protection_text(uint32_t bits)
+{
+    if (bits & CHARGE_PROT_FAULT) return "bms fault";
+    if (bits & CHARGE_PROT_OVER_VOLTAGE) return "bms over-voltage cutoff";
+    if (bits & CHARGE_PROT_UNDER_VOLTAGE) return "bms under-voltage cutoff";
+    if (bits & CHARGE_PROT_OVER_TEMP) return "bms over-temperature cutoff";
+    if (bits & CHARGE_PROT_LOW_TEMP) return "bms low temperature cutoff";
+    if (bits & CHARGE_PROT_LOW_TEMP_CHARGE) return "bms low temp charge cutoff";
+    if (bits & CHARGE_PROT_DISCHARGE_OC) return "bms discharge over-current";
+    if (bits & CHARGE_PROT_CHARGE_OC) return "bms charge over-current";
+    if (bits & CHARGE_PROT_SWITCH_ERROR) return "bms switch error";
+    if (bits & CHARGE_PROT_FULLY_DISCHARGED) return "bms fully discharged";
+    return "bms protection";
+}
+
+static void cap_text(const struct charge_control *cc, char *buf)
+{
+    size_t pos = put_str(buf, 0, "external cap");
+    if (cc->cap_source[0]) {
+        pos = put_str(buf, pos, " (");
+        pos = put_str(buf, pos, cc->cap_source);
+        put_str(buf, pos, ")");
+    }
+}
+
+/* max x curve factor, rounded DOWN to steps of the increase deadband: a table value follows a
+ * slowly moving cell voltage or temperature in a few steps instead of a new value every second
+ * (rounding down keeps it on the safe side). */
+static float curve_amps(float max_a, const struct gw_curve *curve, float x)
+{
+    float amps = max_a * curve_factor(curve, x);
+    float step = max_f(INCREASE_DEADBAND_MIN_A, INCREASE_DEADBAND_FRACTION * max_a);
+    float steps = amps / step + 1e-4f; /* 100 x 0.28 may come out as 27.99999 */
+    if (steps < 0.0f || !finite_f(steps))
+        return 0.0f;
+    if (steps > 1e6f)
+        return amps;
+    return (float)(uint32_t)steps * step;
+}
+
+static float charge_target(struct charge_control *cc, const struct pack_view *v, uint32_t prot,
+                           bool cap_on, char *reason)
+{
+    const struct gw_config_charge *c = &cc->cfg;
+    float max = c->max_charge_a;
+    struct pick p = { max, reason };
+    reason_text(reason, "config max");
+    if (v->has_chg_oc)
+        pick_min(&p, BMS_OC_FRACTION * v->chg_oc_a, "bms charge over-current", 0, 0, NULL);
+    pick_min(&p, curve_amps(max, &c->charge_by_cell_v, v->max_cell_v), "cell voltage ",
+             v->max_cell_v, 2, " V");
+    if (v->have_temp) {
+        pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_min_c), "temperature ",
+                 v->temp_min_c, 1, " °C");
+        pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_max_c), "temperature ",
+                 v->temp_max_c, 1, " °C");
+    }
+    if (c->charge_by_soc.count)
+        pick_min(&p, curve_amps(max, &c->charge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1, " %");
+    if (cap_on && cc->cap_ccl_a >= 0.0f && cc->cap_ccl_a < p.value) {
+        p.value = cc->cap_ccl_a;
+        cap_text(cc, reason);
+    }
+
+    /* The BMS has switched charging off, or is about to: 0 with the reason. */
+    if (v->has_ov) {
+        if (v->max_cell_v + EPS_V >= v->ov_cell_v - CUTOFF_MARGIN_V)
+            cc->ov_block = true;
+        else if (v->max_cell_v < v->ov_cell_v - CUTOFF_RELEASE_V)
+            cc->ov_block = false;
+    } else {
+        cc->ov_block = false;
+    }
+    if (cc->ov_block)
+        force_zero_num(&p, "cell ", v->max_cell_v, 3, " V near cutoff");
+    if (v->has_low_temp && v->have_temp && v->temp_min_c <= v->low_temp_c)
+        force_zero_num(&p, "temperature ", v->temp_min_c, 1, " °C < charge cutoff");
+    if (prot & CHARGE_PROT_BLOCKS_CHARGE)
+        force_zero(&p, protection_text(prot & CHARGE_PROT_BLOCKS_CHARGE));
+    return p.value;
+}
+
+static float discharge_target(struct charge_control *cc, const struct pack_view *v, uint32_t prot,
+                              bool cap_on, char *reason)
+{
+    const struct gw_config_charge *c = &cc->cfg;
+    float max = c->max_discharge_a;
+    struct pick p = { max, reason };
+    reason_text(reason, "config max");
+    if (v->has_dis_oc)
+        pick_min(&p, BMS_OC_FRACTION * v->dis_oc_a, "bms discharge over-current", 0, 0, NULL);
+    pick_min(&p, curve_amps(max, &c->discharge_by_cell_v, v->min_cell_v), "cell voltage ",
+             v->min_cell_v, 2, " V");
+    if (v->have_temp) {
+        pick_min(&p, curve_amps(max, &c->discharge_by_temp, v->temp_min_c), "temperature ",
+                 v->temp_min_c, 1, " °C");
+        pick_min(&p, curve_amps(max, &c->discharge_by_temp, v->temp_max_c), "temperature ",
+                 v->temp_max_c, 1, " °C");
+    }
+    if (c->discharge_by_soc.count)
+        pick_min(&p, curve_amps(max, &c->discharge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1,
+                 " %");
+    if (cap_on && cc->cap_dcl_a >= 0.0f && cc->cap_dcl_a < p.value) {
+        p.value = cc->cap_dcl_a;
+        cap_text(cc, reason);
+    }
+
+    if (v->has_uv) {
+        if (v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_MARGIN_V)
+            cc->uv_block = true;
+        else if (v->min_cell_v > v->uv_cell_v + CUTOFF_RELEASE_V)
+            cc->uv_block = false;
+    } else {
+        cc->uv_block = false;
+    }
+    if (cc->uv_block)
+        force_zero_num(&p, "cell ", v->min_cell_v, 3, " V near cutoff");
+    if (prot & CHARGE_PROT_BLOCKS_DISCHARGE)
+        force_zero(&p, protection_text(prot & CHARGE_PROT_BLOCKS_DISCHARGE));
+    return p.value;
+}
+
+/* Decreases at once; increases wait increase_delay_s then ramp; 0 is left only when the target
+ * exceeds zero_exit_a. On the very first step the target is taken as is (no history: a daemon
+ * restart must not switch an island inverter off for the delay). */
+static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge *c, float max_a,
+                            float target, bool first, uint64_t now_ms, float dt_s, char *reason)
+{
+    float deadband = max_f(INCREASE_DEADBAND_MIN_A, INCREASE_DEADBAND_FRACTION * max_a);
+    if (first) {
+        r->value_a = target;
+        r->at_zero = target <= 0.0f;
+        r->waiting = false;
+        return r->value_a;
+    }
+    if (target <= 0.0f) {
+        r->value_a = 0.0f;
+        r->at_zero = true;
+        r->waiting = false;
+        return 0.0f;
+    }
+    if (r->at_zero && target <= c->zero_exit_a) {
+        r->value_a = 0.0f;
+        r->waiting = false;
+        reason_num(reason, "zero hysteresis (target ", target, 1, " A)");
+        return 0.0f;
+    }
+    if (target <= r->value_a) {
+        r->value_a = target;
+        r->waiting = false;
+        r->at_zero = false;
+        return r->value_a;
+    }
+    if (!r->waiting && !r->at_zero && target <= r->value_a + deadband) {
+        /* Slightly higher target: keep the (lower, safe) value. */
+        reason_num(reason, "deadband (target ", target, 1, " A)");
+        return r->value_a;
+    }
+    if (!r->waiting) {
+        r->waiting = true;
+        r->increase_since_ms = now_ms;
+    }
+    if (elapsed_ms(now_ms, r->increase_since_ms) < (uint64_t)c->increase_delay_s * 1000u) {
+        reason_num(reason, "increase delay (target ", target, 1, " A)");
+        return r->value_a;
+    }
+    float next = r->value_a + c->increase_ramp_a_per_s * dt_s;
+    if (next >= target) {
+        next = target;
+        r->waiting = false;
+    } else {
+        reason_num(reason, "ramp (target ", target, 1, " A)");
+    }
+    r->value_a = next;
+    r->at_zero = next <= 0.0f;
+    return next;
+}
+
+/* ---- step ---------------------------------------------------------------------------------- */
+
+static void count_change(int32_t *sent, uint32_t *changes, float value, bool first)
+{
+    int32_t q = round_tenths(value);
+    if (!first && q != *sent)
+        (*changes)++;
+    *sent = q;
+}
+
+static void fill_counters(const struct charge_control *cc, struct charge_limits *out)
+{
+    out->cvl_changes = cc->cvl_changes;
+    out->ccl_changes = cc->ccl_changes;
+    out->dcl_changes = cc->dcl_changes;
+    out->phase = cc->phase;
+}
+
+/* Safe, complete result without usable live data (the state is not advanced). */
+static void fill_no_data(const struct charge_control *cc, const struct charge_inputs *in,
+                         struct charge_limits *out)
+{
+    float cells = 16.0f;
+    float x;
+    if (setting_value(in->settings, 307, false, BMS_MIN_CELLS, BMS_MAX_CELLS, &x))
+        cells = x;
+    else if (in->live && in->live->cell_count >= BMS_MIN_CELLS && in->live->cell_count <= BMS_MAX_CELLS)
+        cells = (float)in->live->cell_count;
+    if (cc->started && finite_f(cc->cvl_v) && cc->cvl_v > 0.0f) {
+        out->cvl_v = cc->cvl_v;
+        reason_text(out->cvl_reason, "no data (last value)");
+    } else {
+        out->cvl_v = cells * cc->cfg.float_cell_v;
+        reason_text(out->cvl_reason, "no data (float)");
+    }
+    out->cvl_target_v = out->cvl_v;
+    out->ccl_a = out->dcl_a = 0.0f;
+    out->discharge_v = cells * cc->cfg.discharge_cell_v;
+    reason_text(out->ccl_reason, "no data");
+    reason_text(out->dcl_reason, "no data");
+    fill_counters(cc, out);
+}
+
+int charge_control_step(struct charge_control *cc, const struct charge_inputs *in,
+                        uint64_t now_ms, struct charge_limits *out)
+{
+    if (!cc || !in || !out)
+        return GW_ERR_INVAL;
+    memset(out, 0, sizeof *out);
+    if (!live_usable(in->live)) {
+        fill_no_data(cc, in, out);
+        return GW_ERR_STATE;
+    }
+    bool first = !cc->started;
+    uint64_t dt_ms = first ? 0 : elapsed_ms(now_ms, cc->last_ms);
+    float dt_s = (float)dt_ms / 1000.0f;
+    if (first || now_ms > cc->last_ms)
+        cc->last_ms = now_ms;
+
+    struct pack_view v;
+    build_view(in, &v);
+    uint32_t prot = charge_protections_active(in->live, in->events, CHARGE_PROT_HOLD_S_DEFAULT);
+    out->protections = prot;
+
+    if (cc->cap_active && now_ms >= cc->cap_until_ms)
+        cc->cap_active = false;
+
+    /* CVL: decreases at once; increases limited, except the float -> bulk return (the pack is
+     * far below target then, so the step changes no current). */
+    bool may_step_up = false;
+    float cvl = compute_cvl(cc, &v, dt_ms, out->cvl_reason, &may_step_up);
+    out->cvl_target_v = cvl;
+    if (!first && !may_step_up && cvl > cc->cvl_v) {
+        float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * dt_s;
+        if (cvl > ceiling) {
+            cvl = ceiling;
+            reason_num(out->cvl_reason, "rise limit (target ", out->cvl_target_v, 2, " V)");
+        }
+    }
+    cc->cvl_v = cvl;
+    out->cvl_v = cvl;
+    out->discharge_v = (float)v.cells * cc->cfg.discharge_cell_v;
+
+    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
+    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
+    out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
+                                first, now_ms, dt_s, out->ccl_reason);
+    out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
+                                first, now_ms, dt_s, out->dcl_reason);
+
+    count_change(&cc->sent_cvl_dv, &cc->cvl_changes, out->cvl_v, first);
+    count_change(&cc->sent_ccl_da, &cc->ccl_changes, out->ccl_a, first);
+    count_change(&cc->sent_dcl_da, &cc->dcl_changes, out->dcl_a, first);
+    cc->started = true;
+    fill_counters(cc, out);
+    return GW_OK;
+}

@@ -1,0 +1,265 @@
+/* TinyBMS metadata: event names, command names, settings table and validation. */
+#include <stddef.h>
+
+#include "tinybms.h"
+
+/* ---------------------------------------------------------------- events */
+
+const char *tinybms_event_name(uint8_t id)
+{
+    switch (id) {
+    /* faults */
+    case 0x02: return "under-voltage cutoff";
+    case 0x03: return "over-voltage cutoff";
+    case 0x04: return "over-temperature cutoff";
+    case 0x05: return "discharging over-current cutoff";
+    case 0x06: return "charging over-current cutoff";
+    case 0x07: return "regeneration over-current cutoff";
+    case 0x0A: return "low temperature cutoff";
+    case 0x0B: return "charger switch error";
+    case 0x0C: return "load switch error";
+    case 0x0D: return "single port switch error";
+    case 0x0E: return "external current sensor disconnected";
+    case 0x0F: return "external current sensor connected";
+    /* warnings */
+    case 0x31: return "fully discharged cutoff";
+    case 0x37: return "low temperature charging cutoff";
+    case 0x38: return "charging done (charger voltage too high)";
+    case 0x39: return "charging done (charger voltage too low)";
+    /* information */
+    case 0x61: return "system started";
+    case 0x62: return "charging started";
+    case 0x63: return "charging done";
+    case 0x64: return "charger connected";
+    case 0x65: return "charger disconnected";
+    case 0x66: return "dual port mode";
+    case 0x67: return "single port mode";
+    case 0x73: return "recovered from over-temperature fault";
+    case 0x74: return "recovered from low temperature warning";
+    case 0x75: return "recovered from low temperature fault";
+    case 0x76: return "recovered from charging over-current";
+    case 0x77: return "recovered from discharging over-current";
+    case 0x78: return "recovered from regeneration over-current";
+    case 0x79: return "recovered from over-voltage";
+    case 0x7A: return "recovered from fully discharged warning";
+    case 0x7B: return "recovered from under-voltage";
+    case 0x7C: return "external current sensor connected";
+    case 0x7D: return "external current sensor disconnected";
+    default: return "unknown event";
+    }
+}
+
+enum tinybms_event_category tinybms_event_category(uint8_t id)
+{
+    if (id >= 0x01 && id <= 0x30)
+        return TINYBMS_EVENT_FAULT;
+    if (id >= 0x31 && id <= 0x60)
+        return TINYBMS_EVENT_WARNING;
+    if (id >= 0x61 && id <= 0x90)
+        return TINYBMS_EVENT_INFO;
+    return TINYBMS_EVENT_UNKNOWN;
+}
+
+const char *tinybms_event_category_name(enum tinybms_event_category c)
+{
+    switch (c) {
+    case TINYBMS_EVENT_FAULT: return "fault";
+    case TINYBMS_EVENT_WARNING: return "warning";
+    case TINYBMS_EVENT_INFO: return "info";
+    default: return "unknown";
+    }
+}
+
+const char *tinybms_command_name(uint8_t cmd)
+{
+    switch (cmd) {
+    case TINYBMS_CMD_RESET: return "reset / clear";
+    case TINYBMS_CMD_READ_MODBUS: return "read registers (MODBUS)";
+    case TINYBMS_CMD_READ_BLOCK: return "read registers block";
+    case TINYBMS_CMD_READ_INDIVIDUAL: return "read individual registers";
+    case TINYBMS_CMD_WRITE_BLOCK: return "write registers block";
+    case TINYBMS_CMD_WRITE_INDIVIDUAL: return "write individual registers";
+    case TINYBMS_CMD_WRITE_MODBUS: return "write registers (MODBUS)";
+    case TINYBMS_CMD_EVENTS_NEWEST: return "newest events";
+    case TINYBMS_CMD_EVENTS_ALL: return "all events";
+    case TINYBMS_CMD_PACK_VOLTAGE: return "pack voltage";
+    case TINYBMS_CMD_PACK_CURRENT: return "pack current";
+    case TINYBMS_CMD_MAX_CELL: return "max cell voltage";
+    case TINYBMS_CMD_MIN_CELL: return "min cell voltage";
+    case TINYBMS_CMD_STATUS: return "online status";
+    case TINYBMS_CMD_LIFETIME: return "lifetime counter";
+    case TINYBMS_CMD_SOC: return "state of charge";
+    case TINYBMS_CMD_TEMPERATURES: return "temperatures";
+    case TINYBMS_CMD_CELLS: return "cell voltages";
+    case TINYBMS_CMD_SETTINGS: return "settings values";
+    case TINYBMS_CMD_VERSION: return "version";
+    case TINYBMS_CMD_VERSION_EXT: return "extended version";
+    case TINYBMS_CMD_SPEED_DISTANCE: return "speed / distance / time left";
+    default: return "unknown command";
+    }
+}
+
+/* ---------------------------------------------------------------- settings */
+
+#define NEWER TINYBMS_SETTING_NEWER_FW
+#define FFFF TINYBMS_SETTING_FFFF_ACCEPTED
+/* Bit mask of the allowed values lo..hi (both <= 31). */
+#define VALS(lo, hi) ((uint32_t)((((uint64_t)1 << ((hi) + 1)) - 1) & ~(((uint64_t)1 << (lo)) - 1)))
+
+static const struct tinybms_setting_info settings[] = {
+    { 300, "fully_charged_mv", "Fully charged voltage", "mV", 1200, 4500, TINYBMS_SETTING_U16, 0, 0 },
+    { 301, "fully_discharged_mv", "Fully discharged voltage", "mV", 1000, 3500, TINYBMS_SETTING_U16, 0, 0 },
+    { 303, "early_balancing_mv", "Early balancing threshold", "mV", 1000, 4500, TINYBMS_SETTING_U16, 0, 0 },
+    { 304, "charge_finished_ma", "Charge finished current", "mA", 100, 5000, TINYBMS_SETTING_U16, 0, 0 },
+    /* 305: no documented range; only the BMS's own min/max (0x1D) can narrow it. */
+    { 305, "peak_discharge_cutoff_a", "Peak discharge current cutoff", "A", 0, 65535, TINYBMS_SETTING_U16, 0, NEWER },
+    { 306, "capacity_x10mah", "Battery capacity", "0.01 Ah", 10, 65500, TINYBMS_SETTING_U16, 0, 0 },
+    { 307, "series_cells", "Number of series cells", "", 4, 16, TINYBMS_SETTING_U16, 0, 0 },
+    { 308, "allowed_disbalance_mv", "Allowed disbalance", "mV", 15, 100, TINYBMS_SETTING_U16, 0, 0 },
+    { 310, "charger_startup_delay_s", "Charger startup delay", "s", 5, 60, TINYBMS_SETTING_U16, 0, NEWER },
+    { 311, "charger_disable_delay_s", "Charger disable delay", "s", 0, 60, TINYBMS_SETTING_U16, 0, NEWER },
+    { 312, "pulses_per_unit", "Pulses per unit (low word)", "", 1, 100000, TINYBMS_SETTING_U32_LOW, 0, 0 },
+    { 313, "pulses_per_unit_hi", "Pulses per unit (high word)", "", 1, 100000, TINYBMS_SETTING_U32_HIGH, 0, 0 },
+    { 314, "distance_unit", "Distance unit (1 m, 2 km, 3 ft, 4 mi, 5 yd)", "", 1, 5, TINYBMS_SETTING_ENUM, VALS(1, 5), 0 },
+    { 315, "over_voltage_cutoff_mv", "Over-voltage cutoff", "mV", 1200, 4500, TINYBMS_SETTING_U16, 0, 0 },
+    { 316, "under_voltage_cutoff_mv", "Under-voltage cutoff", "mV", 800, 3500, TINYBMS_SETTING_U16, 0, 0 },
+    { 317, "discharge_overcurrent_a", "Discharge over-current cutoff", "A", 1, 750, TINYBMS_SETTING_U16, 0, 0 },
+    { 318, "charge_overcurrent_a", "Charge over-current cutoff", "A", 1, 750, TINYBMS_SETTING_U16, 0, 0 },
+    { 319, "over_heat_cutoff_c", "Over-heat cutoff", "degC", 20, 90, TINYBMS_SETTING_INT16, 0, 0 },
+    { 320, "low_temp_charge_cutoff_c", "Low temperature charger cutoff", "degC", -40, 10, TINYBMS_SETTING_INT16, 0, 0 },
+    { 321, "charge_restart_pct", "Charge restart level", "%", 60, 95, TINYBMS_SETTING_U16, 0, NEWER },
+    { 322, "max_cycles", "Battery maximum cycles count", "", 10, 65000, TINYBMS_SETTING_U16, 0, NEWER },
+    { 323, "set_soh_x002pct", "State of health (write to set)", "0.002 %", 0, 50000, TINYBMS_SETTING_U16, 0, NEWER | FFFF },
+    { 328, "set_soc_x002pct", "State of charge (write to set)", "0.002 %", 0, 50000, TINYBMS_SETTING_U16, 0, FFFF },
+    { 329, "options_flags", "Options (bit 0 invert ext. current sensor, bit 1 no switch diagnostics, bit 2 charger restart level)", "", 0, 7, TINYBMS_SETTING_FLAGS, 0x7, NEWER },
+    /* 330: low byte charger type (only 0x01 CC/CV is documented), high byte discharge
+     * over-current timeout 0..30 s (newer firmware). */
+    { 330, "charger_type_oc_timeout", "Charger type (low) / discharge over-current timeout s (high)", "", 0, 30, TINYBMS_SETTING_BYTE_PAIR, VALS(1, 1), 0 },
+    { 331, "load_switch_type", "Load switch type", "", 0, 8, TINYBMS_SETTING_ENUM, VALS(0, 8), 0 },
+    { 332, "automatic_recovery_s", "Automatic recovery", "s", 1, 30, TINYBMS_SETTING_LOW_BYTE, 0, 0 },
+    { 333, "charger_switch_type", "Charger switch type", "", 1, 9, TINYBMS_SETTING_ENUM, VALS(1, 9), 0 },
+    { 334, "ignition", "Ignition", "", 0, 6, TINYBMS_SETTING_ENUM, VALS(0, 6), 0 },
+    { 335, "charger_detection", "Charger detection", "", 1, 7, TINYBMS_SETTING_ENUM, VALS(1, 7), 0 },
+    { 336, "speed_sensor_input", "Speed sensor input", "", 0, 2, TINYBMS_SETTING_ENUM, VALS(0, 2), 0 },
+    /* 337: 0 disabled, 2 discharge FET, 3..10 pins; 1 is not a documented value. */
+    { 337, "precharge_pin", "Precharge pin", "", 0, 10, TINYBMS_SETTING_ENUM, VALS(0, 0) | VALS(2, 10), 0 },
+    { 338, "precharge_duration", "Precharge duration (0 = 0.1 s ... 7 = 5 s)", "", 0, 7, TINYBMS_SETTING_ENUM, VALS(0, 7), 0 },
+    { 339, "temp_sensor_type", "Temperature sensor type", "", 0, 1, TINYBMS_SETTING_ENUM, VALS(0, 1), 0 },
+    { 340, "operation_mode", "BMS operation mode (0 dual port, 1 single port)", "", 0, 1, TINYBMS_SETTING_ENUM, VALS(0, 1), 0 },
+    { 341, "single_port_switch_type", "Single port switch type", "", 0, 8, TINYBMS_SETTING_ENUM, VALS(0, 8), 0 },
+    { 342, "broadcast_time", "Broadcast time (0 off, 1 = 0.1 s ... 7 = 10 s)", "", 0, 7, TINYBMS_SETTING_ENUM, VALS(0, 7), 0 },
+    { 343, "protocol", "Protocol (0 CA V3, 1 ASCII, 2 SOC BAR)", "", 0, 2, TINYBMS_SETTING_ENUM, VALS(0, 2), 0 },
+};
+
+#define SETTINGS_N (sizeof settings / sizeof settings[0])
+
+const struct tinybms_setting_info *tinybms_setting_info(uint16_t reg)
+{
+    for (size_t i = 0; i < SETTINGS_N; i++)
+        if (settings[i].reg == reg)
+            return &settings[i];
+    return NULL;
+}
+
+size_t tinybms_setting_count(void)
+{
+    return SETTINGS_N;
+}
+
+const struct tinybms_setting_info *tinybms_setting_at(size_t index)
+{
+    return index < SETTINGS_N ? &settings[index] : NULL;
+}
+
+bool tinybms_setting_reads_accepted(uint16_t reg, uint16_t value)
+{
+    const struct tinybms_setting_info *info = tinybms_setting_info(reg);
+    return info && (info->flags & TINYBMS_SETTING_FFFF_ACCEPTED) && value == 0xFFFF;
+}
+
+/* The BMS's own raw min/max word for reg when both were read (0x1D). */
+static bool bms_limits(uint16_t reg, const struct bms_settings *bms_min,
+                       const struct bms_settings *bms_max, uint16_t *lo, uint16_t *hi)
+{
+    if (!bms_min || !bms_max || !bms_min->valid || !bms_max->valid)
+        return false;
+    if (reg < BMS_SETTINGS_FIRST || reg > BMS_SETTINGS_LAST)
+        return false;
+    unsigned i = reg - BMS_SETTINGS_FIRST;
+    uint64_t bit = (uint64_t)1 << i;
+    if (!(bms_min->present_mask & bit) || !(bms_max->present_mask & bit))
+        return false;
+    *lo = bms_min->raw[i];
+    *hi = bms_max->raw[i];
+    return true;
+}
+
+static bool in_signed(int32_t v, int32_t lo, int32_t hi)
+{
+    return v >= lo && v <= hi;
+}
+
+int tinybms_setting_validate(uint16_t reg, uint16_t value, const struct bms_settings *bms_min,
+                             const struct bms_settings *bms_max)
+{
+    if (reg < BMS_WRITABLE_FIRST || reg > BMS_WRITABLE_LAST)
+        return GW_ERR_RANGE;
+    const struct tinybms_setting_info *info = tinybms_setting_info(reg);
+    if (!info)
+        return GW_ERR_NOT_FOUND;
+
+    uint8_t low = (uint8_t)(value & 0xFF), high = (uint8_t)(value >> 8);
+    uint16_t bms_lo, bms_hi;
+    bool have_bms = bms_limits(reg, bms_min, bms_max, &bms_lo, &bms_hi);
+
+    switch (info->kind) {
+    case TINYBMS_SETTING_U16:
+        if (have_bms)
+            return value >= bms_lo && value <= bms_hi ? GW_OK : GW_ERR_RANGE;
+        return in_signed(value, info->min, info->max) ? GW_OK : GW_ERR_RANGE;
+    case TINYBMS_SETTING_INT16:
+        if (have_bms)
+            return in_signed((int16_t)value, (int16_t)bms_lo, (int16_t)bms_hi) ? GW_OK
+                                                                                : GW_ERR_RANGE;
+        return in_signed((int16_t)value, info->min, info->max) ? GW_OK : GW_ERR_RANGE;
+    case TINYBMS_SETTING_U32_LOW:
+        return GW_OK; /* any low word; the pair is checked by tinybms_setting_validate_u32 */
+    case TINYBMS_SETTING_U32_HIGH:
+        return (uint32_t)value <= ((uint32_t)info->max >> 16) ? GW_OK : GW_ERR_RANGE;
+    case TINYBMS_SETTING_FLAGS:
+        return (value & ~info->allowed_mask) == 0 ? GW_OK : GW_ERR_RANGE;
+    case TINYBMS_SETTING_LOW_BYTE:
+    case TINYBMS_SETTING_ENUM:
+        /* The high byte is not documented for these registers: never write junk into it. */
+        if (high != 0)
+            return GW_ERR_RANGE;
+        if (info->kind == TINYBMS_SETTING_ENUM &&
+            (low > 31 || !(info->allowed_mask & ((uint32_t)1 << low))))
+            return GW_ERR_RANGE;
+        if (have_bms)
+            return value >= bms_lo && value <= bms_hi ? GW_OK : GW_ERR_RANGE;
+        return in_signed(low, info->min, info->max) ? GW_OK : GW_ERR_RANGE;
+    case TINYBMS_SETTING_BYTE_PAIR:
+        if (low > 31 || !(info->allowed_mask & ((uint32_t)1 << low)))
+            return GW_ERR_RANGE;
+        return in_signed(high, info->min, info->max) ? GW_OK : GW_ERR_RANGE;
+    }
+    return GW_ERR_RANGE;
+}
+
+int tinybms_setting_validate_u32(uint16_t reg_low, uint32_t value,
+                                 const struct bms_settings *bms_min,
+                                 const struct bms_settings *bms_max)
+{
+    const struct tinybms_setting_info *info = tinybms_setting_info(reg_low);
+    if (!info || info->kind != TINYBMS_SETTING_U32_LOW)
+        return GW_ERR_RANGE;
+    uint16_t lo_l, hi_l, lo_h, hi_h;
+    if (bms_limits(reg_low, bms_min, bms_max, &lo_l, &hi_l) &&
+        bms_limits((uint16_t)(reg_low + 1), bms_min, bms_max, &lo_h, &hi_h)) {
+        uint32_t lo = (uint32_t)lo_l | ((uint32_t)lo_h << 16);
+        uint32_t hi = (uint32_t)hi_l | ((uint32_t)hi_h << 16);
+        return value >= lo && value <= hi ? GW_OK : GW_ERR_RANGE;
+    }
+    return value >= (uint32_t)info->min && value <= (uint32_t)info->max ? GW_OK : GW_ERR_RANGE;
+}

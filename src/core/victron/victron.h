@@ -1,0 +1,257 @@
+/* Victron "CAN-bus BMS" frame encoder (spec: shared/spec/victron-can-bms.md; the frames are
+ * listed in docs/can-frames.md).
+ *
+ * Portable core: pure functions over caller-owned buffers; no OS calls, no allocation, no
+ * globals except the constant conversion table. Thread-safe (no shared mutable state).
+ *
+ * Numbers: little-endian; raw = value x factor + offset, rounded to nearest (half away from
+ * zero, with a tolerance of 1/200 step so 58.05 V stored as 58.0499992f still gives 581);
+ * out-of-range values saturate to the field's min/max; NaN/inf never reach the bus: each field
+ * has a documented policy (withhold the frame, substitute a value, or shorten the DLC). */
+#ifndef VICTRON_H
+#define VICTRON_H
+
+#include "bms_data.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Frames ------------------------------------------------------------------------------ */
+
+struct victron_frame {
+    uint16_t id;      /* 11-bit CAN id */
+    uint8_t dlc;      /* 0..8 */
+    uint8_t data[8];  /* bytes past dlc are 0 */
+};
+
+/* Ids we send. */
+enum victron_can_id {
+    VICTRON_ID_LIMITS = 0x351,
+    VICTRON_ID_SOC = 0x355,
+    VICTRON_ID_MEASURE = 0x356,
+    VICTRON_ID_ALARMS = 0x35A,
+    VICTRON_ID_MANUFACTURER = 0x35E,
+    VICTRON_ID_INFO = 0x35F,
+    VICTRON_ID_NAME1 = 0x370,
+    VICTRON_ID_NAME2 = 0x371,
+    VICTRON_ID_MODULES = 0x372,
+    VICTRON_ID_CELL_EXTREMES = 0x373,
+    VICTRON_ID_MIN_CELL_ID = 0x374,
+    VICTRON_ID_MAX_CELL_ID = 0x375,
+    VICTRON_ID_MIN_TEMP_ID = 0x376,
+    VICTRON_ID_MAX_TEMP_ID = 0x377,
+    VICTRON_ID_ENERGY = 0x378,
+    VICTRON_ID_INSTALLED_CAPACITY = 0x379,
+    VICTRON_ID_SERIAL1 = 0x380,
+    VICTRON_ID_SERIAL2 = 0x381,
+    VICTRON_ID_FAMILY = 0x382,
+};
+
+/* Frame sets (bit mask). LIVE: 0x351 0x355 0x356 0x35A 0x372 0x373 0x374..0x377 (every ~1 s);
+ * IDENTITY: 0x35E 0x35F 0x370 0x371 0x378 0x379 0x380 0x381 0x382 (every ~10 s). */
+enum victron_frame_set { VICTRON_SET_LIVE = 1u, VICTRON_SET_IDENTITY = 2u, VICTRON_SET_ALL = 3u };
+#define VICTRON_LIVE_FRAMES 10
+#define VICTRON_IDENTITY_FRAMES 9
+#define VICTRON_MAX_FRAMES (VICTRON_LIVE_FRAMES + VICTRON_IDENTITY_FRAMES)
+
+/* ---- 0x35A alarm / warning flags --------------------------------------------------------- */
+
+enum victron_flag {
+    VICTRON_FLAG_GENERAL = 0,        /* byte 0/4 bits 0-1 */
+    VICTRON_FLAG_HIGH_VOLTAGE,       /* 0/4 bits 2-3 */
+    VICTRON_FLAG_LOW_VOLTAGE,        /* 0/4 bits 4-5 */
+    VICTRON_FLAG_HIGH_TEMP,          /* 0/4 bits 6-7 */
+    VICTRON_FLAG_LOW_TEMP,           /* 1/5 bits 0-1 */
+    VICTRON_FLAG_HIGH_TEMP_CHARGE,   /* 1/5 bits 2-3 */
+    VICTRON_FLAG_LOW_TEMP_CHARGE,    /* 1/5 bits 4-5 */
+    VICTRON_FLAG_HIGH_DISCHARGE_CURRENT, /* 1/5 bits 6-7 */
+    VICTRON_FLAG_HIGH_CHARGE_CURRENT,/* 2/6 bits 0-1 */
+    VICTRON_FLAG_CONTACTOR,          /* 2/6 bits 2-3 */
+    VICTRON_FLAG_SHORT_CIRCUIT,      /* 2/6 bits 4-5 */
+    VICTRON_FLAG_BMS_INTERNAL,       /* 2/6 bits 6-7 */
+    VICTRON_FLAG_CELL_IMBALANCE,     /* 3/7 bits 0-1 */
+    VICTRON_FLAG_COUNT
+};
+
+enum victron_flag_state {
+    VICTRON_FLAG_NOT_SUPPORTED = 0,  /* both bits clear: the GX hides the flag */
+    VICTRON_FLAG_OK = 1,             /* upper bit of the pair (0x02/0x08/0x20/0x80) */
+    VICTRON_FLAG_ACTIVE = 2,         /* lower bit of the pair (0x01/0x04/0x10/0x40) */
+};
+
+struct victron_alarm_state {
+    uint8_t alarm[VICTRON_FLAG_COUNT];   /* enum victron_flag_state, bytes 0..3 */
+    uint8_t warning[VICTRON_FLAG_COUNT]; /* enum victron_flag_state, bytes 4..7 */
+    bool online;                         /* byte 7 bits 2-3: 0x08 online, 0x04 offline */
+};
+
+/* Where flags come from (victron_alarms_from_bms). "At/above" comparisons; a warning is also
+ * active whenever the value is past the alarm threshold. Voltages per cell. */
+struct victron_alarm_thresholds {
+    float cell_high_alarm_v;        /* BMS over-voltage cutoff (reg 315); LFP 3.65, NMC 4.20 */
+    float cell_high_warn_v;         /* LFP 3.60, NMC 4.15 */
+    float cell_low_alarm_v;         /* BMS under-voltage cutoff (reg 316); LFP 2.80, NMC 3.00 */
+    float cell_low_warn_v;          /* LFP 2.90, NMC 3.10 */
+    float temp_high_alarm_c;        /* BMS over-heat cutoff (reg 319); 60 */
+    float temp_high_warn_c;         /* 55 */
+    float temp_low_alarm_c;         /* -20 (discharge stops, charge_by/discharge_by_temp) */
+    float temp_low_warn_c;          /* -10 */
+    float charge_temp_high_alarm_c; /* while charging: 55 */
+    float charge_temp_high_warn_c;  /* 50 */
+    float charge_temp_low_alarm_c;  /* while charging: BMS low-temp charge cutoff (reg 320); 0 */
+    float charge_temp_low_warn_c;   /* 3 */
+    float discharge_current_alarm_a;/* BMS discharge over-current (reg 317); 200 */
+    float discharge_current_warn_a; /* 90 % of the alarm */
+    float charge_current_alarm_a;   /* BMS charge over-current (reg 318); 150 */
+    float charge_current_warn_a;    /* 90 % of the alarm */
+    float imbalance_alarm_mv;       /* cell spread; 200 */
+    float imbalance_warn_mv;        /* 100 */
+    float charging_min_a;           /* current above this counts as "charging", 0.5 */
+    uint32_t event_hold_s;          /* protection events without recovery stay active, 120 */
+};
+
+/* Fills t with the defaults listed above (chemistry: enum gw_chemistry, 0 LFP, 1 NMC). */
+void victron_alarm_thresholds_defaults(struct victron_alarm_thresholds *t, uint8_t chemistry);
+
+/* Moves the alarm thresholds to the BMS's own cutoffs (registers 315, 316, 317, 318, 319, 320
+ * when their present_mask bit is set and the value is in the documented range), keeping each
+ * warning the same distance before its alarm. settings may be NULL (no change). */
+void victron_alarm_thresholds_apply_settings(struct victron_alarm_thresholds *t,
+                                             const struct bms_settings *settings);
+
+/* Derives every flag from a live sample (cell max/min, temperatures, current, spread, status)
+ * and, when recent is not NULL, the BMS protection events (see charge_protections_active:
+ * over-voltage cutoff 0x03 -> high voltage alarm, 0x02/0x31 low voltage, 0x04 high temp,
+ * 0x0A low temp, 0x37 low temp while charging, 0x05 high discharge current + short circuit,
+ * 0x06/0x07 high charge current, 0x0B/0x0C/0x0D contactor, 0x0E BMS internal).
+ * Every flag is supported: each reports OK or ACTIVE. General alarm = any alarm active or
+ * offline; general warning = any warning active. online=false (stale data, or live->valid
+ * false) sets the offline code in byte 7 and the general alarm.
+ * live, t and out must not be NULL (out is zeroed when they are). Pure, thread-safe.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL a required pointer is NULL */
+int victron_alarms_from_bms(const struct bms_live_data *live, const struct bms_event_log *recent,
+                            const struct victron_alarm_thresholds *t, bool online,
+                            struct victron_alarm_state *out);
+
+/* Encodes 0x35A from a flag state (always DLC 8). @retval GW_OK, GW_ERR_INVAL (NULL) */
+int victron_encode_alarms(const struct victron_alarm_state *alarms, struct victron_frame *out);
+
+/* ---- Inputs of a frame set --------------------------------------------------------------- */
+
+/* Identity strings (from config and the BMS version registers). 7-bit ASCII; other bytes are
+ * sent as '?'; shorter strings are zero-padded. */
+struct victron_identity {
+    char manufacturer[9];   /* 0x35E, config can.manufacturer */
+    char battery_name[17];  /* 0x370 + 0x371, config can.battery_name */
+    char family[9];         /* 0x382, config can.family */
+    char serial[17];        /* 0x380 + 0x381 (config can.serial or the BMS serial) */
+    uint16_t model_id;      /* 0x35F bytes 0-1 */
+    uint8_t fw_major;       /* 0x35F byte 2 */
+    uint8_t fw_minor;       /* 0x35F byte 3 */
+    uint16_t hw_version;    /* 0x35F bytes 6-7 */
+};
+
+/* Module counts of 0x372. One battery: victron_modules_single(). */
+struct victron_modules {
+    uint16_t ok, blocking_charge, blocking_discharge, offline;
+};
+
+struct victron_inputs {
+    const struct bms_live_data *live;          /* required for the live set */
+    const struct victron_alarm_state *alarms;  /* required for the live set (0x35A) */
+    const struct victron_identity *identity;   /* required for the identity set */
+    float cvl_v;          /* 0x351: NaN, inf or <= 0 -> 0x351 withheld (never CVL 0) */
+    float ccl_a;          /* NaN -> 0, negative -> 0 */
+    float dcl_a;          /* NaN -> 0, negative -> 0 */
+    float discharge_v;    /* NaN -> 0 */
+    struct victron_modules modules;            /* 0x372 */
+    double energy_in_wh;  /* 0x378, lifetime counters; wrap past 2^32 x 100 Wh; NaN/neg -> 0 */
+    double energy_out_wh;
+    float capacity_ah;    /* 0x35F bytes 4-5: online capacity (what open GX implementations
+                             send); NaN -> 0 */
+    float installed_capacity_ah; /* 0x379; NaN -> 0 */
+};
+
+/* 0x372 for one battery: ok = online, blocking charge = online && ccl 0, blocking discharge =
+ * online && dcl 0, offline = !online. */
+struct victron_modules victron_modules_single(bool online, float ccl_a, float dcl_a);
+
+/* ---- Encoding ---------------------------------------------------------------------------- */
+
+/* Encodes one frame by id (any id of enum victron_can_id) from in.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL out/in NULL, or an input the frame needs is NULL
+ * @retval GW_ERR_RANGE the frame must not be sent (CVL NaN/<=0, pack voltage or current NaN):
+ *         *out is zeroed, the caller withholds it
+ * @retval GW_ERR_NOT_FOUND id is not a frame we send */
+int victron_encode_frame(uint16_t id, const struct victron_inputs *in, struct victron_frame *out);
+
+/* Encodes every frame of the sets (enum victron_frame_set bits) into frames[0..*count), in id
+ * order. A frame that must be withheld (see victron_encode_frame) is left out and the others
+ * are still encoded. Capacity VICTRON_MAX_FRAMES always suffices.
+ * @retval GW_OK every frame of the sets was encoded
+ * @retval GW_ERR_RANGE at least one frame was withheld (e.g. 0x351 with a NaN CVL); frames and
+ *         *count hold the rest — look for 0x351 with victron_find_frame before sending
+ * @retval GW_ERR_OVERFLOW capacity too small (*count = frames written)
+ * @retval GW_ERR_INVAL a pointer is NULL or an input the sets need is NULL */
+int victron_encode_set(unsigned sets, const struct victron_inputs *in, struct victron_frame *frames,
+                       size_t capacity, size_t *count);
+
+/* victron_encode_set(VICTRON_SET_ALL, ...): the live set then the identity set. */
+int victron_encode_all(const struct victron_inputs *in, struct victron_frame *frames,
+                       size_t capacity, size_t *count);
+
+/* The frame with this id in frames[0..count), or NULL. */
+const struct victron_frame *victron_find_frame(const struct victron_frame *frames, size_t count,
+                                               uint16_t id);
+
+/* ---- Declarative conversion table (drives the numeric frames and docs/can-frames.md) ----- */
+
+/* Numeric sources (one value each, in the unit of the field's table row). */
+enum victron_source {
+    VICTRON_SRC_CVL_V = 0, VICTRON_SRC_CCL_A, VICTRON_SRC_DCL_A, VICTRON_SRC_DISCHARGE_V,
+    VICTRON_SRC_SOC_PCT, VICTRON_SRC_SOH_PCT, VICTRON_SRC_SOC_HIRES_PCT,
+    VICTRON_SRC_PACK_V, VICTRON_SRC_PACK_A, VICTRON_SRC_TEMP_C,
+    VICTRON_SRC_MODEL_ID, VICTRON_SRC_FW_MAJOR, VICTRON_SRC_FW_MINOR, VICTRON_SRC_CAPACITY_AH,
+    VICTRON_SRC_HW_VERSION,
+    VICTRON_SRC_MODULES_OK, VICTRON_SRC_MODULES_BLOCK_CHARGE, VICTRON_SRC_MODULES_BLOCK_DISCHARGE,
+    VICTRON_SRC_MODULES_OFFLINE,
+    VICTRON_SRC_MIN_CELL_MV, VICTRON_SRC_MAX_CELL_MV, VICTRON_SRC_MIN_TEMP_C, VICTRON_SRC_MAX_TEMP_C,
+    VICTRON_SRC_ENERGY_IN_WH, VICTRON_SRC_ENERGY_OUT_WH, VICTRON_SRC_INSTALLED_AH,
+    VICTRON_SRC_COUNT
+};
+
+/* What a NaN/inf source value becomes. */
+enum victron_nan_policy {
+    VICTRON_NAN_WITHHOLD = 0, /* the whole frame is not sent (GW_ERR_RANGE) */
+    VICTRON_NAN_SUBSTITUTE,   /* raw value nan_raw is sent */
+    VICTRON_NAN_TRUNCATE,     /* DLC shortened to this field's offset (spec: "shorten the DLC") */
+};
+
+struct victron_field {
+    uint16_t can_id;
+    uint8_t byte_offset;      /* byte offset in the frame */
+    uint8_t size;             /* 1, 2 or 4 bytes */
+    bool is_signed;
+    bool wraps;               /* counters: raw modulo 2^(8 x size) instead of saturating */
+    uint8_t source;           /* enum victron_source */
+    uint8_t nan_policy;       /* enum victron_nan_policy */
+    double factor;            /* raw = round(value x factor + offset) */
+    double offset;            /* added after the factor (0x373: 273.15 for degC -> K) */
+    double raw_min, raw_max;  /* saturation limits (raw units) */
+    double nan_raw;           /* VICTRON_NAN_SUBSTITUTE value (raw) */
+    const char *name;         /* "charge voltage limit (CVL)" */
+    const char *unit;         /* unit of the source value: "V", "A", "%", "degC", ... */
+    const char *resolution;   /* on the bus: "0.1 V", "1 K", "100 Wh", ... */
+};
+
+/* The table (constant, static storage), every numeric field of every frame, in id order. */
+const struct victron_field *victron_field_table(size_t *count);
+
+/* Converts one value to its raw bus representation (rounding, saturation, wrap). NaN/inf
+ * must be handled by the caller (the policy); returns 0 for them. Exposed for tests/docs. */
+int64_t victron_field_raw(const struct victron_field *f, double value);
+
+#endif

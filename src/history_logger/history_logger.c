@@ -1,0 +1,1119 @@
+#define _GNU_SOURCE
+#include "history_logger.h"
+
+#include "app_events.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "gw_log.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MOD "history"
+#define WRITE_BATCH_MAX 512           /* samples per transaction */
+#define WRITER_POLL_MS 200            /* the writer re-reads gw_now_ms() at least this often */
+#define RETENTION_PERIOD_MS (3600u * 1000u)
+#define RETENTION_CHUNK 20000         /* rows per DELETE transaction: short write locks */
+#define DB_BUSY_TIMEOUT_MS 5000
+#define MAX_BATTERIES 16
+#define DAY_MS 86400000LL
+
+struct queued_sample {
+    uint64_t seq;
+    struct history_sample s;
+};
+
+struct battery_clock {
+    bool used;
+    uint8_t battery_id;
+    uint64_t last_taken_ms;
+};
+
+struct history_logger {
+    struct event_bus *bus;
+    history_logger_config_getter get_config;
+    void *get_config_ctx;
+    char db_path[GW_PATH_MAX + 16];
+    char data_dir[GW_PATH_MAX];
+    uint32_t retry_max_ms;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work;              /* writer: something to do */
+    pthread_cond_t done;              /* waiters: a write attempt / retention finished */
+    struct gw_config_history cfg;
+    struct queued_sample *q;
+    size_t cap, head, len;
+    uint64_t next_seq;                /* seq of the next queued sample */
+    uint64_t committed_seq;           /* every sample with seq < committed_seq is stored or dropped */
+    uint64_t attempts;                /* write attempts finished */
+    uint64_t first_pending_ms;        /* gw_now_ms() when the oldest unwritten sample was queued */
+    uint64_t flush_upto;              /* samples with seq below this are written without waiting */
+    bool retry_now;                   /* a flush asked for one immediate retry while failing */
+    bool stopping;
+    uint64_t retention_requested, retention_done;
+    int retention_rc;
+    struct battery_clock clocks[MAX_BATTERIES];
+    struct history_logger_stats stats;
+    bool storage_failing;
+    bool writer_started;
+    pthread_t writer;
+
+    /* writer thread only */
+    sqlite3 *wdb;
+    sqlite3_stmt *insert;
+    uint32_t backoff_ms;
+    uint64_t retry_at_ms;
+    uint64_t next_retention_ms;
+    struct gw_log_limit fail_limit;
+    struct gw_log_limit drop_limit;
+
+    pthread_mutex_t read_lock;
+    sqlite3 *rdb;
+};
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static bool config_valid(const struct gw_config_history *c)
+{
+    return c->period_s >= 1 && c->period_s <= 3600 && c->retention_days >= 1 && c->retention_days <= 3650;
+}
+
+static bool is_storage_error(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void sample_from_live(const struct bms_live_data *d, struct history_sample *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ts_ms = d->wall_time_ms ? d->wall_time_ms : gw_wall_ms();
+    s->battery_id = d->battery_id;
+    s->voltage_v = d->pack_voltage_v;
+    s->current_a = d->pack_current_a;
+    s->soc_percent = bms_soc_percent(d);
+    s->soh_percent = d->soh_valid ? bms_soh_percent(d) : NAN;
+    int16_t t;
+    s->temp_min_c = bms_temp_min_dc(d, &t) ? (float)t / 10.0f : NAN;
+    s->temp_max_c = bms_temp_max_dc(d, &t) ? (float)t / 10.0f : NAN;
+    s->status = d->online_status;
+    s->cell_count = d->cell_count > BMS_MAX_CELLS ? BMS_MAX_CELLS : d->cell_count;
+    uint16_t lo = 0, hi = 0;
+    for (unsigned i = 0; i < s->cell_count; i++) {
+        uint16_t mv = (uint16_t)((d->cell_mv_x10[i] + 5u) / 10u);
+        s->cell_mv[i] = mv;
+        if (mv == 0)
+            continue; /* empty register, not a 0 V cell */
+        if (lo == 0 || mv < lo)
+            lo = mv;
+        if (mv > hi)
+            hi = mv;
+    }
+    s->cell_min_mv = lo ? lo : d->min_cell_mv;
+    s->cell_max_mv = hi ? hi : d->max_cell_mv;
+    s->cell_spread_mv = d->cell_spread_mv_x10 ? (float)d->cell_spread_mv_x10 / 10.0f
+                                              : (float)(s->cell_max_mv - s->cell_min_mv);
+}
+
+static void deadline_in(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool deadline_passed(const struct timespec *ts)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
+}
+
+static void publish_storage(struct history_logger *hl, bool ok, int gw_rc, const char *message)
+{
+    if (!hl->bus)
+        return;
+    struct app_storage_error e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.module, sizeof e.module, "history");
+    e.error = gw_rc;
+    size_t n = message ? strnlen(message, sizeof e.message - 1) : 0; /* truncated to fit */
+    if (n)
+        memcpy(e.message, message, n);
+    if (!event_bus_publish(hl->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000))
+        GW_LOGW(MOD, "event bus full: %s not published", ok ? "storage_ok" : "storage_error");
+}
+
+/* ---- queue (under hl->lock) ----------------------------------------------------------------- */
+
+static int enqueue_locked(struct history_logger *hl, const struct history_sample *s)
+{
+    int rc = GW_OK;
+    if (hl->len == hl->cap) { /* storage has been failing for long: lose the oldest, count it */
+        hl->head = (hl->head + 1) % hl->cap;
+        hl->len--;
+        hl->stats.samples_dropped++;
+        rc = GW_ERR_FULL;
+        gw_log_ratelimited(&hl->drop_limit, 60000, GW_LOG_WARN, MOD,
+                           "memory buffer full (%zu samples): oldest samples dropped (%llu so far)", hl->cap,
+                           (unsigned long long)hl->stats.samples_dropped);
+    }
+    struct queued_sample *slot = &hl->q[(hl->head + hl->len) % hl->cap];
+    slot->seq = hl->next_seq++;
+    slot->s = *s;
+    if (hl->len == 0)
+        hl->first_pending_ms = gw_now_ms();
+    hl->len++;
+    hl->stats.samples_queued++;
+    pthread_cond_signal(&hl->work);
+    return rc;
+}
+
+/* ---- write connection (writer thread) ------------------------------------------------------- */
+
+static const char *const schema_sql =
+    "CREATE TABLE IF NOT EXISTS samples("
+    " ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL, voltage REAL, current REAL, soc REAL, soh REAL,"
+    " temp_min REAL, temp_max REAL, cell_min_mv INTEGER, cell_max_mv INTEGER, cell_spread_mv REAL,"
+    " status INTEGER, cells BLOB);"
+    "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);";
+
+static void close_write_db(struct history_logger *hl)
+{
+    sqlite3_finalize(hl->insert);
+    hl->insert = NULL;
+    sqlite3_close(hl->wdb);
+    hl->wdb = NULL;
+}
+
+static int open_write_db(struct history_logger *hl, char *why, size_t why_size)
+{
+    if (mkdir(hl->data_dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(why, why_size, "cannot create %s: %s", hl->data_dir, strerror(errno));
+        return SQLITE_CANTOPEN;
+    }
+    int rc = sqlite3_open_v2(hl->db_path, &hl->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(hl->wdb, DB_BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(hl->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(hl->wdb, schema_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(hl->wdb,
+                                "INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,"
+                                "cell_min_mv,cell_max_mv,cell_spread_mv,status,cells) "
+                                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                -1, &hl->insert, NULL);
+    if (rc != SQLITE_OK) {
+        if (hl->wdb)
+            rc = sqlite3_extended_errcode(hl->wdb) ? sqlite3_extended_errcode(hl->wdb) : rc;
+        snprintf(why, why_size, "cannot open %s: %s", hl->db_path,
+                 hl->wdb ? sqlite3_errmsg(hl->wdb) : sqlite3_errstr(rc));
+        close_write_db(hl);
+    }
+    return rc;
+}
+
+static void bind_real_or_null(sqlite3_stmt *st, int i, float v)
+{
+    if (isfinite(v))
+        sqlite3_bind_double(st, i, v);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static int insert_batch(struct history_logger *hl, const struct queued_sample *batch, size_t n)
+{
+    int rc = sqlite3_exec(hl->wdb, "BEGIN", NULL, NULL, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
+        const struct history_sample *s = &batch[i].s;
+        sqlite3_stmt *st = hl->insert;
+        uint8_t blob[BMS_MAX_CELLS * 2];
+        for (unsigned c = 0; c < s->cell_count; c++) {
+            blob[2 * c] = (uint8_t)(s->cell_mv[c] & 0xff);
+            blob[2 * c + 1] = (uint8_t)(s->cell_mv[c] >> 8);
+        }
+        sqlite3_bind_int64(st, 1, s->ts_ms);
+        sqlite3_bind_int(st, 2, s->battery_id);
+        bind_real_or_null(st, 3, s->voltage_v);
+        bind_real_or_null(st, 4, s->current_a);
+        bind_real_or_null(st, 5, s->soc_percent);
+        bind_real_or_null(st, 6, s->soh_percent);
+        bind_real_or_null(st, 7, s->temp_min_c);
+        bind_real_or_null(st, 8, s->temp_max_c);
+        sqlite3_bind_int(st, 9, s->cell_min_mv);
+        sqlite3_bind_int(st, 10, s->cell_max_mv);
+        bind_real_or_null(st, 11, s->cell_spread_mv);
+        sqlite3_bind_int(st, 12, s->status);
+        sqlite3_bind_blob(st, 13, blob, (int)s->cell_count * 2, SQLITE_TRANSIENT);
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        sqlite3_reset(st);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(hl->wdb, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sqlite3_extended_errcode(hl->wdb);
+        if (rc == SQLITE_OK || rc == SQLITE_DONE)
+            rc = SQLITE_ERROR;
+        if (!sqlite3_get_autocommit(hl->wdb))
+            sqlite3_exec(hl->wdb, "ROLLBACK", NULL, NULL, NULL);
+    }
+    return rc;
+}
+
+static int run_retention(struct history_logger *hl, uint16_t days)
+{
+    if (!hl->wdb)
+        return GW_ERR_STORAGE;
+    int64_t cutoff = gw_wall_ms() - (int64_t)days * DAY_MS;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(hl->wdb,
+                                "DELETE FROM samples WHERE rowid IN "
+                                "(SELECT rowid FROM samples WHERE ts_ms < ? LIMIT ?)",
+                                -1, &st, NULL);
+    uint64_t deleted = 0;
+    while (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, cutoff);
+        sqlite3_bind_int(st, 2, RETENTION_CHUNK);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE)
+            break;
+        int changed = sqlite3_changes(hl->wdb);
+        deleted += (uint64_t)changed;
+        rc = changed < RETENTION_CHUNK ? SQLITE_DONE : SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        GW_LOGE(MOD, "retention failed: %s", sqlite3_errmsg(hl->wdb));
+    sqlite3_finalize(st);
+    if (deleted)
+        GW_LOGI(MOD, "retention: %llu samples older than %u days deleted", (unsigned long long)deleted, days);
+    pthread_mutex_lock(&hl->lock);
+    hl->stats.rows_deleted += deleted;
+    pthread_mutex_unlock(&hl->lock);
+    return rc == SQLITE_DONE ? GW_OK : GW_ERR_STORAGE;
+}
+
+/* One write attempt of up to WRITE_BATCH_MAX queued samples. Called without hl->lock. */
+static void write_pending(struct history_logger *hl, struct queued_sample *batch)
+{
+    pthread_mutex_lock(&hl->lock);
+    size_t n = 0;
+    while (n < hl->len && n < WRITE_BATCH_MAX) {
+        batch[n] = hl->q[(hl->head + n) % hl->cap];
+        n++;
+    }
+    pthread_mutex_unlock(&hl->lock);
+    if (n == 0)
+        return;
+
+    char why[640] = "";
+    int rc = SQLITE_OK;
+    if (!hl->wdb)
+        rc = open_write_db(hl, why, sizeof why);
+    if (rc == SQLITE_OK) {
+        rc = insert_batch(hl, batch, n);
+        if (rc != SQLITE_OK)
+            snprintf(why, sizeof why, "cannot write %zu samples to %s: %s", n, hl->db_path, sqlite3_errstr(rc));
+    }
+
+    bool announce_error = false, announce_ok = false;
+    pthread_mutex_lock(&hl->lock);
+    hl->attempts++;
+    if (rc == SQLITE_OK) {
+        uint64_t last = batch[n - 1].seq;
+        while (hl->len && hl->q[hl->head].seq <= last) {
+            hl->head = (hl->head + 1) % hl->cap;
+            hl->len--;
+        }
+        hl->committed_seq = last + 1;
+        hl->stats.samples_written += n;
+        if (hl->len)
+            hl->first_pending_ms = gw_now_ms();
+        announce_ok = hl->storage_failing;
+        hl->storage_failing = false;
+        hl->stats.storage_ok = true;
+        hl->backoff_ms = 0;
+    } else {
+        hl->stats.write_errors++;
+        bool storage = is_storage_error(rc);
+        announce_error = storage && !hl->storage_failing;
+        if (storage) {
+            hl->storage_failing = true;
+            hl->stats.storage_ok = false;
+        }
+        hl->backoff_ms = hl->backoff_ms ? hl->backoff_ms * 2 : 500;
+        if (hl->backoff_ms > hl->retry_max_ms)
+            hl->backoff_ms = hl->retry_max_ms;
+        hl->retry_at_ms = gw_now_ms() + hl->backoff_ms;
+    }
+    pthread_cond_broadcast(&hl->done);
+    pthread_mutex_unlock(&hl->lock);
+
+    if (rc != SQLITE_OK) {
+        close_write_db(hl); /* reopen on the next try: the directory may have come back */
+        if (announce_error) {
+            GW_LOGE(MOD, "%s; samples kept in memory and retried", why);
+            publish_storage(hl, false, GW_ERR_STORAGE, why);
+        } else {
+            gw_log_ratelimited(&hl->fail_limit, 60000, GW_LOG_WARN, MOD, "%s (retrying)", why);
+        }
+    } else if (announce_ok) {
+        GW_LOGI(MOD, "storage works again: %s", hl->db_path);
+        publish_storage(hl, true, GW_OK, "history writes succeed again");
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct history_logger *hl = arg;
+    struct queued_sample *batch = malloc(sizeof *batch * WRITE_BATCH_MAX);
+    if (!batch) {
+        GW_LOGE(MOD, "writer cannot allocate its batch buffer: history not recorded");
+        return NULL;
+    }
+    hl->next_retention_ms = gw_now_ms(); /* retention at start */
+    pthread_mutex_lock(&hl->lock);
+    for (;;) {
+        uint64_t now = gw_now_ms();
+        bool stopping = hl->stopping;
+        bool retry_due = !hl->storage_failing || now >= hl->retry_at_ms || hl->retry_now || stopping;
+        bool flushing = hl->len && hl->q[hl->head].seq < hl->flush_upto;
+        bool batch_due = hl->len >= WRITE_BATCH_MAX / 2 || flushing || stopping ||
+                         (hl->len && now - hl->first_pending_ms >= HISTORY_COMMIT_INTERVAL_MS);
+        bool retention_due = hl->retention_requested != hl->retention_done ||
+                             (!stopping && now >= hl->next_retention_ms);
+        if (hl->len && batch_due && retry_due) {
+            hl->retry_now = false;
+            pthread_mutex_unlock(&hl->lock);
+            write_pending(hl, batch);
+            pthread_mutex_lock(&hl->lock);
+            if (stopping && hl->storage_failing)
+                break; /* one last try on stop failed: the samples are lost, say how many */
+            continue;
+        }
+        if (retention_due) {
+            uint64_t request = hl->retention_requested;
+            uint16_t days = hl->cfg.retention_days;
+            pthread_mutex_unlock(&hl->lock);
+            char why[640];
+            int rc = hl->wdb || open_write_db(hl, why, sizeof why) == SQLITE_OK ? run_retention(hl, days)
+                                                                               : GW_ERR_STORAGE;
+            pthread_mutex_lock(&hl->lock);
+            hl->next_retention_ms = gw_now_ms() + RETENTION_PERIOD_MS;
+            hl->retention_done = request;
+            hl->retention_rc = rc;
+            pthread_cond_broadcast(&hl->done);
+            continue;
+        }
+        if (stopping && hl->len == 0)
+            break;
+        pthread_cond_broadcast(&hl->done); /* nothing to do: wake a flush waiting on an empty queue */
+        struct timespec ts;
+        deadline_in(&ts, WRITER_POLL_MS);
+        pthread_cond_timedwait(&hl->work, &hl->lock, &ts);
+    }
+    if (hl->len)
+        GW_LOGE(MOD, "stopping with %zu samples not written (storage failing)", hl->len);
+    hl->stats.samples_dropped += hl->len;
+    hl->committed_seq = hl->next_seq;
+    hl->len = 0;
+    pthread_cond_broadcast(&hl->done);
+    pthread_mutex_unlock(&hl->lock);
+    free(batch);
+    if (hl->wdb)
+        sqlite3_exec(hl->wdb, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL, NULL);
+    close_write_db(hl);
+    return NULL;
+}
+
+/* ---- bus ------------------------------------------------------------------------------------ */
+
+static void on_data(const struct gw_event *ev, void *ctx)
+{
+    struct history_logger *hl = ctx;
+    if (ev->size < sizeof(struct bms_live_data))
+        return;
+    struct bms_live_data d;
+    memcpy(&d, ev->payload, sizeof d);
+    if (!d.valid)
+        return;
+    pthread_mutex_lock(&hl->lock);
+    if (!hl->cfg.enabled) {
+        pthread_mutex_unlock(&hl->lock);
+        return;
+    }
+    struct battery_clock *clk = NULL;
+    for (size_t i = 0; i < MAX_BATTERIES && !clk; i++)
+        if (hl->clocks[i].used && hl->clocks[i].battery_id == d.battery_id)
+            clk = &hl->clocks[i];
+    bool first = false;
+    for (size_t i = 0; i < MAX_BATTERIES && !clk; i++) {
+        if (!hl->clocks[i].used) {
+            clk = &hl->clocks[i];
+            clk->used = true;
+            clk->battery_id = d.battery_id;
+            first = true;
+        }
+    }
+    if (clk) {
+        uint64_t now = gw_now_ms();
+        uint64_t period = (uint64_t)hl->cfg.period_s * 1000u;
+        uint64_t tolerance = period / 8 < 500 ? period / 8 : 500; /* poll jitter must not skip a period */
+        if (first || now + tolerance - clk->last_taken_ms >= period) {
+            clk->last_taken_ms = now;
+            struct history_sample s;
+            sample_from_live(&d, &s);
+            enqueue_locked(hl, &s);
+        }
+    }
+    pthread_mutex_unlock(&hl->lock);
+}
+
+static void on_config(const struct gw_event *ev, void *ctx)
+{
+    struct history_logger *hl = ctx;
+    struct app_config_change c = { 0 };
+    if (ev->size >= sizeof c)
+        memcpy(&c, ev->payload, sizeof c);
+    if (!(c.sections & CONFIG_SECTION_HISTORY) || !hl->get_config)
+        return;
+    struct gw_config_history cfg;
+    int rc = hl->get_config(hl->get_config_ctx, &cfg);
+    if (rc != GW_OK || !config_valid(&cfg)) {
+        GW_LOGW(MOD, "history configuration not applied: %s",
+                rc != GW_OK ? gw_strerror(rc) : "period_s or retention_days out of range");
+        return;
+    }
+    pthread_mutex_lock(&hl->lock);
+    bool retention_changed = cfg.retention_days != hl->cfg.retention_days;
+    hl->cfg = cfg;
+    if (retention_changed) {
+        hl->retention_requested++;
+        pthread_cond_signal(&hl->work);
+    }
+    pthread_mutex_unlock(&hl->lock);
+    GW_LOGI(MOD, "configuration: %s, period %u s, retention %u days", cfg.enabled ? "enabled" : "disabled",
+            cfg.period_s, cfg.retention_days);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void free_logger(struct history_logger *hl)
+{
+    close_write_db(hl);
+    sqlite3_close(hl->rdb);
+    pthread_mutex_destroy(&hl->lock);
+    pthread_mutex_destroy(&hl->read_lock);
+    pthread_cond_destroy(&hl->work);
+    pthread_cond_destroy(&hl->done);
+    free(hl->q);
+    free(hl);
+}
+
+int history_logger_create(const struct history_logger_options *opt, struct history_logger **out)
+{
+    if (!out)
+        return GW_ERR_INVAL;
+    *out = NULL;
+    if (!opt || !opt->data_dir || !*opt->data_dir) {
+        GW_LOGE(MOD, "no data directory given");
+        return GW_ERR_INVAL;
+    }
+    if (!config_valid(&opt->config)) {
+        GW_LOGE(MOD, "period_s %u (1..3600) or retention_days %u (1..3650) out of range", opt->config.period_s,
+                opt->config.retention_days);
+        return GW_ERR_INVAL;
+    }
+    if (strlen(opt->data_dir) >= GW_PATH_MAX) {
+        GW_LOGE(MOD, "data directory path too long (%zu characters)", strlen(opt->data_dir));
+        return GW_ERR_INVAL;
+    }
+    struct history_logger *hl = calloc(1, sizeof *hl);
+    if (!hl)
+        return GW_ERR_NOMEM;
+    hl->bus = opt->bus;
+    hl->get_config = opt->get_config;
+    hl->get_config_ctx = opt->get_config_ctx;
+    hl->cfg = opt->config;
+    hl->retry_max_ms = opt->retry_max_ms ? opt->retry_max_ms : 30000;
+    hl->cap = opt->queue_capacity ? opt->queue_capacity : HISTORY_DEFAULT_QUEUE;
+    snprintf(hl->data_dir, sizeof hl->data_dir, "%s", opt->data_dir);
+    snprintf(hl->db_path, sizeof hl->db_path, "%s/history.db", opt->data_dir);
+    pthread_mutex_init(&hl->lock, NULL);
+    pthread_mutex_init(&hl->read_lock, NULL);
+    pthread_cond_init(&hl->work, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_destroy(&hl->work);
+    pthread_cond_init(&hl->work, &ca);
+    pthread_cond_init(&hl->done, &ca);
+    pthread_condattr_destroy(&ca);
+    hl->stats.storage_ok = true;
+    int rc = GW_OK;
+    hl->q = calloc(hl->cap, sizeof *hl->q);
+    if (!hl->q) {
+        rc = GW_ERR_NOMEM;
+        goto err;
+    }
+
+    /* First open here, so the schema exists when create returns (queries work at once). */
+    char why[640];
+    if (open_write_db(hl, why, sizeof why) != SQLITE_OK) {
+        GW_LOGE(MOD, "%s; samples kept in memory and retried", why);
+        hl->storage_failing = true;
+        hl->stats.storage_ok = false;
+        hl->backoff_ms = 500;
+        hl->retry_at_ms = gw_now_ms() + hl->backoff_ms;
+        publish_storage(hl, false, GW_ERR_STORAGE, why);
+    }
+
+    if (pthread_create(&hl->writer, NULL, writer_main, hl) != 0) {
+        GW_LOGE(MOD, "cannot start the history writer thread: %s", strerror(errno));
+        rc = GW_ERR_IO;
+        goto err;
+    }
+    hl->writer_started = true;
+    if (hl->bus) {
+        rc = event_bus_subscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl, "history_logger");
+        if (rc == GW_OK) {
+            rc = event_bus_subscribe(hl->bus, EVENT_CONFIG_UPDATED, on_config, hl, "history_logger");
+            if (rc != GW_OK)
+                event_bus_unsubscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl);
+        }
+        if (rc != GW_OK) {
+            GW_LOGE(MOD, "cannot subscribe to the event bus: %s", gw_strerror(rc));
+            goto err;
+        }
+    }
+    GW_LOGI(MOD, "recording to %s every %u s, keeping %u days", hl->db_path, hl->cfg.period_s,
+            hl->cfg.retention_days);
+    *out = hl;
+    return GW_OK;
+err:
+    if (hl->writer_started) {
+        pthread_mutex_lock(&hl->lock);
+        hl->stopping = true;
+        pthread_cond_signal(&hl->work);
+        pthread_mutex_unlock(&hl->lock);
+        pthread_join(hl->writer, NULL);
+    }
+    free_logger(hl);
+    return rc;
+}
+
+void history_logger_destroy(struct history_logger *hl)
+{
+    if (!hl)
+        return;
+    if (hl->bus) {
+        event_bus_unsubscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl);
+        event_bus_unsubscribe(hl->bus, EVENT_CONFIG_UPDATED, on_config, hl);
+    }
+    pthread_mutex_lock(&hl->lock);
+    hl->stopping = true;
+    pthread_cond_signal(&hl->work);
+    pthread_mutex_unlock(&hl->lock);
+    pthread_join(hl->writer, NULL);
+    free_logger(hl);
+}
+
+int history_logger_record(struct history_logger *hl, const struct bms_live_data *d)
+{
+    if (!hl || !d || !d->valid)
+        return GW_ERR_INVAL;
+    struct history_sample s;
+    sample_from_live(d, &s);
+    pthread_mutex_lock(&hl->lock);
+    int rc = hl->cfg.enabled ? enqueue_locked(hl, &s) : GW_ERR_STATE;
+    pthread_mutex_unlock(&hl->lock);
+    return rc;
+}
+
+/* Waits on hl->done (hl->lock held) until the deadline; false when it passed. */
+static bool wait_done(struct history_logger *hl, const struct timespec *deadline)
+{
+    if (deadline_passed(deadline))
+        return false;
+    pthread_cond_timedwait(&hl->done, &hl->lock, deadline);
+    return true;
+}
+
+int history_logger_flush(struct history_logger *hl, uint32_t timeout_ms)
+{
+    if (!hl)
+        return GW_ERR_INVAL;
+    struct timespec deadline;
+    deadline_in(&deadline, timeout_ms);
+    int rc = GW_OK;
+    pthread_mutex_lock(&hl->lock);
+    uint64_t target = hl->next_seq;
+    uint64_t attempts_before = hl->attempts;
+    if (target > hl->flush_upto)
+        hl->flush_upto = target;
+    hl->retry_now = true;
+    pthread_cond_signal(&hl->work);
+    while (hl->committed_seq < target) {
+        if (hl->storage_failing && hl->attempts > attempts_before) {
+            rc = GW_ERR_STORAGE; /* the write we asked for failed: samples stay buffered */
+            break;
+        }
+        if (!wait_done(hl, &deadline)) {
+            rc = GW_ERR_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&hl->lock);
+    return rc;
+}
+
+int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms)
+{
+    if (!hl)
+        return GW_ERR_INVAL;
+    struct timespec deadline;
+    deadline_in(&deadline, timeout_ms);
+    pthread_mutex_lock(&hl->lock);
+    uint64_t request = ++hl->retention_requested;
+    pthread_cond_signal(&hl->work);
+    int rc = GW_OK;
+    while (hl->retention_done < request) {
+        if (!wait_done(hl, &deadline)) {
+            rc = GW_ERR_TIMEOUT;
+            break;
+        }
+    }
+    if (rc == GW_OK)
+        rc = hl->retention_rc;
+    pthread_mutex_unlock(&hl->lock);
+    return rc;
+}
+
+void history_logger_get_stats(struct history_logger *hl, struct history_logger_stats *out)
+{
+    if (!hl || !out)
+        return;
+    pthread_mutex_lock(&hl->lock);
+    *out = hl->stats;
+    out->queue_depth = (uint32_t)hl->len;
+    pthread_mutex_unlock(&hl->lock);
+}
+
+/* ---- queries -------------------------------------------------------------------------------- */
+
+/* Locks the read connection, opening it when needed. On GW_OK the caller unlocks read_lock. */
+static int read_begin(struct history_logger *hl)
+{
+    pthread_mutex_lock(&hl->read_lock);
+    if (hl->rdb)
+        return GW_OK;
+    int rc = sqlite3_open_v2(hl->db_path, &hl->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(hl->rdb, DB_BUSY_TIMEOUT_MS);
+        rc = sqlite3_exec(hl->rdb, "SELECT 1 FROM samples LIMIT 0", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        GW_LOGW(MOD, "cannot open %s for reading: %s", hl->db_path,
+                hl->rdb ? sqlite3_errmsg(hl->rdb) : sqlite3_errstr(rc));
+        sqlite3_close(hl->rdb);
+        hl->rdb = NULL;
+        pthread_mutex_unlock(&hl->read_lock);
+        return GW_ERR_STORAGE;
+    }
+    return GW_OK;
+}
+
+static int read_prepare(struct history_logger *hl, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(hl->rdb, sql, -1, st, NULL) != SQLITE_OK) {
+        GW_LOGE(MOD, "query failed: %s", sqlite3_errmsg(hl->rdb));
+        return GW_ERR_STORAGE;
+    }
+    return GW_OK;
+}
+
+static double col_or_nan(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                                 uint32_t n_buckets, struct history_bucket *out)
+{
+    if (!hl || !out || n_buckets == 0 || n_buckets > HISTORY_MAX_BUCKETS || to_ms <= from_ms ||
+        (to_ms - from_ms) > INT64_MAX / HISTORY_MAX_BUCKETS)
+        return GW_ERR_INVAL;
+    int64_t span = to_ms - from_ms;
+    for (uint32_t i = 0; i < n_buckets; i++) {
+        struct history_bucket *b = &out[i];
+        memset(b, 0, sizeof *b);
+        /* bucket i holds ts with (ts - from) * n / span == i */
+        b->start_ms = from_ms + ((int64_t)i * span + n_buckets - 1) / n_buckets;
+        b->end_ms = from_ms + ((int64_t)(i + 1) * span + n_buckets - 1) / n_buckets;
+        struct history_stat *stats[] = { &b->voltage_v, &b->current_a, &b->soc_percent, &b->temp_min_c,
+                                         &b->temp_max_c, &b->cell_min_mv, &b->cell_max_mv };
+        for (size_t k = 0; k < 7; k++)
+            stats[k]->min = stats[k]->avg = stats[k]->max = NAN;
+    }
+    int rc = read_begin(hl);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = read_prepare(hl,
+                      "SELECT (ts_ms - ?1) * ?3 / (?2 - ?1) AS b, COUNT(*),"
+                      " MIN(voltage),AVG(voltage),MAX(voltage), MIN(current),AVG(current),MAX(current),"
+                      " MIN(soc),AVG(soc),MAX(soc), MIN(temp_min),AVG(temp_min),MAX(temp_min),"
+                      " MIN(temp_max),AVG(temp_max),MAX(temp_max),"
+                      " MIN(cell_min_mv),AVG(cell_min_mv),MAX(cell_min_mv),"
+                      " MIN(cell_max_mv),AVG(cell_max_mv),MAX(cell_max_mv)"
+                      " FROM samples WHERE ts_ms >= ?1 AND ts_ms < ?2 AND battery_id = ?4 GROUP BY b ORDER BY b",
+                      &st);
+    if (rc == GW_OK) {
+        sqlite3_bind_int64(st, 1, from_ms);
+        sqlite3_bind_int64(st, 2, to_ms);
+        sqlite3_bind_int64(st, 3, n_buckets);
+        sqlite3_bind_int(st, 4, battery_id);
+        int step;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t i = sqlite3_column_int64(st, 0);
+            if (i < 0 || i >= n_buckets)
+                continue;
+            struct history_bucket *b = &out[i];
+            b->count = (uint32_t)sqlite3_column_int64(st, 1);
+            struct history_stat *stats[] = { &b->voltage_v, &b->current_a, &b->soc_percent, &b->temp_min_c,
+                                             &b->temp_max_c, &b->cell_min_mv, &b->cell_max_mv };
+            for (int k = 0; k < 7; k++) {
+                stats[k]->min = col_or_nan(st, 2 + 3 * k);
+                stats[k]->avg = col_or_nan(st, 3 + 3 * k);
+                stats[k]->max = col_or_nan(st, 4 + 3 * k);
+            }
+        }
+        if (step != SQLITE_DONE) {
+            GW_LOGE(MOD, "bucket query failed: %s", sqlite3_errmsg(hl->rdb));
+            rc = GW_ERR_STORAGE;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&hl->read_lock);
+    return rc;
+}
+
+static const char *const sample_columns =
+    "SELECT ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,cell_min_mv,cell_max_mv,"
+    "cell_spread_mv,status,cells FROM samples";
+
+static void sample_from_row(sqlite3_stmt *st, struct history_sample *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ts_ms = sqlite3_column_int64(st, 0);
+    s->battery_id = (uint8_t)sqlite3_column_int(st, 1);
+    s->voltage_v = (float)col_or_nan(st, 2);
+    s->current_a = (float)col_or_nan(st, 3);
+    s->soc_percent = (float)col_or_nan(st, 4);
+    s->soh_percent = (float)col_or_nan(st, 5);
+    s->temp_min_c = (float)col_or_nan(st, 6);
+    s->temp_max_c = (float)col_or_nan(st, 7);
+    s->cell_min_mv = (uint16_t)sqlite3_column_int(st, 8);
+    s->cell_max_mv = (uint16_t)sqlite3_column_int(st, 9);
+    s->cell_spread_mv = (float)col_or_nan(st, 10);
+    s->status = (uint16_t)sqlite3_column_int(st, 11);
+    const uint8_t *blob = sqlite3_column_blob(st, 12);
+    int bytes = sqlite3_column_bytes(st, 12);
+    unsigned n = (unsigned)(bytes > 0 ? bytes / 2 : 0);
+    if (n > BMS_MAX_CELLS)
+        n = BMS_MAX_CELLS;
+    s->cell_count = (uint8_t)n;
+    for (unsigned i = 0; i < n && blob; i++)
+        s->cell_mv[i] = (uint16_t)(blob[2 * i] | (blob[2 * i + 1] << 8));
+}
+
+int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                                 struct history_sample *out, size_t max, size_t *count)
+{
+    if (count)
+        *count = 0;
+    if (!hl || (!out && max) || !count || to_ms < from_ms)
+        return GW_ERR_INVAL;
+    int rc = read_begin(hl);
+    if (rc)
+        return rc;
+    char sql[400];
+    snprintf(sql, sizeof sql, "%s WHERE ts_ms >= ? AND ts_ms < ? AND battery_id = ? ORDER BY ts_ms LIMIT ?",
+             sample_columns);
+    sqlite3_stmt *st = NULL;
+    rc = read_prepare(hl, sql, &st);
+    if (rc == GW_OK) {
+        sqlite3_bind_int64(st, 1, from_ms);
+        sqlite3_bind_int64(st, 2, to_ms);
+        sqlite3_bind_int(st, 3, battery_id);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
+        int step;
+        size_t n = 0;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW && n < max)
+            sample_from_row(st, &out[n++]);
+        if (step != SQLITE_DONE && step != SQLITE_ROW) {
+            GW_LOGE(MOD, "sample query failed: %s", sqlite3_errmsg(hl->rdb));
+            rc = GW_ERR_STORAGE;
+        }
+        *count = n;
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&hl->read_lock);
+    return rc;
+}
+
+int history_logger_count(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                         uint64_t *count)
+{
+    if (count)
+        *count = 0;
+    if (!hl || !count || to_ms < from_ms)
+        return GW_ERR_INVAL;
+    int rc = read_begin(hl);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = read_prepare(hl, "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = 255 OR battery_id = ?3)",
+                      &st);
+    if (rc == GW_OK) {
+        sqlite3_bind_int64(st, 1, from_ms);
+        sqlite3_bind_int64(st, 2, to_ms);
+        sqlite3_bind_int(st, 3, battery_id);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *count = (uint64_t)sqlite3_column_int64(st, 0);
+        } else {
+            GW_LOGE(MOD, "count query failed: %s", sqlite3_errmsg(hl->rdb));
+            rc = GW_ERR_STORAGE;
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&hl->read_lock);
+    return rc;
+}
+
+int history_day_range(const char *date, int64_t now_wall_ms, int64_t *start_ms, int64_t *end_ms)
+{
+    if (!start_ms || !end_ms)
+        return GW_ERR_INVAL;
+    int64_t day_start;
+    if (!date) {
+        int64_t days = now_wall_ms >= 0 ? now_wall_ms / DAY_MS : (now_wall_ms - DAY_MS + 1) / DAY_MS;
+        day_start = days * DAY_MS;
+    } else {
+        if (strlen(date) != 10 || date[4] != '-' || date[7] != '-')
+            return GW_ERR_INVAL;
+        for (int i = 0; i < 10; i++)
+            if (i != 4 && i != 7 && (date[i] < '0' || date[i] > '9'))
+                return GW_ERR_INVAL;
+        int y = atoi(date), m = atoi(date + 5), d = atoi(date + 8);
+        static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        if (y < 1970 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1])
+            return GW_ERR_INVAL;
+        bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        if (m == 2 && d == 29 && !leap)
+            return GW_ERR_INVAL;
+        struct tm tm = { .tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d };
+        time_t t = timegm(&tm);
+        if (t == (time_t)-1)
+            return GW_ERR_INVAL;
+        day_start = (int64_t)t * 1000;
+    }
+    *start_ms = day_start;
+    *end_ms = day_start + DAY_MS;
+    return GW_OK;
+}
+
+/* Output of the day views: a caller buffer (JSON) or chunks streamed to a writer (CSV). */
+struct out_buf {
+    char *buf;
+    size_t size, len;
+    bool overflow;
+    history_csv_writer write;   /* streaming when set: buf is a chunk, flushed when nearly full */
+    void *ctx;
+    bool stopped;
+};
+
+static void ob_flush(struct out_buf *o)
+{
+    if (o->write && o->len && !o->stopped) {
+        if (o->write(o->ctx, o->buf, o->len) != 0)
+            o->stopped = true;
+    }
+    if (o->write)
+        o->len = 0;
+}
+
+static void ob_printf(struct out_buf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ob_printf(struct out_buf *o, const char *fmt, ...)
+{
+    if (o->overflow || o->stopped)
+        return;
+    for (int pass = 0; pass < 2; pass++) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = o->size - o->len;
+        int n = vsnprintf(o->buf + o->len, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->overflow = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            o->len += (size_t)n;
+            return;
+        }
+        if (!o->write || pass == 1) {
+            o->overflow = true;
+            return;
+        }
+        o->buf[o->len] = '\0';
+        ob_flush(o); /* streaming: send the chunk and retry in the empty buffer */
+    }
+}
+
+static void ob_temp(struct out_buf *o, double v, const char *null_text)
+{
+    if (isfinite(v))
+        ob_printf(o, "%.1f", v);
+    else
+        ob_printf(o, "%s", null_text);
+}
+
+static int day_rows(struct history_logger *hl, const char *date, uint8_t battery_id, struct out_buf *o, bool json)
+{
+    int64_t start, end;
+    if (history_day_range(date, gw_wall_ms(), &start, &end) != GW_OK) {
+        GW_LOGW(MOD, "bad date \"%.16s\" (expected YYYY-MM-DD)", date ? date : "");
+        return GW_ERR_INVAL;
+    }
+    int rc = read_begin(hl);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = read_prepare(hl,
+                      "SELECT ts_ms,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv FROM samples"
+                      " WHERE ts_ms >= ? AND ts_ms < ? AND battery_id = ? ORDER BY ts_ms",
+                      &st);
+    if (rc == GW_OK) {
+        sqlite3_bind_int64(st, 1, start);
+        sqlite3_bind_int64(st, 2, end);
+        sqlite3_bind_int(st, 3, battery_id);
+        if (json) {
+            time_t day = (time_t)(start / 1000);
+            struct tm tm;
+            gmtime_r(&day, &tm);
+            ob_printf(o, "{\"date\":\"%04d-%02d-%02d\",\"battery_id\":%u,\"samples\":[", tm.tm_year + 1900,
+                      tm.tm_mon + 1, tm.tm_mday, battery_id);
+        } else {
+            ob_printf(o, "timestamp,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv\n");
+        }
+        int step;
+        bool first = true;
+        while (!o->overflow && !o->stopped && (step = sqlite3_step(st)) == SQLITE_ROW) {
+            long long ts = (long long)(sqlite3_column_int64(st, 0) / 1000);
+            double v = col_or_nan(st, 1), i = col_or_nan(st, 2), soc = col_or_nan(st, 3);
+            if (json) {
+                ob_printf(o, "%s{\"timestamp\":%lld,\"voltage\":%.3f,\"current\":%.3f,\"soc\":%.2f,\"temp_max\":",
+                          first ? "" : ",", ts, isfinite(v) ? v : 0.0, isfinite(i) ? i : 0.0,
+                          isfinite(soc) ? soc : 0.0);
+                ob_temp(o, col_or_nan(st, 4), "null");
+                ob_printf(o, ",\"temp_min\":");
+                ob_temp(o, col_or_nan(st, 5), "null");
+                ob_printf(o, ",\"cell_min_mv\":%d,\"cell_max_mv\":%d}", sqlite3_column_int(st, 6),
+                          sqlite3_column_int(st, 7));
+            } else {
+                ob_printf(o, "%lld,%.3f,%.3f,%.2f,", ts, isfinite(v) ? v : 0.0, isfinite(i) ? i : 0.0,
+                          isfinite(soc) ? soc : 0.0);
+                ob_temp(o, col_or_nan(st, 4), "");
+                ob_printf(o, ",");
+                ob_temp(o, col_or_nan(st, 5), "");
+                ob_printf(o, ",%d,%d\n", sqlite3_column_int(st, 6), sqlite3_column_int(st, 7));
+            }
+            first = false;
+        }
+        if (!o->overflow && !o->stopped && step != SQLITE_DONE) {
+            GW_LOGE(MOD, "day query failed: %s", sqlite3_errmsg(hl->rdb));
+            rc = GW_ERR_STORAGE;
+        }
+        if (json)
+            ob_printf(o, "]}");
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&hl->read_lock);
+    return rc;
+}
+
+int history_logger_get_day_json(struct history_logger *hl, const char *date, uint8_t battery_id, char *buf,
+                                size_t size, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!hl || !buf || size == 0)
+        return GW_ERR_INVAL;
+    buf[0] = '\0';
+    struct out_buf o = { .buf = buf, .size = size };
+    int rc = day_rows(hl, date, battery_id, &o, true);
+    if (rc == GW_OK && o.overflow)
+        rc = GW_ERR_OVERFLOW;
+    if (rc != GW_OK) {
+        buf[0] = '\0';
+        return rc;
+    }
+    if (len)
+        *len = o.len;
+    return GW_OK;
+}
+
+int history_logger_export_csv_day(struct history_logger *hl, const char *date, uint8_t battery_id,
+                                  history_csv_writer write, void *ctx)
+{
+    if (!hl || !write)
+        return GW_ERR_INVAL;
+    char chunk[8192];
+    struct out_buf o = { .buf = chunk, .size = sizeof chunk, .write = write, .ctx = ctx };
+    int rc = day_rows(hl, date, battery_id, &o, false);
+    if (rc == GW_OK)
+        ob_flush(&o);
+    if (rc == GW_OK && (o.stopped || o.overflow))
+        rc = GW_ERR_IO;
+    return rc;
+}
+
+static int file_writer(void *ctx, const char *data, size_t len)
+{
+    return fwrite(data, 1, len, (FILE *)ctx) == len ? 0 : -1;
+}
+
+int history_logger_export_csv_day_file(struct history_logger *hl, const char *date, uint8_t battery_id, FILE *fp)
+{
+    if (!fp)
+        return GW_ERR_INVAL;
+    return history_logger_export_csv_day(hl, date, battery_id, file_writer, fp);
+}

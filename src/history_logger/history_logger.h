@@ -1,0 +1,156 @@
+/* History logger service: BMS samples in SQLite for plots, CSV export and the web's history.
+ *
+ * <data_dir>/history.db, WAL journal, synchronous=NORMAL: a kill -9 at any instant loses at most
+ * the samples not committed yet (commits happen at least every HISTORY_COMMIT_INTERVAL_MS) and
+ * never corrupts the database. A sample is taken every period_s from the latest
+ * EVENT_BMS_DATA_UPDATE of each battery and queued; a writer thread writes the queue in batched
+ * transactions. Retention (days) runs at start and hourly.
+ *
+ * Storage failures (disk full, read-only, I/O error, cannot open) publish EVENT_STORAGE_ERROR
+ * {module "history"} once; samples stay in a bounded memory queue (oldest dropped when full, and
+ * counted) and are retried with back-off; EVENT_STORAGE_OK is published when a write succeeds
+ * again. Queries use their own read connection. Every public function is thread-safe.
+ * Days are UTC days. */
+#ifndef HISTORY_LOGGER_H
+#define HISTORY_LOGGER_H
+
+#include "bms_data.h"
+#include "gw_config.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define HISTORY_COMMIT_INTERVAL_MS 1000   /* a queued sample is committed within about this */
+#define HISTORY_DEFAULT_QUEUE 4096        /* samples buffered in memory at most */
+#define HISTORY_MAX_BUCKETS 10000
+
+struct event_bus;
+struct history_logger;
+
+/* Fills *out with the current history configuration; GW_OK or an error (previous kept). */
+typedef int (*history_logger_config_getter)(void *ctx, struct gw_config_history *out);
+
+struct history_logger_options {
+    struct event_bus *bus;                    /* may be NULL (no subscription, no storage events) */
+    const char *data_dir;                     /* required; created (one level) when missing */
+    struct gw_config_history config;          /* period_s 1..3600, retention_days 1..3650 */
+    history_logger_config_getter get_config;  /* may be NULL */
+    void *get_config_ctx;
+    uint32_t queue_capacity;                  /* samples, 0 = HISTORY_DEFAULT_QUEUE */
+    uint32_t retry_max_ms;                    /* longest back-off between retries, 0 = 30000 */
+};
+
+/* One stored sample (what a row holds). temp_* are NAN when no sensor is connected, soh NAN
+ * when unknown. */
+struct history_sample {
+    int64_t ts_ms;              /* Unix ms */
+    uint8_t battery_id;
+    float voltage_v;
+    float current_a;
+    float soc_percent;
+    float soh_percent;
+    float temp_min_c;
+    float temp_max_c;
+    uint16_t cell_min_mv;
+    uint16_t cell_max_mv;
+    float cell_spread_mv;
+    uint16_t status;
+    uint8_t cell_count;
+    uint16_t cell_mv[BMS_MAX_CELLS]; /* stored as a little-endian u16 blob of cell_count entries */
+};
+
+struct history_stat {
+    double min, avg, max;       /* NAN when no value in the bucket */
+};
+
+struct history_bucket {
+    int64_t start_ms;           /* [start_ms, end_ms) */
+    int64_t end_ms;
+    uint32_t count;             /* samples in the bucket; 0 = gap (stats NAN) */
+    struct history_stat voltage_v, current_a, soc_percent, temp_min_c, temp_max_c, cell_min_mv,
+        cell_max_mv;
+};
+
+struct history_logger_stats {
+    uint64_t samples_queued;
+    uint64_t samples_written;
+    uint64_t samples_dropped;   /* queue overflow while storage was failing */
+    uint64_t write_errors;
+    uint64_t rows_deleted;      /* by retention */
+    uint32_t queue_depth;
+    bool storage_ok;
+};
+
+/* Creates the logger: opens/creates <data_dir>/history.db, subscribes to EVENT_BMS_DATA_UPDATE
+ * and EVENT_CONFIG_UPDATED, starts the writer thread. A database that cannot be opened does not
+ * fail creation: it is a storage error (event published, samples buffered, retried).
+ * @retval GW_OK, GW_ERR_INVAL (NULL/empty data_dir, path too long, config out of range),
+ *         GW_ERR_NOMEM, GW_ERR_IO (thread creation), or the bus's subscribe error */
+int history_logger_create(const struct history_logger_options *opt, struct history_logger **out);
+
+/* Unsubscribes, writes every pending sample (one last try when storage fails), stops the writer
+ * and frees. NULL accepted. */
+void history_logger_destroy(struct history_logger *hl);
+
+/* Queues one sample of d now (ignores the period; the bus path uses the period). Samples with
+ * valid == false are refused. The row's time is d->wall_time_ms, or gw_wall_ms() when 0.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STATE (history disabled), GW_ERR_FULL (queue was full: the
+ *         oldest sample was dropped to make room) */
+int history_logger_record(struct history_logger *hl, const struct bms_live_data *d);
+
+/* Waits until every sample queued before the call is committed.
+ * @retval GW_OK, GW_ERR_TIMEOUT, GW_ERR_STORAGE (storage failing: samples still buffered) */
+int history_logger_flush(struct history_logger *hl, uint32_t timeout_ms);
+
+/* Runs retention now on the writer thread (rows older than retention_days before gw_wall_ms())
+ * and waits for it. @retval GW_OK, GW_ERR_TIMEOUT, GW_ERR_STORAGE */
+int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms);
+
+void history_logger_get_stats(struct history_logger *hl, struct history_logger_stats *out);
+
+/* Downsamples battery_id's samples with from_ms <= ts < to_ms into n_buckets equal buckets
+ * (1..HISTORY_MAX_BUCKETS); out must hold n_buckets entries, every one is written (count 0 for
+ * gaps). @retval GW_OK, GW_ERR_INVAL (range empty, bad n), GW_ERR_STORAGE */
+int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                                 uint32_t n_buckets, struct history_bucket *out);
+
+/* Raw samples with from_ms <= ts < to_ms, oldest first, at most max; *count gets how many.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STORAGE */
+int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                                 struct history_sample *out, size_t max, size_t *count);
+
+/* Number of stored samples of battery_id (ALL with battery_id 0xFF) with from_ms <= ts < to_ms.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STORAGE */
+int history_logger_count(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                         uint64_t *count);
+
+/* One UTC day of samples as JSON (the module reference's day view):
+ *   {"date":"2025-01-17","battery_id":0,"samples":[{"timestamp":1705500000,"voltage":52.40,
+ *    "current":-12.50,"soc":85.2,"temp_max":28.5,"temp_min":26.2,"cell_min_mv":3270,
+ *    "cell_max_mv":3281}, ...]}
+ * date "YYYY-MM-DD" or NULL for today (gw_wall_ms()). temp_* are null without sensors.
+ * @retval GW_OK, GW_ERR_INVAL (bad date), GW_ERR_OVERFLOW (buf too small; buf holds ""),
+ *         GW_ERR_STORAGE */
+int history_logger_get_day_json(struct history_logger *hl, const char *date, uint8_t battery_id, char *buf,
+                                size_t size, size_t *len);
+
+/* Receives CSV text in chunks (not NUL-terminated); returns 0 to go on, non-zero to stop. */
+typedef int (*history_csv_writer)(void *ctx, const char *data, size_t len);
+
+/* Streams one UTC day as CSV, header
+ *   timestamp,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv
+ * (timestamp in Unix seconds), row by row through write (never the whole day in memory).
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_IO (the writer asked to stop), GW_ERR_STORAGE */
+int history_logger_export_csv_day(struct history_logger *hl, const char *date, uint8_t battery_id,
+                                  history_csv_writer write, void *ctx);
+
+/* Same into a FILE*. @retval as history_logger_export_csv_day (GW_ERR_IO on fwrite failure) */
+int history_logger_export_csv_day_file(struct history_logger *hl, const char *date, uint8_t battery_id, FILE *fp);
+
+/* Parses "YYYY-MM-DD" (or NULL = the UTC day of now_wall_ms) into the day's [start, end) Unix ms.
+ * @retval GW_OK, GW_ERR_INVAL */
+int history_day_range(const char *date, int64_t now_wall_ms, int64_t *start_ms, int64_t *end_ms);
+
+#endif

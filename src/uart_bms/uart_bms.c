@@ -1,0 +1,1046 @@
+#define _POSIX_C_SOURCE 200809L
+#include "uart_bms.h"
+
+#include "app_events.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "gw_log.h"
+#include "tinybms.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD "uart_bms"
+#define RESTART_GUARD_MS 60000u
+#define REOPEN_BACKOFF_MIN_MS 500u
+#define REOPEN_BACKOFF_MAX_MS 30000u
+#define WRITE_TIMEOUT_MS 200u
+#define SETTINGS_REGS BMS_SETTINGS_COUNT
+
+enum command_kind { CMD_NONE = 0, CMD_WRITE_SETTING, CMD_RESET, CMD_CLEAR_EVENTS, CMD_CLEAR_STATS };
+
+/* Slow items, read at start and then every slow_poll_interval_s, one per cycle. Version first:
+ * what the firmware supports decides how the others are read. */
+enum slow_item { SLOW_VERSION = 0, SLOW_SETTINGS, SLOW_SETTINGS_MIN, SLOW_SETTINGS_MAX, SLOW_STATS,
+                 SLOW_EVENTS, SLOW_DONE };
+
+struct command {
+    enum command_kind kind;
+    uint16_t reg;
+    uint16_t value;
+    bool pending;      /* waiting for the poller */
+    bool done;
+    bool abandoned;    /* the caller stopped waiting */
+    int result;
+};
+
+struct uart_bms {
+    struct uart_bms_options opts;
+    const struct serial_ops *serial;
+
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock;          /* everything below */
+    pthread_cond_t wake;           /* stop / command requested */
+    pthread_cond_t command_done;
+    bool stop_requested;
+
+    /* Published state (copies handed out under lock). */
+    struct bms_live_data latest;
+    bool have_latest;
+    struct bms_settings settings, settings_min, settings_max;
+    struct bms_statistics statistics;
+    struct bms_event_log events;
+    struct bms_version version;
+    struct uart_bms_stats stats;
+    struct {
+        uart_bms_listener_fn fn;
+        void *ctx;
+    } listeners[UART_BMS_MAX_LISTENERS];
+
+    struct command command;
+    uint64_t last_restart_ms;
+
+    /* Frame tap ring. */
+    struct uart_bms_tap_entry tap[UART_BMS_TAP_FRAMES];
+    uint64_t tap_seq;              /* sequence number of the newest entry */
+
+    /* Poller-thread-only state. */
+    struct serial_port *port;
+    struct tinybms_decoder decoder;
+    uint64_t reopen_at_ms;
+    uint32_t reopen_backoff_ms;
+    bool live_split;               /* firmware NACKed the 0..55 block: read around register 45 */
+    bool settings_individual;      /* firmware NACKed the settings block: one register at a time */
+    enum slow_item slow_next;
+    uint64_t slow_due_ms;
+    bool comm_lost_reported;
+    uint64_t started_ms;
+    struct gw_log_limit open_limit, xfer_limit;
+};
+
+void uart_bms_default_options(struct uart_bms_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->poll_interval_ms = 1000;
+    o->comm_timeout_ms = 30000;
+    o->slow_poll_interval_s = 60;
+    o->reply_timeout_ms = 250;
+    o->cell_order = BMS_CELL_ORDER_DOCUMENTED;
+}
+
+static uint32_t clamp_interval(uint32_t ms)
+{
+    return ms < 100 ? 100 : ms > 10000 ? 10000 : ms;
+}
+
+int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out)
+{
+    if (!out)
+        return GW_ERR_INVAL;
+    *out = NULL;
+    if (!opts || !opts->device[0])
+        return GW_ERR_INVAL;
+    struct uart_bms *ub = calloc(1, sizeof *ub);
+    if (!ub)
+        return GW_ERR_NOMEM;
+    ub->opts = *opts;
+    ub->opts.device[sizeof ub->opts.device - 1] = '\0';
+    ub->opts.poll_interval_ms = clamp_interval(opts->poll_interval_ms ? opts->poll_interval_ms : 1000);
+    if (!ub->opts.comm_timeout_ms)
+        ub->opts.comm_timeout_ms = 30000;
+    if (!ub->opts.slow_poll_interval_s)
+        ub->opts.slow_poll_interval_s = 60;
+    if (!ub->opts.reply_timeout_ms)
+        ub->opts.reply_timeout_ms = 250;
+    ub->serial = opts->serial ? opts->serial : &serial_termios_ops;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&ub->lock, NULL);
+    pthread_cond_init(&ub->wake, &ca);
+    pthread_cond_init(&ub->command_done, &ca);
+    pthread_condattr_destroy(&ca);
+    tinybms_decoder_init(&ub->decoder);
+    *out = ub;
+    return GW_OK;
+}
+
+/* ------------------------------------------------------------------ tap and counters */
+
+static void tap_add(struct uart_bms *ub, bool tx, const uint8_t *data, size_t len)
+{
+    char meaning[96];
+    if (len == 0)
+        snprintf(meaning, sizeof meaning, "%s", tx ? "empty request" : "no answer");
+    else
+        tinybms_describe_frame(data, len, tx, meaning, sizeof meaning);
+    pthread_mutex_lock(&ub->lock);
+    ub->tap_seq++;
+    struct uart_bms_tap_entry *e = &ub->tap[ub->tap_seq % UART_BMS_TAP_FRAMES];
+    e->wall_ms = gw_wall_ms();
+    e->tx = tx;
+    e->len = (uint16_t)(len > 65535 ? 65535 : len);
+    size_t copy = len < UART_BMS_TAP_BYTES ? len : UART_BMS_TAP_BYTES;
+    if (copy)
+        memcpy(e->data, data, copy);
+    memcpy(e->meaning, meaning, sizeof e->meaning);
+    pthread_mutex_unlock(&ub->lock);
+}
+
+size_t uart_bms_tap_read(struct uart_bms *ub, uint64_t after_seq, struct uart_bms_tap_entry *out, size_t max,
+                         uint64_t *last_seq)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&ub->lock);
+    uint64_t newest = ub->tap_seq;
+    uint64_t oldest = newest >= UART_BMS_TAP_FRAMES ? newest - UART_BMS_TAP_FRAMES + 1 : 1;
+    uint64_t from = after_seq + 1 > oldest ? after_seq + 1 : oldest;
+    if (newest >= from && newest - from + 1 > max)
+        from = newest - max + 1;
+    for (uint64_t s = from; s <= newest && n < max; s++)
+        out[n++] = ub->tap[s % UART_BMS_TAP_FRAMES];
+    if (last_seq)
+        *last_seq = newest;
+    pthread_mutex_unlock(&ub->lock);
+    return n;
+}
+
+static void note_error(struct uart_bms *ub, int err, const char *what)
+{
+    pthread_mutex_lock(&ub->lock);
+    ub->stats.last_error = err;
+    snprintf(ub->stats.last_error_text, sizeof ub->stats.last_error_text, "%s: %s", what, gw_strerror(err));
+    pthread_mutex_unlock(&ub->lock);
+}
+
+/* ------------------------------------------------------------------ device */
+
+static void close_port(struct uart_bms *ub, const char *why)
+{
+    if (!ub->port)
+        return;
+    ub->serial->close(ub->port);
+    ub->port = NULL;
+    pthread_mutex_lock(&ub->lock);
+    ub->stats.device_open = false;
+    pthread_mutex_unlock(&ub->lock);
+    ub->reopen_backoff_ms = REOPEN_BACKOFF_MIN_MS;
+    ub->reopen_at_ms = gw_now_ms() + ub->reopen_backoff_ms;
+    GW_LOGW(MOD, "battery %u: serial device %s closed (%s); reopening", ub->opts.battery_id, ub->opts.device, why);
+}
+
+static bool ensure_open(struct uart_bms *ub)
+{
+    if (ub->port)
+        return true;
+    uint64_t now = gw_now_ms();
+    if (now < ub->reopen_at_ms)
+        return false;
+    int rc = ub->serial->open(ub->opts.device, 115200, &ub->port);
+    if (rc) {
+        ub->port = NULL;
+        ub->reopen_backoff_ms = ub->reopen_backoff_ms ? ub->reopen_backoff_ms * 2 : REOPEN_BACKOFF_MIN_MS;
+        if (ub->reopen_backoff_ms > REOPEN_BACKOFF_MAX_MS)
+            ub->reopen_backoff_ms = REOPEN_BACKOFF_MAX_MS;
+        ub->reopen_at_ms = now + ub->reopen_backoff_ms;
+        note_error(ub, rc, "open");
+        gw_log_ratelimited(&ub->open_limit, 30000, GW_LOG_WARN, MOD,
+                           "battery %u: cannot open %s: %s (retry in %u ms)", ub->opts.battery_id,
+                           ub->opts.device, gw_strerror(rc), ub->reopen_backoff_ms);
+        return false;
+    }
+    bool reopened = ub->stats.polls > 0 || ub->stats.reopens > 0;
+    pthread_mutex_lock(&ub->lock);
+    ub->stats.device_open = true;
+    if (reopened)
+        ub->stats.reopens++;
+    pthread_mutex_unlock(&ub->lock);
+    ub->reopen_backoff_ms = 0;
+    tinybms_decoder_reset(&ub->decoder);
+    GW_LOGI(MOD, "battery %u: opened %s at 115200 8N1", ub->opts.battery_id, ub->opts.device);
+    return true;
+}
+
+/* ------------------------------------------------------------------ transactions */
+
+static void count(struct uart_bms *ub, uint64_t *counter)
+{
+    pthread_mutex_lock(&ub->lock);
+    (*counter)++;
+    pthread_mutex_unlock(&ub->lock);
+}
+
+/* One attempt: send req, wait for the answer to expect_cmd. Every byte received during the
+ * attempt goes to the frame tap as one entry, so a user debugging wiring sees the raw line. */
+static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
+                   struct tinybms_reply *reply)
+{
+    ub->serial->discard_input(ub->port);
+    tinybms_decoder_reset(&ub->decoder);
+    tap_add(ub, true, req, req_len);
+    int rc = ub->serial->write(ub->port, req, req_len, WRITE_TIMEOUT_MS);
+    if (rc)
+        return rc;
+    /* The reply's wire time is at most ~23 ms (260 bytes at 11,520 B/s) on top of the BMS
+     * latency; reply_timeout_ms covers both with room for a loaded host. */
+    uint64_t deadline = gw_now_ms() + ub->opts.reply_timeout_ms;
+    uint8_t rx[UART_BMS_TAP_BYTES];
+    size_t rx_len = 0;
+    uint32_t garbage_before = ub->decoder.garbage_bytes;
+    rc = GW_ERR_TIMEOUT;
+    for (;;) {
+        uint64_t now = gw_now_ms();
+        if (now >= deadline)
+            break;
+        uint8_t chunk[256];
+        size_t got = 0;
+        int rr = ub->serial->read(ub->port, chunk, sizeof chunk, (uint32_t)(deadline - now), &got);
+        if (rr) {
+            rc = rr;
+            break;
+        }
+        size_t keep = got < sizeof rx - rx_len ? got : sizeof rx - rx_len;
+        memcpy(rx + rx_len, chunk, keep);
+        rx_len += keep;
+        size_t off = 0;
+        bool finished = false;
+        while (off < got && !finished) {
+            size_t used = 0;
+            int fr = tinybms_decoder_feed(&ub->decoder, chunk + off, got - off, &used, reply);
+            off += used;
+            if (fr == GW_ERR_CRC) {
+                count(ub, &ub->stats.crc_errors);
+                rc = GW_ERR_CRC;
+                finished = true;
+            } else if (fr == 1 && reply->cmd == expect_cmd) {
+                rc = GW_OK;
+                finished = true;
+            } else if (fr == 0 && used == 0) {
+                break;
+            }
+            /* fr == 1 for another command: a late answer to an earlier request, skipped;
+             * GW_ERR_PROTO: the decoder dropped a byte and rescans. */
+        }
+        if (finished)
+            break;
+    }
+    if (ub->decoder.garbage_bytes != garbage_before) {
+        pthread_mutex_lock(&ub->lock);
+        ub->stats.garbage_bytes += ub->decoder.garbage_bytes - garbage_before;
+        pthread_mutex_unlock(&ub->lock);
+    }
+    if (rx_len)
+        tap_add(ub, false, rx, rx_len);
+    return rc;
+}
+
+/* Request/answer with the TinyBMS rules: a sleeping BMS ignores the first command, so an
+ * unanswered (or corrupted) attempt is sent once more before it counts. */
+static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
+                    struct tinybms_reply *reply)
+{
+    if (!ub->port)
+        return GW_ERR_CLOSED;
+    count(ub, &ub->stats.transactions);
+    int rc = GW_ERR_TIMEOUT;
+    for (int i = 0; i < 2; i++) {
+        rc = attempt(ub, req, req_len, expect_cmd, reply);
+        if (rc == GW_OK) {
+            if (reply->kind == TINYBMS_REPLY_NACK) {
+                count(ub, &ub->stats.nacks);
+                return GW_ERR_NACK;
+            }
+            return GW_OK;
+        }
+        if (rc == GW_ERR_CLOSED || rc == GW_ERR_IO) {
+            close_port(ub, gw_strerror(rc));
+            return GW_ERR_CLOSED;
+        }
+        if (i == 0)
+            count(ub, &ub->stats.resends);
+    }
+    if (rc == GW_ERR_TIMEOUT) {
+        count(ub, &ub->stats.timeouts);
+        tap_add(ub, false, NULL, 0);
+    }
+    note_error(ub, rc, tinybms_command_name(req[1]));
+    return rc;
+}
+
+/* Reads count registers from addr with one MODBUS 0x03 transaction. */
+static int read_registers(struct uart_bms *ub, uint16_t addr, uint8_t n, uint16_t *regs)
+{
+    uint8_t req[16];
+    int len = tinybms_encode_read_modbus(req, sizeof req, addr, n);
+    if (len < 0)
+        return len;
+    struct tinybms_reply reply;
+    int rc = transact(ub, req, (size_t)len, TINYBMS_CMD_READ_MODBUS, &reply);
+    if (rc)
+        return rc;
+    size_t got = 0;
+    rc = tinybms_reply_registers(&reply, regs, n, &got);
+    if (rc)
+        return rc;
+    if (got != n) {
+        note_error(ub, GW_ERR_PROTO, "short register answer");
+        return GW_ERR_PROTO;
+    }
+    return GW_OK;
+}
+
+static void publish(struct uart_bms *ub, int id, const void *payload, size_t size)
+{
+    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, payload, size, 50))
+        GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
+}
+
+static int read_live(struct uart_bms *ub)
+{
+    uint16_t regs[TINYBMS_REG_LIVE_COUNT];
+    int rc;
+    if (!ub->live_split) {
+        rc = read_registers(ub, 0, TINYBMS_REG_LIVE_COUNT, regs);
+        if (rc == GW_ERR_NACK) {
+            /* Older firmware may refuse a block that includes register 45 (SOH). */
+            GW_LOGW(MOD, "battery %u: BMS refused the 0..55 block; reading around register 45",
+                    ub->opts.battery_id);
+            ub->live_split = true;
+        }
+    }
+    if (ub->live_split) {
+        rc = read_registers(ub, 0, 45, regs);
+        if (!rc)
+            rc = read_registers(ub, 46, TINYBMS_REG_LIVE_COUNT - 46, regs + 46);
+        regs[45] = 0xFFFF; /* no SOH on this firmware: decoded as not valid */
+    }
+    if (rc)
+        return rc;
+
+    struct tinybms_decode_opts dopts = { .battery_id = ub->opts.battery_id,
+                                         .cell_order = (enum bms_cell_order)ub->opts.cell_order };
+    struct bms_live_data sample;
+    rc = tinybms_decode_live(regs, &dopts, &sample);
+    if (rc)
+        return rc;
+    sample.timestamp_ms = gw_now_ms();
+    sample.wall_time_ms = gw_wall_ms();
+
+    pthread_mutex_lock(&ub->lock);
+    ub->latest = sample;
+    ub->have_latest = true;
+    ub->stats.samples++;
+    ub->stats.last_valid_ms = sample.timestamp_ms;
+    ub->stats.comm_ok = true;
+    struct {
+        uart_bms_listener_fn fn;
+        void *ctx;
+    } listeners[UART_BMS_MAX_LISTENERS];
+    memcpy(listeners, ub->listeners, sizeof listeners);
+    pthread_mutex_unlock(&ub->lock);
+
+    if (ub->comm_lost_reported) {
+        ub->comm_lost_reported = false;
+        struct app_bms_comm c = { .battery_id = ub->opts.battery_id, .last_valid_ms = sample.timestamp_ms };
+        snprintf(c.reason, sizeof c.reason, "valid data again");
+        GW_LOGI(MOD, "battery %u: communication restored", ub->opts.battery_id);
+        publish(ub, EVENT_BMS_COMM_RESTORED, &c, sizeof c);
+    }
+    publish(ub, EVENT_BMS_DATA_UPDATE, &sample, sizeof sample);
+    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++)
+        if (listeners[i].fn)
+            listeners[i].fn(&sample, listeners[i].ctx);
+    return GW_OK;
+}
+
+/* Settings registers readable on this firmware, one at a time (fallback for old firmware). */
+static int read_settings_individually(struct uart_bms *ub, struct bms_settings *out)
+{
+    memset(out, 0, sizeof *out);
+    for (uint16_t reg = BMS_SETTINGS_FIRST; reg <= BMS_SETTINGS_LAST; reg++) {
+        if (!tinybms_setting_info(reg))
+            continue;
+        uint16_t v;
+        int rc = read_registers(ub, reg, 1, &v);
+        if (rc == GW_ERR_NACK)
+            continue; /* not on this firmware */
+        if (rc)
+            return rc;
+        tinybms_decode_settings(&v, reg, 1, out);
+    }
+    return GW_OK;
+}
+
+static int read_settings_table(struct uart_bms *ub, uint8_t option, struct bms_settings *out)
+{
+    uint8_t req[16];
+    int len = tinybms_encode_read_settings(req, sizeof req, option, SETTINGS_REGS);
+    if (len < 0)
+        return len;
+    struct tinybms_reply reply;
+    int rc = transact(ub, req, (size_t)len, TINYBMS_CMD_SETTINGS, &reply);
+    if (rc)
+        return rc;
+    uint16_t regs[SETTINGS_REGS];
+    size_t got = 0;
+    rc = tinybms_reply_registers(&reply, regs, SETTINGS_REGS, &got);
+    if (rc && rc != GW_ERR_OVERFLOW)
+        return rc;
+    memset(out, 0, sizeof *out);
+    return tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, got, out);
+}
+
+static int read_slow_item(struct uart_bms *ub, enum slow_item item)
+{
+    int rc = GW_OK;
+    uint8_t id = ub->opts.battery_id;
+    switch (item) {
+    case SLOW_VERSION: {
+        uint16_t regs[TINYBMS_REG_VERSION_COUNT];
+        struct app_bms_version ev = { .battery_id = id };
+        rc = read_registers(ub, TINYBMS_REG_VERSION_FIRST, TINYBMS_REG_VERSION_COUNT, regs);
+        if (!rc)
+            rc = tinybms_decode_version(regs, &ev.version);
+        if (rc)
+            break;
+        pthread_mutex_lock(&ub->lock);
+        bool first = !ub->version.valid;
+        ub->version = ev.version;
+        pthread_mutex_unlock(&ub->lock);
+        if (first)
+            GW_LOGI(MOD, "battery %u: TinyBMS hw %u.%u fw %u (internal %u) serial %s", id, ev.version.hw_version,
+                    ev.version.hw_changes, ev.version.fw_public, ev.version.fw_internal, ev.version.serial);
+        publish(ub, EVENT_BMS_VERSION_UPDATE, &ev, sizeof ev);
+        break;
+    }
+    case SLOW_SETTINGS: {
+        struct app_bms_settings ev = { .battery_id = id };
+        uint16_t regs[SETTINGS_REGS];
+        if (!ub->settings_individual) {
+            rc = read_registers(ub, BMS_SETTINGS_FIRST, SETTINGS_REGS, regs);
+            if (rc == GW_ERR_NACK) {
+                GW_LOGW(MOD, "battery %u: BMS refused the settings block; reading register by register",
+                        id);
+                ub->settings_individual = true;
+            } else if (!rc) {
+                tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, SETTINGS_REGS, &ev.settings);
+            }
+        }
+        if (ub->settings_individual)
+            rc = read_settings_individually(ub, &ev.settings);
+        if (rc)
+            break;
+        pthread_mutex_lock(&ub->lock);
+        ub->settings = ev.settings;
+        pthread_mutex_unlock(&ub->lock);
+        publish(ub, EVENT_BMS_SETTINGS_UPDATE, &ev, sizeof ev);
+        break;
+    }
+    case SLOW_SETTINGS_MIN:
+    case SLOW_SETTINGS_MAX: {
+        struct bms_settings table;
+        uint8_t option = item == SLOW_SETTINGS_MIN ? TINYBMS_SETTINGS_MIN : TINYBMS_SETTINGS_MAX;
+        rc = read_settings_table(ub, option, &table);
+        if (rc == GW_ERR_NACK) {
+            rc = GW_OK; /* firmware without 0x1D: the documented ranges stay the reference */
+            break;
+        }
+        if (rc)
+            break;
+        pthread_mutex_lock(&ub->lock);
+        if (item == SLOW_SETTINGS_MIN)
+            ub->settings_min = table;
+        else
+            ub->settings_max = table;
+        pthread_mutex_unlock(&ub->lock);
+        break;
+    }
+    case SLOW_STATS: {
+        uint16_t regs[TINYBMS_REG_STATS_COUNT];
+        struct app_bms_stats ev = { .battery_id = id };
+        rc = read_registers(ub, TINYBMS_REG_STATS_FIRST, TINYBMS_REG_STATS_COUNT, regs);
+        if (!rc)
+            rc = tinybms_decode_statistics(regs, &ev.stats);
+        if (rc)
+            break;
+        pthread_mutex_lock(&ub->lock);
+        ub->statistics = ev.stats;
+        pthread_mutex_unlock(&ub->lock);
+        publish(ub, EVENT_BMS_STATS_UPDATE, &ev, sizeof ev);
+        break;
+    }
+    case SLOW_EVENTS: {
+        uint16_t regs[TINYBMS_REG_EVENTS_COUNT];
+        struct app_bms_events ev = { .battery_id = id };
+        rc = read_registers(ub, TINYBMS_REG_EVENTS_FIRST, TINYBMS_REG_EVENTS_COUNT, regs);
+        if (!rc)
+            rc = tinybms_decode_events(regs, &ev.log);
+        if (rc)
+            break;
+        pthread_mutex_lock(&ub->lock);
+        ub->events = ev.log;
+        pthread_mutex_unlock(&ub->lock);
+        publish(ub, EVENT_BMS_EVENTS_UPDATE, &ev, sizeof ev);
+        break;
+    }
+    case SLOW_DONE:
+        break;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static int run_write_setting(struct uart_bms *ub, uint16_t reg, uint16_t value)
+{
+    struct bms_settings mins, maxs;
+    pthread_mutex_lock(&ub->lock);
+    mins = ub->settings_min;
+    maxs = ub->settings_max;
+    pthread_mutex_unlock(&ub->lock);
+    int rc = tinybms_setting_validate(reg, value, mins.valid ? &mins : NULL, maxs.valid ? &maxs : NULL);
+    if (rc) {
+        GW_LOGW(MOD, "battery %u: refused write of %u to register %u: %s", ub->opts.battery_id, value, reg,
+                gw_strerror(rc));
+        return rc;
+    }
+    uint8_t req[32];
+    int len = tinybms_encode_write_modbus(req, sizeof req, reg, &value, 1);
+    if (len < 0)
+        return len;
+    struct tinybms_reply reply;
+    rc = transact(ub, req, (size_t)len, TINYBMS_CMD_WRITE_MODBUS, &reply);
+    if (rc)
+        return rc;
+    uint16_t echo_addr = 0;
+    uint8_t echo_count = 0;
+    if (tinybms_reply_write_echo(&reply, &echo_addr, &echo_count) || echo_addr != reg || echo_count != 1)
+        return GW_ERR_PROTO;
+    uint16_t readback = 0;
+    rc = read_registers(ub, reg, 1, &readback);
+    if (rc)
+        return rc;
+    if (readback != value && !tinybms_setting_reads_accepted(reg, readback)) {
+        GW_LOGW(MOD, "battery %u: register %u reads %u after writing %u", ub->opts.battery_id, reg, readback,
+                value);
+        return GW_ERR_PROTO;
+    }
+    pthread_mutex_lock(&ub->lock);
+    tinybms_decode_settings(&readback, reg, 1, &ub->settings);
+    struct app_bms_settings ev = { .battery_id = ub->opts.battery_id, .settings = ub->settings };
+    pthread_mutex_unlock(&ub->lock);
+    publish(ub, EVENT_BMS_SETTINGS_UPDATE, &ev, sizeof ev);
+    GW_LOGI(MOD, "battery %u: register %u set to %u", ub->opts.battery_id, reg, value);
+    return GW_OK;
+}
+
+static int run_reset(struct uart_bms *ub, uint8_t option)
+{
+    uint8_t req[8];
+    int len = tinybms_encode_reset(req, sizeof req, option);
+    if (len < 0)
+        return len;
+    struct tinybms_reply reply;
+    int rc = transact(ub, req, (size_t)len, TINYBMS_CMD_RESET, &reply);
+    if (rc)
+        return rc;
+    if (reply.kind != TINYBMS_REPLY_ACK)
+        return GW_ERR_PROTO;
+    /* What was cleared or restarted must be read again. */
+    ub->slow_next = option == TINYBMS_RESET_CLEAR_EVENTS ? SLOW_EVENTS
+                    : option == TINYBMS_RESET_CLEAR_STATISTICS ? SLOW_STATS
+                                                               : SLOW_VERSION;
+    ub->slow_due_ms = 0;
+    return GW_OK;
+}
+
+static void run_pending_command(struct uart_bms *ub)
+{
+    pthread_mutex_lock(&ub->lock);
+    if (!ub->command.pending || ub->command.abandoned) {
+        ub->command.pending = false;
+        pthread_mutex_unlock(&ub->lock);
+        return;
+    }
+    struct command cmd = ub->command;
+    pthread_mutex_unlock(&ub->lock);
+
+    int rc;
+    if (!ub->port) {
+        rc = GW_ERR_CLOSED;
+    } else {
+        switch (cmd.kind) {
+        case CMD_WRITE_SETTING: rc = run_write_setting(ub, cmd.reg, cmd.value); break;
+        case CMD_RESET: rc = run_reset(ub, TINYBMS_RESET_BMS); break;
+        case CMD_CLEAR_EVENTS: rc = run_reset(ub, TINYBMS_RESET_CLEAR_EVENTS); break;
+        case CMD_CLEAR_STATS: rc = run_reset(ub, TINYBMS_RESET_CLEAR_STATISTICS); break;
+        default: rc = GW_ERR_INVAL; break;
+        }
+    }
+    pthread_mutex_lock(&ub->lock);
+    ub->command.result = rc;
+    ub->command.done = true;
+    ub->command.pending = false;
+    pthread_cond_broadcast(&ub->command_done);
+    pthread_mutex_unlock(&ub->lock);
+}
+
+static int submit_command(struct uart_bms *ub, enum command_kind kind, uint16_t reg, uint16_t value,
+                          uint32_t timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&ub->lock);
+    if (!ub->running) {
+        pthread_mutex_unlock(&ub->lock);
+        return GW_ERR_STATE;
+    }
+    if (ub->command.pending) {
+        pthread_mutex_unlock(&ub->lock);
+        return GW_ERR_BUSY;
+    }
+    ub->command = (struct command){ .kind = kind, .reg = reg, .value = value, .pending = true };
+    pthread_cond_broadcast(&ub->wake);
+    int rc = GW_OK;
+    while (!ub->command.done) {
+        if (pthread_cond_timedwait(&ub->command_done, &ub->lock, &deadline) == ETIMEDOUT && !ub->command.done) {
+            ub->command.abandoned = true;
+            rc = GW_ERR_TIMEOUT;
+            break;
+        }
+    }
+    if (ub->command.done)
+        rc = ub->command.result;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_write_setting(struct uart_bms *ub, uint16_t reg, uint16_t value, uint32_t timeout_ms)
+{
+    if (!ub)
+        return GW_ERR_INVAL;
+    if (reg < BMS_WRITABLE_FIRST || reg > BMS_WRITABLE_LAST)
+        return GW_ERR_RANGE;
+    return submit_command(ub, CMD_WRITE_SETTING, reg, value, timeout_ms);
+}
+
+int uart_bms_restart_bms(struct uart_bms *ub, uint32_t timeout_ms)
+{
+    if (!ub)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    uint64_t now = gw_now_ms();
+    if (ub->last_restart_ms && now - ub->last_restart_ms < RESTART_GUARD_MS) {
+        pthread_mutex_unlock(&ub->lock);
+        GW_LOGW(MOD, "battery %u: restart refused: the previous one was %llu s ago", ub->opts.battery_id,
+                (unsigned long long)((now - ub->last_restart_ms) / 1000));
+        return GW_ERR_BUSY;
+    }
+    ub->last_restart_ms = now;
+    pthread_mutex_unlock(&ub->lock);
+    int rc = submit_command(ub, CMD_RESET, 0, 0, timeout_ms);
+    GW_LOGI(MOD, "battery %u: BMS restart requested: %s", ub->opts.battery_id, gw_strerror(rc));
+    return rc;
+}
+
+int uart_bms_clear_events(struct uart_bms *ub, uint32_t timeout_ms)
+{
+    return ub ? submit_command(ub, CMD_CLEAR_EVENTS, 0, 0, timeout_ms) : GW_ERR_INVAL;
+}
+
+int uart_bms_clear_statistics(struct uart_bms *ub, uint32_t timeout_ms)
+{
+    return ub ? submit_command(ub, CMD_CLEAR_STATS, 0, 0, timeout_ms) : GW_ERR_INVAL;
+}
+
+/* ------------------------------------------------------------------ poller */
+
+static void check_comm_timeout(struct uart_bms *ub, uint64_t now)
+{
+    pthread_mutex_lock(&ub->lock);
+    uint64_t last = ub->stats.last_valid_ms;
+    uint32_t timeout = ub->opts.comm_timeout_ms;
+    pthread_mutex_unlock(&ub->lock);
+    uint64_t since = last ? last : ub->started_ms;
+    if (ub->comm_lost_reported || now - since < timeout)
+        return;
+    ub->comm_lost_reported = true;
+    pthread_mutex_lock(&ub->lock);
+    ub->stats.comm_ok = false;
+    struct app_bms_comm c = { .battery_id = ub->opts.battery_id, .last_valid_ms = last };
+    snprintf(c.reason, sizeof c.reason, "%s", !ub->port ? "serial device unavailable"
+                                              : ub->stats.last_error_text[0] ? ub->stats.last_error_text
+                                                                             : "no valid answer");
+    pthread_mutex_unlock(&ub->lock);
+    GW_LOGE(MOD, "battery %u: no valid data for %u s (%s)", ub->opts.battery_id, timeout / 1000, c.reason);
+    publish(ub, EVENT_BMS_COMM_LOST, &c, sizeof c);
+}
+
+/* Waits until deadline_ms (monotonic) or a stop/command request. Returns false on stop. */
+static bool wait_until(struct uart_bms *ub, uint64_t deadline_ms)
+{
+    pthread_mutex_lock(&ub->lock);
+    while (!ub->stop_requested && !ub->command.pending) {
+        uint64_t now = gw_now_ms();
+        if (now >= deadline_ms)
+            break;
+        uint64_t wait = deadline_ms - now;
+        if (wait > 200)
+            wait = 200; /* the clock may be replaced in tests: re-check it regularly */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(wait / 1000);
+        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&ub->wake, &ub->lock, &ts);
+    }
+    bool stop = ub->stop_requested;
+    pthread_mutex_unlock(&ub->lock);
+    return !stop;
+}
+
+static void *poller_main(void *arg)
+{
+    struct uart_bms *ub = arg;
+    ub->started_ms = gw_now_ms();
+    ub->slow_next = SLOW_VERSION;
+    ub->slow_due_ms = 0;
+    uint64_t next_poll = gw_now_ms();
+    for (;;) {
+        pthread_mutex_lock(&ub->lock);
+        bool stop = ub->stop_requested;
+        uint32_t interval = ub->opts.poll_interval_ms;
+        pthread_mutex_unlock(&ub->lock);
+        if (stop)
+            break;
+
+        uint64_t now = gw_now_ms();
+        if (ensure_open(ub)) {
+            run_pending_command(ub);
+            if (now >= next_poll) {
+                count(ub, &ub->stats.polls);
+                struct timespec t0, t1;
+                clock_gettime(CLOCK_MONOTONIC, &t0);
+                int rc = read_live(ub);
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                pthread_mutex_lock(&ub->lock);
+                ub->stats.last_cycle_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+                pthread_mutex_unlock(&ub->lock);
+                if (rc && rc != GW_ERR_CLOSED)
+                    gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: live read failed: %s",
+                                       ub->opts.battery_id, gw_strerror(rc));
+                next_poll += interval;
+                now = gw_now_ms();
+                if (next_poll <= now)
+                    next_poll = now + interval;
+
+                /* One slow item, only while the link is healthy and when it fits before the next
+                 * live read: the largest slow answer (events, 201 bytes) costs at most twice a live
+                 * cycle (117 bytes), so budget three measured live cycles plus scheduling slack. */
+                uint64_t slow_budget_ms = 3 * (ub->stats.last_cycle_us / 1000) + 10;
+                if (ub->port && rc == GW_OK && now >= ub->slow_due_ms && next_poll - now > slow_budget_ms) {
+                    int src = read_slow_item(ub, ub->slow_next);
+                    if (src && src != GW_ERR_CLOSED)
+                        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD,
+                                           "battery %u: slow read %d failed: %s", ub->opts.battery_id,
+                                           (int)ub->slow_next, gw_strerror(src));
+                    if (!src || src != GW_ERR_CLOSED) {
+                        ub->slow_next++;
+                        if (ub->slow_next == SLOW_DONE) {
+                            ub->slow_next = SLOW_VERSION;
+                            ub->slow_due_ms = gw_now_ms() + (uint64_t)ub->opts.slow_poll_interval_s * 1000u;
+                        }
+                    }
+                }
+            }
+        } else {
+            /* Device absent: fail a waiting command at once rather than let it time out. */
+            run_pending_command(ub);
+            if (next_poll <= now)
+                next_poll = now + interval;
+        }
+        check_comm_timeout(ub, gw_now_ms());
+        uint64_t wake_at = next_poll;
+        if (!ub->port && ub->reopen_at_ms < wake_at)
+            wake_at = ub->reopen_at_ms;
+        if (!wait_until(ub, wake_at))
+            break;
+    }
+    close_port(ub, "stopping");
+    return NULL;
+}
+
+int uart_bms_start(struct uart_bms *ub)
+{
+    if (!ub)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    if (ub->running) {
+        pthread_mutex_unlock(&ub->lock);
+        return GW_ERR_STATE;
+    }
+    ub->stop_requested = false;
+    ub->running = true;
+    pthread_mutex_unlock(&ub->lock);
+    if (pthread_create(&ub->thread, NULL, poller_main, ub) != 0) {
+        pthread_mutex_lock(&ub->lock);
+        ub->running = false;
+        pthread_mutex_unlock(&ub->lock);
+        GW_LOGE(MOD, "cannot start the poller thread");
+        return GW_ERR_IO;
+    }
+    return GW_OK;
+}
+
+void uart_bms_stop(struct uart_bms *ub)
+{
+    if (!ub)
+        return;
+    pthread_mutex_lock(&ub->lock);
+    if (!ub->running) {
+        pthread_mutex_unlock(&ub->lock);
+        return;
+    }
+    ub->stop_requested = true;
+    pthread_cond_broadcast(&ub->wake);
+    pthread_mutex_unlock(&ub->lock);
+    pthread_join(ub->thread, NULL);
+    pthread_mutex_lock(&ub->lock);
+    ub->running = false;
+    if (ub->command.pending) {
+        ub->command.pending = false;
+        ub->command.done = true;
+        ub->command.result = GW_ERR_STATE;
+        pthread_cond_broadcast(&ub->command_done);
+    }
+    pthread_mutex_unlock(&ub->lock);
+}
+
+void uart_bms_destroy(struct uart_bms *ub)
+{
+    if (!ub)
+        return;
+    uart_bms_stop(ub);
+    pthread_mutex_destroy(&ub->lock);
+    pthread_cond_destroy(&ub->wake);
+    pthread_cond_destroy(&ub->command_done);
+    free(ub);
+}
+
+/* ------------------------------------------------------------------ getters and settings */
+
+int uart_bms_get_latest(struct uart_bms *ub, struct bms_live_data *out)
+{
+    if (!ub || !out)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    int rc = ub->have_latest ? GW_OK : GW_ERR_NOT_FOUND;
+    if (!rc)
+        *out = ub->latest;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_get_settings(struct uart_bms *ub, struct bms_settings *current, struct bms_settings *min,
+                          struct bms_settings *max)
+{
+    if (!ub)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    int rc = ub->settings.valid ? GW_OK : GW_ERR_NOT_FOUND;
+    if (current)
+        *current = ub->settings;
+    if (min)
+        *min = ub->settings_min;
+    if (max)
+        *max = ub->settings_max;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_get_statistics(struct uart_bms *ub, struct bms_statistics *out)
+{
+    if (!ub || !out)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    *out = ub->statistics;
+    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_get_events(struct uart_bms *ub, struct bms_event_log *out)
+{
+    if (!ub || !out)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    *out = ub->events;
+    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_get_version(struct uart_bms *ub, struct bms_version *out)
+{
+    if (!ub || !out)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    *out = ub->version;
+    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_add_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx)
+{
+    if (!ub || !fn)
+        return GW_ERR_INVAL;
+    int rc = GW_ERR_FULL;
+    pthread_mutex_lock(&ub->lock);
+    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
+        if (!ub->listeners[i].fn) {
+            ub->listeners[i].fn = fn;
+            ub->listeners[i].ctx = ctx;
+            rc = GW_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ub->lock);
+    if (rc)
+        GW_LOGE(MOD, "listener rejected: all %d slots in use", UART_BMS_MAX_LISTENERS);
+    return rc;
+}
+
+int uart_bms_remove_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx)
+{
+    if (!ub || !fn)
+        return GW_ERR_INVAL;
+    int rc = GW_ERR_NOT_FOUND;
+    pthread_mutex_lock(&ub->lock);
+    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
+        if (ub->listeners[i].fn == fn && ub->listeners[i].ctx == ctx) {
+            ub->listeners[i].fn = NULL;
+            ub->listeners[i].ctx = NULL;
+            rc = GW_OK;
+        }
+    }
+    pthread_mutex_unlock(&ub->lock);
+    return rc;
+}
+
+int uart_bms_set_poll_interval_ms(struct uart_bms *ub, uint32_t interval_ms)
+{
+    if (!ub)
+        return GW_ERR_INVAL;
+    if (interval_ms < 100 || interval_ms > 10000)
+        return GW_ERR_RANGE;
+    pthread_mutex_lock(&ub->lock);
+    ub->opts.poll_interval_ms = interval_ms;
+    pthread_cond_broadcast(&ub->wake);
+    pthread_mutex_unlock(&ub->lock);
+    return GW_OK;
+}
+
+int uart_bms_set_cell_order(struct uart_bms *ub, uint8_t cell_order)
+{
+    if (!ub || cell_order > BMS_CELL_ORDER_REVERSED)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&ub->lock);
+    ub->opts.cell_order = cell_order;
+    pthread_mutex_unlock(&ub->lock);
+    return GW_OK;
+}
+
+void uart_bms_set_comm_timeout_ms(struct uart_bms *ub, uint32_t timeout_ms)
+{
+    if (!ub || !timeout_ms)
+        return;
+    pthread_mutex_lock(&ub->lock);
+    ub->opts.comm_timeout_ms = timeout_ms;
+    pthread_mutex_unlock(&ub->lock);
+}
+
+void uart_bms_get_stats(struct uart_bms *ub, struct uart_bms_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ub)
+        return;
+    pthread_mutex_lock(&ub->lock);
+    *out = ub->stats;
+    pthread_mutex_unlock(&ub->lock);
+}

@@ -1,0 +1,456 @@
+/* Integration test of the real tinybms-sim binary on a pseudo-terminal: the slave path line,
+ * the wake-up behaviour (first request ignored after idle, resend answered), a 0x03 read of
+ * registers 0..55 compared with the `state` JSON, silence, unplug/replug with the --link symlink,
+ * quit and SIGTERM. Binary: argv[1], else $GW_BUILD_DIR/tools/tinybms-sim/tinybms-sim.
+ * Synchronisation is by condition with generous deadlines (the `state` counters), never by sleep. */
+#define _GNU_SOURCE
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEADLINE_MS 10000
+
+struct child {
+    pid_t pid;
+    int to_fd, from_fd;         /* its stdin / stdout */
+    char buf[65536];
+    size_t len;
+};
+
+static char sim_path[1024];
+static char tmp_dir[256];
+static char link_path[512];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static uint16_t crc16(const uint8_t *d, size_t n)
+{
+    uint16_t crc = 0xFFFF;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= d[i];
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 1) ? (uint16_t)((crc >> 1) ^ 0xA001) : (uint16_t)(crc >> 1);
+    }
+    return crc;
+}
+
+static bool child_start(struct child *c, const char *const *extra)
+{
+    int in[2], out[2];
+    if (pipe(in) || pipe(out))
+        return false;
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = sim_path;
+    for (int i = 0; extra[i] && n < 30; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    c->pid = fork();
+    if (c->pid == 0) {
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        execv(sim_path, (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    c->to_fd = in[1];
+    c->from_fd = out[0];
+    c->len = 0;
+    return c->pid > 0;
+}
+
+/* Reads one line from the child's stdout into line (NUL-terminated), with a deadline. */
+static bool child_line(struct child *c, char *line, size_t cap)
+{
+    uint64_t end = now_ms() + DEADLINE_MS;
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (nl) {
+            size_t n = (size_t)(nl - c->buf);
+            if (n >= cap)
+                n = cap - 1;
+            memcpy(line, c->buf, n);
+            line[n] = '\0';
+            size_t used = (size_t)(nl - c->buf) + 1;
+            memmove(c->buf, c->buf + used, c->len - used);
+            c->len -= used;
+            return true;
+        }
+        uint64_t t = now_ms();
+        if (t >= end || c->len >= sizeof c->buf)
+            return false;
+        struct pollfd p = { .fd = c->from_fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(end - t)) <= 0)
+            continue;
+        ssize_t r = read(c->from_fd, c->buf + c->len, sizeof c->buf - c->len);
+        if (r <= 0)
+            return false;
+        c->len += (size_t)r;
+    }
+}
+
+static cJSON *child_cmd(struct child *c, const char *cmd)
+{
+    static char line[65536];
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "%s\n", cmd);
+    if (write(c->to_fd, msg, (size_t)n) != n)
+        return NULL;
+    if (!child_line(c, line, sizeof line))
+        return NULL;
+    return cJSON_Parse(line);
+}
+
+static double jnum(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1e300;
+}
+
+static bool jtrue(const cJSON *o, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
+
+/* Waits until the state's counter `key` reaches at least want. */
+static cJSON *wait_counter(struct child *c, const char *key, double want)
+{
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (now_ms() < end) {
+        cJSON *s = child_cmd(c, "state");
+        if (!s)
+            return NULL;
+        if (jnum(s, key) >= want)
+            return s;
+        cJSON_Delete(s);
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL); /* polling interval, not synchronisation */
+    }
+    return NULL;
+}
+
+static void child_stop(struct child *c)
+{
+    if (c->pid <= 0)
+        return;
+    kill(c->pid, SIGKILL);
+    waitpid(c->pid, NULL, 0);
+    c->pid = -1;
+    close(c->to_fd);
+    close(c->from_fd);
+}
+
+/* Waits for the child to exit by itself; returns its exit status or -1. */
+static int child_wait_exit(struct child *c)
+{
+    uint64_t end = now_ms() + DEADLINE_MS;
+    int status = 0;
+    while (now_ms() < end) {
+        pid_t r = waitpid(c->pid, &status, WNOHANG);
+        if (r == c->pid) {
+            c->pid = -1;
+            close(c->to_fd);
+            close(c->from_fd);
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    child_stop(c);
+    return -1;
+}
+
+static int open_port(const char *path)
+{
+    int fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return -1;
+    struct termios t;
+    if (tcgetattr(fd, &t) == 0) {
+        cfmakeraw(&t);
+        tcsetattr(fd, TCSANOW, &t);
+    }
+    tcflush(fd, TCIOFLUSH);
+    return fd;
+}
+
+static bool send_frame(int fd, const uint8_t *body, size_t n)
+{
+    uint8_t f[64];
+    memcpy(f, body, n);
+    uint16_t crc = crc16(f, n);
+    f[n] = (uint8_t)(crc & 0xFF);
+    f[n + 1] = (uint8_t)(crc >> 8);
+    return write(fd, f, n + 2) == (ssize_t)(n + 2);
+}
+
+/* Reads exactly want bytes before deadline_ms; returns bytes read. */
+static size_t read_bytes(int fd, uint8_t *buf, size_t want, uint32_t deadline_ms)
+{
+    size_t got = 0;
+    uint64_t end = now_ms() + deadline_ms;
+    while (got < want) {
+        uint64_t t = now_ms();
+        if (t >= end)
+            break;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(end - t)) <= 0)
+            continue;
+        ssize_t r = read(fd, buf + got, want - got);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+    }
+    return got;
+}
+
+static const uint8_t read_live[] = { 0xAA, 0x03, 0x00, 0x00, 0x00, 56 };
+#define LIVE_REPLY_LEN (3 + 112 + 2)
+
+/* A client's transaction: send, wait, resend once if the BMS was asleep. */
+static bool transact_live(int fd, uint8_t *reply)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        tcflush(fd, TCIFLUSH);
+        if (!send_frame(fd, read_live, sizeof read_live))
+            return false;
+        if (read_bytes(fd, reply, LIVE_REPLY_LEN, attempt ? DEADLINE_MS : 1500) == LIVE_REPLY_LEN)
+            return true;
+    }
+    return false;
+}
+
+static bool reply_valid(const uint8_t *r, size_t n)
+{
+    uint16_t crc = crc16(r, n - 2);
+    return r[0] == 0xAA && r[n - 2] == (crc & 0xFF) && r[n - 1] == (crc >> 8);
+}
+
+static void test_sim_on_pty(void)
+{
+    snprintf(link_path, sizeof link_path, "%s/ttyBMS", tmp_dir);
+    const char *args[] = { "--speed", "0", "--cells", "14", "--soc", "62.5", "--sleep-after-ms",
+                           "1000", "--latency-ms", "1", "--link", link_path, NULL };
+    struct child c;
+    CHECK(child_start(&c, args));
+    char path[256] = "";
+    CHECK(child_line(&c, path, sizeof path));
+    CHECK(strncmp(path, "/dev/", 5) == 0);
+    char target[256] = "";
+    ssize_t tl = readlink(link_path, target, sizeof target - 1);
+    CHECK(tl > 0);
+    if (tl > 0)
+        target[tl] = '\0';
+    CHECK_STR(target, path);
+
+    int fd = open_port(path);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        child_stop(&c);
+        return;
+    }
+
+    /* Wake-up: after more than --sleep-after-ms without traffic the first request is ignored. */
+    struct timespec idle = { 1, 300 * 1000000L };
+    nanosleep(&idle, NULL); /* establishes the idle precondition; a slow machine only adds idle */
+    CHECK(send_frame(fd, read_live, sizeof read_live));
+    cJSON *s = wait_counter(&c, "requests", 1);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(jnum(s, "wake_ignored"), 1);
+    CHECK_EQ_INT(jnum(s, "replies"), 0);
+    cJSON_Delete(s);
+    CHECK(send_frame(fd, read_live, sizeof read_live));
+    uint8_t reply[LIVE_REPLY_LEN];
+    CHECK_EQ_INT(read_bytes(fd, reply, sizeof reply, DEADLINE_MS), LIVE_REPLY_LEN);
+    CHECK(reply_valid(reply, sizeof reply));
+    CHECK_EQ_INT(reply[1], 0x03);
+    CHECK_EQ_INT(reply[2], 112);
+
+    /* The registers served equal the state JSON (model frozen by --speed 0). */
+    s = child_cmd(&c, "state");
+    CHECK(s != NULL);
+    const cJSON *regs = cJSON_GetObjectItemCaseSensitive(s, "registers");
+    CHECK_EQ_INT(cJSON_GetArraySize(regs), 56);
+    int mismatches = 0;
+    uint16_t served[56];
+    for (int i = 0; i < 56; i++) {
+        served[i] = (uint16_t)((reply[3 + 2 * i] << 8) | reply[4 + 2 * i]);
+        const cJSON *v = cJSON_GetArrayItem(regs, i);
+        if (!cJSON_IsNumber(v) || (int)v->valuedouble != served[i])
+            mismatches++;
+    }
+    CHECK_EQ_INT(mismatches, 0);
+    CHECK_EQ_INT(served[53], 14);
+    CHECK_EQ_INT(served[0], 0);
+    CHECK_EQ_INT(served[1], 0);
+    CHECK_EQ_INT(jnum(s, "cell_count"), 14);
+    CHECK_EQ_INT(served[43], 0x8000); /* ext2 absent by default */
+    CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(s, "temp_ext2_c")));
+    uint32_t u = (uint32_t)served[36] | ((uint32_t)served[37] << 16);
+    float pack_v;
+    memcpy(&pack_v, &u, sizeof pack_v);
+    CHECK_NEAR(pack_v, jnum(s, "pack_v"), 1e-6);
+    uint32_t soc = (uint32_t)served[46] | ((uint32_t)served[47] << 16);
+    CHECK_NEAR(soc / 1.0e6, jnum(s, "soc_pct"), 1e-9);
+    CHECK_NEAR(jnum(s, "soc_pct"), 62.5, 1e-6);
+    CHECK_EQ_INT(jnum(s, "min_cell_mv"), served[40]);
+    CHECK_EQ_INT(jnum(s, "status"), served[50]);
+    const cJSON *cells = cJSON_GetObjectItemCaseSensitive(s, "cells_mv");
+    CHECK_EQ_INT(cJSON_GetArraySize(cells), 14);
+    CHECK_NEAR(cJSON_GetArrayItem(cells, 0)->valuedouble, served[2] / 10.0, 1e-9);
+    cJSON_Delete(s);
+
+    /* Silence: requests are received but not answered. */
+    s = child_cmd(&c, "silence on");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    s = child_cmd(&c, "state");
+    double req_before = s ? jnum(s, "requests") : 0, rep_before = s ? jnum(s, "replies") : 0;
+    cJSON_Delete(s);
+    CHECK(send_frame(fd, read_live, sizeof read_live));
+    s = wait_counter(&c, "requests", req_before + 1);
+    CHECK(s != NULL);
+    CHECK_EQ_INT(jnum(s, "replies"), rep_before);
+    cJSON_Delete(s);
+    CHECK_EQ_INT(read_bytes(fd, reply, 1, 200), 0);
+    s = child_cmd(&c, "silence off");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    CHECK(transact_live(fd, reply));
+    CHECK(reply_valid(reply, sizeof reply));
+
+    /* Unplug: the device vanishes (hang-up on our side, symlink gone). */
+    s = child_cmd(&c, "unplug");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    CHECK(poll(&p, 1, DEADLINE_MS) == 1 && (p.revents & (POLLHUP | POLLERR)));
+    struct stat st;
+    CHECK(lstat(link_path, &st) != 0);
+    close(fd);
+
+    /* Replug: a new pty, the link follows, and it answers. */
+    s = child_cmd(&c, "replug");
+    CHECK(s && jtrue(s, "ok"));
+    const cJSON *dev = s ? cJSON_GetObjectItemCaseSensitive(s, "device") : NULL;
+    CHECK(cJSON_IsString(dev));
+    char new_path[256] = "";
+    if (cJSON_IsString(dev))
+        snprintf(new_path, sizeof new_path, "%s", dev->valuestring);
+    cJSON_Delete(s);
+    tl = readlink(link_path, target, sizeof target - 1);
+    CHECK(tl > 0);
+    if (tl > 0)
+        target[tl] = '\0';
+    CHECK_STR(target, new_path);
+    fd = open_port(link_path);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK(transact_live(fd, reply));
+        CHECK(reply_valid(reply, sizeof reply));
+        CHECK_EQ_INT(((reply[3 + 2 * 53] << 8) | reply[4 + 2 * 53]), 14);
+        /* Bad CRC on the wire: NACK 0x01. */
+        uint8_t bad[] = { 0xAA, 0x18, 0x00, 0x00 };
+        tcflush(fd, TCIFLUSH);
+        CHECK(write(fd, bad, sizeof bad) == (ssize_t)sizeof bad);
+        uint8_t nack[6];
+        CHECK_EQ_INT(read_bytes(fd, nack, sizeof nack, DEADLINE_MS), 6);
+        CHECK_EQ_INT(nack[1], 0x00);
+        CHECK_EQ_INT(nack[2], 0x18);
+        CHECK_EQ_INT(nack[3], 0x01);
+        close(fd);
+    }
+
+    /* Control errors are answered, not fatal. */
+    s = child_cmd(&c, "frobnicate");
+    CHECK(s && !jtrue(s, "ok"));
+    cJSON_Delete(s);
+    s = child_cmd(&c, "current abc");
+    CHECK(s && !jtrue(s, "ok"));
+    cJSON_Delete(s);
+    s = child_cmd(&c, "current -30");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    s = child_cmd(&c, "state");
+    CHECK(s && jnum(s, "current_a") == -30.0);
+    CHECK(s && jnum(s, "status") == 0x93);
+    cJSON_Delete(s);
+
+    s = child_cmd(&c, "quit");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    CHECK_EQ_INT(child_wait_exit(&c), 0);
+    CHECK(lstat(link_path, &st) != 0);
+}
+
+static void test_sigterm_exits_cleanly(void)
+{
+    const char *args[] = { "--no-sleep", "--scenario", "charge", "--speed", "100", NULL };
+    struct child c;
+    CHECK(child_start(&c, args));
+    char path[256] = "";
+    CHECK(child_line(&c, path, sizeof path));
+    cJSON *s = wait_counter(&c, "lifetime_s", 1); /* the model runs (100x) */
+    CHECK(s != NULL);
+    CHECK(s && jnum(s, "status") == 0x91);
+    cJSON_Delete(s);
+    kill(c.pid, SIGTERM);
+    CHECK_EQ_INT(child_wait_exit(&c), 0);
+}
+
+static void test_bad_option_fails(void)
+{
+    const char *args[] = { "--cells", "3", NULL };
+    struct child c;
+    CHECK(child_start(&c, args));
+    CHECK_EQ_INT(child_wait_exit(&c), 2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        snprintf(sim_path, sizeof sim_path, "%s", argv[1]);
+    } else {
+        const char *b = getenv("GW_BUILD_DIR");
+        snprintf(sim_path, sizeof sim_path, "%s/tools/tinybms-sim/tinybms-sim", b ? b : ".");
+    }
+    if (access(sim_path, X_OK) != 0) {
+        fprintf(stderr, "tinybms-sim not found at %s\n", sim_path);
+        return 1;
+    }
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_sim_pty.XXXXXX");
+    if (!mkdtemp(tmp_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    static const struct test_case_ cases[] = { TEST_CASE(test_sim_on_pty),
+                                               TEST_CASE(test_sigterm_exits_cleanly),
+                                               TEST_CASE(test_bad_option_fails) };
+    int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
+    unlink(link_path);
+    rmdir(tmp_dir);
+    return rc;
+}

@@ -1,0 +1,400 @@
+/* Alert manager service on a real event bus: samples in, EVENT_ALERT_* out, JSON, commands,
+ * config reload, SQLite history across a restart. */
+#define _POSIX_C_SOURCE 200809L
+#include "alert_manager.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct seen_alerts {
+    pthread_mutex_t lock;
+    struct app_alert raised[256];
+    int n_raised;
+    struct app_alert cleared[256];
+    int n_cleared;
+};
+
+static void on_alert(const struct gw_event *ev, void *ctx)
+{
+    struct seen_alerts *s = ctx;
+    struct app_alert a;
+    memcpy(&a, ev->payload, sizeof a);
+    pthread_mutex_lock(&s->lock);
+    if (ev->id == EVENT_ALERT_RAISED && s->n_raised < 256)
+        s->raised[s->n_raised++] = a;
+    if (ev->id == EVENT_ALERT_CLEARED && s->n_cleared < 256)
+        s->cleared[s->n_cleared++] = a;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static int count_code(struct seen_alerts *s, bool raised, const char *code)
+{
+    int n = 0;
+    pthread_mutex_lock(&s->lock);
+    int total = raised ? s->n_raised : s->n_cleared;
+    for (int i = 0; i < total; i++)
+        if (strcmp((raised ? s->raised : s->cleared)[i].code, code) == 0)
+            n++;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+/* Polls until count_code reaches want or 10 s pass (generous: loaded CI machine). */
+static bool wait_code(struct seen_alerts *s, bool raised, const char *code, int want)
+{
+    for (int i = 0; i < 2000; i++) {
+        if (count_code(s, raised, code) >= want)
+            return true;
+        gw_sleep_ms(5);
+    }
+    return false;
+}
+
+static struct gw_config_alerts test_cfg(void)
+{
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    cfg.alerts.raise_delay_ms = 0;
+    cfg.alerts.clear_delay_ms = 0;
+    cfg.alerts.status_alerts = false;
+    cfg.alerts.pack_v_low.enabled = false;     /* a 4-cell test pack */
+    cfg.alerts.cell_imbalance.enabled = false;
+    return cfg.alerts;
+}
+
+static struct gw_config_alerts getter_cfg;
+static int get_cfg(void *ctx, struct gw_config_alerts *out)
+{
+    (void)ctx;
+    *out = getter_cfg;
+    return GW_OK;
+}
+
+static struct bms_live_data sample(uint16_t cell3_mv_x10)
+{
+    struct bms_live_data d;
+    memset(&d, 0, sizeof d);
+    d.valid = true;
+    d.cell_count = 4;
+    for (int i = 0; i < 4; i++)
+        d.cell_mv_x10[i] = 33000;
+    d.cell_mv_x10[2] = cell3_mv_x10;
+    d.pack_voltage_v = 13.2f;
+    d.soc_ppm = 50000000;
+    d.online_status = BMS_STATUS_IDLE;
+    d.temp_dc[0] = 200;
+    d.temp_present[0] = true;
+    return d;
+}
+
+static cJSON *find_code(cJSON *arr, const char *code)
+{
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        cJSON *c = cJSON_GetObjectItem(it, "code");
+        if (cJSON_IsString(c) && strcmp(c->valuestring, code) == 0)
+            return it;
+    }
+    return NULL;
+}
+
+static void test_service_end_to_end(void)
+{
+    char dir[] = "/tmp/gw_alerts_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct seen_alerts seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    event_bus_subscribe(bus, EVENT_ALERT_RAISED, on_alert, &seen, "test");
+    event_bus_subscribe(bus, EVENT_ALERT_CLEARED, on_alert, &seen, "test");
+
+    getter_cfg = test_cfg();
+    struct alert_manager_options opt = { .bus = bus, .data_dir = dir, .config = test_cfg(), .get_config = get_cfg,
+                                         .tick_ms = 20 };
+    struct alert_manager *am = NULL;
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    if (!am)
+        return;
+
+    /* a sample over the cell threshold: EVENT_ALERT_RAISED on the bus */
+    struct bms_live_data d = sample(36520);
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    CHECK(wait_code(&seen, true, "OVER_VOLTAGE", 1));
+    CHECK(event_bus_flush(bus, 5000));
+    pthread_mutex_lock(&seen.lock);
+    for (int i = 0; i < seen.n_raised; i++)
+        if (strcmp(seen.raised[i].code, "OVER_VOLTAGE") == 0) {
+            CHECK_STR(seen.raised[i].message, "Cell 3 voltage 3.652 V above 3.600 V");
+            CHECK_EQ_INT(seen.raised[i].level, ALERT_LEVEL_ERROR);
+            CHECK_EQ_INT(seen.raised[i].count, 1);
+        }
+    pthread_mutex_unlock(&seen.lock);
+    /* same sample again: no second raise */
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(count_code(&seen, true, "OVER_VOLTAGE"), 1);
+
+    /* link and storage edges */
+    struct app_bms_comm comm = { .battery_id = 0, .reason = "timeout" };
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &comm, sizeof comm, 1000));
+    struct app_storage_error se = { .module = "history", .error = GW_ERR_STORAGE, .message = "disk full" };
+    CHECK(event_bus_publish(bus, EVENT_STORAGE_ERROR, &se, sizeof se, 1000));
+    struct app_text reason = { .text = "connection refused" };
+    CHECK(event_bus_publish(bus, EVENT_MQTT_DISCONNECTED, &reason, sizeof reason, 1000));
+    struct app_inverter_link link = { .present = false };
+    CHECK(event_bus_publish(bus, EVENT_CAN_INVERTER_LINK, &link, sizeof link, 1000));
+    CHECK(wait_code(&seen, true, "BMS_COMM_LOST", 1));
+    CHECK(wait_code(&seen, true, "STORAGE_ERROR", 1));
+    CHECK(wait_code(&seen, true, "MQTT_DISCONNECTED", 1));
+    CHECK(wait_code(&seen, true, "CAN_INVERTER_LINK_LOST", 1));
+    CHECK(event_bus_publish(bus, EVENT_STORAGE_OK, &se, sizeof se, 1000));
+    CHECK(event_bus_publish(bus, EVENT_MQTT_CONNECTED, NULL, 0, 1000));
+    CHECK(wait_code(&seen, false, "STORAGE_ERROR", 1));
+    CHECK(wait_code(&seen, false, "MQTT_DISCONNECTED", 1));
+    CHECK_EQ_INT(alert_manager_active_count(am), 3); /* over-voltage, comm lost, inverter link */
+
+    /* manual raise for another module */
+    CHECK_EQ_INT(alert_manager_raise(am, "CONFIG_RECOVERED", ALERT_LEVEL_WARNING,
+                                     "config.json was corrupt: \"last good\" copy loaded"), GW_OK);
+    CHECK(wait_code(&seen, true, "CONFIG_RECOVERED", 1));
+    CHECK_EQ_INT(alert_manager_raise(am, "", ALERT_LEVEL_WARNING, NULL), GW_ERR_INVAL);
+    CHECK_EQ_INT(alert_manager_raise(am, "X", 9, NULL), GW_ERR_INVAL);
+
+    /* ack over the bus */
+    struct app_alert_command cmd = { .op = ALERT_OP_ACK, .code = "OVER_VOLTAGE", .source = "web" };
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+
+    /* active list JSON, parsed back */
+    char *json = NULL;
+    CHECK_EQ_INT(alert_manager_get_active_json_alloc(am, &json), GW_OK);
+    cJSON *arr = json ? cJSON_Parse(json) : NULL;
+    CHECK(cJSON_IsArray(arr));
+    CHECK_EQ_INT(cJSON_GetArraySize(arr), 4);
+    cJSON *ov = find_code(arr, "OVER_VOLTAGE");
+    CHECK(ov != NULL);
+    if (ov) {
+        CHECK_STR(cJSON_GetObjectItem(ov, "level")->valuestring, "error");
+        CHECK_STR(cJSON_GetObjectItem(ov, "message")->valuestring, "Cell 3 voltage 3.652 V above 3.600 V");
+        CHECK_NEAR(cJSON_GetObjectItem(ov, "value")->valuedouble, 3.652, 1e-4);
+        CHECK_NEAR(cJSON_GetObjectItem(ov, "threshold")->valuedouble, 3.6, 1e-4);
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItem(ov, "acknowledged")));
+        CHECK_EQ_INT(cJSON_GetObjectItem(ov, "count")->valueint, 1);
+        CHECK_EQ_INT(cJSON_GetObjectItem(ov, "battery_id")->valueint, 0);
+        double ts = cJSON_GetObjectItem(ov, "timestamp")->valuedouble;
+        double first = cJSON_GetObjectItem(ov, "first_seen")->valuedouble;
+        CHECK_NEAR(ts, floor(first / 1000), 0.5);
+        CHECK(cJSON_GetObjectItem(ov, "last_seen")->valuedouble >= first);
+    }
+    cJSON *cr = find_code(arr, "CONFIG_RECOVERED");
+    CHECK(cr != NULL);
+    if (cr) {
+        CHECK_STR(cJSON_GetObjectItem(cr, "message")->valuestring, "config.json was corrupt: \"last good\" copy loaded");
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(cr, "acknowledged")));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(cr, "value")));
+    }
+    cJSON_Delete(arr);
+    /* caller buffer: fits / too small */
+    char buf[4096];
+    size_t len = 0;
+    CHECK_EQ_INT(alert_manager_get_active_json(am, buf, sizeof buf, &len), GW_OK);
+    CHECK_EQ_INT(len, strlen(json));
+    CHECK_STR(buf, json);
+    free(json);
+    CHECK_EQ_INT(alert_manager_get_active_json(am, buf, 64, &len), GW_ERR_OVERFLOW);
+    CHECK_STR(buf, "");
+
+    /* thresholds reloaded through the getter: the rule is disabled, its alert clears */
+    getter_cfg.cell_v_high.enabled = false;
+    struct app_config_change change = { .sections = CONFIG_SECTION_ALERTS, .changed = "alerts.cell_v_high" };
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
+    CHECK(wait_code(&seen, false, "OVER_VOLTAGE", 1));
+    CHECK_EQ_INT(alert_manager_active_count(am), 3);
+
+    /* clear all: the comm loss (still present) comes back, the rest does not */
+    CHECK_EQ_INT(alert_manager_clear_all(am), 3);
+    CHECK(wait_code(&seen, true, "BMS_COMM_LOST", 2));
+    CHECK(wait_code(&seen, true, "CAN_INVERTER_LINK_LOST", 2));
+    CHECK_EQ_INT(count_code(&seen, true, "CONFIG_RECOVERED"), 1);
+    CHECK_EQ_INT(alert_manager_clear(am, "CONFIG_RECOVERED"), GW_ERR_NOT_FOUND);
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_RESTORED, &comm, sizeof comm, 1000));
+    CHECK(wait_code(&seen, false, "BMS_COMM_LOST", 2));
+
+    /* counts */
+    CHECK_EQ_INT(alert_manager_count(am, "BMS_COMM_LOST"), 2);
+    CHECK_EQ_INT(alert_manager_count(am, "OVER_VOLTAGE"), 1);
+    CHECK_EQ_INT(alert_manager_count(am, "NOPE"), 0);
+    char *counts = NULL;
+    CHECK_EQ_INT(alert_manager_get_counts_json_alloc(am, &counts), GW_OK);
+    cJSON *cj = counts ? cJSON_Parse(counts) : NULL;
+    CHECK(cJSON_IsObject(cj));
+    CHECK_EQ_INT(cJSON_GetObjectItem(cj, "BMS_COMM_LOST") ? cJSON_GetObjectItem(cj, "BMS_COMM_LOST")->valueint : -1, 2);
+    cJSON_Delete(cj);
+    free(counts);
+
+    /* history of transitions */
+    char *hist = NULL;
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 1000, &hist), GW_OK);
+    cJSON *h = hist ? cJSON_Parse(hist) : NULL;
+    CHECK(cJSON_IsArray(h));
+    int raised = 0, cleared = 0, acked = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, h) {
+        const char *ev = cJSON_GetObjectItem(it, "event")->valuestring;
+        raised += strcmp(ev, "raised") == 0;
+        cleared += strcmp(ev, "cleared") == 0;
+        acked += strcmp(ev, "acked") == 0;
+    }
+    CHECK_EQ_INT(raised, 8);
+    CHECK_EQ_INT(acked, 1);
+    CHECK(cleared >= 6);
+    int history_rows = cJSON_GetArraySize(h);
+    cJSON_Delete(h);
+    free(hist);
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 2, &hist), GW_OK);
+    h = hist ? cJSON_Parse(hist) : NULL;
+    CHECK_EQ_INT(cJSON_GetArraySize(h), 2);
+    cJSON_Delete(h);
+    free(hist);
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 20000, &hist), GW_ERR_INVAL);
+
+    alert_manager_destroy(am);
+
+    /* restart on the same directory: counts and history are still there */
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    CHECK_EQ_INT(alert_manager_count(am, "BMS_COMM_LOST"), 2);
+    CHECK_EQ_INT(alert_manager_count(am, "OVER_VOLTAGE"), 1);
+    CHECK_EQ_INT(alert_manager_active_count(am), 0);
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 1000, &hist), GW_OK);
+    h = hist ? cJSON_Parse(hist) : NULL;
+    CHECK_EQ_INT(cJSON_GetArraySize(h), history_rows);
+    cJSON_Delete(h);
+    free(hist);
+    alert_manager_destroy(am);
+    event_bus_destroy(bus);
+
+    char cmdline[128];
+    snprintf(cmdline, sizeof cmdline, "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmdline), 0);
+}
+
+static void test_bad_input_and_no_persistence(void)
+{
+    struct alert_manager *am = (struct alert_manager *)1;
+    struct alert_manager_options opt = { 0 };
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_ERR_INVAL);
+    CHECK(am == NULL);
+    CHECK_EQ_INT(alert_manager_create(NULL, NULL), GW_ERR_INVAL);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    opt.bus = bus;
+    opt.config = test_cfg();
+    /* a data directory that cannot hold a database: runs without history */
+    opt.data_dir = "/proc/self/nonexistent-dir";
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    char *hist = NULL;
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 10, &hist), GW_ERR_STORAGE);
+    CHECK(hist == NULL);
+    CHECK_EQ_INT(alert_manager_raise(am, "CONFIG_RECOVERED", ALERT_LEVEL_WARNING, NULL), GW_OK);
+    CHECK_EQ_INT(alert_manager_active_count(am), 1);
+    CHECK_EQ_INT(alert_manager_ack(am, NULL), 1);
+    CHECK_EQ_INT(alert_manager_clear(am, "CONFIG_RECOVERED"), GW_OK);
+    CHECK_EQ_INT(alert_manager_clear(am, NULL), GW_ERR_INVAL);
+    CHECK_EQ_INT(alert_manager_get_active_json(am, NULL, 0, NULL), GW_ERR_INVAL);
+    /* a short payload is ignored, not read past its end */
+    char junk[4] = { 1, 2, 3, 4 };
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, junk, sizeof junk, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, junk, sizeof junk, 1000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, junk, sizeof junk, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(alert_manager_active_count(am), 0);
+    alert_manager_destroy(am);
+    alert_manager_destroy(NULL);
+    event_bus_destroy(bus);
+}
+
+static int64_t fixed_wall(void) { return 1705500000123LL; }
+static uint64_t fixed_now(void) { return 777000; }
+
+/* Golden output: a fixed clock and a fixed sample give exactly this JSON. */
+static void test_active_json_golden(void)
+{
+    gw_clock_set_sources(fixed_now, fixed_wall);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct alert_manager_options opt = { .bus = bus, .config = test_cfg() };
+    struct alert_manager *am = NULL;
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    if (!am)
+        return;
+    struct bms_live_data d = sample(36520);
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(alert_manager_raise(am, "CONFIG_RECOVERED", ALERT_LEVEL_WARNING, "a \"quoted\"\tmessage"), GW_OK);
+    char buf[2048];
+    CHECK_EQ_INT(alert_manager_get_active_json(am, buf, sizeof buf, NULL), GW_OK);
+    CHECK_STR(buf,
+              "[{\"timestamp\":1705500000,\"level\":\"error\",\"code\":\"OVER_VOLTAGE\","
+              "\"message\":\"Cell 3 voltage 3.652 V above 3.600 V\",\"value\":3.652,\"threshold\":3.6,"
+              "\"first_seen\":1705500000123,\"last_seen\":1705500000123,\"count\":1,\"acknowledged\":false,"
+              "\"battery_id\":0,\"subject\":\"\"},"
+              "{\"timestamp\":1705500000,\"level\":\"warning\",\"code\":\"CONFIG_RECOVERED\","
+              "\"message\":\"a \\\"quoted\\\"\\u0009message\",\"value\":null,\"threshold\":null,"
+              "\"first_seen\":1705500000123,\"last_seen\":1705500000123,\"count\":1,\"acknowledged\":false,"
+              "\"battery_id\":0,\"subject\":\"\"}]");
+    alert_manager_destroy(am);
+    event_bus_destroy(bus);
+    gw_clock_set_sources(NULL, NULL);
+}
+
+/* BMS event log and network link through the service. */
+static void test_event_log_and_network_via_bus(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct seen_alerts seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    event_bus_subscribe(bus, EVENT_ALERT_RAISED, on_alert, &seen, "test");
+    event_bus_subscribe(bus, EVENT_ALERT_CLEARED, on_alert, &seen, "test");
+    struct alert_manager_options opt = { .bus = bus, .config = test_cfg(), .tick_ms = 20 };
+    struct alert_manager *am = NULL;
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    if (!am)
+        return;
+    struct app_bms_events *ev = calloc(1, sizeof *ev);
+    ev->log.valid = true;
+    ev->log.count = 2;
+    ev->log.events[0] = (struct bms_event){ 100, 0x61 };
+    ev->log.events[1] = (struct bms_event){ 200, 0x04 };
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000)); /* baseline */
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000)); /* same again */
+    ev->log.count = 3;
+    ev->log.events[2] = (struct bms_event){ 300, 0x06 };
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000));
+    CHECK(wait_code(&seen, true, "BMS_CHARGE_OVER_CURRENT", 1));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(count_code(&seen, true, "BMS_CHARGE_OVER_CURRENT"), 1);
+    CHECK_EQ_INT(count_code(&seen, true, "BMS_OVER_TEMP_CUTOFF"), 0);
+    free(ev);
+    struct app_net_link link = { .interface = "wlan0" };
+    CHECK(event_bus_publish(bus, EVENT_NET_DISCONNECTED, &link, sizeof link, 1000));
+    CHECK(wait_code(&seen, true, "WIFI_DISCONNECTED", 1));
+    CHECK(event_bus_publish(bus, EVENT_NET_CONNECTED, &link, sizeof link, 1000));
+    CHECK(wait_code(&seen, false, "WIFI_DISCONNECTED", 1));
+    struct app_alert_command cmd = { .op = ALERT_OP_CLEAR_ALL, .source = "mqtt" };
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000));
+    CHECK(wait_code(&seen, false, "BMS_CHARGE_OVER_CURRENT", 1));
+    CHECK_EQ_INT(alert_manager_active_count(am), 0);
+    alert_manager_destroy(am);
+    event_bus_destroy(bus);
+}
+
+TEST_MAIN(TEST_CASE(test_service_end_to_end), TEST_CASE(test_active_json_golden),
+          TEST_CASE(test_event_log_and_network_via_bus), TEST_CASE(test_bad_input_and_no_persistence))

@@ -1,0 +1,739 @@
+/* Charge control rules, one by one, with a scripted clock. */
+#include "charge_control.h"
+
+#include "gw_config.h"
+#include "gw_error.h"
+#include "test.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define N 16
+
+/* 16 cells at cell_v (V), pack voltage = sum, 25 degC on all sensors, SOC 50 %. */
+static void make_live(struct bms_live_data *d, float cell_v)
+{
+    memset(d, 0, sizeof *d);
+    d->valid = true;
+    d->cell_count = N;
+    for (unsigned i = 0; i < N; i++)
+        d->cell_mv_x10[i] = (uint16_t)(cell_v * 10000.0f + 0.5f);
+    d->pack_voltage_v = cell_v * N;
+    d->pack_current_a = 0.0f;
+    for (unsigned s = 0; s < BMS_TEMP_SENSORS; s++) {
+        d->temp_dc[s] = 250;
+        d->temp_present[s] = true;
+    }
+    d->soc_ppm = 50000000u;
+    d->online_status = BMS_STATUS_IDLE;
+    d->lifetime_s = 1000;
+}
+
+/* Recomputes pack voltage and spread after editing cells. */
+static void refresh(struct bms_live_data *d)
+{
+    float sum = 0;
+    uint16_t lo = 0xFFFF, hi = 0;
+    for (unsigned i = 0; i < d->cell_count; i++) {
+        sum += (float)d->cell_mv_x10[i] / 10000.0f;
+        lo = d->cell_mv_x10[i] < lo ? d->cell_mv_x10[i] : lo;
+        hi = d->cell_mv_x10[i] > hi ? d->cell_mv_x10[i] : hi;
+    }
+    d->pack_voltage_v = sum;
+    d->cell_spread_mv_x10 = (uint16_t)(hi - lo);
+    d->min_cell_mv = (uint16_t)(lo / 10);
+    d->max_cell_mv = (uint16_t)(hi / 10);
+}
+
+static void set_cell(struct bms_live_data *d, unsigned i, float v)
+{
+    d->cell_mv_x10[i] = (uint16_t)(v * 10000.0f + 0.5f);
+    refresh(d);
+}
+
+static void set_setting(struct bms_settings *s, unsigned reg, uint16_t value)
+{
+    s->valid = true;
+    s->raw[reg - 300] = value;
+    s->present_mask |= 1ull << (reg - 300);
+}
+
+static struct gw_config_charge lfp(void)
+{
+    struct gw_config_charge c;
+    gw_config_charge_defaults(&c, GW_CHEM_LFP);
+    return c;
+}
+
+/* One step on a fresh controller: the first step takes every target as is. */
+static struct charge_limits one_step(const struct gw_config_charge *cfg, const struct bms_live_data *d,
+                                     const struct bms_settings *s, const struct bms_event_log *log)
+{
+    struct charge_control cc;
+    struct charge_limits out;
+    CHECK_EQ_INT(charge_control_init(&cc, cfg), GW_OK);
+    struct charge_inputs in = { d, s, log };
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 1000, &out), GW_OK);
+    return out;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+#define CHECK_REASON(s, prefix)                                                              \
+    do {                                                                                     \
+        test_checks_++;                                                                      \
+        if (!starts_with((s), (prefix))) {                                                   \
+            test_failures_++;                                                                \
+            fprintf(stderr, "%s:%d: reason \"%s\" does not start with \"%s\"\n", __FILE__,   \
+                    __LINE__, (s), (prefix));                                                \
+        }                                                                                    \
+    } while (0)
+
+/* ---- CVL ------------------------------------------------------------------------------------ */
+
+static void test_bad_arguments(void)
+{
+    struct charge_control cc;
+    struct gw_config_charge c = lfp();
+    struct charge_limits out;
+    struct bms_live_data d;
+    make_live(&d, 3.3f);
+    struct charge_inputs in = { &d, NULL, NULL };
+    CHECK_EQ_INT(charge_control_init(NULL, &c), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_init(&cc, NULL), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    CHECK_EQ_INT(charge_control_step(NULL, &in, 0, &out), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_step(&cc, NULL, 0, &out), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 0, NULL), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_set_cap(&cc, NULL, 0), GW_ERR_INVAL);
+    struct app_charge_cap nan_cap = { NAN, 1.0f, 10, "x" };
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &nan_cap, 0), GW_ERR_INVAL);
+    CHECK_EQ_INT(charge_control_set_config(&cc, NULL), GW_ERR_INVAL);
+    CHECK_STR(charge_phase_name(CHARGE_PHASE_FLOAT), "float");
+    CHECK_STR(charge_phase_name(9), "unknown");
+}
+
+static void test_cvl_never_zero(void)
+{
+    struct charge_control cc;
+    struct gw_config_charge c = lfp();
+    struct charge_limits out;
+    struct bms_live_data d;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+
+    /* No data at all: GW_ERR_STATE, safe complete result, CVL = 16 x float. */
+    struct charge_inputs none = { NULL, NULL, NULL };
+    CHECK_EQ_INT(charge_control_step(&cc, &none, 0, &out), GW_ERR_STATE);
+    CHECK_NEAR(out.cvl_v, 16 * 3.375, 1e-3);
+    CHECK_EQ_INT(out.ccl_a, 0);
+    CHECK_EQ_INT(out.dcl_a, 0);
+    CHECK_STR(out.ccl_reason, "no data");
+
+    /* Invalid sample, cell count from register 307 = 8. */
+    make_live(&d, 3.3f);
+    d.valid = false;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 307, 8);
+    struct charge_inputs bad = { &d, &s, NULL };
+    CHECK_EQ_INT(charge_control_step(&cc, &bad, 0, &out), GW_ERR_STATE);
+    CHECK_NEAR(out.cvl_v, 8 * 3.375, 1e-3);
+
+    /* A zero cell register is no 0 V cell. */
+    make_live(&d, 3.3f);
+    d.cell_mv_x10[5] = 0;
+    struct charge_inputs zero_cell = { &d, NULL, NULL };
+    CHECK_EQ_INT(charge_control_step(&cc, &zero_cell, 0, &out), GW_ERR_STATE);
+    CHECK(out.cvl_v > 50.0f);
+
+    /* After a good step, losing data keeps the last CVL. */
+    make_live(&d, 3.3f);
+    struct charge_inputs good = { &d, NULL, NULL };
+    CHECK_EQ_INT(charge_control_step(&cc, &good, 1000, &out), GW_OK);
+    float last = out.cvl_v;
+    d.cell_count = 2;
+    CHECK_EQ_INT(charge_control_step(&cc, &good, 2000, &out), GW_ERR_STATE);
+    CHECK_NEAR(out.cvl_v, last, 1e-6);
+
+    /* NaN everywhere in the config and the measurements: CVL stays sane. */
+    struct gw_config_charge broken = lfp();
+    broken.target_cell_v = NAN;
+    broken.float_cell_v = INFINITY;
+    broken.cell_limit_v = -1.0f;
+    broken.max_charge_a = NAN;
+    broken.float_ramp_mv_per_cell_s = NAN;
+    make_live(&d, 3.3f);
+    d.pack_voltage_v = NAN;
+    d.pack_current_a = NAN;
+    struct charge_limits r = one_step(&broken, &d, NULL, NULL);
+    CHECK(r.cvl_v > 0.0f && r.cvl_v == r.cvl_v);
+    CHECK_NEAR(r.cvl_v, 16 * 3.45, 1e-3);
+    CHECK(r.ccl_a == r.ccl_a && r.ccl_a >= 0.0f);
+    /* A broken curve (NaN point) gives 0 A, never NaN. */
+    struct gw_config_charge nan_curve = lfp();
+    nan_curve.charge_by_cell_v.y[0] = NAN;
+    nan_curve.charge_by_cell_v.y[1] = NAN;
+    r = one_step(&nan_curve, &d, NULL, NULL);
+    CHECK(r.ccl_a == 0.0f);
+}
+
+static void test_cvl_target_and_bms_bounds(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    make_live(&d, 3.3f);
+    struct charge_limits r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.cvl_v, 55.2, 1e-3);
+    CHECK_EQ_INT(r.phase, CHARGE_PHASE_BULK);
+    CHECK_STR(r.cvl_reason, "target 3.450 V/cell");
+    CHECK_NEAR(r.discharge_v, 16 * 2.90, 1e-3);
+
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 300, 3400); /* fully charged below the target */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, 54.4, 1e-3);
+    CHECK_REASON(r.cvl_reason, "bms fully charged 3.400");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 315, 3480); /* over-voltage cutoff: target kept 50 mV below it */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, 16 * 3.43, 1e-3);
+    CHECK_REASON(r.cvl_reason, "bms over-voltage cutoff 3.480");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 315, 9000); /* out of the documented range: ignored */
+    set_setting(&s, 300, 100);
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, 55.2, 1e-3);
+
+    /* Absent settings (present_mask 0) are ignored even with values in raw[]. */
+    memset(&s, 0, sizeof s);
+    s.valid = true;
+    s.raw[0] = 3000;
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, 55.2, 1e-3);
+}
+
+static void test_cvl_excess_reduction(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    make_live(&d, 3.40f);
+    set_cell(&d, 3, 3.60f); /* 50 mV over the 3.55 limit */
+    struct charge_limits r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.cvl_v, 54.6 - 0.05, 2e-3);
+    CHECK_REASON(r.cvl_reason, "cell excess, max 3.600 V");
+
+    set_cell(&d, 7, 3.58f); /* two cells over: both excesses count */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.cvl_v, 54.78 - 0.08, 2e-3);
+
+    /* One runaway cell: the reduction would force a discharge, the floor stops at the pack
+     * voltage minus 5 mV per cell. Never "measured voltage minus a constant" as the rule:
+     * without excess the same pack gets the phase target. */
+    make_live(&d, 3.30f);
+    set_cell(&d, 0, 3.65f);
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.cvl_v, 53.15 - 0.08, 2e-3);
+    make_live(&d, 3.30f);
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.cvl_v, 55.2, 1e-3);
+
+    /* Hold and release with a clock. */
+    struct charge_control cc;
+    struct charge_limits out;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.40f);
+    set_cell(&d, 3, 3.60f);
+    struct charge_inputs in = { &d, NULL, NULL };
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 0, &out), GW_OK);
+    float held = out.cvl_v;
+    set_cell(&d, 3, 3.54f); /* under the limit but inside the release band: still held */
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 1000, &out), GW_OK);
+    CHECK_NEAR(out.cvl_v, held, 1e-4);
+    set_cell(&d, 3, 3.50f); /* released: CVL rises, rate-limited (3.2 mV/s for 16 cells) */
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 2000, &out), GW_OK);
+    CHECK_NEAR(out.cvl_v, held + 0.0032, 1e-4);
+    CHECK_REASON(out.cvl_reason, "rise limit");
+    CHECK_NEAR(out.cvl_target_v, 55.2, 1e-3);
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 12000, &out), GW_OK);
+    CHECK_NEAR(out.cvl_v, held + 0.0032 * 11, 1e-3);
+    /* A new excess: the decrease applies at once. */
+    float risen = out.cvl_v;
+    set_cell(&d, 3, 3.62f);
+    CHECK_EQ_INT(charge_control_step(&cc, &in, 13000, &out), GW_OK);
+    CHECK(out.cvl_v < risen - 0.01f);
+    CHECK_REASON(out.cvl_reason, "cell excess");
+
+    /* Over-voltage cutoff from the BMS bounds the excess limit too (3.52 - 0.05 < 3.55). */
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 315, 3520);
+    make_live(&d, 3.40f);
+    set_cell(&d, 2, 3.50f);
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, (15 * 3.40f + 3.50f) - (3.50f - 3.47f), 2e-3);
+}
+
+/* Steps cc every second from *t_ms for seconds, returns the last result. */
+static struct charge_limits run(struct charge_control *cc, struct charge_inputs *in, uint64_t *t_ms,
+                                unsigned seconds)
+{
+    struct charge_limits out;
+    memset(&out, 0, sizeof out);
+    for (unsigned i = 0; i < seconds; i++) {
+        *t_ms += 1000;
+        CHECK_EQ_INT(charge_control_step(cc, in, *t_ms, &out), GW_OK);
+    }
+    return out;
+}
+
+static void test_phases(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct charge_inputs in = { &d, NULL, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+
+    make_live(&d, 3.40f); /* below target: bulk */
+    d.soc_ppm = 95000000u;
+    out = run(&cc, &in, &t, 5);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+
+    make_live(&d, 3.45f); /* at target, spread 0: absorption */
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION);
+    CHECK_NEAR(out.cvl_v, 55.2, 1e-3);
+
+    /* At target but spread 20 mV from the start: stays in bulk. */
+    struct charge_control cc2;
+    CHECK_EQ_INT(charge_control_init(&cc2, &c), GW_OK);
+    struct bms_live_data d2;
+    make_live(&d2, 3.45f);
+    d2.soc_ppm = 99000000u;
+    set_cell(&d2, 0, 3.43f);
+    set_cell(&d2, 1, 3.47f);
+    struct charge_inputs in2 = { &d2, NULL, NULL };
+    uint64_t t2 = 0;
+    out = run(&cc2, &in2, &t2, 100);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+
+    /* 600 s of absorption, then the spread grows to 15 mV for one step: timer restarts. */
+    out = run(&cc, &in, &t, 599);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION);
+    set_cell(&d, 0, 3.435f);
+    set_cell(&d, 1, 3.450f);
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION);
+    make_live(&d, 3.45f);
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 899);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION); /* would be float without the restart */
+    /* Below target the timer pauses (not resets). */
+    make_live(&d, 3.43f);
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 300);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION);
+    make_live(&d, 3.45f);
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    /* Float: CVL ramps down 1 mV/cell/s = 16 mV/s to 16 x 3.375 = 54.0 V. */
+    float start = out.cvl_v;
+    CHECK(start <= 55.2f + 1e-3f && start > 55.1f);
+    out = run(&cc, &in, &t, 10);
+    CHECK_NEAR(out.cvl_v, start - 0.16, 2e-3);
+    CHECK_REASON(out.cvl_reason, "float ramp");
+    out = run(&cc, &in, &t, 100);
+    CHECK_NEAR(out.cvl_v, 54.0, 1e-3);
+    CHECK_STR(out.cvl_reason, "float 3.375 V/cell");
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+
+    /* SOC below 80 %: back to bulk, CVL steps back up at once (documented). */
+    d.soc_ppm = 79000000u;
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+    CHECK_NEAR(out.cvl_v, 55.2, 1e-3);
+}
+
+static void test_rebulk_by_spread_and_restart_level(void)
+{
+    struct gw_config_charge c = lfp();
+    c.absorb_time_s = 10;
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    struct charge_inputs in = { &d, &s, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.45f);
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 12);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    /* Spread beyond rebulk_spread_mv (80). */
+    set_cell(&d, 0, 3.36f);
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+
+    /* Register 321 (charge restart level 90 %) above the config's 80 %: it wins. */
+    make_live(&d, 3.45f);
+    d.soc_ppm = 99000000u;
+    out = run(&cc, &in, &t, 12);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    set_setting(&s, 321, 90);
+    d.soc_ppm = 85000000u;
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+}
+
+/* ---- CCL / DCL sources ---------------------------------------------------------------------- */
+
+static void test_min_sources_charge(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    struct bms_settings s;
+    struct charge_limits r;
+
+    make_live(&d, 3.30f);
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 100.0, 1e-3);
+    CHECK_STR(r.ccl_reason, "config max");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 318, 50); /* 90 % of the BMS charge over-current cutoff */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.ccl_a, 45.0, 1e-3);
+    CHECK_STR(r.ccl_reason, "bms charge over-current");
+
+    make_live(&d, 3.30f);
+    set_cell(&d, 9, 3.52f); /* 0.4 - 0.3 x 0.4 = 0.28 */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 28.0, 0.05);
+    CHECK_STR(r.ccl_reason, "cell voltage 3.52 V");
+
+    make_live(&d, 3.30f); /* coldest sensor 5.0 degC: 0.1 + 0.9 x 3/8 = 43.75 A, in 2 A steps */
+    d.temp_dc[BMS_TEMP_EXT1] = 50;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 42.0, 0.01);
+    CHECK_STR(r.ccl_reason, "temperature 5.0 °C");
+
+    make_live(&d, 3.30f); /* hottest sensor 48.0 degC: 1 - 0.7 x 3/5 */
+    d.temp_dc[BMS_TEMP_EXT2] = 480;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 58.0, 0.01);
+    CHECK_STR(r.ccl_reason, "temperature 48.0 °C");
+    d.temp_dc[BMS_TEMP_EXT1] = 50; /* both at once: the smaller wins */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 42.0, 0.01);
+
+    struct gw_config_charge soc_cfg = lfp();
+    soc_cfg.charge_by_soc.count = 2;
+    soc_cfg.charge_by_soc.x[0] = 90.0f;
+    soc_cfg.charge_by_soc.y[0] = 1.0f;
+    soc_cfg.charge_by_soc.x[1] = 100.0f;
+    soc_cfg.charge_by_soc.y[1] = 0.2f;
+    make_live(&d, 3.30f);
+    d.soc_ppm = 95000000u;
+    r = one_step(&soc_cfg, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 60.0, 0.01);
+    CHECK_STR(r.ccl_reason, "soc 95.0 %");
+
+    make_live(&d, 3.30f);
+    d.online_status = BMS_STATUS_FAULT;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_EQ_INT(r.dcl_a, 0);
+    CHECK_STR(r.ccl_reason, "bms fault");
+    CHECK(r.protections & CHARGE_PROT_FAULT);
+
+    struct bms_event_log log;
+    memset(&log, 0, sizeof log);
+    log.valid = true;
+    log.count = 1;
+    log.events[0].id = 0x03; /* over-voltage cutoff 10 s ago */
+    log.events[0].timestamp_s = 990;
+    make_live(&d, 3.30f);
+    r = one_step(&c, &d, NULL, &log);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_STR(r.ccl_reason, "bms over-voltage cutoff");
+    CHECK_NEAR(r.dcl_a, 150.0, 1e-3); /* discharge still allowed */
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 315, 3650);
+    make_live(&d, 3.40f);
+    set_cell(&d, 0, 3.60f); /* at cutoff - 50 mV */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_STR(r.ccl_reason, "cell 3.600 V near cutoff");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 320, (uint16_t)5);
+    make_live(&d, 3.30f);
+    d.temp_dc[BMS_TEMP_EXT1] = 40;
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_REASON(r.ccl_reason, "temperature 4.0 °C < charge cutoff");
+    set_setting(&s, 320, (uint16_t)(int16_t)-10); /* negative register value */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK(r.ccl_a > 0.0f);
+}
+
+static void test_min_sources_discharge(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    struct bms_settings s;
+    struct charge_limits r;
+
+    make_live(&d, 3.30f);
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.dcl_a, 150.0, 1e-3);
+    CHECK_STR(r.dcl_reason, "config max");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 317, 100);
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.dcl_a, 90.0, 1e-3);
+    CHECK_STR(r.dcl_reason, "bms discharge over-current");
+
+    make_live(&d, 3.30f);
+    set_cell(&d, 4, 3.00f); /* lowest cell: factor 0.5 */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.dcl_a, 75.0, 0.05);
+    CHECK_STR(r.dcl_reason, "cell voltage 3.00 V");
+
+    make_live(&d, 3.30f);
+    d.temp_dc[BMS_TEMP_INTERNAL] = -150; /* -15 degC: 0.15 x 150 = 22.5 A, in 3 A steps */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.dcl_a, 21.0, 0.05);
+    CHECK_STR(r.dcl_reason, "temperature -15.0 °C");
+
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 316, 2800);
+    make_live(&d, 3.30f);
+    set_cell(&d, 4, 2.84f); /* within 50 mV of the under-voltage cutoff */
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_EQ_INT(r.dcl_a, 0);
+    CHECK_STR(r.dcl_reason, "cell 2.840 V near cutoff");
+}
+
+static void test_cutoff_latch_hysteresis(void)
+{
+    struct gw_config_charge c = lfp();
+    c.increase_delay_s = 0;
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 316, 2800);
+    struct charge_inputs in = { &d, &s, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.20f);
+    set_cell(&d, 4, 2.84f);
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.dcl_a, 0);
+    set_cell(&d, 4, 2.88f); /* recovered a little: still latched (release above 2.90) */
+    out = run(&cc, &in, &t, 5);
+    CHECK_EQ_INT(out.dcl_a, 0);
+    set_cell(&d, 4, 2.95f);
+    out = run(&cc, &in, &t, 1);
+    CHECK(out.dcl_target_a > 0.0f);
+}
+
+/* ---- dynamics -------------------------------------------------------------------------------- */
+
+static void test_dynamics(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    struct charge_inputs in = { &d, &s, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 100.0, 1e-3); /* first step: at once */
+
+    set_setting(&s, 318, 50); /* decrease: immediate */
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+
+    s.present_mask = 0; /* target back to 100: waits 30 s */
+    out = run(&cc, &in, &t, 29);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    CHECK_REASON(out.ccl_reason, "increase delay");
+    CHECK_NEAR(out.ccl_target_a, 100.0, 1e-3);
+    out = run(&cc, &in, &t, 1); /* 29 s after the first higher target */
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    out = run(&cc, &in, &t, 1); /* 30 s: ramp 5 A/s starts */
+    CHECK_NEAR(out.ccl_a, 50.0, 1e-3);
+    CHECK_REASON(out.ccl_reason, "ramp");
+    out = run(&cc, &in, &t, 4);
+    CHECK_NEAR(out.ccl_a, 70.0, 1e-3);
+    out = run(&cc, &in, &t, 10);
+    CHECK_NEAR(out.ccl_a, 100.0, 1e-3);
+    CHECK_STR(out.ccl_reason, "config max");
+
+    /* A dip of the target during the delay restarts the wait. */
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    s.present_mask = 0;
+    out = run(&cc, &in, &t, 20);
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    s.present_mask = 0;
+    out = run(&cc, &in, &t, 20);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+
+    /* Zero hysteresis: from 0, a target of 1.5 A (<= zero_exit_a 2) keeps 0. */
+    struct gw_config_charge z = lfp();
+    z.increase_delay_s = 0;
+    z.max_charge_a = 10.0f;
+    CHECK_EQ_INT(charge_control_init(&cc, &z), GW_OK);
+    make_live(&d, 3.30f);
+    d.online_status = BMS_STATUS_FAULT;
+    t = 0;
+    s.present_mask = 0;
+    out = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(out.ccl_a, 0);
+    d.online_status = BMS_STATUS_IDLE;
+    set_setting(&s, 318, 1); /* 0.9 A target... */
+    z.max_charge_a = 10.0f;
+    out = run(&cc, &in, &t, 3);
+    CHECK_EQ_INT(out.ccl_a, 0);
+    CHECK_REASON(out.ccl_reason, "zero hysteresis");
+    set_setting(&s, 318, 2); /* 1.8 A: still <= 2 */
+    out = run(&cc, &in, &t, 3);
+    CHECK_EQ_INT(out.ccl_a, 0);
+    set_setting(&s, 318, 3); /* 2.7 A > 2: leaves 0 */
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 2.7, 1e-3);
+    set_setting(&s, 318, 1); /* once above 0, a small target is followed (no re-latch) */
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 0.9, 1e-3);
+}
+
+static void test_external_cap(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct charge_inputs in = { &d, NULL, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    out = run(&cc, &in, &t, 1);
+
+    struct app_charge_cap cap = { 20.0f, -1.0f, 60, "mqtt" };
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &cap, t), GW_OK);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 20.0, 1e-3);
+    CHECK_STR(out.ccl_reason, "external cap (mqtt)");
+    CHECK_NEAR(out.dcl_a, 150.0, 1e-3); /* < 0: that side uncapped */
+
+    /* A cap above the limit cannot raise it. */
+    struct app_charge_cap high = { 500.0f, 500.0f, 60, "web" };
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &high, t), GW_OK);
+    out = run(&cc, &in, &t, 40);
+    CHECK(out.ccl_a <= 100.0f);
+    CHECK(out.dcl_a <= 150.0f);
+
+    /* Expiry: 60 s after the request, the cap is gone (and the limit ramps back). */
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &cap, t), GW_OK);
+    out = run(&cc, &in, &t, 59);
+    CHECK_NEAR(out.ccl_a, 20.0, 1e-3);
+    out = run(&cc, &in, &t, 1);
+    CHECK(strstr(out.ccl_reason, "external cap") == NULL);
+    CHECK_NEAR(out.ccl_target_a, 100.0, 1e-3);
+    out = run(&cc, &in, &t, 60);
+    CHECK_NEAR(out.ccl_a, 100.0, 1e-3);
+
+    /* duration 0 cancels. */
+    struct app_charge_cap dcap = { -1.0f, 10.0f, 600, "" };
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &dcap, t), GW_OK);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.dcl_a, 10.0, 1e-3);
+    CHECK_STR(out.dcl_reason, "external cap");
+    struct app_charge_cap cancel = { 0.0f, 0.0f, 0, "" };
+    CHECK_EQ_INT(charge_control_set_cap(&cc, &cancel, t), GW_OK);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.dcl_target_a, 150.0, 1e-3);
+}
+
+static void test_counters_clock_and_config(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    struct charge_inputs in = { &d, &s, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    out = run(&cc, &in, &t, 10);
+    CHECK_EQ_INT(out.ccl_changes, 0);
+    CHECK_EQ_INT(out.cvl_changes, 0);
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 10);
+    CHECK_EQ_INT(out.ccl_changes, 1);
+    CHECK_EQ_INT(out.dcl_changes, 0);
+
+    /* Clock going backwards: no time passes, nothing breaks. */
+    struct charge_limits back;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t - 5000, &back), GW_OK);
+    CHECK_NEAR(back.cvl_v, out.cvl_v, 1e-6);
+    CHECK_NEAR(back.ccl_a, out.ccl_a, 1e-6);
+
+    /* set_config keeps the limits being sent: a higher max ramps, a lower one is immediate. */
+    struct gw_config_charge lower = lfp();
+    lower.max_charge_a = 30.0f;
+    CHECK_EQ_INT(charge_control_set_config(&cc, &lower), GW_OK);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 30.0, 1e-3);
+    struct gw_config_charge higher = lfp();
+    higher.target_cell_v = 3.50f;
+    s.present_mask = 0;
+    CHECK_EQ_INT(charge_control_set_config(&cc, &higher), GW_OK);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 30.0, 1e-3);
+    CHECK(out.cvl_v < 56.0f - 0.1f); /* CVL rises slowly to 56.0 */
+
+    /* Deterministic: the same inputs give the same outputs. */
+    struct charge_control a, b;
+    struct charge_limits ra, rb;
+    CHECK_EQ_INT(charge_control_init(&a, &c), GW_OK);
+    CHECK_EQ_INT(charge_control_init(&b, &c), GW_OK);
+    for (unsigned i = 0; i < 50; i++) {
+        set_cell(&d, i % N, 3.3f + 0.006f * (float)(i % 7));
+        CHECK_EQ_INT(charge_control_step(&a, &in, i * 1000u, &ra), GW_OK);
+        CHECK_EQ_INT(charge_control_step(&b, &in, i * 1000u, &rb), GW_OK);
+        CHECK_MEM(&ra, &rb, sizeof ra);
+    }
+}
+
+TEST_MAIN(TEST_CASE(test_bad_arguments), TEST_CASE(test_cvl_never_zero),
+          TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
+          TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
+          TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),
+          TEST_CASE(test_cutoff_latch_hysteresis), TEST_CASE(test_dynamics),
+          TEST_CASE(test_external_cap), TEST_CASE(test_counters_clock_and_config))

@@ -1,0 +1,748 @@
+/* History logger: round trip, retention on a generated week, downsampling vs brute force, day
+ * JSON and CSV, period sampling from the bus, unwritable directory and full disk. */
+#define _GNU_SOURCE
+#include "history_logger.h"
+#include "app_events.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DAY_MS 86400000LL
+#define T_2025_01_17 1737072000000LL /* 2025-01-17T00:00:00Z */
+
+static _Atomic int64_t fake_wall;
+static _Atomic uint64_t fake_now;
+static int64_t wall_src(void) { return atomic_load(&fake_wall); }
+static uint64_t now_src(void) { return atomic_load(&fake_now); }
+
+static void make_dir(char *tmpl)
+{
+    CHECK(mkdtemp(tmpl) != NULL);
+}
+
+static void remove_dir(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+static struct gw_config_history hist_cfg(uint32_t period_s, uint16_t days)
+{
+    struct gw_config_history c = { .enabled = true, .period_s = period_s, .retention_days = days };
+    return c;
+}
+
+/* A deterministic sample: values derived from i so a brute force can recompute them. */
+static struct bms_live_data make_sample(int64_t wall_ms, uint32_t i)
+{
+    struct bms_live_data d;
+    memset(&d, 0, sizeof d);
+    d.valid = true;
+    d.wall_time_ms = wall_ms;
+    d.cell_count = 4;
+    for (int c = 0; c < 4; c++)
+        d.cell_mv_x10[c] = (uint16_t)(32000 + ((i * 37u + (uint32_t)c * 101u) % 4000u));
+    d.pack_voltage_v = 48.0f + (float)(i % 97) * 0.05f;
+    d.pack_current_a = -50.0f + (float)(i % 211) * 0.5f;
+    d.soc_ppm = (i * 7919u) % 100000000u;
+    d.temp_dc[0] = (int16_t)(150 + (i % 50));
+    d.temp_present[0] = (i % 13) != 0; /* some samples without any sensor: NULL temps */
+    d.temp_dc[1] = (int16_t)(100 + (i % 70));
+    d.temp_present[1] = (i % 13) != 0;
+    d.soh_raw = 48000;
+    d.soh_valid = true;
+    d.online_status = BMS_STATUS_DISCHARGING;
+    return d;
+}
+
+static struct history_logger *open_logger(const char *dir, struct event_bus *bus, struct gw_config_history cfg)
+{
+    struct history_logger_options opt = { .bus = bus, .data_dir = dir, .config = cfg, .retry_max_ms = 200 };
+    struct history_logger *hl = NULL;
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
+    return hl;
+}
+
+static void test_round_trip(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650)); /* 2025 data must stay */
+    if (!hl)
+        return;
+    struct bms_live_data d = make_sample(T_2025_01_17 + 1000, 1);
+    d.cell_mv_x10[2] = 0; /* empty register: not a 0 V cell */
+    d.temp_present[0] = true;
+    d.temp_present[1] = false;
+    CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    struct bms_live_data bad = d;
+    bad.valid = false;
+    CHECK_EQ_INT(history_logger_record(hl, &bad), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    struct history_sample s[4];
+    size_t n = 0;
+    CHECK_EQ_INT(history_logger_query_samples(hl, 0, T_2025_01_17, T_2025_01_17 + DAY_MS, s, 4, &n), GW_OK);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_INT(s[0].ts_ms, T_2025_01_17 + 1000);
+        CHECK_NEAR(s[0].voltage_v, d.pack_voltage_v, 1e-4);
+        CHECK_NEAR(s[0].current_a, d.pack_current_a, 1e-4);
+        CHECK_NEAR(s[0].soh_percent, 96.0, 1e-3);
+        CHECK_NEAR(s[0].temp_min_c, 15.1, 1e-4);
+        CHECK_NEAR(s[0].temp_max_c, 15.1, 1e-4);
+        CHECK_EQ_INT(s[0].cell_count, 4);
+        CHECK_EQ_INT(s[0].cell_mv[0], (d.cell_mv_x10[0] + 5) / 10);
+        CHECK_EQ_INT(s[0].cell_mv[2], 0);
+        uint16_t lo = 65535, hi = 0;
+        for (int c = 0; c < 4; c++) {
+            if (c == 2)
+                continue;
+            uint16_t mv = (uint16_t)((d.cell_mv_x10[c] + 5) / 10);
+            lo = mv < lo ? mv : lo;
+            hi = mv > hi ? mv : hi;
+        }
+        CHECK_EQ_INT(s[0].cell_min_mv, lo);
+        CHECK_EQ_INT(s[0].cell_max_mv, hi);
+        CHECK_EQ_INT(s[0].status, BMS_STATUS_DISCHARGING);
+    }
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK_EQ_INT(st.samples_written, 1);
+    CHECK(st.storage_ok);
+    /* bad arguments */
+    struct history_bucket b[2];
+    CHECK_EQ_INT(history_logger_query_buckets(hl, 0, 10, 10, 2, b), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_query_buckets(hl, 0, 0, 10, 0, b), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_query_buckets(hl, 0, 0, 10, HISTORY_MAX_BUCKETS + 1, b), GW_ERR_INVAL);
+    history_logger_destroy(hl);
+    struct history_logger_options opt = { .data_dir = dir, .config = hist_cfg(0, 7) };
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_ERR_INVAL);
+    opt.config = hist_cfg(5, 0);
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_ERR_INVAL);
+    opt.config = hist_cfg(5, 7);
+    opt.data_dir = "";
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_ERR_INVAL);
+    remove_dir(dir);
+}
+
+static void test_destroy_writes_pending_samples(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    for (uint32_t i = 0; i < 300; i++) {
+        struct bms_live_data d = make_sample(T_2025_01_17 + i * 1000, i);
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    history_logger_destroy(hl); /* no flush: destroy must write them */
+    hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    uint64_t n = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 300);
+    history_logger_destroy(hl);
+    remove_dir(dir);
+}
+
+static struct gw_config_history getter_value;
+static int getter(void *ctx, struct gw_config_history *out)
+{
+    (void)ctx;
+    *out = getter_value;
+    return GW_OK;
+}
+
+static bool wait_count(struct history_logger *hl, int64_t from, int64_t to, uint64_t want)
+{
+    for (int i = 0; i < 2000; i++) {
+        uint64_t n = 0;
+        if (history_logger_count(hl, 0xFF, from, to, &n) == GW_OK && n == want)
+            return true;
+        gw_sleep_ms(5);
+    }
+    return false;
+}
+
+static void test_retention_week(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    const int64_t now = T_2025_01_17 + 12 * 3600 * 1000LL;
+    atomic_store(&fake_wall, now);
+    gw_clock_set_sources(NULL, wall_src);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    getter_value = hist_cfg(5, 7);
+    struct history_logger_options opt = { .bus = bus, .data_dir = dir, .config = hist_cfg(5, 7),
+                                          .get_config = getter, .queue_capacity = 20000 };
+    struct history_logger *hl = NULL;
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
+    if (!hl)
+        return;
+    /* the start-up retention run is over before the old samples arrive */
+    CHECK_EQ_INT(history_logger_run_retention(hl, 10000), GW_OK);
+    /* ten days back to now, one sample every 10 minutes: 1440 samples */
+    const int64_t step = 600000;
+    uint32_t i = 0;
+    for (int64_t t = now - 10 * DAY_MS; t < now; t += step, i++) {
+        struct bms_live_data d = { .valid = true, .wall_time_ms = t, .pack_voltage_v = 50.0f };
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    CHECK_EQ_INT(i, 1440);
+    CHECK_EQ_INT(history_logger_flush(hl, 20000), GW_OK);
+    uint64_t total = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, INT64_MAX, &total), GW_OK);
+    CHECK_EQ_INT(total, 1440);
+    CHECK_EQ_INT(history_logger_run_retention(hl, 20000), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, now - 7 * DAY_MS, &total), GW_OK);
+    CHECK_EQ_INT(total, 0);
+    CHECK_EQ_INT(history_logger_count(hl, 0xFF, now - 7 * DAY_MS, INT64_MAX, &total), GW_OK);
+    CHECK_EQ_INT(total, 7 * 144);
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK_EQ_INT(st.rows_deleted, 3 * 144);
+
+    /* live change to 3 days through the getter + EVENT_CONFIG_UPDATED: applied by itself */
+    getter_value = hist_cfg(5, 3);
+    struct app_config_change change = { .sections = CONFIG_SECTION_HISTORY, .changed = "history.retention_days" };
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
+    CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 3 * 144));
+    /* a day later (wall clock moves), a restart with 1 day: retention runs at start */
+    history_logger_destroy(hl);
+    atomic_store(&fake_wall, now + DAY_MS);
+    opt.config = hist_cfg(5, 1);
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
+    CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 0));
+    history_logger_destroy(hl);
+    event_bus_destroy(bus);
+    gw_clock_set_sources(NULL, NULL);
+    remove_dir(dir);
+}
+
+static void test_hourly_retention(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    const int64_t now = T_2025_01_17;
+    atomic_store(&fake_wall, now);
+    atomic_store(&fake_now, 5000000);
+    gw_clock_set_sources(now_src, wall_src);
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 1));
+    if (!hl)
+        return;
+    CHECK_EQ_INT(history_logger_run_retention(hl, 10000), GW_OK); /* the start-up run is done */
+    for (int k = 1; k <= 48; k++) {
+        struct bms_live_data d = { .valid = true, .wall_time_ms = now - k * 3600 * 1000LL };
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    uint64_t n = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 48);
+    /* one hour later on the monotonic clock: the writer enforces retention by itself */
+    atomic_fetch_add(&fake_now, 3600 * 1000 + 1);
+    CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 24));
+    history_logger_destroy(hl);
+    gw_clock_set_sources(NULL, NULL);
+    remove_dir(dir);
+}
+
+struct brute {
+    uint32_t count;
+    double min[7], max[7], sum[7];
+    uint32_t n[7];
+};
+
+static void test_downsampling_vs_brute_force(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct history_logger_options opt = { .data_dir = dir, .config = hist_cfg(5, 3650), .queue_capacity = 20000 };
+    struct history_logger *hl = NULL;
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
+    if (!hl)
+        return;
+    const int64_t base = T_2025_01_17;
+    const uint32_t n_samples = 12000;
+    uint32_t lcg = 99;
+    int64_t *ts = malloc(sizeof *ts * n_samples);
+    int64_t t = base;
+    for (uint32_t i = 0; i < n_samples; i++) {
+        lcg = lcg * 1664525u + 1013904223u;
+        t += 1000 + (lcg >> 20) % 9000; /* irregular spacing, some gaps */
+        if (i == 6000)
+            t += 3 * 3600 * 1000LL; /* a long gap: empty buckets */
+        ts[i] = t;
+        struct bms_live_data d = make_sample(t, i);
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+        d.battery_id = 1; /* another battery: must not leak into battery 0's buckets */
+        d.pack_voltage_v = 1000.0f;
+        if (i % 10 == 0)
+            history_logger_record(hl, &d);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 30000), GW_OK);
+    const int64_t from = base + 3600 * 1000LL, to = t - 3600 * 1000LL;
+    const uint32_t nb = 37;
+    struct history_bucket *b = calloc(nb, sizeof *b);
+    CHECK_EQ_INT(history_logger_query_buckets(hl, 0, from, to, nb, b), GW_OK);
+
+    struct brute *bf = calloc(nb, sizeof *bf);
+    for (uint32_t i = 0; i < n_samples; i++) {
+        if (ts[i] < from || ts[i] >= to)
+            continue;
+        int64_t k = (ts[i] - from) * nb / (to - from);
+        struct brute *x = &bf[k];
+        struct bms_live_data d = make_sample(ts[i], i);
+        struct history_sample s;
+        /* the values the logger stores, through the same float conversions */
+        int16_t tmin = 0, tmax = 0;
+        bool has_t = bms_temp_min_dc(&d, &tmin) && bms_temp_max_dc(&d, &tmax);
+        uint16_t lo = 65535, hi = 0;
+        for (int c = 0; c < 4; c++) {
+            uint16_t mv = (uint16_t)((d.cell_mv_x10[c] + 5) / 10);
+            lo = mv < lo ? mv : lo;
+            hi = mv > hi ? mv : hi;
+        }
+        double v[7] = { d.pack_voltage_v, d.pack_current_a, bms_soc_percent(&d), (float)tmin / 10.0f,
+                        (float)tmax / 10.0f, lo, hi };
+        (void)s;
+        x->count++;
+        for (int f = 0; f < 7; f++) {
+            if ((f == 3 || f == 4) && !has_t)
+                continue;
+            if (x->n[f] == 0 || v[f] < x->min[f])
+                x->min[f] = v[f];
+            if (x->n[f] == 0 || v[f] > x->max[f])
+                x->max[f] = v[f];
+            x->sum[f] += v[f];
+            x->n[f]++;
+        }
+    }
+    int empty = 0;
+    for (uint32_t k = 0; k < nb; k++) {
+        CHECK_EQ_INT(b[k].count, bf[k].count);
+        CHECK(b[k].start_ms <= b[k].end_ms);
+        if (k)
+            CHECK_EQ_INT(b[k].start_ms, b[k - 1].end_ms);
+        if (bf[k].count == 0) {
+            empty++;
+            CHECK(isnan(b[k].voltage_v.avg));
+            continue;
+        }
+        const struct history_stat *got[7] = { &b[k].voltage_v, &b[k].current_a, &b[k].soc_percent,
+                                              &b[k].temp_min_c, &b[k].temp_max_c, &b[k].cell_min_mv,
+                                              &b[k].cell_max_mv };
+        for (int f = 0; f < 7; f++) {
+            CHECK_NEAR(got[f]->min, bf[k].min[f], 1e-4);
+            CHECK_NEAR(got[f]->max, bf[k].max[f], 1e-4);
+            CHECK_NEAR(got[f]->avg, bf[k].sum[f] / bf[k].n[f], 1e-4);
+        }
+    }
+    CHECK(empty > 0); /* the long gap is visible */
+    CHECK_EQ_INT(b[0].start_ms, from);
+    CHECK_EQ_INT(b[nb - 1].end_ms, to);
+    free(bf);
+    free(b);
+    free(ts);
+    history_logger_destroy(hl);
+    remove_dir(dir);
+}
+
+struct sink {
+    char *buf;
+    size_t len, cap;
+    int calls;
+};
+
+static int sink_write(void *ctx, const char *data, size_t len)
+{
+    struct sink *s = ctx;
+    if (s->len + len + 1 > s->cap) {
+        s->cap = (s->len + len + 1) * 2;
+        s->buf = realloc(s->buf, s->cap);
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    s->buf[s->len] = '\0';
+    s->calls++;
+    return 0;
+}
+
+static int stop_write(void *ctx, const char *data, size_t len)
+{
+    (void)ctx;
+    (void)data;
+    (void)len;
+    return 1;
+}
+
+static void test_day_json_and_csv(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    struct bms_live_data d;
+    memset(&d, 0, sizeof d);
+    d.valid = true;
+    d.cell_count = 2;
+    d.cell_mv_x10[0] = 32700;
+    d.cell_mv_x10[1] = 32810;
+    d.pack_voltage_v = 52.4f;
+    d.pack_current_a = -12.5f;
+    d.soc_ppm = 85200000;
+    d.temp_dc[0] = 285;
+    d.temp_present[0] = true;
+    d.temp_dc[1] = 262;
+    d.temp_present[1] = true;
+    d.wall_time_ms = T_2025_01_17 - 1000; /* the day before: excluded */
+    history_logger_record(hl, &d);
+    d.wall_time_ms = T_2025_01_17 + 5000;
+    history_logger_record(hl, &d);
+    d.wall_time_ms = T_2025_01_17 + 10000;
+    d.pack_voltage_v = 52.3f;
+    d.pack_current_a = -12.4f;
+    d.soc_ppm = 85100000;
+    d.temp_present[0] = d.temp_present[1] = false;
+    history_logger_record(hl, &d);
+    d.wall_time_ms = T_2025_01_17 + DAY_MS; /* the next day: excluded */
+    history_logger_record(hl, &d);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+
+    static const char expected[] =
+        "timestamp,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv\n"
+        "1737072005,52.400,-12.500,85.20,28.5,26.2,3270,3281\n"
+        "1737072010,52.300,-12.400,85.10,,,3270,3281\n";
+    struct sink s = { 0 };
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-01-17", 0, sink_write, &s), GW_OK);
+    CHECK_STR(s.buf, expected);
+    free(s.buf);
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-01-17", 0, stop_write, NULL), GW_ERR_IO);
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-13-01", 0, sink_write, &s), GW_ERR_INVAL);
+
+    /* a FILE* gets the same bytes */
+    char path[300];
+    snprintf(path, sizeof path, "%s/day.csv", dir);
+    FILE *fp = fopen(path, "w+");
+    CHECK(fp != NULL);
+    if (fp) {
+        CHECK_EQ_INT(history_logger_export_csv_day_file(hl, "2025-01-17", 0, fp), GW_OK);
+        CHECK_EQ_INT(ftell(fp), (long)strlen(expected));
+        fclose(fp);
+    }
+
+    char buf[2048];
+    size_t len = 0;
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-01-17", 0, buf, sizeof buf, &len), GW_OK);
+    CHECK_EQ_INT(len, strlen(buf));
+    cJSON *j = cJSON_Parse(buf);
+    CHECK(cJSON_IsObject(j));
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "date")), "2025-01-17");
+    cJSON *samples = cJSON_GetObjectItem(j, "samples");
+    CHECK_EQ_INT(cJSON_GetArraySize(samples), 2);
+    cJSON *first = cJSON_GetArrayItem(samples, 0);
+    if (first) {
+        CHECK_EQ_INT(cJSON_GetObjectItem(first, "timestamp")->valuedouble, 1737072005);
+        CHECK_NEAR(cJSON_GetObjectItem(first, "voltage")->valuedouble, 52.4, 1e-6);
+        CHECK_NEAR(cJSON_GetObjectItem(first, "current")->valuedouble, -12.5, 1e-6);
+        CHECK_NEAR(cJSON_GetObjectItem(first, "soc")->valuedouble, 85.2, 1e-6);
+        CHECK_NEAR(cJSON_GetObjectItem(first, "temp_max")->valuedouble, 28.5, 1e-6);
+        CHECK_NEAR(cJSON_GetObjectItem(first, "temp_min")->valuedouble, 26.2, 1e-6);
+        CHECK_EQ_INT(cJSON_GetObjectItem(first, "cell_min_mv")->valueint, 3270);
+        CHECK_EQ_INT(cJSON_GetObjectItem(first, "cell_max_mv")->valueint, 3281);
+    }
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(samples, 1), "temp_max")));
+    cJSON_Delete(j);
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-01-17", 0, buf, 100, &len), GW_ERR_OVERFLOW);
+    CHECK_STR(buf, "");
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-1-17", 0, buf, sizeof buf, &len), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2023-02-29", 0, buf, sizeof buf, &len), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-01-18", 0, buf, sizeof buf, &len), GW_OK);
+    CHECK(strstr(buf, "\"samples\":[{") != NULL);
+    /* NULL = today (wall clock) */
+    atomic_store(&fake_wall, T_2025_01_17 + 3600 * 1000LL);
+    gw_clock_set_sources(NULL, wall_src);
+    CHECK_EQ_INT(history_logger_get_day_json(hl, NULL, 0, buf, sizeof buf, &len), GW_OK);
+    CHECK(strncmp(buf, "{\"date\":\"2025-01-17\"", 20) == 0);
+    gw_clock_set_sources(NULL, NULL);
+    int64_t a, z;
+    CHECK_EQ_INT(history_day_range("2024-02-29", 0, &a, &z), GW_OK);
+    CHECK_EQ_INT(z - a, DAY_MS);
+    CHECK_EQ_INT(history_day_range("2024-02-30", 0, &a, &z), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_day_range("abcd-ef-gh", 0, &a, &z), GW_ERR_INVAL);
+    history_logger_destroy(hl);
+    remove_dir(dir);
+}
+
+static void test_period_sampling_from_bus(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    atomic_store(&fake_now, 1000000);
+    gw_clock_set_sources(now_src, NULL);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    getter_value = hist_cfg(1, 3650);
+    struct history_logger_options opt = { .bus = bus, .data_dir = dir, .config = hist_cfg(1, 3650),
+                                          .get_config = getter };
+    struct history_logger *hl = NULL;
+    CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
+    if (!hl)
+        return;
+    /* an update every 200 ms for 10 s at period 1 s: 10 samples */
+    for (int i = 0; i < 50; i++) {
+        struct bms_live_data d = make_sample(T_2025_01_17 + i * 200, (uint32_t)i);
+        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+        CHECK(event_bus_flush(bus, 5000)); /* the handler reads the clock we set */
+        atomic_fetch_add(&fake_now, 200);
+    }
+    struct bms_live_data invalid = make_sample(T_2025_01_17 + 20000, 1);
+    invalid.valid = false;
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &invalid, sizeof invalid, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    uint64_t n = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 10);
+    /* period 5 s by configuration: 2 samples in the next 10 s */
+    getter_value = hist_cfg(5, 3650);
+    struct app_config_change change = { .sections = CONFIG_SECTION_HISTORY };
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
+    for (int i = 0; i < 50; i++) {
+        struct bms_live_data d = make_sample(T_2025_01_17 + 100000 + i * 200, (uint32_t)i);
+        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+        CHECK(event_bus_flush(bus, 5000));
+        atomic_fetch_add(&fake_now, 200);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, 0, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 2);
+    /* disabled: nothing recorded, record() refuses */
+    getter_value.enabled = false;
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    struct bms_live_data d = make_sample(T_2025_01_17 + 500000, 1);
+    CHECK_EQ_INT(history_logger_record(hl, &d), GW_ERR_STATE);
+    history_logger_destroy(hl);
+    event_bus_destroy(bus);
+    gw_clock_set_sources(NULL, NULL);
+    remove_dir(dir);
+}
+
+struct storage_events {
+    atomic_int errors, oks;
+};
+
+static void on_storage(const struct gw_event *ev, void *ctx)
+{
+    struct storage_events *s = ctx;
+    const struct app_storage_error *e = ev->payload;
+    if (strcmp(e->module, "history") != 0)
+        return;
+    if (ev->id == EVENT_STORAGE_ERROR)
+        atomic_fetch_add(&s->errors, 1);
+    else
+        atomic_fetch_add(&s->oks, 1);
+}
+
+static bool wait_flush_ok(struct history_logger *hl)
+{
+    for (int i = 0; i < 400; i++) {
+        if (history_logger_flush(hl, 1000) == GW_OK)
+            return true;
+        gw_sleep_ms(25);
+    }
+    return false;
+}
+
+static bool wait_atomic(atomic_int *v, int want)
+{
+    for (int i = 0; i < 2000 && atomic_load(v) < want; i++)
+        gw_sleep_ms(5);
+    return atomic_load(v) >= want;
+}
+
+static void test_unwritable_directory_then_recovers(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    char blocker[300], data_dir[320];
+    snprintf(blocker, sizeof blocker, "%s/blocker", dir);
+    snprintf(data_dir, sizeof data_dir, "%s/data", blocker); /* a path under a regular file */
+    FILE *fp = fopen(blocker, "w");
+    CHECK(fp != NULL);
+    if (fp)
+        fclose(fp);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct storage_events ev;
+    atomic_store(&ev.errors, 0);
+    atomic_store(&ev.oks, 0);
+    event_bus_subscribe(bus, EVENT_STORAGE_ERROR, on_storage, &ev, "test");
+    event_bus_subscribe(bus, EVENT_STORAGE_OK, on_storage, &ev, "test");
+    struct history_logger *hl = open_logger(data_dir, bus, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    CHECK(wait_atomic(&ev.errors, 1));
+    for (uint32_t i = 0; i < 20; i++) {
+        struct bms_live_data d = make_sample(T_2025_01_17 + i * 1000, i);
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK(!st.storage_ok);
+    CHECK_EQ_INT(st.queue_depth, 20);
+    uint64_t n = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_ERR_STORAGE);
+    event_bus_flush(bus, 5000);
+    CHECK_EQ_INT(atomic_load(&ev.errors), 1); /* once, not per retry */
+    /* the directory becomes possible: everything buffered gets written */
+    CHECK_EQ_INT(unlink(blocker), 0);
+    CHECK_EQ_INT(mkdir(blocker, 0755), 0);
+    CHECK(wait_flush_ok(hl));
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 20);
+    CHECK(wait_atomic(&ev.oks, 1));
+    CHECK_EQ_INT(atomic_load(&ev.errors), 1);
+    history_logger_destroy(hl);
+    event_bus_destroy(bus);
+    remove_dir(dir);
+}
+
+static void fill_disk(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    char block[4096];
+    memset(block, 0xAB, sizeof block);
+    while (write(fd, block, sizeof block) > 0) {
+    }
+    while (write(fd, block, 512) > 0) {
+    }
+    close(fd);
+}
+
+static long long path_size(const char *dir, const char *name)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+/* Full disk, two ways: a real full file system (a 16 MB tmpfs filled with a filler file: needs
+ * CAP_SYS_ADMIN) or, anywhere, RLIMIT_FSIZE pinned at the current size of the database files
+ * (writes that grow a file fail with EFBIG, as on a full disk). "Freeing" removes the filler /
+ * restores the limit; every buffered sample must then be written. */
+static void full_disk_scenario(bool use_tmpfs)
+{
+    char dir[] = "/tmp/gw_hist_full_XXXXXX";
+    make_dir(dir);
+    if (use_tmpfs && mount("tmpfs", dir, "tmpfs", 0, "size=16m") != 0) {
+        printf("SKIP full disk on tmpfs: cannot mount a tmpfs (%s); RLIMIT_FSIZE variant still runs\n",
+               strerror(errno));
+        rmdir(dir);
+        return;
+    }
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct storage_events ev;
+    atomic_store(&ev.errors, 0);
+    atomic_store(&ev.oks, 0);
+    event_bus_subscribe(bus, EVENT_STORAGE_ERROR, on_storage, &ev, "test");
+    event_bus_subscribe(bus, EVENT_STORAGE_OK, on_storage, &ev, "test");
+    struct history_logger *hl = open_logger(dir, bus, hist_cfg(5, 3650));
+    if (hl) {
+        uint32_t i = 0;
+        for (; i < 50; i++)
+            history_logger_record(hl, &(struct bms_live_data){ .valid = true, .wall_time_ms = T_2025_01_17 + i });
+        CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+        char filler[300];
+        snprintf(filler, sizeof filler, "%s/filler", dir);
+        struct rlimit old_limit;
+        getrlimit(RLIMIT_FSIZE, &old_limit);
+        if (use_tmpfs) {
+            fill_disk(filler);
+        } else {
+            signal(SIGXFSZ, SIG_IGN); /* get EFBIG instead of being killed */
+            long long biggest = path_size(dir, "history.db");
+            long long wal = path_size(dir, "history.db-wal");
+            biggest = wal > biggest ? wal : biggest;
+            struct rlimit lim = { .rlim_cur = (rlim_t)biggest, .rlim_max = old_limit.rlim_max };
+            CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        }
+        /* enough samples to need new pages */
+        for (; i < 3050; i++) {
+            struct bms_live_data d = make_sample(T_2025_01_17 + i, i);
+            history_logger_record(hl, &d);
+        }
+        CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);
+        CHECK(wait_atomic(&ev.errors, 1));
+        for (; i < 3100; i++) { /* the gateway keeps running and buffering */
+            struct bms_live_data d = make_sample(T_2025_01_17 + i, i);
+            CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+        }
+        CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);
+        struct history_logger_stats st;
+        history_logger_get_stats(hl, &st);
+        CHECK(!st.storage_ok);
+        if (use_tmpfs)
+            CHECK_EQ_INT(unlink(filler), 0);
+        else
+            CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &old_limit), 0);
+        CHECK(wait_flush_ok(hl));
+        uint64_t n = 0;
+        CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+        CHECK_EQ_INT(n, 3100); /* nothing lost */
+        CHECK(wait_atomic(&ev.oks, 1));
+        CHECK_EQ_INT(atomic_load(&ev.errors), 1);
+        history_logger_destroy(hl);
+        /* and the database is sound */
+        char db[300];
+        snprintf(db, sizeof db, "%s/history.db", dir);
+        sqlite3 *h = NULL;
+        CHECK_EQ_INT(sqlite3_open(db, &h), SQLITE_OK);
+        sqlite3_stmt *q = NULL;
+        sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &q, NULL);
+        CHECK_EQ_INT(sqlite3_step(q), SQLITE_ROW);
+        CHECK_STR((const char *)sqlite3_column_text(q, 0), "ok");
+        sqlite3_finalize(q);
+        sqlite3_close(h);
+    }
+    event_bus_destroy(bus);
+    if (use_tmpfs) {
+        CHECK_EQ_INT(umount(dir), 0);
+        rmdir(dir);
+    } else {
+        remove_dir(dir);
+    }
+}
+
+static void test_full_disk_tmpfs_then_recovers(void) { full_disk_scenario(true); }
+static void test_full_disk_rlimit_then_recovers(void) { full_disk_scenario(false); }
+
+TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
+          TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus),
+          TEST_CASE(test_unwritable_directory_then_recovers), TEST_CASE(test_full_disk_tmpfs_then_recovers),
+          TEST_CASE(test_full_disk_rlimit_then_recovers))

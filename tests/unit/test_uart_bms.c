@@ -1,0 +1,511 @@
+/* uart_bms against a scripted fake serial port: the protocol rules (wake-up resend, timeouts,
+ * NACK fallbacks), device loss and reopen, commands, listeners and the frame tap. */
+#define _POSIX_C_SOURCE 200809L
+#include "app_events.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "test.h"
+#include "tinybms.h"
+#include "uart_bms.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+/* ---------------------------------------------------------------- fake TinyBMS behind serial_ops */
+
+struct fake {
+    pthread_mutex_t lock;
+    uint16_t regs[600];
+    uint8_t out[1024];
+    size_t out_len;
+    bool absent;            /* open fails */
+    bool silent;            /* never answers */
+    bool sleeping;          /* ignores the next request (wake-up) */
+    bool vanish;            /* next read reports the device gone */
+    bool nack_live_block;   /* old firmware: NACK a block containing register 45 */
+    bool corrupt_next;      /* flip a byte of the next answer */
+    int opens;
+    int requests;
+};
+
+static struct fake F = { .lock = PTHREAD_MUTEX_INITIALIZER };
+struct serial_port {
+    int dummy;
+};
+static struct serial_port the_port;
+
+static void put_frame(const uint8_t *frame, size_t len)
+{
+    if (F.out_len + len <= sizeof F.out) {
+        memcpy(F.out + F.out_len, frame, len);
+        F.out_len += len;
+    }
+}
+
+static void answer_crc(uint8_t *frame, size_t len_without_crc)
+{
+    uint16_t crc = tinybms_crc16(frame, len_without_crc);
+    frame[len_without_crc] = (uint8_t)(crc & 0xFF);
+    frame[len_without_crc + 1] = (uint8_t)(crc >> 8);
+    put_frame(frame, len_without_crc + 2);
+}
+
+static void answer_nack(uint8_t cmd)
+{
+    uint8_t f[8] = { 0xAA, 0x00, cmd, 0x00 };
+    answer_crc(f, 4);
+}
+
+static int fake_open(const char *path, uint32_t baud, struct serial_port **out)
+{
+    (void)path;
+    (void)baud;
+    pthread_mutex_lock(&F.lock);
+    bool absent = F.absent;
+    if (!absent)
+        F.opens++;
+    pthread_mutex_unlock(&F.lock);
+    if (absent)
+        return GW_ERR_NOT_FOUND;
+    *out = &the_port;
+    return GW_OK;
+}
+
+static int fake_write(struct serial_port *p, const uint8_t *buf, size_t len, uint32_t timeout_ms)
+{
+    (void)p;
+    (void)timeout_ms;
+    struct tinybms_request req;
+    if (tinybms_decode_request(buf, len, &req) <= 0)
+        return GW_OK;
+    pthread_mutex_lock(&F.lock);
+    F.requests++;
+    if (F.silent || F.sleeping) {
+        F.sleeping = false;
+        pthread_mutex_unlock(&F.lock);
+        return GW_OK;
+    }
+    uint8_t f[300];
+    if (req.cmd == TINYBMS_CMD_READ_MODBUS) {
+        if (F.nack_live_block && req.addr <= 45 && req.addr + req.count > 45) {
+            answer_nack(req.cmd);
+        } else {
+            f[0] = 0xAA;
+            f[1] = 0x03;
+            f[2] = (uint8_t)(req.count * 2);
+            for (unsigned i = 0; i < req.count; i++) {
+                f[3 + 2 * i] = (uint8_t)(F.regs[req.addr + i] >> 8);
+                f[4 + 2 * i] = (uint8_t)F.regs[req.addr + i];
+            }
+            answer_crc(f, 3 + 2u * req.count);
+        }
+    } else if (req.cmd == TINYBMS_CMD_WRITE_MODBUS) {
+        for (unsigned i = 0; i < req.count; i++)
+            F.regs[req.addr + i] = req.values[i];
+        uint8_t a[8] = { 0xAA, 0x10, (uint8_t)(req.addr >> 8), (uint8_t)req.addr, 0, req.count };
+        answer_crc(a, 6);
+    } else if (req.cmd == TINYBMS_CMD_RESET) {
+        uint8_t a[8] = { 0xAA, 0x01, 0x02 };
+        answer_crc(a, 3);
+    } else {
+        answer_nack(req.cmd); /* 0x1D and the rest: like a firmware without them */
+    }
+    if (F.corrupt_next && F.out_len > 4) {
+        F.out[F.out_len - 3] ^= 0x55;
+        F.corrupt_next = false;
+    }
+    pthread_mutex_unlock(&F.lock);
+    return GW_OK;
+}
+
+static int fake_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_t timeout_ms, size_t *got)
+{
+    (void)p;
+    *got = 0;
+    pthread_mutex_lock(&F.lock);
+    if (F.vanish) {
+        F.vanish = false;
+        pthread_mutex_unlock(&F.lock);
+        return GW_ERR_CLOSED;
+    }
+    size_t n = F.out_len < cap ? F.out_len : cap;
+    memcpy(buf, F.out, n);
+    memmove(F.out, F.out + n, F.out_len - n);
+    F.out_len -= n;
+    pthread_mutex_unlock(&F.lock);
+    *got = n;
+    if (n == 0)
+        gw_sleep_ms(timeout_ms < 5 ? timeout_ms : 5);
+    return GW_OK;
+}
+
+static void fake_discard(struct serial_port *p)
+{
+    (void)p;
+    pthread_mutex_lock(&F.lock);
+    F.out_len = 0;
+    pthread_mutex_unlock(&F.lock);
+}
+
+static void fake_close(struct serial_port *p) { (void)p; }
+
+static const struct serial_ops fake_ops = { fake_open, fake_write, fake_read, fake_discard, fake_close };
+
+static void set_f32(uint16_t reg, float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    F.regs[reg] = (uint16_t)u;
+    F.regs[reg + 1] = (uint16_t)(u >> 16);
+}
+
+static void fake_reset(void)
+{
+    pthread_mutex_lock(&F.lock);
+    memset(F.regs, 0, sizeof F.regs);
+    F.out_len = 0;
+    F.absent = F.silent = F.sleeping = F.vanish = F.nack_live_block = F.corrupt_next = false;
+    F.opens = F.requests = 0;
+    /* A 14-cell pack like the public dump: registers 2..15 hold cells. */
+    for (int i = 2; i < 16; i++)
+        F.regs[i] = (uint16_t)(33000 + i * 10);
+    F.regs[53] = 14;
+    set_f32(36, 46.4f);
+    set_f32(38, -12.5f);
+    F.regs[40] = 3302;
+    F.regs[41] = 3315;
+    F.regs[42] = 215;
+    F.regs[43] = (uint16_t)(int16_t)-32768;
+    F.regs[45] = 49000;
+    uint32_t soc = 85500000;
+    F.regs[46] = (uint16_t)soc;
+    F.regs[47] = (uint16_t)(soc >> 16);
+    F.regs[48] = 262;
+    F.regs[50] = 0x93;
+    F.regs[300] = 3650;
+    F.regs[315] = 3650;
+    F.regs[316] = 2800;
+    F.regs[500] = 0x0102;
+    F.regs[501] = 0x0086;
+    pthread_mutex_unlock(&F.lock);
+}
+
+/* ---------------------------------------------------------------- event capture */
+
+struct capture {
+    pthread_mutex_t lock;
+    int samples, lost, restored;
+    struct bms_live_data last;
+};
+
+static void on_event(const struct gw_event *ev, void *ctx)
+{
+    struct capture *c = ctx;
+    pthread_mutex_lock(&c->lock);
+    if (ev->id == EVENT_BMS_DATA_UPDATE) {
+        c->samples++;
+        memcpy(&c->last, ev->payload, sizeof c->last);
+    } else if (ev->id == EVENT_BMS_COMM_LOST) {
+        c->lost++;
+    } else if (ev->id == EVENT_BMS_COMM_RESTORED) {
+        c->restored++;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int read_count(struct capture *c, int *field)
+{
+    pthread_mutex_lock(&c->lock);
+    int v = *field;
+    pthread_mutex_unlock(&c->lock);
+    return v;
+}
+
+/* Waits up to 10 s (generous: loaded machines) for *field to reach at least target. */
+static bool wait_count(struct capture *c, int *field, int target)
+{
+    uint64_t deadline = gw_now_ms() + 10000;
+    while (gw_now_ms() < deadline) {
+        if (read_count(c, field) >= target)
+            return true;
+        gw_sleep_ms(5);
+    }
+    return false;
+}
+
+struct fixture {
+    struct event_bus *bus;
+    struct uart_bms *ub;
+    struct capture cap;
+};
+
+static void start(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms)
+{
+    memset(fx, 0, sizeof *fx);
+    pthread_mutex_init(&fx->cap.lock, NULL);
+    CHECK_EQ_INT(event_bus_create(NULL, &fx->bus), GW_OK);
+    for (int id = EVENT_BMS_DATA_UPDATE; id <= EVENT_BMS_COMM_RESTORED; id++)
+        event_bus_subscribe(fx->bus, id, on_event, &fx->cap, "test");
+    struct uart_bms_options o;
+    uart_bms_default_options(&o);
+    snprintf(o.device, sizeof o.device, "/dev/fake");
+    o.poll_interval_ms = poll_ms;
+    o.comm_timeout_ms = comm_timeout_ms;
+    o.reply_timeout_ms = 60;
+    o.bus = fx->bus;
+    o.serial = &fake_ops;
+    CHECK_EQ_INT(uart_bms_create(&o, &fx->ub), GW_OK);
+    CHECK_EQ_INT(uart_bms_start(fx->ub), GW_OK);
+}
+
+static void finish(struct fixture *fx)
+{
+    uart_bms_destroy(fx->ub);
+    event_bus_destroy(fx->bus);
+    pthread_mutex_destroy(&fx->cap.lock);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_sample_decoded_and_published(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(fx.ub, &d), GW_OK);
+    CHECK_EQ_INT(d.cell_count, 14);
+    CHECK_NEAR(d.pack_voltage_v, 46.4, 1e-4);
+    CHECK_NEAR(d.pack_current_a, -12.5, 1e-4);
+    CHECK_NEAR(bms_soc_percent(&d), 85.5, 1e-3);
+    CHECK(d.soh_valid);
+    CHECK(d.temp_present[BMS_TEMP_EXT1]);
+    CHECK(!d.temp_present[BMS_TEMP_EXT2]);
+    CHECK_EQ_INT(d.min_cell_index, 1);
+    CHECK_EQ_INT(d.max_cell_index, 14);
+    CHECK(d.timestamp_ms > 0 && d.wall_time_ms > 0);
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(st.device_open);
+    CHECK(st.comm_ok);
+    CHECK_EQ_INT(st.timeouts, 0);
+    finish(&fx);
+}
+
+static void test_sleeping_bms_gets_one_resend(void)
+{
+    fake_reset();
+    F.sleeping = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.resends, 1);
+    CHECK_EQ_INT(st.timeouts, 0);
+    finish(&fx);
+}
+
+static void test_silence_raises_comm_lost_then_restored(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 400);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(st.timeouts >= 1);
+    CHECK(!st.comm_ok);
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    pthread_mutex_lock(&F.lock);
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 1));
+    CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 1); /* reported once, not per poll */
+    finish(&fx);
+}
+
+static void test_device_vanishes_and_is_reopened(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    pthread_mutex_lock(&F.lock);
+    F.vanish = true;
+    pthread_mutex_unlock(&F.lock);
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 2));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.reopens, 1);
+    pthread_mutex_lock(&F.lock);
+    CHECK_EQ_INT(F.opens, 2);
+    pthread_mutex_unlock(&F.lock);
+    finish(&fx);
+}
+
+static void test_absent_device_retries_without_crashing(void)
+{
+    fake_reset();
+    F.absent = true;
+    struct fixture fx;
+    start(&fx, 100, 300);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    CHECK_EQ_INT(uart_bms_write_setting(fx.ub, 300, 3600, 2000), GW_ERR_CLOSED);
+    pthread_mutex_lock(&F.lock);
+    F.absent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1)); /* within the 0.5..1 s backoff */
+    finish(&fx);
+}
+
+static void test_crc_error_counted_and_retried(void)
+{
+    fake_reset();
+    F.corrupt_next = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.crc_errors, 1);
+    CHECK_EQ_INT(st.timeouts, 0);
+    finish(&fx);
+}
+
+static void test_old_firmware_block_nack_falls_back(void)
+{
+    fake_reset();
+    F.nack_live_block = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(fx.ub, &d), GW_OK);
+    CHECK(!d.soh_valid);
+    CHECK_NEAR(d.pack_voltage_v, 46.4, 1e-4);
+    CHECK_EQ_INT(d.cell_count, 14);
+    finish(&fx);
+}
+
+static void test_write_setting_validates_and_reads_back(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK_EQ_INT(uart_bms_write_setting(fx.ub, 315, 3600, 3000), GW_OK);
+    pthread_mutex_lock(&F.lock);
+    CHECK_EQ_INT(F.regs[315], 3600);
+    int requests = F.requests;
+    pthread_mutex_unlock(&F.lock);
+    struct bms_settings cur;
+    uart_bms_get_settings(fx.ub, &cur, NULL, NULL);
+    CHECK_EQ_INT(cur.raw[315 - 300], 3600);
+    /* Out of the documented range (1200..4500 mV), outside 300..399, undocumented: refused
+     * before anything is sent. */
+    CHECK_EQ_INT(uart_bms_write_setting(fx.ub, 315, 5000, 3000), GW_ERR_RANGE);
+    CHECK_EQ_INT(uart_bms_write_setting(fx.ub, 200, 1, 3000), GW_ERR_RANGE);
+    CHECK_EQ_INT(uart_bms_write_setting(fx.ub, 400, 1, 3000), GW_ERR_RANGE);
+    pthread_mutex_lock(&F.lock);
+    F.regs[0] = 0;
+    CHECK(F.requests - requests < 20); /* only the live polls of that second */
+    pthread_mutex_unlock(&F.lock);
+    finish(&fx);
+}
+
+static void test_restart_guard(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK_EQ_INT(uart_bms_restart_bms(fx.ub, 3000), GW_OK);
+    CHECK_EQ_INT(uart_bms_restart_bms(fx.ub, 3000), GW_ERR_BUSY);
+    CHECK_EQ_INT(uart_bms_clear_events(fx.ub, 3000), GW_OK);
+    CHECK_EQ_INT(uart_bms_clear_statistics(fx.ub, 3000), GW_OK);
+    finish(&fx);
+}
+
+static void listener(const struct bms_live_data *s, void *ctx)
+{
+    (void)s;
+    (*(int *)ctx)++;
+}
+
+static void test_listener_slots_bounded(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    static int counters[UART_BMS_MAX_LISTENERS + 1];
+    for (int i = 0; i < UART_BMS_MAX_LISTENERS; i++)
+        CHECK_EQ_INT(uart_bms_add_listener(fx.ub, listener, &counters[i]), GW_OK);
+    CHECK_EQ_INT(uart_bms_add_listener(fx.ub, listener, &counters[UART_BMS_MAX_LISTENERS]), GW_ERR_FULL);
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 2));
+    for (int i = 0; i < UART_BMS_MAX_LISTENERS; i++)
+        CHECK_EQ_INT(uart_bms_remove_listener(fx.ub, listener, &counters[i]), GW_OK);
+    uart_bms_stop(fx.ub);
+    CHECK(counters[0] >= 1);
+    CHECK_EQ_INT(counters[UART_BMS_MAX_LISTENERS], 0);
+    finish(&fx);
+}
+
+static void test_tap_records_both_directions(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    uart_bms_stop(fx.ub);
+    static struct uart_bms_tap_entry entries[UART_BMS_TAP_FRAMES];
+    uint64_t last = 0;
+    size_t n = uart_bms_tap_read(fx.ub, 0, entries, UART_BMS_TAP_FRAMES, &last);
+    CHECK(n >= 2);
+    bool saw_tx = false, saw_rx = false;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].tx && entries[i].data[1] == 0x03 && entries[i].len == 8)
+            saw_tx = true;
+        if (!entries[i].tx && entries[i].data[1] == 0x03 && entries[i].len == 5 + 112)
+            saw_rx = true;
+        CHECK(entries[i].meaning[0] != '\0');
+    }
+    CHECK(saw_tx);
+    CHECK(saw_rx);
+    CHECK_EQ_INT(uart_bms_tap_read(fx.ub, last, entries, UART_BMS_TAP_FRAMES, &last), 0);
+    finish(&fx);
+}
+
+static void test_bad_options(void)
+{
+    struct uart_bms *ub = NULL;
+    struct uart_bms_options o;
+    uart_bms_default_options(&o);
+    CHECK_EQ_INT(uart_bms_create(&o, &ub), GW_ERR_INVAL); /* no device */
+    CHECK(ub == NULL);
+    snprintf(o.device, sizeof o.device, "/dev/fake");
+    o.serial = &fake_ops;
+    CHECK_EQ_INT(uart_bms_create(&o, &ub), GW_OK);
+    CHECK_EQ_INT(uart_bms_set_poll_interval_ms(ub, 50), GW_ERR_RANGE);
+    CHECK_EQ_INT(uart_bms_set_poll_interval_ms(ub, 20000), GW_ERR_RANGE);
+    CHECK_EQ_INT(uart_bms_write_setting(ub, 300, 3600, 100), GW_ERR_STATE); /* not started */
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(ub, &d), GW_ERR_NOT_FOUND);
+    uart_bms_destroy(ub);
+}
+
+TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_bms_gets_one_resend),
+          TEST_CASE(test_silence_raises_comm_lost_then_restored), TEST_CASE(test_device_vanishes_and_is_reopened),
+          TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried),
+          TEST_CASE(test_old_firmware_block_nack_falls_back), TEST_CASE(test_write_setting_validates_and_reads_back),
+          TEST_CASE(test_restart_guard), TEST_CASE(test_listener_slots_bounded), TEST_CASE(test_tap_records_both_directions),
+          TEST_CASE(test_bad_options))
