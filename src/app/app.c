@@ -1,16 +1,22 @@
 #define _GNU_SOURCE
 #include "app.h"
 
+#include "alert_manager.h"
 #include "app_events.h"
 #include "bms_data.h"
+#include "can_publisher.h"
+#include "config_manager.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "history_logger.h"
+#include "mqtt_gateway.h"
 #include "sim_process.h"
 #include "uart_bms.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -25,10 +31,14 @@
 
 struct app {
     const struct app_options *opts;
-    struct gw_config cfg;
     struct event_bus *bus;
+    struct config_manager *config;
     struct sim_process sim;
     bool sim_running;
+    struct alert_manager *alerts;
+    struct history_logger *history;
+    struct mqtt_gateway *mqtt;
+    struct can_publisher *can;
     struct uart_bms *bms;
 };
 
@@ -38,6 +48,8 @@ void app_default_options(struct app_options *o)
     o->data_dir = "/var/lib/tinybms-gw";
     o->summary = true;
 }
+
+/* ------------------------------------------------------------------ live summary on stdout */
 
 /* One line per sample until the web UI exists: what a user wants to see at a glance. */
 static void print_summary(const struct gw_event *ev, void *ctx)
@@ -66,16 +78,118 @@ static void print_summary(const struct gw_event *ev, void *ctx)
     fflush(stdout);
 }
 
-static void log_comm(const struct gw_event *ev, void *ctx)
+static void print_notice(const struct gw_event *ev, void *ctx)
 {
     (void)ctx;
-    if (!ev->payload || ev->size != sizeof(struct app_bms_comm))
+    if (ev->id == EVENT_BMS_COMM_LOST || ev->id == EVENT_BMS_COMM_RESTORED) {
+        struct app_bms_comm c;
+        if (ev->size != sizeof c)
+            return;
+        memcpy(&c, ev->payload, sizeof c);
+        printf("battery %u: communication %s (%s)\n", c.battery_id,
+               ev->id == EVENT_BMS_COMM_LOST ? "LOST" : "restored", c.reason);
+    } else if (ev->id == EVENT_CHARGE_LIMITS) {
+        static struct app_charge_limits last;
+        struct app_charge_limits l;
+        if (ev->size != sizeof l)
+            return;
+        memcpy(&l, ev->payload, sizeof l);
+        /* Print only changes, not every second. */
+        if (l.cvl_v == last.cvl_v && l.ccl_a == last.ccl_a && l.dcl_a == last.dcl_a && l.sending == last.sending)
+            return;
+        last = l;
+        if (l.sending)
+            printf("CAN limits: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)\n", l.cvl_v, l.cvl_reason, l.ccl_a,
+                   l.ccl_reason, l.dcl_a, l.dcl_reason);
+        else
+            printf("CAN limits: 0x351 withheld (no fresh BMS data): chargers stop within 3 s\n");
+    } else {
         return;
-    struct app_bms_comm c;
-    memcpy(&c, ev->payload, sizeof c);
-    printf("battery %u: communication %s (%s)\n", c.battery_id,
-           ev->id == EVENT_BMS_COMM_LOST ? "LOST" : "restored", c.reason);
+    }
     fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ configuration */
+
+static int alerts_config(void *ctx, struct gw_config_alerts *out)
+{
+    struct gw_config cfg;
+    config_manager_get(ctx, &cfg);
+    *out = cfg.alerts;
+    return GW_OK;
+}
+
+static int history_config(void *ctx, struct gw_config_history *out)
+{
+    struct gw_config cfg;
+    config_manager_get(ctx, &cfg);
+    *out = cfg.history;
+    return GW_OK;
+}
+
+static bool mqtt_config(struct gw_config_mqtt *out, void *ctx)
+{
+    struct gw_config cfg;
+    config_manager_get(ctx, &cfg);
+    *out = cfg.mqtt;
+    return true;
+}
+
+/* Applies what the running services can take live; the rest is logged by config_manager as
+ * "restart required". */
+static void on_config_updated(const struct gw_event *ev, void *ctx)
+{
+    (void)ev;
+    struct app *app = ctx;
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    if (app->bms) {
+        uart_bms_set_poll_interval_ms(app->bms, cfg.bms.poll_interval_ms);
+        uart_bms_set_cell_order(app->bms, cfg.bms.cell_order);
+        uart_bms_set_comm_timeout_ms(app->bms, cfg.bms.comm_timeout_ms);
+    }
+    if (app->can) {
+        int rc = can_publisher_apply_config(app->can, &cfg);
+        if (rc)
+            GW_LOGW(MOD, "CAN settings not applied: %s", gw_strerror(rc));
+    }
+}
+
+/* The command line overrides the stored configuration for this run only (never saved). */
+static int apply_cli_overrides(struct app *app, const char *uart_device)
+{
+    const struct app_options *o = app->opts;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *bms = cJSON_AddObjectToObject(root, "bms");
+    if (uart_device)
+        cJSON_AddStringToObject(bms, "uart_device", uart_device);
+    if (o->poll_ms)
+        cJSON_AddNumberToObject(bms, "poll_interval_ms", o->poll_ms);
+    if (o->can_spec) {
+        cJSON *can = cJSON_AddObjectToObject(root, "can");
+        cJSON_AddBoolToObject(can, "enabled", true);
+        cJSON_AddStringToObject(can, "interface", o->can_spec);
+    }
+    if (o->mqtt_uri) {
+        if (strchr(o->mqtt_uri, '@')) {
+            GW_LOGE(MOD, "--mqtt: put the user name and password in the configuration (mqtt.username, "
+                         "mqtt.password), not in the URI, where every user of this machine could read them");
+            cJSON_Delete(root);
+            return GW_ERR_INVAL;
+        }
+        cJSON *mqtt = cJSON_AddObjectToObject(root, "mqtt");
+        cJSON_AddBoolToObject(mqtt, "enabled", true);
+        cJSON_AddStringToObject(mqtt, "broker_uri", o->mqtt_uri);
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!json)
+        return GW_ERR_NOMEM;
+    int rc = config_manager_set_override_json(app->config, json);
+    free(json);
+    if (rc)
+        GW_LOGE(MOD, "command-line values rejected (see the lines above): %s", gw_strerror(rc));
+    return rc;
 }
 
 static int ensure_dir(const char *path)
@@ -86,34 +200,107 @@ static int ensure_dir(const char *path)
     return GW_ERR_STORAGE;
 }
 
-static int start_bms(struct app *app)
+/* ------------------------------------------------------------------ services */
+
+static int start_services(struct app *app)
 {
+    const struct app_options *o = app->opts;
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    int rc;
+
+    struct alert_manager_options ao = { .bus = app->bus, .data_dir = o->data_dir, .config = cfg.alerts,
+                                        .get_config = alerts_config, .get_config_ctx = app->config };
+    rc = alert_manager_create(&ao, &app->alerts);
+    if (rc) {
+        GW_LOGE(MOD, "cannot start the alert manager: %s", gw_strerror(rc));
+        return rc;
+    }
+
+    if (cfg.history.enabled) {
+        struct history_logger_options ho = { .bus = app->bus, .data_dir = o->data_dir, .config = cfg.history,
+                                             .get_config = history_config, .get_config_ctx = app->config };
+        rc = history_logger_create(&ho, &app->history);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start the history logger: %s", gw_strerror(rc));
+            return rc;
+        }
+    }
+
+    if (cfg.mqtt.enabled) {
+        struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config };
+        rc = mqtt_gateway_create(&mo, &app->mqtt);
+        if (!rc)
+            rc = mqtt_gateway_start(app->mqtt);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start MQTT (%s): %s", cfg.mqtt.broker_uri, gw_strerror(rc));
+            return rc;
+        }
+    }
+
+    if (cfg.can.enabled) {
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .data_dir = o->data_dir };
+        rc = can_publisher_create(&co, &app->can);
+        if (!rc)
+            rc = can_publisher_start(app->can);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start CAN on '%s': %s", cfg.can.interface, gw_strerror(rc));
+            return rc;
+        }
+    }
+
     struct uart_bms_options bo;
     uart_bms_default_options(&bo);
     bo.battery_id = 0;
-    snprintf(bo.device, sizeof bo.device, "%s", app->cfg.bms.uart_device);
-    bo.poll_interval_ms = app->cfg.bms.poll_interval_ms;
-    bo.comm_timeout_ms = app->cfg.bms.comm_timeout_ms;
-    bo.slow_poll_interval_s = app->cfg.bms.slow_poll_interval_s;
-    bo.cell_order = app->cfg.bms.cell_order;
+    snprintf(bo.device, sizeof bo.device, "%s", cfg.bms.uart_device);
+    bo.poll_interval_ms = cfg.bms.poll_interval_ms;
+    bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
+    bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
+    bo.cell_order = cfg.bms.cell_order;
     bo.bus = app->bus;
-    int rc = uart_bms_create(&bo, &app->bms);
+    rc = uart_bms_create(&bo, &app->bms);
     if (!rc)
         rc = uart_bms_start(app->bms);
-    if (rc)
+    if (rc) {
         GW_LOGE(MOD, "cannot start the BMS poller on '%s': %s", bo.device, gw_strerror(rc));
-    return rc;
+        return rc;
+    }
+    GW_LOGI(MOD, "services: BMS on %s every %u ms, CAN %s, MQTT %s, history %s", bo.device, bo.poll_interval_ms,
+            app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
+            app->history ? "on" : "off");
+    return GW_OK;
 }
 
+/* Reverse order of start: the source of samples first, the bus (which delivers what is still
+ * queued) after every subscriber is gone. */
 static void stop_all(struct app *app)
 {
     uart_bms_destroy(app->bms);
     app->bms = NULL;
+    can_publisher_destroy(app->can); /* saves the energy counters */
+    app->can = NULL;
+    mqtt_gateway_destroy(app->mqtt);
+    app->mqtt = NULL;
+    if (app->bus)
+        event_bus_flush(app->bus, 2000);
+    history_logger_destroy(app->history); /* writes pending samples */
+    app->history = NULL;
+    alert_manager_destroy(app->alerts);
+    app->alerts = NULL;
+    if (app->bus) {
+        event_bus_unsubscribe(app->bus, EVENT_CONFIG_UPDATED, on_config_updated, app);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_CHARGE_LIMITS, print_notice, NULL);
+    }
+    event_bus_destroy(app->bus);
+    app->bus = NULL;
+    config_manager_destroy(app->config);
+    app->config = NULL;
     if (app->sim_running)
         sim_process_stop(&app->sim);
     app->sim_running = false;
-    event_bus_destroy(app->bus);
-    app->bus = NULL;
 }
 
 int app_run(const struct app_options *opts)
@@ -130,38 +317,47 @@ int app_run(const struct app_options *opts)
 
     if (ensure_dir(opts->data_dir))
         return 1;
-
-    gw_config_set_defaults(&app.cfg);
-    if (opts->poll_ms)
-        app.cfg.bms.poll_interval_ms = (uint32_t)opts->poll_ms;
-    if (opts->uart_device)
-        snprintf(app.cfg.bms.uart_device, sizeof app.cfg.bms.uart_device, "%s", opts->uart_device);
-
     int rc = event_bus_create(NULL, &app.bus);
     if (rc) {
         GW_LOGE(MOD, "cannot create the event bus: %s", gw_strerror(rc));
         return 1;
     }
+    struct config_manager_options cmo = { .data_dir = opts->data_dir, .bus = app.bus, .config_file = opts->config_file };
+    rc = config_manager_create(&cmo, &app.config);
+    if (rc) {
+        GW_LOGE(MOD, "cannot load the configuration: %s", gw_strerror(rc));
+        goto fail;
+    }
 
+    const char *uart_device = opts->uart_device;
     if (opts->simulate) {
         rc = sim_process_start(&app.sim, opts->sim_args, 10000);
         if (rc)
             goto fail;
         app.sim_running = true;
-        snprintf(app.cfg.bms.uart_device, sizeof app.cfg.bms.uart_device, "%s", app.sim.pty_path);
+        uart_device = app.sim.pty_path;
     }
-    if (!app.cfg.bms.uart_device[0]) {
-        GW_LOGE(MOD, "no BMS serial device: use --uart DEV, set bms.uart_device, or --simulate");
+    if (apply_cli_overrides(&app, uart_device))
+        goto fail;
+    struct gw_config cfg;
+    config_manager_get(app.config, &cfg);
+    if (!cfg.bms.uart_device[0]) {
+        GW_LOGE(MOD, "no BMS serial device: use --uart DEV, set bms.uart_device in the configuration, or --simulate");
         goto fail;
     }
 
+    event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
     if (opts->summary) {
         event_bus_subscribe(app.bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL, "summary");
-        event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, log_comm, NULL, "summary");
-        event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, log_comm, NULL, "summary");
+        event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
+        event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL, "summary");
+        event_bus_subscribe(app.bus, EVENT_CHARGE_LIMITS, print_notice, NULL, "summary");
     }
-    if (start_bms(&app))
+    if (start_services(&app))
         goto fail;
+    /* A configuration recovered from its backup raises its alert now that the alert manager
+     * listens. */
+    config_manager_announce_load_status(app.config);
 
     GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", GW_VERSION, opts->data_dir);
     int sig = 0;

@@ -350,6 +350,11 @@ int config_manager_create(const struct config_manager_options *opts, struct conf
         GW_LOGE(MOD, "data directory path too long (%zu bytes, at most %d)", strlen(opts->data_dir), GW_PATH_MAX - 1);
         return GW_ERR_INVAL;
     }
+    if (opts->config_file && strlen(opts->config_file) >= GW_PATH_MAX) {
+        GW_LOGE(MOD, "configuration file path too long (%zu bytes, at most %d)", strlen(opts->config_file),
+                GW_PATH_MAX - 1);
+        return GW_ERR_INVAL;
+    }
     struct stat st;
     if (stat(opts->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         GW_LOGE(MOD, "data directory %s is not a directory", opts->data_dir);
@@ -364,8 +369,13 @@ int config_manager_create(const struct config_manager_options *opts, struct conf
         return GW_ERR_NOMEM;
     }
     cm->bus = opts->bus;
-    config__format(cm->path, sizeof cm->path, "%s/%s", opts->data_dir, CONFIG_FILE);
-    config__format(cm->backup_path, sizeof cm->backup_path, "%s/%s.bak", opts->data_dir, CONFIG_FILE);
+    if (opts->config_file && *opts->config_file) {
+        config__format(cm->path, sizeof cm->path, "%s", opts->config_file);
+        config__format(cm->backup_path, sizeof cm->backup_path, "%s.bak", opts->config_file);
+    } else {
+        config__format(cm->path, sizeof cm->path, "%s/%s", opts->data_dir, CONFIG_FILE);
+        config__format(cm->backup_path, sizeof cm->backup_path, "%s/%s.bak", opts->data_dir, CONFIG_FILE);
+    }
     /* Temporaries of writes a crash interrupted; nobody else writes these files yet. */
     atomic_file_cleanup(cm->path);
     atomic_file_cleanup(cm->backup_path);

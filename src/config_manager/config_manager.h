@@ -124,6 +124,8 @@ struct config_manager;
 
 struct config_manager_options {
     const char *data_dir;      /* directory of config.json (must exist); copied */
+    const char *config_file;   /* another path for the file (--config); NULL = data_dir/config.json;
+                                  its backup is <config_file>.bak beside it */
     struct event_bus *bus;     /* EVENT_CONFIG_UPDATED / EVENT_STORAGE_ERROR; may be NULL */
 };
 

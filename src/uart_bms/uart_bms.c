@@ -181,6 +181,7 @@ static void note_error(struct uart_bms *ub, int err, const char *what)
 
 /* ------------------------------------------------------------------ device */
 
+/* why: the reason to log before reopening, or NULL when stopping. */
 static void close_port(struct uart_bms *ub, const char *why)
 {
     if (!ub->port)
@@ -190,6 +191,10 @@ static void close_port(struct uart_bms *ub, const char *why)
     pthread_mutex_lock(&ub->lock);
     ub->stats.device_open = false;
     pthread_mutex_unlock(&ub->lock);
+    if (!why) { /* stopping */
+        GW_LOGI(MOD, "battery %u: closed %s", ub->opts.battery_id, ub->opts.device);
+        return;
+    }
     ub->reopen_backoff_ms = REOPEN_BACKOFF_MIN_MS;
     ub->reopen_at_ms = gw_now_ms() + ub->reopen_backoff_ms;
     GW_LOGW(MOD, "battery %u: serial device %s closed (%s); reopening", ub->opts.battery_id, ub->opts.device, why);
@@ -841,7 +846,7 @@ static void *poller_main(void *arg)
         if (!wait_until(ub, wake_at))
             break;
     }
-    close_port(ub, "stopping");
+    close_port(ub, NULL);
     return NULL;
 }
 
