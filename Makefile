@@ -1,21 +1,24 @@
 # tinybms-gw: `make run` (gateway on the built-in simulator), `make test` (whole suite),
 # `make bench` (figures). Each first installs missing Debian packages (scripts/install-deps).
+MAKEFLAGS   += --no-print-directory
 RELEASE_DIR ?= build/release
 TEST_DIR    ?= build/test
 JOBS        ?= 2
 DATA_DIR    ?= var
 RUN_ARGS    ?=
+PREFIX      ?= /usr/local
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench install clean
 
 all: build
 
 deps:
 	@scripts/install-deps
 
+# Only the programs: tests are built (with sanitizers) by `make test`.
 build: deps
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(RELEASE_DIR) -j$(JOBS)
+	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target tinybms-gw tinybms-sim
 
 run: build
 	@mkdir -p $(DATA_DIR)
@@ -29,6 +32,9 @@ test: deps
 bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
+
+install: build
+	cmake --install $(RELEASE_DIR) --prefix $(PREFIX)
 
 clean:
 	rm -rf build

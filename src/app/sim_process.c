@@ -69,6 +69,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
     const char *argv[64];
     size_t argc = 0;
     argv[argc++] = exe;
+    argv[argc++] = "--exit-on-eof"; /* a crashed parent must not leave a simulator behind */
     for (size_t i = 0; extra_args && extra_args[i] && argc < 63; i++)
         argv[argc++] = extra_args[i];
     argv[argc] = NULL;

@@ -221,6 +221,48 @@ static void test_noise_silence_unplug_replug(void)
     event_bus_destroy(bus);
 }
 
+/* A firmware without the newer registers (45, 305, 310, 311, 321, 322, 323, 329) NACKs them,
+ * also inside block reads: live data must still flow (read around register 45, no SOH) and the
+ * settings must be read register by register, the newer ones marked absent. */
+static void test_old_firmware(void)
+{
+    char old_link[160];
+    snprintf(old_link, sizeof old_link, "%s/old", tmp_dir);
+    const char *args[] = { "--old-firmware", "--link", old_link, NULL };
+    struct sim_process old_sim;
+    CHECK_EQ_INT(sim_process_start(&old_sim, args, 10000), GW_OK);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct uart_bms_options o;
+    uart_bms_default_options(&o);
+    snprintf(o.device, sizeof o.device, "%s", old_link);
+    o.poll_interval_ms = 200;
+    o.reply_timeout_ms = 500;
+    o.bus = bus;
+    struct uart_bms *ub = NULL;
+    CHECK_EQ_INT(uart_bms_create(&o, &ub), GW_OK);
+    CHECK_EQ_INT(uart_bms_start(ub), GW_OK);
+    CHECK(wait_samples(ub, 3, 20000));
+    struct bms_live_data d = { 0 };
+    CHECK_EQ_INT(uart_bms_get_latest(ub, &d), GW_OK);
+    CHECK(!d.soh_valid);
+    CHECK_EQ_INT(d.cell_count, 16);
+    CHECK(d.pack_voltage_v > 40.0f && d.pack_voltage_v < 60.0f);
+    struct bms_settings cur = { 0 };
+    uint64_t deadline = gw_now_ms() + 30000;
+    while (gw_now_ms() < deadline && uart_bms_get_settings(ub, &cur, NULL, NULL) != GW_OK)
+        gw_sleep_ms(50);
+    CHECK(cur.valid);
+    CHECK(cur.present_mask & (1ull << (300 - 300)));
+    CHECK(!(cur.present_mask & (1ull << (305 - 300))));
+    CHECK(!(cur.present_mask & (1ull << (321 - 300))));
+    CHECK(cur.present_mask & (1ull << (315 - 300)));
+    uart_bms_destroy(ub);
+    event_bus_destroy(bus);
+    sim_process_stop(&old_sim);
+    unlink(old_link);
+}
+
 int main(void)
 {
     gw_log_set_level(GW_LOG_WARN);
@@ -235,7 +277,8 @@ int main(void)
         return 1;
     }
     static const struct test_case_ cases[] = { TEST_CASE(test_exact_values_both_cell_orders),
-                                               TEST_CASE(test_noise_silence_unplug_replug) };
+                                               TEST_CASE(test_noise_silence_unplug_replug),
+                                               TEST_CASE(test_old_firmware) };
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     sim_process_stop(&sim);
     unlink(link_path);

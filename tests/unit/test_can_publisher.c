@@ -36,7 +36,7 @@ static void real_sleep_ms(unsigned ms)
 #define FAKE_MAX 8192
 struct sent_frame {
     uint64_t t;
-    struct can_frame_gw f;
+    struct can_frame_gw f = { 0 };
 };
 
 struct fake {
@@ -299,7 +299,7 @@ static void test_no_data_withholds_0x351_and_marks_offline(void)
     CHECK_EQ_INT(count_sent(0x351, UINT64_MAX), 0);
     CHECK_EQ_INT(count_sent(0x355, UINT64_MAX), 0); /* nothing measured yet */
     CHECK_EQ_INT(count_sent(0x356, UINT64_MAX), 0);
-    struct can_frame_gw f;
+    struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x35A, &f));
     CHECK_EQ_INT(f.dlc, 8);
     CHECK_EQ_INT(f.data[7] & 0x0C, 0x04); /* offline */
@@ -332,7 +332,7 @@ static void test_stale_stop_and_resume(void)
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     CHECK_EQ_INT(count_sent(0x351, t0), 1);
-    struct can_frame_gw f;
+    struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x356, &f));
     CHECK_EQ_INT(le16(f.data), 5280);      /* 52.80 V */
     CHECK_EQ_INT(le16(f.data + 2), 200);   /* 20.0 A */
@@ -518,7 +518,7 @@ static void test_limits_cap_and_identity(void)
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     CHECK(wait_sent(0x382, t0));
-    struct can_frame_gw f;
+    struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x35E, &f));
     CHECK_MEM(f.data, "ACME\0\0\0\0", 8);
     CHECK(last_sent(0x380, &f));
@@ -697,7 +697,7 @@ static void test_energy_save_restore_corrupt(void)
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     uint64_t t1 = t0 + 1000000;
     CHECK(step_to(t1));
-    struct can_frame_gw f;
+    struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x378, &f));
     CHECK_EQ_INT(le16(f.data), 2);
     CHECK_EQ_INT(le16(f.data + 4), 1);

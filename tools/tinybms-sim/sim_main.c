@@ -75,6 +75,7 @@ struct sim_app {
     struct out_slot out[OUT_SLOTS];
     /* stdin */
     bool stdin_open;
+    bool exit_on_eof;             /* the controller (our parent) closed stdin: it is gone */
     char line[LINE_MAX_LEN];
     size_t line_len;
     bool line_overflow;
@@ -287,7 +288,9 @@ static void queue_reply(struct sim_app *app, const uint8_t *data, size_t len, ui
         return;
     }
     app->dropped_replies++;
-    GW_LOGW(MOD, "reply dropped: %d replies already waiting (is anyone reading?)", OUT_SLOTS);
+    static struct gw_log_limit limit;
+    gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD,
+                       "reply dropped: %d replies already waiting (is anyone reading?)", OUT_SLOTS);
 }
 
 /* Oldest pending slot (replies leave in order). */
@@ -323,7 +326,9 @@ static void flush_output(struct sim_app *app, uint64_t now)
                 }
                 return;
             }
-            GW_LOGW(MOD, "write to %s: %s", app->path, strerror(errno));
+            static struct gw_log_limit limit;
+            gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD, "write to %s: %s", app->path,
+                               strerror(errno));
             s->used = false;
             return;
         }
@@ -366,7 +371,8 @@ static void read_serial(struct sim_app *app, uint64_t now)
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR || errno == EIO) /* EIO: no slave open */
             return;
-        GW_LOGW(MOD, "read %s: %s", app->path, strerror(errno));
+        static struct gw_log_limit limit;
+        gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD, "read %s: %s", app->path, strerror(errno));
         return;
     }
     if (n == 0)
@@ -384,6 +390,22 @@ static void read_serial(struct sim_app *app, uint64_t now)
 }
 
 /* ---------------------------------------------------------------- JSON control */
+
+/* Writes s as a JSON string (quotes, backslashes and control characters escaped). */
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
 
 static void json_float(FILE *f, double v)
 {
@@ -417,8 +439,9 @@ static void print_state(struct sim_app *app)
     uint16_t r[SIM_LIVE_COUNT];
     sim_registers_live(&app->bms, r);
     unsigned n = r[53] <= 16 ? r[53] : 16, first = 16 - n;
-    fprintf(f, "{\"ok\":true,\"cmd\":\"state\",\"device\":\"%s\",\"plugged\":%s", app->path,
-            app->fd >= 0 ? "true" : "false");
+    fputs("{\"ok\":true,\"cmd\":\"state\",\"device\":", f);
+    json_string(f, app->path);
+    fprintf(f, ",\"plugged\":%s", app->fd >= 0 ? "true" : "false");
     fprintf(f, ",\"scenario\":\"%s\",\"speed\":", scenario_names[app->scenario]);
     json_float(f, app->speed);
     fprintf(f, ",\"silence\":%s,\"noise\":", app->silence ? "true" : "false");
@@ -577,10 +600,13 @@ static void handle_command(struct sim_app *app, char *line, uint64_t now)
         reply_ok(cmd);
     } else if (strcmp(cmd, "replug") == 0) {
         unplug(app);
-        if (plug(app) != 0)
+        if (plug(app) != 0) {
             reply_err(cmd, "cannot open a new device (see stderr)");
-        else
-            printf("{\"ok\":true,\"cmd\":\"replug\",\"device\":\"%s\"}\n", app->path);
+        } else {
+            fputs("{\"ok\":true,\"cmd\":\"replug\",\"device\":", stdout);
+            json_string(stdout, app->path);
+            fputs("}\n", stdout);
+        }
     } else if (strcmp(cmd, "quit") == 0) {
         reply_ok(cmd);
         stop_requested = 1;
@@ -600,7 +626,9 @@ static void read_stdin(struct sim_app *app, uint64_t now)
         return;
     }
     if (n == 0) {
-        app->stdin_open = false; /* keep serving the line without a controller */
+        app->stdin_open = false; /* keep serving the line without a controller... */
+        if (app->exit_on_eof)
+            stop_requested = 1;  /* ...unless asked to follow the parent that started us */
         return;
     }
     for (ssize_t i = 0; i < n; i++) {
@@ -647,6 +675,7 @@ static void usage(FILE *f)
           "  --sleep-after-ms N   idle time before the BMS sleeps (default 2000); when asleep the\n"
           "                       first command is ignored and the resend answered\n"
           "  --no-sleep           never sleep\n"
+          "  --exit-on-eof        exit when standard input closes (the controlling parent is gone)\n"
           "  -v                   debug logs on stderr\n"
           "  --help               this text\n"
           "stdin commands: state | current A | scenario NAME | silence on|off | noise RATE |\n"
@@ -659,7 +688,7 @@ struct cli {
     unsigned cells;
     int chemistry;
     double capacity, soc, latency, speed, current, noise;
-    bool soc_set, current_set, pace, ext2, old_fw, old_fw_junk, sleep_enabled, verbose;
+    bool soc_set, current_set, pace, ext2, old_fw, old_fw_junk, sleep_enabled, verbose, exit_on_eof;
     unsigned long seed, sleep_after;
     int scenario;
 };
@@ -708,6 +737,8 @@ static bool parse_cli(int argc, char **argv, struct cli *c)
             c->old_fw = c->old_fw_junk = true;
         } else if (strcmp(o, "--no-sleep") == 0) {
             c->sleep_enabled = false;
+        } else if (strcmp(o, "--exit-on-eof") == 0) {
+            c->exit_on_eof = true;
         } else if (strcmp(o, "-v") == 0) {
             c->verbose = true;
         } else if (!need_arg(i, argc, o)) {
@@ -812,6 +843,7 @@ int main(int argc, char **argv)
     app.current_override = c.current_set;
     app.current_a = (float)c.current;
     app.stdin_open = true;
+    app.exit_on_eof = c.exit_on_eof;
     apply_scenario(&app, (enum scenario)c.scenario);
 
     struct sigaction sa;
