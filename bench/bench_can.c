@@ -26,26 +26,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double percentile(double *v, size_t n, double p)
-{
-    qsort(v, n, sizeof v[0], cmp_double);
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i < n ? i : n - 1];
-}
+#include "bench_util.h"
 
 static int open_pty(int *master, char *name)
 {
@@ -63,7 +44,7 @@ static int open_pty(int *master, char *name)
 /* Reads one '\r'-terminated line from fd into line (bounded), waiting up to timeout_ms. */
 static int read_line(int fd, char *line, size_t cap, int timeout_ms, char *buf, size_t *buf_len)
 {
-    double deadline = now_us() + timeout_ms * 1000.0;
+    double deadline = bench_now_us() + timeout_ms * 1000.0;
     for (;;) {
         char *cr = memchr(buf, '\r', *buf_len);
         if (cr) {
@@ -77,7 +58,7 @@ static int read_line(int fd, char *line, size_t cap, int timeout_ms, char *buf, 
         }
         if (*buf_len >= 4096)
             *buf_len = 0; /* no line end in 4 KiB: junk */
-        int left = (int)((deadline - now_us()) / 1000.0);
+        int left = (int)((deadline - bench_now_us()) / 1000.0);
         if (left <= 0)
             return -1;
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -137,13 +118,13 @@ static int latency_run(size_t samples, double *lat_us, double *path_us, size_t *
         /* Publish at a spread of phases of the 100 ms schedule (right after a frame, every
          * sample would wait a full period). */
         gw_sleep_ms((uint32_t)((k * 37) % 100));
-        double t0 = now_us();
+        double t0 = bench_now_us();
         double t351 = 0;
         feed(bus, (float)centivolts / 100.0f);
         for (;;) {
             if (read_line(master, line, sizeof line, 3000, buf, &buf_len) < 0)
                 break;
-            double t = now_us();
+            double t = bench_now_us();
             if (strncmp(line, "t351", 4) == 0)
                 t351 = t;
             if (strncmp(line, "t3568", 5) == 0 && strncmp(line + 5, want, 4) == 0) {
@@ -207,7 +188,7 @@ static double throughput_run(size_t frames, bool raw)
     if (raw)
         fd = open(name, O_WRONLY | O_NOCTTY);
     unsigned long start_lines = atomic_load(&d.lines); /* the C/S/O open lines */
-    double t0 = now_us();
+    double t0 = bench_now_us();
     size_t sent = 0;
     for (size_t i = 0; i < frames; i++) {
         if (raw) {
@@ -217,9 +198,9 @@ static double throughput_run(size_t frames, bool raw)
             sent++;
         }
     }
-    while (atomic_load(&d.lines) - start_lines < sent && now_us() - t0 < 10e6)
+    while (atomic_load(&d.lines) - start_lines < sent && bench_now_us() - t0 < 10e6)
         gw_sleep_ms(1);
-    double elapsed = (now_us() - t0) / 1e6;
+    double elapsed = (bench_now_us() - t0) / 1e6;
     atomic_store(&d.stop, true);
     pthread_join(th, NULL);
     if (fd >= 0)
@@ -245,18 +226,18 @@ int main(void)
         double tmp[SAMPLES], tmp2[SAMPLES];
         memcpy(tmp, lat + total, got * sizeof tmp[0]);
         memcpy(tmp2, path + total, got * sizeof tmp2[0]);
-        run_p50[r] = percentile(tmp, got, 0.5);
-        run_p99[r] = percentile(tmp, got, 0.99);
-        run_path[r] = percentile(tmp2, got, 0.5);
+        run_p50[r] = bench_quantile(tmp, got, 0.5);
+        run_p99[r] = bench_quantile(tmp, got, 0.99);
+        run_path[r] = bench_quantile(tmp2, got, 0.5);
         total += got;
     }
     if (total) {
-        qsort(run_p50, RUNS, sizeof run_p50[0], cmp_double);
-        qsort(run_path, RUNS, sizeof run_path[0], cmp_double);
-        qsort(run_p99, RUNS, sizeof run_p99[0], cmp_double);
+        qsort(run_p50, RUNS, sizeof run_p50[0], bench_cmp_double);
+        qsort(run_path, RUNS, sizeof run_path[0], bench_cmp_double);
+        qsort(run_p99, RUNS, sizeof run_p99[0], bench_cmp_double);
         printf("bench_can: sample->0x356 on slcan pty (live period 100 ms, %zu samples, %d runs): "
                "p50 %.1f ms, p99 %.1f ms (all samples); median of run p50s %.1f ms, of run p99s %.1f ms\n",
-               total, RUNS, percentile(lat, total, 0.5) / 1000.0, percentile(lat, total, 0.99) / 1000.0,
+               total, RUNS, bench_quantile(lat, total, 0.5) / 1000.0, bench_quantile(lat, total, 0.99) / 1000.0,
                run_p50[RUNS / 2] / 1000.0, run_p99[RUNS / 2] / 1000.0);
         printf("bench_can: cycle path 0x351 line -> 0x356 line (no schedule wait): median %.3f ms\n",
                run_path[RUNS / 2] / 1000.0);
@@ -266,8 +247,8 @@ int main(void)
         fps[r] = throughput_run(FRAMES, false);
         base[r] = throughput_run(FRAMES, true);
     }
-    qsort(fps, RUNS, sizeof fps[0], cmp_double);
-    qsort(base, RUNS, sizeof base[0], cmp_double);
+    qsort(fps, RUNS, sizeof fps[0], bench_cmp_double);
+    qsort(base, RUNS, sizeof base[0], bench_cmp_double);
     printf("bench_can: slcan transport %.0f frames/s (median of %d x %d); raw pty write baseline %.0f "
            "lines/s; ratio %.2f\n", fps[RUNS / 2], RUNS, FRAMES, base[RUNS / 2],
            base[RUNS / 2] > 0 ? fps[RUNS / 2] / base[RUNS / 2] : 0.0);

@@ -14,27 +14,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_util.h"
 
 #define RUNS 7
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
 
 int main(void)
 {
@@ -52,28 +34,28 @@ int main(void)
     const int per_run = 200;
     double parse[RUNS], bare[RUNS], emit[RUNS];
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now_us();
+        double t0 = bench_now_us();
         for (int i = 0; i < per_run; i++) {
             struct gw_config c;
             gw_config_set_defaults(&c);
             if (gw_config_from_json(doc, len, &c, NULL) != GW_OK)
                 return 1;
         }
-        double t1 = now_us();
+        double t1 = bench_now_us();
         for (int i = 0; i < per_run; i++)
             cJSON_Delete(cJSON_ParseWithLength(doc, len));
-        double t2 = now_us();
+        double t2 = bench_now_us();
         for (int i = 0; i < per_run; i++) {
             char *out = NULL;
             gw_config_to_json(&cfg, CONFIG_JSON_MASKED, false, &out);
             free(out);
         }
-        double t3 = now_us();
+        double t3 = bench_now_us();
         parse[r] = (t1 - t0) / per_run;
         bare[r] = (t2 - t1) / per_run;
         emit[r] = (t3 - t2) / per_run;
     }
-    double mp = median(parse, RUNS), mb = median(bare, RUNS), me = median(emit, RUNS);
+    double mp = bench_median(parse, RUNS), mb = bench_median(bare, RUNS), me = bench_median(emit, RUNS);
     printf("config document: %zu bytes\n", len);
     printf("config parse+validate: %.1f us (bare cJSON parse %.1f us, ratio %.2f)\n", mp, mb, mp / mb);
     printf("config to_json (masked): %.1f us\n", me);
@@ -84,26 +66,26 @@ int main(void)
         return 1;
     struct config_manager_options o = { .data_dir = dir };
     struct config_manager *cm = NULL;
-    double t_create = now_us();
+    double t_create = bench_now_us();
     if (config_manager_create(&o, &cm) != GW_OK)
         return 1;
-    double create_ms = (now_us() - t_create) / 1000.0;
+    double create_ms = (bench_now_us() - t_create) / 1000.0;
     double save[RUNS], raw[RUNS];
     char path[128], update[64];
     snprintf(path, sizeof path, "%s/raw.json", dir);
     for (int r = 0; r < RUNS; r++) {
         snprintf(update, sizeof update, "{\"bms\":{\"poll_interval_ms\":%d}}", 200 + r);
-        double t0 = now_us();
+        double t0 = bench_now_us();
         if (config_manager_update_json(cm, update, strlen(update), NULL) != GW_OK)
             return 1;
-        double t1 = now_us();
+        double t1 = bench_now_us();
         if (atomic_file_write(path, doc, len, 0600) != GW_OK)
             return 1;
-        double t2 = now_us();
+        double t2 = bench_now_us();
         save[r] = (t1 - t0) / 1000.0;
         raw[r] = (t2 - t1) / 1000.0;
     }
-    double ms = median(save, RUNS), mr = median(raw, RUNS);
+    double ms = bench_median(save, RUNS), mr = bench_median(raw, RUNS);
     printf("config save (update_json: validate, backup + config.json fsync'ed): %.2f ms (one atomic write %.2f ms, "
            "ratio %.2f)\n", ms, mr, ms / mr);
     printf("config first start (defaults + generated password hash + write): %.1f ms\n", create_ms);
@@ -111,11 +93,11 @@ int main(void)
     double hash[RUNS];
     char h[160];
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now_us();
+        double t0 = bench_now_us();
         config_password_hash("bench-password", h, sizeof h);
-        hash[r] = (now_us() - t0) / 1000.0;
+        hash[r] = (bench_now_us() - t0) / 1000.0;
     }
-    printf("web password PBKDF2-SHA256 (%d iterations): %.1f ms\n", CONFIG_PBKDF2_ITERATIONS, median(hash, RUNS));
+    printf("web password PBKDF2-SHA256 (%d iterations): %.1f ms\n", CONFIG_PBKDF2_ITERATIONS, bench_median(hash, RUNS));
 
     config_manager_destroy(cm);
     free(doc);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "bench_util.h"
 
 #define RUNS 5
 
@@ -32,18 +33,6 @@ static uint64_t ns_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
 }
 
 static struct gw_config_mqtt bench_cfg;
@@ -132,7 +121,7 @@ static void bench_cost_per_sample(void)
         base_us[r] = (double)(t3 - t2) / n / 1000.0;
     }
     (void)sink;
-    double s = median(sample_us, RUNS), st = median(status_us, RUNS), b = median(base_us, RUNS);
+    double s = bench_median(sample_us, RUNS), st = bench_median(status_us, RUNS), b = bench_median(base_us, RUNS);
     printf("gateway numeric round (27 topics, 16 cells): %.2f us/sample (baseline snprintf only "
            "%.2f us, ratio %.1fx)\n",
            s, b, b > 0 ? s / b : 0.0);
@@ -224,7 +213,7 @@ static void bench_latency(struct mqtt_client *client, uint16_t port)
             lat[got++] = (double)(t1 - t0) / 1000.0;
     }
     if (got) {
-        qsort(lat, (size_t)got, sizeof *lat, cmp_double);
+        qsort(lat, (size_t)got, sizeof *lat, bench_cmp_double);
         printf("publish-to-receive latency via mosquitto (loopback, QoS 0, %d msgs): p50 %.0f us, "
                "p99 %.0f us, max %.0f us\n",
                got, lat[got / 2], lat[(int)(got * 0.99)], lat[got - 1]);

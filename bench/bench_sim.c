@@ -10,29 +10,11 @@
 #include "battery_model.h"
 #include "sim_protocol.h"
 #include "sim_registers.h"
+#include "bench_util.h"
 
 #define RUNS 5
 #define ANSWERS 200000
 #define STEPS 2000000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return v[n / 2];
-}
 
 int main(void)
 {
@@ -49,26 +31,26 @@ int main(void)
     volatile size_t sink = 0;
     double answer_rate[RUNS], crc_rate[RUNS], step_rate[RUNS];
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < ANSWERS; i++)
             sink += sim_protocol_handle(&bms, req, sizeof req, reply, sizeof reply);
-        double t1 = now_s();
+        double t1 = bench_now_s();
         for (int i = 0; i < ANSWERS; i++)
             sink += sim_crc16(req, 6) + sim_crc16(reply, 115);
-        double t2 = now_s();
+        double t2 = bench_now_s();
         answer_rate[r] = ANSWERS / (t1 - t0);
         crc_rate[r] = ANSWERS / (t2 - t1);
 
         struct battery_model m;
         battery_model_init(&m, &cfg);
-        double t3 = now_s();
+        double t3 = bench_now_s();
         for (int i = 0; i < STEPS; i++)
             battery_model_step(&m, (i / 100000) % 2 ? 56.0f : -56.0f, 1.0f);
-        double t4 = now_s();
+        double t4 = bench_now_s();
         step_rate[r] = STEPS / (t4 - t3);
         sink += (size_t)m.lifetime_s;
     }
-    double a = median(answer_rate, RUNS), c = median(crc_rate, RUNS), s = median(step_rate, RUNS);
+    double a = bench_median(answer_rate, RUNS), c = bench_median(crc_rate, RUNS), s = bench_median(step_rate, RUNS);
     printf("sim 0x03 live answer (56 regs):  %.0f answers/s (%.2f us each)\n", a, 1e6 / a);
     printf("baseline CRC of request+reply:   %.0f /s; answer costs %.1fx the CRC alone\n", c, c / a);
     printf("battery model 1 s steps:         %.0f steps/s = model time up to %.0fx real time\n", s, s);

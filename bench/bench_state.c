@@ -1,5 +1,5 @@
 /* Benchmarks of the state services: history insert cost, a 7-day database at 1 s (size, a day in
- * 1000 buckets, CSV export of a day), alert evaluation per sample. Prints figures (median of
+ * 1000 buckets, CSV export of a day), alert evaluation per sample. Prints figures (bench_median of
  * several runs); never fails on speed. */
 #define _GNU_SOURCE
 #include "alert_rules.h"
@@ -13,28 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include "bench_util.h"
 
 #define DAY_MS 86400000LL
 #define WEEK_SAMPLES 604800u
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
-}
 
 static struct bms_live_data make_sample(int64_t wall_ms, uint32_t i)
 {
@@ -80,7 +62,7 @@ static struct history_logger *open_logger(const char *dir)
 /* Records n samples through the logger (flushing every 16384) and returns seconds. */
 static double insert_run(struct history_logger *hl, int64_t t0, uint32_t n)
 {
-    double start = mono_s();
+    double start = bench_now_s();
     for (uint32_t i = 0; i < n; i++) {
         struct bms_live_data d = make_sample(t0 + (int64_t)i * 1000, i);
         history_logger_record(hl, &d);
@@ -89,7 +71,7 @@ static double insert_run(struct history_logger *hl, int64_t t0, uint32_t n)
     }
     if (history_logger_flush(hl, 600000) != GW_OK)
         fprintf(stderr, "bench_state: flush failed\n");
-    return mono_s() - start;
+    return bench_now_s() - start;
 }
 
 /* Baseline: one transaction per sample (what an unbatched logger would pay). */
@@ -109,7 +91,7 @@ static double unbatched_run(const char *dir, uint32_t n)
     sqlite3_stmt *st = NULL;
     sqlite3_prepare_v2(db, "INSERT INTO samples VALUES(?,0,?,?,?,99,20,25,3250,3300,50,147,?)", -1, &st, NULL);
     uint8_t blob[32] = { 0 };
-    double start = mono_s();
+    double start = bench_now_s();
     for (uint32_t i = 0; i < n; i++) {
         sqlite3_bind_int64(st, 1, (int64_t)i * 1000);
         sqlite3_bind_double(st, 2, 52.0 + i % 10);
@@ -119,7 +101,7 @@ static double unbatched_run(const char *dir, uint32_t n)
         sqlite3_step(st);
         sqlite3_reset(st);
     }
-    double s = mono_s() - start;
+    double s = bench_now_s() - start;
     sqlite3_finalize(st);
     sqlite3_close(db);
     return s;
@@ -151,8 +133,8 @@ static void bench_history(void)
         history_logger_destroy(hl);
         baseline[r] = unbatched_run(sub, 2000) / 2000 * 1e6;
     }
-    double ins = median(per_sample, 3), base = median(baseline, 3);
-    printf("history insert (batched, via writer thread): %.2f us/sample (median of 3 x 20000)\n", ins);
+    double ins = bench_median(per_sample, 3), base = bench_median(baseline, 3);
+    printf("history insert (batched, via writer thread): %.2f us/sample (bench_median of 3 x 20000)\n", ins);
     printf("  baseline one transaction per sample:        %.2f us/sample (ratio %.1fx)\n", base, base / ins);
 
     /* the 7-day database at 1 s */
@@ -173,31 +155,31 @@ static void bench_history(void)
     double q[7];
     for (int r = 0; r < 7; r++) {
         int64_t day = t0 + (int64_t)(r % 7) * DAY_MS;
-        double s = mono_s();
+        double s = bench_now_s();
         if (history_logger_query_buckets(hl, 0, day, day + DAY_MS, 1000, b) != GW_OK)
             fprintf(stderr, "bench_state: bucket query failed\n");
-        q[r] = (mono_s() - s) * 1e3;
+        q[r] = (bench_now_s() - s) * 1e3;
     }
-    printf("day query, 1000 buckets (86400 samples): %.1f ms (median of 7)\n", median(q, 7));
+    printf("day query, 1000 buckets (86400 samples): %.1f ms (bench_median of 7)\n", bench_median(q, 7));
     double week_q[3];
     for (int r = 0; r < 3; r++) {
-        double s = mono_s();
+        double s = bench_now_s();
         history_logger_query_buckets(hl, 0, t0, t0 + 7 * DAY_MS, 1000, b);
-        week_q[r] = (mono_s() - s) * 1e3;
+        week_q[r] = (bench_now_s() - s) * 1e3;
     }
-    printf("week query, 1000 buckets (604800 samples): %.1f ms (median of 3)\n", median(week_q, 3));
+    printf("week query, 1000 buckets (604800 samples): %.1f ms (bench_median of 3)\n", bench_median(week_q, 3));
     free(b);
     double csv[5];
     size_t csv_bytes = 0;
     for (int r = 0; r < 5; r++) {
         csv_bytes = 0;
-        double s = mono_s();
+        double s = bench_now_s();
         if (history_logger_export_csv_day(hl, "2025-01-19", 0, count_sink, &csv_bytes) != GW_OK)
             fprintf(stderr, "bench_state: CSV export failed\n");
-        csv[r] = (mono_s() - s) * 1e3;
+        csv[r] = (bench_now_s() - s) * 1e3;
     }
-    printf("CSV export of a day (86400 rows, %.1f MB): %.1f ms (median of 5)\n", (double)csv_bytes / 1e6,
-           median(csv, 5));
+    printf("CSV export of a day (86400 rows, %.1f MB): %.1f ms (bench_median of 5)\n", (double)csv_bytes / 1e6,
+           bench_median(csv, 5));
     history_logger_destroy(hl);
 
     char cmd[700];
@@ -224,15 +206,15 @@ static void bench_alerts(void)
     double runs[5];
     for (int r = 0; r < 5; r++) {
         alert_engine_init(e, &cfg.alerts, count_emit, NULL);
-        double s = mono_s();
+        double s = bench_now_s();
         for (uint32_t i = 0; i < n; i++) {
             struct bms_live_data d = make_sample(0, i);
             d.cell_mv_x10[3] = (uint16_t)(35800 + (i % 400)); /* hovering at 3.6 V */
             alert_engine_process_sample(e, &d, (uint64_t)i * 1000, (int64_t)i * 1000);
         }
-        runs[r] = (mono_s() - s) / n * 1e6;
+        runs[r] = (bench_now_s() - s) / n * 1e6;
     }
-    printf("alert evaluation: %.3f us/sample (median of 5 x %u, %llu transitions)\n", median(runs, 5), n,
+    printf("alert evaluation: %.3f us/sample (bench_median of 5 x %u, %llu transitions)\n", bench_median(runs, 5), n,
            (unsigned long long)emitted);
     free(e);
 }

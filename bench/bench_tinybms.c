@@ -9,29 +9,11 @@
 #include <time.h>
 
 #include "tinybms.h"
+#include "bench_util.h"
 
 #define STREAM_BYTES (8u * 1024u * 1024u)
 #define RUNS 5
 #define LIVE_ITERS 200000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return v[n / 2];
-}
 
 static size_t put_frame(uint8_t *out, const uint8_t *head, size_t head_len, const uint8_t *payload,
                         size_t n)
@@ -116,12 +98,12 @@ static void bench_stream(const uint8_t *s, size_t len, unsigned expected, size_t
     unsigned frames = 0;
     uint32_t crc_errors = 0;
     for (int run = 0; run < RUNS; run++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         frames = decode_all(s, len, chunk, &crc_errors);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         mbs[run] = (double)len / 1e6 / dt;
     }
-    double m = median(mbs, RUNS);
+    double m = bench_median(mbs, RUNS);
     printf("decoder, %5zu-byte chunks: %8.1f MB/s  (%.2fx CRC-only baseline; %u/%u frames, "
            "%u bad CRC)\n",
            chunk, m, m / baseline_mbs, frames, expected, (unsigned)crc_errors);
@@ -138,18 +120,18 @@ int main(void)
     }
     unsigned expected = 0;
     size_t len = build_stream(stream, STREAM_BYTES, &expected);
-    printf("bench_tinybms: %.1f MB stream, %u valid frames, median of %d runs\n",
+    printf("bench_tinybms: %.1f MB stream, %u valid frames, bench_median of %d runs\n",
            (double)len / 1e6, expected, RUNS);
 
     /* Baseline: CRC-16 over every byte once, the floor of any validating decoder. */
     double base[RUNS];
     volatile uint16_t sink = 0;
     for (int run = 0; run < RUNS; run++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         sink = (uint16_t)(sink ^ tinybms_crc16(stream, len));
-        base[run] = (double)len / 1e6 / (now_s() - t0);
+        base[run] = (double)len / 1e6 / (bench_now_s() - t0);
     }
-    double base_mbs = median(base, RUNS);
+    double base_mbs = bench_median(base, RUNS);
     printf("baseline CRC-16 only:      %8.1f MB/s\n", base_mbs);
     bench_stream(stream, len, expected, 64, base_mbs);
     bench_stream(stream, len, expected, 4096, base_mbs);
@@ -167,15 +149,15 @@ int main(void)
     double ns[RUNS];
     volatile uint32_t acc = 0;
     for (int run = 0; run < RUNS; run++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (int i = 0; i < LIVE_ITERS; i++) {
             regs[2] = (uint16_t)(33000 + (i & 63)); /* defeat hoisting */
             tinybms_decode_live(regs, &opts, &d);
             acc += d.min_cell_index;
         }
-        ns[run] = (now_s() - t0) * 1e9 / LIVE_ITERS;
+        ns[run] = (bench_now_s() - t0) * 1e9 / LIVE_ITERS;
     }
-    printf("decode_live (14 cells):    %8.1f ns per call\n", median(ns, RUNS));
+    printf("decode_live (14 cells):    %8.1f ns per call\n", bench_median(ns, RUNS));
     (void)sink;
     (void)acc;
     free(stream);

@@ -10,28 +10,10 @@
 
 #include "charge_control.h"
 #include "victron.h"
+#include "bench_util.h"
 
 #define RUNS 5
 #define ITERS 200000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp_double);
-    return v[n / 2];
-}
 
 static void make_live(struct bms_live_data *d)
 {
@@ -80,7 +62,7 @@ int main(void)
 
     double encode_ns[RUNS], copy_ns[RUNS], step_ns[RUNS];
     for (int r = 0; r < RUNS; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (unsigned i = 0; i < ITERS; i++) {
             live.cell_mv_x10[i & 15] = (uint16_t)(33000 + (i & 63));
             in.ccl_a = (float)(i % 1000) * 0.1f;
@@ -88,13 +70,13 @@ int main(void)
             victron_encode_all(&in, frames, VICTRON_MAX_FRAMES, &count);
             sink += frames[(i % count)].data[0];
         }
-        double t1 = now_s();
+        double t1 = bench_now_s();
         for (unsigned i = 0; i < ITERS; i++) {
             frames[i % VICTRON_MAX_FRAMES].data[1] = (uint8_t)i;
             memcpy(copy, frames, sizeof frames);
             sink += copy[i % VICTRON_MAX_FRAMES].data[1];
         }
-        double t2 = now_s();
+        double t2 = bench_now_s();
         encode_ns[r] = (t1 - t0) / ITERS * 1e9;
         copy_ns[r] = (t2 - t1) / ITERS * 1e9;
 
@@ -111,19 +93,19 @@ int main(void)
         settings.present_mask = (1ull << 15) | (1ull << 16) | (1ull << 18);
         struct charge_inputs ci = { &live, &settings, NULL };
         struct charge_limits lim;
-        double t3 = now_s();
+        double t3 = bench_now_s();
         for (unsigned i = 0; i < ITERS; i++) {
             live.cell_mv_x10[i & 15] = (uint16_t)(34000 + (i & 1023));
             charge_control_step(&cc, &ci, (uint64_t)i * 1000u, &lim);
             sink += (unsigned)lim.ccl_a;
         }
-        step_ns[r] = (now_s() - t3) / ITERS * 1e9;
+        step_ns[r] = (bench_now_s() - t3) / ITERS * 1e9;
     }
-    double enc = median(encode_ns, RUNS), cpy = median(copy_ns, RUNS), step = median(step_ns, RUNS);
-    printf("bench_victron: alarms + encode_all (%zu frames): %.0f ns per sample (median of %d)\n",
+    double enc = bench_median(encode_ns, RUNS), cpy = bench_median(copy_ns, RUNS), step = bench_median(step_ns, RUNS);
+    printf("bench_victron: alarms + encode_all (%zu frames): %.0f ns per sample (bench_median of %d)\n",
            count, enc, RUNS);
     printf("bench_victron: baseline memcpy of the same frames: %.0f ns (encode = %.1fx baseline)\n",
            cpy, cpy > 0 ? enc / cpy : 0.0);
-    printf("bench_victron: charge_control_step: %.0f ns per step (median of %d)\n", step, RUNS);
+    printf("bench_victron: charge_control_step: %.0f ns per step (bench_median of %d)\n", step, RUNS);
     return sink == 0xFFFFFFFFu ? 1 : 0;
 }
