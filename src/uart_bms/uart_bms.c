@@ -20,6 +20,7 @@
 #define REOPEN_BACKOFF_MIN_MS 500u
 #define REOPEN_BACKOFF_MAX_MS 30000u
 #define WRITE_TIMEOUT_MS 200u
+#define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
 #define SETTINGS_REGS BMS_SETTINGS_COUNT
 
 enum command_kind { CMD_NONE = 0, CMD_WRITE_SETTING, CMD_RESET, CMD_CLEAR_EVENTS, CMD_CLEAR_STATS };
@@ -265,10 +266,31 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
             break;
         uint8_t chunk[256];
         size_t got = 0;
-        int rr = ub->serial->read(ub->port, chunk, sizeof chunk, (uint32_t)(deadline - now), &got);
+        /* With a partial frame buffered, wait only for a short idle gap: noise such as
+         * "AA 03 FA" announces a long frame that would otherwise swallow the real answer. */
+        uint32_t wait_ms = (uint32_t)(deadline - now);
+        bool partial = ub->decoder.len > 0;
+        if (partial && wait_ms > LINE_IDLE_GAP_MS)
+            wait_ms = LINE_IDLE_GAP_MS;
+        int rr = ub->serial->read(ub->port, chunk, sizeof chunk, wait_ms, &got);
         if (rr) {
             rc = rr;
             break;
+        }
+        if (got == 0 && partial && tinybms_decoder_resync(&ub->decoder)) {
+            /* The line went idle inside a "frame": drop its false start and rescan what is
+             * buffered for the real answer. */
+            int fr;
+            size_t used;
+            while ((fr = tinybms_decoder_feed(&ub->decoder, NULL, 0, &used, reply)) != 0) {
+                if (fr == 1 && reply->cmd == expect_cmd) {
+                    rc = GW_OK;
+                    break;
+                }
+            }
+            if (rc == GW_OK)
+                break;
+            continue;
         }
         size_t keep = got < sizeof rx - rx_len ? got : sizeof rx - rx_len;
         memcpy(rx + rx_len, chunk, keep);

@@ -25,6 +25,7 @@ struct fake {
     bool vanish;            /* next read reports the device gone */
     bool nack_live_block;   /* old firmware: NACK a block containing register 45 */
     bool corrupt_next;      /* flip a byte of the next answer */
+    bool false_start_next;  /* noise announcing a 255-byte frame before the next answer */
     int opens;
     int requests;
 };
@@ -87,6 +88,11 @@ static int fake_write(struct serial_port *p, const uint8_t *buf, size_t len, uin
         return GW_OK;
     }
     uint8_t f[300];
+    if (F.false_start_next) {
+        static const uint8_t noise[] = { 0xAA, 0x03, 0xFA };
+        put_frame(noise, sizeof noise);
+        F.false_start_next = false;
+    }
     if (req.cmd == TINYBMS_CMD_READ_MODBUS) {
         if (F.nack_live_block && req.addr <= 45 && req.addr + req.count > 45) {
             answer_nack(req.cmd);
@@ -165,7 +171,7 @@ static void fake_reset(void)
     pthread_mutex_lock(&F.lock);
     memset(F.regs, 0, sizeof F.regs);
     F.out_len = 0;
-    F.absent = F.silent = F.sleeping = F.vanish = F.nack_live_block = F.corrupt_next = false;
+    F.absent = F.silent = F.sleeping = F.vanish = F.nack_live_block = F.corrupt_next = F.false_start_next = false;
     F.opens = F.requests = 0;
     /* A 14-cell pack like the public dump: registers 2..15 hold cells. */
     for (int i = 2; i < 16; i++)
@@ -381,6 +387,23 @@ static void test_crc_error_counted_and_retried(void)
     finish(&fx);
 }
 
+/* Noise that looks like the start of a long frame ("AA 03 FA": 255 bytes announced) must not
+ * swallow the real answer right behind it: no resend, no timeout. */
+static void test_false_frame_start_does_not_hide_the_answer(void)
+{
+    fake_reset();
+    F.false_start_next = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.resends, 0);
+    CHECK_EQ_INT(st.timeouts, 0);
+    CHECK(st.garbage_bytes >= 3);
+    finish(&fx);
+}
+
 static void test_old_firmware_block_nack_falls_back(void)
 {
     fake_reset();
@@ -505,7 +528,7 @@ static void test_bad_options(void)
 
 TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_bms_gets_one_resend),
           TEST_CASE(test_silence_raises_comm_lost_then_restored), TEST_CASE(test_device_vanishes_and_is_reopened),
-          TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried),
+          TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried), TEST_CASE(test_false_frame_start_does_not_hide_the_answer),
           TEST_CASE(test_old_firmware_block_nack_falls_back), TEST_CASE(test_write_setting_validates_and_reads_back),
           TEST_CASE(test_restart_guard), TEST_CASE(test_listener_slots_bounded), TEST_CASE(test_tap_records_both_directions),
           TEST_CASE(test_bad_options))
