@@ -6,6 +6,8 @@ TEST_DIR    ?= build/test
 JOBS        ?= 2
 DATA_DIR    ?= var
 RUN_ARGS    ?=
+# The demo: a discharging battery, CAN frames written to a candump log instead of a bus.
+DEMO_ARGS   ?= --sim-arg=--scenario=discharge --can log:$(DATA_DIR)/can.log
 PREFIX      ?= /usr/local
 
 .PHONY: all deps build run test bench install clean
@@ -22,7 +24,7 @@ build: deps
 
 run: build
 	@mkdir -p $(DATA_DIR)
-	$(RELEASE_DIR)/tinybms-gw --simulate --data-dir $(DATA_DIR) $(RUN_ARGS)
+	$(RELEASE_DIR)/tinybms-gw --simulate --data-dir $(DATA_DIR) $(DEMO_ARGS) $(RUN_ARGS)
 
 test: deps
 	@cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DGW_SANITIZE=ON >/dev/null

@@ -707,6 +707,29 @@ static bool bad_value(const char *opt, const char *val, const char *range)
     return false;
 }
 
+/* Splits GNU-style "--option=value" into "--option" "value" (the form `tinybms-gw --sim-arg=...`
+ * and users write). out must hold 2 * argc + 1 pointers; returns the new argc. */
+static int split_equals(int argc, char **argv, char **out, char *storage, size_t storage_cap)
+{
+    int n = 0;
+    size_t used = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        size_t name_len = eq ? (size_t)(eq - argv[i]) : 0;
+        if (i > 0 && eq && strncmp(argv[i], "--", 2) == 0 && used + name_len + 1 <= storage_cap) {
+            memcpy(storage + used, argv[i], name_len);
+            storage[used + name_len] = '\0';
+            out[n++] = storage + used;
+            used += name_len + 1;
+            out[n++] = (char *)eq + 1;
+        } else {
+            out[n++] = argv[i];
+        }
+    }
+    out[n] = NULL;
+    return n;
+}
+
 static bool parse_cli(int argc, char **argv, struct cli *c)
 {
     memset(c, 0, sizeof *c);
@@ -804,7 +827,14 @@ static bool parse_cli(int argc, char **argv, struct cli *c)
 int main(int argc, char **argv)
 {
     struct cli c;
-    if (!parse_cli(argc, argv, &c))
+    if (argc > 256) {
+        fprintf(stderr, "tinybms-sim: too many arguments\n");
+        return 2;
+    }
+    char *args[2 * 256 + 1];
+    char names[4096];
+    int nargs = split_equals(argc, argv, args, names, sizeof names);
+    if (!parse_cli(nargs, args, &c))
         return 2;
     if (c.verbose)
         gw_log_set_level(GW_LOG_DEBUG);
