@@ -24,8 +24,12 @@
 #define COUNT_NAMES 96          /* distinct codes counted */
 #define PUBLISH_TIMEOUT_MS 20   /* short: we may be on the dispatcher thread itself */
 #define DB_BUSY_TIMEOUT_MS 5000
+#define RETRY_FIRST_MS 500      /* a failed history write is retried after this, */
+#define RETRY_MAX_MS 30000      /* doubling up to this */
+#define WRITER_POLL_MS 200      /* the writer re-reads gw_now_ms() at least this often */
 
 struct transition {
+    uint64_t seq;               /* persistence queue order (set when queued) */
     uint8_t kind;               /* enum alert_transition */
     int64_t wall_ms;
     struct alert_record rec;
@@ -63,8 +67,12 @@ struct alert_manager {
     pthread_cond_t persist_done;      /* written_seq advanced */
     struct transition persist_q[PERSIST_CAP];
     size_t persist_head, persist_len;
-    uint64_t queued_seq, written_seq;
+    uint64_t queued_seq, written_seq; /* transitions queued / taken off the queue (written or lost) */
     uint64_t persist_dropped;
+    bool write_failing;               /* the last write failed: retried after retry_at_ms */
+    bool retry_now;                   /* a flush asked for an immediate retry */
+    uint64_t retry_at_ms;
+    uint64_t write_attempts;          /* write attempts finished */
     bool stopping;
     bool writer_started, ticker_started;
     pthread_t writer, ticker;
@@ -123,9 +131,10 @@ static void persist_enqueue(struct alert_manager *am, const struct transition *t
         am->persist_dropped++;
         am->written_seq++;
     }
-    am->persist_q[(am->persist_head + am->persist_len) % PERSIST_CAP] = *t;
+    struct transition *slot = &am->persist_q[(am->persist_head + am->persist_len) % PERSIST_CAP];
+    *slot = *t;
+    slot->seq = am->queued_seq++;
     am->persist_len++;
-    am->queued_seq++;
     pthread_cond_signal(&am->persist_cond);
     pthread_mutex_unlock(&am->persist_lock);
 }
@@ -231,7 +240,9 @@ static void restore_counts(struct alert_manager *am)
     sqlite3_finalize(st);
 }
 
-static int write_batch(struct alert_manager *am, const struct transition *batch, size_t n)
+/* Writes the batch in one transaction. On failure (rolled back) why gets the reason. */
+static int write_batch(struct alert_manager *am, const struct transition *batch, size_t n, char *why,
+                       size_t why_size)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_exec(am->wdb, "BEGIN", NULL, NULL, NULL);
@@ -268,8 +279,11 @@ static int write_batch(struct alert_manager *am, const struct transition *batch,
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(am->wdb, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        GW_LOGE(MOD, "cannot write %zu alert transitions to %s: %s", n, am->db_path, sqlite3_errmsg(am->wdb));
-        sqlite3_exec(am->wdb, "ROLLBACK", NULL, NULL, NULL);
+        /* The path is bounded so the SQLite reason always fits the log line. */
+        snprintf(why, why_size, "cannot write %zu alert transitions to %.120s: %.100s", n, am->db_path,
+                 sqlite3_errmsg(am->wdb));
+        if (!sqlite3_get_autocommit(am->wdb))
+            sqlite3_exec(am->wdb, "ROLLBACK", NULL, NULL, NULL);
         return GW_ERR_STORAGE;
     }
     return GW_OK;
@@ -288,11 +302,27 @@ static void prune_history(struct alert_manager *am)
     sqlite3_finalize(st);
 }
 
+static void storage_event(struct alert_manager *am, bool ok, const char *message)
+{
+    struct app_storage_error e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.module, sizeof e.module, "alerts");
+    e.error = ok ? GW_OK : GW_ERR_STORAGE;
+    snprintf(e.message, sizeof e.message, "%.*s", (int)sizeof e.message - 1, message);
+    if (!event_bus_publish(am->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000))
+        GW_LOGW(MOD, "event bus full: storage %s not published", ok ? "ok" : "error");
+}
+
+static void deadline_after(struct timespec *ts, uint32_t ms);
+
+/* A failed write keeps the transitions queued (the oldest are dropped, and counted, only when
+ * the queue is full) and is retried with a back-off; on stop, one last try. */
 static void *writer_main(void *arg)
 {
     struct alert_manager *am = arg;
     struct transition *batch = malloc(sizeof *batch * PERSIST_BATCH);
     uint64_t since_prune = 0;
+    uint32_t backoff_ms = 0;
     struct gw_log_limit fail_limit = { 0 };
     pthread_mutex_lock(&am->persist_lock);
     for (;;) {
@@ -300,34 +330,89 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&am->persist_cond, &am->persist_lock);
         if (am->persist_len == 0 && am->stopping)
             break;
+        uint64_t now = gw_now_ms();
+        if (am->write_failing && !am->stopping && !am->retry_now && now < am->retry_at_ms) {
+            struct timespec ts;
+            uint64_t left = am->retry_at_ms - now;
+            deadline_after(&ts, left < WRITER_POLL_MS ? (uint32_t)left : WRITER_POLL_MS);
+            pthread_cond_timedwait(&am->persist_cond, &am->persist_lock, &ts);
+            continue;
+        }
+        am->retry_now = false;
         size_t n = 0;
-        while (am->persist_len && n < PERSIST_BATCH && batch) {
-            batch[n++] = am->persist_q[am->persist_head];
-            am->persist_head = (am->persist_head + 1) % PERSIST_CAP;
-            am->persist_len--;
+        while (batch && n < am->persist_len && n < PERSIST_BATCH) {
+            batch[n] = am->persist_q[(am->persist_head + n) % PERSIST_CAP];
+            n++;
         }
         pthread_mutex_unlock(&am->persist_lock);
-        int rc = batch ? write_batch(am, batch, n) : GW_ERR_NOMEM;
-        if (rc != GW_OK)
-            gw_log_ratelimited(&fail_limit, 60000, GW_LOG_ERROR, MOD, "%zu alert transitions lost: %s", n,
-                               gw_strerror(rc));
-        since_prune += n;
-        if (since_prune >= 256) {
-            prune_history(am);
-            since_prune = 0;
-        }
+
+        char why[300] = "cannot allocate the write buffer";
+        int rc = batch ? write_batch(am, batch, n, why, sizeof why) : GW_ERR_NOMEM;
+
         pthread_mutex_lock(&am->persist_lock);
-        am->written_seq += n;
-        if (!batch) { /* cannot allocate: drop what is queued so flush does not hang */
-            am->written_seq += am->persist_len;
-            am->persist_len = 0;
+        am->write_attempts++;
+        bool was_failing = am->write_failing;
+        size_t lost = 0;
+        if (rc == GW_OK) {
+            uint64_t last = batch[n - 1].seq; /* the queue may have dropped some meanwhile */
+            while (am->persist_len && am->persist_q[am->persist_head].seq <= last) {
+                am->persist_head = (am->persist_head + 1) % PERSIST_CAP;
+                am->persist_len--;
+                am->written_seq++;
+            }
+            am->write_failing = false;
+            backoff_ms = 0;
+        } else {
+            am->write_failing = true;
+            backoff_ms = backoff_ms ? (backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff_ms * 2)
+                                    : RETRY_FIRST_MS;
+            am->retry_at_ms = gw_now_ms() + backoff_ms;
+            if (am->stopping || !batch) { /* no more tries: say what is lost */
+                lost = am->persist_len;
+                am->written_seq += am->persist_len;
+                am->persist_dropped += am->persist_len;
+                am->persist_len = 0;
+            }
         }
         pthread_cond_broadcast(&am->persist_done);
+        pthread_mutex_unlock(&am->persist_lock);
+
+        if (rc == GW_OK) {
+            if (was_failing) {
+                GW_LOGI(MOD, "alert history writes succeed again (%s)", am->db_path);
+                storage_event(am, true, "alert history writes succeed again");
+            }
+            since_prune += n;
+            if (since_prune >= 256) {
+                prune_history(am);
+                since_prune = 0;
+            }
+        } else if (!was_failing) {
+            GW_LOGE(MOD, "%s; kept in memory and retried", why);
+            storage_event(am, false, why);
+        } else {
+            gw_log_ratelimited(&fail_limit, 60000, GW_LOG_WARN, MOD, "%s (retrying)", why);
+        }
+        if (lost)
+            GW_LOGE(MOD, "%zu alert transitions not written: %s", lost, why);
+        pthread_mutex_lock(&am->persist_lock);
     }
     pthread_cond_broadcast(&am->persist_done);
     pthread_mutex_unlock(&am->persist_lock);
     free(batch);
     return NULL;
+}
+
+/* Absolute CLOCK_MONOTONIC time ms from now, for the condition variables (all monotonic). */
+static void deadline_after(struct timespec *ts, uint32_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
 }
 
 /* ---- ticker --------------------------------------------------------------------------------- */
@@ -338,13 +423,7 @@ static void *ticker_main(void *arg)
     pthread_mutex_lock(&am->tick_lock);
     while (!am->tick_stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += am->tick_ms / 1000;
-        ts.tv_nsec += (long)(am->tick_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_after(&ts, am->tick_ms);
         pthread_cond_timedwait(&am->tick_cond, &am->tick_lock, &ts);
         if (am->tick_stop)
             break;
@@ -566,11 +645,11 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
     pthread_mutex_init(&am->persist_lock, NULL);
     pthread_mutex_init(&am->read_lock, NULL);
     pthread_mutex_init(&am->tick_lock, NULL);
-    pthread_cond_init(&am->persist_cond, NULL);
-    pthread_cond_init(&am->persist_done, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&am->persist_cond, &ca);
+    pthread_cond_init(&am->persist_done, &ca);
     pthread_cond_init(&am->tick_cond, &ca);
     pthread_condattr_destroy(&ca);
     alert_engine_init(&am->engine, &opt->config, on_transition, am);
@@ -907,17 +986,18 @@ int alert_manager_flush(struct alert_manager *am, uint32_t timeout_ms)
     if (!am->persist)
         return GW_ERR_STORAGE;
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&deadline, timeout_ms);
     int rc = GW_OK;
     pthread_mutex_lock(&am->persist_lock);
     uint64_t target = am->queued_seq;
+    uint64_t attempts_before = am->write_attempts;
+    am->retry_now = true; /* failing: try again now rather than after the back-off */
+    pthread_cond_signal(&am->persist_cond);
     while (am->written_seq < target && !am->stopping) {
+        if (am->write_failing && am->write_attempts > attempts_before) {
+            rc = GW_ERR_STORAGE; /* the write we asked for failed: still queued */
+            break;
+        }
         if (pthread_cond_timedwait(&am->persist_done, &am->persist_lock, &deadline) == ETIMEDOUT) {
             rc = am->written_seq < target ? GW_ERR_TIMEOUT : GW_OK;
             break;

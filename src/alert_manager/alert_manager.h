@@ -95,8 +95,11 @@ int alert_manager_get_counts_json_alloc(struct alert_manager *am, char **out);
 int alert_manager_get_history_json(struct alert_manager *am, int64_t from_ms, int64_t to_ms, uint32_t limit,
                                    char **out);
 
-/* Waits until every transition queued so far is in the database.
- * @retval GW_OK, GW_ERR_TIMEOUT, GW_ERR_STORAGE (no database) */
+/* Waits until every transition queued so far is in the database. While writes fail, the
+ * transitions stay queued (retried with a back-off of 0.5 s doubling to 30 s; the oldest are
+ * dropped only when 1024 wait) and EVENT_STORAGE_ERROR {module "alerts"} is published once;
+ * a flush asks for an immediate retry.
+ * @retval GW_OK, GW_ERR_TIMEOUT, GW_ERR_STORAGE (no database, or the retry it asked for failed) */
 int alert_manager_flush(struct alert_manager *am, uint32_t timeout_ms);
 
 #endif

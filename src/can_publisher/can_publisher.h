@@ -8,10 +8,11 @@
  *   (0x35E 0x35F 0x370 0x371 0x380 0x381 0x382), stepping charge control (CVL/CCL/DCL) once per
  *   live cycle and publishing EVENT_CHARGE_LIMITS, then one aggregated EVENT_CAN_TX_SUCCESS or
  *   EVENT_CAN_TX_FAILED per cycle.
- * - SAFETY: with no valid sample newer than can.stale_timeout_ms (or none ever), 0x351 is NOT
+ * - SAFETY: with no valid sample newer than can.stale_timeout_ms (or none ever), or a fresh one
+ *   charge control refuses (a cell register at 0, a cell count outside 4..16), 0x351 is NOT
  *   sent (the GX stops charging/discharging 3 s later); the other frames go on with the 0x35A
- *   offline code and general alarm raised. Sending resumes with fresh data. Each transition is
- *   logged once.
+ *   offline code, general alarm raised and the module counted offline in 0x372. Sending
+ *   resumes with fresh usable data. Each stale/fresh transition is logged once.
  * - An RX thread tracks the GX frames 0x305/0x306/0x307: EVENT_CAN_INVERTER_LINK on change
  *   (lost after can.inverter_timeout_ms without them). Never used to gate what we send.
  * - Energy counters for 0x378 (Wh in/out) integrate V x I over sample time; persisted to
@@ -80,7 +81,7 @@ void can_publisher_destroy(struct can_publisher *pub);
 /* Applies a new configuration live: periods, timeouts, identity strings, charge parameters
  * (charge control keeps its state: limits never jump upward, they ramp). The transport spec
  * and bitrate only apply after a restart (logged). Ranges: live_period_ms 100..60000,
- * identity_period_ms 100..600000, stale_timeout_ms 500..600000, inverter_timeout_ms
+ * identity_period_ms 100..600000, stale_timeout_ms 500..60000 (never repeat older data to a charger), inverter_timeout_ms
  * 500..3600000, energy_save_period_s 1..86400.
  * @retval GW_OK
  * @retval GW_ERR_INVAL NULL argument

@@ -86,23 +86,6 @@ static bool config_valid(const struct gw_config_history *c)
     return c->period_s >= 1 && c->period_s <= 3600 && c->retention_days >= 1 && c->retention_days <= 3650;
 }
 
-static bool is_storage_error(int rc)
-{
-    switch (rc & 0xff) {
-    case SQLITE_FULL:
-    case SQLITE_READONLY:
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static void sample_from_live(const struct bms_live_data *d, struct history_sample *s)
 {
     memset(s, 0, sizeof *s);
@@ -361,13 +344,13 @@ static void write_pending(struct history_logger *hl, struct queued_sample *batch
         hl->stats.storage_ok = true;
         hl->backoff_ms = 0;
     } else {
+        /* Every failed write counts, whatever SQLite calls it: an incompatible samples table
+         * (SQLITE_ERROR) or a lock held by another process (SQLITE_BUSY) loses history just as
+         * surely as a full disk, and must get the back-off, the alert and the stop rule too. */
         hl->stats.write_errors++;
-        bool storage = is_storage_error(rc);
-        announce_error = storage && !hl->storage_failing;
-        if (storage) {
-            hl->storage_failing = true;
-            hl->stats.storage_ok = false;
-        }
+        announce_error = !hl->storage_failing;
+        hl->storage_failing = true;
+        hl->stats.storage_ok = false;
         hl->backoff_ms = hl->backoff_ms ? hl->backoff_ms * 2 : 500;
         if (hl->backoff_ms > hl->retry_max_ms)
             hl->backoff_ms = hl->retry_max_ms;

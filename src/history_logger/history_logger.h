@@ -6,7 +6,8 @@
  * EVENT_BMS_DATA_UPDATE of each battery and queued; a writer thread writes the queue in batched
  * transactions. Retention (days) runs at start and hourly.
  *
- * Storage failures (disk full, read-only, I/O error, cannot open) publish EVENT_STORAGE_ERROR
+ * Write failures (disk full, read-only, I/O error, cannot open, incompatible table, database
+ * locked by another process) publish EVENT_STORAGE_ERROR
  * {module "history"} once; samples stay in a bounded memory queue (oldest dropped when full, and
  * counted) and are retried with back-off; EVENT_STORAGE_OK is published when a write succeeds
  * again. Queries use their own read connection. Every public function is thread-safe.

@@ -484,6 +484,24 @@ static void graceful_disconnect(struct mqtt_client *c, struct mosquitto *mosq)
     }
 }
 
+/* Ends the session of mosq (stop or reconfiguration): flushes and disconnects when the socket
+ * is open, accounts the disconnection, and destroys the instance. */
+static void end_session(struct mqtt_client *c, struct mosquitto *mosq, bool socket_open, const char *reason)
+{
+    if (socket_open)
+        graceful_disconnect(c, mosq);
+    pthread_mutex_lock(&c->lock);
+    bool was_connected = c->connected;
+    c->connected = false;
+    if (was_connected)
+        c->stats.disconnects++;
+    c->mosq = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (was_connected)
+        publish_event(c, EVENT_MQTT_DISCONNECTED, reason);
+    mosquitto_destroy(mosq);
+}
+
 static void *network_main(void *arg)
 {
     struct mqtt_client *c = arg;
@@ -505,18 +523,7 @@ static void *network_main(void *arg)
             break;
 
         if (reconfig && mosq) {
-            if (socket_open)
-                graceful_disconnect(c, mosq);
-            pthread_mutex_lock(&c->lock);
-            bool was_connected = c->connected;
-            c->connected = false;
-            if (was_connected)
-                c->stats.disconnects++;
-            c->mosq = NULL;
-            pthread_mutex_unlock(&c->lock);
-            if (was_connected)
-                publish_event(c, EVENT_MQTT_DISCONNECTED, "reconfiguring");
-            mosquitto_destroy(mosq);
+            end_session(c, mosq, socket_open, "reconfiguring");
             mosq = NULL;
             socket_open = false;
             failures = 0;
@@ -628,20 +635,8 @@ static void *network_main(void *arg)
         next_attempt_ms = gw_now_ms() + delay * 1000u;
     }
 
-    if (mosq) {
-        if (socket_open)
-            graceful_disconnect(c, mosq);
-        pthread_mutex_lock(&c->lock);
-        bool was_connected = c->connected;
-        c->connected = false;
-        if (was_connected)
-            c->stats.disconnects++;
-        c->mosq = NULL;
-        pthread_mutex_unlock(&c->lock);
-        if (was_connected)
-            publish_event(c, EVENT_MQTT_DISCONNECTED, "stopped");
-        mosquitto_destroy(mosq);
-    }
+    if (mosq)
+        end_session(c, mosq, socket_open, "stopped");
     return NULL;
 }
 

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -396,5 +397,69 @@ static void test_event_log_and_network_via_bus(void)
     event_bus_destroy(bus);
 }
 
-TEST_MAIN(TEST_CASE(test_service_end_to_end), TEST_CASE(test_active_json_golden),
+
+/* Regression: a failed write of alert transitions (here the alert_history table replaced by an
+ * incompatible one) dropped them for good, logged one error per batch, and flush still said
+ * GW_OK. Now they stay queued and are retried with a back-off, flush reports GW_ERR_STORAGE,
+ * and once the table is usable again every transition reaches the database. */
+static const char alert_schema[] =
+    "CREATE TABLE alert_history("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, event TEXT NOT NULL,"
+    " code TEXT NOT NULL, level INTEGER NOT NULL, battery_id INTEGER NOT NULL, subject TEXT NOT NULL,"
+    " message TEXT NOT NULL, value REAL, threshold REAL, count INTEGER NOT NULL,"
+    " acknowledged INTEGER NOT NULL);";
+
+static void run_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CHECK_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_failed_history_write_is_retried(void)
+{
+    char dir[] = "/tmp/gw_alerts_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct alert_manager_options opt = { .bus = bus, .data_dir = dir, .config = test_cfg() };
+    struct alert_manager *am = NULL;
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    if (!am)
+        return;
+    CHECK_EQ_INT(alert_manager_raise(am, "FIRST", ALERT_LEVEL_WARNING, NULL), GW_OK);
+    CHECK_EQ_INT(alert_manager_flush(am, 10000), GW_OK);
+
+    char path[300];
+    snprintf(path, sizeof path, "%s/alerts.db", dir);
+    run_sql(path, "DROP TABLE alert_history; CREATE TABLE alert_history(x INTEGER);");
+    CHECK_EQ_INT(alert_manager_raise(am, "SECOND", ALERT_LEVEL_WARNING, NULL), GW_OK);
+    CHECK_EQ_INT(alert_manager_raise(am, "THIRD", ALERT_LEVEL_ERROR, NULL), GW_OK);
+    CHECK_EQ_INT(alert_manager_flush(am, 20000), GW_ERR_STORAGE);
+
+    char sql[1024];
+    snprintf(sql, sizeof sql, "DROP TABLE alert_history; %s", alert_schema);
+    run_sql(path, sql);
+    int rc = GW_ERR_STORAGE;
+    for (int i = 0; i < 400 && rc != GW_OK; i++) {
+        rc = alert_manager_flush(am, 1000);
+        if (rc != GW_OK)
+            gw_sleep_ms(25);
+    }
+    CHECK_EQ_INT(rc, GW_OK);
+    char *hist = NULL;
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 100, &hist), GW_OK);
+    CHECK(hist && strstr(hist, "\"SECOND\"") != NULL);
+    CHECK(hist && strstr(hist, "\"THIRD\"") != NULL);
+    free(hist);
+    alert_manager_destroy(am);
+    event_bus_destroy(bus);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+TEST_MAIN(TEST_CASE(test_service_end_to_end), TEST_CASE(test_failed_history_write_is_retried), TEST_CASE(test_active_json_golden),
           TEST_CASE(test_event_log_and_network_via_bus), TEST_CASE(test_bad_input_and_no_persistence))

@@ -36,7 +36,7 @@ static void real_sleep_ms(unsigned ms)
 #define FAKE_MAX 8192
 struct sent_frame {
     uint64_t t;
-    struct can_frame_gw f = { 0 };
+    struct can_frame_gw f;
 };
 
 struct fake {
@@ -861,7 +861,48 @@ static void setup(void)
 
 static void test_setup(void) { setup(); }
 
-TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_energy_integration_unit),
+
+/* Regression: a fresh sample that charge control cannot use (here a cell register reads 0: a
+ * sense wire off) withholds 0x351, so the GX stops 3 s later, but 0x35A still said "online,
+ * no alarm" and 0x372 "one module OK": the user saw a healthy battery that does not charge.
+ * The status must say what the GX is told: offline, general alarm, module offline. */
+static void test_unusable_sample_is_reported_offline(void)
+{
+    fake_reset();
+    uint64_t t0 = 300000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
+    struct bms_live_data d = sample_at(t0, 52.8f, 20.0f);
+    d.cell_mv_x10[4] = 0;
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK_EQ_INT(count_sent(0x351, t0), 0);
+    CHECK_EQ_INT(count_sent(0x356, t0), 1); /* the measurements still go out */
+    struct can_frame_gw f;
+    memset(&f, 0, sizeof f);
+    CHECK(last_sent(0x35A, &f));
+    CHECK_EQ_INT(f.data[7] & 0x0C, 0x04); /* offline */
+    CHECK_EQ_INT(f.data[0] & 0x03, 0x01); /* general alarm active */
+    CHECK(last_sent(0x372, &f));
+    CHECK_EQ_INT(le16(f.data), 0);        /* no module OK */
+    CHECK_EQ_INT(le16(f.data + 6), 1);    /* one module offline */
+
+    /* A usable sample: online again, 0x351 sent. */
+    feed(bus, t0 + 500, 52.8f, 20.0f);
+    CHECK(step_to(t0 + 1000));
+    CHECK_EQ_INT(count_sent(0x351, t0 + 1000), 1);
+    CHECK(last_sent(0x35A, &f));
+    CHECK_EQ_INT(f.data[7] & 0x0C, 0x08); /* online */
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_unusable_sample_is_reported_offline), TEST_CASE(test_describe_golden), TEST_CASE(test_energy_integration_unit),
           TEST_CASE(test_create_rejects_bad_options), TEST_CASE(test_no_data_withholds_0x351_and_marks_offline),
           TEST_CASE(test_stale_stop_and_resume), TEST_CASE(test_periods_exact_with_fake_clock),
           TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_limits_cap_and_identity),

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* openpty, mkdtemp */
 #include "can_transport.h"
 #include "can_transport_internal.h"
+#include "gw_clock.h"
 #include "gw_error.h"
 #include "test.h"
 
@@ -485,24 +486,33 @@ static size_t read_some(int fd, char *buf, size_t want)
     return got;
 }
 
+/* A pty in raw mode with an slcan transport opened on its slave side ("suffix" after the
+ * device name, e.g. "@230400"). Returns the transport (NULL on failure, pty closed then). */
+static struct can_transport *open_slcan_pty(int *master, int *slave, const char *suffix, uint32_t bitrate)
+{
+    char name[64];
+    CHECK_EQ_INT(openpty(master, slave, name, NULL, NULL), 0);
+    struct termios tio;
+    tcgetattr(*master, &tio);
+    cfmakeraw(&tio);
+    tcsetattr(*master, TCSANOW, &tio);
+    char spec[96];
+    snprintf(spec, sizeof spec, "slcan:%s%s", name, suffix);
+    struct can_transport *t = NULL;
+    CHECK_EQ_INT(can_transport_open(spec, bitrate, &t), GW_OK);
+    if (!t) {
+        close(*master);
+        close(*slave);
+    }
+    return t;
+}
+
 static void test_slcan_over_pty(void)
 {
     int master, slave;
-    char name[64];
-    CHECK_EQ_INT(openpty(&master, &slave, name, NULL, NULL), 0);
-    struct termios tio;
-    tcgetattr(master, &tio);
-    cfmakeraw(&tio);
-    tcsetattr(master, TCSANOW, &tio);
-    char spec[96];
-    snprintf(spec, sizeof spec, "slcan:%s@230400", name);
-    struct can_transport *t = NULL;
-    CHECK_EQ_INT(can_transport_open(spec, 250000, &t), GW_OK);
-    if (!t) {
-        close(master);
-        close(slave);
+    struct can_transport *t = open_slcan_pty(&master, &slave, "@230400", 250000);
+    if (!t)
         return;
-    }
     char buf[256];
     size_t want = strlen("C\rS5\rO\r");
     CHECK_EQ_INT(read_some(master, buf, want), want);
@@ -583,7 +593,50 @@ static void test_slcan_send_timeout_on_full_tty(void)
     close(slave);
 }
 
-TEST_MAIN(TEST_CASE(test_slcan_encode), TEST_CASE(test_slcan_bitrate_codes), TEST_CASE(test_slcan_parse_valid),
+
+/* Regression: an adapter that keeps sending bytes which never make a frame (wrong serial baud
+ * rate, line noise) kept slcan recv reading for ever: it only looked at its deadline when the
+ * tty was idle, so the CAN publisher's RX thread could not stop. A clock that jumps 1 s per
+ * reading stands in for "the junk keeps coming after the deadline": recv must give up after
+ * the first chunk instead of draining everything that is there. */
+static uint64_t jumping_now;
+static uint64_t jumping_clock(void)
+{
+    jumping_now += 1000;
+    return jumping_now;
+}
+
+static void test_slcan_recv_times_out_under_junk(void)
+{
+    int master, slave;
+    struct can_transport *t = open_slcan_pty(&master, &slave, "", 500000);
+    if (!t)
+        return;
+    char junk[3000];
+    for (size_t i = 0; i < sizeof junk; i += 5)
+        memcpy(junk + i, "junk\r", 5); /* 600 lines that are no frame */
+    CHECK_EQ_INT(write(master, junk, sizeof junk), (ssize_t)sizeof junk);
+    char sink[64];
+    read_some(master, sink, 7); /* the open sequence */
+    struct pollfd pfd = { .fd = slave, .events = POLLIN };
+    CHECK_EQ_INT(poll(&pfd, 1, 5000), 1);
+    gw_sleep_ms(50); /* let the pty move all of it to the reader side */
+
+    gw_clock_set_sources(jumping_clock, NULL);
+    struct can_frame_gw r;
+    int rc = can_transport_recv(t, &r, 50);
+    gw_clock_set_sources(NULL, NULL);
+    CHECK_EQ_INT(rc, GW_ERR_TIMEOUT);
+    struct can_transport_stats st;
+    can_transport_get_stats(t, &st);
+    CHECK(st.rx_ignored > 0);
+    CHECK(st.rx_ignored < 600); /* stopped at the deadline, not at the end of the junk */
+    can_transport_close(t);
+    close(master);
+    close(slave);
+}
+
+TEST_MAIN(TEST_CASE(test_slcan_encode), TEST_CASE(test_slcan_recv_times_out_under_junk), TEST_CASE(test_slcan_bitrate_codes), TEST_CASE(test_slcan_parse_valid),
           TEST_CASE(test_slcan_parse_malformed), TEST_CASE(test_slcan_stream_parser),
           TEST_CASE(test_slcan_parse_arg), TEST_CASE(test_candump_format), TEST_CASE(test_log_transport),
           TEST_CASE(test_factory_specs), TEST_CASE(test_socketcan_open_here),

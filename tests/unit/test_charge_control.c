@@ -731,7 +731,96 @@ static void test_counters_clock_and_config(void)
     }
 }
 
-TEST_MAIN(TEST_CASE(test_bad_arguments), TEST_CASE(test_cvl_never_zero),
+
+/* Regression: after a data gap (steps without usable data, as the CAN publisher makes while the
+ * BMS is silent) the first step with data used the whole gap as its time step: a pending CCL
+ * increase ramped 5 A/s x 600 s = straight to its target, and the CVL rise limit let CVL jump
+ * to its target, the instant increases the dynamics exist to prevent. */
+static void test_no_jump_after_data_gap(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    struct charge_inputs in = { &d, &s, NULL };
+    struct charge_inputs none = { NULL, NULL, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    s.present_mask = 0; /* target 100 A: waits 30 s, then ramps */
+    out = run(&cc, &in, &t, 31);
+    CHECK_NEAR(out.ccl_a, 50.0, 1e-3);
+    float cvl_before = out.cvl_v;
+    struct gw_config_charge higher = lfp();
+    higher.target_cell_v = 3.50f; /* CVL target 56.0 V: rises slowly */
+    CHECK_EQ_INT(charge_control_set_config(&cc, &higher), GW_OK);
+
+    /* Ten minutes without data: the controller is stepped without live data. */
+    for (unsigned i = 0; i < 600; i++) {
+        t += 1000;
+        CHECK_EQ_INT(charge_control_step(&cc, &none, t, &out), GW_ERR_STATE);
+        CHECK_EQ_INT(out.ccl_a, 0);
+    }
+    /* Data again: the limits resume where they were, nothing jumps. */
+    out = run(&cc, &in, &t, 1);
+    CHECK(out.ccl_a <= 50.0f + 1e-3f);
+    CHECK(out.cvl_v <= cvl_before + 0.01f);
+    /* The increase is confirmed again (delay), then ramps at 5 A/s. */
+    out = run(&cc, &in, &t, 29);
+    CHECK(out.ccl_a <= 50.0f + 1e-3f);
+    out = run(&cc, &in, &t, 2);
+    CHECK(out.ccl_a > 50.0f && out.ccl_a <= 60.0f + 1e-3f);
+    out = run(&cc, &in, &t, 20);
+    CHECK_NEAR(out.ccl_a, 100.0, 1e-3);
+
+    /* The same without any step during the gap (a caller that pauses): the time step is
+     * bounded, so one late step cannot ramp across the whole pause either. */
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    s.present_mask = 0;
+    out = run(&cc, &in, &t, 31);
+    CHECK_NEAR(out.ccl_a, 50.0, 1e-3);
+    t += 3600u * 1000u;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    CHECK(out.ccl_a < 100.0f);
+}
+
+
+/* Regression: the event log is refreshed separately from the live sample, so it can hold an
+ * event a few seconds newer than the sample's lifetime counter. Its age wrapped to ~16.7 M s
+ * and the protection was ignored (charging allowed) until the next sample caught up. */
+static void test_event_newer_than_sample_counts(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    make_live(&d, 3.30f); /* lifetime 1000 s */
+    struct bms_event_log log;
+    memset(&log, 0, sizeof log);
+    log.valid = true;
+    log.count = 1;
+    log.events[0].id = 0x03; /* over-voltage cutoff, 2 s after the sample was taken */
+    log.events[0].timestamp_s = 1002;
+    CHECK(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE);
+    struct charge_limits r = one_step(&c, &d, NULL, &log);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_STR(r.ccl_reason, "bms over-voltage cutoff");
+    /* Across the 24-bit wrap too: sample at 0xFFFFFE, event at 1. */
+    d.lifetime_s = 0xFFFFFE;
+    log.events[0].timestamp_s = 1;
+    CHECK(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE);
+    /* An event far "ahead" is an old one from before a wrap: still ignored. */
+    d.lifetime_s = 1000;
+    log.events[0].timestamp_s = 1000 + 20000;
+    CHECK(!(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE));
+}
+
+TEST_MAIN(TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -165,5 +166,29 @@ static void test_cleanup_removes_only_stale_temporaries(void)
     remove_dir();
 }
 
-TEST_MAIN(TEST_CASE(test_cleanup_removes_only_stale_temporaries), TEST_CASE(test_write_read_round_trip_and_mode), TEST_CASE(test_read_bounds),
+
+/* Regression: a FIFO (or other special file) where config.json / energy.json should be made
+ * open() block for ever, before the "not a regular file" check could refuse it: the daemon hung
+ * at start. Run in a child with an alarm so a regression fails instead of hanging the test. */
+static void test_read_fifo_refused_without_blocking(void)
+{
+    make_dir();
+    char path[128];
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    CHECK_EQ_INT(mkfifo(path, 0600), 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        alarm(10);
+        char buf[16];
+        size_t len = 0;
+        _exit(atomic_file_read(path, buf, sizeof buf, &len) == GW_ERR_IO ? 0 : 1);
+    }
+    int status = 0;
+    CHECK_EQ_INT(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    remove_dir();
+}
+
+TEST_MAIN(TEST_CASE(test_cleanup_removes_only_stale_temporaries), TEST_CASE(test_read_fifo_refused_without_blocking), TEST_CASE(test_write_read_round_trip_and_mode), TEST_CASE(test_read_bounds),
           TEST_CASE(test_write_errors_keep_old_file), TEST_CASE(test_relative_path))

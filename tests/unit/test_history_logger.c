@@ -742,7 +742,82 @@ static void full_disk_scenario(bool use_tmpfs)
 static void test_full_disk_tmpfs_then_recovers(void) { full_disk_scenario(true); }
 static void test_full_disk_rlimit_then_recovers(void) { full_disk_scenario(false); }
 
-TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
+
+/* Regression: a write failing with an error SQLite does not class as "storage" (here a
+ * history.db whose samples table was replaced by an incompatible one: SQLITE_ERROR) used to
+ * bypass the back-off (a busy loop on the writer thread), never raise the storage alert, make
+ * flush wait for its whole timeout, and hang destroy for ever (the "last try on stop" only
+ * gave up for storage errors). */
+struct destroy_job {
+    struct history_logger *hl;
+    atomic_int done;
+};
+
+static void *destroy_thread(void *arg)
+{
+    struct destroy_job *job = arg;
+    history_logger_destroy(job->hl);
+    atomic_store(&job->done, 1);
+    return NULL;
+}
+
+static void test_incompatible_table_fails_cleanly(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct storage_events ev;
+    atomic_store(&ev.errors, 0);
+    atomic_store(&ev.oks, 0);
+    event_bus_subscribe(bus, EVENT_STORAGE_ERROR, on_storage, &ev, "test");
+    struct history_logger *hl = open_logger(dir, bus, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    struct bms_live_data d = make_sample(T_2025_01_17, 0);
+    CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+
+    char path[300];
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    sqlite3 *db = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    CHECK_EQ_INT(sqlite3_exec(db, "DROP TABLE samples; CREATE TABLE samples(x INTEGER);", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+
+    for (uint32_t i = 1; i < 10; i++) {
+        d = make_sample(T_2025_01_17 + i * 1000, i);
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 20000), GW_ERR_STORAGE);
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK(!st.storage_ok);
+    CHECK_EQ_INT(st.queue_depth, 9);
+    CHECK(wait_atomic(&ev.errors, 1));
+
+    /* The failed writes are spaced by the back-off, not retried in a busy loop. */
+    uint64_t errors_before = st.write_errors;
+    gw_sleep_ms(300);
+    history_logger_get_stats(hl, &st);
+    CHECK(st.write_errors - errors_before < 20);
+
+    struct destroy_job job = { .hl = hl };
+    atomic_store(&job.done, 0);
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, destroy_thread, &job), 0);
+    CHECK(wait_atomic(&job.done, 1) || wait_atomic(&job.done, 1) || wait_atomic(&job.done, 1));
+    if (atomic_load(&job.done))
+        pthread_join(t, NULL);
+    else
+        _exit(1); /* destroy hangs: do not wait for it at exit */
+    event_bus_destroy(bus);
+    remove_dir(dir);
+}
+
+TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_incompatible_table_fails_cleanly), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
           TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus),
           TEST_CASE(test_unwritable_directory_then_recovers), TEST_CASE(test_full_disk_tmpfs_then_recovers),
           TEST_CASE(test_full_disk_rlimit_then_recovers))

@@ -36,6 +36,9 @@
 #define EPS_V 0.00005f
 /* The current limits stay below the BMS over-current cutoffs by this fraction. */
 #define BMS_OC_FRACTION 0.9f
+/* Steps further apart than this (more than the slowest CAN live period, 60 s) mean the
+ * controller was not stepped (process paused, clock jump): treated like a data gap. */
+#define MAX_STEP_GAP_MS 65000u
 
 /* ---- small numeric helpers (no libm: the core is freestanding-friendly) ----------------- */
 
@@ -724,12 +727,23 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     memset(out, 0, sizeof *out);
     if (!live_usable(in->live)) {
         fill_no_data(cc, in, out);
+        cc->data_gap = true;
         return GW_ERR_STATE;
     }
     bool first = !cc->started;
     uint64_t dt_ms = first ? 0 : elapsed_ms(now_ms, cc->last_ms);
+    /* After a gap nothing is known about the time in between: it counts as no time, or the
+     * first step would ramp (CCL/DCL, CVL rise) across the whole gap at once; and a pending
+     * increase must be confirmed again by a full delay. */
+    bool resume = !first && (cc->data_gap || dt_ms > MAX_STEP_GAP_MS);
+    if (resume) {
+        dt_ms = 0;
+        cc->ccl.waiting = false;
+        cc->dcl.waiting = false;
+    }
+    cc->data_gap = false;
     float dt_s = (float)dt_ms / 1000.0f;
-    if (first || now_ms > cc->last_ms)
+    if (first || resume || now_ms > cc->last_ms)
         cc->last_ms = now_ms;
 
     struct pack_view v;

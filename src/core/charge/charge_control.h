@@ -63,8 +63,9 @@ enum charge_protection {
 
 /* Active protections (enum charge_protection bits) from the live status and, when log is not
  * NULL, the BMS event log: an event is active when it is younger than hold_s (ages measured on
- * the BMS lifetime counter live->lifetime_s, 24-bit wrap) and no later recovery event cleared
- * it. live may not be NULL. Pure function, thread-safe. */
+ * the BMS lifetime counter live->lifetime_s, 24-bit wrap; an event up to 3600 s newer than the
+ * sample, as a log read after the sample holds, counts as just logged) and no later recovery
+ * event cleared it. live may not be NULL. Pure function, thread-safe. */
 uint32_t charge_protections_active(const struct bms_live_data *live,
                                    const struct bms_event_log *log, uint32_t hold_s);
 
@@ -115,6 +116,7 @@ struct charge_control {
     bool started;                        /* first step done */
     uint8_t phase;                       /* enum charge_phase */
     uint64_t last_ms;                    /* now_ms of the previous step */
+    bool data_gap;                       /* a step without usable data happened since */
     uint64_t absorb_elapsed_ms;          /* time at target with spread within tolerance */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
@@ -160,7 +162,10 @@ int charge_control_set_cap(struct charge_control *cc, const struct app_charge_ca
  * When the live data is unusable (NULL, !valid, cell count outside 4..16) the result is
  * still safe and complete: CCL = DCL = 0 (reasons "no data"), CVL = the last CVL sent, or
  * before any, cells (register 307 when present, else 16) x float_cell_v; the state is not
- * advanced and GW_ERR_STATE is returned: the publisher should withhold 0x351.
+ * advanced (only the gap is noted) and GW_ERR_STATE is returned: the publisher should withhold
+ * 0x351. The first usable step after such a gap, or after more than 65 s without a step,
+ * counts no elapsed time and restarts pending increases (delay, then ramp): limits resume
+ * where they were and never jump up across the gap.
  * @retval GW_OK
  * @retval GW_ERR_INVAL cc, in or out is NULL
  * @retval GW_ERR_STATE live data unusable (out still filled with safe values) */

@@ -4,7 +4,11 @@
 #include <stddef.h>
 
 #define EVENT_AGE_MASK 0xFFFFFFu /* event timestamps are 24-bit BMS lifetime seconds */
-#define NO_EVENT UINT32_MAX
+#define NO_EVENT INT64_MAX
+/* The event log is read apart from (and up to a slow-poll period after) the live sample, so an
+ * event may be this much newer than the sample's lifetime counter: a negative age, not one of
+ * 2^24 s. */
+#define FUTURE_TOLERANCE_S 3600u
 
 struct protection_rule {
     uint8_t fault_id;
@@ -29,15 +33,18 @@ static const struct protection_rule protection_rules[] = {
     { 0x31, { 0x7A, 0 }, CHARGE_PROT_FULLY_DISCHARGED },
 };
 
-/* Age in seconds of the newest event with this id, NO_EVENT when absent. */
-static uint32_t newest_age_s(const struct bms_event_log *log, uint32_t now_s, uint8_t id)
+/* Age in seconds of the newest event with this id (negative: logged after the sample was
+ * taken), NO_EVENT when absent. */
+static int64_t newest_age_s(const struct bms_event_log *log, uint32_t now_s, uint8_t id)
 {
-    uint32_t best = NO_EVENT;
+    int64_t best = NO_EVENT;
     unsigned n = log->count > BMS_EVENT_SLOTS ? BMS_EVENT_SLOTS : log->count;
     for (unsigned i = 0; i < n; i++) {
         if (log->events[i].id != id)
             continue;
-        uint32_t age = (now_s - log->events[i].timestamp_s) & EVENT_AGE_MASK;
+        int64_t age = (int64_t)((now_s - log->events[i].timestamp_s) & EVENT_AGE_MASK);
+        if (age > (int64_t)(EVENT_AGE_MASK - FUTURE_TOLERANCE_S))
+            age -= (int64_t)EVENT_AGE_MASK + 1;
         if (age < best)
             best = age;
     }
@@ -57,12 +64,12 @@ uint32_t charge_protections_active(const struct bms_live_data *live,
     uint32_t now_s = live->lifetime_s & EVENT_AGE_MASK;
     for (size_t r = 0; r < sizeof protection_rules / sizeof protection_rules[0]; r++) {
         const struct protection_rule *rule = &protection_rules[r];
-        uint32_t fault_age = newest_age_s(log, now_s, rule->fault_id);
-        if (fault_age == NO_EVENT || fault_age > hold_s)
+        int64_t fault_age = newest_age_s(log, now_s, rule->fault_id);
+        if (fault_age == NO_EVENT || fault_age > (int64_t)hold_s)
             continue;
         bool recovered = false;
         for (unsigned k = 0; k < 2 && rule->recovery_id[k]; k++) {
-            uint32_t rec_age = newest_age_s(log, now_s, rule->recovery_id[k]);
+            int64_t rec_age = newest_age_s(log, now_s, rule->recovery_id[k]);
             /* Same second: the recovery was logged after the fault. */
             if (rec_age != NO_EVENT && rec_age <= fault_age)
                 recovered = true;

@@ -58,6 +58,20 @@ static bool crc_ok(const uint8_t *buf, size_t frame_len)
     return buf[frame_len - 2] == (crc & 0xFF) && buf[frame_len - 1] == (crc >> 8);
 }
 
+/* The shared gate of both decoders: flen (from the frame-length function) is an error or 0
+ * ("need more") as is; a frame longer than what arrived needs more; then the CRC must match.
+ * Returns flen when the whole frame is there and intact. */
+static int whole_frame(const uint8_t *buf, size_t len, int flen)
+{
+    if (flen <= 0)
+        return flen;
+    if ((size_t)flen > len)
+        return 0;
+    if (!crc_ok(buf, (size_t)flen))
+        return GW_ERR_CRC;
+    return flen;
+}
+
 bool tinybms__is_known_cmd(uint8_t cmd)
 {
     switch (cmd) {
@@ -309,13 +323,9 @@ int tinybms_decode_request(const uint8_t *buf, size_t len, struct tinybms_reques
 {
     if (!buf || !out)
         return GW_ERR_INVAL;
-    int flen = request_frame_len(buf, len);
+    int flen = whole_frame(buf, len, request_frame_len(buf, len));
     if (flen <= 0)
         return flen;
-    if ((size_t)flen > len)
-        return 0;
-    if (!crc_ok(buf, (size_t)flen))
-        return GW_ERR_CRC;
 
     struct tinybms_request r;
     memset(&r, 0, sizeof r);
@@ -506,13 +516,9 @@ int tinybms_decode(const uint8_t *buf, size_t len, struct tinybms_reply *out)
 {
     if (!buf || !out)
         return GW_ERR_INVAL;
-    int flen = tinybms_reply_frame_len(buf, len);
+    int flen = whole_frame(buf, len, tinybms_reply_frame_len(buf, len));
     if (flen <= 0)
         return flen;
-    if ((size_t)flen > len)
-        return 0;
-    if (!crc_ok(buf, (size_t)flen))
-        return GW_ERR_CRC;
 
     /* Length and CRC are good: now fields can be trusted. */
     out->frame_len = (size_t)flen;

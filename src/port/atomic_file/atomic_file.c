@@ -158,7 +158,9 @@ int atomic_file_read(const char *path, char *buf, size_t cap, size_t *len)
     if (!path || !buf || cap == 0)
         return GW_ERR_INVAL;
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, before the
+     * regular-file check below could refuse it (no effect on regular files). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int saved = errno;
         if (saved != ENOENT)

@@ -419,16 +419,24 @@ static int slcan_recv(struct can_transport *t, struct can_frame_gw *frame, uint3
     uint64_t deadline = can__deadline(timeout_ms);
     int rc = GW_ERR_TIMEOUT;
     bool hangup = false; /* poll saw POLLHUP: a read of 0 bytes now means the device is gone */
+    bool have_read = false;
     pthread_mutex_lock(&s->read_lock);
     for (;;) {
         if (drain_parser(s, frame)) {
             rc = GW_OK;
             break;
         }
+        /* Bytes that never make a frame (wrong baud rate, noise) may keep coming: the deadline
+         * holds while data flows too, not only when the tty is idle. */
+        if (have_read && can__remaining_ms(deadline) <= 0) {
+            rc = GW_ERR_TIMEOUT;
+            break;
+        }
         ssize_t n = read(s->fd, s->rx_buf, sizeof s->rx_buf);
         if (n > 0) {
             s->rx_pos = 0;
             s->rx_len = (size_t)n;
+            have_read = true;
             continue;
         }
         if (n == 0) { /* no data (VMIN 0), or end of file after a hang-up */
