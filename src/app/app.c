@@ -275,6 +275,14 @@ static int start_services(struct app *app)
  * queued) after every subscriber is gone. */
 static void stop_all(struct app *app)
 {
+    /* Our own handlers first: on_config_updated touches the services destroyed below. */
+    if (app->bus) {
+        event_bus_unsubscribe(app->bus, EVENT_CONFIG_UPDATED, on_config_updated, app);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_CHARGE_LIMITS, print_notice, NULL);
+    }
     uart_bms_destroy(app->bms);
     app->bms = NULL;
     can_publisher_destroy(app->can); /* saves the energy counters */
@@ -287,13 +295,6 @@ static void stop_all(struct app *app)
     app->history = NULL;
     alert_manager_destroy(app->alerts);
     app->alerts = NULL;
-    if (app->bus) {
-        event_bus_unsubscribe(app->bus, EVENT_CONFIG_UPDATED, on_config_updated, app);
-        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL);
-        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
-        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
-        event_bus_unsubscribe(app->bus, EVENT_CHARGE_LIMITS, print_notice, NULL);
-    }
     event_bus_destroy(app->bus);
     app->bus = NULL;
     config_manager_destroy(app->config);
@@ -307,11 +308,13 @@ int app_run(const struct app_options *opts)
 {
     struct app app = { .opts = opts };
 
-    /* Signals go to this thread only (sigwait below); every thread inherits the mask. */
+    /* Signals go to this thread only (sigwait below); every thread inherits the mask.
+     * SIGHUP reloads the configuration file (systemd ExecReload, `kill -HUP`). */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -361,7 +364,13 @@ int app_run(const struct app_options *opts)
 
     GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", GW_VERSION, opts->data_dir);
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        GW_LOGI(MOD, "SIGHUP: reloading the configuration");
+        config_manager_reload(app.config, NULL, 0); /* logs what changed or why not */
     }
     GW_LOGI(MOD, "signal %d: stopping", sig);
     stop_all(&app);

@@ -125,7 +125,7 @@ static int validate_can(const struct gw_config_can *c)
     if (!rc)
         rc = check_range("identity_period_ms", c->identity_period_ms, 100, 600000);
     if (!rc)
-        rc = check_range("stale_timeout_ms", c->stale_timeout_ms, 500, 600000);
+        rc = check_range("stale_timeout_ms", c->stale_timeout_ms, 500, 60000);
     if (!rc)
         rc = check_range("inverter_timeout_ms", c->inverter_timeout_ms, 500, 3600000);
     if (!rc)
@@ -340,6 +340,7 @@ struct cycle_input {
     bool have_sample;
     bool stale;
     bool send_limits;
+    bool online;                      /* 0x35A / 0x372: what the GX is told, = 0x351 sent */
     struct victron_alarm_state alarms;
     struct victron_identity identity;
     struct charge_limits limits;
@@ -406,7 +407,7 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool step, stru
             .events = p->have_events ? &p->events : NULL,
         };
         int rc = charge_control_step(&p->cc, &ci, now, &in->limits);
-        in->send_limits = fresh && rc == GW_OK;
+        in->send_limits = fresh && rc == GW_OK; /* a fresh sample may still be unusable */
         struct app_charge_limits *l = &p->limits;
         l->battery_id = p->battery_id;
         l->cvl_v = in->limits.cvl_v;
@@ -423,7 +424,10 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool step, stru
         in->limits.dcl_a = p->limits.dcl_a;
         in->send_limits = p->limits.sending;
     }
-    victron_alarms_from_bms(&in->live, p->have_events ? &p->events : NULL, &p->thresholds, fresh,
+    /* Online only while the limits go out: data the controller refuses (a cell register at 0,
+     * a cell count out of range) stops the GX just like stale data, and must look like it. */
+    in->online = fresh && in->send_limits;
+    victron_alarms_from_bms(&in->live, p->have_events ? &p->events : NULL, &p->thresholds, in->online,
                             &in->alarms);
     fill_identity(p, &in->identity);
     in->energy_in_wh = p->energy.in_wh;
@@ -459,7 +463,7 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
         .ccl_a = in->limits.ccl_a,
         .dcl_a = in->limits.dcl_a,
         .discharge_v = in->limits.discharge_v,
-        .modules = victron_modules_single(!in->stale, in->limits.ccl_a, in->limits.dcl_a),
+        .modules = victron_modules_single(in->online, in->limits.ccl_a, in->limits.dcl_a),
         .energy_in_wh = in->energy_in_wh,
         .energy_out_wh = in->energy_out_wh,
         .capacity_ah = in->stale ? 0.0f : in->capacity_ah,

@@ -55,7 +55,7 @@ const struct config_field config__fields[] = {
     FIELD(can, S_CAN, bitrate, CFG_U32, .flags = CFG_F_RESTART, .min = 250000, .max = 500000),
     FIELD(can, S_CAN, live_period_ms, CFG_U32, .min = 100, .max = 10000),
     FIELD(can, S_CAN, identity_period_ms, CFG_U32, .min = 1000, .max = 600000),
-    FIELD(can, S_CAN, stale_timeout_ms, CFG_U32, .min = 1000, .max = 600000),
+    FIELD(can, S_CAN, stale_timeout_ms, CFG_U32, .min = 1000, .max = 60000),
     FIELD(can, S_CAN, inverter_timeout_ms, CFG_U32, .min = 1000, .max = 600000),
     FIELD(can, S_CAN, energy_save_period_s, CFG_U32, .min = 10, .max = 86400),
     FIELD(can, S_CAN, manufacturer, CFG_STRING, .format = config__check_ascii),

@@ -25,7 +25,7 @@
 #define CONFIG_FILE "config.json"
 #define CONFIG_FILE_MAX (256u * 1024u) /* far above a real document (~10 KiB) */
 #define CONFIG_FILE_MODE 0600
-#define PUBLISH_TIMEOUT_MS 100
+#define PUBLISH_TIMEOUT_MS 2000u /* a change event lost would leave services on old settings: wait for room */
 #define GENERATED_PASSWORD_LEN 16
 
 struct config_manager {
@@ -60,7 +60,8 @@ static void publish_change(struct config_manager *cm, const struct app_config_ch
     if (!cm->bus || change->sections == 0)
         return;
     if (!event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS))
-        GW_LOGW(MOD, "could not publish config change (bus full): %s", change->changed);
+        GW_LOGE(MOD, "could not publish config change (bus full for 2 s): %s applies after a restart",
+                change->changed);
 }
 
 static void log_errors(const char *what, const struct config_errors *errors)
@@ -160,6 +161,11 @@ static int commit_locked(struct config_manager *cm, const struct gw_config *next
 /* Parses a user document; NULL with errors filled when it is not a JSON object. */
 static cJSON *parse_document(const char *json, size_t len, struct config_errors *errors)
 {
+    /* A request body is bounded like the file itself, before cJSON allocates for it. */
+    if (json && len > CONFIG_FILE_MAX) {
+        config_errors_add(errors, "", "document larger than %u bytes", CONFIG_FILE_MAX);
+        return NULL;
+    }
     cJSON *root = config__parse(json, len, errors);
     if (!root)
         return NULL;
@@ -618,6 +624,48 @@ int config_manager_reset_defaults(struct config_manager *cm)
         publish_storage_error(cm, rc, "cannot save config.json");
     }
 out:
+    free(next);
+    free(next_eff);
+    free(errors);
+    return rc;
+}
+
+int config_manager_reload(struct config_manager *cm, char *reason, size_t cap)
+{
+    if (!cm)
+        return GW_ERR_INVAL;
+    char local_reason[160] = "";
+    struct gw_config *next = malloc(sizeof *next), *next_eff = malloc(sizeof *next_eff);
+    struct config_errors *errors = calloc(1, sizeof *errors);
+    struct app_config_change change;
+    int rc = GW_ERR_NOMEM;
+    if (!next || !next_eff || !errors)
+        goto out;
+    /* The file as a whole, validated; nothing changes unless all of it is acceptable. */
+    rc = load_file(cm->path, next, local_reason, sizeof local_reason);
+    if (rc != GW_OK) {
+        GW_LOGE(MOD, "reload of %s refused (%s): the running configuration is kept", cm->path, local_reason);
+        goto out;
+    }
+    pthread_mutex_lock(&cm->lock);
+    if (!next->web.password_hash[0]) /* a hand-edited file without it keeps the credential */
+        memcpy(next->web.password_hash, cm->stored.web.password_hash, sizeof next->web.password_hash);
+    rc = compute_effective(next, cm->overrides, next_eff, errors);
+    if (rc == GW_OK)
+        rc = commit_locked(cm, next, next_eff, errors, &change);
+    pthread_mutex_unlock(&cm->lock);
+    if (rc != GW_OK) {
+        log_errors("reload refused", errors);
+        summarize_errors(errors, local_reason, sizeof local_reason);
+        goto out;
+    }
+    GW_LOGI(MOD, "configuration reloaded from %s%s%s%s", cm->path, change.changed[0] ? ": " : " (no change)",
+            change.changed, change.restart_required ? " (some changes apply after a restart)" : "");
+    if (change.sections)
+        publish_change(cm, &change);
+out:
+    if (reason && cap)
+        config__format(reason, cap, "%s", rc == GW_OK ? "reloaded" : local_reason);
     free(next);
     free(next_eff);
     free(errors);

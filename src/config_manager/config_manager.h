@@ -173,7 +173,8 @@ void config_manager_get(struct config_manager *cm, struct gw_config *out);
  * EVENT_CONFIG_UPDATED {sections, changed paths, restart_required} is published when the
  * effective configuration changed.
  * @retval GW_OK
- * @retval GW_ERR_INVAL     invalid document (see errors)
+ * @retval GW_ERR_INVAL     invalid document (see errors), or larger than 256 KiB (refused before
+ *                         parsing; the same bound applies to import and overrides)
  * @retval GW_ERR_STORAGE / GW_ERR_IO  saving failed (nothing changed, errors has the reason)
  * @retval GW_ERR_NOMEM */
 int config_manager_update_json(struct config_manager *cm, const char *json, size_t len,
@@ -201,6 +202,15 @@ int config_manager_export_json(struct config_manager *cm, char **out);
  * export keep the target's values). */
 int config_manager_import_json(struct config_manager *cm, const char *json, size_t len,
                                struct config_errors *errors);
+
+/* Re-reads the configuration file (SIGHUP): the whole document is parsed and validated with the
+ * runtime overrides applied; when anything is wrong nothing changes and the running
+ * configuration is kept. On success the previous document becomes the backup, the file is
+ * rewritten in canonical form and EVENT_CONFIG_UPDATED says what changed. reason[0..cap) (may
+ * be NULL) receives "reloaded" or why not.
+ * @retval GW_OK, GW_ERR_STORAGE (unreadable / invalid file), GW_ERR_NOT_FOUND (no file),
+ *         GW_ERR_INVAL (valid file, but invalid with the overrides), GW_ERR_NOMEM */
+int config_manager_reload(struct config_manager *cm, char *reason, size_t cap);
 
 /* Restores every default and saves, EXCEPT the web credentials (web.username and
  * web.password_hash): a reset is requested by an authenticated administrator, and dropping the

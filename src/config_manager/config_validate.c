@@ -474,6 +474,9 @@ static void check_coherence(const struct gw_config *c, struct config_errors *err
         config_errors_add(errors, "can.identity_period_ms", "must not be shorter than can.live_period_ms");
     if (c->can.stale_timeout_ms < c->can.live_period_ms)
         config_errors_add(errors, "can.stale_timeout_ms", "must not be shorter than can.live_period_ms");
+    /* Two polls must fit, or one late answer would withhold the charge limits. */
+    if (c->can.enabled && c->can.stale_timeout_ms <= 2 * c->bms.poll_interval_ms)
+        config_errors_add(errors, "can.stale_timeout_ms", "must be longer than 2 x bms.poll_interval_ms");
 
     /* Charge: voltages ordered and sane for the chemistry. */
     const struct gw_config_charge *ch = &c->charge;

@@ -49,6 +49,7 @@ struct uart_bms {
     pthread_mutex_t lock;          /* everything below */
     pthread_cond_t wake;           /* stop / command requested */
     pthread_cond_t command_done;
+    pthread_mutex_t listener_call_lock; /* held while listeners run: removal waits for them */
     bool stop_requested;
 
     /* Published state (copies handed out under lock). */
@@ -124,6 +125,7 @@ int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&ub->lock, NULL);
+    pthread_mutex_init(&ub->listener_call_lock, NULL);
     pthread_cond_init(&ub->wake, &ca);
     pthread_cond_init(&ub->command_done, &ca);
     pthread_condattr_destroy(&ca);
@@ -440,9 +442,16 @@ static int read_live(struct uart_bms *ub)
         publish(ub, EVENT_BMS_COMM_RESTORED, &c, sizeof c);
     }
     publish(ub, EVENT_BMS_DATA_UPDATE, &sample, sizeof sample);
-    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++)
-        if (listeners[i].fn)
+    pthread_mutex_lock(&ub->listener_call_lock);
+    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
+        /* Skip a listener removed since the copy (removal holds listener_call_lock after). */
+        pthread_mutex_lock(&ub->lock);
+        bool still = ub->listeners[i].fn == listeners[i].fn && ub->listeners[i].ctx == listeners[i].ctx;
+        pthread_mutex_unlock(&ub->lock);
+        if (listeners[i].fn && still)
             listeners[i].fn(&sample, listeners[i].ctx);
+    }
+    pthread_mutex_unlock(&ub->listener_call_lock);
     return GW_OK;
 }
 
@@ -924,6 +933,7 @@ void uart_bms_destroy(struct uart_bms *ub)
         return;
     uart_bms_stop(ub);
     pthread_mutex_destroy(&ub->lock);
+    pthread_mutex_destroy(&ub->listener_call_lock);
     pthread_cond_destroy(&ub->wake);
     pthread_cond_destroy(&ub->command_done);
     free(ub);
@@ -1026,7 +1036,13 @@ int uart_bms_remove_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void 
             rc = GW_OK;
         }
     }
+    bool on_poller = ub->running && pthread_equal(pthread_self(), ub->thread);
     pthread_mutex_unlock(&ub->lock);
+    /* A call in progress finishes before we return (unless we are that call's thread). */
+    if (rc == GW_OK && !on_poller) {
+        pthread_mutex_lock(&ub->listener_call_lock);
+        pthread_mutex_unlock(&ub->listener_call_lock);
+    }
     return rc;
 }
 

@@ -67,6 +67,8 @@ int uart_bms_get_version(struct uart_bms *ub, struct bms_version *out);
  * into uart_bms. @retval GW_OK, GW_ERR_FULL (UART_BMS_MAX_LISTENERS reached), GW_ERR_INVAL */
 typedef void (*uart_bms_listener_fn)(const struct bms_live_data *sample, void *ctx);
 int uart_bms_add_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx);
+/* On return the listener is not running and will not be called again.
+ * @retval GW_OK, GW_ERR_NOT_FOUND, GW_ERR_INVAL */
 int uart_bms_remove_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx);
 
 /* Applies at the next cycle. @retval GW_OK, GW_ERR_RANGE (outside 100..10000) */

@@ -442,6 +442,51 @@ static void test_overrides_never_persisted(void)
     fx_teardown(&fx);
 }
 
+/* SIGHUP: the file edited by hand is applied when valid as a whole, refused otherwise. */
+static void test_reload_applies_a_valid_file_and_refuses_a_bad_one(void)
+{
+    struct fixture fx;
+    fx_setup(&fx, true);
+    CHECK_EQ_INT(config_manager_set_override_json(fx.cm, "{\"bms\":{\"uart_device\":\"/dev/ttyUSB3\"}}"), GW_OK);
+    struct gw_config before;
+    config_manager_get(fx.cm, &before);
+    char hash[sizeof before.web.password_hash];
+    memcpy(hash, before.web.password_hash, sizeof hash);
+    int events_before = snapshot(&fx).config_events;
+
+    /* A hand edit: a new poll interval and alert threshold, no password hash in it. */
+    const char *edited = "{\"bms\":{\"poll_interval_ms\":750},\"alerts\":{\"cell_v_high\":{\"value\":3.58}}}";
+    CHECK_EQ_INT(atomic_file_write(fx.path, edited, strlen(edited), 0600), GW_OK);
+    char reason[160];
+    CHECK_EQ_INT(config_manager_reload(fx.cm, reason, sizeof reason), GW_OK);
+    CHECK_STR(reason, "reloaded");
+    struct gw_config cfg;
+    config_manager_get(fx.cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 750);
+    CHECK_NEAR(cfg.alerts.cell_v_high.value, 3.58, 1e-6);
+    CHECK_STR(cfg.bms.uart_device, "/dev/ttyUSB3");          /* the override still wins */
+    CHECK_STR(cfg.web.password_hash, hash);                  /* the credential survives */
+    struct recorder r = snapshot(&fx);
+    CHECK_EQ_INT(r.config_events, events_before + 1);
+    CHECK(strstr(r.last_change.changed, "bms.poll_interval_ms") != NULL);
+    CHECK(strstr(read_text(fx.path), "ttyUSB3") == NULL);     /* overrides never written */
+
+    /* Invalid values or broken JSON: refused, nothing changes, the file is left for the user. */
+    const char *bad = "{\"bms\":{\"poll_interval_ms\":5}}";
+    CHECK_EQ_INT(atomic_file_write(fx.path, bad, strlen(bad), 0600), GW_OK);
+    CHECK(config_manager_reload(fx.cm, reason, sizeof reason) != GW_OK);
+    CHECK(strstr(reason, "poll_interval_ms") != NULL);
+    config_manager_get(fx.cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 750);
+    CHECK_STR(read_text(fx.path), bad);
+    CHECK_EQ_INT(atomic_file_write(fx.path, "{\"bms\":", 7, 0600), GW_OK);
+    CHECK(config_manager_reload(fx.cm, NULL, 0) != GW_OK);
+    config_manager_get(fx.cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 750);
+    CHECK_EQ_INT(snapshot(&fx).config_events, events_before + 1);
+    fx_teardown(&fx);
+}
+
 static void test_reset_defaults_keeps_credentials(void)
 {
     struct fixture fx;
@@ -628,7 +673,42 @@ static void test_concurrent_readers_see_whole_updates(void)
     fx_teardown(&fx);
 }
 
-TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_with_hashed_password),
+
+/* Regression: an update / import document (a web request body) had no size bound: cJSON would
+ * allocate for whatever arrived. Now it is refused above the size of the largest config file
+ * the loader accepts, before parsing. */
+static void test_oversized_document_refused(void)
+{
+    struct fixture fx;
+    fx_setup(&fx, true);
+    char *before = strdup(read_text(fx.path));
+    size_t big = 300u * 1024u;
+    char *doc = malloc(big + 64);
+    CHECK(doc != NULL);
+    if (!doc) {
+        free(before);
+        fx_teardown(&fx);
+        return;
+    }
+    int n = snprintf(doc, 64, "{\"bms\":{\"poll_interval_ms\":500}");
+    memset(doc + n, ' ', big - (size_t)n);
+    doc[big] = '}';
+    doc[big + 1] = '\0';
+    struct config_errors errors;
+    CHECK_EQ_INT(config_manager_update_json(fx.cm, doc, big + 1, &errors), GW_ERR_INVAL);
+    CHECK(errors.count >= 1 && strstr(errors.items[0].message, "larger than") != NULL);
+    CHECK_EQ_INT(config_manager_import_json(fx.cm, doc, big + 1, &errors), GW_ERR_INVAL);
+    CHECK_EQ_INT(config_manager_set_override_json(fx.cm, doc), GW_ERR_INVAL);
+    CHECK_STR(read_text(fx.path), before);
+    /* The same document without the padding is fine. */
+    const char *small = "{\"bms\":{\"poll_interval_ms\":500}}";
+    CHECK_EQ_INT(config_manager_update_json(fx.cm, small, strlen(small), &errors), GW_OK);
+    free(doc);
+    free(before);
+    fx_teardown(&fx);
+}
+
+TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_with_hashed_password), TEST_CASE(test_reload_applies_a_valid_file_and_refuses_a_bad_one), TEST_CASE(test_oversized_document_refused),
           TEST_CASE(test_partial_update_merges_saves_and_publishes), TEST_CASE(test_rejected_update_changes_nothing),
           TEST_CASE(test_masked_secrets_round_trip), TEST_CASE(test_export_import_without_secrets),
           TEST_CASE(test_web_password_hash_and_verify), TEST_CASE(test_overrides_never_persisted),

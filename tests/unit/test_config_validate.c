@@ -302,6 +302,13 @@ static void test_coherence_rules(void)
               "\"discharge_cell_v\":3.2}}");
     EXPECT_ERROR("{\"charge\":{\"absorb_spread_mv\":80}}", "charge.rebulk_spread_mv", "oscillate");
     EXPECT_ERROR("{\"can\":{\"identity_period_ms\":1000,\"live_period_ms\":2000}}", "can.identity_period_ms", NULL);
+    /* Never repeat old data to a charger; and two polls must fit in the stale timeout. */
+    EXPECT_ERROR("{\"can\":{\"stale_timeout_ms\":120000}}", "can.stale_timeout_ms", NULL);
+    EXPECT_ERROR("{\"can\":{\"enabled\":true,\"interface\":\"can0\",\"stale_timeout_ms\":5000},"
+                 "\"bms\":{\"poll_interval_ms\":3000,\"comm_timeout_ms\":30000}}",
+                 "can.stale_timeout_ms", "2 x bms.poll_interval_ms");
+    EXPECT_OK("{\"can\":{\"enabled\":true,\"interface\":\"can0\",\"stale_timeout_ms\":7000},"
+              "\"bms\":{\"poll_interval_ms\":3000,\"comm_timeout_ms\":30000}}");
     EXPECT_ERROR("{\"mqtt\":{\"cert_file\":\"/etc/c.pem\"}}", "mqtt.key_file", "both");
     EXPECT_ERROR("{\"mqtt\":{\"key_file\":\"/etc/k.pem\"}}", "mqtt.cert_file", "both");
     EXPECT_OK("{\"mqtt\":{\"cert_file\":\"/etc/c.pem\",\"key_file\":\"/etc/k.pem\"}}");

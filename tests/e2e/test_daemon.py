@@ -1,0 +1,440 @@
+#!/usr/bin/python3
+"""End-to-end tests of the tinybms-gw process itself: command line, start-up without the
+device, simulate mode, signals, the data directory, configuration recovery and CLI overrides,
+and robustness against a noisy, silent or unplugged BMS (tinybms-sim on a pty)."""
+import glob
+import json
+import os
+import re
+import signal
+import sqlite3
+import stat
+import sys
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gwtest  # noqa: E402
+from gwtest import GatewayTestCase, run_gw, wait_for  # noqa: E402
+
+
+def child_pids(pid):
+    out = []
+    for path in glob.glob("/proc/%d/task/*/children" % pid):
+        out += [int(x) for x in gwtest.read_text(path).split()]
+    return sorted(set(out))
+
+
+def pid_running(pid):
+    """True while pid exists and is not a zombie."""
+    stat_text = gwtest.read_text("/proc/%d/stat" % pid)
+    if not stat_text:
+        return False
+    return stat_text.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+FULL_SUMMARY_RE = re.compile(
+    r"^\d\d:\d\d:\d\d bat0 +(?P<v>[\d.]+) V +(?P<i>-?[\d.]+) A +(?P<p>-?[\d.]+) W  SOC +(?P<soc>[\d.]+)% "
+    r"SOH (?P<soh>\d+)%  cells (?P<n>\d+): (?P<vmin>[\d.]+) \(#(?P<imin>\d+)\)\.\.(?P<vmax>[\d.]+) "
+    r"\(#(?P<imax>\d+)\) V spread (?P<spread>[\d.]+) mV  T (?P<tmin>-?[\d.]+)\.\.(?P<tmax>-?[\d.]+) C  (?P<status>.+)$")
+
+
+def check_summary_line(tc, line, st):
+    """The daemon's own summary line against the simulator's state (frozen model)."""
+    m = FULL_SUMMARY_RE.match(line)
+    tc.assertIsNotNone(m, "summary line format: %r" % line)
+    temps = [t for t in (st["temp_internal_c"], st["temp_ext1_c"], st["temp_ext2_c"]) if t is not None]
+    tc.assertAlmostEqual(float(m["v"]), st["pack_v"], delta=0.0051)
+    tc.assertAlmostEqual(float(m["i"]), st["current_a"], delta=0.0051)
+    tc.assertAlmostEqual(float(m["p"]), st["pack_v"] * st["current_a"], delta=0.051 + 0.01 * abs(st["current_a"]))
+    tc.assertAlmostEqual(float(m["soc"]), st["soc_pct"], delta=0.051)
+    tc.assertAlmostEqual(float(m["soh"]), st["soh_pct"], delta=0.51)
+    tc.assertEqual(int(m["n"]), st["cell_count"])
+    tc.assertAlmostEqual(float(m["vmin"]) * 1000, min(st["cells_mv"]), delta=1.0)
+    tc.assertAlmostEqual(float(m["vmax"]) * 1000, max(st["cells_mv"]), delta=1.0)
+    tc.assertEqual(int(m["imin"]), st["min_cell"])
+    tc.assertEqual(int(m["imax"]), st["max_cell"])
+    tc.assertAlmostEqual(float(m["spread"]), max(st["cells_mv"]) - min(st["cells_mv"]), delta=0.11)
+    tc.assertAlmostEqual(float(m["tmin"]), min(temps), delta=0.051)
+    tc.assertAlmostEqual(float(m["tmax"]), max(temps), delta=0.051)
+    want = "charging" if st["current_a"] > 0.5 else "discharging" if st["current_a"] < -0.5 else "idle"
+    tc.assertEqual(m["status"], want)
+
+
+class CommandLine(GatewayTestCase):
+    def test_help_and_version_exit_0(self):
+        r = run_gw(["--help"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"Usage: tinybms-gw", r.stdout)
+        for opt in (b"--uart", b"--simulate", b"--can", b"--mqtt", b"--data-dir", b"--poll-ms"):
+            self.assertIn(opt, r.stdout)
+        r = run_gw(["-h"])
+        self.assertEqual(r.returncode, 0)
+        r = run_gw(["--version"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.decode(), r"^tinybms-gw \d+\.\d+\.\d+\n$")
+        self.assertEqual(run_gw(["-V"]).returncode, 0)
+
+    def test_bad_flags_exit_2_with_a_message(self):
+        cases = [
+            (["--no-such-option"], rb"no-such-option"),
+            (["--poll-ms", "5"], rb"--poll-ms needs 100\.\.10000, got '5'"),
+            (["--poll-ms", "12x"], rb"--poll-ms needs 100\.\.10000"),
+            (["--poll-ms", "20000"], rb"--poll-ms needs"),
+            (["--simulate", "stray"], rb"unexpected argument 'stray'"),
+            (["--uart"], rb"requires an argument"),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                r = run_gw(["--data-dir", self.data_dir] + args)
+                self.assertEqual(r.returncode, 2, "args %r: stderr %r" % (args, r.stderr))
+                self.assertRegex(r.stderr, message)
+        # Nothing was started, so nothing was created.
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "config.json")))
+
+    def test_uart_and_simulate_are_refused_together(self):
+        r = run_gw(["--uart", "/dev/null", "--simulate", "--data-dir", self.data_dir])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--uart and --simulate exclude each other", r.stderr)
+
+    def test_mqtt_uri_with_credentials_is_refused(self):
+        # Credentials in a URI would be visible to every user in `ps`: a start failure, exit 1.
+        r = run_gw(["--uart", os.path.join(self.tmp, "bms"), "--mqtt", "mqtt://u:p@127.0.0.1:1",
+                    "--data-dir", self.data_dir])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"not in the URI", r.stderr)
+
+
+class Lifecycle(GatewayTestCase):
+    def test_missing_device_then_simulator_appears(self):
+        link = os.path.join(self.tmp, "bms")
+        gw = self.start_daemon(["--uart", link, "--poll-ms", "200"])
+        gw.wait_log(r"cannot open %s" % link, 30)
+        gw.wait_log(r"running \(data in", 30)
+        self.assertTrue(gw.alive())
+        self.assertEqual(gw.summary_lines(), [])
+        # The device appears later (USB adapter plugged in): picked up without a restart.
+        sim = self.start_sim(["--speed", "0"], link=link)
+        gw.wait_log(r"opened %s" % link, 60)
+        gw.wait_summaries(3, 60)
+        st = sim.state()
+        self.assertGreater(st["replies"], 0)
+        check_summary_line(self, gw.summary_lines()[-1], st)
+        self.stop_daemon_cleanly(gw)
+
+    def test_simulate_mode_prints_samples_and_sigint_stops_cleanly(self):
+        gw = self.start_daemon(["--simulate", "--sim-arg=--scenario", "--sim-arg=discharge", "--poll-ms", "200"])
+        gw.wait_summaries(3, 60)
+        lines = gw.summary_lines()
+        # Discharge scenario: 0.2 C of 280 Ah = 56 A out of the battery, negative current.
+        m = gwtest.SUMMARY_RE.match(lines[-1])
+        self.assertLess(float(m.group(3)), -40.0, lines[-1])
+        self.assertIn("discharging", lines[-1])
+        children = child_pids(gw.proc.pid)
+        self.assertEqual(len(children), 1, "expected the built-in simulator as the only child: %r" % children)
+        self.stop_daemon_cleanly(gw, signal.SIGINT)
+        self.assertIn("signal 2: stopping", gw.stderr())
+        # The simulator went with it (not left running as an orphan).
+        wait_for(lambda: not any(pid_running(p) for p in children), 20, "the built-in simulator to exit")
+
+    # `tinybms-gw --help` and README.md give --sim-arg=--scenario=charge as the way to pass
+    # options to the simulator: the simulator takes --option=value.
+    def test_simulate_with_sim_arg_in_the_documented_equals_form(self):
+        gw = self.start_daemon(["--simulate", "--sim-arg=--scenario=discharge", "--poll-ms", "200"])
+        gw.wait_summaries(2, 60)
+        self.assertIn("discharging", gw.summary_lines()[-1])
+        self.stop_daemon_cleanly(gw)
+
+    def test_ctrl_c_to_the_process_group_in_simulate_mode(self):
+        # A terminal's Ctrl-C reaches the daemon and its simulator at once (`make run`).
+        gw = self.start_daemon(["--simulate", "--poll-ms", "200"], new_session=True)
+        gw.wait_summaries(2, 60)
+        children = child_pids(gw.proc.pid)
+        os.killpg(gw.proc.pid, signal.SIGINT)
+        self.stop_daemon_cleanly(gw, None)  # already signalled: waits and checks
+        self.assertIn("signal 2: stopping", gw.stderr())
+        wait_for(lambda: not any(pid_running(p) for p in children), 20, "the built-in simulator to exit")
+
+    # SIGHUP (systemd ExecReload, `kill -HUP`) reloads config.json: a valid edit applies live, an
+    # invalid one is refused with the running configuration kept; the daemon never dies of it.
+    def test_sighup_reloads_the_configuration(self):
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_summaries(2, 60)
+        path = os.path.join(self.data_dir, "config.json")
+        with open(path) as f:
+            doc = json.load(f)
+        doc["history"]["period_s"] = 2  # (bms.poll_interval_ms would be hidden by --poll-ms)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_log(r"configuration reloaded from .*history\.period_s", 30)
+        with open(path, "w") as f:
+            f.write('{"bms": {"poll_interval_ms": 5}}')
+        gw.proc.send_signal(signal.SIGHUP)
+        gw.wait_log(r"reload of .* refused .*poll_interval_ms", 30)
+        n = len(gw.summary_lines())
+        gw.wait_summaries(n + 2, 60)  # still running and polling
+        self.stop_daemon_cleanly(gw)
+
+    # The built-in simulator follows its daemon (--exit-on-eof): a SIGKILL, crash or OOM kill of
+    # the daemon must not leave it running.
+    def test_simulator_does_not_outlive_a_killed_daemon(self):
+        gw = self.start_daemon(["--simulate", "-q"])
+        pid = int(gw.wait_log(r"TinyBMS simulator \(pid (\d+)\)", 60).group(1))
+        gw.wait_log(r"opened", 60)
+        try:
+            gw.stop(signal.SIGKILL)
+            wait_for(lambda: not pid_running(pid), 10, "the orphaned simulator (pid %d) to exit" % pid)
+        finally:
+            if pid_running(pid):  # our own test's leftover: end it by its pid
+                os.kill(pid, signal.SIGTERM)
+                try:
+                    wait_for(lambda: not pid_running(pid), 10, "simulator %d to stop" % pid)
+                except AssertionError:
+                    os.kill(pid, signal.SIGKILL)
+
+    def test_sigterm_stops_cleanly_and_data_dir_holds_the_stores(self):
+        sim = self.start_sim(["--speed", "0", "--current", "30"])
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms"), "--poll-ms", "200"])
+        gw.wait_summaries(3, 60)
+        # history.period_s is 5 s: wait for a row to be due before stopping (the stop flushes).
+        gw.wait_summaries(30, 90)
+        st = sim.state()
+        check_summary_line(self, gw.summary_lines()[-1], st)
+        self.stop_daemon_cleanly(gw, signal.SIGTERM)
+        self.assertIn("signal 15: stopping", gw.stderr())
+
+        cfg = os.path.join(self.data_dir, "config.json")
+        mode = stat.S_IMODE(os.stat(cfg).st_mode)
+        self.assertEqual(mode, 0o600, "config.json mode %o" % mode)
+        with open(cfg) as f:
+            doc = json.load(f)
+        self.assertEqual(doc["schema_version"], 1)
+        for name in ("history.db", "alerts.db"):
+            self.assertTrue(os.path.isfile(os.path.join(self.data_dir, name)), name)
+        db = sqlite3.connect(os.path.join(self.data_dir, "history.db"))
+        try:
+            rows = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            last = db.execute("SELECT ts_ms, battery_id, voltage, current, soc, cell_min_mv, cell_max_mv "
+                              "FROM samples ORDER BY ts_ms DESC LIMIT 1").fetchone()
+        finally:
+            db.close()
+        self.assertGreater(rows, 0, "no sample recorded in history.db")
+        ts_ms, battery, volts, amps, soc, cmin, cmax = last
+        self.assertLess(abs(ts_ms / 1000.0 - time.time()), 300)
+        self.assertEqual(battery, 0)
+        self.assertAlmostEqual(volts, st["pack_v"], delta=0.01)
+        self.assertAlmostEqual(amps, 30.0, delta=0.01)
+        self.assertAlmostEqual(soc, st["soc_pct"], delta=0.1)
+        self.assertAlmostEqual(cmin, min(st["cells_mv"]), delta=1.0)
+        self.assertAlmostEqual(cmax, max(st["cells_mv"]), delta=1.0)
+        db = sqlite3.connect(os.path.join(self.data_dir, "alerts.db"))
+        try:
+            db.execute("SELECT COUNT(*) FROM alert_history").fetchone()
+        finally:
+            db.close()
+
+    def test_start_failures_exit_1_with_a_reason(self):
+        cases = [
+            ([], r"no BMS serial device"),
+            (["--uart", os.path.join(self.tmp, "bms"), "--can", "bogus:x"], r"command-line values rejected"),
+            (["--uart", os.path.join(self.tmp, "bms"), "--mqtt", "http://127.0.0.1"], r"command-line values rejected"),
+        ]
+        for args, reason in cases:
+            with self.subTest(args=args):
+                r = run_gw(args + ["--data-dir", self.data_dir])
+                self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+                self.assertRegex(r.stderr.decode(), reason)
+                for marker in gwtest.SANITIZER_MARKERS:
+                    self.assertNotIn(marker.encode(), r.stderr)
+        r = run_gw(["--uart", "/dev/null", "--data-dir", "/proc/no/such/dir"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"cannot create data directory", r.stderr)
+
+    def test_stops_cleanly_while_the_device_is_missing_or_silent(self):
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-missing")
+        gw.wait_log(r"cannot open", 30)
+        self.stop_daemon_cleanly(gw)
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "10000"], name="gw-silent")
+        gw.wait_summaries(1, 60)
+        sim.cmd("silence on")
+        requests = sim.state()["requests"]
+        # The poller is now waiting for an answer (or its 10 s period): a signal must not wait it out.
+        wait_for(lambda: sim.state()["requests"] > requests, 60, "a request to the silent BMS")
+        self.stop_daemon_cleanly(gw)
+
+    def test_quiet_prints_no_samples_but_polls(self):
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200", "-q"])
+        gw.wait_log(r"opened", 30)
+        replies = sim.state()["replies"]
+        wait_for(lambda: sim.state()["replies"] >= replies + 10, 60, "10 more answers to the daemon")
+        self.stop_daemon_cleanly(gw)
+        self.assertEqual(gw.summary_lines(), [])
+
+
+class Configuration(GatewayTestCase):
+    def _first_run(self, extra=()):
+        """Runs the daemon once so it writes its own config.json; returns the document."""
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link] + list(extra), name="gw-first")
+        gw.wait_summaries(1, 60)
+        self.stop_daemon_cleanly(gw)
+        with open(os.path.join(self.data_dir, "config.json")) as f:
+            return json.load(f)
+
+    def test_cli_overrides_are_not_written_to_config_json(self):
+        doc = self._first_run(["--poll-ms", "250", "--can", "log:" + os.path.join(self.tmp, "can.log")])
+        self.assertEqual(doc["bms"]["poll_interval_ms"], 1000)
+        self.assertEqual(doc["bms"]["uart_device"], "")
+        self.assertFalse(doc["can"]["enabled"])
+        self.assertEqual(doc["can"]["interface"], "")
+        gw_log = gwtest.read_text(os.path.join(self.tmp, "gw-first.stderr"))
+        self.assertRegex(gw_log, r"every 250 ms")
+        self.assertIn("override applied (not saved)", gw_log)
+
+    def test_stored_device_is_used_and_cli_wins_over_it(self):
+        sim = self.start_sim(["--speed", "0"])
+        self.write_config({"schema_version": 1, "bms": {"uart_device": sim.link}})
+        gw = self.start_daemon([], name="gw-stored")
+        gw.wait_summaries(2, 60)
+        self.stop_daemon_cleanly(gw)
+        # A stored device that does not exist, the right one on the command line.
+        cfg = os.path.join(self.data_dir, "config.json")
+        with open(cfg) as f:
+            doc = json.load(f)
+        doc["bms"]["uart_device"] = os.path.join(self.tmp, "wrong-device")
+        with open(cfg, "w") as f:
+            json.dump(doc, f)
+        gw = self.start_daemon(["--uart", sim.link], name="gw-cli")
+        gw.wait_summaries(2, 60)
+        self.assertNotIn("wrong-device", gw.stderr())
+        self.stop_daemon_cleanly(gw)
+        with open(cfg) as f:
+            self.assertEqual(json.load(f)["bms"]["uart_device"], os.path.join(self.tmp, "wrong-device"))
+
+    def test_config_option_puts_the_file_elsewhere(self):
+        sim = self.start_sim(["--speed", "0"])
+        other = os.path.join(self.tmp, "etc")
+        os.makedirs(other)
+        cfg = os.path.join(other, "gw.json")
+        gw = self.start_daemon(["--uart", sim.link, "--config", cfg])
+        gw.wait_summaries(1, 60)
+        self.stop_daemon_cleanly(gw)
+        self.assertTrue(os.path.isfile(cfg))
+        self.assertEqual(stat.S_IMODE(os.stat(cfg).st_mode), 0o600)
+        with open(cfg) as f:
+            self.assertEqual(json.load(f)["schema_version"], 1)
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "config.json")))
+
+    def test_missing_config_with_backup_and_nothing_usable(self):
+        doc = self._first_run()
+        doc["bms"]["poll_interval_ms"] = 800
+        cfg = os.path.join(self.data_dir, "config.json")
+        with open(cfg + ".bak", "w") as f:
+            json.dump(doc, f)
+        os.unlink(cfg)
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-nobak")
+        gw.wait_log(r"missing but a backup exists", 30)
+        gw.wait_log(r"raised STORAGE_ERROR/config", 30)
+        gw.wait_log(r"every 800 ms", 30)
+        self.stop_daemon_cleanly(gw)
+        # Neither file usable: defaults, alert, nothing deleted.
+        with open(cfg, "w") as f:
+            f.write("not json")
+        with open(cfg + ".bak", "w") as f:
+            f.write('{"bms": {"poll_interval_ms": 5}}')  # valid JSON, invalid value
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-none")
+        gw.wait_log(r"using defaults", 30)
+        gw.wait_log(r"raised STORAGE_ERROR/config", 30)
+        gw.wait_log(r"every 1000 ms", 30)
+        self.assertTrue(gw.alive())
+        self.stop_daemon_cleanly(gw)
+        self.assertTrue(glob.glob(cfg + ".corrupt-*"))
+        with open(cfg + ".bak") as f:
+            self.assertIn("poll_interval_ms", f.read())
+
+    def test_corrupt_config_recovers_from_backup_and_raises_storage_alert(self):
+        doc = self._first_run()
+        # A good backup from a "previous run", recognisable by its poll interval.
+        doc["bms"]["poll_interval_ms"] = 700
+        bak = os.path.join(self.data_dir, "config.json.bak")
+        with open(bak, "w") as f:
+            json.dump(doc, f)
+        cfg = os.path.join(self.data_dir, "config.json")
+        with open(cfg, "w") as f:
+            f.write('{"schema_version": 1, "bms": {"poll_interval_ms": ')  # torn write
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")])
+        gw.wait_log(r"recovered from config\.json\.bak", 30)
+        gw.wait_log(r"raised STORAGE_ERROR/config", 30)
+        gw.wait_log(r"every 700 ms", 30)
+        gw.wait_summaries(2, 60)
+        self.assertTrue(glob.glob(cfg + ".corrupt-*"), "the unusable file was not kept")
+        with open(cfg) as f:
+            self.assertEqual(json.load(f)["bms"]["poll_interval_ms"], 700)
+        self.assertEqual(stat.S_IMODE(os.stat(cfg).st_mode), 0o600)
+        self.stop_daemon_cleanly(gw)
+        # The transition is in the alert history too.
+        db = sqlite3.connect(os.path.join(self.data_dir, "alerts.db"))
+        try:
+            rows = db.execute("SELECT event, level FROM alert_history WHERE code = 'STORAGE_ERROR'").fetchall()
+        finally:
+            db.close()
+        # level is stored as its number (app_events.h: ALERT_LEVEL_ERROR = 2).
+        self.assertIn(("raised", 2), rows)
+
+
+class Robustness(GatewayTestCase):
+    def test_noise_silence_unplug_replug(self):
+        # comm_timeout_ms 2000 (>= 2 x the 200 ms poll) so "communication lost" comes quickly.
+        self.write_config({"schema_version": 1, "bms": {"comm_timeout_ms": 2000}})
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_summaries(3, 60)
+
+        # Noise: 5 % of the answer bytes corrupted, so nearly every 117-byte answer fails its CRC
+        # (0.95^117 = 0.25 % arrive intact). The daemon must keep polling, report the link lost
+        # after comm_timeout_ms and come back by itself once the line is clean.
+        log_at = len(gw.stderr())
+        requests = sim.state()["requests"]
+        sim.cmd("noise 0.05")
+        gw.wait_log(r"CRC error|timeout|bad|invalid", 30, start=log_at)
+        wait_for(lambda: "communication LOST" in gw.stdout(), 30, "'communication LOST' on stdout (noise)")
+        wait_for(lambda: sim.state()["requests"] >= requests + 30, 60, "the daemon polling on through the noise")
+        self.assertGreater(sim.state()["corrupted_bytes"], 0)
+        self.assertTrue(gw.alive())
+        sim.cmd("noise 0")
+        wait_for(lambda: "communication restored" in gw.stdout(), 30, "'communication restored' on stdout (noise)")
+        gw.wait_summaries(3, 60, after=len(gw.summary_lines()))
+
+        # Silence: lost after comm_timeout_ms, restored when the BMS answers again.
+        log_at = len(gw.stderr())
+        lost_before = gw.stdout().count("communication LOST")
+        restored_before = gw.stdout().count("communication restored")
+        sim.cmd("silence on")
+        wait_for(lambda: gw.stdout().count("communication LOST") > lost_before, 30, "'communication LOST' on stdout")
+        gw.wait_log(r"no valid data for 2 s \(", 30, start=log_at)
+        gw.wait_log(r"raised BMS_COMM_LOST", 30, start=log_at)
+        sim.cmd("silence off")
+        wait_for(lambda: gw.stdout().count("communication restored") > restored_before, 30,
+                 "'communication restored' on stdout")
+        gw.wait_log(r"cleared BMS_COMM_LOST", 30, start=log_at)
+        gw.wait_summaries(3, 60, after=len(gw.summary_lines()))
+
+        # Unplug: the daemon's fd hangs up; it keeps running and reopens the new pty on replug.
+        log_at = len(gw.stderr())
+        sim.cmd("unplug")
+        gw.wait_log(r"closed|cannot open|reopening", 30, start=log_at)
+        self.assertTrue(gw.alive())
+        before = len(gw.summary_lines())
+        sim.cmd("replug")
+        gw.wait_log(r"opened %s" % sim.link, 60, start=log_at)
+        gw.wait_summaries(5, 60, after=before)
+        self.stop_daemon_cleanly(gw)
+
+
+if __name__ == "__main__":
+    gwtest.main()
