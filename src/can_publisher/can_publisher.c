@@ -854,11 +854,17 @@ int can_publisher_start(struct can_publisher *pub)
     else
         rc = can_transport_open(pub->spec, pub->bitrate, &pub->tp);
     pthread_rwlock_unlock(&pub->tp_lock);
-    if (rc != GW_OK)
+    /* An adapter that is absent or failing now (USB not plugged yet) is retried like one that
+     * goes away later; a bad spec or a kernel without CAN cannot get better: fail now. */
+    bool retry_later = rc == GW_ERR_NOT_FOUND || rc == GW_ERR_IO || rc == GW_ERR_CLOSED;
+    if (rc != GW_OK && !retry_later)
         return rc;
+    if (rc != GW_OK)
+        GW_LOGW(LOG_MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
+                gw_strerror(rc), REOPEN_FIRST_MS / 1000);
     pthread_mutex_lock(&pub->lock);
     pub->stop_requested = false;
-    pub->tp_broken = false;
+    pub->tp_broken = rc != GW_OK;
     pub->running = true;
     pthread_mutex_unlock(&pub->lock);
     if (pthread_create(&pub->tx_thread, NULL, tx_main, pub) != 0) {

@@ -62,11 +62,12 @@ struct can_publisher_options {
  * @retval GW_ERR_FULL the bus has no room for our subscriptions */
 int can_publisher_create(const struct can_publisher_options *opts, struct can_publisher **out);
 
-/* Opens the transport (unless one was given) and starts the TX and RX threads.
+/* Opens the transport (unless one was given) and starts the TX and RX threads. A device that
+ * is absent or failing (GW_ERR_NOT_FOUND, GW_ERR_IO: a USB adapter not plugged yet) is retried
+ * in the background like one that goes away later, and start succeeds.
  * @retval GW_OK
  * @retval GW_ERR_STATE already started
- * @retval any code of can_transport_open (GW_ERR_INVAL, GW_ERR_NOT_FOUND, GW_ERR_UNSUPPORTED,
- *         GW_ERR_IO): the reason was logged
+ * @retval GW_ERR_INVAL, GW_ERR_UNSUPPORTED (bad spec, kernel without CAN): the reason was logged
  * @retval GW_ERR_IO thread creation failed */
 int can_publisher_start(struct can_publisher *pub);
 

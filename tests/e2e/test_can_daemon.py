@@ -170,6 +170,21 @@ class CanSlcan(GatewayTestCase):
         peer.stop()
         self.stop_daemon_cleanly(gw)
 
+    def test_slcan_adapter_missing_at_start_is_picked_up_later(self):
+        # Like a missing UART: the daemon runs, the BMS side works, and the adapter is used as
+        # soon as it appears (USB plugged after boot).
+        sim = self.start_sim(["--speed", "0"])
+        adapter = os.path.join(self.tmp, "canA")
+        gw = self.start_daemon(["--uart", sim.link, "--can", "slcan:" + adapter, "--poll-ms", "500"])
+        gw.wait_log(r"CAN transport slcan:.* unavailable .*starting anyway", 60)
+        gw.wait_summaries(2, 60)
+        socat = self.track(Socat(self.tmp))
+        gw.wait_log(r"CAN transport slcan:.* reopened", 120)
+        peer = self.track(CanPeer(self.tmp, socat.b, name="late-peer"))
+        wait_for(lambda: len(peer.frames(0x351)) >= 2, 60, "0x351 at the peer once the adapter appeared")
+        peer.stop()
+        self.stop_daemon_cleanly(gw)
+
 
 class CanLog(GatewayTestCase):
     def test_candump_log_reads_back_with_python_can(self):
