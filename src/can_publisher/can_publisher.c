@@ -29,20 +29,14 @@
 #define REOPEN_MAX_MS 60000u       /* doubling up to this (each failed open logs one line) */
 #define EVENT_TIMEOUT_MS 20u       /* never block the TX thread on a full bus for long */
 
-static const uint16_t live_ids[] = {
-    VICTRON_ID_LIMITS, VICTRON_ID_SOC, VICTRON_ID_MEASURE, VICTRON_ID_ALARMS, VICTRON_ID_MODULES,
-    VICTRON_ID_CELL_EXTREMES, VICTRON_ID_MIN_CELL_ID, VICTRON_ID_MAX_CELL_ID, VICTRON_ID_MIN_TEMP_ID,
-    VICTRON_ID_MAX_TEMP_ID, VICTRON_ID_ENERGY, VICTRON_ID_INSTALLED_CAPACITY,
-};
-static const uint16_t identity_ids[] = {
-    VICTRON_ID_MANUFACTURER, VICTRON_ID_INFO, VICTRON_ID_NAME1, VICTRON_ID_NAME2,
-    VICTRON_ID_SERIAL1, VICTRON_ID_SERIAL2, VICTRON_ID_FAMILY,
-};
-#define LIVE_COUNT (sizeof live_ids / sizeof live_ids[0])
-#define IDENTITY_COUNT (sizeof identity_ids / sizeof identity_ids[0])
+
 
 struct can_publisher {
     struct event_bus *bus;
+    uint16_t live_ids[VICTRON_MAX_FRAMES];     /* the encoder's sets, in send order */
+    size_t live_count;
+    uint16_t identity_ids[VICTRON_MAX_FRAMES];
+    size_t identity_count;
     uint8_t battery_id;
     bool persist;
     char energy_path[GW_PATH_MAX + 32];
@@ -544,9 +538,9 @@ static void run_cycle(struct can_publisher *p, bool live, uint64_t now)
 
     struct app_can_tx result;
     if (live)
-        send_frames(p, live_ids, LIVE_COUNT, &in, &result);
+        send_frames(p, p->live_ids, p->live_count, &in, &result);
     else
-        send_frames(p, identity_ids, IDENTITY_COUNT, &in, &result);
+        send_frames(p, p->identity_ids, p->identity_count, &in, &result);
     if (live)
         publish(p, EVENT_CHARGE_LIMITS, &limits, sizeof limits);
     if (result.frames_ok || result.frames_failed)
@@ -782,6 +776,8 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     if (!p)
         return GW_ERR_NOMEM;
     p->bus = opts->bus;
+    p->live_count = victron_set_ids(VICTRON_SET_LIVE, p->live_ids, VICTRON_MAX_FRAMES);
+    p->identity_count = victron_set_ids(VICTRON_SET_IDENTITY, p->identity_ids, VICTRON_MAX_FRAMES);
     p->battery_id = opts->battery_id;
     p->given = opts->transport;
     snprintf(p->spec, sizeof p->spec, "%s", opts->transport ? opts->transport->spec : spec);

@@ -343,10 +343,17 @@ static void test_encode_all(void)
     CHECK_EQ_INT(victron_encode_all(&f.in, frames, VICTRON_MAX_FRAMES, &n), GW_OK);
     CHECK_EQ_INT(n, VICTRON_MAX_FRAMES);
     static const uint16_t order[] = { 0x351, 0x355, 0x356, 0x35A, 0x372, 0x373, 0x374, 0x375,
-                                      0x376, 0x377, 0x35E, 0x35F, 0x370, 0x371, 0x378, 0x379,
+                                      0x376, 0x377, 0x378, 0x379, 0x35E, 0x35F, 0x370, 0x371,
                                       0x380, 0x381, 0x382 };
     for (size_t i = 0; i < n && i < sizeof order / sizeof order[0]; i++)
         CHECK_EQ_INT(frames[i].id, order[i]);
+    /* The sets the publisher schedules are these, in this order. */
+    uint16_t ids[VICTRON_MAX_FRAMES];
+    CHECK_EQ_INT(victron_set_ids(VICTRON_SET_LIVE, ids, VICTRON_MAX_FRAMES), VICTRON_LIVE_FRAMES);
+    CHECK_MEM(ids, order, VICTRON_LIVE_FRAMES * sizeof ids[0]);
+    CHECK_EQ_INT(victron_set_ids(VICTRON_SET_IDENTITY, ids, VICTRON_MAX_FRAMES), VICTRON_IDENTITY_FRAMES);
+    CHECK_MEM(ids, order + VICTRON_LIVE_FRAMES, VICTRON_IDENTITY_FRAMES * sizeof ids[0]);
+    CHECK_EQ_INT(victron_set_ids(VICTRON_SET_ALL, ids, 3), VICTRON_MAX_FRAMES); /* count, 3 stored */
 
     CHECK_EQ_INT(victron_encode_set(VICTRON_SET_LIVE, &f.in, frames, VICTRON_MAX_FRAMES, &n), GW_OK);
     CHECK_EQ_INT(n, VICTRON_LIVE_FRAMES);

@@ -48,11 +48,13 @@ enum victron_can_id {
     VICTRON_ID_FAMILY = 0x382,
 };
 
-/* Frame sets (bit mask). LIVE: 0x351 0x355 0x356 0x35A 0x372 0x373 0x374..0x377 (every ~1 s);
- * IDENTITY: 0x35E 0x35F 0x370 0x371 0x378 0x379 0x380 0x381 0x382 (every ~10 s). */
+/* Frame sets (bit mask), the one definition of what goes out how often.
+ * LIVE: 0x351 0x355 0x356 0x35A 0x372 0x373 0x374..0x377 0x378 0x379 (every ~1 s; the energy
+ * counters move with every sample); IDENTITY: 0x35E 0x35F 0x370 0x371 0x380 0x381 0x382
+ * (every ~10 s). */
 enum victron_frame_set { VICTRON_SET_LIVE = 1u, VICTRON_SET_IDENTITY = 2u, VICTRON_SET_ALL = 3u };
-#define VICTRON_LIVE_FRAMES 10
-#define VICTRON_IDENTITY_FRAMES 9
+#define VICTRON_LIVE_FRAMES 12
+#define VICTRON_IDENTITY_FRAMES 7
 #define VICTRON_MAX_FRAMES (VICTRON_LIVE_FRAMES + VICTRON_IDENTITY_FRAMES)
 
 /* ---- 0x35A alarm / warning flags --------------------------------------------------------- */
@@ -204,6 +206,10 @@ int victron_encode_all(const struct victron_inputs *in, struct victron_frame *fr
                        size_t capacity, size_t *count);
 
 /* The frame with this id in frames[0..count), or NULL. */
+/* The CAN ids of the sets (enum victron_frame_set bits), in send order, into ids[0..cap)
+ * (ids may be NULL); returns how many the sets hold, even when more than cap. */
+size_t victron_set_ids(unsigned sets, uint16_t *ids, size_t cap);
+
 const struct victron_frame *victron_find_frame(const struct victron_frame *frames, size_t count,
                                                uint16_t id);
 

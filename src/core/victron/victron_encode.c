@@ -33,12 +33,12 @@ static const struct frame_def frame_defs[] = {
     { VICTRON_ID_MAX_CELL_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MAX_CELL, 0 },
     { VICTRON_ID_MIN_TEMP_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MIN_TEMP, 0 },
     { VICTRON_ID_MAX_TEMP_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MAX_TEMP, 0 },
+    { VICTRON_ID_ENERGY, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_INSTALLED_CAPACITY, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
     { VICTRON_ID_MANUFACTURER, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_MANUFACTURER, 0 },
     { VICTRON_ID_INFO, VICTRON_SET_IDENTITY, KIND_NUMERIC, TEXT_NONE, 0 },
     { VICTRON_ID_NAME1, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_NAME, 0 },
     { VICTRON_ID_NAME2, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_NAME, 8 },
-    { VICTRON_ID_ENERGY, VICTRON_SET_IDENTITY, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_INSTALLED_CAPACITY, VICTRON_SET_IDENTITY, KIND_NUMERIC, TEXT_NONE, 0 },
     { VICTRON_ID_SERIAL1, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_SERIAL, 0 },
     { VICTRON_ID_SERIAL2, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_SERIAL, 8 },
     { VICTRON_ID_FAMILY, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_FAMILY, 0 },
@@ -332,6 +332,19 @@ int victron_encode_all(const struct victron_inputs *in, struct victron_frame *fr
                        size_t capacity, size_t *count)
 {
     return victron_encode_set(VICTRON_SET_ALL, in, frames, capacity, count);
+}
+
+size_t victron_set_ids(unsigned sets, uint16_t *ids, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < FRAME_DEF_COUNT; i++) {
+        if (!(frame_defs[i].set & sets))
+            continue;
+        if (ids && n < cap)
+            ids[n] = frame_defs[i].id;
+        n++;
+    }
+    return n;
 }
 
 const struct victron_frame *victron_find_frame(const struct victron_frame *frames, size_t count,
