@@ -313,7 +313,6 @@ static void storage_event(struct alert_manager *am, bool ok, const char *message
         GW_LOGW(MOD, "event bus full: storage %s not published", ok ? "ok" : "error");
 }
 
-static void deadline_after(struct timespec *ts, uint32_t ms);
 
 /* A failed write keeps the transitions queued (the oldest are dropped, and counted, only when
  * the queue is full) and is retried with a back-off; on stop, one last try. */
@@ -334,7 +333,7 @@ static void *writer_main(void *arg)
         if (am->write_failing && !am->stopping && !am->retry_now && now < am->retry_at_ms) {
             struct timespec ts;
             uint64_t left = am->retry_at_ms - now;
-            deadline_after(&ts, left < WRITER_POLL_MS ? (uint32_t)left : WRITER_POLL_MS);
+            gw_monotonic_deadline(&ts, left < WRITER_POLL_MS ? (uint32_t)left : WRITER_POLL_MS);
             pthread_cond_timedwait(&am->persist_cond, &am->persist_lock, &ts);
             continue;
         }
@@ -403,18 +402,6 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Absolute CLOCK_MONOTONIC time ms from now, for the condition variables (all monotonic). */
-static void deadline_after(struct timespec *ts, uint32_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* ---- ticker --------------------------------------------------------------------------------- */
 
 static void *ticker_main(void *arg)
@@ -423,7 +410,7 @@ static void *ticker_main(void *arg)
     pthread_mutex_lock(&am->tick_lock);
     while (!am->tick_stop) {
         struct timespec ts;
-        deadline_after(&ts, am->tick_ms);
+        gw_monotonic_deadline(&ts, am->tick_ms);
         pthread_cond_timedwait(&am->tick_cond, &am->tick_lock, &ts);
         if (am->tick_stop)
             break;
@@ -986,7 +973,7 @@ int alert_manager_flush(struct alert_manager *am, uint32_t timeout_ms)
     if (!am->persist)
         return GW_ERR_STORAGE;
     struct timespec deadline;
-    deadline_after(&deadline, timeout_ms);
+    gw_monotonic_deadline(&deadline, timeout_ms);
     int rc = GW_OK;
     pthread_mutex_lock(&am->persist_lock);
     uint64_t target = am->queued_seq;

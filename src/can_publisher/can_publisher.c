@@ -614,13 +614,7 @@ static void save_energy(struct can_publisher *p)
 static bool wait_or_stop(struct can_publisher *p, uint32_t ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    gw_monotonic_deadline(&ts, ms);
     pthread_mutex_lock(&p->lock);
     while (!p->stop_requested) {
         if (pthread_cond_timedwait(&p->wake, &p->lock, &ts) == ETIMEDOUT)

@@ -52,17 +52,6 @@ struct event_bus {
     uint32_t high_water;
 };
 
-static void deadline_after(struct timespec *ts, uint32_t timeout_ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += timeout_ms / 1000;
-    ts->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static uint64_t elapsed_us(const struct timespec *a, const struct timespec *b)
 {
     int64_t us = (int64_t)(b->tv_sec - a->tv_sec) * 1000000 + (b->tv_nsec - a->tv_nsec) / 1000;
@@ -302,7 +291,7 @@ bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload,
         (size && !payload))
         return false;
     struct timespec deadline;
-    deadline_after(&deadline, timeout_ms);
+    gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
     while (bus->count == bus->capacity && !bus->stopping) {
         if (timeout_ms == 0 || pthread_cond_timedwait(&bus->not_full, &bus->lock, &deadline) == ETIMEDOUT) {
@@ -338,7 +327,7 @@ bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
     if (!bus)
         return false;
     struct timespec deadline;
-    deadline_after(&deadline, timeout_ms);
+    gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
     uint64_t accepted = bus->published;
     bool ok = true;

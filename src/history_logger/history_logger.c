@@ -117,17 +117,6 @@ static void sample_from_live(const struct bms_live_data *d, struct history_sampl
                                               : (float)(s->cell_max_mv - s->cell_min_mv);
 }
 
-static void deadline_in(struct timespec *ts, uint32_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static bool deadline_passed(const struct timespec *ts)
 {
     struct timespec now;
@@ -419,7 +408,7 @@ static void *writer_main(void *arg)
             break;
         pthread_cond_broadcast(&hl->done); /* nothing to do: wake a flush waiting on an empty queue */
         struct timespec ts;
-        deadline_in(&ts, WRITER_POLL_MS);
+        gw_monotonic_deadline(&ts, WRITER_POLL_MS);
         pthread_cond_timedwait(&hl->work, &hl->lock, &ts);
     }
     if (hl->len)
@@ -654,7 +643,7 @@ int history_logger_flush(struct history_logger *hl, uint32_t timeout_ms)
     if (!hl)
         return GW_ERR_INVAL;
     struct timespec deadline;
-    deadline_in(&deadline, timeout_ms);
+    gw_monotonic_deadline(&deadline, timeout_ms);
     int rc = GW_OK;
     pthread_mutex_lock(&hl->lock);
     uint64_t target = hl->next_seq;
@@ -682,7 +671,7 @@ int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms)
     if (!hl)
         return GW_ERR_INVAL;
     struct timespec deadline;
-    deadline_in(&deadline, timeout_ms);
+    gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&hl->lock);
     uint64_t request = ++hl->retention_requested;
     pthread_cond_signal(&hl->work);

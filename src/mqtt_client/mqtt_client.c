@@ -409,13 +409,7 @@ static bool wait_until(struct mqtt_client *c, uint64_t until_ms)
             break;
         uint64_t left = until_ms - now;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(left / 1000);
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        gw_monotonic_deadline(&ts, left);
         pthread_cond_timedwait(&c->wake, &c->lock, &ts);
     }
     if (c->stop_req || c->reconfig_req)

@@ -28,7 +28,7 @@
 static const struct mqtt_gateway__sensor base_sensors[] = {
     { "voltage", "Pack voltage", "voltage", "voltage", "V", 2, NULL },
     { "current", "Current", "current", "current", "A", 2, NULL },
-    { "power", "Power", "power", "power", "W", 0, NULL },
+    { "power", "Power", "power", "power", "W", 1, NULL },
     { "soc", "State of charge", "soc", "battery", "%", 1, NULL },
     { "soh", "State of health", "soh", NULL, "%", 1, "mdi:battery-heart-variant" },
     { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL },

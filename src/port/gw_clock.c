@@ -40,6 +40,17 @@ void gw_clock_set_sources(uint64_t (*now_ms)(void), int64_t (*wall_ms)(void))
     atomic_store(&wall_source, wall_ms);
 }
 
+void gw_monotonic_deadline(struct timespec *out, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, out);
+    out->tv_sec += (time_t)(ms / 1000);
+    out->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
 void gw_sleep_ms(uint32_t ms)
 {
     struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };

@@ -16,6 +16,12 @@ int64_t gw_wall_ms(void);
  * call before any thread reads the clock. */
 void gw_clock_set_sources(uint64_t (*now_ms)(void), int64_t (*wall_ms)(void));
 
+/* Absolute CLOCK_MONOTONIC time ms milliseconds of real time from now, for
+ * pthread_cond_timedwait on condition variables created with
+ * pthread_condattr_setclock(CLOCK_MONOTONIC). Real time, not the replaceable source. */
+struct timespec;
+void gw_monotonic_deadline(struct timespec *out, uint64_t ms);
+
 /* Sleep for ms milliseconds of real time (EINTR resumed). */
 void gw_sleep_ms(uint32_t ms);
 

@@ -691,13 +691,7 @@ static int submit_command(struct uart_bms *ub, enum command_kind kind, uint16_t 
                           uint32_t timeout_ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&ub->lock);
     if (!ub->running) {
         pthread_mutex_unlock(&ub->lock);
@@ -796,13 +790,7 @@ static bool wait_until(struct uart_bms *ub, uint64_t deadline_ms)
         if (wait > 200)
             wait = 200; /* the clock may be replaced in tests: re-check it regularly */
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(wait / 1000);
-        ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        gw_monotonic_deadline(&ts, wait);
         pthread_cond_timedwait(&ub->wake, &ub->lock, &ts);
     }
     bool stop = ub->stop_requested;
