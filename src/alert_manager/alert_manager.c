@@ -313,7 +313,6 @@ static void storage_event(struct alert_manager *am, bool ok, const char *message
         GW_LOGW(MOD, "event bus full: storage %s not published", ok ? "ok" : "error");
 }
 
-
 /* A failed write keeps the transitions queued (the oldest are dropped, and counted, only when
  * the queue is full) and is retried with a back-off; on stop, one last try. */
 static void *writer_main(void *arg)
