@@ -80,6 +80,28 @@ class CanSlcan(GatewayTestCase):
         with self.subTest("0x374/0x375 cell ids"):
             self.assertEqual(peer.frames(0x374)[-1]["decoded"]["text"], "C%d" % st["min_cell"])
             self.assertEqual(peer.frames(0x375)[-1]["decoded"]["text"], "C%d" % st["max_cell"])
+        with self.subTest("0x373 temperatures, 0x376/0x377 sensor ids"):
+            # The external cell sensor when present (the simulator has ext1, no ext2), in kelvin.
+            self.assertAlmostEqual(last[0x373]["min_temp_k"], st["temp_ext1_c"] + 273.15, delta=0.51)
+            self.assertAlmostEqual(last[0x373]["max_temp_k"], st["temp_ext1_c"] + 273.15, delta=0.51)
+            self.assertEqual(peer.frames(0x376)[-1]["decoded"]["text"], "T1")
+            self.assertEqual(peer.frames(0x377)[-1]["decoded"]["text"], "T1")
+        with self.subTest("identity: names, serial, capacity, modules, energy"):
+            def text(fid):
+                return peer.frames(fid)[-1]["decoded"]["text"]
+            self.assertEqual(text(0x35E), "Enepaq")                      # can.manufacturer default
+            self.assertEqual(text(0x370) + text(0x371), "TinyBMS")       # can.battery_name default
+            self.assertEqual(text(0x382), "TinyBMS")                     # can.family default
+            serial = gw.wait_log(r"serial ([0-9A-F]{24})", 30).group(1)  # the BMS's own, logged
+            self.assertEqual(text(0x380) + text(0x381), serial[-16:])
+            self.assertEqual(peer.frames(0x35F)[-1]["decoded"]["capacity_ah"], 280)  # simulator default
+            self.assertEqual(peer.frames(0x379)[-1]["decoded"]["installed_ah"], 280)
+            modules = peer.frames(0x372)[-1]["decoded"]
+            self.assertEqual((modules["ok"], modules["blocking_charge"], modules["blocking_discharge"],
+                              modules["offline"]), (1, 0, 0, 0))
+            energy = peer.frames(0x378)[-1]["decoded"]
+            self.assertGreaterEqual(energy["energy_in_wh"], 0)
+            self.assertEqual(energy["energy_in_wh"] % 100, 0)
         with self.subTest("0x35A"):
             self.assertEqual(raw35a.hex(), ALL_OK_ONLINE.hex())
         with self.subTest("0x351"):
