@@ -2,7 +2,7 @@
 add_library(gw_mqtt_test_support STATIC
             ${PROJECT_SOURCE_DIR}/tests/integration/mqtt_support/mqtt_broker.c)
 target_include_directories(gw_mqtt_test_support PUBLIC ${PROJECT_SOURCE_DIR}/tests/integration/mqtt_support)
-target_link_libraries(gw_mqtt_test_support PUBLIC PkgConfig::MOSQUITTO Threads::Threads)
+target_link_libraries(gw_mqtt_test_support PUBLIC gw_mqtt_client PkgConfig::MOSQUITTO Threads::Threads)
 
 if(GW_MOSQUITTO)
   gw_add_test(test_mqtt_client_broker

@@ -61,41 +61,6 @@ static bool wait_connected(struct mqtt_client *c, bool want, uint32_t timeout_ms
     return mqtt_client_is_connected(c) == want;
 }
 
-/* ---- message recorder for the client's own subscriptions */
-struct inbox {
-    pthread_mutex_t lock;
-    char payloads[64][64];
-    int count;
-};
-
-static void inbox_cb(const struct mqtt_client_message *m, void *ctx)
-{
-    struct inbox *in = ctx;
-    size_t len = m->len;
-    const void *payload = m->payload;
-    pthread_mutex_lock(&in->lock);
-    if (in->count < 64) {
-        size_t n = len < 63 ? len : 63;
-        memcpy(in->payloads[in->count], payload, n);
-        in->payloads[in->count][n] = '\0';
-        in->count++;
-    }
-    pthread_mutex_unlock(&in->lock);
-}
-
-static int inbox_wait(struct inbox *in, int count, uint32_t timeout_ms)
-{
-    uint64_t deadline = test_now_ms() + timeout_ms;
-    for (;;) {
-        pthread_mutex_lock(&in->lock);
-        int n = in->count;
-        pthread_mutex_unlock(&in->lock);
-        if (n >= count || test_now_ms() > deadline)
-            return n;
-        usleep(10000);
-    }
-}
-
 static void base_cfg(struct gw_config_mqtt *m, const char *scheme, uint16_t port)
 {
     struct gw_config cfg;

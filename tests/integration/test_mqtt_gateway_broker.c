@@ -410,38 +410,6 @@ static void on_cmd_event(const struct gw_event *ev, void *ctx)
     pthread_mutex_unlock(&r->lock);
 }
 
-struct inbox {
-    pthread_mutex_t lock;
-    char payloads[32][512];
-    int count;
-};
-
-static void inbox_cb(const struct mqtt_client_message *m, void *ctx)
-{
-    struct inbox *in = ctx;
-    pthread_mutex_lock(&in->lock);
-    if (in->count < 32) {
-        size_t n = m->len < 511 ? m->len : 511;
-        memcpy(in->payloads[in->count], m->payload, n);
-        in->payloads[in->count][n] = '\0';
-        in->count++;
-    }
-    pthread_mutex_unlock(&in->lock);
-}
-
-static int inbox_wait(struct inbox *in, int count, uint32_t timeout_ms)
-{
-    uint64_t deadline = test_now_ms() + timeout_ms;
-    for (;;) {
-        pthread_mutex_lock(&in->lock);
-        int n = in->count;
-        pthread_mutex_unlock(&in->lock);
-        if (n >= count || test_now_ms() > deadline)
-            return n;
-        usleep(10000);
-    }
-}
-
 /* Sends a command until the gateway answers (its subscription is asynchronous); returns the
  * parsed result or NULL. */
 static cJSON *command(struct test_sub *sub, const char *topic, const char *payload)

@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "mqtt_broker.h"
 
+#include "mqtt_client.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -421,4 +423,30 @@ int test_sub_publish(struct test_sub *s, const char *topic, const char *payload,
                    MOSQ_ERR_SUCCESS
                ? 0
                : -1;
+}
+
+void inbox_cb(const struct mqtt_client_message *m, void *ctx)
+{
+    struct inbox *in = ctx;
+    pthread_mutex_lock(&in->lock);
+    if (in->count < 64) {
+        size_t n = m->len < 511 ? m->len : 511;
+        memcpy(in->payloads[in->count], m->payload, n);
+        in->payloads[in->count][n] = '\0';
+        in->count++;
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
+int inbox_wait(struct inbox *in, int count, uint32_t timeout_ms)
+{
+    uint64_t deadline = test_now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&in->lock);
+        int n = in->count;
+        pthread_mutex_unlock(&in->lock);
+        if (n >= count || test_now_ms() > deadline)
+            return n;
+        usleep(10000);
+    }
 }

@@ -4,6 +4,7 @@
 #ifndef MQTT_BROKER_H
 #define MQTT_BROKER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,5 +80,18 @@ int test_sub_publish(struct test_sub *s, const char *topic, const char *payload,
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 uint64_t test_now_ms(void);
+
+/* Messages received through a gateway-side mqtt_client subscription (mqtt_client_subscribe
+ * callback inbox_cb with ctx = the inbox). Payloads kept NUL-terminated, truncated to 511 bytes;
+ * at most 64 are kept. Initialise with { .lock = PTHREAD_MUTEX_INITIALIZER }. */
+struct mqtt_client_message;
+struct inbox {
+    pthread_mutex_t lock;
+    char payloads[64][512];
+    int count;
+};
+void inbox_cb(const struct mqtt_client_message *m, void *ctx);
+/* Waits until the inbox holds count messages or timeout_ms passed; returns how many it holds. */
+int inbox_wait(struct inbox *in, int count, uint32_t timeout_ms);
 
 #endif
