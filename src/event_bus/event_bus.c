@@ -58,6 +58,17 @@ static uint64_t elapsed_us(const struct timespec *a, const struct timespec *b)
     return us > 0 ? (uint64_t)us : 0;
 }
 
+/* The registration of (handler, ctx) for id, or NULL once unsubscribed. Call with bus->lock. */
+static struct subscriber *find_subscriber(struct event_bus *bus, int id, const struct subscriber *wanted)
+{
+    for (uint32_t k = 0; k < bus->sub_count[id]; k++) {
+        struct subscriber *s = &bus->subs[id][k];
+        if (s->handler == wanted->handler && s->ctx == wanted->ctx)
+            return s;
+    }
+    return NULL;
+}
+
 static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
 {
     /* Snapshot the subscriber list so handlers may (un)subscribe without deadlock. */
@@ -78,15 +89,8 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
     };
     for (uint32_t i = 0; i < n; i++) {
         /* A handler unsubscribed by an earlier handler of this same event must not run. */
-        bool still = false;
         pthread_mutex_lock(&bus->lock);
-        for (uint32_t k = 0; k < bus->sub_count[entry->id]; k++) {
-            struct subscriber *s = &bus->subs[entry->id][k];
-            if (s->handler == local[i].handler && s->ctx == local[i].ctx) {
-                still = true;
-                break;
-            }
-        }
+        bool still = find_subscriber(bus, entry->id, &local[i]) != NULL;
         pthread_mutex_unlock(&bus->lock);
         if (!still)
             continue;
@@ -98,15 +102,12 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
         uint64_t us = elapsed_us(&t0, &t1);
 
         pthread_mutex_lock(&bus->lock);
-        for (uint32_t k = 0; k < bus->sub_count[entry->id]; k++) {
-            struct subscriber *s = &bus->subs[entry->id][k];
-            if (s->handler == local[i].handler && s->ctx == local[i].ctx) {
-                s->calls++;
-                s->total_us += us;
-                if (us > s->max_us)
-                    s->max_us = us;
-                break;
-            }
+        struct subscriber *s = find_subscriber(bus, entry->id, &local[i]);
+        if (s) {
+            s->calls++;
+            s->total_us += us;
+            if (us > s->max_us)
+                s->max_us = us;
         }
         pthread_mutex_unlock(&bus->lock);
         if (us > 100000) {

@@ -3,12 +3,14 @@
 
 #include "gw_clock.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 
 static atomic_int current_level = GW_LOG_INFO;
+static pthread_mutex_t limit_lock = PTHREAD_MUTEX_INITIALIZER; /* every struct gw_log_limit */
 
 void gw_log_set_level(enum gw_log_level level) { atomic_store(&current_level, (int)level); }
 enum gw_log_level gw_log_get_level(void) { return (enum gw_log_level)atomic_load(&current_level); }
@@ -55,15 +57,21 @@ void gw_log_ratelimited(struct gw_log_limit *limit, uint32_t interval_ms, enum g
     if ((int)level > atomic_load(&current_level))
         return;
     uint64_t now = gw_now_ms();
+    /* One lock for every site: a site shared by threads (a static limit in a function that
+     * several threads call) must neither lose counts nor log twice in a window. */
+    pthread_mutex_lock(&limit_lock);
     if (limit->window_start_ms != 0 && now - limit->window_start_ms < interval_ms) {
         limit->suppressed++;
+        pthread_mutex_unlock(&limit_lock);
         return;
     }
-    char suffix[64] = "";
-    if (limit->suppressed)
-        snprintf(suffix, sizeof suffix, " (%u similar suppressed)", limit->suppressed);
+    uint32_t suppressed = limit->suppressed;
     limit->window_start_ms = now ? now : 1;
     limit->suppressed = 0;
+    pthread_mutex_unlock(&limit_lock);
+    char suffix[64] = "";
+    if (suppressed)
+        snprintf(suffix, sizeof suffix, " (%u similar suppressed)", suppressed);
     va_list ap;
     va_start(ap, fmt);
     vlog(level, module, suffix, fmt, ap);

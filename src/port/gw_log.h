@@ -21,7 +21,7 @@ struct gw_log_limit {
 };
 
 /* Logs at most once per interval_ms per site; the next logged line says how many were
- * suppressed. Not thread-safe per site: give each thread its own struct. */
+ * suppressed. Thread-safe, also for one site shared by several threads. */
 void gw_log_ratelimited(struct gw_log_limit *limit, uint32_t interval_ms, enum gw_log_level level,
                         const char *module, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

@@ -81,7 +81,10 @@ struct uart_bms {
     bool settings_individual;      /* firmware NACKed the settings block: one register at a time */
     enum slow_item slow_next;
     uint64_t slow_due_ms;
-    bool comm_lost_reported;
+    bool comm_lost;                /* no valid data for comm_timeout_ms */
+    bool comm_lost_announced;      /* the state subscribers were last told (LOST / RESTORED) */
+    struct app_bms_comm comm_event;/* payload of the announcement of comm_lost */
+    struct gw_log_limit announce_limit;
     uint64_t started_ms;
     struct gw_log_limit open_limit, xfer_limit;
 };
@@ -184,6 +187,15 @@ static void note_error(struct uart_bms *ub, int err, const char *what)
 
 /* ------------------------------------------------------------------ device */
 
+/* Doubles the reopen backoff (0.5 s .. 30 s) and sets when to try again. */
+static void schedule_reopen(struct uart_bms *ub, uint64_t now)
+{
+    ub->reopen_backoff_ms = ub->reopen_backoff_ms ? ub->reopen_backoff_ms * 2 : REOPEN_BACKOFF_MIN_MS;
+    if (ub->reopen_backoff_ms > REOPEN_BACKOFF_MAX_MS)
+        ub->reopen_backoff_ms = REOPEN_BACKOFF_MAX_MS;
+    ub->reopen_at_ms = now + ub->reopen_backoff_ms;
+}
+
 /* why: the reason to log before reopening, or NULL when stopping. */
 static void close_port(struct uart_bms *ub, const char *why)
 {
@@ -198,9 +210,12 @@ static void close_port(struct uart_bms *ub, const char *why)
         GW_LOGI(MOD, "battery %u: closed %s", ub->opts.battery_id, ub->opts.device);
         return;
     }
-    ub->reopen_backoff_ms = REOPEN_BACKOFF_MIN_MS;
-    ub->reopen_at_ms = gw_now_ms() + ub->reopen_backoff_ms;
-    GW_LOGW(MOD, "battery %u: serial device %s closed (%s); reopening", ub->opts.battery_id, ub->opts.device, why);
+    /* The backoff only restarts from its minimum once a transaction succeeded on the port: a
+     * device that opens and then fails at once (adapter in a bad state) is retried ever more
+     * slowly, not twice a second for ever. */
+    schedule_reopen(ub, gw_now_ms());
+    GW_LOGW(MOD, "battery %u: serial device %s closed (%s); reopening in %u ms", ub->opts.battery_id,
+            ub->opts.device, why, ub->reopen_backoff_ms);
 }
 
 static bool ensure_open(struct uart_bms *ub)
@@ -213,10 +228,7 @@ static bool ensure_open(struct uart_bms *ub)
     int rc = ub->serial->open(ub->opts.device, 115200, &ub->port);
     if (rc) {
         ub->port = NULL;
-        ub->reopen_backoff_ms = ub->reopen_backoff_ms ? ub->reopen_backoff_ms * 2 : REOPEN_BACKOFF_MIN_MS;
-        if (ub->reopen_backoff_ms > REOPEN_BACKOFF_MAX_MS)
-            ub->reopen_backoff_ms = REOPEN_BACKOFF_MAX_MS;
-        ub->reopen_at_ms = now + ub->reopen_backoff_ms;
+        schedule_reopen(ub, now);
         note_error(ub, rc, "open");
         gw_log_ratelimited(&ub->open_limit, 30000, GW_LOG_WARN, MOD,
                            "battery %u: cannot open %s: %s (retry in %u ms)", ub->opts.battery_id,
@@ -229,8 +241,8 @@ static bool ensure_open(struct uart_bms *ub)
     if (reopened)
         ub->stats.reopens++;
     pthread_mutex_unlock(&ub->lock);
-    ub->reopen_backoff_ms = 0;
     tinybms_decoder_reset(&ub->decoder);
+    /* Not rate-limited: the growing backoff bounds how often a failing port is reopened. */
     GW_LOGI(MOD, "battery %u: opened %s at 115200 8N1", ub->opts.battery_id, ub->opts.device);
     return true;
 }
@@ -340,7 +352,14 @@ static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uin
     int rc = GW_ERR_TIMEOUT;
     for (int i = 0; i < 2; i++) {
         rc = attempt(ub, req, req_len, expect_cmd, reply);
-        if (rc == GW_OK) {
+        if (rc == GW_OK && reply->kind == TINYBMS_REPLY_NACK && reply->nack_error == TINYBMS_NACK_CRC_ERROR) {
+            /* The BMS received our request corrupted (line noise): a transient fault, resent
+             * like a corrupted answer. Reported as GW_ERR_NACK it would be taken for a
+             * firmware refusal and switch reading modes for good. */
+            count(ub, &ub->stats.crc_errors);
+            rc = GW_ERR_CRC;
+        } else if (rc == GW_OK) {
+            ub->reopen_backoff_ms = 0; /* the port works: a later loss retries quickly again */
             if (reply->kind == TINYBMS_REPLY_NACK) {
                 count(ub, &ub->stats.nacks);
                 return GW_ERR_NACK;
@@ -390,6 +409,23 @@ static void publish(struct uart_bms *ub, int id, const void *payload, size_t siz
         GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
+/* Tells subscribers a change of comm_lost with EVENT_BMS_COMM_LOST / _RESTORED, once per
+ * transition. A transition event is state, not a sample: when the bus is full it is retried
+ * on the next cycle rather than dropped, or an alert would be raised (or cleared) never. */
+static void announce_comm(struct uart_bms *ub)
+{
+    if (ub->comm_lost == ub->comm_lost_announced)
+        return;
+    int id = ub->comm_lost ? EVENT_BMS_COMM_LOST : EVENT_BMS_COMM_RESTORED;
+    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50)) {
+        gw_log_ratelimited(&ub->announce_limit, 30000, GW_LOG_WARN, MOD,
+                           "battery %u: event bus full: %s delayed to the next cycle", ub->opts.battery_id,
+                           app_event_name(id));
+        return;
+    }
+    ub->comm_lost_announced = ub->comm_lost;
+}
+
 static int read_live(struct uart_bms *ub)
 {
     uint16_t regs[TINYBMS_REG_LIVE_COUNT];
@@ -412,8 +448,11 @@ static int read_live(struct uart_bms *ub)
     if (rc)
         return rc;
 
+    pthread_mutex_lock(&ub->lock); /* uart_bms_set_cell_order() changes it from other threads */
+    uint8_t cell_order = ub->opts.cell_order;
+    pthread_mutex_unlock(&ub->lock);
     struct tinybms_decode_opts dopts = { .battery_id = ub->opts.battery_id,
-                                         .cell_order = (enum bms_cell_order)ub->opts.cell_order };
+                                         .cell_order = (enum bms_cell_order)cell_order };
     struct bms_live_data sample;
     rc = tinybms_decode_live(regs, &dopts, &sample);
     if (rc)
@@ -434,13 +473,14 @@ static int read_live(struct uart_bms *ub)
     memcpy(listeners, ub->listeners, sizeof listeners);
     pthread_mutex_unlock(&ub->lock);
 
-    if (ub->comm_lost_reported) {
-        ub->comm_lost_reported = false;
-        struct app_bms_comm c = { .battery_id = ub->opts.battery_id, .last_valid_ms = sample.timestamp_ms };
-        snprintf(c.reason, sizeof c.reason, "valid data again");
+    if (ub->comm_lost) {
+        ub->comm_lost = false;
+        ub->comm_event = (struct app_bms_comm){ .battery_id = ub->opts.battery_id,
+                                                .last_valid_ms = sample.timestamp_ms };
+        snprintf(ub->comm_event.reason, sizeof ub->comm_event.reason, "valid data again");
         GW_LOGI(MOD, "battery %u: communication restored", ub->opts.battery_id);
-        publish(ub, EVENT_BMS_COMM_RESTORED, &c, sizeof c);
     }
+    announce_comm(ub); /* before the sample: subscribers see RESTORED, then data */
     publish(ub, EVENT_BMS_DATA_UPDATE, &sample, sizeof sample);
     pthread_mutex_lock(&ub->listener_call_lock);
     for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
@@ -738,9 +778,19 @@ int uart_bms_restart_bms(struct uart_bms *ub, uint32_t timeout_ms)
                 (unsigned long long)((now - ub->last_restart_ms) / 1000));
         return GW_ERR_BUSY;
     }
-    ub->last_restart_ms = now;
+    uint64_t previous = ub->last_restart_ms;
+    ub->last_restart_ms = now ? now : 1; /* taken at once: a concurrent second request is refused */
     pthread_mutex_unlock(&ub->lock);
     int rc = submit_command(ub, CMD_RESET, 0, 0, timeout_ms);
+    if (rc == GW_ERR_STATE || rc == GW_ERR_BUSY || rc == GW_ERR_CLOSED) {
+        /* Never sent (not running, another command in progress, no device): the BMS did not
+         * restart, so the guard must not block the retry. A timeout or NACK keeps it: the
+         * request may have reached the BMS. */
+        pthread_mutex_lock(&ub->lock);
+        if (ub->last_restart_ms == (now ? now : 1))
+            ub->last_restart_ms = previous;
+        pthread_mutex_unlock(&ub->lock);
+    }
     GW_LOGI(MOD, "battery %u: BMS restart requested: %s", ub->opts.battery_id, gw_strerror(rc));
     return rc;
 }
@@ -764,25 +814,27 @@ static void check_comm_timeout(struct uart_bms *ub, uint64_t now)
     uint32_t timeout = ub->opts.comm_timeout_ms;
     pthread_mutex_unlock(&ub->lock);
     uint64_t since = last ? last : ub->started_ms;
-    if (ub->comm_lost_reported || now - since < timeout)
-        return;
-    ub->comm_lost_reported = true;
-    pthread_mutex_lock(&ub->lock);
-    ub->stats.comm_ok = false;
-    struct app_bms_comm c = { .battery_id = ub->opts.battery_id, .last_valid_ms = last };
-    snprintf(c.reason, sizeof c.reason, "%s", !ub->port ? "serial device unavailable"
-                                              : ub->stats.last_error_text[0] ? ub->stats.last_error_text
-                                                                             : "no valid answer");
-    pthread_mutex_unlock(&ub->lock);
-    GW_LOGE(MOD, "battery %u: no valid data for %u s (%s)", ub->opts.battery_id, timeout / 1000, c.reason);
-    publish(ub, EVENT_BMS_COMM_LOST, &c, sizeof c);
+    if (!ub->comm_lost && now - since >= timeout) {
+        ub->comm_lost = true;
+        struct app_bms_comm *c = &ub->comm_event;
+        *c = (struct app_bms_comm){ .battery_id = ub->opts.battery_id, .last_valid_ms = last };
+        pthread_mutex_lock(&ub->lock);
+        ub->stats.comm_ok = false;
+        snprintf(c->reason, sizeof c->reason, "%s", !ub->port ? "serial device unavailable"
+                                                  : ub->stats.last_error_text[0] ? ub->stats.last_error_text
+                                                                                 : "no valid answer");
+        pthread_mutex_unlock(&ub->lock);
+        GW_LOGE(MOD, "battery %u: no valid data for %u s (%s)", ub->opts.battery_id, timeout / 1000, c->reason);
+    }
+    announce_comm(ub);
 }
 
-/* Waits until deadline_ms (monotonic) or a stop/command request. Returns false on stop. */
-static bool wait_until(struct uart_bms *ub, uint64_t deadline_ms)
+/* Waits until deadline_ms (monotonic), a stop/command request or a poll interval other than
+ * interval_ms. Returns false on stop. */
+static bool wait_until(struct uart_bms *ub, uint64_t deadline_ms, uint32_t interval_ms)
 {
     pthread_mutex_lock(&ub->lock);
-    while (!ub->stop_requested && !ub->command.pending) {
+    while (!ub->stop_requested && !ub->command.pending && ub->opts.poll_interval_ms == interval_ms) {
         uint64_t now = gw_now_ms();
         if (now >= deadline_ms)
             break;
@@ -805,6 +857,8 @@ static void *poller_main(void *arg)
     ub->slow_next = SLOW_VERSION;
     ub->slow_due_ms = 0;
     uint64_t next_poll = gw_now_ms();
+    uint64_t last_poll = 0;           /* start of the last live read, 0 = none yet */
+    uint32_t scheduled_interval = 0;  /* the interval next_poll was computed with */
     for (;;) {
         pthread_mutex_lock(&ub->lock);
         bool stop = ub->stop_requested;
@@ -812,11 +866,18 @@ static void *poller_main(void *arg)
         pthread_mutex_unlock(&ub->lock);
         if (stop)
             break;
+        if (last_poll && scheduled_interval && interval != scheduled_interval) {
+            /* A new interval counts from the last read: 10 s -> 100 ms must not wait 10 s. */
+            next_poll = last_poll + interval;
+            scheduled_interval = interval;
+        }
 
         uint64_t now = gw_now_ms();
         if (ensure_open(ub)) {
             run_pending_command(ub);
             if (now >= next_poll) {
+                last_poll = now;
+                scheduled_interval = interval;
                 count(ub, &ub->stats.polls);
                 struct timespec t0, t1;
                 clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -862,7 +923,7 @@ static void *poller_main(void *arg)
         uint64_t wake_at = next_poll;
         if (!ub->port && ub->reopen_at_ms < wake_at)
             wake_at = ub->reopen_at_ms;
-        if (!wait_until(ub, wake_at))
+        if (!wait_until(ub, wake_at, interval))
             break;
     }
     close_port(ub, NULL);
@@ -879,13 +940,13 @@ int uart_bms_start(struct uart_bms *ub)
         return GW_ERR_STATE;
     }
     ub->stop_requested = false;
-    ub->running = true;
+    /* Created under the lock: ub->thread is read under it (uart_bms_remove_listener, also from
+     * the poller itself), and pthread_create may store it after the new thread runs. */
+    int err = pthread_create(&ub->thread, NULL, poller_main, ub);
+    ub->running = err == 0;
     pthread_mutex_unlock(&ub->lock);
-    if (pthread_create(&ub->thread, NULL, poller_main, ub) != 0) {
-        pthread_mutex_lock(&ub->lock);
-        ub->running = false;
-        pthread_mutex_unlock(&ub->lock);
-        GW_LOGE(MOD, "cannot start the poller thread");
+    if (err) {
+        GW_LOGE(MOD, "battery %u: cannot start the poller thread: %s", ub->opts.battery_id, strerror(err));
         return GW_ERR_IO;
     }
     return GW_OK;

@@ -420,6 +420,50 @@ static void test_sigterm_exits_cleanly(void)
     CHECK_EQ_INT(child_wait_exit(&c), 0);
 }
 
+/* --device on a serial port that hangs up (a USB adapter pulled; here a pty whose master side
+ * is closed): the simulator must close it and report it unplugged, not poll a hung-up port that
+ * is readable for ever (it spun at 100 % CPU, still "plugged"). */
+static void test_device_hangup_unplugs(void)
+{
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    CHECK(master >= 0);
+    if (master < 0)
+        return;
+    fcntl(master, F_SETFD, FD_CLOEXEC); /* the simulator must not hold the master open too */
+    char slave[256] = "";
+    CHECK(grantpt(master) == 0 && unlockpt(master) == 0 && ptsname_r(master, slave, sizeof slave) == 0);
+    const char *args[] = { "--device", slave, "--no-sleep", "--speed", "0", NULL };
+    struct child c;
+    CHECK(child_start(&c, args));
+    char path[256] = "";
+    CHECK(child_line(&c, path, sizeof path));
+    CHECK_STR(path, slave);
+    cJSON *s = child_cmd(&c, "state");
+    CHECK(s && jtrue(s, "plugged"));
+    cJSON_Delete(s);
+
+    close(master); /* the line hangs up */
+    bool unplugged = false;
+    uint64_t end = now_ms() + DEADLINE_MS;
+    while (!unplugged && now_ms() < end) {
+        s = child_cmd(&c, "state");
+        CHECK(s != NULL);
+        if (!s)
+            break;
+        unplugged = !jtrue(s, "plugged");
+        cJSON_Delete(s);
+        if (!unplugged) {
+            struct timespec ts = { 0, 10 * 1000000L };
+            nanosleep(&ts, NULL); /* polling interval, not synchronisation */
+        }
+    }
+    CHECK(unplugged);
+    s = child_cmd(&c, "quit");
+    CHECK(s && jtrue(s, "ok"));
+    cJSON_Delete(s);
+    CHECK_EQ_INT(child_wait_exit(&c), 0);
+}
+
 static void test_bad_option_fails(void)
 {
     const char *args[] = { "--cells", "3", NULL };
@@ -448,6 +492,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     static const struct test_case_ cases[] = { TEST_CASE(test_sim_on_pty),
                                                TEST_CASE(test_sigterm_exits_cleanly),
+                                               TEST_CASE(test_device_hangup_unplugs),
                                                TEST_CASE(test_bad_option_fails) };
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     unlink(link_path);

@@ -2,6 +2,7 @@
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "gw_log.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -192,6 +193,35 @@ static void test_destroy_delivers_queued_events(void)
     CHECK_EQ_INT(r.count, 20);
 }
 
+/* The bus logs drops and slow handlers through one static rate-limit site shared by every
+ * publishing thread: gw_log_ratelimited must count exactly under contention (it lost counts
+ * and could log twice per window when a site was not per thread). */
+#define LIMIT_THREADS 4
+#define LIMIT_CALLS 100000
+
+static struct gw_log_limit shared_limit;
+
+static void *hammer_limit(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < LIMIT_CALLS; i++)
+        gw_log_ratelimited(&shared_limit, 3600000, GW_LOG_ERROR, "test", "shared site %d", i);
+    return NULL;
+}
+
+static void test_shared_rate_limit_site_counts_exactly(void)
+{
+    memset(&shared_limit, 0, sizeof shared_limit);
+    pthread_t th[LIMIT_THREADS];
+    for (int i = 0; i < LIMIT_THREADS; i++)
+        CHECK_EQ_INT(pthread_create(&th[i], NULL, hammer_limit, NULL), 0);
+    for (int i = 0; i < LIMIT_THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* One line logged within the hour-long window, every other call counted. */
+    CHECK_EQ_INT(shared_limit.suppressed, LIMIT_THREADS * LIMIT_CALLS - 1);
+}
+
 TEST_MAIN(TEST_CASE(test_fifo_order_and_payload_copy), TEST_CASE(test_full_queue_times_out_and_counts_drop),
           TEST_CASE(test_subscriber_limit_and_bad_input), TEST_CASE(test_concurrent_publishers_keep_per_thread_order),
-          TEST_CASE(test_handler_may_unsubscribe_itself), TEST_CASE(test_destroy_delivers_queued_events))
+          TEST_CASE(test_handler_may_unsubscribe_itself), TEST_CASE(test_destroy_delivers_queued_events),
+          TEST_CASE(test_shared_rate_limit_site_counts_exactly))

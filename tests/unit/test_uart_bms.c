@@ -10,6 +10,7 @@
 #include "uart_bms.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /* ---------------------------------------------------------------- fake TinyBMS behind serial_ops */
@@ -23,9 +24,11 @@ struct fake {
     bool silent;            /* never answers */
     bool sleeping;          /* ignores the next request (wake-up) */
     bool vanish;            /* next read reports the device gone */
+    bool vanish_always;     /* opens, then every read reports the device gone */
     bool nack_live_block;   /* old firmware: NACK a block containing register 45 */
     bool corrupt_next;      /* flip a byte of the next answer */
     bool false_start_next;  /* noise announcing a 255-byte frame before the next answer */
+    bool nack_crc_next;     /* the next request arrives corrupted: NACK "CRC error" (0x01) */
     int opens;
     int requests;
 };
@@ -88,6 +91,13 @@ static int fake_write(struct serial_port *p, const uint8_t *buf, size_t len, uin
         return GW_OK;
     }
     uint8_t f[300];
+    if (F.nack_crc_next) {
+        uint8_t n[8] = { 0xAA, 0x00, req.cmd, 0x01 };
+        answer_crc(n, 4);
+        F.nack_crc_next = false;
+        pthread_mutex_unlock(&F.lock);
+        return GW_OK;
+    }
     if (F.false_start_next) {
         static const uint8_t noise[] = { 0xAA, 0x03, 0xFA };
         put_frame(noise, sizeof noise);
@@ -130,7 +140,7 @@ static int fake_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_t t
     (void)p;
     *got = 0;
     pthread_mutex_lock(&F.lock);
-    if (F.vanish) {
+    if (F.vanish || F.vanish_always) {
         F.vanish = false;
         pthread_mutex_unlock(&F.lock);
         return GW_ERR_CLOSED;
@@ -171,7 +181,7 @@ static void fake_reset(void)
     pthread_mutex_lock(&F.lock);
     memset(F.regs, 0, sizeof F.regs);
     F.out_len = 0;
-    F.absent = F.silent = F.sleeping = F.vanish = F.nack_live_block = F.corrupt_next = F.false_start_next = false;
+    F.absent = F.silent = F.sleeping = F.vanish = F.vanish_always = F.nack_live_block = F.corrupt_next = F.false_start_next = F.nack_crc_next = false;
     F.opens = F.requests = 0;
     /* A 14-cell pack like the public dump: registers 2..15 hold cells. */
     for (int i = 2; i < 16; i++)
@@ -246,11 +256,13 @@ struct fixture {
     struct capture cap;
 };
 
-static void start(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms)
+/* bus_cfg: NULL for the bus defaults. */
+static void start_on_bus(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms,
+                         const struct event_bus_config *bus_cfg)
 {
     memset(fx, 0, sizeof *fx);
     pthread_mutex_init(&fx->cap.lock, NULL);
-    CHECK_EQ_INT(event_bus_create(NULL, &fx->bus), GW_OK);
+    CHECK_EQ_INT(event_bus_create(bus_cfg, &fx->bus), GW_OK);
     for (int id = EVENT_BMS_DATA_UPDATE; id <= EVENT_BMS_COMM_RESTORED; id++)
         event_bus_subscribe(fx->bus, id, on_event, &fx->cap, "test");
     struct uart_bms_options o;
@@ -263,6 +275,11 @@ static void start(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms
     o.serial = &fake_ops;
     CHECK_EQ_INT(uart_bms_create(&o, &fx->ub), GW_OK);
     CHECK_EQ_INT(uart_bms_start(fx->ub), GW_OK);
+}
+
+static void start(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms)
+{
+    start_on_bus(fx, poll_ms, comm_timeout_ms, NULL);
 }
 
 static void finish(struct fixture *fx)
@@ -508,6 +525,195 @@ static void test_tap_records_both_directions(void)
     finish(&fx);
 }
 
+/* A NACK "CRC error" means our request was corrupted on the wire: resent like a corrupted
+ * answer, never taken for old firmware refusing the 0..55 block (which would drop SOH for good). */
+static void test_nack_crc_error_is_resent_not_a_firmware_refusal(void)
+{
+    fake_reset();
+    F.nack_crc_next = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(fx.ub, &d), GW_OK);
+    CHECK(d.soh_valid);
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.crc_errors, 1);
+    CHECK_EQ_INT(st.nacks, 0);
+    CHECK_EQ_INT(st.timeouts, 0);
+    finish(&fx);
+}
+
+/* A restart that never reached the BMS (no device) must not block the retry for 60 s. */
+static void test_restart_guard_not_taken_by_an_unsent_restart(void)
+{
+    fake_reset();
+    F.absent = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK_EQ_INT(uart_bms_restart_bms(fx.ub, 3000), GW_ERR_CLOSED);
+    pthread_mutex_lock(&F.lock);
+    F.absent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK_EQ_INT(uart_bms_restart_bms(fx.ub, 3000), GW_OK);
+    CHECK_EQ_INT(uart_bms_restart_bms(fx.ub, 3000), GW_ERR_BUSY); /* this one did restart it */
+    finish(&fx);
+}
+
+/* A shorter poll interval applies from the last read, not after the old interval: from 10 s to
+ * 100 ms, three more samples come long before the 10 s the old schedule would wait. */
+static void test_shorter_poll_interval_applies_at_once(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 10000, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    CHECK_EQ_INT(uart_bms_set_poll_interval_ms(fx.ub, 100), GW_OK);
+    uint64_t deadline = gw_now_ms() + 5000; /* half the old interval; the new one needs 0.3 s */
+    while (read_count(&fx.cap, &fx.cap.samples) < before + 3 && gw_now_ms() < deadline)
+        gw_sleep_ms(5);
+    CHECK(read_count(&fx.cap, &fx.cap.samples) >= before + 3);
+    finish(&fx);
+}
+
+struct toggler {
+    struct uart_bms *ub;
+    atomic_bool stop;
+};
+
+static void *toggle_settings(void *arg)
+{
+    struct toggler *t = arg;
+    for (unsigned i = 0; !atomic_load(&t->stop); i++) {
+        uart_bms_set_cell_order(t->ub, (uint8_t)(i % 2 ? BMS_CELL_ORDER_REVERSED : BMS_CELL_ORDER_DOCUMENTED));
+        uart_bms_set_comm_timeout_ms(t->ub, 30000 + i % 2);
+    }
+    return NULL;
+}
+
+/* Settings changed from another thread while the poller decodes (a data race before: the cell
+ * order was read without the lock; ThreadSanitizer reports it). */
+static void test_settings_change_while_polling(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    struct toggler t = { .ub = fx.ub };
+    atomic_init(&t.stop, false);
+    pthread_t th;
+    CHECK_EQ_INT(pthread_create(&th, NULL, toggle_settings, &t), 0);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 5));
+    atomic_store(&t.stop, true);
+    pthread_join(th, NULL);
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(fx.ub, &d), GW_OK);
+    CHECK_EQ_INT(d.cell_count, 14);
+    finish(&fx);
+}
+
+/* A device that opens and then fails at once is retried with a growing backoff (0.5, 1, 2 s...),
+ * not every 0.5 s for ever with a closed/opened log pair each time. Within 3.5 s: opens at about
+ * 0, 0.5, 1.5 and 3.5 s (a loaded machine only makes it fewer), against 8 with a fixed 0.5 s. */
+static void test_flapping_device_backs_off(void)
+{
+    fake_reset();
+    F.vanish_always = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    gw_sleep_ms(3500); /* a measuring window, not synchronisation */
+    uart_bms_stop(fx.ub);
+    pthread_mutex_lock(&F.lock);
+    int opens = F.opens;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(opens >= 1);
+    CHECK(opens <= 5);
+    finish(&fx);
+}
+
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool closed;
+};
+
+/* Holds the dispatcher while the gate is closed: the bus fills up behind it. */
+static void gate_handler(const struct gw_event *ev, void *ctx)
+{
+    (void)ev;
+    struct gate *g = ctx;
+    pthread_mutex_lock(&g->lock);
+    while (g->closed)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+}
+
+static bool wait_stats(struct uart_bms *ub, bool (*cond)(const struct uart_bms_stats *))
+{
+    uint64_t deadline = gw_now_ms() + 10000;
+    struct uart_bms_stats st;
+    while (gw_now_ms() < deadline) {
+        uart_bms_get_stats(ub, &st);
+        if (cond(&st))
+            return true;
+        gw_sleep_ms(5);
+    }
+    return false;
+}
+
+static bool timed_out(const struct uart_bms_stats *st) { return st->timeouts >= 1; }
+static bool comm_down(const struct uart_bms_stats *st) { return !st->comm_ok; }
+
+/* COMM_LOST published while the bus is full (a slow subscriber) is delivered once the bus has
+ * room again, exactly once: before, it was dropped and the loss was never announced. */
+static void test_comm_lost_survives_a_full_bus(void)
+{
+    fake_reset();
+    struct fixture fx;
+    struct event_bus_config bc = { .queue_size = 2 };
+    start_on_bus(&fx, 100, 1500, &bc);
+    struct gate g = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .closed = true };
+    CHECK_EQ_INT(event_bus_subscribe(fx.bus, EVENT_CONFIG_UPDATED, gate_handler, &g, "gate"), GW_OK);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_stats(fx.ub, timed_out)); /* no sample is on its way any more */
+    CHECK(event_bus_flush(fx.bus, 5000));
+    /* Block the dispatcher, then fill the queue behind it. */
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 1000));
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
+    struct event_bus_stats bs;
+    event_bus_get_stats(fx.bus, &bs);
+    uint64_t dropped_before = bs.dropped;
+    CHECK(wait_stats(fx.ub, comm_down));
+    uint64_t deadline = gw_now_ms() + 10000; /* the LOST publish times out on the full bus */
+    do {
+        event_bus_get_stats(fx.bus, &bs);
+        if (bs.dropped > dropped_before)
+            break;
+        gw_sleep_ms(5);
+    } while (gw_now_ms() < deadline);
+    CHECK(bs.dropped > dropped_before);
+    CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 0);
+
+    pthread_mutex_lock(&g.lock);
+    g.closed = false;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    pthread_mutex_lock(&F.lock);
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
+    CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 1);
+    finish(&fx);
+}
+
 static void test_bad_options(void)
 {
     struct uart_bms *ub = NULL;
@@ -531,4 +737,8 @@ TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_
           TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried), TEST_CASE(test_false_frame_start_does_not_hide_the_answer),
           TEST_CASE(test_old_firmware_block_nack_falls_back), TEST_CASE(test_write_setting_validates_and_reads_back),
           TEST_CASE(test_restart_guard), TEST_CASE(test_listener_slots_bounded), TEST_CASE(test_tap_records_both_directions),
+          TEST_CASE(test_nack_crc_error_is_resent_not_a_firmware_refusal),
+          TEST_CASE(test_restart_guard_not_taken_by_an_unsent_restart),
+          TEST_CASE(test_shorter_poll_interval_applies_at_once), TEST_CASE(test_settings_change_while_polling),
+          TEST_CASE(test_flapping_device_backs_off), TEST_CASE(test_comm_lost_survives_a_full_bus),
           TEST_CASE(test_bad_options))

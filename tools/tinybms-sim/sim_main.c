@@ -364,19 +364,24 @@ static void handle_frame(struct sim_app *app, size_t len, uint64_t now)
     queue_reply(app, reply, n, now);
 }
 
-static void read_serial(struct sim_app *app, uint64_t now)
+/* Returns false when the device is gone: a hung-up serial port (USB adapter pulled) polls
+ * readable for ever and reads 0 bytes or EIO, so it must be closed, not read again. */
+static bool read_serial(struct sim_app *app, uint64_t now)
 {
     uint8_t buf[512];
     ssize_t n = read(app->fd, buf, sizeof buf);
     if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR || errno == EIO) /* EIO: no slave open */
-            return;
+        int err = errno;
+        if (err == EAGAIN || err == EINTR)
+            return true;
+        if (err == EIO && !app->device) /* pty master: no client has the slave open */
+            return true;
         static struct gw_log_limit limit;
-        gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD, "read %s: %s", app->path, strerror(errno));
-        return;
+        gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD, "read %s: %s", app->path, strerror(err));
+        return err != EIO && err != ENXIO && err != ENODEV && err != EBADF;
     }
     if (n == 0)
-        return;
+        return !app->device; /* end of file on a serial device: it hung up */
     if (app->sleep_enabled && now - app->last_rx_ms >= app->sleep_after_ms)
         app->sleeping = true; /* idle long enough: this traffic wakes the BMS */
     app->last_rx_ms = now;
@@ -387,6 +392,7 @@ static void read_serial(struct sim_app *app, uint64_t now)
             sim_parser_reset(&app->parser);
         }
     }
+    return true;
 }
 
 /* ---------------------------------------------------------------- JSON control */
@@ -938,13 +944,14 @@ int main(int argc, char **argv)
             break;
         }
         now = mono_ms();
-        if (stdin_idx >= 0 && (pfd[stdin_idx].revents & (POLLIN | POLLHUP | POLLERR)))
+        /* POLLNVAL too: a closed stdin (started with <&-) must not make poll() return at once
+         * for ever; the read then fails and stdin is no longer polled. */
+        if (stdin_idx >= 0 && (pfd[stdin_idx].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
             read_stdin(&app, now);
         if (serial_idx >= 0 && app.fd >= 0 && pfd[serial_idx].fd == app.fd) {
             short rev = pfd[serial_idx].revents;
-            if (rev & POLLIN) {
-                read_serial(&app, now);
-            } else if (rev & (POLLHUP | POLLERR | POLLNVAL)) {
+            bool gone = (rev & POLLIN) ? !read_serial(&app, now) : (rev & (POLLHUP | POLLERR | POLLNVAL)) != 0;
+            if (gone) {
                 /* The port went away (USB adapter pulled): stop polling it; `replug` retries. */
                 GW_LOGE(MOD, "%s hung up; closed (send 'replug' to reopen)", app.path);
                 unplug(&app);
