@@ -38,6 +38,7 @@ struct event_bus {
     bool stopping;
 
     struct queue_entry *queue;
+    struct queue_entry *scratch;    /* the dispatcher's copy of the event being delivered */
     uint32_t capacity;
     uint32_t head;                  /* next entry to dispatch */
     uint32_t count;
@@ -122,11 +123,7 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
 static void *dispatcher_main(void *arg)
 {
     struct event_bus *bus = arg;
-    struct queue_entry *entry = malloc(sizeof *entry);
-    if (!entry) {
-        GW_LOGE("event_bus", "dispatcher: out of memory");
-        return NULL;
-    }
+    struct queue_entry *entry = bus->scratch;
     for (;;) {
         pthread_mutex_lock(&bus->lock);
         while (bus->count == 0 && !bus->stopping)
@@ -154,7 +151,6 @@ static void *dispatcher_main(void *arg)
         pthread_cond_broadcast(&bus->drained);
         pthread_mutex_unlock(&bus->lock);
     }
-    free(entry);
     return NULL;
 }
 
@@ -174,7 +170,8 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
     bus->capacity = capacity;
     bus->max_subscribers = max_subs;
     bus->queue = calloc(capacity, sizeof *bus->queue);
-    if (!bus->queue)
+    bus->scratch = malloc(sizeof *bus->scratch);
+    if (!bus->queue || !bus->scratch)
         goto err_nomem;
     for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++) {
         bus->subs[i] = calloc(max_subs, sizeof(struct subscriber));
@@ -199,6 +196,7 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
         pthread_cond_destroy(&bus->drained);
         for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
             free(bus->subs[i]);
+        free(bus->scratch);
         free(bus->queue);
         free(bus);
         return GW_ERR_IO;
@@ -209,6 +207,7 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
 err_nomem:
     for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
         free(bus->subs[i]);
+    free(bus->scratch);
     free(bus->queue);
     free(bus);
     return GW_ERR_NOMEM;
@@ -231,6 +230,7 @@ void event_bus_destroy(struct event_bus *bus)
     pthread_cond_destroy(&bus->drained);
     for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
         free(bus->subs[i]);
+    free(bus->scratch);
     free(bus->queue);
     free(bus);
 }

@@ -49,10 +49,12 @@ int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out);
 /* Starts the poller thread. @retval GW_OK, GW_ERR_STATE (already running), GW_ERR_IO */
 int uart_bms_start(struct uart_bms *ub);
 
-/* Stops and joins the poller (waits for the transaction in progress). Idempotent. */
+/* Stops and joins the poller (waits for the transaction in progress). Idempotent, but not to be
+ * called from two threads at once. A caller blocked in a command (write_setting, restart, clear)
+ * gets GW_ERR_STATE. */
 void uart_bms_stop(struct uart_bms *ub);
 
-/* Stops if needed and frees. NULL accepted. */
+/* Stops if needed and frees. NULL accepted. No other call may be in progress or follow. */
 void uart_bms_destroy(struct uart_bms *ub);
 
 /* Copy of the latest valid sample. @retval GW_OK, GW_ERR_NOT_FOUND (none yet) */

@@ -103,7 +103,7 @@ static int termios_write(struct serial_port *p, const uint8_t *buf, size_t len, 
             return GW_ERR_TIMEOUT;
         struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
         int pr = poll(&pfd, 1, (int)left);
-        if (pr > 0 && (pfd.revents & (POLLERR | POLLNVAL)))
+        if (pr > 0 && (pfd.revents & (POLLERR | POLLNVAL | POLLHUP)))
             return GW_ERR_CLOSED;
     }
     return GW_OK;
@@ -140,8 +140,10 @@ static int termios_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_
 static void termios_discard_input(struct serial_port *p)
 {
     tcflush(p->fd, TCIFLUSH);
+    /* What arrived between the flush and now; bounded, so a device that never stops talking
+     * cannot keep us here (the decoder resynchronises on what is left). */
     uint8_t scratch[256];
-    while (read(p->fd, scratch, sizeof scratch) > 0) {
+    for (int i = 0; i < 16 && read(p->fd, scratch, sizeof scratch) > 0; i++) {
     }
 }
 
