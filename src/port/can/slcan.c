@@ -9,16 +9,12 @@
 
 #include "gw_error.h"
 #include "gw_log.h"
+#include "serial.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
-#include <unistd.h>
 
 #define LOG_MOD "can.slcan"
 #define OPEN_CMD_TIMEOUT_MS 500u
@@ -208,38 +204,17 @@ int can_slcan__parse_arg(const char *arg, char *path, size_t cap, uint32_t *baud
 /* ---- transport ------------------------------------------------------------------------- */
 
 struct slcan {
-    int fd;
+    struct serial_port *port;         /* the adapter's serial line (src/port/serial) */
     char path[CAN_SPEC_MAX];
     pthread_mutex_t write_lock;       /* one line at a time on the wire */
     pthread_mutex_t read_lock;        /* parser and rx buffer */
     pthread_mutex_t stats_lock;
-    bool resync_needed;               /* a line was cut short: start the next with '\r' */
+    bool resync_needed;               /* a line may have been cut short: start the next with '\r' */
     struct can_slcan_parser parser;
     uint8_t rx_buf[256];
     size_t rx_pos, rx_len;
     struct can_transport_stats stats;
 };
-
-static speed_t baud_to_speed(uint32_t baud)
-{
-    switch (baud) {
-    case 9600: return B9600;
-    case 19200: return B19200;
-    case 38400: return B38400;
-    case 57600: return B57600;
-    case 115200: return B115200;
-    case 230400: return B230400;
-    case 460800: return B460800;
-    case 500000: return B500000;
-    case 576000: return B576000;
-    case 921600: return B921600;
-    case 1000000: return B1000000;
-    case 1500000: return B1500000;
-    case 2000000: return B2000000;
-    case 3000000: return B3000000;
-    default: return 0;
-    }
-}
 
 static void stat_add(struct slcan *s, uint64_t *field, uint64_t n)
 {
@@ -248,47 +223,12 @@ static void stat_add(struct slcan *s, uint64_t *field, uint64_t n)
     pthread_mutex_unlock(&s->stats_lock);
 }
 
-static bool is_gone_errno(int e)
+/* Writes all of buf before timeout_ms; a full TX queue until then counts as tx_queue_full. */
+static int write_line(struct slcan *s, const char *buf, size_t len, uint32_t timeout_ms)
 {
-    return e == EIO || e == ENXIO || e == ENODEV || e == EPIPE || e == EBADF;
-}
-
-/* Writes all of buf before the deadline. *written reports progress (for resync). */
-static int write_all(struct slcan *s, const char *buf, size_t len, uint64_t deadline, size_t *written)
-{
-    size_t done = 0;
-    int rc = GW_OK;
-    while (done < len) {
-        ssize_t n = write(s->fd, buf + done, len - done);
-        if (n > 0) {
-            done += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            rc = is_gone_errno(errno) ? GW_ERR_CLOSED : GW_ERR_IO;
-            break;
-        }
+    int rc = serial_termios_ops.write(s->port, (const uint8_t *)buf, len, timeout_ms);
+    if (rc == GW_ERR_TIMEOUT)
         stat_add(s, &s->stats.tx_queue_full, 1);
-        int left = can__remaining_ms(deadline);
-        if (left <= 0) {
-            rc = GW_ERR_TIMEOUT;
-            break;
-        }
-        struct pollfd pfd = { .fd = s->fd, .events = POLLOUT };
-        int pr = poll(&pfd, 1, left);
-        if (pr < 0 && errno != EINTR) {
-            rc = GW_ERR_IO;
-            break;
-        }
-        if (pr > 0 && (pfd.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(pfd.revents & POLLOUT)) {
-            rc = GW_ERR_CLOSED;
-            break;
-        }
-    }
-    if (written)
-        *written = done;
     return rc;
 }
 
@@ -303,7 +243,6 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
     struct slcan *s = calloc(1, sizeof *s);
     if (!s)
         return GW_ERR_NOMEM;
-    s->fd = -1;
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->read_lock, NULL);
     pthread_mutex_init(&s->stats_lock, NULL);
@@ -313,44 +252,19 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
         GW_LOGE(LOG_MOD, "invalid slcan device '%s' (expected /dev/ttyX or /dev/ttyX@baud)", arg);
         goto err;
     }
-    speed_t speed = baud_to_speed(baud);
-    if (speed == 0) {
-        GW_LOGE(LOG_MOD, "unsupported serial baud rate %u for %s", (unsigned)baud, s->path);
-        rc = GW_ERR_INVAL;
+    rc = serial_termios_ops.open(s->path, baud, &s->port);
+    if (rc != GW_OK) {
+        s->port = NULL;
+        GW_LOGE(LOG_MOD, "cannot open %s at %u baud: %s", s->path, (unsigned)baud,
+                rc == GW_ERR_INVAL ? "unsupported baud rate" : gw_strerror(rc));
         goto err;
     }
-    s->fd = open(s->path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-    if (s->fd < 0) {
-        int e = errno;
-        GW_LOGE(LOG_MOD, "cannot open %s: %s", s->path, strerror(e));
-        rc = (e == ENOENT || e == ENODEV || e == ENXIO) ? GW_ERR_NOT_FOUND : GW_ERR_IO;
-        goto err;
-    }
-    struct termios tio;
-    if (tcgetattr(s->fd, &tio) != 0) {
-        GW_LOGE(LOG_MOD, "%s is not a serial device: %s", s->path, strerror(errno));
-        rc = GW_ERR_IO;
-        goto err;
-    }
-    cfmakeraw(&tio);
-    tio.c_cflag |= CLOCAL | CREAD;
-    tio.c_cflag &= ~(tcflag_t)CRTSCTS;
-    tio.c_cc[VMIN] = 0;
-    tio.c_cc[VTIME] = 0;
-    if (cfsetispeed(&tio, speed) != 0 || cfsetospeed(&tio, speed) != 0 ||
-        tcsetattr(s->fd, TCSANOW, &tio) != 0) {
-        GW_LOGE(LOG_MOD, "cannot configure %s at %u baud: %s", s->path, (unsigned)baud, strerror(errno));
-        rc = GW_ERR_IO;
-        goto err;
-    }
-    tcflush(s->fd, TCIOFLUSH);
-
     /* Close first (an adapter left open from a previous run refuses S; its error reply is
      * counted by recv like any other), then bitrate, then open. */
     char cmd_s[4] = { 'S', code, '\r', '\0' };
     const char *cmds[] = { "C\r", cmd_s, "O\r" };
     for (size_t i = 0; i < 3; i++) {
-        rc = write_all(s, cmds[i], strlen(cmds[i]), can__deadline(OPEN_CMD_TIMEOUT_MS), NULL);
+        rc = write_line(s, cmds[i], strlen(cmds[i]), OPEN_CMD_TIMEOUT_MS);
         if (rc != GW_OK) {
             GW_LOGE(LOG_MOD, "cannot send the open sequence to %s: %s", s->path, gw_strerror(rc));
             goto err;
@@ -361,8 +275,7 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
             (unsigned)bitrate, code);
     return GW_OK;
 err:
-    if (s->fd >= 0)
-        close(s->fd);
+    serial_termios_ops.close(s->port);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->read_lock);
     pthread_mutex_destroy(&s->stats_lock);
@@ -380,17 +293,13 @@ static int slcan_send(struct can_transport *t, const struct can_frame_gw *frame,
         stat_add(s, &s->stats.tx_failed, 1);
         return GW_ERR_INVAL;
     }
-    uint64_t deadline = can__deadline(timeout_ms);
     pthread_mutex_lock(&s->write_lock);
-    /* After a line cut short, a lone '\r' ends it so the adapter rejects only that one. */
+    /* After a line that may have been cut short, a lone '\r' ends it so the adapter rejects
+     * only that one (an extra empty command is harmless). */
     const char *start = s->resync_needed ? line : line + 1;
     size_t len = (size_t)n + (s->resync_needed ? 1u : 0u);
-    size_t written = 0;
-    int rc = write_all(s, start, len, deadline, &written);
-    if (rc == GW_OK)
-        s->resync_needed = false;
-    else if (written > 0)
-        s->resync_needed = true;
+    int rc = write_line(s, start, len, timeout_ms);
+    s->resync_needed = rc != GW_OK;
     pthread_mutex_unlock(&s->write_lock);
     stat_add(s, rc == GW_OK ? &s->stats.tx_ok : &s->stats.tx_failed, 1);
     return rc;
@@ -418,7 +327,6 @@ static int slcan_recv(struct can_transport *t, struct can_frame_gw *frame, uint3
     struct slcan *s = t->impl;
     uint64_t deadline = can__deadline(timeout_ms);
     int rc = GW_ERR_TIMEOUT;
-    bool hangup = false; /* poll saw POLLHUP: a read of 0 bytes now means the device is gone */
     bool have_read = false;
     pthread_mutex_lock(&s->read_lock);
     for (;;) {
@@ -427,50 +335,25 @@ static int slcan_recv(struct can_transport *t, struct can_frame_gw *frame, uint3
             break;
         }
         /* Bytes that never make a frame (wrong baud rate, noise) may keep coming: the deadline
-         * holds while data flows too, not only when the tty is idle. */
-        if (have_read && can__remaining_ms(deadline) <= 0) {
-            rc = GW_ERR_TIMEOUT;
-            break;
-        }
-        ssize_t n = read(s->fd, s->rx_buf, sizeof s->rx_buf);
-        if (n > 0) {
-            s->rx_pos = 0;
-            s->rx_len = (size_t)n;
-            have_read = true;
-            continue;
-        }
-        if (n == 0) { /* no data (VMIN 0), or end of file after a hang-up */
-            if (hangup) {
-                rc = GW_ERR_CLOSED;
-                break;
-            }
-        } else if (errno == EINTR) {
-            continue;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            rc = is_gone_errno(errno) ? GW_ERR_CLOSED : GW_ERR_IO;
-            break;
-        }
+         * holds while data flows too, not only when the tty is idle. One read is always tried. */
         int left = can__remaining_ms(deadline);
         if (left <= 0) {
-            rc = GW_ERR_TIMEOUT;
-            break;
+            if (have_read) {
+                rc = GW_ERR_TIMEOUT;
+                break;
+            }
+            left = 0;
         }
-        struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
-        int pr = poll(&pfd, 1, left);
-        if (pr < 0 && errno != EINTR) {
-            rc = GW_ERR_IO;
-            break;
-        }
-        if (pr == 0) {
-            rc = GW_ERR_TIMEOUT;
-            break;
-        }
-        if (pr > 0 && !(pfd.revents & POLLIN) && (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))) {
-            rc = GW_ERR_CLOSED;
-            break;
-        }
-        if (pr > 0 && (pfd.revents & POLLHUP))
-            hangup = true;
+        have_read = true;
+        size_t got = 0;
+        rc = serial_termios_ops.read(s->port, s->rx_buf, sizeof s->rx_buf, (uint32_t)left, &got);
+        if (rc != GW_OK)
+            break; /* GW_ERR_CLOSED: the adapter went away; GW_ERR_IO */
+        s->rx_pos = 0;
+        s->rx_len = got;
+        rc = GW_ERR_TIMEOUT;
+        if (got == 0 && left == 0)
+            break; /* nothing there and no time left */
     }
     pthread_mutex_unlock(&s->read_lock);
     return rc;
@@ -482,8 +365,8 @@ static void slcan_close(struct can_transport *t)
     if (!s)
         return;
     /* Leave the adapter closed (it stops acknowledging frames on the bus). Best effort. */
-    (void)write_all(s, "C\r", 2, can__deadline(100), NULL);
-    close(s->fd);
+    (void)write_line(s, "C\r", 2, 100);
+    serial_termios_ops.close(s->port);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->read_lock);
     pthread_mutex_destroy(&s->stats_lock);

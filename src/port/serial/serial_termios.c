@@ -28,8 +28,12 @@ static speed_t baud_constant(uint32_t baud)
     case 230400: return B230400;
     case 460800: return B460800;
     case 500000: return B500000;
+    case 576000: return B576000;
     case 921600: return B921600;
     case 1000000: return B1000000;
+    case 1500000: return B1500000;
+    case 2000000: return B2000000;
+    case 3000000: return B3000000;
     default: return 0;
     }
 }
