@@ -1019,37 +1019,31 @@ int uart_bms_get_settings(struct uart_bms *ub, struct bms_settings *current, str
     return rc;
 }
 
-int uart_bms_get_statistics(struct uart_bms *ub, struct bms_statistics *out)
+/* Copies one snapshot field under the lock; GW_ERR_NOT_FOUND until it has been read once. */
+static int copy_snapshot(struct uart_bms *ub, void *out, const void *field, size_t size, const bool *valid)
 {
     if (!ub || !out)
         return GW_ERR_INVAL;
     pthread_mutex_lock(&ub->lock);
-    *out = ub->statistics;
-    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
+    memcpy(out, field, size);
+    int rc = *valid ? GW_OK : GW_ERR_NOT_FOUND;
     pthread_mutex_unlock(&ub->lock);
     return rc;
+}
+
+int uart_bms_get_statistics(struct uart_bms *ub, struct bms_statistics *out)
+{
+    return ub ? copy_snapshot(ub, out, &ub->statistics, sizeof *out, &ub->statistics.valid) : GW_ERR_INVAL;
 }
 
 int uart_bms_get_events(struct uart_bms *ub, struct bms_event_log *out)
 {
-    if (!ub || !out)
-        return GW_ERR_INVAL;
-    pthread_mutex_lock(&ub->lock);
-    *out = ub->events;
-    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
-    pthread_mutex_unlock(&ub->lock);
-    return rc;
+    return ub ? copy_snapshot(ub, out, &ub->events, sizeof *out, &ub->events.valid) : GW_ERR_INVAL;
 }
 
 int uart_bms_get_version(struct uart_bms *ub, struct bms_version *out)
 {
-    if (!ub || !out)
-        return GW_ERR_INVAL;
-    pthread_mutex_lock(&ub->lock);
-    *out = ub->version;
-    int rc = out->valid ? GW_OK : GW_ERR_NOT_FOUND;
-    pthread_mutex_unlock(&ub->lock);
-    return rc;
+    return ub ? copy_snapshot(ub, out, &ub->version, sizeof *out, &ub->version.valid) : GW_ERR_INVAL;
 }
 
 int uart_bms_add_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx)
