@@ -38,6 +38,7 @@ struct config_manager {
     cJSON *overrides;           /* accumulated override document, NULL when none */
     enum config_load_status status;
     char status_reason[512];
+    bool unsaved;               /* the configuration in use could not be written (disk full...) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -116,6 +117,8 @@ static int save_locked(struct config_manager *cm, const struct gw_config *prev, 
         GW_LOGE(MOD, "%s", msg);
         config_errors_add(errors, "", "%s", msg);
     }
+    if (rc == GW_OK)
+        cm->unsaved = false;
     return rc;
 }
 
@@ -288,9 +291,12 @@ static int load(struct config_manager *cm)
         if (changed) {
             struct gw_config prev = cfg;
             prev.web.password_hash[0] = '\0';
-            rc = save_locked(cm, &prev, &cfg, NULL);
-            if (rc)
-                return rc;
+            if (save_locked(cm, &prev, &cfg, NULL) != GW_OK) {
+                cm->unsaved = true;
+                config__format(cm->status_reason, sizeof cm->status_reason,
+                               "loaded %s, but the new web password could not be saved", cm->path);
+                publish_storage_error(cm, GW_ERR_STORAGE, cm->status_reason);
+            }
         }
         cm->stored = cfg;
         return GW_OK;
@@ -303,13 +309,21 @@ static int load(struct config_manager *cm)
         /* First start. */
         gw_config_set_defaults(&cfg);
         ensure_web_password(&cfg);
-        rc = save_locked(cm, NULL, &cfg, NULL);
-        if (rc)
-            return rc;
+        cm->stored = cfg;
+        if (save_locked(cm, NULL, &cfg, NULL) != GW_OK) {
+            /* A full or read-only disk must not keep the battery unmanaged: run on the
+             * defaults, say so, and raise the storage alert. */
+            cm->status = CONFIG_LOAD_DEFAULTS;
+            cm->unsaved = true;
+            config__format(cm->status_reason, sizeof cm->status_reason,
+                           "no %s and the defaults could not be written: running unsaved", CONFIG_FILE);
+            GW_LOGE(MOD, "%s", cm->status_reason);
+            publish_storage_error(cm, GW_ERR_STORAGE, cm->status_reason);
+            return GW_OK;
+        }
         cm->status = CONFIG_LOAD_CREATED;
         config__format(cm->status_reason, sizeof cm->status_reason, "no %s: defaults written", CONFIG_FILE);
         GW_LOGI(MOD, "%s", cm->status_reason);
-        cm->stored = cfg;
         return GW_OK;
     }
 
@@ -334,8 +348,10 @@ static int load(struct config_manager *cm)
     ensure_web_password(&cfg);
     /* Write the document in use so the next start reads it; the backup stays as it was. */
     rc = save_locked(cm, NULL, &cfg, NULL);
-    if (rc)
+    if (rc) {
+        cm->unsaved = true;
         GW_LOGE(MOD, "running on an unsaved configuration until storage works again");
+    }
     cm->stored = cfg;
     publish_storage_error(cm, GW_ERR_STORAGE, cm->status_reason);
     return GW_OK;
@@ -421,7 +437,7 @@ bool config_manager_announce_load_status(struct config_manager *cm)
 {
     char reason[sizeof cm->status_reason];
     enum config_load_status st = config_manager_load_status(cm, reason, sizeof reason);
-    if (st == CONFIG_LOAD_OK || st == CONFIG_LOAD_CREATED || !cm->bus)
+    if (((st == CONFIG_LOAD_OK || st == CONFIG_LOAD_CREATED) && !cm->unsaved) || !cm->bus)
         return false;
     publish_storage_error(cm, GW_ERR_STORAGE, reason);
     return true;

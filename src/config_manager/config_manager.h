@@ -133,7 +133,8 @@ enum config_load_status {
     CONFIG_LOAD_OK = 0,             /* config.json read and valid */
     CONFIG_LOAD_CREATED = 1,        /* no config.json (first start): defaults written */
     CONFIG_LOAD_FROM_BACKUP = 2,    /* config.json corrupt/unreadable: config.json.bak used */
-    CONFIG_LOAD_DEFAULTS = 3,       /* neither file usable: defaults (an alert is raised) */
+    CONFIG_LOAD_DEFAULTS = 3,       /* neither file usable, or the first defaults could not be
+                                       written (disk full, read-only): defaults in memory, alert */
 };
 
 /* Loads <data_dir>/config.json (see docs/configuration.md "Backups"). A corrupt or unreadable

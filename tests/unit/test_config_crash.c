@@ -316,6 +316,72 @@ static int storage_failure_child(const char *dir, enum failure_mode mode)
     return test_failures_ > 100 ? 100 : test_failures_;
 }
 
+/* First start where nothing can be written: the gateway must still run (on the defaults, in
+ * memory) with the storage alert raised, and save as soon as storage works. */
+static int first_start_unwritable_child(const char *dir)
+{
+    test_failures_ = 0;
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl;
+    CHECK_EQ_INT(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rl.rlim_cur = 0; /* every write fails with EFBIG */
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    struct event_bus *bus = NULL;
+    struct storage_recorder rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    CHECK_EQ_INT(event_bus_subscribe(bus, EVENT_STORAGE_ERROR, on_storage, &rec, "test"), GW_OK);
+    struct config_manager_options o = { .data_dir = dir, .bus = bus };
+    struct config_manager *cm = NULL;
+    CHECK_EQ_INT(config_manager_create(&o, &cm), GW_OK);
+    if (!cm)
+        return 1;
+    char reason[256];
+    CHECK_EQ_INT(config_manager_load_status(cm, reason, sizeof reason), CONFIG_LOAD_DEFAULTS);
+    CHECK(strstr(reason, "could not be written") != NULL);
+    struct gw_config cfg;
+    config_manager_get(cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 1000);
+    CHECK(cfg.web.password_hash[0] != '\0');
+    CHECK(config_manager_announce_load_status(cm)); /* again, for late subscribers */
+    CHECK(event_bus_flush(bus, 10000));
+    pthread_mutex_lock(&rec.lock);
+    CHECK_EQ_INT(rec.count, 2);
+    CHECK_STR(rec.last.module, "config");
+    pthread_mutex_unlock(&rec.lock);
+    /* Storage back: the next update saves. */
+    rl.rlim_cur = rl.rlim_max;
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    struct config_errors errors;
+    const char *doc = "{\"bms\":{\"poll_interval_ms\":600}}";
+    CHECK_EQ_INT(config_manager_update_json(cm, doc, strlen(doc), &errors), GW_OK);
+    char path[128], text[DOC_MAX];
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    CHECK_EQ_INT(atomic_file_read(path, text, sizeof text, &len), GW_OK);
+    struct gw_config saved;
+    gw_config_set_defaults(&saved);
+    CHECK_EQ_INT(gw_config_from_json(text, len, &saved, &errors), GW_OK);
+    CHECK_EQ_INT(saved.bms.poll_interval_ms, 600);
+    config_manager_destroy(cm);
+    event_bus_destroy(bus);
+    return test_failures_ > 100 ? 100 : test_failures_;
+}
+
+static void test_first_start_on_unwritable_storage_runs_on_defaults(void)
+{
+    char dir[64];
+    make_temp_dir(dir, sizeof dir);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(first_start_unwritable_child(dir));
+    int status = 0;
+    waitpid(pid, &status, 0);
+    remove_tree(dir);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
 static int run_storage_case(enum failure_mode mode, const char *name)
 {
     char dir[64];
@@ -352,5 +418,5 @@ static void test_read_only_disk_is_a_clean_error(void)
     CHECK(code == 0 || code == 77);
 }
 
-TEST_MAIN(TEST_CASE(test_file_size_limit_is_a_clean_error), TEST_CASE(test_full_disk_is_a_clean_error),
+TEST_MAIN(TEST_CASE(test_first_start_on_unwritable_storage_runs_on_defaults), TEST_CASE(test_file_size_limit_is_a_clean_error), TEST_CASE(test_full_disk_is_a_clean_error),
           TEST_CASE(test_read_only_disk_is_a_clean_error), TEST_CASE(test_sigkill_during_saves_never_corrupts))
