@@ -47,8 +47,14 @@ static int termios_open(const char *path, uint32_t baud, struct serial_port **ou
     int fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int err = errno;
-        GW_LOGD("serial", "open %s: %s", path, strerror(err));
-        return (err == ENOENT || err == ENODEV || err == ENXIO) ? GW_ERR_NOT_FOUND : GW_ERR_IO;
+        if (err == ENOENT || err == ENODEV || err == ENXIO) {
+            GW_LOGD("serial", "open %s: %s", path, strerror(err)); /* absent: the caller retries */
+            return GW_ERR_NOT_FOUND;
+        }
+        /* Callers retry with a growing backoff, so this is at most one line every 30 s. */
+        GW_LOGW("serial", "cannot open %s: %s%s", path, strerror(err),
+                err == EACCES ? " (add the user to the 'dialout' group, or run as a user that is)" : "");
+        return GW_ERR_IO;
     }
     struct termios tio;
     if (tcgetattr(fd, &tio) != 0) {
