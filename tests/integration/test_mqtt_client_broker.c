@@ -72,19 +72,29 @@ static void base_cfg(struct gw_config_mqtt *m, const char *scheme, uint16_t port
     m->keepalive_s = 30;
 }
 
+/* A plain broker and an event bus recording the client's (dis)connect events. Returns false
+ * (after a failed CHECK) when the broker cannot start. */
+static bool start_broker_and_bus(struct test_broker *b, struct event_bus **bus, struct conn_events *ev)
+{
+    if (test_broker_init(b, mosquitto_exe) || test_broker_start(b, NULL)) {
+        CHECK(!"broker start");
+        test_broker_cleanup(b);
+        return false;
+    }
+    *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, bus), GW_OK);
+    event_bus_subscribe(*bus, EVENT_MQTT_CONNECTED, on_conn_event, ev, "test");
+    event_bus_subscribe(*bus, EVENT_MQTT_DISCONNECTED, on_conn_event, ev, "test");
+    return true;
+}
+
 static void test_plain_publish_subscribe_and_events(void)
 {
     struct test_broker b;
-    if (test_broker_init(&b, mosquitto_exe) || test_broker_start(&b, NULL)) {
-        CHECK(!"broker start");
-        test_broker_cleanup(&b);
-        return;
-    }
-    struct event_bus *bus = NULL;
-    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct event_bus *bus;
     struct conn_events ev = { .lock = PTHREAD_MUTEX_INITIALIZER };
-    event_bus_subscribe(bus, EVENT_MQTT_CONNECTED, on_conn_event, &ev, "test");
-    event_bus_subscribe(bus, EVENT_MQTT_DISCONNECTED, on_conn_event, &ev, "test");
+    if (!start_broker_and_bus(&b, &bus, &ev))
+        return;
 
     struct test_sub *sub = test_sub_create(b.port, "t/#", NULL, NULL);
     CHECK(sub != NULL);
@@ -365,16 +375,10 @@ static void test_tls_and_mutual_tls(void)
 static void test_broker_restart_offline_queue(void)
 {
     struct test_broker b;
-    if (test_broker_init(&b, mosquitto_exe) || test_broker_start(&b, NULL)) {
-        CHECK(!"broker start");
-        test_broker_cleanup(&b);
-        return;
-    }
-    struct event_bus *bus = NULL;
-    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct event_bus *bus;
     struct conn_events ev = { .lock = PTHREAD_MUTEX_INITIALIZER };
-    event_bus_subscribe(bus, EVENT_MQTT_CONNECTED, on_conn_event, &ev, "test");
-    event_bus_subscribe(bus, EVENT_MQTT_DISCONNECTED, on_conn_event, &ev, "test");
+    if (!start_broker_and_bus(&b, &bus, &ev))
+        return;
 
     struct gw_config_mqtt m;
     base_cfg(&m, "mqtt", b.port);
