@@ -28,6 +28,7 @@ const char *app_event_name(int id)
         [EVENT_STORAGE_OK] = "storage_ok",
         [EVENT_OTA_UPDATE_STARTED] = "ota_update_started",
         [EVENT_OTA_UPDATE_COMPLETED] = "ota_update_completed",
+        [EVENT_BATTERY_UPDATE] = "battery_update",
     };
     if (id < 0 || id >= EVENT_COUNT || !names[id])
         return "unknown";

@@ -34,6 +34,8 @@ enum app_event_id {
     EVENT_STORAGE_OK,           /* struct app_storage_error (module only: recovered) */
     EVENT_OTA_UPDATE_STARTED,   /* struct app_text */
     EVENT_OTA_UPDATE_COMPLETED, /* struct app_text */
+    EVENT_BATTERY_UPDATE,       /* struct battery_view (src/core/battery/battery_view.h): the one
+                                   battery every output sends, after each battery-service step */
     EVENT_COUNT
 };
 

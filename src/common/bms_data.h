@@ -117,6 +117,26 @@ struct bms_settings {
     uint64_t present_mask;                  /* bit (reg - 300) set = read and trusted */
 };
 
+/* The pack's own protection settings, decoded once from struct bms_settings by the TinyBMS
+ * codec (tinybms_pack_limits_decode): the only place that knows their register numbers. A value
+ * is trusted (has_* true) only when it was read and lies in the register's documented range. */
+struct bms_pack_limits {
+    bool has_fully_charged;        float fully_charged_cell_v;     /* 300 */
+    bool has_fully_discharged;     float fully_discharged_cell_v;  /* 301 */
+    bool has_early_balancing;      float early_balancing_cell_v;   /* 303 */
+    bool has_charge_finished;      float charge_finished_a;        /* 304 */
+    bool has_capacity;             float capacity_ah;              /* 306 */
+    bool has_series_cells;         uint8_t series_cells;           /* 307 */
+    bool has_allowed_disbalance;   float allowed_disbalance_mv;    /* 308 */
+    bool has_over_voltage;         float over_voltage_cell_v;      /* 315 cutoff */
+    bool has_under_voltage;        float under_voltage_cell_v;     /* 316 cutoff */
+    bool has_discharge_overcurrent; float discharge_overcurrent_a; /* 317 cutoff */
+    bool has_charge_overcurrent;   float charge_overcurrent_a;     /* 318 cutoff */
+    bool has_over_heat;            float over_heat_c;              /* 319 cutoff */
+    bool has_low_temp_charge;      float low_temp_charge_c;        /* 320 charger cutoff */
+    bool has_charge_restart;       float charge_restart_pct;       /* 321 */
+};
+
 /* Version registers 500..509. */
 struct bms_version {
     bool valid;

@@ -13,7 +13,7 @@
 
 #define EVENT_BUS_DEFAULT_QUEUE 32
 #define EVENT_BUS_DEFAULT_SUBSCRIBERS 32 /* per event id */
-#define EVENT_BUS_MAX_PAYLOAD 1024        /* bytes copied per event */
+#define EVENT_BUS_MAX_PAYLOAD 8192        /* bytes copied per event (the battery view: 7.2 KB) */
 #define EVENT_BUS_MAX_EVENT_ID 64         /* ids 0..63 */
 
 struct event_bus;

@@ -422,6 +422,12 @@ int tinybms_setting_validate_u32(uint16_t reg_low, uint32_t value,
                                  const struct bms_settings *bms_min,
                                  const struct bms_settings *bms_max);
 
+/* Decodes the pack's protection settings (registers 300..321) into named values: each one is
+ * set only when its present_mask bit is set and the raw value is in the documented range of
+ * tinybms_setting_info(); everything else stays has_* = false. settings may be NULL or invalid
+ * (all false). out must not be NULL. Pure. */
+void tinybms_pack_limits_decode(const struct bms_settings *settings, struct bms_pack_limits *out);
+
 /* ---------------------------------------------------------------- frame tap */
 
 /* One human-readable line for a frame (request when is_request, else reply), e.g.

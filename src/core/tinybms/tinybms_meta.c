@@ -1,5 +1,6 @@
 /* TinyBMS metadata: event names, command names, settings table and validation. */
 #include <stddef.h>
+#include <string.h>
 
 #include "tinybms.h"
 
@@ -262,4 +263,56 @@ int tinybms_setting_validate_u32(uint16_t reg_low, uint32_t value,
         return value >= lo && value <= hi ? GW_OK : GW_ERR_RANGE;
     }
     return value >= (uint32_t)info->min && value <= (uint32_t)info->max ? GW_OK : GW_ERR_RANGE;
+}
+
+/* ---- named pack limits ---------------------------------------------------------------------- */
+
+/* Raw value of reg, true when it was read and lies in the documented range. */
+static bool trusted_setting(const struct bms_settings *s, uint16_t reg, int32_t *out)
+{
+    const struct tinybms_setting_info *info = tinybms_setting_info(reg);
+    if (!s || !s->valid || !info || reg < BMS_SETTINGS_FIRST || reg > BMS_SETTINGS_LAST)
+        return false;
+    unsigned idx = (unsigned)(reg - BMS_SETTINGS_FIRST);
+    if (!(s->present_mask & (1ull << idx)))
+        return false;
+    int32_t v = info->kind == TINYBMS_SETTING_INT16 ? (int32_t)(int16_t)s->raw[idx] : (int32_t)s->raw[idx];
+    if (v < info->min || v > info->max)
+        return false;
+    *out = v;
+    return true;
+}
+
+void tinybms_pack_limits_decode(const struct bms_settings *s, struct bms_pack_limits *out)
+{
+    memset(out, 0, sizeof *out);
+    int32_t v;
+    if ((out->has_fully_charged = trusted_setting(s, 300, &v)))
+        out->fully_charged_cell_v = (float)v / 1000.0f;
+    if ((out->has_fully_discharged = trusted_setting(s, 301, &v)))
+        out->fully_discharged_cell_v = (float)v / 1000.0f;
+    if ((out->has_early_balancing = trusted_setting(s, 303, &v)))
+        out->early_balancing_cell_v = (float)v / 1000.0f;
+    if ((out->has_charge_finished = trusted_setting(s, 304, &v)))
+        out->charge_finished_a = (float)v / 1000.0f;
+    if ((out->has_capacity = trusted_setting(s, 306, &v)))
+        out->capacity_ah = (float)v / 100.0f;
+    if ((out->has_series_cells = trusted_setting(s, 307, &v)))
+        out->series_cells = (uint8_t)v;
+    if ((out->has_allowed_disbalance = trusted_setting(s, 308, &v)))
+        out->allowed_disbalance_mv = (float)v;
+    if ((out->has_over_voltage = trusted_setting(s, 315, &v)))
+        out->over_voltage_cell_v = (float)v / 1000.0f;
+    if ((out->has_under_voltage = trusted_setting(s, 316, &v)))
+        out->under_voltage_cell_v = (float)v / 1000.0f;
+    if ((out->has_discharge_overcurrent = trusted_setting(s, 317, &v)))
+        out->discharge_overcurrent_a = (float)v;
+    if ((out->has_charge_overcurrent = trusted_setting(s, 318, &v)))
+        out->charge_overcurrent_a = (float)v;
+    if ((out->has_over_heat = trusted_setting(s, 319, &v)))
+        out->over_heat_c = (float)v;
+    if ((out->has_low_temp_charge = trusted_setting(s, 320, &v)))
+        out->low_temp_charge_c = (float)v;
+    if ((out->has_charge_restart = trusted_setting(s, 321, &v)))
+        out->charge_restart_pct = (float)v;
 }
