@@ -10,6 +10,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "tinybms.h"
 #include "victron.h"
 
 #include <errno.h>
@@ -135,7 +136,11 @@ static void refresh_thresholds(struct can_publisher *p)
 {
     victron_alarm_thresholds_defaults(&p->thresholds, p->charge_cfg.chemistry);
     if (p->have_settings)
-        victron_alarm_thresholds_apply_settings(&p->thresholds, &p->settings);
+        {
+            struct bms_pack_limits l;
+            tinybms_pack_limits_decode(&p->settings, &l);
+            victron_alarm_thresholds_apply_limits(&p->thresholds, &l);
+        }
 }
 
 /* ---- events ---------------------------------------------------------------------------- */

@@ -1,4 +1,5 @@
 /* Victron encoder: golden frames from the spec's candump, edge values, strings, 0x35A flags. */
+#include "tinybms.h"
 #include "victron.h"
 
 #include "charge_control.h"
@@ -10,6 +11,14 @@
 #include <string.h>
 
 /* A healthy 16-cell sample matching the spec's example traffic. */
+/* The BMS settings as the battery service hands them over: decoded by the codec. */
+static void apply_settings(struct victron_alarm_thresholds *t, const struct bms_settings *s)
+{
+    struct bms_pack_limits l;
+    tinybms_pack_limits_decode(s, &l);
+    victron_alarm_thresholds_apply_limits(t, &l);
+}
+
 static void sample_live(struct bms_live_data *d)
 {
     memset(d, 0, sizeof *d);
@@ -608,7 +617,7 @@ static void test_thresholds_from_settings(void)
     s.raw[320 - 300] = (uint16_t)(int16_t)-5;
     s.present_mask = (1ull << 15) | (1ull << 16) | (1ull << 17) | (1ull << 18) | (1ull << 19) |
                      (1ull << 20);
-    victron_alarm_thresholds_apply_settings(&t, &s);
+    apply_settings(&t, &s);
     CHECK_NEAR(t.cell_high_alarm_v, 3.60, 1e-6);
     CHECK_NEAR(t.cell_high_warn_v, 3.55, 1e-6);
     CHECK_NEAR(t.cell_low_alarm_v, 2.50, 1e-6);
@@ -623,9 +632,9 @@ static void test_thresholds_from_settings(void)
     /* Absent registers change nothing. */
     struct victron_alarm_thresholds before = t;
     s.present_mask = 0;
-    victron_alarm_thresholds_apply_settings(&t, &s);
+    apply_settings(&t, &s);
     CHECK_MEM(&t, &before, sizeof t);
-    victron_alarm_thresholds_apply_settings(&t, NULL);
+    victron_alarm_thresholds_apply_limits(&t, NULL);
     CHECK_MEM(&t, &before, sizeof t);
     victron_alarm_thresholds_defaults(&t, 1);
     CHECK_NEAR(t.cell_high_alarm_v, 4.20, 1e-6);

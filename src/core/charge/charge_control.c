@@ -4,6 +4,7 @@
 #include "charge_control.h"
 
 #include "gw_error.h"
+#include "tinybms.h"
 
 #include <float.h>
 #include <stddef.h>
@@ -231,31 +232,6 @@ const char *charge_phase_name(uint8_t phase)
 
 /* ---- inputs -------------------------------------------------------------------------------- */
 
-static bool setting_word(const struct bms_settings *s, unsigned reg, uint16_t *out)
-{
-    if (!s || !s->valid || reg < BMS_SETTINGS_FIRST || reg > BMS_SETTINGS_LAST)
-        return false;
-    unsigned i = reg - BMS_SETTINGS_FIRST;
-    if (!((s->present_mask >> i) & 1u))
-        return false;
-    *out = s->raw[i];
-    return true;
-}
-
-/* A setting as a number when present and within [lo, hi] (documented register ranges). */
-static bool setting_value(const struct bms_settings *s, unsigned reg, bool is_signed, float lo,
-                          float hi, float *out)
-{
-    uint16_t w;
-    if (!setting_word(s, reg, &w))
-        return false;
-    float v = is_signed ? (float)(int16_t)w : (float)w;
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* What one step knows about the pack, derived once. */
 struct pack_view {
     const struct bms_live_data *live;
@@ -305,24 +281,30 @@ static void build_view(const struct charge_inputs *in, struct pack_view *v)
         bms_temp_max_dc(live, &t);
         v->temp_max_c = (float)t / 10.0f;
     }
-    const struct bms_settings *s = in->settings;
-    float x;
-    if ((v->has_full = setting_value(s, 300, false, 1200, 4500, &x)))
-        v->full_cell_v = x / 1000.0f;
-    if ((v->has_ov = setting_value(s, 315, false, 1200, 4500, &x)))
-        v->ov_cell_v = x / 1000.0f;
-    if ((v->has_uv = setting_value(s, 316, false, 800, 3500, &x)))
-        v->uv_cell_v = x / 1000.0f;
-    if ((v->has_dis_oc = setting_value(s, 317, false, 1, 750, &x)))
-        v->dis_oc_a = x;
-    if ((v->has_chg_oc = setting_value(s, 318, false, 1, 750, &x)))
-        v->chg_oc_a = x;
-    if ((v->has_low_temp = setting_value(s, 320, true, -40, 10, &x)))
-        v->low_temp_c = x;
-    if ((v->has_restart = setting_value(s, 321, false, 60, 95, &x)))
-        v->restart_pct = x;
-    if ((v->has_disbalance = setting_value(s, 308, false, 15, 100, &x)))
-        v->disbalance_mv = x;
+    struct bms_pack_limits decoded;
+    const struct bms_pack_limits *l = in->limits;
+    if (!l && in->settings) {
+        tinybms_pack_limits_decode(in->settings, &decoded);
+        l = &decoded;
+    }
+    if (!l)
+        return;
+    if ((v->has_full = l->has_fully_charged))
+        v->full_cell_v = l->fully_charged_cell_v;
+    if ((v->has_ov = l->has_over_voltage))
+        v->ov_cell_v = l->over_voltage_cell_v;
+    if ((v->has_uv = l->has_under_voltage))
+        v->uv_cell_v = l->under_voltage_cell_v;
+    if ((v->has_dis_oc = l->has_discharge_overcurrent))
+        v->dis_oc_a = l->discharge_overcurrent_a;
+    if ((v->has_chg_oc = l->has_charge_overcurrent))
+        v->chg_oc_a = l->charge_overcurrent_a;
+    if ((v->has_low_temp = l->has_low_temp_charge))
+        v->low_temp_c = l->low_temp_charge_c;
+    if ((v->has_restart = l->has_charge_restart))
+        v->restart_pct = l->charge_restart_pct;
+    if ((v->has_disbalance = l->has_allowed_disbalance))
+        v->disbalance_mv = l->allowed_disbalance_mv;
 }
 
 /* ---- CVL ----------------------------------------------------------------------------------- */
@@ -699,9 +681,14 @@ static void fill_no_data(const struct charge_control *cc, const struct charge_in
                          struct charge_limits *out)
 {
     float cells = 16.0f;
-    float x;
-    if (setting_value(in->settings, 307, false, BMS_MIN_CELLS, BMS_MAX_CELLS, &x))
-        cells = x;
+    struct bms_pack_limits decoded;
+    const struct bms_pack_limits *l = in->limits;
+    if (!l && in->settings) {
+        tinybms_pack_limits_decode(in->settings, &decoded);
+        l = &decoded;
+    }
+    if (l && l->has_series_cells)
+        cells = (float)l->series_cells;
     else if (in->live && in->live->cell_count >= BMS_MIN_CELLS && in->live->cell_count <= BMS_MAX_CELLS)
         cells = (float)in->live->cell_count;
     if (cc->started && finite_f(cc->cvl_v) && cc->cvl_v > 0.0f) {

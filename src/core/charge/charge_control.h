@@ -72,11 +72,10 @@ uint32_t charge_protections_active(const struct bms_live_data *live,
 /* Everything one step looks at. Pointers are borrowed for the duration of the call only. */
 struct charge_inputs {
     const struct bms_live_data *live;    /* required; must be valid with 4..16 cells */
-    const struct bms_settings *settings; /* may be NULL; registers 300, 307 (no-data fallback),
-                                            308, 315..318, 320, 321 are used when their
-                                            present_mask bit is set and the value is in the
-                                            documented range */
+    const struct bms_settings *settings; /* transitional: decoded when limits is NULL */
     const struct bms_event_log *events;  /* may be NULL; protection events (see above) */
+    const struct bms_pack_limits *limits; /* may be NULL: the BMS's own settings, decoded
+                                            (tinybms_pack_limits_decode) */
 };
 
 /* One step's result. Voltages in V, currents in A (both limits positive numbers). */

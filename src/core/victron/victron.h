@@ -116,11 +116,11 @@ struct victron_alarm_thresholds {
 /* Fills t with the defaults listed above (chemistry: enum gw_chemistry, 0 LFP, 1 NMC). */
 void victron_alarm_thresholds_defaults(struct victron_alarm_thresholds *t, uint8_t chemistry);
 
-/* Moves the alarm thresholds to the BMS's own cutoffs (registers 315, 316, 317, 318, 319, 320
- * when their present_mask bit is set and the value is in the documented range), keeping each
- * warning the same distance before its alarm. settings may be NULL (no change). */
-void victron_alarm_thresholds_apply_settings(struct victron_alarm_thresholds *t,
-                                             const struct bms_settings *settings);
+/* Moves the alarm thresholds to the BMS's own cutoffs (over/under-voltage, over-currents,
+ * over-heat, low-temperature charge: the trusted fields of the decoded pack limits), keeping
+ * each warning the same distance before its alarm. limits may be NULL (no change). */
+void victron_alarm_thresholds_apply_limits(struct victron_alarm_thresholds *t,
+                                           const struct bms_pack_limits *limits);
 
 /* Derives every flag from a live sample (cell max/min, temperatures, current, spread, status)
  * and, when recent is not NULL, the BMS protection events (see charge_protections_active:

@@ -41,54 +41,38 @@ void victron_alarm_thresholds_defaults(struct victron_alarm_thresholds *t, uint8
     t->event_hold_s = CHARGE_PROT_HOLD_S_DEFAULT;
 }
 
-static bool setting(const struct bms_settings *s, unsigned reg, bool is_signed, int lo, int hi,
-                    int *out)
+void victron_alarm_thresholds_apply_limits(struct victron_alarm_thresholds *t,
+                                           const struct bms_pack_limits *l)
 {
-    if (!s || !s->valid || reg < BMS_SETTINGS_FIRST || reg > BMS_SETTINGS_LAST)
-        return false;
-    unsigned i = reg - BMS_SETTINGS_FIRST;
-    if (!((s->present_mask >> i) & 1u))
-        return false;
-    int v = is_signed ? (int)(int16_t)s->raw[i] : (int)s->raw[i];
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-void victron_alarm_thresholds_apply_settings(struct victron_alarm_thresholds *t,
-                                             const struct bms_settings *s)
-{
-    if (!t || !s)
+    if (!t || !l)
         return;
-    int v;
-    if (setting(s, 315, false, 1200, 4500, &v)) {
+    if (l->has_over_voltage) {
         float gap = t->cell_high_alarm_v - t->cell_high_warn_v;
-        t->cell_high_alarm_v = (float)v / 1000.0f;
+        t->cell_high_alarm_v = l->over_voltage_cell_v;
         t->cell_high_warn_v = t->cell_high_alarm_v - gap;
     }
-    if (setting(s, 316, false, 800, 3500, &v)) {
+    if (l->has_under_voltage) {
         float gap = t->cell_low_warn_v - t->cell_low_alarm_v;
-        t->cell_low_alarm_v = (float)v / 1000.0f;
+        t->cell_low_alarm_v = l->under_voltage_cell_v;
         t->cell_low_warn_v = t->cell_low_alarm_v + gap;
     }
-    if (setting(s, 317, false, 1, 750, &v)) {
-        t->discharge_current_alarm_a = (float)v;
-        t->discharge_current_warn_a = 0.9f * (float)v;
+    if (l->has_discharge_overcurrent) {
+        t->discharge_current_alarm_a = l->discharge_overcurrent_a;
+        t->discharge_current_warn_a = 0.9f * l->discharge_overcurrent_a;
     }
-    if (setting(s, 318, false, 1, 750, &v)) {
-        t->charge_current_alarm_a = (float)v;
-        t->charge_current_warn_a = 0.9f * (float)v;
+    if (l->has_charge_overcurrent) {
+        t->charge_current_alarm_a = l->charge_overcurrent_a;
+        t->charge_current_warn_a = 0.9f * l->charge_overcurrent_a;
     }
-    if (setting(s, 319, true, 20, 90, &v)) {
+    if (l->has_over_heat) {
         float gap = t->temp_high_alarm_c - t->temp_high_warn_c;
-        t->temp_high_alarm_c = (float)v;
-        t->temp_high_warn_c = (float)v - gap;
+        t->temp_high_alarm_c = l->over_heat_c;
+        t->temp_high_warn_c = l->over_heat_c - gap;
     }
-    if (setting(s, 320, true, -40, 10, &v)) {
+    if (l->has_low_temp_charge) {
         float gap = t->charge_temp_low_warn_c - t->charge_temp_low_alarm_c;
-        t->charge_temp_low_alarm_c = (float)v;
-        t->charge_temp_low_warn_c = (float)v + gap;
+        t->charge_temp_low_alarm_c = l->low_temp_charge_c;
+        t->charge_temp_low_warn_c = l->low_temp_charge_c + gap;
     }
 }
 
