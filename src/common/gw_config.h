@@ -148,6 +148,30 @@ struct gw_config_history {
     uint16_t retention_days;          /* 1..3650, default 7 */
 };
 
+/* Several TinyBMS packs in parallel, aggregated into one battery (docs/several-packs.md). */
+#define GW_MAX_PACKS 16
+
+struct gw_config_pack {
+    char uart_device[GW_PATH_MAX];    /* serial port of this pack's TinyBMS */
+    char name[16];                    /* shown to people; empty = "pack N" */
+    float capacity_ah;                /* 0 = the BMS's own setting (register 306) */
+};
+
+struct gw_config_pack_list {
+    uint8_t count;                    /* 0 = one pack on bms.uart_device */
+    struct gw_config_pack packs[GW_MAX_PACKS];
+};
+
+struct gw_config_battery {
+    struct gw_config_pack_list packs; /* restart required */
+    uint8_t min_online_packs;         /* fewer online: charge and discharge stop, default 1 */
+    float rejoin_max_dv;              /* a pack rejoins within this of the bank voltage, default 0.5 V */
+    uint32_t stale_after_ms;          /* a pack without fresh data for this stops counting, default 5000 */
+    uint32_t frozen_after_ms;         /* a BMS repeating one sample this long is stale, default 10000 */
+    uint32_t implausible_in_row;      /* bad samples in a row before the alert, default 3 */
+    float soc_spread_percent;         /* alert when packs' SOC differ more, default 15 */
+};
+
 struct gw_config_ota {
     char public_key_path[GW_PATH_MAX];
 };
@@ -162,6 +186,7 @@ struct gw_config {
     struct gw_config_network network;
     struct gw_config_alerts alerts;
     struct gw_config_history history;
+    struct gw_config_battery battery;
     struct gw_config_ota ota;
 };
 

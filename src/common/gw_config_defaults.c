@@ -134,6 +134,14 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->history.enabled = true;
     cfg->history.period_s = 5;
     cfg->history.retention_days = 7;
+
+    cfg->battery.packs.count = 0;
+    cfg->battery.min_online_packs = 1;
+    cfg->battery.rejoin_max_dv = 0.5f;
+    cfg->battery.stale_after_ms = 5000;
+    cfg->battery.frozen_after_ms = 10000;
+    cfg->battery.implausible_in_row = 3;
+    cfg->battery.soc_spread_percent = 15.0f;
 }
 
 float gw_curve_eval(const struct gw_curve *c, float x)

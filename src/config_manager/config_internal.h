@@ -21,6 +21,7 @@ enum config_kind {
     CFG_ENUM,      /* uint8_t stored, names[] in JSON */
     CFG_CURVE,     /* struct gw_curve as {"x":[...],"y":[...]} */
     CFG_THRESHOLD, /* struct gw_alert_threshold */
+    CFG_PACKS,     /* struct gw_config_pack_list as [{"uart_device","name","capacity_ah"}, ...] */
 };
 
 enum config_flag {

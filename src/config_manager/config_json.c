@@ -39,6 +39,7 @@ const char *const config__level_names[3] = { "info", "warning", "error" };
 #define S_ALR CONFIG_SECTION_ALERTS
 #define S_HIST CONFIG_SECTION_HISTORY
 #define S_OTA CONFIG_SECTION_OTA
+#define S_BAT CONFIG_SECTION_BATTERY
 
 /* Ranges here are the single source for validation and docs/configuration.md. */
 const struct config_field config__fields[] = {
@@ -145,11 +146,19 @@ const struct config_field config__fields[] = {
     FIELD(history, S_HIST, retention_days, CFG_U16, .min = 1, .max = 3650),
 
     FIELD(ota, S_OTA, public_key_path, CFG_STRING, .format = config__check_abs_path),
+
+    FIELD(battery, S_BAT, packs, CFG_PACKS, .flags = CFG_F_RESTART, .min = 0, .max = GW_MAX_PACKS),
+    FIELD(battery, S_BAT, min_online_packs, CFG_U8, .min = 1, .max = GW_MAX_PACKS),
+    FIELD(battery, S_BAT, rejoin_max_dv, CFG_FLOAT, .min = 0.05, .max = 5),
+    FIELD(battery, S_BAT, stale_after_ms, CFG_U32, .min = 1000, .max = 60000),
+    FIELD(battery, S_BAT, frozen_after_ms, CFG_U32, .min = 2000, .max = 600000),
+    FIELD(battery, S_BAT, implausible_in_row, CFG_U32, .min = 1, .max = 100),
+    FIELD(battery, S_BAT, soc_spread_percent, CFG_FLOAT, .min = 1, .max = 100),
 };
 const size_t config__field_count = sizeof config__fields / sizeof config__fields[0];
 
 static const char *const section_names[] = { "bms", "can", "charge", "mqtt", "web",
-                                             "network", "alerts", "history", "ota" };
+                                             "network", "alerts", "history", "ota", "battery" };
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
 
 void config__field_path(const struct config_field *f, char *buf, size_t cap)
@@ -323,6 +332,67 @@ static unsigned apply_threshold(const cJSON *item, struct gw_alert_threshold *th
     return problems;
 }
 
+/* The pack list replaces the stored one as a whole (an array of objects). */
+static unsigned apply_packs(const cJSON *item, struct gw_config_pack_list *list, const char *path,
+                            struct config_errors *errors)
+{
+    if (!cJSON_IsArray(item)) {
+        config_errors_add(errors, path, "must be an array of {\"uart_device\",\"name\",\"capacity_ah\"}, not %s",
+                          json_type_name(item));
+        return 1;
+    }
+    int n = cJSON_GetArraySize(item);
+    if (n > GW_MAX_PACKS) {
+        config_errors_add(errors, path, "at most %d packs (got %d)", GW_MAX_PACKS, n);
+        return 1;
+    }
+    struct gw_config_pack_list next;
+    memset(&next, 0, sizeof next);
+    unsigned problems = 0;
+    char sub[CONFIG_ERROR_PATH_MAX];
+    const cJSON *pack;
+    cJSON_ArrayForEach(pack, item)
+    {
+        struct gw_config_pack *p = &next.packs[next.count];
+        config__format(sub, sizeof sub, "%s[%u]", path, (unsigned)next.count);
+        next.count++;
+        if (!cJSON_IsObject(pack)) {
+            config_errors_add(errors, sub, "must be an object, not %s", json_type_name(pack));
+            problems++;
+            continue;
+        }
+        const cJSON *child;
+        cJSON_ArrayForEach(child, pack)
+        {
+            char key[CONFIG_ERROR_PATH_MAX];
+            config__format(key, sizeof key, "%s.%s", sub, child->string);
+            if (strcmp(child->string, "uart_device") == 0 || strcmp(child->string, "name") == 0) {
+                bool dev = child->string[0] == 'u';
+                size_t cap = dev ? sizeof p->uart_device : sizeof p->name;
+                if (!cJSON_IsString(child)) {
+                    config_errors_add(errors, key, "must be a string, not %s", json_type_name(child));
+                    problems++;
+                } else if (strlen(child->valuestring) >= cap) {
+                    config_errors_add(errors, key, "too long: at most %zu bytes", cap - 1);
+                    problems++;
+                } else {
+                    memcpy(dev ? p->uart_device : p->name, child->valuestring, strlen(child->valuestring) + 1);
+                }
+            } else if (strcmp(child->string, "capacity_ah") == 0) {
+                if (!json_float(child, &p->capacity_ah)) {
+                    config_errors_add(errors, key, "must be a number, not %s", json_type_name(child));
+                    problems++;
+                }
+            } else {
+                GW_LOGW(MOD, "%s: unknown key ignored", key);
+            }
+        }
+    }
+    if (!problems)
+        *list = next;
+    return problems;
+}
+
 static unsigned apply_field(const cJSON *item, struct gw_config *cfg, const struct config_field *f,
                             const struct config_apply_opts *opts, struct config_errors *errors)
 {
@@ -406,6 +476,8 @@ static unsigned apply_field(const cJSON *item, struct gw_config *cfg, const stru
         return apply_curve(item, p, path, errors);
     case CFG_THRESHOLD:
         return apply_threshold(item, p, path, errors);
+    case CFG_PACKS:
+        return apply_packs(item, p, path, errors);
     }
     return 0;
 }
@@ -599,6 +671,26 @@ static cJSON *curve_to_json(const struct gw_curve *c)
     return obj;
 }
 
+static cJSON *packs_to_json(const struct gw_config_pack_list *l)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (unsigned i = 0; arr && i < l->count && i < GW_MAX_PACKS; i++) {
+        const struct gw_config_pack *p = &l->packs[i];
+        cJSON *o = cJSON_CreateObject();
+        char dev[GW_PATH_MAX], name[sizeof p->name];
+        config__format(dev, sizeof dev, "%.*s", (int)strnlen(p->uart_device, sizeof p->uart_device), p->uart_device);
+        config__format(name, sizeof name, "%.*s", (int)strnlen(p->name, sizeof p->name), p->name);
+        if (!o || !cJSON_AddStringToObject(o, "uart_device", dev) || !cJSON_AddStringToObject(o, "name", name) ||
+            !cJSON_AddNumberToObject(o, "capacity_ah", (double)p->capacity_ah)) {
+            cJSON_Delete(o);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
 static cJSON *threshold_to_json(const struct gw_alert_threshold *t)
 {
     cJSON *obj = cJSON_CreateObject();
@@ -659,6 +751,9 @@ static bool add_field(cJSON *obj, const struct gw_config *cfg, const struct conf
         break;
     case CFG_THRESHOLD:
         item = threshold_to_json(p);
+        break;
+    case CFG_PACKS:
+        item = packs_to_json(p);
         break;
     }
     if (!item)
@@ -722,6 +817,17 @@ static bool field_equal(const struct gw_config *a, const struct gw_config *b, co
     }
     case CFG_FLOAT:
         return *(const float *)pa == *(const float *)pb;
+    case CFG_PACKS: {
+        const struct gw_config_pack_list *la = pa, *lb = pb;
+        if (la->count != lb->count)
+            return false;
+        for (unsigned i = 0; i < la->count && i < GW_MAX_PACKS; i++)
+            if (strncmp(la->packs[i].uart_device, lb->packs[i].uart_device, GW_PATH_MAX) != 0 ||
+                strncmp(la->packs[i].name, lb->packs[i].name, sizeof la->packs[i].name) != 0 ||
+                la->packs[i].capacity_ah != lb->packs[i].capacity_ah)
+                return false;
+        return true;
+    }
     default:
         return memcmp(pa, pb, f->size) == 0;
     }

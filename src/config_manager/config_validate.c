@@ -359,6 +359,38 @@ static void check_threshold(const struct gw_alert_threshold *t, const struct con
     }
 }
 
+static void check_packs(const struct gw_config_pack_list *l, const char *path, struct config_errors *errors)
+{
+    if (l->count > GW_MAX_PACKS) {
+        config_errors_add(errors, path, "at most %d packs (got %u)", GW_MAX_PACKS, (unsigned)l->count);
+        return;
+    }
+    for (unsigned i = 0; i < l->count; i++) {
+        const struct gw_config_pack *p = &l->packs[i];
+        char sub[CONFIG_ERROR_PATH_MAX];
+        config__format(sub, sizeof sub, "%s[%u].uart_device", path, i);
+        if (strnlen(p->uart_device, sizeof p->uart_device) >= sizeof p->uart_device || !p->uart_device[0]) {
+            config_errors_add(errors, sub, "must name the pack's serial port");
+        } else {
+            const char *why = config__check_device_path(p->uart_device);
+            if (why)
+                config_errors_add(errors, sub, "%s", why);
+            for (unsigned j = 0; j < i; j++)
+                if (strncmp(p->uart_device, l->packs[j].uart_device, sizeof p->uart_device) == 0)
+                    config_errors_add(errors, sub, "is also pack %u's port: one port per pack", j + 1);
+        }
+        config__format(sub, sizeof sub, "%s[%u].name", path, i);
+        if (strnlen(p->name, sizeof p->name) >= sizeof p->name)
+            config_errors_add(errors, sub, "is not terminated (at most %zu bytes)", sizeof p->name - 1);
+        else if (p->name[0] && config__check_no_control(p->name))
+            config_errors_add(errors, sub, "%s", config__check_no_control(p->name));
+        config__format(sub, sizeof sub, "%s[%u].capacity_ah", path, i);
+        if (!isfinite(p->capacity_ah) || p->capacity_ah < 0.0f || p->capacity_ah > 100000.0f)
+            config_errors_add(errors, sub, "must be in 0..100000 Ah (0 = the BMS's own setting), got %g",
+                              (double)p->capacity_ah);
+    }
+}
+
 void config__validate_field(const struct gw_config *cfg, const struct config_field *f, struct config_errors *errors)
 {
     char path[CONFIG_ERROR_PATH_MAX];
@@ -414,6 +446,9 @@ void config__validate_field(const struct gw_config *cfg, const struct config_fie
         return;
     case CFG_THRESHOLD:
         check_threshold(p, f, path, errors);
+        return;
+    case CFG_PACKS:
+        check_packs(p, path, errors);
         return;
     }
 }
@@ -530,6 +565,12 @@ static void check_coherence(const struct gw_config *c, struct config_errors *err
     check_pair(&a->pack_v_low, &a->pack_v_high, "alerts.pack_v_low", errors);
     check_pair(&a->temp_low, &a->temp_high, "alerts.temp_low", errors);
     check_pair(&a->soc_low, &a->soc_high, "alerts.soc_low", errors);
+
+    /* Several packs: the bank cannot need more packs online than it has. */
+    unsigned packs = c->battery.packs.count ? c->battery.packs.count : 1;
+    if (c->battery.min_online_packs > packs)
+        config_errors_add(errors, "battery.min_online_packs", "must be at most the number of packs (%u), got %u",
+                          packs, (unsigned)c->battery.min_online_packs);
 }
 
 int gw_config_validate(const struct gw_config *cfg, struct config_errors *errors)
