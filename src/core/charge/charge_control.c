@@ -220,6 +220,47 @@ int charge_control_set_cap(struct charge_control *cc, const struct app_charge_ca
     return GW_OK;
 }
 
+int charge_control_get_state(const struct charge_control *cc, struct charge_control_state *out)
+{
+    if (!cc || !out)
+        return GW_ERR_INVAL;
+    memset(out, 0, sizeof *out);
+    out->phase = cc->phase;
+    out->absorb_elapsed_ms = cc->absorb_elapsed_ms;
+    out->top_elapsed_ms = cc->top_elapsed_ms;
+    out->float_cvl_v = cc->float_cvl_v;
+    out->cvl_v = cc->started ? cc->cvl_v : 0.0f;
+    return GW_OK;
+}
+
+#define STATE_MAX_TIMER_MS (30ull * 24 * 3600 * 1000)
+#define STATE_MAX_PACK_V 80.0f /* 16 cells x 5 V: above any chemistry we drive */
+
+static bool state_voltage_ok(float v) { return finite_f(v) && v >= 0.0f && v <= STATE_MAX_PACK_V; }
+
+int charge_control_set_state(struct charge_control *cc, const struct charge_control_state *st)
+{
+    if (!cc || !st)
+        return GW_ERR_INVAL;
+    if (st->phase > CHARGE_PHASE_FLOAT || st->absorb_elapsed_ms > STATE_MAX_TIMER_MS ||
+        st->top_elapsed_ms > STATE_MAX_TIMER_MS || !state_voltage_ok(st->float_cvl_v) ||
+        !state_voltage_ok(st->cvl_v))
+        return GW_ERR_RANGE;
+    cc->phase = st->phase;
+    cc->absorb_elapsed_ms = st->absorb_elapsed_ms;
+    cc->top_elapsed_ms = st->top_elapsed_ms;
+    cc->float_cvl_v = st->float_cvl_v;
+    if (st->cvl_v > 0.0f) {
+        /* Resume as after a gap: CVL continues from where it was, currents ramp from 0. */
+        cc->cvl_v = st->cvl_v;
+        cc->started = true;
+        cc->data_gap = true;
+        cc->ccl = (struct charge_ramp){.at_zero = true};
+        cc->dcl = (struct charge_ramp){.at_zero = true};
+    }
+    return GW_OK;
+}
+
 const char *charge_phase_name(uint8_t phase)
 {
     switch (phase) {

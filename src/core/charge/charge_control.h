@@ -117,6 +117,7 @@ struct charge_control {
     uint64_t last_ms;                    /* now_ms of the previous step */
     bool data_gap;                       /* a step without usable data happened since */
     uint64_t absorb_elapsed_ms;          /* time at target with spread within tolerance */
+    uint64_t top_elapsed_ms;             /* time at the target voltage, whatever the spread */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
     float cvl_v;                         /* last CVL sent */
@@ -170,6 +171,29 @@ int charge_control_set_cap(struct charge_control *cc, const struct app_charge_ca
  * @retval GW_ERR_STATE live data unusable (out still filled with safe values) */
 int charge_control_step(struct charge_control *cc, const struct charge_inputs *in,
                         uint64_t now_ms, struct charge_limits *out);
+
+/* What must survive a restart of the gateway (saved with the energy counters): without it a
+ * restart in float would re-enter bulk and charge a full pack to the target again. */
+struct charge_control_state {
+    uint8_t phase;                       /* enum charge_phase */
+    uint64_t absorb_elapsed_ms;
+    uint64_t top_elapsed_ms;
+    float float_cvl_v;                   /* float ramp position, 0 = none */
+    float cvl_v;                         /* CVL being sent, 0 = none */
+};
+
+/* Copies the persistent part of cc into *out.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL a pointer is NULL */
+int charge_control_get_state(const struct charge_control *cc, struct charge_control_state *out);
+
+/* Restores a saved state before the first step. A state that cannot be right (unknown phase,
+ * NaN or negative voltages, timers above 30 days) is refused whole and cc is left as it was.
+ * The first step then runs as after a data gap: no jump, limits ramp up from 0.
+ * @retval GW_OK
+ * @retval GW_ERR_INVAL a pointer is NULL
+ * @retval GW_ERR_RANGE the state is out of range */
+int charge_control_set_state(struct charge_control *cc, const struct charge_control_state *st);
 
 /* "bulk", "absorption", "float" or "unknown". Static string. */
 const char *charge_phase_name(uint8_t phase);
