@@ -1,0 +1,554 @@
+/* battery_service: bus inputs -> battery engine -> EVENT_BATTERY_UPDATE. See battery_service.h. */
+#include "battery_service.h"
+
+#include "app_events.h"
+#include "atomic_file.h"
+#include "event_bus.h"
+#include "gw_clock.h"
+#include "gw_error.h"
+#include "gw_log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MOD "battery"
+/* Longest real-time wait of the thread: the clock is replaced in tests (issue: waits that a
+ * fake clock wakes). Inputs wake it at once. */
+#define WAIT_SLICE_MS 100u
+#define PUBLISH_TIMEOUT_MS 50u
+#define STATE_FILE_MAX 8192u
+#define DEFAULT_SAVE_PERIOD_S 600u
+
+_Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the battery view must fit one bus event");
+
+static const int subscribed[] = {
+    EVENT_BMS_DATA_UPDATE, EVENT_BMS_COMM_LOST, EVENT_BMS_COMM_RESTORED, EVENT_BMS_SETTINGS_UPDATE,
+    EVENT_BMS_EVENTS_UPDATE,
+};
+#define SUBSCRIBED_COUNT (sizeof subscribed / sizeof subscribed[0])
+
+struct battery_service {
+    struct event_bus *bus;
+    char state_path[GW_PATH_MAX + 32];
+    bool persist;
+    uint32_t save_period_s;
+
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop_requested, running, input_pending;
+    pthread_t thread;
+
+    struct battery_engine *engine;       /* large: heap */
+    struct battery_view *view;           /* newest published view (heap) */
+    struct battery_view *scratch;        /* the thread's step output (heap) */
+    struct battery_service_stats stats;
+    uint64_t step_us_total;
+    bool storage_failing;
+    struct gw_log_limit bad_log, frozen_log, drop_log;
+};
+
+/* ---- energy.json -------------------------------------------------------------------------- */
+
+static int put(char *buf, size_t cap, size_t *pos, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int put(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap - *pos)
+        return GW_ERR_OVERFLOW;
+    *pos += (size_t)n;
+    return GW_OK;
+}
+
+int battery_state__to_json(const struct battery_engine_saved *s, int64_t wall_ms, char *buf, size_t cap)
+{
+    if (!s || !buf || cap == 0)
+        return GW_ERR_INVAL;
+    size_t pos = 0;
+    int rc = put(buf, cap, &pos, "{\"version\":2,\"energy_in_wh\":%.3f,\"energy_out_wh\":%.3f,\"saved_at_ms\":%lld,"
+                 "\"packs\":[", s->energy_in_wh, s->energy_out_wh, (long long)wall_ms);
+    for (unsigned i = 0; !rc && i < s->pack_count && i < BATTERY_MAX_PACKS; i++) {
+        const struct charge_control_state *c = &s->packs[i].charge;
+        rc = put(buf, cap, &pos, "%s{\"id\":%u,\"valid\":%s,\"phase\":%u,\"absorb_elapsed_ms\":%llu,"
+                 "\"top_elapsed_ms\":%llu,\"float_cvl_v\":%.4f,\"cvl_v\":%.4f}",
+                 i ? "," : "", (unsigned)s->packs[i].id, s->packs[i].valid ? "true" : "false", (unsigned)c->phase,
+                 (unsigned long long)c->absorb_elapsed_ms, (unsigned long long)c->top_elapsed_ms,
+                 (double)c->float_cvl_v, (double)c->cvl_v);
+    }
+    if (!rc)
+        rc = put(buf, cap, &pos, "]}\n");
+    return rc ? rc : (int)pos;
+}
+
+static bool number(const cJSON *obj, const char *key, double *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!cJSON_IsNumber(it))
+        return false;
+    *out = it->valuedouble;
+    return true;
+}
+
+int battery_state__from_json(const char *json, struct battery_engine_saved *out)
+{
+    if (!json || !out)
+        return GW_ERR_INVAL;
+    memset(out, 0, sizeof *out);
+    cJSON *root = cJSON_Parse(json);
+    if (!root)
+        return GW_ERR_PROTO;
+    int rc = GW_ERR_PROTO;
+    double version, in_wh, out_wh;
+    if (!cJSON_IsObject(root) || !number(root, "version", &version) || (version != 1 && version != 2) ||
+        !number(root, "energy_in_wh", &in_wh) || !number(root, "energy_out_wh", &out_wh))
+        goto done;
+    /* Ranges are the engine's to judge (it refuses with an alert); here only the shape. */
+    out->energy_in_wh = in_wh;
+    out->energy_out_wh = out_wh;
+    const cJSON *packs = cJSON_GetObjectItemCaseSensitive(root, "packs");
+    if (version == 2 && cJSON_IsArray(packs)) {
+        const cJSON *p;
+        cJSON_ArrayForEach(p, packs)
+        {
+            if (out->pack_count >= BATTERY_MAX_PACKS)
+                break;
+            double id, phase, absorb, top, fcvl, cvl;
+            const cJSON *valid = cJSON_GetObjectItemCaseSensitive(p, "valid");
+            if (!cJSON_IsObject(p) || !number(p, "id", &id) || id < 0 || id > 255 || !number(p, "phase", &phase) ||
+                !number(p, "absorb_elapsed_ms", &absorb) || !number(p, "top_elapsed_ms", &top) ||
+                !number(p, "float_cvl_v", &fcvl) || !number(p, "cvl_v", &cvl) || !cJSON_IsBool(valid))
+                continue; /* one bad entry: that pack starts fresh, the others keep theirs */
+            unsigned k = out->pack_count++;
+            out->packs[k].id = (uint8_t)id;
+            out->packs[k].valid = cJSON_IsTrue(valid);
+            struct charge_control_state *c = &out->packs[k].charge;
+            c->phase = phase >= 0 && phase <= 255 ? (uint8_t)phase : 255;
+            c->absorb_elapsed_ms = absorb >= 0 && absorb < 1e15 ? (uint64_t)absorb : UINT64_MAX;
+            c->top_elapsed_ms = top >= 0 && top < 1e15 ? (uint64_t)top : UINT64_MAX;
+            c->float_cvl_v = (float)fcvl;
+            c->cvl_v = (float)cvl;
+        }
+    }
+    rc = GW_OK;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void storage_event(struct battery_service *bs, int error, const char *msg)
+{
+    struct app_storage_error e = { .error = error };
+    snprintf(e.module, sizeof e.module, "energy");
+    snprintf(e.message, sizeof e.message, "%s", msg);
+    event_bus_publish(bs->bus, error ? EVENT_STORAGE_ERROR : EVENT_STORAGE_OK, &e, sizeof e, 200);
+}
+
+static void restore_state(struct battery_service *bs)
+{
+    char *buf = malloc(STATE_FILE_MAX);
+    if (!buf)
+        return;
+    size_t len = 0;
+    int rc = atomic_file_read(bs->state_path, buf, STATE_FILE_MAX - 1, &len);
+    if (rc == GW_ERR_NOT_FOUND) {
+        GW_LOGI(MOD, "no %s yet: energy counters start at 0", bs->state_path);
+        free(buf);
+        return;
+    }
+    struct battery_engine_saved *saved = calloc(1, sizeof *saved);
+    if (rc == GW_OK) {
+        buf[len] = '\0';
+        rc = strlen(buf) == len && saved ? battery_state__from_json(buf, saved) : GW_ERR_PROTO;
+    }
+    if (rc == GW_OK) {
+        rc = battery_engine_restore(bs->engine, saved);
+        if (rc == GW_OK) {
+            GW_LOGI(MOD, "restored %s: %.1f Wh in, %.1f Wh out, %u pack states", bs->state_path,
+                    saved->energy_in_wh, saved->energy_out_wh, (unsigned)saved->pack_count);
+        } else {
+            GW_LOGE(MOD, "%s holds impossible counters (%g Wh in, %g Wh out): refused, counting from 0",
+                    bs->state_path, saved->energy_in_wh, saved->energy_out_wh);
+        }
+    }
+    if (rc != GW_OK) {
+        char aside[sizeof bs->state_path + 16];
+        snprintf(aside, sizeof aside, "%s.corrupt", bs->state_path);
+        if (rename(bs->state_path, aside) == 0)
+            GW_LOGE(MOD, "%s is not a valid state file (%s): kept as %s", bs->state_path, gw_strerror(rc), aside);
+        char msg[128];
+        snprintf(msg, sizeof msg, "energy counters refused (%s): counting from 0", gw_strerror(rc));
+        storage_event(bs, rc, msg);
+    }
+    free(saved);
+    free(buf);
+}
+
+static void save_state(struct battery_service *bs)
+{
+    if (!bs->persist)
+        return;
+    struct battery_engine_saved *saved = calloc(1, sizeof *saved);
+    char *buf = malloc(STATE_FILE_MAX);
+    int rc = GW_ERR_NOMEM;
+    if (saved && buf) {
+        pthread_mutex_lock(&bs->lock);
+        battery_engine_save(bs->engine, saved);
+        pthread_mutex_unlock(&bs->lock);
+        int n = battery_state__to_json(saved, gw_wall_ms(), buf, STATE_FILE_MAX);
+        rc = n < 0 ? n : atomic_file_write(bs->state_path, buf, (size_t)n, 0644);
+    }
+    pthread_mutex_lock(&bs->lock);
+    if (rc == GW_OK)
+        bs->stats.saves++;
+    else
+        bs->stats.save_errors++;
+    bool was_failing = bs->storage_failing;
+    bs->storage_failing = rc != GW_OK;
+    pthread_mutex_unlock(&bs->lock);
+    if (rc != GW_OK && !was_failing) {
+        GW_LOGE(MOD, "cannot save %s: %s (the counters stay in memory, retried)", bs->state_path, gw_strerror(rc));
+        storage_event(bs, rc, "cannot save the energy counters");
+    } else if (rc == GW_OK && was_failing) {
+        GW_LOGI(MOD, "saved %s again", bs->state_path);
+        storage_event(bs, GW_OK, "energy counters saved");
+    }
+    free(saved);
+    free(buf);
+}
+
+/* ---- bus inputs (dispatcher thread) -------------------------------------------------------- */
+
+static void nudge(struct battery_service *bs)
+{
+    bs->input_pending = true;
+    pthread_cond_signal(&bs->wake);
+}
+
+static void on_event(const struct gw_event *ev, void *ctx)
+{
+    struct battery_service *bs = ctx;
+    uint64_t now = gw_now_ms();
+    switch (ev->id) {
+    case EVENT_BMS_DATA_UPDATE: {
+        if (ev->size != sizeof(struct bms_live_data))
+            return;
+        struct bms_live_data d;
+        memcpy(&d, ev->payload, sizeof d);
+        pthread_mutex_lock(&bs->lock);
+        int r = battery_engine_feed_sample(bs->engine, &d, now);
+        unsigned pos = 0;
+        for (; pos < bs->engine->cfg.pack_count && bs->engine->packs[pos].cfg.id != d.battery_id; pos++)
+            ;
+        char reason[BATTERY_REASON_LEN] = "";
+        uint32_t total = 0;
+        if (pos < bs->engine->cfg.pack_count) {
+            snprintf(reason, sizeof reason, "%s", bs->engine->packs[pos].bad_reason);
+            total = bs->engine->packs[pos].bad_total;
+        }
+        switch (r) {
+        case BATTERY_FEED_TAKEN: bs->stats.samples_taken++; break;
+        case BATTERY_FEED_IMPLAUSIBLE: bs->stats.samples_implausible++; break;
+        case BATTERY_FEED_FROZEN: bs->stats.samples_frozen++; break;
+        case BATTERY_FEED_UNKNOWN_PACK: bs->stats.samples_unknown_pack++; break;
+        default: break;
+        }
+        nudge(bs);
+        pthread_mutex_unlock(&bs->lock);
+        if (r == BATTERY_FEED_IMPLAUSIBLE)
+            gw_log_ratelimited(&bs->bad_log, 60000, GW_LOG_WARN, MOD,
+                               "battery %u: implausible sample refused (%s; %u so far)", d.battery_id, reason,
+                               (unsigned)total);
+        else if (r == BATTERY_FEED_FROZEN)
+            gw_log_ratelimited(&bs->frozen_log, 60000, GW_LOG_WARN, MOD,
+                               "battery %u: the BMS repeats the same sample (lifetime counter %u s not advancing): "
+                               "treated as stale", d.battery_id, (unsigned)d.lifetime_s);
+        break;
+    }
+    case EVENT_BMS_COMM_LOST:
+    case EVENT_BMS_COMM_RESTORED: {
+        if (ev->size != sizeof(struct app_bms_comm))
+            return;
+        const struct app_bms_comm *c = ev->payload;
+        pthread_mutex_lock(&bs->lock);
+        battery_engine_feed_comm(bs->engine, c->battery_id, ev->id == EVENT_BMS_COMM_LOST);
+        nudge(bs);
+        pthread_mutex_unlock(&bs->lock);
+        break;
+    }
+    case EVENT_BMS_SETTINGS_UPDATE: {
+        if (ev->size != sizeof(struct app_bms_settings))
+            return;
+        const struct app_bms_settings *s = ev->payload;
+        pthread_mutex_lock(&bs->lock);
+        battery_engine_feed_settings(bs->engine, s->battery_id, &s->settings);
+        pthread_mutex_unlock(&bs->lock);
+        break;
+    }
+    case EVENT_BMS_EVENTS_UPDATE: {
+        if (ev->size != sizeof(struct app_bms_events))
+            return;
+        const struct app_bms_events *l = ev->payload;
+        pthread_mutex_lock(&bs->lock);
+        battery_engine_feed_events(bs->engine, l->battery_id, &l->log);
+        pthread_mutex_unlock(&bs->lock);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- the thread ---------------------------------------------------------------------------- */
+
+static uint64_t elapsed_us(const struct timespec *a, const struct timespec *b)
+{
+    int64_t ns = (int64_t)(b->tv_sec - a->tv_sec) * 1000000000LL + (b->tv_nsec - a->tv_nsec);
+    return ns > 0 ? (uint64_t)ns / 1000u : 0;
+}
+
+static void *service_main(void *arg)
+{
+    struct battery_service *bs = arg;
+    uint64_t next_step = gw_now_ms();
+    uint64_t next_save = gw_now_ms() + (uint64_t)bs->save_period_s * 1000u;
+    pthread_mutex_lock(&bs->lock);
+    while (!bs->stop_requested) {
+        uint64_t now = gw_now_ms();
+        if (bs->input_pending || now >= next_step) {
+            bs->input_pending = false;
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            next_step = battery_engine_step(bs->engine, now, bs->scratch);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            bs->scratch->wall_time_ms = gw_wall_ms();
+            uint64_t us = elapsed_us(&t0, &t1);
+            bs->stats.steps++;
+            bs->step_us_total += us;
+            if (us > bs->stats.step_us_max)
+                bs->stats.step_us_max = us;
+            memcpy(bs->view, bs->scratch, sizeof *bs->view);
+            pthread_mutex_unlock(&bs->lock);
+            /* Published outside the lock: a full bus must not stall the inputs. The scratch
+             * view is only written by this thread. */
+            bool queued = event_bus_publish(bs->bus, EVENT_BATTERY_UPDATE, bs->scratch, sizeof *bs->scratch,
+                                            PUBLISH_TIMEOUT_MS);
+            if (!queued)
+                gw_log_ratelimited(&bs->drop_log, 60000, GW_LOG_WARN, MOD, "battery view dropped: event bus full");
+            if (gw_now_ms() >= next_save) {
+                save_state(bs);
+                next_save = gw_now_ms() + (uint64_t)bs->save_period_s * 1000u;
+            }
+            pthread_mutex_lock(&bs->lock);
+            if (!queued)
+                bs->stats.views_dropped++;
+            continue;
+        }
+        uint64_t wait = next_step > now ? next_step - now : 0;
+        struct timespec ts;
+        gw_monotonic_deadline(&ts, wait < WAIT_SLICE_MS ? wait : WAIT_SLICE_MS);
+        while (!bs->stop_requested && !bs->input_pending) {
+            if (pthread_cond_timedwait(&bs->wake, &bs->lock, &ts) == ETIMEDOUT)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&bs->lock);
+    return NULL;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------------- */
+
+int battery_service_create(const struct battery_service_options *opts, struct battery_service **out)
+{
+    if (!out)
+        return GW_ERR_INVAL;
+    *out = NULL;
+    if (!opts || !opts->bus)
+        return GW_ERR_INVAL;
+    struct battery_service *bs = calloc(1, sizeof *bs);
+    if (!bs)
+        return GW_ERR_NOMEM;
+    int rc = GW_ERR_NOMEM;
+    bs->bus = opts->bus;
+    bs->save_period_s = opts->save_period_s ? opts->save_period_s : DEFAULT_SAVE_PERIOD_S;
+    pthread_mutex_init(&bs->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&bs->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    bs->engine = calloc(1, sizeof *bs->engine);
+    bs->view = calloc(1, sizeof *bs->view);
+    bs->scratch = calloc(1, sizeof *bs->scratch);
+    if (!bs->engine || !bs->view || !bs->scratch)
+        goto err;
+    rc = battery_engine_init(bs->engine, &opts->engine);
+    if (rc) {
+        GW_LOGE(MOD, "bad pack list (%u packs): %s", (unsigned)opts->engine.pack_count, gw_strerror(rc));
+        goto err;
+    }
+    if (opts->data_dir && opts->data_dir[0]) {
+        int n = snprintf(bs->state_path, sizeof bs->state_path, "%s/%s", opts->data_dir, BATTERY_STATE_FILE);
+        if (n < 0 || (size_t)n >= sizeof bs->state_path) {
+            rc = GW_ERR_INVAL;
+            goto err;
+        }
+        bs->persist = true;
+        restore_state(bs);
+    }
+    for (size_t i = 0; i < SUBSCRIBED_COUNT; i++) {
+        rc = event_bus_subscribe(bs->bus, subscribed[i], on_event, bs, MOD);
+        if (rc)
+            goto err;
+    }
+    *out = bs;
+    return GW_OK;
+err:
+    battery_service_destroy(bs);
+    return rc;
+}
+
+int battery_service_start(struct battery_service *bs)
+{
+    if (!bs)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&bs->lock);
+    if (bs->running) {
+        pthread_mutex_unlock(&bs->lock);
+        return GW_ERR_STATE;
+    }
+    bs->stop_requested = false;
+    int err = pthread_create(&bs->thread, NULL, service_main, bs);
+    bs->running = err == 0;
+    pthread_mutex_unlock(&bs->lock);
+    if (err) {
+        GW_LOGE(MOD, "cannot start the battery thread: %s", strerror(err));
+        return GW_ERR_IO;
+    }
+    return GW_OK;
+}
+
+void battery_service_stop(struct battery_service *bs)
+{
+    if (!bs)
+        return;
+    pthread_mutex_lock(&bs->lock);
+    bool running = bs->running;
+    bs->stop_requested = true;
+    pthread_cond_broadcast(&bs->wake);
+    pthread_mutex_unlock(&bs->lock);
+    if (running) {
+        pthread_join(bs->thread, NULL);
+        pthread_mutex_lock(&bs->lock);
+        bs->running = false;
+        pthread_mutex_unlock(&bs->lock);
+        save_state(bs);
+    }
+}
+
+void battery_service_destroy(struct battery_service *bs)
+{
+    if (!bs)
+        return;
+    battery_service_stop(bs);
+    for (size_t i = 0; i < SUBSCRIBED_COUNT; i++)
+        event_bus_unsubscribe(bs->bus, subscribed[i], on_event, bs);
+    pthread_cond_destroy(&bs->wake);
+    pthread_mutex_destroy(&bs->lock);
+    free(bs->engine);
+    free(bs->view);
+    free(bs->scratch);
+    free(bs);
+}
+
+int battery_service_apply_config(struct battery_service *bs, const struct battery_engine_config *cfg)
+{
+    if (!bs || !cfg)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&bs->lock);
+    int rc = battery_engine_set_config(bs->engine, cfg);
+    nudge(bs);
+    pthread_mutex_unlock(&bs->lock);
+    return rc;
+}
+
+int battery_service_request_cap(struct battery_service *bs, const struct app_charge_cap *request, char *answer,
+                                size_t answer_len)
+{
+    char scratch[8];
+    if (!answer || answer_len == 0) {
+        answer = scratch;
+        answer_len = sizeof scratch;
+    }
+    answer[0] = '\0';
+    if (!bs || !request)
+        return GW_ERR_INVAL;
+    struct app_charge_cap cap = *request;
+    cap.source[sizeof cap.source - 1] = '\0';
+    pthread_mutex_lock(&bs->lock);
+    uint32_t outputs = bs->engine->limit_outputs;
+    int rc = battery_engine_set_cap(bs->engine, &cap, gw_now_ms());
+    if (rc == GW_OK && outputs)
+        bs->stats.caps_applied++;
+    else if (rc == GW_OK)
+        bs->stats.caps_without_effect++;
+    nudge(bs);
+    pthread_mutex_unlock(&bs->lock);
+    if (rc != GW_OK) {
+        snprintf(answer, answer_len, "invalid cap (a value is not a number)");
+        GW_LOGW(MOD, "charge cap from '%s' rejected: %s", cap.source, gw_strerror(rc));
+        return rc;
+    }
+    if (!outputs) {
+        snprintf(answer, answer_len, "no effect: no output sends limits");
+        GW_LOGW(MOD, "charge cap from '%s' has no effect: no output sends limits to a charger", cap.source);
+        return GW_ERR_UNSUPPORTED;
+    }
+    if (cap.duration_s == 0)
+        snprintf(answer, answer_len, "applied: caps cancelled");
+    else
+        snprintf(answer, answer_len, "applied");
+    GW_LOGI(MOD, "charge cap from '%s': CCL <= %.1f A, DCL <= %.1f A for %u s", cap.source, (double)cap.ccl_cap_a,
+            (double)cap.dcl_cap_a, (unsigned)cap.duration_s);
+    return GW_OK;
+}
+
+void battery_service_set_limit_outputs(struct battery_service *bs, uint32_t outputs)
+{
+    if (!bs)
+        return;
+    pthread_mutex_lock(&bs->lock);
+    battery_engine_set_limit_outputs(bs->engine, outputs);
+    nudge(bs);
+    pthread_mutex_unlock(&bs->lock);
+}
+
+int battery_service_get_view(struct battery_service *bs, struct battery_view *out)
+{
+    if (!bs || !out)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&bs->lock);
+    memcpy(out, bs->view, sizeof *out);
+    pthread_mutex_unlock(&bs->lock);
+    return GW_OK;
+}
+
+void battery_service_get_stats(struct battery_service *bs, struct battery_service_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!bs)
+        return;
+    pthread_mutex_lock(&bs->lock);
+    *out = bs->stats;
+    out->step_us_avg = bs->stats.steps ? (double)bs->step_us_total / (double)bs->stats.steps : 0.0;
+    pthread_mutex_unlock(&bs->lock);
+}
