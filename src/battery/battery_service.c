@@ -515,8 +515,12 @@ int battery_service_request_cap(struct battery_service *bs, const struct app_cha
         snprintf(answer, answer_len, "applied: caps cancelled");
     else
         snprintf(answer, answer_len, "applied");
-    GW_LOGI(MOD, "charge cap from '%s': CCL <= %.1f A, DCL <= %.1f A for %u s", cap.source, (double)cap.ccl_cap_a,
-            (double)cap.dcl_cap_a, (unsigned)cap.duration_s);
+    char ccl[24] = "uncapped", dcl[24] = "uncapped";
+    if (cap.ccl_cap_a >= 0.0f)
+        snprintf(ccl, sizeof ccl, "<= %.1f A", (double)cap.ccl_cap_a);
+    if (cap.dcl_cap_a >= 0.0f)
+        snprintf(dcl, sizeof dcl, "<= %.1f A", (double)cap.dcl_cap_a);
+    GW_LOGI(MOD, "charge cap from '%s': CCL %s, DCL %s for %u s", cap.source, ccl, dcl, (unsigned)cap.duration_s);
     return GW_OK;
 }
 
