@@ -3,6 +3,7 @@
 
 #include "alert_manager.h"
 #include "app_events.h"
+#include "battery_service.h"
 #include "bms_data.h"
 #include "can_publisher.h"
 #include "config_manager.h"
@@ -29,17 +30,36 @@
 
 #define MOD "app"
 
+/* One pack of the bank: its serial port and how people call it. */
+struct app_pack {
+    char device[GW_PATH_MAX];
+    char name[16];
+    float capacity_ah;
+};
+
+/* What the live summary printed last (dispatcher thread only). */
+struct app_summary {
+    uint64_t printed_ms[APP_MAX_PACKS];
+    uint8_t state[APP_MAX_PACKS];
+    bool limits_known, limits_valid;
+    float cvl_v, ccl_a, dcl_a;
+};
+
 struct app {
     const struct app_options *opts;
     struct event_bus *bus;
     struct config_manager *config;
-    struct sim_process sim;
-    bool sim_running;
+    struct sim_process sim[APP_MAX_PACKS];
+    unsigned sim_count;
+    unsigned pack_count;
+    struct app_pack packs[APP_MAX_PACKS];
+    struct battery_service *battery;
     struct alert_manager *alerts;
     struct history_logger *history;
     struct mqtt_gateway *mqtt;
     struct can_publisher *can;
-    struct uart_bms *bms;
+    struct uart_bms *bms[APP_MAX_PACKS];
+    struct app_summary summary;
 };
 
 void app_default_options(struct app_options *o)
@@ -51,30 +71,75 @@ void app_default_options(struct app_options *o)
 
 /* ------------------------------------------------------------------ live summary on stdout */
 
-/* One line per sample until the web UI exists: what a user wants to see at a glance. */
-static void print_summary(const struct gw_event *ev, void *ctx)
+/* One line per accepted sample of each pack until the web UI exists, from the battery view (so
+ * a refused, implausible sample is never shown as a reading), plus the pack state changes and
+ * the limits whenever they change. */
+static void print_pack_line(const struct battery_pack *p)
 {
-    (void)ctx;
-    if (ev->size != sizeof(struct bms_live_data))
-        return;
-    struct bms_live_data d;
-    memcpy(&d, ev->payload, sizeof d);
-    time_t t = (time_t)(d.wall_time_ms / 1000);
+    const struct bms_live_data *d = &p->live;
+    time_t t = (time_t)(d->wall_time_ms / 1000);
     struct tm tm;
     localtime_r(&t, &tm);
     char temps[48] = "n/a";
     int16_t tmin, tmax;
-    if (bms_temp_min_dc(&d, &tmin) && bms_temp_max_dc(&d, &tmax))
+    if (bms_temp_min_dc(d, &tmin) && bms_temp_max_dc(d, &tmax))
         snprintf(temps, sizeof temps, "%.1f..%.1f C", tmin / 10.0, tmax / 10.0);
     char soh[16] = "n/a";
-    if (d.soh_valid)
-        snprintf(soh, sizeof soh, "%.0f%%", bms_soh_percent(&d));
+    if (d->soh_valid)
+        snprintf(soh, sizeof soh, "%.0f%%", bms_soh_percent(d));
     printf("%02d:%02d:%02d bat%u %6.2f V %7.2f A %8.1f W  SOC %5.1f%% SOH %s  cells %u: %.3f (#%u)..%.3f (#%u) V "
            "spread %.1f mV  T %s  %s\n",
-           tm.tm_hour, tm.tm_min, tm.tm_sec, d.battery_id, d.pack_voltage_v, d.pack_current_a,
-           d.pack_voltage_v * d.pack_current_a, bms_soc_percent(&d), soh, d.cell_count, d.min_cell_mv / 1000.0,
-           d.min_cell_index, d.max_cell_mv / 1000.0, d.max_cell_index, d.cell_spread_mv_x10 / 10.0, temps,
-           bms_online_status_name(d.online_status));
+           tm.tm_hour, tm.tm_min, tm.tm_sec, d->battery_id, d->pack_voltage_v, d->pack_current_a,
+           d->pack_voltage_v * d->pack_current_a, bms_soc_percent(d), soh, d->cell_count, d->min_cell_mv / 1000.0,
+           d->min_cell_index, d->max_cell_mv / 1000.0, d->max_cell_index, d->cell_spread_mv_x10 / 10.0, temps,
+           bms_online_status_name(d->online_status));
+}
+
+static void print_view(const struct gw_event *ev, void *ctx)
+{
+    struct app *app = ctx;
+    struct app_summary *sm = &app->summary;
+    if (ev->size != sizeof(struct battery_view))
+        return;
+    const struct battery_view *v = ev->payload;
+    for (unsigned i = 0; i < v->pack_count && i < APP_MAX_PACKS; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        bool fresh = p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING;
+        if (fresh && p->live.valid && p->live.timestamp_ms != sm->printed_ms[i]) {
+            sm->printed_ms[i] = p->live.timestamp_ms;
+            print_pack_line(p);
+        }
+        if (p->state != sm->state[i] && (v->pack_count > 1 || p->state != BATTERY_PACK_ONLINE)) {
+            if (p->state == BATTERY_PACK_STALE && p->bad_reason[0])
+                printf("%s: %s (last refused sample: %s)\n", p->name, battery_pack_state_name(p->state),
+                       p->bad_reason);
+            else
+                printf("%s: %s\n", p->name, battery_pack_state_name(p->state));
+        }
+        sm->state[i] = p->state;
+    }
+    fflush(stdout); /* whole lines for whoever reads the pipe */
+    const struct battery_limits *l = &v->limits;
+    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
+    if (l->valid) {
+        if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
+            l->dcl_a == sm->dcl_a)
+            return;
+        printf("%s: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)\n", who, l->cvl_v, l->cvl_reason, l->ccl_a,
+               l->ccl_reason, l->dcl_a, l->dcl_reason);
+    } else {
+        if (!sm->limits_known || !sm->limits_valid)
+            return; /* said once when they stop; nothing before the first */
+        if (v->limit_outputs & BATTERY_OUTPUT_CAN)
+            printf("CAN limits: 0x351 withheld (no fresh BMS data): chargers stop within 3 s\n");
+        else
+            printf("limits: none (no fresh BMS data)\n");
+    }
+    sm->limits_known = true;
+    sm->limits_valid = l->valid;
+    sm->cvl_v = l->cvl_v;
+    sm->ccl_a = l->ccl_a;
+    sm->dcl_a = l->dcl_a;
     fflush(stdout);
 }
 
@@ -88,21 +153,6 @@ static void print_notice(const struct gw_event *ev, void *ctx)
         memcpy(&c, ev->payload, sizeof c);
         printf("battery %u: communication %s (%s)\n", c.battery_id,
                ev->id == EVENT_BMS_COMM_LOST ? "LOST" : "restored", c.reason);
-    } else if (ev->id == EVENT_CHARGE_LIMITS) {
-        static struct app_charge_limits last;
-        struct app_charge_limits l;
-        if (ev->size != sizeof l)
-            return;
-        memcpy(&l, ev->payload, sizeof l);
-        /* Print only changes, not every second. */
-        if (l.cvl_v == last.cvl_v && l.ccl_a == last.ccl_a && l.dcl_a == last.dcl_a && l.sending == last.sending)
-            return;
-        last = l;
-        if (l.sending)
-            printf("CAN limits: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)\n", l.cvl_v, l.cvl_reason, l.ccl_a,
-                   l.ccl_reason, l.dcl_a, l.dcl_reason);
-        else
-            printf("CAN limits: 0x351 withheld (no fresh BMS data): chargers stop within 3 s\n");
     } else {
         return;
     }
@@ -135,6 +185,26 @@ static bool mqtt_config(struct gw_config_mqtt *out, void *ctx)
     return true;
 }
 
+/* The battery engine's settings from the configuration and the resolved pack list. */
+static void engine_config(const struct app *app, const struct gw_config *cfg, struct battery_engine_config *out)
+{
+    battery_engine_default_config(out);
+    out->pack_count = (uint8_t)app->pack_count;
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        out->packs[i].id = (uint8_t)i;
+        snprintf(out->packs[i].name, sizeof out->packs[i].name, "%s", app->packs[i].name);
+        out->packs[i].capacity_ah = app->packs[i].capacity_ah;
+    }
+    out->charge = cfg->charge;
+    out->stale_after_ms = cfg->battery.stale_after_ms;
+    out->offline_after_ms = cfg->bms.comm_timeout_ms;
+    out->frozen_after_ms = cfg->battery.frozen_after_ms;
+    out->implausible_in_row = cfg->battery.implausible_in_row;
+    out->min_online = cfg->battery.min_online_packs;
+    out->rejoin_max_dv = cfg->battery.rejoin_max_dv;
+    out->soc_spread_pct = cfg->battery.soc_spread_percent;
+}
+
 /* Applies what the running services can take live; the rest is logged by config_manager as
  * "restart required". */
 static void on_config_updated(const struct gw_event *ev, void *ctx)
@@ -143,10 +213,19 @@ static void on_config_updated(const struct gw_event *ev, void *ctx)
     struct app *app = ctx;
     struct gw_config cfg;
     config_manager_get(app->config, &cfg);
-    if (app->bms) {
-        uart_bms_set_poll_interval_ms(app->bms, cfg.bms.poll_interval_ms);
-        uart_bms_set_cell_order(app->bms, cfg.bms.cell_order);
-        uart_bms_set_comm_timeout_ms(app->bms, cfg.bms.comm_timeout_ms);
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        if (!app->bms[i])
+            continue;
+        uart_bms_set_poll_interval_ms(app->bms[i], cfg.bms.poll_interval_ms);
+        uart_bms_set_cell_order(app->bms[i], cfg.bms.cell_order);
+        uart_bms_set_comm_timeout_ms(app->bms[i], cfg.bms.comm_timeout_ms);
+    }
+    if (app->battery) {
+        struct battery_engine_config ec;
+        engine_config(app, &cfg, &ec);
+        int rc = battery_service_apply_config(app->battery, &ec);
+        if (rc)
+            GW_LOGW(MOD, "battery settings not applied: %s", gw_strerror(rc));
     }
     if (app->can) {
         int rc = can_publisher_apply_config(app->can, &cfg);
@@ -227,6 +306,17 @@ static int start_services(struct app *app)
         }
     }
 
+    /* After the alert manager and history: a refused energy.json raises its alert at once. */
+    struct battery_service_options bso = { .bus = app->bus, .data_dir = o->data_dir };
+    engine_config(app, &cfg, &bso.engine);
+    rc = battery_service_create(&bso, &app->battery);
+    if (!rc)
+        rc = battery_service_start(app->battery);
+    if (rc) {
+        GW_LOGE(MOD, "cannot start the battery service: %s", gw_strerror(rc));
+        return rc;
+    }
+
     if (cfg.mqtt.enabled) {
         struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config };
         rc = mqtt_gateway_create(&mo, &app->mqtt);
@@ -239,7 +329,8 @@ static int start_services(struct app *app)
     }
 
     if (cfg.can.enabled) {
-        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .data_dir = o->data_dir };
+        /* The battery service owns energy.json: CAN does not persist its own copy. */
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .data_dir = NULL };
         rc = can_publisher_create(&co, &app->can);
         if (!rc)
             rc = can_publisher_start(app->can);
@@ -249,24 +340,32 @@ static int start_services(struct app *app)
         }
     }
 
-    struct uart_bms_options bo;
-    uart_bms_default_options(&bo);
-    bo.battery_id = 0;
-    snprintf(bo.device, sizeof bo.device, "%s", cfg.bms.uart_device);
-    bo.poll_interval_ms = cfg.bms.poll_interval_ms;
-    bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
-    bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
-    bo.cell_order = cfg.bms.cell_order;
-    bo.bus = app->bus;
-    rc = uart_bms_create(&bo, &app->bms);
-    if (!rc)
-        rc = uart_bms_start(app->bms);
-    if (rc) {
-        GW_LOGE(MOD, "cannot start the BMS poller on '%s': %s", bo.device, gw_strerror(rc));
-        return rc;
+    battery_service_set_limit_outputs(app->battery, app->can ? BATTERY_OUTPUT_CAN : 0);
+
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        struct uart_bms_options bo;
+        uart_bms_default_options(&bo);
+        bo.battery_id = (uint8_t)i;
+        snprintf(bo.device, sizeof bo.device, "%s", app->packs[i].device);
+        bo.poll_interval_ms = cfg.bms.poll_interval_ms;
+        bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
+        bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
+        bo.cell_order = cfg.bms.cell_order;
+        bo.bus = app->bus;
+        rc = uart_bms_create(&bo, &app->bms[i]);
+        if (!rc)
+            rc = uart_bms_start(app->bms[i]);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start the BMS poller of %s on '%s': %s", app->packs[i].name, bo.device,
+                    gw_strerror(rc));
+            return rc;
+        }
+        if (app->pack_count > 1)
+            GW_LOGI(MOD, "%s: TinyBMS on %s (battery id %u)", app->packs[i].name, bo.device, i);
     }
-    GW_LOGI(MOD, "services: BMS on %s every %u ms, CAN %s, MQTT %s, history %s", bo.device, bo.poll_interval_ms,
-            app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
+    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s", app->pack_count,
+            app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device, app->pack_count > 1 ? ", ..." : "",
+            cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
             app->history ? "on" : "off");
     return GW_OK;
 }
@@ -278,17 +377,20 @@ static void stop_all(struct app *app)
     /* Our own handlers first: on_config_updated touches the services destroyed below. */
     if (app->bus) {
         event_bus_unsubscribe(app->bus, EVENT_CONFIG_UPDATED, on_config_updated, app);
-        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BATTERY_UPDATE, print_view, app);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
-        event_bus_unsubscribe(app->bus, EVENT_CHARGE_LIMITS, print_notice, NULL);
     }
-    uart_bms_destroy(app->bms);
-    app->bms = NULL;
-    can_publisher_destroy(app->can); /* saves the energy counters */
+    for (unsigned i = 0; i < APP_MAX_PACKS; i++) {
+        uart_bms_destroy(app->bms[i]);
+        app->bms[i] = NULL;
+    }
+    can_publisher_destroy(app->can);
     app->can = NULL;
     mqtt_gateway_destroy(app->mqtt);
     app->mqtt = NULL;
+    battery_service_destroy(app->battery); /* saves the energy counters and charge states */
+    app->battery = NULL;
     if (app->bus)
         event_bus_flush(app->bus, 2000);
     history_logger_destroy(app->history); /* writes pending samples */
@@ -299,9 +401,83 @@ static void stop_all(struct app *app)
     app->bus = NULL;
     config_manager_destroy(app->config);
     app->config = NULL;
-    if (app->sim_running)
-        sim_process_stop(&app->sim);
-    app->sim_running = false;
+    for (unsigned i = 0; i < app->sim_count; i++)
+        sim_process_stop(&app->sim[i]);
+    app->sim_count = 0;
+}
+
+/* Simulated packs in parallel differ like real ones do: another cell spread, another state of
+ * charge, and from the third on another capacity. The user's --sim-arg come after, so they win. */
+static int start_simulators(struct app *app)
+{
+    const struct app_options *o = app->opts;
+    unsigned n = o->simulate_packs > 0 ? (unsigned)o->simulate_packs : 1;
+    for (unsigned i = 0; i < n; i++) {
+        char seed[24], soc[24];
+        const char *args[APP_MAX_SIM_ARGS + 8];
+        unsigned k = 0;
+        if (n > 1) {
+            snprintf(seed, sizeof seed, "--seed=%u", i + 1);
+            snprintf(soc, sizeof soc, "--soc=%u", 55 + (i * 7) % 30);
+            args[k++] = seed;
+            args[k++] = soc;
+            args[k++] = i < 2 ? "--capacity=280" : (i == 2 ? "--capacity=200" : "--capacity=100");
+        }
+        for (int a = 0; a < o->sim_argc; a++)
+            args[k++] = o->sim_args[a];
+        args[k] = NULL;
+        int rc = sim_process_start(&app->sim[i], args, 10000);
+        if (rc)
+            return rc;
+        app->sim_count = i + 1;
+        snprintf(app->packs[i].device, sizeof app->packs[i].device, "%s", app->sim[i].pty_path);
+    }
+    app->pack_count = n;
+    return GW_OK;
+}
+
+/* The packs of this run: the simulators, the --uart list (names and capacities from the
+ * configured pack with the same port), the configured pack list, or the single bms.uart_device. */
+static int resolve_packs(struct app *app, const struct gw_config *cfg)
+{
+    const struct app_options *o = app->opts;
+    const struct gw_config_pack_list *cp = &cfg->battery.packs;
+    if (o->simulate) {
+        /* already filled by start_simulators */
+    } else if (o->uart_count > 0) {
+        app->pack_count = (unsigned)o->uart_count;
+        for (int i = 0; i < o->uart_count; i++)
+            snprintf(app->packs[i].device, sizeof app->packs[i].device, "%s", o->uart_devices[i]);
+    } else if (cp->count > 0) {
+        app->pack_count = cp->count;
+        for (unsigned i = 0; i < cp->count; i++)
+            snprintf(app->packs[i].device, sizeof app->packs[i].device, "%s", cp->packs[i].uart_device);
+    } else if (cfg->bms.uart_device[0]) {
+        app->pack_count = 1;
+        snprintf(app->packs[0].device, sizeof app->packs[0].device, "%s", cfg->bms.uart_device);
+    } else {
+        GW_LOGE(MOD, "no BMS serial device: use --uart DEV, set bms.uart_device (or battery.packs) in the "
+                     "configuration, or --simulate");
+        return GW_ERR_INVAL;
+    }
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        struct app_pack *p = &app->packs[i];
+        for (unsigned k = 0; k < cp->count; k++) {
+            if (strcmp(cp->packs[k].uart_device, p->device) == 0) {
+                snprintf(p->name, sizeof p->name, "%s", cp->packs[k].name);
+                p->capacity_ah = cp->packs[k].capacity_ah;
+            }
+        }
+        if (!p->name[0])
+            snprintf(p->name, sizeof p->name, "pack %u", i + 1);
+        for (unsigned k = 0; k < i; k++) {
+            if (strcmp(app->packs[k].device, p->device) == 0) {
+                GW_LOGE(MOD, "%s is given twice: one TinyBMS per serial port", p->device);
+                return GW_ERR_INVAL;
+            }
+        }
+    }
+    return GW_OK;
 }
 
 int app_run(const struct app_options *opts)
@@ -332,29 +508,22 @@ int app_run(const struct app_options *opts)
         goto fail;
     }
 
-    const char *uart_device = opts->uart_device;
-    if (opts->simulate) {
-        rc = sim_process_start(&app.sim, opts->sim_args, 10000);
-        if (rc)
-            goto fail;
-        app.sim_running = true;
-        uart_device = app.sim.pty_path;
-    }
+    if (opts->simulate && start_simulators(&app))
+        goto fail;
+    const char *uart_device = opts->simulate ? app.packs[0].device
+                              : opts->uart_count ? opts->uart_devices[0] : NULL;
     if (apply_cli_overrides(&app, uart_device))
         goto fail;
     struct gw_config cfg;
     config_manager_get(app.config, &cfg);
-    if (!cfg.bms.uart_device[0]) {
-        GW_LOGE(MOD, "no BMS serial device: use --uart DEV, set bms.uart_device in the configuration, or --simulate");
+    if (resolve_packs(&app, &cfg))
         goto fail;
-    }
 
     event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
     if (opts->summary) {
-        event_bus_subscribe(app.bus, EVENT_BMS_DATA_UPDATE, print_summary, NULL, "summary");
+        event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, print_view, &app, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL, "summary");
-        event_bus_subscribe(app.bus, EVENT_CHARGE_LIMITS, print_notice, NULL, "summary");
     }
     if (start_services(&app))
         goto fail;

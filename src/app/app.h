@@ -5,10 +5,13 @@
 #include <stdbool.h>
 
 #define APP_MAX_SIM_ARGS 32
+#define APP_MAX_PACKS 16             /* = BATTERY_MAX_PACKS */
 
 struct app_options {
-    const char *uart_device;     /* NULL: from the configuration */
+    const char *uart_devices[APP_MAX_PACKS]; /* --uart, repeatable: one TinyBMS (pack) each */
+    int uart_count;              /* 0: from the configuration */
     bool simulate;
+    int simulate_packs;          /* with simulate: how many simulated packs (1..16) */
     const char *sim_args[APP_MAX_SIM_ARGS + 1];
     int sim_argc;
     const char *can_spec;        /* NULL: from the configuration */

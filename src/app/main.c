@@ -18,8 +18,10 @@ static void usage(FILE *f)
             "Usage: tinybms-gw [OPTIONS]\n"
             "Bridges a TinyBMS battery (UART) to Victron (CAN-bus BMS), MQTT and a web UI.\n"
             "\n"
-            "  -u, --uart DEV        serial device of the TinyBMS (e.g. /dev/ttyUSB0)\n"
-            "  -s, --simulate        run the built-in TinyBMS simulator on a pseudo-terminal\n"
+            "  -u, --uart DEV        serial device of a TinyBMS (e.g. /dev/ttyUSB0); repeat it for packs in\n"
+            "                        parallel, one TinyBMS each (at most 16)\n"
+            "  -s, --simulate[=N]    run the built-in TinyBMS simulator on a pseudo-terminal; N simulated\n"
+            "                        packs in parallel (default 1, at most 16)\n"
             "      --sim-arg ARG     pass ARG to the simulator (repeatable), e.g. --sim-arg=--scenario=charge\n"
             "      --can SPEC        CAN output: IFACE (SocketCAN, e.g. can0), slcan:/dev/ttyACM0[@BAUD],\n"
             "                        or log:FILE (candump -l format, dry run)\n"
@@ -45,7 +47,7 @@ int main(int argc, char **argv)
     enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
-        { "simulate", no_argument, NULL, 's' },
+        { "simulate", optional_argument, NULL, 's' },
         { "sim-arg", required_argument, NULL, OPT_SIM_ARG },
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
@@ -61,8 +63,31 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "u:sc:d:qvhV", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'u': opts.uart_device = optarg; break;
-        case 's': opts.simulate = true; break;
+        case 'u':
+            if (opts.uart_count >= APP_MAX_PACKS) {
+                fprintf(stderr, "tinybms-gw: too many --uart (at most %d packs)\n", APP_MAX_PACKS);
+                return 2;
+            }
+            opts.uart_devices[opts.uart_count++] = optarg;
+            break;
+        case 's': {
+            opts.simulate = true;
+            opts.simulate_packs = 1;
+            /* "--simulate=N", or "--simulate N" when the next word is a number. */
+            const char *n = optarg;
+            if (!n && optind < argc && argv[optind][0] >= '0' && argv[optind][0] <= '9')
+                n = argv[optind++];
+            if (n) {
+                char *end;
+                long packs = strtol(n, &end, 10);
+                if (*end || packs < 1 || packs > APP_MAX_PACKS) {
+                    fprintf(stderr, "tinybms-gw: --simulate takes 1..%d packs, got '%s'\n", APP_MAX_PACKS, n);
+                    return 2;
+                }
+                opts.simulate_packs = (int)packs;
+            }
+            break;
+        }
         case OPT_SIM_ARG:
             if (opts.sim_argc >= APP_MAX_SIM_ARGS) {
                 fprintf(stderr, "tinybms-gw: too many --sim-arg (at most %d)\n", APP_MAX_SIM_ARGS);
@@ -95,7 +120,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinybms-gw: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if (opts.simulate && opts.uart_device) {
+    if (opts.simulate && opts.uart_count) {
         fprintf(stderr, "tinybms-gw: --uart and --simulate exclude each other\n");
         return 2;
     }

@@ -171,8 +171,8 @@ static void restore_state(struct battery_service *bs)
     if (rc == GW_OK) {
         rc = battery_engine_restore(bs->engine, saved);
         if (rc == GW_OK) {
-            GW_LOGI(MOD, "restored %s: %.1f Wh in, %.1f Wh out, %u pack states", bs->state_path,
-                    saved->energy_in_wh, saved->energy_out_wh, (unsigned)saved->pack_count);
+            GW_LOGI(MOD, "energy counters restored from %s: in %.1f Wh, out %.1f Wh (%u pack charge states)",
+                    bs->state_path, saved->energy_in_wh, saved->energy_out_wh, (unsigned)saved->pack_count);
         } else {
             GW_LOGE(MOD, "%s holds impossible counters (%g Wh in, %g Wh out): refused, counting from 0",
                     bs->state_path, saved->energy_in_wh, saved->energy_out_wh);
@@ -181,8 +181,9 @@ static void restore_state(struct battery_service *bs)
     if (rc != GW_OK) {
         char aside[sizeof bs->state_path + 16];
         snprintf(aside, sizeof aside, "%s.corrupt", bs->state_path);
-        if (rename(bs->state_path, aside) == 0)
-            GW_LOGE(MOD, "%s is not a valid state file (%s): kept as %s", bs->state_path, gw_strerror(rc), aside);
+        bool kept = rename(bs->state_path, aside) == 0;
+        GW_LOGE(MOD, "energy counters in %s unreadable (%s): starting from 0%s%s", bs->state_path, gw_strerror(rc),
+                kept ? ", the file is kept as " : "", kept ? aside : "");
         char msg[128];
         snprintf(msg, sizeof msg, "energy counters refused (%s): counting from 0", gw_strerror(rc));
         storage_event(bs, rc, msg);
