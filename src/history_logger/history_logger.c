@@ -318,8 +318,8 @@ static int prepare_schema(struct history_logger *hl, char *why, size_t why_size)
         return rc;
     }
     if (existed && version < HISTORY_SCHEMA_VERSION)
-        GW_LOGI(MOD, "%s: migrated from schema version %d to %d (%u columns added, pack index built)", hl->db_path, version, HISTORY_SCHEMA_VERSION,
-                added);
+        GW_LOGI(MOD, "%s: migrated from schema version %d to %d (%u columns added, pack index built)", hl->db_path,
+                version, HISTORY_SCHEMA_VERSION, added);
     return SQLITE_OK;
 }
 
@@ -1099,7 +1099,8 @@ int history_logger_count(struct history_logger *hl, int battery_id, int64_t from
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl, "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = -1 OR battery_id = ?3)",
+    rc = read_prepare(hl,
+                      "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = -1 OR battery_id = ?3)",
                       &st);
     if (rc == GW_OK) {
         sqlite3_bind_int64(st, 1, from_ms);

@@ -5,8 +5,8 @@
  * cleared / acknowledged) with thresholds, hysteresis and raise/clear delays, and keeps the
  * table of active alerts. An alert is keyed by (code, battery_id, subject): battery_id is the
  * pack's id (0..15) or BATTERY_BANK_ID (255) for the bank, so one rule on two packs gives two
- * alerts, and every message names its pack ("pack 2: cell 7 high 3.620 V (limit 3.600 V)"). No OS calls, no allocation, no I/O: the caller owns the engine
- * struct, passes the time in (monotonic now_ms for delays, wall_ms for the timestamps shown to
+ * alerts, and every message names its pack ("pack 2: cell 7 high 3.620 V (limit 3.600 V)").
+ * No OS calls, no allocation, no I/O: the caller owns the engine struct, passes the time in (monotonic now_ms for delays, wall_ms for the timestamps shown to
  * people) and receives transitions through a callback, synchronously, from inside the call
  * that caused them. Not thread-safe: the caller serialises every call on one engine.
  *
