@@ -202,20 +202,28 @@ static void bench_alerts(void)
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct alert_engine *e = malloc(sizeof *e);
+    struct battery_view *v = calloc(1, sizeof *v); /* one pack, as one TinyBMS gives */
+    v->pack_count = v->online_count = 1;
+    v->packs[0].state = BATTERY_PACK_ONLINE;
+    snprintf(v->packs[0].name, sizeof v->packs[0].name, "pack 1");
     const uint32_t n = 200000;
     double runs[5];
     for (int r = 0; r < 5; r++) {
         alert_engine_init(e, &cfg.alerts, count_emit, NULL);
         double s = bench_now_s();
         for (uint32_t i = 0; i < n; i++) {
-            struct bms_live_data d = make_sample(0, i);
-            d.cell_mv_x10[3] = (uint16_t)(35800 + (i % 400)); /* hovering at 3.6 V */
-            alert_engine_process_sample(e, &d, (uint64_t)i * 1000, (int64_t)i * 1000);
+            struct bms_live_data *d = &v->packs[0].live;
+            *d = make_sample(0, i);
+            d->cell_mv_x10[3] = (uint16_t)(35800 + (i % 400)); /* hovering at 3.6 V */
+            v->soc_pct = bms_soc_percent(d);
+            v->online_status = d->online_status;
+            alert_engine_process_view(e, v, (uint64_t)i * 1000, (int64_t)i * 1000);
         }
         runs[r] = (bench_now_s() - s) / n * 1e6;
     }
     printf("alert evaluation: %.3f us/sample (bench_median of 5 x %u, %llu transitions)\n", bench_median(runs, 5), n,
            (unsigned long long)emitted);
+    free(v);
     free(e);
 }
 

@@ -49,8 +49,9 @@ struct alert_manager {
     char db_path[GW_PATH_MAX + 16];
     bool persist;
 
-    pthread_mutex_t lock;       /* engine, outbox, counts */
+    pthread_mutex_t lock;       /* engine, outbox, counts, view */
     struct alert_engine engine;
+    struct battery_view *view;  /* copy of the EVENT_BATTERY_UPDATE payload being evaluated */
     struct transition outbox[OUTBOX_CAP];
     size_t outbox_head, outbox_len;
     uint64_t outbox_dropped;
@@ -453,29 +454,30 @@ static void on_event(const struct gw_event *ev, void *ctx)
     struct alert_manager *am = ctx;
     char msg[160];
     switch (ev->id) {
-    case EVENT_BMS_DATA_UPDATE: {
-        if (ev->size < sizeof(struct bms_live_data))
+    case EVENT_BATTERY_UPDATE: {
+        if (ev->size < sizeof(struct battery_view))
             return;
-        struct bms_live_data d;
-        memcpy(&d, ev->payload, sizeof d);
         pthread_mutex_lock(&am->lock);
-        int rc = alert_engine_process_sample(&am->engine, &d, gw_now_ms(), gw_wall_ms());
+        memcpy(am->view, ev->payload, sizeof *am->view);
+        int rc = alert_engine_process_view(&am->engine, am->view, gw_now_ms(), gw_wall_ms());
         pthread_mutex_unlock(&am->lock);
         if (rc != GW_OK)
-            GW_LOGD(MOD, "sample of battery %u not evaluated: %s", d.battery_id, gw_strerror(rc));
+            GW_LOGD(MOD, "battery view not fully evaluated: %s", gw_strerror(rc));
         drain_outbox(am);
         break;
     }
     case EVENT_BMS_COMM_LOST:
     case EVENT_BMS_COMM_RESTORED: {
+        /* The alert itself follows the battery view (BATTERY_COND_COMM_LOST of the pack); the
+         * event only says why, for its message. */
         struct app_bms_comm c = { 0 };
         if (ev->size >= sizeof c)
             memcpy(&c, ev->payload, sizeof c);
         char reason[sizeof c.reason];
         text_field(reason, sizeof reason, c.reason, sizeof c.reason);
-        snprintf(msg, sizeof msg, "No valid BMS data%s%s", reason[0] ? ": " : "", reason);
-        set_condition(am, ALERT_CODE_BMS_COMM_LOST, c.battery_id, NULL, ev->id == EVENT_BMS_COMM_LOST,
-                      ALERT_LEVEL_ERROR, msg, false);
+        pthread_mutex_lock(&am->lock);
+        alert_engine_set_comm_reason(&am->engine, c.battery_id, ev->id == EVENT_BMS_COMM_LOST ? reason : NULL);
+        pthread_mutex_unlock(&am->lock);
         break;
     }
     case EVENT_BMS_EVENTS_UPDATE: {
@@ -581,7 +583,7 @@ static void on_event(const struct gw_event *ev, void *ctx)
 }
 
 static const int subscribed_events[] = {
-    EVENT_BMS_DATA_UPDATE, EVENT_BMS_COMM_LOST,     EVENT_BMS_COMM_RESTORED, EVENT_BMS_EVENTS_UPDATE,
+    EVENT_BATTERY_UPDATE,  EVENT_BMS_COMM_LOST,     EVENT_BMS_COMM_RESTORED, EVENT_BMS_EVENTS_UPDATE,
     EVENT_MQTT_CONNECTED,  EVENT_MQTT_DISCONNECTED, EVENT_NET_CONNECTED,     EVENT_NET_DISCONNECTED,
     EVENT_CAN_INVERTER_LINK, EVENT_STORAGE_ERROR,   EVENT_STORAGE_OK,        EVENT_CONFIG_UPDATED,
     EVENT_ALERT_COMMAND,
@@ -639,6 +641,11 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
     pthread_cond_init(&am->tick_cond, &ca);
     pthread_condattr_destroy(&ca);
     alert_engine_init(&am->engine, &opt->config, on_transition, am);
+    am->view = malloc(sizeof *am->view);
+    if (!am->view) {
+        rc = GW_ERR_NOMEM;
+        goto err;
+    }
 
     if (opt->data_dir && *opt->data_dir) {
         int n = snprintf(am->db_path, sizeof am->db_path, "%s/alerts.db", opt->data_dir);
@@ -688,6 +695,7 @@ err:
     pthread_cond_destroy(&am->persist_cond);
     pthread_cond_destroy(&am->persist_done);
     pthread_cond_destroy(&am->tick_cond);
+    free(am->view);
     free(am);
     return rc;
 }
@@ -710,6 +718,7 @@ void alert_manager_destroy(struct alert_manager *am)
     pthread_cond_destroy(&am->persist_cond);
     pthread_cond_destroy(&am->persist_done);
     pthread_cond_destroy(&am->tick_cond);
+    free(am->view);
     free(am);
 }
 

@@ -4,7 +4,9 @@
  * SQLite: table alert_history of <data_dir>/alerts.db (WAL), written by a writer thread so the
  * bus dispatcher never waits for the disk.
  *
- * Subscribes: EVENT_BMS_DATA_UPDATE, EVENT_BMS_COMM_LOST/RESTORED, EVENT_BMS_EVENTS_UPDATE,
+ * Subscribes: EVENT_BATTERY_UPDATE (the battery view: rules on the bank and on each online pack,
+ * alerts from the view's conditions, keyed and named by pack), EVENT_BMS_COMM_LOST/RESTORED (the
+ * reason shown in a pack's BMS_COMM_LOST), EVENT_BMS_EVENTS_UPDATE (each pack's event log),
  * EVENT_MQTT_CONNECTED/DISCONNECTED, EVENT_NET_CONNECTED/DISCONNECTED, EVENT_CAN_INVERTER_LINK,
  * EVENT_STORAGE_ERROR/OK, EVENT_CONFIG_UPDATED (alerts section: thresholds re-read through the
  * getter), EVENT_ALERT_COMMAND (ack / ack all / clear all).

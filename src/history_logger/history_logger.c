@@ -23,7 +23,7 @@
 #define RETENTION_PERIOD_MS (3600u * 1000u)
 #define RETENTION_CHUNK 20000         /* rows per DELETE transaction: short write locks */
 #define DB_BUSY_TIMEOUT_MS 5000
-#define MAX_BATTERIES 16
+#define MAX_BATTERIES (BATTERY_MAX_PACKS + 1) /* packs + the aggregate */
 #define DAY_MS 86400000LL
 
 struct queued_sample {
@@ -31,10 +31,13 @@ struct queued_sample {
     struct history_sample s;
 };
 
+/* Per battery id (pack or aggregate): when a row was last taken, and the newest sample in it. */
 struct battery_clock {
     bool used;
     uint8_t battery_id;
-    uint64_t last_taken_ms;
+    bool stored;                      /* a row was taken */
+    uint64_t last_taken_ms;           /* gw_now_ms() of that */
+    uint64_t sample_ms;               /* its sample's timestamp_ms (aggregate: newest pack's) */
 };
 
 struct history_logger {
@@ -61,6 +64,7 @@ struct history_logger {
     uint64_t retention_requested, retention_done;
     int retention_rc;
     struct battery_clock clocks[MAX_BATTERIES];
+    struct battery_view *view;        /* copy of the EVENT_BATTERY_UPDATE payload (under lock) */
     struct history_logger_stats stats;
     bool storage_failing;
     bool writer_started;
@@ -117,6 +121,33 @@ static void sample_from_live(const struct bms_live_data *d, struct history_sampl
                                               : (float)(s->cell_max_mv - s->cell_min_mv);
 }
 
+static uint16_t mv_of(float v)
+{
+    if (!(v > 0.0f))
+        return 0;
+    float mv = v * 1000.0f + 0.5f;
+    return mv >= 65535.0f ? 65535 : (uint16_t)mv;
+}
+
+/* The aggregate row of a view (battery_id HISTORY_AGGREGATE, no per-cell voltages). */
+static void sample_from_view(const struct battery_view *v, struct history_sample *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ts_ms = v->wall_time_ms ? v->wall_time_ms : gw_wall_ms();
+    s->battery_id = HISTORY_AGGREGATE;
+    s->voltage_v = v->voltage_v;
+    s->current_a = v->current_a;
+    s->soc_percent = v->soc_pct;
+    s->soh_percent = v->soh_valid ? v->soh_pct : NAN;
+    s->temp_min_c = v->have_temp ? v->temp_min_c : NAN;
+    s->temp_max_c = v->have_temp ? v->temp_max_c : NAN;
+    s->cell_min_mv = mv_of(v->min_cell_v);
+    s->cell_max_mv = mv_of(v->max_cell_v);
+    s->cell_spread_mv = v->cell_spread_mv;
+    s->status = v->online_status;
+    s->cell_count = 0;
+}
+
 static bool deadline_passed(const struct timespec *ts)
 {
     struct timespec now;
@@ -166,12 +197,131 @@ static int enqueue_locked(struct history_logger *hl, const struct history_sample
 
 /* ---- write connection (writer thread) ------------------------------------------------------- */
 
+/* Version 2: battery_id on every row (pack id or HISTORY_AGGREGATE), indexed with the time. */
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS samples("
-    " ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL, voltage REAL, current REAL, soc REAL, soh REAL,"
-    " temp_min REAL, temp_max REAL, cell_min_mv INTEGER, cell_max_mv INTEGER, cell_spread_mv REAL,"
-    " status INTEGER, cells BLOB);"
-    "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);";
+    " ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL DEFAULT 0, voltage REAL, current REAL, soc REAL,"
+    " soh REAL, temp_min REAL, temp_max REAL, cell_min_mv INTEGER, cell_max_mv INTEGER, cell_spread_mv REAL,"
+    " status INTEGER, cells BLOB);";
+
+static const char *const index_sql =
+    "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts_ms);"
+    "CREATE INDEX IF NOT EXISTS samples_battery_ts ON samples(battery_id, ts_ms);";
+
+/* Columns an older samples table may lack, and how they are added (old rows get the default). */
+static const struct {
+    const char *name;
+    const char *decl;
+} schema_columns[] = {
+    { "battery_id", "battery_id INTEGER NOT NULL DEFAULT 0" },
+    { "voltage", "voltage REAL" },
+    { "current", "current REAL" },
+    { "soc", "soc REAL" },
+    { "soh", "soh REAL" },
+    { "temp_min", "temp_min REAL" },
+    { "temp_max", "temp_max REAL" },
+    { "cell_min_mv", "cell_min_mv INTEGER" },
+    { "cell_max_mv", "cell_max_mv INTEGER" },
+    { "cell_spread_mv", "cell_spread_mv REAL" },
+    { "status", "status INTEGER" },
+    { "cells", "cells BLOB" },
+};
+#define N_SCHEMA_COLUMNS (sizeof schema_columns / sizeof schema_columns[0])
+
+static int pragma_int(sqlite3 *db, const char *sql, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Which of schema_columns (bit i) and whether ts_ms exist in the samples table. */
+static int samples_columns(sqlite3 *db, uint32_t *have, bool *has_ts)
+{
+    *have = 0;
+    *has_ts = false;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA table_info(samples)", -1, &st, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        rc = SQLITE_OK;
+        if (!name)
+            continue;
+        if (strcmp(name, "ts_ms") == 0)
+            *has_ts = true;
+        for (size_t i = 0; i < N_SCHEMA_COLUMNS; i++)
+            if (strcmp(name, schema_columns[i].name) == 0)
+                *have |= 1u << i;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Creates the schema, or brings an older samples table to version 2, in one transaction. */
+static int prepare_schema(struct history_logger *hl, char *why, size_t why_size)
+{
+    sqlite3 *db = hl->wdb;
+    int version = 0, existed = 0;
+    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='samples'", &existed);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(db, "PRAGMA user_version", &version);
+    uint32_t have = 0;
+    bool has_ts = false;
+    if (rc == SQLITE_OK)
+        rc = samples_columns(db, &have, &has_ts);
+    if (rc == SQLITE_OK && !has_ts) {
+        snprintf(why, why_size, "cannot use %s: its samples table has no ts_ms column (not a history database)",
+                 hl->db_path);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return SQLITE_ERROR;
+    }
+    unsigned added = 0;
+    for (size_t i = 0; rc == SQLITE_OK && i < N_SCHEMA_COLUMNS; i++) {
+        if (have & (1u << i))
+            continue;
+        char sql[128];
+        snprintf(sql, sizeof sql, "ALTER TABLE samples ADD COLUMN %s", schema_columns[i].decl);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            added++;
+            GW_LOGI(MOD, "%s: column %s added%s", hl->db_path, schema_columns[i].name,
+                    i == 0 ? " (older rows: pack 0)" : "");
+        }
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, index_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && version < HISTORY_SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version=%d", HISTORY_SCHEMA_VERSION);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sqlite3_extended_errcode(db) ? sqlite3_extended_errcode(db) : rc;
+        snprintf(why, why_size, "cannot prepare %s (schema version %d): %s", hl->db_path, version,
+                 sqlite3_errmsg(db));
+        if (!sqlite3_get_autocommit(db))
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    if (existed && version < HISTORY_SCHEMA_VERSION)
+        GW_LOGI(MOD, "%s: migrated from schema version %d to %d (%u columns added, pack index built)", hl->db_path,
+                version, HISTORY_SCHEMA_VERSION, added);
+    return SQLITE_OK;
+}
 
 static void close_write_db(struct history_logger *hl)
 {
@@ -193,8 +343,13 @@ static int open_write_db(struct history_logger *hl, char *why, size_t why_size)
         sqlite3_busy_timeout(hl->wdb, DB_BUSY_TIMEOUT_MS);
         rc = sqlite3_exec(hl->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
     }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(hl->wdb, schema_sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        rc = prepare_schema(hl, why, why_size);
+        if (rc != SQLITE_OK) {
+            close_write_db(hl);
+            return rc;
+        }
+    }
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(hl->wdb,
                                 "INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,"
@@ -427,45 +582,115 @@ static void *writer_main(void *arg)
 
 /* ---- bus ------------------------------------------------------------------------------------ */
 
-static void on_data(const struct gw_event *ev, void *ctx)
+static struct battery_clock *clock_get_locked(struct history_logger *hl, uint8_t battery_id)
+{
+    struct battery_clock *free_clk = NULL;
+    for (size_t i = 0; i < MAX_BATTERIES; i++) {
+        if (hl->clocks[i].used && hl->clocks[i].battery_id == battery_id)
+            return &hl->clocks[i];
+        if (!hl->clocks[i].used && !free_clk)
+            free_clk = &hl->clocks[i];
+    }
+    if (free_clk) {
+        memset(free_clk, 0, sizeof *free_clk);
+        free_clk->used = true;
+        free_clk->battery_id = battery_id;
+    }
+    return free_clk; /* NULL: more ids than a bank has (ignored) */
+}
+
+/* Whether clk may take a row now: its sample is newer than the last row's, and (by_period) a
+ * period has passed since that row. */
+static bool clock_due(const struct battery_clock *clk, uint64_t sample_ms, bool by_period, uint64_t now,
+                      uint64_t period_ms)
+{
+    if (!clk->stored)
+        return true;
+    if (sample_ms <= clk->sample_ms)
+        return false; /* the same sample again (a stale pack): never stored as new */
+    if (!by_period)
+        return true;
+    uint64_t tolerance = period_ms / 8 < 500 ? period_ms / 8 : 500; /* poll jitter must not skip a period */
+    return now + tolerance - clk->last_taken_ms >= period_ms;
+}
+
+static void clock_take(struct battery_clock *clk, uint64_t sample_ms, uint64_t now)
+{
+    clk->stored = true;
+    clk->sample_ms = sample_ms;
+    clk->last_taken_ms = now;
+}
+
+static bool pack_online(const struct battery_pack *p)
+{
+    return (p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING) && p->live.valid;
+}
+
+/* Queues the rows view v gives (see history_logger_record_view). Under hl->lock. */
+static int take_view_locked(struct history_logger *hl, const struct battery_view *v, bool by_period, size_t *rows)
+{
+    uint64_t now = gw_now_ms();
+    uint64_t period = (uint64_t)hl->cfg.period_s * 1000u;
+    unsigned n = v->pack_count > BATTERY_MAX_PACKS ? BATTERY_MAX_PACKS : v->pack_count;
+    uint64_t newest = 0;
+    size_t queued = 0;
+    int rc = GW_OK;
+    for (unsigned i = 0; i < n; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        if (!pack_online(p) || p->id == HISTORY_AGGREGATE)
+            continue;
+        uint64_t t = p->live.timestamp_ms;
+        newest = t > newest ? t : newest;
+        struct battery_clock *clk = clock_get_locked(hl, p->id);
+        if (!clk || !clock_due(clk, t, by_period, now, period))
+            continue;
+        clock_take(clk, t, now);
+        struct history_sample s;
+        sample_from_live(&p->live, &s);
+        s.battery_id = p->id;
+        if (enqueue_locked(hl, &s) != GW_OK)
+            rc = GW_ERR_FULL;
+        queued++;
+    }
+    if (v->online_count > 0 && !(v->conditions & BATTERY_COND_NO_DATA) && newest > 0) {
+        struct battery_clock *clk = clock_get_locked(hl, HISTORY_AGGREGATE);
+        if (clk && clock_due(clk, newest, by_period, now, period)) {
+            clock_take(clk, newest, now);
+            struct history_sample s;
+            sample_from_view(v, &s);
+            if (enqueue_locked(hl, &s) != GW_OK)
+                rc = GW_ERR_FULL;
+            queued++;
+        }
+    }
+    if (rows)
+        *rows = queued;
+    return rc;
+}
+
+static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct history_logger *hl = ctx;
-    if (ev->size < sizeof(struct bms_live_data))
-        return;
-    struct bms_live_data d;
-    memcpy(&d, ev->payload, sizeof d);
-    if (!d.valid)
+    if (ev->size < sizeof(struct battery_view))
         return;
     pthread_mutex_lock(&hl->lock);
-    if (!hl->cfg.enabled) {
-        pthread_mutex_unlock(&hl->lock);
-        return;
-    }
-    struct battery_clock *clk = NULL;
-    for (size_t i = 0; i < MAX_BATTERIES && !clk; i++)
-        if (hl->clocks[i].used && hl->clocks[i].battery_id == d.battery_id)
-            clk = &hl->clocks[i];
-    bool first = false;
-    for (size_t i = 0; i < MAX_BATTERIES && !clk; i++) {
-        if (!hl->clocks[i].used) {
-            clk = &hl->clocks[i];
-            clk->used = true;
-            clk->battery_id = d.battery_id;
-            first = true;
-        }
-    }
-    if (clk) {
-        uint64_t now = gw_now_ms();
-        uint64_t period = (uint64_t)hl->cfg.period_s * 1000u;
-        uint64_t tolerance = period / 8 < 500 ? period / 8 : 500; /* poll jitter must not skip a period */
-        if (first || now + tolerance - clk->last_taken_ms >= period) {
-            clk->last_taken_ms = now;
-            struct history_sample s;
-            sample_from_live(&d, &s);
-            enqueue_locked(hl, &s);
-        }
+    if (hl->cfg.enabled) {
+        memcpy(hl->view, ev->payload, sizeof *hl->view);
+        take_view_locked(hl, hl->view, true, NULL);
     }
     pthread_mutex_unlock(&hl->lock);
+}
+
+int history_logger_record_view(struct history_logger *hl, const struct battery_view *v, size_t *rows)
+{
+    if (rows)
+        *rows = 0;
+    if (!hl || !v)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&hl->lock);
+    int rc = hl->cfg.enabled ? take_view_locked(hl, v, false, rows) : GW_ERR_STATE;
+    pthread_mutex_unlock(&hl->lock);
+    return rc;
 }
 
 static void on_config(const struct gw_event *ev, void *ctx)
@@ -506,6 +731,7 @@ static void free_logger(struct history_logger *hl)
     pthread_cond_destroy(&hl->work);
     pthread_cond_destroy(&hl->done);
     free(hl->q);
+    free(hl->view);
     free(hl);
 }
 
@@ -551,7 +777,8 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
     hl->stats.storage_ok = true;
     int rc = GW_OK;
     hl->q = calloc(hl->cap, sizeof *hl->q);
-    if (!hl->q) {
+    hl->view = malloc(sizeof *hl->view);
+    if (!hl->q || !hl->view) {
         rc = GW_ERR_NOMEM;
         goto err;
     }
@@ -574,11 +801,11 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
     }
     hl->writer_started = true;
     if (hl->bus) {
-        rc = event_bus_subscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl, "history_logger");
+        rc = event_bus_subscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl, "history_logger");
         if (rc == GW_OK) {
             rc = event_bus_subscribe(hl->bus, EVENT_CONFIG_UPDATED, on_config, hl, "history_logger");
             if (rc != GW_OK)
-                event_bus_unsubscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl);
+                event_bus_unsubscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl);
         }
         if (rc != GW_OK) {
             GW_LOGE(MOD, "cannot subscribe to the event bus: %s", gw_strerror(rc));
@@ -606,7 +833,7 @@ void history_logger_destroy(struct history_logger *hl)
     if (!hl)
         return;
     if (hl->bus) {
-        event_bus_unsubscribe(hl->bus, EVENT_BMS_DATA_UPDATE, on_data, hl);
+        event_bus_unsubscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl);
         event_bus_unsubscribe(hl->bus, EVENT_CONFIG_UPDATED, on_config, hl);
     }
     pthread_mutex_lock(&hl->lock);
@@ -861,18 +1088,19 @@ int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, 
     return rc;
 }
 
-int history_logger_count(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+int history_logger_count(struct history_logger *hl, int battery_id, int64_t from_ms, int64_t to_ms,
                          uint64_t *count)
 {
     if (count)
         *count = 0;
-    if (!hl || !count || to_ms < from_ms)
+    if (!hl || !count || to_ms < from_ms || battery_id < HISTORY_ALL_IDS || battery_id > 255)
         return GW_ERR_INVAL;
     int rc = read_begin(hl);
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl, "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = 255 OR battery_id = ?3)",
+    rc = read_prepare(hl,
+                      "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = -1 OR battery_id = ?3)",
                       &st);
     if (rc == GW_OK) {
         sqlite3_bind_int64(st, 1, from_ms);
@@ -886,6 +1114,37 @@ int history_logger_count(struct history_logger *hl, uint8_t battery_id, int64_t 
         }
         sqlite3_finalize(st);
     }
+    pthread_mutex_unlock(&hl->read_lock);
+    return rc;
+}
+
+int history_logger_list_ids(struct history_logger *hl, int64_t from_ms, int64_t to_ms, uint8_t *ids, size_t max,
+                            size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!hl || !n || (!ids && max) || to_ms < from_ms)
+        return GW_ERR_INVAL;
+    int rc = read_begin(hl);
+    if (rc)
+        return rc;
+    /* One index seek per possible id (samples_battery_ts): fast on any table size. */
+    sqlite3_stmt *st = NULL;
+    rc = read_prepare(hl, "SELECT EXISTS(SELECT 1 FROM samples WHERE battery_id = ? AND ts_ms >= ? AND ts_ms < ?)",
+                      &st);
+    for (int id = 0; rc == GW_OK && id <= 255 && *n < max; id++) {
+        sqlite3_bind_int(st, 1, id);
+        sqlite3_bind_int64(st, 2, from_ms);
+        sqlite3_bind_int64(st, 3, to_ms);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            GW_LOGE(MOD, "id query failed: %s", sqlite3_errmsg(hl->rdb));
+            rc = GW_ERR_STORAGE;
+        } else if (sqlite3_column_int(st, 0)) {
+            ids[(*n)++] = (uint8_t)id;
+        }
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
     pthread_mutex_unlock(&hl->read_lock);
     return rc;
 }

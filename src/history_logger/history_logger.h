@@ -1,10 +1,20 @@
-/* History logger service: BMS samples in SQLite for plots, CSV export and the web's history.
+/* History logger service: battery samples in SQLite for plots, CSV export and the web's history.
  *
  * <data_dir>/history.db, WAL journal, synchronous=NORMAL: a kill -9 at any instant loses at most
  * the samples not committed yet (commits happen at least every HISTORY_COMMIT_INTERVAL_MS) and
- * never corrupts the database. A sample is taken every period_s from the latest
- * EVENT_BMS_DATA_UPDATE of each battery and queued; a writer thread writes the queue in batched
- * transactions. Retention (days) runs at start and hourly.
+ * never corrupts the database. Every period_s, from the latest EVENT_BATTERY_UPDATE (the battery
+ * view), one row is taken per pack that is online (state ONLINE or REJOINING: fresh data) with
+ * battery_id = the pack's id, and one for the aggregate with battery_id = HISTORY_AGGREGATE
+ * (BATTERY_BANK_ID, 255) while a pack is online. A pack's sample is stored at most once: a stale,
+ * offline or never-seen pack gives no row, and a view that repeats a sample already stored adds
+ * nothing. Rows are queued; a writer thread writes the queue in batched transactions. Retention
+ * (days) runs at start and hourly.
+ *
+ * Schema (version 2, PRAGMA user_version): table samples with a battery_id column and the
+ * indexes samples_ts(ts_ms) and samples_battery_ts(battery_id, ts_ms). An older database is
+ * migrated when it is opened, in one transaction (a kill during it leaves the old schema): a
+ * missing column is added (battery_id with 0: rows written before several packs are pack 0's),
+ * the indexes are created. A samples table without ts_ms is incompatible (a storage error).
  *
  * Write failures (disk full, read-only, I/O error, cannot open, incompatible table, database
  * locked by another process) publish EVENT_STORAGE_ERROR
@@ -15,6 +25,7 @@
 #ifndef HISTORY_LOGGER_H
 #define HISTORY_LOGGER_H
 
+#include "battery_view.h"
 #include "bms_data.h"
 #include "gw_config.h"
 
@@ -24,8 +35,13 @@
 #include <stdio.h>
 
 #define HISTORY_COMMIT_INTERVAL_MS 1000   /* a queued sample is committed within about this */
-#define HISTORY_DEFAULT_QUEUE 4096        /* samples buffered in memory at most */
+#define HISTORY_DEFAULT_QUEUE 8192        /* rows buffered in memory at most (about 100 bytes each) */
 #define HISTORY_MAX_BUCKETS 10000
+#define HISTORY_SCHEMA_VERSION 2          /* PRAGMA user_version of history.db */
+/* battery_id of the aggregate rows: what queries should ask for when no pack is given. */
+#define HISTORY_AGGREGATE BATTERY_BANK_ID
+/* history_logger_count: every battery id. */
+#define HISTORY_ALL_IDS (-1)
 
 struct event_bus;
 struct history_logger;
@@ -44,10 +60,12 @@ struct history_logger_options {
 };
 
 /* One stored sample (what a row holds). temp_* are NAN when no sensor is connected, soh NAN
- * when unknown. */
+ * when unknown. An aggregate row (battery_id HISTORY_AGGREGATE) holds the bank's values: mean
+ * voltage, summed current, weighted SOC/SOH, the global cell extremes and spread, the extremes of
+ * the cell (external) sensors, the bank status; it has no per-cell voltages (cell_count 0). */
 struct history_sample {
     int64_t ts_ms;              /* Unix ms */
-    uint8_t battery_id;
+    uint8_t battery_id;         /* pack id, or HISTORY_AGGREGATE */
     float voltage_v;
     float current_a;
     float soc_percent;
@@ -84,9 +102,10 @@ struct history_logger_stats {
     bool storage_ok;
 };
 
-/* Creates the logger: opens/creates <data_dir>/history.db, subscribes to EVENT_BMS_DATA_UPDATE
- * and EVENT_CONFIG_UPDATED, starts the writer thread. A database that cannot be opened does not
- * fail creation: it is a storage error (event published, samples buffered, retried).
+/* Creates the logger: opens/creates <data_dir>/history.db (migrating an older schema),
+ * subscribes to EVENT_BATTERY_UPDATE and EVENT_CONFIG_UPDATED, starts the writer thread. A
+ * database that cannot be opened (or migrated) does not fail creation: it is a storage error
+ * (event published, samples buffered, retried).
  * @retval GW_OK, GW_ERR_INVAL (NULL/empty data_dir, path too long, config out of range),
  *         GW_ERR_NOMEM, GW_ERR_IO (thread creation), or the bus's subscribe error */
 int history_logger_create(const struct history_logger_options *opt, struct history_logger **out);
@@ -95,11 +114,20 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
  * and frees. NULL accepted. */
 void history_logger_destroy(struct history_logger *hl);
 
-/* Queues one sample of d now (ignores the period; the bus path uses the period). Samples with
- * valid == false are refused. The row's time is d->wall_time_ms, or gw_wall_ms() when 0.
+/* Queues one row of pack sample d now, with battery_id = d->battery_id (ignores the period and
+ * the view's rules: tools and tests). Samples with valid == false are refused. The row's time is
+ * d->wall_time_ms, or gw_wall_ms() when 0.
  * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STATE (history disabled), GW_ERR_FULL (queue was full: the
  *         oldest sample was dropped to make room) */
 int history_logger_record(struct history_logger *hl, const struct bms_live_data *d);
+
+/* Queues the rows of view v now, as the bus path does but without waiting for the period: one
+ * per online pack whose sample was not stored yet, and the aggregate's when a pack is online
+ * and one of the online packs has a sample newer than the last aggregate row. *rows (may be NULL)
+ * gets how many were queued (0 is not an error).
+ * @retval GW_OK, GW_ERR_INVAL (NULL), GW_ERR_STATE (history disabled), GW_ERR_FULL (the queue
+ *         was full: oldest rows dropped) */
+int history_logger_record_view(struct history_logger *hl, const struct battery_view *v, size_t *rows);
 
 /* Waits until every sample queued before the call is committed.
  * @retval GW_OK, GW_ERR_TIMEOUT, GW_ERR_STORAGE (storage failing: samples still buffered) */
@@ -110,6 +138,9 @@ int history_logger_flush(struct history_logger *hl, uint32_t timeout_ms);
 int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms);
 
 void history_logger_get_stats(struct history_logger *hl, struct history_logger_stats *out);
+
+/* In the queries and exports below, battery_id is a pack id or HISTORY_AGGREGATE (the whole
+ * battery: what a caller passes when no pack was asked for). */
 
 /* Downsamples battery_id's samples with from_ms <= ts < to_ms into n_buckets equal buckets
  * (1..HISTORY_MAX_BUCKETS); out must hold n_buckets entries, every one is written (count 0 for
@@ -122,10 +153,16 @@ int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, 
 int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
                                  struct history_sample *out, size_t max, size_t *count);
 
-/* Number of stored samples of battery_id (ALL with battery_id 0xFF) with from_ms <= ts < to_ms.
- * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STORAGE */
-int history_logger_count(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+/* Number of stored samples of battery_id (0..255, or HISTORY_ALL_IDS for every id) with
+ * from_ms <= ts < to_ms. @retval GW_OK, GW_ERR_INVAL (bad id or range), GW_ERR_STORAGE */
+int history_logger_count(struct history_logger *hl, int battery_id, int64_t from_ms, int64_t to_ms,
                          uint64_t *count);
+
+/* The battery ids (packs and HISTORY_AGGREGATE) with at least one sample in from_ms <= ts <
+ * to_ms, ascending, at most max into ids; *n gets how many (the web's pack selector).
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STORAGE */
+int history_logger_list_ids(struct history_logger *hl, int64_t from_ms, int64_t to_ms, uint8_t *ids, size_t max,
+                            size_t *n);
 
 /* One UTC day of samples as JSON (the module reference's day view):
  *   {"date":"2025-01-17","battery_id":0,"samples":[{"timestamp":1705500000,"voltage":52.40,

@@ -1,9 +1,11 @@
-/* The gateway's state services together on one real event bus: BMS samples feed both the alert
- * manager and the history logger; a history storage failure becomes a STORAGE_ERROR alert that
- * clears when the storage comes back with no sample lost; alerts survive a restart. */
+/* The gateway's state services together on one real event bus: battery views (two packs) feed
+ * both the alert manager and the history logger; a history storage failure becomes a
+ * STORAGE_ERROR alert that clears when the storage comes back with no row lost; alerts survive a
+ * restart. */
 #define _GNU_SOURCE
 #include "alert_manager.h"
 #include "app_events.h"
+#include "battery_view.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
@@ -16,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static atomic_int storage_raised, storage_cleared, over_voltage_raised;
+static atomic_int storage_raised, storage_cleared, over_voltage_raised, over_voltage_pack;
 
 static void on_alert(const struct gw_event *ev, void *ctx)
 {
@@ -24,8 +26,10 @@ static void on_alert(const struct gw_event *ev, void *ctx)
     const struct app_alert *a = ev->payload;
     if (strcmp(a->code, "STORAGE_ERROR") == 0)
         atomic_fetch_add(ev->id == EVENT_ALERT_RAISED ? &storage_raised : &storage_cleared, 1);
-    if (strcmp(a->code, "OVER_VOLTAGE") == 0 && ev->id == EVENT_ALERT_RAISED)
+    if (strcmp(a->code, "OVER_VOLTAGE") == 0 && ev->id == EVENT_ALERT_RAISED) {
+        atomic_store(&over_voltage_pack, a->battery_id);
         atomic_fetch_add(&over_voltage_raised, 1);
+    }
 }
 
 static bool wait_at_least(atomic_int *v, int want)
@@ -51,6 +55,30 @@ static struct bms_live_data sample(int i, uint16_t cell1_mv_x10)
     d.soc_ppm = 70000000;
     d.online_status = BMS_STATUS_DISCHARGING;
     return d;
+}
+
+/* Two online packs; the second one's cell 1 is cell1_mv_x10. */
+static void make_view(struct battery_view *v, int i, uint16_t cell1_mv_x10)
+{
+    memset(v, 0, sizeof *v);
+    v->seq = (uint64_t)i + 1;
+    v->timestamp_ms = gw_now_ms();
+    v->wall_time_ms = gw_wall_ms() + i;
+    v->pack_count = 2;
+    v->online_count = 2;
+    for (int k = 0; k < 2; k++) {
+        struct battery_pack *p = &v->packs[k];
+        p->id = (uint8_t)k;
+        snprintf(p->name, sizeof p->name, "pack %d", k + 1);
+        p->state = BATTERY_PACK_ONLINE;
+        p->live = sample(i, k == 1 ? cell1_mv_x10 : 33000);
+        p->live.battery_id = (uint8_t)k;
+        p->live.timestamp_ms = 1000 + (uint64_t)i; /* a new sample in every view */
+    }
+    v->voltage_v = 52.8f;
+    v->current_a = -6.0f;
+    v->soc_pct = 70.0f;
+    v->online_status = BMS_STATUS_DISCHARGING;
 }
 
 static void test_storage_failure_is_an_alert_and_loses_nothing(void)
@@ -87,14 +115,18 @@ static void test_storage_failure_is_an_alert_and_loses_nothing(void)
         return;
     CHECK(wait_at_least(&storage_raised, 1));
 
-    /* samples keep flowing to both services while the history cannot be written */
+    /* views keep flowing to both services while the history cannot be written; each view's rows
+     * are queued once, whether the bus path (period) or record_view takes them first */
+    struct battery_view *v = malloc(sizeof *v);
     for (int i = 0; i < 30; i++) {
-        struct bms_live_data d = sample(i, i >= 20 ? 36600 : 33000);
-        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
-        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+        make_view(v, i, i >= 20 ? 36600 : 33000);
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+        CHECK_EQ_INT(history_logger_record_view(hl, v, NULL), GW_OK);
     }
+    free(v);
     CHECK(event_bus_flush(bus, 5000));
     CHECK(wait_at_least(&over_voltage_raised, 1));
+    CHECK_EQ_INT(atomic_load(&over_voltage_pack), 1); /* the second pack's alert */
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);
     char *json = NULL;
     CHECK_EQ_INT(alert_manager_get_active_json_alloc(am, &json), GW_OK);
@@ -117,10 +149,14 @@ static void test_storage_failure_is_an_alert_and_loses_nothing(void)
     history_logger_get_stats(hl, &st);
     CHECK_EQ_INT(st.samples_dropped, 0);
     CHECK_EQ_INT(st.samples_written, st.samples_queued);
-    CHECK(st.samples_queued >= 30);
+    CHECK_EQ_INT(st.samples_queued, 30 * 3); /* two packs and the aggregate */
     uint64_t rows = 0;
-    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &rows), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, INT64_MAX, &rows), GW_OK);
     CHECK_EQ_INT(rows, st.samples_queued);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_AGGREGATE, INT64_MIN, INT64_MAX, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 30);
+    CHECK_EQ_INT(history_logger_count(hl, 1, INT64_MIN, INT64_MAX, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 30);
 
     history_logger_destroy(hl);
     alert_manager_destroy(am);

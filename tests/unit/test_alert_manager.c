@@ -1,7 +1,8 @@
-/* Alert manager service on a real event bus: samples in, EVENT_ALERT_* out, JSON, commands,
- * config reload, SQLite history across a restart. */
+/* Alert manager service on a real event bus: battery views in (one pack, several packs),
+ * EVENT_ALERT_* out, JSON, commands, config reload, SQLite history across a restart. */
 #define _POSIX_C_SOURCE 200809L
 #include "alert_manager.h"
+#include "battery_view.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
@@ -95,6 +96,33 @@ static struct bms_live_data sample(uint16_t cell3_mv_x10)
     return d;
 }
 
+/* A bank of n packs (ids 0..n-1, "pack 1".."pack n") each carrying sample(33000), all online.
+ * Caller frees. */
+static struct battery_view *make_view(unsigned n)
+{
+    struct battery_view *v = calloc(1, sizeof *v);
+    v->pack_count = (uint8_t)n;
+    v->online_count = (uint8_t)n;
+    v->soc_pct = 50.0f;
+    v->voltage_v = 13.2f;
+    v->online_status = BMS_STATUS_IDLE;
+    for (unsigned i = 0; i < n; i++) {
+        struct battery_pack *p = &v->packs[i];
+        p->id = (uint8_t)i;
+        snprintf(p->name, sizeof p->name, "pack %u", i + 1);
+        p->state = BATTERY_PACK_ONLINE;
+        p->live = sample(33000);
+        p->live.battery_id = (uint8_t)i;
+    }
+    return v;
+}
+
+static void publish_view(struct event_bus *bus, struct battery_view *v)
+{
+    v->seq++;
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+}
+
 static cJSON *find_code(cJSON *arr, const char *code)
 {
     cJSON *it;
@@ -124,27 +152,37 @@ static void test_service_end_to_end(void)
     if (!am)
         return;
 
-    /* a sample over the cell threshold: EVENT_ALERT_RAISED on the bus */
-    struct bms_live_data d = sample(36520);
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    /* a view whose first pack has a cell over the threshold: EVENT_ALERT_RAISED on the bus */
+    struct battery_view *v = make_view(2);
+    v->packs[0].live = sample(36520);
+    publish_view(bus, v);
     CHECK(wait_code(&seen, true, "OVER_VOLTAGE", 1));
     CHECK(event_bus_flush(bus, 5000));
     pthread_mutex_lock(&seen.lock);
     for (int i = 0; i < seen.n_raised; i++)
         if (strcmp(seen.raised[i].code, "OVER_VOLTAGE") == 0) {
-            CHECK_STR(seen.raised[i].message, "Cell 3 voltage 3.652 V above 3.600 V");
+            CHECK_STR(seen.raised[i].message, "pack 1: cell 3 high 3.652 V (limit 3.600 V)");
             CHECK_EQ_INT(seen.raised[i].level, ALERT_LEVEL_ERROR);
+            CHECK_EQ_INT(seen.raised[i].battery_id, 0);
             CHECK_EQ_INT(seen.raised[i].count, 1);
         }
     pthread_mutex_unlock(&seen.lock);
-    /* same sample again: no second raise */
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    /* same view again: no second raise */
+    publish_view(bus, v);
     CHECK(event_bus_flush(bus, 5000));
     CHECK_EQ_INT(count_code(&seen, true, "OVER_VOLTAGE"), 1);
 
-    /* link and storage edges */
-    struct app_bms_comm comm = { .battery_id = 0, .reason = "timeout" };
+    /* pack 2's BMS is lost: the event says why, the next view says it is lost */
+    struct app_bms_comm comm = { .battery_id = 1, .reason = "timeout" };
     CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &comm, sizeof comm, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(count_code(&seen, true, "BMS_COMM_LOST"), 0); /* the view decides */
+    v->packs[1].state = BATTERY_PACK_OFFLINE;
+    v->packs[1].conditions = BATTERY_COND_COMM_LOST;
+    v->conditions = BATTERY_COND_PACK_OFFLINE;
+    v->online_count = 1;
+    publish_view(bus, v);
+    /* link and storage edges */
     struct app_storage_error se = { .module = "history", .error = GW_ERR_STORAGE, .message = "disk full" };
     CHECK(event_bus_publish(bus, EVENT_STORAGE_ERROR, &se, sizeof se, 1000));
     struct app_text reason = { .text = "connection refused" };
@@ -152,6 +190,13 @@ static void test_service_end_to_end(void)
     struct app_inverter_link link = { .present = false };
     CHECK(event_bus_publish(bus, EVENT_CAN_INVERTER_LINK, &link, sizeof link, 1000));
     CHECK(wait_code(&seen, true, "BMS_COMM_LOST", 1));
+    pthread_mutex_lock(&seen.lock);
+    for (int i = 0; i < seen.n_raised; i++)
+        if (strcmp(seen.raised[i].code, "BMS_COMM_LOST") == 0) {
+            CHECK_STR(seen.raised[i].message, "pack 2: BMS communication lost (timeout)");
+            CHECK_EQ_INT(seen.raised[i].battery_id, 1);
+        }
+    pthread_mutex_unlock(&seen.lock);
     CHECK(wait_code(&seen, true, "STORAGE_ERROR", 1));
     CHECK(wait_code(&seen, true, "MQTT_DISCONNECTED", 1));
     CHECK(wait_code(&seen, true, "CAN_INVERTER_LINK_LOST", 1));
@@ -159,6 +204,7 @@ static void test_service_end_to_end(void)
     CHECK(event_bus_publish(bus, EVENT_MQTT_CONNECTED, NULL, 0, 1000));
     CHECK(wait_code(&seen, false, "STORAGE_ERROR", 1));
     CHECK(wait_code(&seen, false, "MQTT_DISCONNECTED", 1));
+    CHECK_EQ_INT(count_code(&seen, true, "PACK_OFFLINE"), 0); /* comm lost says it better */
     CHECK_EQ_INT(alert_manager_active_count(am), 3); /* over-voltage, comm lost, inverter link */
 
     /* manual raise for another module */
@@ -183,7 +229,7 @@ static void test_service_end_to_end(void)
     CHECK(ov != NULL);
     if (ov) {
         CHECK_STR(cJSON_GetObjectItem(ov, "level")->valuestring, "error");
-        CHECK_STR(cJSON_GetObjectItem(ov, "message")->valuestring, "Cell 3 voltage 3.652 V above 3.600 V");
+        CHECK_STR(cJSON_GetObjectItem(ov, "message")->valuestring, "pack 1: cell 3 high 3.652 V (limit 3.600 V)");
         CHECK_NEAR(cJSON_GetObjectItem(ov, "value")->valuedouble, 3.652, 1e-4);
         CHECK_NEAR(cJSON_GetObjectItem(ov, "threshold")->valuedouble, 3.6, 1e-4);
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(ov, "acknowledged")));
@@ -226,7 +272,13 @@ static void test_service_end_to_end(void)
     CHECK_EQ_INT(count_code(&seen, true, "CONFIG_RECOVERED"), 1);
     CHECK_EQ_INT(alert_manager_clear(am, "CONFIG_RECOVERED"), GW_ERR_NOT_FOUND);
     CHECK(event_bus_publish(bus, EVENT_BMS_COMM_RESTORED, &comm, sizeof comm, 1000));
+    v->packs[1].state = BATTERY_PACK_ONLINE;
+    v->packs[1].conditions = 0;
+    v->conditions = 0;
+    v->online_count = 2;
+    publish_view(bus, v);
     CHECK(wait_code(&seen, false, "BMS_COMM_LOST", 2));
+    free(v);
 
     /* counts */
     CHECK_EQ_INT(alert_manager_count(am, "BMS_COMM_LOST"), 2);
@@ -311,7 +363,7 @@ static void test_bad_input_and_no_persistence(void)
     CHECK_EQ_INT(alert_manager_get_active_json(am, NULL, 0, NULL), GW_ERR_INVAL);
     /* a short payload is ignored, not read past its end */
     char junk[4] = { 1, 2, 3, 4 };
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, junk, sizeof junk, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
     CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, junk, sizeof junk, 1000));
     CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, junk, sizeof junk, 1000));
     CHECK(event_bus_flush(bus, 5000));
@@ -335,15 +387,17 @@ static void test_active_json_golden(void)
     CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
     if (!am)
         return;
-    struct bms_live_data d = sample(36520);
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    struct battery_view *v = make_view(1);
+    v->packs[0].live = sample(36520);
+    publish_view(bus, v);
+    free(v);
     CHECK(event_bus_flush(bus, 5000));
     CHECK_EQ_INT(alert_manager_raise(am, "CONFIG_RECOVERED", ALERT_LEVEL_WARNING, "a \"quoted\"\tmessage"), GW_OK);
     char buf[2048];
     CHECK_EQ_INT(alert_manager_get_active_json(am, buf, sizeof buf, NULL), GW_OK);
     CHECK_STR(buf,
               "[{\"timestamp\":1705500000,\"level\":\"error\",\"code\":\"OVER_VOLTAGE\","
-              "\"message\":\"Cell 3 voltage 3.652 V above 3.600 V\",\"value\":3.652,\"threshold\":3.6,"
+              "\"message\":\"pack 1: cell 3 high 3.652 V (limit 3.600 V)\",\"value\":3.652,\"threshold\":3.6,"
               "\"first_seen\":1705500000123,\"last_seen\":1705500000123,\"count\":1,\"acknowledged\":false,"
               "\"battery_id\":0,\"subject\":\"\"},"
               "{\"timestamp\":1705500000,\"level\":\"warning\",\"code\":\"CONFIG_RECOVERED\","
@@ -353,6 +407,101 @@ static void test_active_json_golden(void)
     alert_manager_destroy(am);
     event_bus_destroy(bus);
     gw_clock_set_sources(NULL, NULL);
+}
+
+/* Several packs through the bus: the same rule on two packs gives two alerts keyed and named by
+ * pack; a pack dropping out below the minimum gives its PACK_OFFLINE and the bank's error. */
+static void test_several_packs_via_bus(void)
+{
+    char dir[] = "/tmp/gw_alerts_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    static struct seen_alerts seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+    event_bus_subscribe(bus, EVENT_ALERT_RAISED, on_alert, &seen, "test");
+    event_bus_subscribe(bus, EVENT_ALERT_CLEARED, on_alert, &seen, "test");
+    struct alert_manager_options opt = { .bus = bus, .data_dir = dir, .config = test_cfg(), .tick_ms = 20 };
+    struct alert_manager *am = NULL;
+    CHECK_EQ_INT(alert_manager_create(&opt, &am), GW_OK);
+    if (!am)
+        return;
+    struct battery_view *v = make_view(3);
+    publish_view(bus, v);
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(alert_manager_active_count(am), 0);
+
+    v->packs[1].live.cell_mv_x10[1] = 36200;
+    v->packs[2].live.cell_mv_x10[1] = 36400;
+    publish_view(bus, v);
+    CHECK(wait_code(&seen, true, "OVER_VOLTAGE", 2));
+    pthread_mutex_lock(&seen.lock);
+    int named = 0;
+    for (int i = 0; i < seen.n_raised; i++) {
+        const struct app_alert *a = &seen.raised[i];
+        if (strcmp(a->code, "OVER_VOLTAGE") != 0)
+            continue;
+        if (a->battery_id == 1 && strcmp(a->message, "pack 2: cell 2 high 3.620 V (limit 3.600 V)") == 0)
+            named++;
+        if (a->battery_id == 2 && strcmp(a->message, "pack 3: cell 2 high 3.640 V (limit 3.600 V)") == 0)
+            named++;
+    }
+    pthread_mutex_unlock(&seen.lock);
+    CHECK_EQ_INT(named, 2);
+
+    /* pack 3 drops out; the bank is below its minimum of online packs */
+    v->packs[2].state = BATTERY_PACK_OFFLINE;
+    v->packs[2].sample_age_ms = 31000;
+    v->online_count = 2;
+    v->conditions = BATTERY_COND_PACK_OFFLINE | BATTERY_COND_BELOW_MIN_ONLINE;
+    publish_view(bus, v);
+    CHECK(wait_code(&seen, true, "PACK_OFFLINE", 1));
+    CHECK(wait_code(&seen, true, "PACKS_BELOW_MIN_ONLINE", 1));
+    char *json = NULL;
+    CHECK_EQ_INT(alert_manager_get_active_json_alloc(am, &json), GW_OK);
+    cJSON *arr = json ? cJSON_Parse(json) : NULL;
+    CHECK_EQ_INT(cJSON_GetArraySize(arr), 4); /* two over-voltages (pack 3's kept while offline) */
+    cJSON *po = find_code(arr, "PACK_OFFLINE");
+    if (po) {
+        CHECK_EQ_INT(cJSON_GetObjectItem(po, "battery_id")->valueint, 2);
+        CHECK_STR(cJSON_GetObjectItem(po, "level")->valuestring, "warning");
+        CHECK_STR(cJSON_GetObjectItem(po, "message")->valuestring,
+                  "pack 3: offline (last data 31 s ago): the battery runs on 2 of 3 packs");
+    }
+    cJSON *bm = find_code(arr, "PACKS_BELOW_MIN_ONLINE");
+    if (bm) {
+        CHECK_EQ_INT(cJSON_GetObjectItem(bm, "battery_id")->valueint, BATTERY_BANK_ID);
+        CHECK_STR(cJSON_GetObjectItem(bm, "level")->valuestring, "error");
+    }
+    cJSON_Delete(arr);
+    free(json);
+
+    /* back, healthy: everything clears */
+    free(v);
+    v = make_view(3);
+    publish_view(bus, v);
+    CHECK(wait_code(&seen, false, "PACKS_BELOW_MIN_ONLINE", 1));
+    CHECK(wait_code(&seen, false, "PACK_OFFLINE", 1));
+    CHECK(wait_code(&seen, false, "OVER_VOLTAGE", 2));
+    CHECK_EQ_INT(alert_manager_active_count(am), 0);
+    /* the history keeps the pack of each transition */
+    char *hist = NULL;
+    CHECK_EQ_INT(alert_manager_get_history_json(am, 0, 0, 100, &hist), GW_OK);
+    cJSON *h = hist ? cJSON_Parse(hist) : NULL;
+    int pack3 = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, h) {
+        if (cJSON_GetObjectItem(it, "battery_id")->valueint == 2)
+            pack3++;
+    }
+    CHECK_EQ_INT(pack3, 4); /* over-voltage and offline, raised and cleared */
+    cJSON_Delete(h);
+    free(hist);
+    free(v);
+    alert_manager_destroy(am);
+    event_bus_destroy(bus);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmd), 0);
 }
 
 /* BMS event log and network link through the service. */
@@ -461,5 +610,5 @@ static void test_failed_history_write_is_retried(void)
     CHECK_EQ_INT(system(cmd), 0);
 }
 
-TEST_MAIN(TEST_CASE(test_service_end_to_end), TEST_CASE(test_failed_history_write_is_retried), TEST_CASE(test_active_json_golden),
+TEST_MAIN(TEST_CASE(test_service_end_to_end), TEST_CASE(test_several_packs_via_bus), TEST_CASE(test_failed_history_write_is_retried), TEST_CASE(test_active_json_golden),
           TEST_CASE(test_event_log_and_network_via_bus), TEST_CASE(test_bad_input_and_no_persistence))

@@ -1,4 +1,6 @@
-/* Alert rules engine: scripted sample streams, hysteresis, delays, every rule, BMS event log. */
+/* Alert rules engine: scripted streams of battery views (one pack, several packs), hysteresis,
+ * delays, every rule, every view condition, BMS event log, and docs/alerts.md in step with the
+ * code table. */
 #include "alert_rules.h"
 #include "gw_error.h"
 #include "test.h"
@@ -70,10 +72,61 @@ static struct bms_live_data healthy(void)
     return d;
 }
 
-static void feed(struct alert_engine *e, const struct bms_live_data *d, uint64_t now)
+/* A bank of n healthy packs (ids 0..n-1, named "pack 1".."pack n"), all online. The views are
+ * large (7 KB): one static scratch. */
+static struct battery_view view_buf;
+
+static void view_reset(struct battery_view *v, unsigned n)
+{
+    memset(v, 0, sizeof *v);
+    v->pack_count = (uint8_t)n;
+    v->online_count = (uint8_t)n;
+    v->soc_pct = 60.0f;
+    v->voltage_v = 52.8f;
+    v->online_status = BMS_STATUS_DISCHARGING;
+    for (unsigned i = 0; i < n; i++) {
+        struct battery_pack *p = &v->packs[i];
+        p->id = (uint8_t)i;
+        snprintf(p->name, sizeof p->name, "pack %u", i + 1);
+        p->state = BATTERY_PACK_ONLINE;
+        p->live = healthy();
+        p->live.battery_id = (uint8_t)i;
+    }
+}
+
+/* Recomputes the bank fields the engine reads from the packs (SOC, status, online count). */
+static void view_sync(struct battery_view *v)
+{
+    float soc = 0;
+    unsigned on = 0;
+    for (unsigned i = 0; i < v->pack_count; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        if (p->state != BATTERY_PACK_ONLINE && p->state != BATTERY_PACK_REJOINING)
+            continue;
+        soc += bms_soc_percent(&p->live);
+        on++;
+    }
+    v->online_count = (uint8_t)on;
+    v->soc_pct = on ? soc / (float)on : 0;
+    v->online_status = on ? v->packs[0].live.online_status : 0;
+}
+
+static void feed_view(struct alert_engine *e, struct battery_view *v, uint64_t now)
 {
     cur_now = now;
-    CHECK_EQ_INT(alert_engine_process_sample(e, d, now, 1700000000000LL + (int64_t)now), GW_OK);
+    CHECK_EQ_INT(alert_engine_process_view(e, v, now, 1700000000000LL + (int64_t)now), GW_OK);
+}
+
+/* One pack carrying sample d: what a single TinyBMS gives. */
+static void feed(struct alert_engine *e, const struct bms_live_data *d, uint64_t now)
+{
+    view_reset(&view_buf, 1);
+    view_buf.packs[0].live = *d;
+    view_buf.packs[0].id = d->battery_id;
+    if (!d->valid)
+        view_buf.packs[0].state = BATTERY_PACK_STALE;
+    view_sync(&view_buf);
+    feed_view(e, &view_buf, now);
 }
 
 static uint32_t lcg_state;
@@ -108,8 +161,9 @@ static void test_flap_hysteresis_and_reraise(void)
     if (r) {
         CHECK_EQ_INT(r->rec.alert.count, 1);
         CHECK_EQ_INT(r->rec.alert.level, ALERT_LEVEL_ERROR);
-        CHECK(strncmp(r->rec.alert.message, "Cell 3 voltage 3.6", 18) == 0);
-        CHECK(strstr(r->rec.alert.message, "V above 3.600 V") != NULL);
+        CHECK(strncmp(r->rec.alert.message, "pack 1: cell 3 high 3.6", 23) == 0);
+        CHECK(strstr(r->rec.alert.message, "V (limit 3.600 V)") != NULL);
+        CHECK_EQ_INT(r->rec.alert.battery_id, 0);
         CHECK(r->rec.alert.value > 3.6f);
         CHECK_NEAR(r->rec.alert.threshold, 3.6, 1e-6);
         /* first_seen is when the condition started, 5 s (raise delay) before the raise */
@@ -134,7 +188,7 @@ static void test_flap_hysteresis_and_reraise(void)
     r = last_of("OVER_VOLTAGE", ALERT_TRANSITION_RAISED);
     if (r) {
         CHECK_EQ_INT(r->rec.alert.count, 2);
-        CHECK_STR(r->rec.alert.message, "Cell 3 voltage 3.652 V above 3.600 V");
+        CHECK_STR(r->rec.alert.message, "pack 1: cell 3 high 3.652 V (limit 3.600 V)");
     }
     CHECK_EQ_INT(e->raised_total[ALERT_CODE_OVER_VOLTAGE], 2);
     free(e);
@@ -202,7 +256,7 @@ static void test_raise_delay(void)
     CHECK(r != NULL);
     if (r) {
         CHECK_EQ_INT(r->now_ms - start, 5000);
-        CHECK_STR(r->rec.alert.message, "Discharge current 200.0 A above 150.0 A");
+        CHECK_STR(r->rec.alert.message, "pack 1: discharge current high 200.0 A (limit 150.0 A)");
         CHECK_EQ_INT(r->rec.alert.level, ALERT_LEVEL_WARNING);
     }
     /* the tick alone completes a pending raise when samples stop */
@@ -222,6 +276,7 @@ struct rule_case {
     void (*mutate)(struct bms_live_data *d);
     const char *message;
     int level;
+    uint8_t battery_id;
 };
 
 static void m_cell_high(struct bms_live_data *d) { d->cell_mv_x10[2] = 36520; }
@@ -240,18 +295,22 @@ static void m_fault(struct bms_live_data *d) { d->online_status = BMS_STATUS_FAU
 static void test_each_rule(void)
 {
     static const struct rule_case cases[] = {
-        { "OVER_VOLTAGE", m_cell_high, "Cell 3 voltage 3.652 V above 3.600 V", ALERT_LEVEL_ERROR },
-        { "UNDER_VOLTAGE", m_cell_low, "Cell 16 voltage 2.750 V below 2.800 V", ALERT_LEVEL_ERROR },
-        { "PACK_OVER_VOLTAGE", m_pack_high, "Pack voltage 58.00 V above 57.60 V", ALERT_LEVEL_ERROR },
-        { "PACK_UNDER_VOLTAGE", m_pack_low, "Pack voltage 44.00 V below 44.80 V", ALERT_LEVEL_ERROR },
-        { "OVER_TEMP", m_temp_high, "Temperature 61.2 °C above 55.0 °C", ALERT_LEVEL_ERROR },
-        { "UNDER_TEMP", m_temp_low, "Temperature -5.5 °C below 0.0 °C", ALERT_LEVEL_WARNING },
-        { "OVER_CURRENT", m_discharge, "Discharge current 160.5 A above 150.0 A", ALERT_LEVEL_WARNING },
-        { "CHARGE_OVER_CURRENT", m_charge, "Charge current 120.0 A above 100.0 A", ALERT_LEVEL_WARNING },
-        { "SOC_LOW", m_soc_low, "State of charge 8.5 % below 10.0 %", ALERT_LEVEL_WARNING },
-        { "SOC_HIGH", m_soc_high, "State of charge 100.0 % above 95.0 %", ALERT_LEVEL_INFO },
-        { "CELL_IMBALANCE", m_imbalance, "Cell imbalance 125.0 mV above 100.0 mV", ALERT_LEVEL_WARNING },
-        { "BMS_FAULT", m_fault, "BMS reports a fault (status 0x9B)", ALERT_LEVEL_ERROR },
+        { "OVER_VOLTAGE", m_cell_high, "pack 1: cell 3 high 3.652 V (limit 3.600 V)", ALERT_LEVEL_ERROR, 0 },
+        { "UNDER_VOLTAGE", m_cell_low, "pack 1: cell 16 low 2.750 V (limit 2.800 V)", ALERT_LEVEL_ERROR, 0 },
+        { "PACK_OVER_VOLTAGE", m_pack_high, "pack 1: voltage high 58.00 V (limit 57.60 V)", ALERT_LEVEL_ERROR, 0 },
+        { "PACK_UNDER_VOLTAGE", m_pack_low, "pack 1: voltage low 44.00 V (limit 44.80 V)", ALERT_LEVEL_ERROR, 0 },
+        { "OVER_TEMP", m_temp_high, "pack 1: temperature high 61.2 °C (limit 55.0 °C)", ALERT_LEVEL_ERROR, 0 },
+        { "UNDER_TEMP", m_temp_low, "pack 1: temperature low -5.5 °C (limit 0.0 °C)", ALERT_LEVEL_WARNING, 0 },
+        { "OVER_CURRENT", m_discharge, "pack 1: discharge current high 160.5 A (limit 150.0 A)", ALERT_LEVEL_WARNING,
+          0 },
+        { "CHARGE_OVER_CURRENT", m_charge, "pack 1: charge current high 120.0 A (limit 100.0 A)", ALERT_LEVEL_WARNING,
+          0 },
+        { "SOC_LOW", m_soc_low, "battery: state of charge low 8.5 % (limit 10.0 %)", ALERT_LEVEL_WARNING,
+          BATTERY_BANK_ID },
+        { "SOC_HIGH", m_soc_high, "battery: state of charge high 100.0 % (limit 95.0 %)", ALERT_LEVEL_INFO,
+          BATTERY_BANK_ID },
+        { "CELL_IMBALANCE", m_imbalance, "pack 1: cell imbalance 125.0 mV (limit 100.0 mV)", ALERT_LEVEL_WARNING, 0 },
+        { "BMS_FAULT", m_fault, "pack 1: BMS reports a fault (status 0x9B)", ALERT_LEVEL_ERROR, 0 },
     };
     struct gw_config_alerts cfg = default_cfg();
     cfg.soc_high.enabled = true;
@@ -275,6 +334,7 @@ static void test_each_rule(void)
         }
         CHECK_STR(r->rec.alert.message, cases[i].message);
         CHECK_EQ_INT(r->rec.alert.level, cases[i].level);
+        CHECK_EQ_INT(r->rec.alert.battery_id, cases[i].battery_id);
         CHECK_EQ_INT(n_seen, 1 + (strcmp(cases[i].code, "OVER_VOLTAGE") == 0 ||
                                   strcmp(cases[i].code, "UNDER_VOLTAGE") == 0)); /* + imbalance */
         /* back to healthy: cleared after the clear delay */
@@ -342,7 +402,8 @@ static void test_status_change_info_alerts(void)
     CHECK_EQ_INT(count_kind("BMS_STATUS", ALERT_TRANSITION_RAISED), 1);
     const struct rec_t *r = last_of("BMS_STATUS", ALERT_TRANSITION_RAISED);
     if (r) {
-        CHECK_STR(r->rec.alert.message, "BMS status: charging");
+        CHECK_STR(r->rec.alert.message, "battery: status charging");
+        CHECK_EQ_INT(r->rec.alert.battery_id, BATTERY_BANK_ID);
         CHECK_EQ_INT(r->rec.alert.level, ALERT_LEVEL_INFO);
     }
     d.online_status = BMS_STATUS_FULLY_CHARGED;
@@ -350,7 +411,7 @@ static void test_status_change_info_alerts(void)
         feed(e, &d, t += 1000);
     r = last_of("BMS_STATUS", ALERT_TRANSITION_RAISED);
     if (r) {
-        CHECK_STR(r->rec.alert.message, "BMS status: fully charged");
+        CHECK_STR(r->rec.alert.message, "battery: status fully charged");
         CHECK_EQ_INT(r->rec.alert.count, 2);
     }
     CHECK_EQ_INT(alert_engine_active_count(e), 1); /* one BMS_STATUS entry, updated */
@@ -397,7 +458,7 @@ static void test_event_log_dedup(void)
     CHECK(r != NULL);
     if (r) {
         CHECK_EQ_INT(r->rec.alert.level, ALERT_LEVEL_ERROR);
-        CHECK_STR(r->rec.alert.message, "BMS under-voltage cutoff (event 0x02 at BMS time 500 s)");
+        CHECK_STR(r->rec.alert.message, "pack id 0: BMS under-voltage cutoff (event 0x02 at BMS time 500 s)");
     }
     /* re-sent several times, also reordered: still one */
     for (int i = 0; i < 5; i++)
@@ -492,7 +553,8 @@ static void test_ack_clear_counts(void)
     CHECK_EQ_INT(alert_engine_raise(e, "A_CODE_THAT_IS_FAR_TOO_LONG_TO_FIT", 0, NULL, 0, NULL, 0, 0, t, 0),
                  GW_ERR_INVAL);
     CHECK_EQ_INT(alert_engine_raise(e, "X", 0, NULL, 7, NULL, 0, 0, t, 0), GW_ERR_INVAL);
-    CHECK_EQ_INT(alert_engine_process_sample(e, NULL, 0, 0), GW_ERR_INVAL);
+    CHECK_EQ_INT(alert_engine_process_view(e, NULL, 0, 0), GW_ERR_INVAL);
+    CHECK_EQ_INT(alert_engine_process_view(NULL, &view_buf, 0, 0), GW_ERR_INVAL);
     free(e);
 }
 
@@ -547,38 +609,339 @@ static void test_config_change_and_batteries(void)
     struct alert_engine *e = malloc(sizeof *e);
     alert_engine_init(e, &cfg, on_emit, NULL);
     n_seen = 0;
-    struct bms_live_data a = healthy(), b = healthy();
-    b.battery_id = 1;
-    b.pack_voltage_v = 58.5f;
-    feed(e, &a, 1000);
-    feed(e, &b, 1000);
+    view_reset(&view_buf, 2);
+    view_buf.packs[1].live.pack_voltage_v = 58.5f;
+    feed_view(e, &view_buf, 1000);
     const struct rec_t *r = last_of("PACK_OVER_VOLTAGE", ALERT_TRANSITION_RAISED);
     CHECK(r != NULL);
     if (r) {
         CHECK_EQ_INT(r->rec.alert.battery_id, 1);
-        CHECK_STR(r->rec.alert.message, "Pack voltage 58.50 V above 57.60 V (battery 1)");
+        CHECK_STR(r->rec.alert.message, "pack 2: voltage high 58.50 V (limit 57.60 V)");
     }
     CHECK_EQ_INT(count_kind("PACK_OVER_VOLTAGE", ALERT_TRANSITION_RAISED), 1);
     /* the rule gets disabled: the active alert clears now */
     cfg.pack_v_high.enabled = false;
     alert_engine_set_config(e, &cfg, 2000, 2000);
     CHECK_EQ_INT(count_kind("PACK_OVER_VOLTAGE", ALERT_TRANSITION_CLEARED), 1);
-    feed(e, &b, 3000);
+    feed_view(e, &view_buf, 3000);
     CHECK_EQ_INT(count_kind("PACK_OVER_VOLTAGE", ALERT_TRANSITION_RAISED), 1);
     /* higher threshold: no longer a condition */
     cfg.pack_v_high.enabled = true;
     cfg.pack_v_high.value = 60.0f;
     alert_engine_set_config(e, &cfg, 4000, 4000);
-    feed(e, &b, 5000);
+    feed_view(e, &view_buf, 5000);
     CHECK_EQ_INT(count_kind("PACK_OVER_VOLTAGE", ALERT_TRANSITION_RAISED), 1);
-    /* too many batteries */
-    for (int i = 2; i < 40; i++) {
-        struct bms_live_data x = healthy();
-        x.battery_id = (uint8_t)i;
-        int rc = alert_engine_process_sample(e, &x, 6000, 6000);
-        CHECK(rc == GW_OK || (rc == GW_ERR_FULL && i >= ALERT_ENGINE_MAX_BATTERIES));
+    /* too many pack ids over time: the ones that do not fit are skipped, the rest evaluated */
+    int full = 0;
+    for (int base = 2; base < 40; base += BATTERY_MAX_PACKS) {
+        view_reset(&view_buf, BATTERY_MAX_PACKS);
+        for (unsigned i = 0; i < BATTERY_MAX_PACKS; i++)
+            view_buf.packs[i].id = (uint8_t)(base + (int)i);
+        int rc = alert_engine_process_view(e, &view_buf, 6000, 6000);
+        CHECK(rc == GW_OK || rc == GW_ERR_FULL);
+        full += rc == GW_ERR_FULL;
+    }
+    CHECK(full > 0);
+    free(e);
+}
+
+/* The same rule on two packs: two alerts, each keyed and named by its pack; one clears, the
+ * other stays. A pack without fresh data is not evaluated. */
+static void test_packs_keyed_and_named(void)
+{
+    struct gw_config_alerts cfg = default_cfg();
+    cfg.raise_delay_ms = 0;
+    cfg.cell_imbalance.enabled = false;
+    struct alert_engine *e = malloc(sizeof *e);
+    alert_engine_init(e, &cfg, on_emit, NULL);
+    n_seen = 0;
+    view_reset(&view_buf, 3);
+    feed_view(e, &view_buf, 1000);
+    CHECK_EQ_INT(n_seen, 0);
+    view_buf.packs[1].live.cell_mv_x10[6] = 36200; /* pack 2, cell 7: 3.620 V */
+    view_buf.packs[2].live.cell_mv_x10[6] = 36400; /* pack 3, cell 7: 3.640 V */
+    feed_view(e, &view_buf, 2000);
+    CHECK_EQ_INT(count_kind("OVER_VOLTAGE", ALERT_TRANSITION_RAISED), 2);
+    CHECK_EQ_INT(alert_engine_active_count(e), 2);
+    bool p2 = false, p3 = false;
+    for (int i = 0; i < n_seen; i++) {
+        const struct app_alert *a = &seen[i].rec.alert;
+        if (seen[i].kind != ALERT_TRANSITION_RAISED)
+            continue;
+        if (a->battery_id == 1)
+            p2 = strcmp(a->message, "pack 2: cell 7 high 3.620 V (limit 3.600 V)") == 0;
+        if (a->battery_id == 2)
+            p3 = strcmp(a->message, "pack 3: cell 7 high 3.640 V (limit 3.600 V)") == 0;
+    }
+    CHECK(p2 && p3);
+    /* acknowledging is per alert: both are OVER_VOLTAGE, both acknowledged by code */
+    CHECK_EQ_INT(alert_engine_ack(e, "OVER_VOLTAGE", 0), 2);
+    /* pack 2 recovers: its alert clears after the clear delay, pack 3's stays */
+    view_buf.packs[1].live.cell_mv_x10[6] = 33000;
+    feed_view(e, &view_buf, 3000);
+    feed_view(e, &view_buf, 13000);
+    const struct rec_t *c = last_of("OVER_VOLTAGE", ALERT_TRANSITION_CLEARED);
+    CHECK(c != NULL);
+    if (c)
+        CHECK_EQ_INT(c->rec.alert.battery_id, 1);
+    CHECK_EQ_INT(count_kind("OVER_VOLTAGE", ALERT_TRANSITION_CLEARED), 1);
+    CHECK_EQ_INT(alert_engine_active_count(e), 1);
+    /* pack 3 turns stale with values held: not evaluated, its alert neither clears nor changes */
+    view_buf.packs[2].state = BATTERY_PACK_STALE;
+    view_buf.packs[2].live.cell_mv_x10[6] = 33000;
+    view_buf.packs[1].state = BATTERY_PACK_STALE;
+    view_buf.packs[1].live.pack_voltage_v = 70.0f; /* stale junk never raises */
+    for (uint64_t t = 14000; t < 60000; t += 1000)
+        feed_view(e, &view_buf, t);
+    CHECK_EQ_INT(count_kind("OVER_VOLTAGE", ALERT_TRANSITION_CLEARED), 1);
+    CHECK_EQ_INT(count_kind("PACK_OVER_VOLTAGE", ALERT_TRANSITION_RAISED), 0);
+    /* fresh again (rejoining counts as fresh): evaluated again */
+    view_buf.packs[2].state = BATTERY_PACK_REJOINING;
+    feed_view(e, &view_buf, 60000);
+    feed_view(e, &view_buf, 70000);
+    CHECK_EQ_INT(count_kind("OVER_VOLTAGE", ALERT_TRANSITION_CLEARED), 2);
+    free(e);
+}
+
+struct cond_case {
+    uint32_t bit;
+    bool bank;            /* bit of the view (else of pack 2) */
+    const char *code;
+    int level;
+    uint8_t battery_id;
+    const char *message;
+    bool immediate;       /* no raise / clear delay */
+};
+
+static void cond_apply(struct battery_view *v, const struct cond_case *c, bool on)
+{
+    struct battery_pack *p = &v->packs[1];
+    if (c->bank) {
+        v->conditions = on ? c->bit : 0;
+    } else {
+        p->conditions = on ? c->bit : 0;
+    }
+    switch (c->bit) {
+    case BATTERY_COND_PACK_OFFLINE:
+        p->state = on ? BATTERY_PACK_OFFLINE : BATTERY_PACK_ONLINE;
+        p->sample_age_ms = on ? 35400 : 0;
+        break;
+    case BATTERY_COND_COMM_LOST:
+    case BATTERY_COND_IMPLAUSIBLE:
+    case BATTERY_COND_FROZEN:
+        p->state = on ? BATTERY_PACK_STALE : BATTERY_PACK_ONLINE;
+        break;
+    case BATTERY_COND_REJOIN_BLOCKED:
+        p->state = on ? BATTERY_PACK_REJOINING : BATTERY_PACK_ONLINE;
+        p->live.pack_voltage_v = on ? 53.6f : 52.8f;
+        break;
+    case BATTERY_COND_BELOW_MIN_ONLINE:
+        p->state = on ? BATTERY_PACK_OFFLINE : BATTERY_PACK_ONLINE;
+        v->conditions |= on ? BATTERY_COND_PACK_OFFLINE : 0;
+        break;
+    case BATTERY_COND_NO_DATA:
+        for (unsigned i = 0; i < v->pack_count; i++)
+            v->packs[i].state = on ? BATTERY_PACK_OFFLINE : BATTERY_PACK_ONLINE;
+        v->conditions |= on ? BATTERY_COND_PACK_OFFLINE : 0;
+        break;
+    case BATTERY_COND_VOLTAGE_SPREAD:
+        v->packs[0].live.pack_voltage_v = on ? 52.10f : 52.8f;
+        v->packs[2].live.pack_voltage_v = on ? 52.90f : 52.8f;
+        break;
+    case BATTERY_COND_SOC_SPREAD:
+        v->packs[0].live.soc_ppm = on ? 40000000 : 60000000;
+        v->packs[2].live.soc_ppm = on ? 62500000 : 60000000;
+        break;
+    default:
+        break;
+    }
+    view_sync(v);
+}
+
+/* Every condition of the view: raised on the rising edge after the raise delay (or at once),
+ * cleared when it has been gone for the clear delay, acknowledged, raised again (count 2). */
+static void test_view_conditions(void)
+{
+    static const struct cond_case cases[] = {
+        { BATTERY_COND_COMM_LOST, false, "BMS_COMM_LOST", ALERT_LEVEL_ERROR, 1,
+          "pack 2: BMS communication lost (timeout)", true },
+        { BATTERY_COND_IMPLAUSIBLE, false, "PACK_IMPLAUSIBLE", ALERT_LEVEL_WARNING, 1,
+          "pack 2: implausible samples refused (cell 3 0 V): pack left out", false },
+        { BATTERY_COND_FROZEN, false, "PACK_FROZEN", ALERT_LEVEL_WARNING, 1,
+          "pack 2: BMS data frozen (the same sample again and again): pack left out", false },
+        { BATTERY_COND_NO_CELL_TEMP, false, "PACK_NO_CELL_TEMP", ALERT_LEVEL_WARNING, 1,
+          "pack 2: no cell temperature sensor: cell heat and cold are not watched", false },
+        { BATTERY_COND_REJOIN_BLOCKED, false, "PACK_REJOIN_BLOCKED", ALERT_LEVEL_WARNING, 1,
+          "pack 2: kept out of the bank: 53.60 V vs bank 52.80 V", false },
+        { BATTERY_COND_PACK_OFFLINE, true, "PACK_OFFLINE", ALERT_LEVEL_WARNING, 1,
+          "pack 2: offline (last data 35 s ago): the battery runs on 2 of 3 packs", false },
+        { BATTERY_COND_BELOW_MIN_ONLINE, true, "PACKS_BELOW_MIN_ONLINE", ALERT_LEVEL_ERROR, BATTERY_BANK_ID,
+          "battery: only 2 of 3 packs online, fewer than the minimum: charging and discharging stopped", false },
+        { BATTERY_COND_NO_DATA, true, "BATTERY_NO_DATA", ALERT_LEVEL_ERROR, BATTERY_BANK_ID,
+          "battery: no pack has usable data: charge limits are not sent", false },
+        { BATTERY_COND_VOLTAGE_SPREAD, true, "PACK_VOLTAGE_SPREAD", ALERT_LEVEL_WARNING, BATTERY_BANK_ID,
+          "battery: pack voltages differ by 0.80 V (pack 1 52.10 V, pack 3 52.90 V)", false },
+        { BATTERY_COND_SOC_SPREAD, true, "PACK_SOC_SPREAD", ALERT_LEVEL_WARNING, BATTERY_BANK_ID,
+          "battery: pack states of charge differ by 22.5 % (pack 1 40.0 %, pack 3 62.5 %)", false },
+        { BATTERY_COND_ENERGY_REFUSED, true, "ENERGY_STATE_REFUSED", ALERT_LEVEL_WARNING, BATTERY_BANK_ID,
+          "battery: saved energy counters or charge state refused at start (out of range): counting from 0",
+          true },
+    };
+    struct gw_config_alerts cfg = default_cfg(); /* raise 5 s, clear 10 s */
+    cfg.status_alerts = false;
+    struct alert_engine *e = malloc(sizeof *e);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct cond_case *c = &cases[i];
+        alert_engine_init(e, &cfg, on_emit, NULL);
+        n_seen = 0;
+        view_reset(&view_buf, 3);
+        snprintf(view_buf.packs[1].bad_reason, sizeof view_buf.packs[1].bad_reason, "cell 3 0 V");
+        CHECK_EQ_INT(alert_engine_set_comm_reason(e, 1, "timeout"), GW_OK);
+        uint64_t t = 1000;
+        feed_view(e, &view_buf, t);
+        CHECK_EQ_INT(n_seen, 0);
+        cond_apply(&view_buf, c, true);
+        uint64_t on_at = t += 1000;
+        for (int k = 0; k < 8; k++, t += 1000)
+            feed_view(e, &view_buf, t);
+        const struct rec_t *r = last_of(c->code, ALERT_TRANSITION_RAISED);
+        CHECK(r != NULL);
+        if (!r) {
+            fprintf(stderr, "  condition %s did not raise\n", c->code);
+            continue;
+        }
+        CHECK_EQ_INT(count_kind(c->code, ALERT_TRANSITION_RAISED), 1); /* rising edge only */
+        CHECK_EQ_INT(r->now_ms - on_at, c->immediate ? 0 : cfg.raise_delay_ms);
+        CHECK_EQ_INT(r->rec.alert.level, c->level);
+        CHECK_EQ_INT(r->rec.alert.battery_id, c->battery_id);
+        CHECK_STR(r->rec.alert.message, c->message);
+        CHECK_EQ_INT(alert_engine_ack(e, c->code, 0), 1);
+        /* gone: cleared after the clear delay (at once when immediate) */
+        cond_apply(&view_buf, c, false);
+        uint64_t off_at = t;
+        for (int k = 0; k < 12; k++, t += 1000)
+            feed_view(e, &view_buf, t);
+        const struct rec_t *cl = last_of(c->code, ALERT_TRANSITION_CLEARED);
+        CHECK(cl != NULL);
+        if (cl)
+            CHECK_EQ_INT(cl->now_ms - off_at, c->immediate ? 0 : cfg.clear_delay_ms);
+        CHECK_EQ_INT(alert_engine_active_count(e), 0);
+        /* back: raised again, count 2, not acknowledged */
+        cond_apply(&view_buf, c, true);
+        for (int k = 0; k < 8; k++, t += 1000)
+            feed_view(e, &view_buf, t);
+        r = last_of(c->code, ALERT_TRANSITION_RAISED);
+        if (r) {
+            CHECK_EQ_INT(r->rec.alert.count, 2);
+            CHECK(!r->rec.alert.acknowledged);
+        }
     }
     free(e);
+}
+
+/* PACK_OFFLINE is per pack, and not raised when the pack's own condition says why. */
+static void test_pack_offline_per_pack_and_causes(void)
+{
+    struct gw_config_alerts cfg = default_cfg();
+    cfg.raise_delay_ms = 0;
+    cfg.clear_delay_ms = 0;
+    cfg.status_alerts = false;
+    struct alert_engine *e = malloc(sizeof *e);
+    alert_engine_init(e, &cfg, on_emit, NULL);
+    n_seen = 0;
+    view_reset(&view_buf, 4);
+    feed_view(e, &view_buf, 1000);
+    /* pack 2 stale by age, pack 4 never seen: two PACK_OFFLINE alerts */
+    view_buf.packs[1].state = BATTERY_PACK_STALE;
+    view_buf.packs[1].sample_age_ms = 6200;
+    view_buf.packs[3].state = BATTERY_PACK_NEVER_SEEN;
+    view_buf.packs[3].live.valid = false;
+    view_buf.conditions = BATTERY_COND_PACK_OFFLINE;
+    view_sync(&view_buf);
+    feed_view(e, &view_buf, 2000);
+    CHECK_EQ_INT(count_kind("PACK_OFFLINE", ALERT_TRANSITION_RAISED), 2);
+    bool stale = false, never = false;
+    for (int i = 0; i < n_seen; i++) {
+        if (seen[i].kind != ALERT_TRANSITION_RAISED)
+            continue;
+        if (seen[i].rec.alert.battery_id == 1)
+            stale = strcmp(seen[i].rec.alert.message,
+                           "pack 2: stale (last data 6 s ago): the battery runs on 2 of 4 packs") == 0;
+        if (seen[i].rec.alert.battery_id == 3)
+            never = strcmp(seen[i].rec.alert.message,
+                           "pack 4: never seen (no data since start): the battery runs on 2 of 4 packs") == 0;
+    }
+    CHECK(stale && never);
+    /* pack 2's communication is lost: BMS_COMM_LOST names it, PACK_OFFLINE of pack 2 goes */
+    alert_engine_set_comm_reason(e, 1, "device unplugged");
+    view_buf.packs[1].state = BATTERY_PACK_OFFLINE;
+    view_buf.packs[1].conditions = BATTERY_COND_COMM_LOST;
+    feed_view(e, &view_buf, 3000);
+    const struct rec_t *r = last_of("BMS_COMM_LOST", ALERT_TRANSITION_RAISED);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_EQ_INT(r->rec.alert.battery_id, 1);
+        CHECK_STR(r->rec.alert.message, "pack 2: BMS communication lost (device unplugged)");
+    }
+    const struct rec_t *c = last_of("PACK_OFFLINE", ALERT_TRANSITION_CLEARED);
+    CHECK(c != NULL);
+    if (c)
+        CHECK_EQ_INT(c->rec.alert.battery_id, 1);
+    CHECK_EQ_INT(alert_engine_active_count(e), 2); /* comm lost pack 2, offline pack 4 */
+    /* everything back */
+    alert_engine_set_comm_reason(e, 1, NULL);
+    view_reset(&view_buf, 4);
+    feed_view(e, &view_buf, 4000);
+    CHECK_EQ_INT(alert_engine_active_count(e), 0);
+    /* clear all while a condition holds: it comes back after its raise delay */
+    view_buf.packs[2].conditions = BATTERY_COND_NO_CELL_TEMP;
+    feed_view(e, &view_buf, 5000);
+    CHECK_EQ_INT(count_kind("PACK_NO_CELL_TEMP", ALERT_TRANSITION_RAISED), 1);
+    CHECK_EQ_INT(alert_engine_clear_all(e, 5000, 0), 1);
+    feed_view(e, &view_buf, 6000);
+    CHECK_EQ_INT(count_kind("PACK_NO_CELL_TEMP", ALERT_TRANSITION_RAISED), 2);
+    /* the event log names the pack once a view told its name */
+    view_reset(&view_buf, 4);
+    snprintf(view_buf.packs[2].name, sizeof view_buf.packs[2].name, "rack C");
+    feed_view(e, &view_buf, 7000);
+    struct bms_event_log *log = calloc(1, sizeof *log);
+    log->valid = true;
+    alert_engine_process_event_log(e, 2, log, 7000, 7000); /* baseline */
+    log->count = 1;
+    log->events[0] = (struct bms_event){ 900, 0x04 };
+    alert_engine_process_event_log(e, 2, log, 8000, 8000);
+    r = last_of("BMS_OVER_TEMP_CUTOFF", ALERT_TRANSITION_RAISED);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK_EQ_INT(r->rec.alert.battery_id, 2);
+        CHECK_STR(r->rec.alert.message, "rack C: BMS over-temperature cutoff (event 0x04 at BMS time 900 s)");
+    }
+    free(log);
+    free(e);
+}
+
+/* docs/alerts.md lists every code (the user's list of alerts and what to do). */
+static void test_docs_list_every_code(void)
+{
+    const char *src = getenv("GW_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/docs/alerts.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    doc[n] = '\0';
+    fclose(f);
+    for (int c = 0; c < ALERT_CODE_CUSTOM; c++) {
+        char tick[48];
+        snprintf(tick, sizeof tick, "`%s`", alert_code_name(c));
+        if (!strstr(doc, tick)) {
+            fprintf(stderr, "  docs/alerts.md does not mention %s\n", tick);
+            CHECK(false);
+        }
+    }
 }
 
 static void test_names(void)
@@ -598,4 +961,6 @@ TEST_MAIN(TEST_CASE(test_flap_hysteresis_and_reraise), TEST_CASE(test_dip_inside
           TEST_CASE(test_raise_delay), TEST_CASE(test_each_rule), TEST_CASE(test_temperature_connected_sensors_only),
           TEST_CASE(test_status_change_info_alerts), TEST_CASE(test_event_log_dedup),
           TEST_CASE(test_ack_clear_counts), TEST_CASE(test_edge_conditions),
-          TEST_CASE(test_config_change_and_batteries), TEST_CASE(test_names))
+          TEST_CASE(test_config_change_and_batteries), TEST_CASE(test_packs_keyed_and_named),
+          TEST_CASE(test_view_conditions), TEST_CASE(test_pack_offline_per_pack_and_causes),
+          TEST_CASE(test_docs_list_every_code), TEST_CASE(test_names))

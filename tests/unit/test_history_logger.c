@@ -1,5 +1,7 @@
 /* History logger: round trip, retention on a generated week, downsampling vs brute force, day
- * JSON and CSV, period sampling from the bus, unwritable directory and full disk. */
+ * JSON and CSV, period sampling of battery views from the bus (a row per online pack and one of
+ * the aggregate, never a stale sample twice), migration of older databases, unwritable directory
+ * and full disk. */
 #define _GNU_SOURCE
 #include "history_logger.h"
 #include "app_events.h"
@@ -172,7 +174,7 @@ static bool wait_count(struct history_logger *hl, int64_t from, int64_t to, uint
 {
     for (int i = 0; i < 2000; i++) {
         uint64_t n = 0;
-        if (history_logger_count(hl, 0xFF, from, to, &n) == GW_OK && n == want)
+        if (history_logger_count(hl, HISTORY_ALL_IDS, from, to, &n) == GW_OK && n == want)
             return true;
         gw_sleep_ms(5);
     }
@@ -207,12 +209,12 @@ static void test_retention_week(void)
     CHECK_EQ_INT(i, 1440);
     CHECK_EQ_INT(history_logger_flush(hl, 20000), GW_OK);
     uint64_t total = 0;
-    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, INT64_MAX, &total), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, INT64_MAX, &total), GW_OK);
     CHECK_EQ_INT(total, 1440);
     CHECK_EQ_INT(history_logger_run_retention(hl, 20000), GW_OK);
-    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, now - 7 * DAY_MS, &total), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, now - 7 * DAY_MS, &total), GW_OK);
     CHECK_EQ_INT(total, 0);
-    CHECK_EQ_INT(history_logger_count(hl, 0xFF, now - 7 * DAY_MS, INT64_MAX, &total), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, now - 7 * DAY_MS, INT64_MAX, &total), GW_OK);
     CHECK_EQ_INT(total, 7 * 144);
     struct history_logger_stats st;
     history_logger_get_stats(hl, &st);
@@ -253,7 +255,7 @@ static void test_hourly_retention(void)
     }
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
     uint64_t n = 0;
-    CHECK_EQ_INT(history_logger_count(hl, 0xFF, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, INT64_MAX, &n), GW_OK);
     CHECK_EQ_INT(n, 48);
     /* one hour later on the monotonic clock: the writer enforces retention by itself */
     atomic_fetch_add(&fake_now, 3600 * 1000 + 1);
@@ -491,6 +493,38 @@ static void test_day_json_and_csv(void)
     remove_dir(dir);
 }
 
+/* A bank of n online packs (ids 0..n-1) carrying make_sample(wall_ms, i) decoded at now_ms, with
+ * the aggregate fields the logger stores. */
+static void make_view(struct battery_view *v, unsigned n, int64_t wall_ms, uint64_t now_ms, uint32_t i)
+{
+    memset(v, 0, sizeof *v);
+    v->pack_count = (uint8_t)n;
+    v->online_count = (uint8_t)n;
+    v->timestamp_ms = now_ms;
+    v->wall_time_ms = wall_ms;
+    for (unsigned k = 0; k < n; k++) {
+        struct battery_pack *p = &v->packs[k];
+        p->id = (uint8_t)k;
+        snprintf(p->name, sizeof p->name, "pack %u", k + 1);
+        p->state = BATTERY_PACK_ONLINE;
+        p->live = make_sample(wall_ms, i + k);
+        p->live.battery_id = (uint8_t)k;
+        p->live.timestamp_ms = now_ms;
+    }
+    v->voltage_v = 51.25f;
+    v->current_a = -20.5f * (float)n;
+    v->soc_pct = 64.5f;
+    v->soh_pct = 97.0f;
+    v->soh_valid = true;
+    v->min_cell_v = 3.201f;
+    v->max_cell_v = 3.312f;
+    v->cell_spread_mv = 111.0f;
+    v->have_temp = true;
+    v->temp_min_c = 18.5f;
+    v->temp_max_c = 24.0f;
+    v->online_status = BMS_STATUS_DISCHARGING;
+}
+
 static void test_period_sampling_from_bus(void)
 {
     char dir[] = "/tmp/gw_hist_XXXXXX";
@@ -506,43 +540,330 @@ static void test_period_sampling_from_bus(void)
     CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
     if (!hl)
         return;
-    /* an update every 200 ms for 10 s at period 1 s: 10 samples */
+    struct battery_view *v = malloc(sizeof *v);
+    /* a view every 200 ms for 10 s at period 1 s: 10 rows per pack and 10 of the aggregate */
     for (int i = 0; i < 50; i++) {
-        struct bms_live_data d = make_sample(T_2025_01_17 + i * 200, (uint32_t)i);
-        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+        make_view(v, 2, T_2025_01_17 + i * 200, atomic_load(&fake_now), (uint32_t)i);
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
         CHECK(event_bus_flush(bus, 5000)); /* the handler reads the clock we set */
         atomic_fetch_add(&fake_now, 200);
     }
-    struct bms_live_data invalid = make_sample(T_2025_01_17 + 20000, 1);
-    invalid.valid = false;
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &invalid, sizeof invalid, 1000));
+    /* pack 2 gives one more sample, turns stale (that sample held), then shows online again
+     * with the same sample: it is stored once, never again as new; pack 1 and the aggregate go on */
+    int64_t wall = T_2025_01_17 + 50 * 200;
+    make_view(v, 2, wall, atomic_load(&fake_now), 50);
+    struct bms_live_data held = v->packs[1].live;
+    for (int i = 0; i < 10; i++) {
+        make_view(v, 2, wall + i * 200, atomic_load(&fake_now), 50 + (uint32_t)i);
+        v->packs[1].live = held;
+        bool stale = i >= 1 && i < 5;
+        v->packs[1].state = stale ? BATTERY_PACK_STALE : BATTERY_PACK_ONLINE;
+        v->online_count = stale ? 1 : 2;
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+        CHECK(event_bus_flush(bus, 5000));
+        atomic_fetch_add(&fake_now, 200);
+    }
+    /* a short payload is ignored */
+    char junk[8] = { 0 };
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
     CHECK(event_bus_flush(bus, 5000));
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
     uint64_t n = 0;
     CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
-    CHECK_EQ_INT(n, 10);
-    /* period 5 s by configuration: 2 samples in the next 10 s */
+    CHECK_EQ_INT(n, 12);
+    CHECK_EQ_INT(history_logger_count(hl, 1, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 10 + 1); /* + the held sample, once */
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_AGGREGATE, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 12);
+    /* period 5 s by configuration: 2 rows of each in the next 10 s */
     getter_value = hist_cfg(5, 3650);
     struct app_config_change change = { .sections = CONFIG_SECTION_HISTORY };
     CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
     for (int i = 0; i < 50; i++) {
-        struct bms_live_data d = make_sample(T_2025_01_17 + 100000 + i * 200, (uint32_t)i);
-        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+        make_view(v, 2, T_2025_01_17 + 100000 + i * 200, atomic_load(&fake_now), (uint32_t)i);
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
         CHECK(event_bus_flush(bus, 5000));
         atomic_fetch_add(&fake_now, 200);
     }
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
     CHECK_EQ_INT(history_logger_count(hl, 0, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
     CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_AGGREGATE, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 6);
+    /* no pack online (no data): no row at all */
+    make_view(v, 2, T_2025_01_17 + 200000, atomic_load(&fake_now) + 60000, 1);
+    for (int k = 0; k < 2; k++)
+        v->packs[k].state = BATTERY_PACK_OFFLINE;
+    v->online_count = 0;
+    v->conditions = BATTERY_COND_PACK_OFFLINE | BATTERY_COND_NO_DATA;
+    atomic_fetch_add(&fake_now, 60000);
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, T_2025_01_17 + 200000, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 0);
     /* disabled: nothing recorded, record() refuses */
     getter_value.enabled = false;
     CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
     CHECK(event_bus_flush(bus, 5000));
     struct bms_live_data d = make_sample(T_2025_01_17 + 500000, 1);
     CHECK_EQ_INT(history_logger_record(hl, &d), GW_ERR_STATE);
+    CHECK_EQ_INT(history_logger_record_view(hl, v, NULL), GW_ERR_STATE);
+    free(v);
     history_logger_destroy(hl);
     event_bus_destroy(bus);
     gw_clock_set_sources(NULL, NULL);
+    remove_dir(dir);
+}
+
+/* One row per online pack and one of the aggregate; queries and exports by pack id, the
+ * aggregate by default; the ids present. */
+static void test_view_rows_per_pack_and_aggregate(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    struct battery_view *v = malloc(sizeof *v);
+    make_view(v, 3, T_2025_01_17 + 5000, 100000, 7);
+    v->packs[2].state = BATTERY_PACK_OFFLINE; /* pack 3 is out: no row of it */
+    v->online_count = 2;
+    v->conditions = BATTERY_COND_PACK_OFFLINE;
+    size_t rows = 0;
+    CHECK_EQ_INT(history_logger_record_view(hl, v, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 3);
+    /* the same view again (no new sample): nothing */
+    CHECK_EQ_INT(history_logger_record_view(hl, v, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 0);
+    /* ten seconds later, new samples; pack 2 rejoining (fresh data) still gives a row */
+    make_view(v, 3, T_2025_01_17 + 15000, 110000, 8);
+    v->packs[1].state = BATTERY_PACK_REJOINING;
+    v->packs[1].conditions = BATTERY_COND_REJOIN_BLOCKED;
+    v->packs[2].state = BATTERY_PACK_NEVER_SEEN;
+    v->packs[2].live.valid = false;
+    v->online_count = 2;
+    v->voltage_v = 51.5f;
+    CHECK_EQ_INT(history_logger_record_view(hl, v, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 3);
+    CHECK_EQ_INT(history_logger_record_view(NULL, v, &rows), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_record_view(hl, NULL, &rows), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+
+    struct history_sample s[4];
+    size_t n = 0;
+    CHECK_EQ_INT(history_logger_query_samples(hl, HISTORY_AGGREGATE, T_2025_01_17, T_2025_01_17 + DAY_MS, s, 4, &n),
+                 GW_OK);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(s[0].battery_id, HISTORY_AGGREGATE);
+        CHECK_EQ_INT(s[0].ts_ms, T_2025_01_17 + 5000);
+        CHECK_NEAR(s[0].voltage_v, 51.25, 1e-4);
+        CHECK_NEAR(s[0].current_a, -61.5, 1e-4);
+        CHECK_NEAR(s[0].soc_percent, 64.5, 1e-4);
+        CHECK_NEAR(s[0].soh_percent, 97.0, 1e-4);
+        CHECK_NEAR(s[0].temp_min_c, 18.5, 1e-4);
+        CHECK_NEAR(s[0].temp_max_c, 24.0, 1e-4);
+        CHECK_EQ_INT(s[0].cell_min_mv, 3201);
+        CHECK_EQ_INT(s[0].cell_max_mv, 3312);
+        CHECK_NEAR(s[0].cell_spread_mv, 111.0, 1e-4);
+        CHECK_EQ_INT(s[0].status, BMS_STATUS_DISCHARGING);
+        CHECK_EQ_INT(s[0].cell_count, 0);
+        CHECK_NEAR(s[1].voltage_v, 51.5, 1e-4);
+    }
+    CHECK_EQ_INT(history_logger_query_samples(hl, 1, T_2025_01_17, T_2025_01_17 + DAY_MS, s, 4, &n), GW_OK);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        struct bms_live_data d = make_sample(0, 8 + 1);
+        CHECK_EQ_INT(s[1].battery_id, 1);
+        CHECK_NEAR(s[1].voltage_v, d.pack_voltage_v, 1e-4);
+        CHECK_EQ_INT(s[1].cell_count, 4);
+    }
+    CHECK_EQ_INT(history_logger_query_samples(hl, 2, T_2025_01_17, T_2025_01_17 + DAY_MS, s, 4, &n), GW_OK);
+    CHECK_EQ_INT(n, 0);
+    uint8_t ids[8];
+    CHECK_EQ_INT(history_logger_list_ids(hl, T_2025_01_17, T_2025_01_17 + DAY_MS, ids, 8, &n), GW_OK);
+    CHECK_EQ_INT(n, 3);
+    if (n == 3) {
+        CHECK_EQ_INT(ids[0], 0);
+        CHECK_EQ_INT(ids[1], 1);
+        CHECK_EQ_INT(ids[2], HISTORY_AGGREGATE);
+    }
+    CHECK_EQ_INT(history_logger_list_ids(hl, T_2025_01_17, T_2025_01_17 + DAY_MS, ids, 1, &n), GW_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(history_logger_list_ids(hl, T_2025_01_17 + DAY_MS, T_2025_01_17 + 2 * DAY_MS, ids, 8, &n), GW_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(history_logger_list_ids(hl, 10, 0, ids, 8, &n), GW_ERR_INVAL);
+    uint64_t c = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 256, INT64_MIN, INT64_MAX, &c), GW_ERR_INVAL);
+    CHECK_EQ_INT(history_logger_count(hl, -2, INT64_MIN, INT64_MAX, &c), GW_ERR_INVAL);
+
+    /* the day's CSV of the aggregate and of a pack */
+    static const char expected[] =
+        "timestamp,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv\n"
+        "1737072005,51.250,-61.500,64.50,24.0,18.5,3201,3312\n"
+        "1737072015,51.500,-61.500,64.50,24.0,18.5,3201,3312\n";
+    struct sink out = { 0 };
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-01-17", HISTORY_AGGREGATE, sink_write, &out), GW_OK);
+    CHECK_STR(out.buf, expected);
+    free(out.buf);
+    memset(&out, 0, sizeof out);
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-01-17", 0, sink_write, &out), GW_OK);
+    int lines = 0;
+    for (const char *p = out.buf; p && *p; p++)
+        lines += *p == '\n';
+    CHECK_EQ_INT(lines, 3);
+    free(out.buf);
+    char buf[2048];
+    CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-01-17", HISTORY_AGGREGATE, buf, sizeof buf, NULL), GW_OK);
+    CHECK(strncmp(buf, "{\"date\":\"2025-01-17\",\"battery_id\":255,\"samples\":[{", 50) == 0);
+    struct history_bucket b[1];
+    CHECK_EQ_INT(history_logger_query_buckets(hl, HISTORY_AGGREGATE, T_2025_01_17, T_2025_01_17 + DAY_MS, 1, b), GW_OK);
+    CHECK_EQ_INT(b[0].count, 2);
+    CHECK_NEAR(b[0].voltage_v.avg, (51.25 + 51.5) / 2, 1e-4);
+    free(v);
+    history_logger_destroy(hl);
+    remove_dir(dir);
+}
+
+static void exec_sql(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "  sql failed: %s\n", err ? err : "?");
+    CHECK_EQ_INT(rc, SQLITE_OK);
+    sqlite3_free(err);
+    sqlite3_close(db);
+}
+
+static int64_t query_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void check_schema_v2(const char *path)
+{
+    CHECK_EQ_INT(query_int(path, "PRAGMA user_version"), HISTORY_SCHEMA_VERSION);
+    CHECK_EQ_INT(query_int(path, "SELECT COUNT(*) FROM pragma_table_info('samples') WHERE name IN "
+                                 "('battery_id','soh','cell_spread_mv','status','cells')"), 5);
+    CHECK_EQ_INT(query_int(path, "SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND name IN "
+                                 "('samples_ts','samples_battery_ts')"), 2);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL);
+    CHECK_EQ_INT(sqlite3_step(st), SQLITE_ROW);
+    CHECK_STR((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* Databases written by older versions, created here: the first single-BMS layout (no battery_id,
+ * no soh/spread/status/cells) and the one before several packs (battery_id, no pack index, no
+ * schema version). Both are migrated in place when opened, keep every row, and take new rows. */
+static void test_migration_from_old_schema(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    char path[300];
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    exec_sql(path, "CREATE TABLE samples(ts_ms INTEGER NOT NULL, voltage REAL, current REAL, soc REAL,"
+                   " temp_min REAL, temp_max REAL, cell_min_mv INTEGER, cell_max_mv INTEGER);"
+                   "CREATE INDEX samples_ts ON samples(ts_ms);"
+                   "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 99)"
+                   " INSERT INTO samples SELECT 1737072000000 + i * 5000, 52.0 + i * 0.01, -10.0, 80.0, 20.0, 25.0,"
+                   " 3290, 3310 FROM n;");
+    CHECK_EQ_INT(query_int(path, "PRAGMA user_version"), 0);
+
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK(st.storage_ok);
+    check_schema_v2(path);
+    uint64_t n = 0;
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 100); /* the old rows are pack 0's */
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_AGGREGATE, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 0);
+    struct history_sample s[2];
+    size_t got = 0;
+    CHECK_EQ_INT(history_logger_query_samples(hl, 0, T_2025_01_17 + 5000, T_2025_01_17 + 10000, s, 2, &got), GW_OK);
+    CHECK_EQ_INT(got, 1);
+    if (got == 1) {
+        CHECK_NEAR(s[0].voltage_v, 52.01, 1e-4);
+        CHECK(isnan(s[0].soh_percent));
+        CHECK_EQ_INT(s[0].cell_min_mv, 3290);
+        CHECK_EQ_INT(s[0].cell_count, 0);
+    }
+    /* new rows next to the old ones */
+    struct battery_view *v = malloc(sizeof *v);
+    make_view(v, 2, T_2025_01_17 + 600000, 5000, 1);
+    size_t rows = 0;
+    CHECK_EQ_INT(history_logger_record_view(hl, v, &rows), GW_OK);
+    CHECK_EQ_INT(rows, 3);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 101);
+    struct sink out = { 0 };
+    CHECK_EQ_INT(history_logger_export_csv_day(hl, "2025-01-17", 0, sink_write, &out), GW_OK);
+    CHECK(out.buf && strstr(out.buf, "\n1737072005,52.010,-10.000,80.00,25.0,20.0,3290,3310\n") != NULL);
+    free(out.buf);
+    history_logger_destroy(hl);
+    /* opened again: nothing to migrate, nothing lost */
+    hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 103);
+    history_logger_destroy(hl);
+    check_schema_v2(path);
+
+    /* the layout before several packs: battery_id already there (kept), no pack index */
+    CHECK_EQ_INT(unlink(path), 0);
+    char side[320];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    exec_sql(path, "CREATE TABLE samples(ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL, voltage REAL,"
+                   " current REAL, soc REAL, soh REAL, temp_min REAL, temp_max REAL, cell_min_mv INTEGER,"
+                   " cell_max_mv INTEGER, cell_spread_mv REAL, status INTEGER, cells BLOB);"
+                   "CREATE INDEX samples_ts ON samples(ts_ms);"
+                   "INSERT INTO samples(ts_ms,battery_id,voltage) VALUES(1737072000000,0,52.0),(1737072001000,1,53.0);");
+    hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    check_schema_v2(path);
+    CHECK_EQ_INT(history_logger_count(hl, 0, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(history_logger_count(hl, 1, INT64_MIN, INT64_MAX, &n), GW_OK);
+    CHECK_EQ_INT(n, 1);
+    history_logger_destroy(hl);
+
+    /* not a history table at all: a storage error, the file left alone */
+    CHECK_EQ_INT(unlink(path), 0);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    exec_sql(path, "CREATE TABLE samples(x INTEGER); INSERT INTO samples VALUES(7);");
+    hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    history_logger_get_stats(hl, &st);
+    CHECK(!st.storage_ok);
+    history_logger_destroy(hl);
+    CHECK_EQ_INT(query_int(path, "SELECT x FROM samples"), 7);
+    CHECK_EQ_INT(query_int(path, "PRAGMA user_version"), 0);
+    free(v);
     remove_dir(dir);
 }
 
@@ -819,5 +1140,6 @@ static void test_incompatible_table_fails_cleanly(void)
 
 TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_incompatible_table_fails_cleanly), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
           TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus),
+          TEST_CASE(test_view_rows_per_pack_and_aggregate), TEST_CASE(test_migration_from_old_schema),
           TEST_CASE(test_unwritable_directory_then_recovers), TEST_CASE(test_full_disk_tmpfs_then_recovers),
           TEST_CASE(test_full_disk_rlimit_then_recovers))

@@ -43,6 +43,16 @@ static const char *const code_names[ALERT_CODE_COUNT] = {
     [ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF] = "BMS_LOW_TEMP_CHARGE_CUTOFF",
     [ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH] = "BMS_CHARGER_VOLTAGE_HIGH",
     [ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW] = "BMS_CHARGER_VOLTAGE_LOW",
+    [ALERT_CODE_PACK_OFFLINE] = "PACK_OFFLINE",
+    [ALERT_CODE_PACKS_BELOW_MIN_ONLINE] = "PACKS_BELOW_MIN_ONLINE",
+    [ALERT_CODE_BATTERY_NO_DATA] = "BATTERY_NO_DATA",
+    [ALERT_CODE_PACK_IMPLAUSIBLE] = "PACK_IMPLAUSIBLE",
+    [ALERT_CODE_PACK_FROZEN] = "PACK_FROZEN",
+    [ALERT_CODE_PACK_NO_CELL_TEMP] = "PACK_NO_CELL_TEMP",
+    [ALERT_CODE_PACK_REJOIN_BLOCKED] = "PACK_REJOIN_BLOCKED",
+    [ALERT_CODE_PACK_VOLTAGE_SPREAD] = "PACK_VOLTAGE_SPREAD",
+    [ALERT_CODE_PACK_SOC_SPREAD] = "PACK_SOC_SPREAD",
+    [ALERT_CODE_ENERGY_STATE_REFUSED] = "ENERGY_STATE_REFUSED",
     [ALERT_CODE_CUSTOM] = "CUSTOM",
 };
 
@@ -84,6 +94,8 @@ enum app_alert_level alert_code_default_level(int code)
     case ALERT_CODE_BMS_LOAD_SWITCH_ERROR:
     case ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR:
     case ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED:
+    case ALERT_CODE_PACKS_BELOW_MIN_ONLINE:
+    case ALERT_CODE_BATTERY_NO_DATA:
         return ALERT_LEVEL_ERROR;
     case ALERT_CODE_SOC_HIGH:
     case ALERT_CODE_BMS_STATUS:
@@ -414,23 +426,48 @@ void alert_engine_init(struct alert_engine *e, const struct gw_config_alerts *cf
     e->emit_ctx = emit_ctx;
 }
 
+/* ---- threshold rules ------------------------------------------------------------------------ */
+
+/* Where a rule runs: on each pack with fresh data, or on the bank aggregate. Cells,
+ * temperatures, currents and the pack voltage belong to a pack (the bank's extremes are just
+ * the worst pack's, and a current threshold is a pack's); the state of charge is the battery's
+ * (per-pack differences have PACK_SOC_SPREAD). */
+enum rule_scope { SCOPE_PACK = 0, SCOPE_BANK = 1 };
+
 struct threshold_rule {
     int code;
-    size_t offset;  /* of the struct gw_alert_threshold in gw_config_alerts */
+    size_t offset;      /* of the struct gw_alert_threshold in gw_config_alerts */
+    uint8_t scope;      /* enum rule_scope */
+    bool high;          /* raised above the threshold (else below) */
+    const char *what;   /* message: "<who>: <what>[ <cell>] <word> <value> <unit> (limit ...)" */
+    const char *word;   /* "high" / "low", NULL for none */
+    const char *unit;
+    uint8_t decimals;
 };
 
 static const struct threshold_rule threshold_rules[] = {
-    { ALERT_CODE_OVER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_high) },
-    { ALERT_CODE_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_low) },
-    { ALERT_CODE_PACK_OVER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_high) },
-    { ALERT_CODE_PACK_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_low) },
-    { ALERT_CODE_OVER_TEMP, offsetof(struct gw_config_alerts, temp_high) },
-    { ALERT_CODE_UNDER_TEMP, offsetof(struct gw_config_alerts, temp_low) },
-    { ALERT_CODE_OVER_CURRENT, offsetof(struct gw_config_alerts, discharge_current) },
-    { ALERT_CODE_CHARGE_OVER_CURRENT, offsetof(struct gw_config_alerts, charge_current) },
-    { ALERT_CODE_SOC_LOW, offsetof(struct gw_config_alerts, soc_low) },
-    { ALERT_CODE_SOC_HIGH, offsetof(struct gw_config_alerts, soc_high) },
-    { ALERT_CODE_CELL_IMBALANCE, offsetof(struct gw_config_alerts, cell_imbalance) },
+    { ALERT_CODE_OVER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_high), SCOPE_PACK, true, "cell", "high",
+      "V", 3 },
+    { ALERT_CODE_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_low), SCOPE_PACK, false, "cell", "low",
+      "V", 3 },
+    { ALERT_CODE_PACK_OVER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_high), SCOPE_PACK, true, "voltage",
+      "high", "V", 2 },
+    { ALERT_CODE_PACK_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_low), SCOPE_PACK, false, "voltage",
+      "low", "V", 2 },
+    { ALERT_CODE_OVER_TEMP, offsetof(struct gw_config_alerts, temp_high), SCOPE_PACK, true, "temperature", "high",
+      "°C", 1 },
+    { ALERT_CODE_UNDER_TEMP, offsetof(struct gw_config_alerts, temp_low), SCOPE_PACK, false, "temperature", "low",
+      "°C", 1 },
+    { ALERT_CODE_OVER_CURRENT, offsetof(struct gw_config_alerts, discharge_current), SCOPE_PACK, true,
+      "discharge current", "high", "A", 1 },
+    { ALERT_CODE_CHARGE_OVER_CURRENT, offsetof(struct gw_config_alerts, charge_current), SCOPE_PACK, true,
+      "charge current", "high", "A", 1 },
+    { ALERT_CODE_SOC_LOW, offsetof(struct gw_config_alerts, soc_low), SCOPE_BANK, false, "state of charge", "low",
+      "%", 1 },
+    { ALERT_CODE_SOC_HIGH, offsetof(struct gw_config_alerts, soc_high), SCOPE_BANK, true, "state of charge", "high",
+      "%", 1 },
+    { ALERT_CODE_CELL_IMBALANCE, offsetof(struct gw_config_alerts, cell_imbalance), SCOPE_PACK, true,
+      "cell imbalance", NULL, "mV", 1 },
 };
 #define N_THRESHOLD_RULES (sizeof threshold_rules / sizeof threshold_rules[0])
 
@@ -469,7 +506,7 @@ void alert_engine_set_config(struct alert_engine *e, const struct gw_config_aler
                 slot_clear(e, &e->slots[i], wall_ms);
 }
 
-/* What one threshold rule sees in a sample. */
+/* What one threshold rule sees. */
 struct rule_input {
     bool has_value;
     float value;       /* in the rule's unit */
@@ -506,89 +543,64 @@ static void cell_extremes(const struct bms_live_data *d, unsigned *max_i, uint16
     }
 }
 
-static void rule_message(struct alert_slot *s, const struct gw_alert_threshold *t, const struct rule_input *in)
+/* "<who>: " in front of every message of a pack or of the bank. */
+static void msg_who(struct msg *m, const char *who)
 {
-    struct msg m;
-    msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
-    switch (s->code) {
-    case ALERT_CODE_OVER_VOLTAGE:
-    case ALERT_CODE_UNDER_VOLTAGE:
-        if (in->cell) {
-            msg_str(&m, "Cell ");
-            msg_uint(&m, in->cell);
-            msg_str(&m, " voltage ");
-        } else {
-            msg_str(&m, "Cell voltage ");
-        }
-        msg_fixed(&m, in->value, 3);
-        msg_str(&m, s->code == ALERT_CODE_OVER_VOLTAGE ? " V above " : " V below ");
-        msg_fixed(&m, t->value, 3);
-        msg_str(&m, " V");
-        break;
-    case ALERT_CODE_PACK_OVER_VOLTAGE:
-    case ALERT_CODE_PACK_UNDER_VOLTAGE:
-        msg_str(&m, "Pack voltage ");
-        msg_fixed(&m, in->value, 2);
-        msg_str(&m, s->code == ALERT_CODE_PACK_OVER_VOLTAGE ? " V above " : " V below ");
-        msg_fixed(&m, t->value, 2);
-        msg_str(&m, " V");
-        break;
-    case ALERT_CODE_OVER_TEMP:
-    case ALERT_CODE_UNDER_TEMP:
-        msg_str(&m, "Temperature ");
-        msg_fixed(&m, in->value, 1);
-        msg_str(&m, s->code == ALERT_CODE_OVER_TEMP ? " °C above " : " °C below ");
-        msg_fixed(&m, t->value, 1);
-        msg_str(&m, " °C");
-        break;
-    case ALERT_CODE_OVER_CURRENT:
-    case ALERT_CODE_CHARGE_OVER_CURRENT:
-        msg_str(&m, s->code == ALERT_CODE_OVER_CURRENT ? "Discharge current " : "Charge current ");
-        msg_fixed(&m, in->value, 1);
-        msg_str(&m, " A above ");
-        msg_fixed(&m, t->value, 1);
-        msg_str(&m, " A");
-        break;
-    case ALERT_CODE_SOC_LOW:
-    case ALERT_CODE_SOC_HIGH:
-        msg_str(&m, "State of charge ");
-        msg_fixed(&m, in->value, 1);
-        msg_str(&m, s->code == ALERT_CODE_SOC_LOW ? " % below " : " % above ");
-        msg_fixed(&m, t->value, 1);
-        msg_str(&m, " %");
-        break;
-    case ALERT_CODE_CELL_IMBALANCE:
-        msg_str(&m, "Cell imbalance ");
-        msg_fixed(&m, in->value, 1);
-        msg_str(&m, " mV above ");
-        msg_fixed(&m, t->value, 1);
-        msg_str(&m, " mV");
-        break;
-    default:
-        msg_str(&m, s->rec.alert.code);
-        break;
-    }
-    if (s->rec.alert.battery_id != 0) {
-        msg_str(&m, " (battery ");
-        msg_uint(&m, s->rec.alert.battery_id);
-        msg_str(&m, ")");
+    msg_str(m, who && *who ? who : "battery");
+    msg_str(m, ": ");
+}
+
+/* The same for a battery id whose name may not be known yet (no view seen): "pack id <id>". */
+static void msg_who_battery(struct msg *m, const struct alert_battery_state *b)
+{
+    if (b->name[0]) {
+        msg_who(m, b->name);
+    } else if (b->battery_id == BATTERY_BANK_ID) {
+        msg_who(m, "battery");
+    } else {
+        msg_str(m, "pack id ");
+        msg_uint(m, b->battery_id);
+        msg_str(m, ": ");
     }
 }
 
-static void eval_threshold(struct alert_engine *e, size_t r, uint8_t battery_id, const struct rule_input *in,
-                           uint64_t now_ms, int64_t wall_ms)
+static void rule_message(struct alert_slot *s, const struct threshold_rule *rule, const struct gw_alert_threshold *t,
+                         const struct rule_input *in, const char *who)
 {
+    struct msg m;
+    msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+    msg_who(&m, who);
+    msg_str(&m, rule->what);
+    if (in->cell) {
+        msg_str(&m, " ");
+        msg_uint(&m, in->cell);
+    }
+    if (rule->word) {
+        msg_str(&m, " ");
+        msg_str(&m, rule->word);
+    }
+    msg_str(&m, " ");
+    msg_fixed(&m, in->value, rule->decimals);
+    msg_str(&m, " ");
+    msg_str(&m, rule->unit);
+    msg_str(&m, " (limit ");
+    msg_fixed(&m, t->value, rule->decimals);
+    msg_str(&m, " ");
+    msg_str(&m, rule->unit);
+    msg_str(&m, ")");
+}
+
+static void eval_threshold(struct alert_engine *e, size_t r, uint8_t battery_id, const char *who,
+                           const struct rule_input *in, uint64_t now_ms, int64_t wall_ms)
+{
+    const struct threshold_rule *rule = &threshold_rules[r];
     const struct gw_alert_threshold *t = rule_threshold(&e->cfg, r);
-    int code = threshold_rules[r].code;
+    int code = rule->code;
     if (!t->enabled || !in->has_value)
         return; /* no evaluation: the state is kept as it is */
-    bool high = code == ALERT_CODE_OVER_VOLTAGE || code == ALERT_CODE_PACK_OVER_VOLTAGE ||
-                code == ALERT_CODE_OVER_TEMP || code == ALERT_CODE_OVER_CURRENT ||
-                code == ALERT_CODE_CHARGE_OVER_CURRENT || code == ALERT_CODE_SOC_HIGH ||
-                code == ALERT_CODE_CELL_IMBALANCE;
     float hyst = t->hysteresis > 0 ? t->hysteresis : 0;
-    bool cond = high ? in->value > t->value : in->value < t->value;
-    bool clear = high ? in->value < t->value - hyst : in->value > t->value + hyst;
+    bool cond = rule->high ? in->value > t->value : in->value < t->value;
+    bool clear = rule->high ? in->value < t->value - hyst : in->value > t->value + hyst;
     if (hyst == 0)
         clear = !cond;
     struct alert_slot *s = slot_find(e, code, NULL, battery_id, NULL);
@@ -610,7 +622,7 @@ static void eval_threshold(struct alert_engine *e, size_t r, uint8_t battery_id,
     if (before == ALERT_PHASE_IDLE || before == ALERT_PHASE_PENDING_RAISE) {
         if (cond) {
             s->rec.alert.value = in->value;
-            rule_message(s, t, in); /* the raise's message describes the value that raised it */
+            rule_message(s, rule, t, in, who); /* the raise's message describes the value that raised it */
         }
     } else {
         s->rec.alert.value = in->value; /* latest value while active / waiting to clear */
@@ -647,13 +659,9 @@ static void eval_status(struct alert_engine *e, struct alert_battery_state *b, u
         return;
     struct msg m;
     msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
-    msg_str(&m, "BMS status: ");
+    msg_who(&m, b->name);
+    msg_str(&m, "status ");
     msg_str(&m, bms_online_status_name(st));
-    if (b->battery_id) {
-        msg_str(&m, " (battery ");
-        msg_uint(&m, b->battery_id);
-        msg_str(&m, ")");
-    }
     s->latched = true;
     s->rec.alert.level = ALERT_LEVEL_INFO;
     s->rec.alert.value = st;
@@ -669,47 +677,60 @@ static void tick_status(struct alert_engine *e, uint64_t now_ms, int64_t wall_ms
             eval_status(e, &e->batteries[i], e->batteries[i].pending_status, now_ms, wall_ms);
 }
 
-int alert_engine_process_sample(struct alert_engine *e, const struct bms_live_data *d, uint64_t now_ms,
-                                int64_t wall_ms)
+/* The pack rules and BMS_FAULT on one pack's fresh sample. */
+static void eval_pack(struct alert_engine *e, const struct alert_battery_state *b, const struct bms_live_data *d,
+                      uint64_t now_ms, int64_t wall_ms)
 {
-    if (!e || !d)
-        return GW_ERR_INVAL;
-    if (!d->valid)
-        return GW_OK;
-    struct alert_battery_state *b = battery_get(e, d->battery_id);
-    if (!b)
-        return GW_ERR_FULL;
-
     unsigned max_i, min_i;
     uint16_t max_x10, min_x10;
     cell_extremes(d, &max_i, &max_x10, &min_i, &min_x10);
     int16_t tmax = 0, tmin = 0;
     bool has_tmax = bms_temp_max_dc(d, &tmax);
     bool has_tmin = bms_temp_min_dc(d, &tmin);
-    float soc = bms_soc_percent(d);
     bool has_cells = max_x10 != 0 && min_x10 != 0;
 
     struct rule_input in[N_THRESHOLD_RULES];
     memset(in, 0, sizeof in);
-    in[0] = (struct rule_input){ max_x10 != 0, (float)max_x10 / 10000.0f, max_i };
-    in[1] = (struct rule_input){ min_x10 != 0, (float)min_x10 / 10000.0f, min_i };
-    in[2] = (struct rule_input){ d->pack_voltage_v > 0.0f, d->pack_voltage_v, 0 };
-    in[3] = (struct rule_input){ d->pack_voltage_v > 0.0f, d->pack_voltage_v, 0 };
-    in[4] = (struct rule_input){ has_tmax, (float)tmax / 10.0f, 0 };
-    in[5] = (struct rule_input){ has_tmin, (float)tmin / 10.0f, 0 };
-    in[6] = (struct rule_input){ true, -d->pack_current_a, 0 };
-    in[7] = (struct rule_input){ true, d->pack_current_a, 0 };
-    in[8] = (struct rule_input){ soc >= 0.0f && soc <= 100.5f, soc, 0 };
-    in[9] = in[8];
-    in[10] = (struct rule_input){ has_cells, (float)(max_x10 - min_x10) / 10.0f, 0 };
+    for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
+        switch (threshold_rules[r].code) {
+        case ALERT_CODE_OVER_VOLTAGE:
+            in[r] = (struct rule_input){ max_x10 != 0, (float)max_x10 / 10000.0f, max_i };
+            break;
+        case ALERT_CODE_UNDER_VOLTAGE:
+            in[r] = (struct rule_input){ min_x10 != 0, (float)min_x10 / 10000.0f, min_i };
+            break;
+        case ALERT_CODE_PACK_OVER_VOLTAGE:
+        case ALERT_CODE_PACK_UNDER_VOLTAGE:
+            in[r] = (struct rule_input){ d->pack_voltage_v > 0.0f, d->pack_voltage_v, 0 };
+            break;
+        case ALERT_CODE_OVER_TEMP:
+            in[r] = (struct rule_input){ has_tmax, (float)tmax / 10.0f, 0 };
+            break;
+        case ALERT_CODE_UNDER_TEMP:
+            in[r] = (struct rule_input){ has_tmin, (float)tmin / 10.0f, 0 };
+            break;
+        case ALERT_CODE_OVER_CURRENT:
+            in[r] = (struct rule_input){ true, -d->pack_current_a, 0 };
+            break;
+        case ALERT_CODE_CHARGE_OVER_CURRENT:
+            in[r] = (struct rule_input){ true, d->pack_current_a, 0 };
+            break;
+        case ALERT_CODE_CELL_IMBALANCE:
+            in[r] = (struct rule_input){ has_cells, (float)(max_x10 - min_x10) / 10.0f, 0 };
+            break;
+        default:
+            break; /* a bank rule */
+        }
+    }
     for (size_t r = 0; r < N_THRESHOLD_RULES; r++)
-        eval_threshold(e, r, d->battery_id, &in[r], now_ms, wall_ms);
+        if (threshold_rules[r].scope == SCOPE_PACK)
+            eval_threshold(e, r, b->battery_id, b->name, &in[r], now_ms, wall_ms);
 
     /* BMS_FAULT: immediate raise, clear after the clear delay. */
     bool fault = d->online_status == BMS_STATUS_FAULT;
-    struct alert_slot *s = slot_find(e, ALERT_CODE_BMS_FAULT, NULL, d->battery_id, NULL);
+    struct alert_slot *s = slot_find(e, ALERT_CODE_BMS_FAULT, NULL, b->battery_id, NULL);
     if (fault && !s)
-        s = slot_get(e, ALERT_CODE_BMS_FAULT, NULL, d->battery_id, NULL);
+        s = slot_get(e, ALERT_CODE_BMS_FAULT, NULL, b->battery_id, NULL);
     if (s) {
         s->condition = fault;
         s->clear_condition = !fault;
@@ -721,19 +742,366 @@ int alert_engine_process_sample(struct alert_engine *e, const struct bms_live_da
         if (fault && s->phase == ALERT_PHASE_IDLE) {
             struct msg m;
             msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+            msg_who(&m, b->name);
             msg_str(&m, "BMS reports a fault (status 0x9B)");
-            if (d->battery_id) {
-                msg_str(&m, " (battery ");
-                msg_uint(&m, d->battery_id);
-                msg_str(&m, ")");
-            }
         }
         if (fault)
             s->rec.alert.last_seen_ms = wall_ms;
         slot_step(e, s, now_ms, wall_ms);
     }
+}
 
-    eval_status(e, b, d->online_status, now_ms, wall_ms);
+/* The bank rules on the aggregate (a pack is online). */
+static void eval_bank(struct alert_engine *e, struct alert_battery_state *b, const struct battery_view *v,
+                      uint64_t now_ms, int64_t wall_ms)
+{
+    for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
+        if (threshold_rules[r].scope != SCOPE_BANK)
+            continue;
+        struct rule_input in = { 0 };
+        if (threshold_rules[r].code == ALERT_CODE_SOC_LOW || threshold_rules[r].code == ALERT_CODE_SOC_HIGH)
+            in = (struct rule_input){ v->soc_pct >= 0.0f && v->soc_pct <= 100.5f, v->soc_pct, 0 };
+        eval_threshold(e, r, b->battery_id, b->name, &in, now_ms, wall_ms);
+    }
+    eval_status(e, b, v->online_status, now_ms, wall_ms);
+}
+
+/* ---- conditions of the view ----------------------------------------------------------------- */
+
+static bool pack_has_data(const struct battery_pack *p)
+{
+    return p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING;
+}
+
+/* In the bank's aggregation: fresh and not held out by the rejoin window. */
+static bool pack_in_bank(const struct battery_pack *p)
+{
+    return pack_has_data(p) && !(p->conditions & BATTERY_COND_REJOIN_BLOCKED);
+}
+
+enum cond_scope {
+    COND_PACK = 0,       /* bit of battery_pack.conditions, one alert per pack */
+    COND_BANK,           /* bit of battery_view.conditions, one alert for the bank */
+    COND_BANK_PER_PACK,  /* bit of battery_view.conditions, one alert per pack that is not online */
+};
+
+/* Writes the message of a raise and the alert's value. p is NULL for the bank. */
+typedef void (*cond_describe_fn)(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                                 const struct alert_battery_state *b, float *value);
+
+struct condition_rule {
+    uint32_t bit;            /* enum battery_condition */
+    int code;
+    uint8_t scope;           /* enum cond_scope */
+    uint32_t unless;         /* pack bits with an alert of their own that says it better */
+    bool immediate;          /* no raise/clear delay (already timed by its source) */
+    cond_describe_fn describe;
+};
+
+static void d_offline(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                      const struct alert_battery_state *b, float *value)
+{
+    (void)b;
+    msg_str(m, battery_pack_state_name(p->state));
+    if (p->state == BATTERY_PACK_NEVER_SEEN) {
+        msg_str(m, " (no data since start)");
+    } else {
+        msg_str(m, " (last data ");
+        msg_uint(m, p->sample_age_ms / 1000u);
+        msg_str(m, " s ago)");
+    }
+    msg_str(m, ": the battery runs on ");
+    msg_uint(m, v->online_count);
+    msg_str(m, " of ");
+    msg_uint(m, v->pack_count);
+    msg_str(m, " packs");
+    *value = (float)(p->sample_age_ms / 1000u);
+}
+
+static void d_comm_lost(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                        const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)p;
+    msg_str(m, "BMS communication lost");
+    if (b->comm_reason[0]) {
+        msg_str(m, " (");
+        msg_str(m, b->comm_reason);
+        msg_str(m, ")");
+    }
+    *value = 0;
+}
+
+static void d_implausible(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                          const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)b;
+    msg_str(m, "implausible samples refused");
+    if (p->bad_reason[0]) {
+        msg_str(m, " (");
+        msg_str(m, p->bad_reason);
+        msg_str(m, ")");
+    }
+    msg_str(m, ": pack left out");
+    *value = (float)p->bad_samples;
+}
+
+static void d_frozen(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                     const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)b;
+    msg_str(m, "BMS data frozen (the same sample again and again): pack left out");
+    *value = (float)p->frozen_samples;
+}
+
+static void d_no_cell_temp(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                           const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)p;
+    (void)b;
+    msg_str(m, "no cell temperature sensor: cell heat and cold are not watched");
+    *value = 0;
+}
+
+static void d_rejoin(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                     const struct alert_battery_state *b, float *value)
+{
+    (void)b;
+    float dv = p->live.pack_voltage_v - v->voltage_v;
+    msg_str(m, "kept out of the bank: ");
+    msg_fixed(m, p->live.pack_voltage_v, 2);
+    msg_str(m, " V vs bank ");
+    msg_fixed(m, v->voltage_v, 2);
+    msg_str(m, " V");
+    *value = dv < 0 ? -dv : dv;
+}
+
+/* The online packs with the lowest and highest value of a quantity. */
+static void spread_of(const struct battery_view *v, bool soc, const struct battery_pack **lo,
+                      const struct battery_pack **hi)
+{
+    *lo = *hi = NULL;
+    unsigned n = v->pack_count > BATTERY_MAX_PACKS ? BATTERY_MAX_PACKS : v->pack_count;
+    for (unsigned i = 0; i < n; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        if (!pack_in_bank(p))
+            continue;
+        float x = soc ? bms_soc_percent(&p->live) : p->live.pack_voltage_v;
+        if (!*lo || x < (soc ? bms_soc_percent(&(*lo)->live) : (*lo)->live.pack_voltage_v))
+            *lo = p;
+        if (!*hi || x > (soc ? bms_soc_percent(&(*hi)->live) : (*hi)->live.pack_voltage_v))
+            *hi = p;
+    }
+}
+
+static void describe_spread(struct msg *m, const struct battery_view *v, bool soc, float *value)
+{
+    const struct battery_pack *lo, *hi;
+    spread_of(v, soc, &lo, &hi);
+    msg_str(m, soc ? "pack states of charge differ" : "pack voltages differ");
+    if (!lo || !hi) {
+        *value = 0;
+        return;
+    }
+    float a = soc ? bms_soc_percent(&lo->live) : lo->live.pack_voltage_v;
+    float z = soc ? bms_soc_percent(&hi->live) : hi->live.pack_voltage_v;
+    const char *unit = soc ? " %" : " V";
+    unsigned dec = soc ? 1 : 2;
+    msg_str(m, " by ");
+    msg_fixed(m, z - a, dec);
+    msg_str(m, unit);
+    msg_str(m, " (");
+    msg_str(m, lo->name);
+    msg_str(m, " ");
+    msg_fixed(m, a, dec);
+    msg_str(m, unit);
+    msg_str(m, ", ");
+    msg_str(m, hi->name);
+    msg_str(m, " ");
+    msg_fixed(m, z, dec);
+    msg_str(m, unit);
+    msg_str(m, ")");
+    *value = z - a;
+}
+
+static void d_voltage_spread(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                             const struct alert_battery_state *b, float *value)
+{
+    (void)p;
+    (void)b;
+    describe_spread(m, v, false, value);
+}
+
+static void d_soc_spread(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                         const struct alert_battery_state *b, float *value)
+{
+    (void)p;
+    (void)b;
+    describe_spread(m, v, true, value);
+}
+
+static void d_below_min(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                        const struct alert_battery_state *b, float *value)
+{
+    (void)p;
+    (void)b;
+    msg_str(m, "only ");
+    msg_uint(m, v->online_count);
+    msg_str(m, " of ");
+    msg_uint(m, v->pack_count);
+    msg_str(m, " packs online, fewer than the minimum: charging and discharging stopped");
+    *value = v->online_count;
+}
+
+static void d_no_data(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                      const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)p;
+    (void)b;
+    msg_str(m, "no pack has usable data: charge limits are not sent");
+    *value = 0;
+}
+
+static void d_energy(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+                     const struct alert_battery_state *b, float *value)
+{
+    (void)v;
+    (void)p;
+    (void)b;
+    msg_str(m, "saved energy counters or charge state refused at start (out of range): counting from 0");
+    *value = 0;
+}
+
+static const struct condition_rule condition_rules[] = {
+    { BATTERY_COND_COMM_LOST, ALERT_CODE_BMS_COMM_LOST, COND_PACK, 0, true, d_comm_lost },
+    { BATTERY_COND_IMPLAUSIBLE, ALERT_CODE_PACK_IMPLAUSIBLE, COND_PACK, 0, false, d_implausible },
+    { BATTERY_COND_FROZEN, ALERT_CODE_PACK_FROZEN, COND_PACK, 0, false, d_frozen },
+    { BATTERY_COND_NO_CELL_TEMP, ALERT_CODE_PACK_NO_CELL_TEMP, COND_PACK, 0, false, d_no_cell_temp },
+    { BATTERY_COND_REJOIN_BLOCKED, ALERT_CODE_PACK_REJOIN_BLOCKED, COND_PACK, 0, false, d_rejoin },
+    { BATTERY_COND_PACK_OFFLINE, ALERT_CODE_PACK_OFFLINE, COND_BANK_PER_PACK,
+      BATTERY_COND_COMM_LOST | BATTERY_COND_IMPLAUSIBLE | BATTERY_COND_FROZEN, false, d_offline },
+    { BATTERY_COND_BELOW_MIN_ONLINE, ALERT_CODE_PACKS_BELOW_MIN_ONLINE, COND_BANK, 0, false, d_below_min },
+    { BATTERY_COND_NO_DATA, ALERT_CODE_BATTERY_NO_DATA, COND_BANK, 0, false, d_no_data },
+    { BATTERY_COND_VOLTAGE_SPREAD, ALERT_CODE_PACK_VOLTAGE_SPREAD, COND_BANK, 0, false, d_voltage_spread },
+    { BATTERY_COND_SOC_SPREAD, ALERT_CODE_PACK_SOC_SPREAD, COND_BANK, 0, false, d_soc_spread },
+    { BATTERY_COND_ENERGY_REFUSED, ALERT_CODE_ENERGY_STATE_REFUSED, COND_BANK, 0, true, d_energy },
+};
+#define N_CONDITION_RULES (sizeof condition_rules / sizeof condition_rules[0])
+
+/* One edge-driven slot: present raises after raise_delay_ms, absent clears after clear_delay_ms.
+ * message/value describe a raise (ignored while the alert is active). */
+static int condition_step(struct alert_engine *e, int code, uint8_t battery_id, const char *subject, bool present,
+                          uint8_t level, const char *message, float value, uint32_t raise_delay_ms,
+                          uint32_t clear_delay_ms, uint64_t now_ms, int64_t wall_ms)
+{
+    struct alert_slot *s = slot_find(e, code, NULL, battery_id, subject);
+    if (!s) {
+        if (!present)
+            return GW_OK;
+        s = slot_get(e, code, NULL, battery_id, subject);
+        if (!s)
+            return GW_ERR_FULL;
+    }
+    s->latched = false;
+    s->condition = present;
+    s->clear_condition = !present;
+    s->raise_delay_ms = raise_delay_ms;
+    s->clear_delay_ms = clear_delay_ms;
+    if (present) {
+        if (s->phase == ALERT_PHASE_IDLE || s->phase == ALERT_PHASE_PENDING_RAISE) {
+            s->rec.alert.level = level;
+            s->rec.alert.value = value;
+            s->rec.alert.threshold = 0;
+            copy_str(s->rec.alert.message, sizeof s->rec.alert.message,
+                     message && *message ? message : code_names[code]);
+        }
+        s->rec.alert.last_seen_ms = wall_ms;
+    }
+    slot_step(e, s, now_ms, wall_ms);
+    return GW_OK;
+}
+
+static void eval_condition(struct alert_engine *e, const struct condition_rule *c, const struct battery_view *v,
+                           const struct battery_pack *p, const struct alert_battery_state *b, bool present,
+                           uint64_t now_ms, int64_t wall_ms)
+{
+    char text[sizeof(((struct app_alert *)0)->message)];
+    float value = 0;
+    if (present) {
+        struct msg m;
+        msg_init(&m, text, sizeof text);
+        msg_who(&m, b->name);
+        c->describe(&m, v, p, b, &value);
+    } else {
+        text[0] = '\0';
+    }
+    uint32_t raise = c->immediate ? 0 : e->cfg.raise_delay_ms;
+    uint32_t clear = c->immediate ? 0 : e->cfg.clear_delay_ms;
+    condition_step(e, c->code, b->battery_id, NULL, present, (uint8_t)alert_code_default_level(c->code), text, value,
+                   raise, clear, now_ms, wall_ms);
+}
+
+static void battery_name(struct alert_battery_state *b, const char *name)
+{
+    copy_str(b->name, sizeof b->name, name && *name ? name : "battery");
+}
+
+int alert_engine_process_view(struct alert_engine *e, const struct battery_view *v, uint64_t now_ms,
+                              int64_t wall_ms)
+{
+    if (!e || !v)
+        return GW_ERR_INVAL;
+    int rc = GW_OK;
+    unsigned n = v->pack_count > BATTERY_MAX_PACKS ? BATTERY_MAX_PACKS : v->pack_count;
+    for (unsigned i = 0; i < n; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        struct alert_battery_state *b = p->id == BATTERY_BANK_ID ? NULL : battery_get(e, p->id);
+        if (!b) {
+            rc = GW_ERR_FULL;
+            continue;
+        }
+        battery_name(b, p->name);
+        if (pack_has_data(p) && p->live.valid)
+            eval_pack(e, b, &p->live, now_ms, wall_ms);
+        for (size_t k = 0; k < N_CONDITION_RULES; k++) {
+            const struct condition_rule *c = &condition_rules[k];
+            bool present;
+            if (c->scope == COND_PACK)
+                present = (p->conditions & c->bit) != 0;
+            else if (c->scope == COND_BANK_PER_PACK)
+                present = (v->conditions & c->bit) != 0 && !pack_has_data(p) && !(p->conditions & c->unless);
+            else
+                continue;
+            eval_condition(e, c, v, p, b, present, now_ms, wall_ms);
+        }
+    }
+
+    struct alert_battery_state *bank = battery_get(e, BATTERY_BANK_ID);
+    if (!bank)
+        return GW_ERR_FULL;
+    battery_name(bank, "battery");
+    if (v->online_count > 0 && !(v->conditions & BATTERY_COND_NO_DATA))
+        eval_bank(e, bank, v, now_ms, wall_ms);
+    for (size_t k = 0; k < N_CONDITION_RULES; k++) {
+        const struct condition_rule *c = &condition_rules[k];
+        if (c->scope == COND_BANK)
+            eval_condition(e, c, v, NULL, bank, (v->conditions & c->bit) != 0, now_ms, wall_ms);
+    }
+    return rc;
+}
+
+int alert_engine_set_comm_reason(struct alert_engine *e, uint8_t battery_id, const char *reason)
+{
+    if (!e)
+        return GW_ERR_INVAL;
+    struct alert_battery_state *b = battery_get(e, battery_id);
+    if (!b)
+        return GW_ERR_FULL;
+    copy_str(b->comm_reason, sizeof b->comm_reason, reason);
     return GW_OK;
 }
 
@@ -788,6 +1156,7 @@ int alert_engine_process_event_log(struct alert_engine *e, uint8_t battery_id, c
                 continue;
             struct msg m;
             msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+            msg_who_battery(&m, b);
             msg_str(&m, bms_event_text(code));
             msg_str(&m, " (event 0x");
             static const char hex[] = "0123456789ABCDEF";
@@ -795,12 +1164,7 @@ int alert_engine_process_event_log(struct alert_engine *e, uint8_t battery_id, c
             msg_str(&m, h);
             msg_str(&m, " at BMS time ");
             msg_uint(&m, ev->timestamp_s);
-            msg_str(&m, " s");
-            if (battery_id) {
-                msg_str(&m, ", battery ");
-                msg_uint(&m, battery_id);
-            }
-            msg_str(&m, ")");
+            msg_str(&m, " s)");
             s->latched = true;
             s->condition = false;
             s->rec.alert.level = alert_code_default_level(code);
@@ -823,29 +1187,8 @@ int alert_engine_set_condition(struct alert_engine *e, int code, uint8_t battery
 {
     if (!e || code < 0 || code >= ALERT_CODE_CUSTOM || level > ALERT_LEVEL_ERROR)
         return GW_ERR_INVAL;
-    struct alert_slot *s = slot_find(e, code, NULL, battery_id, subject);
-    if (!s) {
-        if (!present)
-            return GW_OK;
-        s = slot_get(e, code, NULL, battery_id, subject);
-        if (!s)
-            return GW_ERR_FULL;
-    }
-    s->latched = false;
-    s->condition = present;
-    s->clear_condition = !present;
-    s->raise_delay_ms = raise_delay_ms;
-    s->clear_delay_ms = clear_delay_ms;
-    if (present) {
-        if (s->phase == ALERT_PHASE_IDLE || s->phase == ALERT_PHASE_PENDING_RAISE) {
-            s->rec.alert.level = level;
-            copy_str(s->rec.alert.message, sizeof s->rec.alert.message,
-                     message && *message ? message : code_names[code]);
-        }
-        s->rec.alert.last_seen_ms = wall_ms;
-    }
-    slot_step(e, s, now_ms, wall_ms);
-    return GW_OK;
+    return condition_step(e, code, battery_id, subject, present, level, message, 0, raise_delay_ms, clear_delay_ms,
+                          now_ms, wall_ms);
 }
 
 int alert_engine_raise(struct alert_engine *e, const char *code_name, uint8_t battery_id, const char *subject,

@@ -1,9 +1,12 @@
 /* Alert rules: the pure, deterministic core of the alert manager (design.md "core").
  *
- * Turns BMS samples, BMS event logs and link/storage edges into alert transitions (raised /
+ * Turns battery views (struct battery_view: the bank and its packs, with the conditions the
+ * battery service found), BMS event logs and link/storage edges into alert transitions (raised /
  * cleared / acknowledged) with thresholds, hysteresis and raise/clear delays, and keeps the
- * table of active alerts. No OS calls, no allocation, no I/O: the caller owns the engine
- * struct, passes the time in (monotonic now_ms for delays, wall_ms for the timestamps shown to
+ * table of active alerts. An alert is keyed by (code, battery_id, subject): battery_id is the
+ * pack's id (0..15) or BATTERY_BANK_ID (255) for the bank, so one rule on two packs gives two
+ * alerts, and every message names its pack ("pack 2: cell 7 high 3.620 V (limit 3.600 V)").
+ * No OS calls, no allocation, no I/O: the caller owns the engine struct, passes the time in (monotonic now_ms for delays, wall_ms for the timestamps shown to
  * people) and receives transitions through a callback, synchronously, from inside the call
  * that caused them. Not thread-safe: the caller serialises every call on one engine.
  *
@@ -19,6 +22,7 @@
 #define ALERT_RULES_H
 
 #include "app_events.h"
+#include "battery_view.h"
 #include "bms_data.h"
 #include "gw_config.h"
 
@@ -62,12 +66,23 @@ enum alert_code {
     ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF,    /* 0x37 */
     ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH,      /* 0x38 */
     ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW,       /* 0x39 */
+    /* Conditions of the battery view (enum battery_condition). */
+    ALERT_CODE_PACK_OFFLINE,            /* pack: not online (stale, offline, never seen) */
+    ALERT_CODE_PACKS_BELOW_MIN_ONLINE,  /* bank: fewer than min online packs: CCL = DCL = 0 */
+    ALERT_CODE_BATTERY_NO_DATA,         /* bank: no usable pack: limits not sent */
+    ALERT_CODE_PACK_IMPLAUSIBLE,        /* pack: implausible samples in a row */
+    ALERT_CODE_PACK_FROZEN,             /* pack: the same sample over and over */
+    ALERT_CODE_PACK_NO_CELL_TEMP,       /* pack: no external (cell) temperature sensor */
+    ALERT_CODE_PACK_REJOIN_BLOCKED,     /* pack: voltage outside the rejoin window */
+    ALERT_CODE_PACK_VOLTAGE_SPREAD,     /* bank: online pack voltages differ */
+    ALERT_CODE_PACK_SOC_SPREAD,         /* bank: online pack SOCs differ */
+    ALERT_CODE_ENERGY_STATE_REFUSED,    /* bank: saved energy counters refused at start */
     ALERT_CODE_CUSTOM,                  /* any other code string given to alert_engine_raise */
     ALERT_CODE_COUNT
 };
 
-#define ALERT_ENGINE_MAX_SLOTS 128      /* (code, battery, subject) combinations tracked */
-#define ALERT_ENGINE_MAX_BATTERIES 8    /* distinct battery ids tracked at once */
+#define ALERT_ENGINE_MAX_SLOTS 256      /* (code, battery, subject) combinations tracked */
+#define ALERT_ENGINE_MAX_BATTERIES (BATTERY_MAX_PACKS + 1) /* pack ids + the bank */
 #define ALERT_SUBJECT_LEN 24            /* same size as app_storage_error.module */
 #define ALERT_BATTERY_ANY 0xFFu         /* for alert_engine_clear: every battery */
 
@@ -130,9 +145,12 @@ struct alert_slot {
     struct alert_record rec;
 };
 
+/* What the engine remembers per battery id (a pack, or the bank). */
 struct alert_battery_state {
     bool used;
     uint8_t battery_id;
+    char name[BATTERY_NAME_LEN];   /* from the views ("pack 2"); "battery" for the bank */
+    char comm_reason[48];          /* why its communication was lost (alert_engine_set_comm_reason) */
     bool status_known;         /* a status has been seen (the first one is the baseline) */
     uint16_t announced_status; /* last status raised as BMS_STATUS (or the baseline) */
     uint16_t pending_status;
@@ -161,11 +179,24 @@ void alert_engine_init(struct alert_engine *e, const struct gw_config_alerts *cf
 void alert_engine_set_config(struct alert_engine *e, const struct gw_config_alerts *cfg, uint64_t now_ms,
                              int64_t wall_ms);
 
-/* Evaluates every threshold rule, BMS_FAULT and BMS_STATUS on one live sample. Invalid samples
- * (valid == false) are ignored. Temperature rules look at connected sensors only.
- * @retval GW_OK, GW_ERR_INVAL (NULL), GW_ERR_FULL (too many batteries: sample ignored) */
-int alert_engine_process_sample(struct alert_engine *e, const struct bms_live_data *d, uint64_t now_ms,
-                                int64_t wall_ms);
+/* Evaluates one battery view:
+ * - per pack with fresh data (state ONLINE or REJOINING): the pack rules (cells, pack voltage,
+ *   temperatures, currents, imbalance) and BMS_FAULT on packs[i].live, keyed by the pack id; a
+ *   pack without fresh data (stale, offline, never seen) is not evaluated and keeps its state;
+ * - the bank (BATTERY_BANK_ID), when a pack is online: the SOC rules on the aggregate SOC and
+ *   BMS_STATUS on the bank status;
+ * - the conditions (battery_view.conditions, packs[i].conditions): raised on the rising edge
+ *   (after the raise delay), cleared when the condition has been gone for the clear delay.
+ * Pack names are remembered for the event-log messages.
+ * @retval GW_OK, GW_ERR_INVAL (NULL), GW_ERR_FULL (a pack id could not be tracked: that pack's
+ *         rules skipped, the others evaluated) */
+int alert_engine_process_view(struct alert_engine *e, const struct battery_view *v, uint64_t now_ms,
+                              int64_t wall_ms);
+
+/* Remembers why battery_id's communication was lost (EVENT_BMS_COMM_LOST reason, copied,
+ * truncated to 47 characters; NULL or "" forgets it), shown in its BMS_COMM_LOST message.
+ * @retval GW_OK, GW_ERR_INVAL (NULL engine), GW_ERR_FULL (too many battery ids) */
+int alert_engine_set_comm_reason(struct alert_engine *e, uint8_t battery_id, const char *reason);
 
 /* Raises one alert per protection entry of the BMS event log that was not in the previous log
  * of that battery (the first log seen is the baseline: old entries never alert), in time order;
