@@ -887,8 +887,10 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
         struct app_charge_cap cap;
         if (mqtt_gateway__parse_charge_cap(msg->payload, msg->len, &cap, err, sizeof err) == GW_OK) {
             ok = apply_cap(gw, &cap, answer, sizeof answer, &applied);
-            if (!ok)
-                snprintf(err, sizeof err, "%.*s", (int)sizeof err - 1, answer);
+            if (!ok) {
+                const char *why = strncmp(answer, "error: ", 7) == 0 ? answer + 7 : answer;
+                snprintf(err, sizeof err, "%.*s", (int)sizeof err - 1, why);
+            }
         }
     } else {
         snprintf(err, sizeof err, "unknown command");

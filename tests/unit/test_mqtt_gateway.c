@@ -1009,7 +1009,7 @@ static void test_gateway_charge_cap(void)
     r = command(&f, "tb/cmd/charge_cap", cap20, false);
     CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "ok")));
     CHECK_STR(jstr(r, "answer"), "error: invalid cap (a value is not a number)");
-    CHECK_STR(jstr(r, "error"), "error: invalid cap (a value is not a number)");
+    CHECK_STR(jstr(r, "error"), "invalid cap (a value is not a number)");
     cJSON_Delete(r);
 
     /* Refused before the callback: bad payload, retained message. */
