@@ -77,7 +77,7 @@ struct mqtt_gateway_stats {
     uint64_t status_published;
     uint64_t alerts_published;
     uint64_t limits_published;        /* rounds with valid limits */
-    uint64_t discovery_published;     /* discovery rounds (one per connection) */
+    uint64_t discovery_published;     /* discovery rounds (connections and changes) */
     uint64_t commands_accepted;
     uint64_t commands_rejected;
     uint64_t caps_applied;            /* cmd/charge_cap answered "applied" */
