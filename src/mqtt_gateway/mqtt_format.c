@@ -1,6 +1,7 @@
 /* Pure helpers of the gateway: numbers, JSON documents (cJSON only), command parsing. */
 #include "mqtt_gateway_internal.h"
 
+#include "charge_control.h"
 #include "gw_error.h"
 
 #include <ctype.h>
@@ -61,78 +62,216 @@ static void field_text(char *dst, size_t cap, const char *src, size_t src_cap)
     dst[n] = '\0';
 }
 
+/* ------------------------------------------------------------------ battery view helpers */
+
+bool mqtt_gateway__pack_online(const struct battery_pack *p)
+{
+    return p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING;
+}
+
+static bool cell_temp_extreme(const struct bms_live_data *d, bool want_max, int16_t *out)
+{
+    bool found = false;
+    for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
+        if (!d->temp_present[s])
+            continue;
+        if (!found || (want_max ? d->temp_dc[s] > *out : d->temp_dc[s] < *out))
+            *out = d->temp_dc[s];
+        found = true;
+    }
+    return found;
+}
+
+bool mqtt_gateway__cell_temp_max_dc(const struct bms_live_data *d, int16_t *out)
+{
+    return cell_temp_extreme(d, true, out);
+}
+
+bool mqtt_gateway__cell_temp_min_dc(const struct bms_live_data *d, int16_t *out)
+{
+    return cell_temp_extreme(d, false, out);
+}
+
+void mqtt_gateway__conditions_text(uint32_t bits, char *buf, size_t cap)
+{
+    if (!buf || cap == 0)
+        return;
+    buf[0] = '\0';
+    size_t used = 0;
+    for (unsigned b = 0; b < 32; b++) {
+        uint32_t bit = 1u << b;
+        if (!(bits & bit))
+            continue;
+        const char *name = battery_condition_name(bit);
+        if (strcmp(name, "unknown") == 0)
+            continue;
+        int n = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", name);
+        if (n < 0 || (size_t)n >= cap - used) {
+            buf[cap - 1] = '\0'; /* truncated: keep what fits */
+            return;
+        }
+        used += (size_t)n;
+    }
+    if (used == 0)
+        snprintf(buf, cap, "ok");
+}
+
+static cJSON *conditions_array(uint32_t bits)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (unsigned b = 0; b < 32 && arr; b++) {
+        uint32_t bit = 1u << b;
+        const char *name = battery_condition_name(bit);
+        if ((bits & bit) && strcmp(name, "unknown") != 0)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+    }
+    return arr;
+}
+
+static unsigned cells_of(const struct bms_live_data *d)
+{
+    return d->cell_count <= BMS_MAX_CELLS ? d->cell_count : BMS_MAX_CELLS;
+}
+
+static void add_text_or_null(cJSON *obj, const char *name, bool have, const char *text)
+{
+    if (have)
+        cJSON_AddStringToObject(obj, name, text);
+    else
+        cJSON_AddNullToObject(obj, name);
+}
+
+static cJSON *pack_json(const struct battery_view *v, unsigned i)
+{
+    const struct battery_pack *p = &v->packs[i];
+    const struct bms_live_data *d = &p->live;
+    bool on = mqtt_gateway__pack_online(p) && d->valid;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    char name[BATTERY_NAME_LEN + 1];
+    field_text(name, sizeof name, p->name, sizeof p->name);
+    cJSON_AddNumberToObject(o, "n", i + 1);
+    cJSON_AddNumberToObject(o, "id", p->id);
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddStringToObject(o, "state", battery_pack_state_name(p->state));
+    cJSON_AddBoolToObject(o, "online", mqtt_gateway__pack_online(p));
+    cJSON_AddItemToObject(o, "conditions", conditions_array(p->conditions));
+    add_num(o, "voltage", on ? d->pack_voltage_v : NAN, 2);
+    add_num(o, "current", on ? d->pack_current_a : NAN, 2);
+    add_num(o, "soc", on ? bms_soc_percent(d) : NAN, 1);
+    int16_t t = 0;
+    add_num(o, "temperature_max", on && mqtt_gateway__cell_temp_max_dc(d, &t) ? t / 10.0 : NAN, 1);
+    add_num(o, "temperature_min", on && mqtt_gateway__cell_temp_min_dc(d, &t) ? t / 10.0 : NAN, 1);
+    cJSON_AddNumberToObject(o, "sample_age_ms", d->valid ? (double)p->sample_age_ms : -1.0);
+    return o;
+}
+
 /* ------------------------------------------------------------------ documents */
 
-cJSON *mqtt_gateway__status_json(const struct bms_live_data *d)
+cJSON *mqtt_gateway__status_json(const struct battery_view *v)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
         return NULL;
-    unsigned cells = d->cell_count <= BMS_MAX_CELLS ? d->cell_count : BMS_MAX_CELLS;
+    unsigned packs = v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
+    bool on = v->online_count > 0;
+    bool one = packs == 1;
+    const struct battery_pack *p0 = &v->packs[0];
+    bool p0_on = one && mqtt_gateway__pack_online(p0) && p0->live.valid;
+    unsigned cells = v->cell_count <= BMS_MAX_CELLS ? v->cell_count : BMS_MAX_CELLS;
 
-    cJSON_AddNumberToObject(root, "timestamp", (double)(d->wall_time_ms / 1000));
+    cJSON_AddNumberToObject(root, "timestamp", (double)(v->wall_time_ms / 1000));
 
     cJSON *bat = cJSON_AddObjectToObject(root, "battery");
-    double v = d->pack_voltage_v, i = d->pack_current_a;
-    add_num(bat, "voltage", v, 2);
-    add_num(bat, "current", i, 2);
-    add_num(bat, "power", v * i, 1);
-    add_num(bat, "soc", bms_soc_percent(d), 1);
-    add_num(bat, "soh", d->soh_valid ? (double)bms_soh_percent(d) : NAN, 1);
+    add_num(bat, "voltage", on ? v->voltage_v : NAN, 2);
+    add_num(bat, "current", on ? v->current_a : NAN, 2);
+    add_num(bat, "power", on ? v->power_w : NAN, 1);
+    add_num(bat, "soc", on ? v->soc_pct : NAN, 1);
+    add_num(bat, "soh", on && v->soh_valid ? v->soh_pct : NAN, 1);
 
-    /* Highest/lowest from the registers; from the cells when the registers are empty. */
-    unsigned max_mv = d->max_cell_mv, min_mv = d->min_cell_mv;
-    if ((max_mv == 0 || min_mv == 0) && cells) {
-        unsigned hi = 0, lo = UINT16_MAX;
-        for (unsigned c = 0; c < cells; c++) {
-            unsigned mv = (d->cell_mv_x10[c] + 5u) / 10u;
-            hi = mv > hi ? mv : hi;
-            lo = mv < lo ? mv : lo;
-        }
-        max_mv = hi;
-        min_mv = lo;
-    }
+    bool have_cells = on && cells > 0;
     cJSON *jc = cJSON_AddObjectToObject(root, "cells");
     cJSON_AddNumberToObject(jc, "count", cells);
-    add_num(jc, "voltage_max", cells ? max_mv / 1000.0 : NAN, 3);
-    add_num(jc, "voltage_min", cells ? min_mv / 1000.0 : NAN, 3);
-    add_num(jc, "voltage_delta", cells ? d->cell_spread_mv_x10 / 10000.0 : NAN, 3);
+    add_num(jc, "voltage_max", have_cells ? v->max_cell_v : NAN, 3);
+    add_num(jc, "voltage_min", have_cells ? v->min_cell_v : NAN, 3);
+    add_num(jc, "voltage_delta", have_cells ? v->cell_spread_mv / 1000.0 : NAN, 3);
 
+    /* Cell (external) sensors of the online packs only: the board sensor is no cell. */
     int present = 0;
     double sum = 0.0;
-    int16_t tmax = 0, tmin = 0;
-    for (unsigned s = 0; s < BMS_TEMP_SENSORS; s++) {
-        if (d->temp_present[s]) {
-            present++;
-            sum += d->temp_dc[s] / 10.0;
+    for (unsigned i = 0; i < packs; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        if (!mqtt_gateway__pack_online(p) || !p->live.valid)
+            continue;
+        for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
+            if (p->live.temp_present[s]) {
+                present++;
+                sum += p->live.temp_dc[s] / 10.0;
+            }
         }
     }
-    bool have_max = bms_temp_max_dc(d, &tmax);
-    bool have_min = bms_temp_min_dc(d, &tmin);
+    bool have_temp = on && v->have_temp;
     cJSON *jt = cJSON_AddObjectToObject(root, "temperature");
     cJSON_AddNumberToObject(jt, "sensor_count", present);
-    add_num(jt, "max", have_max ? tmax / 10.0 : NAN, 1);
-    add_num(jt, "min", have_min ? tmin / 10.0 : NAN, 1);
-    add_num(jt, "avg", present ? sum / present : NAN, 1);
+    add_num(jt, "max", have_temp ? v->temp_max_c : NAN, 1);
+    add_num(jt, "min", have_temp ? v->temp_min_c : NAN, 1);
+    add_num(jt, "avg", have_temp && present ? sum / present : NAN, 1);
 
-    /* Our extra fields (after the reference ones so readers of the reference format still
-     * find what they expect). */
-    cJSON_AddNumberToObject(root, "battery_id", d->battery_id);
-    cJSON_AddStringToObject(bat, "status", bms_online_status_name(d->online_status));
-    cJSON_AddNumberToObject(jc, "max_index", d->max_cell_index);
-    cJSON_AddNumberToObject(jc, "min_index", d->min_cell_index);
-    cJSON *volts = cJSON_AddArrayToObject(jc, "voltages");
-    for (unsigned c = 0; c < cells; c++)
-        cJSON_AddItemToArray(volts, cJSON_CreateNumber(mqtt_gateway__round(d->cell_mv_x10[c] / 10000.0, 3)));
-    cJSON *bal = cJSON_AddArrayToObject(jc, "balancing");
-    for (unsigned c = 0; c < cells; c++)
-        if (d->balancing_active & (1u << c))
-            cJSON_AddItemToArray(bal, cJSON_CreateNumber(c + 1));
-    static const char *const sensor_names[BMS_TEMP_SENSORS] = { "internal", "external1", "external2" };
-    for (unsigned s = 0; s < BMS_TEMP_SENSORS; s++)
-        add_num(jt, sensor_names[s], d->temp_present[s] ? d->temp_dc[s] / 10.0 : NAN, 1);
+    /* Our extra fields, after the reference ones. */
+    char ref[sizeof v->max_cell.name + 1];
+    add_text_or_null(bat, "status", on, bms_online_status_name(v->online_status));
+    field_text(ref, sizeof ref, v->max_cell.name, sizeof v->max_cell.name);
+    add_text_or_null(jc, "max_cell", have_cells, ref);
+    field_text(ref, sizeof ref, v->min_cell.name, sizeof v->min_cell.name);
+    add_text_or_null(jc, "min_cell", have_cells, ref);
+    if (one) {
+        cJSON_AddNumberToObject(jc, "max_index", have_cells ? v->max_cell.index : 0);
+        cJSON_AddNumberToObject(jc, "min_index", have_cells ? v->min_cell.index : 0);
+        cJSON *volts = cJSON_AddArrayToObject(jc, "voltages");
+        cJSON *bal = cJSON_AddArrayToObject(jc, "balancing");
+        unsigned pc = p0_on ? cells_of(&p0->live) : 0;
+        for (unsigned c = 0; c < pc && volts && bal; c++) {
+            cJSON_AddItemToArray(volts, cJSON_CreateNumber(mqtt_gateway__round(bms_cell_v(&p0->live, c), 3)));
+            if (p0->live.balancing_active & (1u << c))
+                cJSON_AddItemToArray(bal, cJSON_CreateNumber(c + 1));
+        }
+    }
+    field_text(ref, sizeof ref, v->max_temp.name, sizeof v->max_temp.name);
+    add_text_or_null(jt, "max_sensor", have_temp, ref);
+    field_text(ref, sizeof ref, v->min_temp.name, sizeof v->min_temp.name);
+    add_text_or_null(jt, "min_sensor", have_temp, ref);
+    if (one) {
+        /* Each sensor of the one pack; "internal" is the BMS board, never counted above. */
+        static const char *const sensor_names[BMS_TEMP_SENSORS] = { "internal", "external1", "external2" };
+        for (unsigned s = 0; s < BMS_TEMP_SENSORS; s++)
+            add_num(jt, sensor_names[s], p0_on && p0->live.temp_present[s] ? p0->live.temp_dc[s] / 10.0 : NAN, 1);
+    }
 
-    if (!bat || !jc || !jt || !volts || !bal) {
+    const struct battery_limits *l = &v->limits;
+    cJSON *jl = cJSON_AddObjectToObject(root, "charge");
+    cJSON_AddBoolToObject(jl, "valid", l->valid);
+    add_num(jl, "cvl", l->valid ? l->cvl_v : NAN, 2);
+    add_num(jl, "ccl", l->valid ? l->ccl_a : NAN, 1);
+    add_num(jl, "dcl", l->valid ? l->dcl_a : NAN, 1);
+    add_text_or_null(jl, "phase", l->valid, charge_phase_name(l->phase));
+    char reason[BATTERY_REASON_LEN + 1];
+    field_text(reason, sizeof reason, l->cvl_reason, sizeof l->cvl_reason);
+    add_text_or_null(jl, "cvl_reason", l->valid, reason);
+    field_text(reason, sizeof reason, l->ccl_reason, sizeof l->ccl_reason);
+    add_text_or_null(jl, "ccl_reason", l->valid, reason);
+    field_text(reason, sizeof reason, l->dcl_reason, sizeof l->dcl_reason);
+    add_text_or_null(jl, "dcl_reason", l->valid, reason);
+    cJSON_AddBoolToObject(jl, "sent", v->limit_outputs != 0);
+
+    cJSON_AddNumberToObject(root, "pack_count", packs);
+    cJSON_AddNumberToObject(root, "online_count", v->online_count);
+    cJSON_AddItemToObject(root, "conditions", conditions_array(v->conditions));
+    cJSON *jp = cJSON_AddArrayToObject(root, "packs");
+    for (unsigned i = 0; i < packs && jp; i++)
+        cJSON_AddItemToArray(jp, pack_json(v, i));
+
+    if (!bat || !jc || !jt || !jl || !jp) {
         cJSON_Delete(root);
         return NULL;
     }
@@ -183,6 +322,29 @@ cJSON *mqtt_gateway__balancing_json(const struct bms_live_data *d)
     for (unsigned c = 0; c < cells && arr; c++)
         if (d->balancing_active & (1u << c))
             cJSON_AddItemToArray(arr, cJSON_CreateNumber(c + 1));
+    return root;
+}
+
+cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        return NULL;
+    cJSON *arr = cJSON_AddArrayToObject(root, "active_cells");
+    unsigned packs = v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
+    char name[16];
+    for (unsigned i = 0; i < packs && arr; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        if (!mqtt_gateway__pack_online(p) || !p->live.valid)
+            continue;
+        unsigned cells = cells_of(&p->live);
+        for (unsigned c = 0; c < cells; c++) {
+            if (!(p->live.balancing_active & (1u << c)))
+                continue;
+            snprintf(name, sizeof name, "P%uC%u", i + 1, c + 1);
+            cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+        }
+    }
     return root;
 }
 
@@ -353,13 +515,21 @@ static void sanitize_id(char *dst, size_t cap, const char *src)
 }
 
 void mqtt_gateway__device_info(const char *client_id, const struct bms_version *version,
-                               struct mqtt_gateway__device *dev)
+                               uint8_t pack_count, struct mqtt_gateway__device *dev)
 {
     memset(dev, 0, sizeof *dev);
     sanitize_id(dev->node_id, sizeof dev->node_id, client_id ? client_id : "");
     char serial[sizeof version->serial + 1] = "";
     if (version && version->valid)
         field_text(serial, sizeof serial, version->serial, sizeof version->serial);
+    if (pack_count > 1) {
+        snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
+        snprintf(dev->name, sizeof dev->name, "TinyBMS bank");
+        snprintf(dev->model, sizeof dev->model, "TinyBMS bank of %u packs", (unsigned)pack_count);
+        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+        return;
+    }
+    snprintf(dev->name, sizeof dev->name, "TinyBMS");
     if (serial[0]) {
         char clean[32];
         sanitize_id(clean, sizeof clean, serial);
@@ -370,6 +540,27 @@ void mqtt_gateway__device_info(const char *client_id, const struct bms_version *
                  version->fw_internal);
     } else {
         snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
+        snprintf(dev->model, sizeof dev->model, "TinyBMS");
+        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+    }
+}
+
+void mqtt_gateway__pack_device_info(const struct mqtt_gateway__device *bank, unsigned n, const char *name,
+                                    const struct bms_version *version, struct mqtt_gateway__device *dev)
+{
+    memset(dev, 0, sizeof *dev);
+    snprintf(dev->node_id, sizeof dev->node_id, "%s", bank->node_id);
+    snprintf(dev->identifier, sizeof dev->identifier, "%s_pack%u", bank->node_id, n);
+    snprintf(dev->via_device, sizeof dev->via_device, "%s", bank->identifier);
+    if (name && name[0])
+        snprintf(dev->name, sizeof dev->name, "%.*s", BATTERY_NAME_LEN, name);
+    else
+        snprintf(dev->name, sizeof dev->name, "pack %u", n);
+    if (version && version->valid) {
+        snprintf(dev->model, sizeof dev->model, "TinyBMS (hw %u.%u)", version->hw_version, version->hw_changes);
+        snprintf(dev->sw_version, sizeof dev->sw_version, "%u (internal %u)", version->fw_public,
+                 version->fw_internal);
+    } else {
         snprintf(dev->model, sizeof dev->model, "TinyBMS");
         snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
     }
@@ -387,30 +578,130 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
     cJSON_AddStringToObject(root, "unique_id", buf);
     snprintf(buf, sizeof buf, "%s/%s", prefix, s->state_subtopic);
     cJSON_AddStringToObject(root, "state_topic", buf);
-    snprintf(buf, sizeof buf, "%s/availability", prefix);
-    cJSON_AddStringToObject(root, "availability_topic", buf);
-    cJSON_AddStringToObject(root, "payload_available", "online");
-    cJSON_AddStringToObject(root, "payload_not_available", "offline");
+    bool avail_ok = true;
+    if (s->avail_subtopic) {
+        /* Available only while the gateway is online AND the pack is. */
+        cJSON *list = cJSON_AddArrayToObject(root, "availability");
+        cJSON *gwa = cJSON_CreateObject();
+        cJSON *pka = cJSON_CreateObject();
+        avail_ok = list && gwa && pka;
+        snprintf(buf, sizeof buf, "%s/availability", prefix);
+        cJSON_AddStringToObject(gwa, "topic", buf);
+        cJSON_AddStringToObject(gwa, "payload_available", "online");
+        cJSON_AddStringToObject(gwa, "payload_not_available", "offline");
+        snprintf(buf, sizeof buf, "%s/%s", prefix, s->avail_subtopic);
+        cJSON_AddStringToObject(pka, "topic", buf);
+        cJSON_AddStringToObject(pka, "payload_available", "true");
+        cJSON_AddStringToObject(pka, "payload_not_available", "false");
+        if (!cJSON_AddItemToArray(list, gwa)) {
+            cJSON_Delete(gwa);
+            avail_ok = false;
+        }
+        if (!cJSON_AddItemToArray(list, pka)) {
+            cJSON_Delete(pka);
+            avail_ok = false;
+        }
+        cJSON_AddStringToObject(root, "availability_mode", "all");
+    } else {
+        snprintf(buf, sizeof buf, "%s/availability", prefix);
+        cJSON_AddStringToObject(root, "availability_topic", buf);
+        cJSON_AddStringToObject(root, "payload_available", "online");
+        cJSON_AddStringToObject(root, "payload_not_available", "offline");
+    }
+    if (s->binary) {
+        cJSON_AddStringToObject(root, "payload_on", "true");
+        cJSON_AddStringToObject(root, "payload_off", "false");
+    }
     if (s->device_class)
         cJSON_AddStringToObject(root, "device_class", s->device_class);
-    if (s->unit) {
+    if (s->unit && !s->binary) {
         cJSON_AddStringToObject(root, "unit_of_measurement", s->unit);
         cJSON_AddStringToObject(root, "state_class", "measurement");
     }
-    if (s->precision >= 0)
+    if (s->precision >= 0 && !s->binary)
         cJSON_AddNumberToObject(root, "suggested_display_precision", s->precision);
     if (s->icon)
         cJSON_AddStringToObject(root, "icon", s->icon);
     cJSON *device = cJSON_AddObjectToObject(root, "device");
     cJSON *ids = cJSON_AddArrayToObject(device, "identifiers");
     cJSON_AddItemToArray(ids, cJSON_CreateString(dev->identifier));
-    cJSON_AddStringToObject(device, "name", "TinyBMS");
+    cJSON_AddStringToObject(device, "name", dev->name[0] ? dev->name : "TinyBMS");
     cJSON_AddStringToObject(device, "manufacturer", "Energus Power Solutions");
     cJSON_AddStringToObject(device, "model", dev->model);
     cJSON_AddStringToObject(device, "sw_version", dev->sw_version);
-    if (!device || !ids) {
+    if (dev->via_device[0])
+        cJSON_AddStringToObject(device, "via_device", dev->via_device);
+    if (!device || !ids || !avail_ok) {
         cJSON_Delete(root);
         return NULL;
     }
     return root;
+}
+
+/* ------------------------------------------------------------------ one-pack view */
+
+void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct battery_view *out)
+{
+    memset(out, 0, sizeof *out);
+    out->seq = 1;
+    out->timestamp_ms = d->timestamp_ms;
+    out->wall_time_ms = d->wall_time_ms;
+    out->pack_count = 1;
+    struct battery_pack *p = &out->packs[0];
+    p->id = d->battery_id;
+    snprintf(p->name, sizeof p->name, "pack 1");
+    p->live = *d;
+    p->state = d->valid ? BATTERY_PACK_ONLINE : BATTERY_PACK_NEVER_SEEN;
+    if (d->valid && !d->temp_present[BMS_TEMP_EXT1] && !d->temp_present[BMS_TEMP_EXT2])
+        p->conditions |= BATTERY_COND_NO_CELL_TEMP;
+    if (!d->valid) {
+        out->conditions = BATTERY_COND_NO_DATA | BATTERY_COND_PACK_OFFLINE;
+        return;
+    }
+    out->online_count = 1;
+    out->voltage_v = d->pack_voltage_v;
+    out->current_a = d->pack_current_a;
+    out->power_w = d->pack_voltage_v * d->pack_current_a;
+    out->soc_pct = bms_soc_percent(d);
+    out->soh_valid = d->soh_valid;
+    out->soh_pct = d->soh_valid ? bms_soh_percent(d) : 0.0f;
+    out->time_left_s = d->time_left_s;
+    unsigned cells = cells_of(d);
+    out->cell_count = (uint8_t)cells;
+    for (unsigned c = 0; c < cells; c++) {
+        float cv = bms_cell_v(d, c);
+        if (c == 0 || cv < out->min_cell_v) {
+            out->min_cell_v = cv;
+            out->min_cell.index = (uint8_t)(c + 1);
+        }
+        if (c == 0 || cv > out->max_cell_v) {
+            out->max_cell_v = cv;
+            out->max_cell.index = (uint8_t)(c + 1);
+        }
+    }
+    if (cells) {
+        out->min_cell.pack = out->max_cell.pack = d->battery_id;
+        snprintf(out->min_cell.name, sizeof out->min_cell.name, "C%u", (unsigned)out->min_cell.index);
+        snprintf(out->max_cell.name, sizeof out->max_cell.name, "C%u", (unsigned)out->max_cell.index);
+        out->cell_spread_mv = (out->max_cell_v - out->min_cell_v) * 1000.0f;
+    }
+    for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
+        if (!d->temp_present[s])
+            continue;
+        float t = bms_temp_c(d, (unsigned)s);
+        if (!out->have_temp || t < out->temp_min_c) {
+            out->temp_min_c = t;
+            out->min_temp.pack = d->battery_id;
+            out->min_temp.index = (uint8_t)s;
+            snprintf(out->min_temp.name, sizeof out->min_temp.name, "T%d", s);
+        }
+        if (!out->have_temp || t > out->temp_max_c) {
+            out->temp_max_c = t;
+            out->max_temp.pack = d->battery_id;
+            out->max_temp.index = (uint8_t)s;
+            snprintf(out->max_temp.name, sizeof out->max_temp.name, "T%d", s);
+        }
+        out->have_temp = true;
+    }
+    out->online_status = d->online_status;
 }

@@ -1,14 +1,18 @@
-/* MQTT gateway: bus events -> topics, Home Assistant discovery, command topics (mqtt_gateway.h).
+/* MQTT gateway: battery views -> topics, Home Assistant discovery, command topics (mqtt_gateway.h).
  *
  * Threads: bus handlers run on the dispatcher, the connect and command callbacks on the MQTT
- * network thread. `lock` guards the settings copy, schedules and statistics; it is never held
- * while calling into mqtt_client (publish/subscribe) or the bus, so no lock order can form with
- * the client's own locks. */
+ * network thread. `lock` guards the settings copy, schedules, bookkeeping and statistics; it is
+ * never held while calling into mqtt_client (publish/subscribe), the bus or the charge-cap
+ * callback, so no lock order can form with the client's own locks. `disc_lock` serialises
+ * discovery rounds and `pub_lock` data rounds (each is held while publishing, and nothing that
+ * holds a client lock ever takes them: the client calls us without its own lock held). */
 #define _POSIX_C_SOURCE 200809L
 #include "mqtt_gateway.h"
 #include "mqtt_gateway_internal.h"
 
 #include "app_events.h"
+#include "battery_view.h"
+#include "charge_control.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
@@ -22,51 +26,145 @@
 #include <time.h>
 
 #define MOD "mqtt_gateway"
-#define MAX_BATTERIES 8
 #define TOPIC_MAX MQTT_CLIENT_MAX_TOPIC
+#define NA MQTT_GATEWAY__UNAVAILABLE
 
-static const struct mqtt_gateway__sensor base_sensors[] = {
-    { "voltage", "Pack voltage", "voltage", "voltage", "V", 2, NULL },
-    { "current", "Current", "current", "current", "A", 2, NULL },
-    { "power", "Power", "power", "power", "W", 1, NULL },
-    { "soc", "State of charge", "soc", "battery", "%", 1, NULL },
-    { "soh", "State of health", "soh", NULL, "%", 1, "mdi:battery-heart-variant" },
-    { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL },
-    { "temperature_min", "Temperature min", "temperature/min", "temperature", "°C", 1, NULL },
-    { "cell_voltage_max", "Cell voltage max", "cells/voltage/max", "voltage", "V", 3, NULL },
-    { "cell_voltage_min", "Cell voltage min", "cells/voltage/min", "voltage", "V", 3, NULL },
-    { "charge_cvl", "Charge voltage limit", "charge/cvl", "voltage", "V", 2, NULL },
-    { "charge_ccl", "Charge current limit", "charge/ccl", "current", "A", 1, NULL },
-    { "charge_dcl", "Discharge current limit", "charge/dcl", "current", "A", 1, NULL },
-    { "online_status", "Status", "online_status", NULL, NULL, -1, "mdi:battery-sync" },
+_Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the battery view must fit one bus event");
+
+/* ------------------------------------------------------------------ tables */
+
+/* When a bank entity is announced. */
+enum { WHEN_ALWAYS = 0, WHEN_LIMITS = 1, WHEN_SEVERAL = 2 };
+
+struct bank_entity {
+    struct mqtt_gateway__sensor s;
+    uint8_t when;
 };
-#define BASE_SENSOR_COUNT (sizeof base_sensors / sizeof base_sensors[0])
+
+static const struct bank_entity bank_entities[] = {
+    { { "voltage", "Pack voltage", "voltage", "voltage", "V", 2, NULL, false, NULL }, WHEN_ALWAYS },
+    { { "current", "Current", "current", "current", "A", 2, NULL, false, NULL }, WHEN_ALWAYS },
+    { { "power", "Power", "power", "power", "W", 1, NULL, false, NULL }, WHEN_ALWAYS },
+    { { "soc", "State of charge", "soc", "battery", "%", 1, NULL, false, NULL }, WHEN_ALWAYS },
+    { { "soh", "State of health", "soh", NULL, "%", 1, "mdi:battery-heart-variant", false, NULL }, WHEN_ALWAYS },
+    { { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL, false, NULL },
+      WHEN_ALWAYS },
+    { { "temperature_min", "Temperature min", "temperature/min", "temperature", "°C", 1, NULL, false, NULL },
+      WHEN_ALWAYS },
+    { { "cell_voltage_max", "Cell voltage max", "cells/voltage/max", "voltage", "V", 3, NULL, false, NULL },
+      WHEN_ALWAYS },
+    { { "cell_voltage_min", "Cell voltage min", "cells/voltage/min", "voltage", "V", 3, NULL, false, NULL },
+      WHEN_ALWAYS },
+    { { "charge_cvl", "Charge voltage limit", "charge/cvl", "voltage", "V", 2, NULL, false, NULL }, WHEN_LIMITS },
+    { { "charge_ccl", "Charge current limit", "charge/ccl", "current", "A", 1, NULL, false, NULL }, WHEN_LIMITS },
+    { { "charge_dcl", "Discharge current limit", "charge/dcl", "current", "A", 1, NULL, false, NULL }, WHEN_LIMITS },
+    { { "online_status", "Status", "online_status", NULL, NULL, -1, "mdi:battery-sync", false, NULL }, WHEN_ALWAYS },
+    { { "conditions", "Conditions", "conditions", NULL, NULL, -1, "mdi:alert-circle-outline", false, NULL },
+      WHEN_ALWAYS },
+    { { "online_count", "Packs online", "online_count", NULL, NULL, -1, "mdi:battery-check", false, NULL },
+      WHEN_SEVERAL },
+};
+#define BANK_ENTITY_COUNT (sizeof bank_entities / sizeof bank_entities[0])
+
+/* Entities of each pack device: object "pack<n>_<suffix>", state "pack/<n>/<sub>". */
+struct pack_entity {
+    const char *suffix;
+    const char *name;
+    const char *sub;
+    const char *device_class;
+    const char *unit;
+    int precision;
+    const char *icon;
+    bool binary;
+    bool pack_availability; /* unavailable in Home Assistant while the pack is not online */
+};
+
+static const struct pack_entity pack_entities[] = {
+    { "voltage", "Voltage", "voltage", "voltage", "V", 2, NULL, false, true },
+    { "current", "Current", "current", "current", "A", 2, NULL, false, true },
+    { "soc", "State of charge", "soc", "battery", "%", 1, NULL, false, true },
+    { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL, false, true },
+    { "temperature_min", "Temperature min", "temperature/min", "temperature", "°C", 1, NULL, false, true },
+    { "cell_voltage_max", "Cell voltage max", "cells/voltage/max", "voltage", "V", 3, NULL, false, true },
+    { "cell_voltage_min", "Cell voltage min", "cells/voltage/min", "voltage", "V", 3, NULL, false, true },
+    { "status", "Pack state", "status", NULL, NULL, -1, "mdi:battery-sync", false, false },
+    { "online", "Online", "online", "connectivity", NULL, -1, NULL, true, false },
+    { "conditions", "Conditions", "conditions", NULL, NULL, -1, "mdi:alert-circle-outline", false, false },
+};
+#define PACK_ENTITY_COUNT (sizeof pack_entities / sizeof pack_entities[0])
+
+/* Bank value topics set to "None" while no pack is online. */
+static const char *const bank_value_subs[] = {
+    "voltage", "current", "power", "soc", "soh", "temperature/max", "temperature/min",
+    "cells/voltage/max", "cells/voltage/min", "balancing", "online_status",
+};
+
+/* Pack value topics set to "None" while the pack is not online. */
+static const char *const pack_value_subs[] = {
+    "voltage", "current", "soc", "soh", "temperature/max", "temperature/min",
+    "cells/voltage/max", "cells/voltage/min", "balancing",
+};
 
 static const int handled_events[] = {
-    EVENT_BMS_DATA_UPDATE, EVENT_ALERT_RAISED,        EVENT_ALERT_CLEARED,
-    EVENT_CHARGE_LIMITS,   EVENT_BMS_VERSION_UPDATE,  EVENT_CONFIG_UPDATED,
+    EVENT_BATTERY_UPDATE, EVENT_ALERT_RAISED, EVENT_ALERT_CLEARED, EVENT_BMS_VERSION_UPDATE, EVENT_CONFIG_UPDATED,
+};
+
+/* ------------------------------------------------------------------ state */
+
+/* What this process left retained under one base (the bank or a pack). */
+struct pub_mark {
+    bool blank;       /* the "None" set is on the broker (published on the current link) */
+    uint8_t cells;    /* cells/<k>/voltage topics that may hold something, 0..BMS_MAX_CELLS */
+};
+
+/* What the discovery announces (or should). */
+struct disc_state {
+    bool known;                                   /* built from a view */
+    uint8_t pack_count;
+    bool limits;                                  /* charge_* sensors */
+    uint8_t bank_cells;                           /* cell_<k>_voltage of the bank (one pack) */
+    uint8_t pack_cells[BATTERY_MAX_PACKS];
+    uint8_t pack_ids[BATTERY_MAX_PACKS];
+    char pack_names[BATTERY_MAX_PACKS][BATTERY_NAME_LEN + 1];
+};
+
+struct version_slot {
+    bool used;
+    uint8_t battery_id;
+    struct bms_version version;
 };
 
 struct mqtt_gateway {
     pthread_mutex_t lock;
     pthread_mutex_t ctl_lock;      /* serialises apply_commands (start vs config handler) */
+    pthread_mutex_t disc_lock;     /* one discovery round at a time */
+    pthread_mutex_t pub_lock;      /* one data round at a time */
     struct event_bus *bus;
     struct mqtt_client *client;
     bool own_client;
     mqtt_gateway_config_fn get_config;
     void *config_ctx;
+    mqtt_gateway_charge_cap_fn charge_cap;
+    void *charge_cap_ctx;
+    mqtt_gateway__sink_fn sink;    /* tests: set before start */
+    void *sink_ctx;
+    struct battery_view *scratch;  /* dispatcher only: copy of the event payload */
 
     /* --- guarded by lock --- */
     struct gw_config_mqtt cfg;
     bool started;
     bool enabled;
-    uint64_t next_numeric_ms[MAX_BATTERIES];
-    uint64_t next_status_ms[MAX_BATTERIES];
-    uint64_t next_limits_ms[MAX_BATTERIES];
-    struct bms_version version;
-    uint8_t cells_announced;       /* per-cell discovery configs published (battery 0) */
+    uint64_t next_numeric_ms;
+    uint64_t next_status_ms;
+    uint64_t link_gen;             /* +1 per connection / prefix change: marks are per link */
+    struct pub_mark bank_mark;
+    struct pub_mark pack_marks[BATTERY_MAX_PACKS];
+    bool limits_blank;
+    struct version_slot versions[BATTERY_MAX_PACKS];
+    struct disc_state want;
+    struct disc_state announced;
+    bool disc_forced;              /* republish every wanted config at the next round */
     char cmd_prefix[64];           /* prefix of the subscribed command topics, "" = none */
-    bool warned_other_battery;
     struct mqtt_gateway_stats stats;
     uint64_t us_total;
 
@@ -88,26 +186,47 @@ int mqtt_gateway_availability_topic(const char *prefix, char *out, size_t cap)
     return (n < 0 || (size_t)n >= cap) ? GW_ERR_OVERFLOW : GW_OK;
 }
 
+static unsigned clamp_packs(uint8_t n)
+{
+    return n <= BATTERY_MAX_PACKS ? n : BATTERY_MAX_PACKS;
+}
+
+static unsigned clamp_cells(uint8_t n)
+{
+    return n <= BMS_MAX_CELLS ? n : BMS_MAX_CELLS;
+}
+
+/* Copies a fixed-size name that may lack its NUL. */
+static void copy_name(char *dst, size_t cap, const char *src, size_t src_cap)
+{
+    size_t n = strnlen(src, src_cap);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* ------------------------------------------------------------------ publishing helpers */
 
-/* "<base>/<sub>"; false (and logged at debug) when it does not fit. */
+/* "<base>/<sub>"; false when it does not fit. */
 static bool make_topic(char *buf, const char *base, const char *sub)
 {
     int n = snprintf(buf, TOPIC_MAX, "%s/%s", base, sub);
     return n > 0 && n < TOPIC_MAX;
 }
 
-static void battery_base(char *buf, size_t cap, const char *prefix, uint8_t battery_id)
+static bool link_up(struct mqtt_gateway *gw)
 {
-    if (battery_id == 0)
-        snprintf(buf, cap, "%s", prefix);
-    else
-        snprintf(buf, cap, "%s/battery%u", prefix, (unsigned)battery_id);
+    return gw->sink != NULL || mqtt_client_is_connected(gw->client);
 }
 
 static int publish_raw(struct mqtt_gateway *gw, const char *topic, const char *payload, size_t len,
                        int qos, bool retain)
 {
+    if (gw->sink) {
+        gw->sink(gw->sink_ctx, topic, payload, len, qos, retain);
+        return 0;
+    }
     int rc = mqtt_client_publish(gw->client, topic, payload, len, qos, retain);
     /* Disconnected drops are counted by the client; only real failures count here. */
     return (rc == GW_OK || rc == GW_ERR_CLOSED) ? 0 : 1;
@@ -122,12 +241,33 @@ static int pub_text(struct mqtt_gateway *gw, const char *base, const char *sub, 
     return publish_raw(gw, topic, text, strlen(text), qos, retain);
 }
 
-/* A NaN or infinite value is simply not published (the retained last good value stays). */
+/* A retained data value; NaN or infinite is published as "None" (never a stale number). */
 static int pub_num(struct mqtt_gateway *gw, const char *base, const char *sub, double v, int decimals)
 {
     char text[48];
     if (mqtt_gateway__format_number(text, sizeof text, v, decimals) != GW_OK)
-        return 0;
+        snprintf(text, sizeof text, "%s", NA);
+    return pub_text(gw, base, sub, text, 0, true);
+}
+
+static int pub_na(struct mqtt_gateway *gw, const char *base, const char *sub)
+{
+    return pub_text(gw, base, sub, NA, 0, true);
+}
+
+/* Empty retained: deletes the retained message of a topic that no longer exists. */
+static int pub_delete(struct mqtt_gateway *gw, const char *base, const char *sub)
+{
+    char topic[TOPIC_MAX];
+    if (!make_topic(topic, base, sub))
+        return 1;
+    return publish_raw(gw, topic, "", 0, 0, true);
+}
+
+static int pub_uint(struct mqtt_gateway *gw, const char *base, const char *sub, unsigned v)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%u", v);
     return pub_text(gw, base, sub, text, 0, true);
 }
 
@@ -144,6 +284,16 @@ static int pub_json(struct mqtt_gateway *gw, const char *topic, cJSON *doc, int 
     return e;
 }
 
+static int pub_json_sub(struct mqtt_gateway *gw, const char *base, const char *sub, cJSON *doc)
+{
+    char topic[TOPIC_MAX];
+    if (!make_topic(topic, base, sub)) {
+        cJSON_Delete(doc);
+        return 1;
+    }
+    return pub_json(gw, topic, doc, 0, true);
+}
+
 static void snapshot_cfg(struct mqtt_gateway *gw, struct gw_config_mqtt *out)
 {
     pthread_mutex_lock(&gw->lock);
@@ -151,73 +301,243 @@ static void snapshot_cfg(struct mqtt_gateway *gw, struct gw_config_mqtt *out)
     pthread_mutex_unlock(&gw->lock);
 }
 
+/* Forgets what the current link holds: the next round republishes the "None" sets. With
+ * unknown_cells, every cells/<k> topic is treated as possibly retained (a new prefix, or a
+ * previous run of the daemon with more cells or another pack count). Under lock. */
+static void reset_marks_locked(struct mqtt_gateway *gw, bool unknown_cells)
+{
+    gw->link_gen++;
+    gw->limits_blank = false;
+    gw->bank_mark.blank = false;
+    if (unknown_cells)
+        gw->bank_mark.cells = BMS_MAX_CELLS;
+    for (size_t i = 0; i < BATTERY_MAX_PACKS; i++) {
+        gw->pack_marks[i].blank = false;
+        if (unknown_cells)
+            gw->pack_marks[i].cells = BMS_MAX_CELLS;
+    }
+}
+
 /* ------------------------------------------------------------------ data topics */
 
-int mqtt_gateway__publish_sample(struct mqtt_gateway *gw, const struct bms_live_data *d)
+/* cells/<k>/voltage under base: d's value (values) or "None" for k = 1..n, deleted for
+ * k = n+1..m->cells; then m->cells = n. */
+static int pub_cells(struct mqtt_gateway *gw, const char *base, const struct bms_live_data *d, unsigned n,
+                     bool values, struct pub_mark *m)
 {
+    int e = 0;
+    char sub[32];
+    for (unsigned c = 0; c < n; c++) {
+        snprintf(sub, sizeof sub, "cells/%u/voltage", c + 1);
+        e += values ? pub_num(gw, base, sub, d->cell_mv_x10[c] / 10000.0, 3) : pub_na(gw, base, sub);
+    }
+    for (unsigned c = n; c < m->cells && c < BMS_MAX_CELLS; c++) {
+        snprintf(sub, sizeof sub, "cells/%u/voltage", c + 1);
+        e += pub_delete(gw, base, sub);
+    }
+    m->cells = (uint8_t)n;
+    return e;
+}
+
+static int publish_bank(struct mqtt_gateway *gw, const char *base, const struct battery_view *v, struct pub_mark *m)
+{
+    int e = 0;
+    unsigned packs = clamp_packs(v->pack_count);
+    const struct battery_pack *p0 = &v->packs[0];
+    char text[160];
+    mqtt_gateway__conditions_text(v->conditions, text, sizeof text);
+    e += pub_text(gw, base, "conditions", text, 0, true);
+    e += pub_uint(gw, base, "pack_count", packs);
+    e += pub_uint(gw, base, "online_count", v->online_count);
+
+    /* cells/<k>/voltage of the bank only mean something with one pack. */
+    bool one = packs == 1;
+    if (v->online_count > 0) {
+        e += pub_num(gw, base, "voltage", v->voltage_v, 2);
+        e += pub_num(gw, base, "current", v->current_a, 2);
+        e += pub_num(gw, base, "power", v->power_w, 1);
+        e += pub_num(gw, base, "soc", v->soc_pct, 1);
+        e += v->soh_valid ? pub_num(gw, base, "soh", v->soh_pct, 1) : pub_na(gw, base, "soh");
+        /* Cell sensors only (the board sensor is no cell): none -> "None", not the last value. */
+        e += v->have_temp ? pub_num(gw, base, "temperature/max", v->temp_max_c, 1) : pub_na(gw, base, "temperature/max");
+        e += v->have_temp ? pub_num(gw, base, "temperature/min", v->temp_min_c, 1) : pub_na(gw, base, "temperature/min");
+        bool cells = v->cell_count > 0;
+        e += cells ? pub_num(gw, base, "cells/voltage/max", v->max_cell_v, 3) : pub_na(gw, base, "cells/voltage/max");
+        e += cells ? pub_num(gw, base, "cells/voltage/min", v->min_cell_v, 3) : pub_na(gw, base, "cells/voltage/min");
+        e += pub_json_sub(gw, base, "balancing",
+                          one ? mqtt_gateway__balancing_json(&p0->live) : mqtt_gateway__bank_balancing_json(v));
+        e += pub_text(gw, base, "online_status", bms_online_status_name(v->online_status), 0, true);
+        bool p0_fresh = one && mqtt_gateway__pack_online(p0) && p0->live.valid;
+        e += pub_cells(gw, base, &p0->live, p0_fresh ? clamp_cells(p0->live.cell_count) : 0, true, m);
+        m->blank = false;
+    } else if (!m->blank) {
+        for (size_t i = 0; i < sizeof bank_value_subs / sizeof bank_value_subs[0]; i++)
+            e += pub_na(gw, base, bank_value_subs[i]);
+        unsigned n = one && p0->live.valid ? clamp_cells(p0->live.cell_count) : 0;
+        e += pub_cells(gw, base, &p0->live, n, false, m);
+        m->blank = true;
+    }
+    return e;
+}
+
+static void outputs_text(uint32_t outputs, char *buf, size_t cap)
+{
+    if (!outputs) {
+        snprintf(buf, cap, "none");
+        return;
+    }
+    snprintf(buf, cap, "%s%s%s", (outputs & BATTERY_OUTPUT_CAN) ? "can" : "",
+             (outputs & BATTERY_OUTPUT_CAN) && (outputs & BATTERY_OUTPUT_DBUS) ? "," : "",
+             (outputs & BATTERY_OUTPUT_DBUS) ? "dbus" : "");
+    if (buf[0] == '\0')
+        snprintf(buf, cap, "other");
+}
+
+static int publish_charge(struct mqtt_gateway *gw, const char *base, const struct battery_view *v, bool *blank)
+{
+    int e = 0;
+    const struct battery_limits *l = &v->limits;
+    char text[BATTERY_REASON_LEN + 1];
+    outputs_text(v->limit_outputs, text, sizeof text);
+    e += pub_text(gw, base, "charge/outputs", text, 0, true);
+    e += pub_text(gw, base, "charge/valid", l->valid ? "true" : "false", 0, true);
+    if (l->valid) {
+        e += pub_num(gw, base, "charge/cvl", l->cvl_v, 2);
+        e += pub_num(gw, base, "charge/ccl", l->ccl_a, 1);
+        e += pub_num(gw, base, "charge/dcl", l->dcl_a, 1);
+        copy_name(text, sizeof text, l->cvl_reason, sizeof l->cvl_reason);
+        e += pub_text(gw, base, "charge/cvl_reason", text, 0, true);
+        copy_name(text, sizeof text, l->ccl_reason, sizeof l->ccl_reason);
+        e += pub_text(gw, base, "charge/ccl_reason", text, 0, true);
+        copy_name(text, sizeof text, l->dcl_reason, sizeof l->dcl_reason);
+        e += pub_text(gw, base, "charge/dcl_reason", text, 0, true);
+        e += pub_text(gw, base, "charge/phase", charge_phase_name(l->phase), 0, true);
+        *blank = false;
+    } else if (!*blank) {
+        static const char *const subs[] = { "charge/cvl",        "charge/ccl",        "charge/dcl",
+                                            "charge/cvl_reason", "charge/ccl_reason", "charge/dcl_reason",
+                                            "charge/phase" };
+        for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+            e += pub_na(gw, base, subs[i]);
+        *blank = true;
+    }
+    return e;
+}
+
+static int publish_pack(struct mqtt_gateway *gw, const char *prefix, const struct battery_view *v, unsigned i,
+                        struct pub_mark *m)
+{
+    const struct battery_pack *p = &v->packs[i];
+    const struct bms_live_data *d = &p->live;
+    char base[TOPIC_MAX / 2];
+    int n = snprintf(base, sizeof base, "%s/pack/%u", prefix, i + 1);
+    if (n < 0 || (size_t)n >= sizeof base)
+        return 1;
+    int e = 0;
+    char text[160];
+    copy_name(text, sizeof text, p->name, sizeof p->name);
+    e += pub_text(gw, base, "name", text, 0, true);
+    e += pub_text(gw, base, "status", battery_pack_state_name(p->state), 0, true);
+    bool online = mqtt_gateway__pack_online(p);
+    e += pub_text(gw, base, "online", online ? "true" : "false", 0, true);
+    mqtt_gateway__conditions_text(p->conditions, text, sizeof text);
+    e += pub_text(gw, base, "conditions", text, 0, true);
+
+    unsigned cells = clamp_cells(d->cell_count);
+    if (online && d->valid) {
+        e += pub_num(gw, base, "voltage", d->pack_voltage_v, 2);
+        e += pub_num(gw, base, "current", d->pack_current_a, 2);
+        e += pub_num(gw, base, "soc", bms_soc_percent(d), 1);
+        e += d->soh_valid ? pub_num(gw, base, "soh", bms_soh_percent(d), 1) : pub_na(gw, base, "soh");
+        int16_t t = 0;
+        e += mqtt_gateway__cell_temp_max_dc(d, &t) ? pub_num(gw, base, "temperature/max", t / 10.0, 1)
+                                                   : pub_na(gw, base, "temperature/max");
+        e += mqtt_gateway__cell_temp_min_dc(d, &t) ? pub_num(gw, base, "temperature/min", t / 10.0, 1)
+                                                   : pub_na(gw, base, "temperature/min");
+        if (cells) {
+            unsigned hi = 0, lo = UINT32_MAX;
+            for (unsigned c = 0; c < cells; c++) {
+                hi = d->cell_mv_x10[c] > hi ? d->cell_mv_x10[c] : hi;
+                lo = d->cell_mv_x10[c] < lo ? d->cell_mv_x10[c] : lo;
+            }
+            e += pub_num(gw, base, "cells/voltage/max", d->max_cell_mv ? d->max_cell_mv / 1000.0 : hi / 10000.0, 3);
+            e += pub_num(gw, base, "cells/voltage/min", d->min_cell_mv ? d->min_cell_mv / 1000.0 : lo / 10000.0, 3);
+        } else {
+            e += pub_na(gw, base, "cells/voltage/max");
+            e += pub_na(gw, base, "cells/voltage/min");
+        }
+        e += pub_json_sub(gw, base, "balancing", mqtt_gateway__balancing_json(d));
+        e += pub_cells(gw, base, d, cells, true, m);
+        m->blank = false;
+    } else if (!m->blank) {
+        /* Not online: its last values are not fresh. "None" once, until it is back. */
+        for (size_t k = 0; k < sizeof pack_value_subs / sizeof pack_value_subs[0]; k++)
+            e += pub_na(gw, base, pack_value_subs[k]);
+        e += pub_cells(gw, base, d, d->valid ? cells : 0, false, m);
+        m->blank = true;
+    }
+    return e;
+}
+
+static void prefix_of(struct mqtt_gateway *gw, char *out, size_t cap)
+{
+    pthread_mutex_lock(&gw->lock);
+    snprintf(out, cap, "%s", gw->cfg.topic_prefix);
+    pthread_mutex_unlock(&gw->lock);
+}
+
+int mqtt_gateway__publish_view(struct mqtt_gateway *gw, const struct battery_view *v)
+{
+    if (!gw || !v)
+        return 1;
     uint64_t t0 = now_us();
+    pthread_mutex_lock(&gw->pub_lock);
     char prefix[sizeof gw->cfg.topic_prefix];
+    struct pub_mark bank, packs_m[BATTERY_MAX_PACKS];
     pthread_mutex_lock(&gw->lock);
     snprintf(prefix, sizeof prefix, "%s", gw->cfg.topic_prefix);
+    uint64_t gen = gw->link_gen;
+    bank = gw->bank_mark;
+    memcpy(packs_m, gw->pack_marks, sizeof packs_m);
+    bool limits_blank = gw->limits_blank;
     pthread_mutex_unlock(&gw->lock);
-    char base[TOPIC_MAX / 2];
-    battery_base(base, sizeof base, prefix, d->battery_id);
 
-    int errors = 0;
-    double v = d->pack_voltage_v, i = d->pack_current_a;
-    errors += pub_num(gw, base, "voltage", v, 2);
-    errors += pub_num(gw, base, "current", i, 2);
-    errors += pub_num(gw, base, "power", v * i, 1);
-    errors += pub_num(gw, base, "soc", bms_soc_percent(d), 1);
-    if (d->soh_valid)
-        errors += pub_num(gw, base, "soh", bms_soh_percent(d), 1);
-    int16_t t;
-    if (bms_temp_max_dc(d, &t))
-        errors += pub_num(gw, base, "temperature/max", t / 10.0, 1);
-    if (bms_temp_min_dc(d, &t))
-        errors += pub_num(gw, base, "temperature/min", t / 10.0, 1);
+    int errors = publish_bank(gw, prefix, v, &bank);
+    errors += publish_charge(gw, prefix, v, &limits_blank);
+    unsigned packs = clamp_packs(v->pack_count);
+    for (unsigned i = 0; i < packs; i++)
+        errors += publish_pack(gw, prefix, v, i, &packs_m[i]);
 
-    unsigned cells = d->cell_count <= BMS_MAX_CELLS ? d->cell_count : BMS_MAX_CELLS;
-    unsigned hi = 0, lo = UINT32_MAX;
-    char sub[32];
-    for (unsigned c = 0; c < cells; c++) {
-        unsigned mv10 = d->cell_mv_x10[c];
-        hi = mv10 > hi ? mv10 : hi;
-        lo = mv10 < lo ? mv10 : lo;
-        snprintf(sub, sizeof sub, "cells/%u/voltage", c + 1);
-        errors += pub_num(gw, base, sub, mv10 / 10000.0, 3);
-    }
-    if (cells) {
-        errors += pub_num(gw, base, "cells/voltage/max", d->max_cell_mv ? d->max_cell_mv / 1000.0 : hi / 10000.0, 3);
-        errors += pub_num(gw, base, "cells/voltage/min", d->min_cell_mv ? d->min_cell_mv / 1000.0 : lo / 10000.0, 3);
-    }
-    char topic[TOPIC_MAX];
-    if (make_topic(topic, base, "balancing"))
-        errors += pub_json(gw, topic, mqtt_gateway__balancing_json(d), 0, true);
-    errors += pub_text(gw, base, "online_status", bms_online_status_name(d->online_status), 0, true);
-
+    bool up = link_up(gw);
     uint64_t us = now_us() - t0;
     pthread_mutex_lock(&gw->lock);
+    /* What was published on a link that went away (or under an old prefix) is not kept. */
+    if (up && gen == gw->link_gen) {
+        gw->bank_mark = bank;
+        memcpy(gw->pack_marks, packs_m, sizeof packs_m);
+        gw->limits_blank = limits_blank;
+    }
     gw->stats.samples_published++;
+    if (v->limits.valid)
+        gw->stats.limits_published++;
     gw->stats.publish_errors += (uint64_t)errors;
     gw->us_total += us;
     if (us > gw->stats.us_per_sample_max)
         gw->stats.us_per_sample_max = us;
     pthread_mutex_unlock(&gw->lock);
+    pthread_mutex_unlock(&gw->pub_lock);
     return errors;
 }
 
-int mqtt_gateway__publish_status(struct mqtt_gateway *gw, const struct bms_live_data *d)
+int mqtt_gateway__publish_status_view(struct mqtt_gateway *gw, const struct battery_view *v)
 {
-    char prefix[sizeof gw->cfg.topic_prefix];
-    pthread_mutex_lock(&gw->lock);
-    snprintf(prefix, sizeof prefix, "%s", gw->cfg.topic_prefix);
-    pthread_mutex_unlock(&gw->lock);
-    char base[TOPIC_MAX / 2], topic[TOPIC_MAX];
-    battery_base(base, sizeof base, prefix, d->battery_id);
-    if (!make_topic(topic, base, "status"))
+    if (!gw || !v)
         return 1;
-    int errors = pub_json(gw, topic, mqtt_gateway__status_json(d), 0, true);
+    char prefix[sizeof gw->cfg.topic_prefix], topic[TOPIC_MAX];
+    prefix_of(gw, prefix, sizeof prefix);
+    if (!make_topic(topic, prefix, "status"))
+        return 1;
+    int errors = pub_json(gw, topic, mqtt_gateway__status_json(v), 0, true);
     pthread_mutex_lock(&gw->lock);
     gw->stats.status_published++;
     gw->stats.publish_errors += (uint64_t)errors;
@@ -225,25 +545,95 @@ int mqtt_gateway__publish_status(struct mqtt_gateway *gw, const struct bms_live_
     return errors;
 }
 
-/* ------------------------------------------------------------------ discovery */
-
-static void device_of(struct mqtt_gateway *gw, struct mqtt_gateway__device *dev)
+int mqtt_gateway__publish_sample(struct mqtt_gateway *gw, const struct bms_live_data *d)
 {
-    char id[128];
-    mqtt_client_get_client_id(gw->client, id, sizeof id);
-    pthread_mutex_lock(&gw->lock);
-    struct bms_version v = gw->version;
-    pthread_mutex_unlock(&gw->lock);
-    mqtt_gateway__device_info(id, &v, dev);
+    struct battery_view *v = malloc(sizeof *v);
+    if (!v || !d) {
+        free(v);
+        return 1;
+    }
+    mqtt_gateway__view_from_sample(d, v);
+    int e = mqtt_gateway__publish_view(gw, v);
+    free(v);
+    return e;
 }
 
-static void publish_sensor_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg,
-                                  const struct mqtt_gateway__device *dev,
-                                  const struct mqtt_gateway__sensor *s, bool remove, int *errors)
+int mqtt_gateway__publish_status(struct mqtt_gateway *gw, const struct bms_live_data *d)
+{
+    struct battery_view *v = malloc(sizeof *v);
+    if (!v || !d) {
+        free(v);
+        return 1;
+    }
+    mqtt_gateway__view_from_sample(d, v);
+    int e = mqtt_gateway__publish_status_view(gw, v);
+    free(v);
+    return e;
+}
+
+/* ------------------------------------------------------------------ discovery */
+
+static bool disc_equal(const struct disc_state *a, const struct disc_state *b)
+{
+    if (a->known != b->known)
+        return false;
+    if (!a->known)
+        return true;
+    if (a->pack_count != b->pack_count || a->limits != b->limits || a->bank_cells != b->bank_cells)
+        return false;
+    for (unsigned i = 0; i < a->pack_count && i < BATTERY_MAX_PACKS; i++) {
+        if (a->pack_cells[i] != b->pack_cells[i] || a->pack_ids[i] != b->pack_ids[i] ||
+            strcmp(a->pack_names[i], b->pack_names[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* What a view asks the discovery to announce. A pack never seen keeps the cell count
+ * announced before (none at first). */
+static void want_from_view(const struct battery_view *v, const struct disc_state *prev, struct disc_state *w)
+{
+    memset(w, 0, sizeof *w);
+    w->known = true;
+    unsigned packs = clamp_packs(v->pack_count);
+    w->pack_count = (uint8_t)packs;
+    w->limits = v->limit_outputs != 0;
+    for (unsigned i = 0; i < packs; i++) {
+        const struct battery_pack *p = &v->packs[i];
+        w->pack_ids[i] = p->id;
+        copy_name(w->pack_names[i], sizeof w->pack_names[i], p->name, sizeof p->name);
+        if (p->live.valid)
+            w->pack_cells[i] = (uint8_t)clamp_cells(p->live.cell_count);
+        else if (prev->known && i < prev->pack_count && prev->pack_ids[i] == p->id)
+            w->pack_cells[i] = prev->pack_cells[i];
+    }
+    w->bank_cells = packs == 1 ? w->pack_cells[0] : 0;
+}
+
+static const struct bms_version *version_of(const struct version_slot *slots, uint8_t battery_id)
+{
+    for (size_t i = 0; i < BATTERY_MAX_PACKS; i++)
+        if (slots[i].used && slots[i].battery_id == battery_id)
+            return &slots[i].version;
+    return NULL;
+}
+
+static bool bank_entity_wanted(const struct bank_entity *e, const struct disc_state *st)
+{
+    switch (e->when) {
+    case WHEN_LIMITS: return st->limits;
+    case WHEN_SEVERAL: return st->pack_count > 1;
+    default: return true;
+    }
+}
+
+static void publish_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg,
+                           const struct mqtt_gateway__device *dev, const struct mqtt_gateway__sensor *s,
+                           bool remove, int *errors)
 {
     char topic[TOPIC_MAX];
-    int n = snprintf(topic, sizeof topic, "%s/sensor/%s/%s/config", cfg->ha_discovery_prefix,
-                     dev->node_id, s->object);
+    int n = snprintf(topic, sizeof topic, "%s/%s/%s/%s/config", cfg->ha_discovery_prefix,
+                     s->binary ? "binary_sensor" : "sensor", dev->node_id, s->object);
     if (n < 0 || n >= (int)sizeof topic) {
         (*errors)++;
         return;
@@ -254,54 +644,172 @@ static void publish_sensor_config(struct mqtt_gateway *gw, const struct gw_confi
         *errors += pub_json(gw, topic, mqtt_gateway__discovery_json(cfg->topic_prefix, dev, s), 1, true);
 }
 
-/* Publishes (or removes) per-cell sensor configs for cells [from, to], 1-based. */
-static int publish_cell_discovery(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg,
-                                  const struct mqtt_gateway__device *dev, unsigned from, unsigned to,
-                                  bool remove)
+/* Cell k (1-based) of the bank (pack 0) or of pack n (1-based). */
+static void cell_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, const struct mqtt_gateway__device *dev,
+                        unsigned pack, unsigned k, bool remove, int *errors)
 {
-    int errors = 0;
-    char object[32], name[32], state[32];
-    for (unsigned c = from; c <= to && c <= BMS_MAX_CELLS; c++) {
-        snprintf(object, sizeof object, "cell_%u_voltage", c);
-        snprintf(name, sizeof name, "Cell %u voltage", c);
-        snprintf(state, sizeof state, "cells/%u/voltage", c);
-        struct mqtt_gateway__sensor s = { object, name, state, "voltage", "V", 3, NULL };
-        publish_sensor_config(gw, cfg, dev, &s, remove, &errors);
+    char object[48], name[32], state[48];
+    if (pack) {
+        snprintf(object, sizeof object, "pack%u_cell_%u_voltage", pack, k);
+        snprintf(state, sizeof state, "pack/%u/cells/%u/voltage", pack, k);
+    } else {
+        snprintf(object, sizeof object, "cell_%u_voltage", k);
+        snprintf(state, sizeof state, "cells/%u/voltage", k);
     }
-    return errors;
+    snprintf(name, sizeof name, "Cell %u voltage", k);
+    char avail[32];
+    snprintf(avail, sizeof avail, "pack/%u/online", pack);
+    struct mqtt_gateway__sensor s = { object, name, state, "voltage", "V", 3, NULL, false, pack ? avail : NULL };
+    publish_config(gw, cfg, dev, &s, remove, errors);
 }
 
-/* Whole discovery round for cfg: configs when cfg->ha_discovery and !remove, empty retained
- * configs otherwise (which makes Home Assistant forget the entities). */
-static void publish_discovery(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, bool remove)
+static void pack_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, const struct mqtt_gateway__device *dev,
+                        unsigned pack, const struct pack_entity *pe, bool remove, int *errors)
 {
-    if (!mqtt_client_is_connected(gw->client))
-        return;
-    remove = remove || !cfg->ha_discovery;
-    struct mqtt_gateway__device dev;
-    device_of(gw, &dev);
-    int errors = 0;
-    for (size_t i = 0; i < BASE_SENSOR_COUNT; i++)
-        publish_sensor_config(gw, cfg, &dev, &base_sensors[i], remove, &errors);
+    char object[48], state[48], avail[32];
+    snprintf(object, sizeof object, "pack%u_%s", pack, pe->suffix);
+    snprintf(state, sizeof state, "pack/%u/%s", pack, pe->sub);
+    snprintf(avail, sizeof avail, "pack/%u/online", pack);
+    struct mqtt_gateway__sensor s = { object, pe->name, state, pe->device_class, pe->unit, pe->precision,
+                                      pe->icon, pe->binary, pe->pack_availability ? avail : NULL };
+    publish_config(gw, cfg, dev, &s, remove, errors);
+}
+
+static void bank_device(struct mqtt_gateway *gw, const struct version_slot *versions, const struct disc_state *st,
+                        struct mqtt_gateway__device *dev)
+{
+    char id[128];
+    mqtt_client_get_client_id(gw->client, id, sizeof id);
+    uint8_t first = st->known && st->pack_count ? st->pack_ids[0] : 0;
+    mqtt_gateway__device_info(id, version_of(versions, first), st->known ? st->pack_count : 1, dev);
+}
+
+/* Brings the announced configs to `want`: publishes what is new (everything with forced, or
+ * a device whose identity or name changed) and empties what is no longer wanted. */
+static void discovery_sync(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, bool forced)
+{
+    pthread_mutex_lock(&gw->disc_lock);
+    struct disc_state old, want;
+    struct version_slot versions[BATTERY_MAX_PACKS];
     pthread_mutex_lock(&gw->lock);
-    unsigned cells = gw->cells_announced;
+    old = gw->announced;
+    want = gw->want;
+    forced = forced || gw->disc_forced;
+    memcpy(versions, gw->versions, sizeof versions);
     pthread_mutex_unlock(&gw->lock);
-    if (remove)
-        errors += publish_cell_discovery(gw, cfg, &dev, 1, BMS_MAX_CELLS, true);
-    else if (cells)
-        errors += publish_cell_discovery(gw, cfg, &dev, 1, cells, false);
+    bool ready = cfg->ha_discovery && want.known && link_up(gw);
     pthread_mutex_lock(&gw->lock);
-    if (!remove)
-        gw->stats.discovery_published++;
+    gw->disc_forced = ready ? false : forced;
+    pthread_mutex_unlock(&gw->lock);
+    if (!ready) {
+        pthread_mutex_unlock(&gw->disc_lock);
+        return;
+    }
+
+    int errors = 0;
+    struct mqtt_gateway__device bank;
+    bank_device(gw, versions, &want, &bank);
+    bool several = want.pack_count > 1;
+    bool bank_dirty = forced || !old.known || (old.pack_count > 1) != several ||
+                      (several && old.pack_count != want.pack_count);
+    for (size_t i = 0; i < BANK_ENTITY_COUNT; i++) {
+        const struct bank_entity *e = &bank_entities[i];
+        bool in_old = old.known && bank_entity_wanted(e, &old);
+        bool in_want = bank_entity_wanted(e, &want);
+        if (in_want && (bank_dirty || !in_old))
+            publish_config(gw, cfg, &bank, &e->s, false, &errors);
+        else if (in_old && !in_want)
+            publish_config(gw, cfg, &bank, &e->s, true, &errors);
+    }
+    for (unsigned k = 1; k <= BMS_MAX_CELLS; k++) {
+        bool in_old = old.known && k <= old.bank_cells;
+        bool in_want = k <= want.bank_cells;
+        if (in_want && (bank_dirty || !in_old))
+            cell_config(gw, cfg, &bank, 0, k, false, &errors);
+        else if (in_old && !in_want)
+            cell_config(gw, cfg, &bank, 0, k, true, &errors);
+    }
+    for (unsigned i = 0; i < BATTERY_MAX_PACKS; i++) {
+        bool old_has = old.known && old.pack_count > 1 && i < old.pack_count;
+        bool want_has = several && i < want.pack_count;
+        if (!old_has && !want_has)
+            continue;
+        bool dirty = bank_dirty || !old_has || strcmp(old.pack_names[i], want.pack_names[i]) != 0 ||
+                     old.pack_ids[i] != want.pack_ids[i];
+        struct mqtt_gateway__device dev;
+        const struct disc_state *named = want_has ? &want : &old;
+        mqtt_gateway__pack_device_info(&bank, i + 1, named->pack_names[i], version_of(versions, named->pack_ids[i]),
+                                       &dev);
+        for (size_t j = 0; j < PACK_ENTITY_COUNT; j++) {
+            if (want_has && dirty)
+                pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], false, &errors);
+            else if (!want_has)
+                pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], true, &errors);
+        }
+        for (unsigned k = 1; k <= BMS_MAX_CELLS; k++) {
+            bool in_old = old_has && k <= old.pack_cells[i];
+            bool in_want = want_has && k <= want.pack_cells[i];
+            if (in_want && (dirty || !in_old))
+                cell_config(gw, cfg, &dev, i + 1, k, false, &errors);
+            else if (in_old && !in_want)
+                cell_config(gw, cfg, &dev, i + 1, k, true, &errors);
+        }
+    }
+    pthread_mutex_lock(&gw->lock);
+    gw->announced = want;
+    gw->stats.discovery_published++;
     gw->stats.publish_errors += (uint64_t)errors;
     pthread_mutex_unlock(&gw->lock);
-    GW_LOGI(MOD, "Home Assistant discovery %s under %s/sensor/%s", remove ? "removed" : "published",
-            cfg->ha_discovery_prefix, dev.node_id);
+    pthread_mutex_unlock(&gw->disc_lock);
+    GW_LOGI(MOD, "Home Assistant discovery %s under %s/.../%s (%u pack%s, limits %s)",
+            forced ? "published" : "updated", cfg->ha_discovery_prefix, bank.node_id, (unsigned)want.pack_count,
+            want.pack_count == 1 ? "" : "s", want.limits ? "sent" : "not sent");
+}
+
+/* Empties every config cfg may have announced: every bank entity and cell, and the packs this
+ * process announced (which makes Home Assistant remove the entities). */
+static void discovery_remove(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg)
+{
+    pthread_mutex_lock(&gw->disc_lock);
+    if (!link_up(gw)) {
+        pthread_mutex_unlock(&gw->disc_lock);
+        return;
+    }
+    struct disc_state old;
+    struct version_slot versions[BATTERY_MAX_PACKS];
+    pthread_mutex_lock(&gw->lock);
+    old = gw->announced;
+    memcpy(versions, gw->versions, sizeof versions);
+    pthread_mutex_unlock(&gw->lock);
+    int errors = 0;
+    struct mqtt_gateway__device bank;
+    bank_device(gw, versions, &old, &bank);
+    for (size_t i = 0; i < BANK_ENTITY_COUNT; i++)
+        publish_config(gw, cfg, &bank, &bank_entities[i].s, true, &errors);
+    for (unsigned k = 1; k <= BMS_MAX_CELLS; k++)
+        cell_config(gw, cfg, &bank, 0, k, true, &errors);
+    for (unsigned i = 0; old.known && old.pack_count > 1 && i < old.pack_count && i < BATTERY_MAX_PACKS; i++) {
+        struct mqtt_gateway__device dev;
+        mqtt_gateway__pack_device_info(&bank, i + 1, old.pack_names[i], NULL, &dev);
+        for (size_t j = 0; j < PACK_ENTITY_COUNT; j++)
+            pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], true, &errors);
+        for (unsigned k = 1; k <= old.pack_cells[i]; k++)
+            cell_config(gw, cfg, &dev, i + 1, k, true, &errors);
+    }
+    pthread_mutex_lock(&gw->lock);
+    memset(&gw->announced, 0, sizeof gw->announced);
+    gw->stats.publish_errors += (uint64_t)errors;
+    pthread_mutex_unlock(&gw->lock);
+    pthread_mutex_unlock(&gw->disc_lock);
+    GW_LOGI(MOD, "Home Assistant discovery removed under %s/.../%s", cfg->ha_discovery_prefix, bank.node_id);
 }
 
 /* ------------------------------------------------------------------ commands */
 
-static void reply(struct mqtt_gateway *gw, const char *prefix, const char *command, const char *error)
+/* One reply on <prefix>/cmd/result. answer (charge_cap only, may be NULL): the text for the
+ * requester; applied is reported with it. */
+static void reply(struct mqtt_gateway *gw, const char *prefix, const char *command, bool ok, const char *error,
+                  const char *answer, bool applied)
 {
     char topic[TOPIC_MAX];
     if (!make_topic(topic, prefix, "cmd/result"))
@@ -309,16 +817,45 @@ static void reply(struct mqtt_gateway *gw, const char *prefix, const char *comma
     cJSON *doc = cJSON_CreateObject();
     if (!doc)
         return;
-    cJSON_AddBoolToObject(doc, "ok", error == NULL);
+    cJSON_AddBoolToObject(doc, "ok", ok);
     cJSON_AddStringToObject(doc, "command", command);
-    if (error)
+    if (answer) {
+        cJSON_AddBoolToObject(doc, "applied", applied);
+        cJSON_AddStringToObject(doc, "answer", answer);
+    }
+    if (!ok && error)
         cJSON_AddStringToObject(doc, "error", error);
     pub_json(gw, topic, doc, 1, false);
 }
 
-static void on_command(const struct mqtt_client_message *msg, void *ctx)
+/* Hands a parsed cap to the callback. Returns whether the command is accepted; fills answer
+ * and *applied. */
+static bool apply_cap(struct mqtt_gateway *gw, const struct app_charge_cap *cap, char *answer, size_t cap_len,
+                      bool *applied)
 {
-    struct mqtt_gateway *gw = ctx;
+    *applied = false;
+    if (!gw->charge_cap) {
+        snprintf(answer, cap_len, "no effect: no battery service");
+        return false;
+    }
+    char text[160] = "";
+    int rc = gw->charge_cap(gw->charge_cap_ctx, cap, text, sizeof text);
+    text[sizeof text - 1] = '\0';
+    if (rc == GW_OK) {
+        *applied = true;
+        snprintf(answer, cap_len, "%s", text[0] ? text : "applied");
+        return true;
+    }
+    if (rc == GW_ERR_UNSUPPORTED) {
+        snprintf(answer, cap_len, "%s", text[0] ? text : "no effect");
+        return true;
+    }
+    snprintf(answer, cap_len, "error: %s", text[0] ? text : gw_strerror(rc));
+    return false;
+}
+
+void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_message *msg)
+{
     pthread_mutex_lock(&gw->lock);
     char prefix[sizeof gw->cmd_prefix];
     snprintf(prefix, sizeof prefix, "%s", gw->cmd_prefix);
@@ -330,43 +867,57 @@ static void on_command(const struct mqtt_client_message *msg, void *ctx)
         return;
     const char *command = msg->topic + plen + 5;
 
-    char err[160] = "";
-    int rc = GW_ERR_INVAL;
-    bool queued = false;
+    char err[200] = "";
+    char answer[220] = "";
+    bool is_cap = strcmp(command, "charge_cap") == 0;
+    bool ok = false, applied = false;
     if (msg->retain) {
         /* A retained command would be re-applied at every reconnection. */
         snprintf(err, sizeof err, "retained command ignored: publish commands without retain");
     } else if (strcmp(command, "alerts/ack") == 0 || strcmp(command, "alerts/clear") == 0) {
         struct app_alert_command cmd;
-        rc = command[7] == 'a' ? mqtt_gateway__parse_alert_ack(msg->payload, msg->len, &cmd, err, sizeof err)
-                               : mqtt_gateway__parse_alert_clear(msg->payload, msg->len, &cmd, err, sizeof err);
-        if (rc == GW_OK)
-            queued = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200);
-    } else if (strcmp(command, "charge_cap") == 0) {
+        int rc = command[7] == 'a' ? mqtt_gateway__parse_alert_ack(msg->payload, msg->len, &cmd, err, sizeof err)
+                                   : mqtt_gateway__parse_alert_clear(msg->payload, msg->len, &cmd, err, sizeof err);
+        if (rc == GW_OK) {
+            ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200);
+            if (!ok)
+                snprintf(err, sizeof err, "gateway busy (event queue full), try again");
+        }
+    } else if (is_cap) {
         struct app_charge_cap cap;
-        rc = mqtt_gateway__parse_charge_cap(msg->payload, msg->len, &cap, err, sizeof err);
-        if (rc == GW_OK)
-            queued = event_bus_publish(gw->bus, EVENT_CHARGE_CAP_REQUEST, &cap, sizeof cap, 200);
+        if (mqtt_gateway__parse_charge_cap(msg->payload, msg->len, &cap, err, sizeof err) == GW_OK) {
+            ok = apply_cap(gw, &cap, answer, sizeof answer, &applied);
+            if (!ok) {
+                const char *why = strncmp(answer, "error: ", 7) == 0 ? answer + 7 : answer;
+                snprintf(err, sizeof err, "%.*s", (int)sizeof err - 1, why);
+            }
+        }
     } else {
         snprintf(err, sizeof err, "unknown command");
     }
-    if (rc == GW_OK && !queued) {
-        rc = GW_ERR_BUSY;
-        snprintf(err, sizeof err, "gateway busy (event queue full), try again");
-    }
+    if (is_cap && answer[0] == '\0')
+        snprintf(answer, sizeof answer, "error: %s", err);
     pthread_mutex_lock(&gw->lock);
-    if (rc == GW_OK)
+    if (ok)
         gw->stats.commands_accepted++;
     else
         gw->stats.commands_rejected++;
+    if (is_cap && ok && applied)
+        gw->stats.caps_applied++;
+    else if (is_cap && !applied && (ok || strncmp(answer, "no effect", 9) == 0))
+        gw->stats.caps_without_effect++;
     pthread_mutex_unlock(&gw->lock);
-    if (rc == GW_OK) {
-        GW_LOGI(MOD, "command %s accepted", command);
+    if (ok) {
+        GW_LOGI(MOD, "command %s accepted%s%s", command, is_cap ? ": " : "", is_cap ? answer : "");
     } else {
-        gw_log_ratelimited(&gw->cmd_log, 10000, GW_LOG_WARN, MOD, "command %.60s rejected: %s",
-                           command, err);
+        gw_log_ratelimited(&gw->cmd_log, 10000, GW_LOG_WARN, MOD, "command %.60s rejected: %s", command, err);
     }
-    reply(gw, prefix, command, rc == GW_OK ? NULL : err);
+    reply(gw, prefix, command, ok, err, is_cap ? answer : NULL, applied);
+}
+
+static void on_command(const struct mqtt_client_message *msg, void *ctx)
+{
+    mqtt_gateway__command(ctx, msg);
 }
 
 static const char *const command_topics[] = { "cmd/alerts/ack", "cmd/alerts/clear", "cmd/charge_cap" };
@@ -437,19 +988,36 @@ static void on_connected(void *ctx)
     struct gw_config_mqtt cfg;
     pthread_mutex_lock(&gw->lock);
     cfg = gw->cfg;
-    /* Retained values were dropped while offline: publish the next sample at once. */
-    memset(gw->next_numeric_ms, 0, sizeof gw->next_numeric_ms);
-    memset(gw->next_status_ms, 0, sizeof gw->next_status_ms);
-    memset(gw->next_limits_ms, 0, sizeof gw->next_limits_ms);
+    /* Retained values were dropped while offline: publish the next view at once. */
+    gw->next_numeric_ms = 0;
+    gw->next_status_ms = 0;
+    reset_marks_locked(gw, false);
+    gw->disc_forced = true; /* a broker restarted without persistence forgot the configs */
     pthread_mutex_unlock(&gw->lock);
     publish_availability(gw, cfg.topic_prefix, "online");
-    publish_discovery(gw, &cfg, false);
+    if (cfg.ha_discovery)
+        discovery_sync(gw, &cfg, true); /* waits for the first view when none came yet */
+    else
+        discovery_remove(gw, &cfg);
+}
+
+void mqtt_gateway__connected(struct mqtt_gateway *gw)
+{
+    on_connected(gw);
+}
+
+void mqtt_gateway__set_sink(struct mqtt_gateway *gw, mqtt_gateway__sink_fn sink, void *ctx)
+{
+    if (!gw)
+        return;
+    gw->sink = sink;
+    gw->sink_ctx = ctx;
 }
 
 /* ------------------------------------------------------------------ event handlers */
 
 /* True when `next` is due at `now`; then schedules the next one. A tenth of the period of slack
- * keeps a sample stream with the same period from skipping every other sample on jitter. */
+ * keeps a view stream with the same period from skipping every other view on jitter. */
 static bool due(uint64_t *next, uint64_t now, uint32_t period_ms)
 {
     if (now < *next)
@@ -458,54 +1026,37 @@ static bool due(uint64_t *next, uint64_t now, uint32_t period_ms)
     return true;
 }
 
-static void on_bms_data(const struct gw_event *ev, void *ctx)
+static void on_battery(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct bms_live_data))
+    if (ev->size != sizeof(struct battery_view) || !ev->payload) {
+        pthread_mutex_lock(&gw->lock);
+        gw->stats.views_ignored++;
+        pthread_mutex_unlock(&gw->lock);
         return;
-    struct bms_live_data d;
-    memcpy(&d, ev->payload, sizeof d);
-    if (!d.valid)
-        return;
+    }
+    /* The dispatcher is the only writer of scratch. */
+    memcpy(gw->scratch, ev->payload, sizeof *gw->scratch);
+    const struct battery_view *v = gw->scratch;
     uint64_t now = gw_now_ms();
     pthread_mutex_lock(&gw->lock);
-    if (!gw->enabled) {
-        pthread_mutex_unlock(&gw->lock);
-        return;
-    }
-    if (d.battery_id >= MAX_BATTERIES) {
-        bool warn = !gw->warned_other_battery;
-        gw->warned_other_battery = true;
-        pthread_mutex_unlock(&gw->lock);
-        if (warn)
-            GW_LOGW(MOD, "battery id %u not published (max %d batteries)", d.battery_id, MAX_BATTERIES);
-        return;
-    }
-    bool numeric = due(&gw->next_numeric_ms[d.battery_id], now, gw->cfg.publish_interval_ms);
-    bool status = due(&gw->next_status_ms[d.battery_id], now, gw->cfg.status_interval_ms);
+    gw->stats.views_received++;
+    struct disc_state w;
+    want_from_view(v, &gw->want, &w);
+    gw->want = w;
     struct gw_config_mqtt cfg = gw->cfg;
-    unsigned cells = d.cell_count <= BMS_MAX_CELLS ? d.cell_count : BMS_MAX_CELLS;
-    unsigned announced = gw->cells_announced;
-    bool cells_changed = d.battery_id == 0 && cfg.ha_discovery && cells != announced &&
-                         mqtt_client_is_connected(gw->client);
-    if (cells_changed)
-        gw->cells_announced = (uint8_t)cells;
+    bool disc = cfg.ha_discovery && (gw->disc_forced || !disc_equal(&w, &gw->announced));
+    bool numeric = gw->enabled && due(&gw->next_numeric_ms, now, cfg.publish_interval_ms);
+    bool status = gw->enabled && due(&gw->next_status_ms, now, cfg.status_interval_ms);
     pthread_mutex_unlock(&gw->lock);
 
-    if (cells_changed) {
-        struct mqtt_gateway__device dev;
-        device_of(gw, &dev);
-        int errors = 0;
-        if (cells > announced)
-            errors += publish_cell_discovery(gw, &cfg, &dev, announced + 1, cells, false);
-        else
-            errors += publish_cell_discovery(gw, &cfg, &dev, cells + 1, announced, true);
-        (void)errors;
-    }
+    /* Configs first: Home Assistant then subscribes and gets the retained values. */
+    if (disc)
+        discovery_sync(gw, &cfg, false);
     if (numeric)
-        mqtt_gateway__publish_sample(gw, &d);
+        mqtt_gateway__publish_view(gw, v);
     if (status)
-        mqtt_gateway__publish_status(gw, &d);
+        mqtt_gateway__publish_status_view(gw, v);
 }
 
 static void on_alert(const struct gw_event *ev, void *ctx)
@@ -532,41 +1083,6 @@ static void on_alert(const struct gw_event *ev, void *ctx)
     pthread_mutex_unlock(&gw->lock);
 }
 
-static void on_limits(const struct gw_event *ev, void *ctx)
-{
-    struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_charge_limits))
-        return;
-    struct app_charge_limits l;
-    memcpy(&l, ev->payload, sizeof l);
-    if (l.battery_id >= MAX_BATTERIES)
-        return;
-    pthread_mutex_lock(&gw->lock);
-    bool go = gw->enabled && due(&gw->next_limits_ms[l.battery_id], gw_now_ms(), gw->cfg.publish_interval_ms);
-    char prefix[sizeof gw->cfg.topic_prefix];
-    snprintf(prefix, sizeof prefix, "%s", gw->cfg.topic_prefix);
-    pthread_mutex_unlock(&gw->lock);
-    if (!go)
-        return;
-    char base[TOPIC_MAX / 2];
-    battery_base(base, sizeof base, prefix, l.battery_id);
-    int e = 0;
-    e += pub_num(gw, base, "charge/cvl", l.cvl_v, 2);
-    e += pub_num(gw, base, "charge/ccl", l.ccl_a, 1);
-    e += pub_num(gw, base, "charge/dcl", l.dcl_a, 1);
-    char reason[sizeof l.cvl_reason + 1];
-    snprintf(reason, sizeof reason, "%.*s", (int)sizeof l.cvl_reason, l.cvl_reason);
-    e += pub_text(gw, base, "charge/cvl_reason", reason, 0, true);
-    snprintf(reason, sizeof reason, "%.*s", (int)sizeof l.ccl_reason, l.ccl_reason);
-    e += pub_text(gw, base, "charge/ccl_reason", reason, 0, true);
-    snprintf(reason, sizeof reason, "%.*s", (int)sizeof l.dcl_reason, l.dcl_reason);
-    e += pub_text(gw, base, "charge/dcl_reason", reason, 0, true);
-    pthread_mutex_lock(&gw->lock);
-    gw->stats.limits_published++;
-    gw->stats.publish_errors += (uint64_t)e;
-    pthread_mutex_unlock(&gw->lock);
-}
-
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
@@ -574,18 +1090,32 @@ static void on_version(const struct gw_event *ev, void *ctx)
         return;
     struct app_bms_version v;
     memcpy(&v, ev->payload, sizeof v);
-    if (v.battery_id != 0 || !v.version.valid)
+    if (!v.version.valid)
         return;
     pthread_mutex_lock(&gw->lock);
-    bool changed = memcmp(gw->version.serial, v.version.serial, sizeof v.version.serial) != 0 ||
-                   gw->version.fw_public != v.version.fw_public ||
-                   gw->version.fw_internal != v.version.fw_internal ||
-                   gw->version.hw_version != v.version.hw_version || !gw->version.valid;
-    gw->version = v.version;
+    struct version_slot *slot = NULL;
+    for (size_t i = 0; i < BATTERY_MAX_PACKS && !slot; i++)
+        if (gw->versions[i].used && gw->versions[i].battery_id == v.battery_id)
+            slot = &gw->versions[i];
+    for (size_t i = 0; i < BATTERY_MAX_PACKS && !slot; i++)
+        if (!gw->versions[i].used)
+            slot = &gw->versions[i];
+    bool changed = false;
+    if (slot) {
+        const struct bms_version *o = &slot->version;
+        changed = !slot->used || memcmp(o->serial, v.version.serial, sizeof o->serial) != 0 ||
+                  o->fw_public != v.version.fw_public || o->fw_internal != v.version.fw_internal ||
+                  o->hw_version != v.version.hw_version || o->hw_changes != v.version.hw_changes;
+        slot->used = true;
+        slot->battery_id = v.battery_id;
+        slot->version = v.version;
+    }
+    if (changed)
+        gw->disc_forced = true;
     struct gw_config_mqtt cfg = gw->cfg;
     pthread_mutex_unlock(&gw->lock);
     if (changed && cfg.ha_discovery)
-        publish_discovery(gw, &cfg, false);
+        discovery_sync(gw, &cfg, true);
 }
 
 static bool broker_settings_differ(const struct gw_config_mqtt *a, const struct gw_config_mqtt *b)
@@ -627,19 +1157,20 @@ static void apply_config(struct mqtt_gateway *gw)
     pthread_mutex_lock(&gw->lock);
     struct gw_config_mqtt old = gw->cfg;
     gw->cfg = nc;
-    memset(gw->next_numeric_ms, 0, sizeof gw->next_numeric_ms);
-    memset(gw->next_status_ms, 0, sizeof gw->next_status_ms);
-    memset(gw->next_limits_ms, 0, sizeof gw->next_limits_ms);
+    gw->next_numeric_ms = 0;
+    gw->next_status_ms = 0;
+    bool prefix_changed = strcmp(old.topic_prefix, nc.topic_prefix) != 0;
+    /* Under a new prefix nothing of ours is known to be retained yet. */
+    reset_marks_locked(gw, prefix_changed);
     pthread_mutex_unlock(&gw->lock);
 
-    bool prefix_changed = strcmp(old.topic_prefix, nc.topic_prefix) != 0;
     bool reconnecting = false;
-    bool connected = mqtt_client_is_connected(gw->client);
+    bool connected = link_up(gw);
     bool discovery_changed = prefix_changed || old.ha_discovery != nc.ha_discovery ||
                              strcmp(old.ha_discovery_prefix, nc.ha_discovery_prefix) != 0;
     /* Remove what the old settings announced before moving. */
     if (connected && old.ha_discovery && discovery_changed)
-        publish_discovery(gw, &old, true);
+        discovery_remove(gw, &old);
     if (connected && prefix_changed) {
         /* Empty retained = delete the old availability topic rather than leave it "online". */
         char topic[TOPIC_MAX];
@@ -667,12 +1198,14 @@ static void apply_config(struct mqtt_gateway *gw)
                      "will topic", nc.topic_prefix);
     }
     /* A reconnection re-announces everything from the connect callback. */
-    if (!reconnecting && mqtt_client_is_connected(gw->client)) {
+    if (!reconnecting && link_up(gw)) {
         if (prefix_changed)
             publish_availability(gw, nc.topic_prefix, "online");
         /* Removal of the old announcement was done above. */
-        if (discovery_changed && (nc.ha_discovery || !old.ha_discovery))
-            publish_discovery(gw, &nc, false);
+        if (discovery_changed && nc.ha_discovery)
+            discovery_sync(gw, &nc, true);
+        else if (discovery_changed && !old.ha_discovery)
+            discovery_remove(gw, &nc);
     }
     apply_commands(gw, false);
 }
@@ -690,10 +1223,9 @@ static void on_config(const struct gw_event *ev, void *ctx)
 static event_bus_handler_fn handler_of(int id)
 {
     switch (id) {
-    case EVENT_BMS_DATA_UPDATE: return on_bms_data;
+    case EVENT_BATTERY_UPDATE: return on_battery;
     case EVENT_ALERT_RAISED:
     case EVENT_ALERT_CLEARED: return on_alert;
-    case EVENT_CHARGE_LIMITS: return on_limits;
     case EVENT_BMS_VERSION_UPDATE: return on_version;
     default: return on_config;
     }
@@ -711,9 +1243,20 @@ int mqtt_gateway_create(const struct mqtt_gateway_options *opt, struct mqtt_gate
     struct mqtt_gateway *gw = calloc(1, sizeof *gw);
     if (!gw)
         return GW_ERR_NOMEM;
+    gw->scratch = malloc(sizeof *gw->scratch);
+    if (!gw->scratch) {
+        free(gw);
+        return GW_ERR_NOMEM;
+    }
     pthread_mutex_init(&gw->lock, NULL);
     pthread_mutex_init(&gw->ctl_lock, NULL);
+    pthread_mutex_init(&gw->disc_lock, NULL);
+    pthread_mutex_init(&gw->pub_lock, NULL);
     gw->bus = opt->bus;
+    gw->charge_cap = opt->charge_cap;
+    gw->charge_cap_ctx = opt->charge_cap_ctx;
+    /* A previous run may have left cell topics retained (more cells, another pack count). */
+    reset_marks_locked(gw, true);
     gw->get_config = opt->get_config;
     gw->config_ctx = opt->config_ctx;
     gw->enabled = true;
@@ -752,6 +1295,9 @@ int mqtt_gateway_create(const struct mqtt_gateway_options *opt, struct mqtt_gate
 err:
     pthread_mutex_destroy(&gw->lock);
     pthread_mutex_destroy(&gw->ctl_lock);
+    pthread_mutex_destroy(&gw->disc_lock);
+    pthread_mutex_destroy(&gw->pub_lock);
+    free(gw->scratch);
     free(gw);
     return rc;
 }
@@ -788,7 +1334,7 @@ int mqtt_gateway_start(struct mqtt_gateway *gw)
     }
     mqtt_client_set_connect_callback(gw->client, on_connected, gw);
     apply_commands(gw, false);
-    if (mqtt_client_is_connected(gw->client))
+    if (link_up(gw))
         on_connected(gw); /* external client already up: announce now */
     if (gw->own_client) {
         if (enabled_cfg) {
@@ -820,7 +1366,7 @@ void mqtt_gateway_stop(struct mqtt_gateway *gw)
         event_bus_unsubscribe(gw->bus, handled_events[i], handler_of(handled_events[i]), gw);
     apply_commands(gw, true);
     mqtt_client_set_connect_callback(gw->client, NULL, NULL);
-    if (mqtt_client_is_connected(gw->client))
+    if (link_up(gw))
         publish_availability(gw, prefix, "offline");
     if (gw->own_client)
         mqtt_client_stop(gw->client);
@@ -835,6 +1381,9 @@ void mqtt_gateway_destroy(struct mqtt_gateway *gw)
         mqtt_client_destroy(gw->client);
     pthread_mutex_destroy(&gw->lock);
     pthread_mutex_destroy(&gw->ctl_lock);
+    pthread_mutex_destroy(&gw->disc_lock);
+    pthread_mutex_destroy(&gw->pub_lock);
+    free(gw->scratch);
     free(gw);
 }
 
@@ -846,8 +1395,8 @@ void mqtt_gateway_set_enabled(struct mqtt_gateway *gw, bool enabled)
     bool changed = gw->enabled != enabled;
     gw->enabled = enabled;
     if (enabled) {
-        memset(gw->next_numeric_ms, 0, sizeof gw->next_numeric_ms);
-        memset(gw->next_status_ms, 0, sizeof gw->next_status_ms);
+        gw->next_numeric_ms = 0;
+        gw->next_status_ms = 0;
     }
     pthread_mutex_unlock(&gw->lock);
     if (changed)

@@ -11,7 +11,7 @@ if(GW_MOSQUITTO)
               ARGS ${GW_MOSQUITTO} LABELS integration TIMEOUT 300)
   gw_add_test(test_mqtt_gateway_broker
               SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/test_mqtt_gateway_broker.c
-              LIBS gw_mqtt_gateway gw_mqtt_test_support
+              LIBS gw_mqtt_gateway gw_battery gw_mqtt_test_support
               ARGS ${GW_MOSQUITTO} LABELS integration TIMEOUT 300)
 else()
   message(WARNING "mosquitto not found: MQTT integration tests are not registered")

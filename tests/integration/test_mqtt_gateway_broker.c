@@ -1,13 +1,20 @@
-/* mqtt_gateway against a real mosquitto: topics and values, retain flags and QoS, status JSON,
- * alerts, charge limits, Home Assistant discovery, availability and last will, command topics
- * (off by default, refused without user name, on with one), broker restart with alerts raised
- * while it was down. argv[1] = mosquitto path. */
+/* mqtt_gateway against a real mosquitto: topics and values from battery views (bank, charge,
+ * per pack), retain flags and QoS, status JSON, alerts, Home Assistant discovery (bank device,
+ * one device per pack, charge sensors only while limits are sent), availability and last will,
+ * command topics (off by default, refused without user name, on with one), cmd/charge_cap
+ * answered by the real battery service (no effect, then applied), views of the real battery
+ * service per pack, broker restart with alerts raised while it was down.
+ * argv[1] = mosquitto path. */
 #define _GNU_SOURCE
+#include "battery_service.h"
 #include "mqtt_broker.h"
 #include "mqtt_client.h"
 #include "mqtt_gateway.h"
+#include "mqtt_gateway_internal.h"
 
 #include "app_events.h"
+#include "battery_view.h"
+#include "charge_control.h"
 #include "event_bus.h"
 #include "gw_config.h"
 #include "gw_error.h"
@@ -79,9 +86,9 @@ static struct bms_live_data sample(void)
     d.cell_spread_mv_x10 = 120;
     d.pack_voltage_v = 13.294f;
     d.pack_current_a = -12.5f;
-    d.temp_dc[0] = 251;
+    d.temp_dc[0] = 251;           /* board */
     d.temp_present[0] = true;
-    d.temp_dc[1] = 283;
+    d.temp_dc[1] = 283;           /* cell sensor */
     d.temp_present[1] = true;
     d.soc_ppm = 85200000;
     d.soh_raw = 49250;
@@ -89,6 +96,56 @@ static struct bms_live_data sample(void)
     d.online_status = BMS_STATUS_DISCHARGING;
     d.balancing_active = 0x8;
     return d;
+}
+
+static struct battery_view *one_pack_view(void)
+{
+    struct battery_view *v = calloc(1, sizeof *v);
+    if (!v)
+        abort();
+    struct bms_live_data d = sample();
+    mqtt_gateway__view_from_sample(&d, v);
+    return v;
+}
+
+static void set_limits(struct battery_view *v)
+{
+    v->limits.valid = true;
+    v->limits.cvl_v = 54.4f;
+    v->limits.ccl_a = 80.0f;
+    v->limits.dcl_a = 150.0f;
+    v->limits.phase = CHARGE_PHASE_BULK;
+    snprintf(v->limits.cvl_reason, sizeof v->limits.cvl_reason, "absorption");
+    snprintf(v->limits.ccl_reason, sizeof v->limits.ccl_reason, "cell voltage curve");
+    snprintf(v->limits.dcl_reason, sizeof v->limits.dcl_reason, "max");
+}
+
+/* Three packs: "north" online, "south" offline (old sample), "spare" never seen. */
+static struct battery_view *three_pack_view(void)
+{
+    struct battery_view *v = one_pack_view();
+    v->pack_count = 3;
+    v->conditions |= BATTERY_COND_PACK_OFFLINE;
+    snprintf(v->packs[0].name, sizeof v->packs[0].name, "north");
+    struct battery_pack *p = &v->packs[1];
+    p->id = 1;
+    snprintf(p->name, sizeof p->name, "south");
+    p->state = BATTERY_PACK_OFFLINE;
+    p->conditions = BATTERY_COND_COMM_LOST;
+    p->live = sample();
+    p->live.battery_id = 1;
+    p->live.pack_voltage_v = 13.1f;
+    p = &v->packs[2];
+    p->id = 2;
+    snprintf(p->name, sizeof p->name, "spare");
+    p->state = BATTERY_PACK_NEVER_SEEN;
+    return v;
+}
+
+static void send_view(struct event_bus *bus, const struct battery_view *v)
+{
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+    CHECK(event_bus_flush(bus, 5000));
 }
 
 static struct app_alert alert(const char *code, float value)
@@ -172,8 +229,14 @@ static void test_topics_status_alerts_discovery(void)
     struct mqtt_gateway *gw = NULL;
     CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
     CHECK_EQ_INT(mqtt_gateway_start(gw), GW_OK);
-
     expect(sub, "tbA/availability", "online");
+
+    /* One pack, CAN sending limits. */
+    struct battery_view *v = one_pack_view();
+    set_limits(v);
+    v->limit_outputs = BATTERY_OUTPUT_CAN;
+    send_view(bus, v);
+
     struct test_msg msg;
     cJSON *disc = wait_json(sub, "homeassistant/sensor/gwA/voltage/config", 1, &msg);
     CHECK(disc != NULL);
@@ -203,21 +266,21 @@ static void test_topics_status_alerts_discovery(void)
         cJSON_Delete(disc);
     }
 
-    /* Data topics from one sample. */
-    struct bms_live_data d = sample();
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    /* Data topics from the view. */
     expect(sub, "tbA/voltage", "13.29");
     expect(sub, "tbA/current", "-12.50");
     expect(sub, "tbA/power", "-166.2");
     expect(sub, "tbA/soc", "85.2");
     expect(sub, "tbA/soh", "98.5");
-    expect(sub, "tbA/temperature/max", "28.3");
-    expect(sub, "tbA/temperature/min", "25.1");
+    expect(sub, "tbA/temperature/max", "28.3"); /* the cell sensor; the board's 25.1 is no cell */
+    expect(sub, "tbA/temperature/min", "28.3");
     expect(sub, "tbA/cells/voltage/max", "3.330");
     expect(sub, "tbA/cells/voltage/min", "3.318");
     expect(sub, "tbA/cells/1/voltage", "3.321");
     expect(sub, "tbA/cells/4/voltage", "3.330");
     expect(sub, "tbA/online_status", "discharging");
+    expect(sub, "tbA/pack/1/voltage", "13.29");
+    expect(sub, "tbA/pack/1/online", "true");
     cJSON *bal = wait_json(sub, "tbA/balancing", 1, &msg);
     CHECK(bal && cJSON_GetArraySize(cJSON_GetObjectItem(bal, "active_cells")) == 1);
     cJSON_Delete(bal);
@@ -229,6 +292,14 @@ static void test_topics_status_alerts_discovery(void)
     CHECK_STR(str(disc, "state_topic"), "tbA/cells/4/voltage");
     cJSON_Delete(disc);
 
+    /* Charge limits from the view. */
+    expect(sub, "tbA/charge/cvl", "54.40");
+    expect(sub, "tbA/charge/ccl", "80.0");
+    expect(sub, "tbA/charge/dcl", "150.0");
+    expect(sub, "tbA/charge/ccl_reason", "cell voltage curve");
+    expect(sub, "tbA/charge/phase", "bulk");
+    expect(sub, "tbA/charge/valid", "true");
+
     cJSON *status = wait_json(sub, "tbA/status", 1, &msg);
     CHECK(status != NULL);
     CHECK_NEAR(num(status, "timestamp", NULL), 1700000000.0, 0.5);
@@ -237,8 +308,9 @@ static void test_topics_status_alerts_discovery(void)
     CHECK_NEAR(num(status, "battery", "soc"), 85.2, 1e-9);
     CHECK_NEAR(num(status, "cells", "count"), 4, 0);
     CHECK_NEAR(num(status, "cells", "voltage_delta"), 0.012, 1e-9);
-    CHECK_NEAR(num(status, "temperature", "sensor_count"), 2, 0);
-    CHECK_NEAR(num(status, "temperature", "avg"), 26.7, 1e-9);
+    CHECK_NEAR(num(status, "temperature", "sensor_count"), 1, 0);
+    CHECK_NEAR(num(status, "temperature", "avg"), 28.3, 1e-9);
+    CHECK_NEAR(num(status, "charge", "ccl"), 80.0, 1e-9);
     cJSON_Delete(status);
 
     /* Retained topics reach a late subscriber with the retain flag; alerts are not retained. */
@@ -251,6 +323,8 @@ static void test_topics_status_alerts_discovery(void)
         CHECK_EQ_INT(test_sub_wait(late, "tbA/status", 1, 10000, &msg), 1);
         CHECK(msg.retain);
         CHECK_EQ_INT(test_sub_wait(late, "tbA/availability", 1, 10000, &msg), 1);
+        CHECK(msg.retain);
+        CHECK_EQ_INT(test_sub_wait(late, "tbA/pack/1/soc", 1, 10000, &msg), 1);
         CHECK(msg.retain);
         test_sub_destroy(late);
     }
@@ -271,23 +345,12 @@ static void test_topics_status_alerts_discovery(void)
     CHECK_STR(str(aj, "event"), "cleared");
     cJSON_Delete(aj);
 
-    /* Charge limits. */
-    struct app_charge_limits lim = { .cvl_v = 54.4f, .ccl_a = 80.0f, .dcl_a = 150.0f, .sending = true };
-    snprintf(lim.cvl_reason, sizeof lim.cvl_reason, "absorption");
-    snprintf(lim.ccl_reason, sizeof lim.ccl_reason, "cell voltage curve");
-    snprintf(lim.dcl_reason, sizeof lim.dcl_reason, "max");
-    CHECK(event_bus_publish(bus, EVENT_CHARGE_LIMITS, &lim, sizeof lim, 1000));
-    expect(sub, "tbA/charge/cvl", "54.40");
-    expect(sub, "tbA/charge/ccl", "80.0");
-    expect(sub, "tbA/charge/dcl", "150.0");
-    expect(sub, "tbA/charge/ccl_reason", "cell voltage curve");
-
     /* BMS serial known: discovery re-published with it as the device identifier. */
-    struct app_bms_version v = { .battery_id = 0 };
-    v.version.valid = true;
-    v.version.fw_public = 86;
-    snprintf(v.version.serial, sizeof v.version.serial, "00112233445566778899AABB");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &v, sizeof v, 1000));
+    struct app_bms_version ver = { .battery_id = 0 };
+    ver.version.valid = true;
+    ver.version.fw_public = 86;
+    snprintf(ver.version.serial, sizeof ver.version.serial, "00112233445566778899AABB");
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
     disc = wait_json(sub, "homeassistant/sensor/gwA/voltage/config", 2, &msg);
     CHECK(disc != NULL);
     CHECK(strstr(msg.payload, "tinybms_00112233445566778899AABB") != NULL);
@@ -308,15 +371,14 @@ static void test_topics_status_alerts_discovery(void)
     config_changed(bus);
     CHECK_EQ_INT(test_sub_wait(sub, "homeassistant/sensor/gwA/voltage/config", 3, 10000, &msg), 3);
     CHECK_EQ_INT(msg.len, 0);
-    CHECK(msg.retain || msg.qos >= 0); /* live delivery clears retain; payload is what counts */
+    expect(sub, "homeassistant/sensor/gwA/charge_ccl/config", "");
 
-    /* Disabled: no more samples. */
+    /* Disabled: no more data rounds. */
     mqtt_gateway_set_enabled(gw, false);
     mqtt_gateway_get_stats(gw, &gs);
     uint64_t before = gs.samples_published;
-    d.pack_voltage_v = 14.0f;
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    v->voltage_v = 14.0f;
+    send_view(bus, v);
     mqtt_gateway_get_stats(gw, &gs);
     CHECK_EQ_INT(gs.samples_published, before);
 
@@ -330,14 +392,147 @@ static void test_topics_status_alerts_discovery(void)
     /* The reconnection was clean: the old connection's will did not fire afterwards. */
     CHECK(test_broker_log_contains(&b, "Received DISCONNECT from gwA", 5000));
     mqtt_gateway_set_enabled(gw, true);
-    d.pack_voltage_v = 14.5f;
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    v->voltage_v = 14.5f;
+    send_view(bus, v);
     expect(sub, "tbA2/voltage", "14.50");
 
     /* Stop: availability goes offline (published by us, retained). */
     mqtt_gateway_stop(gw);
     expect(sub, "tbA2/availability", "offline");
     mqtt_gateway_destroy(gw);
+    free(v);
+    test_sub_destroy(sub);
+    event_bus_destroy(bus);
+    test_broker_cleanup(&b);
+}
+
+/* ------------------------------------------------------------------ several packs */
+
+/* Retained state of one topic as a late subscriber sees it. */
+static void expect_retained(struct test_sub *late, const char *topic, const char *payload)
+{
+    struct test_msg msg;
+    int n = test_sub_wait(late, topic, 1, 10000, &msg);
+    if (n < 1)
+        fprintf(stderr, "no retained message on %s\n", topic);
+    CHECK(n >= 1);
+    CHECK(n < 1 || msg.retain);
+    CHECK_STR(n >= 1 ? msg.payload : "(none)", payload);
+}
+
+static void test_packs_topics_and_discovery(void)
+{
+    struct test_broker b;
+    if (test_broker_init(&b, mosquitto_exe) || test_broker_start(&b, NULL)) {
+        CHECK(!"broker start");
+        test_broker_cleanup(&b);
+        return;
+    }
+    struct test_sub *sub = test_sub_create(b.port, "#", NULL, NULL);
+    CHECK(sub != NULL);
+    if (!sub) {
+        test_broker_cleanup(&b);
+        return;
+    }
+    struct event_bus *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct gw_config_mqtt m = base_cfg(b.port, "gwP", "tbP");
+    m.publish_interval_ms = 1; /* every view is a round */
+    set_cfg(&m);
+    struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg };
+    struct mqtt_gateway *gw = NULL;
+    CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
+    CHECK_EQ_INT(mqtt_gateway_start(gw), GW_OK);
+    expect(sub, "tbP/availability", "online");
+
+    struct battery_view *v = three_pack_view(); /* no output sends limits */
+    send_view(bus, v);
+    expect(sub, "tbP/pack/3/status", "never seen");
+
+    struct test_sub *late = test_sub_create(b.port, "tbP/#", NULL, NULL);
+    CHECK(late != NULL);
+    if (late) {
+        expect_retained(late, "tbP/pack_count", "3");
+        expect_retained(late, "tbP/online_count", "1");
+        expect_retained(late, "tbP/conditions", "pack offline");
+        expect_retained(late, "tbP/voltage", "13.29");
+        expect_retained(late, "tbP/pack/1/name", "north");
+        expect_retained(late, "tbP/pack/1/online", "true");
+        expect_retained(late, "tbP/pack/1/voltage", "13.29");
+        expect_retained(late, "tbP/pack/1/cells/2/voltage", "3.325");
+        expect_retained(late, "tbP/pack/1/temperature/min", "28.3");
+        expect_retained(late, "tbP/pack/2/name", "south");
+        expect_retained(late, "tbP/pack/2/status", "offline");
+        expect_retained(late, "tbP/pack/2/online", "false");
+        expect_retained(late, "tbP/pack/2/conditions", "communication lost");
+        expect_retained(late, "tbP/pack/2/voltage", "None"); /* its 13.10 is not fresh */
+        expect_retained(late, "tbP/pack/2/cells/1/voltage", "None");
+        expect_retained(late, "tbP/pack/3/online", "false");
+        expect_retained(late, "tbP/pack/3/soc", "None");
+        expect_retained(late, "tbP/charge/valid", "false");
+        expect_retained(late, "tbP/charge/ccl", "None");
+        /* With several packs the bank has no per-cell topics; pack 3 no cells at all. */
+        CHECK_EQ_INT(test_sub_count(late, "tbP/cells/1/voltage"), 0);
+        CHECK_EQ_INT(test_sub_count(late, "tbP/pack/3/cells/1/voltage"), 0);
+        test_sub_destroy(late);
+    }
+
+    /* Discovery: the bank and one device per pack named after it. */
+    struct test_msg msg;
+    cJSON *disc = wait_json(sub, "homeassistant/sensor/gwP/voltage/config", 1, &msg);
+    CHECK_STR(str(cJSON_GetObjectItem(disc, "device"), "name"), "TinyBMS bank");
+    cJSON_Delete(disc);
+    disc = wait_json(sub, "homeassistant/sensor/gwP/pack2_soc/config", 1, &msg);
+    CHECK(disc != NULL);
+    CHECK_STR(str(disc, "state_topic"), "tbP/pack/2/soc");
+    CHECK_STR(str(disc, "availability_mode"), "all");
+    CHECK_STR(str(cJSON_GetObjectItem(disc, "device"), "name"), "south");
+    CHECK_STR(str(cJSON_GetObjectItem(disc, "device"), "via_device"), "gwP");
+    cJSON_Delete(disc);
+    disc = wait_json(sub, "homeassistant/binary_sensor/gwP/pack3_online/config", 1, &msg);
+    CHECK(disc != NULL);
+    CHECK_STR(str(cJSON_GetObjectItem(disc, "device"), "name"), "spare");
+    CHECK_STR(str(disc, "payload_on"), "true");
+    cJSON_Delete(disc);
+    disc = wait_json(sub, "homeassistant/sensor/gwP/pack1_cell_4_voltage/config", 1, &msg);
+    CHECK(disc != NULL);
+    cJSON_Delete(disc);
+    /* Discovery is published before the data of the same view: the pack 3 state arrived after
+     * every config of that round, so absent configs are really absent. */
+    CHECK_EQ_INT(test_sub_count(sub, "homeassistant/sensor/gwP/charge_ccl/config"), 0);
+    CHECK_EQ_INT(test_sub_count(sub, "homeassistant/sensor/gwP/cell_1_voltage/config"), 0);
+    CHECK_EQ_INT(test_sub_count(sub, "homeassistant/sensor/gwP/pack3_cell_1_voltage/config"), 0);
+
+    /* CAN starts sending limits: the charge sensors appear, with values. */
+    set_limits(v);
+    v->limit_outputs = BATTERY_OUTPUT_CAN;
+    send_view(bus, v);
+    disc = wait_json(sub, "homeassistant/sensor/gwP/charge_ccl/config", 1, &msg);
+    CHECK(disc != NULL);
+    CHECK_STR(str(disc, "state_topic"), "tbP/charge/ccl");
+    cJSON_Delete(disc);
+    expect(sub, "tbP/charge/ccl", "80.0");
+
+    /* South comes back: fresh values, then drops again: "None". */
+    v->packs[1].state = BATTERY_PACK_ONLINE;
+    v->online_count = 2;
+    send_view(bus, v);
+    expect(sub, "tbP/pack/2/voltage", "13.10");
+    expect(sub, "tbP/pack/2/online", "true");
+    v->packs[1].state = BATTERY_PACK_OFFLINE;
+    v->online_count = 1;
+    send_view(bus, v);
+    expect(sub, "tbP/pack/2/voltage", "None");
+
+    /* CAN stops: the charge sensors are removed (empty retained config). */
+    v->limit_outputs = 0;
+    v->limits.valid = false;
+    send_view(bus, v);
+    expect(sub, "homeassistant/sensor/gwP/charge_ccl/config", "");
+    expect(sub, "tbP/charge/ccl", "None");
+
+    mqtt_gateway_destroy(gw);
+    free(v);
     test_sub_destroy(sub);
     event_bus_destroy(bus);
     test_broker_cleanup(&b);
@@ -393,7 +588,6 @@ struct recorder {
     int alert_cmds;
     struct app_alert_command last_alert_cmd;
     int caps;
-    struct app_charge_cap last_cap;
 };
 
 static void on_cmd_event(const struct gw_event *ev, void *ctx)
@@ -403,43 +597,53 @@ static void on_cmd_event(const struct gw_event *ev, void *ctx)
     if (ev->id == EVENT_ALERT_COMMAND && ev->size == sizeof r->last_alert_cmd) {
         r->alert_cmds++;
         memcpy(&r->last_alert_cmd, ev->payload, ev->size);
-    } else if (ev->id == EVENT_CHARGE_CAP_REQUEST && ev->size == sizeof r->last_cap) {
+    } else if (ev->id == EVENT_CHARGE_CAP_REQUEST) {
         r->caps++;
-        memcpy(&r->last_cap, ev->payload, ev->size);
     }
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Sends a command until the gateway answers (its subscription is asynchronous); returns the
- * parsed result or NULL. */
-static cJSON *command(struct test_sub *sub, const char *topic, const char *payload)
+/* Sends a command until the gateway answers on <prefix>/cmd/result (its subscription is
+ * asynchronous); returns the parsed result or NULL. */
+static cJSON *command_on(struct test_sub *sub, const char *prefix, const char *topic, const char *payload)
 {
+    char result[128];
+    snprintf(result, sizeof result, "%s/cmd/result", prefix);
     uint64_t deadline = test_now_ms() + 15000;
-    int before = test_sub_count(sub, "tbB/cmd/result");
+    int before = test_sub_count(sub, result);
     while (test_now_ms() < deadline) {
         if (test_sub_publish(sub, topic, payload, false) != 0)
             return NULL;
         struct test_msg m;
-        if (test_sub_wait(sub, "tbB/cmd/result", before + 1, 1000, &m) > before)
+        if (test_sub_wait(sub, result, before + 1, 1000, &m) > before)
             return cJSON_Parse(m.payload);
     }
     return NULL;
 }
 
+static cJSON *command(struct test_sub *sub, const char *topic, const char *payload)
+{
+    return command_on(sub, "tbB", topic, payload);
+}
+
+/* A broker that knows gwuser/pw1 (the gateway) and tester/pw2 (the test). */
+static int start_auth_broker(struct test_broker *b)
+{
+    if (test_broker_init(b, mosquitto_exe))
+        return -1;
+    if (test_sh("mosquitto_passwd -c -b '%s/passwd' gwuser pw1 >/dev/null 2>&1 && "
+                "mosquitto_passwd -b '%s/passwd' tester pw2 >/dev/null 2>&1",
+                b->dir, b->dir) != 0)
+        return -1;
+    char extra[256];
+    snprintf(extra, sizeof extra, "allow_anonymous false\npassword_file %s/passwd", b->dir);
+    return test_broker_start(b, extra);
+}
+
 static void test_commands_and_restart(void)
 {
     struct test_broker b;
-    if (test_broker_init(&b, mosquitto_exe)) {
-        CHECK(!"init");
-        return;
-    }
-    CHECK_EQ_INT(test_sh("mosquitto_passwd -c -b '%s/passwd' gwuser pw1 >/dev/null 2>&1 && "
-                         "mosquitto_passwd -b '%s/passwd' tester pw2 >/dev/null 2>&1",
-                         b.dir, b.dir),
-                 0);
-    char extra[256];
-    snprintf(extra, sizeof extra, "allow_anonymous false\npassword_file %s/passwd", b.dir);
-    if (test_broker_start(&b, extra)) {
+    if (start_auth_broker(&b)) {
         CHECK(!"broker start");
         test_broker_cleanup(&b);
         return;
@@ -475,6 +679,7 @@ static void test_commands_and_restart(void)
     struct inbox alerts = { .lock = PTHREAD_MUTEX_INITIALIZER };
     CHECK_EQ_INT(mqtt_client_subscribe(client, "tbB/cmd/alerts/#", 1, inbox_cb, &cmd_seen), GW_OK);
     CHECK_EQ_INT(mqtt_client_subscribe(client, "tbB/alerts", 1, inbox_cb, &alerts), GW_OK);
+    /* No charge-cap callback: a daemon without battery service. */
     struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg, .client = client };
     struct mqtt_gateway *gw = NULL;
     CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
@@ -514,16 +719,12 @@ static void test_commands_and_restart(void)
     CHECK_STR(rec.last_alert_cmd.code, "CELL_OVER_VOLTAGE");
     pthread_mutex_unlock(&rec.lock);
 
+    /* No battery service behind the gateway: the cap is answered, and nothing pretends. */
     r = command(sub, "tbB/cmd/charge_cap", "{\"ccl_a\":20,\"dcl_a\":null,\"duration_s\":7200}");
-    CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "ok")));
+    CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "ok")));
+    CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "applied")));
+    CHECK_STR(r ? str(r, "answer") : "", "no effect: no battery service");
     cJSON_Delete(r);
-    CHECK(event_bus_flush(bus, 5000));
-    pthread_mutex_lock(&rec.lock);
-    CHECK_EQ_INT(rec.caps, 1);
-    CHECK_NEAR(rec.last_cap.ccl_cap_a, 20.0, 1e-6);
-    CHECK(rec.last_cap.dcl_cap_a < 0);
-    CHECK_EQ_INT(rec.last_cap.duration_s, 7200);
-    pthread_mutex_unlock(&rec.lock);
 
     r = command(sub, "tbB/cmd/charge_cap", "{\"ccl_a\":-3,\"duration_s\":60}");
     CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "ok")));
@@ -534,7 +735,7 @@ static void test_commands_and_restart(void)
     cJSON_Delete(r);
     CHECK(event_bus_flush(bus, 5000));
     pthread_mutex_lock(&rec.lock);
-    CHECK_EQ_INT(rec.caps, 1); /* the rejected ones raised nothing */
+    CHECK_EQ_INT(rec.caps, 0); /* caps never go on the bus any more */
     pthread_mutex_unlock(&rec.lock);
 
     /* Commands on, but the user name removed from the settings: refused again. */
@@ -588,14 +789,163 @@ static void test_commands_and_restart(void)
     test_broker_cleanup(&b);
 }
 
+/* ------------------------------------------------------------------ with the battery service */
+
+/* What the daemon passes as the charge-cap callback. */
+static int request_cap(void *ctx, const struct app_charge_cap *cap, char *answer, size_t len)
+{
+    return battery_service_request_cap(ctx, cap, answer, len);
+}
+
+/* A plausible sample of pack `id` (4 LFP cells); lifetime advances so it is never frozen. */
+static void feed(struct event_bus *bus, uint8_t id, uint32_t lifetime_s, float pack_v)
+{
+    struct bms_live_data d = sample();
+    d.battery_id = id;
+    d.timestamp_ms = 0;
+    d.lifetime_s = lifetime_s;
+    d.pack_voltage_v = pack_v;
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+}
+
+/* Feeds pack 0 (and pack 1 when both) every 200 ms until the newest message on topic carries
+ * payload or 20 s passed. */
+static bool feed_until(struct event_bus *bus, struct test_sub *sub, bool both, uint32_t *lifetime,
+                       const char *topic, const char *payload)
+{
+    uint64_t deadline = test_now_ms() + 20000;
+    struct test_msg m;
+    while (test_now_ms() < deadline) {
+        feed(bus, 0, ++*lifetime, 13.294f);
+        if (both)
+            feed(bus, 1, *lifetime, 13.30f);
+        /* Paced by the gateway's rounds: wait for the next message on topic (200 ms at most). */
+        int n = test_sub_count(sub, topic);
+        test_sub_wait(sub, topic, n + 1, 200, NULL);
+        if (test_sub_wait(sub, topic, 1, 0, &m) >= 1 && strcmp(m.payload, payload) == 0)
+            return true;
+    }
+    fprintf(stderr, "%s never became \"%s\"\n", topic, payload);
+    return false;
+}
+
+static void test_battery_service_views_and_cap(void)
+{
+    struct test_broker b;
+    if (start_auth_broker(&b)) {
+        CHECK(!"broker start");
+        test_broker_cleanup(&b);
+        return;
+    }
+    struct test_sub *sub = test_sub_create(b.port, "#", "tester", "pw2");
+    CHECK(sub != NULL);
+    struct event_bus *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+
+    /* The real battery service, two packs, quick to call a silent pack stale. */
+    struct battery_service_options bo = { .bus = bus };
+    battery_engine_default_config(&bo.engine);
+    bo.engine.pack_count = 2;
+    bo.engine.packs[0].id = 0;
+    snprintf(bo.engine.packs[0].name, sizeof bo.engine.packs[0].name, "north");
+    bo.engine.packs[1].id = 1;
+    snprintf(bo.engine.packs[1].name, sizeof bo.engine.packs[1].name, "south");
+    bo.engine.stale_after_ms = 1500;
+    bo.engine.offline_after_ms = 60000;
+    struct battery_service *bs = NULL;
+    CHECK_EQ_INT(battery_service_create(&bo, &bs), GW_OK);
+    if (!sub || !bs) {
+        battery_service_destroy(bs);
+        test_sub_destroy(sub);
+        event_bus_destroy(bus);
+        test_broker_cleanup(&b);
+        return;
+    }
+
+    struct gw_config_mqtt m = base_cfg(b.port, "gwS", "tbS");
+    snprintf(m.username, sizeof m.username, "gwuser");
+    snprintf(m.password, sizeof m.password, "pw1");
+    m.commands_enabled = true;
+    m.publish_interval_ms = 100;
+    set_cfg(&m);
+    struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg, .charge_cap = request_cap,
+                                        .charge_cap_ctx = bs };
+    struct mqtt_gateway *gw = NULL;
+    CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
+    CHECK_EQ_INT(mqtt_gateway_start(gw), GW_OK);
+    CHECK_EQ_INT(battery_service_start(bs), GW_OK);
+    expect(sub, "tbS/availability", "online");
+
+    /* Both packs report: both online, named, with their own values. */
+    uint32_t lifetime = 1000;
+    CHECK(feed_until(bus, sub, true, &lifetime, "tbS/online_count", "2"));
+    expect(sub, "tbS/pack/1/name", "north");
+    expect(sub, "tbS/pack/2/name", "south");
+    expect(sub, "tbS/pack/2/online", "true");
+    expect(sub, "tbS/pack/2/voltage", "13.30");
+    expect(sub, "tbS/pack/1/voltage", "13.29");
+    expect(sub, "tbS/pack_count", "2");
+    struct test_msg msg;
+    cJSON *disc = wait_json(sub, "homeassistant/sensor/gwS/pack2_voltage/config", 1, &msg);
+    CHECK(disc != NULL);
+    CHECK_STR(str(cJSON_GetObjectItem(disc, "device"), "name"), "south");
+    cJSON_Delete(disc);
+    /* No output sends limits yet: no charge sensors. */
+    CHECK_EQ_INT(test_sub_count(sub, "homeassistant/sensor/gwS/charge_ccl/config"), 0);
+
+    /* The cap with no output sending limits: stored, answered "no effect". */
+    static const char cap[] = "{\"ccl_a\":20,\"dcl_a\":null,\"duration_s\":7200}";
+    cJSON *r = command_on(sub, "tbS", "tbS/cmd/charge_cap", cap);
+    CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "ok")));
+    CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "applied")));
+    CHECK_STR(r ? str(r, "answer") : "", "no effect: no output sends limits");
+    cJSON_Delete(r);
+
+    /* CAN starts sending limits: the charge sensors are announced; the cap now applies. */
+    battery_service_set_limit_outputs(bs, BATTERY_OUTPUT_CAN);
+    disc = wait_json(sub, "homeassistant/sensor/gwS/charge_ccl/config", 1, &msg);
+    CHECK(disc != NULL);
+    cJSON_Delete(disc);
+    expect(sub, "tbS/charge/outputs", "can");
+    r = command_on(sub, "tbS", "tbS/cmd/charge_cap", cap);
+    CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "ok")));
+    CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "applied")));
+    CHECK_STR(r ? str(r, "answer") : "", "applied");
+    cJSON_Delete(r);
+    struct battery_service_stats bst;
+    battery_service_get_stats(bs, &bst);
+    CHECK_EQ_INT(bst.caps_applied, 1);
+    CHECK_EQ_INT(bst.caps_without_effect, 1);
+
+    /* South falls silent: stale, its values "None" (never its last sample as if fresh). */
+    CHECK(feed_until(bus, sub, false, &lifetime, "tbS/pack/2/online", "false"));
+    expect(sub, "tbS/pack/2/status", "stale");
+    expect(sub, "tbS/pack/2/voltage", "None");
+    expect(sub, "tbS/online_count", "1");
+    expect(sub, "tbS/pack/1/online", "true");
+
+    /* CAN stops: the charge sensors go away again. */
+    battery_service_set_limit_outputs(bs, 0);
+    expect(sub, "homeassistant/sensor/gwS/charge_ccl/config", "");
+
+    battery_service_stop(bs);
+    mqtt_gateway_destroy(gw);
+    battery_service_destroy(bs);
+    test_sub_destroy(sub);
+    event_bus_destroy(bus);
+    test_broker_cleanup(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
         mosquitto_exe = argv[1];
     static const struct test_case_ cases[] = {
         TEST_CASE(test_topics_status_alerts_discovery),
+        TEST_CASE(test_packs_topics_and_discovery),
         TEST_CASE(test_last_will_on_crash),
         TEST_CASE(test_commands_and_restart),
+        TEST_CASE(test_battery_service_views_and_cap),
     };
     return test_run_(cases, sizeof cases / sizeof cases[0]);
 }
