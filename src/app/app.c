@@ -177,6 +177,12 @@ static int history_config(void *ctx, struct gw_config_history *out)
     return GW_OK;
 }
 
+/* MQTT cmd/charge_cap -> the battery service (which answers applied / no effect). */
+static int mqtt_charge_cap(void *ctx, const struct app_charge_cap *cap, char *answer, size_t len)
+{
+    return battery_service_request_cap(ctx, cap, answer, len);
+}
+
 static bool mqtt_config(struct gw_config_mqtt *out, void *ctx)
 {
     struct gw_config cfg;
@@ -318,7 +324,8 @@ static int start_services(struct app *app)
     }
 
     if (cfg.mqtt.enabled) {
-        struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config };
+        struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config,
+                                           .charge_cap = mqtt_charge_cap, .charge_cap_ctx = app->battery };
         rc = mqtt_gateway_create(&mo, &app->mqtt);
         if (!rc)
             rc = mqtt_gateway_start(app->mqtt);

@@ -218,7 +218,7 @@ class Lifecycle(GatewayTestCase):
         try:
             rows = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
             last = db.execute("SELECT ts_ms, battery_id, voltage, current, soc, cell_min_mv, cell_max_mv "
-                              "FROM samples ORDER BY ts_ms DESC LIMIT 1").fetchone()
+                              "FROM samples WHERE battery_id = 0 ORDER BY ts_ms DESC LIMIT 1").fetchone()
         finally:
             db.close()
         self.assertGreater(rows, 0, "no sample recorded in history.db")

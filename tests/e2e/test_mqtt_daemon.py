@@ -77,7 +77,8 @@ class Publishing(MqttCase):
             self.assertRegex(payload, r"^-?\d+\.\d{%d}$" % decimals, "%s = %r" % (topic, payload))
             return float(payload)
 
-        temps = [t for t in (st["temp_internal_c"], st["temp_ext1_c"], st["temp_ext2_c"]) if t is not None]
+        # Cell temperatures: the external sensors only (the BMS board sensor is no cell).
+        temps = [t for t in (st["temp_ext1_c"], st["temp_ext2_c"]) if t is not None]
         cells_v = [mv / 1000.0 for mv in st["cells_mv"]]
         checks = [
             ("voltage", 2, st["pack_v"], 0.0051),
@@ -124,7 +125,9 @@ class Publishing(MqttCase):
         self.assertAlmostEqual(t["min"], min(temps), delta=0.051)
         self.assertAlmostEqual(t["avg"], sum(temps) / len(temps), delta=0.051)
         self.assertIsNone(t["external2"])  # absent sensor: null, never NaN
-        self.assertEqual(status["battery_id"], 0)
+        self.assertEqual(status["pack_count"], 1)
+        self.assertEqual(status["online_count"], 1)
+        self.assertAlmostEqual(t["internal"], st["temp_internal_c"], delta=0.051)
 
         # availability: online, retained, QoS 1.
         self.assertEqual(snap[P + "/availability"], (True, 1, "online"))
@@ -204,7 +207,7 @@ class Alerts(MqttCase):
         self.assertEqual(doc["battery_id"], 0)
         self.assertAlmostEqual(doc["threshold"], 3.6, delta=1e-6)
         self.assertAlmostEqual(doc["value"], 3.63, delta=0.015)
-        self.assertRegex(doc["message"], r"Cell 1 ")
+        self.assertRegex(doc["message"], r"pack 1: cell 1 high")
         self.assertGreaterEqual(doc["last_seen_ms"], doc["first_seen_ms"])
         self.assertLess(abs(doc["first_seen_ms"] / 1000.0 - time.time()), 120)
         self.assertNotIn(P + "/alerts", retained_snapshot(self.broker.port, [P + "/alerts"]))
@@ -222,7 +225,7 @@ class Alerts(MqttCase):
         self.assertGreaterEqual(int(m.group(1)), 1, "the alert was not queued while the broker was down")
         q, retained, doc = self.wait_alert("UNDER_VOLTAGE", "raised", 60)
         self.assertEqual(q, 1)
-        self.assertRegex(doc["message"], r"Cell 2 ")
+        self.assertRegex(doc["message"], r"pack 1: cell 2 low")
         # Reconnected by itself: online again and fresh values flow.
         self.sub.wait(lambda m: m[0] > t_restart and m[3] == P + "/availability" and m[4] == "online", 60,
                       "availability online after the restart")
