@@ -1,6 +1,7 @@
 /* tinybms-sim: a TinyBMS s516 on a pseudo-terminal (or a real serial port).
  * Prints the slave path alone on the first stdout line, then answers one JSON line per control
- * command read from stdin (see docs/simulator.md). The battery model advances on the monotonic
+ * command read from stdin (see docs/simulator.md; `fault` and `reset` inject the BMS failures a
+ * gateway must survive). The battery model advances on the monotonic
  * clock times --speed, in steps of at most 1 s of model time. */
 #define _GNU_SOURCE
 #include <errno.h>
