@@ -1,7 +1,8 @@
 /* Integration test of the real tinybms-sim binary on a pseudo-terminal: the slave path line,
  * the wake-up behaviour (first request ignored after idle, resend answered), a 0x03 read of
  * registers 0..55 compared with the `state` JSON, silence, unplug/replug with the --link symlink,
- * quit and SIGTERM. Binary: argv[1], else $GW_BUILD_DIR/tools/tinybms-sim/tinybms-sim.
+ * quit and SIGTERM, the fault modes (--fault, `fault ...`) and the BMS `reset` as a client on the
+ * wire sees them. Binary: argv[1], else $GW_BUILD_DIR/tools/tinybms-sim/tinybms-sim.
  * Synchronisation is by condition with generous deadlines (the `state` counters), never by sleep. */
 #define _GNU_SOURCE
 #include "test.h"
@@ -464,11 +465,184 @@ static void test_device_hangup_unplugs(void)
     CHECK_EQ_INT(child_wait_exit(&c), 0);
 }
 
+
+/* 0x03 read of count registers from addr on the wire (resent once, as a client must), decoded
+ * big-endian into out after checking the CRC. */
+static bool read_regs(int fd, uint16_t addr, uint8_t count, uint16_t *out)
+{
+    uint8_t req[6] = { 0xAA, 0x03, (uint8_t)(addr >> 8), (uint8_t)(addr & 0xFF), 0x00, count };
+    uint8_t rep[3 + 2 * 127 + 2];
+    size_t want = 3u + 2u * count + 2u;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        tcflush(fd, TCIFLUSH);
+        if (!send_frame(fd, req, sizeof req))
+            return false;
+        if (read_bytes(fd, rep, want, attempt ? DEADLINE_MS : 1500) != want)
+            continue;
+        if (!reply_valid(rep, want) || rep[1] != 0x03 || rep[2] != 2 * count)
+            return false;
+        for (unsigned i = 0; i < count; i++)
+            out[i] = (uint16_t)((rep[3 + 2 * i] << 8) | rep[4 + 2 * i]);
+        return true;
+    }
+    return false;
+}
+
+static float regs_float(const uint16_t *r)
+{
+    uint32_t u = (uint32_t)r[0] | ((uint32_t)r[1] << 16);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static uint32_t regs_u32(const uint16_t *r)
+{
+    return (uint32_t)r[0] | ((uint32_t)r[1] << 16);
+}
+
+static bool jstr_is(const cJSON *o, const char *key, const char *want)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) && strcmp(v->valuestring, want) == 0;
+}
+
+/* Sends a control command and checks its "ok". */
+static bool cmd_ok(struct child *c, const char *cmd, bool want_ok)
+{
+    cJSON *s = child_cmd(c, cmd);
+    bool ok = s && jtrue(s, "ok") == want_ok;
+    if (!ok)
+        fprintf(stderr, "command '%s': expected ok=%d\n", cmd, want_ok);
+    cJSON_Delete(s);
+    return ok;
+}
+
+/* The fault modes through --fault and the control channel, as a client on the wire sees them
+ * (valid CRCs), and the BMS `reset`. */
+static void test_faults_on_the_wire(void)
+{
+    const char *args[] = { "--fault", "impossible-pack-negative", "--no-sleep", "--speed", "0",
+                           "--latency-ms", "1", "--soc", "70", NULL };
+    struct child c;
+    CHECK(child_start(&c, args));
+    char path[256] = "";
+    CHECK(child_line(&c, path, sizeof path));
+    int fd = open_port(path);
+    CHECK(fd >= 0);
+    if (fd < 0) {
+        child_stop(&c);
+        return;
+    }
+    uint16_t r[56];
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK(regs_float(&r[36]) == -53.0f);
+    cJSON *s = child_cmd(&c, "state");
+    CHECK(s && jstr_is(s, "fault_mode", "impossible-pack-negative"));
+    CHECK(s && jnum(s, "pack_v") == -53.0);
+    cJSON_Delete(s);
+
+    /* `fault impossible KIND` replaces it; the pack voltage is the model's again. */
+    s = child_cmd(&c, "fault impossible soc-huge");
+    CHECK(s && jtrue(s, "ok") && jstr_is(s, "fault", "impossible-soc-huge"));
+    cJSON_Delete(s);
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(regs_u32(&r[46]), 4294967295u);
+    CHECK(regs_float(&r[36]) > 40.0f && regs_float(&r[36]) < 60.0f);
+    CHECK(cmd_ok(&c, "fault impossible-cell-max", true)); /* the one-word form works too */
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(r[0], 0xFFFF);
+    CHECK_EQ_INT(r[41], 6554);
+    CHECK(cmd_ok(&c, "fault impossible current-huge", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK(regs_float(&r[38]) == 1e30f);
+    CHECK(cmd_ok(&c, "fault impossible temp-huge", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(r[42], 32767);
+    CHECK(cmd_ok(&c, "fault impossible bogus", false));
+    CHECK(cmd_ok(&c, "fault", false));
+    s = child_cmd(&c, "state");
+    CHECK(s && jstr_is(s, "fault_mode", "impossible-temp-huge")); /* a bad command changes nothing */
+    cJSON_Delete(s);
+
+    /* Sensors absent. */
+    CHECK(cmd_ok(&c, "fault no-ext-temp", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(r[42], 0x8000);
+    CHECK_EQ_INT(r[43], 0x8000);
+    CHECK(r[48] != 0x8000);
+    CHECK(cmd_ok(&c, "fault no-temp", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(r[48], 0x8000);
+    s = child_cmd(&c, "state");
+    CHECK(s && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(s, "temp_internal_c")));
+    cJSON_Delete(s);
+
+    /* Frozen: the model runs (speed 100) but the lifetime counter served stands still. */
+    CHECK(cmd_ok(&c, "fault none", true));
+    CHECK(cmd_ok(&c, "speed 100", true));
+    s = wait_counter(&c, "lifetime_s", 2);
+    CHECK(s != NULL);
+    cJSON_Delete(s);
+    CHECK(cmd_ok(&c, "fault frozen", true));
+    uint16_t f1[56], f2[56];
+    CHECK(read_regs(fd, 0, 56, f1));
+    s = child_cmd(&c, "state");
+    double frozen_at = s ? jnum(s, "model_lifetime_s") : 0;
+    cJSON_Delete(s);
+    s = wait_counter(&c, "model_lifetime_s", frozen_at + 5);
+    CHECK(s != NULL);
+    CHECK(s && jnum(s, "lifetime_s") == regs_u32(&f1[32])); /* state shows what is served */
+    cJSON_Delete(s);
+    CHECK(read_regs(fd, 0, 56, f2));
+    CHECK_MEM(f2, f1, sizeof f1);
+    CHECK(cmd_ok(&c, "fault none", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK(regs_u32(&r[32]) >= regs_u32(&f1[32]) + 5);
+
+    /* BMS reset: SOC re-estimated, lifetime keeps counting, 0x61 logged, reset cause 2. */
+    CHECK(cmd_ok(&c, "speed 0", true));
+    CHECK(read_regs(fd, 0, 56, r));
+    uint32_t life_before = regs_u32(&r[32]);
+    CHECK_NEAR(regs_u32(&r[46]) / 1e6, 70.0, 0.01);
+    s = child_cmd(&c, "reset");
+    CHECK(s && jtrue(s, "ok") && jnum(s, "soc_pct") == 0.0 && jnum(s, "reset_cause") == 2);
+    cJSON_Delete(s);
+    CHECK(read_regs(fd, 0, 56, r));
+    CHECK_EQ_INT(regs_u32(&r[46]), 0);
+    CHECK(regs_u32(&r[32]) >= life_before);
+    uint16_t st[18];
+    CHECK(read_regs(fd, 100, 18, st));
+    CHECK_EQ_INT(st[14] & 0xFF, 2);
+    uint16_t ev[2];
+    CHECK(read_regs(fd, 200, 2, ev));
+    CHECK_EQ_INT(ev[1] >> 8, 0x61);
+    s = child_cmd(&c, "reset 42.5 9");
+    CHECK(s && jtrue(s, "ok") && jnum(s, "reset_cause") == 9);
+    cJSON_Delete(s);
+    s = child_cmd(&c, "state");
+    CHECK(s && jnum(s, "last_reset_cause") == 9);
+    CHECK_NEAR(s ? jnum(s, "soc_pct") : 0, 42.5, 1e-6);
+    const cJSON *events = s ? cJSON_GetObjectItemCaseSensitive(s, "events") : NULL;
+    CHECK(cJSON_GetArraySize(events) >= 2);
+    CHECK(cJSON_GetArraySize(events) >= 1 && jnum(cJSON_GetArrayItem(events, 0), "id") == 0x61);
+    cJSON_Delete(s);
+    CHECK(cmd_ok(&c, "reset 101", false));
+    CHECK(cmd_ok(&c, "reset 50 256", false));
+    CHECK(cmd_ok(&c, "reset abc", false));
+    close(fd);
+    CHECK(cmd_ok(&c, "quit", true));
+    CHECK_EQ_INT(child_wait_exit(&c), 0);
+}
+
 static void test_bad_option_fails(void)
 {
     const char *args[] = { "--cells", "3", NULL };
     struct child c;
     CHECK(child_start(&c, args));
+    CHECK_EQ_INT(child_wait_exit(&c), 2);
+    const char *fault[] = { "--fault", "impossible-nothing", NULL };
+    CHECK(child_start(&c, fault));
     CHECK_EQ_INT(child_wait_exit(&c), 2);
 }
 
@@ -493,6 +667,7 @@ int main(int argc, char **argv)
     static const struct test_case_ cases[] = { TEST_CASE(test_sim_on_pty),
                                                TEST_CASE(test_sigterm_exits_cleanly),
                                                TEST_CASE(test_device_hangup_unplugs),
+                                               TEST_CASE(test_faults_on_the_wire),
                                                TEST_CASE(test_bad_option_fails) };
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     unlink(link_path);

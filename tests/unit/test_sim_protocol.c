@@ -1,13 +1,18 @@
 /* Unit tests of the simulator's register image and protocol responder, in process: the spec's
  * own example frames byte for byte, NACKs, multi-packet 0x07, 0x1D tables, write-to-set
- * registers, the 14-cell layout, old firmware, and parser robustness. */
+ * registers, the 14-cell layout, old firmware, and parser robustness. The fault modes and the
+ * BMS reset are checked through the gateway's own codec (src/core/tinybms: the CRC must be
+ * valid) and, for the impossible values, its plausibility gate (they must be refused). */
 #include "test.h"
 
 #include <stdlib.h>
 
+#include "gw_config.h"
 #include "gw_error.h"
+#include "plausibility.h"
 #include "sim_protocol.h"
 #include "sim_registers.h"
+#include "tinybms.h"
 
 static struct sim_bms bms;
 static uint8_t reply[SIM_REPLY_MAX];
@@ -435,10 +440,412 @@ static void test_parser_resync_and_fuzz(void)
     CHECK(replies > 1000);
 }
 
+
+/* ---- fault modes and BMS reset, decoded by the gateway's codec ---- */
+
+/* Sends a 4-byte simple command and decodes the answer with the gateway's codec (CRC checked). */
+static bool ask_decoded(uint8_t cmd, struct tinybms_reply *r)
+{
+    uint8_t req[6] = { 0xAA, cmd };
+    size_t n = ask(req, 2);
+    int rc = tinybms_decode(reply, n, r);
+    CHECK_EQ_INT(rc, (int)n);
+    return rc > 0 && (size_t)rc == n && r->kind == TINYBMS_REPLY_DATA && r->cmd == cmd;
+}
+
+/* 0x03 read of count registers from addr, decoded by the codec into regs. */
+static bool read_modbus_decoded(uint16_t addr, uint8_t count, uint16_t *regs)
+{
+    uint8_t req[10];
+    int len = tinybms_encode_read_modbus(req, sizeof req, addr, count);
+    CHECK(len > 0);
+    if (len <= 0)
+        return false;
+    size_t n = sim_protocol_handle(&bms, req, (size_t)len, reply, sizeof reply);
+    struct tinybms_reply r;
+    size_t got = 0;
+    int rc = tinybms_decode(reply, n, &r);
+    CHECK_EQ_INT(rc, (int)n);
+    if (rc <= 0 || (size_t)rc != n || r.kind != TINYBMS_REPLY_DATA)
+        return false;
+    CHECK_EQ_INT(tinybms_reply_registers(&r, regs, count, &got), GW_OK);
+    CHECK_EQ_INT(got, count);
+    return got == count;
+}
+
+/* Registers 0..55 by 0x03, decoded into a live sample; also checks that a 0x07 read (two
+ * packets) and 0x09 reads serve the very same words. */
+static bool read_live_decoded(struct bms_live_data *live, uint16_t regs[TINYBMS_REG_LIVE_COUNT])
+{
+    if (!read_modbus_decoded(0, TINYBMS_REG_LIVE_COUNT, regs))
+        return false;
+    uint8_t req[10];
+    int len = tinybms_encode_read_block(req, sizeof req, 0, TINYBMS_REG_LIVE_COUNT);
+    size_t n = sim_protocol_handle(&bms, req, (size_t)len, reply, sizeof reply);
+    uint16_t words[TINYBMS_REG_LIVE_COUNT];
+    size_t have = 0, off = 0;
+    while (off < n) {
+        struct tinybms_reply r;
+        size_t got = 0;
+        int rc = tinybms_decode(reply + off, n - off, &r);
+        CHECK(rc > 0);
+        if (rc <= 0)
+            return false;
+        CHECK_EQ_INT(tinybms_reply_registers(&r, words + have, TINYBMS_REG_LIVE_COUNT - have, &got), GW_OK);
+        have += got;
+        off += (size_t)rc;
+    }
+    CHECK_EQ_INT(have, TINYBMS_REG_LIVE_COUNT);
+    CHECK_MEM(words, regs, sizeof words);
+    static const uint16_t probe[] = { 0, 2, 3, 15, 32, 33, 36, 37, 38, 39, 41, 42, 43, 46, 47, 48 };
+    for (size_t k = 0; k + 1 < sizeof probe / sizeof probe[0]; k += 2) { /* 0x09, two at a time */
+        uint8_t ind[16];
+        len = tinybms_encode_read_individual(ind, sizeof ind, probe + k, 2);
+        CHECK(len > 0);
+        n = sim_protocol_handle(&bms, ind, (size_t)len, reply, sizeof reply);
+        struct tinybms_reply r;
+        uint16_t a[2], v[2];
+        size_t got = 0;
+        CHECK_EQ_INT(tinybms_decode(reply, n, &r), (int)n);
+        CHECK_EQ_INT(tinybms_reply_individual(&r, a, v, 2, &got), GW_OK);
+        CHECK_EQ_INT(got, 2);
+        CHECK_EQ_INT(v[0], regs[probe[k]]);
+        CHECK_EQ_INT(v[1], regs[probe[k + 1]]);
+    }
+    struct tinybms_decode_opts opts = { 0, BMS_CELL_ORDER_DOCUMENTED };
+    memset(live, 0, sizeof *live);
+    CHECK_EQ_INT(tinybms_decode_live(regs, &opts, live), GW_OK);
+    return true;
+}
+
+static float reply_float(uint8_t cmd)
+{
+    struct tinybms_reply r;
+    float f = -1.0f;
+    if (ask_decoded(cmd, &r))
+        CHECK_EQ_INT(tinybms_reply_float(&r, &f), GW_OK);
+    return f;
+}
+
+static uint32_t reply_u32(uint8_t cmd)
+{
+    struct tinybms_reply r;
+    uint32_t v = 0;
+    if (ask_decoded(cmd, &r))
+        CHECK_EQ_INT(tinybms_reply_u32(&r, &v), GW_OK);
+    return v;
+}
+
+static uint16_t reply_u16(uint8_t cmd)
+{
+    struct tinybms_reply r;
+    uint16_t v = 0;
+    if (ask_decoded(cmd, &r))
+        CHECK_EQ_INT(tinybms_reply_u16(&r, &v), GW_OK);
+    return v;
+}
+
+static void reply_temps(int16_t dc[BMS_TEMP_SENSORS], bool present[BMS_TEMP_SENSORS])
+{
+    struct tinybms_reply r;
+    memset(dc, 0, sizeof(int16_t) * BMS_TEMP_SENSORS);
+    memset(present, 0, sizeof(bool) * BMS_TEMP_SENSORS);
+    if (ask_decoded(0x1B, &r))
+        CHECK_EQ_INT(tinybms_reply_temperatures(&r, dc, present), GW_OK);
+}
+
+static void test_fault_names(void)
+{
+    setup(BATTERY_LFP, 16, false);
+    for (unsigned i = 0; i < SIM_FAULT_COUNT; i++) {
+        enum sim_fault f = SIM_FAULT_COUNT;
+        CHECK_EQ_INT(sim_fault_from_name(sim_fault_name((enum sim_fault)i), &f), GW_OK);
+        CHECK_EQ_INT(f, i);
+        CHECK(strcmp(sim_fault_description((enum sim_fault)i), "?") != 0);
+    }
+    enum sim_fault f = SIM_FAULT_FROZEN;
+    CHECK_EQ_INT(sim_fault_from_name("impossible-pack", &f), GW_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sim_fault_from_name("pack-zero", &f), GW_ERR_NOT_FOUND);
+    CHECK_EQ_INT(f, SIM_FAULT_FROZEN);
+    CHECK_EQ_INT(sim_fault_from_name(NULL, &f), GW_ERR_INVAL);
+    CHECK_STR(sim_fault_name(SIM_FAULT_COUNT), "?");
+    CHECK_STR(sim_fault_name(SIM_FAULT_PACK_ZERO), "impossible-pack-zero");
+    CHECK_STR(sim_fault_name(SIM_FAULT_NO_EXT_TEMP), "no-ext-temp");
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_COUNT), GW_ERR_INVAL);
+    CHECK_EQ_INT(sim_bms_set_fault(NULL, SIM_FAULT_NONE), GW_ERR_INVAL);
+    CHECK_EQ_INT(bms.fault, SIM_FAULT_NONE);
+}
+
+/* Every impossible value is served with a valid CRC by 0x03, 0x07 and 0x09 (same words), and
+ * by the dedicated command; the gateway's codec decodes it and its plausibility gate refuses
+ * the sample with the expected rule. `fault none` brings the model's values back. */
+static void test_fault_impossible_values(void)
+{
+    static const struct {
+        enum sim_fault fault;
+        uint8_t rule;
+    } cases[] = {
+        { SIM_FAULT_PACK_ZERO, PLAUSIBILITY_PACK_RANGE },
+        { SIM_FAULT_PACK_NEGATIVE, PLAUSIBILITY_PACK_RANGE },
+        { SIM_FAULT_PACK_HUGE, PLAUSIBILITY_PACK_RANGE },
+        { SIM_FAULT_CURRENT_HUGE, PLAUSIBILITY_CURRENT_RANGE },
+        { SIM_FAULT_CELL_MAX, PLAUSIBILITY_CELL_RANGE },
+        { SIM_FAULT_SOC_HUGE, PLAUSIBILITY_SOC_RANGE },
+        { SIM_FAULT_TEMP_HUGE, PLAUSIBILITY_TEMP_RANGE },
+    };
+    for (unsigned cells = 14; cells <= 16; cells += 2) {
+        setup(BATTERY_LFP, cells, false);
+        battery_model_step(&bms.model, -20.0f, 1.0f);
+        struct bms_live_data live;
+        uint16_t regs[TINYBMS_REG_LIVE_COUNT], clean[TINYBMS_REG_LIVE_COUNT];
+        struct plausibility_result pr;
+        CHECK(read_live_decoded(&live, clean));
+        CHECK(plausibility_check_sample(&live, NULL, GW_CHEM_LFP, &pr));
+        unsigned cell1 = 16 - cells;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            CHECK_EQ_INT(sim_bms_set_fault(&bms, cases[i].fault), GW_OK);
+            CHECK(read_live_decoded(&live, regs));
+            memset(&pr, 0, sizeof pr);
+            CHECK(!plausibility_check_sample(&live, NULL, GW_CHEM_LFP, &pr));
+            if (pr.rule != cases[i].rule)
+                fprintf(stderr, "fault %s: rule %s (%s)\n", sim_fault_name(cases[i].fault),
+                        plausibility_rule_name(pr.rule), pr.reason);
+            CHECK_EQ_INT(pr.rule, cases[i].rule);
+            /* Only the fault's registers differ from the model's. */
+            unsigned changed = 0;
+            for (unsigned r = 0; r < TINYBMS_REG_LIVE_COUNT; r++)
+                changed += regs[r] != clean[r];
+            int16_t dc[BMS_TEMP_SENSORS];
+            bool present[BMS_TEMP_SENSORS];
+            switch (cases[i].fault) {
+            case SIM_FAULT_PACK_ZERO:
+                CHECK_EQ_INT(regs[36], 0);
+                CHECK_EQ_INT(regs[37], 0);
+                CHECK(live.pack_voltage_v == 0.0f);
+                CHECK(reply_float(0x14) == 0.0f);
+                CHECK(changed <= 2);
+                break;
+            case SIM_FAULT_PACK_NEGATIVE:
+                CHECK(live.pack_voltage_v == -53.0f);
+                CHECK(reply_float(0x14) == -53.0f);
+                CHECK_EQ_INT(regs[37], 0xC254); /* -53.0f = 0xC2540000, high word in 37 */
+                CHECK(changed <= 2);
+                break;
+            case SIM_FAULT_PACK_HUGE:
+                CHECK(live.pack_voltage_v == 1e30f);
+                CHECK(reply_float(0x14) == 1e30f);
+                CHECK(changed <= 2);
+                break;
+            case SIM_FAULT_CURRENT_HUGE:
+                CHECK(live.pack_current_a == 1e30f);
+                CHECK(reply_float(0x15) == 1e30f);
+                CHECK(reply_float(0x14) == live.pack_voltage_v); /* the rest unchanged */
+                CHECK(changed <= 2);
+                break;
+            case SIM_FAULT_CELL_MAX: {
+                CHECK_EQ_INT(regs[cell1], 0xFFFF);
+                CHECK_EQ_INT(live.cell_mv_x10[0], 0xFFFF);
+                CHECK_EQ_INT(live.max_cell_mv, 6554);
+                CHECK_EQ_INT(reply_u16(0x16), 6554);
+                struct tinybms_reply r;
+                uint16_t words[16];
+                size_t got = 0;
+                CHECK(ask_decoded(0x1C, &r));
+                CHECK_EQ_INT(tinybms_reply_registers(&r, words, 16, &got), GW_OK);
+                CHECK_EQ_INT(got, cells);
+                CHECK_EQ_INT(words[0], 0xFFFF);
+                CHECK(changed <= 2);
+                break;
+            }
+            case SIM_FAULT_SOC_HUGE:
+                CHECK_EQ_INT(live.soc_ppm, 4294967295u);
+                CHECK_EQ_INT(reply_u32(0x1A), 4294967295u);
+                CHECK(changed <= 2);
+                break;
+            case SIM_FAULT_TEMP_HUGE:
+                CHECK_EQ_INT(regs[42], 32767);
+                CHECK(live.temp_present[BMS_TEMP_EXT1]);
+                CHECK_EQ_INT(live.temp_dc[BMS_TEMP_EXT1], 32767);
+                reply_temps(dc, present);
+                CHECK(present[BMS_TEMP_EXT1]);
+                CHECK_EQ_INT(dc[BMS_TEMP_EXT1], 32767);
+                CHECK_EQ_INT(dc[BMS_TEMP_INTERNAL], live.temp_dc[BMS_TEMP_INTERNAL]);
+                CHECK(changed <= 1);
+                break;
+            default:
+                break;
+            }
+        }
+        CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_NONE), GW_OK);
+        CHECK(read_live_decoded(&live, regs));
+        CHECK_MEM(regs, clean, sizeof regs);
+        CHECK(plausibility_check_sample(&live, NULL, GW_CHEM_LFP, &pr));
+    }
+}
+
+/* Frozen: the lifetime counter and every live value stop while the model runs on; polls still
+ * succeed (valid frames, byte for byte the same answer). */
+static void test_fault_frozen(void)
+{
+    setup(BATTERY_LFP, 16, false);
+    battery_model_step(&bms.model, -20.0f, 1.0f);
+    battery_model_step(&bms.model, -20.0f, 1.0f);
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_FROZEN), GW_OK);
+    struct bms_live_data before, after;
+    uint16_t r1[TINYBMS_REG_LIVE_COUNT], r2[TINYBMS_REG_LIVE_COUNT];
+    CHECK(read_live_decoded(&before, r1));
+    uint8_t first[3 + 112 + 2];
+    uint8_t req[8] = { 0xAA, 0x03, 0x00, 0x00, 0x00, 56 };
+    CHECK_EQ_INT(ask(req, 6), sizeof first);
+    memcpy(first, reply, sizeof first);
+    CHECK_EQ_INT(reply_u32(0x19), 2);
+    for (int i = 0; i < 30; i++)
+        battery_model_step(&bms.model, -80.0f, 1.0f);
+    CHECK_NEAR(bms.model.lifetime_s, 32.0, 1e-6); /* the model went on */
+    CHECK_EQ_INT(ask(req, 6), sizeof first);
+    CHECK_MEM(reply, first, sizeof first);
+    CHECK(read_live_decoded(&after, r2));
+    CHECK_MEM(r2, r1, sizeof r1);
+    CHECK_EQ_INT(after.lifetime_s, 2);
+    CHECK(after.pack_current_a == -20.0f);
+    CHECK_EQ_INT(reply_u32(0x19), 2);
+    CHECK(reply_float(0x15) == -20.0f);
+    CHECK(reply_float(0x14) == before.pack_voltage_v);
+    CHECK_EQ_INT(reply_u32(0x1A), before.soc_ppm);
+    /* 0x11's BMS time is the frozen counter too. */
+    struct tinybms_reply r;
+    uint32_t btsp = 0;
+    struct bms_event ev[BMS_EVENT_SLOTS];
+    size_t nev = 0;
+    CHECK(ask_decoded(0x12, &r));
+    CHECK_EQ_INT(tinybms_reply_events(&r, &btsp, ev, BMS_EVENT_SLOTS, &nev), GW_OK);
+    CHECK_EQ_INT(btsp, 2);
+    /* A new `fault frozen` takes a new snapshot; `none` serves the model again. */
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_FROZEN), GW_OK);
+    CHECK_EQ_INT(reply_u32(0x19), 32);
+    battery_model_step(&bms.model, -80.0f, 1.0f);
+    CHECK_EQ_INT(reply_u32(0x19), 32);
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_NONE), GW_OK);
+    CHECK_EQ_INT(reply_u32(0x19), 33);
+    CHECK(reply_float(0x15) == -80.0f);
+}
+
+/* no-ext-temp: registers 42/43 read -32768 (absent); no-temp: 48 too. */
+static void test_fault_sensors_absent(void)
+{
+    setup(BATTERY_LFP, 16, false);
+    bms.model.ext_sensor_connected[1] = true;
+    battery_model_step(&bms.model, 0.0f, 1.0f);
+    struct bms_live_data live;
+    uint16_t regs[TINYBMS_REG_LIVE_COUNT];
+    int16_t dc[BMS_TEMP_SENSORS];
+    bool present[BMS_TEMP_SENSORS];
+    CHECK(read_live_decoded(&live, regs));
+    for (unsigned i = 0; i < BMS_TEMP_SENSORS; i++)
+        CHECK(live.temp_present[i]);
+
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_NO_EXT_TEMP), GW_OK);
+    CHECK(read_live_decoded(&live, regs));
+    CHECK_EQ_INT(regs[42], 0x8000);
+    CHECK_EQ_INT(regs[43], 0x8000);
+    CHECK(regs[48] != 0x8000);
+    CHECK(live.temp_present[BMS_TEMP_INTERNAL]);
+    CHECK(!live.temp_present[BMS_TEMP_EXT1]);
+    CHECK(!live.temp_present[BMS_TEMP_EXT2]);
+    reply_temps(dc, present);
+    CHECK(present[BMS_TEMP_INTERNAL] && !present[BMS_TEMP_EXT1] && !present[BMS_TEMP_EXT2]);
+    CHECK_EQ_INT(dc[BMS_TEMP_INTERNAL], (int16_t)regs[48]);
+
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_NO_TEMP), GW_OK);
+    CHECK(read_live_decoded(&live, regs));
+    CHECK_EQ_INT(regs[48], 0x8000);
+    for (unsigned i = 0; i < BMS_TEMP_SENSORS; i++)
+        CHECK(!live.temp_present[i]);
+    reply_temps(dc, present);
+    CHECK(!present[BMS_TEMP_INTERNAL] && !present[BMS_TEMP_EXT1] && !present[BMS_TEMP_EXT2]);
+    /* Raw bytes of the 0x1B answer: three times 00 80. */
+    uint8_t req[6] = { 0xAA, 0x1B };
+    CHECK_EQ_INT(ask(req, 2), 11);
+    for (unsigned i = 0; i < 3; i++) {
+        CHECK_EQ_INT(reply[3 + 2 * i], 0x00);
+        CHECK_EQ_INT(reply[4 + 2 * i], 0x80);
+    }
+    CHECK_EQ_INT(sim_bms_set_fault(&bms, SIM_FAULT_NONE), GW_OK);
+    reply_temps(dc, present);
+    CHECK(present[BMS_TEMP_INTERNAL] && present[BMS_TEMP_EXT1] && present[BMS_TEMP_EXT2]);
+}
+
+/* A BMS restart: SOC re-estimated (0 % or given), lifetime counter keeps counting, event 0x61
+ * newest, register 114 low byte = the cause, statistics kept; protections cleared. */
+static void test_bms_restart(void)
+{
+    setup(BATTERY_LFP, 16, false);
+    battery_model_set_soc(&bms.model, 0.60f);
+    battery_model_step(&bms.model, 10.0f, 1.0f);   /* 0x62 charging started */
+    battery_model_step(&bms.model, -300.0f, 1.0f); /* 0x05 discharge over-current, status fault */
+    struct bms_live_data live;
+    uint16_t regs[TINYBMS_REG_LIVE_COUNT], st[TINYBMS_REG_STATS_COUNT];
+    struct bms_statistics stats;
+    CHECK(read_live_decoded(&live, regs));
+    CHECK_EQ_INT(live.online_status, 0x9B);
+    CHECK_EQ_INT(live.lifetime_s, 2);
+    CHECK(read_modbus_decoded(TINYBMS_REG_STATS_FIRST, TINYBMS_REG_STATS_COUNT, st));
+    CHECK_EQ_INT(tinybms_decode_statistics(st, &stats), GW_OK);
+    CHECK_EQ_INT(stats.last_reset_cause, SIM_RESET_CAUSE_POWER_ON);
+    CHECK_EQ_INT(stats.discharge_overcurrent_count, 1);
+    uint32_t events_before = bms.model.event_total;
+
+    CHECK_EQ_INT(sim_bms_restart(&bms, 0.0f, SIM_RESET_CAUSE_WATCHDOG), GW_OK);
+    CHECK(read_live_decoded(&live, regs));
+    CHECK_EQ_INT(live.soc_ppm, 0);
+    CHECK_EQ_INT(live.lifetime_s, 2); /* a lifetime counter: not restarted */
+    CHECK(live.online_status != 0x9B);
+    CHECK(read_modbus_decoded(TINYBMS_REG_STATS_FIRST, TINYBMS_REG_STATS_COUNT, st));
+    CHECK_EQ_INT(tinybms_decode_statistics(st, &stats), GW_OK);
+    CHECK_EQ_INT(stats.last_reset_cause, SIM_RESET_CAUSE_WATCHDOG);
+    CHECK_EQ_INT(stats.discharge_overcurrent_count, 1); /* statistics kept */
+    CHECK_EQ_INT(bms.model.event_total, events_before + 1);
+    struct tinybms_reply r;
+    uint32_t btsp = 0;
+    struct bms_event ev[BMS_EVENT_SLOTS];
+    size_t nev = 0;
+    CHECK(ask_decoded(0x11, &r));
+    CHECK_EQ_INT(tinybms_reply_events(&r, &btsp, ev, BMS_EVENT_SLOTS, &nev), GW_OK);
+    CHECK(nev >= 1);
+    CHECK_EQ_INT(ev[0].id, 0x61); /* newest first: system started */
+    CHECK_EQ_INT(ev[0].timestamp_s, 2);
+    uint16_t evregs[TINYBMS_REG_EVENTS_COUNT];
+    struct bms_event_log log;
+    CHECK(read_modbus_decoded(TINYBMS_REG_EVENTS_FIRST, TINYBMS_REG_EVENTS_COUNT, evregs));
+    CHECK_EQ_INT(tinybms_decode_events(evregs, &log), GW_OK);
+    CHECK(log.count >= 1);
+    CHECK_EQ_INT(log.events[0].id, 0x61);
+    /* The lifetime counter goes on after the restart. */
+    battery_model_step(&bms.model, 0.0f, 1.0f);
+    CHECK_EQ_INT(reply_u32(0x19), 3);
+
+    /* A given SOC, another cause; a negative SOC keeps the counter; out of range refused. */
+    CHECK_EQ_INT(sim_bms_restart(&bms, 37.5f, 0x07), GW_OK);
+    CHECK_EQ_INT(reply_u32(0x1A), 37500000u);
+    CHECK_EQ_INT(reg(114) & 0xFF, 0x07);
+    CHECK_EQ_INT(sim_bms_restart(&bms, -1.0f, 0x02), GW_OK);
+    CHECK_EQ_INT(reply_u32(0x1A), 37500000u);
+    CHECK_EQ_INT(sim_bms_restart(&bms, 100.5f, 0x02), GW_ERR_INVAL);
+    CHECK_EQ_INT(sim_bms_restart(&bms, NAN, 0x02), GW_ERR_INVAL);
+    CHECK_EQ_INT(sim_bms_restart(NULL, 0.0f, 0x02), GW_ERR_INVAL);
+    /* The protocol's reset (0x02 option 0x05) keeps the SOC, cause 0x05. */
+    uint8_t clr[8] = { 0xAA, 0x02, 0x05 };
+    CHECK(is_ack(ask(clr, 3), 0x02));
+    CHECK_EQ_INT(reg(114) & 0xFF, SIM_RESET_CAUSE_COMMAND);
+    CHECK_EQ_INT(reply_u32(0x1A), 37500000u);
+}
+
 TEST_MAIN(TEST_CASE(test_crc_vectors), TEST_CASE(test_spec_modbus_read_vector),
           TEST_CASE(test_spec_temperature_vector), TEST_CASE(test_spec_modbus_write_vector),
           TEST_CASE(test_nacks), TEST_CASE(test_block_read_multi_packet),
           TEST_CASE(test_individual_read_and_writes), TEST_CASE(test_settings_tables),
           TEST_CASE(test_write_to_set_soh_soc), TEST_CASE(test_live_layout_14_cells),
           TEST_CASE(test_events_and_clear), TEST_CASE(test_old_firmware),
-          TEST_CASE(test_parser_resync_and_fuzz))
+          TEST_CASE(test_parser_resync_and_fuzz), TEST_CASE(test_fault_names),
+          TEST_CASE(test_fault_impossible_values), TEST_CASE(test_fault_frozen),
+          TEST_CASE(test_fault_sensors_absent), TEST_CASE(test_bms_restart))

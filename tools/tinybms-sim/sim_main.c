@@ -1,6 +1,7 @@
 /* tinybms-sim: a TinyBMS s516 on a pseudo-terminal (or a real serial port).
  * Prints the slave path alone on the first stdout line, then answers one JSON line per control
- * command read from stdin (see docs/simulator.md). The battery model advances on the monotonic
+ * command read from stdin (see docs/simulator.md; `fault` and `reset` inject the BMS failures a
+ * gateway must survive). The battery model advances on the monotonic
  * clock times --speed, in steps of at most 1 s of model time. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "battery_model.h"
+#include "gw_error.h"
 #include "gw_log.h"
 #include "sim_protocol.h"
 #include "sim_registers.h"
@@ -450,6 +452,8 @@ static void print_state(struct sim_app *app)
     fprintf(f, ",\"plugged\":%s", app->fd >= 0 ? "true" : "false");
     fprintf(f, ",\"scenario\":\"%s\",\"speed\":", scenario_names[app->scenario]);
     json_float(f, app->speed);
+    fputs(",\"fault_mode\":", f);
+    json_string(f, sim_fault_name(app->bms.fault));
     fprintf(f, ",\"silence\":%s,\"noise\":", app->silence ? "true" : "false");
     json_float(f, app->noise);
     fprintf(f, ",\"sleeping\":%s,\"wake_ignored\":%u,\"requests\":%u,\"replies\":%u,"
@@ -495,6 +499,8 @@ static void print_state(struct sim_app *app)
             r[51], r[52]);
     fprintf(f, ",\"lifetime_s\":%u,\"time_left_s\":%u",
             (unsigned)(r[32] | ((uint32_t)r[33] << 16)), (unsigned)(r[34] | ((uint32_t)r[35] << 16)));
+    fprintf(f, ",\"model_lifetime_s\":%u,\"last_reset_cause\":%u,\"last_wake_cause\":%u",
+            (unsigned)m->lifetime_s, app->bms.last_reset_cause, app->bms.last_wake_cause);
     fprintf(f, ",\"charge_enabled\":%s,\"discharge_enabled\":%s,\"fault\":%s",
             m->charge_enabled ? "true" : "false", m->discharge_enabled ? "true" : "false",
             m->fault ? "true" : "false");
@@ -539,6 +545,59 @@ static int find_scenario(const char *name)
         if (strcmp(name, scenario_names[i]) == 0)
             return i;
     return -1;
+}
+
+/* "none frozen ..." : every fault name, for usage and error messages. */
+static const char *fault_names(void)
+{
+    static char list[512];
+    if (!list[0]) {
+        size_t used = 0;
+        for (unsigned i = 0; i < SIM_FAULT_COUNT; i++) {
+            int n = snprintf(list + used, sizeof list - used, "%s%s", i ? " " : "",
+                             sim_fault_name((enum sim_fault)i));
+            if (n < 0 || (size_t)n >= sizeof list - used)
+                break;
+            used += (size_t)n;
+        }
+    }
+    return list;
+}
+
+/* `fault NAME` or `fault impossible KIND` (= NAME impossible-KIND). */
+static void command_fault(struct sim_app *app, const char *a1, const char *a2)
+{
+    char name[64];
+    enum sim_fault f;
+    int n = (a1 && strcmp(a1, "impossible") == 0 && a2)
+                ? snprintf(name, sizeof name, "impossible-%s", a2)
+                : snprintf(name, sizeof name, "%s", a1 ? a1 : "");
+    if (n < 0 || (size_t)n >= sizeof name || sim_fault_from_name(name, &f) != GW_OK) {
+        printf("{\"ok\":false,\"cmd\":\"fault\",\"error\":\"usage: fault NAME | fault impossible "
+               "KIND (NAME: %s)\"}\n",
+               fault_names());
+        return;
+    }
+    sim_bms_set_fault(&app->bms, f);
+    GW_LOGI(MOD, "fault %s: %s", sim_fault_name(f), sim_fault_description(f));
+    printf("{\"ok\":true,\"cmd\":\"fault\",\"fault\":\"%s\"}\n", sim_fault_name(f));
+}
+
+/* `reset [SOC_PCT [CAUSE]]`: the BMS restarts by itself. */
+static void command_reset(struct sim_app *app, const char *a1, const char *a2)
+{
+    double soc = 0.0, cause = SIM_RESET_CAUSE_WATCHDOG;
+    if ((a1 && !parse_double(a1, 0.0, 100.0, &soc)) ||
+        (a2 && (!parse_double(a2, 0.0, 255.0, &cause) || cause != floor(cause)))) {
+        reply_err("reset", "usage: reset [SOC_PCT [CAUSE]] (SOC 0..100, default 0; cause 0..255, default 2)");
+        return;
+    }
+    sim_bms_restart(&app->bms, (float)soc, (uint8_t)cause);
+    battery_model_step(&app->bms.model, requested_current(app), 0.0f);
+    GW_LOGI(MOD, "BMS reset: SOC re-estimated at %.1f %%, reset cause %u", soc, (unsigned)cause);
+    printf("{\"ok\":true,\"cmd\":\"reset\",\"soc_pct\":");
+    json_float(stdout, soc);
+    printf(",\"reset_cause\":%u}\n", (unsigned)cause);
 }
 
 static void handle_command(struct sim_app *app, char *line, uint64_t now)
@@ -601,6 +660,10 @@ static void handle_command(struct sim_app *app, char *line, uint64_t now)
             battery_model_step(&app->bms.model, requested_current(app), 0.0f);
             reply_ok(cmd);
         }
+    } else if (strcmp(cmd, "fault") == 0) {
+        command_fault(app, a1, a2);
+    } else if (strcmp(cmd, "reset") == 0) {
+        command_reset(app, a1, a2);
     } else if (strcmp(cmd, "unplug") == 0) {
         unplug(app);
         reply_ok(cmd);
@@ -617,7 +680,7 @@ static void handle_command(struct sim_app *app, char *line, uint64_t now)
         reply_ok(cmd);
         stop_requested = 1;
     } else {
-        reply_err(cmd, "unknown command (state current scenario silence noise speed set-cell unplug replug quit)");
+        reply_err(cmd, "unknown command (state current scenario silence noise speed set-cell fault reset unplug replug quit)");
     }
     fflush(stdout);
 }
@@ -675,6 +738,7 @@ static void usage(FILE *f)
           "  --scenario NAME      idle charge discharge imbalance overtemp undervoltage noise unplugged\n"
           "  --current A          charge (+) / discharge (-) current, overrides the scenario\n"
           "  --noise RATE         fraction 0..1 of reply bytes corrupted\n"
+          "  --fault NAME         serve a fault in every live read (names below; default none)\n"
           "  --ext2 | --no-ext2   second external sensor present / absent (default absent)\n"
           "  --old-firmware       NACK registers only newer firmware has (45 305 310 311 321 322 323 329)\n"
           "  --old-firmware-junk  like --old-firmware but serve 0xFFFF for those registers\n"
@@ -685,8 +749,10 @@ static void usage(FILE *f)
           "  -v                   debug logs on stderr\n"
           "  --help               this text\n"
           "stdin commands: state | current A | scenario NAME | silence on|off | noise RATE |\n"
-          "  set-cell I MV | speed F | unplug | replug | quit\n",
+          "  set-cell I MV | speed F | fault NAME | fault impossible KIND | reset [SOC [CAUSE]] |\n"
+          "  unplug | replug | quit\n",
           f);
+    fprintf(f, "faults: %s\n", fault_names());
 }
 
 struct cli {
@@ -697,6 +763,7 @@ struct cli {
     bool soc_set, current_set, pace, ext2, old_fw, old_fw_junk, sleep_enabled, verbose, exit_on_eof;
     unsigned long seed, sleep_after;
     int scenario;
+    enum sim_fault fault;
 };
 
 static bool need_arg(int i, int argc, const char *opt)
@@ -814,6 +881,9 @@ static bool parse_cli(int argc, char **argv, struct cli *c)
                 if (!parse_double(a, -5000.0, 5000.0, &c->current))
                     return bad_value(o, a, "-5000..5000 A");
                 c->current_set = true;
+            } else if (strcmp(o, "--fault") == 0) {
+                if (sim_fault_from_name(a, &c->fault) != GW_OK)
+                    return bad_value(o, a, fault_names());
             } else if (strcmp(o, "--noise") == 0) {
                 if (!parse_double(a, 0.0, 1.0, &c->noise))
                     return bad_value(o, a, "0..1");
@@ -881,6 +951,7 @@ int main(int argc, char **argv)
     app.stdin_open = true;
     app.exit_on_eof = c.exit_on_eof;
     apply_scenario(&app, (enum scenario)c.scenario);
+    sim_bms_set_fault(&app.bms, c.fault); /* after the scenario: frozen snapshots its start */
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -897,6 +968,8 @@ int main(int argc, char **argv)
     GW_LOGI(MOD, "serving %s: %u %s cells, %.0f Ah, SOC %.1f %%, scenario %s, speed %g", app.path,
             cfg.cells, cfg.chemistry == BATTERY_NMC ? "NMC" : "LFP", (double)cfg.capacity_ah,
             (double)cfg.initial_soc * 100.0, scenario_names[app.scenario], app.speed);
+    if (app.bms.fault != SIM_FAULT_NONE)
+        GW_LOGI(MOD, "fault %s: %s", sim_fault_name(app.bms.fault), sim_fault_description(app.bms.fault));
 
     uint64_t now = mono_ms();
     app.last_model_ms = now;

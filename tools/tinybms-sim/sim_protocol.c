@@ -210,8 +210,7 @@ static size_t cmd_reset_clear(struct sim_bms *b, const uint8_t *f, struct out *o
         battery_model_clear_statistics(&b->model);
         break;
     case 0x05:
-        battery_model_reset_bms(&b->model);
-        b->last_reset_cause = 0x05; /* software reset (command) */
+        (void)sim_bms_restart(b, -1.0f, SIM_RESET_CAUSE_COMMAND); /* keeps the SOC */
         break;
     default:
         return reply_nack(o, f[1], SIM_ERR_COMMAND);
@@ -326,9 +325,12 @@ static size_t cmd_events(struct sim_bms *b, const uint8_t *f, struct out *o)
             n = fresh;
         b->events_reported_total = m->event_total;
     }
+    uint16_t live[SIM_LIVE_COUNT];
+    sim_registers_live(b, live); /* BTSP as registers 32-33 serve it (a frozen BMS too) */
     out_begin(o, f[1]);
     out_byte(o, (uint8_t)(4 + 4 * n));
-    out_le32(o, (uint32_t)m->lifetime_s);
+    out_le16(o, live[32]);
+    out_le16(o, live[33]);
     for (unsigned k = 0; k < n; k++) {
         const struct battery_event *e = &m->events[m->event_count - 1 - k]; /* newest first */
         out_byte(o, (uint8_t)(e->timestamp_s & 0xFF));

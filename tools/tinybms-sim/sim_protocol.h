@@ -11,7 +11,9 @@
  * - unknown commands are taken as 4-byte frames (AA CMD crc) and answered NACK 0x00;
  * - 0x11 answers the events logged since the previous 0x11, 0x12 all stored events; both newest
  *   first, PL a plain byte count; 0x1C answers cells in register order; 0x14..0x1A and 0x20
- *   carry no PL byte (as the spec's table shows). */
+ *   carry no PL byte (as the spec's table shows);
+ * - every live answer (0x03/0x07/0x09 of registers 0..55, 0x14..0x1C, 0x20, the BMS time of
+ *   0x11/0x12) carries the active fault (sim_bms_set_fault), with a valid CRC. */
 #ifndef SIM_PROTOCOL_H
 #define SIM_PROTOCOL_H
 

@@ -125,7 +125,8 @@ static void put_float(uint16_t *regs, float f)
     put_u32(regs, u);
 }
 
-void sim_registers_live(const struct sim_bms *b, uint16_t out[SIM_LIVE_COUNT])
+/* The live registers as the model gives them (no fault). */
+static void live_from_model(const struct sim_bms *b, uint16_t out[SIM_LIVE_COUNT])
 {
     const struct battery_model *m = &b->model;
     unsigned n = m->cfg.cells;
@@ -165,6 +166,125 @@ void sim_registers_live(const struct sim_bms *b, uint16_t out[SIM_LIVE_COUNT])
     out[52] = m->balancing_bits;
     out[53] = (uint16_t)n;
     put_float(&out[54], 0.0f);
+}
+
+/* ---- fault modes: one row per fault, the register words it overwrites ---- */
+
+#define FAULT_REG_CELL1 0xFFFFu  /* the register of user cell 1 (16 - n) */
+
+enum fault_word { FW_U16, FW_U32, FW_FLOAT };
+
+struct fault_write {
+    uint16_t reg;          /* first register, or FAULT_REG_CELL1 */
+    uint8_t type;          /* enum fault_word: one register, or two (low word first) */
+    double value;
+};
+
+struct fault_def {
+    const char *name;
+    const char *description;
+    bool frozen;
+    unsigned n;
+    struct fault_write w[3];
+};
+
+static const struct fault_def fault_table[SIM_FAULT_COUNT] = {
+    [SIM_FAULT_NONE] = { "none", "no fault: the model's values", false, 0, { { 0, 0, 0 } } },
+    [SIM_FAULT_PACK_ZERO] = { "impossible-pack-zero", "pack voltage 0 V (regs 36-37)", false, 1,
+                              { { 36, FW_FLOAT, 0.0 } } },
+    [SIM_FAULT_PACK_NEGATIVE] = { "impossible-pack-negative", "pack voltage -53 V (regs 36-37)",
+                                  false, 1, { { 36, FW_FLOAT, -53.0 } } },
+    [SIM_FAULT_PACK_HUGE] = { "impossible-pack-huge", "pack voltage 1e30 V (regs 36-37)", false, 1,
+                              { { 36, FW_FLOAT, 1e30 } } },
+    [SIM_FAULT_CURRENT_HUGE] = { "impossible-current-huge", "pack current 1e30 A (regs 38-39)",
+                                 false, 1, { { 38, FW_FLOAT, 1e30 } } },
+    [SIM_FAULT_CELL_MAX] = { "impossible-cell-max",
+                             "cell 1 register 0xFFFF = 6.5535 V, max cell (reg 41) 6554 mV", false, 2,
+                             { { FAULT_REG_CELL1, FW_U16, 0xFFFF }, { 41, FW_U16, 6554 } } },
+    [SIM_FAULT_SOC_HUGE] = { "impossible-soc-huge", "SOC 0xFFFFFFFF = 4294.967295 % (regs 46-47)",
+                             false, 1, { { 46, FW_U32, 4294967295.0 } } },
+    [SIM_FAULT_TEMP_HUGE] = { "impossible-temp-huge",
+                              "external sensor 1 32767 = 3276.7 degC (reg 42)", false, 1,
+                              { { 42, FW_U16, 32767 } } },
+    [SIM_FAULT_FROZEN] = { "frozen", "registers 0..55 (lifetime counter included) stop changing",
+                           true, 0, { { 0, 0, 0 } } },
+    [SIM_FAULT_NO_EXT_TEMP] = { "no-ext-temp", "external sensors absent: regs 42, 43 = -32768",
+                                false, 2, { { 42, FW_U16, 0x8000 }, { 43, FW_U16, 0x8000 } } },
+    [SIM_FAULT_NO_TEMP] = { "no-temp", "all sensors absent: regs 42, 43, 48 = -32768", false, 3,
+                            { { 42, FW_U16, 0x8000 }, { 43, FW_U16, 0x8000 }, { 48, FW_U16, 0x8000 } } },
+};
+
+const char *sim_fault_name(enum sim_fault f)
+{
+    return (unsigned)f < SIM_FAULT_COUNT ? fault_table[f].name : "?";
+}
+
+const char *sim_fault_description(enum sim_fault f)
+{
+    return (unsigned)f < SIM_FAULT_COUNT ? fault_table[f].description : "?";
+}
+
+int sim_fault_from_name(const char *name, enum sim_fault *out)
+{
+    if (!name || !out)
+        return GW_ERR_INVAL;
+    for (unsigned i = 0; i < SIM_FAULT_COUNT; i++) {
+        if (strcmp(name, fault_table[i].name) == 0) {
+            *out = (enum sim_fault)i;
+            return GW_OK;
+        }
+    }
+    return GW_ERR_NOT_FOUND;
+}
+
+int sim_bms_set_fault(struct sim_bms *b, enum sim_fault f)
+{
+    if (!b || (unsigned)f >= SIM_FAULT_COUNT)
+        return GW_ERR_INVAL;
+    if (fault_table[f].frozen)
+        live_from_model(b, b->frozen_live);
+    b->fault = f;
+    return GW_OK;
+}
+
+static void apply_fault(const struct sim_bms *b, uint16_t out[SIM_LIVE_COUNT])
+{
+    if ((unsigned)b->fault >= SIM_FAULT_COUNT)
+        return;
+    const struct fault_def *d = &fault_table[b->fault];
+    if (d->frozen)
+        memcpy(out, b->frozen_live, sizeof(uint16_t) * SIM_LIVE_COUNT);
+    for (unsigned i = 0; i < d->n; i++) {
+        const struct fault_write *w = &d->w[i];
+        unsigned reg = w->reg;
+        if (reg == FAULT_REG_CELL1)
+            reg = sim_registers_cell_register(b->model.cfg.cells, 0);
+        if (reg + (w->type == FW_U16 ? 1u : 2u) > SIM_LIVE_COUNT)
+            continue;
+        switch (w->type) {
+        case FW_U16: out[reg] = (uint16_t)w->value; break;
+        case FW_U32: put_u32(&out[reg], (uint32_t)w->value); break;
+        case FW_FLOAT: put_float(&out[reg], (float)w->value); break;
+        default: break;
+        }
+    }
+}
+
+void sim_registers_live(const struct sim_bms *b, uint16_t out[SIM_LIVE_COUNT])
+{
+    live_from_model(b, out);
+    apply_fault(b, out);
+}
+
+int sim_bms_restart(struct sim_bms *b, float soc_pct, uint8_t cause)
+{
+    if (!b || soc_pct > 100.0f || isnan(soc_pct))
+        return GW_ERR_INVAL;
+    battery_model_reset_bms(&b->model);
+    if (soc_pct >= 0.0f)
+        battery_model_set_soc(&b->model, soc_pct / 100.0f);
+    b->last_reset_cause = cause;
+    return GW_OK;
 }
 
 static uint16_t stat_temp_byte(float c)
@@ -420,7 +540,7 @@ int sim_bms_init(struct sim_bms *b, const struct battery_model_config *cfg, bool
         x ^= x << 5;
         b->version[i] = (uint16_t)(x >> 8);
     }
-    b->last_reset_cause = 0x01; /* power-on */
+    b->last_reset_cause = SIM_RESET_CAUSE_POWER_ON;
     b->last_wake_cause = 0x01;  /* UART */
     b->events_reported_total = 0;
     return GW_OK;
