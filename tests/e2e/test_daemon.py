@@ -388,6 +388,36 @@ class Configuration(GatewayTestCase):
 
 
 class Robustness(GatewayTestCase):
+    def test_impossible_and_frozen_samples_are_refused_and_two_packs_run(self):
+        # A BMS stand-in answering valid CRCs with impossible values: nothing it says is shown
+        # as a reading, the pack turns stale, the log says why (rate-limited).
+        sim = self.start_sim(["--speed", "0", "--current", "-10"])
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_summaries(2, 60)
+        good = len(gw.summary_lines())
+        sim.cmd("fault impossible pack-negative")
+        gw.wait_log(r"battery 0: implausible sample refused \(pack at -53\.00 V", 30)
+        wait_for(lambda: "pack 1: stale (last refused sample: pack at -53.00 V" in gw.stdout(), 30,
+                 "'pack 1: stale' with the reason on stdout")
+        for line in gw.summary_lines():
+            self.assertNotIn("-53.00 V", line)
+        sim.cmd("fault impossible cell-max")
+        gw.wait_log(r"cell 1 at 6\.55\d V", 30)
+        sim.cmd("fault none")
+        wait_for(lambda: len(gw.summary_lines()) > good + 2, 30, "readings again after the fault")
+        # Frozen: the BMS answers, but the same sample over and over (lifetime counter stopped).
+        sim.cmd("fault frozen")
+        gw.wait_log(r"repeats the same sample .* treated as stale", 40)
+        sim.cmd("fault none")
+        self.stop_daemon_cleanly(gw)
+        # Two simulated packs: one line per pack sample, both online.
+        gw = self.start_daemon(["--simulate=2", "--poll-ms", "500"], name="gw2")
+        wait_for(lambda: any(l.split()[1] == "bat1" for l in gw.summary_lines())
+                 and any(l.split()[1] == "bat0" for l in gw.summary_lines()), 60, "samples of both packs")
+        wait_for(lambda: "pack 2: online" in gw.stdout(), 30, "'pack 2: online'")
+        self.assertEqual(len(child_pids(gw.proc.pid)), 2, "two simulators")
+        self.stop_daemon_cleanly(gw)
+
     def test_noise_silence_unplug_replug(self):
         # comm_timeout_ms 2000 (>= 2 x the 200 ms poll) so "communication lost" comes quickly.
         self.write_config({"schema_version": 1, "bms": {"comm_timeout_ms": 2000}})
