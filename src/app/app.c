@@ -239,7 +239,7 @@ static int start_services(struct app *app)
     }
 
     if (cfg.can.enabled) {
-        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .data_dir = o->data_dir };
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus };
         rc = can_publisher_create(&co, &app->can);
         if (!rc)
             rc = can_publisher_start(app->can);
