@@ -1,5 +1,5 @@
 /* bench_can: CAN publisher and slcan transport figures on a pseudo-terminal.
- *  1. latency from publishing a sample on the event bus to its 0x356 frame read on the other
+ *  1. latency from publishing a battery view on the event bus to its 0x356 frame read on the other
  *     end of the slcan pty (p50 / p99), with live_period_ms = 100 so the schedule wait is
  *     bounded; the figure includes that wait (what a GX sees), and the same run reports the
  *     wait-free part: time from the cycle's first frame (0x351) to the 0x356 line.
@@ -72,19 +72,27 @@ static int read_line(int fd, char *line, size_t cap, int timeout_ms, char *buf, 
 
 /* ---- 1. sample -> 0x356 latency -------------------------------------------------------- */
 
+/* One battery view (what the battery service publishes) with this voltage. */
 static void feed(struct event_bus *bus, float volts)
 {
-    struct bms_live_data d = { .valid = true, .timestamp_ms = gw_now_ms(), .cell_count = 16 };
-    for (int i = 0; i < 16; i++)
-        d.cell_mv_x10[i] = 33000;
-    d.min_cell_mv = d.max_cell_mv = 3300;
-    d.pack_voltage_v = volts;
-    d.pack_current_a = 10.0f;
-    d.temp_dc[0] = 250;
-    d.temp_present[0] = true;
-    d.soc_ppm = 50000000;
-    d.soh_raw = 50000;
-    event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000);
+    static struct battery_view v;
+    memset(&v, 0, sizeof v);
+    v.seq++;
+    v.timestamp_ms = gw_now_ms();
+    v.pack_count = v.online_count = 1;
+    v.voltage_v = volts;
+    v.current_a = 10.0f;
+    v.soc_pct = 50.0f;
+    v.soh_pct = 100.0f;
+    v.soh_valid = true;
+    v.cell_count = 16;
+    v.min_cell_v = v.max_cell_v = 3.3f;
+    v.have_temp = true;
+    v.temp_min_c = v.temp_max_c = 25.0f;
+    v.alarms.online = true;
+    v.modules.ok = 1;
+    v.limits = (struct battery_limits){ .valid = true, .cvl_v = 55.2f, .ccl_a = 100.0f, .dcl_a = 150.0f };
+    event_bus_publish(bus, EVENT_BATTERY_UPDATE, &v, sizeof v, 1000);
 }
 
 static int latency_run(size_t samples, double *lat_us, double *path_us, size_t *got)

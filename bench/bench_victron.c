@@ -44,18 +44,36 @@ int main(void)
 {
     struct bms_live_data live;
     make_live(&live);
-    struct victron_identity id;
-    memset(&id, 0, sizeof id);
-    strcpy(id.manufacturer, "Enepaq");
-    strcpy(id.battery_name, "TinyBMS");
-    strcpy(id.family, "TinyBMS");
-    strcpy(id.serial, "0123456789ABCDEF");
+    struct victron_inputs in;
+    victron_inputs_init(&in);
+    strcpy(in.identity.manufacturer, "Enepaq");
+    strcpy(in.identity.battery_name, "TinyBMS");
+    strcpy(in.identity.family, "TinyBMS");
+    strcpy(in.identity.serial, "0123456789ABCDEF");
     struct victron_alarm_thresholds thr;
     victron_alarm_thresholds_defaults(&thr, 0);
-    struct victron_alarm_state alarms;
-    struct victron_inputs in = { &live, &alarms, &id, 55.2f, 100.0f, 150.0f, 46.4f,
-                                 victron_modules_single(true, 100.0f, 150.0f), 1234567.0,
-                                 987654.0, 280.0f, 280.0f };
+    in.cvl_v = 55.2f;
+    in.ccl_a = 100.0f;
+    in.dcl_a = 150.0f;
+    in.discharge_v = 46.4f;
+    in.soc_pct = 89.0f;
+    in.soh_pct = 100.0f;
+    in.voltage_v = live.pack_voltage_v;
+    in.current_a = live.pack_current_a;
+    in.temp_c = 27.0f;
+    in.modules = (struct victron_modules){ .ok = 1 };
+    in.min_cell_v = 3.300f;
+    in.max_cell_v = 3.310f;
+    in.min_temp_c = 25.0f;
+    in.max_temp_c = 27.0f;
+    strcpy(in.min_cell_id, "C1");
+    strcpy(in.max_cell_id, "C16");
+    strcpy(in.min_temp_id, "T1");
+    strcpy(in.max_temp_id, "T2");
+    in.energy_in_wh = 1234567.0;
+    in.energy_out_wh = 987654.0;
+    in.capacity_ah = 280.0f;
+    in.installed_capacity_ah = 280.0f;
     static struct victron_frame frames[VICTRON_MAX_FRAMES], copy[VICTRON_MAX_FRAMES];
     size_t count = 0;
     volatile unsigned sink = 0;
@@ -66,7 +84,7 @@ int main(void)
         for (unsigned i = 0; i < ITERS; i++) {
             live.cell_mv_x10[i & 15] = (uint16_t)(33000 + (i & 63));
             in.ccl_a = (float)(i % 1000) * 0.1f;
-            victron_alarms_from_bms(&live, NULL, &thr, true, &alarms);
+            victron_alarms_from_bms(&live, NULL, &thr, true, &in.alarms);
             victron_encode_all(&in, frames, VICTRON_MAX_FRAMES, &count);
             sink += frames[(i % count)].data[0];
         }

@@ -336,8 +336,7 @@ static int start_services(struct app *app)
     }
 
     if (cfg.can.enabled) {
-        /* The battery service owns energy.json: CAN does not persist its own copy. */
-        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .data_dir = NULL };
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus };
         rc = can_publisher_create(&co, &app->can);
         if (!rc)
             rc = can_publisher_start(app->can);

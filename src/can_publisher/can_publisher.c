@@ -1,22 +1,18 @@
-/* can_publisher: Victron CAN-bus BMS frames on a schedule, charge control, stale-data safety,
- * inverter link tracking, energy counters and the frame tap. See can_publisher.h. */
+/* can_publisher: Victron CAN-bus BMS frames on a schedule from the newest battery view,
+ * stale-view safety, inverter link tracking and the frame tap. See can_publisher.h. */
 #define _GNU_SOURCE /* PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include "can_publisher.h"
-#include "can_publisher_internal.h"
 
 #include "app_events.h"
-#include "charge_control.h"
+#include "battery_view.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
-#include "tinybms.h"
 #include "victron.h"
 
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +26,14 @@
 #define REOPEN_MAX_MS 60000u       /* doubling up to this (each failed open logs one line) */
 #define EVENT_TIMEOUT_MS 20u       /* never block the TX thread on a full bus for long */
 
+/* Firmware / serial of one pack (EVENT_BMS_VERSION_UPDATE), for 0x35F and 0x380/0x381. */
+struct pack_version {
+    uint8_t battery_id;
+    struct bms_version version;
+};
 
+/* Why the battery is offline on the bus (what 0x35A / 0x372 say, 0x351 withheld). */
+enum offline_reason { ONLINE = 0, OFF_NO_VIEW, OFF_STALE_VIEW, OFF_NO_LIMITS };
 
 struct can_publisher {
     struct event_bus *bus;
@@ -38,9 +41,6 @@ struct can_publisher {
     size_t live_count;
     uint16_t identity_ids[VICTRON_MAX_FRAMES];
     size_t identity_count;
-    uint8_t battery_id;
-    bool persist;
-    char energy_path[GW_PATH_MAX + 32];
     char spec[CAN_SPEC_MAX];
     uint32_t bitrate;
 
@@ -59,21 +59,15 @@ struct can_publisher {
     bool rx_started;
 
     struct gw_config_can can_cfg;
-    struct gw_config_charge charge_cfg;
-    struct charge_control cc;
-    struct victron_alarm_thresholds thresholds;
 
-    struct bms_live_data sample;
-    bool have_sample;
-    uint64_t sample_ms;               /* monotonic time of the newest valid sample */
-    struct bms_settings settings;
-    bool have_settings;
-    struct bms_event_log events;
-    bool have_events;
-    struct bms_version version;
-    bool have_version;
+    struct battery_view view;         /* the newest view (valid when have_view) */
+    bool have_view;
+    uint64_t view_ms;                 /* monotonic time of the newest view */
+    uint64_t views_received;
+    struct pack_version versions[BATTERY_MAX_PACKS];
+    size_t version_count;
 
-    bool stale;
+    uint8_t offline;                  /* enum offline_reason of the last live cycle */
     uint32_t stale_transitions;
 
     bool link;
@@ -81,12 +75,6 @@ struct can_publisher {
     uint32_t link_last_id;
     uint64_t link_last_ms;
     uint64_t rx_frames;
-
-    struct app_charge_limits limits;
-    struct can_energy energy;
-    uint64_t energy_saves, energy_save_errors;
-    double saved_in_wh, saved_out_wh;  /* what the file holds (restored or last saved) */
-    bool storage_failing;
 
     uint64_t live_cycles, identity_cycles, frames_sent, frames_failed;
     int last_error;
@@ -123,24 +111,10 @@ static int validate_can(const struct gw_config_can *c)
         rc = check_range("stale_timeout_ms", c->stale_timeout_ms, 500, 60000);
     if (!rc)
         rc = check_range("inverter_timeout_ms", c->inverter_timeout_ms, 500, 3600000);
-    if (!rc)
-        rc = check_range("energy_save_period_s", c->energy_save_period_s, 1, 86400);
     if (!rc && c->live_period_ms >= 3000)
         GW_LOGW(LOG_MOD, "can.live_period_ms = %u: the GX stops charging when 0x351 is older than 3 s",
                 (unsigned)c->live_period_ms);
     return rc;
-}
-
-/* Thresholds from the chemistry defaults, moved to the BMS's own cutoffs when known. */
-static void refresh_thresholds(struct can_publisher *p)
-{
-    victron_alarm_thresholds_defaults(&p->thresholds, p->charge_cfg.chemistry);
-    if (p->have_settings)
-        {
-            struct bms_pack_limits l;
-            tinybms_pack_limits_decode(&p->settings, &l);
-            victron_alarm_thresholds_apply_limits(&p->thresholds, &l);
-        }
 }
 
 /* ---- events ---------------------------------------------------------------------------- */
@@ -151,71 +125,22 @@ static void publish(struct can_publisher *p, int id, const void *payload, size_t
         GW_LOGD(LOG_MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
-static void storage_event(struct can_publisher *p, int error, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void storage_event(struct can_publisher *p, int error, const char *fmt, ...)
-{
-    struct app_storage_error ev = { .error = error };
-    snprintf(ev.module, sizeof ev.module, "energy");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(ev.message, sizeof ev.message, fmt, ap);
-    va_end(ap);
-    publish(p, error == GW_OK ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &ev, sizeof ev);
-}
-
-static void on_data(const struct gw_event *ev, void *ctx)
+static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct bms_live_data))
+    if (ev->size != sizeof(struct battery_view))
         return;
-    struct bms_live_data d;
-    memcpy(&d, ev->payload, sizeof d);
-    if (d.battery_id != p->battery_id)
-        return;
+    const struct battery_view *v = ev->payload;
     uint64_t now = gw_now_ms();
-    /* The sample's own decode time, unless it is missing or in the future (another clock). */
-    uint64_t t = (d.timestamp_ms == 0 || d.timestamp_ms > now) ? now : d.timestamp_ms;
+    /* The view's own step time, unless it is missing or in the future (another clock). */
+    uint64_t t = (v->timestamp_ms == 0 || v->timestamp_ms > now) ? now : v->timestamp_ms;
     pthread_mutex_lock(&p->lock);
-    if (d.valid && isfinite(d.pack_voltage_v) && isfinite(d.pack_current_a)) {
-        can_energy__add_sample(&p->energy, t, d.pack_voltage_v, d.pack_current_a, p->can_cfg.stale_timeout_ms);
-        if (!p->have_sample || t >= p->sample_ms) {
-            p->sample = d;
-            p->sample_ms = t;
-            p->have_sample = true;
-        }
-    } else {
-        can_energy__break(&p->energy); /* a gap: do not integrate across it */
+    if (!p->have_view || t >= p->view_ms) { /* never replace a newer view by an older one */
+        memcpy(&p->view, v, sizeof p->view);
+        p->view_ms = t;
+        p->have_view = true;
     }
-    pthread_mutex_unlock(&p->lock);
-}
-
-static void on_settings(const struct gw_event *ev, void *ctx)
-{
-    struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct app_bms_settings))
-        return;
-    const struct app_bms_settings *s = ev->payload;
-    if (s->battery_id != p->battery_id || !s->settings.valid)
-        return;
-    pthread_mutex_lock(&p->lock);
-    p->settings = s->settings;
-    p->have_settings = true;
-    refresh_thresholds(p);
-    pthread_mutex_unlock(&p->lock);
-}
-
-static void on_events(const struct gw_event *ev, void *ctx)
-{
-    struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct app_bms_events))
-        return;
-    const struct app_bms_events *e = ev->payload;
-    if (e->battery_id != p->battery_id || !e->log.valid)
-        return;
-    pthread_mutex_lock(&p->lock);
-    p->events = e->log;
-    p->have_events = true;
+    p->views_received++;
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -225,31 +150,20 @@ static void on_version(const struct gw_event *ev, void *ctx)
     if (ev->size != sizeof(struct app_bms_version))
         return;
     const struct app_bms_version *v = ev->payload;
-    if (v->battery_id != p->battery_id || !v->version.valid)
+    if (!v->version.valid)
         return;
     pthread_mutex_lock(&p->lock);
-    p->version = v->version;
-    p->version.serial[sizeof p->version.serial - 1] = '\0';
-    p->have_version = true;
+    size_t i = 0;
+    while (i < p->version_count && p->versions[i].battery_id != v->battery_id)
+        i++;
+    if (i < BATTERY_MAX_PACKS) {
+        p->versions[i].battery_id = v->battery_id;
+        p->versions[i].version = v->version;
+        p->versions[i].version.serial[sizeof p->versions[i].version.serial - 1] = '\0';
+        if (i == p->version_count)
+            p->version_count++;
+    }
     pthread_mutex_unlock(&p->lock);
-}
-
-static void on_cap(const struct gw_event *ev, void *ctx)
-{
-    struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct app_charge_cap))
-        return;
-    struct app_charge_cap cap;
-    memcpy(&cap, ev->payload, sizeof cap);
-    cap.source[sizeof cap.source - 1] = '\0';
-    pthread_mutex_lock(&p->lock);
-    int rc = charge_control_set_cap(&p->cc, &cap, gw_now_ms());
-    pthread_mutex_unlock(&p->lock);
-    if (rc != GW_OK)
-        GW_LOGW(LOG_MOD, "charge cap request from '%s' rejected: %s", cap.source, gw_strerror(rc));
-    else
-        GW_LOGI(LOG_MOD, "charge cap from '%s': CCL <= %.1f A, DCL <= %.1f A for %u s", cap.source,
-                (double)cap.ccl_cap_a, (double)cap.dcl_cap_a, (unsigned)cap.duration_s);
 }
 
 static const struct {
@@ -257,11 +171,8 @@ static const struct {
     event_bus_handler_fn fn;
     const char *name;
 } subscriptions[] = {
-    { EVENT_BMS_DATA_UPDATE, on_data, "can_publisher.data" },
-    { EVENT_BMS_SETTINGS_UPDATE, on_settings, "can_publisher.settings" },
-    { EVENT_BMS_EVENTS_UPDATE, on_events, "can_publisher.events" },
+    { EVENT_BATTERY_UPDATE, on_view, "can_publisher.view" },
     { EVENT_BMS_VERSION_UPDATE, on_version, "can_publisher.version" },
-    { EVENT_CHARGE_CAP_REQUEST, on_cap, "can_publisher.cap" },
 };
 #define SUBSCRIPTION_COUNT (sizeof subscriptions / sizeof subscriptions[0])
 
@@ -335,115 +246,173 @@ static uint32_t maybe_reopen(struct can_publisher *p, uint32_t delay_ms)
 
 /* Everything a cycle needs, copied under the lock so encoding and I/O run without it. */
 struct cycle_input {
-    struct bms_live_data live;
-    bool have_sample;
-    bool stale;
-    bool send_limits;
-    bool online;                      /* 0x35A / 0x372: what the GX is told, = 0x351 sent */
-    struct victron_alarm_state alarms;
-    struct victron_identity identity;
-    struct charge_limits limits;
-    double energy_in_wh, energy_out_wh;
-    float capacity_ah;
+    struct victron_inputs vin;
+    bool have_view;
+    bool online;                      /* fresh view with valid limits: 0x351 and measurements go */
 };
 
-/* Copies printable ASCII of src into dst (cap bytes, NUL-terminated). */
-static void copy_text(char *dst, size_t cap, const char *src)
+/* Bounded copy of a NUL-terminated string (the copy is always terminated). */
+static void copy_text(char *dst, size_t cap, const char *src, size_t src_cap)
 {
-    snprintf(dst, cap, "%s", src ? src : "");
+    size_t n = 0;
+    while (n < src_cap && n + 1 < cap && src[n])
+        n++;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The version of the pack the identity frames describe: the first configured pack of the view
+ * that reported one, else the first version received. NULL when none. Called with lock held. */
+static const struct bms_version *identity_version(const struct can_publisher *p)
+{
+    if (p->have_view) {
+        for (unsigned k = 0; k < p->view.pack_count && k < BATTERY_MAX_PACKS; k++)
+            for (size_t i = 0; i < p->version_count; i++)
+                if (p->versions[i].battery_id == p->view.packs[k].id)
+                    return &p->versions[i].version;
+    }
+    return p->version_count ? &p->versions[0].version : NULL;
 }
 
 /* Called with lock held. */
-static void fill_identity(struct can_publisher *p, struct victron_identity *id)
+static void fill_identity(const struct can_publisher *p, struct victron_identity *id)
 {
     memset(id, 0, sizeof *id);
-    copy_text(id->manufacturer, sizeof id->manufacturer, p->can_cfg.manufacturer);
-    copy_text(id->battery_name, sizeof id->battery_name, p->can_cfg.battery_name);
-    copy_text(id->family, sizeof id->family, p->can_cfg.family);
+    snprintf(id->manufacturer, sizeof id->manufacturer, "%s", p->can_cfg.manufacturer);
+    snprintf(id->battery_name, sizeof id->battery_name, "%s", p->can_cfg.battery_name);
+    snprintf(id->family, sizeof id->family, "%s", p->can_cfg.family);
+    const struct bms_version *ver = identity_version(p);
     if (p->can_cfg.serial[0]) {
-        copy_text(id->serial, sizeof id->serial, p->can_cfg.serial);
-    } else if (p->have_version) {
+        snprintf(id->serial, sizeof id->serial, "%s", p->can_cfg.serial);
+    } else if (ver) {
         /* The BMS serial has 24 hex digits; 0x380/0x381 carry 16: keep the last 16, the part
          * that differs between units. */
-        size_t n = strlen(p->version.serial);
-        copy_text(id->serial, sizeof id->serial, p->version.serial + (n > 16 ? n - 16 : 0));
+        size_t n = strlen(ver->serial);
+        snprintf(id->serial, sizeof id->serial, "%s", ver->serial + (n > 16 ? n - 16 : 0));
     }
     id->model_id = p->can_cfg.model_id;
-    if (p->have_version) {
-        id->fw_major = p->version.fw_public;
-        id->fw_minor = (uint8_t)(p->version.fw_internal & 0xFF);
-        id->hw_version = p->version.hw_version;
+    if (ver) {
+        id->fw_major = ver->fw_public;
+        id->fw_minor = (uint8_t)(ver->fw_internal & 0xFF);
+        id->hw_version = ver->hw_version;
     }
 }
 
-/* Called with lock held: staleness, charge-control step, alarm flags, and the copies. */
-static void prepare_cycle(struct can_publisher *p, uint64_t now, bool step, struct cycle_input *in)
+static const char *offline_text(uint8_t why)
+{
+    switch (why) {
+    case OFF_NO_VIEW: return "no battery view yet";
+    case OFF_STALE_VIEW: return "battery view stale";
+    case OFF_NO_LIMITS: return "no pack online (limits not valid)";
+    default: return "online";
+    }
+}
+
+/* The values of an online battery, from a fresh view with valid limits. */
+static void fill_online(const struct battery_view *v, struct victron_inputs *vin)
+{
+    vin->cvl_v = v->limits.cvl_v;
+    vin->ccl_a = v->limits.ccl_a;
+    vin->dcl_a = v->limits.dcl_a;
+    vin->discharge_v = v->limits.discharge_v;
+    vin->soc_pct = v->soc_pct;
+    if (v->soh_valid)
+        vin->soh_pct = v->soh_pct;
+    vin->voltage_v = v->voltage_v;
+    vin->current_a = v->current_a;
+    /* One source for 0x373 and 0x374..0x377: the view's global extremes over the cells. */
+    vin->min_cell_v = v->min_cell_v;
+    vin->max_cell_v = v->max_cell_v;
+    copy_text(vin->min_cell_id, sizeof vin->min_cell_id, v->min_cell.name, sizeof v->min_cell.name);
+    copy_text(vin->max_cell_id, sizeof vin->max_cell_id, v->max_cell.name, sizeof v->max_cell.name);
+    if (v->have_temp) {
+        vin->temp_c = v->temp_max_c; /* battery temperature: the hottest cell sensor */
+        vin->min_temp_c = v->temp_min_c;
+        vin->max_temp_c = v->temp_max_c;
+        copy_text(vin->min_temp_id, sizeof vin->min_temp_id, v->min_temp.name, sizeof v->min_temp.name);
+        copy_text(vin->max_temp_id, sizeof vin->max_temp_id, v->max_temp.name, sizeof v->max_temp.name);
+    }
+    vin->alarms = v->alarms;
+    vin->modules = v->modules;
+    vin->capacity_ah = v->capacity_ah;
+}
+
+/* Called with lock held: online/offline (logged on change in live cycles) and the plain values
+ * of the frames, all from the newest view. */
+static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, struct cycle_input *in)
 {
     memset(in, 0, sizeof *in);
-    /* A sample may have arrived after the loop read `now`: its age is then 0, not negative. */
-    uint64_t age = (p->have_sample && now > p->sample_ms) ? now - p->sample_ms : 0;
-    bool fresh = p->have_sample && p->sample.valid && age <= p->can_cfg.stale_timeout_ms;
-    if (fresh && p->stale) {
-        GW_LOGI(LOG_MOD, "BMS data fresh again: sending 0x351 (charge limits)");
-    } else if (!fresh && !p->stale) {
-        p->stale_transitions++;
-        GW_LOGW(LOG_MOD, "BMS data stale (newest sample %llu ms old, limit %u ms): withholding "
-                "0x351, GX stops charging/discharging", (unsigned long long)age,
-                (unsigned)p->can_cfg.stale_timeout_ms);
+    struct victron_inputs *vin = &in->vin;
+    victron_inputs_init(vin);
+    fill_identity(p, &vin->identity);
+    const struct battery_view *v = &p->view;
+    /* A view may have arrived after the loop read `now`: its age is then 0, not negative. */
+    uint64_t age = (p->have_view && now > p->view_ms) ? now - p->view_ms : 0;
+    uint8_t why = !p->have_view                           ? OFF_NO_VIEW
+                  : age > p->can_cfg.stale_timeout_ms     ? OFF_STALE_VIEW
+                  : !v->limits.valid                      ? OFF_NO_LIMITS
+                                                          : ONLINE;
+    if (why == ONLINE) {
+        fill_online(v, vin);
+        /* Limits the encoder refuses (never CVL 0) stop the GX like stale data: say so. */
+        struct victron_frame probe;
+        if (victron_encode_frame(VICTRON_ID_LIMITS, vin, &probe) != GW_OK) {
+            why = OFF_NO_LIMITS;
+            struct victron_identity keep = vin->identity;
+            victron_inputs_init(vin);
+            vin->identity = keep;
+        }
     }
-    p->stale = !fresh;
-    in->stale = !fresh;
-    in->have_sample = p->have_sample;
-    if (p->have_sample)
-        in->live = p->sample;
-    else
-        in->live.battery_id = p->battery_id;
-
-    if (step) {
-        struct charge_inputs ci = {
-            .live = fresh ? &p->sample : NULL,
-            .settings = p->have_settings ? &p->settings : NULL,
-            .events = p->have_events ? &p->events : NULL,
-        };
-        int rc = charge_control_step(&p->cc, &ci, now, &in->limits);
-        in->send_limits = fresh && rc == GW_OK; /* a fresh sample may still be unusable */
-        struct app_charge_limits *l = &p->limits;
-        l->battery_id = p->battery_id;
-        l->cvl_v = in->limits.cvl_v;
-        l->ccl_a = in->limits.ccl_a;
-        l->dcl_a = in->limits.dcl_a;
-        l->phase = in->limits.phase;
-        l->sending = in->send_limits;
-        copy_text(l->cvl_reason, sizeof l->cvl_reason, in->limits.cvl_reason);
-        copy_text(l->ccl_reason, sizeof l->ccl_reason, in->limits.ccl_reason);
-        copy_text(l->dcl_reason, sizeof l->dcl_reason, in->limits.dcl_reason);
+    if (why != ONLINE) {
+        /* What the GX is told must match what it gets: offline, general alarm, every module
+         * offline. The flags of an old view are not repeated as if current: all OK. */
+        if (why == OFF_NO_LIMITS) {
+            vin->alarms = v->alarms;
+        } else {
+            for (unsigned f = 0; f < VICTRON_FLAG_COUNT; f++)
+                vin->alarms.alarm[f] = vin->alarms.warning[f] = VICTRON_FLAG_OK;
+        }
+        vin->modules.offline = p->have_view && v->pack_count ? v->pack_count : 1;
+        vin->capacity_ah = 0.0f; /* nothing online */
+        vin->alarms.online = false;
+        vin->alarms.alarm[VICTRON_FLAG_GENERAL] = VICTRON_FLAG_ACTIVE;
     } else {
-        in->limits.cvl_v = p->limits.cvl_v;
-        in->limits.ccl_a = p->limits.ccl_a;
-        in->limits.dcl_a = p->limits.dcl_a;
-        in->send_limits = p->limits.sending;
+        vin->alarms.online = true;
     }
-    /* Online only while the limits go out: data the controller refuses (a cell register at 0,
-     * a cell count out of range) stops the GX just like stale data, and must look like it. */
-    in->online = fresh && in->send_limits;
-    victron_alarms_from_bms(&in->live, p->have_events ? &p->events : NULL, &p->thresholds, in->online,
-                            &in->alarms);
-    fill_identity(p, &in->identity);
-    in->energy_in_wh = p->energy.in_wh;
-    in->energy_out_wh = p->energy.out_wh;
-    /* Register 306: battery capacity in 0.01 Ah. */
-    unsigned cap_idx = 306 - BMS_SETTINGS_FIRST;
-    if (p->have_settings && (p->settings.present_mask & (1ull << cap_idx)))
-        in->capacity_ah = (float)p->settings.raw[cap_idx] / 100.0f;
+    if (p->have_view) {
+        /* Lifetime counters and the installed capacity stay true while the view is old. */
+        vin->energy_in_wh = v->energy_in_wh;
+        vin->energy_out_wh = v->energy_out_wh;
+        vin->installed_capacity_ah = v->installed_capacity_ah;
+    }
+    in->have_view = p->have_view;
+    in->online = why == ONLINE;
+
+    if (live && why != p->offline) {
+        if (why == ONLINE)
+            GW_LOGI(LOG_MOD, "battery online again (%u of %u packs): sending 0x351 and the measurements",
+                    (unsigned)v->online_count, (unsigned)v->pack_count);
+        else
+            GW_LOGW(LOG_MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
+                    "and the measurements, GX stops charging/discharging", offline_text(why),
+                    (unsigned long long)age, (unsigned)p->can_cfg.stale_timeout_ms);
+        if (p->offline == ONLINE)
+            p->stale_transitions++;
+        p->offline = why;
+    }
 }
 
-/* Frames computed from live measurements: meaningless before the first sample. */
-static bool needs_sample(uint16_t id)
+/* The safety rule: may this frame go out now? */
+static bool may_send(uint16_t id, const struct cycle_input *in)
 {
-    switch (id) {
-    case VICTRON_ID_SOC: case VICTRON_ID_MEASURE: case VICTRON_ID_CELL_EXTREMES:
-    case VICTRON_ID_MIN_CELL_ID: case VICTRON_ID_MAX_CELL_ID: case VICTRON_ID_MIN_TEMP_ID:
-    case VICTRON_ID_MAX_TEMP_ID:
+    switch (victron_frame_role(id)) {
+    case VICTRON_ROLE_LIMITS:
+    case VICTRON_ROLE_MEASUREMENT:
+        return in->online;        /* never stale limits or values */
+    case VICTRON_ROLE_TOTALS:
+        return in->have_view;     /* counters unknown before the first view */
+    case VICTRON_ROLE_STATUS:
+    case VICTRON_ROLE_IDENTITY:
         return true;
     default:
         return false;
@@ -454,31 +423,15 @@ static bool needs_sample(uint16_t id)
 static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, const struct cycle_input *in,
                         struct app_can_tx *result)
 {
-    struct victron_inputs vin = {
-        .live = &in->live,
-        .alarms = &in->alarms,
-        .identity = &in->identity,
-        .cvl_v = in->limits.cvl_v,
-        .ccl_a = in->limits.ccl_a,
-        .dcl_a = in->limits.dcl_a,
-        .discharge_v = in->limits.discharge_v,
-        .modules = victron_modules_single(in->online, in->limits.ccl_a, in->limits.dcl_a),
-        .energy_in_wh = in->energy_in_wh,
-        .energy_out_wh = in->energy_out_wh,
-        .capacity_ah = in->stale ? 0.0f : in->capacity_ah,
-        .installed_capacity_ah = in->capacity_ah,
-    };
     memset(result, 0, sizeof *result);
     uint64_t deadline = gw_now_ms() + CYCLE_BUDGET_MS;
     bool gone = false;
     for (size_t i = 0; i < n; i++) {
         uint16_t id = ids[i];
-        if (id == VICTRON_ID_LIMITS && !in->send_limits)
-            continue; /* SAFETY: no fresh data, no charge limits */
-        if (!in->have_sample && needs_sample(id))
-            continue;
+        if (!may_send(id, in))
+            continue; /* SAFETY: offline, no limits, no stale values */
         struct victron_frame vf;
-        int rc = victron_encode_frame(id, &vin, &vf);
+        int rc = victron_encode_frame(id, &in->vin, &vf);
         if (rc != GW_OK) {
             gw_log_ratelimited(&p->withheld_log, 60000, GW_LOG_WARN, LOG_MOD,
                                "frame 0x%03X withheld: %s", id, gw_strerror(rc));
@@ -531,10 +484,8 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
 static void run_cycle(struct can_publisher *p, bool live, uint64_t now)
 {
     struct cycle_input in;
-    struct app_charge_limits limits;
     pthread_mutex_lock(&p->lock);
     prepare_cycle(p, now, live, &in);
-    limits = p->limits;
     if (live)
         p->live_cycles++;
     else
@@ -546,8 +497,6 @@ static void run_cycle(struct can_publisher *p, bool live, uint64_t now)
         send_frames(p, p->live_ids, p->live_count, &in, &result);
     else
         send_frames(p, p->identity_ids, p->identity_count, &in, &result);
-    if (live)
-        publish(p, EVENT_CHARGE_LIMITS, &limits, sizeof limits);
     if (result.frames_ok || result.frames_failed)
         publish(p, result.frames_failed ? EVENT_CAN_TX_FAILED : EVENT_CAN_TX_SUCCESS, &result, sizeof result);
 }
@@ -586,35 +535,6 @@ static void update_link(struct can_publisher *p, uint64_t now, const struct can_
         publish(p, EVENT_CAN_INVERTER_LINK, &ev, sizeof ev);
 }
 
-static void save_energy(struct can_publisher *p)
-{
-    if (!p->persist)
-        return;
-    pthread_mutex_lock(&p->lock);
-    double in_wh = p->energy.in_wh, out_wh = p->energy.out_wh;
-    pthread_mutex_unlock(&p->lock);
-    int rc = can_energy__save(p->energy_path, in_wh, out_wh);
-    pthread_mutex_lock(&p->lock);
-    bool was_failing = p->storage_failing;
-    if (rc == GW_OK) {
-        p->energy_saves++;
-        p->saved_in_wh = in_wh;
-        p->saved_out_wh = out_wh;
-        p->storage_failing = false;
-    } else {
-        p->energy_save_errors++;
-        p->storage_failing = true;
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (rc != GW_OK && !was_failing) {
-        GW_LOGE(LOG_MOD, "cannot save energy counters to %s: %s", p->energy_path, gw_strerror(rc));
-        storage_event(p, rc, "cannot save %s: %s", p->energy_path, gw_strerror(rc));
-    } else if (rc == GW_OK && was_failing) {
-        GW_LOGI(LOG_MOD, "energy counters saved again to %s", p->energy_path);
-        storage_event(p, GW_OK, "saved %s", p->energy_path);
-    }
-}
-
 /* Waits up to ms of real time, or until stop is requested. Returns true when stopping. */
 static bool wait_or_stop(struct can_publisher *p, uint32_t ms)
 {
@@ -644,9 +564,8 @@ static void *tx_main(void *arg)
     pthread_mutex_lock(&p->lock);
     uint64_t live_period = p->can_cfg.live_period_ms;
     uint64_t identity_period = p->can_cfg.identity_period_ms;
-    uint64_t save_period = (uint64_t)p->can_cfg.energy_save_period_s * 1000u;
     pthread_mutex_unlock(&p->lock);
-    uint64_t next_live = now, next_identity = now, next_save = now + save_period, next_reopen = now;
+    uint64_t next_live = now, next_identity = now, next_reopen = now;
     uint64_t last_live = now, last_identity = now; /* scheduled time of the last cycles */
     uint32_t reopen_delay = REOPEN_FIRST_MS;
     for (;;) {
@@ -654,7 +573,6 @@ static void *tx_main(void *arg)
         pthread_mutex_lock(&p->lock);
         uint64_t lp = p->can_cfg.live_period_ms;
         uint64_t ip = p->can_cfg.identity_period_ms;
-        save_period = (uint64_t)p->can_cfg.energy_save_period_s * 1000u;
         pthread_mutex_unlock(&p->lock);
         /* A period changed by apply_config counts from the last cycle. */
         if (lp != live_period) {
@@ -676,10 +594,6 @@ static void *tx_main(void *arg)
             next_identity = next_due(next_identity, identity_period, now);
         }
         update_link(p, now, NULL);
-        if (now >= next_save) {
-            save_energy(p);
-            next_save = now + save_period;
-        }
         if (now >= next_reopen) {
             reopen_delay = maybe_reopen(p, reopen_delay);
             next_reopen = now + reopen_delay;
@@ -728,33 +642,6 @@ static void *rx_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
-static void restore_energy(struct can_publisher *p)
-{
-    double in_wh = 0, out_wh = 0;
-    int rc = can_energy__load(p->energy_path, &in_wh, &out_wh);
-    if (rc == GW_OK) {
-        p->energy.in_wh = in_wh;
-        p->energy.out_wh = out_wh;
-        p->saved_in_wh = in_wh;
-        p->saved_out_wh = out_wh;
-        GW_LOGI(LOG_MOD, "energy counters restored from %s: in %.1f Wh, out %.1f Wh", p->energy_path,
-                in_wh, out_wh);
-        return;
-    }
-    if (rc == GW_ERR_NOT_FOUND) {
-        GW_LOGI(LOG_MOD, "no %s yet: energy counters start at 0", p->energy_path);
-        return;
-    }
-    /* Corrupt or unreadable: keep the evidence, start from 0, tell the user. */
-    char moved[sizeof p->energy_path + 16];
-    snprintf(moved, sizeof moved, "%s.corrupt", p->energy_path);
-    bool kept = (rc == GW_ERR_PROTO || rc == GW_ERR_OVERFLOW) && rename(p->energy_path, moved) == 0;
-    GW_LOGE(LOG_MOD, "energy counters in %s unreadable (%s): starting from 0%s%s", p->energy_path,
-            gw_strerror(rc), kept ? ", old file kept as " : "", kept ? moved : "");
-    storage_event(p, rc == GW_ERR_OVERFLOW ? GW_ERR_PROTO : rc, "%s unreadable (%s), counters reset to 0",
-                  p->energy_path, gw_strerror(rc));
-}
-
 int can_publisher_create(const struct can_publisher_options *opts, struct can_publisher **out)
 {
     if (!out)
@@ -777,13 +664,11 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     p->bus = opts->bus;
     p->live_count = victron_set_ids(VICTRON_SET_LIVE, p->live_ids, VICTRON_MAX_FRAMES);
     p->identity_count = victron_set_ids(VICTRON_SET_IDENTITY, p->identity_ids, VICTRON_MAX_FRAMES);
-    p->battery_id = opts->battery_id;
     p->given = opts->transport;
     snprintf(p->spec, sizeof p->spec, "%s", opts->transport ? opts->transport->spec : spec);
     p->bitrate = cfg->can.bitrate;
     p->can_cfg = cfg->can;
-    p->charge_cfg = cfg->charge;
-    p->stale = true; /* nothing received yet: 0x351 withheld until the first sample */
+    p->offline = OFF_NO_VIEW; /* nothing received yet: 0x351 withheld until the first view */
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);
     pthread_condattr_t ca;
@@ -796,20 +681,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&p->tp_lock, &ra);
     pthread_rwlockattr_destroy(&ra);
-    charge_control_init(&p->cc, &p->charge_cfg);
-    refresh_thresholds(p);
-    p->limits.battery_id = p->battery_id;
 
-    if (opts->data_dir && opts->data_dir[0]) {
-        int n = snprintf(p->energy_path, sizeof p->energy_path, "%s/%s", opts->data_dir, CAN_ENERGY_FILE);
-        if (n < 0 || (size_t)n >= sizeof p->energy_path) {
-            GW_LOGE(LOG_MOD, "data directory path too long: %s", opts->data_dir);
-            rc = GW_ERR_INVAL;
-            goto err;
-        }
-        p->persist = true;
-        restore_energy(p);
-    }
     size_t subscribed = 0;
     for (; subscribed < SUBSCRIPTION_COUNT; subscribed++) {
         rc = event_bus_subscribe(p->bus, subscriptions[subscribed].id, subscriptions[subscribed].fn, p,
@@ -876,7 +748,7 @@ int can_publisher_start(struct can_publisher *pub)
         goto err;
     }
     GW_LOGI(LOG_MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
-            "after %u ms without BMS data", pub->spec, (unsigned)pub->can_cfg.live_period_ms,
+            "after %u ms without a battery view", pub->spec, (unsigned)pub->can_cfg.live_period_ms,
             (unsigned)pub->can_cfg.identity_period_ms, (unsigned)pub->can_cfg.stale_timeout_ms);
     return GW_OK;
 err:
@@ -900,17 +772,11 @@ void can_publisher_stop(struct can_publisher *pub)
     bool running = pub->running;
     pub->stop_requested = true;
     pthread_cond_broadcast(&pub->wake);
-    /* Never started, but samples were integrated: keep them too. */
-    bool dirty = pub->energy.in_wh != pub->saved_in_wh || pub->energy.out_wh != pub->saved_out_wh;
     pthread_mutex_unlock(&pub->lock);
-    if (!running) {
-        if (dirty)
-            save_energy(pub);
+    if (!running)
         return;
-    }
     pthread_join(pub->tx_thread, NULL);
     pthread_join(pub->rx_thread, NULL);
-    save_energy(pub);
     pthread_rwlock_wrlock(&pub->tp_lock);
     if (!pub->given)
         can_transport_close(pub->tp);
@@ -947,9 +813,6 @@ int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config
     bool restart = strcmp(pub->can_cfg.interface, cfg->can.interface) != 0 ||
                    pub->can_cfg.bitrate != cfg->can.bitrate;
     pub->can_cfg = cfg->can;
-    pub->charge_cfg = cfg->charge;
-    rc = charge_control_set_config(&pub->cc, &pub->charge_cfg);
-    refresh_thresholds(pub);
     pthread_mutex_unlock(&pub->lock);
     if (restart)
         GW_LOGI(LOG_MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);
@@ -965,20 +828,24 @@ int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_sta
     pthread_mutex_lock(&pub->lock);
     out->running = pub->running;
     snprintf(out->transport, sizeof out->transport, "%s", pub->spec);
-    out->have_sample = pub->have_sample;
-    out->sample_age_ms = pub->have_sample && now > pub->sample_ms ? now - pub->sample_ms : 0;
-    out->stale = pub->stale;
+    out->have_view = pub->have_view;
+    out->view_seq = pub->have_view ? pub->view.seq : 0;
+    out->view_age_ms = pub->have_view && now > pub->view_ms ? now - pub->view_ms : 0;
+    out->views_received = pub->views_received;
+    out->stale = pub->offline != ONLINE;
     out->stale_transitions = pub->stale_transitions;
     out->inverter_link = pub->link;
     out->inverter_last_id = pub->link_last_id;
     out->inverter_last_ms = pub->link_last_ms;
     out->inverter_identified = pub->link_identified;
     out->rx_frames = pub->rx_frames;
-    out->limits = pub->limits;
-    out->energy_in_wh = pub->energy.in_wh;
-    out->energy_out_wh = pub->energy.out_wh;
-    out->energy_saves = pub->energy_saves;
-    out->energy_save_errors = pub->energy_save_errors;
+    if (pub->have_view) {
+        out->limits = pub->view.limits;
+        out->pack_count = pub->view.pack_count;
+        out->online_count = pub->view.online_count;
+        out->energy_in_wh = pub->view.energy_in_wh;
+        out->energy_out_wh = pub->view.energy_out_wh;
+    }
     out->live_cycles = pub->live_cycles;
     out->identity_cycles = pub->identity_cycles;
     out->frames_sent = pub->frames_sent;

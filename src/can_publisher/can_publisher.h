@@ -1,22 +1,23 @@
 /* can_publisher: drives a Victron GX device over CAN as a "CAN-bus BMS" battery
- * (spec: shared/spec/victron-can-bms.md, user doc: docs/can.md).
+ * (spec: shared/spec/victron-can-bms.md, user doc: docs/can.md). A pure consumer of the
+ * battery view: it computes no limit, no alarm, no energy.
  *
- * - Subscribes to EVENT_BMS_DATA_UPDATE / _SETTINGS_UPDATE / _EVENTS_UPDATE / _VERSION_UPDATE and
- *   EVENT_CHARGE_CAP_REQUEST; keeps its own copies under a mutex (never touches the UART).
+ * - Subscribes to EVENT_BATTERY_UPDATE (struct battery_view: the bank of every pack, its limits,
+ *   alarms, module counts, cell extremes, energy counters) and EVENT_BMS_VERSION_UPDATE (firmware
+ *   and serial for the identity frames); keeps the newest copy under a mutex.
  * - A TX thread sends the live frames every can.live_period_ms (0x351 0x355 0x356 0x35A 0x372
  *   0x373 0x374..0x377 0x378 0x379) and the identity frames every can.identity_period_ms
- *   (0x35E 0x35F 0x370 0x371 0x380 0x381 0x382), stepping charge control (CVL/CCL/DCL) once per
- *   live cycle and publishing EVENT_CHARGE_LIMITS, then one aggregated EVENT_CAN_TX_SUCCESS or
- *   EVENT_CAN_TX_FAILED per cycle.
- * - SAFETY: with no valid sample newer than can.stale_timeout_ms (or none ever), or a fresh one
- *   charge control refuses (a cell register at 0, a cell count outside 4..16), 0x351 is NOT
- *   sent (the GX stops charging/discharging 3 s later); the other frames go on with the 0x35A
- *   offline code, general alarm raised and the module counted offline in 0x372. Sending
- *   resumes with fresh usable data. Each stale/fresh transition is logged once.
+ *   (0x35E 0x35F 0x370 0x371 0x380 0x381 0x382), all from the newest view, then one aggregated
+ *   EVENT_CAN_TX_SUCCESS or EVENT_CAN_TX_FAILED per cycle.
+ * - SAFETY: with no view newer than can.stale_timeout_ms (or none ever), or a view whose
+ *   limits.valid is false (no pack online), the battery is "offline": 0x351 and the measurement
+ *   frames (0x355 0x356 0x373..0x377) are NOT sent (the GX stops charging/discharging 3 s
+ *   later, and never sees old values); 0x35A goes on with the offline code and the general
+ *   alarm, 0x372 with every module offline, 0x378/0x379 with the last counters (not before a
+ *   first view), the identity frames as usual. Sending resumes with a fresh valid view. Each
+ *   transition is logged once.
  * - An RX thread tracks the GX frames 0x305/0x306/0x307: EVENT_CAN_INVERTER_LINK on change
  *   (lost after can.inverter_timeout_ms without them). Never used to gate what we send.
- * - Energy counters for 0x378 (Wh in/out) integrate V x I over sample time; persisted to
- *   <data_dir>/energy.json every can.energy_save_period_s and at stop, restored at create.
  * - A ring of the last CAN_TAP_ENTRIES frames (TX and RX) with a decoded one-line meaning, for
  *   the UI's CAN monitor.
  *
@@ -25,6 +26,7 @@
 #define CAN_PUBLISHER_H
 
 #include "app_events.h"
+#include "battery_view.h"
 #include "can_transport.h"
 #include "gw_config.h"
 
@@ -38,23 +40,18 @@ struct can_publisher;
 #define CAN_TAP_ENTRIES 256
 #define CAN_TAP_TEXT 96
 #define CAN_PUBLISHER_MAX_IDS 24 /* per-id counters kept (our 19 ids + room) */
-#define CAN_ENERGY_FILE "energy.json"
 
 struct can_publisher_options {
-    const struct gw_config *config;   /* required; the can and charge sections are copied */
+    const struct gw_config *config;   /* required; the can section is copied */
     struct event_bus *bus;            /* required, borrowed: must outlive the publisher */
-    const char *data_dir;             /* energy.json lives here (copied); NULL = not persisted */
     const char *transport_spec;       /* overrides config->can.interface when non-empty (copied) */
     struct can_transport *transport;  /* optional already-open transport (tests, tools): used
                                          instead of opening one; borrowed, the caller closes it
                                          after can_publisher_destroy */
-    uint8_t battery_id;               /* samples of other batteries are ignored; default 0 */
 };
 
-/* Allocates the publisher, validates the configuration, restores the energy counters and
- * subscribes to the bus. Opens nothing yet. A corrupt energy.json is renamed to
- * energy.json.corrupt, logged and reported as EVENT_STORAGE_ERROR; counting restarts at 0.
- * On failure *out = NULL.
+/* Allocates the publisher, validates the configuration and subscribes to the bus. Opens
+ * nothing yet. On failure *out = NULL.
  * @retval GW_OK
  * @retval GW_ERR_INVAL NULL options/config/bus/out, or no transport spec at all
  * @retval GW_ERR_RANGE a period or timeout is 0 or out of range (see can_publisher_apply_config)
@@ -71,19 +68,18 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
  * @retval GW_ERR_IO thread creation failed */
 int can_publisher_start(struct can_publisher *pub);
 
-/* Stops and joins the threads, saves the energy counters, closes a transport it opened.
- * Idempotent; safe on a publisher never started. */
+/* Stops and joins the threads, closes a transport it opened. Idempotent; safe on a publisher
+ * never started. */
 void can_publisher_stop(struct can_publisher *pub);
 
 /* Stops (if needed), unsubscribes and frees. NULL accepted. Must not be called from an event
  * bus handler. */
 void can_publisher_destroy(struct can_publisher *pub);
 
-/* Applies a new configuration live: periods, timeouts, identity strings, charge parameters
- * (charge control keeps its state: limits never jump upward, they ramp). The transport spec
- * and bitrate only apply after a restart (logged). Ranges: live_period_ms 100..60000,
- * identity_period_ms 100..600000, stale_timeout_ms 500..60000 (never repeat older data to a charger), inverter_timeout_ms
- * 500..3600000, energy_save_period_s 1..86400.
+/* Applies a new can section live: periods, timeouts, identity strings. The transport spec and
+ * bitrate only apply after a restart (logged). Ranges: live_period_ms 100..60000,
+ * identity_period_ms 100..600000, stale_timeout_ms 500..60000 (never repeat older data to a
+ * charger), inverter_timeout_ms 500..3600000. Other sections are ignored.
  * @retval GW_OK
  * @retval GW_ERR_INVAL NULL argument
  * @retval GW_ERR_RANGE a value outside its range (nothing applied) */
@@ -101,24 +97,26 @@ struct can_publisher_status {
     bool running;
     char transport[CAN_SPEC_MAX];     /* spec in use */
     bool transport_open;
-    /* Data */
-    bool have_sample;                 /* a valid sample arrived at least once */
-    uint64_t sample_age_ms;           /* age of the newest valid sample (0 when none) */
-    bool stale;                       /* true: 0x351 is withheld */
-    uint32_t stale_transitions;       /* fresh -> stale transitions since start */
+    /* The battery view */
+    bool have_view;                   /* an EVENT_BATTERY_UPDATE arrived at least once */
+    uint64_t view_seq;                /* seq of the newest view (0 when none) */
+    uint64_t view_age_ms;             /* age of the newest view (0 when none) */
+    uint64_t views_received;
+    bool stale;                       /* true: offline, 0x351 and the measurements withheld (no
+                                         fresh view, or its limits not valid) */
+    uint32_t stale_transitions;       /* online -> offline transitions since start */
     /* Inverter (GX) link */
     bool inverter_link;
     uint32_t inverter_last_id;        /* 0x305 / 0x306 / 0x307, 0 = never */
     uint64_t inverter_last_ms;        /* gw_now_ms() of the last GX frame, 0 = never */
     bool inverter_identified;         /* a 0x307 "12 34 56 78 'V' 'I' 'C'" was received */
     uint64_t rx_frames;               /* every frame received (GX or other) */
-    /* Charge control */
-    struct app_charge_limits limits;  /* the last step's result */
-    /* Energy (0x378) */
+    /* What 0x351 carries: the newest view's bank limits (sent only while !stale) */
+    struct battery_limits limits;
+    /* What 0x372 / 0x378 carry */
+    uint8_t pack_count, online_count;
     double energy_in_wh;
     double energy_out_wh;
-    uint64_t energy_saves;
-    uint64_t energy_save_errors;
     /* Transmission */
     uint64_t live_cycles;
     uint64_t identity_cycles;

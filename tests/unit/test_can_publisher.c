@@ -1,10 +1,13 @@
-/* can_publisher with a fake transport (ops struct) and a replaced clock: periods, stale stop and
- * resume of 0x351, inverter link, charge limits and caps, TX failure events, the tap, energy
- * integration and its save / restore / corrupt file, live config changes. Synchronisation is by
- * condition with a generous real-time deadline; the fake clock makes the schedule exact. */
-#define _GNU_SOURCE /* mkdtemp */
+/* can_publisher as a pure consumer of the battery view: synthetic views published on a real
+ * event bus, a fake CAN transport (ops struct) and a replaced clock. Frames of 1 and 2 packs
+ * (0x372 counts, pack-qualified names, the bank limits in 0x351), a pack dropping out while the
+ * frames continue, the stale-view and no-limits safety (0x351 and the measurements withheld,
+ * 0x35A / 0x372 / identity kept), limits rounded down on the bus, periods, inverter link,
+ * identity and live config, TX failures, the tap. Synchronisation is by condition with a
+ * generous real-time deadline; the fake clock makes the schedule exact. */
+#define _GNU_SOURCE
+#include "battery_view.h"
 #include "can_publisher.h"
-#include "can_publisher_internal.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_config.h"
@@ -15,7 +18,6 @@
 #include <pty.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,8 +102,13 @@ static const struct can_transport_ops fake_ops = {
 };
 static struct can_transport fake_transport = { .ops = &fake_ops, .spec = "fake:" };
 
+/* Set once a view was published: 0x379 is then the last frame of every live cycle (the totals
+ * go out from the first view on), else 0x372 is. */
+static bool totals_expected;
+
 static void fake_reset(void)
 {
+    totals_expected = false;
     pthread_mutex_lock(&fake.lock);
     fake.count = 0;
     fake.fail_with = GW_OK;
@@ -170,11 +177,11 @@ static bool wait_sent(uint32_t id, uint64_t t)
     return false;
 }
 
-/* Advances the fake clock to t and waits for the live cycle of that time (0x35A is always sent). */
+/* Advances the fake clock to t and waits until the live cycle of that time is complete. */
 static bool step_to(uint64_t t)
 {
     clock_set(t);
-    return wait_sent(0x35A, t);
+    return wait_sent(0x35A, t) && wait_sent(totals_expected ? 0x379 : 0x372, t);
 }
 
 /* ---- event recorder -------------------------------------------------------------------- */
@@ -182,10 +189,8 @@ static bool step_to(uint64_t t)
 struct recorder {
     pthread_mutex_t lock;
     int counts[EVENT_COUNT];
-    struct app_charge_limits limits;
     struct app_inverter_link link;
     struct app_can_tx tx_failed;
-    struct app_storage_error storage;
 };
 static struct recorder rec = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -194,14 +199,10 @@ static void on_any(const struct gw_event *ev, void *ctx)
     (void)ctx;
     pthread_mutex_lock(&rec.lock);
     rec.counts[ev->id]++;
-    if (ev->id == EVENT_CHARGE_LIMITS && ev->size == sizeof rec.limits)
-        memcpy(&rec.limits, ev->payload, sizeof rec.limits);
     if (ev->id == EVENT_CAN_INVERTER_LINK && ev->size == sizeof rec.link)
         memcpy(&rec.link, ev->payload, sizeof rec.link);
     if (ev->id == EVENT_CAN_TX_FAILED && ev->size == sizeof rec.tx_failed)
         memcpy(&rec.tx_failed, ev->payload, sizeof rec.tx_failed);
-    if (ev->id == EVENT_STORAGE_ERROR && ev->size == sizeof rec.storage)
-        memcpy(&rec.storage, ev->payload, sizeof rec.storage);
     pthread_mutex_unlock(&rec.lock);
 }
 
@@ -237,6 +238,7 @@ static struct event_bus *bus_new(void)
 {
     struct event_bus *bus = NULL;
     event_bus_create(NULL, &bus);
+    /* EVENT_CHARGE_LIMITS too: nothing may publish it any more (the view carries the limits). */
     static const int ids[] = { EVENT_CHARGE_LIMITS, EVENT_CAN_INVERTER_LINK, EVENT_CAN_TX_SUCCESS,
                                EVENT_CAN_TX_FAILED, EVENT_STORAGE_ERROR, EVENT_STORAGE_OK };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
@@ -245,81 +247,318 @@ static struct event_bus *bus_new(void)
     return bus;
 }
 
-static struct bms_live_data sample_at(uint64_t t, float volts, float amps)
+/* A bank view as the battery service builds it: `packs` configured, the first `online` of them
+ * online, cells 3.300 V except one low and one high cell, cell sensors 25.1 / 27.4 degC. */
+static void make_view(struct battery_view *v, uint64_t t, unsigned packs, unsigned online, float volts,
+                      float amps)
 {
-    struct bms_live_data d = { .valid = true, .timestamp_ms = t, .cell_count = 16 };
-    for (int i = 0; i < 16; i++)
-        d.cell_mv_x10[i] = (uint16_t)(volts / 16.0f * 10000.0f);
-    d.min_cell_mv = d.max_cell_mv = (uint16_t)(volts / 16.0f * 1000.0f);
-    d.min_cell_index = 1;
-    d.max_cell_index = 2;
-    d.pack_voltage_v = volts;
-    d.pack_current_a = amps;
-    d.temp_dc[0] = 251;
-    d.temp_present[0] = true;
-    d.soc_ppm = 80000000; /* 80 % */
-    d.soh_raw = 50000;    /* 100 % */
-    d.soh_valid = true;
-    d.online_status = BMS_STATUS_CHARGING;
-    return d;
+    static uint64_t seq;
+    memset(v, 0, sizeof *v);
+    bool several = packs > 1;
+    v->seq = ++seq;
+    v->timestamp_ms = t;
+    v->wall_time_ms = 1700000000000LL + (int64_t)t;
+    v->pack_count = (uint8_t)packs;
+    v->online_count = (uint8_t)online;
+    v->voltage_v = volts;
+    v->current_a = amps;
+    v->power_w = volts * amps;
+    v->soc_pct = 80.0f;
+    v->soh_pct = 100.0f;
+    v->soh_valid = true;
+    v->capacity_ah = 100.0f * (float)online;
+    v->installed_capacity_ah = 100.0f * (float)packs;
+    v->cell_count = 16;
+    v->min_cell_v = 3.301f;
+    v->max_cell_v = 3.345f;
+    v->cell_spread_mv = 44.0f;
+    v->min_cell = (struct battery_ref){ .pack = 0, .index = 3 };
+    v->max_cell = (struct battery_ref){ .pack = (uint8_t)(several ? 1 : 0), .index = 7 };
+    snprintf(v->min_cell.name, sizeof v->min_cell.name, "%s", several ? "P1C3" : "C3");
+    snprintf(v->max_cell.name, sizeof v->max_cell.name, "%s", several ? "P2C7" : "C7");
+    v->have_temp = true;
+    v->temp_min_c = 25.1f;
+    v->temp_max_c = 27.4f;
+    snprintf(v->min_temp.name, sizeof v->min_temp.name, "%s", several ? "P2T1" : "T1");
+    snprintf(v->max_temp.name, sizeof v->max_temp.name, "%s", several ? "P1T2" : "T2");
+    v->online_status = BMS_STATUS_CHARGING;
+    for (unsigned f = 0; f < VICTRON_FLAG_COUNT; f++)
+        v->alarms.alarm[f] = v->alarms.warning[f] = VICTRON_FLAG_OK;
+    v->alarms.online = online > 0;
+    v->modules = (struct victron_modules){ .ok = (uint16_t)online, .offline = (uint16_t)(packs - online) };
+    v->energy_in_wh = 123456.0;
+    v->energy_out_wh = 98765.0;
+    v->limits.valid = online > 0;
+    v->limits.cvl_v = 55.2f;
+    v->limits.ccl_a = 50.0f * (float)online;
+    v->limits.dcl_a = 100.0f * (float)online;
+    v->limits.discharge_v = 46.4f;
+    snprintf(v->limits.cvl_reason, sizeof v->limits.cvl_reason, "absorption");
+    if (!online) {
+        v->alarms.alarm[VICTRON_FLAG_GENERAL] = VICTRON_FLAG_ACTIVE;
+        v->conditions |= BATTERY_COND_NO_DATA;
+    }
+    for (unsigned i = 0; i < packs && i < BATTERY_MAX_PACKS; i++) {
+        v->packs[i].id = (uint8_t)i;
+        snprintf(v->packs[i].name, sizeof v->packs[i].name, "pack %u", i + 1);
+        v->packs[i].state = i < online ? BATTERY_PACK_ONLINE : BATTERY_PACK_OFFLINE;
+    }
 }
 
-static void feed(struct event_bus *bus, uint64_t t, float volts, float amps)
+static void publish_view(struct event_bus *bus, const struct battery_view *v)
 {
-    struct bms_live_data d = sample_at(t, volts, amps);
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    totals_expected = true;
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
     CHECK(event_bus_flush(bus, 5000));
 }
 
-static struct can_publisher *publisher_new(struct event_bus *bus, struct gw_config *cfg, const char *dir)
+static void feed(struct event_bus *bus, uint64_t t, unsigned packs, unsigned online)
 {
-    struct can_publisher_options o = { .config = cfg, .bus = bus, .data_dir = dir, .transport = &fake_transport };
+    struct battery_view v;
+    make_view(&v, t, packs, online, 52.8f, 20.0f);
+    publish_view(bus, &v);
+}
+
+static struct can_publisher *publisher_new(struct event_bus *bus, struct gw_config *cfg)
+{
+    struct can_publisher_options o = { .config = cfg, .bus = bus, .transport = &fake_transport };
     struct can_publisher *p = NULL;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
     return p;
 }
 
 static uint16_t le16(const uint8_t *d) { return (uint16_t)(d[0] | d[1] << 8); }
-
-/* ---- tests ----------------------------------------------------------------------------- */
-
-static void test_no_data_withholds_0x351_and_marks_offline(void)
+static uint32_t le32(const uint8_t *d)
 {
-    fake_reset();
-    clock_set(100000);
-    struct gw_config cfg;
-    gw_config_set_defaults(&cfg);
-    struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
-    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
-    CHECK_EQ_INT(can_publisher_start(p), GW_ERR_STATE);
-    CHECK(step_to(100000));
-    CHECK(wait_sent(0x382, 100000)); /* identity set sent at start too */
-    CHECK(wait_count(EVENT_CHARGE_LIMITS, 1));
-    CHECK_EQ_INT(count_sent(0x351, UINT64_MAX), 0);
-    CHECK_EQ_INT(count_sent(0x355, UINT64_MAX), 0); /* nothing measured yet */
-    CHECK_EQ_INT(count_sent(0x356, UINT64_MAX), 0);
+    return (uint32_t)d[0] | (uint32_t)d[1] << 8 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 24;
+}
+
+/* The frames that carry live values: never sent while the battery is offline. */
+static const uint32_t measurement_ids[] = { 0x351, 0x355, 0x356, 0x373, 0x374, 0x375, 0x376, 0x377 };
+#define MEASUREMENT_IDS (sizeof measurement_ids / sizeof measurement_ids[0])
+
+static size_t measurements_sent_at(uint64_t t)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < MEASUREMENT_IDS; i++)
+        n += count_sent(measurement_ids[i], t);
+    return n;
+}
+
+/* 0x35A says offline with the general alarm; 0x372 counts `offline` modules offline, none OK. */
+static void expect_offline_status(uint16_t offline)
+{
     struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x35A, &f));
     CHECK_EQ_INT(f.dlc, 8);
     CHECK_EQ_INT(f.data[7] & 0x0C, 0x04); /* offline */
     CHECK_EQ_INT(f.data[0] & 0x03, 0x01); /* general alarm active */
     CHECK(last_sent(0x372, &f));
-    CHECK_EQ_INT(le16(f.data + 6), 1);    /* one module offline */
+    CHECK_EQ_INT(le16(f.data), 0);
+    CHECK_EQ_INT(le16(f.data + 2), 0);
+    CHECK_EQ_INT(le16(f.data + 4), 0);
+    CHECK_EQ_INT(le16(f.data + 6), offline);
+}
+
+/* ---- tests ----------------------------------------------------------------------------- */
+
+static void test_no_view_withholds_and_marks_offline(void)
+{
+    fake_reset();
+    clock_set(100000);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK_EQ_INT(can_publisher_start(p), GW_ERR_STATE);
+    CHECK(step_to(100000));
+    CHECK(wait_sent(0x382, 100000)); /* identity set sent at start too */
+    CHECK(step_to(101000));
+    CHECK_EQ_INT(measurements_sent_at(UINT64_MAX), 0);
+    CHECK_EQ_INT(count_sent(0x378, UINT64_MAX), 0); /* counters unknown before the first view */
+    CHECK_EQ_INT(count_sent(0x379, UINT64_MAX), 0);
+    expect_offline_status(1);
+    struct can_frame_gw f = { 0 };
     CHECK(last_sent(0x35E, &f));
     CHECK_MEM(f.data, "Enepaq", 6);
-    pthread_mutex_lock(&rec.lock);
-    CHECK(!rec.limits.sending);
-    pthread_mutex_unlock(&rec.lock);
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(le16(f.data + 4), 0);    /* no capacity online */
     struct can_publisher_status st;
     CHECK_EQ_INT(can_publisher_get_status(p, &st), GW_OK);
-    CHECK(st.running && st.stale && !st.have_sample);
+    CHECK(st.running && st.stale && !st.have_view);
     CHECK_EQ_INT(st.stale_transitions, 0);
+    CHECK_EQ_INT(st.views_received, 0);
+    CHECK_EQ_INT(rec_count(EVENT_CHARGE_LIMITS), 0);
     can_publisher_destroy(p);
     event_bus_destroy(bus);
 }
 
-static void test_stale_stop_and_resume(void)
+static void test_one_pack_frames_from_the_view(void)
+{
+    fake_reset();
+    uint64_t t0 = 150000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    struct battery_view v;
+    make_view(&v, t0, 1, 1, 52.8f, 20.0f);
+    v.alarms.warning[VICTRON_FLAG_CELL_IMBALANCE] = VICTRON_FLAG_ACTIVE; /* the view's flags, as is */
+    v.alarms.warning[VICTRON_FLAG_GENERAL] = VICTRON_FLAG_ACTIVE;
+    v.limits.cvl_v = 55.249f;  /* rounded DOWN on the bus: 55.2 V, never 55.3 V */
+    v.limits.ccl_a = 100.09f;  /* 100.0 A */
+    v.limits.dcl_a = 150.099f; /* 150.0 A */
+    publish_view(bus, &v);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK(wait_sent(0x382, t0));
+    struct can_frame_gw f = { 0 };
+    CHECK(last_sent(0x351, &f));
+    CHECK_EQ_INT(le16(f.data), 552);
+    CHECK_EQ_INT(le16(f.data + 2), 1000);
+    CHECK_EQ_INT(le16(f.data + 4), 1500);
+    CHECK_EQ_INT(le16(f.data + 6), 464);   /* discharge voltage 46.4 V */
+    CHECK(last_sent(0x355, &f));
+    CHECK_EQ_INT(le16(f.data), 80);
+    CHECK_EQ_INT(le16(f.data + 2), 100);
+    CHECK_EQ_INT(le16(f.data + 4), 8000);
+    CHECK(last_sent(0x356, &f));
+    CHECK_EQ_INT(f.dlc, 8);
+    CHECK_EQ_INT(le16(f.data), 5280);      /* 52.80 V */
+    CHECK_EQ_INT(le16(f.data + 2), 200);   /* 20.0 A */
+    CHECK_EQ_INT(le16(f.data + 4), 274);   /* 27.4 degC: the hottest cell sensor */
+    CHECK(last_sent(0x35A, &f));
+    static const uint8_t a35a[8] = { 0xaa, 0xaa, 0xaa, 0x02, 0xa9, 0xaa, 0xaa, 0x09 };
+    CHECK_MEM(f.data, a35a, 8);            /* online, imbalance warning from the view */
+    CHECK(last_sent(0x372, &f));
+    CHECK_EQ_INT(le16(f.data), 1);
+    CHECK_EQ_INT(le16(f.data + 6), 0);
+    /* 0x373 and 0x374..0x377 from one source: the view's cell extremes. */
+    CHECK(last_sent(0x373, &f));
+    CHECK_EQ_INT(f.dlc, 8);
+    CHECK_EQ_INT(le16(f.data), 3301);
+    CHECK_EQ_INT(le16(f.data + 2), 3345);
+    CHECK_EQ_INT(le16(f.data + 4), 298);   /* 25.1 degC */
+    CHECK_EQ_INT(le16(f.data + 6), 301);   /* 27.4 degC = 300.55 K */
+    CHECK(last_sent(0x374, &f));
+    CHECK_MEM(f.data, "C3\0\0\0\0\0\0", 8);
+    CHECK(last_sent(0x375, &f));
+    CHECK_MEM(f.data, "C7\0\0\0\0\0\0", 8);
+    CHECK(last_sent(0x376, &f));
+    CHECK_MEM(f.data, "T1\0\0\0\0\0\0", 8);
+    CHECK(last_sent(0x377, &f));
+    CHECK_MEM(f.data, "T2\0\0\0\0\0\0", 8);
+    CHECK(last_sent(0x378, &f));
+    CHECK_EQ_INT(le32(f.data), 1235);      /* 123456 Wh in 100 Wh steps */
+    CHECK_EQ_INT(le32(f.data + 4), 988);
+    CHECK(last_sent(0x379, &f));
+    CHECK_EQ_INT(le16(f.data), 100);
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(le16(f.data + 4), 100);   /* online capacity */
+
+    /* A view without cell sensors: the temperatures are left out (DLC 4), ids empty. */
+    make_view(&v, t0 + 500, 1, 1, 52.8f, 20.0f);
+    v.have_temp = false;
+    memset(v.min_temp.name, 0, sizeof v.min_temp.name);
+    memset(v.max_temp.name, 0, sizeof v.max_temp.name);
+    publish_view(bus, &v);
+    CHECK(step_to(t0 + 1000));
+    CHECK(last_sent(0x356, &f));
+    CHECK_EQ_INT(f.dlc, 4);
+    CHECK(last_sent(0x373, &f));
+    CHECK_EQ_INT(f.dlc, 4);
+    CHECK(last_sent(0x377, &f));
+    CHECK_MEM(f.data, "\0\0\0\0\0\0\0\0", 8);
+
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(!st.stale && st.have_view);
+    CHECK_EQ_INT(st.view_seq, v.seq);
+    CHECK_EQ_INT(st.views_received, 2);
+    CHECK(st.limits.valid);
+    CHECK_NEAR(st.limits.cvl_v, 55.2, 1e-5);
+    CHECK_NEAR(st.energy_in_wh, 123456.0, 1e-9);
+    CHECK_EQ_INT(rec_count(EVENT_CHARGE_LIMITS), 0);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+/* Two packs: 0x372 counts both, the bank limits go out, the names say which pack; one pack drops
+ * out: 0x372 ok 1 offline 1, the (lower) bank limits, and the frames never stop. */
+static void test_two_packs_then_one_offline(void)
+{
+    fake_reset();
+    uint64_t t0 = 170000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    struct battery_view v;
+    make_view(&v, t0, 2, 2, 52.8f, 40.0f);
+    v.limits.ccl_a = 160.0f;
+    v.limits.dcl_a = 200.0f;
+    v.modules.blocking_discharge = 1;
+    publish_view(bus, &v);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    struct can_frame_gw f = { 0 };
+    CHECK(last_sent(0x372, &f));
+    CHECK_EQ_INT(le16(f.data), 2);
+    CHECK_EQ_INT(le16(f.data + 2), 0);
+    CHECK_EQ_INT(le16(f.data + 4), 1);
+    CHECK_EQ_INT(le16(f.data + 6), 0);
+    CHECK(last_sent(0x351, &f));
+    CHECK_EQ_INT(le16(f.data), 552);
+    CHECK_EQ_INT(le16(f.data + 2), 1600);
+    CHECK_EQ_INT(le16(f.data + 4), 2000);
+    CHECK(last_sent(0x374, &f));
+    CHECK_MEM(f.data, "P1C3\0\0\0\0", 8);
+    CHECK(last_sent(0x375, &f));
+    CHECK_MEM(f.data, "P2C7\0\0\0\0", 8);
+    CHECK(last_sent(0x376, &f));
+    CHECK_MEM(f.data, "P2T1\0\0\0\0", 8);
+    CHECK(last_sent(0x377, &f));
+    CHECK_MEM(f.data, "P1T2\0\0\0\0", 8);
+    CHECK(last_sent(0x379, &f));
+    CHECK_EQ_INT(le16(f.data), 200);
+    CHECK(last_sent(0x356, &f));
+    CHECK_EQ_INT(le16(f.data + 2), 400);
+
+    /* Pack 2 drops out: the service recomputes with one pack (R9). */
+    for (uint64_t t = t0 + 1000; t <= t0 + 4000; t += 1000) {
+        make_view(&v, t - 100, 2, 1, 52.7f, 20.0f);
+        v.limits.ccl_a = 80.0f;
+        v.limits.dcl_a = 100.0f;
+        v.conditions |= BATTERY_COND_PACK_OFFLINE;
+        publish_view(bus, &v);
+        CHECK(step_to(t));
+        CHECK_EQ_INT(measurements_sent_at(t), MEASUREMENT_IDS); /* every frame still goes out */
+        CHECK_EQ_INT(count_sent(0x372, t), 1);
+    }
+    CHECK(last_sent(0x372, &f));
+    CHECK_EQ_INT(le16(f.data), 1);
+    CHECK_EQ_INT(le16(f.data + 6), 1);
+    CHECK(last_sent(0x351, &f));
+    CHECK_EQ_INT(le16(f.data + 2), 800);
+    CHECK_EQ_INT(le16(f.data + 4), 1000);
+    CHECK(last_sent(0x35A, &f));
+    CHECK_EQ_INT(f.data[7] & 0x0C, 0x08); /* still online: one pack carries the bank */
+    CHECK(last_sent(0x379, &f));
+    CHECK_EQ_INT(le16(f.data), 200);      /* installed: both packs */
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(!st.stale);
+    CHECK_EQ_INT(st.stale_transitions, 0);
+    CHECK_EQ_INT(st.pack_count, 2);
+    CHECK_EQ_INT(st.online_count, 1);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+static void test_stale_view_withholds_and_resumes(void)
 {
     fake_reset();
     uint64_t t0 = 200000;
@@ -327,60 +566,113 @@ static void test_stale_stop_and_resume(void)
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
-    feed(bus, t0, 52.8f, 20.0f);
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    struct battery_view v;
+    make_view(&v, t0, 2, 2, 52.8f, 20.0f);
+    v.alarms.alarm[VICTRON_FLAG_HIGH_TEMP] = VICTRON_FLAG_ACTIVE; /* must not outlive the view */
+    publish_view(bus, &v);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
-    CHECK_EQ_INT(count_sent(0x351, t0), 1);
+    CHECK_EQ_INT(measurements_sent_at(t0), MEASUREMENT_IDS);
     struct can_frame_gw f = { 0 };
-    CHECK(last_sent(0x356, &f));
-    CHECK_EQ_INT(le16(f.data), 5280);      /* 52.80 V */
-    CHECK_EQ_INT(le16(f.data + 2), 200);   /* 20.0 A */
-    CHECK_EQ_INT(le16(f.data + 4), 251);   /* 25.1 degC */
-    CHECK(last_sent(0x355, &f));
-    CHECK_EQ_INT(le16(f.data), 80);
-    CHECK_EQ_INT(le16(f.data + 2), 100);
-    CHECK(last_sent(0x351, &f));
-    CHECK(le16(f.data) > 400 && le16(f.data) < 600); /* a CVL for 16 LFP cells, never 0 */
     CHECK(last_sent(0x35A, &f));
     CHECK_EQ_INT(f.data[7] & 0x0C, 0x08);  /* online */
 
-    /* No more samples: 0x351 goes on until the sample is older than 5 s, then stops. */
+    /* No more views: everything goes on until the view is older than 5 s... */
     for (uint64_t t = t0 + 1000; t <= t0 + 5000; t += 1000) {
         CHECK(step_to(t));
-        CHECK_EQ_INT(count_sent(0x351, t), 1);
+        CHECK_EQ_INT(measurements_sent_at(t), MEASUREMENT_IDS);
     }
-    for (uint64_t t = t0 + 6000; t <= t0 + 9000; t += 1000) {
+    /* ...then 0x351 and every measurement stop; status, counters and identity go on. */
+    for (uint64_t t = t0 + 6000; t <= t0 + 10000; t += 1000) {
         CHECK(step_to(t));
-        CHECK_EQ_INT(count_sent(0x351, t), 0);
-        CHECK_EQ_INT(count_sent(0x356, t), 1); /* the others keep going */
+        CHECK_EQ_INT(measurements_sent_at(t), 0);
+        CHECK_EQ_INT(count_sent(0x372, t), 1);
+        CHECK_EQ_INT(count_sent(0x378, t), 1);
+        CHECK_EQ_INT(count_sent(0x379, t), 1);
     }
+    CHECK(wait_sent(0x35E, t0 + 10000));
+    expect_offline_status(2);
     CHECK(last_sent(0x35A, &f));
-    CHECK_EQ_INT(f.data[7] & 0x0C, 0x04);  /* offline */
+    CHECK_EQ_INT(f.data[0], 0x80 | 0x20 | 0x08 | 0x01); /* the old high-temp alarm is not repeated */
+    CHECK(last_sent(0x378, &f));
+    CHECK_EQ_INT(le32(f.data), 1235);     /* the last counters stay true */
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(le16(f.data + 4), 0);    /* nothing online */
     struct can_publisher_status st;
     can_publisher_get_status(p, &st);
     CHECK(st.stale);
     CHECK_EQ_INT(st.stale_transitions, 1);
-    CHECK(!st.limits.sending);
+    CHECK(st.view_age_ms >= 10000);
 
-    /* Data back: 0x351 resumes at the next cycle. */
-    feed(bus, t0 + 9500, 53.0f, 5.0f);
-    CHECK(step_to(t0 + 10000));
-    CHECK_EQ_INT(count_sent(0x351, t0 + 10000), 1);
+    /* A view again: everything resumes at the next cycle, with the new values. */
+    make_view(&v, t0 + 10500, 2, 2, 53.0f, 5.0f);
+    publish_view(bus, &v);
+    CHECK(step_to(t0 + 11000));
+    CHECK_EQ_INT(measurements_sent_at(t0 + 11000), MEASUREMENT_IDS);
     CHECK(last_sent(0x356, &f));
     CHECK_EQ_INT(le16(f.data), 5300);
+    CHECK(last_sent(0x35A, &f));
+    CHECK_EQ_INT(f.data[7] & 0x0C, 0x08);
     can_publisher_get_status(p, &st);
     CHECK(!st.stale);
-    CHECK(st.limits.sending);
     CHECK_EQ_INT(st.stale_transitions, 1);
 
-    /* An invalid sample does not refresh the data. */
-    struct bms_live_data bad = sample_at(t0 + 14000, 53.0f, 5.0f);
-    bad.valid = false;
-    event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &bad, sizeof bad, 1000);
-    event_bus_flush(bus, 5000);
-    CHECK(step_to(t0 + 15000));
-    CHECK_EQ_INT(count_sent(0x351, t0 + 15000), 0);
+    /* A view older than the one held (another clock, a late delivery) does not replace it. */
+    make_view(&v, t0 + 2000, 2, 2, 40.0f, 5.0f);
+    publish_view(bus, &v);
+    CHECK(step_to(t0 + 12000));
+    CHECK(last_sent(0x356, &f));
+    CHECK_EQ_INT(le16(f.data), 5300);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+/* A fresh view whose limits are not valid (no pack online): offline like a stale view. */
+static void test_no_pack_online_withholds(void)
+{
+    fake_reset();
+    uint64_t t0 = 250000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    feed(bus, t0, 2, 2);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK_EQ_INT(measurements_sent_at(t0), MEASUREMENT_IDS);
+    for (uint64_t t = t0 + 1000; t <= t0 + 3000; t += 1000) {
+        feed(bus, t, 2, 0); /* views keep coming, fresh, but nothing to send */
+        CHECK(step_to(t));
+        CHECK_EQ_INT(measurements_sent_at(t), 0);
+        CHECK_EQ_INT(count_sent(0x35A, t), 1);
+        CHECK_EQ_INT(count_sent(0x372, t), 1);
+    }
+    expect_offline_status(2);
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(st.stale);
+    CHECK(!st.limits.valid);
+    CHECK_EQ_INT(st.stale_transitions, 1);
+    CHECK(st.view_age_ms <= 1000); /* (published before the clock moved to its time) */
+
+    /* Limits the encoder must refuse (CVL below one step) are reported offline, never 0x351
+     * missing behind an "online" 0x35A. */
+    struct battery_view v;
+    make_view(&v, t0 + 3500, 2, 2, 52.8f, 0.0f);
+    v.limits.cvl_v = 0.05f;
+    publish_view(bus, &v);
+    CHECK(step_to(t0 + 4000));
+    CHECK_EQ_INT(measurements_sent_at(t0 + 4000), 0);
+    expect_offline_status(2);
+
+    feed(bus, t0 + 4500, 2, 2);
+    CHECK(step_to(t0 + 5000));
+    CHECK_EQ_INT(measurements_sent_at(t0 + 5000), MEASUREMENT_IDS);
+    can_publisher_get_status(p, &st);
+    CHECK(!st.stale);
+    CHECK_EQ_INT(st.stale_transitions, 1);
     can_publisher_destroy(p);
     event_bus_destroy(bus);
 }
@@ -393,11 +685,11 @@ static void test_periods_exact_with_fake_clock(void)
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
-    feed(bus, t0, 52.0f, 1.0f);
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    feed(bus, t0, 1, 1);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     for (uint64_t t = t0; t <= t0 + 30000; t += 500) {
-        feed(bus, t, 52.0f, 1.0f);
+        feed(bus, t, 1, 1);
         clock_set(t);
         if ((t - t0) % 1000 == 0)
             CHECK(wait_sent(0x35A, t));
@@ -427,6 +719,7 @@ static void test_periods_exact_with_fake_clock(void)
     CHECK(!st.running);
     CHECK(wait_count(EVENT_CAN_TX_SUCCESS, 35));
     CHECK_EQ_INT(rec_count(EVENT_CAN_TX_FAILED), 0);
+    CHECK_EQ_INT(rec_count(EVENT_CHARGE_LIMITS), 0);
     can_publisher_destroy(p);
     event_bus_destroy(bus);
 }
@@ -439,7 +732,7 @@ static void test_inverter_link_present_and_lost(void)
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
+    struct can_publisher *p = publisher_new(bus, &cfg);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     struct can_publisher_status st;
@@ -501,7 +794,7 @@ static void test_inverter_link_present_and_lost(void)
     event_bus_destroy(bus);
 }
 
-static void test_limits_cap_and_identity(void)
+static void test_identity_and_live_config(void)
 {
     fake_reset();
     uint64_t t0 = 500000;
@@ -510,11 +803,15 @@ static void test_limits_cap_and_identity(void)
     gw_config_set_defaults(&cfg);
     snprintf(cfg.can.manufacturer, sizeof cfg.can.manufacturer, "ACME");
     struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
-    struct app_bms_version ver = { .version = { .valid = true, .fw_public = 6, .hw_version = 2 } };
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    /* Pack 1 (id 1) reports first; the identity describes the first configured pack (id 0). */
+    struct app_bms_version ver = { .battery_id = 1, .version = { .valid = true, .fw_public = 5, .hw_version = 1 } };
+    snprintf(ver.version.serial, sizeof ver.version.serial, "FFFFFFFFFFFFFFFFFFFFFFFF");
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    ver = (struct app_bms_version){ .battery_id = 0, .version = { .valid = true, .fw_public = 6, .hw_version = 2 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "0123456789ABCDEF01234567");
     CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
-    feed(bus, t0, 52.8f, 0.0f);
+    feed(bus, t0, 2, 2);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     CHECK(wait_sent(0x382, t0));
@@ -527,31 +824,16 @@ static void test_limits_cap_and_identity(void)
     CHECK_MEM(f.data, "01234567", 8);
     CHECK(last_sent(0x35F, &f));
     CHECK_EQ_INT(f.data[2], 6);
-    CHECK(wait_count(EVENT_CHARGE_LIMITS, 1));
-    pthread_mutex_lock(&rec.lock);
-    CHECK(rec.limits.sending);
-    CHECK(rec.limits.cvl_v > 40.0f && rec.limits.cvl_v < 60.0f);
-    CHECK(rec.limits.cvl_reason[0] != '\0');
-    pthread_mutex_unlock(&rec.lock);
-
-    /* A cap from MQTT/web lowers CCL at the next step. */
-    struct app_charge_cap cap = { .ccl_cap_a = 10.0f, .dcl_cap_a = -1.0f, .duration_s = 600 };
-    snprintf(cap.source, sizeof cap.source, "mqtt");
-    CHECK(event_bus_publish(bus, EVENT_CHARGE_CAP_REQUEST, &cap, sizeof cap, 1000));
-    feed(bus, t0 + 1000, 52.8f, 0.0f);
-    CHECK(step_to(t0 + 1000));
-    CHECK(last_sent(0x351, &f));
-    CHECK(le16(f.data + 2) <= 100); /* CCL <= 10.0 A */
-    struct can_publisher_status st;
-    can_publisher_get_status(p, &st);
-    CHECK(st.limits.ccl_a <= 10.0f);
+    CHECK_EQ_INT(le16(f.data + 4), 200);   /* both packs online */
+    CHECK_EQ_INT(le16(f.data + 6), 2);
 
     /* Live config change: identity and a shorter live period. */
     gw_config_set_defaults(&cfg);
     cfg.can.live_period_ms = 500;
     snprintf(cfg.can.serial, sizeof cfg.can.serial, "SN42");
     CHECK_EQ_INT(can_publisher_apply_config(p, &cfg), GW_OK);
-    feed(bus, t0 + 1500, 52.8f, 0.0f);
+    feed(bus, t0 + 1500, 2, 2);
+    CHECK(step_to(t0 + 1000));
     CHECK(step_to(t0 + 1500));
     CHECK(step_to(t0 + 2000));
     clock_set(t0 + 10000);
@@ -579,7 +861,7 @@ static void test_tx_failures_are_counted_and_aggregated(void)
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
+    struct can_publisher *p = publisher_new(bus, &cfg);
     pthread_mutex_lock(&fake.lock);
     fake.fail_with = GW_ERR_IO;
     pthread_mutex_unlock(&fake.lock);
@@ -601,151 +883,6 @@ static void test_tx_failures_are_counted_and_aggregated(void)
     pthread_mutex_unlock(&rec.lock);
     CHECK_EQ_INT(rec_count(EVENT_CAN_TX_SUCCESS), 0);
     can_publisher_destroy(p);
-    event_bus_destroy(bus);
-}
-
-static void test_energy_integration_unit(void)
-{
-    struct can_energy e = { 0 };
-    /* 50 V x 20 A = 1000 W for 3600 s = 1000 Wh. */
-    for (uint64_t t = 0; t <= 3600000; t += 1000)
-        can_energy__add_sample(&e, t, 50.0f, 20.0f, 5000);
-    CHECK_NEAR(e.in_wh, 1000.0, 1e-6);
-    CHECK_NEAR(e.out_wh, 0.0, 1e-9);
-    /* A gap longer than max_gap adds nothing; discharge counts out. */
-    can_energy__add_sample(&e, 3600000 + 60000, 50.0f, -10.0f, 5000);
-    CHECK_NEAR(e.in_wh, 1000.0, 1e-6);
-    can_energy__add_sample(&e, 3600000 + 60000 + 3600, 50.0f, -10.0f, 5000);
-    CHECK_NEAR(e.out_wh, 0.5, 1e-9); /* 500 W for 3.6 s */
-    /* Trapezoid: ramp 0 -> 1000 W over 1 s = 500 J. */
-    struct can_energy r = { 0 };
-    can_energy__add_sample(&r, 0, 50.0f, 0.0f, 5000);
-    can_energy__add_sample(&r, 1000, 50.0f, 20.0f, 5000);
-    CHECK_NEAR(r.in_wh, 500.0 / 3600.0, 1e-9);
-    /* A clock that goes backwards or repeats adds nothing; NaN resets. */
-    can_energy__add_sample(&r, 1000, 50.0f, 20.0f, 5000);
-    can_energy__add_sample(&r, 500, 50.0f, 20.0f, 5000);
-    CHECK_NEAR(r.in_wh, 500.0 / 3600.0, 1e-9);
-    can_energy__add_sample(&r, 2000, NAN, 20.0f, 5000);
-    can_energy__add_sample(&r, 3000, 50.0f, 20.0f, 5000);
-    CHECK_NEAR(r.in_wh, 500.0 / 3600.0, 1e-9);
-
-    char buf[256];
-    CHECK(can_energy__to_json(1234.5, 67.25, 1700000000000LL, buf, sizeof buf) > 0);
-    double in = 0, out = 0;
-    CHECK_EQ_INT(can_energy__from_json(buf, &in, &out), GW_OK);
-    CHECK_NEAR(in, 1234.5, 1e-9);
-    CHECK_NEAR(out, 67.25, 1e-9);
-    CHECK_EQ_INT(can_energy__to_json(1, 2, 3, buf, 10), GW_ERR_OVERFLOW);
-    static const char *const corrupt[] = {
-        "", "{", "[]", "{\"version\":1}", "{\"version\":2,\"energy_in_wh\":1,\"energy_out_wh\":1}",
-        "{\"version\":1,\"energy_in_wh\":-1,\"energy_out_wh\":1}",
-        "{\"version\":1,\"energy_in_wh\":\"12\",\"energy_out_wh\":1}",
-        "{\"version\":1,\"energy_in_wh\":1e999,\"energy_out_wh\":1}",
-    };
-    for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++)
-        CHECK_EQ_INT(can_energy__from_json(corrupt[i], &in, &out), GW_ERR_PROTO);
-}
-
-static void write_text(const char *path, const char *text)
-{
-    FILE *fp = fopen(path, "w");
-    if (fp) {
-        fputs(text, fp);
-        fclose(fp);
-    }
-}
-
-static void test_energy_save_restore_corrupt(void)
-{
-    fake_reset();
-    char dir[] = "/tmp/test_can_energy_XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char path[128], moved[160];
-    snprintf(path, sizeof path, "%s/energy.json", dir);
-    snprintf(moved, sizeof moved, "%s/energy.json.corrupt", dir);
-    uint64_t t0 = 700000;
-    clock_set(t0 + 1000000); /* samples below are in the past of the clock */
-    struct gw_config cfg;
-    gw_config_set_defaults(&cfg);
-    cfg.can.energy_save_period_s = 1;
-    struct event_bus *bus = bus_new();
-
-    /* First run: no file yet, integrate 2000 W for 360 s (200 Wh in), 1000 W out for 360 s. */
-    struct can_publisher *p = publisher_new(bus, &cfg, dir);
-    for (uint64_t k = 0; k <= 360; k++) {
-        struct bms_live_data d = sample_at(t0 + k * 1000, 50.0f, 40.0f);
-        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
-    }
-    for (uint64_t k = 0; k <= 360; k++) {
-        struct bms_live_data d = sample_at(t0 + 400000 + k * 1000, 50.0f, -20.0f);
-        CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
-    }
-    CHECK(event_bus_flush(bus, 10000));
-    struct can_publisher_status st;
-    can_publisher_get_status(p, &st);
-    CHECK_NEAR(st.energy_in_wh, 200.0, 1e-6);
-    CHECK_NEAR(st.energy_out_wh, 100.0, 1e-6);
-    can_publisher_destroy(p); /* never started: still saved */
-    CHECK(access(path, F_OK) == 0);
-
-    /* Second run: restored, sent in 0x378 (100 Wh units), saved periodically. */
-    p = publisher_new(bus, &cfg, dir);
-    can_publisher_get_status(p, &st);
-    CHECK_NEAR(st.energy_in_wh, 200.0, 1e-3);
-    CHECK_NEAR(st.energy_out_wh, 100.0, 1e-3);
-    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
-    uint64_t t1 = t0 + 1000000;
-    CHECK(step_to(t1));
-    struct can_frame_gw f = { 0 };
-    CHECK(last_sent(0x378, &f));
-    CHECK_EQ_INT(le16(f.data), 2);
-    CHECK_EQ_INT(le16(f.data + 4), 1);
-    clock_set(t1 + 1000);
-    for (int i = 0; i < 1000 && st.energy_saves == 0; i++) {
-        real_sleep_ms(5);
-        can_publisher_get_status(p, &st);
-    }
-    CHECK(st.energy_saves >= 1);
-    can_publisher_destroy(p);
-    CHECK_EQ_INT(rec_count(EVENT_STORAGE_ERROR), 0);
-
-    /* Corrupt file: logged, moved aside, counting from 0, EVENT_STORAGE_ERROR. */
-    write_text(path, "{\"version\":1,\"energy_in_wh\":");
-    p = publisher_new(bus, &cfg, dir);
-    CHECK(p != NULL);
-    can_publisher_get_status(p, &st);
-    CHECK_NEAR(st.energy_in_wh, 0.0, 1e-9);
-    CHECK(wait_count(EVENT_STORAGE_ERROR, 1));
-    pthread_mutex_lock(&rec.lock);
-    CHECK_STR(rec.storage.module, "energy");
-    CHECK_EQ_INT(rec.storage.error, GW_ERR_PROTO);
-    pthread_mutex_unlock(&rec.lock);
-    CHECK(access(moved, F_OK) == 0);
-    can_publisher_destroy(p);
-
-    /* A binary / oversized file is corrupt too, never a crash. */
-    char big[4096];
-    memset(big, 'x', sizeof big - 1);
-    big[sizeof big - 1] = '\0';
-    write_text(path, big);
-    p = publisher_new(bus, &cfg, dir);
-    can_publisher_get_status(p, &st);
-    CHECK_NEAR(st.energy_in_wh, 0.0, 1e-9);
-    CHECK(wait_count(EVENT_STORAGE_ERROR, 2));
-    can_publisher_destroy(p);
-
-    /* An unwritable data directory: EVENT_STORAGE_ERROR on save, no crash. */
-    char missing[200];
-    snprintf(missing, sizeof missing, "%s/does/not/exist", dir);
-    p = publisher_new(bus, &cfg, missing);
-    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
-    can_publisher_destroy(p);
-    CHECK(wait_count(EVENT_STORAGE_ERROR, 3));
-
-    unlink(path);
-    unlink(moved);
-    rmdir(dir);
     event_bus_destroy(bus);
 }
 
@@ -783,6 +920,19 @@ static void test_create_rejects_bad_options(void)
     can_publisher_stop(p);
     can_publisher_destroy(p);
     can_publisher_destroy(NULL);
+    /* A payload of another size on EVENT_BATTERY_UPDATE is ignored. */
+    o.transport_spec = NULL;
+    o.transport = &fake_transport;
+    CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
+    uint8_t junk[16] = { 0 };
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(!st.have_view);
+    CHECK_EQ_INT(st.views_received, 0);
+    CHECK_EQ_INT(can_publisher_get_status(NULL, &st), GW_ERR_INVAL);
+    can_publisher_destroy(p);
     event_bus_destroy(bus);
 }
 
@@ -868,50 +1018,9 @@ static void setup(void)
 
 static void test_setup(void) { setup(); }
 
-
-/* Regression: a fresh sample that charge control cannot use (here a cell register reads 0: a
- * sense wire off) withholds 0x351, so the GX stops 3 s later, but 0x35A still said "online,
- * no alarm" and 0x372 "one module OK": the user saw a healthy battery that does not charge.
- * The status must say what the GX is told: offline, general alarm, module offline. */
-static void test_unusable_sample_is_reported_offline(void)
-{
-    fake_reset();
-    uint64_t t0 = 300000;
-    clock_set(t0);
-    struct gw_config cfg;
-    gw_config_set_defaults(&cfg);
-    struct event_bus *bus = bus_new();
-    struct can_publisher *p = publisher_new(bus, &cfg, NULL);
-    struct bms_live_data d = sample_at(t0, 52.8f, 20.0f);
-    d.cell_mv_x10[4] = 0;
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
-    CHECK(event_bus_flush(bus, 5000));
-    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
-    CHECK(step_to(t0));
-    CHECK_EQ_INT(count_sent(0x351, t0), 0);
-    CHECK_EQ_INT(count_sent(0x356, t0), 1); /* the measurements still go out */
-    struct can_frame_gw f;
-    memset(&f, 0, sizeof f);
-    CHECK(last_sent(0x35A, &f));
-    CHECK_EQ_INT(f.data[7] & 0x0C, 0x04); /* offline */
-    CHECK_EQ_INT(f.data[0] & 0x03, 0x01); /* general alarm active */
-    CHECK(last_sent(0x372, &f));
-    CHECK_EQ_INT(le16(f.data), 0);        /* no module OK */
-    CHECK_EQ_INT(le16(f.data + 6), 1);    /* one module offline */
-
-    /* A usable sample: online again, 0x351 sent. */
-    feed(bus, t0 + 500, 52.8f, 20.0f);
-    CHECK(step_to(t0 + 1000));
-    CHECK_EQ_INT(count_sent(0x351, t0 + 1000), 1);
-    CHECK(last_sent(0x35A, &f));
-    CHECK_EQ_INT(f.data[7] & 0x0C, 0x08); /* online */
-    can_publisher_destroy(p);
-    event_bus_destroy(bus);
-}
-
-TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_unusable_sample_is_reported_offline), TEST_CASE(test_describe_golden), TEST_CASE(test_energy_integration_unit),
-          TEST_CASE(test_create_rejects_bad_options), TEST_CASE(test_no_data_withholds_0x351_and_marks_offline),
-          TEST_CASE(test_stale_stop_and_resume), TEST_CASE(test_periods_exact_with_fake_clock),
-          TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_limits_cap_and_identity),
-          TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_energy_save_restore_corrupt),
-          TEST_CASE(test_slcan_device_gone_is_survived))
+TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_create_rejects_bad_options),
+          TEST_CASE(test_no_view_withholds_and_marks_offline), TEST_CASE(test_one_pack_frames_from_the_view),
+          TEST_CASE(test_two_packs_then_one_offline), TEST_CASE(test_stale_view_withholds_and_resumes),
+          TEST_CASE(test_no_pack_online_withholds), TEST_CASE(test_periods_exact_with_fake_clock),
+          TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_identity_and_live_config),
+          TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived))

@@ -1,4 +1,5 @@
-/* Victron encoder: golden frames from the spec's candump, edge values, strings, 0x35A flags. */
+/* Victron encoder: golden frames from the spec's candump, edge values, limits rounded down,
+ * strings, frame roles, 0x35A flags. */
 #include "tinybms.h"
 #include "victron.h"
 
@@ -60,28 +61,38 @@ static void sample_identity(struct victron_identity *id)
 }
 
 struct fixture {
-    struct bms_live_data live;
-    struct victron_identity identity;
-    struct victron_alarm_state alarms;
+    struct bms_live_data live;   /* only for the 0x35A flags (victron_alarms_from_bms) */
     struct victron_alarm_thresholds thr;
     struct victron_inputs in;
 };
 
+/* The spec's example traffic as plain values: no BMS registers reach the encoder. */
 static void fixture_init(struct fixture *f)
 {
     memset(f, 0, sizeof *f);
     sample_live(&f->live);
-    sample_identity(&f->identity);
+    victron_inputs_init(&f->in);
+    sample_identity(&f->in.identity);
     victron_alarm_thresholds_defaults(&f->thr, 0);
-    CHECK_EQ_INT(victron_alarms_from_bms(&f->live, NULL, &f->thr, true, &f->alarms), GW_OK);
-    f->in.live = &f->live;
-    f->in.alarms = &f->alarms;
-    f->in.identity = &f->identity;
+    CHECK_EQ_INT(victron_alarms_from_bms(&f->live, NULL, &f->thr, true, &f->in.alarms), GW_OK);
     f->in.cvl_v = 58.1f;
     f->in.ccl_a = 110.0f;
     f->in.dcl_a = 110.0f;
     f->in.discharge_v = 0.0f;
-    f->in.modules = victron_modules_single(true, 110.0f, 110.0f);
+    f->in.soc_pct = 89.0f;
+    f->in.soh_pct = 100.0f;
+    f->in.voltage_v = 56.81f;
+    f->in.current_a = 20.6f;
+    f->in.temp_c = 31.8f;
+    f->in.modules = (struct victron_modules){ .ok = 1 };
+    f->in.min_cell_v = 3.550f;
+    f->in.max_cell_v = 3.5515f;
+    f->in.min_temp_c = 25.0f;
+    f->in.max_temp_c = 31.8f;
+    strcpy(f->in.min_cell_id, "C1");
+    strcpy(f->in.max_cell_id, "C16");
+    strcpy(f->in.min_temp_id, "T2");
+    strcpy(f->in.max_temp_id, "T1");
     f->in.energy_in_wh = 123456.0;
     f->in.energy_out_wh = 98765.0;
     f->in.capacity_ah = 280.0f;
@@ -149,14 +160,14 @@ static void test_identity_frames(void)
     expect_frame(&fr, 0x378, 8, g378);
 
     /* 16 characters split 8 + 8; non-ASCII bytes become '?'. */
-    strcpy(f.identity.battery_name, "ABCDEFGHIJKLMNOP");
+    strcpy(f.in.identity.battery_name, "ABCDEFGHIJKLMNOP");
     CHECK_EQ_INT(victron_encode_frame(0x371, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x371, 8, (const uint8_t *)"IJKLMNOP");
-    strcpy(f.identity.manufacturer, "Ene\xc3\xa9q");
+    strcpy(f.in.identity.manufacturer, "Ene\xc3\xa9q");
     CHECK_EQ_INT(victron_encode_frame(0x35E, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x35E, 8, (const uint8_t *)"Ene??q\0\0");
     /* Unterminated string in its array: bounded by the array size. */
-    memset(f.identity.family, 'Z', sizeof f.identity.family);
+    memset(f.in.identity.family, 'Z', sizeof f.in.identity.family);
     CHECK_EQ_INT(victron_encode_frame(0x382, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x382, 8, (const uint8_t *)"ZZZZZZZZ");
 }
@@ -170,62 +181,128 @@ static void test_live_extras(void)
     CHECK_EQ_INT(victron_encode_frame(0x372, &f.in, &fr), GW_OK);
     static const uint8_t g372[8] = { 1, 0, 0, 0, 0, 0, 0, 0 };
     expect_frame(&fr, 0x372, 8, g372);
-    f.in.modules = victron_modules_single(true, 0.0f, NAN);
+    /* Two packs, one blocking charge, one offline (R11). */
+    f.in.modules = (struct victron_modules){ .ok = 2, .blocking_charge = 1, .offline = 1 };
     CHECK_EQ_INT(victron_encode_frame(0x372, &f.in, &fr), GW_OK);
-    static const uint8_t g372b[8] = { 1, 0, 1, 0, 1, 0, 0, 0 };
+    static const uint8_t g372b[8] = { 2, 0, 1, 0, 0, 0, 1, 0 };
     expect_frame(&fr, 0x372, 8, g372b);
-    f.in.modules = victron_modules_single(false, 10.0f, 10.0f);
-    CHECK_EQ_INT(victron_encode_frame(0x372, &f.in, &fr), GW_OK);
-    static const uint8_t g372c[8] = { 0, 0, 0, 0, 0, 0, 1, 0 };
-    expect_frame(&fr, 0x372, 8, g372c);
 
-    /* 0x373: 3550 / 3552 mV; coldest cell sensor 25.0 degC = 298 K, hottest 31.8 = 305 K. */
+    /* 0x373: 3550 / 3552 mV (3.5515 V rounds to nearest); 25.0 degC = 298 K, 31.8 = 305 K. */
     CHECK_EQ_INT(victron_encode_frame(0x373, &f.in, &fr), GW_OK);
     static const uint8_t g373[8] = { 0xde, 0x0d, 0xe0, 0x0d, 0x2a, 0x01, 0x31, 0x01 };
     expect_frame(&fr, 0x373, 8, g373);
 
-    f.live.min_cell_index = 3;
-    f.live.max_cell_index = 12;
     CHECK_EQ_INT(victron_encode_frame(0x374, &f.in, &fr), GW_OK);
-    expect_frame(&fr, 0x374, 8, (const uint8_t *)"C3\0\0\0\0\0\0");
+    expect_frame(&fr, 0x374, 8, (const uint8_t *)"C1\0\0\0\0\0\0");
     CHECK_EQ_INT(victron_encode_frame(0x375, &f.in, &fr), GW_OK);
-    expect_frame(&fr, 0x375, 8, (const uint8_t *)"C12\0\0\0\0\0");
+    expect_frame(&fr, 0x375, 8, (const uint8_t *)"C16\0\0\0\0\0");
     CHECK_EQ_INT(victron_encode_frame(0x376, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x376, 8, (const uint8_t *)"T2\0\0\0\0\0\0");
     CHECK_EQ_INT(victron_encode_frame(0x377, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x377, 8, (const uint8_t *)"T1\0\0\0\0\0\0");
-    f.live.min_cell_index = 0; /* unknown: all zero */
+    /* Pack-qualified names of a bank; 8 characters at most; unknown: all zero. */
+    strcpy(f.in.min_cell_id, "P2C07");
+    strcpy(f.in.max_temp_id, "P12T2");
+    CHECK_EQ_INT(victron_encode_frame(0x374, &f.in, &fr), GW_OK);
+    expect_frame(&fr, 0x374, 8, (const uint8_t *)"P2C07\0\0\0");
+    CHECK_EQ_INT(victron_encode_frame(0x377, &f.in, &fr), GW_OK);
+    expect_frame(&fr, 0x377, 8, (const uint8_t *)"P12T2\0\0\0");
+    memset(f.in.max_cell_id, 'X', sizeof f.in.max_cell_id); /* unterminated */
+    CHECK_EQ_INT(victron_encode_frame(0x375, &f.in, &fr), GW_OK);
+    expect_frame(&fr, 0x375, 8, (const uint8_t *)"XXXXXXXX");
+    f.in.min_cell_id[0] = '\0';
     CHECK_EQ_INT(victron_encode_frame(0x374, &f.in, &fr), GW_OK);
     expect_frame(&fr, 0x374, 8, (const uint8_t *)"\0\0\0\0\0\0\0\0");
 
-    /* Only the BMS board sensor: it is the battery temperature, id "BMS". */
-    f.live.temp_present[BMS_TEMP_EXT1] = false;
-    f.live.temp_present[BMS_TEMP_EXT2] = false;
-    CHECK_EQ_INT(victron_encode_frame(0x377, &f.in, &fr), GW_OK);
-    expect_frame(&fr, 0x377, 8, (const uint8_t *)"BMS\0\0\0\0\0");
-    CHECK_EQ_INT(victron_encode_frame(0x356, &f.in, &fr), GW_OK);
-    CHECK_EQ_INT(fr.data[4] | fr.data[5] << 8, 290);
-
-    /* No temperature at all: 0x356 and 0x373 are shortened to DLC 4, ids are empty. */
-    f.live.temp_present[BMS_TEMP_INTERNAL] = false;
+    /* No temperature at all: 0x356 and 0x373 are shortened to DLC 4. */
+    f.in.temp_c = f.in.min_temp_c = f.in.max_temp_c = NAN;
     CHECK_EQ_INT(victron_encode_frame(0x356, &f.in, &fr), GW_OK);
     static const uint8_t g356s[8] = { 0x31, 0x16, 0xce, 0x00, 0, 0, 0, 0 };
     expect_frame(&fr, 0x356, 4, g356s);
     CHECK_EQ_INT(victron_encode_frame(0x373, &f.in, &fr), GW_OK);
     static const uint8_t g373s[8] = { 0xde, 0x0d, 0xe0, 0x0d, 0, 0, 0, 0 };
     expect_frame(&fr, 0x373, 4, g373s);
-    CHECK_EQ_INT(victron_encode_frame(0x376, &f.in, &fr), GW_OK);
-    expect_frame(&fr, 0x376, 8, (const uint8_t *)"\0\0\0\0\0\0\0\0");
 
-    /* SOH unknown -> 100 %. */
-    f.live.soh_valid = false;
+    /* SOH unknown -> 100 %; cell voltages unknown -> 0. */
+    f.in.soh_pct = NAN;
     CHECK_EQ_INT(victron_encode_frame(0x355, &f.in, &fr), GW_OK);
     CHECK_EQ_INT(fr.data[2], 100);
+    f.in.min_cell_v = NAN;
+    CHECK_EQ_INT(victron_encode_frame(0x373, &f.in, &fr), GW_OK);
+    CHECK_EQ_INT(fr.data[0] | fr.data[1], 0);
 }
 
 static uint16_t u16_at(const struct victron_frame *fr, unsigned off)
 {
     return (uint16_t)(fr->data[off] | fr->data[off + 1] << 8);
+}
+
+/* CVL/CCL/DCL are rounded DOWN to the 0.1 step: a limit never goes out higher than asked. */
+static void test_limits_round_down(void)
+{
+    struct fixture f;
+    struct victron_frame fr;
+    struct {
+        float cvl, ccl, dcl;
+        uint16_t raw_cvl, raw_ccl, raw_dcl;
+    } limits[] = {
+        { 55.249f, 100.09f, 150.099f, 552, 1000, 1500 }, /* never up to 55.3 / 100.1 / 150.1 */
+        { 55.25f, 0.05f, 0.04f, 552, 0, 0 },             /* half a step is still below */
+        { 55.2999f, 99.99f, 0.0999f, 552, 999, 0 },
+        { 55.3f, 100.1f, 150.1f, 553, 1001, 1501 },      /* 55.2999992f is 55.3 as written */
+        { 58.05f, 110.05f, 99.95f, 580, 1100, 999 },
+        { 58.1f, 110.0f, 110.0f, 581, 1100, 1100 },
+        { 0.1f, 3276.7f, 3276.79f, 1, 32767, 32767 },    /* the smallest CVL; the largest current */
+        { 7000.0f, 5000.0f, 1e30f, 65535, 32767, 32767 }, /* saturation */
+        { 58.1f, -5.0f, -0.01f, 581, 0, 0 },             /* sent as positive numbers */
+        { 58.1f, NAN, INFINITY, 581, 0, 0 },             /* NaN/inf -> 0 */
+        { 58.1f, -INFINITY, NAN, 581, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        fixture_init(&f);
+        f.in.cvl_v = limits[i].cvl;
+        f.in.ccl_a = limits[i].ccl;
+        f.in.dcl_a = limits[i].dcl;
+        CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_OK);
+        if (u16_at(&fr, 0) != limits[i].raw_cvl || u16_at(&fr, 2) != limits[i].raw_ccl ||
+            u16_at(&fr, 4) != limits[i].raw_dcl)
+            fprintf(stderr, "case %zu: %.7g %.7g %.7g\n", i, (double)limits[i].cvl, (double)limits[i].ccl,
+                    (double)limits[i].dcl);
+        CHECK_EQ_INT(u16_at(&fr, 0), limits[i].raw_cvl);
+        CHECK_EQ_INT(u16_at(&fr, 2), limits[i].raw_ccl);
+        CHECK_EQ_INT(u16_at(&fr, 4), limits[i].raw_dcl);
+    }
+    /* Every float limit on a 1 mV grid: the value sent is never above it, and less than one
+     * step below it. */
+    fixture_init(&f);
+    for (int mv = 100; mv <= 65000; mv += 7) {
+        f.in.cvl_v = (float)mv / 1000.0f;
+        f.in.ccl_a = (float)mv / 1000.0f;
+        CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_OK);
+        double sent_v = u16_at(&fr, 0) / 10.0, sent_a = u16_at(&fr, 2) / 10.0;
+        double want = mv / 1000.0;
+        if (!(sent_v <= want + 1e-9 && sent_v > want - 0.1 - 1e-9 && sent_a == sent_v)) {
+            fprintf(stderr, "%d mV -> CVL %.1f V CCL %.1f A\n", mv, sent_v, sent_a);
+            CHECK(false);
+            break;
+        }
+    }
+    /* The discharge voltage (byte 6) keeps rounding to nearest. */
+    fixture_init(&f);
+    f.in.discharge_v = 46.39f;
+    CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_OK);
+    CHECK_EQ_INT(u16_at(&fr, 6), 464);
+
+    /* CVL never 0: NaN, inf, 0, negative and below one step withhold 0x351. */
+    const float bad_cvl[] = { NAN, INFINITY, -INFINITY, 0.0f, -1.0f, 0.04f, 0.09f, 0.0999f };
+    for (size_t i = 0; i < sizeof bad_cvl / sizeof bad_cvl[0]; i++) {
+        fixture_init(&f);
+        f.in.cvl_v = bad_cvl[i];
+        memset(&fr, 0x55, sizeof fr);
+        CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_ERR_RANGE);
+        CHECK_EQ_INT(fr.id, 0);
+        CHECK_EQ_INT(fr.dlc, 0);
+    }
 }
 
 /* Edge values: (id, offset) raw after encoding one input. */
@@ -235,54 +312,19 @@ static void test_edge_values(void)
     struct victron_frame fr;
 
     struct {
-        float cvl, ccl, dcl;
-        uint16_t raw_cvl, raw_ccl, raw_dcl;
-    } limits[] = {
-        { 58.05f, 0.05f, 0.04f, 581, 1, 0 },         /* .05 rounds up, .04 down */
-        { 58.04f, 110.05f, 99.95f, 580, 1101, 1000 },
-        { 7000.0f, 5000.0f, 1e30f, 65535, 32767, 32767 }, /* saturation */
-        { 0.1f, -5.0f, -0.01f, 1, 0, 0 },            /* sent as positive numbers */
-        { 58.1f, NAN, INFINITY, 581, 0, 0 },         /* NaN/inf -> 0 */
-        { 58.1f, -INFINITY, NAN, 581, 0, 0 },
-    };
-    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-        fixture_init(&f);
-        f.in.cvl_v = limits[i].cvl;
-        f.in.ccl_a = limits[i].ccl;
-        f.in.dcl_a = limits[i].dcl;
-        CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_OK);
-        CHECK_EQ_INT(u16_at(&fr, 0), limits[i].raw_cvl);
-        CHECK_EQ_INT(u16_at(&fr, 2), limits[i].raw_ccl);
-        CHECK_EQ_INT(u16_at(&fr, 4), limits[i].raw_dcl);
-    }
-
-    /* CVL never 0: NaN, inf, 0, negative and tiny CVL withhold 0x351. */
-    const float bad_cvl[] = { NAN, INFINITY, -INFINITY, 0.0f, -1.0f, 0.04f };
-    for (size_t i = 0; i < sizeof bad_cvl / sizeof bad_cvl[0]; i++) {
-        fixture_init(&f);
-        f.in.cvl_v = bad_cvl[i];
-        memset(&fr, 0x55, sizeof fr);
-        CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, &fr), GW_ERR_RANGE);
-        CHECK_EQ_INT(fr.id, 0);
-        CHECK_EQ_INT(fr.dlc, 0);
-    }
-
-    struct {
-        float v, a;
-        int16_t t_dc;
+        float v, a, t;
         int16_t raw_v, raw_a, raw_t;
     } meas[] = {
-        { 56.81f, -20.6f, -400, 5681, -206, -400 },     /* discharge, -40 degC */
-        { 48.005f, -0.05f, -1, 4801, -1, -1 },          /* half away from zero */
-        { 400.0f, -5000.0f, 0, 32767, -32768, 0 },      /* saturation */
-        { -3.0f, 3276.8f, 850, 0, 32767, 850 },         /* negative voltage -> 0 */
+        { 56.81f, -20.6f, -40.0f, 5681, -206, -400 },   /* discharge, -40 degC */
+        { 48.005f, -0.05f, -0.1f, 4801, -1, -1 },       /* half away from zero */
+        { 400.0f, -5000.0f, 0.0f, 32767, -32768, 0 },   /* saturation */
+        { -3.0f, 3276.8f, 85.0f, 0, 32767, 850 },       /* negative voltage -> 0 */
     };
     for (size_t i = 0; i < sizeof meas / sizeof meas[0]; i++) {
         fixture_init(&f);
-        f.live.pack_voltage_v = meas[i].v;
-        f.live.pack_current_a = meas[i].a;
-        f.live.temp_present[BMS_TEMP_EXT2] = false;
-        f.live.temp_dc[BMS_TEMP_EXT1] = meas[i].t_dc;
+        f.in.voltage_v = meas[i].v;
+        f.in.current_a = meas[i].a;
+        f.in.temp_c = meas[i].t;
         CHECK_EQ_INT(victron_encode_frame(0x356, &f.in, &fr), GW_OK);
         CHECK_EQ_INT((int16_t)u16_at(&fr, 0), meas[i].raw_v);
         CHECK_EQ_INT((int16_t)u16_at(&fr, 2), meas[i].raw_a);
@@ -290,28 +332,30 @@ static void test_edge_values(void)
     }
     /* -40 degC in 0x373 = 233.15 K -> 233. */
     fixture_init(&f);
-    f.live.temp_dc[BMS_TEMP_EXT1] = -400;
+    f.in.min_temp_c = -40.0f;
     CHECK_EQ_INT(victron_encode_frame(0x373, &f.in, &fr), GW_OK);
     CHECK_EQ_INT(u16_at(&fr, 4), 233);
 
     /* NaN voltage or current withholds 0x356 (shared voltage sense must not see a guess). */
     fixture_init(&f);
-    f.live.pack_voltage_v = NAN;
+    f.in.voltage_v = NAN;
     CHECK_EQ_INT(victron_encode_frame(0x356, &f.in, &fr), GW_ERR_RANGE);
     fixture_init(&f);
-    f.live.pack_current_a = -INFINITY;
+    f.in.current_a = -INFINITY;
     CHECK_EQ_INT(victron_encode_frame(0x356, &f.in, &fr), GW_ERR_RANGE);
 
-    /* SOC: 89.5 -> 90 (hi-res 8950); 100 % exactly; SOC above 100 saturates. */
+    /* SOC: 89.5 -> 90 (hi-res 8950); above 100 saturates; unknown withholds 0x355. */
     fixture_init(&f);
-    f.live.soc_ppm = 89500000u;
+    f.in.soc_pct = 89.5f;
     CHECK_EQ_INT(victron_encode_frame(0x355, &f.in, &fr), GW_OK);
     CHECK_EQ_INT(u16_at(&fr, 0), 90);
     CHECK_EQ_INT(u16_at(&fr, 4), 8950);
-    f.live.soc_ppm = 150000000u;
+    f.in.soc_pct = 150.0f;
     CHECK_EQ_INT(victron_encode_frame(0x355, &f.in, &fr), GW_OK);
     CHECK_EQ_INT(u16_at(&fr, 0), 100);
     CHECK_EQ_INT(u16_at(&fr, 4), 10000);
+    f.in.soc_pct = NAN;
+    CHECK_EQ_INT(victron_encode_frame(0x355, &f.in, &fr), GW_ERR_RANGE);
 
     /* Energy: 100 Wh steps, rollover past 2^32 x 100 Wh, NaN/negative -> 0. */
     struct {
@@ -343,6 +387,30 @@ static void test_edge_values(void)
     CHECK_EQ_INT(u16_at(&fr, 0), 65535);
 }
 
+/* Nothing known (victron_inputs_init): only what is safe without data goes out. */
+static void test_inputs_init_is_nothing_known(void)
+{
+    struct victron_inputs in;
+    memset(&in, 0x5A, sizeof in);
+    victron_inputs_init(&in);
+    victron_inputs_init(NULL);
+    struct victron_frame frames[VICTRON_MAX_FRAMES];
+    size_t n = 0;
+    CHECK_EQ_INT(victron_encode_all(&in, frames, VICTRON_MAX_FRAMES, &n), GW_ERR_RANGE);
+    CHECK(victron_find_frame(frames, n, 0x351) == NULL);
+    CHECK(victron_find_frame(frames, n, 0x355) == NULL);
+    CHECK(victron_find_frame(frames, n, 0x356) == NULL);
+    const struct victron_frame *a = victron_find_frame(frames, n, 0x35A);
+    CHECK(a != NULL);
+    if (a) {
+        static const uint8_t off[8] = { 0, 0, 0, 0, 0, 0, 0, 0x04 };
+        CHECK_MEM(a->data, off, 8);
+    }
+    const struct victron_frame *m = victron_find_frame(frames, n, 0x372);
+    CHECK(m != NULL && m->data[0] == 0 && m->data[6] == 0);
+    CHECK_EQ_INT(n, VICTRON_MAX_FRAMES - 3);
+}
+
 static void test_encode_all(void)
 {
     struct fixture f;
@@ -366,9 +434,7 @@ static void test_encode_all(void)
 
     CHECK_EQ_INT(victron_encode_set(VICTRON_SET_LIVE, &f.in, frames, VICTRON_MAX_FRAMES, &n), GW_OK);
     CHECK_EQ_INT(n, VICTRON_LIVE_FRAMES);
-    struct victron_inputs idonly = { .identity = &f.identity };
-    CHECK_EQ_INT(victron_encode_set(VICTRON_SET_IDENTITY, &idonly, frames, VICTRON_MAX_FRAMES, &n),
-                 GW_OK);
+    CHECK_EQ_INT(victron_encode_set(VICTRON_SET_IDENTITY, &f.in, frames, VICTRON_MAX_FRAMES, &n), GW_OK);
     CHECK_EQ_INT(n, VICTRON_IDENTITY_FRAMES);
 
     /* NaN CVL: 0x351 withheld, the rest still encoded. */
@@ -385,14 +451,35 @@ static void test_encode_all(void)
     CHECK_EQ_INT(victron_encode_all(NULL, frames, VICTRON_MAX_FRAMES, &n), GW_ERR_INVAL);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(victron_encode_all(&f.in, NULL, VICTRON_MAX_FRAMES, &n), GW_ERR_INVAL);
-    CHECK_EQ_INT(victron_encode_set(VICTRON_SET_LIVE, &idonly, frames, VICTRON_MAX_FRAMES, &n),
-                 GW_ERR_INVAL);
     struct victron_frame fr;
     CHECK_EQ_INT(victron_encode_frame(0x123, &f.in, &fr), GW_ERR_NOT_FOUND);
-    CHECK_EQ_INT(victron_encode_frame(0x35E, &idonly, &fr), GW_OK);
-    CHECK_EQ_INT(victron_encode_frame(0x373, &idonly, &fr), GW_ERR_INVAL);
-    CHECK_EQ_INT(victron_encode_frame(0x35A, &idonly, &fr), GW_ERR_INVAL);
+    CHECK_EQ_INT(victron_encode_frame(0x351, NULL, &fr), GW_ERR_INVAL);
+    CHECK_EQ_INT(victron_encode_frame(0x351, &f.in, NULL), GW_ERR_INVAL);
     CHECK(victron_find_frame(NULL, 3, 0x351) == NULL);
+}
+
+/* Every frame has a role; the publisher's withholding rule is built on them. */
+static void test_frame_roles(void)
+{
+    static const struct {
+        uint16_t id;
+        int role;
+    } roles[] = {
+        { 0x351, VICTRON_ROLE_LIMITS }, { 0x355, VICTRON_ROLE_MEASUREMENT },
+        { 0x356, VICTRON_ROLE_MEASUREMENT }, { 0x35A, VICTRON_ROLE_STATUS },
+        { 0x372, VICTRON_ROLE_STATUS }, { 0x373, VICTRON_ROLE_MEASUREMENT },
+        { 0x374, VICTRON_ROLE_MEASUREMENT }, { 0x375, VICTRON_ROLE_MEASUREMENT },
+        { 0x376, VICTRON_ROLE_MEASUREMENT }, { 0x377, VICTRON_ROLE_MEASUREMENT },
+        { 0x378, VICTRON_ROLE_TOTALS }, { 0x379, VICTRON_ROLE_TOTALS },
+        { 0x35E, VICTRON_ROLE_IDENTITY }, { 0x35F, VICTRON_ROLE_IDENTITY },
+        { 0x370, VICTRON_ROLE_IDENTITY }, { 0x371, VICTRON_ROLE_IDENTITY },
+        { 0x380, VICTRON_ROLE_IDENTITY }, { 0x381, VICTRON_ROLE_IDENTITY },
+        { 0x382, VICTRON_ROLE_IDENTITY },
+    };
+    CHECK_EQ_INT(sizeof roles / sizeof roles[0], VICTRON_MAX_FRAMES);
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        CHECK_EQ_INT(victron_frame_role(roles[i].id), roles[i].role);
+    CHECK_EQ_INT(victron_frame_role(0x305), GW_ERR_NOT_FOUND);
 }
 
 static void test_table_consistent(void)
@@ -415,6 +502,9 @@ static void test_table_consistent(void)
         }
         if (t[i].can_id == 0x351 && t[i].byte_offset == 0)
             CHECK_EQ_INT(t[i].nan_policy, VICTRON_NAN_WITHHOLD);
+        /* The charge limits (CVL, CCL, DCL) round down; everything else to nearest. */
+        CHECK_EQ_INT(t[i].rounding, t[i].can_id == 0x351 && t[i].byte_offset < 6 ? VICTRON_ROUND_DOWN
+                                                                                 : VICTRON_ROUND_NEAREST);
     }
     CHECK_EQ_INT(victron_field_raw(NULL, 1.0), 0);
     CHECK_EQ_INT(victron_field_raw(&t[0], NAN), 0);
@@ -641,7 +731,9 @@ static void test_thresholds_from_settings(void)
 }
 
 TEST_MAIN(TEST_CASE(test_golden_candump), TEST_CASE(test_identity_frames),
-          TEST_CASE(test_live_extras), TEST_CASE(test_edge_values), TEST_CASE(test_encode_all),
+          TEST_CASE(test_live_extras), TEST_CASE(test_limits_round_down), TEST_CASE(test_edge_values),
+          TEST_CASE(test_inputs_init_is_nothing_known), TEST_CASE(test_encode_all),
+          TEST_CASE(test_frame_roles),
           TEST_CASE(test_table_consistent), TEST_CASE(test_alarm_bits),
           TEST_CASE(test_alarms_from_values), TEST_CASE(test_alarms_from_events),
           TEST_CASE(test_thresholds_from_settings))

@@ -43,12 +43,13 @@ static size_t render(char *out, size_t cap)
                             "| id | byte | field | type | resolution | raw = | out of range | NaN/inf |\n"
                             "|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n && len < cap; i++) {
-        char nan[32], conv[48];
+        char nan[32], conv[64];
         nan_text(&t[i], nan, sizeof nan);
+        const char *down = t[i].rounding == VICTRON_ROUND_DOWN ? ", rounded down" : "";
         if (t[i].offset != 0.0)
-            snprintf(conv, sizeof conv, "%s x %g + %g", t[i].unit, t[i].factor, t[i].offset);
+            snprintf(conv, sizeof conv, "%s x %g + %g%s", t[i].unit, t[i].factor, t[i].offset, down);
         else
-            snprintf(conv, sizeof conv, "%s x %g", t[i].unit[0] ? t[i].unit : "value", t[i].factor);
+            snprintf(conv, sizeof conv, "%s x %g%s", t[i].unit[0] ? t[i].unit : "value", t[i].factor, down);
         len += (size_t)snprintf(out + len, cap - len, "| 0x%03X | %u | %s | %s | %s | %s | %s %.0f..%.0f | %s |\n",
                                 t[i].can_id, (unsigned)t[i].byte_offset, t[i].name, type_name(&t[i]),
                                 t[i].resolution, conv, t[i].wraps ? "wraps modulo, from" : "saturates to",

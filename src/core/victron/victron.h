@@ -5,8 +5,9 @@
  * globals except the constant conversion table. Thread-safe (no shared mutable state).
  *
  * Numbers: little-endian; raw = value x factor + offset, rounded to nearest (half away from
- * zero, with a tolerance of 1/200 step so 58.05 V stored as 58.0499992f still gives 581);
- * out-of-range values saturate to the field's min/max; NaN/inf never reach the bus: each field
+ * zero, with a tolerance of 1/200 step so 58.05 V stored as 58.0499992f still gives 581),
+ * except the charge limits CVL/CCL/DCL, rounded DOWN to their step (55.249 V -> 55.2 V, never
+ * 55.3 V: a limit never goes out higher than asked); out-of-range values saturate to the field's min/max; NaN/inf never reach the bus: each field
  * has a documented policy (withhold the frame, substitute a value, or shorten the DLC). */
 #ifndef VICTRON_H
 #define VICTRON_H
@@ -155,37 +156,74 @@ struct victron_identity {
     uint16_t hw_version;    /* 0x35F bytes 6-7 */
 };
 
-/* Module counts of 0x372. One battery: victron_modules_single(). */
+/* Module counts of 0x372 (several packs: shared/spec/several-packs.md R11). */
 struct victron_modules {
     uint16_t ok, blocking_charge, blocking_discharge, offline;
 };
 
+#define VICTRON_ID_TEXT 9   /* 8 characters of 0x374..0x377 + NUL */
+
+/* Everything the frames carry, as plain values in SI-ish units: no BMS registers, no pointers.
+ * The publisher fills it from the battery view; tests fill it directly. Unknown numbers are
+ * NaN (victron_inputs_init), and each field's NaN policy (table below, docs/can-frames.md)
+ * decides: withhold the frame, substitute a value, or shorten the DLC. */
 struct victron_inputs {
-    const struct bms_live_data *live;          /* required for the live set */
-    const struct victron_alarm_state *alarms;  /* required for the live set (0x35A) */
-    const struct victron_identity *identity;   /* required for the identity set */
-    float cvl_v;          /* 0x351: NaN, inf or <= 0 -> 0x351 withheld (never CVL 0) */
+    /* 0x351, rounded DOWN to the 0.1 V / 0.1 A step (never a higher limit than asked) */
+    float cvl_v;          /* NaN, inf or < 0.1 V -> 0x351 withheld (never CVL 0) */
     float ccl_a;          /* NaN -> 0, negative -> 0 */
     float dcl_a;          /* NaN -> 0, negative -> 0 */
     float discharge_v;    /* NaN -> 0 */
-    struct victron_modules modules;            /* 0x372 */
-    double energy_in_wh;  /* 0x378, lifetime counters; wrap past 2^32 x 100 Wh; NaN/neg -> 0 */
+    /* 0x355 */
+    float soc_pct;        /* NaN -> 0x355 withheld */
+    float soh_pct;        /* NaN (unknown) -> 100 */
+    /* 0x356 */
+    float voltage_v;      /* NaN -> 0x356 withheld */
+    float current_a;      /* + = charge; NaN -> 0x356 withheld */
+    float temp_c;         /* battery temperature; NaN -> DLC 4 */
+    /* 0x35A */
+    struct victron_alarm_state alarms;
+    /* 0x372 */
+    struct victron_modules modules;
+    /* 0x373 */
+    float min_cell_v, max_cell_v;   /* NaN -> raw 0 */
+    float min_temp_c, max_temp_c;   /* NaN -> DLC shortened */
+    /* 0x374..0x377: which cell / sensor ("C7", "P2C07", "T1"); empty -> all zero */
+    char min_cell_id[VICTRON_ID_TEXT];
+    char max_cell_id[VICTRON_ID_TEXT];
+    char min_temp_id[VICTRON_ID_TEXT];
+    char max_temp_id[VICTRON_ID_TEXT];
+    /* 0x378, lifetime counters; wrap past 2^32 x 100 Wh; NaN/neg -> 0 */
+    double energy_in_wh;
     double energy_out_wh;
     float capacity_ah;    /* 0x35F bytes 4-5: online capacity (what open GX implementations
                              send); NaN -> 0 */
     float installed_capacity_ah; /* 0x379; NaN -> 0 */
+    /* 0x35E 0x35F 0x370 0x371 0x380 0x381 0x382 */
+    struct victron_identity identity;
 };
 
-/* 0x372 for one battery: ok = online, blocking charge = online && ccl 0, blocking discharge =
- * online && dcl 0, offline = !online. */
-struct victron_modules victron_modules_single(bool online, float ccl_a, float dcl_a);
+/* Resets in to "nothing known": every number NaN, ids and identity empty, every 0x35A flag
+ * not supported and offline, module counts 0. in may be NULL (no-op). */
+void victron_inputs_init(struct victron_inputs *in);
+
+/* What a frame tells the GX, which decides when a publisher may send it. */
+enum victron_frame_role {
+    VICTRON_ROLE_LIMITS = 0,       /* 0x351: controls charging; only from fresh, valid limits */
+    VICTRON_ROLE_MEASUREMENT,      /* 0x355 0x356 0x373..0x377: live values, never stale ones */
+    VICTRON_ROLE_STATUS,           /* 0x35A 0x372: always (they say "offline" when stale) */
+    VICTRON_ROLE_TOTALS,           /* 0x378 0x379: lifetime counters, installed capacity */
+    VICTRON_ROLE_IDENTITY,         /* 0x35E 0x35F 0x370 0x371 0x380..0x382 */
+};
+
+/* enum victron_frame_role of a frame we send, or GW_ERR_NOT_FOUND. Pure. */
+int victron_frame_role(uint16_t id);
 
 /* ---- Encoding ---------------------------------------------------------------------------- */
 
 /* Encodes one frame by id (any id of enum victron_can_id) from in.
  * @retval GW_OK
- * @retval GW_ERR_INVAL out/in NULL, or an input the frame needs is NULL
- * @retval GW_ERR_RANGE the frame must not be sent (CVL NaN/<=0, pack voltage or current NaN):
+ * @retval GW_ERR_INVAL out/in NULL
+ * @retval GW_ERR_RANGE the frame must not be sent (CVL NaN/<0.1 V, SOC NaN, voltage or current NaN):
  *         *out is zeroed, the caller withholds it
  * @retval GW_ERR_NOT_FOUND id is not a frame we send */
 int victron_encode_frame(uint16_t id, const struct victron_inputs *in, struct victron_frame *out);
@@ -197,7 +235,7 @@ int victron_encode_frame(uint16_t id, const struct victron_inputs *in, struct vi
  * @retval GW_ERR_RANGE at least one frame was withheld (e.g. 0x351 with a NaN CVL); frames and
  *         *count hold the rest — look for 0x351 with victron_find_frame before sending
  * @retval GW_ERR_OVERFLOW capacity too small (*count = frames written)
- * @retval GW_ERR_INVAL a pointer is NULL or an input the sets need is NULL */
+ * @retval GW_ERR_INVAL a pointer is NULL */
 int victron_encode_set(unsigned sets, const struct victron_inputs *in, struct victron_frame *frames,
                        size_t capacity, size_t *count);
 
@@ -205,11 +243,11 @@ int victron_encode_set(unsigned sets, const struct victron_inputs *in, struct vi
 int victron_encode_all(const struct victron_inputs *in, struct victron_frame *frames,
                        size_t capacity, size_t *count);
 
-/* The frame with this id in frames[0..count), or NULL. */
 /* The CAN ids of the sets (enum victron_frame_set bits), in send order, into ids[0..cap)
  * (ids may be NULL); returns how many the sets hold, even when more than cap. */
 size_t victron_set_ids(unsigned sets, uint16_t *ids, size_t cap);
 
+/* The frame with this id in frames[0..count), or NULL. */
 const struct victron_frame *victron_find_frame(const struct victron_frame *frames, size_t count,
                                                uint16_t id);
 
@@ -224,7 +262,7 @@ enum victron_source {
     VICTRON_SRC_HW_VERSION,
     VICTRON_SRC_MODULES_OK, VICTRON_SRC_MODULES_BLOCK_CHARGE, VICTRON_SRC_MODULES_BLOCK_DISCHARGE,
     VICTRON_SRC_MODULES_OFFLINE,
-    VICTRON_SRC_MIN_CELL_MV, VICTRON_SRC_MAX_CELL_MV, VICTRON_SRC_MIN_TEMP_C, VICTRON_SRC_MAX_TEMP_C,
+    VICTRON_SRC_MIN_CELL_V, VICTRON_SRC_MAX_CELL_V, VICTRON_SRC_MIN_TEMP_C, VICTRON_SRC_MAX_TEMP_C,
     VICTRON_SRC_ENERGY_IN_WH, VICTRON_SRC_ENERGY_OUT_WH, VICTRON_SRC_INSTALLED_AH,
     VICTRON_SRC_COUNT
 };
@@ -236,6 +274,13 @@ enum victron_nan_policy {
     VICTRON_NAN_TRUNCATE,     /* DLC shortened to this field's offset (spec: "shorten the DLC") */
 };
 
+/* How a scaled value becomes an integer. */
+enum victron_rounding {
+    VICTRON_ROUND_NEAREST = 0, /* half away from zero, tolerance 1/200 step */
+    VICTRON_ROUND_DOWN,        /* floor; a float within its own precision (2^-23 relative) of
+                                  a step counts as that step, so 55.3f (55.2999992) gives 553 */
+};
+
 struct victron_field {
     uint16_t can_id;
     uint8_t byte_offset;      /* byte offset in the frame */
@@ -244,6 +289,7 @@ struct victron_field {
     bool wraps;               /* counters: raw modulo 2^(8 x size) instead of saturating */
     uint8_t source;           /* enum victron_source */
     uint8_t nan_policy;       /* enum victron_nan_policy */
+    uint8_t rounding;         /* enum victron_rounding */
     double factor;            /* raw = round(value x factor + offset) */
     double offset;            /* added after the factor (0x373: 273.15 for degC -> K) */
     double raw_min, raw_max;  /* saturation limits (raw units) */
@@ -256,7 +302,7 @@ struct victron_field {
 /* The table (constant, static storage), every numeric field of every frame, in id order. */
 const struct victron_field *victron_field_table(size_t *count);
 
-/* Converts one value to its raw bus representation (rounding, saturation, wrap). NaN/inf
+/* Converts one value to its raw bus representation (the field's rounding, saturation, wrap). NaN/inf
  * must be handled by the caller (the policy); returns 0 for them. Exposed for tests/docs. */
 int64_t victron_field_raw(const struct victron_field *f, double value);
 

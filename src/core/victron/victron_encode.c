@@ -16,32 +16,36 @@ enum text_source {
 struct frame_def {
     uint16_t id;
     uint8_t set;        /* enum victron_frame_set */
+    uint8_t role;       /* enum victron_frame_role */
     uint8_t kind;       /* enum frame_kind */
     uint8_t text;       /* enum text_source */
     uint8_t text_offset;/* first character of a split string (0 or 8) */
 };
 
+#define LIVE VICTRON_SET_LIVE
+#define IDENT VICTRON_SET_IDENTITY
+
 /* Send order: the live set, then the identity set. */
 static const struct frame_def frame_defs[] = {
-    { VICTRON_ID_LIMITS, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_SOC, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_MEASURE, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_ALARMS, VICTRON_SET_LIVE, KIND_ALARMS, TEXT_NONE, 0 },
-    { VICTRON_ID_MODULES, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_CELL_EXTREMES, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_MIN_CELL_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MIN_CELL, 0 },
-    { VICTRON_ID_MAX_CELL_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MAX_CELL, 0 },
-    { VICTRON_ID_MIN_TEMP_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MIN_TEMP, 0 },
-    { VICTRON_ID_MAX_TEMP_ID, VICTRON_SET_LIVE, KIND_ID, TEXT_MAX_TEMP, 0 },
-    { VICTRON_ID_ENERGY, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_INSTALLED_CAPACITY, VICTRON_SET_LIVE, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_MANUFACTURER, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_MANUFACTURER, 0 },
-    { VICTRON_ID_INFO, VICTRON_SET_IDENTITY, KIND_NUMERIC, TEXT_NONE, 0 },
-    { VICTRON_ID_NAME1, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_NAME, 0 },
-    { VICTRON_ID_NAME2, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_NAME, 8 },
-    { VICTRON_ID_SERIAL1, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_SERIAL, 0 },
-    { VICTRON_ID_SERIAL2, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_SERIAL, 8 },
-    { VICTRON_ID_FAMILY, VICTRON_SET_IDENTITY, KIND_STRING, TEXT_FAMILY, 0 },
+    { VICTRON_ID_LIMITS, LIVE, VICTRON_ROLE_LIMITS, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_SOC, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_MEASURE, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_ALARMS, LIVE, VICTRON_ROLE_STATUS, KIND_ALARMS, TEXT_NONE, 0 },
+    { VICTRON_ID_MODULES, LIVE, VICTRON_ROLE_STATUS, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_CELL_EXTREMES, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_MIN_CELL_ID, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_ID, TEXT_MIN_CELL, 0 },
+    { VICTRON_ID_MAX_CELL_ID, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_ID, TEXT_MAX_CELL, 0 },
+    { VICTRON_ID_MIN_TEMP_ID, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_ID, TEXT_MIN_TEMP, 0 },
+    { VICTRON_ID_MAX_TEMP_ID, LIVE, VICTRON_ROLE_MEASUREMENT, KIND_ID, TEXT_MAX_TEMP, 0 },
+    { VICTRON_ID_ENERGY, LIVE, VICTRON_ROLE_TOTALS, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_INSTALLED_CAPACITY, LIVE, VICTRON_ROLE_TOTALS, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_MANUFACTURER, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_MANUFACTURER, 0 },
+    { VICTRON_ID_INFO, IDENT, VICTRON_ROLE_IDENTITY, KIND_NUMERIC, TEXT_NONE, 0 },
+    { VICTRON_ID_NAME1, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_NAME, 0 },
+    { VICTRON_ID_NAME2, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_NAME, 8 },
+    { VICTRON_ID_SERIAL1, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_SERIAL, 0 },
+    { VICTRON_ID_SERIAL2, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_SERIAL, 8 },
+    { VICTRON_ID_FAMILY, IDENT, VICTRON_ROLE_IDENTITY, KIND_STRING, TEXT_FAMILY, 0 },
 };
 #define FRAME_DEF_COUNT (sizeof frame_defs / sizeof frame_defs[0])
 
@@ -58,65 +62,48 @@ static bool finite_d(double x) { return x == x && x <= 1e300 && x >= -1e300; }
 
 /* ---- sources ------------------------------------------------------------------------------- */
 
-/* Battery temperature sensor choice: the cell sensors (external 1/2) when connected, else the
- * BMS board sensor. want_max picks the hottest, else the coldest. -1 = none. */
-static int pick_temp_sensor(const struct bms_live_data *live, bool want_max)
+void victron_inputs_init(struct victron_inputs *in)
 {
-    int best = -1;
-    for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
-        if (!live->temp_present[s])
-            continue;
-        if (best < 0 || (want_max ? live->temp_dc[s] > live->temp_dc[best]
-                                  : live->temp_dc[s] < live->temp_dc[best]))
-            best = s;
-    }
-    if (best < 0 && live->temp_present[BMS_TEMP_INTERNAL])
-        best = BMS_TEMP_INTERNAL;
-    return best;
-}
-
-static double temp_of(const struct bms_live_data *live, int sensor)
-{
-    return sensor < 0 ? nan_value() : (double)live->temp_dc[sensor] / 10.0;
+    if (!in)
+        return;
+    memset(in, 0, sizeof *in); /* strings empty, flags not supported, offline, counts 0 */
+    float nan = (float)nan_value();
+    in->cvl_v = in->ccl_a = in->dcl_a = in->discharge_v = nan;
+    in->soc_pct = in->soh_pct = nan;
+    in->voltage_v = in->current_a = in->temp_c = nan;
+    in->min_cell_v = in->max_cell_v = in->min_temp_c = in->max_temp_c = nan;
+    in->energy_in_wh = in->energy_out_wh = nan_value();
+    in->capacity_ah = in->installed_capacity_ah = nan;
 }
 
 static void fill_sources(const struct victron_inputs *in, double *v)
 {
-    for (unsigned i = 0; i < VICTRON_SRC_COUNT; i++)
-        v[i] = nan_value();
     v[VICTRON_SRC_CVL_V] = in->cvl_v;
     v[VICTRON_SRC_CCL_A] = in->ccl_a;
     v[VICTRON_SRC_DCL_A] = in->dcl_a;
     v[VICTRON_SRC_DISCHARGE_V] = in->discharge_v;
+    v[VICTRON_SRC_SOC_PCT] = in->soc_pct;
+    v[VICTRON_SRC_SOH_PCT] = in->soh_pct;
+    v[VICTRON_SRC_SOC_HIRES_PCT] = in->soc_pct;
+    v[VICTRON_SRC_PACK_V] = in->voltage_v;
+    v[VICTRON_SRC_PACK_A] = in->current_a;
+    v[VICTRON_SRC_TEMP_C] = in->temp_c;
+    v[VICTRON_SRC_MODEL_ID] = in->identity.model_id;
+    v[VICTRON_SRC_FW_MAJOR] = in->identity.fw_major;
+    v[VICTRON_SRC_FW_MINOR] = in->identity.fw_minor;
+    v[VICTRON_SRC_CAPACITY_AH] = in->capacity_ah;
+    v[VICTRON_SRC_HW_VERSION] = in->identity.hw_version;
     v[VICTRON_SRC_MODULES_OK] = in->modules.ok;
     v[VICTRON_SRC_MODULES_BLOCK_CHARGE] = in->modules.blocking_charge;
     v[VICTRON_SRC_MODULES_BLOCK_DISCHARGE] = in->modules.blocking_discharge;
     v[VICTRON_SRC_MODULES_OFFLINE] = in->modules.offline;
+    v[VICTRON_SRC_MIN_CELL_V] = in->min_cell_v;
+    v[VICTRON_SRC_MAX_CELL_V] = in->max_cell_v;
+    v[VICTRON_SRC_MIN_TEMP_C] = in->min_temp_c;
+    v[VICTRON_SRC_MAX_TEMP_C] = in->max_temp_c;
     v[VICTRON_SRC_ENERGY_IN_WH] = in->energy_in_wh;
     v[VICTRON_SRC_ENERGY_OUT_WH] = in->energy_out_wh;
-    v[VICTRON_SRC_CAPACITY_AH] = in->capacity_ah;
     v[VICTRON_SRC_INSTALLED_AH] = in->installed_capacity_ah;
-    if (in->identity) {
-        v[VICTRON_SRC_MODEL_ID] = in->identity->model_id;
-        v[VICTRON_SRC_FW_MAJOR] = in->identity->fw_major;
-        v[VICTRON_SRC_FW_MINOR] = in->identity->fw_minor;
-        v[VICTRON_SRC_HW_VERSION] = in->identity->hw_version;
-    }
-    const struct bms_live_data *live = in->live;
-    if (live) {
-        double soc = (double)live->soc_ppm / 1e6;
-        v[VICTRON_SRC_SOC_PCT] = soc;
-        v[VICTRON_SRC_SOC_HIRES_PCT] = soc;
-        if (live->soh_valid)
-            v[VICTRON_SRC_SOH_PCT] = (double)live->soh_raw * 0.002;
-        v[VICTRON_SRC_PACK_V] = live->pack_voltage_v;
-        v[VICTRON_SRC_PACK_A] = live->pack_current_a;
-        v[VICTRON_SRC_TEMP_C] = temp_of(live, pick_temp_sensor(live, true));
-        v[VICTRON_SRC_MIN_CELL_MV] = live->min_cell_mv;
-        v[VICTRON_SRC_MAX_CELL_MV] = live->max_cell_mv;
-        v[VICTRON_SRC_MIN_TEMP_C] = temp_of(live, pick_temp_sensor(live, false));
-        v[VICTRON_SRC_MAX_TEMP_C] = temp_of(live, pick_temp_sensor(live, true));
-    }
 }
 
 /* ---- frame bodies -------------------------------------------------------------------------- */
@@ -149,10 +136,10 @@ static int encode_numeric(uint16_t id, const double *values, struct victron_fram
             }
             raw = (int64_t)f->nan_raw;
         } else {
-            /* CVL is never 0: a non-positive CVL withholds 0x351 instead of saturating. */
-            if (f->source == VICTRON_SRC_CVL_V && !(value >= 0.05))
-                return GW_ERR_RANGE;
             raw = victron_field_raw(f, value);
+            /* CVL is never 0: below one step (rounded down) withholds 0x351. */
+            if (f->source == VICTRON_SRC_CVL_V && raw < 1)
+                return GW_ERR_RANGE;
         }
         put_le(&out->data[f->byte_offset], f->size, raw);
     }
@@ -173,30 +160,6 @@ static void put_text(uint8_t *dst, const char *s, size_t s_size, size_t offset)
         unsigned char c = (unsigned char)s[offset + i];
         dst[i] = (c >= 0x20 && c < 0x7F) ? c : (uint8_t)'?';
     }
-}
-
-/* "C3" for cell 3, "T1"/"T2" for the external sensors, "BMS" for the board sensor. */
-static void put_cell_id(uint8_t *dst, unsigned cell)
-{
-    memset(dst, 0, 8);
-    if (cell == 0 || cell > 99)
-        return;
-    unsigned i = 0;
-    dst[i++] = 'C';
-    if (cell >= 10)
-        dst[i++] = (uint8_t)('0' + cell / 10);
-    dst[i] = (uint8_t)('0' + cell % 10);
-}
-
-static void put_sensor_id(uint8_t *dst, int sensor)
-{
-    memset(dst, 0, 8);
-    if (sensor == BMS_TEMP_EXT1)
-        memcpy(dst, "T1", 2);
-    else if (sensor == BMS_TEMP_EXT2)
-        memcpy(dst, "T2", 2);
-    else if (sensor == BMS_TEMP_INTERNAL)
-        memcpy(dst, "BMS", 3);
 }
 
 int victron_encode_alarms(const struct victron_alarm_state *alarms, struct victron_frame *out)
@@ -235,20 +198,13 @@ static int encode_def(const struct frame_def *def, const struct victron_inputs *
     int rc = GW_OK;
     switch (def->kind) {
     case KIND_NUMERIC:
-        if ((def->set & VICTRON_SET_LIVE) && def->id != VICTRON_ID_LIMITS &&
-            def->id != VICTRON_ID_MODULES && !in->live)
-            return GW_ERR_INVAL;
         rc = encode_numeric(def->id, values, out);
         break;
     case KIND_ALARMS:
-        if (!in->alarms)
-            return GW_ERR_INVAL;
-        rc = victron_encode_alarms(in->alarms, out);
+        rc = victron_encode_alarms(&in->alarms, out);
         break;
     case KIND_STRING: {
-        const struct victron_identity *idn = in->identity;
-        if (!idn)
-            return GW_ERR_INVAL;
+        const struct victron_identity *idn = &in->identity;
         out->dlc = 8;
         if (def->text == TEXT_MANUFACTURER)
             put_text(out->data, idn->manufacturer, sizeof idn->manufacturer, def->text_offset);
@@ -261,15 +217,15 @@ static int encode_def(const struct frame_def *def, const struct victron_inputs *
         break;
     }
     case KIND_ID:
-        if (!in->live)
-            return GW_ERR_INVAL;
         out->dlc = 8;
         if (def->text == TEXT_MIN_CELL)
-            put_cell_id(out->data, in->live->min_cell_index);
+            put_text(out->data, in->min_cell_id, sizeof in->min_cell_id, 0);
         else if (def->text == TEXT_MAX_CELL)
-            put_cell_id(out->data, in->live->max_cell_index);
+            put_text(out->data, in->max_cell_id, sizeof in->max_cell_id, 0);
+        else if (def->text == TEXT_MIN_TEMP)
+            put_text(out->data, in->min_temp_id, sizeof in->min_temp_id, 0);
         else
-            put_sensor_id(out->data, pick_temp_sensor(in->live, def->text == TEXT_MAX_TEMP));
+            put_text(out->data, in->max_temp_id, sizeof in->max_temp_id, 0);
         break;
     default:
         return GW_ERR_INVAL;
@@ -302,10 +258,6 @@ int victron_encode_set(unsigned sets, const struct victron_inputs *in, struct vi
     if (count)
         *count = 0;
     if (!in || !frames || !count)
-        return GW_ERR_INVAL;
-    if ((sets & VICTRON_SET_LIVE) && (!in->live || !in->alarms))
-        return GW_ERR_INVAL;
-    if ((sets & VICTRON_SET_IDENTITY) && !in->identity)
         return GW_ERR_INVAL;
     double values[VICTRON_SRC_COUNT];
     fill_sources(in, values);
@@ -358,16 +310,8 @@ const struct victron_frame *victron_find_frame(const struct victron_frame *frame
     return NULL;
 }
 
-struct victron_modules victron_modules_single(bool online, float ccl_a, float dcl_a)
+int victron_frame_role(uint16_t id)
 {
-    struct victron_modules m = { 0, 0, 0, 0 };
-    if (!online) {
-        m.offline = 1;
-        return m;
-    }
-    m.ok = 1;
-    /* NaN counts as blocking: the encoder sends 0 A for it. */
-    m.blocking_charge = !(ccl_a > 0.0f) ? 1 : 0;
-    m.blocking_discharge = !(dcl_a > 0.0f) ? 1 : 0;
-    return m;
+    const struct frame_def *def = find_def(id);
+    return def ? def->role : GW_ERR_NOT_FOUND;
 }
