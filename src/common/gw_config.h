@@ -67,6 +67,7 @@ struct gw_config_charge {
     uint32_t increase_delay_s;        /* increases wait this long, default 30 */
     float increase_ramp_a_per_s;      /* then ramp at, default 5 */
     float zero_exit_a;                /* hysteresis: leave 0 A only when the target exceeds, default 2 */
+    float no_cell_temp_charge_a;      /* CCL cap without an external (cell) temperature sensor, default 0 */
     struct gw_curve charge_by_cell_v; /* fraction of max_charge_a by highest cell voltage (V) */
     struct gw_curve discharge_by_cell_v; /* fraction of max_discharge_a by lowest cell voltage (V) */
     struct gw_curve charge_by_temp;   /* by temperature (degC), applied at min and max sensor */

@@ -30,6 +30,7 @@ void gw_config_charge_defaults(struct gw_config_charge *ch, enum gw_chemistry ch
     ch->increase_delay_s = 30;
     ch->increase_ramp_a_per_s = 5.0f;
     ch->zero_exit_a = 2.0f;
+    ch->no_cell_temp_charge_a = 0.0f; /* no cell temperature: no charge (the board sensor is no cell) */
     if (chem == GW_CHEM_NMC) {
         ch->target_cell_v = 4.10f;
         ch->float_cell_v = 4.00f;

@@ -80,6 +80,7 @@ const struct config_field config__fields[] = {
     FIELD(charge, S_CHG, increase_delay_s, CFG_U32, .min = 0, .max = 3600),
     FIELD(charge, S_CHG, increase_ramp_a_per_s, CFG_FLOAT, .min = 0.01, .max = 1000),
     FIELD(charge, S_CHG, zero_exit_a, CFG_FLOAT, .min = 0, .max = 100),
+    FIELD(charge, S_CHG, no_cell_temp_charge_a, CFG_FLOAT, .min = 0, .max = 5000),
     CURVE(charge_by_cell_v, 2.0, 4.5, 1),
     CURVE(discharge_by_cell_v, 2.0, 4.5, 1),
     CURVE(charge_by_temp, -40, 100, 1),

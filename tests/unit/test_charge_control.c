@@ -515,7 +515,7 @@ static void test_min_sources_discharge(void)
     CHECK_STR(r.dcl_reason, "cell voltage 3.00 V");
 
     make_live(&d, 3.30f);
-    d.temp_dc[BMS_TEMP_INTERNAL] = -150; /* -15 degC: 0.15 x 150 = 22.5 A, in 3 A steps */
+    d.temp_dc[BMS_TEMP_EXT1] = -150; /* -15 degC: 0.15 x 150 = 22.5 A, in 3 A steps */
     r = one_step(&c, &d, NULL, NULL);
     CHECK_NEAR(r.dcl_a, 21.0, 0.05);
     CHECK_STR(r.dcl_reason, "temperature -15.0 °C");
@@ -820,7 +820,57 @@ static void test_event_newer_than_sample_counts(void)
     CHECK(!(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE));
 }
 
-TEST_MAIN(TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
+
+/* Defect: with no cell temperature sensor the charge current was the full maximum, and the
+ * BMS board sensor (internal) counted as a cell temperature. Without an external sensor the
+ * charge is capped at no_cell_temp_charge_a (default 0) with its reason; the board sensor is
+ * never used for the limits, hot or cold. */
+static void test_no_cell_temperature_sensor(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    make_live(&d, 3.30f);
+    d.temp_present[BMS_TEMP_EXT1] = false;
+    d.temp_present[BMS_TEMP_EXT2] = false;
+    struct charge_limits r = one_step(&c, &d, NULL, NULL);
+    CHECK_EQ_INT(r.ccl_a, 0);
+    CHECK_STR(r.ccl_reason, "no cell temperature sensor");
+    CHECK_NEAR(r.dcl_a, 150.0, 1e-3); /* discharge is not limited by a missing sensor */
+
+    c.no_cell_temp_charge_a = 20.0f;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 20.0, 1e-3);
+    CHECK_STR(r.ccl_reason, "no cell temperature sensor");
+
+    /* The board sensor alone, freezing or hot: still only the safe current, no temperature
+     * reason (it is not a cell temperature). */
+    d.temp_dc[BMS_TEMP_INTERNAL] = -150;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 20.0, 1e-3);
+    CHECK_NEAR(r.dcl_a, 150.0, 1e-3);
+
+    /* With a cell sensor present the board sensor is ignored: a hot board (70 degC) does not
+     * derate, a cold cell sensor does. */
+    c = lfp();
+    make_live(&d, 3.30f);
+    d.temp_dc[BMS_TEMP_INTERNAL] = 700;
+    d.temp_present[BMS_TEMP_EXT2] = false;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 100.0, 1e-3);
+    CHECK_NEAR(r.dcl_a, 150.0, 1e-3);
+    d.temp_dc[BMS_TEMP_EXT1] = 50; /* 5 degC on the cells */
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 42.0, 0.01);
+    CHECK_STR(r.ccl_reason, "temperature 5.0 °C");
+    /* Only external 2 connected: it is a cell sensor too. */
+    make_live(&d, 3.30f);
+    d.temp_present[BMS_TEMP_EXT1] = false;
+    d.temp_dc[BMS_TEMP_EXT2] = 50;
+    r = one_step(&c, &d, NULL, NULL);
+    CHECK_NEAR(r.ccl_a, 42.0, 0.01);
+}
+
+TEST_MAIN(TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),

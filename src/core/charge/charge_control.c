@@ -171,6 +171,8 @@ static void sanitize_config(struct gw_config_charge *c)
         c->increase_ramp_a_per_s = def.increase_ramp_a_per_s;
     if (!in_range(c->zero_exit_a, 0.0f, 1000.0f))
         c->zero_exit_a = def.zero_exit_a;
+    if (!in_range(c->no_cell_temp_charge_a, 0.0f, 3000.0f))
+        c->no_cell_temp_charge_a = def.no_cell_temp_charge_a;
     if (c->increase_delay_s > 86400u)
         c->increase_delay_s = def.increase_delay_s;
     if (c->absorb_time_s > 7u * 86400u)
@@ -315,12 +317,19 @@ static void build_view(const struct charge_inputs *in, struct pack_view *v)
     v->pack_v = (finite_f(live->pack_voltage_v) && live->pack_voltage_v > 0.0f)
                     ? live->pack_voltage_v : v->sum_v;
     v->soc_pct = bms_soc_percent(live);
-    int16_t t;
-    if (bms_temp_min_dc(live, &t)) {
+    /* Cell temperatures: the external sensors only. The internal one measures the BMS board
+     * (its FETs and shunt), not the cells: it never stands in for a cell temperature. */
+    static const unsigned cell_sensors[] = { BMS_TEMP_EXT1, BMS_TEMP_EXT2 };
+    for (size_t k = 0; k < sizeof cell_sensors / sizeof cell_sensors[0]; k++) {
+        unsigned s = cell_sensors[k];
+        if (!live->temp_present[s] || live->temp_dc[s] == BMS_TEMP_ABSENT_RAW)
+            continue;
+        float t = (float)live->temp_dc[s] / 10.0f;
+        if (!v->have_temp || t < v->temp_min_c)
+            v->temp_min_c = t;
+        if (!v->have_temp || t > v->temp_max_c)
+            v->temp_max_c = t;
         v->have_temp = true;
-        v->temp_min_c = (float)t / 10.0f;
-        bms_temp_max_dc(live, &t);
-        v->temp_max_c = (float)t / 10.0f;
     }
     struct bms_pack_limits decoded;
     const struct bms_pack_limits *l = in->limits;
@@ -577,6 +586,10 @@ static float charge_target(struct charge_control *cc, const struct pack_view *v,
                  v->temp_min_c, 1, " °C");
         pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_max_c), "temperature ",
                  v->temp_max_c, 1, " °C");
+    } else {
+        /* Charging a cell of unknown temperature may plate lithium (below 0 degC): only the
+         * configured safe current (the engine raises the alert). */
+        pick_min(&p, c->no_cell_temp_charge_a, "no cell temperature sensor", 0, 0, NULL);
     }
     if (c->charge_by_soc.count)
         pick_min(&p, curve_amps(max, &c->charge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1, " %");
