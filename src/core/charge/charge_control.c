@@ -33,6 +33,9 @@
  * voltages does not make the limit change every few seconds. Decreases have no deadband. */
 #define INCREASE_DEADBAND_FRACTION 0.02f
 #define INCREASE_DEADBAND_MIN_A 0.2f
+/* A fault with the hottest cell sensor this close to the over-heat cutoff (reg 319) is taken as
+ * an over-temperature cutoff (the BMS recovers 5 degC below its cutoff). */
+#define OVER_HEAT_NEAR_C 5.0f
 /* Comparisons with thresholds accept half the 0.1 mV register resolution (float rounding). */
 #define EPS_V 0.00005f
 /* The current limits stay below the BMS over-current cutoffs by this fraction. */
@@ -285,9 +288,9 @@ struct pack_view {
     float temp_min_c, temp_max_c;
     /* BMS settings (has_* false = absent, ignored). */
     bool has_full, has_ov, has_uv, has_dis_oc, has_chg_oc, has_low_temp, has_restart,
-        has_disbalance;
+        has_disbalance, has_over_heat;
     float full_cell_v, ov_cell_v, uv_cell_v, dis_oc_a, chg_oc_a, low_temp_c, restart_pct,
-        disbalance_mv;
+        disbalance_mv, over_heat_c;
 };
 
 static bool live_usable(const struct bms_live_data *live)
@@ -355,6 +358,33 @@ static void build_view(const struct charge_inputs *in, struct pack_view *v)
         v->restart_pct = l->charge_restart_pct;
     if ((v->has_disbalance = l->has_allowed_disbalance))
         v->disbalance_mv = l->allowed_disbalance_mv;
+    if ((v->has_over_heat = l->has_over_heat))
+        v->over_heat_c = l->over_heat_c;
+}
+
+/* Protections that name a cause (everything but the fault status and the sensor notice). */
+#define PROT_CAUSES ((CHARGE_PROT_BLOCKS_CHARGE | CHARGE_PROT_BLOCKS_DISCHARGE) & \
+                     ~(uint32_t)CHARGE_PROT_FAULT_UNEXPLAINED)
+
+/* Status 0x9B says "fault", not which one, and the event log that names it is read about once a
+ * minute. Without a cause in the log, the measurements against the BMS's own cutoffs give it
+ * (the BMS trips at its cutoff and recovers with a margin, so "near" is the release band); with
+ * none either the fault is unexplained, which blocks charging only (docs/charge-control.md). */
+static uint32_t resolve_fault(uint32_t prot, const struct pack_view *v)
+{
+    if (!(prot & CHARGE_PROT_FAULT) || (prot & PROT_CAUSES))
+        return prot;
+    if (v->has_ov && v->max_cell_v + EPS_V >= v->ov_cell_v - CUTOFF_RELEASE_V)
+        prot |= CHARGE_PROT_OVER_VOLTAGE;
+    if (v->has_uv && v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_RELEASE_V)
+        prot |= CHARGE_PROT_UNDER_VOLTAGE;
+    if (v->has_over_heat && v->have_temp && v->temp_max_c >= v->over_heat_c - OVER_HEAT_NEAR_C)
+        prot |= CHARGE_PROT_OVER_TEMP;
+    if (v->has_low_temp && v->have_temp && v->temp_min_c <= v->low_temp_c)
+        prot |= CHARGE_PROT_LOW_TEMP_CHARGE;
+    if (!(prot & PROT_CAUSES))
+        prot |= CHARGE_PROT_FAULT_UNEXPLAINED;
+    return prot;
 }
 
 /* ---- CVL ----------------------------------------------------------------------------------- */
@@ -532,7 +562,7 @@ static void force_zero_num(struct pick *p, const char *prefix, float num, unsign
 
 static const char *protection_text(uint32_t bits)
 {
-    if (bits & CHARGE_PROT_FAULT) return "bms fault";
+    if (bits & CHARGE_PROT_FAULT_UNEXPLAINED) return "bms fault";
     if (bits & CHARGE_PROT_OVER_VOLTAGE) return "bms over-voltage cutoff";
     if (bits & CHARGE_PROT_UNDER_VOLTAGE) return "bms under-voltage cutoff";
     if (bits & CHARGE_PROT_OVER_TEMP) return "bms over-temperature cutoff";
@@ -790,6 +820,7 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     struct pack_view v;
     build_view(in, &v);
     uint32_t prot = charge_protections_active(in->live, in->events, CHARGE_PROT_HOLD_S_DEFAULT);
+    prot = resolve_fault(prot, &v);
     out->protections = prot;
 
     if (cc->cap_active && now_ms >= cc->cap_until_ms)

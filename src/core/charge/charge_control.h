@@ -46,17 +46,23 @@ enum charge_protection {
     CHARGE_PROT_SWITCH_ERROR = 1u << 8,     /* events 0x0B / 0x0C / 0x0D (no recovery event) */
     CHARGE_PROT_SENSOR_ERROR = 1u << 9,     /* event 0x0E (until 0x0F / 0x7C) */
     CHARGE_PROT_FULLY_DISCHARGED = 1u << 10,/* event 0x31 (until 0x7A) */
+    /* Set by charge_control_step only (struct charge_limits.protections): status 0x9B and no
+     * cause in the event log nor in the measurements (cells / temperatures against the BMS's
+     * own cutoffs). Blocks charging only: see CHARGE_PROT_BLOCKS_*. */
+    CHARGE_PROT_FAULT_UNEXPLAINED = 1u << 11,
 };
 
-/* Protections that stop charging / discharging. */
+/* Protections that stop charging / discharging. The fault status itself (CHARGE_PROT_FAULT) is
+ * in neither: its cause decides the direction (an over-voltage cutoff must not switch an
+ * island inverter off). charge_control_step adds the cause it reads from the measurements when
+ * the log has none, or CHARGE_PROT_FAULT_UNEXPLAINED, which blocks charging only. */
 #define CHARGE_PROT_BLOCKS_CHARGE                                                              \
-    (CHARGE_PROT_FAULT | CHARGE_PROT_OVER_VOLTAGE | CHARGE_PROT_OVER_TEMP |                      \
+    (CHARGE_PROT_FAULT_UNEXPLAINED | CHARGE_PROT_OVER_VOLTAGE | CHARGE_PROT_OVER_TEMP |          \
      CHARGE_PROT_LOW_TEMP | CHARGE_PROT_LOW_TEMP_CHARGE | CHARGE_PROT_CHARGE_OC |                \
      CHARGE_PROT_SWITCH_ERROR)
 #define CHARGE_PROT_BLOCKS_DISCHARGE                                                           \
-    (CHARGE_PROT_FAULT | CHARGE_PROT_UNDER_VOLTAGE | CHARGE_PROT_OVER_TEMP |                     \
-     CHARGE_PROT_LOW_TEMP | CHARGE_PROT_DISCHARGE_OC | CHARGE_PROT_SWITCH_ERROR |                \
-     CHARGE_PROT_FULLY_DISCHARGED)
+    (CHARGE_PROT_UNDER_VOLTAGE | CHARGE_PROT_OVER_TEMP | CHARGE_PROT_LOW_TEMP |                  \
+     CHARGE_PROT_DISCHARGE_OC | CHARGE_PROT_SWITCH_ERROR | CHARGE_PROT_FULLY_DISCHARGED)
 
 /* Default time a protection event without a matching recovery event counts as active. */
 #define CHARGE_PROT_HOLD_S_DEFAULT 120u
