@@ -22,6 +22,12 @@
 #define STOP_MARGIN_V_PER_CELL 0.005f
 /* ... and never below cells x (float_cell_v - this): a sane absolute floor. */
 #define FLOOR_BELOW_FLOAT_V 0.15f
+/* While charging must stop, the held CVL follows the pack voltage down only while the pack is
+ * not discharging faster than this fraction of max_discharge_a (at least STOP_FOLLOW_MIN_A):
+ * a resting pack that lost charge is not recharged, and an inverter that discharges the pack
+ * towards CVL is not chased down. */
+#define STOP_FOLLOW_DISCHARGE_FRACTION 0.05f
+#define STOP_FOLLOW_MIN_A 2.0f
 /* Absorption spread tolerance at least the BMS's allowed disbalance (reg 308) plus this. */
 #define DISBALANCE_MARGIN_MV 5.0f
 /* The pack "is at target" within this per cell. */
@@ -461,9 +467,38 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
     }
 }
 
-/* CVL of this step before the upward rate limit; advances the phase machine. */
+/* Charging must stop: CVL at the pack voltage (minus STOP_MARGIN_V_PER_CELL), so no charger
+ * pushes current whatever it does with CCL (a MultiPlus keeps ~0.5 A at CCL 0, an MPPT with
+ * feed-in ignores CCL). Held until charging may resume: it follows the pack down while the pack
+ * rests (a pack that discharged is not recharged while, say, still frozen), never up, and never
+ * below cells x discharge_cell_v (never 0, never a CVL that would ask an inverter to empty the
+ * battery). Returns the held value; clears the hold when stop is false. */
+static float stop_cvl(struct charge_control *cc, const struct pack_view *v, bool stop, float cvl)
+{
+    float n = (float)v->cells;
+    if (!stop) {
+        cc->stop_hold = false;
+        return cvl;
+    }
+    float floor_v = n * cc->cfg.discharge_cell_v;
+    float at_pack = max_f(floor_v, v->pack_v - STOP_MARGIN_V_PER_CELL * n);
+    float current = v->live->pack_current_a;
+    float follow_a = max_f(STOP_FOLLOW_MIN_A, STOP_FOLLOW_DISCHARGE_FRACTION * cc->cfg.max_discharge_a);
+    bool resting = !finite_f(current) || current >= -follow_a;
+    if (!cc->stop_hold) {
+        float prev = cc->started ? cc->cvl_v : cvl;
+        cc->stop_cvl_v = max_f(floor_v, min_f(prev, at_pack));
+        cc->stop_hold = true;
+    } else if (resting && at_pack < cc->stop_cvl_v) {
+        cc->stop_cvl_v = at_pack;
+    }
+    return cc->stop_cvl_v;
+}
+
+/* CVL of this step before the upward rate limit; advances the phase machine. stop: charging
+ * must stop (see stop_cvl). */
 static float compute_cvl(struct charge_control *cc, const struct pack_view *v, uint64_t dt_ms,
-                         char *reason, bool *may_step_up)
+                         bool stop, char *reason, bool *may_step_up)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float n = (float)v->cells;
@@ -510,6 +545,12 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     if (cc->excess_hold && cc->excess_cvl_v < cvl) {
         cvl = cc->excess_cvl_v;
         reason_num(reason, "cell excess, max ", v->max_cell_v, 3, " V");
+    }
+
+    float held = stop_cvl(cc, v, stop, cvl);
+    if (stop && held <= cvl) {
+        cvl = held;
+        reason_num(reason, "charge stopped, hold ", held, 2, " V");
     }
 
     /* Hard upper bound last: whatever happened above, never charge past the BMS cutoff. */
@@ -826,10 +867,20 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     if (cc->cap_active && now_ms >= cc->cap_until_ms)
         cc->cap_active = false;
 
+    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
+    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
+    out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
+                                first, now_ms, dt_s, out->ccl_reason);
+    out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
+                                first, now_ms, dt_s, out->dcl_reason);
+    /* Charging must stop: the charge target is 0, or so small that CCL stays latched at 0. */
+    bool stop = out->ccl_target_a <= 0.0f ||
+                (cc->ccl.at_zero && out->ccl_target_a <= cc->cfg.zero_exit_a);
+
     /* CVL: decreases at once; increases limited, except the float -> bulk return (the pack is
      * far below target then, so the step changes no current). */
     bool may_step_up = false;
-    float cvl = compute_cvl(cc, &v, dt_ms, out->cvl_reason, &may_step_up);
+    float cvl = compute_cvl(cc, &v, dt_ms, stop, out->cvl_reason, &may_step_up);
     out->cvl_target_v = cvl;
     if (!first && !may_step_up && cvl > cc->cvl_v) {
         float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * dt_s;
@@ -841,13 +892,6 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     cc->cvl_v = cvl;
     out->cvl_v = cvl;
     out->discharge_v = (float)v.cells * cc->cfg.discharge_cell_v;
-
-    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
-    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
-    out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
-                                first, now_ms, dt_s, out->ccl_reason);
-    out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
-                                first, now_ms, dt_s, out->dcl_reason);
 
     count_change(&cc->sent_cvl_dv, &cc->cvl_changes, out->cvl_v, first);
     count_change(&cc->sent_ccl_da, &cc->ccl_changes, out->ccl_a, first);

@@ -130,6 +130,8 @@ struct charge_control {
     float float_cvl_v;                   /* float-phase ramp position (V) */
     bool excess_hold;                    /* CVL held down by cell excess */
     float excess_cvl_v;                  /* the held-down CVL */
+    bool stop_hold;                      /* charging must stop: CVL held at the pack voltage */
+    float stop_cvl_v;                    /* the held CVL (only goes down while held) */
     struct charge_ramp ccl, dcl;
     /* External cap (app_charge_cap): can only lower the limits; expires. */
     bool cap_active;
