@@ -263,7 +263,8 @@ static void test_cvl_excess_reduction(void)
     CHECK_NEAR(out.cvl_v, held + 0.0032, 1e-4);
     CHECK_REASON(out.cvl_reason, "rise limit");
     CHECK_NEAR(out.cvl_target_v, 55.2, 1e-3);
-    CHECK_EQ_INT(charge_control_step(&cc, &in, 12000, &out), GW_OK);
+    for (uint64_t ms = 3000; ms <= 12000; ms += 1000)
+        CHECK_EQ_INT(charge_control_step(&cc, &in, ms, &out), GW_OK);
     CHECK_NEAR(out.cvl_v, held + 0.0032 * 11, 1e-3);
     /* A new excess: the decrease applies at once. */
     float risen = out.cvl_v;
@@ -816,9 +817,14 @@ static void test_event_newer_than_sample_counts(void)
     struct charge_limits r = one_step(&c, &d, NULL, &log);
     CHECK_EQ_INT(r.ccl_a, 0);
     CHECK_STR(r.ccl_reason, "bms over-voltage cutoff");
-    /* Across the 24-bit wrap too: sample at 0xFFFFFE, event at 1. */
+    /* Across the 24-bit wrap (sample at 0xFFFFFE, event at 1) the pure function cannot tell a
+     * new event from one logged 2^24 s ago and takes the old one (an old event must never look
+     * new, test_event_timestamps_beyond_2_24); charge control, which sees the event appear in
+     * the log, counts it at once (same test). */
     d.lifetime_s = 0xFFFFFE;
     log.events[0].timestamp_s = 1;
+    CHECK(!(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE));
+    d.lifetime_s = 0x1000001; /* one sample later: 0 s old */
     CHECK(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_OVER_VOLTAGE);
     /* An event far "ahead" is an old one from before a wrap: still ignored. */
     d.lifetime_s = 1000;
@@ -1057,7 +1063,120 @@ static void test_charge_stop_pulls_cvl_down(void)
     CHECK_REASON(r.cvl_reason, "rise limit");
 }
 
-TEST_MAIN(TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
+/* Defect: the ramps jumped after a pause. A step up to 65 s after the previous one counted the
+ * whole time for the ramps: a CCL ramp of 5 A/s went 300 A in one step, CVL rose 0.19 V, and a
+ * pending increase passed its delay during the pause. Increases count at most 2 s per step. */
+static void test_ramps_do_not_jump_after_a_pause(void)
+{
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct bms_settings s;
+    memset(&s, 0, sizeof s);
+    struct charge_inputs in = { &d, &s, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    s.present_mask = 0; /* target 100 A */
+    out = run(&cc, &in, &t, 31);
+    CHECK_NEAR(out.ccl_a, 50.0, 1e-3);
+    t += 60000; /* a 60 s pause (below the 65 s gap rule) */
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    CHECK(out.ccl_a <= 60.0f + 1e-3f);
+
+    /* The increase delay does not pass during a pause either. */
+    set_setting(&s, 318, 50);
+    out = run(&cc, &in, &t, 1);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    s.present_mask = 0;
+    out = run(&cc, &in, &t, 1); /* the wait starts */
+    t += 40000;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    CHECK_NEAR(out.ccl_a, 45.0, 1e-3);
+    CHECK_REASON(out.ccl_reason, "increase delay");
+
+    /* CVL rise: 2 s worth (6.4 mV) at most per step. */
+    struct gw_config_charge higher = lfp();
+    higher.target_cell_v = 3.50f;
+    CHECK_EQ_INT(charge_control_set_config(&cc, &higher), GW_OK);
+    float cvl = out.cvl_v;
+    t += 60000;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    CHECK(out.cvl_v <= cvl + 0.0064f + 1e-4f);
+}
+
+/* Defect: event timestamps are 24-bit BMS lifetime seconds; they alias every 2^24 s (194 days).
+ * An event logged 2^24 - 1000 s ago looked 1000 s "newer than the sample" and counted as just
+ * logged: an old under-voltage event could switch the inverter off for an hour. */
+static void test_event_timestamps_beyond_2_24(void)
+{
+    struct bms_live_data d;
+    struct bms_event_log log;
+    make_live(&d, 3.30f);
+    d.lifetime_s = (1u << 24) + 5000u;
+    memset(&log, 0, sizeof log);
+    log.valid = true;
+    log.count = 1;
+    log.events[0].id = 0x02; /* under-voltage at lifetime 6000: 2^24 - 1000 s ago */
+    log.events[0].timestamp_s = 6000;
+    CHECK(!(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_UNDER_VOLTAGE));
+    log.events[0].timestamp_s = 4990; /* 10 s ago (lifetime 2^24 + 4990) */
+    CHECK(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_UNDER_VOLTAGE);
+    log.events[0].timestamp_s = 4000; /* 1000 s ago: older than the hold */
+    CHECK(!(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_UNDER_VOLTAGE));
+    /* Far beyond: lifetime 3 x 2^24 + 100, event 50 s ago. */
+    d.lifetime_s = 3u * (1u << 24) + 100u;
+    log.events[0].timestamp_s = 50;
+    CHECK(charge_protections_active(&d, &log, CHARGE_PROT_HOLD_S_DEFAULT) & CHARGE_PROT_UNDER_VOLTAGE);
+
+    /* Charge control follows the log from step to step: the old event is ignored, one that
+     * appears later is new even when the log is read a few seconds after the sample (here
+     * across a 24-bit wrap of the timestamps). */
+    struct gw_config_charge c = lfp();
+    struct charge_control cc;
+    struct charge_limits out;
+    struct charge_inputs in = { &d, NULL, &log };
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.30f);
+    d.lifetime_s = 2u * (1u << 24) - 100u;
+    log.count = 1;
+    log.events[0].id = 0x02;
+    log.events[0].timestamp_s = 0xFFFFFFu - 30u; /* 2^24 - 70 s ago: an old one */
+    uint64_t t = 0;
+    for (unsigned i = 0; i < 200; i++) {
+        t += 1000;
+        d.lifetime_s++;
+        CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+        CHECK(out.dcl_a > 0.0f);
+        if (out.dcl_a == 0.0f)
+            break;
+    }
+    /* lifetime now 2 x 2^24 + 100: an under-voltage event logged 2 s after the sample. */
+    log.count = 2;
+    log.events[1].id = 0x02;
+    log.events[1].timestamp_s = (d.lifetime_s + 2u) & 0xFFFFFFu;
+    t += 1000;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    CHECK_EQ_INT(out.dcl_a, 0);
+    CHECK_STR(out.dcl_reason, "bms under-voltage cutoff");
+    /* And at the 24-bit wrap of the sample itself: sample 0xFFFFFE, event at 1. */
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    d.lifetime_s = 0xFFFFFEu;
+    log.count = 0;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t, &out), GW_OK);
+    log.count = 1;
+    log.events[0].id = 0x03;
+    log.events[0].timestamp_s = 1;
+    CHECK_EQ_INT(charge_control_step(&cc, &in, t + 1000, &out), GW_OK);
+    CHECK_EQ_INT(out.ccl_a, 0);
+    CHECK_STR(out.ccl_reason, "bms over-voltage cutoff");
+}
+
+TEST_MAIN(TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),

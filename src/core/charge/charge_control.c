@@ -2,6 +2,7 @@
  * docs/charge-control.md is the user-facing description; the constants below are the fixed
  * safety margins it documents. */
 #include "charge_control.h"
+#include "charge_internal.h"
 
 #include "gw_error.h"
 #include "tinybms.h"
@@ -49,6 +50,10 @@
 /* Steps further apart than this (more than the slowest CAN live period, 60 s) mean the
  * controller was not stepped (process paused, clock jump): treated like a data gap. */
 #define MAX_STEP_GAP_MS 65000u
+/* Increases (CCL/DCL ramps and their delay, the CVL rise) count at most this much time per
+ * step: a late step must not ramp across the time nobody watched. Steps are normally 1 s apart;
+ * a caller stepping slower gets slower increases (the safe side). */
+#define MAX_RAMP_DT_MS 2000u
 
 /* ---- small numeric helpers (no libm: the core is freestanding-friendly) ----------------- */
 
@@ -731,8 +736,10 @@ static float discharge_target(struct charge_control *cc, const struct pack_view 
  * exceeds zero_exit_a. On the very first step the target is taken as is (no history: a daemon
  * restart must not switch an island inverter off for the delay). */
 static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge *c, float max_a,
-                            float target, bool first, uint64_t now_ms, float dt_s, char *reason)
+                            float target, bool first, uint64_t dt_ms, char *reason)
 {
+    uint64_t ramp_ms = dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms;
+    float dt_s = (float)ramp_ms / 1000.0f;
     float deadband = max_f(INCREASE_DEADBAND_MIN_A, INCREASE_DEADBAND_FRACTION * max_a);
     if (first) {
         r->value_a = target;
@@ -765,9 +772,11 @@ static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge
     }
     if (!r->waiting) {
         r->waiting = true;
-        r->increase_since_ms = now_ms;
+        r->waited_ms = 0;
+    } else {
+        r->waited_ms += ramp_ms;
     }
-    if (elapsed_ms(now_ms, r->increase_since_ms) < (uint64_t)c->increase_delay_s * 1000u) {
+    if (r->waited_ms < (uint64_t)c->increase_delay_s * 1000u) {
         reason_num(reason, "increase delay (target ", target, 1, " A)");
         return r->value_a;
     }
@@ -854,13 +863,13 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
         cc->dcl.waiting = false;
     }
     cc->data_gap = false;
-    float dt_s = (float)dt_ms / 1000.0f;
     if (first || resume || now_ms > cc->last_ms)
         cc->last_ms = now_ms;
 
     struct pack_view v;
     build_view(in, &v);
-    uint32_t prot = charge_protections_active(in->live, in->events, CHARGE_PROT_HOLD_S_DEFAULT);
+    uint32_t prot = charge__protections_tracked(&cc->events, in->live, in->events,
+                                                CHARGE_PROT_HOLD_S_DEFAULT);
     prot = resolve_fault(prot, &v);
     out->protections = prot;
 
@@ -870,9 +879,9 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
     out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
     out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
-                                first, now_ms, dt_s, out->ccl_reason);
+                                first, dt_ms, out->ccl_reason);
     out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
-                                first, now_ms, dt_s, out->dcl_reason);
+                                first, dt_ms, out->dcl_reason);
     /* Charging must stop: the charge target is 0, or so small that CCL stays latched at 0. */
     bool stop = out->ccl_target_a <= 0.0f ||
                 (cc->ccl.at_zero && out->ccl_target_a <= cc->cfg.zero_exit_a);
@@ -883,7 +892,8 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     float cvl = compute_cvl(cc, &v, dt_ms, stop, out->cvl_reason, &may_step_up);
     out->cvl_target_v = cvl;
     if (!first && !may_step_up && cvl > cc->cvl_v) {
-        float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * dt_s;
+        float rise_s = (float)(dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms) / 1000.0f;
+        float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * rise_s;
         if (cvl > ceiling) {
             cvl = ceiling;
             reason_num(out->cvl_reason, "rise limit (target ", out->cvl_target_v, 2, " V)");
