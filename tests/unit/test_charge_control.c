@@ -196,7 +196,7 @@ static void test_cvl_target_and_bms_bounds(void)
     memset(&s, 0, sizeof s);
     set_setting(&s, 300, 3400); /* fully charged below the target */
     r = one_step(&c, &d, &s, NULL);
-    CHECK_NEAR(r.cvl_v, 54.4, 1e-3);
+    CHECK_NEAR(r.cvl_v, 16 * 3.37, 1e-3); /* 30 mV below it */
     CHECK_REASON(r.cvl_reason, "bms fully charged 3.400");
 
     memset(&s, 0, sizeof s);
@@ -1176,7 +1176,48 @@ static void test_event_timestamps_beyond_2_24(void)
     CHECK_STR(out.ccl_reason, "bms over-voltage cutoff");
 }
 
-TEST_MAIN(TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
+/* Defect: register 300 (fully charged) did not bound the cell limit and online status 0x92
+ * (fully charged) was ignored: with register 300 at 3.50 V the high cells were let up to the
+ * 3.55 V limit, and the BMS opened its charge switch. The target and the cell limit stay 30 mV
+ * below register 300; 0x92 ends the charge (float, from the present pack voltage). */
+static void test_fully_charged_register_and_status(void)
+{
+    struct gw_config_charge c = lfp();
+    struct bms_live_data d;
+    struct bms_settings s;
+    struct charge_limits r;
+    memset(&s, 0, sizeof s);
+    set_setting(&s, 300, 3500);
+    make_live(&d, 3.40f);
+    set_cell(&d, 5, 3.49f);
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, (15 * 3.40f + 3.49f) - (3.49f - 3.47f), 2e-3);
+    CHECK_REASON(r.cvl_reason, "cell excess");
+    set_setting(&s, 300, 3460); /* the target too: 3.43 V/cell */
+    make_live(&d, 3.30f);
+    r = one_step(&c, &d, &s, NULL);
+    CHECK_NEAR(r.cvl_v, 16 * 3.43, 2e-3);
+    CHECK_REASON(r.cvl_reason, "bms fully charged 3.460 V/cell - margin");
+
+    /* Status 0x92 in bulk: float at once, CVL no higher than the pack, then the float ramp. */
+    struct charge_control cc;
+    struct charge_inputs in = { &d, NULL, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    make_live(&d, 3.44f);
+    d.soc_ppm = 97000000u;
+    r = run(&cc, &in, &t, 10);
+    CHECK_EQ_INT(r.phase, CHARGE_PHASE_BULK);
+    d.online_status = BMS_STATUS_FULLY_CHARGED;
+    r = run(&cc, &in, &t, 1);
+    CHECK_EQ_INT(r.phase, CHARGE_PHASE_FLOAT);
+    CHECK(r.cvl_v <= d.pack_voltage_v + 1e-3f);
+    r = run(&cc, &in, &t, 3600);
+    CHECK_EQ_INT(r.phase, CHARGE_PHASE_FLOAT);
+    CHECK_NEAR(r.cvl_v, 54.0, 1e-3);
+}
+
+TEST_MAIN(TEST_CASE(test_fully_charged_register_and_status), TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),

@@ -14,6 +14,9 @@
 /* Cell-voltage margin kept below the BMS over-voltage cutoff (reg 315) for CVL and CCL, and
  * above the under-voltage cutoff (reg 316) for DCL: the limits act before the BMS trips. */
 #define CUTOFF_MARGIN_V 0.05f
+/* Target and cell limit stay this far below the BMS's fully-charged voltage (reg 300): a cell
+ * reaching it makes the TinyBMS open its charge switch and report "fully charged". */
+#define FULL_MARGIN_V 0.03f
 /* A limit forced to 0 near a cutoff is released only this far from the cutoff (hysteresis). */
 #define CUTOFF_RELEASE_V 0.10f
 /* The excess hold on CVL is released when the highest cell is this far below cell_limit_v. */
@@ -406,9 +409,9 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
 {
     float target = cc->cfg.target_cell_v;
     reason_num(reason, "target ", target, 3, " V/cell");
-    if (v->has_full && v->full_cell_v < target) {
-        target = v->full_cell_v;
-        reason_num(reason, "bms fully charged ", target, 3, " V/cell");
+    if (v->has_full && v->full_cell_v - FULL_MARGIN_V < target) {
+        target = v->full_cell_v - FULL_MARGIN_V;
+        reason_num(reason, "bms fully charged ", v->full_cell_v, 3, " V/cell - margin");
     }
     if (v->has_ov && v->ov_cell_v - CUTOFF_MARGIN_V < target) {
         target = v->ov_cell_v - CUTOFF_MARGIN_V;
@@ -432,6 +435,18 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
     if (v->has_restart && v->restart_pct > rebulk_soc)
         rebulk_soc = v->restart_pct; /* the BMS restarts charging there: follow it */
     bool rebulk = v->soc_pct < rebulk_soc || v->spread_mv > c->rebulk_spread_mv;
+    /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
+    bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
+    if (bms_full) {
+        rebulk = false;
+        if (cc->phase != CHARGE_PHASE_FLOAT) {
+            cc->phase = CHARGE_PHASE_FLOAT;
+            /* The float ramp starts no higher than the pack: the chargers stop now. */
+            float at_pack = v->pack_v - STOP_MARGIN_V_PER_CELL * (float)v->cells;
+            float prev = cc->started ? cc->cvl_v : target_pack_v;
+            cc->float_cvl_v = max_f(float_pack_v, min_f(min_f(prev, target_pack_v), at_pack));
+        }
+    }
 
     *stepped_up = false;
     switch (cc->phase) {
@@ -528,6 +543,8 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     float limit = c->cell_limit_v;
     if (v->has_ov)
         limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
+    if (v->has_full)
+        limit = min_f(limit, v->full_cell_v - FULL_MARGIN_V);
     limit = max_f(limit, target_cell);
     float excess = 0.0f;
     for (unsigned i = 0; i < v->cells; i++) {
