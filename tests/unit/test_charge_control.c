@@ -365,11 +365,13 @@ static void test_phases(void)
     CHECK_STR(out.cvl_reason, "float 3.375 V/cell");
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
 
-    /* SOC below 80 %: back to bulk, CVL steps back up at once (documented). */
+    /* SOC below 80 % with the pack below float (3.33 V/cell) for 10 minutes: back to bulk, CVL
+     * rises from float at the rise limit (test_rebulk_needs_time_and_voltage). */
+    make_live(&d, 3.33f);
     d.soc_ppm = 79000000u;
-    out = run(&cc, &in, &t, 1);
+    out = run(&cc, &in, &t, 601);
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
-    CHECK_NEAR(out.cvl_v, 55.2, 1e-3);
+    CHECK(out.cvl_v < 54.0f + 0.01f);
 }
 
 static void test_rebulk_by_spread_and_restart_level(void)
@@ -388,9 +390,9 @@ static void test_rebulk_by_spread_and_restart_level(void)
     d.soc_ppm = 99000000u;
     out = run(&cc, &in, &t, 12);
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
-    /* Spread beyond rebulk_spread_mv (80). */
+    /* Spread beyond rebulk_spread_mv (80) for 10 minutes. */
     set_cell(&d, 0, 3.36f);
-    out = run(&cc, &in, &t, 1);
+    out = run(&cc, &in, &t, 601);
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
 
     /* Register 321 (charge restart level 90 %) above the config's 80 %: it wins. */
@@ -399,8 +401,9 @@ static void test_rebulk_by_spread_and_restart_level(void)
     out = run(&cc, &in, &t, 12);
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
     set_setting(&s, 321, 90);
+    make_live(&d, 3.34f); /* below float - 30 mV: voltage evidence */
     d.soc_ppm = 85000000u;
-    out = run(&cc, &in, &t, 1);
+    out = run(&cc, &in, &t, 601);
     CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
 }
 
@@ -1217,7 +1220,111 @@ static void test_fully_charged_register_and_status(void)
     CHECK_NEAR(r.cvl_v, 54.0, 1e-3);
 }
 
-TEST_MAIN(TEST_CASE(test_fully_charged_register_and_status), TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
+/* Sets every cell of d to cell_v keeping the SOC, status and current. */
+static void set_all_cells(struct bms_live_data *d, float cell_v)
+{
+    for (unsigned i = 0; i < d->cell_count; i++)
+        d->cell_mv_x10[i] = (uint16_t)(cell_v * 10000.0f + 0.5f);
+    refresh(d);
+}
+
+/* Brings cc to float on a full pack (3.45 V/cell, SOC 99 %, absorb_time_s 10). */
+static void reach_float(struct charge_control *cc, struct bms_live_data *d, struct charge_inputs *in,
+                        uint64_t *t)
+{
+    make_live(d, 3.45f);
+    d->soc_ppm = 99000000u;
+    struct charge_limits out = run(cc, in, t, 12);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    out = run(cc, in, t, 3600); /* float ramp done */
+    CHECK_NEAR(out.cvl_v, 54.0, 1e-3);
+}
+
+/* Defect: a wrong SOC (100 -> 0 after a BMS reset) stepped CVL up to the target at once on a
+ * full pack and made bulk/absorption toggle every second; a rebulk caused by the cell spread
+ * stepped CVL up at once too. A rebulk needs time (10 min) and voltage evidence (SOC alone is
+ * not enough), and CVL never rises faster than the rise limit. */
+static void test_rebulk_needs_time_and_voltage(void)
+{
+    struct gw_config_charge c = lfp();
+    c.absorb_time_s = 10;
+    struct charge_control cc;
+    struct charge_limits out;
+    struct bms_live_data d;
+    struct charge_inputs in = { &d, NULL, NULL };
+    uint64_t t = 0;
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    reach_float(&cc, &d, &in, &t);
+
+    /* BMS reset: SOC 0 on a full pack resting at 3.40 V/cell. Float stays, CVL stays. */
+    set_all_cells(&d, 3.40f);
+    d.soc_ppm = 0;
+    uint32_t cvl_changes = out.cvl_changes;
+    out = run(&cc, &in, &t, 1);
+    cvl_changes = out.cvl_changes;
+    out = run(&cc, &in, &t, 7200);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    CHECK_NEAR(out.cvl_v, 54.0, 1e-3);
+    CHECK_EQ_INT(out.cvl_changes, cvl_changes);
+
+    /* In absorption with a wrong SOC: no toggling between bulk and absorption. */
+    struct gw_config_charge c2 = lfp();
+    struct charge_control cc2;
+    uint64_t t2 = 0;
+    CHECK_EQ_INT(charge_control_init(&cc2, &c2), GW_OK);
+    make_live(&d, 3.45f);
+    d.soc_ppm = 0;
+    unsigned toggles = 0;
+    uint8_t phase = CHARGE_PHASE_BULK;
+    for (unsigned i = 0; i < 600; i++) {
+        out = run(&cc2, &in, &t2, 1);
+        toggles += out.phase != phase;
+        phase = out.phase;
+    }
+    CHECK_EQ_INT(toggles, 1); /* bulk -> absorption, once */
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_ABSORPTION);
+
+    /* A real discharge: SOC 75 % and the pack below float (3.32 V/cell): bulk after 10 min,
+     * not before; CVL then rises at 3.2 mV/s. A short dip does not count. */
+    set_all_cells(&d, 3.32f);
+    d.soc_ppm = 75000000u;
+    out = run(&cc, &in, &t, 300);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    set_all_cells(&d, 3.36f); /* the load is gone: evidence restarts */
+    out = run(&cc, &in, &t, 5);
+    set_all_cells(&d, 3.32f);
+    out = run(&cc, &in, &t, 599);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    out = run(&cc, &in, &t, 2);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+    CHECK(out.cvl_v < 54.0f + 0.01f);
+    out = run(&cc, &in, &t, 100);
+    CHECK_NEAR(out.cvl_v, 54.0 + 0.32, 0.01);
+    CHECK_REASON(out.cvl_reason, "rise limit");
+
+    /* A SOC stuck high does not stop a rebulk once the voltage is clearly low (3.28 V/cell). */
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    t = 0;
+    reach_float(&cc, &d, &in, &t);
+    set_all_cells(&d, 3.28f);
+    d.soc_ppm = 100000000u;
+    out = run(&cc, &in, &t, 620);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+
+    /* Spread above rebulk_spread_mv: bulk after 10 min, CVL rises at the rise limit. */
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    t = 0;
+    reach_float(&cc, &d, &in, &t);
+    set_all_cells(&d, 3.38f);
+    set_cell(&d, 0, 3.29f);
+    out = run(&cc, &in, &t, 590);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    out = run(&cc, &in, &t, 20);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+    CHECK(out.cvl_v < 54.0f + 0.1f);
+}
+
+TEST_MAIN(TEST_CASE(test_rebulk_needs_time_and_voltage), TEST_CASE(test_fully_charged_register_and_status), TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),

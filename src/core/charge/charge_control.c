@@ -420,35 +420,50 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
     return target;
 }
 
+/* Rebulk evidence, per cell: the pack average below float_cell_v by this with the SOC under the
+ * rebulk level, or by the deep value whatever the SOC says (a SOC stuck high). SOC alone is no
+ * evidence: a BMS reset reads 0 % on a full pack. */
+#define REBULK_BELOW_FLOAT_V 0.03f
+#define REBULK_DEEP_BELOW_FLOAT_V 0.075f
+/* ... and the evidence (or a spread above rebulk_spread_mv) must hold this long without a
+ * break: a load peak, a cloud or a wrong reading does not restart a charge. */
+#define REBULK_CONFIRM_MS (600u * 1000u)
+
 static void update_phase(struct charge_control *cc, const struct pack_view *v, float target_pack_v,
-                         float float_pack_v, uint64_t dt_ms, bool *stepped_up)
+                         float float_pack_v, uint64_t dt_ms)
 {
     const struct gw_config_charge *c = &cc->cfg;
-    bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * (float)v->cells;
+    float n = (float)v->cells;
+    bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * n;
     /* The BMS does not balance below its allowed disbalance (register 308, 15 mV at least):
      * asking for a smaller spread would keep the pack in bulk for ever. */
     float spread_tol = c->absorb_spread_mv;
     if (v->has_disbalance && v->disbalance_mv + DISBALANCE_MARGIN_MV > spread_tol)
         spread_tol = v->disbalance_mv + DISBALANCE_MARGIN_MV;
     bool spread_ok = v->spread_mv <= spread_tol;
+
     float rebulk_soc = c->rebulk_soc_percent;
     if (v->has_restart && v->restart_pct > rebulk_soc)
         rebulk_soc = v->restart_pct; /* the BMS restarts charging there: follow it */
-    bool rebulk = v->soc_pct < rebulk_soc || v->spread_mv > c->rebulk_spread_mv;
+    float float_cell = float_pack_v / n, avg_cell = v->pack_v / n;
+    bool discharged = (v->soc_pct < rebulk_soc && avg_cell < float_cell - REBULK_BELOW_FLOAT_V) ||
+                      avg_cell < float_cell - REBULK_DEEP_BELOW_FLOAT_V;
+    bool spread_wide = v->spread_mv > c->rebulk_spread_mv;
     /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
     bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
-    if (bms_full) {
-        rebulk = false;
-        if (cc->phase != CHARGE_PHASE_FLOAT) {
-            cc->phase = CHARGE_PHASE_FLOAT;
-            /* The float ramp starts no higher than the pack: the chargers stop now. */
-            float at_pack = v->pack_v - STOP_MARGIN_V_PER_CELL * (float)v->cells;
-            float prev = cc->started ? cc->cvl_v : target_pack_v;
-            cc->float_cvl_v = max_f(float_pack_v, min_f(min_f(prev, target_pack_v), at_pack));
-        }
+    bool evidence = !bms_full && cc->phase != CHARGE_PHASE_BULK && (discharged || spread_wide);
+    cc->rebulk_evidence_ms = evidence ? cc->rebulk_evidence_ms + dt_ms : 0;
+    bool rebulk = cc->rebulk_evidence_ms >= REBULK_CONFIRM_MS;
+    if (rebulk)
+        cc->rebulk_evidence_ms = 0;
+    if (bms_full && cc->phase != CHARGE_PHASE_FLOAT) {
+        cc->phase = CHARGE_PHASE_FLOAT;
+        /* The float ramp starts no higher than the pack: the chargers stop now. */
+        float at_pack = v->pack_v - STOP_MARGIN_V_PER_CELL * n;
+        float prev = cc->started ? cc->cvl_v : target_pack_v;
+        cc->float_cvl_v = max_f(float_pack_v, min_f(min_f(prev, target_pack_v), at_pack));
     }
 
-    *stepped_up = false;
     switch (cc->phase) {
     case CHARGE_PHASE_BULK:
         if (at_target && spread_ok) {
@@ -471,18 +486,16 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
         }
         break;
     case CHARGE_PHASE_FLOAT:
-        if (rebulk) {
+        /* Back to bulk; CVL rises from the float value at the rise limit. */
+        if (rebulk)
             cc->phase = CHARGE_PHASE_BULK;
-            *stepped_up = true; /* far below target: stepping CVL up changes no current */
-            break;
-        }
         break;
     default:
         cc->phase = CHARGE_PHASE_BULK;
         break;
     }
     if (cc->phase == CHARGE_PHASE_FLOAT) {
-        float step = c->float_ramp_mv_per_cell_s / 1000.0f * (float)v->cells * (float)dt_ms / 1000.0f;
+        float step = c->float_ramp_mv_per_cell_s / 1000.0f * n * (float)dt_ms / 1000.0f;
         cc->float_cvl_v = max_f(float_pack_v, min_f(cc->float_cvl_v, target_pack_v) - step);
     }
 }
@@ -518,7 +531,7 @@ static float stop_cvl(struct charge_control *cc, const struct pack_view *v, bool
 /* CVL of this step before the upward rate limit; advances the phase machine. stop: charging
  * must stop (see stop_cvl). */
 static float compute_cvl(struct charge_control *cc, const struct pack_view *v, uint64_t dt_ms,
-                         bool stop, char *reason, bool *may_step_up)
+                         bool stop, char *reason)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float n = (float)v->cells;
@@ -526,7 +539,7 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     float float_cell = min_f(c->float_cell_v, target_cell);
     float target_pack = n * target_cell;
     float float_pack = n * float_cell;
-    update_phase(cc, v, target_pack, float_pack, dt_ms, may_step_up);
+    update_phase(cc, v, target_pack, float_pack, dt_ms);
 
     float cvl = target_pack;
     if (cc->phase == CHARGE_PHASE_FLOAT) {
@@ -903,12 +916,10 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     bool stop = out->ccl_target_a <= 0.0f ||
                 (cc->ccl.at_zero && out->ccl_target_a <= cc->cfg.zero_exit_a);
 
-    /* CVL: decreases at once; increases limited, except the float -> bulk return (the pack is
-     * far below target then, so the step changes no current). */
-    bool may_step_up = false;
-    float cvl = compute_cvl(cc, &v, dt_ms, stop, out->cvl_reason, &may_step_up);
+    /* CVL: decreases at once; every increase at the rise limit. */
+    float cvl = compute_cvl(cc, &v, dt_ms, stop, out->cvl_reason);
     out->cvl_target_v = cvl;
-    if (!first && !may_step_up && cvl > cc->cvl_v) {
+    if (!first && cvl > cc->cvl_v) {
         float rise_s = (float)(dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms) / 1000.0f;
         float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * rise_s;
         if (cvl > ceiling) {

@@ -144,6 +144,7 @@ struct charge_control {
     bool data_gap;                       /* a step without usable data happened since */
     uint64_t absorb_elapsed_ms;          /* time at target with spread within tolerance */
     uint64_t top_elapsed_ms;             /* time at the target voltage, whatever the spread */
+    uint64_t rebulk_evidence_ms;         /* how long the evidence for a rebulk has held */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
     float cvl_v;                         /* last CVL sent */
