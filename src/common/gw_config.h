@@ -59,6 +59,7 @@ struct gw_config_charge {
     float discharge_cell_v;           /* 0x351 byte 6 discharge voltage per cell, LFP 2.90, NMC 3.20 */
     float absorb_spread_mv;           /* absorption starts with spread within, default 10 */
     uint32_t absorb_time_s;           /* absorption duration before float, default 900 */
+    uint32_t max_top_time_s;          /* at most this long at the top per charge, then float, default 7200 */
     float float_ramp_mv_per_cell_s;   /* CVL ramp from target to float, default 1.0 */
     float rebulk_soc_percent;         /* back to bulk below, default 80 */
     float rebulk_spread_mv;           /* back to bulk above this spread, default 80 */

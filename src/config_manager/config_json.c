@@ -72,6 +72,7 @@ const struct config_field config__fields[] = {
     FIELD(charge, S_CHG, discharge_cell_v, CFG_FLOAT, .min = 2.5, .max = 4.0),
     FIELD(charge, S_CHG, absorb_spread_mv, CFG_FLOAT, .min = 1, .max = 500),
     FIELD(charge, S_CHG, absorb_time_s, CFG_U32, .min = 0, .max = 86400),
+    FIELD(charge, S_CHG, max_top_time_s, CFG_U32, .min = 600, .max = 86400),
     FIELD(charge, S_CHG, float_ramp_mv_per_cell_s, CFG_FLOAT, .min = 0.01, .max = 100),
     FIELD(charge, S_CHG, rebulk_soc_percent, CFG_FLOAT, .min = 0, .max = 100),
     FIELD(charge, S_CHG, rebulk_spread_mv, CFG_FLOAT, .min = 1, .max = 1000),

@@ -539,6 +539,10 @@ static void check_coherence(const struct gw_config *c, struct config_errors *err
         check_bound(ch->discharge_cell_v, b->discharge_min, b->discharge_max, "charge.discharge_cell_v", b, "",
                     errors);
     }
+    if (ch->max_top_time_s < ch->absorb_time_s)
+        config_errors_add(errors, "charge.max_top_time_s",
+                          "must be at least charge.absorb_time_s, or absorption could never end normally (%u < %u)",
+                          ch->max_top_time_s, ch->absorb_time_s);
     if (!(ch->no_cell_temp_charge_a <= ch->max_charge_a))
         config_errors_add(errors, "charge.no_cell_temp_charge_a", "must not exceed charge.max_charge_a (%g > %g)",
                           (double)ch->no_cell_temp_charge_a, (double)ch->max_charge_a);

@@ -318,6 +318,11 @@ static void test_coherence_rules(void)
     EXPECT_ERROR("{\"charge\":{\"no_cell_temp_charge_a\":150}}", "charge.no_cell_temp_charge_a",
                  "charge.max_charge_a");
     EXPECT_OK("{\"charge\":{\"no_cell_temp_charge_a\":10}}");
+    /* The time at the top must leave room for the absorption. */
+    EXPECT_ERROR("{\"charge\":{\"max_top_time_s\":600,\"absorb_time_s\":900}}", "charge.max_top_time_s",
+                 "charge.absorb_time_s");
+    EXPECT_ERROR("{\"charge\":{\"max_top_time_s\":60}}", "charge.max_top_time_s", NULL);
+    EXPECT_OK("{\"charge\":{\"max_top_time_s\":3600}}");
     EXPECT_ERROR("{\"can\":{\"identity_period_ms\":1000,\"live_period_ms\":2000}}", "can.identity_period_ms", NULL);
     /* Never repeat old data to a charger; and two polls must fit in the stale timeout. */
     EXPECT_ERROR("{\"can\":{\"stale_timeout_ms\":120000}}", "can.stale_timeout_ms", NULL);

@@ -194,6 +194,8 @@ static void sanitize_config(struct gw_config_charge *c)
         c->increase_delay_s = def.increase_delay_s;
     if (c->absorb_time_s > 7u * 86400u)
         c->absorb_time_s = def.absorb_time_s;
+    if (c->max_top_time_s < 60u || c->max_top_time_s > 7u * 86400u)
+        c->max_top_time_s = def.max_top_time_s;
 }
 
 int charge_control_init(struct charge_control *cc, const struct gw_config_charge *cfg)
@@ -429,12 +431,30 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
  * break: a load peak, a cloud or a wrong reading does not restart a charge. */
 #define REBULK_CONFIRM_MS (600u * 1000u)
 
+/* Cell voltage above which a cell's excess lowers CVL: cell_limit_v, bounded by the BMS cutoff
+ * (reg 315) and fully-charged voltage (reg 300), never below the target. */
+static float cell_limit(const struct charge_control *cc, const struct pack_view *v, float target_cell)
+{
+    float limit = cc->cfg.cell_limit_v;
+    if (v->has_ov)
+        limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
+    if (v->has_full)
+        limit = min_f(limit, v->full_cell_v - FULL_MARGIN_V);
+    return max_f(limit, target_cell);
+}
+
+/* Advances the phase machine. stop: charging must stop this step (no time at the top then);
+ * limit: the cell limit (V). */
 static void update_phase(struct charge_control *cc, const struct pack_view *v, float target_pack_v,
-                         float float_pack_v, uint64_t dt_ms)
+                         float float_pack_v, float limit, bool stop, uint64_t dt_ms)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float n = (float)v->cells;
     bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * n;
+    /* At the top: charging as high as allowed, at the target or with the highest cell held at
+     * the limit by the excess rule (the pack cannot reach the target then). */
+    bool at_top = !stop && (at_target || (cc->excess_hold && v->max_cell_v >= limit - EXCESS_RELEASE_V));
+    uint64_t max_top_ms = (uint64_t)c->max_top_time_s * 1000u;
     /* The BMS does not balance below its allowed disbalance (register 308, 15 mV at least):
      * asking for a smaller spread would keep the pack in bulk for ever. */
     float spread_tol = c->absorb_spread_mv;
@@ -448,20 +468,32 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
     float float_cell = float_pack_v / n, avg_cell = v->pack_v / n;
     bool discharged = (v->soc_pct < rebulk_soc && avg_cell < float_cell - REBULK_BELOW_FLOAT_V) ||
                       avg_cell < float_cell - REBULK_DEEP_BELOW_FLOAT_V;
-    bool spread_wide = v->spread_mv > c->rebulk_spread_mv;
+    /* A spread rebulk once the top time is used up would only loop (bulk, cap, float...). */
+    bool spread_wide = v->spread_mv > c->rebulk_spread_mv && cc->top_elapsed_ms < max_top_ms;
     /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
     bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
     bool evidence = !bms_full && cc->phase != CHARGE_PHASE_BULK && (discharged || spread_wide);
     cc->rebulk_evidence_ms = evidence ? cc->rebulk_evidence_ms + dt_ms : 0;
     bool rebulk = cc->rebulk_evidence_ms >= REBULK_CONFIRM_MS;
-    if (rebulk)
+    if (rebulk) {
         cc->rebulk_evidence_ms = 0;
+        if (discharged)
+            cc->top_elapsed_ms = 0; /* a new charge: a new top time */
+    }
     if (bms_full && cc->phase != CHARGE_PHASE_FLOAT) {
         cc->phase = CHARGE_PHASE_FLOAT;
         /* The float ramp starts no higher than the pack: the chargers stop now. */
         float at_pack = v->pack_v - STOP_MARGIN_V_PER_CELL * n;
         float prev = cc->started ? cc->cvl_v : target_pack_v;
         cc->float_cvl_v = max_f(float_pack_v, min_f(min_f(prev, target_pack_v), at_pack));
+    }
+
+    if (at_top && cc->phase != CHARGE_PHASE_FLOAT)
+        cc->top_elapsed_ms += dt_ms;
+    if (cc->phase != CHARGE_PHASE_FLOAT && cc->top_elapsed_ms >= max_top_ms) {
+        /* Balancing has had its time today: float (dbus-serialbattery's max voltage time). */
+        cc->phase = CHARGE_PHASE_FLOAT;
+        cc->float_cvl_v = min_f(cc->started ? cc->cvl_v : target_pack_v, target_pack_v);
     }
 
     switch (cc->phase) {
@@ -539,7 +571,8 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     float float_cell = min_f(c->float_cell_v, target_cell);
     float target_pack = n * target_cell;
     float float_pack = n * float_cell;
-    update_phase(cc, v, target_pack, float_pack, dt_ms);
+    float limit = cell_limit(cc, v, target_cell);
+    update_phase(cc, v, target_pack, float_pack, limit, stop, dt_ms);
 
     float cvl = target_pack;
     if (cc->phase == CHARGE_PHASE_FLOAT) {
@@ -553,12 +586,6 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     /* Cell excess: CVL = sum of cells - every cell's excess over the limit. Held (it only goes
      * down) until the highest cell is back under limit - EXCESS_RELEASE_V, so the loop does not
      * chatter around the limit; then the rise limit brings CVL back slowly. */
-    float limit = c->cell_limit_v;
-    if (v->has_ov)
-        limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
-    if (v->has_full)
-        limit = min_f(limit, v->full_cell_v - FULL_MARGIN_V);
-    limit = max_f(limit, target_cell);
     float excess = 0.0f;
     for (unsigned i = 0; i < v->cells; i++) {
         float cell = bms_cell_v(v->live, i);
