@@ -59,6 +59,7 @@ struct gw_config_charge {
     float discharge_cell_v;           /* 0x351 byte 6 discharge voltage per cell, LFP 2.90, NMC 3.20 */
     float absorb_spread_mv;           /* absorption starts with spread within, default 10 */
     uint32_t absorb_time_s;           /* absorption duration before float, default 900 */
+    uint32_t max_top_time_s;          /* at most this long at the top per charge, then float, default 7200 */
     float float_ramp_mv_per_cell_s;   /* CVL ramp from target to float, default 1.0 */
     float rebulk_soc_percent;         /* back to bulk below, default 80 */
     float rebulk_spread_mv;           /* back to bulk above this spread, default 80 */
@@ -67,6 +68,7 @@ struct gw_config_charge {
     uint32_t increase_delay_s;        /* increases wait this long, default 30 */
     float increase_ramp_a_per_s;      /* then ramp at, default 5 */
     float zero_exit_a;                /* hysteresis: leave 0 A only when the target exceeds, default 2 */
+    float no_cell_temp_charge_a;      /* CCL cap without an external (cell) temperature sensor, default 0 */
     struct gw_curve charge_by_cell_v; /* fraction of max_charge_a by highest cell voltage (V) */
     struct gw_curve discharge_by_cell_v; /* fraction of max_discharge_a by lowest cell voltage (V) */
     struct gw_curve charge_by_temp;   /* by temperature (degC), applied at min and max sensor */

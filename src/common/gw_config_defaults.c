@@ -22,6 +22,10 @@ void gw_config_charge_defaults(struct gw_config_charge *ch, enum gw_chemistry ch
     ch->chemistry = (uint8_t)chem;
     ch->absorb_spread_mv = 10.0f;
     ch->absorb_time_s = 900;
+    /* Time at the top (target reached, or the high cell held at the limit) per charge: the
+     * TinyBMS's 60 mA balancer moves 0.12 Ah in 2 h, enough to hold a cell that leaks up to
+     * 5 mA, while a wider spread stops keeping the cells near full for ever. */
+    ch->max_top_time_s = 7200;
     ch->float_ramp_mv_per_cell_s = 1.0f;
     ch->rebulk_soc_percent = 80.0f;
     ch->rebulk_spread_mv = 80.0f;
@@ -30,6 +34,7 @@ void gw_config_charge_defaults(struct gw_config_charge *ch, enum gw_chemistry ch
     ch->increase_delay_s = 30;
     ch->increase_ramp_a_per_s = 5.0f;
     ch->zero_exit_a = 2.0f;
+    ch->no_cell_temp_charge_a = 0.0f; /* no cell temperature: no charge (the board sensor is no cell) */
     if (chem == GW_CHEM_NMC) {
         ch->target_cell_v = 4.10f;
         ch->float_cell_v = 4.00f;

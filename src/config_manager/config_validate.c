@@ -459,24 +459,27 @@ void config__validate_field(const struct gw_config *cfg, const struct config_fie
 
 struct chem_bounds {
     const char *name;
+    float rated_max;                  /* the cells' rated maximum charge voltage */
     float target_min, target_max;
     float float_min, float_max;
     float limit_min, limit_max;
     float discharge_min, discharge_max;
 };
 
-/* Beyond these a setting is a typo or a wrong chemistry, not a tuning choice. */
+/* Beyond these a setting is a typo or a wrong chemistry, not a tuning choice. The cell limit
+ * (where charge control starts pulling CVL down) stays 50 mV below the cells' rated maximum,
+ * under which the BMS over-voltage cutoff belongs; the target stays below the limit. */
 static const struct chem_bounds chem_bounds[] = {
-    [GW_CHEM_LFP] = { "LFP", 3.30f, 3.65f, 3.20f, 3.50f, 3.40f, 3.70f, 2.50f, 3.20f },
-    [GW_CHEM_NMC] = { "NMC", 3.90f, 4.20f, 3.80f, 4.15f, 4.00f, 4.25f, 2.80f, 3.60f },
+    [GW_CHEM_LFP] = { "LFP", 3.65f, 3.30f, 3.55f, 3.20f, 3.45f, 3.40f, 3.60f, 2.50f, 3.20f },
+    [GW_CHEM_NMC] = { "NMC", 4.20f, 3.90f, 4.10f, 3.80f, 4.05f, 4.00f, 4.15f, 2.80f, 3.60f },
 };
 
-static void check_bound(float v, float lo, float hi, const char *path, const char *chem,
-                        struct config_errors *errors)
+static void check_bound(float v, float lo, float hi, const char *path, const struct chem_bounds *b,
+                        const char *why, struct config_errors *errors)
 {
     if (isfinite(v) && (v < lo || v > hi))
-        config_errors_add(errors, path, "must be in %.3g..%.3g V for %s cells (got %g)", (double)lo, (double)hi, chem,
-                          (double)v);
+        config_errors_add(errors, path, "must be in %.3g..%.3g V for %s cells (got %g)%s", (double)lo, (double)hi,
+                          b->name, (double)v, why);
 }
 
 static void check_pair(const struct gw_alert_threshold *low, const struct gw_alert_threshold *high,
@@ -526,12 +529,23 @@ static void check_coherence(const struct gw_config *c, struct config_errors *err
                           (double)ch->discharge_cell_v, (double)ch->float_cell_v);
     if (ch->chemistry <= GW_CHEM_NMC) {
         const struct chem_bounds *b = &chem_bounds[ch->chemistry];
-        check_bound(ch->target_cell_v, b->target_min, b->target_max, "charge.target_cell_v", b->name, errors);
-        check_bound(ch->float_cell_v, b->float_min, b->float_max, "charge.float_cell_v", b->name, errors);
-        check_bound(ch->cell_limit_v, b->limit_min, b->limit_max, "charge.cell_limit_v", b->name, errors);
-        check_bound(ch->discharge_cell_v, b->discharge_min, b->discharge_max, "charge.discharge_cell_v", b->name,
+        char rated[96];
+        config__format(rated, sizeof rated, ": %s cells are rated %.3g V at most, the limit keeps 50 mV below",
+                       b->name, (double)b->rated_max);
+        check_bound(ch->target_cell_v, b->target_min, b->target_max, "charge.target_cell_v", b,
+                    ", below charge.cell_limit_v", errors);
+        check_bound(ch->float_cell_v, b->float_min, b->float_max, "charge.float_cell_v", b, "", errors);
+        check_bound(ch->cell_limit_v, b->limit_min, b->limit_max, "charge.cell_limit_v", b, rated, errors);
+        check_bound(ch->discharge_cell_v, b->discharge_min, b->discharge_max, "charge.discharge_cell_v", b, "",
                     errors);
     }
+    if (ch->max_top_time_s < ch->absorb_time_s)
+        config_errors_add(errors, "charge.max_top_time_s",
+                          "must be at least charge.absorb_time_s, or absorption could never end normally (%u < %u)",
+                          ch->max_top_time_s, ch->absorb_time_s);
+    if (!(ch->no_cell_temp_charge_a <= ch->max_charge_a))
+        config_errors_add(errors, "charge.no_cell_temp_charge_a", "must not exceed charge.max_charge_a (%g > %g)",
+                          (double)ch->no_cell_temp_charge_a, (double)ch->max_charge_a);
     if (!(ch->rebulk_spread_mv > ch->absorb_spread_mv))
         config_errors_add(errors, "charge.rebulk_spread_mv",
                           "must be above charge.absorb_spread_mv, or the phases would oscillate (%g <= %g)",

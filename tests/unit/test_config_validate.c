@@ -301,6 +301,28 @@ static void test_coherence_rules(void)
     EXPECT_OK("{\"charge\":{\"chemistry\":\"nmc\",\"target_cell_v\":4.1,\"float_cell_v\":4.0,\"cell_limit_v\":4.15,"
               "\"discharge_cell_v\":3.2}}");
     EXPECT_ERROR("{\"charge\":{\"absorb_spread_mv\":80}}", "charge.rebulk_spread_mv", "oscillate");
+    /* Defect: an LFP target of 3.65 V with a limit of 3.70 V was accepted: a cell limit at or
+     * above the cells' rated maximum (3.65 V LFP, 4.20 V NMC) leaves no room below the BMS
+     * cutoff. */
+    EXPECT_ERROR("{\"charge\":{\"target_cell_v\":3.65,\"cell_limit_v\":3.70}}", "charge.target_cell_v",
+                 "for LFP cells");
+    EXPECT_ERROR("{\"charge\":{\"target_cell_v\":3.65,\"cell_limit_v\":3.70}}", "charge.cell_limit_v",
+                 "rated 3.65 V");
+    EXPECT_ERROR("{\"charge\":{\"cell_limit_v\":3.62}}", "charge.cell_limit_v", "for LFP cells");
+    EXPECT_ERROR("{\"charge\":{\"float_cell_v\":3.46,\"target_cell_v\":3.5}}", "charge.float_cell_v",
+                 "for LFP cells");
+    EXPECT_OK("{\"charge\":{\"target_cell_v\":3.55,\"cell_limit_v\":3.60}}");
+    EXPECT_ERROR("{\"charge\":{\"chemistry\":\"nmc\",\"target_cell_v\":4.15,\"float_cell_v\":4.0,"
+                 "\"cell_limit_v\":4.2,\"discharge_cell_v\":3.2}}", "charge.cell_limit_v", "rated 4.2 V");
+    /* The safe current without a cell sensor cannot exceed the maximum. */
+    EXPECT_ERROR("{\"charge\":{\"no_cell_temp_charge_a\":150}}", "charge.no_cell_temp_charge_a",
+                 "charge.max_charge_a");
+    EXPECT_OK("{\"charge\":{\"no_cell_temp_charge_a\":10}}");
+    /* The time at the top must leave room for the absorption. */
+    EXPECT_ERROR("{\"charge\":{\"max_top_time_s\":600,\"absorb_time_s\":900}}", "charge.max_top_time_s",
+                 "charge.absorb_time_s");
+    EXPECT_ERROR("{\"charge\":{\"max_top_time_s\":60}}", "charge.max_top_time_s", NULL);
+    EXPECT_OK("{\"charge\":{\"max_top_time_s\":3600}}");
     EXPECT_ERROR("{\"can\":{\"identity_period_ms\":1000,\"live_period_ms\":2000}}", "can.identity_period_ms", NULL);
     /* Never repeat old data to a charger; and two polls must fit in the stale timeout. */
     EXPECT_ERROR("{\"can\":{\"stale_timeout_ms\":120000}}", "can.stale_timeout_ms", NULL);

@@ -2,6 +2,7 @@
  * docs/charge-control.md is the user-facing description; the constants below are the fixed
  * safety margins it documents. */
 #include "charge_control.h"
+#include "charge_internal.h"
 
 #include "gw_error.h"
 #include "tinybms.h"
@@ -13,6 +14,9 @@
 /* Cell-voltage margin kept below the BMS over-voltage cutoff (reg 315) for CVL and CCL, and
  * above the under-voltage cutoff (reg 316) for DCL: the limits act before the BMS trips. */
 #define CUTOFF_MARGIN_V 0.05f
+/* Target and cell limit stay this far below the BMS's fully-charged voltage (reg 300): a cell
+ * reaching it makes the TinyBMS open its charge switch and report "fully charged". */
+#define FULL_MARGIN_V 0.03f
 /* A limit forced to 0 near a cutoff is released only this far from the cutoff (hysteresis). */
 #define CUTOFF_RELEASE_V 0.10f
 /* The excess hold on CVL is released when the highest cell is this far below cell_limit_v. */
@@ -22,6 +26,12 @@
 #define STOP_MARGIN_V_PER_CELL 0.005f
 /* ... and never below cells x (float_cell_v - this): a sane absolute floor. */
 #define FLOOR_BELOW_FLOAT_V 0.15f
+/* While charging must stop, the held CVL follows the pack voltage down only while the pack is
+ * not discharging faster than this fraction of max_discharge_a (at least STOP_FOLLOW_MIN_A):
+ * a resting pack that lost charge is not recharged, and an inverter that discharges the pack
+ * towards CVL is not chased down. */
+#define STOP_FOLLOW_DISCHARGE_FRACTION 0.05f
+#define STOP_FOLLOW_MIN_A 2.0f
 /* Absorption spread tolerance at least the BMS's allowed disbalance (reg 308) plus this. */
 #define DISBALANCE_MARGIN_MV 5.0f
 /* The pack "is at target" within this per cell. */
@@ -33,6 +43,9 @@
  * voltages does not make the limit change every few seconds. Decreases have no deadband. */
 #define INCREASE_DEADBAND_FRACTION 0.02f
 #define INCREASE_DEADBAND_MIN_A 0.2f
+/* A fault with the hottest cell sensor this close to the over-heat cutoff (reg 319) is taken as
+ * an over-temperature cutoff (the BMS recovers 5 degC below its cutoff). */
+#define OVER_HEAT_NEAR_C 5.0f
 /* Comparisons with thresholds accept half the 0.1 mV register resolution (float rounding). */
 #define EPS_V 0.00005f
 /* The current limits stay below the BMS over-current cutoffs by this fraction. */
@@ -40,6 +53,10 @@
 /* Steps further apart than this (more than the slowest CAN live period, 60 s) mean the
  * controller was not stepped (process paused, clock jump): treated like a data gap. */
 #define MAX_STEP_GAP_MS 65000u
+/* Increases (CCL/DCL ramps and their delay, the CVL rise) count at most this much time per
+ * step: a late step must not ramp across the time nobody watched. Steps are normally 1 s apart;
+ * a caller stepping slower gets slower increases (the safe side). */
+#define MAX_RAMP_DT_MS 2000u
 
 /* ---- small numeric helpers (no libm: the core is freestanding-friendly) ----------------- */
 
@@ -171,10 +188,14 @@ static void sanitize_config(struct gw_config_charge *c)
         c->increase_ramp_a_per_s = def.increase_ramp_a_per_s;
     if (!in_range(c->zero_exit_a, 0.0f, 1000.0f))
         c->zero_exit_a = def.zero_exit_a;
+    if (!in_range(c->no_cell_temp_charge_a, 0.0f, 3000.0f))
+        c->no_cell_temp_charge_a = def.no_cell_temp_charge_a;
     if (c->increase_delay_s > 86400u)
         c->increase_delay_s = def.increase_delay_s;
     if (c->absorb_time_s > 7u * 86400u)
         c->absorb_time_s = def.absorb_time_s;
+    if (c->max_top_time_s < 60u || c->max_top_time_s > 7u * 86400u)
+        c->max_top_time_s = def.max_top_time_s;
 }
 
 int charge_control_init(struct charge_control *cc, const struct gw_config_charge *cfg)
@@ -283,9 +304,9 @@ struct pack_view {
     float temp_min_c, temp_max_c;
     /* BMS settings (has_* false = absent, ignored). */
     bool has_full, has_ov, has_uv, has_dis_oc, has_chg_oc, has_low_temp, has_restart,
-        has_disbalance;
+        has_disbalance, has_over_heat;
     float full_cell_v, ov_cell_v, uv_cell_v, dis_oc_a, chg_oc_a, low_temp_c, restart_pct,
-        disbalance_mv;
+        disbalance_mv, over_heat_c;
 };
 
 static bool live_usable(const struct bms_live_data *live)
@@ -315,12 +336,19 @@ static void build_view(const struct charge_inputs *in, struct pack_view *v)
     v->pack_v = (finite_f(live->pack_voltage_v) && live->pack_voltage_v > 0.0f)
                     ? live->pack_voltage_v : v->sum_v;
     v->soc_pct = bms_soc_percent(live);
-    int16_t t;
-    if (bms_temp_min_dc(live, &t)) {
+    /* Cell temperatures: the external sensors only. The internal one measures the BMS board
+     * (its FETs and shunt), not the cells: it never stands in for a cell temperature. */
+    static const unsigned cell_sensors[] = { BMS_TEMP_EXT1, BMS_TEMP_EXT2 };
+    for (size_t k = 0; k < sizeof cell_sensors / sizeof cell_sensors[0]; k++) {
+        unsigned s = cell_sensors[k];
+        if (!live->temp_present[s] || live->temp_dc[s] == BMS_TEMP_ABSENT_RAW)
+            continue;
+        float t = (float)live->temp_dc[s] / 10.0f;
+        if (!v->have_temp || t < v->temp_min_c)
+            v->temp_min_c = t;
+        if (!v->have_temp || t > v->temp_max_c)
+            v->temp_max_c = t;
         v->have_temp = true;
-        v->temp_min_c = (float)t / 10.0f;
-        bms_temp_max_dc(live, &t);
-        v->temp_max_c = (float)t / 10.0f;
     }
     struct bms_pack_limits decoded;
     const struct bms_pack_limits *l = in->limits;
@@ -346,6 +374,33 @@ static void build_view(const struct charge_inputs *in, struct pack_view *v)
         v->restart_pct = l->charge_restart_pct;
     if ((v->has_disbalance = l->has_allowed_disbalance))
         v->disbalance_mv = l->allowed_disbalance_mv;
+    if ((v->has_over_heat = l->has_over_heat))
+        v->over_heat_c = l->over_heat_c;
+}
+
+/* Protections that name a cause (everything but the fault status and the sensor notice). */
+#define PROT_CAUSES ((CHARGE_PROT_BLOCKS_CHARGE | CHARGE_PROT_BLOCKS_DISCHARGE) & \
+                     ~(uint32_t)CHARGE_PROT_FAULT_UNEXPLAINED)
+
+/* Status 0x9B says "fault", not which one, and the event log that names it is read about once a
+ * minute. Without a cause in the log, the measurements against the BMS's own cutoffs give it
+ * (the BMS trips at its cutoff and recovers with a margin, so "near" is the release band); with
+ * none either the fault is unexplained, which blocks charging only (docs/charge-control.md). */
+static uint32_t resolve_fault(uint32_t prot, const struct pack_view *v)
+{
+    if (!(prot & CHARGE_PROT_FAULT) || (prot & PROT_CAUSES))
+        return prot;
+    if (v->has_ov && v->max_cell_v + EPS_V >= v->ov_cell_v - CUTOFF_RELEASE_V)
+        prot |= CHARGE_PROT_OVER_VOLTAGE;
+    if (v->has_uv && v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_RELEASE_V)
+        prot |= CHARGE_PROT_UNDER_VOLTAGE;
+    if (v->has_over_heat && v->have_temp && v->temp_max_c >= v->over_heat_c - OVER_HEAT_NEAR_C)
+        prot |= CHARGE_PROT_OVER_TEMP;
+    if (v->has_low_temp && v->have_temp && v->temp_min_c <= v->low_temp_c)
+        prot |= CHARGE_PROT_LOW_TEMP_CHARGE;
+    if (!(prot & PROT_CAUSES))
+        prot |= CHARGE_PROT_FAULT_UNEXPLAINED;
+    return prot;
 }
 
 /* ---- CVL ----------------------------------------------------------------------------------- */
@@ -356,9 +411,9 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
 {
     float target = cc->cfg.target_cell_v;
     reason_num(reason, "target ", target, 3, " V/cell");
-    if (v->has_full && v->full_cell_v < target) {
-        target = v->full_cell_v;
-        reason_num(reason, "bms fully charged ", target, 3, " V/cell");
+    if (v->has_full && v->full_cell_v - FULL_MARGIN_V < target) {
+        target = v->full_cell_v - FULL_MARGIN_V;
+        reason_num(reason, "bms fully charged ", v->full_cell_v, 3, " V/cell - margin");
     }
     if (v->has_ov && v->ov_cell_v - CUTOFF_MARGIN_V < target) {
         target = v->ov_cell_v - CUTOFF_MARGIN_V;
@@ -367,23 +422,80 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
     return target;
 }
 
+/* Rebulk evidence, per cell: the pack average below float_cell_v by this with the SOC under the
+ * rebulk level, or by the deep value whatever the SOC says (a SOC stuck high). SOC alone is no
+ * evidence: a BMS reset reads 0 % on a full pack. */
+#define REBULK_BELOW_FLOAT_V 0.03f
+#define REBULK_DEEP_BELOW_FLOAT_V 0.075f
+/* ... and the evidence (or a spread above rebulk_spread_mv) must hold this long without a
+ * break: a load peak, a cloud or a wrong reading does not restart a charge. */
+#define REBULK_CONFIRM_MS (600u * 1000u)
+
+/* Cell voltage above which a cell's excess lowers CVL: cell_limit_v, bounded by the BMS cutoff
+ * (reg 315) and fully-charged voltage (reg 300), never below the target. */
+static float cell_limit(const struct charge_control *cc, const struct pack_view *v, float target_cell)
+{
+    float limit = cc->cfg.cell_limit_v;
+    if (v->has_ov)
+        limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
+    if (v->has_full)
+        limit = min_f(limit, v->full_cell_v - FULL_MARGIN_V);
+    return max_f(limit, target_cell);
+}
+
+/* Advances the phase machine. stop: charging must stop this step (no time at the top then);
+ * limit: the cell limit (V). */
 static void update_phase(struct charge_control *cc, const struct pack_view *v, float target_pack_v,
-                         float float_pack_v, uint64_t dt_ms, bool *stepped_up)
+                         float float_pack_v, float limit, bool stop, uint64_t dt_ms)
 {
     const struct gw_config_charge *c = &cc->cfg;
-    bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * (float)v->cells;
+    float n = (float)v->cells;
+    bool at_target = v->pack_v >= target_pack_v - AT_TARGET_TOL_V_PER_CELL * n;
+    /* At the top: charging as high as allowed, at the target or with the highest cell held at
+     * the limit by the excess rule (the pack cannot reach the target then). */
+    bool at_top = !stop && (at_target || (cc->excess_hold && v->max_cell_v >= limit - EXCESS_RELEASE_V));
+    uint64_t max_top_ms = (uint64_t)c->max_top_time_s * 1000u;
     /* The BMS does not balance below its allowed disbalance (register 308, 15 mV at least):
      * asking for a smaller spread would keep the pack in bulk for ever. */
     float spread_tol = c->absorb_spread_mv;
     if (v->has_disbalance && v->disbalance_mv + DISBALANCE_MARGIN_MV > spread_tol)
         spread_tol = v->disbalance_mv + DISBALANCE_MARGIN_MV;
     bool spread_ok = v->spread_mv <= spread_tol;
+
     float rebulk_soc = c->rebulk_soc_percent;
     if (v->has_restart && v->restart_pct > rebulk_soc)
         rebulk_soc = v->restart_pct; /* the BMS restarts charging there: follow it */
-    bool rebulk = v->soc_pct < rebulk_soc || v->spread_mv > c->rebulk_spread_mv;
+    float float_cell = float_pack_v / n, avg_cell = v->pack_v / n;
+    bool discharged = (v->soc_pct < rebulk_soc && avg_cell < float_cell - REBULK_BELOW_FLOAT_V) ||
+                      avg_cell < float_cell - REBULK_DEEP_BELOW_FLOAT_V;
+    /* A spread rebulk once the top time is used up would only loop (bulk, cap, float...). */
+    bool spread_wide = v->spread_mv > c->rebulk_spread_mv && cc->top_elapsed_ms < max_top_ms;
+    /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
+    bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
+    bool evidence = !bms_full && cc->phase != CHARGE_PHASE_BULK && (discharged || spread_wide);
+    cc->rebulk_evidence_ms = evidence ? cc->rebulk_evidence_ms + dt_ms : 0;
+    bool rebulk = cc->rebulk_evidence_ms >= REBULK_CONFIRM_MS;
+    if (rebulk) {
+        cc->rebulk_evidence_ms = 0;
+        if (discharged)
+            cc->top_elapsed_ms = 0; /* a new charge: a new top time */
+    }
+    if (bms_full && cc->phase != CHARGE_PHASE_FLOAT) {
+        cc->phase = CHARGE_PHASE_FLOAT;
+        /* The float ramp starts no higher than the pack: the chargers stop now. */
+        float at_pack = v->pack_v - STOP_MARGIN_V_PER_CELL * n;
+        float prev = cc->started ? cc->cvl_v : target_pack_v;
+        cc->float_cvl_v = max_f(float_pack_v, min_f(min_f(prev, target_pack_v), at_pack));
+    }
 
-    *stepped_up = false;
+    if (at_top && cc->phase != CHARGE_PHASE_FLOAT)
+        cc->top_elapsed_ms += dt_ms;
+    if (cc->phase != CHARGE_PHASE_FLOAT && cc->top_elapsed_ms >= max_top_ms) {
+        /* Balancing has had its time today: float (dbus-serialbattery's max voltage time). */
+        cc->phase = CHARGE_PHASE_FLOAT;
+        cc->float_cvl_v = min_f(cc->started ? cc->cvl_v : target_pack_v, target_pack_v);
+    }
+
     switch (cc->phase) {
     case CHARGE_PHASE_BULK:
         if (at_target && spread_ok) {
@@ -406,25 +518,52 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
         }
         break;
     case CHARGE_PHASE_FLOAT:
-        if (rebulk) {
+        /* Back to bulk; CVL rises from the float value at the rise limit. */
+        if (rebulk)
             cc->phase = CHARGE_PHASE_BULK;
-            *stepped_up = true; /* far below target: stepping CVL up changes no current */
-            break;
-        }
         break;
     default:
         cc->phase = CHARGE_PHASE_BULK;
         break;
     }
     if (cc->phase == CHARGE_PHASE_FLOAT) {
-        float step = c->float_ramp_mv_per_cell_s / 1000.0f * (float)v->cells * (float)dt_ms / 1000.0f;
+        float step = c->float_ramp_mv_per_cell_s / 1000.0f * n * (float)dt_ms / 1000.0f;
         cc->float_cvl_v = max_f(float_pack_v, min_f(cc->float_cvl_v, target_pack_v) - step);
     }
 }
 
-/* CVL of this step before the upward rate limit; advances the phase machine. */
+/* Charging must stop: CVL at the pack voltage (minus STOP_MARGIN_V_PER_CELL), so no charger
+ * pushes current whatever it does with CCL (a MultiPlus keeps ~0.5 A at CCL 0, an MPPT with
+ * feed-in ignores CCL). Held until charging may resume: it follows the pack down while the pack
+ * rests (a pack that discharged is not recharged while, say, still frozen), never up, and never
+ * below cells x discharge_cell_v (never 0, never a CVL that would ask an inverter to empty the
+ * battery). Returns the held value; clears the hold when stop is false. */
+static float stop_cvl(struct charge_control *cc, const struct pack_view *v, bool stop, float cvl)
+{
+    float n = (float)v->cells;
+    if (!stop) {
+        cc->stop_hold = false;
+        return cvl;
+    }
+    float floor_v = n * cc->cfg.discharge_cell_v;
+    float at_pack = max_f(floor_v, v->pack_v - STOP_MARGIN_V_PER_CELL * n);
+    float current = v->live->pack_current_a;
+    float follow_a = max_f(STOP_FOLLOW_MIN_A, STOP_FOLLOW_DISCHARGE_FRACTION * cc->cfg.max_discharge_a);
+    bool resting = !finite_f(current) || current >= -follow_a;
+    if (!cc->stop_hold) {
+        float prev = cc->started ? cc->cvl_v : cvl;
+        cc->stop_cvl_v = max_f(floor_v, min_f(prev, at_pack));
+        cc->stop_hold = true;
+    } else if (resting && at_pack < cc->stop_cvl_v) {
+        cc->stop_cvl_v = at_pack;
+    }
+    return cc->stop_cvl_v;
+}
+
+/* CVL of this step before the upward rate limit; advances the phase machine. stop: charging
+ * must stop (see stop_cvl). */
 static float compute_cvl(struct charge_control *cc, const struct pack_view *v, uint64_t dt_ms,
-                         char *reason, bool *may_step_up)
+                         bool stop, char *reason)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float n = (float)v->cells;
@@ -432,7 +571,8 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     float float_cell = min_f(c->float_cell_v, target_cell);
     float target_pack = n * target_cell;
     float float_pack = n * float_cell;
-    update_phase(cc, v, target_pack, float_pack, dt_ms, may_step_up);
+    float limit = cell_limit(cc, v, target_cell);
+    update_phase(cc, v, target_pack, float_pack, limit, stop, dt_ms);
 
     float cvl = target_pack;
     if (cc->phase == CHARGE_PHASE_FLOAT) {
@@ -446,10 +586,6 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     /* Cell excess: CVL = sum of cells - every cell's excess over the limit. Held (it only goes
      * down) until the highest cell is back under limit - EXCESS_RELEASE_V, so the loop does not
      * chatter around the limit; then the rise limit brings CVL back slowly. */
-    float limit = c->cell_limit_v;
-    if (v->has_ov)
-        limit = min_f(limit, v->ov_cell_v - CUTOFF_MARGIN_V);
-    limit = max_f(limit, target_cell);
     float excess = 0.0f;
     for (unsigned i = 0; i < v->cells; i++) {
         float cell = bms_cell_v(v->live, i);
@@ -471,6 +607,12 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
     if (cc->excess_hold && cc->excess_cvl_v < cvl) {
         cvl = cc->excess_cvl_v;
         reason_num(reason, "cell excess, max ", v->max_cell_v, 3, " V");
+    }
+
+    float held = stop_cvl(cc, v, stop, cvl);
+    if (stop && held <= cvl) {
+        cvl = held;
+        reason_num(reason, "charge stopped, hold ", held, 2, " V");
     }
 
     /* Hard upper bound last: whatever happened above, never charge past the BMS cutoff. */
@@ -523,7 +665,7 @@ static void force_zero_num(struct pick *p, const char *prefix, float num, unsign
 
 static const char *protection_text(uint32_t bits)
 {
-    if (bits & CHARGE_PROT_FAULT) return "bms fault";
+    if (bits & CHARGE_PROT_FAULT_UNEXPLAINED) return "bms fault";
     if (bits & CHARGE_PROT_OVER_VOLTAGE) return "bms over-voltage cutoff";
     if (bits & CHARGE_PROT_UNDER_VOLTAGE) return "bms under-voltage cutoff";
     if (bits & CHARGE_PROT_OVER_TEMP) return "bms over-temperature cutoff";
@@ -577,6 +719,10 @@ static float charge_target(struct charge_control *cc, const struct pack_view *v,
                  v->temp_min_c, 1, " °C");
         pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_max_c), "temperature ",
                  v->temp_max_c, 1, " °C");
+    } else {
+        /* Charging a cell of unknown temperature may plate lithium (below 0 degC): only the
+         * configured safe current (the engine raises the alert). */
+        pick_min(&p, c->no_cell_temp_charge_a, "no cell temperature sensor", 0, 0, NULL);
     }
     if (c->charge_by_soc.count)
         pick_min(&p, curve_amps(max, &c->charge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1, " %");
@@ -647,8 +793,10 @@ static float discharge_target(struct charge_control *cc, const struct pack_view 
  * exceeds zero_exit_a. On the very first step the target is taken as is (no history: a daemon
  * restart must not switch an island inverter off for the delay). */
 static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge *c, float max_a,
-                            float target, bool first, uint64_t now_ms, float dt_s, char *reason)
+                            float target, bool first, uint64_t dt_ms, char *reason)
 {
+    uint64_t ramp_ms = dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms;
+    float dt_s = (float)ramp_ms / 1000.0f;
     float deadband = max_f(INCREASE_DEADBAND_MIN_A, INCREASE_DEADBAND_FRACTION * max_a);
     if (first) {
         r->value_a = target;
@@ -681,9 +829,11 @@ static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge
     }
     if (!r->waiting) {
         r->waiting = true;
-        r->increase_since_ms = now_ms;
+        r->waited_ms = 0;
+    } else {
+        r->waited_ms += ramp_ms;
     }
-    if (elapsed_ms(now_ms, r->increase_since_ms) < (uint64_t)c->increase_delay_s * 1000u) {
+    if (r->waited_ms < (uint64_t)c->increase_delay_s * 1000u) {
         reason_num(reason, "increase delay (target ", target, 1, " A)");
         return r->value_a;
     }
@@ -770,25 +920,35 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
         cc->dcl.waiting = false;
     }
     cc->data_gap = false;
-    float dt_s = (float)dt_ms / 1000.0f;
     if (first || resume || now_ms > cc->last_ms)
         cc->last_ms = now_ms;
 
     struct pack_view v;
     build_view(in, &v);
-    uint32_t prot = charge_protections_active(in->live, in->events, CHARGE_PROT_HOLD_S_DEFAULT);
+    uint32_t prot = charge__protections_tracked(&cc->events, in->live, in->events,
+                                                CHARGE_PROT_HOLD_S_DEFAULT);
+    prot = resolve_fault(prot, &v);
     out->protections = prot;
 
     if (cc->cap_active && now_ms >= cc->cap_until_ms)
         cc->cap_active = false;
 
-    /* CVL: decreases at once; increases limited, except the float -> bulk return (the pack is
-     * far below target then, so the step changes no current). */
-    bool may_step_up = false;
-    float cvl = compute_cvl(cc, &v, dt_ms, out->cvl_reason, &may_step_up);
+    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
+    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
+    out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
+                                first, dt_ms, out->ccl_reason);
+    out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
+                                first, dt_ms, out->dcl_reason);
+    /* Charging must stop: the charge target is 0, or so small that CCL stays latched at 0. */
+    bool stop = out->ccl_target_a <= 0.0f ||
+                (cc->ccl.at_zero && out->ccl_target_a <= cc->cfg.zero_exit_a);
+
+    /* CVL: decreases at once; every increase at the rise limit. */
+    float cvl = compute_cvl(cc, &v, dt_ms, stop, out->cvl_reason);
     out->cvl_target_v = cvl;
-    if (!first && !may_step_up && cvl > cc->cvl_v) {
-        float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * dt_s;
+    if (!first && cvl > cc->cvl_v) {
+        float rise_s = (float)(dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms) / 1000.0f;
+        float ceiling = cc->cvl_v + CVL_RISE_V_PER_CELL_S * (float)v.cells * rise_s;
         if (cvl > ceiling) {
             cvl = ceiling;
             reason_num(out->cvl_reason, "rise limit (target ", out->cvl_target_v, 2, " V)");
@@ -797,13 +957,6 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     cc->cvl_v = cvl;
     out->cvl_v = cvl;
     out->discharge_v = (float)v.cells * cc->cfg.discharge_cell_v;
-
-    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
-    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
-    out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
-                                first, now_ms, dt_s, out->ccl_reason);
-    out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
-                                first, now_ms, dt_s, out->dcl_reason);
 
     count_change(&cc->sent_cvl_dv, &cc->cvl_changes, out->cvl_v, first);
     count_change(&cc->sent_ccl_da, &cc->ccl_changes, out->ccl_a, first);

@@ -46,26 +46,38 @@ enum charge_protection {
     CHARGE_PROT_SWITCH_ERROR = 1u << 8,     /* events 0x0B / 0x0C / 0x0D (no recovery event) */
     CHARGE_PROT_SENSOR_ERROR = 1u << 9,     /* event 0x0E (until 0x0F / 0x7C) */
     CHARGE_PROT_FULLY_DISCHARGED = 1u << 10,/* event 0x31 (until 0x7A) */
+    /* Set by charge_control_step only (struct charge_limits.protections): status 0x9B and no
+     * cause in the event log nor in the measurements (cells / temperatures against the BMS's
+     * own cutoffs). Blocks charging only: see CHARGE_PROT_BLOCKS_*. */
+    CHARGE_PROT_FAULT_UNEXPLAINED = 1u << 11,
 };
 
-/* Protections that stop charging / discharging. */
+/* Protections that stop charging / discharging. The fault status itself (CHARGE_PROT_FAULT) is
+ * in neither: its cause decides the direction (an over-voltage cutoff must not switch an
+ * island inverter off). charge_control_step adds the cause it reads from the measurements when
+ * the log has none, or CHARGE_PROT_FAULT_UNEXPLAINED, which blocks charging only. */
 #define CHARGE_PROT_BLOCKS_CHARGE                                                              \
-    (CHARGE_PROT_FAULT | CHARGE_PROT_OVER_VOLTAGE | CHARGE_PROT_OVER_TEMP |                      \
+    (CHARGE_PROT_FAULT_UNEXPLAINED | CHARGE_PROT_OVER_VOLTAGE | CHARGE_PROT_OVER_TEMP |          \
      CHARGE_PROT_LOW_TEMP | CHARGE_PROT_LOW_TEMP_CHARGE | CHARGE_PROT_CHARGE_OC |                \
      CHARGE_PROT_SWITCH_ERROR)
 #define CHARGE_PROT_BLOCKS_DISCHARGE                                                           \
-    (CHARGE_PROT_FAULT | CHARGE_PROT_UNDER_VOLTAGE | CHARGE_PROT_OVER_TEMP |                     \
-     CHARGE_PROT_LOW_TEMP | CHARGE_PROT_DISCHARGE_OC | CHARGE_PROT_SWITCH_ERROR |                \
-     CHARGE_PROT_FULLY_DISCHARGED)
+    (CHARGE_PROT_UNDER_VOLTAGE | CHARGE_PROT_OVER_TEMP | CHARGE_PROT_LOW_TEMP |                  \
+     CHARGE_PROT_DISCHARGE_OC | CHARGE_PROT_SWITCH_ERROR | CHARGE_PROT_FULLY_DISCHARGED)
 
 /* Default time a protection event without a matching recovery event counts as active. */
 #define CHARGE_PROT_HOLD_S_DEFAULT 120u
 
 /* Active protections (enum charge_protection bits) from the live status and, when log is not
- * NULL, the BMS event log: an event is active when it is younger than hold_s (ages measured on
- * the BMS lifetime counter live->lifetime_s, 24-bit wrap; an event up to 3600 s newer than the
- * sample, as a log read after the sample holds, counts as just logged) and no later recovery
- * event cleared it. live may not be NULL. Pure function, thread-safe. */
+ * NULL, the BMS event log: an event is active when it is younger than hold_s and no later
+ * recovery event cleared it. Ages are measured on the BMS lifetime counter live->lifetime_s
+ * (32-bit) against the events' 24-bit timestamps, which repeat every 2^24 s (194 days): an
+ * event counts as logged at the latest lifetime not after the sample that matches its
+ * timestamp, so an old event never looks new; only when no such lifetime exists (the counter
+ * is younger than the timestamp) does it count as logged up to 3600 s after the sample (a log
+ * read after the sample). The one case this cannot tell (an event logged a few seconds after
+ * the sample once the counter is past 2^24) is caught one sample later; charge_control_step,
+ * which sees the log from step to step, tells them apart at once. live may not be NULL. Pure
+ * function, thread-safe. */
 uint32_t charge_protections_active(const struct bms_live_data *live,
                                    const struct bms_event_log *log, uint32_t hold_s);
 
@@ -106,7 +118,21 @@ struct charge_ramp {
     float value_a;                       /* what is being sent */
     bool at_zero;                        /* latched at 0 until the target exceeds zero_exit_a */
     bool waiting;                        /* an increase is pending */
-    uint64_t increase_since_ms;          /* when the target first exceeded value_a */
+    uint64_t waited_ms;                  /* time the increase has waited (at most 2 s per step) */
+};
+
+/* The BMS event log as charge control last saw it, each event with its timestamp unwrapped to
+ * the 32-bit lifetime (private: see charge_protection.c). */
+struct charge_event_seen {
+    uint32_t ts24;                       /* as logged */
+    uint8_t id;
+    bool known;                          /* false: ignored (a timestamp that cannot be right) */
+    int64_t lifetime_s;                  /* when it was logged, BMS lifetime seconds */
+};
+struct charge_event_track {
+    bool primed;                         /* a first log has been seen */
+    uint8_t count;
+    struct charge_event_seen ev[BMS_EVENT_SLOTS];
 };
 
 /* Caller-owned state; initialise with charge_control_init. Fields are private. */
@@ -118,13 +144,17 @@ struct charge_control {
     bool data_gap;                       /* a step without usable data happened since */
     uint64_t absorb_elapsed_ms;          /* time at target with spread within tolerance */
     uint64_t top_elapsed_ms;             /* time at the target voltage, whatever the spread */
+    uint64_t rebulk_evidence_ms;         /* how long the evidence for a rebulk has held */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
     float cvl_v;                         /* last CVL sent */
     float float_cvl_v;                   /* float-phase ramp position (V) */
     bool excess_hold;                    /* CVL held down by cell excess */
     float excess_cvl_v;                  /* the held-down CVL */
+    bool stop_hold;                      /* charging must stop: CVL held at the pack voltage */
+    float stop_cvl_v;                    /* the held CVL (only goes down while held) */
     struct charge_ramp ccl, dcl;
+    struct charge_event_track events;    /* event timestamps unwrapped from step to step */
     /* External cap (app_charge_cap): can only lower the limits; expires. */
     bool cap_active;
     float cap_ccl_a, cap_dcl_a;          /* < 0: no cap on that side */

@@ -1,14 +1,15 @@
 /* Which BMS protections are active, from the status register and the event log. */
 #include "charge_control.h"
+#include "charge_internal.h"
 
 #include <stddef.h>
 
 #define EVENT_AGE_MASK 0xFFFFFFu /* event timestamps are 24-bit BMS lifetime seconds */
+#define EVENT_PERIOD ((int64_t)EVENT_AGE_MASK + 1)
 #define NO_EVENT INT64_MAX
 /* The event log is read apart from (and up to a slow-poll period after) the live sample, so an
- * event may be this much newer than the sample's lifetime counter: a negative age, not one of
- * 2^24 s. */
-#define FUTURE_TOLERANCE_S 3600u
+ * event may be this much newer than the sample's lifetime counter: a negative age. */
+#define FUTURE_TOLERANCE_S 3600
 
 struct protection_rule {
     uint8_t fault_id;
@@ -33,22 +34,56 @@ static const struct protection_rule protection_rules[] = {
     { 0x31, { 0x7A, 0 }, CHARGE_PROT_FULLY_DISCHARGED },
 };
 
-/* Age in seconds of the newest event with this id (negative: logged after the sample was
- * taken), NO_EVENT when absent. */
-static int64_t newest_age_s(const struct bms_event_log *log, uint32_t now_s, uint8_t id)
+/* Lifetime at which an event with timestamp ts24 was logged, seen from a sample at now_s:
+ * the latest matching lifetime not after now_s; when there is none (the counter is younger
+ * than the timestamp), the one just after now_s if within the tolerance; else NO_EVENT.
+ * allow_future_first: prefer the one just after now_s when it is within the tolerance (an
+ * event known to be new). */
+static int64_t place_event(uint32_t now_s, uint32_t ts24, bool allow_future_first)
 {
-    int64_t best = NO_EVENT;
-    unsigned n = log->count > BMS_EVENT_SLOTS ? BMS_EVENT_SLOTS : log->count;
-    for (unsigned i = 0; i < n; i++) {
-        if (log->events[i].id != id)
+    uint32_t back = ((now_s & EVENT_AGE_MASK) - ts24) & EVENT_AGE_MASK; /* age if in the past */
+    int64_t ahead = back ? EVENT_PERIOD - (int64_t)back : 0;
+    if (allow_future_first && back && ahead <= FUTURE_TOLERANCE_S)
+        return (int64_t)now_s + ahead;
+    if (back <= now_s)
+        return (int64_t)now_s - (int64_t)back;
+    if (ahead <= FUTURE_TOLERANCE_S)
+        return (int64_t)now_s + ahead;
+    return NO_EVENT;
+}
+
+/* Bits of the rules whose newest fault event is younger than hold_s without a later recovery.
+ * logged[i] is the lifetime of log->events[i] (NO_EVENT: ignored). */
+static uint32_t evaluate_rules(const struct bms_event_log *log, unsigned n, const int64_t *logged,
+                               uint32_t now_s, uint32_t hold_s)
+{
+    uint32_t active = 0;
+    for (size_t r = 0; r < sizeof protection_rules / sizeof protection_rules[0]; r++) {
+        const struct protection_rule *rule = &protection_rules[r];
+        int64_t fault_at = NO_EVENT, rec_at = NO_EVENT;
+        for (unsigned i = 0; i < n; i++) {
+            if (logged[i] == NO_EVENT)
+                continue;
+            uint8_t id = log->events[i].id;
+            if (id == rule->fault_id && (fault_at == NO_EVENT || logged[i] > fault_at))
+                fault_at = logged[i];
+            for (unsigned k = 0; k < 2 && rule->recovery_id[k]; k++)
+                if (id == rule->recovery_id[k] && (rec_at == NO_EVENT || logged[i] > rec_at))
+                    rec_at = logged[i];
+        }
+        if (fault_at == NO_EVENT || (int64_t)now_s - fault_at > (int64_t)hold_s)
             continue;
-        int64_t age = (int64_t)((now_s - log->events[i].timestamp_s) & EVENT_AGE_MASK);
-        if (age > (int64_t)(EVENT_AGE_MASK - FUTURE_TOLERANCE_S))
-            age -= (int64_t)EVENT_AGE_MASK + 1;
-        if (age < best)
-            best = age;
+        /* Same second: the recovery was logged after the fault. */
+        if (rec_at != NO_EVENT && rec_at >= fault_at)
+            continue;
+        active |= rule->bit;
     }
-    return best;
+    return active;
+}
+
+static unsigned log_count(const struct bms_event_log *log)
+{
+    return log->count > BMS_EVENT_SLOTS ? BMS_EVENT_SLOTS : log->count;
 }
 
 uint32_t charge_protections_active(const struct bms_live_data *live,
@@ -61,21 +96,50 @@ uint32_t charge_protections_active(const struct bms_live_data *live,
         active |= CHARGE_PROT_FAULT;
     if (!log || !log->valid)
         return active;
-    uint32_t now_s = live->lifetime_s & EVENT_AGE_MASK;
-    for (size_t r = 0; r < sizeof protection_rules / sizeof protection_rules[0]; r++) {
-        const struct protection_rule *rule = &protection_rules[r];
-        int64_t fault_age = newest_age_s(log, now_s, rule->fault_id);
-        if (fault_age == NO_EVENT || fault_age > (int64_t)hold_s)
-            continue;
-        bool recovered = false;
-        for (unsigned k = 0; k < 2 && rule->recovery_id[k]; k++) {
-            int64_t rec_age = newest_age_s(log, now_s, rule->recovery_id[k]);
-            /* Same second: the recovery was logged after the fault. */
-            if (rec_age != NO_EVENT && rec_age <= fault_age)
-                recovered = true;
+    unsigned n = log_count(log);
+    int64_t logged[BMS_EVENT_SLOTS];
+    for (unsigned i = 0; i < n; i++)
+        logged[i] = place_event(live->lifetime_s, log->events[i].timestamp_s & EVENT_AGE_MASK, false);
+    return active | evaluate_rules(log, n, logged, live->lifetime_s, hold_s);
+}
+
+uint32_t charge__protections_tracked(struct charge_event_track *track,
+                                     const struct bms_live_data *live,
+                                     const struct bms_event_log *log, uint32_t hold_s)
+{
+    uint32_t active = live->online_status == BMS_STATUS_FAULT ? CHARGE_PROT_FAULT : 0;
+    if (!log || !log->valid)
+        return active;
+    unsigned n = log_count(log);
+    uint32_t now_s = live->lifetime_s;
+    struct charge_event_track next = { .primed = true, .count = (uint8_t)n };
+    bool used[BMS_EVENT_SLOTS] = { false };
+    int64_t logged[BMS_EVENT_SLOTS];
+    for (unsigned i = 0; i < n; i++) {
+        struct charge_event_seen *e = &next.ev[i];
+        e->ts24 = log->events[i].timestamp_s & EVENT_AGE_MASK;
+        e->id = log->events[i].id;
+        /* Seen before (the same slot first: the log mostly stays in place)? */
+        int match = -1;
+        if (i < track->count && !used[i] && track->ev[i].ts24 == e->ts24 && track->ev[i].id == e->id)
+            match = (int)i;
+        for (unsigned j = 0; match < 0 && j < track->count; j++)
+            if (!used[j] && track->ev[j].ts24 == e->ts24 && track->ev[j].id == e->id)
+                match = (int)j;
+        if (match >= 0) {
+            used[match] = true;
+            e->known = track->ev[match].known;
+            e->lifetime_s = track->ev[match].lifetime_s;
+        } else {
+            /* New since the last log: logged recently, maybe after the sample. */
+            int64_t at = place_event(now_s, e->ts24, track->primed);
+            e->known = at != NO_EVENT;
+            e->lifetime_s = at;
         }
-        if (!recovered)
-            active |= rule->bit;
+        /* A lifetime counter that went back (another BMS) cannot date anything. */
+        logged[i] = (e->known && e->lifetime_s <= (int64_t)now_s + FUTURE_TOLERANCE_S)
+                        ? e->lifetime_s : NO_EVENT;
     }
-    return active;
+    *track = next;
+    return active | evaluate_rules(log, n, logged, now_s, hold_s);
 }
