@@ -242,8 +242,13 @@ static void apply_scenario(struct sim_app *app, enum scenario sc)
 static void advance_model(struct sim_app *app, uint64_t now)
 {
     struct battery_model *m = &app->bms.model;
-    double dt = (double)(now - app->last_model_ms) / 1000.0 * app->speed;
+    double real_s = (double)(now - app->last_model_ms) / 1000.0;
+    double dt = real_s * app->speed;
     app->last_model_ms = now;
+    /* The BMS clock (lifetime counter, registers 32-33) is not the battery: a slowed or frozen
+     * model still has a BMS counting real seconds, as a real one does while nothing changes. */
+    if (app->speed < 1.0)
+        m->lifetime_s += real_s * (1.0 - app->speed);
     if (dt > MAX_MODEL_S_PER_TICK)
         dt = MAX_MODEL_S_PER_TICK;
     do {
