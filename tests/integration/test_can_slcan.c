@@ -1,11 +1,15 @@
 /* Integration: the can_publisher in-process on the slcan transport, talking over a socat pty
  * pair to an independent peer (python-can, tests/integration/can_peer.py) that decodes the
- * frames itself and sends the GX keep-alives. Fed with synthetic samples through the event bus.
- * Checks, from what the PEER saw: the 1 s / 10 s periods (median, wide tolerance), the values,
- * 0x351 withheld after the samples stop (stale timeout) and resumed when they come back; and
- * from the publisher: inverter link present from the peer's 0x305, lost after they stop.
+ * frames itself and sends the GX keep-alives. Fed with synthetic battery views (a bank of two
+ * packs, as the battery service publishes them) through the event bus.
+ * Checks, from what the PEER saw: the 1 s / 10 s periods (median, wide tolerance), the values
+ * (limits rounded down, module counts, pack-qualified cell names), 0x351 and the measurements
+ * withheld after the views stop (stale timeout) while 0x35A/0x372 say offline, everything
+ * resumed when they come back with one pack offline; and from the publisher: inverter link
+ * present from the peer's 0x305, lost after they stop.
  * argv: <python> <can_peer.py>. Every child is killed and reaped whatever happens. */
 #define _GNU_SOURCE
+#include "battery_view.h"
 #include "can_publisher.h"
 #include "event_bus.h"
 #include "gw_clock.h"
@@ -91,29 +95,51 @@ static void touch(const char *path)
 /* ---- feeding ------------------------------------------------------------------------- */
 
 struct feed_values {
-    float volts, amps;
-    int16_t temp_dc;
-    uint32_t soc_ppm;
+    float volts, amps, temp_c, soc_pct;
+    float cvl_v, ccl_a, dcl_a;
+    unsigned online;                  /* of 2 packs */
 };
 
-static void feed(struct event_bus *bus, const struct feed_values *v)
+static void feed(struct event_bus *bus, const struct feed_values *fv)
 {
-    struct bms_live_data d = { .valid = true, .timestamp_ms = gw_now_ms(), .wall_time_ms = gw_wall_ms(),
-                               .cell_count = 16 };
-    for (int i = 0; i < 16; i++)
-        d.cell_mv_x10[i] = (uint16_t)(v->volts / 16.0f * 10000.0f);
-    d.min_cell_mv = d.max_cell_mv = (uint16_t)(v->volts / 16.0f * 1000.0f);
-    d.min_cell_index = 3;
-    d.max_cell_index = 7;
-    d.pack_voltage_v = v->volts;
-    d.pack_current_a = v->amps;
-    d.temp_dc[0] = v->temp_dc;
-    d.temp_present[0] = true;
-    d.soc_ppm = v->soc_ppm;
-    d.soh_raw = 50000;
-    d.soh_valid = true;
-    d.online_status = v->amps >= 0 ? BMS_STATUS_CHARGING : BMS_STATUS_DISCHARGING;
-    event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000);
+    static struct battery_view v;
+    static uint64_t seq;
+    memset(&v, 0, sizeof v);
+    v.seq = ++seq;
+    v.timestamp_ms = gw_now_ms();
+    v.wall_time_ms = gw_wall_ms();
+    v.pack_count = 2;
+    v.online_count = (uint8_t)fv->online;
+    v.voltage_v = fv->volts;
+    v.current_a = fv->amps;
+    v.soc_pct = fv->soc_pct;
+    v.soh_pct = 100.0f;
+    v.soh_valid = true;
+    v.capacity_ah = 100.0f * (float)fv->online;
+    v.installed_capacity_ah = 200.0f;
+    v.cell_count = 16;
+    v.min_cell_v = fv->volts / 16.0f;
+    v.max_cell_v = fv->volts / 16.0f + 0.012f;
+    snprintf(v.min_cell.name, sizeof v.min_cell.name, "P1C3");
+    snprintf(v.max_cell.name, sizeof v.max_cell.name, "P2C7");
+    v.have_temp = true;
+    v.temp_min_c = fv->temp_c - 1.0f;
+    v.temp_max_c = fv->temp_c;
+    snprintf(v.min_temp.name, sizeof v.min_temp.name, "P2T1");
+    snprintf(v.max_temp.name, sizeof v.max_temp.name, "P1T1");
+    for (unsigned f = 0; f < VICTRON_FLAG_COUNT; f++)
+        v.alarms.alarm[f] = v.alarms.warning[f] = VICTRON_FLAG_OK;
+    v.alarms.online = fv->online > 0;
+    v.modules = (struct victron_modules){ .ok = (uint16_t)fv->online, .offline = (uint16_t)(2 - fv->online) };
+    v.energy_in_wh = 12345.0;
+    v.energy_out_wh = 6789.0;
+    v.limits = (struct battery_limits){ .valid = fv->online > 0, .cvl_v = fv->cvl_v, .ccl_a = fv->ccl_a,
+                                        .dcl_a = fv->dcl_a, .discharge_v = 46.4f };
+    for (unsigned i = 0; i < 2; i++) {
+        v.packs[i].id = (uint8_t)i;
+        v.packs[i].state = i < fv->online ? BATTERY_PACK_ONLINE : BATTERY_PACK_OFFLINE;
+    }
+    event_bus_publish(bus, EVENT_BATTERY_UPDATE, &v, sizeof v, 1000);
 }
 
 /* Feeds every 200 ms for ms (or until cond returns true when cond is not NULL). */
@@ -136,7 +162,7 @@ static bool feed_for(struct event_bus *bus, const struct feed_values *v, unsigne
 }
 
 static bool is_stale(const struct can_publisher_status *s) { return s->stale; }
-static bool is_fresh(const struct can_publisher_status *s) { return !s->stale && s->limits.sending; }
+static bool is_fresh(const struct can_publisher_status *s) { return !s->stale; }
 static bool link_up(const struct can_publisher_status *s) { return s->inverter_link; }
 static bool link_down(const struct can_publisher_status *s) { return !s->inverter_link; }
 
@@ -287,14 +313,18 @@ static void test_publisher_against_python_can(void)
     cfg.can.inverter_timeout_ms = 2000;
     char spec[160];
     snprintf(spec, sizeof spec, "slcan:%s", path_a);
-    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport_spec = spec, .data_dir = dir };
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport_spec = spec };
     struct can_publisher *p = NULL;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
     if (!p)
         return;
 
-    const struct feed_values phase1 = { .volts = 52.8f, .amps = 20.0f, .temp_dc = 251, .soc_ppm = 80000000 };
-    const struct feed_values phase2 = { .volts = 53.1f, .amps = -5.0f, .temp_dc = 243, .soc_ppm = 81500000 };
+    /* Limits just below a step: they must go out rounded down (55.2 V, 100.0 A, 150.0 A). */
+    const struct feed_values phase1 = { .volts = 52.8f, .amps = 20.0f, .temp_c = 25.1f, .soc_pct = 80.0f,
+                                        .cvl_v = 55.249f, .ccl_a = 100.09f, .dcl_a = 150.099f, .online = 2 };
+    /* After the silence: pack 2 stays away, the bank runs on pack 1. */
+    const struct feed_values phase2 = { .volts = 53.1f, .amps = -5.0f, .temp_c = 24.3f, .soc_pct = 81.5f,
+                                        .cvl_v = 55.2f, .ccl_a = 50.0f, .dcl_a = 75.0f, .online = 1 };
     feed(bus, &phase1);
     event_bus_flush(bus, 2000);
     double t_start = wall_s();
@@ -306,12 +336,12 @@ static void test_publisher_against_python_can(void)
     feed_for(bus, &phase1, elapsed_ms < 12000.0 ? (unsigned)(12000.0 - elapsed_ms) : 0, NULL, NULL);
     double t_stop = wall_s();
 
-    /* Phase 2: no samples: stale after 3 s, 0x351 withheld. */
+    /* Phase 2: no views: stale after 3 s, 0x351 and the measurements withheld. */
     CHECK(feed_for(bus, NULL, 10000, p, is_stale));
-    feed_for(bus, NULL, 4000, NULL, NULL);
+    feed_for(bus, NULL, 6000, NULL, NULL); /* a few offline cycles past the margin below */
     double t_resume = wall_s();
 
-    /* Phase 3: samples again: 0x351 resumes. */
+    /* Phase 3: views again (one pack of two): everything resumes. */
     CHECK(feed_for(bus, &phase2, 10000, p, is_fresh));
     feed_for(bus, &phase2, 3000, NULL, NULL);
 
@@ -367,32 +397,60 @@ static void test_publisher_against_python_can(void)
     CHECK_NEAR(field(r, "soc"), 80, 0.5);
     CHECK_NEAR(field(r, "soh"), 100, 0.5);
     r = last_between(0x351, t_start, t_stop);
-    CHECK(field(r, "cvl") > 40.0 && field(r, "cvl") < 60.0);
-    CHECK(field(r, "dcl") > 0.0);
+    CHECK_NEAR(field(r, "cvl"), 55.2, 1e-6); /* 55.249 V rounded down, never 55.3 */
+    CHECK_NEAR(field(r, "ccl"), 100.0, 1e-6);
+    CHECK_NEAR(field(r, "dcl"), 150.0, 1e-6);
     r = last_between(0x35A, t_start, t_stop);
     CHECK_NEAR(field(r, "online"), 1, 0);
+    r = last_between(0x372, t_start, t_stop);
+    CHECK_NEAR(field(r, "ok"), 2, 0);
+    CHECK_NEAR(field(r, "offline"), 0, 0);
     r = last_between(0x373, t_start, t_stop);
     CHECK_NEAR(field(r, "min_cell_mv"), 3300, 1);
-    r = last_between(0x35E, t_start, t_end);
+    CHECK_NEAR(field(r, "max_cell_mv"), 3312, 1);
+    CHECK_NEAR(field(r, "max_temp_k"), 298, 0);  /* 25.1 degC = 298.25 K */
+    r = last_between(0x375, t_start, t_stop);
     cJSON *text = r ? cJSON_GetObjectItemCaseSensitive(r->decoded, "text") : NULL;
+    CHECK(cJSON_IsString(text) && strcmp(text->valuestring, "P2C7") == 0);
+    r = last_between(0x378, t_start, t_stop);
+    CHECK_NEAR(field(r, "energy_in_wh"), 12300, 0);
+    r = last_between(0x379, t_start, t_stop);
+    CHECK_NEAR(field(r, "installed_ah"), 200, 0);
+    r = last_between(0x35E, t_start, t_end);
+    text = r ? cJSON_GetObjectItemCaseSensitive(r->decoded, "text") : NULL;
     CHECK(cJSON_IsString(text) && strcmp(text->valuestring, "Enepaq") == 0);
 
-    /* Stale: 0x351 absent from stop + timeout + margin (one cycle, delivery to the peer) until
-     * resume; the rest goes on. */
+    /* Stale: 0x351 and every measurement absent from stop + timeout + margin (one cycle,
+     * delivery to the peer) until resume; status, totals and identity go on. */
     double quiet_from = t_stop + 3.0 + 2.0;
     CHECK(count_between(0x351, t_start, t_stop) >= 8);
-    CHECK_EQ_INT(count_between(0x351, quiet_from, t_resume), 0);
-    CHECK(count_between(0x356, quiet_from, t_resume) >= 1);
+    static const int withheld[] = { 0x351, 0x355, 0x356, 0x373, 0x374, 0x375, 0x376, 0x377 };
+    for (size_t i = 0; i < sizeof withheld / sizeof withheld[0]; i++) {
+        if (count_between(withheld[i], quiet_from, t_resume) != 0)
+            fprintf(stderr, "0x%03X sent while stale\n", (unsigned)withheld[i]);
+        CHECK_EQ_INT(count_between(withheld[i], quiet_from, t_resume), 0);
+    }
+    CHECK(count_between(0x35A, quiet_from, t_resume) >= 3);
+    CHECK(count_between(0x372, quiet_from, t_resume) >= 3);
+    CHECK(count_between(0x378, quiet_from, t_resume) >= 3);
     r = last_between(0x35A, quiet_from, t_resume);
     CHECK_NEAR(field(r, "offline"), 1, 0);
+    r = last_between(0x372, quiet_from, t_resume);
+    CHECK_NEAR(field(r, "ok"), 0, 0);
+    CHECK_NEAR(field(r, "offline"), 2, 0);
 
-    /* Resume with the new values. */
+    /* Resume with the new values, one pack of two. */
     CHECK(count_between(0x351, t_resume, t_end) >= 3);
     r = last_between(0x356, t_resume + 1.5, t_end);
     CHECK_NEAR(field(r, "voltage"), 53.1, 0.011);
     CHECK_NEAR(field(r, "current"), -5.0, 0.051);
+    r = last_between(0x351, t_resume + 1.5, t_end);
+    CHECK_NEAR(field(r, "ccl"), 50.0, 1e-6);
     r = last_between(0x35A, t_resume + 1.5, t_end);
     CHECK_NEAR(field(r, "online"), 1, 0);
+    r = last_between(0x372, t_resume + 1.5, t_end);
+    CHECK_NEAR(field(r, "ok"), 1, 0);
+    CHECK_NEAR(field(r, "offline"), 1, 0);
 
     for (size_t i = 0; i < root_count; i++)
         cJSON_Delete(roots[i]);
