@@ -65,8 +65,10 @@ class Publishing(MqttCase):
         for obj in ("voltage", "online_status", "cell_16_voltage"):  # first, middle, last of the burst
             self.sub.wait(lambda m, o=obj: m[3] == "%s/sensor/%s/%s/config" % (HA, NODE, o)
                           and ("tinybms_" + serial) in m[4], 60, "discovery of %s with the BMS serial" % obj)
-        for topic in ("status", "charge/cvl", "cells/16/voltage", "temperature/min"):
-            self.sub.wait(lambda m, t=topic: m[3] == P + "/" + t, 60, "%s/%s" % (P, topic))
+        # Before the first sample the gateway says "None" (unavailable): wait for real values.
+        for topic in ("charge/cvl", "cells/16/voltage", "temperature/min", "voltage", "current", "power", "soc"):
+            self.sub.wait(lambda m, t=topic: m[3] == P + "/" + t and m[4] != "None", 60, "%s/%s" % (P, topic))
+        self.sub.wait(lambda m: m[3] == P + "/status" and '"online_count":1' in m[4], 60, P + "/status with data")
         st = self.sim.state()
         snap = retained_snapshot(self.broker.port, ALL)
 
@@ -179,8 +181,11 @@ class Publishing(MqttCase):
         broker = self.track(Mosquitto(self.tmp))
         sim = self.start_sim(["--speed", "0"])
         gw = self.start_daemon(["--uart", sim.link, "--mqtt", "mqtt://127.0.0.1:%d" % broker.port, "--poll-ms", "500"])
-        snap = wait_for(lambda: (lambda s: s if P + "/status" in s and P + "/cells/16/voltage" in s else None)(
-            retained_snapshot(broker.port, [P + "/#"], seconds=2)), 60, "status and cell topics")
+        def ready(s):  # values, not the "None" said before the first sample
+            return (P + "/status" in s and '"online_count":1' in s[P + "/status"][2]
+                    and all(s.get("%s/cells/%d/voltage" % (P, c), (0, 0, "None"))[2] != "None" for c in range(1, 17)))
+        snap = wait_for(lambda: (lambda s: s if ready(s) else None)(
+            retained_snapshot(broker.port, [P + "/#"], seconds=2)), 60, "status and cell topics with values")
         st = sim.state()
         n = st["cell_count"]
         for cell in range(1, n + 1):
