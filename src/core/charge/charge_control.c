@@ -19,6 +19,13 @@
 #define FULL_MARGIN_V 0.03f
 /* A limit forced to 0 near a cutoff is released only this far from the cutoff (hysteresis). */
 #define CUTOFF_RELEASE_V 0.10f
+/* The under-voltage latch (DCL 0) is released only with the lowest cell this far above the
+ * cutoff for UV_RELEASE_HOLD_MS without a break, and never before UV_MIN_LATCH_MS: a cell that
+ * merely relaxes after the load stopped (polarisation, IR drop) stays below it, so the
+ * inverter is not switched back on only to stop again under load minutes later. */
+#define UV_RELEASE_V 0.20f
+#define UV_RELEASE_HOLD_MS (300u * 1000u)
+#define UV_MIN_LATCH_MS (600u * 1000u)
 /* The excess hold on CVL is released when the highest cell is this far below cell_limit_v. */
 #define EXCESS_RELEASE_V 0.02f
 /* An excess-lowered CVL never goes below the present pack voltage minus this per cell: the
@@ -750,7 +757,7 @@ static float charge_target(struct charge_control *cc, const struct pack_view *v,
 }
 
 static float discharge_target(struct charge_control *cc, const struct pack_view *v, uint32_t prot,
-                              bool cap_on, char *reason)
+                              bool cap_on, uint64_t dt_ms, char *reason)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float max = c->max_discharge_a;
@@ -775,10 +782,20 @@ static float discharge_target(struct charge_control *cc, const struct pack_view 
     }
 
     if (v->has_uv) {
-        if (v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_MARGIN_V)
+        if (v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_MARGIN_V) {
+            if (!cc->uv_block)
+                cc->uv_latched_ms = 0;
             cc->uv_block = true;
-        else if (v->min_cell_v > v->uv_cell_v + CUTOFF_RELEASE_V)
-            cc->uv_block = false;
+            cc->uv_release_ms = 0;
+        } else if (cc->uv_block) {
+            cc->uv_latched_ms += dt_ms;
+            if (v->min_cell_v + EPS_V >= v->uv_cell_v + UV_RELEASE_V)
+                cc->uv_release_ms += dt_ms;
+            else
+                cc->uv_release_ms = 0;
+            if (cc->uv_release_ms >= UV_RELEASE_HOLD_MS && cc->uv_latched_ms >= UV_MIN_LATCH_MS)
+                cc->uv_block = false;
+        }
     } else {
         cc->uv_block = false;
     }
@@ -934,7 +951,7 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
         cc->cap_active = false;
 
     out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
-    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
+    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, dt_ms, out->dcl_reason);
     out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
                                 first, dt_ms, out->ccl_reason);
     out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,

@@ -147,6 +147,8 @@ struct charge_control {
     uint64_t rebulk_evidence_ms;         /* how long the evidence for a rebulk has held */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
+    uint64_t uv_latched_ms;              /* time since the latch engaged */
+    uint64_t uv_release_ms;              /* time the release condition has held */
     float cvl_v;                         /* last CVL sent */
     float float_cvl_v;                   /* float-phase ramp position (V) */
     bool excess_hold;                    /* CVL held down by cell excess */
