@@ -119,6 +119,9 @@ struct charge_ramp {
     bool at_zero;                        /* latched at 0 until the target exceeds zero_exit_a */
     bool waiting;                        /* an increase is pending */
     uint64_t waited_ms;                  /* time the increase has waited (at most 2 s per step) */
+    bool ramping;                        /* the delay is over: ramping to the target */
+    bool table_hold;                     /* a table decreased the value: no increase yet */
+    uint64_t table_hold_ms;              /* time since that decrease */
 };
 
 /* The BMS event log as charge control last saw it, each event with its timestamp unwrapped to
