@@ -35,9 +35,10 @@
 #define FLOOR_BELOW_FLOAT_V 0.15f
 /* While charging must stop, the held CVL follows the pack voltage down only while the pack is
  * not discharging faster than this fraction of max_discharge_a (at least STOP_FOLLOW_MIN_A):
- * a resting pack that lost charge is not recharged, and an inverter that discharges the pack
- * towards CVL is not chased down. */
-#define STOP_FOLLOW_DISCHARGE_FRACTION 0.05f
+ * a pack that lost charge to the loads is not recharged when they stop (the voltage is lowest
+ * then), and a hard discharge (an inverter with feed-in that discharges the pack towards CVL,
+ * as a GX given CVL 0 does) is not chased down. */
+#define STOP_FOLLOW_DISCHARGE_FRACTION 0.25f
 #define STOP_FOLLOW_MIN_A 2.0f
 /* Absorption spread tolerance at least the BMS's allowed disbalance (reg 308) plus this. */
 #define DISBALANCE_MARGIN_MV 5.0f
@@ -440,6 +441,10 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
 /* ... and the evidence (or a spread above rebulk_spread_mv) must hold this long without a
  * break: a load peak, a cloud or a wrong reading does not restart a charge. */
 #define REBULK_CONFIRM_MS (600u * 1000u)
+/* Voltages say little under a large current (IR drop, polarisation): the evidence only counts
+ * (and only breaks) while the pack current is within this fraction of the larger configured
+ * maximum; in between the timer waits. */
+#define REBULK_REST_FRACTION 0.1f
 
 /* Cell voltage above which a cell's excess lowers CVL: cell_limit_v, bounded by the BMS cutoff
  * (reg 315) and fully-charged voltage (reg 300), never below the target. */
@@ -483,7 +488,13 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
     /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
     bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
     bool evidence = !bms_full && cc->phase != CHARGE_PHASE_BULK && (discharged || spread_wide);
-    cc->rebulk_evidence_ms = evidence ? cc->rebulk_evidence_ms + dt_ms : 0;
+    float current = v->live->pack_current_a;
+    float rest_a = REBULK_REST_FRACTION * max_f(c->max_charge_a, c->max_discharge_a);
+    bool resting = !finite_f(current) || (current <= rest_a && current >= -rest_a);
+    if (!evidence)
+        cc->rebulk_evidence_ms = 0;
+    else if (resting)
+        cc->rebulk_evidence_ms += dt_ms;
     bool rebulk = cc->rebulk_evidence_ms >= REBULK_CONFIRM_MS;
     if (rebulk) {
         cc->rebulk_evidence_ms = 0;
