@@ -83,6 +83,7 @@ struct results {
     double changes_mean, changes_mean_steady;
     uint32_t changes_p95, changes_max;
     unsigned phase_changes_after_reset;
+    uint32_t cvl_changes, ccl_changes, dcl_changes;
 };
 
 struct world {
@@ -410,6 +411,10 @@ static void run_scenario(const struct scenario *sc, struct results *r)
         }
         if (t % 3600u + step >= 3600u && r->hours < MAX_HOURS) {
             uint32_t total = lim.cvl_changes + lim.ccl_changes + lim.dcl_changes;
+            if (getenv("GW_SIM_BUSY") && total - changes_at_hour >= (uint32_t)atoi(getenv("GW_SIM_BUSY")))
+                printf("%s busy hour d%u %02u: %u changes (CVL %u CCL %u DCL %u so far) phase %s\n", sc->name,
+                       day_of(t), (unsigned)hour_of(t), total - changes_at_hour, lim.cvl_changes,
+                       lim.ccl_changes, lim.dcl_changes, charge_phase_name(lim.phase));
             r->changes_per_hour[r->hours++] = total - changes_at_hour;
             changes_at_hour = total;
         }
@@ -421,6 +426,9 @@ static void run_scenario(const struct scenario *sc, struct results *r)
                    (double)w.bm.temp_pack_c, charge_phase_name(lim.phase), (double)lim.cvl_v,
                    lim.cvl_reason, (double)lim.ccl_a, lim.ccl_reason, (double)lim.dcl_a, lim.dcl_reason);
     }
+    r->cvl_changes = lim.cvl_changes;
+    r->ccl_changes = lim.ccl_changes;
+    r->dcl_changes = lim.dcl_changes;
     r->ov_trips = w.bm.over_voltage_count;
     r->uv_trips = w.bm.under_voltage_count;
     r->full_trips = w.bm.full_charge_count;
@@ -444,6 +452,8 @@ static void run_scenario(const struct scenario *sc, struct results *r)
            (double)r->min_cell, (double)r->max_cell, (double)(r->max_soc * 100.0f), (double)r->min_cvl);
     printf("%s: limit changes per hour: mean %.2f (after day 1 %.2f), p95 %u, max %u\n", sc->name,
            r->changes_mean, r->changes_mean_steady, r->changes_p95, r->changes_max);
+    printf("%s: changes CVL %u, CCL %u, DCL %u in %u h\n", sc->name, r->cvl_changes, r->ccl_changes,
+           r->dcl_changes, r->hours);
     printf("%s: days reaching float %u of %u (full %u), float %.1f h, hours with a cell above 3.50 V %.1f\n",
            sc->name, r->days_float, sc->days, r->days_full, r->float_hours, r->hours_above_350);
     printf("%s: DCL 0 %.1f h in %u stretches; phase changes %u\n", sc->name, r->dcl0_hours,

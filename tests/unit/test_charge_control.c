@@ -1302,6 +1302,22 @@ static void test_rebulk_needs_time_and_voltage(void)
     CHECK_NEAR(out.cvl_v, 54.0 + 0.32, 0.01);
     CHECK_REASON(out.cvl_reason, "rise limit");
 
+    /* Under a large current the voltage is no evidence (IR drop, polarisation): a 60 A load
+     * with the pack at 3.32 V/cell does not rebulk; at rest it does, 10 min later. */
+    CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
+    t = 0;
+    reach_float(&cc, &d, &in, &t);
+    set_all_cells(&d, 3.32f);
+    d.soc_ppm = 75000000u;
+    d.pack_current_a = -60.0f;
+    out = run(&cc, &in, &t, 3600);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    d.pack_current_a = -3.0f;
+    out = run(&cc, &in, &t, 598);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_FLOAT);
+    out = run(&cc, &in, &t, 3);
+    CHECK_EQ_INT(out.phase, CHARGE_PHASE_BULK);
+
     /* A SOC stuck high does not stop a rebulk once the voltage is clearly low (3.28 V/cell). */
     CHECK_EQ_INT(charge_control_init(&cc, &c), GW_OK);
     t = 0;
