@@ -26,7 +26,9 @@ void gw_config_charge_defaults(struct gw_config_charge *ch, enum gw_chemistry ch
      * TinyBMS's 60 mA balancer moves 0.12 Ah in 2 h, enough to hold a cell that leaks up to
      * 5 mA, while a wider spread stops keeping the cells near full for ever. */
     ch->max_top_time_s = 7200;
-    ch->float_ramp_mv_per_cell_s = 1.0f;
+    /* 1 mV/s for 16 cells (dbus-serialbattery's float transition): 20 min from target to float
+     * whatever the cell count, a 0.1 V step of CVL every 100 s. */
+    ch->float_ramp_mv_per_cell_s = 0.0625f;
     ch->rebulk_soc_percent = 80.0f;
     ch->rebulk_spread_mv = 80.0f;
     ch->max_charge_a = 100.0f;

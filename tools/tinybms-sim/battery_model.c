@@ -178,7 +178,20 @@ static float flowing_current(const struct battery_model *m, float requested_a)
 static void update_terminal_voltages(struct battery_model *m)
 {
     for (unsigned i = 0; i < m->cfg.cells; i++)
-        m->cell_voltage_v[i] = battery_model_cell_ocv(m, i) + m->current_a * m->cell_resistance_ohm[i];
+        m->cell_voltage_v[i] = battery_model_cell_ocv(m, i) + m->current_a * m->cell_resistance_ohm[i] +
+                               m->cell_polar_v[i];
+}
+
+/* The RC branch follows current x polarisation_ohm with its time constant (first order). */
+static void update_polarisation(struct battery_model *m, float dt_s)
+{
+    if (!(m->polarisation_tau_s > 0.0f) || !(m->polarisation_ohm > 0.0f))
+        return;
+    float a = dt_s / m->polarisation_tau_s;
+    if (a > 1.0f)
+        a = 1.0f;
+    for (unsigned i = 0; i < m->cfg.cells; i++)
+        m->cell_polar_v[i] += (m->current_a * m->polarisation_ohm - m->cell_polar_v[i]) * a;
 }
 
 static void update_switches(struct battery_model *m)
@@ -394,6 +407,7 @@ static void substep(struct battery_model *m, float dt_s)
         q += (double)i * hours;
         if (m->balancing_bits & (1u << k))
             q -= (double)c->balance_current_a * hours;
+        q -= (double)m->cell_leak_a[k] * hours;
         double lo = (double)SOC_FLOOR * m->cell_capacity_ah[k];
         double hi = (double)SOC_CEIL * m->cell_capacity_ah[k];
         q = q < lo ? lo : q > hi ? hi : q;
@@ -418,6 +432,7 @@ static void substep(struct battery_model *m, float dt_s)
     m->temp_ext_c[0] = m->temp_pack_c;
     m->temp_ext_c[1] = m->temp_pack_c + EXT2_OFFSET_C;
 
+    update_polarisation(m, dt_s);
     update_terminal_voltages(m);
     float pack_v = battery_model_pack_voltage(m);
     if (i > 0.0f)

@@ -91,6 +91,12 @@ struct battery_model {
     /* Double-precision shadow of cell_charge_ah (a float cannot count 1 s of a 60 mA bleed on
      * 280 Ah). A caller may still write cell_charge_ah: the model adopts the new value. */
     double cell_charge_precise_ah[BATTERY_MODEL_MAX_CELLS];
+
+    /* ---- Added for the closed-loop charge tests (appended; 0 = off, the default). ---- */
+    float cell_leak_a[BATTERY_MODEL_MAX_CELLS]; /* self-discharge of each cell, A */
+    float polarisation_ohm;        /* per cell: an RC branch in series (diffusion), ohm */
+    float polarisation_tau_s;      /* its time constant, s (0 = off) */
+    float cell_polar_v[BATTERY_MODEL_MAX_CELLS]; /* the RC branch's voltage now */
 };
 
 /* Fills cfg with the defaults documented above for a chemistry. */

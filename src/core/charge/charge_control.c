@@ -19,6 +19,13 @@
 #define FULL_MARGIN_V 0.03f
 /* A limit forced to 0 near a cutoff is released only this far from the cutoff (hysteresis). */
 #define CUTOFF_RELEASE_V 0.10f
+/* The under-voltage latch (DCL 0) is released only with the lowest cell this far above the
+ * cutoff for UV_RELEASE_HOLD_MS without a break, and never before UV_MIN_LATCH_MS: a cell that
+ * merely relaxes after the load stopped (polarisation, IR drop) stays below it, so the
+ * inverter is not switched back on only to stop again under load minutes later. */
+#define UV_RELEASE_V 0.20f
+#define UV_RELEASE_HOLD_MS (300u * 1000u)
+#define UV_MIN_LATCH_MS (600u * 1000u)
 /* The excess hold on CVL is released when the highest cell is this far below cell_limit_v. */
 #define EXCESS_RELEASE_V 0.02f
 /* An excess-lowered CVL never goes below the present pack voltage minus this per cell: the
@@ -28,9 +35,10 @@
 #define FLOOR_BELOW_FLOAT_V 0.15f
 /* While charging must stop, the held CVL follows the pack voltage down only while the pack is
  * not discharging faster than this fraction of max_discharge_a (at least STOP_FOLLOW_MIN_A):
- * a resting pack that lost charge is not recharged, and an inverter that discharges the pack
- * towards CVL is not chased down. */
-#define STOP_FOLLOW_DISCHARGE_FRACTION 0.05f
+ * a pack that lost charge to the loads is not recharged when they stop (the voltage is lowest
+ * then), and a hard discharge (an inverter with feed-in that discharges the pack towards CVL,
+ * as a GX given CVL 0 does) is not chased down. */
+#define STOP_FOLLOW_DISCHARGE_FRACTION 0.25f
 #define STOP_FOLLOW_MIN_A 2.0f
 /* Absorption spread tolerance at least the BMS's allowed disbalance (reg 308) plus this. */
 #define DISBALANCE_MARGIN_MV 5.0f
@@ -43,6 +51,9 @@
  * voltages does not make the limit change every few seconds. Decreases have no deadband. */
 #define INCREASE_DEADBAND_FRACTION 0.02f
 #define INCREASE_DEADBAND_MIN_A 0.2f
+/* After a decrease that comes from a table, an increase needs the target above the deadband
+ * for this long without a break (no 8 <-> 10 A flapping at a breakpoint). */
+#define TABLE_REVERSAL_HOLD_MS (600u * 1000u)
 /* A fault with the hottest cell sensor this close to the over-heat cutoff (reg 319) is taken as
  * an over-temperature cutoff (the BMS recovers 5 degC below its cutoff). */
 #define OVER_HEAT_NEAR_C 5.0f
@@ -430,6 +441,10 @@ static float bounded_target_cell_v(const struct charge_control *cc, const struct
 /* ... and the evidence (or a spread above rebulk_spread_mv) must hold this long without a
  * break: a load peak, a cloud or a wrong reading does not restart a charge. */
 #define REBULK_CONFIRM_MS (600u * 1000u)
+/* Voltages say little under a large current (IR drop, polarisation): the evidence only counts
+ * (and only breaks) while the pack current is within this fraction of the larger configured
+ * maximum; in between the timer waits. */
+#define REBULK_REST_FRACTION 0.1f
 
 /* Cell voltage above which a cell's excess lowers CVL: cell_limit_v, bounded by the BMS cutoff
  * (reg 315) and fully-charged voltage (reg 300), never below the target. */
@@ -473,7 +488,13 @@ static void update_phase(struct charge_control *cc, const struct pack_view *v, f
     /* The BMS says the pack is full (status 0x92): the charge is over, whatever the phase. */
     bool bms_full = v->live->online_status == BMS_STATUS_FULLY_CHARGED;
     bool evidence = !bms_full && cc->phase != CHARGE_PHASE_BULK && (discharged || spread_wide);
-    cc->rebulk_evidence_ms = evidence ? cc->rebulk_evidence_ms + dt_ms : 0;
+    float current = v->live->pack_current_a;
+    float rest_a = REBULK_REST_FRACTION * max_f(c->max_charge_a, c->max_discharge_a);
+    bool resting = !finite_f(current) || (current <= rest_a && current >= -rest_a);
+    if (!evidence)
+        cc->rebulk_evidence_ms = 0;
+    else if (resting)
+        cc->rebulk_evidence_ms += dt_ms;
     bool rebulk = cc->rebulk_evidence_ms >= REBULK_CONFIRM_MS;
     if (rebulk) {
         cc->rebulk_evidence_ms = 0;
@@ -632,6 +653,7 @@ static float compute_cvl(struct charge_control *cc, const struct pack_view *v, u
 struct pick {
     float value;
     char *reason;
+    bool table;                          /* the value comes from a table (curve) */
 };
 
 static void pick_min(struct pick *p, float value, const char *prefix, float num, unsigned decimals,
@@ -643,6 +665,7 @@ static void pick_min(struct pick *p, float value, const char *prefix, float num,
         value = 0.0f;
     if (value < p->value) {
         p->value = value;
+        p->table = false;
         if (decimals == 0 && suffix == NULL)
             reason_text(p->reason, prefix);
         else
@@ -650,8 +673,19 @@ static void pick_min(struct pick *p, float value, const char *prefix, float num,
     }
 }
 
+/* pick_min for a table value: a decrease it causes is not reversed for a while (dynamics). */
+static void pick_curve(struct pick *p, float value, const char *prefix, float num, unsigned decimals,
+                       const char *suffix)
+{
+    float before = p->value;
+    pick_min(p, value, prefix, num, decimals, suffix);
+    if (p->value < before)
+        p->table = true;
+}
+
 static void force_zero(struct pick *p, const char *text)
 {
+    p->table = false;
     p->value = 0.0f;
     reason_text(p->reason, text);
 }
@@ -659,6 +693,7 @@ static void force_zero(struct pick *p, const char *text)
 static void force_zero_num(struct pick *p, const char *prefix, float num, unsigned decimals,
                            const char *suffix)
 {
+    p->table = false;
     p->value = 0.0f;
     reason_num(p->reason, prefix, num, decimals, suffix);
 }
@@ -704,20 +739,20 @@ static float curve_amps(float max_a, const struct gw_curve *curve, float x)
 }
 
 static float charge_target(struct charge_control *cc, const struct pack_view *v, uint32_t prot,
-                           bool cap_on, char *reason)
+                           bool cap_on, char *reason, bool *from_table)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float max = c->max_charge_a;
-    struct pick p = { max, reason };
+    struct pick p = { max, reason, false };
     reason_text(reason, "config max");
     if (v->has_chg_oc)
         pick_min(&p, BMS_OC_FRACTION * v->chg_oc_a, "bms charge over-current", 0, 0, NULL);
-    pick_min(&p, curve_amps(max, &c->charge_by_cell_v, v->max_cell_v), "cell voltage ",
+    pick_curve(&p, curve_amps(max, &c->charge_by_cell_v, v->max_cell_v), "cell voltage ",
              v->max_cell_v, 2, " V");
     if (v->have_temp) {
-        pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_min_c), "temperature ",
+        pick_curve(&p, curve_amps(max, &c->charge_by_temp, v->temp_min_c), "temperature ",
                  v->temp_min_c, 1, " °C");
-        pick_min(&p, curve_amps(max, &c->charge_by_temp, v->temp_max_c), "temperature ",
+        pick_curve(&p, curve_amps(max, &c->charge_by_temp, v->temp_max_c), "temperature ",
                  v->temp_max_c, 1, " °C");
     } else {
         /* Charging a cell of unknown temperature may plate lithium (below 0 degC): only the
@@ -725,9 +760,10 @@ static float charge_target(struct charge_control *cc, const struct pack_view *v,
         pick_min(&p, c->no_cell_temp_charge_a, "no cell temperature sensor", 0, 0, NULL);
     }
     if (c->charge_by_soc.count)
-        pick_min(&p, curve_amps(max, &c->charge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1, " %");
+        pick_curve(&p, curve_amps(max, &c->charge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1, " %");
     if (cap_on && cc->cap_ccl_a >= 0.0f && cc->cap_ccl_a < p.value) {
         p.value = cc->cap_ccl_a;
+        p.table = false;
         cap_text(cc, reason);
     }
 
@@ -746,39 +782,51 @@ static float charge_target(struct charge_control *cc, const struct pack_view *v,
         force_zero_num(&p, "temperature ", v->temp_min_c, 1, " °C < charge cutoff");
     if (prot & CHARGE_PROT_BLOCKS_CHARGE)
         force_zero(&p, protection_text(prot & CHARGE_PROT_BLOCKS_CHARGE));
+    *from_table = p.table;
     return p.value;
 }
 
 static float discharge_target(struct charge_control *cc, const struct pack_view *v, uint32_t prot,
-                              bool cap_on, char *reason)
+                              bool cap_on, uint64_t dt_ms, char *reason, bool *from_table)
 {
     const struct gw_config_charge *c = &cc->cfg;
     float max = c->max_discharge_a;
-    struct pick p = { max, reason };
+    struct pick p = { max, reason, false };
     reason_text(reason, "config max");
     if (v->has_dis_oc)
         pick_min(&p, BMS_OC_FRACTION * v->dis_oc_a, "bms discharge over-current", 0, 0, NULL);
-    pick_min(&p, curve_amps(max, &c->discharge_by_cell_v, v->min_cell_v), "cell voltage ",
+    pick_curve(&p, curve_amps(max, &c->discharge_by_cell_v, v->min_cell_v), "cell voltage ",
              v->min_cell_v, 2, " V");
     if (v->have_temp) {
-        pick_min(&p, curve_amps(max, &c->discharge_by_temp, v->temp_min_c), "temperature ",
+        pick_curve(&p, curve_amps(max, &c->discharge_by_temp, v->temp_min_c), "temperature ",
                  v->temp_min_c, 1, " °C");
-        pick_min(&p, curve_amps(max, &c->discharge_by_temp, v->temp_max_c), "temperature ",
+        pick_curve(&p, curve_amps(max, &c->discharge_by_temp, v->temp_max_c), "temperature ",
                  v->temp_max_c, 1, " °C");
     }
     if (c->discharge_by_soc.count)
-        pick_min(&p, curve_amps(max, &c->discharge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1,
+        pick_curve(&p, curve_amps(max, &c->discharge_by_soc, v->soc_pct), "soc ", v->soc_pct, 1,
                  " %");
     if (cap_on && cc->cap_dcl_a >= 0.0f && cc->cap_dcl_a < p.value) {
         p.value = cc->cap_dcl_a;
+        p.table = false;
         cap_text(cc, reason);
     }
 
     if (v->has_uv) {
-        if (v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_MARGIN_V)
+        if (v->min_cell_v - EPS_V <= v->uv_cell_v + CUTOFF_MARGIN_V) {
+            if (!cc->uv_block)
+                cc->uv_latched_ms = 0;
             cc->uv_block = true;
-        else if (v->min_cell_v > v->uv_cell_v + CUTOFF_RELEASE_V)
-            cc->uv_block = false;
+            cc->uv_release_ms = 0;
+        } else if (cc->uv_block) {
+            cc->uv_latched_ms += dt_ms;
+            if (v->min_cell_v + EPS_V >= v->uv_cell_v + UV_RELEASE_V)
+                cc->uv_release_ms += dt_ms;
+            else
+                cc->uv_release_ms = 0;
+            if (cc->uv_release_ms >= UV_RELEASE_HOLD_MS && cc->uv_latched_ms >= UV_MIN_LATCH_MS)
+                cc->uv_block = false;
+        }
     } else {
         cc->uv_block = false;
     }
@@ -786,14 +834,19 @@ static float discharge_target(struct charge_control *cc, const struct pack_view 
         force_zero_num(&p, "cell ", v->min_cell_v, 3, " V near cutoff");
     if (prot & CHARGE_PROT_BLOCKS_DISCHARGE)
         force_zero(&p, protection_text(prot & CHARGE_PROT_BLOCKS_DISCHARGE));
+    *from_table = p.table;
     return p.value;
 }
 
 /* Decreases at once; increases wait increase_delay_s then ramp; 0 is left only when the target
- * exceeds zero_exit_a. On the very first step the target is taken as is (no history: a daemon
- * restart must not switch an island inverter off for the delay). */
+ * exceeds zero_exit_a; an increase within the deadband is not started (nor finished, when the
+ * target falls back into it while waiting). After a decrease that comes from a table
+ * (from_table), an increase also needs the target above the deadband for
+ * TABLE_REVERSAL_HOLD_MS without a break: a table value rounded to steps flips with a 1 mV
+ * wiggle of the cell voltage. On the very first step the target is taken as is (no history: a
+ * daemon restart must not switch an island inverter off for the delay). */
 static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge *c, float max_a,
-                            float target, bool first, uint64_t dt_ms, char *reason)
+                            float target, bool from_table, bool first, uint64_t dt_ms, char *reason)
 {
     uint64_t ramp_ms = dt_ms > MAX_RAMP_DT_MS ? MAX_RAMP_DT_MS : dt_ms;
     float dt_s = (float)ramp_ms / 1000.0f;
@@ -801,14 +854,18 @@ static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge
     if (first) {
         r->value_a = target;
         r->at_zero = target <= 0.0f;
-        r->waiting = false;
+        r->waiting = r->ramping = r->table_hold = false;
         return r->value_a;
     }
-    if (target <= 0.0f) {
-        r->value_a = 0.0f;
-        r->at_zero = true;
-        r->waiting = false;
-        return 0.0f;
+    if (target < r->value_a || (target <= 0.0f && r->value_a <= 0.0f)) {
+        if (from_table && target < r->value_a) {
+            r->table_hold = true;
+            r->table_hold_ms = 0;
+        }
+        r->value_a = target > 0.0f ? target : 0.0f;
+        r->at_zero = r->value_a <= 0.0f;
+        r->waiting = r->ramping = false;
+        return r->value_a;
     }
     if (r->at_zero && target <= c->zero_exit_a) {
         r->value_a = 0.0f;
@@ -818,29 +875,42 @@ static float apply_dynamics(struct charge_ramp *r, const struct gw_config_charge
     }
     if (target <= r->value_a) {
         r->value_a = target;
-        r->waiting = false;
+        r->waiting = r->ramping = false;
         r->at_zero = false;
         return r->value_a;
     }
-    if (!r->waiting && !r->at_zero && target <= r->value_a + deadband) {
-        /* Slightly higher target: keep the (lower, safe) value. */
-        reason_num(reason, "deadband (target ", target, 1, " A)");
-        return r->value_a;
-    }
-    if (!r->waiting) {
-        r->waiting = true;
-        r->waited_ms = 0;
-    } else {
-        r->waited_ms += ramp_ms;
-    }
-    if (r->waited_ms < (uint64_t)c->increase_delay_s * 1000u) {
-        reason_num(reason, "increase delay (target ", target, 1, " A)");
-        return r->value_a;
+    if (!r->ramping) {
+        if (!r->at_zero && target <= r->value_a + deadband) {
+            /* Slightly higher target: keep the (lower, safe) value. */
+            r->waiting = false;
+            r->table_hold_ms = 0; /* a reversal must be confirmed by a clean stretch */
+            reason_num(reason, "deadband (target ", target, 1, " A)");
+            return r->value_a;
+        }
+        if (!r->waiting) {
+            r->waiting = true;
+            r->waited_ms = 0;
+        } else {
+            r->waited_ms += ramp_ms;
+        }
+        if (r->table_hold) {
+            r->table_hold_ms += dt_ms;
+            if (r->table_hold_ms < TABLE_REVERSAL_HOLD_MS) {
+                reason_num(reason, "reversal hold (target ", target, 1, " A)");
+                return r->value_a;
+            }
+        }
+        if (r->waited_ms < (uint64_t)c->increase_delay_s * 1000u) {
+            reason_num(reason, "increase delay (target ", target, 1, " A)");
+            return r->value_a;
+        }
+        r->ramping = true;
+        r->table_hold = false;
     }
     float next = r->value_a + c->increase_ramp_a_per_s * dt_s;
     if (next >= target) {
         next = target;
-        r->waiting = false;
+        r->waiting = r->ramping = false;
     } else {
         reason_num(reason, "ramp (target ", target, 1, " A)");
     }
@@ -916,8 +986,8 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     bool resume = !first && (cc->data_gap || dt_ms > MAX_STEP_GAP_MS);
     if (resume) {
         dt_ms = 0;
-        cc->ccl.waiting = false;
-        cc->dcl.waiting = false;
+        cc->ccl.waiting = cc->ccl.ramping = false;
+        cc->dcl.waiting = cc->dcl.ramping = false;
     }
     cc->data_gap = false;
     if (first || resume || now_ms > cc->last_ms)
@@ -933,12 +1003,14 @@ int charge_control_step(struct charge_control *cc, const struct charge_inputs *i
     if (cc->cap_active && now_ms >= cc->cap_until_ms)
         cc->cap_active = false;
 
-    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason);
-    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, out->dcl_reason);
+    bool ccl_table = false, dcl_table = false;
+    out->ccl_target_a = charge_target(cc, &v, prot, cc->cap_active, out->ccl_reason, &ccl_table);
+    out->dcl_target_a = discharge_target(cc, &v, prot, cc->cap_active, dt_ms, out->dcl_reason,
+                                         &dcl_table);
     out->ccl_a = apply_dynamics(&cc->ccl, &cc->cfg, cc->cfg.max_charge_a, out->ccl_target_a,
-                                first, dt_ms, out->ccl_reason);
+                                ccl_table, first, dt_ms, out->ccl_reason);
     out->dcl_a = apply_dynamics(&cc->dcl, &cc->cfg, cc->cfg.max_discharge_a, out->dcl_target_a,
-                                first, dt_ms, out->dcl_reason);
+                                dcl_table, first, dt_ms, out->dcl_reason);
     /* Charging must stop: the charge target is 0, or so small that CCL stays latched at 0. */
     bool stop = out->ccl_target_a <= 0.0f ||
                 (cc->ccl.at_zero && out->ccl_target_a <= cc->cfg.zero_exit_a);

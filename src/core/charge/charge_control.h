@@ -119,6 +119,9 @@ struct charge_ramp {
     bool at_zero;                        /* latched at 0 until the target exceeds zero_exit_a */
     bool waiting;                        /* an increase is pending */
     uint64_t waited_ms;                  /* time the increase has waited (at most 2 s per step) */
+    bool ramping;                        /* the delay is over: ramping to the target */
+    bool table_hold;                     /* a table decreased the value: no increase yet */
+    uint64_t table_hold_ms;              /* time since that decrease */
 };
 
 /* The BMS event log as charge control last saw it, each event with its timestamp unwrapped to
@@ -147,6 +150,8 @@ struct charge_control {
     uint64_t rebulk_evidence_ms;         /* how long the evidence for a rebulk has held */
     bool ov_block;                       /* charge latched off near the over-voltage cutoff */
     bool uv_block;                       /* discharge latched off near the under-voltage cutoff */
+    uint64_t uv_latched_ms;              /* time since the latch engaged */
+    uint64_t uv_release_ms;              /* time the release condition has held */
     float cvl_v;                         /* last CVL sent */
     float float_cvl_v;                   /* float-phase ramp position (V) */
     bool excess_hold;                    /* CVL held down by cell excess */
