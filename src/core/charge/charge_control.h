@@ -7,13 +7,20 @@
  *
  * Safety rules implemented here (see the doc for the why):
  *  - CVL is never 0, never NaN, never "measured voltage minus a constant"; charging is stopped
- *    with CVL (cell excess over cell_limit_v lowers it), because Victron chargers push ~0.5 A
- *    at CCL 0 and MPPTs with feed-in ignore CCL.
- *  - CCL / DCL = the smallest of every source, each with its reason; 0 when the BMS has
- *    switched charge / discharge off.
- *  - Decreases apply at once; increases wait, then ramp; leaving 0 A needs hysteresis;
- *    increases below 2 % of the maximum are not started and table values are rounded down to
- *    that step, so a slowly moving target does not change the limit every second. */
+ *    with CVL too: when the charge target is 0 (cold, BMS protection or fault, over-voltage
+ *    latch, no cell temperature sensor...) CVL is held at the pack voltage (floor: cells x
+ *    discharge_cell_v), because Victron chargers push ~0.5 A at CCL 0 and MPPTs with feed-in
+ *    ignore CCL; cell excess over cell_limit_v lowers it too.
+ *  - CCL / DCL = the smallest of every source, each with its reason; 0 in the direction the
+ *    BMS has switched off (a fault blocks by its cause; an unexplained one blocks charging).
+ *  - Only the external sensors are cell temperatures; without one, charging is capped at
+ *    no_cell_temp_charge_a.
+ *  - Decreases apply at once; increases wait, then ramp (at most 2 s counted per step); leaving
+ *    0 A needs hysteresis; increases below 2 % of the maximum are not started, table values are
+ *    rounded down to that step and a table decrease is reversed only after 10 min clean; CVL
+ *    rises at 0.2 mV/cell/s at most, always.
+ *  - Phases: a rebulk needs voltage evidence near rest for 10 min (never the SOC alone); the
+ *    time at the top is capped (max_top_time_s); BMS status 0x92 means float. */
 #ifndef CHARGE_CONTROL_H
 #define CHARGE_CONTROL_H
 
