@@ -198,7 +198,4 @@ void gw_config_set_defaults(struct gw_config *cfg);
 /* Resets the charge section to the defaults of a chemistry. */
 void gw_config_charge_defaults(struct gw_config_charge *charge, enum gw_chemistry chemistry);
 
-/* y of the curve at x (linear interpolation, clamped); 1.0 when the curve is empty. */
-float gw_curve_eval(const struct gw_curve *curve, float x);
-
 #endif

@@ -150,23 +150,3 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->battery.implausible_in_row = 3;
     cfg->battery.soc_spread_percent = 15.0f;
 }
-
-float gw_curve_eval(const struct gw_curve *c, float x)
-{
-    if (!c || c->count == 0)
-        return 1.0f;
-    unsigned n = c->count > GW_CURVE_POINTS ? GW_CURVE_POINTS : c->count;
-    if (x != x) /* NaN input: the safe answer is "no current" */
-        return 0.0f;
-    if (x <= c->x[0])
-        return c->y[0];
-    for (unsigned i = 1; i < n; i++) {
-        if (x <= c->x[i]) {
-            float span = c->x[i] - c->x[i - 1];
-            if (span <= 0.0f)
-                return c->y[i];
-            return c->y[i - 1] + (c->y[i] - c->y[i - 1]) * (x - c->x[i - 1]) / span;
-        }
-    }
-    return c->y[n - 1];
-}

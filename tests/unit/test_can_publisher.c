@@ -960,14 +960,14 @@ static void test_describe_golden(void)
         struct can_frame_gw f = { .id = cases[i].id, .dlc = cases[i].dlc };
         memcpy(f.data, cases[i].data, 8);
         char buf[CAN_TAP_TEXT];
-        CHECK(can_publisher_describe_frame(&f, buf, sizeof buf) > 0);
+        CHECK(victron_describe_frame(&f, buf, sizeof buf) > 0);
         CHECK_STR(buf, cases[i].text);
     }
     struct can_frame_gw f = { .id = 0x351, .dlc = 8 };
     char tiny[8];
-    CHECK(can_publisher_describe_frame(&f, tiny, sizeof tiny) >= 0);
+    CHECK(victron_describe_frame(&f, tiny, sizeof tiny) >= 0);
     CHECK_EQ_INT(strlen(tiny), 7); /* truncated, terminated */
-    CHECK_EQ_INT(can_publisher_describe_frame(NULL, tiny, sizeof tiny), GW_ERR_INVAL);
+    CHECK_EQ_INT(victron_describe_frame(NULL, tiny, sizeof tiny), GW_ERR_INVAL);
 }
 
 static void test_slcan_device_gone_is_survived(void)

@@ -1520,9 +1520,21 @@ static void test_limit_changes_and_reversals(void)
     CHECK_NEAR(c.float_ramp_mv_per_cell_s * 16.0f, 1.0, 1e-4);
 }
 
+static void test_curve_interpolates_and_clamps(void)
+{
+    struct gw_curve c = { .count = 3, .x = { 0, 10, 20 }, .y = { 0, 1, 0.5f } };
+    CHECK_NEAR(charge_curve_eval(&c, -5), 0.0, 1e-6);
+    CHECK_NEAR(charge_curve_eval(&c, 5), 0.5, 1e-6);
+    CHECK_NEAR(charge_curve_eval(&c, 15), 0.75, 1e-6);
+    CHECK_NEAR(charge_curve_eval(&c, 99), 0.5, 1e-6);
+    CHECK_NEAR(charge_curve_eval(&c, NAN), 0.0, 1e-6);
+    struct gw_curve empty = { 0 };
+    CHECK_NEAR(charge_curve_eval(&empty, 3), 1.0, 1e-6);
+}
+
 TEST_MAIN(TEST_CASE(test_limit_changes_and_reversals), TEST_CASE(test_under_voltage_latch_release), TEST_CASE(test_max_top_time), TEST_CASE(test_rebulk_needs_time_and_voltage), TEST_CASE(test_fully_charged_register_and_status), TEST_CASE(test_ramps_do_not_jump_after_a_pause), TEST_CASE(test_event_timestamps_beyond_2_24), TEST_CASE(test_charge_stop_pulls_cvl_down), TEST_CASE(test_fault_blocks_by_direction), TEST_CASE(test_no_cell_temperature_sensor), TEST_CASE(test_bad_arguments), TEST_CASE(test_event_newer_than_sample_counts), TEST_CASE(test_no_jump_after_data_gap), TEST_CASE(test_cvl_never_zero),
           TEST_CASE(test_cvl_target_and_bms_bounds), TEST_CASE(test_cvl_excess_reduction),
           TEST_CASE(test_phases), TEST_CASE(test_rebulk_by_spread_and_restart_level),
           TEST_CASE(test_min_sources_charge), TEST_CASE(test_min_sources_discharge),
           TEST_CASE(test_cutoff_latch_hysteresis), TEST_CASE(test_dynamics),
-          TEST_CASE(test_external_cap), TEST_CASE(test_counters_clock_and_config))
+          TEST_CASE(test_external_cap), TEST_CASE(test_curve_interpolates_and_clamps), TEST_CASE(test_counters_clock_and_config))

@@ -34,18 +34,6 @@ static void test_temp_extremes_skip_absent_sensors(void)
     CHECK_EQ_INT(t, -15);
 }
 
-static void test_curve_interpolates_and_clamps(void)
-{
-    struct gw_curve c = { .count = 3, .x = { 0, 10, 20 }, .y = { 0, 1, 0.5f } };
-    CHECK_NEAR(gw_curve_eval(&c, -5), 0.0, 1e-6);
-    CHECK_NEAR(gw_curve_eval(&c, 5), 0.5, 1e-6);
-    CHECK_NEAR(gw_curve_eval(&c, 15), 0.75, 1e-6);
-    CHECK_NEAR(gw_curve_eval(&c, 99), 0.5, 1e-6);
-    CHECK_NEAR(gw_curve_eval(&c, NAN), 0.0, 1e-6);
-    struct gw_curve empty = { 0 };
-    CHECK_NEAR(gw_curve_eval(&empty, 3), 1.0, 1e-6);
-}
-
 static void test_defaults_are_coherent(void)
 {
     struct gw_config cfg;
@@ -68,5 +56,5 @@ static void test_event_names(void)
 }
 
 TEST_MAIN(TEST_CASE(test_strerror_covers_codes), TEST_CASE(test_status_names),
-          TEST_CASE(test_temp_extremes_skip_absent_sensors), TEST_CASE(test_curve_interpolates_and_clamps),
+          TEST_CASE(test_temp_extremes_skip_absent_sensors),
           TEST_CASE(test_defaults_are_coherent), TEST_CASE(test_event_names))

@@ -93,7 +93,7 @@ static uint64_t elapsed_ms(uint64_t now_ms, uint64_t since_ms)
 /* Curve factor clamped to 0..1; a broken curve (NaN) gives 0, the safe answer. */
 static float curve_factor(const struct gw_curve *c, float x)
 {
-    float f = gw_curve_eval(c, x);
+    float f = charge_curve_eval(c, x);
     if (!finite_f(f) || f < 0.0f)
         return 0.0f;
     return f > 1.0f ? 1.0f : f;

@@ -240,4 +240,8 @@ int charge_control_set_state(struct charge_control *cc, const struct charge_cont
 /* "bulk", "absorption", "float" or "unknown". Static string. */
 const char *charge_phase_name(uint8_t phase);
 
+/* y of the curve at x (linear interpolation, clamped); 1.0 when the curve is empty, 0.0 for a NaN
+ * x (the safe answer is "no current"). Pure. */
+float charge_curve_eval(const struct gw_curve *curve, float x);
+
 #endif

@@ -306,4 +306,10 @@ const struct victron_field *victron_field_table(size_t *count);
  * must be handled by the caller (the policy); returns 0 for them. Exposed for tests/docs. */
 int64_t victron_field_raw(const struct victron_field *f, double value);
 
+struct can_frame_gw;
+/* One-line meaning of a frame of the protocol (ours or the GX's), for the tap and tools:
+ * "0x351 CVL 55.2 V CCL 100.0 A DCL 150.0 A", "0x305 GX keep-alive", "0x123 [2] 01 02".
+ * Always NUL-terminates buf (cap > 0). Returns the length written or GW_ERR_INVAL. Pure. */
+int victron_describe_frame(const struct can_frame_gw *frame, char *buf, size_t cap);
+
 #endif

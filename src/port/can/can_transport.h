@@ -19,21 +19,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "can_frame.h"
+
 #define CAN_STD_ID_MAX 0x7FFu
 #define CAN_EXT_ID_MAX 0x1FFFFFFFu
 #define CAN_SPEC_MAX 256     /* longest spec string accepted */
 #define CAN_SLCAN_DEFAULT_BAUD 115200u
 #define CAN_LOG_DEFAULT_IFNAME "can0"
-
-/* One classic CAN frame. id is 11-bit (ext false) or 29-bit (ext true); dlc 0..8; data bytes
- * past dlc are zero. err = an error frame reported by the controller (SocketCAN only; id then
- * holds the error class bits of <linux/can/error.h>). */
-struct can_frame_gw {
-    uint32_t id;
-    uint8_t dlc;
-    uint8_t data[8];
-    bool ext, rtr, err;
-};
 
 /* Counters of one transport since it was opened. */
 struct can_transport_stats {

@@ -151,9 +151,4 @@ struct can_tap_entry {
 size_t can_publisher_tap_read(struct can_publisher *pub, uint64_t after_seq, struct can_tap_entry *out,
                               size_t max);
 
-/* One-line meaning of a frame of the protocol (ours or the GX's), for the tap and tools:
- * "0x351 CVL 55.2 V CCL 100.0 A DCL 150.0 A", "0x305 GX keep-alive", "0x123 [2] 01 02".
- * Always NUL-terminates buf (cap > 0). Returns the length written or GW_ERR_INVAL. Pure. */
-int can_publisher_describe_frame(const struct can_frame_gw *frame, char *buf, size_t cap);
-
 #endif

@@ -1,6 +1,8 @@
 /* One-line meaning of the Victron CAN-bus BMS frames, decoded independently of the encoder
  * (the tap shows what is on the wire, so an encoder bug shows up there too). */
-#include "can_publisher.h"
+#include "victron.h"
+
+#include "can_frame.h"
 
 #include "gw_error.h"
 
@@ -61,7 +63,7 @@ static void list_active(const uint8_t *d, int base, char *buf, size_t cap, size_
         put(buf, cap, pos, " none");
 }
 
-int can_publisher_describe_frame(const struct can_frame_gw *f, char *buf, size_t cap)
+int victron_describe_frame(const struct can_frame_gw *f, char *buf, size_t cap)
 {
     if (!f || !buf || cap == 0)
         return GW_ERR_INVAL;

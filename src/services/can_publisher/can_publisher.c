@@ -182,7 +182,7 @@ static void tap_add(struct can_publisher *p, uint8_t dir, int result, const stru
 {
     struct can_tap_entry e = { .mono_ms = gw_now_ms(), .wall_ms = gw_wall_ms(), .dir = dir,
                                .result = result, .frame = *f };
-    can_publisher_describe_frame(f, e.text, sizeof e.text);
+    victron_describe_frame(f, e.text, sizeof e.text);
     pthread_mutex_lock(&p->tap_lock);
     e.seq = ++p->tap_seq;
     p->tap[(e.seq - 1) % CAN_TAP_ENTRIES] = e;
