@@ -4,6 +4,7 @@
 #ifndef GW_CLOCK_H
 #define GW_CLOCK_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 /* Milliseconds from an arbitrary origin, never going backwards. */
@@ -24,5 +25,22 @@ void gw_monotonic_deadline(struct timespec *out, uint64_t ms);
 
 /* Sleep for ms milliseconds of real time (EINTR resumed). */
 void gw_sleep_ms(uint32_t ms);
+
+/* Deadline meaning "no deadline": wait for a signal only. */
+#define GW_CLOCK_NEVER UINT64_MAX
+
+/* Initialises cond for gw_clock_wait / gw_clock_wait_real (monotonic clock attribute).
+ * Returns GW_OK or GW_ERR_NOMEM. */
+int gw_clock_cond_init(pthread_cond_t *cond);
+
+/* The one wait of every service loop: with mutex held, sleeps until cond is signalled or
+ * gw_now_ms() reaches deadline_ms (GW_CLOCK_NEVER: signal only). Returns GW_OK when woken
+ * (possibly spuriously: re-check the predicate) or GW_ERR_TIMEOUT once the deadline is reached.
+ * A thread that calls it wakes only for a signal or its deadline, never to poll. */
+int gw_clock_wait(pthread_cond_t *cond, pthread_mutex_t *mutex, uint64_t deadline_ms);
+
+/* Waits at most timeout_ms of real time, whatever the gateway clock does: for callers bounding
+ * how long they block on another thread (flush, stop). Same returns as gw_clock_wait. */
+int gw_clock_wait_real(pthread_cond_t *cond, pthread_mutex_t *mutex, uint32_t timeout_ms);
 
 #endif
