@@ -10,23 +10,26 @@ RUN_ARGS    ?=
 DEMO_ARGS   ?= --sim-arg=--scenario=discharge --can log:$(DATA_DIR)/can.log
 PREFIX      ?= /usr/local
 
-.PHONY: all deps build run test bench install clean
+.PHONY: all deps test-deps build run test bench install uninstall clean
 
 all: build
 
 deps:
-	@scripts/install-deps
+	@scripts/install-deps build
+
+test-deps:
+	@scripts/install-deps test
 
 # Only the programs: tests are built (with sanitizers) by `make test`.
 build: deps
-	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target tinybms-gw tinybms-sim
 
 run: build
 	@mkdir -p $(DATA_DIR)
 	$(RELEASE_DIR)/tinybms-gw --simulate --data-dir $(DATA_DIR) $(DEMO_ARGS) $(RUN_ARGS)
 
-test: deps
+test: test-deps
 	@cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DGW_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_DIR) -j$(JOBS)
 	cd $(TEST_DIR) && ctest --output-on-failure -j$(JOBS)
@@ -35,8 +38,16 @@ bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
 
+# Only what running needs: the programs, the unit and its system user, the docs.
 install: build
-	cmake --install $(RELEASE_DIR) --prefix $(PREFIX)
+	cmake --install $(RELEASE_DIR)
+
+# Removes what `make install` put in place (the data in /var/lib/tinybms-gw stays).
+uninstall:
+	@test -f $(RELEASE_DIR)/install_manifest.txt || { echo "nothing installed from $(RELEASE_DIR)"; exit 1; }
+	-systemctl disable --now tinybms-gw 2>/dev/null
+	xargs -d '\n' rm -fv < $(RELEASE_DIR)/install_manifest.txt
+	-systemctl daemon-reload 2>/dev/null
 
 clean:
 	rm -rf build

@@ -1,6 +1,24 @@
-# `make install` (cmake --install): binaries, the systemd unit and the documentation.
+# `make install` (cmake --install): the programs, the systemd unit with its system user, the
+# default options file and the documentation. Nothing of the test suite.
 install(TARGETS tinybms-gw tinybms-sim RUNTIME DESTINATION bin)
-install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.service DESTINATION lib/systemd/system)
+configure_file(${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.service
+               ${PROJECT_BINARY_DIR}/packaging/tinybms-gw.service @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/packaging/tinybms-gw.service DESTINATION lib/systemd/system)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.sysusers DESTINATION lib/sysusers.d
+        RENAME tinybms-gw.conf)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.default DESTINATION share/tinybms-gw)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION share/doc/tinybms-gw)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION share/doc/tinybms-gw/docs)
+# On the running system (not into a staging DESTDIR): create the user, tell systemd.
+install(CODE [[
+  if("$ENV{DESTDIR}" STREQUAL "")
+    find_program(SYSUSERS systemd-sysusers)
+    if(SYSUSERS)
+      execute_process(COMMAND ${SYSUSERS} ${CMAKE_INSTALL_PREFIX}/lib/sysusers.d/tinybms-gw.conf)
+    endif()
+    find_program(SYSTEMCTL systemctl)
+    if(SYSTEMCTL)
+      execute_process(COMMAND ${SYSTEMCTL} daemon-reload ERROR_QUIET)
+    endif()
+  endif()
+]])
