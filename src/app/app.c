@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -277,12 +279,75 @@ static int apply_cli_overrides(struct app *app, const char *uart_device)
     return rc;
 }
 
-static int ensure_dir(const char *path)
+/* What would make the start fail, checked before anything is created or generated: a bare
+ * start with no BMS anywhere, a serial device this user may not open. */
+static int preflight(const struct app_options *o)
+{
+    if (!o->simulate && o->uart_count == 0) {
+        char path[GW_PATH_MAX + 16];
+        const char *file = o->config_file;
+        if (!file) {
+            snprintf(path, sizeof path, "%s/config.json", o->data_dir);
+            file = path;
+        }
+        if (access(file, F_OK) != 0) {
+            GW_LOGE(MOD, "no BMS serial device: use --uart DEV, --simulate, or a configuration naming "
+                         "one (%s does not exist)", file);
+            return GW_ERR_INVAL;
+        }
+    }
+    for (int i = 0; !o->simulate && i < o->uart_count; i++) {
+        const char *dev = o->uart_devices[i];
+        if (access(dev, F_OK) != 0)
+            GW_LOGW(MOD, "%s does not exist (yet): waiting for it (adapter unplugged?)", dev);
+        else if (access(dev, R_OK | W_OK) != 0) {
+            GW_LOGE(MOD, "no permission to open %s: %s (add this user to the group owning it, "
+                         "usually dialout)", dev, strerror(errno));
+            return GW_ERR_INVAL;
+        }
+    }
+    return GW_OK;
+}
+
+/* A data directory that cannot be created is treated like an existing one that cannot be
+ * written (read-only or full disk): the battery stays managed, nothing is kept, the services
+ * raise their storage alerts. */
+static void ensure_dir(const char *path)
 {
     if (mkdir(path, 0750) == 0 || errno == EEXIST)
-        return GW_OK;
-    GW_LOGE(MOD, "cannot create data directory %s: %s", path, strerror(errno));
-    return GW_ERR_STORAGE;
+        return;
+    GW_LOGE(MOD, "cannot create data directory %s: %s: running unsaved (configuration, history, "
+                 "alerts and energy counters are not kept)", path, strerror(errno));
+}
+
+/* One gateway per data directory: an exclusive lock held for the life of the process (the
+ * kernel drops it when the process dies, even by SIGKILL). Returns the descriptor, -1 when the
+ * directory cannot hold a lock file (unsaved run), or -2 when another gateway holds it. */
+static int lock_data_dir(const char *dir)
+{
+    char path[GW_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/tinybms-gw.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        GW_LOGW(MOD, "cannot create %s: %s: not protected against a second gateway on this "
+                     "directory", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[24] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        GW_LOGE(MOD, "another tinybms-gw (PID %s) is running on data directory %s: stop it, or give "
+                     "this one its own --data-dir", pid[0] ? pid : "unknown", dir);
+        close(fd);
+        return -2;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        GW_LOGW(MOD, "cannot write the PID into %s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* ------------------------------------------------------------------ services */
@@ -500,7 +565,11 @@ int app_run(const struct app_options *opts)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (ensure_dir(opts->data_dir))
+    if (preflight(opts))
+        return 1;
+    ensure_dir(opts->data_dir);
+    int lock_fd = lock_data_dir(opts->data_dir);
+    if (lock_fd == -2)
         return 1;
     int rc = event_bus_create(NULL, &app.bus);
     if (rc) {
@@ -550,9 +619,13 @@ int app_run(const struct app_options *opts)
     GW_LOGI(MOD, "signal %d: stopping", sig);
     stop_all(&app);
     GW_LOGI(MOD, "stopped cleanly");
+    if (lock_fd >= 0)
+        close(lock_fd);
     return 0;
 
 fail:
     stop_all(&app);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return 1;
 }

@@ -249,9 +249,37 @@ class Lifecycle(GatewayTestCase):
                 self.assertRegex(r.stderr.decode(), reason)
                 for marker in gwtest.SANITIZER_MARKERS:
                     self.assertNotIn(marker.encode(), r.stderr)
-        r = run_gw(["--uart", "/dev/null", "--data-dir", "/proc/no/such/dir"])
+        # A bare start fails before it creates or generates anything.
+        fresh = os.path.join(self.tmp, "fresh")
+        r = run_gw(["--data-dir", fresh])
         self.assertEqual(r.returncode, 1)
-        self.assertIn(b"cannot create data directory", r.stderr)
+        self.assertIn(b"no BMS serial device", r.stderr)
+        self.assertFalse(os.path.exists(fresh), "a failed start created its data directory")
+
+    def test_a_second_gateway_on_the_same_data_directory_is_refused(self):
+        gw = self.start_daemon(["--simulate"])
+        gw.wait_summaries(1, 60)
+        r = run_gw(["--simulate", "--data-dir", self.data_dir])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(("another tinybms-gw (PID %d)" % gw.proc.pid).encode(), r.stderr)
+        self.stop_daemon_cleanly(gw)
+        # The lock goes with the process, even killed: the next one starts.
+        gw = self.start_daemon(["--simulate"], name="gw2")
+        gw.wait_summaries(1, 60)
+        gw.proc.kill()
+        gw.proc.wait()
+        gw = self.start_daemon(["--simulate"], name="gw3")
+        gw.wait_summaries(1, 60)
+        self.stop_daemon_cleanly(gw)
+
+    def test_uncreatable_data_directory_runs_unsaved_like_a_read_only_one(self):
+        gw = self.start_daemon(["--simulate", "--data-dir", "/proc/no/such/dir"], with_data_dir=False)
+        gw.wait_summaries(2, 60)
+        err = gw.stderr()
+        self.assertIn("cannot create data directory /proc/no/such/dir", err)
+        self.assertIn("running unsaved", err)
+        self.assertRegex(err, r"raised STORAGE_ERROR/config")
+        self.stop_daemon_cleanly(gw)
 
     def test_stops_cleanly_while_the_device_is_missing_or_silent(self):
         gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-missing")

@@ -192,6 +192,27 @@ static void test_impossible_state_file_refused(void)
     event_bus_destroy(bus);
 }
 
+/* A kill during a save leaves a temporary beside energy.json: the next start removes it. */
+static void test_stale_state_temporaries_removed(void)
+{
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp-Ab12Cd", dir, BATTERY_STATE_FILE);
+    FILE *f = fopen(tmp, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    fputs("{\"version\":2,\"energy_in_", f); /* cut short by the kill */
+    fclose(f);
+    struct event_bus *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct battery_service *bs = make(bus, 1);
+    CHECK(bs != NULL);
+    struct stat st;
+    CHECK(stat(tmp, &st) != 0);
+    battery_service_destroy(bs);
+    event_bus_destroy(bus);
+}
+
 static void test_json_round_trip_and_bad_entries(void)
 {
     struct battery_engine_saved s;
@@ -234,7 +255,7 @@ int main(void)
     if (!mkdtemp(dir))
         return 1;
     static const struct test_case_ cases[] = {TEST_CASE(test_samples_to_views_and_state_file),
-                                   TEST_CASE(test_impossible_state_file_refused),
+                                   TEST_CASE(test_impossible_state_file_refused), TEST_CASE(test_stale_state_temporaries_removed),
                                    TEST_CASE(test_json_round_trip_and_bad_entries)};
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     char cmd[128];

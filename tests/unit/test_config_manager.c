@@ -626,8 +626,13 @@ static void test_create_arguments(void)
     struct config_manager *cm = (struct config_manager *)1;
     CHECK_EQ_INT(config_manager_create(NULL, &cm), GW_ERR_INVAL);
     CHECK(cm == NULL);
+    /* A directory that could not be created: an unsaved run on the defaults, said so. */
     struct config_manager_options o = { .data_dir = "/nonexistent/dir/for/test" };
-    CHECK_EQ_INT(config_manager_create(&o, &cm), GW_ERR_INVAL);
+    CHECK_EQ_INT(config_manager_create(&o, &cm), GW_OK);
+    char reason[200];
+    CHECK_EQ_INT(config_manager_load_status(cm, reason, sizeof reason), CONFIG_LOAD_DEFAULTS);
+    CHECK(strstr(reason, "running unsaved") != NULL);
+    config_manager_destroy(cm);
     o.data_dir = "/etc/hostname"; /* a file */
     CHECK_EQ_INT(config_manager_create(&o, &cm), GW_ERR_INVAL);
     config_manager_destroy(NULL);

@@ -188,6 +188,9 @@ static void test_wrong_types_and_bad_json(void)
     CHECK_EQ_INT(cfg.bms.poll_interval_ms, 500);
     gw_config_set_defaults(&cfg);
     CHECK_EQ_INT(gw_config_from_json(doc, strlen(doc), &cfg, &errors), GW_ERR_INVAL);
+    /* Junk hidden behind a NUL is junk too. */
+    const char glued[] = "{\"bms\":{}}\0{\"bms\":{\"poll_interval_ms\":9}}";
+    CHECK_EQ_INT(gw_config_from_json(glued, sizeof glued - 1, &cfg, &errors), GW_ERR_INVAL);
     CHECK_EQ_INT(gw_config_from_json(NULL, 0, &cfg, &errors), GW_ERR_INVAL);
     /* Unknown keys and newer schemas are accepted (forward compatibility). */
     EXPECT_OK("{\"schema_version\":7,\"future\":{\"x\":1},\"bms\":{\"future_field\":true,\"poll_interval_ms\":200}}");

@@ -153,6 +153,8 @@ static void storage_event(struct battery_service *bs, int error, const char *msg
 
 static void restore_state(struct battery_service *bs)
 {
+    /* Temporaries a kill during a save left behind (no writer runs yet). */
+    atomic_file_cleanup(bs->state_path);
     char *buf = malloc(STATE_FILE_MAX);
     if (!buf)
         return;

@@ -602,7 +602,9 @@ cJSON *config__parse(const char *json, size_t len, struct config_errors *errors)
     size_t off = end && end >= json ? (size_t)(end - json) : len;
     while (off < len && (json[off] == ' ' || json[off] == '\t' || json[off] == '\n' || json[off] == '\r'))
         off++;
-    if (off < len && json[off] != '\0') {
+    /* Anything after the document, a NUL included (a file cut and glued by a crash or an
+     * editor), makes it a different document than the one its writer meant. */
+    if (off < len) {
         config_errors_add(errors, "", "invalid JSON: unexpected data after the document at byte %zu", off);
         cJSON_Delete(root);
         return NULL;

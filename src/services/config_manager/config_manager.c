@@ -378,7 +378,9 @@ int config_manager_create(const struct config_manager_options *opts, struct conf
         return GW_ERR_INVAL;
     }
     struct stat st;
-    if (stat(opts->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    /* A directory that could not be created is an unsaved run (saving fails with its storage
+     * alert, as on a read-only disk); a file in its place is a mistake to fix. */
+    if (stat(opts->data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
         GW_LOGE(MOD, "data directory %s is not a directory", opts->data_dir);
         return GW_ERR_INVAL;
     }
