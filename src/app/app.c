@@ -211,6 +211,8 @@ static void engine_config(const struct app *app, const struct gw_config *cfg, st
     out->min_online = cfg->battery.min_online_packs;
     out->rejoin_max_dv = cfg->battery.rejoin_max_dv;
     out->soc_spread_pct = cfg->battery.soc_spread_percent;
+    out->soc_full_pct = cfg->bms.soc_full_percent;
+    out->soc_empty_pct = cfg->bms.soc_empty_percent;
 }
 
 /* Applies what the running services can take live; the rest is logged by config_manager as

@@ -373,8 +373,43 @@ static void test_config_checks(void)
     free(e);
 }
 
+/* bms.soc_full_percent / soc_empty_percent: what the inverter and people see is the BMS's SOC
+ * with [empty, full] stretched to [0, 100]; the BMS's own figure stays beside it. */
+static void test_soc_bounds_rescale_what_is_sent(void)
+{
+    struct battery_engine_config cfg;
+    battery_engine_default_config(&cfg);
+    cfg.packs[0].capacity_ah = 100.0f;
+    cfg.soc_full_pct = 80.0f;
+    cfg.soc_empty_pct = 10.0f;
+    struct battery_engine *e = calloc(1, sizeof *e);
+    CHECK(e != NULL);
+    if (!e)
+        return;
+    CHECK_EQ_INT(battery_engine_init(e, &cfg), GW_OK);
+    uint64_t now = 1000;
+    uint32_t life[1] = {100};
+    const float bms[] = {85.2f, 80.0f, 45.0f, 10.0f, 5.0f};
+    const float shown[] = {100.0f, 100.0f, 50.0f, 0.0f, 0.0f};
+    for (unsigned k = 0; k < sizeof bms / sizeof bms[0]; k++) {
+        float v[1] = {3.30f}, i[1] = {-10.0f}, soc[1] = {bms[k]};
+        run(e, &now, 2, 1, v, i, soc, life);
+        CHECK_NEAR(view.soc_pct, shown[k], 0.01f);
+        CHECK_NEAR(view.packs[0].soc_pct, shown[k], 0.01f);
+        CHECK_NEAR(view.soc_bms_pct, bms[k], 0.01f);
+    }
+    /* Impossible bounds fall back to the BMS's own scale. */
+    cfg.soc_full_pct = 40.0f;
+    CHECK_EQ_INT(battery_engine_init(e, &cfg), GW_OK);
+    float v[1] = {3.30f}, i[1] = {-10.0f}, soc[1] = {45.0f};
+    run(e, &now, 2, 1, v, i, soc, life);
+    CHECK_NEAR(view.soc_pct, 45.0f, 0.01f);
+    free(e);
+}
+
 TEST_MAIN(TEST_CASE(test_one_pack_online_then_stale), TEST_CASE(test_two_packs_aggregate),
           TEST_CASE(test_dropout_keeps_the_bank_and_rejoin_ramps), TEST_CASE(test_below_min_online_stops_both_directions),
           TEST_CASE(test_implausible_samples_never_reach_outputs), TEST_CASE(test_frozen_bms_is_stale),
           TEST_CASE(test_no_cell_sensor_is_flagged_and_board_is_no_cell), TEST_CASE(test_energy_counters_and_restore),
-          TEST_CASE(test_float_survives_a_restart), TEST_CASE(test_external_cap), TEST_CASE(test_config_checks))
+          TEST_CASE(test_float_survives_a_restart), TEST_CASE(test_external_cap), TEST_CASE(test_config_checks),
+          TEST_CASE(test_soc_bounds_rescale_what_is_sent))

@@ -98,6 +98,18 @@ void battery_engine_default_config(struct battery_engine_config *cfg)
     cfg->min_online = 1;
     cfg->rejoin_max_dv = 0.5f;
     cfg->soc_spread_pct = 15.0f;
+    cfg->soc_full_pct = 100.0f;
+    cfg->soc_empty_pct = 0.0f;
+}
+
+/* The SOC people and chargers see: the BMS's SOC with [empty, full] stretched to [0, 100]. */
+static float soc_shown(const struct battery_engine_config *c, float bms_soc)
+{
+    if (bms_soc >= c->soc_full_pct)
+        return 100.0f;
+    if (bms_soc <= c->soc_empty_pct)
+        return 0.0f;
+    return (bms_soc - c->soc_empty_pct) * 100.0f / (c->soc_full_pct - c->soc_empty_pct);
 }
 
 static void sanitize(struct battery_engine_config *c)
@@ -118,6 +130,12 @@ static void sanitize(struct battery_engine_config *c)
         c->rejoin_max_dv = d.rejoin_max_dv;
     if (!finite_f(c->soc_spread_pct) || c->soc_spread_pct <= 0.0f || c->soc_spread_pct > 100.0f)
         c->soc_spread_pct = d.soc_spread_pct;
+    if (!finite_f(c->soc_full_pct) || !finite_f(c->soc_empty_pct) || c->soc_full_pct > 100.0f ||
+        c->soc_full_pct < 50.0f || c->soc_empty_pct < 0.0f || c->soc_empty_pct > 50.0f ||
+        c->soc_empty_pct >= c->soc_full_pct) {
+        c->soc_full_pct = d.soc_full_pct;
+        c->soc_empty_pct = d.soc_empty_pct;
+    }
     for (unsigned i = 0; i < c->pack_count; i++) {
         struct battery_pack_config *p = &c->packs[i];
         p->name[sizeof p->name - 1] = '\0';
@@ -597,13 +615,15 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
             v->soc_pct = soc_min;
         else if (several && soc_max > 100.0f - SOC_EDGE_PCT)
             v->soc_pct = soc_max;
+        v->soc_bms_pct = v->soc_pct;
+        v->soc_pct = soc_shown(c, v->soc_bms_pct);
         v->soh_valid = soh_wsum > 0.0f;
         v->soh_pct = v->soh_valid ? soh_w / soh_wsum : 0.0f;
         v->min_cell_v = min_cell;
         v->max_cell_v = max_cell;
         v->cell_spread_mv = (max_cell - min_cell) * 1000.0f;
         if (several && v->current_a < -0.5f && v->capacity_ah > 0.0f) {
-            float hours = v->capacity_ah * v->soc_pct / 100.0f / -v->current_a;
+            float hours = v->capacity_ah * v->soc_bms_pct / 100.0f / -v->current_a;
             v->time_left_s = hours > 0.0f && hours < 100000.0f ? (uint32_t)(hours * 3600.0f) : 0;
         }
         if (v_max - v_min > c->rejoin_max_dv)
@@ -737,6 +757,7 @@ uint64_t battery_engine_step(struct battery_engine *e, uint64_t now_ms, struct b
         copy_text(o->name, sizeof o->name, p->cfg.name);
         o->state = p->state;
         o->capacity_ah = pack_capacity(p);
+        o->soc_pct = p->have_sample ? soc_shown(c, bms_soc_percent(&p->live)) : 0.0f;
         o->protections = p->out.protections;
         o->live = p->live;
         o->live.valid = p->have_sample;

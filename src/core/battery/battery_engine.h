@@ -37,10 +37,13 @@ struct battery_engine_config {
     uint8_t min_online;                  /* R9: fewer online packs -> CCL = DCL = 0 */
     float rejoin_max_dv;                 /* R2/R10: pack vs bank voltage window, V */
     float soc_spread_pct;                /* bank condition above this SOC difference */
+    float soc_full_pct;                  /* BMS SOC at/above this is shown and sent as 100 % */
+    float soc_empty_pct;                 /* BMS SOC at/below this is shown and sent as 0 % */
 };
 
 /* Defaults: 1 pack (id 0), LFP charge defaults, stale 5 s, offline 30 s, frozen 10 s, 3 bad
- * samples in a row, min_online 1, rejoin window 0.5 V, SOC spread 15 %. */
+ * samples in a row, min_online 1, rejoin window 0.5 V, SOC spread 15 %, SOC shown as the BMS
+ * says (full 100 %, empty 0 %). */
 void battery_engine_default_config(struct battery_engine_config *cfg);
 
 /* Why a sample was not taken (battery_engine_feed_sample). */

@@ -78,6 +78,8 @@ struct battery_pack {
     uint8_t state;                        /* enum battery_pack_state */
     uint32_t conditions;                  /* enum battery_condition bits */
     float capacity_ah;                    /* configured override, else register 306, else 0 */
+    float soc_pct;                        /* the BMS's SOC rescaled to the configured full/empty
+                                             bounds (what is shown and sent) */
     bool charge_allowed;                  /* this pack's CCL > 0 and no charge-blocking protection */
     bool discharge_allowed;
     uint32_t protections;                 /* enum charge_protection bits active */
@@ -104,7 +106,9 @@ struct battery_view {
     float voltage_v;                      /* mean (R2) */
     float current_a;                      /* sum (R3), + = charge */
     float power_w;
-    float soc_pct;                        /* capacity-weighted (R4) */
+    float soc_pct;                        /* capacity-weighted (R4), rescaled to the configured
+                                             full/empty bounds: what is shown and sent */
+    float soc_bms_pct;                    /* the same before rescaling (the BMS's own scale) */
     float soh_pct;                        /* capacity-weighted over packs with a valid SOH */
     bool soh_valid;
     float capacity_ah;                    /* online */
