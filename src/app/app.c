@@ -74,8 +74,7 @@ void app_default_options(struct app_options *o)
 /* ------------------------------------------------------------------ live summary on stdout */
 
 /* One line per accepted sample of each pack until the web UI exists, from the battery view (so
- * a refused, implausible sample is never shown as a reading), plus the pack state changes and
- * the limits whenever they change. */
+ * a refused, implausible sample is never shown as a reading), plus the pack state changes. */
 static void print_pack_line(const struct battery_pack *p)
 {
     const struct bms_live_data *d = &p->live;
@@ -121,28 +120,38 @@ static void print_view(const struct gw_event *ev, void *ctx)
         sm->state[i] = p->state;
     }
     fflush(stdout); /* whole lines for whoever reads the pipe */
+}
+
+/* Every change of the limits the chargers are sent, with the rule behind each, goes to the log
+ * (info): the first thing to read when a charger does something unexpected. */
+static void log_limits(const struct gw_event *ev, void *ctx)
+{
+    struct app *app = ctx;
+    struct app_summary *sm = &app->summary;
+    if (ev->size != sizeof(struct battery_view))
+        return;
+    const struct battery_view *v = ev->payload;
     const struct battery_limits *l = &v->limits;
     const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
     if (l->valid) {
         if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
             l->dcl_a == sm->dcl_a)
             return;
-        printf("%s: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)\n", who, l->cvl_v, l->cvl_reason, l->ccl_a,
-               l->ccl_reason, l->dcl_a, l->dcl_reason);
+        GW_LOGI(MOD, "%s: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)", who, l->cvl_v, l->cvl_reason,
+                l->ccl_a, l->ccl_reason, l->dcl_a, l->dcl_reason);
     } else {
         if (!sm->limits_known || !sm->limits_valid)
             return; /* said once when they stop; nothing before the first */
         if (v->limit_outputs & BATTERY_OUTPUT_CAN)
-            printf("CAN limits: 0x351 withheld (no fresh BMS data): chargers stop within 3 s\n");
+            GW_LOGW(MOD, "CAN limits: 0x351 withheld (no fresh BMS data): chargers stop within 3 s");
         else
-            printf("limits: none (no fresh BMS data)\n");
+            GW_LOGW(MOD, "limits: none (no fresh BMS data)");
     }
     sm->limits_known = true;
     sm->limits_valid = l->valid;
     sm->cvl_v = l->cvl_v;
     sm->ccl_a = l->ccl_a;
     sm->dcl_a = l->dcl_a;
-    fflush(stdout);
 }
 
 static void print_notice(const struct gw_event *ev, void *ctx)
@@ -597,6 +606,7 @@ int app_run(const struct app_options *opts)
         goto fail;
 
     event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
+    event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, log_limits, &app, "limits log");
     if (opts->summary) {
         event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, print_view, &app, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");

@@ -138,7 +138,7 @@ class CanSlcan(GatewayTestCase):
             got = [f for f in peer.frames(fid, after=offline["wall"] + LIVE_PERIOD_S) if f["wall"] <= t_watch_end]
             self.assertEqual(got, [], "0x%03X sent with stale values while the BMS was silent" % fid)
         gw.wait_log(r"battery offline: .*withholding 0x351", 10)
-        wait_for(lambda: "0x351 withheld" in gw.stdout(), 10, "'0x351 withheld' on stdout")
+        wait_for(lambda: "0x351 withheld" in gw.stderr(), 10, "'0x351 withheld' in the log")
 
         # --- The BMS answers again: 0x351 resumes, 0x35A back to all-OK online.
         t_on = time.time()
