@@ -3,10 +3,14 @@
 
 #include "gw_clock.h"
 
+#include <stdbool.h>
+
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static atomic_int current_level = GW_LOG_INFO;
@@ -25,19 +29,55 @@ static const char *level_name(enum gw_log_level level)
     }
 }
 
+/* syslog priorities (sd-daemon(3) "<N>" prefixes), so `journalctl -p warning` filters. */
+static int level_priority(enum gw_log_level level)
+{
+    switch (level) {
+    case GW_LOG_ERROR: return 3;
+    case GW_LOG_WARN: return 4;
+    case GW_LOG_INFO: return 6;
+    default: return 7;
+    }
+}
+
+/* True when stderr is the journal's stream (systemd sets JOURNAL_STREAM to its device:inode):
+ * the journal then stamps each line itself and reads the priority prefix. Decided once. */
+static bool stderr_is_journal(void)
+{
+    static atomic_int decided; /* 0 unknown, 1 no, 2 yes */
+    int d = atomic_load(&decided);
+    if (d)
+        return d == 2;
+    bool yes = false;
+    const char *env = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    if (env && sscanf(env, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0)
+        yes = (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+    atomic_store(&decided, yes ? 2 : 1);
+    return yes;
+}
+
 static void vlog(enum gw_log_level level, const char *module, const char *suffix, const char *fmt,
                  va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* One fprintf per line: stdio locks the stream, so lines from threads never interleave. */
+    if (stderr_is_journal()) {
+        fprintf(stderr, "<%d>%s %s: %s%s\n", level_priority(level), level_name(level), module, msg,
+                suffix ? suffix : "");
+        return;
+    }
+    /* Local time with its offset, the time zone of every line the gateway prints. */
     int64_t wall = gw_wall_ms();
     time_t secs = (time_t)(wall / 1000);
     struct tm tm;
-    gmtime_r(&secs, &tm);
-    char stamp[32];
+    localtime_r(&secs, &tm);
+    char stamp[32], zone[8];
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    /* One fprintf per line: stdio locks the stream, so lines from threads never interleave. */
-    fprintf(stderr, "%s.%03dZ %s %s: %s%s\n", stamp, (int)(wall % 1000), level_name(level), module,
+    strftime(zone, sizeof zone, "%z", &tm);
+    fprintf(stderr, "%s.%03d%s %s %s: %s%s\n", stamp, (int)(wall % 1000), zone, level_name(level), module,
             msg, suffix ? suffix : "");
 }
 

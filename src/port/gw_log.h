@@ -1,4 +1,5 @@
-/* One-line logs: "<time> <LEVEL> <module>: message". Thread-safe, written to stderr.
+/* One-line logs: "<local time+offset> <LEVEL> <module>: message" on stderr; under systemd
+ * (stderr is the journal) "<priority>LEVEL module: message", the journal stamping it. Thread-safe.
  * Repeated errors in loops go through gw_log_ratelimited() so a dead device cannot spam. */
 #ifndef GW_LOG_H
 #define GW_LOG_H
