@@ -587,7 +587,8 @@ int app_run(const struct app_options *opts)
         GW_LOGE(MOD, "cannot create the event bus: %s", gw_strerror(rc));
         return 1;
     }
-    struct config_manager_options cmo = { .data_dir = opts->data_dir, .bus = app.bus, .config_file = opts->config_file };
+    struct config_manager_options cmo = { .data_dir = opts->data_dir, .bus = app.bus, .config_file = opts->config_file,
+                                         .allow_defaults = opts->allow_defaults };
     rc = config_manager_create(&cmo, &app.config);
     if (rc) {
         GW_LOGE(MOD, "cannot load the configuration: %s", gw_strerror(rc));
@@ -614,9 +615,14 @@ int app_run(const struct app_options *opts)
     }
     if (start_services(&app))
         goto fail;
-    /* A configuration recovered from its backup raises its alert now that the alert manager
-     * listens. */
+    /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
+     * now that the alert manager listens: the storage error and, latched until acknowledged,
+     * CONFIG_RECOVERED with what was loaded and why. */
     config_manager_announce_load_status(app.config);
+    char load_reason[256];
+    enum config_load_status load = config_manager_load_status(app.config, load_reason, sizeof load_reason);
+    if ((load == CONFIG_LOAD_FROM_BACKUP || load == CONFIG_LOAD_DEFAULTS) && app.alerts)
+        alert_manager_raise(app.alerts, "CONFIG_RECOVERED", ALERT_LEVEL_ERROR, load_reason);
 
     GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", GW_VERSION, opts->data_dir);
     int sig = 0;

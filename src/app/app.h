@@ -18,6 +18,7 @@ struct app_options {
     const char *mqtt_uri;        /* NULL: from the configuration */
     int poll_ms;                 /* 0: from the configuration */
     const char *config_file;     /* NULL: DATA_DIR/config.json */
+    bool allow_defaults;         /* --allow-defaults: see config_manager_options */
     const char *data_dir;
     bool summary;                /* one line per sample on stdout */
     int verbose;

@@ -27,6 +27,8 @@ static void usage(FILE *f)
             "                        or log:FILE (candump -l format, dry run)\n"
             "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
             "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
+            "      --allow-defaults  start on the defaults when the configuration and its recovery\n"
+            "                        copies are all unusable (refused otherwise)\n"
             "  -d, --data-dir DIR    data directory (default /var/lib/tinybms-gw)\n"
             "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
@@ -44,7 +46,7 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -52,6 +54,7 @@ int main(int argc, char **argv)
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
         { "config", required_argument, NULL, 'c' },
+        { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
         { "poll-ms", required_argument, NULL, OPT_POLL },
         { "quiet", no_argument, NULL, 'q' },
@@ -97,6 +100,7 @@ int main(int argc, char **argv)
             break;
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
+        case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);

@@ -365,17 +365,28 @@ class Configuration(GatewayTestCase):
         with open(cfg + ".bak", "w") as f:
             json.dump(doc, f)
         os.unlink(cfg)
+        os.unlink(cfg + ".applied")
         gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-nobak")
-        gw.wait_log(r"missing but a backup exists", 30)
+        gw.wait_log(r"missing but a recovery copy exists", 30)
         gw.wait_log(r"raised STORAGE_ERROR/config", 30)
         gw.wait_log(r"every 800 ms", 30)
         self.stop_daemon_cleanly(gw)
-        # Neither file usable: defaults, alert, nothing deleted.
-        with open(cfg, "w") as f:
-            f.write("not json")
-        with open(cfg + ".bak", "w") as f:
-            f.write('{"bms": {"poll_interval_ms": 5}}')  # valid JSON, invalid value
-        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")], name="gw-none")
+        # Nothing usable: no silent start on the defaults...
+        def spoil():
+            with open(cfg, "w") as f:
+                f.write("not json")
+            with open(cfg + ".bak", "w") as f:
+                f.write('{"bms": {"poll_interval_ms": 5}}')  # valid JSON, invalid value
+            if os.path.exists(cfg + ".applied"):
+                os.unlink(cfg + ".applied")
+        spoil()
+        r = run_gw(["--uart", os.path.join(self.tmp, "bms"), "--data-dir", self.data_dir])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"refusing to start on the defaults", r.stderr)
+        self.assertIn(b"--allow-defaults", r.stderr)
+        # ... unless asked: defaults, alert, nothing deleted.
+        spoil()
+        gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms"), "--allow-defaults"], name="gw-none")
         gw.wait_log(r"using defaults", 30)
         gw.wait_log(r"raised STORAGE_ERROR/config", 30)
         gw.wait_log(r"every 1000 ms", 30)
@@ -395,8 +406,9 @@ class Configuration(GatewayTestCase):
         cfg = os.path.join(self.data_dir, "config.json")
         with open(cfg, "w") as f:
             f.write('{"schema_version": 1, "bms": {"poll_interval_ms": ')  # torn write
+        os.unlink(cfg + ".applied")  # the last applied copy lost too: the one before it
         gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")])
-        gw.wait_log(r"recovered from config\.json\.bak", 30)
+        gw.wait_log(r"recovered the configuration before it from config\.json\.bak", 30)
         gw.wait_log(r"raised STORAGE_ERROR/config", 30)
         gw.wait_log(r"every 700 ms", 30)
         gw.wait_summaries(2, 60)
@@ -409,10 +421,12 @@ class Configuration(GatewayTestCase):
         db = sqlite3.connect(os.path.join(self.data_dir, "alerts.db"))
         try:
             rows = db.execute("SELECT event, level FROM alert_history WHERE code = 'STORAGE_ERROR'").fetchall()
+            recovered = db.execute("SELECT event, level FROM alert_history WHERE code = 'CONFIG_RECOVERED'").fetchall()
         finally:
             db.close()
         # level is stored as its number (app_events.h: ALERT_LEVEL_ERROR = 2).
         self.assertIn(("raised", 2), rows)
+        self.assertIn(("raised", 2), recovered)
 
 
 class Robustness(GatewayTestCase):

@@ -48,6 +48,8 @@ struct fixture {
     char dir[64];
     char path[128];
     char bak[128];
+    char applied[128];
+    bool allow_defaults;
     struct event_bus *bus;
     struct recorder rec;
     struct config_manager *cm;
@@ -55,7 +57,7 @@ struct fixture {
 
 static void fx_open(struct fixture *fx)
 {
-    struct config_manager_options o = { .data_dir = fx->dir, .bus = fx->bus };
+    struct config_manager_options o = { .data_dir = fx->dir, .bus = fx->bus, .allow_defaults = fx->allow_defaults };
     fx->cm = NULL;
     CHECK_EQ_INT(config_manager_create(&o, &fx->cm), GW_OK);
 }
@@ -68,6 +70,7 @@ static void fx_setup(struct fixture *fx, bool open_manager)
         abort();
     snprintf(fx->path, sizeof fx->path, "%s/config.json", fx->dir);
     snprintf(fx->bak, sizeof fx->bak, "%s/config.json.bak", fx->dir);
+    snprintf(fx->applied, sizeof fx->applied, "%s/config.json.applied", fx->dir);
     pthread_mutex_init(&fx->rec.lock, NULL);
     CHECK_EQ_INT(event_bus_create(NULL, &fx->bus), GW_OK);
     CHECK_EQ_INT(event_bus_subscribe(fx->bus, EVENT_CONFIG_UPDATED, on_config, &fx->rec, "test"), GW_OK);
@@ -539,6 +542,7 @@ static void test_corrupt_file_recovers_from_backup_and_alerts(void)
     struct config_errors errors;
     CHECK_EQ_INT(update(&fx, "{\"bms\":{\"poll_interval_ms\":600}}", &errors), GW_OK);
     CHECK_EQ_INT(update(&fx, "{\"bms\":{\"poll_interval_ms\":700}}", &errors), GW_OK); /* .bak has 600 */
+    /* What runs is what comes back: 700, the last applied document, not the .bak's 600. */
     fx_close(&fx);
     const char garbage[] = "{\"bms\":{\"poll_interval_ms\":7";
     CHECK_EQ_INT(atomic_file_write(fx.path, garbage, strlen(garbage), 0600), GW_OK);
@@ -546,10 +550,10 @@ static void test_corrupt_file_recovers_from_backup_and_alerts(void)
     char reason[512];
     CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_FROM_BACKUP);
     CHECK(strstr(reason, "invalid JSON") != NULL);
-    CHECK(strstr(reason, "config.json.bak") != NULL);
+    CHECK(strstr(reason, "config.json.applied") != NULL);
     struct gw_config cfg;
     config_manager_get(fx.cm, &cfg);
-    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 600);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 700);
     struct recorder r = snapshot(&fx);
     CHECK_EQ_INT(r.storage_events, 1);
     CHECK_STR(r.last_storage.module, "config");
@@ -560,7 +564,7 @@ static void test_corrupt_file_recovers_from_backup_and_alerts(void)
     gw_config_set_defaults(&cfg);
     char *text = read_text(fx.path);
     CHECK_EQ_INT(gw_config_from_json(text, strlen(text), &cfg, NULL), GW_OK);
-    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 600);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 700);
     /* Re-announce for late subscribers. */
     CHECK(config_manager_announce_load_status(fx.cm));
     CHECK_EQ_INT(snapshot(&fx).storage_events, 2);
@@ -575,12 +579,51 @@ static void test_corrupt_file_recovers_from_backup_and_alerts(void)
     CHECK(count_prefix(fx.dir, "config.json.corrupt-") >= 1);
     fx_close(&fx);
 
-    /* config.json deleted but a backup exists: the backup, not defaults. */
+    /* config.json deleted: the recovery copy, not defaults. */
     unlink(fx.path);
     fx_open(&fx);
     CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_FROM_BACKUP);
     config_manager_get(fx.cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 700);
+    fx_close(&fx);
+
+    /* No usable recovery copy: the one before it (.bak, 600), said so. */
+    unlink(fx.path);
+    CHECK_EQ_INT(atomic_file_write(fx.applied, "[]", 2, 0600), GW_OK);
+    fx_open(&fx);
+    CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_FROM_BACKUP);
+    CHECK(strstr(reason, "config.json.bak") != NULL);
+    config_manager_get(fx.cm, &cfg);
     CHECK_EQ_INT(cfg.bms.poll_interval_ms, 600);
+    fx_teardown(&fx);
+}
+
+/* The review's path: a good edit reloaded (40 A runs), a later hand edit with a typo (refused,
+ * 40 A keeps running), a restart: 40 A comes back, not the 100 A of the document before it. */
+static void test_restart_after_a_refused_edit_keeps_what_ran(void)
+{
+    struct fixture fx;
+    fx_setup(&fx, true);
+    const char good[] = "{\"charge\":{\"max_charge_a\":40}}";
+    CHECK_EQ_INT(atomic_file_write(fx.path, good, strlen(good), 0600), GW_OK);
+    char reason[512];
+    CHECK_EQ_INT(config_manager_reload(fx.cm, reason, sizeof reason), GW_OK);
+    const char typo[] = "{\"charge\":{\"max_charge_a\":400000}}";
+    CHECK_EQ_INT(atomic_file_write(fx.path, typo, strlen(typo), 0600), GW_OK);
+    CHECK(config_manager_reload(fx.cm, reason, sizeof reason) != GW_OK);
+    struct gw_config cfg;
+    config_manager_get(fx.cm, &cfg);
+    CHECK_NEAR(cfg.charge.max_charge_a, 40, 1e-6);
+    fx_close(&fx);
+    fx_open(&fx);
+    CHECK(fx.cm != NULL);
+    if (!fx.cm) {
+        fx_teardown(&fx);
+        return;
+    }
+    CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_FROM_BACKUP);
+    config_manager_get(fx.cm, &cfg);
+    CHECK_NEAR(cfg.charge.max_charge_a, 40, 1e-6);
     fx_teardown(&fx);
 }
 
@@ -590,6 +633,14 @@ static void test_nothing_readable_falls_back_to_defaults_loudly(void)
     fx_setup(&fx, false);
     CHECK_EQ_INT(atomic_file_write(fx.path, "\x01\x02garbage", 9, 0600), GW_OK);
     CHECK_EQ_INT(atomic_file_write(fx.bak, "[]", 2, 0600), GW_OK);
+    /* A configuration existed: no silent start on the defaults. */
+    struct config_manager *cm = NULL;
+    struct config_manager_options o = { .data_dir = fx.dir, .bus = fx.bus };
+    CHECK_EQ_INT(config_manager_create(&o, &cm), GW_ERR_STORAGE);
+    CHECK(cm == NULL);
+    CHECK_EQ_INT(atomic_file_write(fx.path, "\x01\x02garbage", 9, 0600), GW_OK); /* was set aside */
+    /* Unless the owner asks for them. */
+    fx.allow_defaults = true;
     fx_open(&fx);
     char reason[512];
     CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_DEFAULTS);
@@ -603,7 +654,7 @@ static void test_nothing_readable_falls_back_to_defaults_loudly(void)
     struct recorder r = snapshot(&fx);
     CHECK_EQ_INT(r.storage_events, 1);
     CHECK(strstr(r.last_storage.message, "defaults") != NULL);
-    CHECK_EQ_INT(count_prefix(fx.dir, "config.json.corrupt-"), 1);
+    CHECK_EQ_INT(count_prefix(fx.dir, "config.json.corrupt-"), 2); /* refused start, then this one */
     fx_close(&fx);
 
     /* An oversized file is unreadable too. */
@@ -615,6 +666,7 @@ static void test_nothing_readable_falls_back_to_defaults_loudly(void)
     CHECK_EQ_INT(atomic_file_write(fx.path, huge, big, 0600), GW_OK);
     free(huge);
     unlink(fx.bak);
+    unlink(fx.applied);
     fx_open(&fx);
     CHECK_EQ_INT(config_manager_load_status(fx.cm, reason, sizeof reason), CONFIG_LOAD_DEFAULTS);
     CHECK(strstr(reason, "larger than") != NULL);
@@ -719,5 +771,5 @@ TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_with_hashed_password), TEST
           TEST_CASE(test_web_password_hash_and_verify), TEST_CASE(test_overrides_never_persisted),
           TEST_CASE(test_reset_defaults_keeps_credentials), TEST_CASE(test_chemistry_change_brings_its_defaults),
           TEST_CASE(test_corrupt_file_recovers_from_backup_and_alerts),
-          TEST_CASE(test_nothing_readable_falls_back_to_defaults_loudly), TEST_CASE(test_create_arguments),
+          TEST_CASE(test_restart_after_a_refused_edit_keeps_what_ran), TEST_CASE(test_nothing_readable_falls_back_to_defaults_loudly), TEST_CASE(test_create_arguments),
           TEST_CASE(test_concurrent_readers_see_whole_updates))

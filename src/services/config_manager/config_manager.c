@@ -32,7 +32,9 @@ struct config_manager {
     pthread_mutex_t lock;
     struct event_bus *bus;
     char path[GW_PATH_MAX + 32];
-    char backup_path[GW_PATH_MAX + 32];
+    char backup_path[GW_PATH_MAX + 32];  /* the document before the last applied one */
+    char applied_path[GW_PATH_MAX + 32]; /* the last applied document: the recovery copy */
+    bool allow_defaults;
     struct gw_config stored;    /* what config.json holds */
     struct gw_config effective; /* stored + overrides */
     cJSON *overrides;           /* accumulated override document, NULL when none */
@@ -101,7 +103,9 @@ static int write_document(const char *path, const struct gw_config *cfg)
     return rc;
 }
 
-/* Saves next as config.json after keeping prev (the good document in use) as config.json.bak.
+/* Saves next as config.json after keeping prev (the good document in use) as config.json.bak,
+ * then next as the recovery copy config.json.applied: a later hand edit that breaks config.json
+ * then falls back to what was running, not to the document before it.
  * On failure nothing visible changed except possibly a fresher backup of prev. */
 static int save_locked(struct config_manager *cm, const struct gw_config *prev, const struct gw_config *next,
                        struct config_errors *errors)
@@ -111,6 +115,8 @@ static int save_locked(struct config_manager *cm, const struct gw_config *prev, 
         rc = write_document(cm->backup_path, prev);
     if (rc == GW_OK)
         rc = write_document(cm->path, next);
+    if (rc == GW_OK)
+        rc = write_document(cm->applied_path, next);
     if (rc != GW_OK) {
         char msg[128];
         config__format(msg, sizeof msg, "cannot save %s: %s", CONFIG_FILE, gw_strerror(rc));
@@ -287,6 +293,9 @@ static int load(struct config_manager *cm)
     if (rc == GW_OK) {
         cm->status = CONFIG_LOAD_OK;
         config__format(cm->status_reason, sizeof cm->status_reason, "loaded %s", cm->path);
+        /* What was just loaded is what runs: it becomes the recovery copy. */
+        if (write_document(cm->applied_path, &cfg) != GW_OK)
+            GW_LOGW(MOD, "cannot write the recovery copy %s", cm->applied_path);
         bool changed = ensure_web_password(&cfg);
         if (changed) {
             struct gw_config prev = cfg;
@@ -304,8 +313,9 @@ static int load(struct config_manager *cm)
 
     struct stat st;
     bool primary_missing = rc == GW_ERR_NOT_FOUND;
+    bool applied_exists = stat(cm->applied_path, &st) == 0;
     bool backup_exists = stat(cm->backup_path, &st) == 0;
-    if (primary_missing && !backup_exists) {
+    if (primary_missing && !backup_exists && !applied_exists) {
         /* First start. */
         gw_config_set_defaults(&cfg);
         ensure_web_password(&cfg);
@@ -327,21 +337,43 @@ static int load(struct config_manager *cm)
         return GW_OK;
     }
 
-    GW_LOGE(MOD, "%s: %s", cm->path, primary_missing ? "missing but a backup exists" : reason);
+    const char *what = primary_missing ? "missing" : reason;
+    GW_LOGE(MOD, "%s: %s", cm->path, primary_missing ? "missing but a recovery copy exists" : reason);
     if (!primary_missing)
         quarantine(cm->path);
 
-    int brc = load_file(cm->backup_path, &cfg, bak_reason, sizeof bak_reason);
-    if (brc == GW_ERR_NOMEM)
-        return brc;
-    if (brc == GW_OK) {
+    /* The last applied document first (what was running), then the one before it. */
+    char applied_reason[200] = "";
+    int arc = load_file(cm->applied_path, &cfg, applied_reason, sizeof applied_reason);
+    int brc = GW_ERR_NOT_FOUND;
+    if (arc == GW_ERR_NOMEM)
+        return arc;
+    if (arc != GW_OK) {
+        brc = load_file(cm->backup_path, &cfg, bak_reason, sizeof bak_reason);
+        if (brc == GW_ERR_NOMEM)
+            return brc;
+    }
+    if (arc == GW_OK) {
         cm->status = CONFIG_LOAD_FROM_BACKUP;
-        config__format(cm->status_reason, sizeof cm->status_reason, "%s: %s; recovered from %s.bak", CONFIG_FILE,
-                 primary_missing ? "missing" : reason, CONFIG_FILE);
+        config__format(cm->status_reason, sizeof cm->status_reason,
+                       "%s: %s; recovered the last applied configuration from %s.applied", CONFIG_FILE, what,
+                       CONFIG_FILE);
+    } else if (brc == GW_OK) {
+        cm->status = CONFIG_LOAD_FROM_BACKUP;
+        config__format(cm->status_reason, sizeof cm->status_reason,
+                       "%s: %s; %s.applied: %s; recovered the configuration before it from %s.bak", CONFIG_FILE,
+                       what, CONFIG_FILE, applied_reason, CONFIG_FILE);
+    } else if (!cm->allow_defaults) {
+        /* A configuration existed: coming up on defaults (full currents, no credentials) would
+         * be a silent rollback of everything the owner set. */
+        GW_LOGE(MOD, "%s: %s; %s.applied: %s; %s.bak: %s: refusing to start on the defaults (fix or "
+                     "restore the file, or start once with --allow-defaults to accept them)",
+                CONFIG_FILE, what, CONFIG_FILE, applied_reason, CONFIG_FILE, bak_reason);
+        return GW_ERR_STORAGE;
     } else {
         cm->status = CONFIG_LOAD_DEFAULTS;
-        config__format(cm->status_reason, sizeof cm->status_reason, "%s: %s; %s.bak: %s; using defaults", CONFIG_FILE,
-                 primary_missing ? "missing" : reason, CONFIG_FILE, bak_reason);
+        config__format(cm->status_reason, sizeof cm->status_reason,
+                       "%s: %s; no usable recovery copy; using defaults (--allow-defaults)", CONFIG_FILE, what);
         gw_config_set_defaults(&cfg);
     }
     GW_LOGE(MOD, "%s", cm->status_reason);
@@ -393,16 +425,20 @@ int config_manager_create(const struct config_manager_options *opts, struct conf
         return GW_ERR_NOMEM;
     }
     cm->bus = opts->bus;
+    cm->allow_defaults = opts->allow_defaults;
     if (opts->config_file && *opts->config_file) {
         config__format(cm->path, sizeof cm->path, "%s", opts->config_file);
         config__format(cm->backup_path, sizeof cm->backup_path, "%s.bak", opts->config_file);
+        config__format(cm->applied_path, sizeof cm->applied_path, "%s.applied", opts->config_file);
     } else {
         config__format(cm->path, sizeof cm->path, "%s/%s", opts->data_dir, CONFIG_FILE);
         config__format(cm->backup_path, sizeof cm->backup_path, "%s/%s.bak", opts->data_dir, CONFIG_FILE);
+        config__format(cm->applied_path, sizeof cm->applied_path, "%s/%s.applied", opts->data_dir, CONFIG_FILE);
     }
     /* Temporaries of writes a crash interrupted; nobody else writes these files yet. */
     atomic_file_cleanup(cm->path);
     atomic_file_cleanup(cm->backup_path);
+    atomic_file_cleanup(cm->applied_path);
     rc = load(cm);
     if (rc)
         goto err;

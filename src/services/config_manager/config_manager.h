@@ -127,12 +127,16 @@ struct config_manager_options {
     const char *config_file;   /* another path for the file (--config); NULL = data_dir/config.json;
                                   its backup is <config_file>.bak beside it */
     struct event_bus *bus;     /* EVENT_CONFIG_UPDATED / EVENT_STORAGE_ERROR; may be NULL */
+    bool allow_defaults;       /* a configuration existed but neither it nor its recovery copies
+                                  are usable: false = refuse (create fails with GW_ERR_STORAGE),
+                                  true = run on the defaults (--allow-defaults) */
 };
 
 enum config_load_status {
     CONFIG_LOAD_OK = 0,             /* config.json read and valid */
     CONFIG_LOAD_CREATED = 1,        /* no config.json (first start): defaults written */
-    CONFIG_LOAD_FROM_BACKUP = 2,    /* config.json corrupt/unreadable: config.json.bak used */
+    CONFIG_LOAD_FROM_BACKUP = 2,    /* config.json corrupt/unreadable/missing: the last applied
+                                       document (config.json.applied), else config.json.bak, used */
     CONFIG_LOAD_DEFAULTS = 3,       /* neither file usable, or the first defaults could not be
                                        written (disk full, read-only): defaults in memory, alert */
 };
