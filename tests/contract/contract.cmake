@@ -5,3 +5,7 @@ gw_add_test(test_contract_can
   SOURCES ${PROJECT_SOURCE_DIR}/tests/contract/test_contract_can.c
           ${PROJECT_SOURCE_DIR}/tests/contract/fake_can.c
   LIBS gw_can_transport util)
+gw_add_test(test_contract_serial
+  SOURCES ${PROJECT_SOURCE_DIR}/tests/contract/test_contract_serial.c
+          ${PROJECT_SOURCE_DIR}/tests/contract/fake_serial.c
+  LIBS gw_serial gw_port util)
