@@ -784,6 +784,256 @@ static void test_stream_bad_crc_hides_real_frame(void)
     CHECK_EQ_INT(off, n);
 }
 
+/* ---------------------------------------------------------------- the command table */
+
+/* The command bytes of the protocol document (shared/spec/tinybms-uart.md, "Commands"), written
+ * down here independently of the table. */
+static const uint8_t spec_commands[] = { 0x02, 0x03, 0x07, 0x09, 0x0B, 0x0D, 0x10, 0x11,
+                                         0x12, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A,
+                                         0x1B, 0x1C, 0x1D, 0x1E, 0x1F, 0x20 };
+
+static bool is_spec_command(unsigned cmd)
+{
+    for (size_t i = 0; i < sizeof spec_commands; i++)
+        if (spec_commands[i] == cmd)
+            return true;
+    return false;
+}
+
+/* What the payload helpers (tinybms_payload.c, which do not read the table) say of a decoded
+ * data reply: GW_OK when the helper of its command accepts it. -1 for commands without one. */
+static int helper_verdict(const struct tinybms_reply *r)
+{
+    uint16_t regs[128], addrs[16], values[16], u16;
+    size_t count;
+    uint32_t u32;
+    float f;
+    uint8_t n8;
+    int16_t dc[BMS_TEMP_SENSORS];
+    bool present[BMS_TEMP_SENSORS];
+    struct tinybms_motion m;
+    struct tinybms_fw_version v;
+    struct bms_event ev[64];
+    switch (r->cmd) {
+    case 0x03: case 0x07: case 0x1C: case 0x1D: {
+        int rc = tinybms_reply_registers(r, regs, 128, &count);
+        if (r->cmd == 0x1C && count > BMS_MAX_CELLS) /* one word per detected cell */
+            return GW_ERR_PROTO;
+        return rc == GW_OK && count * 2 == r->payload_len ? GW_OK : GW_ERR_PROTO;
+    }
+    case 0x09: return tinybms_reply_individual(r, addrs, values, 16, &count);
+    case 0x10: return tinybms_reply_write_echo(r, &u16, &n8);
+    case 0x11: case 0x12: return tinybms_reply_events(r, &u32, ev, 64, &count);
+    case 0x14: case 0x15: return r->payload_len == 4 ? tinybms_reply_float(r, &f) : GW_ERR_PROTO;
+    case 0x16: case 0x17: case 0x18:
+        return r->payload_len == 2 ? tinybms_reply_u16(r, &u16) : GW_ERR_PROTO;
+    case 0x19: case 0x1A: return r->payload_len == 4 ? tinybms_reply_u32(r, &u32) : GW_ERR_PROTO;
+    case 0x1B: /* exactly internal, ext1, ext2 */
+        return r->payload_len == 2 * BMS_TEMP_SENSORS ? tinybms_reply_temperatures(r, dc, present)
+                                                      : GW_ERR_PROTO;
+    case 0x1E: case 0x1F: return tinybms_reply_version(r, &v);
+    case 0x20: return r->payload_len == 12 ? tinybms_reply_motion(r, &m) : GW_ERR_PROTO;
+    default: return -1;
+    }
+}
+
+static bool is_power_of_two(unsigned v)
+{
+    return v && (v & (v - 1)) == 0;
+}
+
+/* The shape of the table itself: every spec command has exactly one row, in order; nothing else
+ * is a command; rules are well-formed. */
+static void test_command_table_rows(void)
+{
+    size_t n = tinybms_command_count();
+    CHECK_EQ_INT(n, sizeof spec_commands);
+    CHECK(tinybms_command_at(n) == NULL);
+    for (size_t i = 0; i < n; i++) {
+        const struct tinybms_command_info *c = tinybms_command_at(i);
+        CHECK(c != NULL);
+        if (!c)
+            return;
+        CHECK_EQ_INT(c->cmd, spec_commands[i]);
+        CHECK(tinybms_command_info(c->cmd) == c);
+        CHECK(c->name != NULL && c->name[0] != '\0');
+        CHECK_STR(tinybms_command_name(c->cmd), c->name);
+        switch (c->request) {
+        case TINYBMS_REQ_SIMPLE: CHECK_EQ_INT(c->request_len, 4); break;
+        case TINYBMS_REQ_FIXED: CHECK(c->request_len > 4); break;
+        case TINYBMS_REQ_PL:
+            /* Requests are one last packet: the PL never reaches bit 6 or 7. */
+            CHECK(is_power_of_two(c->request_pl.step));
+            CHECK(c->request_pl.min <= c->request_pl.max && c->request_pl.max < 0x40);
+            CHECK_EQ_INT(c->request_len, 0);
+            break;
+        case TINYBMS_REQ_MODBUS_WRITE: CHECK_EQ_INT(c->request_len, 0); break;
+        default: CHECK(!"unknown request kind");
+        }
+        switch (c->answer) {
+        case TINYBMS_ANSWER_ACK_ONLY: CHECK_EQ_INT(c->reply_len, 0); break;
+        case TINYBMS_ANSWER_FIXED: CHECK(c->reply_len > 4); break;
+        case TINYBMS_ANSWER_PL_PACKETS:
+            CHECK(c->reply_pl.max < 0x40); /* bits 0..5 */
+            CHECK(c->multi_packet_payload > 0 && c->multi_packet_payload < 0x40);
+            /* fall through */
+        case TINYBMS_ANSWER_PL:
+            CHECK(is_power_of_two(c->reply_pl.step));
+            CHECK(c->reply_pl.min <= c->reply_pl.max);
+            CHECK_EQ_INT(c->reply_len, 0);
+            break;
+        default: CHECK(!"unknown answer rule");
+        }
+    }
+    for (unsigned b = 0; b < 256; b++) {
+        if (is_spec_command(b))
+            continue;
+        CHECK(tinybms_command_info((uint8_t)b) == NULL);
+        CHECK_STR(tinybms_command_name((uint8_t)b), "unknown command");
+    }
+    CHECK(!tinybms_pl_allowed(NULL, 2));
+}
+
+/* Every row's answer rule against frames built for every PL value (or its fixed length): the
+ * decoder takes exactly the frames the row allows, at the length it gives, and the payload
+ * helpers accept what it takes. ACK and NACK name every command and nothing else. */
+static void test_command_table_answers_decode(void)
+{
+    uint8_t buf[TINYBMS_MAX_FRAME + 8], payload[TINYBMS_MAX_FRAME];
+    struct tinybms_reply r;
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 13 + 1);
+    for (unsigned b = 0; b < 256; b++) {
+        size_t n = make_ack(buf, (uint8_t)b);
+        int want_ack = is_spec_command(b) ? (int)n : GW_ERR_PROTO;
+        CHECK_EQ_INT(tinybms_decode(buf, n, &r), want_ack);
+        n = make_nack(buf, (uint8_t)b, TINYBMS_NACK_CRC_ERROR);
+        CHECK_EQ_INT(tinybms_decode(buf, n, &r), is_spec_command(b) ? (int)n : GW_ERR_PROTO);
+        if (!is_spec_command(b)) {
+            buf[0] = 0xAA;
+            buf[1] = (uint8_t)b;
+            if (b > 0x01) /* 0x00 / 0x01 are NACK / ACK */
+                CHECK_EQ_INT(tinybms_reply_frame_len(buf, 2), GW_ERR_PROTO);
+        }
+    }
+    for (size_t i = 0; i < tinybms_command_count(); i++) {
+        const struct tinybms_command_info *c = tinybms_command_at(i);
+        size_t n;
+        switch (c->answer) {
+        case TINYBMS_ANSWER_ACK_ONLY:
+            buf[0] = 0xAA;
+            buf[1] = c->cmd;
+            CHECK_EQ_INT(tinybms_reply_frame_len(buf, 2), GW_ERR_PROTO);
+            n = make_frame(buf, c->cmd, 0, NULL, 0);
+            CHECK_EQ_INT(tinybms_decode(buf, n, &r), GW_ERR_PROTO);
+            break;
+        case TINYBMS_ANSWER_FIXED:
+            n = make_frame(buf, c->cmd, -1, payload, (size_t)c->reply_len - 4);
+            CHECK_EQ_INT(tinybms_reply_frame_len(buf, 2), c->reply_len);
+            CHECK_EQ_INT(tinybms_decode(buf, n - 1, &r), 0);
+            CHECK_EQ_INT(tinybms_decode(buf, n + 3, &r), (int)n); /* trailing bytes not taken */
+            CHECK_EQ_INT(r.kind, TINYBMS_REPLY_DATA);
+            CHECK(!r.has_pl);
+            CHECK_EQ_INT(r.payload_len, c->reply_len - 4);
+            CHECK_MEM(r.payload, payload, r.payload_len);
+            if (helper_verdict(&r) != GW_OK)
+                fprintf(stderr, "0x%02X: helper refuses the %u-byte frame of the table\n", c->cmd,
+                        c->reply_len);
+            CHECK_EQ_INT(helper_verdict(&r), GW_OK);
+            break;
+        case TINYBMS_ANSWER_PL:
+        case TINYBMS_ANSWER_PL_PACKETS: {
+            bool packets = c->answer == TINYBMS_ANSWER_PL_PACKETS;
+            size_t taken = 0;
+            for (unsigned pl = 0; pl < 256; pl++) {
+                bool more = packets && (pl & 0x80);
+                size_t size = more ? c->multi_packet_payload : packets ? (pl & 0x3F) : pl;
+                bool ok = more || tinybms_pl_allowed(&c->reply_pl, (uint8_t)size);
+                n = make_frame(buf, c->cmd, (int)pl, payload, size);
+                buf[0] = 0xAA;
+                CHECK_EQ_INT(tinybms_reply_frame_len(buf, 2), 0);
+                CHECK_EQ_INT(tinybms_reply_frame_len(buf, 3), ok ? (int)(3 + size + 2) : GW_ERR_PROTO);
+                int rc = tinybms_decode(buf, n, &r);
+                CHECK_EQ_INT(rc, ok ? (int)n : GW_ERR_PROTO);
+                if (rc <= 0)
+                    continue;
+                taken++;
+                CHECK(r.has_pl);
+                CHECK_EQ_INT(r.pl_raw, pl);
+                CHECK_EQ_INT(r.payload_len, size);
+                CHECK_EQ_INT(r.last_packet, !more);
+                CHECK_EQ_INT(r.packet_id, more ? (pl & 0x3F) : 0);
+                CHECK_EQ_INT(tinybms_decode(buf, n - 1, &r), 0);
+                if (!more && tinybms_decode(buf, n, &r) == (int)n && helper_verdict(&r) != GW_OK) {
+                    fprintf(stderr, "0x%02X: helper refuses PL %u that the table allows\n", c->cmd, pl);
+                    CHECK(!"table and payload helper disagree");
+                }
+            }
+            CHECK(taken > 0);
+            break;
+        }
+        default:
+            CHECK(!"unknown answer rule");
+        }
+    }
+}
+
+/* Every row's request kind against requests built by the encoders (or by hand for every PL). */
+static void test_command_table_requests_decode(void)
+{
+    uint8_t buf[TINYBMS_MAX_REQUEST + 8];
+    struct tinybms_request q;
+    for (unsigned b = 0; b < 256; b++) {
+        const struct tinybms_command_info *c = tinybms_command_info((uint8_t)b);
+        int n = tinybms_encode_simple(buf, sizeof buf, (uint8_t)b);
+        CHECK_EQ_INT(n, c && c->request == TINYBMS_REQ_SIMPLE ? 4 : GW_ERR_INVAL);
+        if (n > 0)
+            CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n, &q), n);
+        if (!c) {
+            n = (int)make_frame(buf, (uint8_t)b, -1, NULL, 0);
+            CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n, &q), GW_ERR_PROTO);
+        }
+    }
+    const uint16_t words[TINYBMS_MODBUS_WRITE_MAX] = { 0 };
+    for (size_t i = 0; i < tinybms_command_count(); i++) {
+        const struct tinybms_command_info *c = tinybms_command_at(i);
+        int n = 0;
+        switch (c->request) {
+        case TINYBMS_REQ_SIMPLE:
+            break; /* above */
+        case TINYBMS_REQ_FIXED:
+            switch (c->cmd) {
+            case 0x02: n = tinybms_encode_reset(buf, sizeof buf, TINYBMS_RESET_BMS); break;
+            case 0x03: n = tinybms_encode_read_modbus(buf, sizeof buf, 0, 56); break;
+            case 0x07: n = tinybms_encode_read_block(buf, sizeof buf, 0, 20); break;
+            case 0x1D: n = tinybms_encode_read_settings(buf, sizeof buf, 4, 44); break;
+            default: CHECK(!"fixed request without an encoder");
+            }
+            CHECK_EQ_INT(n, c->request_len);
+            CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n, &q), n);
+            CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n - 1, &q), 0);
+            break;
+        case TINYBMS_REQ_PL:
+            for (unsigned pl = 0; pl < 256; pl++) {
+                uint8_t zeros[255] = { 0 };
+                n = (int)make_frame(buf, c->cmd, (int)pl, zeros, pl < 0x40 ? pl : 0);
+                bool ok = tinybms_pl_allowed(&c->request_pl, (uint8_t)pl);
+                CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n, &q), ok ? n : GW_ERR_PROTO);
+            }
+            break;
+        case TINYBMS_REQ_MODBUS_WRITE:
+            for (size_t k = 1; k <= TINYBMS_MODBUS_WRITE_MAX; k++) {
+                n = tinybms_encode_write_modbus(buf, sizeof buf, 300, words, k);
+                CHECK_EQ_INT(n, (int)(7 + 2 * k + 2));
+                CHECK_EQ_INT(tinybms_decode_request(buf, (size_t)n, &q), n);
+            }
+            break;
+        default:
+            CHECK(!"unknown request kind");
+        }
+    }
+}
+
 TEST_MAIN(TEST_CASE(test_crc_modbus_check_value), TEST_CASE(test_spec_modbus_write_example),
           TEST_CASE(test_spec_modbus_read_example), TEST_CASE(test_spec_temperature_example),
           TEST_CASE(test_temperature_sensor_absent),
@@ -796,4 +1046,6 @@ TEST_MAIN(TEST_CASE(test_crc_modbus_check_value), TEST_CASE(test_spec_modbus_wri
           TEST_CASE(test_stream_split_at_every_boundary),
           TEST_CASE(test_stream_byte_by_byte_and_random_chunks),
           TEST_CASE(test_stream_counts_garbage), TEST_CASE(test_stream_resync_after_stall),
-          TEST_CASE(test_stream_bad_crc_hides_real_frame))
+          TEST_CASE(test_stream_bad_crc_hides_real_frame),
+          TEST_CASE(test_command_table_rows), TEST_CASE(test_command_table_answers_decode),
+          TEST_CASE(test_command_table_requests_decode))

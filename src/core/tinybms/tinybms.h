@@ -88,6 +88,60 @@ enum tinybms_settings_option {
     TINYBMS_SETTINGS_CURRENT = 4,
 };
 
+/* ---------------------------------------------------------------- command table
+ * One row per command byte (tinybms_meta.c): the only place that knows how each request and
+ * each OK answer is framed. The decoders, the encoders' checks and the frame describer read it;
+ * test_tinybms_frame walks it against frames built from the spec. */
+
+/* How a request of the command is framed. */
+enum tinybms_request_kind {
+    TINYBMS_REQ_SIMPLE = 0,       /* AA CMD crc: request_len (4) bytes, no field */
+    TINYBMS_REQ_FIXED = 1,        /* fixed fields after CMD (0x02, 0x03, 0x07, 0x1D): request_len */
+    TINYBMS_REQ_PL = 2,           /* AA CMD PL ... crc: 3 + PL + 2, PL allowed by request_pl
+                                     (0x09, 0x0B, 0x0D: always one last packet) */
+    TINYBMS_REQ_MODBUS_WRITE = 3, /* AA 10 ADDR_H ADDR_L 00 RL PL ... crc: 7 + PL + 2, PL = 2 x RL,
+                                     RL 1..TINYBMS_MODBUS_WRITE_MAX */
+};
+
+/* How the OK answer of the command is framed. ACK / NACK frames (no length byte) may answer any
+ * command of the table and are not described here. */
+enum tinybms_answer_rule {
+    TINYBMS_ANSWER_ACK_ONLY = 0,  /* only ACK / NACK: a data frame of this command is impossible */
+    TINYBMS_ANSWER_FIXED = 1,     /* no PL byte: the frame is reply_len bytes */
+    TINYBMS_ANSWER_PL = 2,        /* plain 8-bit PL = payload size, allowed by reply_pl */
+    TINYBMS_ANSWER_PL_PACKETS = 3,/* PL bitfield: bit 7 clear = last packet, bits 0..5 = payload
+                                     size allowed by reply_pl (bit 6 reserved, ignored); bit 7 set
+                                     = bits 0..5 packet id, payload multi_packet_payload bytes */
+};
+
+/* Allowed PL values: min..max and a multiple of step (a power of two: 1, 2 or 4). */
+struct tinybms_pl_rule {
+    uint8_t min, max, step;
+};
+
+struct tinybms_command_info {
+    uint8_t cmd;                      /* enum tinybms_cmd */
+    const char *name;                 /* English, e.g. "read registers (MODBUS)" */
+    uint8_t request;                  /* enum tinybms_request_kind */
+    uint8_t request_len;              /* SIMPLE / FIXED: whole request frame; else 0 */
+    struct tinybms_pl_rule request_pl;/* TINYBMS_REQ_PL only */
+    uint8_t answer;                   /* enum tinybms_answer_rule */
+    uint8_t reply_len;                /* TINYBMS_ANSWER_FIXED: whole reply frame; else 0 */
+    struct tinybms_pl_rule reply_pl;  /* TINYBMS_ANSWER_PL / _PL_PACKETS */
+    uint8_t multi_packet_payload;     /* TINYBMS_ANSWER_PL_PACKETS: payload of a non-last packet */
+};
+
+/* Number of rows and indexed access (ascending command byte; NULL past the end). The rows are
+ * constant, static storage. */
+size_t tinybms_command_count(void);
+const struct tinybms_command_info *tinybms_command_at(size_t index);
+
+/* The row of a command byte, NULL for a byte that is no command (hence no ACK/NACK names it). */
+const struct tinybms_command_info *tinybms_command_info(uint8_t cmd);
+
+/* True when pl is allowed by rule (min..max, multiple of step). rule may be NULL (false). */
+bool tinybms_pl_allowed(const struct tinybms_pl_rule *rule, uint8_t pl);
+
 /* Register blocks of the map. */
 #define TINYBMS_REG_LIVE_FIRST 0
 #define TINYBMS_REG_LIVE_COUNT 56         /* 0..55: one 0x03 read */

@@ -72,29 +72,10 @@ static int whole_frame(const uint8_t *buf, size_t len, int flen)
     return flen;
 }
 
-bool tinybms__is_known_cmd(uint8_t cmd)
-{
-    switch (cmd) {
-    case TINYBMS_CMD_RESET:
-    case TINYBMS_CMD_READ_MODBUS:
-    case TINYBMS_CMD_READ_BLOCK:
-    case TINYBMS_CMD_READ_INDIVIDUAL:
-    case TINYBMS_CMD_WRITE_BLOCK:
-    case TINYBMS_CMD_WRITE_INDIVIDUAL:
-    case TINYBMS_CMD_WRITE_MODBUS:
-    case TINYBMS_CMD_EVENTS_NEWEST:
-    case TINYBMS_CMD_EVENTS_ALL:
-        return true;
-    default:
-        return cmd >= TINYBMS_CMD_PACK_VOLTAGE && cmd <= TINYBMS_CMD_SPEED_DISTANCE;
-    }
-}
-
 static bool is_simple_cmd(uint8_t cmd)
 {
-    return cmd == TINYBMS_CMD_EVENTS_NEWEST || cmd == TINYBMS_CMD_EVENTS_ALL ||
-           (cmd >= TINYBMS_CMD_PACK_VOLTAGE && cmd <= TINYBMS_CMD_SPEED_DISTANCE &&
-            cmd != TINYBMS_CMD_SETTINGS);
+    const struct tinybms_command_info *c = tinybms__command(cmd);
+    return c && c->request == TINYBMS_REQ_SIMPLE;
 }
 
 static bool writable(uint16_t reg)
@@ -272,7 +253,7 @@ int tinybms_encode_simple(uint8_t *buf, size_t cap, uint8_t cmd)
 
 /* ---------------------------------------------------------------- request decoding */
 
-/* Length of the request frame at b[0]: >0, 0 need more, GW_ERR_PROTO. */
+/* Length of the request frame at b[0] by its command's row: >0, 0 need more, GW_ERR_PROTO. */
 static int request_frame_len(const uint8_t *b, size_t len)
 {
     if (len < 1)
@@ -281,32 +262,21 @@ static int request_frame_len(const uint8_t *b, size_t len)
         return GW_ERR_PROTO;
     if (len < 2)
         return 0;
-    uint8_t cmd = b[1];
-    if (is_simple_cmd(cmd))
-        return 4;
-    switch (cmd) {
-    case TINYBMS_CMD_RESET: return 5;
-    case TINYBMS_CMD_READ_MODBUS: return 8;
-    case TINYBMS_CMD_READ_BLOCK: return 7;
-    case TINYBMS_CMD_SETTINGS: return 7;
-    case TINYBMS_CMD_READ_INDIVIDUAL:
-    case TINYBMS_CMD_WRITE_BLOCK:
-    case TINYBMS_CMD_WRITE_INDIVIDUAL: {
+    const struct tinybms_command_info *c = tinybms__command(b[1]);
+    if (!c)
+        return GW_ERR_PROTO;
+    switch (c->request) {
+    case TINYBMS_REQ_SIMPLE:
+    case TINYBMS_REQ_FIXED:
+        return c->request_len;
+    case TINYBMS_REQ_PL:
         if (len < 3)
             return 0;
-        uint8_t pl = b[2];
-        if (pl & 0xC0)
-            return GW_ERR_PROTO; /* requests are always a single, last packet */
-        if (cmd == TINYBMS_CMD_READ_INDIVIDUAL &&
-            (pl < 2 || pl % 2 || pl / 2 > TINYBMS_INDIVIDUAL_READ_MAX))
+        /* Requests are always a single, last packet: the rules stay below 0x40. */
+        if (!tinybms__pl_allowed(&c->request_pl, b[2]))
             return GW_ERR_PROTO;
-        if (cmd == TINYBMS_CMD_WRITE_BLOCK && (pl < 4 || pl % 2))
-            return GW_ERR_PROTO;
-        if (cmd == TINYBMS_CMD_WRITE_INDIVIDUAL && (pl < 4 || pl % 4))
-            return GW_ERR_PROTO;
-        return 3 + pl + 2;
-    }
-    case TINYBMS_CMD_WRITE_MODBUS: {
+        return 3 + b[2] + 2;
+    case TINYBMS_REQ_MODBUS_WRITE: {
         if (len < 7)
             return 0;
         uint8_t rl = b[5], pl = b[6];
@@ -403,113 +373,26 @@ int tinybms_reply_frame_len(const uint8_t *b, size_t len)
         /* NACK / ACK: no length byte; the named command must be one we could have sent. */
         if (len < 3)
             return 0;
-        if (!tinybms__is_known_cmd(b[2]))
+        if (!tinybms__command(b[2]))
             return GW_ERR_PROTO;
         return cmd == 0x01 ? TINYBMS_ACK_LEN : TINYBMS_NACK_LEN;
     }
-    switch (cmd) {
-    case TINYBMS_CMD_WRITE_MODBUS: return 8;
-    case TINYBMS_CMD_PACK_VOLTAGE:
-    case TINYBMS_CMD_PACK_CURRENT: return 8;
-    case TINYBMS_CMD_MAX_CELL:
-    case TINYBMS_CMD_MIN_CELL:
-    case TINYBMS_CMD_STATUS: return 6;
-    case TINYBMS_CMD_LIFETIME:
-    case TINYBMS_CMD_SOC: return 8;
-    case TINYBMS_CMD_SPEED_DISTANCE: return 16;
-    case TINYBMS_CMD_READ_MODBUS:
-    case TINYBMS_CMD_READ_BLOCK:
-    case TINYBMS_CMD_READ_INDIVIDUAL:
-    case TINYBMS_CMD_EVENTS_NEWEST:
-    case TINYBMS_CMD_EVENTS_ALL:
-    case TINYBMS_CMD_TEMPERATURES:
-    case TINYBMS_CMD_CELLS:
-    case TINYBMS_CMD_SETTINGS:
-    case TINYBMS_CMD_VERSION:
-    case TINYBMS_CMD_VERSION_EXT:
-        break; /* PL-sized answers, below */
-    default:
+    const struct tinybms_command_info *c = tinybms__command(cmd);
+    if (!c || c->answer == TINYBMS_ANSWER_ACK_ONLY)
         return GW_ERR_PROTO; /* no such answer: reject before waiting for more bytes */
-    }
+    if (c->answer == TINYBMS_ANSWER_FIXED)
+        return c->reply_len;
     if (len < 3)
         return 0;
     uint8_t pl = b[2];
-    unsigned size;
-    switch (cmd) {
-    case TINYBMS_CMD_READ_MODBUS:
-    case TINYBMS_CMD_SETTINGS:
-        if (pl == 0 || pl % 2)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_CELLS:
-        if (pl % 2 || pl / 2 > BMS_MAX_CELLS)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_TEMPERATURES:
-        if (pl != 6)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_VERSION:
-        if (pl < 5)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_VERSION_EXT:
-        if (pl < 7)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_EVENTS_NEWEST:
-    case TINYBMS_CMD_EVENTS_ALL:
-        if (pl < 4 || (pl - 4) % 4)
-            return GW_ERR_PROTO;
-        size = pl;
-        break;
-    case TINYBMS_CMD_READ_BLOCK:
-        if (pl & 0x80) {
-            size = TINYBMS_MULTI_PACKET_PAYLOAD_07;
-        } else {
-            size = pl & 0x3F;
-            if (size == 0 || size % 2)
-                return GW_ERR_PROTO;
-        }
-        break;
-    case TINYBMS_CMD_READ_INDIVIDUAL:
-        if (pl & 0x80) {
-            size = TINYBMS_MULTI_PACKET_PAYLOAD_09;
-        } else {
-            size = pl & 0x3F;
-            if (size == 0 || size % 4)
-                return GW_ERR_PROTO;
-        }
-        break;
-    default:
+    if (c->answer == TINYBMS_ANSWER_PL_PACKETS) {
+        if (pl & 0x80)
+            return 3 + c->multi_packet_payload + 2; /* bits 0..5: packet id, not a size */
+        pl &= 0x3F;
+    }
+    if (!tinybms__pl_allowed(&c->reply_pl, pl))
         return GW_ERR_PROTO;
-    }
-    return (int)(3 + size + 2);
-}
-
-/* Whether the reply command carries a PL byte. */
-static bool reply_has_pl(uint8_t cmd)
-{
-    switch (cmd) {
-    case TINYBMS_CMD_READ_MODBUS:
-    case TINYBMS_CMD_READ_BLOCK:
-    case TINYBMS_CMD_READ_INDIVIDUAL:
-    case TINYBMS_CMD_EVENTS_NEWEST:
-    case TINYBMS_CMD_EVENTS_ALL:
-    case TINYBMS_CMD_TEMPERATURES:
-    case TINYBMS_CMD_CELLS:
-    case TINYBMS_CMD_SETTINGS:
-    case TINYBMS_CMD_VERSION:
-    case TINYBMS_CMD_VERSION_EXT:
-        return true;
-    default:
-        return false;
-    }
+    return 3 + pl + 2;
 }
 
 int tinybms_decode(const uint8_t *buf, size_t len, struct tinybms_reply *out)
@@ -538,12 +421,12 @@ int tinybms_decode(const uint8_t *buf, size_t len, struct tinybms_reply *out)
     out->kind = TINYBMS_REPLY_DATA;
     out->cmd = buf[1];
     size_t start = 2;
-    if (reply_has_pl(out->cmd)) {
+    const struct tinybms_command_info *c = tinybms__command(out->cmd); /* never NULL here */
+    if (c && (c->answer == TINYBMS_ANSWER_PL || c->answer == TINYBMS_ANSWER_PL_PACKETS)) {
         out->has_pl = true;
         out->pl_raw = buf[2];
         start = 3;
-        if ((out->cmd == TINYBMS_CMD_READ_BLOCK || out->cmd == TINYBMS_CMD_READ_INDIVIDUAL) &&
-            (buf[2] & 0x80)) {
+        if (c->answer == TINYBMS_ANSWER_PL_PACKETS && (buf[2] & 0x80)) {
             out->last_packet = false;
             out->packet_id = buf[2] & 0x3F;
         }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "tinybms.h"
+#include "tinybms_internal.h"
 
 /* ---------------------------------------------------------------- events */
 
@@ -71,33 +72,109 @@ const char *tinybms_event_category_name(enum tinybms_event_category c)
     }
 }
 
+/* ---------------------------------------------------------------- commands */
+
+/* Row shapes. Request: SIMPLE (AA CMD crc), FIXED_REQ(len), PL_REQ(min, max, step), MODBUS_WRITE_REQ. Answer: ACK only,
+ * FIXED_ANS(frame len), PL_ANS(min, max, step), PACKETS(min, max, step, non-last payload). */
+#define SIMPLE TINYBMS_REQ_SIMPLE, 4, { 0, 0, 0 }
+#define FIXED_REQ(len) TINYBMS_REQ_FIXED, (len), { 0, 0, 0 }
+#define PL_REQ(lo, hi, st) TINYBMS_REQ_PL, 0, { (lo), (hi), (st) }
+#define MODBUS_WRITE_REQ TINYBMS_REQ_MODBUS_WRITE, 0, { 0, 0, 0 }
+#define ACK_ONLY TINYBMS_ANSWER_ACK_ONLY, 0, { 0, 0, 0 }, 0
+#define FIXED_ANS(len) TINYBMS_ANSWER_FIXED, (len), { 0, 0, 0 }, 0
+#define PL_ANS(lo, hi, st) TINYBMS_ANSWER_PL, 0, { (lo), (hi), (st) }, 0
+#define PACKETS(lo, hi, st, multi) TINYBMS_ANSWER_PL_PACKETS, 0, { (lo), (hi), (st) }, (multi)
+
+/* shared/spec/tinybms-uart.md, "Commands". Indexed by command byte (lookup in O(1) on the
+ * decoder's path); slots without a row have name NULL. Frame lengths count AA, CMD, the PL byte
+ * when there is one, the payload and the two CRC bytes. */
+#define ROW(cmd, ...) [cmd] = { (cmd), __VA_ARGS__ }
+const struct tinybms_command_info tinybms__commands[TINYBMS__COMMAND_SLOTS] = {
+    /* AA 02 OPT crc -> ACK */
+    ROW(TINYBMS_CMD_RESET, "reset / clear", FIXED_REQ(5), ACK_ONLY),
+    /* AA 03 ADDR_H ADDR_L 00 RL crc -> AA 03 PL words(BE) crc; PL up to 0xFA (125 registers) in
+     * one frame on real hardware, so a plain byte count */
+    ROW(TINYBMS_CMD_READ_MODBUS, "read registers (MODBUS)", FIXED_REQ(8), PL_ANS(2, 255, 2)),
+    /* AA 07 RL ADDR_L ADDR_H crc -> AA 07 PL words(LE) crc, PL bitfield: 1..31 registers per
+     * packet; a non-last packet is assumed full */
+    ROW(TINYBMS_CMD_READ_BLOCK, "read registers block", FIXED_REQ(7),
+        PACKETS(2, 62, 2, TINYBMS_MULTI_PACKET_PAYLOAD_07)),
+    /* AA 09 PL addrs crc -> AA 09 PL {addr, value}... crc; request PL = 2n, answer PL = 4n */
+    ROW(TINYBMS_CMD_READ_INDIVIDUAL, "read individual registers",
+        PL_REQ(2, 2 * TINYBMS_INDIVIDUAL_READ_MAX, 2),
+        PACKETS(4, 60, 4, TINYBMS_MULTI_PACKET_PAYLOAD_09)),
+    /* AA 0B PL ADDR_L ADDR_H words crc -> ACK; PL = 2 + 2n in 6 bits */
+    ROW(TINYBMS_CMD_WRITE_BLOCK, "write registers block", PL_REQ(4, 62, 2), ACK_ONLY),
+    /* AA 0D PL {addr, value}... crc -> ACK; PL = 4n in 6 bits */
+    ROW(TINYBMS_CMD_WRITE_INDIVIDUAL, "write individual registers", PL_REQ(4, 60, 4), ACK_ONLY),
+    /* AA 10 ADDR_H ADDR_L 00 RL PL words(BE) crc -> AA 10 ADDR_H ADDR_L 00 RL crc */
+    ROW(TINYBMS_CMD_WRITE_MODBUS, "write registers (MODBUS)", MODBUS_WRITE_REQ, FIXED_ANS(8)),
+    /* AA 11 crc -> AA 11 PL BTSP(u32) {TSP(u24) ID(u8)}... crc */
+    ROW(TINYBMS_CMD_EVENTS_NEWEST, "newest events", SIMPLE, PL_ANS(4, 255, 4)),
+    ROW(TINYBMS_CMD_EVENTS_ALL, "all events", SIMPLE, PL_ANS(4, 255, 4)),
+    /* AA 14 crc -> AA 14 float32 crc, and the other single values */
+    ROW(TINYBMS_CMD_PACK_VOLTAGE, "pack voltage", SIMPLE, FIXED_ANS(2 + 4 + 2)),
+    ROW(TINYBMS_CMD_PACK_CURRENT, "pack current", SIMPLE, FIXED_ANS(2 + 4 + 2)),
+    ROW(TINYBMS_CMD_MAX_CELL, "max cell voltage", SIMPLE, FIXED_ANS(2 + 2 + 2)),
+    ROW(TINYBMS_CMD_MIN_CELL, "min cell voltage", SIMPLE, FIXED_ANS(2 + 2 + 2)),
+    ROW(TINYBMS_CMD_STATUS, "online status", SIMPLE, FIXED_ANS(2 + 2 + 2)),
+    ROW(TINYBMS_CMD_LIFETIME, "lifetime counter", SIMPLE, FIXED_ANS(2 + 4 + 2)),
+    ROW(TINYBMS_CMD_SOC, "state of charge", SIMPLE, FIXED_ANS(2 + 4 + 2)),
+    /* AA 1B PL int16 x 3 crc */
+    ROW(TINYBMS_CMD_TEMPERATURES, "temperatures", SIMPLE,
+        PL_ANS(2 * BMS_TEMP_SENSORS, 2 * BMS_TEMP_SENSORS, 1)),
+    /* AA 1C PL u16 per detected cell crc */
+    ROW(TINYBMS_CMD_CELLS, "cell voltages", SIMPLE, PL_ANS(0, 2 * BMS_MAX_CELLS, 2)),
+    /* AA 1D OPT 00 RL crc -> AA 1D PL words(LE) crc */
+    ROW(TINYBMS_CMD_SETTINGS, "settings values", FIXED_REQ(7), PL_ANS(2, 255, 2)),
+    /* AA 1E crc -> AA 1E PL hw hwchg fw_public fw_internal(u16) crc; 0x1F adds two bytes */
+    ROW(TINYBMS_CMD_VERSION, "version", SIMPLE, PL_ANS(5, 255, 1)),
+    ROW(TINYBMS_CMD_VERSION_EXT, "extended version", SIMPLE, PL_ANS(7, 255, 1)),
+    /* AA 20 crc -> AA 20 float u32 u32 crc */
+    ROW(TINYBMS_CMD_SPEED_DISTANCE, "speed / distance / time left", SIMPLE,
+        FIXED_ANS(2 + 4 + 4 + 4 + 2)),
+};
+
+#undef ROW
+#undef SIMPLE
+#undef FIXED_REQ
+#undef PL_REQ
+#undef MODBUS_WRITE_REQ
+#undef ACK_ONLY
+#undef FIXED_ANS
+#undef PL_ANS
+#undef PACKETS
+
+size_t tinybms_command_count(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < TINYBMS__COMMAND_SLOTS; i++)
+        n += tinybms__commands[i].name != NULL;
+    return n;
+}
+
+const struct tinybms_command_info *tinybms_command_at(size_t index)
+{
+    for (size_t i = 0; i < TINYBMS__COMMAND_SLOTS; i++)
+        if (tinybms__commands[i].name && index-- == 0)
+            return &tinybms__commands[i];
+    return NULL;
+}
+
+const struct tinybms_command_info *tinybms_command_info(uint8_t cmd)
+{
+    return tinybms__command(cmd);
+}
+
+bool tinybms_pl_allowed(const struct tinybms_pl_rule *rule, uint8_t pl)
+{
+    return rule && tinybms__pl_allowed(rule, pl);
+}
+
 const char *tinybms_command_name(uint8_t cmd)
 {
-    switch (cmd) {
-    case TINYBMS_CMD_RESET: return "reset / clear";
-    case TINYBMS_CMD_READ_MODBUS: return "read registers (MODBUS)";
-    case TINYBMS_CMD_READ_BLOCK: return "read registers block";
-    case TINYBMS_CMD_READ_INDIVIDUAL: return "read individual registers";
-    case TINYBMS_CMD_WRITE_BLOCK: return "write registers block";
-    case TINYBMS_CMD_WRITE_INDIVIDUAL: return "write individual registers";
-    case TINYBMS_CMD_WRITE_MODBUS: return "write registers (MODBUS)";
-    case TINYBMS_CMD_EVENTS_NEWEST: return "newest events";
-    case TINYBMS_CMD_EVENTS_ALL: return "all events";
-    case TINYBMS_CMD_PACK_VOLTAGE: return "pack voltage";
-    case TINYBMS_CMD_PACK_CURRENT: return "pack current";
-    case TINYBMS_CMD_MAX_CELL: return "max cell voltage";
-    case TINYBMS_CMD_MIN_CELL: return "min cell voltage";
-    case TINYBMS_CMD_STATUS: return "online status";
-    case TINYBMS_CMD_LIFETIME: return "lifetime counter";
-    case TINYBMS_CMD_SOC: return "state of charge";
-    case TINYBMS_CMD_TEMPERATURES: return "temperatures";
-    case TINYBMS_CMD_CELLS: return "cell voltages";
-    case TINYBMS_CMD_SETTINGS: return "settings values";
-    case TINYBMS_CMD_VERSION: return "version";
-    case TINYBMS_CMD_VERSION_EXT: return "extended version";
-    case TINYBMS_CMD_SPEED_DISTANCE: return "speed / distance / time left";
-    default: return "unknown command";
-    }
+    const struct tinybms_command_info *c = tinybms_command_info(cmd);
+    return c ? c->name : "unknown command";
 }
 
 /* ---------------------------------------------------------------- settings */

@@ -51,15 +51,17 @@ struct can_transport_ops {
      * @retval GW_OK, GW_ERR_INVAL (malformed arg, unsupported bitrate), GW_ERR_NOT_FOUND,
      *         GW_ERR_IO, GW_ERR_UNSUPPORTED (no such transport on this system) */
     int (*open)(struct can_transport *t, const char *arg, uint32_t bitrate);
-    /* Queues one frame, retrying a full TX queue until timeout_ms (0 = one attempt).
-     * @retval GW_OK, GW_ERR_INVAL (bad frame), GW_ERR_TIMEOUT, GW_ERR_IO, GW_ERR_CLOSED,
-     *         GW_ERR_STATE (bus-off) */
+    /* Queues one frame, retrying a full TX queue until timeout_ms (0 = one attempt); never
+     * blocks longer. A bad frame reaches nothing and counts in tx_failed like every failure.
+     * @retval GW_OK, GW_ERR_INVAL (bad frame), GW_ERR_TIMEOUT (queue full: bus, adapter, a
+     *         stalled log reader), GW_ERR_IO, GW_ERR_CLOSED (adapter, interface or log reader
+     *         gone), GW_ERR_STATE (bus-off), GW_ERR_STORAGE (log: disk full) */
     int (*send)(struct can_transport *t, const struct can_frame_gw *frame, uint32_t timeout_ms);
     /* Waits up to timeout_ms for one received frame.
      * @retval GW_OK, GW_ERR_TIMEOUT (none arrived), GW_ERR_IO, GW_ERR_CLOSED,
      *         GW_ERR_UNSUPPORTED (write-only transport: returns at once) */
     int (*recv)(struct can_transport *t, struct can_frame_gw *frame, uint32_t timeout_ms);
-    /* Releases t->impl (not t itself). */
+    /* Releases t->impl (not t itself) and sets it to NULL: a second call does nothing. */
     void (*close)(struct can_transport *t);
     /* Copies the counters. */
     void (*stats)(struct can_transport *t, struct can_transport_stats *out);

@@ -1,6 +1,8 @@
 /* Write-only transport: every frame sent is appended to a file in the format of
  * `candump -l` ("(1700000000.123456) can0 351#4502...") so it can be replayed with
- * `canplayer` or read by python-can / SavvyCAN. Each line is flushed as written. */
+ * `canplayer` or read by python-can / SavvyCAN. Each line is flushed as written. The "file"
+ * may also be a pipe or FIFO read by another program (log:/dev/stdout): a reader that stalls
+ * makes send time out (never block the publisher), a reader that exits makes it GW_ERR_CLOSED. */
 #define _POSIX_C_SOURCE 200809L
 #include "can_transport.h"
 #include "can_transport_internal.h"
@@ -12,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,12 +99,15 @@ static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
         free(l);
         return GW_ERR_INVAL;
     }
-    l->fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    /* O_NONBLOCK: no effect on a regular file; on a FIFO it keeps open and send from
+     * blocking on a reader that is absent or stalled. */
+    l->fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
     if (l->fd < 0) {
         int e = errno;
-        GW_LOGE(LOG_MOD, "cannot open CAN log %s: %s", l->path, strerror(e));
+        GW_LOGE(LOG_MOD, "cannot open CAN log %s: %s%s", l->path, strerror(e),
+                e == ENXIO ? " (a FIFO nobody reads yet)" : "");
         free(l);
-        return e == ENOENT ? GW_ERR_NOT_FOUND : GW_ERR_IO;
+        return e == ENOENT || e == ENXIO ? GW_ERR_NOT_FOUND : GW_ERR_IO;
     }
     pthread_mutex_init(&l->lock, NULL);
     t->impl = l;
@@ -111,25 +117,43 @@ static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
 
 static int log_send(struct can_transport *t, const struct can_frame_gw *frame, uint32_t timeout_ms)
 {
-    (void)timeout_ms; /* a regular file write does not block on a bus */
     struct canlog *l = t->impl;
     char line[128];
     int64_t wall_us = gw_wall_ms() * 1000;
     int n = can_log_format(frame, wall_us, l->ifname, line, sizeof line);
+    uint64_t deadline = can__deadline(timeout_ms);
     pthread_mutex_lock(&l->lock);
     int rc = GW_OK;
     if (n < 0) {
         rc = GW_ERR_INVAL;
     } else {
         /* One write() per line with O_APPEND: lines never interleave, and nothing is left in
-         * a user-space buffer (the "flushed" of candump -l). */
+         * a user-space buffer (the "flushed" of candump -l). A line is shorter than PIPE_BUF,
+         * so a pipe takes it whole or not at all (EAGAIN: the reader stalled, wait for room). */
         size_t done = 0;
+        bool counted_full = false;
         while (done < (size_t)n) {
             ssize_t w = write(l->fd, line + done, (size_t)n - done);
             if (w < 0 && errno == EINTR)
                 continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (!counted_full) {
+                    l->stats.tx_queue_full++;
+                    counted_full = true;
+                }
+                int left = can__remaining_ms(deadline);
+                if (left <= 0) {
+                    rc = GW_ERR_TIMEOUT;
+                    break;
+                }
+                struct pollfd pfd = { .fd = l->fd, .events = POLLOUT };
+                (void)poll(&pfd, 1, left); /* POLLERR (reader gone) shows in the next write */
+                continue;
+            }
             if (w <= 0) {
-                rc = (errno == ENOSPC || errno == EDQUOT) ? GW_ERR_STORAGE : GW_ERR_IO;
+                rc = (errno == ENOSPC || errno == EDQUOT) ? GW_ERR_STORAGE
+                     : errno == EPIPE                     ? GW_ERR_CLOSED /* the reader exited */
+                                                          : GW_ERR_IO;
                 break;
             }
             done += (size_t)w;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ static speed_t baud_constant(uint32_t baud)
 
 static int termios_open(const char *path, uint32_t baud, struct serial_port **out)
 {
+    if (!out)
+        return GW_ERR_INVAL;
     *out = NULL;
     speed_t speed = baud_constant(baud);
     if (!path || !*path || speed == 0)
@@ -94,8 +97,16 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* poll() takes an int: a timeout beyond INT_MAX ms would turn negative (wait for ever). */
+static int poll_ms(int64_t ms)
+{
+    return ms > INT_MAX ? INT_MAX : ms < 0 ? 0 : (int)ms;
+}
+
 static int termios_write(struct serial_port *p, const uint8_t *buf, size_t len, uint32_t timeout_ms)
 {
+    if (!p || (!buf && len))
+        return GW_ERR_INVAL;
     int64_t deadline = mono_ms() + timeout_ms;
     size_t done = 0;
     while (done < len) {
@@ -112,7 +123,7 @@ static int termios_write(struct serial_port *p, const uint8_t *buf, size_t len, 
         if (left <= 0)
             return GW_ERR_TIMEOUT;
         struct pollfd pfd = { .fd = p->fd, .events = POLLOUT };
-        int pr = poll(&pfd, 1, (int)left);
+        int pr = poll(&pfd, 1, poll_ms(left));
         if (pr > 0 && (pfd.revents & (POLLERR | POLLNVAL | POLLHUP)))
             return GW_ERR_CLOSED;
     }
@@ -121,11 +132,15 @@ static int termios_write(struct serial_port *p, const uint8_t *buf, size_t len, 
 
 static int termios_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_t timeout_ms, size_t *got)
 {
-    *got = 0;
+    if (got)
+        *got = 0;
+    /* cap 0 would read 0 bytes after POLLIN, which means "device gone" below. */
+    if (!p || !buf || !cap || !got)
+        return GW_ERR_INVAL;
     struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
     int pr;
     do {
-        pr = poll(&pfd, 1, (int)timeout_ms);
+        pr = poll(&pfd, 1, poll_ms(timeout_ms));
     } while (pr < 0 && errno == EINTR);
     if (pr < 0)
         return GW_ERR_IO;
@@ -149,6 +164,8 @@ static int termios_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_
 
 static void termios_discard_input(struct serial_port *p)
 {
+    if (!p)
+        return;
     tcflush(p->fd, TCIFLUSH);
     /* What arrived between the flush and now; bounded, so a device that never stops talking
      * cannot keep us here (the decoder resynchronises on what is left). */
