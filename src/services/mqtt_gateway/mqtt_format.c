@@ -1,12 +1,13 @@
-/* Pure helpers of the gateway: numbers, JSON documents (cJSON only), command parsing. */
+/* Pure helpers of the gateway: numbers, the topic table, JSON documents (cJSON only), command
+ * parsing. Text is built with the bounded text builder (gw_text). */
 #include "mqtt_gateway_internal.h"
 
 #include "charge_control.h"
 #include "gw_error.h"
+#include "gw_text.h"
 
 #include <ctype.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ numbers */
@@ -18,18 +19,12 @@ int mqtt_gateway__format_number(char *buf, size_t cap, double value, int decimal
     buf[0] = '\0';
     if (!isfinite(value))
         return GW_ERR_RANGE;
-    int n = snprintf(buf, cap, "%.*f", decimals, value);
-    if (n < 0 || (size_t)n >= cap) {
+    struct gw_text t; /* one sign rule: a value rounding to zero has none */
+    gw_text_init(&t, buf, cap);
+    gw_text_put_fixed(&t, value, (unsigned)decimals);
+    if (gw_text_truncated(&t)) {
         buf[0] = '\0';
         return GW_ERR_OVERFLOW;
-    }
-    if (buf[0] == '-') { /* "-0.00": a tiny negative rounded to zero */
-        bool all_zero = true;
-        for (const char *p = buf + 1; *p; p++)
-            if (*p != '0' && *p != '.')
-                all_zero = false;
-        if (all_zero)
-            memmove(buf, buf + 1, (size_t)n);
     }
     return GW_OK;
 }
@@ -55,11 +50,7 @@ static void add_num(cJSON *obj, const char *name, double v, int decimals)
 /* Copies a fixed-size field that may lack its NUL. */
 static void field_text(char *dst, size_t cap, const char *src, size_t src_cap)
 {
-    size_t n = strnlen(src, src_cap);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    gw_text_copyn(dst, cap, src, src_cap);
 }
 
 /* ------------------------------------------------------------------ battery view helpers */
@@ -96,8 +87,8 @@ void mqtt_gateway__conditions_text(uint32_t bits, char *buf, size_t cap)
 {
     if (!buf || cap == 0)
         return;
-    buf[0] = '\0';
-    size_t used = 0;
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
     for (unsigned b = 0; b < 32; b++) {
         uint32_t bit = 1u << b;
         if (!(bits & bit))
@@ -105,15 +96,12 @@ void mqtt_gateway__conditions_text(uint32_t bits, char *buf, size_t cap)
         const char *name = battery_condition_name(bit);
         if (strcmp(name, "unknown") == 0)
             continue;
-        int n = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", name);
-        if (n < 0 || (size_t)n >= cap - used) {
-            buf[cap - 1] = '\0'; /* truncated: keep what fits */
-            return;
-        }
-        used += (size_t)n;
+        if (gw_text_len(&t))
+            gw_text_put_str(&t, ", ");
+        gw_text_put_str(&t, name);
     }
-    if (used == 0)
-        snprintf(buf, cap, "ok");
+    if (gw_text_len(&t) == 0 && !gw_text_truncated(&t))
+        gw_text_put_str(&t, "ok");
 }
 
 static cJSON *conditions_array(uint32_t bits)
@@ -332,7 +320,6 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
         return NULL;
     cJSON *arr = cJSON_AddArrayToObject(root, "active_cells");
     unsigned packs = v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
-    char name[16];
     for (unsigned i = 0; i < packs && arr; i++) {
         const struct battery_pack *p = &v->packs[i];
         if (!mqtt_gateway__pack_online(p) || !p->live.valid)
@@ -341,7 +328,13 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
         for (unsigned c = 0; c < cells; c++) {
             if (!(p->live.balancing_active & (1u << c)))
                 continue;
-            snprintf(name, sizeof name, "P%uC%u", i + 1, c + 1);
+            char name[16];
+            struct gw_text t;
+            gw_text_init(&t, name, sizeof name);
+            gw_text_put_char(&t, 'P');
+            gw_text_put_uint(&t, i + 1);
+            gw_text_put_char(&t, 'C');
+            gw_text_put_uint(&t, c + 1);
             cJSON_AddItemToArray(arr, cJSON_CreateString(name));
         }
     }
@@ -353,7 +346,7 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
 static int fail(char *err, size_t cap, int rc, const char *text)
 {
     if (err && cap)
-        snprintf(err, cap, "%s", text);
+        gw_text_copy(err, cap, text);
     return rc;
 }
 
@@ -366,11 +359,19 @@ static int parse_amps(const cJSON *root, const char *name, float *out, char *err
         return GW_OK;
     }
     if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
-        snprintf(err, cap, "%s must be a number of amperes or null", name);
+        struct gw_text t;
+        gw_text_init(&t, err, cap);
+        gw_text_put_str(&t, name);
+        gw_text_put_str(&t, " must be a number of amperes or null");
         return GW_ERR_INVAL;
     }
     if (it->valuedouble < 0.0 || it->valuedouble > MQTT_GATEWAY__CAP_MAX_A) {
-        snprintf(err, cap, "%s must be between 0 and %.0f A", name, MQTT_GATEWAY__CAP_MAX_A);
+        struct gw_text t;
+        gw_text_init(&t, err, cap);
+        gw_text_put_str(&t, name);
+        gw_text_put_str(&t, " must be between 0 and ");
+        gw_text_put_fixed(&t, MQTT_GATEWAY__CAP_MAX_A, 0);
+        gw_text_put_str(&t, " A");
         return GW_ERR_RANGE;
     }
     *out = (float)it->valuedouble;
@@ -406,8 +407,11 @@ int mqtt_gateway__parse_charge_cap(const char *payload, size_t len, struct app_c
     {
         if (!it->string || (strcmp(it->string, "ccl_a") != 0 && strcmp(it->string, "dcl_a") != 0 &&
                             strcmp(it->string, "duration_s") != 0)) {
-            snprintf(err, err_cap, "unknown field \"%.40s\" (allowed: ccl_a, dcl_a, duration_s)",
-                     it->string ? it->string : "");
+            struct gw_text t;
+            gw_text_init(&t, err, err_cap);
+            gw_text_put_str(&t, "unknown field \"");
+            gw_text_put_strn(&t, it->string ? it->string : "", 40);
+            gw_text_put_str(&t, "\" (allowed: ccl_a, dcl_a, duration_s)");
             rc = GW_ERR_INVAL;
             goto out;
         }
@@ -435,7 +439,7 @@ int mqtt_gateway__parse_charge_cap(const char *payload, size_t len, struct app_c
         rc = fail(err, err_cap, GW_ERR_INVAL, "nothing to cap: give ccl_a and/or dcl_a");
         goto out;
     }
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
 out:
     cJSON_Delete(root);
     if (rc != GW_OK)
@@ -469,7 +473,7 @@ int mqtt_gateway__parse_alert_ack(const char *payload, size_t len, struct app_al
     if (!payload || !trimmed(payload, len, text, sizeof text) || text[0] == '\0' ||
         strlen(text) >= sizeof out->code)
         return fail(err, err_cap, GW_ERR_INVAL, "payload must be an alert code (1..31 characters) or \"all\"");
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
     if (strcmp(text, "all") == 0) {
         out->op = ALERT_OP_ACK_ALL;
         return GW_OK;
@@ -496,7 +500,7 @@ int mqtt_gateway__parse_alert_clear(const char *payload, size_t len, struct app_
                     (text[0] != '\0' && strcmp(text, "all") != 0)))
         return fail(err, err_cap, GW_ERR_INVAL, "payload must be \"all\" or empty");
     out->op = ALERT_OP_CLEAR_ALL;
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
     return GW_OK;
 }
 
@@ -511,7 +515,48 @@ static void sanitize_id(char *dst, size_t cap, const char *src)
     }
     dst[n] = '\0';
     if (n == 0)
-        snprintf(dst, cap, "tinybms_gw");
+        gw_text_copy(dst, cap, "tinybms_gw");
+}
+
+/* "<a><b>" into buf. */
+static void text_join(char *buf, size_t cap, const char *a, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_str(&t, b);
+}
+
+/* "<a><n><b>" into buf. */
+static void text_num(char *buf, size_t cap, const char *a, unsigned n, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_uint(&t, n);
+    gw_text_put_str(&t, b);
+}
+
+/* Model and software of a device described by a BMS version (NULL / invalid: the gateway's). */
+static void device_versions(const struct bms_version *version, struct mqtt_gateway__device *dev)
+{
+    if (version && version->valid) {
+        struct gw_text t;
+        gw_text_init(&t, dev->model, sizeof dev->model);
+        gw_text_put_str(&t, "TinyBMS (hw ");
+        gw_text_put_uint(&t, version->hw_version);
+        gw_text_put_char(&t, '.');
+        gw_text_put_uint(&t, version->hw_changes);
+        gw_text_put_char(&t, ')');
+        gw_text_init(&t, dev->sw_version, sizeof dev->sw_version);
+        gw_text_put_uint(&t, version->fw_public);
+        gw_text_put_str(&t, " (internal ");
+        gw_text_put_uint(&t, version->fw_internal);
+        gw_text_put_char(&t, ')');
+    } else {
+        gw_text_copy(dev->model, sizeof dev->model, "TinyBMS");
+        text_join(dev->sw_version, sizeof dev->sw_version, "gateway ", GW_VERSION);
+    }
 }
 
 void mqtt_gateway__device_info(const char *client_id, const struct bms_version *version,
@@ -523,25 +568,21 @@ void mqtt_gateway__device_info(const char *client_id, const struct bms_version *
     if (version && version->valid)
         field_text(serial, sizeof serial, version->serial, sizeof version->serial);
     if (pack_count > 1) {
-        snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
-        snprintf(dev->name, sizeof dev->name, "TinyBMS bank");
-        snprintf(dev->model, sizeof dev->model, "TinyBMS bank of %u packs", (unsigned)pack_count);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+        gw_text_copy(dev->identifier, sizeof dev->identifier, dev->node_id);
+        gw_text_copy(dev->name, sizeof dev->name, "TinyBMS bank");
+        text_num(dev->model, sizeof dev->model, "TinyBMS bank of ", pack_count, " packs");
+        text_join(dev->sw_version, sizeof dev->sw_version, "gateway ", GW_VERSION);
         return;
     }
-    snprintf(dev->name, sizeof dev->name, "TinyBMS");
+    gw_text_copy(dev->name, sizeof dev->name, "TinyBMS");
     if (serial[0]) {
         char clean[32];
         sanitize_id(clean, sizeof clean, serial);
-        snprintf(dev->identifier, sizeof dev->identifier, "tinybms_%s", clean);
-        snprintf(dev->model, sizeof dev->model, "TinyBMS (hw %u.%u)", version->hw_version,
-                 version->hw_changes);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "%u (internal %u)", version->fw_public,
-                 version->fw_internal);
+        text_join(dev->identifier, sizeof dev->identifier, "tinybms_", clean);
+        device_versions(version, dev);
     } else {
-        snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
-        snprintf(dev->model, sizeof dev->model, "TinyBMS");
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+        gw_text_copy(dev->identifier, sizeof dev->identifier, dev->node_id);
+        device_versions(NULL, dev);
     }
 }
 
@@ -549,21 +590,29 @@ void mqtt_gateway__pack_device_info(const struct mqtt_gateway__device *bank, uns
                                     const struct bms_version *version, struct mqtt_gateway__device *dev)
 {
     memset(dev, 0, sizeof *dev);
-    snprintf(dev->node_id, sizeof dev->node_id, "%s", bank->node_id);
-    snprintf(dev->identifier, sizeof dev->identifier, "%s_pack%u", bank->node_id, n);
-    snprintf(dev->via_device, sizeof dev->via_device, "%s", bank->identifier);
+    gw_text_copy(dev->node_id, sizeof dev->node_id, bank->node_id);
+    struct gw_text t;
+    gw_text_init(&t, dev->identifier, sizeof dev->identifier);
+    gw_text_put_str(&t, bank->node_id);
+    gw_text_put_str(&t, "_pack");
+    gw_text_put_uint(&t, n);
+    gw_text_copy(dev->via_device, sizeof dev->via_device, bank->identifier);
     if (name && name[0])
-        snprintf(dev->name, sizeof dev->name, "%.*s", BATTERY_NAME_LEN, name);
+        gw_text_copyn(dev->name, sizeof dev->name, name, BATTERY_NAME_LEN);
     else
-        snprintf(dev->name, sizeof dev->name, "pack %u", n);
-    if (version && version->valid) {
-        snprintf(dev->model, sizeof dev->model, "TinyBMS (hw %u.%u)", version->hw_version, version->hw_changes);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "%u (internal %u)", version->fw_public,
-                 version->fw_internal);
-    } else {
-        snprintf(dev->model, sizeof dev->model, "TinyBMS");
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
-    }
+        text_num(dev->name, sizeof dev->name, "pack ", n, "");
+    device_versions(version, dev);
+}
+
+/* "<a><sep><b>" into buf (a topic, a unique id). */
+static const char *text_path(char *buf, size_t cap, const char *a, char sep, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_char(&t, sep);
+    gw_text_put_str(&t, b);
+    return buf;
 }
 
 cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gateway__device *dev,
@@ -574,10 +623,8 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
     if (!root)
         return NULL;
     cJSON_AddStringToObject(root, "name", s->name);
-    snprintf(buf, sizeof buf, "%s_%s", dev->node_id, s->object);
-    cJSON_AddStringToObject(root, "unique_id", buf);
-    snprintf(buf, sizeof buf, "%s/%s", prefix, s->state_subtopic);
-    cJSON_AddStringToObject(root, "state_topic", buf);
+    cJSON_AddStringToObject(root, "unique_id", text_path(buf, sizeof buf, dev->node_id, '_', s->object));
+    cJSON_AddStringToObject(root, "state_topic", text_path(buf, sizeof buf, prefix, '/', s->state_subtopic));
     bool avail_ok = true;
     if (s->avail_subtopic) {
         /* Available only while the gateway is online AND the pack is. */
@@ -585,12 +632,10 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
         cJSON *gwa = cJSON_CreateObject();
         cJSON *pka = cJSON_CreateObject();
         avail_ok = list && gwa && pka;
-        snprintf(buf, sizeof buf, "%s/availability", prefix);
-        cJSON_AddStringToObject(gwa, "topic", buf);
+        cJSON_AddStringToObject(gwa, "topic", text_path(buf, sizeof buf, prefix, '/', "availability"));
         cJSON_AddStringToObject(gwa, "payload_available", "online");
         cJSON_AddStringToObject(gwa, "payload_not_available", "offline");
-        snprintf(buf, sizeof buf, "%s/%s", prefix, s->avail_subtopic);
-        cJSON_AddStringToObject(pka, "topic", buf);
+        cJSON_AddStringToObject(pka, "topic", text_path(buf, sizeof buf, prefix, '/', s->avail_subtopic));
         cJSON_AddStringToObject(pka, "payload_available", "true");
         cJSON_AddStringToObject(pka, "payload_not_available", "false");
         if (!cJSON_AddItemToArray(list, gwa)) {
@@ -603,8 +648,7 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
         }
         cJSON_AddStringToObject(root, "availability_mode", "all");
     } else {
-        snprintf(buf, sizeof buf, "%s/availability", prefix);
-        cJSON_AddStringToObject(root, "availability_topic", buf);
+        cJSON_AddStringToObject(root, "availability_topic", text_path(buf, sizeof buf, prefix, '/', "availability"));
         cJSON_AddStringToObject(root, "payload_available", "online");
         cJSON_AddStringToObject(root, "payload_not_available", "offline");
     }
@@ -649,7 +693,7 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
     out->pack_count = 1;
     struct battery_pack *p = &out->packs[0];
     p->id = d->battery_id;
-    snprintf(p->name, sizeof p->name, "pack 1");
+    gw_text_copy(p->name, sizeof p->name, "pack 1");
     p->live = *d;
     p->state = d->valid ? BATTERY_PACK_ONLINE : BATTERY_PACK_NEVER_SEEN;
     if (d->valid && !d->temp_present[BMS_TEMP_EXT1] && !d->temp_present[BMS_TEMP_EXT2])
@@ -681,8 +725,8 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
     }
     if (cells) {
         out->min_cell.pack = out->max_cell.pack = d->battery_id;
-        snprintf(out->min_cell.name, sizeof out->min_cell.name, "C%u", (unsigned)out->min_cell.index);
-        snprintf(out->max_cell.name, sizeof out->max_cell.name, "C%u", (unsigned)out->max_cell.index);
+        text_num(out->min_cell.name, sizeof out->min_cell.name, "C", out->min_cell.index, "");
+        text_num(out->max_cell.name, sizeof out->max_cell.name, "C", out->max_cell.index, "");
         out->cell_spread_mv = (out->max_cell_v - out->min_cell_v) * 1000.0f;
     }
     for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
@@ -693,13 +737,13 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
             out->temp_min_c = t;
             out->min_temp.pack = d->battery_id;
             out->min_temp.index = (uint8_t)s;
-            snprintf(out->min_temp.name, sizeof out->min_temp.name, "T%d", s);
+            text_num(out->min_temp.name, sizeof out->min_temp.name, "T", (unsigned)s, "");
         }
         if (!out->have_temp || t > out->temp_max_c) {
             out->temp_max_c = t;
             out->max_temp.pack = d->battery_id;
             out->max_temp.index = (uint8_t)s;
-            snprintf(out->max_temp.name, sizeof out->max_temp.name, "T%d", s);
+            text_num(out->max_temp.name, sizeof out->max_temp.name, "T", (unsigned)s, "");
         }
         out->have_temp = true;
     }
