@@ -749,3 +749,390 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
     }
     out->online_status = d->online_status;
 }
+
+/* ------------------------------------------------------------------ the topic table */
+
+static const struct battery_pack *pack_at(const struct battery_view *v, unsigned i)
+{
+    return &v->packs[i < BATTERY_MAX_PACKS ? i : 0];
+}
+
+static unsigned packs_of(const struct battery_view *v)
+{
+    return v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
+}
+
+static bool num(struct mqtt_gateway__value *out, bool available, double x)
+{
+    out->num = x;
+    return available;
+}
+
+static bool text(struct mqtt_gateway__value *out, const char *t)
+{
+    out->text = t;
+    return true;
+}
+
+/* A fixed-size field of the view (may lack its NUL) as the text. */
+static bool field(struct mqtt_gateway__value *out, const char *src, size_t src_cap)
+{
+    gw_text_copyn(out->buf, sizeof out->buf, src, src_cap);
+    out->text = out->buf;
+    return true;
+}
+
+static bool json(struct mqtt_gateway__value *out, cJSON *doc)
+{
+    out->json = doc;
+    return true;
+}
+
+/* "can", "dbus", "can,dbus"; "none" without an output; "other" for outputs without a name. */
+static const char *outputs_name(uint32_t outputs)
+{
+    bool can = outputs & BATTERY_OUTPUT_CAN, dbus = outputs & BATTERY_OUTPUT_DBUS;
+    if (!outputs)
+        return "none";
+    return can && dbus ? "can,dbus" : can ? "can" : dbus ? "dbus" : "other";
+}
+
+/* bank */
+static bool b_conditions(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    mqtt_gateway__conditions_text(v->conditions, o->buf, sizeof o->buf);
+    return text(o, o->buf);
+}
+static bool b_pack_count(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, packs_of(v));
+}
+static bool b_online_count(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->online_count);
+}
+static bool b_voltage(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->voltage_v);
+}
+static bool b_current(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->current_a);
+}
+static bool b_power(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->power_w);
+}
+static bool b_soc(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->soc_pct);
+}
+static bool b_soh(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->soh_valid, v->soh_pct);
+}
+/* Cell sensors only (the board sensor is no cell): none -> "None", not the last value. */
+static bool b_temp_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->have_temp, v->temp_max_c);
+}
+static bool b_temp_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->have_temp, v->temp_min_c);
+}
+static bool b_cell_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->cell_count > 0, v->max_cell_v);
+}
+static bool b_cell_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->cell_count > 0, v->min_cell_v);
+}
+static bool b_balancing(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return json(o, packs_of(v) == 1 ? mqtt_gateway__balancing_json(&v->packs[0].live)
+                                    : mqtt_gateway__bank_balancing_json(v));
+}
+static bool b_online_status(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, bms_online_status_name(v->online_status));
+}
+
+/* charge */
+static bool c_outputs(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, outputs_name(v->limit_outputs));
+}
+static bool c_valid(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, v->limits.valid ? "true" : "false");
+}
+static bool c_cvl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.cvl_v);
+}
+static bool c_ccl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.ccl_a);
+}
+static bool c_dcl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.dcl_a);
+}
+static bool c_cvl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.cvl_reason, sizeof v->limits.cvl_reason);
+}
+static bool c_ccl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.ccl_reason, sizeof v->limits.ccl_reason);
+}
+static bool c_dcl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.dcl_reason, sizeof v->limits.dcl_reason);
+}
+static bool c_phase(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, charge_phase_name(v->limits.phase));
+}
+
+/* pack i */
+static bool p_name(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return field(o, pack_at(v, i)->name, sizeof pack_at(v, i)->name);
+}
+static bool p_status(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return text(o, battery_pack_state_name(pack_at(v, i)->state));
+}
+static bool p_online(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return text(o, mqtt_gateway__pack_online(pack_at(v, i)) ? "true" : "false");
+}
+static bool p_conditions(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    mqtt_gateway__conditions_text(pack_at(v, i)->conditions, o->buf, sizeof o->buf);
+    return text(o, o->buf);
+}
+static bool p_voltage(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, pack_at(v, i)->live.pack_voltage_v);
+}
+static bool p_current(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, pack_at(v, i)->live.pack_current_a);
+}
+static bool p_soc(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, bms_soc_percent(&pack_at(v, i)->live));
+}
+static bool p_soh(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    const struct bms_live_data *d = &pack_at(v, i)->live;
+    return num(o, d->soh_valid, d->soh_valid ? bms_soh_percent(d) : NAN);
+}
+static bool p_temp_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    int16_t t = 0;
+    bool have = mqtt_gateway__cell_temp_max_dc(&pack_at(v, i)->live, &t);
+    return num(o, have, t / 10.0);
+}
+static bool p_temp_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    int16_t t = 0;
+    bool have = mqtt_gateway__cell_temp_min_dc(&pack_at(v, i)->live, &t);
+    return num(o, have, t / 10.0);
+}
+/* The BMS's own extreme (registers 40/41) when it gave one, else the extreme of the cells. */
+static bool pack_cell_extreme(const struct battery_view *v, unsigned i, bool want_max, struct mqtt_gateway__value *o)
+{
+    const struct bms_live_data *d = &pack_at(v, i)->live;
+    unsigned cells = cells_of(d);
+    if (!cells)
+        return num(o, false, NAN);
+    unsigned hi = 0, lo = UINT32_MAX;
+    for (unsigned c = 0; c < cells; c++) {
+        hi = d->cell_mv_x10[c] > hi ? d->cell_mv_x10[c] : hi;
+        lo = d->cell_mv_x10[c] < lo ? d->cell_mv_x10[c] : lo;
+    }
+    if (want_max)
+        return num(o, true, d->max_cell_mv ? d->max_cell_mv / 1000.0 : hi / 10000.0);
+    return num(o, true, d->min_cell_mv ? d->min_cell_mv / 1000.0 : lo / 10000.0);
+}
+static bool p_cell_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return pack_cell_extreme(v, i, true, o);
+}
+static bool p_cell_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return pack_cell_extreme(v, i, false, o);
+}
+static bool p_balancing(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return json(o, mqtt_gateway__balancing_json(&pack_at(v, i)->live));
+}
+
+#define BANK MQTT_GATEWAY__SCOPE_BANK
+#define CHARGE MQTT_GATEWAY__SCOPE_CHARGE
+#define PACK MQTT_GATEWAY__SCOPE_PACK
+#define NUMBER MQTT_GATEWAY__NUMBER
+#define TEXT MQTT_GATEWAY__TEXT
+#define JSON MQTT_GATEWAY__JSON
+#define CELLS MQTT_GATEWAY__CELLS
+#define ALWAYS MQTT_GATEWAY__WHEN_ALWAYS
+#define LIMITS MQTT_GATEWAY__WHEN_LIMITS
+#define SEVERAL MQTT_GATEWAY__WHEN_SEVERAL
+#define EVERY true   /* every round */
+#define FRESH false  /* while the scope's values are fresh, else "None" once */
+
+/* Every data topic, in publishing order (docs/mqtt.md lists them for users). Columns: scope,
+ * when published, kind, topic under the base, decimals, value; then the Home Assistant entity:
+ * object, name, device class, unit, icon, binary, when announced, pack availability. */
+static const struct mqtt_gateway__topic topics[] = {
+    { BANK, EVERY, TEXT, "conditions", -1, b_conditions,
+      "conditions", "Conditions", NULL, NULL, "mdi:alert-circle-outline", false, ALWAYS, false },
+    { BANK, EVERY, NUMBER, "pack_count", 0, b_pack_count, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { BANK, EVERY, NUMBER, "online_count", 0, b_online_count,
+      "online_count", "Packs online", NULL, NULL, "mdi:battery-check", false, SEVERAL, false },
+    { BANK, FRESH, NUMBER, "voltage", 2, b_voltage, "voltage", "Pack voltage", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "current", 2, b_current, "current", "Current", "current", "A", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "power", 1, b_power, "power", "Power", "power", "W", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "soc", 1, b_soc, "soc", "State of charge", "battery", "%", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "soh", 1, b_soh,
+      "soh", "State of health", NULL, "%", "mdi:battery-heart-variant", false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "temperature/max", 1, b_temp_max,
+      "temperature_max", "Temperature max", "temperature", "°C", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "temperature/min", 1, b_temp_min,
+      "temperature_min", "Temperature min", "temperature", "°C", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "cells/voltage/max", 3, b_cell_max,
+      "cell_voltage_max", "Cell voltage max", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "cells/voltage/min", 3, b_cell_min,
+      "cell_voltage_min", "Cell voltage min", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, JSON, "balancing", -1, b_balancing, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { BANK, FRESH, TEXT, "online_status", -1, b_online_status,
+      "online_status", "Status", NULL, NULL, "mdi:battery-sync", false, ALWAYS, false },
+    /* cells/<k>/voltage of the bank only mean something with one pack */
+    { BANK, FRESH, CELLS, "cells/{k}/voltage", 3, NULL,
+      "cell_{k}_voltage", "Cell {k} voltage", "voltage", "V", NULL, false, ALWAYS, false },
+
+    { CHARGE, EVERY, TEXT, "charge/outputs", -1, c_outputs, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, EVERY, TEXT, "charge/valid", -1, c_valid, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, NUMBER, "charge/cvl", 2, c_cvl,
+      "charge_cvl", "Charge voltage limit", "voltage", "V", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, NUMBER, "charge/ccl", 1, c_ccl,
+      "charge_ccl", "Charge current limit", "current", "A", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, NUMBER, "charge/dcl", 1, c_dcl,
+      "charge_dcl", "Discharge current limit", "current", "A", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, TEXT, "charge/cvl_reason", -1, c_cvl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/ccl_reason", -1, c_ccl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/dcl_reason", -1, c_dcl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/phase", -1, c_phase, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+
+    { PACK, EVERY, TEXT, "name", -1, p_name, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, EVERY, TEXT, "status", -1, p_status,
+      "status", "Pack state", NULL, NULL, "mdi:battery-sync", false, ALWAYS, false },
+    { PACK, EVERY, TEXT, "online", -1, p_online, "online", "Online", "connectivity", NULL, NULL, true, ALWAYS, false },
+    { PACK, EVERY, TEXT, "conditions", -1, p_conditions,
+      "conditions", "Conditions", NULL, NULL, "mdi:alert-circle-outline", false, ALWAYS, false },
+    { PACK, FRESH, NUMBER, "voltage", 2, p_voltage, "voltage", "Voltage", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "current", 2, p_current, "current", "Current", "current", "A", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "soc", 1, p_soc, "soc", "State of charge", "battery", "%", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "soh", 1, p_soh, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, FRESH, NUMBER, "temperature/max", 1, p_temp_max,
+      "temperature_max", "Temperature max", "temperature", "°C", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "temperature/min", 1, p_temp_min,
+      "temperature_min", "Temperature min", "temperature", "°C", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "cells/voltage/max", 3, p_cell_max,
+      "cell_voltage_max", "Cell voltage max", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "cells/voltage/min", 3, p_cell_min,
+      "cell_voltage_min", "Cell voltage min", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, JSON, "balancing", -1, p_balancing, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, FRESH, CELLS, "cells/{k}/voltage", 3, NULL,
+      "cell_{k}_voltage", "Cell {k} voltage", "voltage", "V", NULL, false, ALWAYS, true },
+};
+
+const struct mqtt_gateway__topic *mqtt_gateway__topics(size_t *count)
+{
+    if (count)
+        *count = sizeof topics / sizeof topics[0];
+    return topics;
+}
+
+const struct mqtt_gateway__topic *mqtt_gateway__cells_topic(uint8_t scope)
+{
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        if (topics[i].kind == MQTT_GATEWAY__CELLS && topics[i].scope == scope)
+            return &topics[i];
+    return NULL;
+}
+
+int mqtt_gateway__expand(const char *template_text, unsigned k, char *buf, size_t cap)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    for (const char *p = template_text ? template_text : ""; *p;) {
+        const char *mark = strstr(p, "{k}");
+        if (!mark) {
+            gw_text_put_str(&t, p);
+            break;
+        }
+        gw_text_put_strn(&t, p, (size_t)(mark - p));
+        gw_text_put_uint(&t, k);
+        p = mark + 3;
+    }
+    return gw_text_status(&t);
+}
+
+void mqtt_gateway__topic_sensor(const struct mqtt_gateway__topic *t, unsigned pack, unsigned cell,
+                                struct mqtt_gateway__sensor_text *text_buf, struct mqtt_gateway__sensor *s)
+{
+    char object[sizeof text_buf->object], sub[sizeof text_buf->state];
+    mqtt_gateway__expand(t->object, cell, object, sizeof object);
+    mqtt_gateway__expand(t->sub, cell, sub, sizeof sub);
+    mqtt_gateway__expand(t->name, cell, text_buf->name, sizeof text_buf->name);
+    if (pack) {
+        struct gw_text b;
+        gw_text_init(&b, text_buf->object, sizeof text_buf->object);
+        gw_text_put_str(&b, "pack");
+        gw_text_put_uint(&b, pack);
+        gw_text_put_char(&b, '_');
+        gw_text_put_str(&b, object);
+        gw_text_init(&b, text_buf->state, sizeof text_buf->state);
+        gw_text_put_str(&b, "pack/");
+        gw_text_put_uint(&b, pack);
+        gw_text_put_char(&b, '/');
+        gw_text_put_str(&b, sub);
+        text_num(text_buf->avail, sizeof text_buf->avail, "pack/", pack, "/online");
+    } else {
+        gw_text_copy(text_buf->object, sizeof text_buf->object, object);
+        gw_text_copy(text_buf->state, sizeof text_buf->state, sub);
+        text_buf->avail[0] = '\0';
+    }
+    /* A display precision only for a quantity with a unit (a count or a text has none). */
+    *s = (struct mqtt_gateway__sensor){ text_buf->object, text_buf->name, text_buf->state, t->device_class, t->unit,
+                                        t->unit ? t->decimals : -1, t->icon, t->binary,
+                                        pack && t->pack_availability ? text_buf->avail : NULL };
+}
