@@ -1111,6 +1111,117 @@ static void test_gateway_real_client_offline(void)
     event_bus_destroy(bus);
 }
 
+/* ---- the topic table */
+
+/* "{k}" of a table text as the docs write it ("<k>"). */
+static void doc_form(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = in; *p && n + 4 < cap; p++) {
+        if (strncmp(p, "{k}", 3) == 0) {
+            memcpy(out + n, "<k>", 3);
+            n += 3;
+            p += 2;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* The rows are coherent (what the publisher and the discovery rely on), every object is unique
+ * on its device, and docs/mqtt.md names every topic and every entity of the table. */
+static void test_topic_table(void)
+{
+    size_t n = 0;
+    const struct mqtt_gateway__topic *rows = mqtt_gateway__topics(&n);
+    CHECK(rows != NULL && n > 30);
+    const char *src = getenv("GW_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/docs/mqtt.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    static char doc[131072];
+    size_t len = f ? fread(doc, 1, sizeof doc - 1, f) : 0;
+    if (f)
+        fclose(f);
+    doc[len] = '\0';
+    int last_scope = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mqtt_gateway__topic *t = &rows[i];
+        CHECK(t->scope <= MQTT_GATEWAY__SCOPE_PACK);
+        CHECK(t->scope >= last_scope); /* bank, charge, packs: the publishing order */
+        last_scope = t->scope;
+        CHECK(t->sub && t->sub[0] && !strpbrk(t->sub, "+# "));
+        bool cells = t->kind == MQTT_GATEWAY__CELLS;
+        CHECK(cells == (t->value == NULL));
+        CHECK(!cells || (strstr(t->sub, "{k}") && strstr(t->object, "{k}") && strstr(t->name, "{k}") && !t->every_round));
+        if (t->kind == MQTT_GATEWAY__NUMBER || cells)
+            CHECK(t->decimals >= 0 && t->decimals <= 6);
+        else
+            CHECK(t->decimals == -1);
+        CHECK(!t->unit || t->kind == MQTT_GATEWAY__NUMBER || cells); /* a unit is a number's */
+        CHECK(!t->binary || t->kind == MQTT_GATEWAY__TEXT);
+        CHECK(!t->object || (t->name && t->name[0]));
+        CHECK(t->scope != MQTT_GATEWAY__SCOPE_PACK || t->when == MQTT_GATEWAY__WHEN_ALWAYS);
+        CHECK(t->scope == MQTT_GATEWAY__SCOPE_PACK || !t->pack_availability);
+        for (size_t j = 0; j < i; j++) {
+            bool same_base = (rows[j].scope == MQTT_GATEWAY__SCOPE_PACK) == (t->scope == MQTT_GATEWAY__SCOPE_PACK);
+            if (same_base) {
+                CHECK(strcmp(rows[j].sub, t->sub) != 0);
+                CHECK(!t->object || !rows[j].object || strcmp(rows[j].object, t->object) != 0);
+            }
+        }
+        /* In the docs: `<p>/<topic>` (bank, charge) or `<topic>` (packs; charge reasons listed
+         * by their last part), and the entity. */
+        char form[96], tick[128];
+        doc_form(t->sub, form, sizeof form);
+        if (t->scope == MQTT_GATEWAY__SCOPE_PACK)
+            snprintf(tick, sizeof tick, "`%s`", form);
+        else
+            snprintf(tick, sizeof tick, "`<p>/%s`", form);
+        const char *last = strrchr(form, '/');
+        char tail[100];
+        snprintf(tail, sizeof tail, "`%s`", last ? last + 1 : form);
+        if (!strstr(doc, tick) && !(t->scope == MQTT_GATEWAY__SCOPE_CHARGE && strstr(doc, tail))) {
+            fprintf(stderr, "  docs/mqtt.md does not list topic %s\n", tick);
+            CHECK(false);
+        }
+        if (t->object) {
+            doc_form(t->object, form, sizeof form);
+            snprintf(tick, sizeof tick, t->scope == MQTT_GATEWAY__SCOPE_PACK ? "`pack<n>_%s`" : "`%s`", form);
+            if (!strstr(doc, tick)) {
+                fprintf(stderr, "  docs/mqtt.md does not list entity %s\n", tick);
+                CHECK(false);
+            }
+        }
+    }
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK) != NULL);
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK) != NULL);
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_CHARGE) == NULL);
+
+    /* Templates and the sensor of a row. */
+    char buf[32];
+    CHECK_EQ_INT(mqtt_gateway__expand("cells/{k}/voltage", 12, buf, sizeof buf), GW_OK);
+    CHECK_STR(buf, "cells/12/voltage");
+    CHECK_EQ_INT(mqtt_gateway__expand("{k}{k}", 3, buf, sizeof buf), GW_OK);
+    CHECK_STR(buf, "33");
+    CHECK_EQ_INT(mqtt_gateway__expand("cells/{k}/voltage", 12, buf, 8), GW_ERR_OVERFLOW);
+    CHECK_STR(buf, "cells/1");
+    struct mqtt_gateway__sensor_text text;
+    struct mqtt_gateway__sensor sensor;
+    mqtt_gateway__topic_sensor(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK), 2, 7, &text, &sensor);
+    CHECK_STR(sensor.object, "pack2_cell_7_voltage");
+    CHECK_STR(sensor.name, "Cell 7 voltage");
+    CHECK_STR(sensor.state_subtopic, "pack/2/cells/7/voltage");
+    CHECK_STR(sensor.avail_subtopic, "pack/2/online");
+    CHECK_EQ_INT(sensor.precision, 3);
+    mqtt_gateway__topic_sensor(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK), 0, 4, &text, &sensor);
+    CHECK_STR(sensor.object, "cell_4_voltage");
+    CHECK_STR(sensor.state_subtopic, "cells/4/voltage");
+    CHECK(sensor.avail_subtopic == NULL);
+}
+
 /* ---- golden round: every message of fixed scenarios, checked in beside the test */
 
 /* Appends every recorded message to out ("<topic> q<qos> r<retain> <payload>", one a line, the
@@ -1284,4 +1395,4 @@ TEST_MAIN(TEST_CASE(test_status_golden), TEST_CASE(test_status_several_and_absen
           TEST_CASE(test_charge_cap_validation), TEST_CASE(test_alert_command_validation),
           TEST_CASE(test_gateway_one_pack), TEST_CASE(test_gateway_several_packs), TEST_CASE(test_gateway_charge_cap),
           TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline),
-          TEST_CASE(test_gateway_golden_round))
+          TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table))
