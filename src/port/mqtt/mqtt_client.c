@@ -172,17 +172,17 @@ int mqtt_client_effective_id(const struct gw_config_mqtt *cfg, char *out, size_t
 {
     if (!cfg || !out || cap == 0)
         return GW_ERR_INVAL;
-    int n;
-    if (cfg->client_id[0]) {
-        n = snprintf(out, cap, "%s", cfg->client_id);
-    } else {
-        char host[64];
-        if (gethostname(host, sizeof host) != 0)
-            snprintf(host, sizeof host, "unknown");
-        host[sizeof host - 1] = '\0';
-        n = snprintf(out, cap, "tinybms-gw-%s", host);
-    }
-    return (n < 0 || (size_t)n >= cap) ? GW_ERR_OVERFLOW : GW_OK;
+    if (cfg->client_id[0])
+        return gw_text_copy(out, cap, cfg->client_id);
+    char host[64];
+    if (gethostname(host, sizeof host) != 0)
+        gw_text_copy(host, sizeof host, "unknown");
+    host[sizeof host - 1] = '\0';
+    struct gw_text t;
+    gw_text_init(&t, out, cap);
+    gw_text_put_str(&t, "tinybms-gw-");
+    gw_text_put_str(&t, host);
+    return gw_text_status(&t);
 }
 
 static bool topic_is_valid(const char *topic)
@@ -591,11 +591,11 @@ static void *network_main(void *arg)
         else if (attempt_timed_out)
             snprintf(reason, sizeof reason, "no CONNACK within %u ms", CONNECT_TIMEOUT_MS);
         else if (last_error[0])
-            snprintf(reason, sizeof reason, "%s", last_error);
+            gw_text_copy(reason, sizeof reason, last_error);
         else if (rc == MOSQ_ERR_ERRNO)
-            snprintf(reason, sizeof reason, "%s", strerror(err_no));
+            gw_text_copy(reason, sizeof reason, strerror(err_no));
         else
-            snprintf(reason, sizeof reason, "%s", mosquitto_strerror(rc));
+            gw_text_copy(reason, sizeof reason, mosquitto_strerror(rc));
 
         pthread_mutex_lock(&c->lock);
         c->connected = false;
