@@ -355,6 +355,96 @@ static void test_each_rule(void)
     free(e);
 }
 
+/* Every row of the threshold table: a case exists for it, its direction decides (a threshold
+ * just past the measured value raises, one just short of it does not, equal never does), and its
+ * message is built from the row's label, word, unit and decimals. */
+static void test_rule_table_rows(void)
+{
+    static const struct {
+        int code;
+        void (*mutate)(struct bms_live_data *d);
+        float value;      /* what the rule reads after mutate, in its unit */
+        unsigned cell;    /* named in the message, 0 = none */
+    } cases[] = {
+        { ALERT_CODE_OVER_VOLTAGE, m_cell_high, 3.652f, 3 },
+        { ALERT_CODE_UNDER_VOLTAGE, m_cell_low, 2.75f, 16 },
+        { ALERT_CODE_PACK_OVER_VOLTAGE, m_pack_high, 58.0f, 0 },
+        { ALERT_CODE_PACK_UNDER_VOLTAGE, m_pack_low, 44.0f, 0 },
+        { ALERT_CODE_OVER_TEMP, m_temp_high, 61.2f, 0 },
+        { ALERT_CODE_UNDER_TEMP, m_temp_low, -5.5f, 0 },
+        { ALERT_CODE_OVER_CURRENT, m_discharge, 160.5f, 0 },
+        { ALERT_CODE_CHARGE_OVER_CURRENT, m_charge, 120.0f, 0 },
+        { ALERT_CODE_SOC_LOW, m_soc_low, 8.5f, 0 },
+        { ALERT_CODE_SOC_HIGH, m_soc_high, 100.0f, 0 },
+        { ALERT_CODE_CELL_IMBALANCE, m_imbalance, 125.0f, 0 },
+    };
+    size_t n = alert_threshold_rule_count();
+    CHECK_EQ_INT(n, sizeof cases / sizeof cases[0]);
+    CHECK(alert_threshold_rule(n) == NULL);
+    CHECK(alert_threshold_rule_config(NULL, 0) == NULL);
+    struct alert_engine *e = malloc(sizeof *e);
+    for (size_t i = 0; i < n; i++) {
+        const struct alert_threshold_rule_info *row = alert_threshold_rule(i);
+        CHECK(row != NULL);
+        if (!row)
+            continue;
+        const char *code = alert_code_name(row->code);
+        size_t k = 0;
+        while (k < sizeof cases / sizeof cases[0] && cases[k].code != row->code)
+            k++;
+        if (k == sizeof cases / sizeof cases[0]) {
+            fprintf(stderr, "  row %zu (%s) has no case\n", i, code);
+            CHECK(false);
+            continue;
+        }
+        CHECK(row->label && row->label[0] && row->unit && row->unit[0] && row->decimals <= 3);
+        for (size_t j = 0; j < i; j++)
+            CHECK(alert_threshold_rule(j)->code != row->code); /* one row per code */
+        /* Thresholds around the measured value: -step, equal, +step. */
+        float step = row->decimals >= 3 ? 0.01f : 1.0f;
+        for (int side = -1; side <= 1; side++) {
+            struct gw_config_alerts cfg = default_cfg();
+            cfg.raise_delay_ms = 0;
+            cfg.status_alerts = false;
+            cfg.cell_imbalance.enabled = row->code == ALERT_CODE_CELL_IMBALANCE; /* no side raise */
+            struct gw_alert_threshold *t = (struct gw_alert_threshold *)alert_threshold_rule_config(&cfg, i);
+            CHECK(t != NULL);
+            if (!t)
+                continue;
+            t->enabled = true;
+            t->value = cases[k].value + (float)side * step;
+            alert_engine_init(e, &cfg, on_emit, NULL);
+            n_seen = 0;
+            struct bms_live_data d = healthy();
+            feed(e, &d, 1000);
+            CHECK_EQ_INT(count_kind(code, ALERT_TRANSITION_RAISED), 0);
+            cases[k].mutate(&d);
+            feed(e, &d, 2000);
+            /* raised when the value is past the threshold in the row's direction */
+            bool want = row->above ? side < 0 : side > 0;
+            const struct rec_t *r = last_of(code, ALERT_TRANSITION_RAISED);
+            if ((r != NULL) != want)
+                fprintf(stderr, "  %s: threshold %+d step: raised %d, expected %d\n", code, side, r != NULL, want);
+            CHECK((r != NULL) == want);
+            if (!r)
+                continue;
+            char expected[160], cell[16] = "", word[16] = "";
+            if (cases[k].cell)
+                snprintf(cell, sizeof cell, " %u", cases[k].cell);
+            if (row->word)
+                snprintf(word, sizeof word, " %s", row->word);
+            snprintf(expected, sizeof expected, "%s: %s%s%s %.*f %s (limit %.*f %s)", row->bank ? "battery" : "pack 1",
+                     row->label, cell, word, row->decimals, (double)cases[k].value, row->unit, row->decimals,
+                     (double)t->value, row->unit);
+            CHECK_STR(r->rec.alert.message, expected);
+            CHECK_EQ_INT(r->rec.alert.battery_id, row->bank ? BATTERY_BANK_ID : 0);
+            CHECK_NEAR(r->rec.alert.threshold, t->value, 1e-6);
+            CHECK_NEAR(r->rec.alert.value, cases[k].value, 1e-4);
+        }
+    }
+    free(e);
+}
+
 static void test_temperature_connected_sensors_only(void)
 {
     struct gw_config_alerts cfg = default_cfg();
@@ -955,10 +1045,25 @@ static void test_names(void)
     CHECK_EQ_INT(alert_code_for_bms_event(0x61), -1);
     CHECK_EQ_INT(alert_code_for_bms_event(0x0E), ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED);
     CHECK_STR(alert_level_name(ALERT_LEVEL_ERROR), "error");
+    /* The code table: every BMS event code is raised by exactly its event, recoveries clear. */
+    CHECK_EQ_INT(alert_code_for_bms_event(0x00), -1);
+    CHECK_EQ_INT(alert_code_for_bms_event(0x02), ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF);
+    CHECK_EQ_INT(alert_code_for_bms_event(0x39), ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW);
+    CHECK_EQ_INT(alert_code_cleared_by_bms_event(0x7B), ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF);
+    CHECK_EQ_INT(alert_code_cleared_by_bms_event(0x0F), ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED);
+    CHECK_EQ_INT(alert_code_cleared_by_bms_event(0x02), -1);
+    int raised_by_events = 0;
+    for (unsigned id = 1; id < 256; id++)
+        raised_by_events += alert_code_for_bms_event((uint8_t)id) >= 0;
+    CHECK_EQ_INT(raised_by_events, ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW - ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF + 1);
+    CHECK_EQ_INT(alert_code_default_level(ALERT_CODE_SOC_HIGH), ALERT_LEVEL_INFO);
+    CHECK_EQ_INT(alert_code_default_level(ALERT_CODE_BATTERY_NO_DATA), ALERT_LEVEL_ERROR);
+    CHECK_EQ_INT(alert_code_default_level(ALERT_CODE_PACK_FROZEN), ALERT_LEVEL_WARNING);
+    CHECK_EQ_INT(alert_code_default_level(-3), ALERT_LEVEL_WARNING);
 }
 
 TEST_MAIN(TEST_CASE(test_flap_hysteresis_and_reraise), TEST_CASE(test_dip_inside_clear_delay_keeps_alert),
-          TEST_CASE(test_raise_delay), TEST_CASE(test_each_rule), TEST_CASE(test_temperature_connected_sensors_only),
+          TEST_CASE(test_raise_delay), TEST_CASE(test_each_rule), TEST_CASE(test_rule_table_rows), TEST_CASE(test_temperature_connected_sensors_only),
           TEST_CASE(test_status_change_info_alerts), TEST_CASE(test_event_log_dedup),
           TEST_CASE(test_ack_clear_counts), TEST_CASE(test_edge_conditions),
           TEST_CASE(test_config_change_and_batteries), TEST_CASE(test_packs_keyed_and_named),

@@ -1111,8 +1111,288 @@ static void test_gateway_real_client_offline(void)
     event_bus_destroy(bus);
 }
 
+/* ---- the topic table */
+
+/* "{k}" of a table text as the docs write it ("<k>"). */
+static void doc_form(const char *in, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = in; *p && n + 4 < cap; p++) {
+        if (strncmp(p, "{k}", 3) == 0) {
+            memcpy(out + n, "<k>", 3);
+            n += 3;
+            p += 2;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* The rows are coherent (what the publisher and the discovery rely on), every object is unique
+ * on its device, and docs/mqtt.md names every topic and every entity of the table. */
+static void test_topic_table(void)
+{
+    size_t n = 0;
+    const struct mqtt_gateway__topic *rows = mqtt_gateway__topics(&n);
+    CHECK(rows != NULL && n > 30);
+    const char *src = getenv("GW_SOURCE_DIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/docs/mqtt.md", src ? src : ".");
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    static char doc[131072];
+    size_t len = f ? fread(doc, 1, sizeof doc - 1, f) : 0;
+    if (f)
+        fclose(f);
+    doc[len] = '\0';
+    int last_scope = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct mqtt_gateway__topic *t = &rows[i];
+        CHECK(t->scope <= MQTT_GATEWAY__SCOPE_PACK);
+        CHECK(t->scope >= last_scope); /* bank, charge, packs: the publishing order */
+        last_scope = t->scope;
+        CHECK(t->sub && t->sub[0] && !strpbrk(t->sub, "+# "));
+        bool cells = t->kind == MQTT_GATEWAY__CELLS;
+        CHECK(cells == (t->value == NULL));
+        CHECK(!cells || (strstr(t->sub, "{k}") && strstr(t->object, "{k}") && strstr(t->name, "{k}") && !t->every_round));
+        if (t->kind == MQTT_GATEWAY__NUMBER || cells)
+            CHECK(t->decimals >= 0 && t->decimals <= 6);
+        else
+            CHECK(t->decimals == -1);
+        CHECK(!t->unit || t->kind == MQTT_GATEWAY__NUMBER || cells); /* a unit is a number's */
+        CHECK(!t->binary || t->kind == MQTT_GATEWAY__TEXT);
+        CHECK(!t->object || (t->name && t->name[0]));
+        CHECK(t->scope != MQTT_GATEWAY__SCOPE_PACK || t->when == MQTT_GATEWAY__WHEN_ALWAYS);
+        CHECK(t->scope == MQTT_GATEWAY__SCOPE_PACK || !t->pack_availability);
+        for (size_t j = 0; j < i; j++) {
+            bool same_base = (rows[j].scope == MQTT_GATEWAY__SCOPE_PACK) == (t->scope == MQTT_GATEWAY__SCOPE_PACK);
+            if (same_base) {
+                CHECK(strcmp(rows[j].sub, t->sub) != 0);
+                CHECK(!t->object || !rows[j].object || strcmp(rows[j].object, t->object) != 0);
+            }
+        }
+        /* In the docs: `<p>/<topic>` (bank, charge) or `<topic>` (packs; charge reasons listed
+         * by their last part), and the entity. */
+        char form[96], tick[128];
+        doc_form(t->sub, form, sizeof form);
+        if (t->scope == MQTT_GATEWAY__SCOPE_PACK)
+            snprintf(tick, sizeof tick, "`%s`", form);
+        else
+            snprintf(tick, sizeof tick, "`<p>/%s`", form);
+        const char *last = strrchr(form, '/');
+        char tail[100];
+        snprintf(tail, sizeof tail, "`%s`", last ? last + 1 : form);
+        if (!strstr(doc, tick) && !(t->scope == MQTT_GATEWAY__SCOPE_CHARGE && strstr(doc, tail))) {
+            fprintf(stderr, "  docs/mqtt.md does not list topic %s\n", tick);
+            CHECK(false);
+        }
+        if (t->object) {
+            doc_form(t->object, form, sizeof form);
+            snprintf(tick, sizeof tick, t->scope == MQTT_GATEWAY__SCOPE_PACK ? "`pack<n>_%s`" : "`%s`", form);
+            if (!strstr(doc, tick)) {
+                fprintf(stderr, "  docs/mqtt.md does not list entity %s\n", tick);
+                CHECK(false);
+            }
+        }
+    }
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK) != NULL);
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK) != NULL);
+    CHECK(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_CHARGE) == NULL);
+
+    /* Templates and the sensor of a row. */
+    char buf[32];
+    CHECK_EQ_INT(mqtt_gateway__expand("cells/{k}/voltage", 12, buf, sizeof buf), GW_OK);
+    CHECK_STR(buf, "cells/12/voltage");
+    CHECK_EQ_INT(mqtt_gateway__expand("{k}{k}", 3, buf, sizeof buf), GW_OK);
+    CHECK_STR(buf, "33");
+    CHECK_EQ_INT(mqtt_gateway__expand("cells/{k}/voltage", 12, buf, 8), GW_ERR_OVERFLOW);
+    CHECK_STR(buf, "cells/1");
+    struct mqtt_gateway__sensor_text text;
+    struct mqtt_gateway__sensor sensor;
+    mqtt_gateway__topic_sensor(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK), 2, 7, &text, &sensor);
+    CHECK_STR(sensor.object, "pack2_cell_7_voltage");
+    CHECK_STR(sensor.name, "Cell 7 voltage");
+    CHECK_STR(sensor.state_subtopic, "pack/2/cells/7/voltage");
+    CHECK_STR(sensor.avail_subtopic, "pack/2/online");
+    CHECK_EQ_INT(sensor.precision, 3);
+    mqtt_gateway__topic_sensor(mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK), 0, 4, &text, &sensor);
+    CHECK_STR(sensor.object, "cell_4_voltage");
+    CHECK_STR(sensor.state_subtopic, "cells/4/voltage");
+    CHECK(sensor.avail_subtopic == NULL);
+}
+
+/* ---- golden round: every message of fixed scenarios, checked in beside the test */
+
+/* Appends every recorded message to out ("<topic> q<qos> r<retain> <payload>", one a line, the
+ * version of the build replaced by @GW_VERSION@) under a "# <section>" line, then forgets them. */
+static void golden_take(FILE *out, const char *section)
+{
+    static const char version[] = "\"gateway " GW_VERSION "\"";
+    fprintf(out, "# %s\n", section);
+    pthread_mutex_lock(&rec.lock);
+    for (size_t i = 0; i < rec.n; i++) {
+        const struct rec_msg *m = &rec.m[i];
+        fprintf(out, "%s q%d r%d ", m->topic, m->qos, m->retain ? 1 : 0);
+        const char *p = m->payload;
+        for (const char *hit; (hit = strstr(p, version)) != NULL; p = hit + sizeof version - 1)
+            fprintf(out, "%.*s\"gateway @GW_VERSION@\"", (int)(hit - p), p);
+        for (; *p; p++) {
+            if (*p == '\n')
+                fputs("\\n", out);
+            else if (*p == '\\')
+                fputs("\\\\", out);
+            else
+                fputc(*p, out);
+        }
+        fputc('\n', out);
+    }
+    pthread_mutex_unlock(&rec.lock);
+    rec_clear();
+}
+
+/* The golden scenarios: one pack (connect, first view, limits sent), an alert, two packs with
+ * limits (pack 2 offline), no pack online, stop. */
+static char *golden_rounds(void)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    if (!out)
+        return NULL;
+    struct fixture f;
+    base_unit_cfg();
+    if (fx_start(&f, NULL, NULL)) {
+        golden_take(out, "one pack: connected, no view yet");
+        struct battery_view *v = one_pack_view();
+        send_view(&f, v);
+        golden_take(out, "one pack: first view (discovery, data, status)");
+        set_limits(v);
+        v->limit_outputs = BATTERY_OUTPUT_CAN;
+        send_view(&f, v); /* discovery of the charge sensors only: data not due */
+        mqtt_gateway__publish_view(f.gw, v);
+        mqtt_gateway__publish_status_view(f.gw, v);
+        golden_take(out, "one pack: limits sent over CAN");
+        struct app_alert a;
+        memset(&a, 0, sizeof a);
+        snprintf(a.code, sizeof a.code, "OVER_VOLTAGE");
+        snprintf(a.message, sizeof a.message, "pack 1: cell 3 high 3.652 V (limit 3.600 V)");
+        a.level = ALERT_LEVEL_ERROR;
+        a.value = 3.652f;
+        a.threshold = 3.6f;
+        a.first_seen_ms = 1700000000000LL;
+        a.last_seen_ms = 1700000001000LL;
+        a.count = 1;
+        CHECK(event_bus_publish(f.bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000));
+        CHECK(event_bus_flush(f.bus, 5000));
+        golden_take(out, "one pack: alert raised");
+        mqtt_gateway_stop(f.gw);
+        golden_take(out, "one pack: stopped");
+        free(v);
+        fx_stop(&f);
+    }
+    base_unit_cfg();
+    if (fx_start(&f, NULL, NULL)) {
+        struct battery_view *v = two_pack_view();
+        v->limit_outputs = BATTERY_OUTPUT_CAN | BATTERY_OUTPUT_DBUS;
+        set_limits(v);
+        send_view(&f, v);
+        golden_take(out, "two packs: connected, first view (pack 2 offline, limits sent)");
+        v->online_count = 0;
+        v->packs[0].state = BATTERY_PACK_OFFLINE;
+        v->limits.valid = false;
+        v->limit_outputs = 0;
+        send_view(&f, v); /* discovery: the charge sensors removed */
+        mqtt_gateway__publish_view(f.gw, v);
+        mqtt_gateway__publish_status_view(f.gw, v);
+        golden_take(out, "two packs: none online, limits not sent");
+        mqtt_gateway_stop(f.gw);
+        golden_take(out, "two packs: stopped");
+        free(v);
+        fx_stop(&f);
+    }
+    fclose(out);
+    return text;
+}
+
+static void golden_path(char *path, size_t cap)
+{
+    const char *src = getenv("GW_SOURCE_DIR");
+    if (src) {
+        snprintf(path, cap, "%s/tests/unit/test_mqtt_gateway.golden.txt", src);
+    } else { /* run by hand: beside this source file */
+        snprintf(path, cap, "%s", __FILE__);
+        char *slash = strrchr(path, '/');
+        snprintf(slash ? slash + 1 : path, cap - (size_t)(slash ? slash + 1 - path : 0), "test_mqtt_gateway.golden.txt");
+    }
+}
+
+/* Every topic, payload, QoS and retain flag, and every discovery config, of the golden scenarios
+ * as the sink sees them, against tests/unit/test_mqtt_gateway.golden.txt. A change shows up as a
+ * diff to review: GW_REGENERATE_GOLDEN=1 ctest -R test_mqtt_gateway rewrites the file
+ * (deliberately, never blindly); on a mismatch the output is written to
+ * $GW_BUILD_DIR/test_mqtt_gateway.actual.txt for `diff -u`. */
+static void test_gateway_golden_round(void)
+{
+    char *text = golden_rounds();
+    CHECK(text != NULL);
+    if (!text)
+        return;
+    char path[1024];
+    golden_path(path, sizeof path);
+    if (getenv("GW_REGENERATE_GOLDEN")) {
+        FILE *w = fopen(path, "w");
+        CHECK(w != NULL);
+        if (w) {
+            fputs(text, w);
+            fclose(w);
+        }
+        free(text);
+        return;
+    }
+    FILE *f = fopen(path, "r");
+    CHECK(f != NULL);
+    static char golden[1 << 20];
+    size_t n = f ? fread(golden, 1, sizeof golden - 1, f) : 0;
+    if (f)
+        fclose(f);
+    golden[n] = '\0';
+    /* The scenarios are not trivial: a broken sink or fixture must not pass as "equal". */
+    CHECK(strlen(text) > 10000);
+    CHECK(strstr(text, "homeassistant/sensor/gwU/pack2_cell_8_voltage/config q1 r1 {") != NULL);
+    if (strcmp(golden, text) != 0) {
+        /* First differing line, with its number, then the whole output for diff -u. */
+        const char *g = golden, *t = text;
+        unsigned line = 1;
+        while (*g && *g == *t) {
+            if (*g == '\n')
+                line++;
+            g++;
+            t++;
+        }
+        while (g > golden && g[-1] != '\n') {
+            g--;
+            t--;
+        }
+        fprintf(stderr, "  golden differs at line %u:\n  - %.*s\n  + %.*s\n", line, (int)strcspn(g, "\n"), g,
+                (int)strcspn(t, "\n"), t);
+        const char *build = getenv("GW_BUILD_DIR");
+        char actual[1024];
+        snprintf(actual, sizeof actual, "%s/test_mqtt_gateway.actual.txt", build ? build : ".");
+        FILE *w = fopen(actual, "w");
+        if (w) {
+            fputs(text, w);
+            fclose(w);
+            fprintf(stderr, "  diff -u %s %s\n", path, actual);
+        }
+        CHECK(false);
+    }
+    free(text);
+}
+
 TEST_MAIN(TEST_CASE(test_status_golden), TEST_CASE(test_status_several_and_absent), TEST_CASE(test_conditions_text),
           TEST_CASE(test_number_format), TEST_CASE(test_alert_json), TEST_CASE(test_discovery_json),
           TEST_CASE(test_charge_cap_validation), TEST_CASE(test_alert_command_validation),
           TEST_CASE(test_gateway_one_pack), TEST_CASE(test_gateway_several_packs), TEST_CASE(test_gateway_charge_cap),
-          TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline))
+          TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline),
+          TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table))

@@ -1,108 +1,109 @@
 /* Alert rules engine (see alert_rules.h). Portable: string.h only, no stdio (messages are built
- * with the small formatter below). */
+ * with the bounded text builder). What each code, BMS event and threshold rule means is in the
+ * tables below, one row each; the code around them only walks the tables. */
 #include "alert_rules.h"
 
 #include "gw_error.h"
+#include "gw_text.h"
 
 #include <string.h>
 
-/* ---- names ---------------------------------------------------------------------------------- */
+/* ---- codes: one row each ---------------------------------------------------------------- */
 
-static const char *const code_names[ALERT_CODE_COUNT] = {
-    [ALERT_CODE_OVER_VOLTAGE] = "OVER_VOLTAGE",
-    [ALERT_CODE_UNDER_VOLTAGE] = "UNDER_VOLTAGE",
-    [ALERT_CODE_PACK_OVER_VOLTAGE] = "PACK_OVER_VOLTAGE",
-    [ALERT_CODE_PACK_UNDER_VOLTAGE] = "PACK_UNDER_VOLTAGE",
-    [ALERT_CODE_OVER_TEMP] = "OVER_TEMP",
-    [ALERT_CODE_UNDER_TEMP] = "UNDER_TEMP",
-    [ALERT_CODE_OVER_CURRENT] = "OVER_CURRENT",
-    [ALERT_CODE_CHARGE_OVER_CURRENT] = "CHARGE_OVER_CURRENT",
-    [ALERT_CODE_SOC_LOW] = "SOC_LOW",
-    [ALERT_CODE_SOC_HIGH] = "SOC_HIGH",
-    [ALERT_CODE_CELL_IMBALANCE] = "CELL_IMBALANCE",
-    [ALERT_CODE_BMS_FAULT] = "BMS_FAULT",
-    [ALERT_CODE_BMS_STATUS] = "BMS_STATUS",
-    [ALERT_CODE_BMS_COMM_LOST] = "BMS_COMM_LOST",
-    [ALERT_CODE_MQTT_DISCONNECTED] = "MQTT_DISCONNECTED",
-    [ALERT_CODE_WIFI_DISCONNECTED] = "WIFI_DISCONNECTED",
-    [ALERT_CODE_CAN_INVERTER_LINK_LOST] = "CAN_INVERTER_LINK_LOST",
-    [ALERT_CODE_STORAGE_ERROR] = "STORAGE_ERROR",
-    [ALERT_CODE_CONFIG_RECOVERED] = "CONFIG_RECOVERED",
-    [ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF] = "BMS_UNDER_VOLTAGE_CUTOFF",
-    [ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF] = "BMS_OVER_VOLTAGE_CUTOFF",
-    [ALERT_CODE_BMS_OVER_TEMP_CUTOFF] = "BMS_OVER_TEMP_CUTOFF",
-    [ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT] = "BMS_DISCHARGE_OVER_CURRENT",
-    [ALERT_CODE_BMS_CHARGE_OVER_CURRENT] = "BMS_CHARGE_OVER_CURRENT",
-    [ALERT_CODE_BMS_REGEN_OVER_CURRENT] = "BMS_REGEN_OVER_CURRENT",
-    [ALERT_CODE_BMS_LOW_TEMP_CUTOFF] = "BMS_LOW_TEMP_CUTOFF",
-    [ALERT_CODE_BMS_CHARGER_SWITCH_ERROR] = "BMS_CHARGER_SWITCH_ERROR",
-    [ALERT_CODE_BMS_LOAD_SWITCH_ERROR] = "BMS_LOAD_SWITCH_ERROR",
-    [ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR] = "BMS_SINGLE_PORT_SWITCH_ERROR",
-    [ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED] = "BMS_CURRENT_SENSOR_DISCONNECTED",
-    [ALERT_CODE_BMS_FULLY_DISCHARGED] = "BMS_FULLY_DISCHARGED",
-    [ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF] = "BMS_LOW_TEMP_CHARGE_CUTOFF",
-    [ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH] = "BMS_CHARGER_VOLTAGE_HIGH",
-    [ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW] = "BMS_CHARGER_VOLTAGE_LOW",
-    [ALERT_CODE_PACK_OFFLINE] = "PACK_OFFLINE",
-    [ALERT_CODE_PACKS_BELOW_MIN_ONLINE] = "PACKS_BELOW_MIN_ONLINE",
-    [ALERT_CODE_BATTERY_NO_DATA] = "BATTERY_NO_DATA",
-    [ALERT_CODE_PACK_IMPLAUSIBLE] = "PACK_IMPLAUSIBLE",
-    [ALERT_CODE_PACK_FROZEN] = "PACK_FROZEN",
-    [ALERT_CODE_PACK_NO_CELL_TEMP] = "PACK_NO_CELL_TEMP",
-    [ALERT_CODE_PACK_REJOIN_BLOCKED] = "PACK_REJOIN_BLOCKED",
-    [ALERT_CODE_PACK_VOLTAGE_SPREAD] = "PACK_VOLTAGE_SPREAD",
-    [ALERT_CODE_PACK_SOC_SPREAD] = "PACK_SOC_SPREAD",
-    [ALERT_CODE_ENERGY_STATE_REFUSED] = "ENERGY_STATE_REFUSED",
-    [ALERT_CODE_CUSTOM] = "CUSTOM",
+struct code_row {
+    const char *name;
+    uint8_t level;          /* enum app_alert_level raised with when no configuration decides it */
+    uint8_t bms_event;      /* TinyBMS event id that raises it (0 = none: no event has id 0) */
+    const char *bms_text;   /* message of that event */
+};
+
+static const struct code_row codes[ALERT_CODE_COUNT] = {
+    [ALERT_CODE_OVER_VOLTAGE] = { "OVER_VOLTAGE", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_UNDER_VOLTAGE] = { "UNDER_VOLTAGE", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_PACK_OVER_VOLTAGE] = { "PACK_OVER_VOLTAGE", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_PACK_UNDER_VOLTAGE] = { "PACK_UNDER_VOLTAGE", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_OVER_TEMP] = { "OVER_TEMP", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_UNDER_TEMP] = { "UNDER_TEMP", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_OVER_CURRENT] = { "OVER_CURRENT", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_CHARGE_OVER_CURRENT] = { "CHARGE_OVER_CURRENT", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_SOC_LOW] = { "SOC_LOW", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_SOC_HIGH] = { "SOC_HIGH", ALERT_LEVEL_INFO, 0, NULL },
+    [ALERT_CODE_CELL_IMBALANCE] = { "CELL_IMBALANCE", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_BMS_FAULT] = { "BMS_FAULT", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_BMS_STATUS] = { "BMS_STATUS", ALERT_LEVEL_INFO, 0, NULL },
+    [ALERT_CODE_BMS_COMM_LOST] = { "BMS_COMM_LOST", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_MQTT_DISCONNECTED] = { "MQTT_DISCONNECTED", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_WIFI_DISCONNECTED] = { "WIFI_DISCONNECTED", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_CAN_INVERTER_LINK_LOST] = { "CAN_INVERTER_LINK_LOST", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_STORAGE_ERROR] = { "STORAGE_ERROR", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_CONFIG_RECOVERED] = { "CONFIG_RECOVERED", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF] = { "BMS_UNDER_VOLTAGE_CUTOFF", ALERT_LEVEL_ERROR, 0x02, "BMS under-voltage cutoff" },
+    [ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF] = { "BMS_OVER_VOLTAGE_CUTOFF", ALERT_LEVEL_ERROR, 0x03, "BMS over-voltage cutoff" },
+    [ALERT_CODE_BMS_OVER_TEMP_CUTOFF] = { "BMS_OVER_TEMP_CUTOFF", ALERT_LEVEL_ERROR, 0x04, "BMS over-temperature cutoff" },
+    [ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT] = { "BMS_DISCHARGE_OVER_CURRENT", ALERT_LEVEL_ERROR, 0x05, "BMS discharging over-current cutoff" },
+    [ALERT_CODE_BMS_CHARGE_OVER_CURRENT] = { "BMS_CHARGE_OVER_CURRENT", ALERT_LEVEL_ERROR, 0x06, "BMS charging over-current cutoff" },
+    [ALERT_CODE_BMS_REGEN_OVER_CURRENT] = { "BMS_REGEN_OVER_CURRENT", ALERT_LEVEL_ERROR, 0x07, "BMS regeneration over-current cutoff" },
+    [ALERT_CODE_BMS_LOW_TEMP_CUTOFF] = { "BMS_LOW_TEMP_CUTOFF", ALERT_LEVEL_ERROR, 0x0A, "BMS low temperature cutoff" },
+    [ALERT_CODE_BMS_CHARGER_SWITCH_ERROR] = { "BMS_CHARGER_SWITCH_ERROR", ALERT_LEVEL_ERROR, 0x0B, "BMS charger switch error" },
+    [ALERT_CODE_BMS_LOAD_SWITCH_ERROR] = { "BMS_LOAD_SWITCH_ERROR", ALERT_LEVEL_ERROR, 0x0C, "BMS load switch error" },
+    [ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR] = { "BMS_SINGLE_PORT_SWITCH_ERROR", ALERT_LEVEL_ERROR, 0x0D, "BMS single port switch error" },
+    [ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED] = { "BMS_CURRENT_SENSOR_DISCONNECTED", ALERT_LEVEL_ERROR, 0x0E, "BMS external current sensor disconnected" },
+    [ALERT_CODE_BMS_FULLY_DISCHARGED] = { "BMS_FULLY_DISCHARGED", ALERT_LEVEL_WARNING, 0x31, "BMS fully discharged cutoff" },
+    [ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF] = { "BMS_LOW_TEMP_CHARGE_CUTOFF", ALERT_LEVEL_WARNING, 0x37, "BMS low temperature charging cutoff" },
+    [ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH] = { "BMS_CHARGER_VOLTAGE_HIGH", ALERT_LEVEL_WARNING, 0x38, "BMS charging done (charger voltage too high)" },
+    [ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW] = { "BMS_CHARGER_VOLTAGE_LOW", ALERT_LEVEL_WARNING, 0x39, "BMS charging done (charger voltage too low)" },
+    [ALERT_CODE_PACK_OFFLINE] = { "PACK_OFFLINE", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACKS_BELOW_MIN_ONLINE] = { "PACKS_BELOW_MIN_ONLINE", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_BATTERY_NO_DATA] = { "BATTERY_NO_DATA", ALERT_LEVEL_ERROR, 0, NULL },
+    [ALERT_CODE_PACK_IMPLAUSIBLE] = { "PACK_IMPLAUSIBLE", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACK_FROZEN] = { "PACK_FROZEN", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACK_NO_CELL_TEMP] = { "PACK_NO_CELL_TEMP", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACK_REJOIN_BLOCKED] = { "PACK_REJOIN_BLOCKED", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACK_VOLTAGE_SPREAD] = { "PACK_VOLTAGE_SPREAD", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_PACK_SOC_SPREAD] = { "PACK_SOC_SPREAD", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_ENERGY_STATE_REFUSED] = { "ENERGY_STATE_REFUSED", ALERT_LEVEL_WARNING, 0, NULL },
+    [ALERT_CODE_CUSTOM] = { "CUSTOM", ALERT_LEVEL_WARNING, 0, NULL },
+};
+
+/* TinyBMS "recovered from ..." event ids and the code each one clears. */
+static const struct {
+    uint8_t bms_event;
+    uint8_t code;
+} recovered_events[] = {
+    { 0x0F, ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED }, /* external current sensor connected */
+    { 0x7C, ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED },
+    { 0x73, ALERT_CODE_BMS_OVER_TEMP_CUTOFF },
+    { 0x74, ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF },
+    { 0x75, ALERT_CODE_BMS_LOW_TEMP_CUTOFF },
+    { 0x76, ALERT_CODE_BMS_CHARGE_OVER_CURRENT },
+    { 0x77, ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT },
+    { 0x78, ALERT_CODE_BMS_REGEN_OVER_CURRENT },
+    { 0x79, ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF },
+    { 0x7A, ALERT_CODE_BMS_FULLY_DISCHARGED },
+    { 0x7B, ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF },
 };
 
 const char *alert_code_name(int code)
 {
     if (code < 0 || code >= ALERT_CODE_COUNT)
         return "";
-    return code_names[code];
+    return codes[code].name;
 }
 
 int alert_code_from_name(const char *name)
 {
     if (name)
         for (int c = 0; c < ALERT_CODE_CUSTOM; c++)
-            if (strcmp(code_names[c], name) == 0)
+            if (strcmp(codes[c].name, name) == 0)
                 return c;
     return ALERT_CODE_CUSTOM;
 }
 
 enum app_alert_level alert_code_default_level(int code)
 {
-    switch (code) {
-    case ALERT_CODE_OVER_VOLTAGE:
-    case ALERT_CODE_UNDER_VOLTAGE:
-    case ALERT_CODE_PACK_OVER_VOLTAGE:
-    case ALERT_CODE_PACK_UNDER_VOLTAGE:
-    case ALERT_CODE_OVER_TEMP:
-    case ALERT_CODE_BMS_FAULT:
-    case ALERT_CODE_BMS_COMM_LOST:
-    case ALERT_CODE_STORAGE_ERROR:
-    case ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF:
-    case ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF:
-    case ALERT_CODE_BMS_OVER_TEMP_CUTOFF:
-    case ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT:
-    case ALERT_CODE_BMS_CHARGE_OVER_CURRENT:
-    case ALERT_CODE_BMS_REGEN_OVER_CURRENT:
-    case ALERT_CODE_BMS_LOW_TEMP_CUTOFF:
-    case ALERT_CODE_BMS_CHARGER_SWITCH_ERROR:
-    case ALERT_CODE_BMS_LOAD_SWITCH_ERROR:
-    case ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR:
-    case ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED:
-    case ALERT_CODE_PACKS_BELOW_MIN_ONLINE:
-    case ALERT_CODE_BATTERY_NO_DATA:
-        return ALERT_LEVEL_ERROR;
-    case ALERT_CODE_SOC_HIGH:
-    case ALERT_CODE_BMS_STATUS:
-        return ALERT_LEVEL_INFO;
-    default:
+    if (code < 0 || code >= ALERT_CODE_COUNT)
         return ALERT_LEVEL_WARNING;
-    }
+    return (enum app_alert_level)codes[code].level;
 }
 
 const char *alert_level_name(int level)
@@ -125,145 +126,23 @@ const char *alert_transition_name(int kind)
 
 int alert_code_for_bms_event(uint8_t event_id)
 {
-    switch (event_id) {
-    case 0x02: return ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF;
-    case 0x03: return ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF;
-    case 0x04: return ALERT_CODE_BMS_OVER_TEMP_CUTOFF;
-    case 0x05: return ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT;
-    case 0x06: return ALERT_CODE_BMS_CHARGE_OVER_CURRENT;
-    case 0x07: return ALERT_CODE_BMS_REGEN_OVER_CURRENT;
-    case 0x0A: return ALERT_CODE_BMS_LOW_TEMP_CUTOFF;
-    case 0x0B: return ALERT_CODE_BMS_CHARGER_SWITCH_ERROR;
-    case 0x0C: return ALERT_CODE_BMS_LOAD_SWITCH_ERROR;
-    case 0x0D: return ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR;
-    case 0x0E: return ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED;
-    case 0x31: return ALERT_CODE_BMS_FULLY_DISCHARGED;
-    case 0x37: return ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF;
-    case 0x38: return ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH;
-    case 0x39: return ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW;
-    default: return -1;
-    }
+    for (int c = 0; event_id != 0 && c < ALERT_CODE_COUNT; c++)
+        if (codes[c].bms_event == event_id)
+            return c;
+    return -1;
 }
 
 int alert_code_cleared_by_bms_event(uint8_t event_id)
 {
-    switch (event_id) {
-    case 0x0F: /* external current sensor connected */
-    case 0x7C: return ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED;
-    case 0x73: return ALERT_CODE_BMS_OVER_TEMP_CUTOFF;
-    case 0x74: return ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF;
-    case 0x75: return ALERT_CODE_BMS_LOW_TEMP_CUTOFF;
-    case 0x76: return ALERT_CODE_BMS_CHARGE_OVER_CURRENT;
-    case 0x77: return ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT;
-    case 0x78: return ALERT_CODE_BMS_REGEN_OVER_CURRENT;
-    case 0x79: return ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF;
-    case 0x7A: return ALERT_CODE_BMS_FULLY_DISCHARGED;
-    case 0x7B: return ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF;
-    default: return -1;
-    }
+    for (size_t i = 0; i < sizeof recovered_events / sizeof recovered_events[0]; i++)
+        if (recovered_events[i].bms_event == event_id)
+            return recovered_events[i].code;
+    return -1;
 }
 
 static const char *bms_event_text(int code)
 {
-    switch (code) {
-    case ALERT_CODE_BMS_UNDER_VOLTAGE_CUTOFF: return "BMS under-voltage cutoff";
-    case ALERT_CODE_BMS_OVER_VOLTAGE_CUTOFF: return "BMS over-voltage cutoff";
-    case ALERT_CODE_BMS_OVER_TEMP_CUTOFF: return "BMS over-temperature cutoff";
-    case ALERT_CODE_BMS_DISCHARGE_OVER_CURRENT: return "BMS discharging over-current cutoff";
-    case ALERT_CODE_BMS_CHARGE_OVER_CURRENT: return "BMS charging over-current cutoff";
-    case ALERT_CODE_BMS_REGEN_OVER_CURRENT: return "BMS regeneration over-current cutoff";
-    case ALERT_CODE_BMS_LOW_TEMP_CUTOFF: return "BMS low temperature cutoff";
-    case ALERT_CODE_BMS_CHARGER_SWITCH_ERROR: return "BMS charger switch error";
-    case ALERT_CODE_BMS_LOAD_SWITCH_ERROR: return "BMS load switch error";
-    case ALERT_CODE_BMS_SINGLE_PORT_SWITCH_ERROR: return "BMS single port switch error";
-    case ALERT_CODE_BMS_CURRENT_SENSOR_DISCONNECTED: return "BMS external current sensor disconnected";
-    case ALERT_CODE_BMS_FULLY_DISCHARGED: return "BMS fully discharged cutoff";
-    case ALERT_CODE_BMS_LOW_TEMP_CHARGE_CUTOFF: return "BMS low temperature charging cutoff";
-    case ALERT_CODE_BMS_CHARGER_VOLTAGE_HIGH: return "BMS charging done (charger voltage too high)";
-    case ALERT_CODE_BMS_CHARGER_VOLTAGE_LOW: return "BMS charging done (charger voltage too low)";
-    default: return "BMS event";
-    }
-}
-
-/* ---- tiny message builder (no stdio in core) ------------------------------------------------ */
-
-struct msg {
-    char *buf;
-    size_t size;
-    size_t len;
-};
-
-static void msg_init(struct msg *m, char *buf, size_t size)
-{
-    m->buf = buf;
-    m->size = size;
-    m->len = 0;
-    buf[0] = '\0';
-}
-
-static void msg_str(struct msg *m, const char *s)
-{
-    while (*s && m->len + 1 < m->size)
-        m->buf[m->len++] = *s++;
-    m->buf[m->len] = '\0';
-}
-
-static void msg_uint(struct msg *m, uint64_t v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10u);
-        v /= 10u;
-    } while (v && n < sizeof tmp);
-    char out[24];
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    out[n] = '\0';
-    msg_str(m, out);
-}
-
-/* Fixed-point decimal with rounding half away from zero; decimals 0..4. */
-static void msg_fixed(struct msg *m, float value, unsigned decimals)
-{
-    static const uint32_t scale[] = { 1, 10, 100, 1000, 10000 };
-    if (decimals > 4)
-        decimals = 4;
-    double v = (double)value;
-    if (v != v) { /* NaN */
-        msg_str(m, "nan");
-        return;
-    }
-    bool negative = v < 0;
-    if (negative)
-        v = -v;
-    if (v > 1e12)
-        v = 1e12;
-    uint64_t scaled = (uint64_t)(v * scale[decimals] + 0.5);
-    if (negative && scaled != 0)
-        msg_str(m, "-");
-    msg_uint(m, scaled / scale[decimals]);
-    if (decimals) {
-        char frac[8];
-        uint64_t f = scaled % scale[decimals];
-        for (unsigned i = decimals; i > 0; i--) {
-            frac[i - 1] = (char)('0' + f % 10u);
-            f /= 10u;
-        }
-        frac[decimals] = '\0';
-        msg_str(m, ".");
-        msg_str(m, frac);
-    }
-}
-
-static void copy_str(char *dst, size_t size, const char *src)
-{
-    size_t n = src ? strlen(src) : 0;
-    if (n >= size)
-        n = size - 1;
-    if (n)
-        memcpy(dst, src, n);
-    dst[n] = '\0';
+    return code >= 0 && code < ALERT_CODE_COUNT && codes[code].bms_text ? codes[code].bms_text : "BMS event";
 }
 
 /* ---- slots ---------------------------------------------------------------------------------- */
@@ -314,10 +193,10 @@ static struct alert_slot *slot_get(struct alert_engine *e, int code, const char 
     memset(victim, 0, sizeof *victim);
     victim->used = true;
     victim->code = (uint8_t)code;
-    copy_str(victim->rec.alert.code, sizeof victim->rec.alert.code,
-             code == ALERT_CODE_CUSTOM ? code_name : code_names[code]);
+    gw_text_copy(victim->rec.alert.code, sizeof victim->rec.alert.code,
+             code == ALERT_CODE_CUSTOM ? code_name : codes[code].name);
     victim->rec.alert.battery_id = battery_id;
-    copy_str(victim->rec.subject, sizeof victim->rec.subject, subject);
+    gw_text_copy(victim->rec.subject, sizeof victim->rec.subject, subject);
     return victim;
 }
 
@@ -428,84 +307,6 @@ void alert_engine_init(struct alert_engine *e, const struct gw_config_alerts *cf
 
 /* ---- threshold rules ------------------------------------------------------------------------ */
 
-/* Where a rule runs: on each pack with fresh data, or on the bank aggregate. Cells,
- * temperatures, currents and the pack voltage belong to a pack (the bank's extremes are just
- * the worst pack's, and a current threshold is a pack's); the state of charge is the battery's
- * (per-pack differences have PACK_SOC_SPREAD). */
-enum rule_scope { SCOPE_PACK = 0, SCOPE_BANK = 1 };
-
-struct threshold_rule {
-    int code;
-    size_t offset;      /* of the struct gw_alert_threshold in gw_config_alerts */
-    uint8_t scope;      /* enum rule_scope */
-    bool high;          /* raised above the threshold (else below) */
-    const char *what;   /* message: "<who>: <what>[ <cell>] <word> <value> <unit> (limit ...)" */
-    const char *word;   /* "high" / "low", NULL for none */
-    const char *unit;
-    uint8_t decimals;
-};
-
-static const struct threshold_rule threshold_rules[] = {
-    { ALERT_CODE_OVER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_high), SCOPE_PACK, true, "cell", "high",
-      "V", 3 },
-    { ALERT_CODE_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, cell_v_low), SCOPE_PACK, false, "cell", "low",
-      "V", 3 },
-    { ALERT_CODE_PACK_OVER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_high), SCOPE_PACK, true, "voltage",
-      "high", "V", 2 },
-    { ALERT_CODE_PACK_UNDER_VOLTAGE, offsetof(struct gw_config_alerts, pack_v_low), SCOPE_PACK, false, "voltage",
-      "low", "V", 2 },
-    { ALERT_CODE_OVER_TEMP, offsetof(struct gw_config_alerts, temp_high), SCOPE_PACK, true, "temperature", "high",
-      "°C", 1 },
-    { ALERT_CODE_UNDER_TEMP, offsetof(struct gw_config_alerts, temp_low), SCOPE_PACK, false, "temperature", "low",
-      "°C", 1 },
-    { ALERT_CODE_OVER_CURRENT, offsetof(struct gw_config_alerts, discharge_current), SCOPE_PACK, true,
-      "discharge current", "high", "A", 1 },
-    { ALERT_CODE_CHARGE_OVER_CURRENT, offsetof(struct gw_config_alerts, charge_current), SCOPE_PACK, true,
-      "charge current", "high", "A", 1 },
-    { ALERT_CODE_SOC_LOW, offsetof(struct gw_config_alerts, soc_low), SCOPE_BANK, false, "state of charge", "low",
-      "%", 1 },
-    { ALERT_CODE_SOC_HIGH, offsetof(struct gw_config_alerts, soc_high), SCOPE_BANK, true, "state of charge", "high",
-      "%", 1 },
-    { ALERT_CODE_CELL_IMBALANCE, offsetof(struct gw_config_alerts, cell_imbalance), SCOPE_PACK, true,
-      "cell imbalance", NULL, "mV", 1 },
-};
-#define N_THRESHOLD_RULES (sizeof threshold_rules / sizeof threshold_rules[0])
-
-static const struct gw_alert_threshold *rule_threshold(const struct gw_config_alerts *cfg, size_t i)
-{
-    return (const struct gw_alert_threshold *)((const char *)cfg + threshold_rules[i].offset);
-}
-
-void alert_engine_set_config(struct alert_engine *e, const struct gw_config_alerts *cfg, uint64_t now_ms,
-                             int64_t wall_ms)
-{
-    (void)now_ms;
-    e->cfg = *cfg;
-    for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
-        const struct gw_alert_threshold *t = rule_threshold(cfg, r);
-        for (size_t i = 0; i < ALERT_ENGINE_MAX_SLOTS; i++) {
-            struct alert_slot *s = &e->slots[i];
-            if (!s->used || s->code != threshold_rules[r].code)
-                continue;
-            s->raise_delay_ms = cfg->raise_delay_ms;
-            s->clear_delay_ms = cfg->clear_delay_ms;
-            if (!t->enabled) {
-                s->condition = false;
-                s->clear_condition = true;
-                if (slot_is_active(s))
-                    slot_clear(e, s, wall_ms);
-                s->phase = ALERT_PHASE_IDLE;
-            } else {
-                s->rec.alert.level = clamp_level(t->level);
-            }
-        }
-    }
-    if (!cfg->status_alerts)
-        for (size_t i = 0; i < ALERT_ENGINE_MAX_SLOTS; i++)
-            if (slot_is_active(&e->slots[i]) && e->slots[i].code == ALERT_CODE_BMS_STATUS)
-                slot_clear(e, &e->slots[i], wall_ms);
-}
-
 /* What one threshold rule sees. */
 struct rule_input {
     bool has_value;
@@ -543,64 +344,202 @@ static void cell_extremes(const struct bms_live_data *d, unsigned *max_i, uint16
     }
 }
 
-/* "<who>: " in front of every message of a pack or of the bank. */
-static void msg_who(struct msg *m, const char *who)
+/* What the rules of one evaluation read: a pack's fresh sample (pack rules) or the bank view
+ * (bank rules), with the extremes worked out once. */
+struct rule_facts {
+    const struct bms_live_data *d;     /* pack rules; NULL for the bank */
+    const struct battery_view *v;      /* bank rules; NULL for a pack */
+    unsigned max_i, min_i;             /* 1-based cells of the extremes, 0 = none */
+    uint16_t max_x10, min_x10;         /* 0.1 mV */
+    bool has_tmax, has_tmin;
+    int16_t tmax_dc, tmin_dc;
+};
+
+typedef struct rule_input (*rule_input_fn)(const struct rule_facts *f);
+
+static struct rule_input in_cell_max(const struct rule_facts *f)
 {
-    msg_str(m, who && *who ? who : "battery");
-    msg_str(m, ": ");
+    return (struct rule_input){ f->max_x10 != 0, (float)f->max_x10 / 10000.0f, f->max_i };
+}
+
+static struct rule_input in_cell_min(const struct rule_facts *f)
+{
+    return (struct rule_input){ f->min_x10 != 0, (float)f->min_x10 / 10000.0f, f->min_i };
+}
+
+static struct rule_input in_pack_voltage(const struct rule_facts *f)
+{
+    return (struct rule_input){ f->d->pack_voltage_v > 0.0f, f->d->pack_voltage_v, 0 };
+}
+
+static struct rule_input in_temp_max(const struct rule_facts *f)
+{
+    return (struct rule_input){ f->has_tmax, (float)f->tmax_dc / 10.0f, 0 };
+}
+
+static struct rule_input in_temp_min(const struct rule_facts *f)
+{
+    return (struct rule_input){ f->has_tmin, (float)f->tmin_dc / 10.0f, 0 };
+}
+
+static struct rule_input in_discharge_current(const struct rule_facts *f)
+{
+    return (struct rule_input){ true, -f->d->pack_current_a, 0 };
+}
+
+static struct rule_input in_charge_current(const struct rule_facts *f)
+{
+    return (struct rule_input){ true, f->d->pack_current_a, 0 };
+}
+
+static struct rule_input in_cell_spread(const struct rule_facts *f)
+{
+    bool has_cells = f->max_x10 != 0 && f->min_x10 != 0;
+    return (struct rule_input){ has_cells, (float)(f->max_x10 - f->min_x10) / 10.0f, 0 };
+}
+
+static struct rule_input in_bank_soc(const struct rule_facts *f)
+{
+    return (struct rule_input){ f->v->soc_pct >= 0.0f && f->v->soc_pct <= 100.5f, f->v->soc_pct, 0 };
+}
+
+/* One row per threshold rule: what it reads, which way it raises, and the words, unit and
+ * decimals of its message "<who>: <label>[ <cell>][ <word>] <value> <unit> (limit <threshold>
+ * <unit>)". Where a rule runs: cells, temperatures, currents and the pack voltage belong to a
+ * pack (the bank's extremes are just the worst pack's, and a current threshold is a pack's);
+ * the state of charge is the battery's (per-pack differences have PACK_SOC_SPREAD). */
+struct threshold_rule {
+    struct alert_threshold_rule_info info;
+    size_t offset;        /* of the struct gw_alert_threshold in gw_config_alerts */
+    rule_input_fn input;
+};
+
+#define RULE(code, field, bank, above, label, word, unit, decimals, input)                                  \
+    { { code, above, bank, label, word, unit, decimals }, offsetof(struct gw_config_alerts, field), input }
+
+static const struct threshold_rule threshold_rules[] = {
+    RULE(ALERT_CODE_OVER_VOLTAGE, cell_v_high, false, true, "cell", "high", "V", 3, in_cell_max),
+    RULE(ALERT_CODE_UNDER_VOLTAGE, cell_v_low, false, false, "cell", "low", "V", 3, in_cell_min),
+    RULE(ALERT_CODE_PACK_OVER_VOLTAGE, pack_v_high, false, true, "voltage", "high", "V", 2, in_pack_voltage),
+    RULE(ALERT_CODE_PACK_UNDER_VOLTAGE, pack_v_low, false, false, "voltage", "low", "V", 2, in_pack_voltage),
+    RULE(ALERT_CODE_OVER_TEMP, temp_high, false, true, "temperature", "high", "°C", 1, in_temp_max),
+    RULE(ALERT_CODE_UNDER_TEMP, temp_low, false, false, "temperature", "low", "°C", 1, in_temp_min),
+    RULE(ALERT_CODE_OVER_CURRENT, discharge_current, false, true, "discharge current", "high", "A", 1,
+         in_discharge_current),
+    RULE(ALERT_CODE_CHARGE_OVER_CURRENT, charge_current, false, true, "charge current", "high", "A", 1,
+         in_charge_current),
+    RULE(ALERT_CODE_SOC_LOW, soc_low, true, false, "state of charge", "low", "%", 1, in_bank_soc),
+    RULE(ALERT_CODE_SOC_HIGH, soc_high, true, true, "state of charge", "high", "%", 1, in_bank_soc),
+    RULE(ALERT_CODE_CELL_IMBALANCE, cell_imbalance, false, true, "cell imbalance", NULL, "mV", 1, in_cell_spread),
+};
+#define N_THRESHOLD_RULES (sizeof threshold_rules / sizeof threshold_rules[0])
+
+size_t alert_threshold_rule_count(void)
+{
+    return N_THRESHOLD_RULES;
+}
+
+const struct alert_threshold_rule_info *alert_threshold_rule(size_t i)
+{
+    return i < N_THRESHOLD_RULES ? &threshold_rules[i].info : NULL;
+}
+
+const struct gw_alert_threshold *alert_threshold_rule_config(const struct gw_config_alerts *cfg, size_t i)
+{
+    if (!cfg || i >= N_THRESHOLD_RULES)
+        return NULL;
+    return (const struct gw_alert_threshold *)((const char *)cfg + threshold_rules[i].offset);
+}
+
+
+void alert_engine_set_config(struct alert_engine *e, const struct gw_config_alerts *cfg, uint64_t now_ms,
+                             int64_t wall_ms)
+{
+    (void)now_ms;
+    e->cfg = *cfg;
+    for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
+        const struct gw_alert_threshold *t = alert_threshold_rule_config(cfg, r);
+        for (size_t i = 0; i < ALERT_ENGINE_MAX_SLOTS; i++) {
+            struct alert_slot *s = &e->slots[i];
+            if (!s->used || s->code != threshold_rules[r].info.code)
+                continue;
+            s->raise_delay_ms = cfg->raise_delay_ms;
+            s->clear_delay_ms = cfg->clear_delay_ms;
+            if (!t->enabled) {
+                s->condition = false;
+                s->clear_condition = true;
+                if (slot_is_active(s))
+                    slot_clear(e, s, wall_ms);
+                s->phase = ALERT_PHASE_IDLE;
+            } else {
+                s->rec.alert.level = clamp_level(t->level);
+            }
+        }
+    }
+    if (!cfg->status_alerts)
+        for (size_t i = 0; i < ALERT_ENGINE_MAX_SLOTS; i++)
+            if (slot_is_active(&e->slots[i]) && e->slots[i].code == ALERT_CODE_BMS_STATUS)
+                slot_clear(e, &e->slots[i], wall_ms);
+}
+
+/* "<who>: " in front of every message of a pack or of the bank. */
+static void msg_who(struct gw_text *m, const char *who)
+{
+    gw_text_put_str(m, who && *who ? who : "battery");
+    gw_text_put_str(m, ": ");
 }
 
 /* The same for a battery id whose name may not be known yet (no view seen): "pack id <id>". */
-static void msg_who_battery(struct msg *m, const struct alert_battery_state *b)
+static void msg_who_battery(struct gw_text *m, const struct alert_battery_state *b)
 {
     if (b->name[0]) {
         msg_who(m, b->name);
     } else if (b->battery_id == BATTERY_BANK_ID) {
         msg_who(m, "battery");
     } else {
-        msg_str(m, "pack id ");
-        msg_uint(m, b->battery_id);
-        msg_str(m, ": ");
+        gw_text_put_str(m, "pack id ");
+        gw_text_put_uint(m, b->battery_id);
+        gw_text_put_str(m, ": ");
     }
 }
 
-static void rule_message(struct alert_slot *s, const struct threshold_rule *rule, const struct gw_alert_threshold *t,
-                         const struct rule_input *in, const char *who)
+static void rule_message(struct alert_slot *s, const struct alert_threshold_rule_info *rule,
+                         const struct gw_alert_threshold *t, const struct rule_input *in, const char *who)
 {
-    struct msg m;
-    msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+    struct gw_text m;
+    gw_text_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
     msg_who(&m, who);
-    msg_str(&m, rule->what);
+    gw_text_put_str(&m, rule->label);
     if (in->cell) {
-        msg_str(&m, " ");
-        msg_uint(&m, in->cell);
+        gw_text_put_char(&m, ' ');
+        gw_text_put_uint(&m, in->cell);
     }
     if (rule->word) {
-        msg_str(&m, " ");
-        msg_str(&m, rule->word);
+        gw_text_put_char(&m, ' ');
+        gw_text_put_str(&m, rule->word);
     }
-    msg_str(&m, " ");
-    msg_fixed(&m, in->value, rule->decimals);
-    msg_str(&m, " ");
-    msg_str(&m, rule->unit);
-    msg_str(&m, " (limit ");
-    msg_fixed(&m, t->value, rule->decimals);
-    msg_str(&m, " ");
-    msg_str(&m, rule->unit);
-    msg_str(&m, ")");
+    gw_text_put_char(&m, ' ');
+    gw_text_put_fixed(&m, in->value, rule->decimals);
+    gw_text_put_char(&m, ' ');
+    gw_text_put_str(&m, rule->unit);
+    gw_text_put_str(&m, " (limit ");
+    gw_text_put_fixed(&m, t->value, rule->decimals);
+    gw_text_put_char(&m, ' ');
+    gw_text_put_str(&m, rule->unit);
+    gw_text_put_char(&m, ')');
 }
 
 static void eval_threshold(struct alert_engine *e, size_t r, uint8_t battery_id, const char *who,
                            const struct rule_input *in, uint64_t now_ms, int64_t wall_ms)
 {
-    const struct threshold_rule *rule = &threshold_rules[r];
-    const struct gw_alert_threshold *t = rule_threshold(&e->cfg, r);
+    const struct alert_threshold_rule_info *rule = &threshold_rules[r].info;
+    const struct gw_alert_threshold *t = alert_threshold_rule_config(&e->cfg, r);
     int code = rule->code;
     if (!t->enabled || !in->has_value)
         return; /* no evaluation: the state is kept as it is */
     float hyst = t->hysteresis > 0 ? t->hysteresis : 0;
-    bool cond = rule->high ? in->value > t->value : in->value < t->value;
-    bool clear = rule->high ? in->value < t->value - hyst : in->value > t->value + hyst;
+    bool cond = rule->above ? in->value > t->value : in->value < t->value;
+    bool clear = rule->above ? in->value < t->value - hyst : in->value > t->value + hyst;
     if (hyst == 0)
         clear = !cond;
     struct alert_slot *s = slot_find(e, code, NULL, battery_id, NULL);
@@ -657,11 +596,11 @@ static void eval_status(struct alert_engine *e, struct alert_battery_state *b, u
     struct alert_slot *s = slot_get(e, ALERT_CODE_BMS_STATUS, NULL, b->battery_id, NULL);
     if (!s)
         return;
-    struct msg m;
-    msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+    struct gw_text m;
+    gw_text_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
     msg_who(&m, b->name);
-    msg_str(&m, "status ");
-    msg_str(&m, bms_online_status_name(st));
+    gw_text_put_str(&m, "status ");
+    gw_text_put_str(&m, bms_online_status_name(st));
     s->latched = true;
     s->rec.alert.level = ALERT_LEVEL_INFO;
     s->rec.alert.value = st;
@@ -681,50 +620,16 @@ static void tick_status(struct alert_engine *e, uint64_t now_ms, int64_t wall_ms
 static void eval_pack(struct alert_engine *e, const struct alert_battery_state *b, const struct bms_live_data *d,
                       uint64_t now_ms, int64_t wall_ms)
 {
-    unsigned max_i, min_i;
-    uint16_t max_x10, min_x10;
-    cell_extremes(d, &max_i, &max_x10, &min_i, &min_x10);
-    int16_t tmax = 0, tmin = 0;
-    bool has_tmax = bms_temp_max_dc(d, &tmax);
-    bool has_tmin = bms_temp_min_dc(d, &tmin);
-    bool has_cells = max_x10 != 0 && min_x10 != 0;
-
-    struct rule_input in[N_THRESHOLD_RULES];
-    memset(in, 0, sizeof in);
+    struct rule_facts f = { .d = d };
+    cell_extremes(d, &f.max_i, &f.max_x10, &f.min_i, &f.min_x10);
+    f.has_tmax = bms_temp_max_dc(d, &f.tmax_dc);
+    f.has_tmin = bms_temp_min_dc(d, &f.tmin_dc);
     for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
-        switch (threshold_rules[r].code) {
-        case ALERT_CODE_OVER_VOLTAGE:
-            in[r] = (struct rule_input){ max_x10 != 0, (float)max_x10 / 10000.0f, max_i };
-            break;
-        case ALERT_CODE_UNDER_VOLTAGE:
-            in[r] = (struct rule_input){ min_x10 != 0, (float)min_x10 / 10000.0f, min_i };
-            break;
-        case ALERT_CODE_PACK_OVER_VOLTAGE:
-        case ALERT_CODE_PACK_UNDER_VOLTAGE:
-            in[r] = (struct rule_input){ d->pack_voltage_v > 0.0f, d->pack_voltage_v, 0 };
-            break;
-        case ALERT_CODE_OVER_TEMP:
-            in[r] = (struct rule_input){ has_tmax, (float)tmax / 10.0f, 0 };
-            break;
-        case ALERT_CODE_UNDER_TEMP:
-            in[r] = (struct rule_input){ has_tmin, (float)tmin / 10.0f, 0 };
-            break;
-        case ALERT_CODE_OVER_CURRENT:
-            in[r] = (struct rule_input){ true, -d->pack_current_a, 0 };
-            break;
-        case ALERT_CODE_CHARGE_OVER_CURRENT:
-            in[r] = (struct rule_input){ true, d->pack_current_a, 0 };
-            break;
-        case ALERT_CODE_CELL_IMBALANCE:
-            in[r] = (struct rule_input){ has_cells, (float)(max_x10 - min_x10) / 10.0f, 0 };
-            break;
-        default:
-            break; /* a bank rule */
-        }
+        if (threshold_rules[r].info.bank)
+            continue;
+        struct rule_input in = threshold_rules[r].input(&f);
+        eval_threshold(e, r, b->battery_id, b->name, &in, now_ms, wall_ms);
     }
-    for (size_t r = 0; r < N_THRESHOLD_RULES; r++)
-        if (threshold_rules[r].scope == SCOPE_PACK)
-            eval_threshold(e, r, b->battery_id, b->name, &in[r], now_ms, wall_ms);
 
     /* BMS_FAULT: immediate raise, clear after the clear delay. */
     bool fault = d->online_status == BMS_STATUS_FAULT;
@@ -740,10 +645,10 @@ static void eval_pack(struct alert_engine *e, const struct alert_battery_state *
         s->rec.alert.value = d->online_status;
         s->rec.alert.threshold = BMS_STATUS_FAULT;
         if (fault && s->phase == ALERT_PHASE_IDLE) {
-            struct msg m;
-            msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+            struct gw_text m;
+            gw_text_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
             msg_who(&m, b->name);
-            msg_str(&m, "BMS reports a fault (status 0x9B)");
+            gw_text_put_str(&m, "BMS reports a fault (status 0x9B)");
         }
         if (fault)
             s->rec.alert.last_seen_ms = wall_ms;
@@ -755,12 +660,11 @@ static void eval_pack(struct alert_engine *e, const struct alert_battery_state *
 static void eval_bank(struct alert_engine *e, struct alert_battery_state *b, const struct battery_view *v,
                       uint64_t now_ms, int64_t wall_ms)
 {
+    struct rule_facts f = { .v = v };
     for (size_t r = 0; r < N_THRESHOLD_RULES; r++) {
-        if (threshold_rules[r].scope != SCOPE_BANK)
+        if (!threshold_rules[r].info.bank)
             continue;
-        struct rule_input in = { 0 };
-        if (threshold_rules[r].code == ALERT_CODE_SOC_LOW || threshold_rules[r].code == ALERT_CODE_SOC_HIGH)
-            in = (struct rule_input){ v->soc_pct >= 0.0f && v->soc_pct <= 100.5f, v->soc_pct, 0 };
+        struct rule_input in = threshold_rules[r].input(&f);
         eval_threshold(e, r, b->battery_id, b->name, &in, now_ms, wall_ms);
     }
     eval_status(e, b, v->online_status, now_ms, wall_ms);
@@ -786,7 +690,7 @@ enum cond_scope {
 };
 
 /* Writes the message of a raise and the alert's value. p is NULL for the bank. */
-typedef void (*cond_describe_fn)(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+typedef void (*cond_describe_fn)(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                                  const struct alert_battery_state *b, float *value);
 
 struct condition_rule {
@@ -798,84 +702,84 @@ struct condition_rule {
     cond_describe_fn describe;
 };
 
-static void d_offline(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_offline(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                       const struct alert_battery_state *b, float *value)
 {
     (void)b;
-    msg_str(m, battery_pack_state_name(p->state));
+    gw_text_put_str(m, battery_pack_state_name(p->state));
     if (p->state == BATTERY_PACK_NEVER_SEEN) {
-        msg_str(m, " (no data since start)");
+        gw_text_put_str(m, " (no data since start)");
     } else {
-        msg_str(m, " (last data ");
-        msg_uint(m, p->sample_age_ms / 1000u);
-        msg_str(m, " s ago)");
+        gw_text_put_str(m, " (last data ");
+        gw_text_put_uint(m, p->sample_age_ms / 1000u);
+        gw_text_put_str(m, " s ago)");
     }
-    msg_str(m, ": the battery runs on ");
-    msg_uint(m, v->online_count);
-    msg_str(m, " of ");
-    msg_uint(m, v->pack_count);
-    msg_str(m, " packs");
+    gw_text_put_str(m, ": the battery runs on ");
+    gw_text_put_uint(m, v->online_count);
+    gw_text_put_str(m, " of ");
+    gw_text_put_uint(m, v->pack_count);
+    gw_text_put_str(m, " packs");
     *value = (float)(p->sample_age_ms / 1000u);
 }
 
-static void d_comm_lost(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_comm_lost(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                         const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)p;
-    msg_str(m, "BMS communication lost");
+    gw_text_put_str(m, "BMS communication lost");
     if (b->comm_reason[0]) {
-        msg_str(m, " (");
-        msg_str(m, b->comm_reason);
-        msg_str(m, ")");
+        gw_text_put_str(m, " (");
+        gw_text_put_str(m, b->comm_reason);
+        gw_text_put_str(m, ")");
     }
     *value = 0;
 }
 
-static void d_implausible(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_implausible(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                           const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)b;
-    msg_str(m, "implausible samples refused");
+    gw_text_put_str(m, "implausible samples refused");
     if (p->bad_reason[0]) {
-        msg_str(m, " (");
-        msg_str(m, p->bad_reason);
-        msg_str(m, ")");
+        gw_text_put_str(m, " (");
+        gw_text_put_str(m, p->bad_reason);
+        gw_text_put_str(m, ")");
     }
-    msg_str(m, ": pack left out");
+    gw_text_put_str(m, ": pack left out");
     *value = (float)p->bad_samples;
 }
 
-static void d_frozen(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_frozen(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                      const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)b;
-    msg_str(m, "BMS data frozen (the same sample again and again): pack left out");
+    gw_text_put_str(m, "BMS data frozen (the same sample again and again): pack left out");
     *value = (float)p->frozen_samples;
 }
 
-static void d_no_cell_temp(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_no_cell_temp(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                            const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)p;
     (void)b;
-    msg_str(m, "no cell temperature sensor: cell heat and cold are not watched");
+    gw_text_put_str(m, "no cell temperature sensor: cell heat and cold are not watched");
     *value = 0;
 }
 
-static void d_rejoin(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_rejoin(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                      const struct alert_battery_state *b, float *value)
 {
     (void)b;
     float dv = p->live.pack_voltage_v - v->voltage_v;
-    msg_str(m, "kept out of the bank: ");
-    msg_fixed(m, p->live.pack_voltage_v, 2);
-    msg_str(m, " V vs bank ");
-    msg_fixed(m, v->voltage_v, 2);
-    msg_str(m, " V");
+    gw_text_put_str(m, "kept out of the bank: ");
+    gw_text_put_fixed(m, p->live.pack_voltage_v, 2);
+    gw_text_put_str(m, " V vs bank ");
+    gw_text_put_fixed(m, v->voltage_v, 2);
+    gw_text_put_str(m, " V");
     *value = dv < 0 ? -dv : dv;
 }
 
@@ -897,11 +801,11 @@ static void spread_of(const struct battery_view *v, bool soc, const struct batte
     }
 }
 
-static void describe_spread(struct msg *m, const struct battery_view *v, bool soc, float *value)
+static void describe_spread(struct gw_text *m, const struct battery_view *v, bool soc, float *value)
 {
     const struct battery_pack *lo, *hi;
     spread_of(v, soc, &lo, &hi);
-    msg_str(m, soc ? "pack states of charge differ" : "pack voltages differ");
+    gw_text_put_str(m, soc ? "pack states of charge differ" : "pack voltages differ");
     if (!lo || !hi) {
         *value = 0;
         return;
@@ -910,24 +814,24 @@ static void describe_spread(struct msg *m, const struct battery_view *v, bool so
     float z = soc ? bms_soc_percent(&hi->live) : hi->live.pack_voltage_v;
     const char *unit = soc ? " %" : " V";
     unsigned dec = soc ? 1 : 2;
-    msg_str(m, " by ");
-    msg_fixed(m, z - a, dec);
-    msg_str(m, unit);
-    msg_str(m, " (");
-    msg_str(m, lo->name);
-    msg_str(m, " ");
-    msg_fixed(m, a, dec);
-    msg_str(m, unit);
-    msg_str(m, ", ");
-    msg_str(m, hi->name);
-    msg_str(m, " ");
-    msg_fixed(m, z, dec);
-    msg_str(m, unit);
-    msg_str(m, ")");
+    gw_text_put_str(m, " by ");
+    gw_text_put_fixed(m, z - a, dec);
+    gw_text_put_str(m, unit);
+    gw_text_put_str(m, " (");
+    gw_text_put_str(m, lo->name);
+    gw_text_put_str(m, " ");
+    gw_text_put_fixed(m, a, dec);
+    gw_text_put_str(m, unit);
+    gw_text_put_str(m, ", ");
+    gw_text_put_str(m, hi->name);
+    gw_text_put_str(m, " ");
+    gw_text_put_fixed(m, z, dec);
+    gw_text_put_str(m, unit);
+    gw_text_put_str(m, ")");
     *value = z - a;
 }
 
-static void d_voltage_spread(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_voltage_spread(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                              const struct alert_battery_state *b, float *value)
 {
     (void)p;
@@ -935,7 +839,7 @@ static void d_voltage_spread(struct msg *m, const struct battery_view *v, const 
     describe_spread(m, v, false, value);
 }
 
-static void d_soc_spread(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_soc_spread(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                          const struct alert_battery_state *b, float *value)
 {
     (void)p;
@@ -943,36 +847,36 @@ static void d_soc_spread(struct msg *m, const struct battery_view *v, const stru
     describe_spread(m, v, true, value);
 }
 
-static void d_below_min(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_below_min(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                         const struct alert_battery_state *b, float *value)
 {
     (void)p;
     (void)b;
-    msg_str(m, "only ");
-    msg_uint(m, v->online_count);
-    msg_str(m, " of ");
-    msg_uint(m, v->pack_count);
-    msg_str(m, " packs online, fewer than the minimum: charging and discharging stopped");
+    gw_text_put_str(m, "only ");
+    gw_text_put_uint(m, v->online_count);
+    gw_text_put_str(m, " of ");
+    gw_text_put_uint(m, v->pack_count);
+    gw_text_put_str(m, " packs online, fewer than the minimum: charging and discharging stopped");
     *value = v->online_count;
 }
 
-static void d_no_data(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_no_data(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                       const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)p;
     (void)b;
-    msg_str(m, "no pack has usable data: charge limits are not sent");
+    gw_text_put_str(m, "no pack has usable data: charge limits are not sent");
     *value = 0;
 }
 
-static void d_energy(struct msg *m, const struct battery_view *v, const struct battery_pack *p,
+static void d_energy(struct gw_text *m, const struct battery_view *v, const struct battery_pack *p,
                      const struct alert_battery_state *b, float *value)
 {
     (void)v;
     (void)p;
     (void)b;
-    msg_str(m, "saved energy counters or charge state refused at start (out of range): counting from 0");
+    gw_text_put_str(m, "saved energy counters or charge state refused at start (out of range): counting from 0");
     *value = 0;
 }
 
@@ -1016,8 +920,8 @@ static int condition_step(struct alert_engine *e, int code, uint8_t battery_id, 
             s->rec.alert.level = level;
             s->rec.alert.value = value;
             s->rec.alert.threshold = 0;
-            copy_str(s->rec.alert.message, sizeof s->rec.alert.message,
-                     message && *message ? message : code_names[code]);
+            gw_text_copy(s->rec.alert.message, sizeof s->rec.alert.message,
+                     message && *message ? message : codes[code].name);
         }
         s->rec.alert.last_seen_ms = wall_ms;
     }
@@ -1032,8 +936,8 @@ static void eval_condition(struct alert_engine *e, const struct condition_rule *
     char text[sizeof(((struct app_alert *)0)->message)];
     float value = 0;
     if (present) {
-        struct msg m;
-        msg_init(&m, text, sizeof text);
+        struct gw_text m;
+        gw_text_init(&m, text, sizeof text);
         msg_who(&m, b->name);
         c->describe(&m, v, p, b, &value);
     } else {
@@ -1047,7 +951,7 @@ static void eval_condition(struct alert_engine *e, const struct condition_rule *
 
 static void battery_name(struct alert_battery_state *b, const char *name)
 {
-    copy_str(b->name, sizeof b->name, name && *name ? name : "battery");
+    gw_text_copy(b->name, sizeof b->name, name && *name ? name : "battery");
 }
 
 int alert_engine_process_view(struct alert_engine *e, const struct battery_view *v, uint64_t now_ms,
@@ -1101,7 +1005,7 @@ int alert_engine_set_comm_reason(struct alert_engine *e, uint8_t battery_id, con
     struct alert_battery_state *b = battery_get(e, battery_id);
     if (!b)
         return GW_ERR_FULL;
-    copy_str(b->comm_reason, sizeof b->comm_reason, reason);
+    gw_text_copy(b->comm_reason, sizeof b->comm_reason, reason);
     return GW_OK;
 }
 
@@ -1154,17 +1058,15 @@ int alert_engine_process_event_log(struct alert_engine *e, uint8_t battery_id, c
             struct alert_slot *s = slot_get(e, code, NULL, battery_id, NULL);
             if (!s)
                 continue;
-            struct msg m;
-            msg_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
+            struct gw_text m;
+            gw_text_init(&m, s->rec.alert.message, sizeof s->rec.alert.message);
             msg_who_battery(&m, b);
-            msg_str(&m, bms_event_text(code));
-            msg_str(&m, " (event 0x");
-            static const char hex[] = "0123456789ABCDEF";
-            char h[3] = { hex[ev->id >> 4], hex[ev->id & 15], '\0' };
-            msg_str(&m, h);
-            msg_str(&m, " at BMS time ");
-            msg_uint(&m, ev->timestamp_s);
-            msg_str(&m, " s)");
+            gw_text_put_str(&m, bms_event_text(code));
+            gw_text_put_str(&m, " (event 0x");
+            gw_text_put_hex(&m, ev->id, 2);
+            gw_text_put_str(&m, " at BMS time ");
+            gw_text_put_uint(&m, ev->timestamp_s);
+            gw_text_put_str(&m, " s)");
             s->latched = true;
             s->condition = false;
             s->rec.alert.level = alert_code_default_level(code);
@@ -1206,7 +1108,7 @@ int alert_engine_raise(struct alert_engine *e, const char *code_name, uint8_t ba
     s->latched = true;
     s->condition = false;
     s->rec.alert.level = level;
-    copy_str(s->rec.alert.message, sizeof s->rec.alert.message, message && *message ? message : code_name);
+    gw_text_copy(s->rec.alert.message, sizeof s->rec.alert.message, message && *message ? message : code_name);
     s->rec.alert.value = value;
     s->rec.alert.threshold = threshold;
     s->pending_wall_ms = wall_ms;

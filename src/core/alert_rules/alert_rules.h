@@ -98,6 +98,26 @@ enum app_alert_level alert_code_default_level(int code);
 /* Static name of a level: "info", "warning", "error". */
 const char *alert_level_name(int level);
 
+/* One threshold rule (a row of the engine's table; docs/alerts.md describes them for users).
+ * Its message is "<who>: <label>[ <cell>][ <word>] <value> <unit> (limit <threshold> <unit>)"
+ * with `decimals` decimals, e.g. "pack 2: cell 7 high 3.620 V (limit 3.600 V)". */
+struct alert_threshold_rule_info {
+    int code;              /* enum alert_code */
+    bool above;            /* raised above the threshold (else below); equal never raises */
+    bool bank;             /* evaluated on the bank aggregate (else on each pack with fresh data) */
+    const char *label;     /* "cell", "voltage", "state of charge" */
+    const char *word;      /* "high" / "low", NULL for none */
+    const char *unit;      /* "V", "°C", "A", "%", "mV" */
+    uint8_t decimals;
+};
+
+/* Number of threshold rules, and rule i (static; NULL for i >= count). */
+size_t alert_threshold_rule_count(void);
+const struct alert_threshold_rule_info *alert_threshold_rule(size_t i);
+
+/* The threshold settings of rule i inside cfg (a pointer into cfg); NULL for a bad i or cfg. */
+const struct gw_alert_threshold *alert_threshold_rule_config(const struct gw_config_alerts *cfg, size_t i);
+
 /* Code raised for a TinyBMS event id; -1 when the id raises nothing (information events). */
 int alert_code_for_bms_event(uint8_t event_id);
 

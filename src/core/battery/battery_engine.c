@@ -3,6 +3,7 @@
 #include "battery_engine.h"
 
 #include "gw_error.h"
+#include "gw_text.h"
 #include "plausibility.h"
 #include "tinybms.h"
 
@@ -27,58 +28,36 @@ static float min_f(float a, float b) { return a < b ? a : b; }
 static float max_f(float a, float b) { return a > b ? a : b; }
 static float abs_f(float a) { return a < 0.0f ? -a : a; }
 
-static void copy_text(char *dst, size_t cap, const char *src)
-{
-    size_t i = 0;
-    for (; src && src[i] && i + 1 < cap; i++)
-        dst[i] = src[i];
-    dst[i] = '\0';
-}
-
 /* dst = prefix + src, bounded. */
 static void join_text(char *dst, size_t cap, const char *prefix, const char *src)
 {
-    size_t i = 0;
-    for (; prefix && *prefix && i + 1 < cap; prefix++)
-        dst[i++] = *prefix;
-    for (; src && *src && i + 1 < cap; src++)
-        dst[i++] = *src;
-    dst[i] = '\0';
+    struct gw_text t;
+    gw_text_init(&t, dst, cap);
+    gw_text_put_str(&t, prefix);
+    gw_text_put_str(&t, src);
 }
 
 /* "pack N: " for the pack at position pos (1-based N). */
 static void pack_prefix(char *buf, size_t cap, unsigned pos)
 {
-    unsigned n = pos + 1;
-    char tmp[16] = "pack ";
-    size_t i = 5;
-    if (n >= 10)
-        tmp[i++] = (char)('0' + n / 10);
-    tmp[i++] = (char)('0' + n % 10);
-    tmp[i++] = ':';
-    tmp[i++] = ' ';
-    tmp[i] = '\0';
-    copy_text(buf, cap, tmp);
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, "pack ");
+    gw_text_put_uint(&t, pos + 1u);
+    gw_text_put_str(&t, ": ");
 }
 
 /* Short names of 0x374..0x377: one pack keeps "C7" / "T1"; several packs "P2C7" / "P2T1". */
-static void ref_name(char *dst, bool several, unsigned pos, char kind, unsigned index)
+static void ref_name(char *dst, size_t cap, bool several, unsigned pos, char kind, unsigned index)
 {
-    char buf[8];
-    size_t i = 0;
+    struct gw_text t;
+    gw_text_init(&t, dst, cap);
     if (several) {
-        unsigned n = pos + 1;
-        buf[i++] = 'P';
-        if (n >= 10)
-            buf[i++] = (char)('0' + n / 10);
-        buf[i++] = (char)('0' + n % 10);
+        gw_text_put_char(&t, 'P');
+        gw_text_put_uint(&t, pos + 1u);
     }
-    buf[i++] = kind;
-    if (index >= 10)
-        buf[i++] = (char)('0' + (index / 10) % 10);
-    buf[i++] = (char)('0' + index % 10);
-    buf[i] = '\0';
-    copy_text(dst, 8, buf);
+    gw_text_put_char(&t, kind);
+    gw_text_put_uint(&t, index);
 }
 
 /* ---- configuration ------------------------------------------------------------------------ */
@@ -140,11 +119,10 @@ static void sanitize(struct battery_engine_config *c)
         struct battery_pack_config *p = &c->packs[i];
         p->name[sizeof p->name - 1] = '\0';
         if (!p->name[0]) {
-            char pre[16];
-            pack_prefix(pre, sizeof pre, i);
-            size_t n = strlen(pre);
-            pre[n - 2] = '\0'; /* "pack N" without ": " */
-            copy_text(p->name, sizeof p->name, pre);
+            struct gw_text t; /* "pack N" */
+            gw_text_init(&t, p->name, sizeof p->name);
+            gw_text_put_str(&t, "pack ");
+            gw_text_put_uint(&t, i + 1u);
         }
         if (!finite_f(p->capacity_ah) || p->capacity_ah < 0.0f || p->capacity_ah > 100000.0f)
             p->capacity_ah = 0.0f;
@@ -249,7 +227,7 @@ int battery_engine_feed_sample(struct battery_engine *e, const struct bms_live_d
     if (!plausibility_check_sample(s, limits_of(p), e->cfg.charge.chemistry, &r)) {
         p->bad_in_row++;
         p->bad_total++;
-        copy_text(p->bad_reason, sizeof p->bad_reason, r.reason);
+        gw_text_copy(p->bad_reason, sizeof p->bad_reason, r.reason);
         p->energy_ms = 0; /* never integrate across a refused sample */
         return BATTERY_FEED_IMPLAUSIBLE;
     }
@@ -318,7 +296,7 @@ int battery_engine_set_cap(struct battery_engine *e, const struct app_charge_cap
     e->cap_ccl_a = cap->ccl_cap_a;
     e->cap_dcl_a = cap->dcl_cap_a;
     e->cap_until_ms = now_ms + (uint64_t)cap->duration_s * 1000u;
-    copy_text(e->cap_source, sizeof e->cap_source, cap->source);
+    gw_text_copy(e->cap_source, sizeof e->cap_source, cap->source);
     return GW_OK;
 }
 
@@ -363,9 +341,9 @@ static void fill_pack_limits(struct battery_limits *l, const struct charge_limit
     l->dcl_a = c->dcl_a;
     l->discharge_v = c->discharge_v;
     l->phase = c->phase;
-    copy_text(l->cvl_reason, sizeof l->cvl_reason, c->cvl_reason);
-    copy_text(l->ccl_reason, sizeof l->ccl_reason, c->ccl_reason);
-    copy_text(l->dcl_reason, sizeof l->dcl_reason, c->dcl_reason);
+    gw_text_copy(l->cvl_reason, sizeof l->cvl_reason, c->cvl_reason);
+    gw_text_copy(l->ccl_reason, sizeof l->ccl_reason, c->ccl_reason);
+    gw_text_copy(l->dcl_reason, sizeof l->dcl_reason, c->dcl_reason);
 }
 
 /* R1: the state from ages, flags and the charge-control verdict; R10: who is in the bank. */
@@ -472,11 +450,11 @@ static void aggregate_current(const struct battery_engine *e, bool charge, bool 
     out->value = 0.0f;
     out->pack = BATTERY_BANK_ID;
     if (!in_bank) {
-        copy_text(out->reason, sizeof out->reason, "no data");
+        gw_text_copy(out->reason, sizeof out->reason, "no data");
         return;
     }
     if (!allowed) {
-        copy_text(out->reason, sizeof out->reason,
+        gw_text_copy(out->reason, sizeof out->reason,
                   charge ? "every pack's BMS blocks charge" : "every pack's BMS blocks discharge");
         return;
     }
@@ -502,7 +480,7 @@ static void aggregate_current(const struct battery_engine *e, bool charge, bool 
     if (best > limit_sum) {
         best = limit_sum;
         out->pack = BATTERY_BANK_ID;
-        copy_text(out->reason, sizeof out->reason, "sum of the packs' limits");
+        gw_text_copy(out->reason, sizeof out->reason, "sum of the packs' limits");
     }
     out->value = best;
 }
@@ -517,7 +495,7 @@ static float bank_ramp(float prev, float target, bool first, float ramp_a_per_s,
     float next = prev + ramp_a_per_s * (float)dt_ms / 1000.0f;
     if (next >= target)
         return target;
-    copy_text(reason, BATTERY_REASON_LEN, "bank ramp up");
+    gw_text_copy(reason, BATTERY_REASON_LEN, "bank ramp up");
     return next;
 }
 
@@ -571,13 +549,13 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
                 min_cell = cell;
                 v->min_cell.pack = p->cfg.id;
                 v->min_cell.index = (uint8_t)(k + 1);
-                ref_name(v->min_cell.name, several, i, 'C', k + 1);
+                ref_name(v->min_cell.name, sizeof v->min_cell.name, several, i, 'C', k + 1);
             }
             if (cell > max_cell) {
                 max_cell = cell;
                 v->max_cell.pack = p->cfg.id;
                 v->max_cell.index = (uint8_t)(k + 1);
-                ref_name(v->max_cell.name, several, i, 'C', k + 1);
+                ref_name(v->max_cell.name, sizeof v->max_cell.name, several, i, 'C', k + 1);
             }
         }
         /* Cell temperatures: the external sensors only; the board sensor is no cell. */
@@ -589,13 +567,13 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
                 v->temp_min_c = t;
                 v->min_temp.pack = p->cfg.id;
                 v->min_temp.index = (uint8_t)s;
-                ref_name(v->min_temp.name, several, i, 'T', (unsigned)s);
+                ref_name(v->min_temp.name, sizeof v->min_temp.name, several, i, 'T', (unsigned)s);
             }
             if (!v->have_temp || t > v->temp_max_c) {
                 v->temp_max_c = t;
                 v->max_temp.pack = p->cfg.id;
                 v->max_temp.index = (uint8_t)s;
-                ref_name(v->max_temp.name, several, i, 'T', (unsigned)s);
+                ref_name(v->max_temp.name, sizeof v->max_temp.name, several, i, 'T', (unsigned)s);
             }
             v->have_temp = true;
         }
@@ -661,9 +639,9 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
         /* Nothing is sent; the values stay safe for anyone who looks anyway. */
         l->cvl_v = e->packs[0].out.cvl_v;
         l->discharge_v = e->packs[0].out.discharge_v;
-        copy_text(l->cvl_reason, sizeof l->cvl_reason, "no data");
-        copy_text(l->ccl_reason, sizeof l->ccl_reason, "no data");
-        copy_text(l->dcl_reason, sizeof l->dcl_reason, "no data");
+        gw_text_copy(l->cvl_reason, sizeof l->cvl_reason, "no data");
+        gw_text_copy(l->ccl_reason, sizeof l->ccl_reason, "no data");
+        gw_text_copy(l->dcl_reason, sizeof l->dcl_reason, "no data");
         v->conditions |= BATTERY_COND_NO_DATA;
         e->bank_ccl_a = e->bank_dcl_a = 0.0f;
         return;
@@ -686,7 +664,7 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
     }
     if (cvl == FLT_MAX) { /* unreachable: charge control never gives CVL 0; never send 0 */
         l->valid = false;
-        copy_text(l->cvl_reason, sizeof l->cvl_reason, "no usable CVL");
+        gw_text_copy(l->cvl_reason, sizeof l->cvl_reason, "no usable CVL");
         return;
     }
     l->cvl_v = cvl;
@@ -698,8 +676,8 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
         char why[BATTERY_REASON_LEN] = "too few packs online";
         ccl.value = dcl.value = 0.0f;
         ccl.pack = dcl.pack = BATTERY_BANK_ID;
-        copy_text(ccl.reason, sizeof ccl.reason, why);
-        copy_text(dcl.reason, sizeof dcl.reason, why);
+        gw_text_copy(ccl.reason, sizeof ccl.reason, why);
+        gw_text_copy(dcl.reason, sizeof dcl.reason, why);
         v->conditions |= BATTERY_COND_BELOW_MIN_ONLINE;
     }
     if (e->cap_active && now_ms >= e->cap_until_ms)
@@ -710,12 +688,12 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
         if (e->cap_ccl_a >= 0.0f && e->cap_ccl_a < ccl.value) {
             ccl.value = e->cap_ccl_a;
             ccl.pack = BATTERY_BANK_ID;
-            copy_text(ccl.reason, sizeof ccl.reason, why);
+            gw_text_copy(ccl.reason, sizeof ccl.reason, why);
         }
         if (e->cap_dcl_a >= 0.0f && e->cap_dcl_a < dcl.value) {
             dcl.value = e->cap_dcl_a;
             dcl.pack = BATTERY_BANK_ID;
-            copy_text(dcl.reason, sizeof dcl.reason, why);
+            gw_text_copy(dcl.reason, sizeof dcl.reason, why);
         }
     }
     bool first = !e->bank_started;
@@ -726,8 +704,8 @@ static void aggregate(struct battery_engine *e, uint64_t now_ms, uint64_t dt_ms,
     l->dcl_a = e->bank_dcl_a;
     l->ccl_pack = ccl.pack;
     l->dcl_pack = dcl.pack;
-    copy_text(l->ccl_reason, sizeof l->ccl_reason, ccl.reason);
-    copy_text(l->dcl_reason, sizeof l->dcl_reason, dcl.reason);
+    gw_text_copy(l->ccl_reason, sizeof l->ccl_reason, ccl.reason);
+    gw_text_copy(l->dcl_reason, sizeof l->dcl_reason, dcl.reason);
 }
 
 uint64_t battery_engine_step(struct battery_engine *e, uint64_t now_ms, struct battery_view *v)
@@ -754,7 +732,7 @@ uint64_t battery_engine_step(struct battery_engine *e, uint64_t now_ms, struct b
         struct battery_engine_pack *p = &e->packs[i];
         struct battery_pack *o = &v->packs[i];
         o->id = p->cfg.id;
-        copy_text(o->name, sizeof o->name, p->cfg.name);
+        gw_text_copy(o->name, sizeof o->name, p->cfg.name);
         o->state = p->state;
         o->capacity_ah = pack_capacity(p);
         o->soc_pct = p->have_sample ? soc_shown(c, bms_soc_percent(&p->live)) : 0.0f;
@@ -764,7 +742,7 @@ uint64_t battery_engine_step(struct battery_engine *e, uint64_t now_ms, struct b
         o->sample_age_ms = p->have_sample && now_ms > p->fresh_ms ? now_ms - p->fresh_ms : 0;
         o->bad_samples = p->bad_total;
         o->frozen_samples = p->frozen_total;
-        copy_text(o->bad_reason, sizeof o->bad_reason, p->bad_reason);
+        gw_text_copy(o->bad_reason, sizeof o->bad_reason, p->bad_reason);
         fill_pack_limits(&o->limits, &p->out, p->in_bank);
         o->charge_allowed = p->in_bank && p->out.ccl_a > 0.0f && !bms_cut_charge(p);
         o->discharge_allowed = p->in_bank && p->out.dcl_a > 0.0f && !bms_cut_discharge(p);

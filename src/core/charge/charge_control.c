@@ -5,6 +5,7 @@
 #include "charge_internal.h"
 
 #include "gw_error.h"
+#include "gw_text.h"
 #include "tinybms.h"
 
 #include <float.h>
@@ -99,67 +100,21 @@ static float curve_factor(const struct gw_curve *c, float x)
     return f > 1.0f ? 1.0f : f;
 }
 
-/* ---- reason strings (bounded, no printf) --------------------------------------------------- */
-
-static size_t put_str(char *dst, size_t pos, const char *s)
-{
-    while (s && *s && pos + 1 < CHARGE_REASON_LEN)
-        dst[pos++] = *s++;
-    dst[pos] = '\0';
-    return pos;
-}
-
-static size_t put_fixed(char *dst, size_t pos, float v, unsigned decimals)
-{
-    if (!finite_f(v))
-        return put_str(dst, pos, "nan");
-    if (v < 0.0f) {
-        pos = put_str(dst, pos, "-");
-        v = -v;
-    }
-    uint32_t scale = 1;
-    for (unsigned i = 0; i < decimals; i++)
-        scale *= 10u;
-    float scaled = v * (float)scale + 0.5f;
-    if (scaled > 4e9f)
-        scaled = 4e9f;
-    uint32_t n = (uint32_t)scaled;
-    uint32_t ip = n / scale, fp = n % scale;
-    char digits[12];
-    unsigned k = 0;
-    do {
-        digits[k++] = (char)('0' + ip % 10u);
-        ip /= 10u;
-    } while (ip && k < sizeof digits);
-    char one[2] = { 0, 0 };
-    while (k) {
-        one[0] = digits[--k];
-        pos = put_str(dst, pos, one);
-    }
-    if (decimals) {
-        pos = put_str(dst, pos, ".");
-        uint32_t div = scale / 10u;
-        for (unsigned d = 0; d < decimals; d++, div /= 10u) {
-            one[0] = (char)('0' + (fp / div) % 10u);
-            pos = put_str(dst, pos, one);
-        }
-    }
-    return pos;
-}
+/* ---- reason strings (the bounded text builder, no printf) ---------------------------------- */
 
 static void reason_text(char *dst, const char *text)
 {
-    dst[0] = '\0';
-    put_str(dst, 0, text);
+    gw_text_copy(dst, CHARGE_REASON_LEN, text);
 }
 
 static void reason_num(char *dst, const char *prefix, float value, unsigned decimals,
                        const char *suffix)
 {
-    dst[0] = '\0';
-    size_t pos = put_str(dst, 0, prefix);
-    pos = put_fixed(dst, pos, value, decimals);
-    put_str(dst, pos, suffix);
+    struct gw_text t;
+    gw_text_init(&t, dst, CHARGE_REASON_LEN);
+    gw_text_put_str(&t, prefix);
+    gw_text_put_fixed(&t, value, decimals);
+    gw_text_put_str(&t, suffix);
 }
 
 /* ---- configuration ------------------------------------------------------------------------- */
@@ -247,8 +202,7 @@ int charge_control_set_cap(struct charge_control *cc, const struct app_charge_ca
     cc->cap_dcl_a = cap->dcl_cap_a;
     cc->cap_until_ms = now_ms + (uint64_t)cap->duration_s * 1000u;
     memset(cc->cap_source, 0, sizeof cc->cap_source);
-    for (size_t i = 0; i + 1 < sizeof cc->cap_source && i < sizeof cap->source && cap->source[i]; i++)
-        cc->cap_source[i] = cap->source[i];
+    gw_text_copyn(cc->cap_source, sizeof cc->cap_source, cap->source, sizeof cap->source);
     return GW_OK;
 }
 
@@ -715,11 +669,13 @@ static const char *protection_text(uint32_t bits)
 
 static void cap_text(const struct charge_control *cc, char *buf)
 {
-    size_t pos = put_str(buf, 0, "external cap");
+    struct gw_text t;
+    gw_text_init(&t, buf, CHARGE_REASON_LEN);
+    gw_text_put_str(&t, "external cap");
     if (cc->cap_source[0]) {
-        pos = put_str(buf, pos, " (");
-        pos = put_str(buf, pos, cc->cap_source);
-        put_str(buf, pos, ")");
+        gw_text_put_str(&t, " (");
+        gw_text_put_strn(&t, cc->cap_source, sizeof cc->cap_source);
+        gw_text_put_char(&t, ')');
     }
 }
 

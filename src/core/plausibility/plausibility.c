@@ -2,9 +2,9 @@
 #include "plausibility.h"
 
 #include "gw_config.h"
+#include "gw_text.h"
 
 #include <math.h>
-#include <stdio.h>
 
 void plausibility_cell_range(uint8_t chemistry, float *min_v, float *max_v)
 {
@@ -48,11 +48,22 @@ struct check_ctx {
 
 typedef bool (*rule_fn)(const struct check_ctx *c, char *reason, size_t cap);
 
+/* "<head><lo>..<hi><tail>" of a reason: the possible range. */
+static void put_possible(struct gw_text *t, const char *head, float lo, float hi, unsigned decimals,
+                         const char *tail)
+{
+    gw_text_put_str(t, head);
+    gw_text_put_fixed(t, lo, decimals);
+    gw_text_put_str(t, "..");
+    gw_text_put_fixed(t, hi, decimals);
+    gw_text_put_str(t, tail);
+}
+
 static bool rule_finite(const struct check_ctx *c, char *reason, size_t cap)
 {
     if (isfinite(c->s->pack_voltage_v) && isfinite(c->s->pack_current_a))
         return true;
-    snprintf(reason, cap, "voltage or current not a number");
+    gw_text_copy(reason, cap, "voltage or current not a number");
     return false;
 }
 
@@ -60,7 +71,10 @@ static bool rule_cell_count(const struct check_ctx *c, char *reason, size_t cap)
 {
     if (c->s->cell_count >= 4 && c->s->cell_count <= BMS_MAX_CELLS)
         return true;
-    snprintf(reason, cap, "%u cells (possible: 4..16)", (unsigned)c->s->cell_count);
+    struct gw_text t;
+    gw_text_init(&t, reason, cap);
+    gw_text_put_uint(&t, c->s->cell_count);
+    gw_text_put_str(&t, " cells (possible: 4..16)");
     return false;
 }
 
@@ -69,8 +83,13 @@ static bool rule_cell_range(const struct check_ctx *c, char *reason, size_t cap)
     for (unsigned i = 0; i < c->s->cell_count; i++) {
         float v = bms_cell_v(c->s, i);
         if (v < c->cell_min_v || v > c->cell_max_v) {
-            snprintf(reason, cap, "cell %u at %.3f V (possible %.2f..%.2f V)", i + 1, (double)v,
-                     (double)c->cell_min_v, (double)c->cell_max_v);
+            struct gw_text t;
+            gw_text_init(&t, reason, cap);
+            gw_text_put_str(&t, "cell ");
+            gw_text_put_uint(&t, i + 1);
+            gw_text_put_str(&t, " at ");
+            gw_text_put_fixed(&t, v, 3);
+            put_possible(&t, " V (possible ", c->cell_min_v, c->cell_max_v, 2, " V)");
             return false;
         }
     }
@@ -82,8 +101,11 @@ static bool rule_pack_range(const struct check_ctx *c, char *reason, size_t cap)
     float lo = c->cell_min_v * (float)c->s->cell_count, hi = c->cell_max_v * (float)c->s->cell_count;
     if (c->s->pack_voltage_v >= lo && c->s->pack_voltage_v <= hi)
         return true;
-    snprintf(reason, cap, "pack at %.2f V (possible %.1f..%.1f V)", (double)c->s->pack_voltage_v, (double)lo,
-             (double)hi);
+    struct gw_text t;
+    gw_text_init(&t, reason, cap);
+    gw_text_put_str(&t, "pack at ");
+    gw_text_put_fixed(&t, c->s->pack_voltage_v, 2);
+    put_possible(&t, " V (possible ", lo, hi, 1, " V)");
     return false;
 }
 
@@ -95,7 +117,13 @@ static bool rule_pack_vs_cells(const struct check_ctx *c, char *reason, size_t c
     float tol = PLAUSIBILITY_PACK_TOLERANCE_V + PLAUSIBILITY_PACK_TOLERANCE_REL * sum;
     if (fabsf(c->s->pack_voltage_v - sum) <= tol)
         return true;
-    snprintf(reason, cap, "pack %.2f V but cells sum to %.2f V", (double)c->s->pack_voltage_v, (double)sum);
+    struct gw_text t;
+    gw_text_init(&t, reason, cap);
+    gw_text_put_str(&t, "pack ");
+    gw_text_put_fixed(&t, c->s->pack_voltage_v, 2);
+    gw_text_put_str(&t, " V but cells sum to ");
+    gw_text_put_fixed(&t, sum, 2);
+    gw_text_put_str(&t, " V");
     return false;
 }
 
@@ -103,7 +131,11 @@ static bool rule_soc(const struct check_ctx *c, char *reason, size_t cap)
 {
     if (c->s->soc_ppm <= 100000000u)
         return true;
-    snprintf(reason, cap, "SOC %.1f %% (possible 0..100 %%)", (double)bms_soc_percent(c->s));
+    struct gw_text t;
+    gw_text_init(&t, reason, cap);
+    gw_text_put_str(&t, "SOC ");
+    gw_text_put_fixed(&t, bms_soc_percent(c->s), 1);
+    gw_text_put_str(&t, " % (possible 0..100 %)");
     return false;
 }
 
@@ -112,7 +144,13 @@ static bool rule_current(const struct check_ctx *c, char *reason, size_t cap)
     float bound = plausibility_current_bound_a(c->limits);
     if (fabsf(c->s->pack_current_a) <= bound)
         return true;
-    snprintf(reason, cap, "current %.0f A (possible +-%.0f A)", (double)c->s->pack_current_a, (double)bound);
+    struct gw_text t;
+    gw_text_init(&t, reason, cap);
+    gw_text_put_str(&t, "current ");
+    gw_text_put_fixed(&t, c->s->pack_current_a, 0);
+    gw_text_put_str(&t, " A (possible +-");
+    gw_text_put_fixed(&t, bound, 0);
+    gw_text_put_str(&t, " A)");
     return false;
 }
 
@@ -123,8 +161,13 @@ static bool rule_temperature(const struct check_ctx *c, char *reason, size_t cap
             continue;
         float t = bms_temp_c(c->s, i);
         if (t < PLAUSIBILITY_TEMP_MIN_C || t > PLAUSIBILITY_TEMP_MAX_C) {
-            snprintf(reason, cap, "sensor %u at %.1f degC (possible %.0f..%.0f)", i, (double)t,
-                     (double)PLAUSIBILITY_TEMP_MIN_C, (double)PLAUSIBILITY_TEMP_MAX_C);
+            struct gw_text txt;
+            gw_text_init(&txt, reason, cap);
+            gw_text_put_str(&txt, "sensor ");
+            gw_text_put_uint(&txt, i);
+            gw_text_put_str(&txt, " at ");
+            gw_text_put_fixed(&txt, t, 1);
+            put_possible(&txt, " degC (possible ", PLAUSIBILITY_TEMP_MIN_C, PLAUSIBILITY_TEMP_MAX_C, 0, ")");
             return false;
         }
     }
@@ -155,7 +198,7 @@ bool plausibility_check_sample(const struct bms_live_data *s, const struct bms_p
     r->reason[0] = 0;
     if (!s) {
         r->rule = PLAUSIBILITY_NOT_FINITE;
-        snprintf(r->reason, sizeof r->reason, "no sample");
+        gw_text_copy(r->reason, sizeof r->reason, "no sample");
         return false;
     }
     struct check_ctx c = {.s = s, .limits = limits, .chemistry = chemistry};

@@ -5,9 +5,8 @@
 #include "can_frame.h"
 
 #include "gw_error.h"
+#include "gw_text.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 static uint16_t u16(const uint8_t *d) { return (uint16_t)(d[0] | (d[1] << 8)); }
@@ -17,19 +16,20 @@ static uint32_t u32(const uint8_t *d)
     return (uint32_t)d[0] | ((uint32_t)d[1] << 8) | ((uint32_t)d[2] << 16) | ((uint32_t)d[3] << 24);
 }
 
-/* Appends to buf at *pos; stops quietly when full (the text is truncated, still terminated). */
-static void put(char *buf, size_t cap, size_t *pos, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void put(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+/* " <label><value><unit>": one number of a frame. */
+static void put_num(struct gw_text *t, const char *label, double v, unsigned decimals, const char *unit)
 {
-    if (*pos >= cap - 1)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    *pos += (size_t)n < cap - *pos ? (size_t)n : cap - *pos - 1;
+    gw_text_put_str(t, label);
+    gw_text_put_fixed(t, v, decimals);
+    gw_text_put_str(t, unit);
+}
+
+static void put_quoted(struct gw_text *t, const char *label, const char *text)
+{
+    gw_text_put_str(t, label);
+    gw_text_put_char(t, '"');
+    gw_text_put_str(t, text);
+    gw_text_put_char(t, '"');
 }
 
 /* Printable copy of up to n bytes of ASCII text (stops at NUL, '?' for the rest). */
@@ -48,37 +48,42 @@ static const char *const flag_names[13] = {
 };
 
 /* Lists the active flags of bytes base..base+3 (2 bits each, lower bit = active). */
-static void list_active(const uint8_t *d, int base, char *buf, size_t cap, size_t *pos)
+static void list_active(const uint8_t *d, int base, struct gw_text *t)
 {
     int n = 0;
     for (int f = 0; f < 13; f++) {
         uint8_t byte = d[base + f / 4];
         int shift = 2 * (f % 4);
         if (byte & (1u << shift)) {
-            put(buf, cap, pos, "%s%s", n ? ", " : " ", flag_names[f]);
+            gw_text_put_str(t, n ? ", " : " ");
+            gw_text_put_str(t, flag_names[f]);
             n++;
         }
     }
     if (!n)
-        put(buf, cap, pos, " none");
+        gw_text_put_str(t, " none");
 }
 
 int victron_describe_frame(const struct can_frame_gw *f, char *buf, size_t cap)
 {
     if (!f || !buf || cap == 0)
         return GW_ERR_INVAL;
-    size_t pos = 0;
-    buf[0] = '\0';
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
     const uint8_t *d = f->data;
     char text[9];
     if (f->err) {
-        put(buf, cap, &pos, "error frame class 0x%08X", (unsigned)f->id);
-        return (int)pos;
+        gw_text_put_str(&t, "error frame class 0x");
+        gw_text_put_hex(&t, f->id, 8);
+        return (int)gw_text_len(&t);
     }
-    put(buf, cap, &pos, f->ext ? "0x%08X" : "0x%03X", (unsigned)f->id);
+    gw_text_put_str(&t, "0x");
+    gw_text_put_hex(&t, f->id, f->ext ? 8 : 3);
     if (f->rtr) {
-        put(buf, cap, &pos, " remote request [%u]", f->dlc);
-        return (int)pos;
+        gw_text_put_str(&t, " remote request [");
+        gw_text_put_uint(&t, f->dlc);
+        gw_text_put_char(&t, ']');
+        return (int)gw_text_len(&t);
     }
     unsigned dlc = f->dlc;
     bool known = !f->ext;
@@ -87,104 +92,120 @@ int victron_describe_frame(const struct can_frame_gw *f, char *buf, size_t cap)
         case 0x351:
             if (dlc < 6)
                 goto raw;
-            put(buf, cap, &pos, " CVL %.1f V CCL %.1f A DCL %.1f A", u16(d) / 10.0, s16(d + 2) / 10.0,
-                s16(d + 4) / 10.0);
+            put_num(&t, " CVL ", u16(d) / 10.0, 1, " V");
+            put_num(&t, " CCL ", s16(d + 2) / 10.0, 1, " A");
+            put_num(&t, " DCL ", s16(d + 4) / 10.0, 1, " A");
             if (dlc >= 8)
-                put(buf, cap, &pos, " DV %.1f V", u16(d + 6) / 10.0);
-            return (int)pos;
+                put_num(&t, " DV ", u16(d + 6) / 10.0, 1, " V");
+            return (int)gw_text_len(&t);
         case 0x355:
             if (dlc < 4)
                 goto raw;
-            put(buf, cap, &pos, " SOC %u %% SOH %u %%", u16(d), u16(d + 2));
+            put_num(&t, " SOC ", u16(d), 0, " %");
+            put_num(&t, " SOH ", u16(d + 2), 0, " %");
             if (dlc >= 6)
-                put(buf, cap, &pos, " (%.2f %%)", u16(d + 4) / 100.0);
-            return (int)pos;
+                put_num(&t, " (", u16(d + 4) / 100.0, 2, " %)");
+            return (int)gw_text_len(&t);
         case 0x356:
             if (dlc < 6)
                 goto raw;
-            put(buf, cap, &pos, " %.2f V %.1f A %.1f degC", s16(d) / 100.0, s16(d + 2) / 10.0,
-                s16(d + 4) / 10.0);
-            return (int)pos;
+            put_num(&t, " ", s16(d) / 100.0, 2, " V");
+            put_num(&t, " ", s16(d + 2) / 10.0, 1, " A");
+            put_num(&t, " ", s16(d + 4) / 10.0, 1, " degC");
+            return (int)gw_text_len(&t);
         case 0x35A:
             if (dlc < 8)
                 goto raw;
-            put(buf, cap, &pos, " alarms:");
-            list_active(d, 0, buf, cap, &pos);
-            put(buf, cap, &pos, "; warnings:");
-            list_active(d, 4, buf, cap, &pos);
-            put(buf, cap, &pos, "; %s", (d[7] & 0x0C) == 0x08 ? "online" : (d[7] & 0x0C) == 0x04 ? "offline" : "status n/a");
-            return (int)pos;
+            gw_text_put_str(&t, " alarms:");
+            list_active(d, 0, &t);
+            gw_text_put_str(&t, "; warnings:");
+            list_active(d, 4, &t);
+            gw_text_put_str(&t, (d[7] & 0x0C) == 0x08 ? "; online" : (d[7] & 0x0C) == 0x04 ? "; offline" : "; status n/a");
+            return (int)gw_text_len(&t);
         case 0x35E:
             ascii(d, dlc, text);
-            put(buf, cap, &pos, " manufacturer \"%s\"", text);
-            return (int)pos;
+            put_quoted(&t, " manufacturer ", text);
+            return (int)gw_text_len(&t);
         case 0x35F:
             if (dlc < 6)
                 goto raw;
-            put(buf, cap, &pos, " model %u fw %u.%u capacity %u Ah", u16(d), d[2], d[3], u16(d + 4));
+            put_num(&t, " model ", u16(d), 0, "");
+            put_num(&t, " fw ", d[2], 0, ".");
+            gw_text_put_uint(&t, d[3]);
+            put_num(&t, " capacity ", u16(d + 4), 0, " Ah");
             if (dlc >= 8)
-                put(buf, cap, &pos, " hw %u", u16(d + 6));
-            return (int)pos;
+                put_num(&t, " hw ", u16(d + 6), 0, "");
+            return (int)gw_text_len(&t);
         case 0x370:
         case 0x371:
             ascii(d, dlc, text);
-            put(buf, cap, &pos, " name[%d] \"%s\"", f->id == 0x370 ? 1 : 2, text);
-            return (int)pos;
+            put_quoted(&t, f->id == 0x370 ? " name[1] " : " name[2] ", text);
+            return (int)gw_text_len(&t);
         case 0x372:
             if (dlc < 8)
                 goto raw;
-            put(buf, cap, &pos, " modules ok %u block-charge %u block-discharge %u offline %u", u16(d),
-                u16(d + 2), u16(d + 4), u16(d + 6));
-            return (int)pos;
+            put_num(&t, " modules ok ", u16(d), 0, "");
+            put_num(&t, " block-charge ", u16(d + 2), 0, "");
+            put_num(&t, " block-discharge ", u16(d + 4), 0, "");
+            put_num(&t, " offline ", u16(d + 6), 0, "");
+            return (int)gw_text_len(&t);
         case 0x373:
             if (dlc < 4)
                 goto raw;
-            put(buf, cap, &pos, " cells %.3f..%.3f V", u16(d) / 1000.0, u16(d + 2) / 1000.0);
-            if (dlc >= 8)
-                put(buf, cap, &pos, " temp %.0f..%.0f degC", u16(d + 4) - 273.15, u16(d + 6) - 273.15);
-            return (int)pos;
+            put_num(&t, " cells ", u16(d) / 1000.0, 3, "..");
+            put_num(&t, "", u16(d + 2) / 1000.0, 3, " V");
+            if (dlc >= 8) {
+                put_num(&t, " temp ", u16(d + 4) - 273.15, 0, "..");
+                put_num(&t, "", u16(d + 6) - 273.15, 0, " degC");
+            }
+            return (int)gw_text_len(&t);
         case 0x374: case 0x375: case 0x376: case 0x377: {
-            static const char *const what[] = { "min cell", "max cell", "min temp sensor", "max temp sensor" };
+            static const char *const what[] = { " min cell ", " max cell ", " min temp sensor ", " max temp sensor " };
             ascii(d, dlc, text);
-            put(buf, cap, &pos, " %s \"%s\"", what[f->id - 0x374], text);
-            return (int)pos;
+            put_quoted(&t, what[f->id - 0x374], text);
+            return (int)gw_text_len(&t);
         }
         case 0x378:
             if (dlc < 8)
                 goto raw;
-            put(buf, cap, &pos, " energy in %.1f kWh out %.1f kWh", u32(d) / 10.0, u32(d + 4) / 10.0);
-            return (int)pos;
+            put_num(&t, " energy in ", u32(d) / 10.0, 1, " kWh");
+            put_num(&t, " out ", u32(d + 4) / 10.0, 1, " kWh");
+            return (int)gw_text_len(&t);
         case 0x379:
             if (dlc < 2)
                 goto raw;
-            put(buf, cap, &pos, " installed capacity %u Ah", u16(d));
-            return (int)pos;
+            put_num(&t, " installed capacity ", u16(d), 0, " Ah");
+            return (int)gw_text_len(&t);
         case 0x380:
         case 0x381:
             ascii(d, dlc, text);
-            put(buf, cap, &pos, " serial[%d] \"%s\"", f->id == 0x380 ? 1 : 2, text);
-            return (int)pos;
+            put_quoted(&t, f->id == 0x380 ? " serial[1] " : " serial[2] ", text);
+            return (int)gw_text_len(&t);
         case 0x382:
             ascii(d, dlc, text);
-            put(buf, cap, &pos, " family \"%s\"", text);
-            return (int)pos;
+            put_quoted(&t, " family ", text);
+            return (int)gw_text_len(&t);
         case 0x305:
-            put(buf, cap, &pos, " GX keep-alive");
-            return (int)pos;
+            gw_text_put_str(&t, " GX keep-alive");
+            return (int)gw_text_len(&t);
         case 0x306:
-            put(buf, cap, &pos, " GX 0x306");
-            return (int)pos;
+            gw_text_put_str(&t, " GX 0x306");
+            return (int)gw_text_len(&t);
         case 0x307:
             ascii(d + 4, dlc > 4 ? dlc - 4 : 0, text);
-            put(buf, cap, &pos, " GX identification \"%s\"", text);
-            return (int)pos;
+            put_quoted(&t, " GX identification ", text);
+            return (int)gw_text_len(&t);
         default:
             break;
         }
     }
 raw:
-    put(buf, cap, &pos, " [%u]", dlc);
-    for (unsigned i = 0; i < dlc && i < 8; i++)
-        put(buf, cap, &pos, " %02X", d[i]);
-    return (int)pos;
+    gw_text_put_str(&t, " [");
+    gw_text_put_uint(&t, dlc);
+    gw_text_put_char(&t, ']');
+    for (unsigned i = 0; i < dlc && i < 8; i++) {
+        gw_text_put_char(&t, ' ');
+        gw_text_put_hex(&t, d[i], 2);
+    }
+    return (int)gw_text_len(&t);
 }

@@ -10,6 +10,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,12 +80,8 @@ static void split_arg(const char *arg, char *path, size_t path_cap, char *ifname
               *c == '-' || *c == '_' || *c == '.'))
             valid_if = false;
     }
-    size_t plen = valid_if ? (size_t)(at - arg) : strlen(arg);
-    if (plen >= path_cap)
-        plen = path_cap - 1;
-    memcpy(path, arg, plen);
-    path[plen] = '\0';
-    snprintf(ifname, if_cap, "%s", valid_if ? at + 1 : CAN_LOG_DEFAULT_IFNAME);
+    gw_text_copyn(path, path_cap, arg, valid_if ? (size_t)(at - arg) : strlen(arg));
+    gw_text_copy(ifname, if_cap, valid_if ? at + 1 : CAN_LOG_DEFAULT_IFNAME);
 }
 
 static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)

@@ -4,6 +4,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -249,7 +250,7 @@ int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_f
         memset(s, 0, sizeof *s);
         s->handler = handler;
         s->ctx = ctx;
-        snprintf(s->name, sizeof s->name, "%s", name ? name : "?");
+        gw_text_copy(s->name, sizeof s->name, name ? name : "?");
     }
     pthread_mutex_unlock(&bus->lock);
     if (rc)
@@ -366,7 +367,7 @@ size_t event_bus_get_subscriber_stats(struct event_bus *bus, struct event_bus_su
         for (uint32_t k = 0; k < bus->sub_count[id] && written < max; k++) {
             const struct subscriber *s = &bus->subs[id][k];
             struct event_bus_subscriber_stats *o = &out[written++];
-            snprintf(o->name, sizeof o->name, "%s", s->name);
+            gw_text_copy(o->name, sizeof o->name, s->name);
             o->event_id = id;
             o->calls = s->calls;
             o->total_us = s->total_us;

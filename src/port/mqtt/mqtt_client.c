@@ -20,6 +20,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <errno.h>
 #include <mosquitto.h>
@@ -171,17 +172,17 @@ int mqtt_client_effective_id(const struct gw_config_mqtt *cfg, char *out, size_t
 {
     if (!cfg || !out || cap == 0)
         return GW_ERR_INVAL;
-    int n;
-    if (cfg->client_id[0]) {
-        n = snprintf(out, cap, "%s", cfg->client_id);
-    } else {
-        char host[64];
-        if (gethostname(host, sizeof host) != 0)
-            snprintf(host, sizeof host, "unknown");
-        host[sizeof host - 1] = '\0';
-        n = snprintf(out, cap, "tinybms-gw-%s", host);
-    }
-    return (n < 0 || (size_t)n >= cap) ? GW_ERR_OVERFLOW : GW_OK;
+    if (cfg->client_id[0])
+        return gw_text_copy(out, cap, cfg->client_id);
+    char host[64];
+    if (gethostname(host, sizeof host) != 0)
+        gw_text_copy(host, sizeof host, "unknown");
+    host[sizeof host - 1] = '\0';
+    struct gw_text t;
+    gw_text_init(&t, out, cap);
+    gw_text_put_str(&t, "tinybms-gw-");
+    gw_text_put_str(&t, host);
+    return gw_text_status(&t);
 }
 
 static bool topic_is_valid(const char *topic)
@@ -190,11 +191,6 @@ static bool topic_is_valid(const char *topic)
     if (len == 0 || len >= MQTT_CLIENT_MAX_TOPIC)
         return false;
     return strpbrk(topic, "+#") == NULL;
-}
-
-static void copy_text(char *dst, size_t cap, const char *src)
-{
-    snprintf(dst, cap, "%s", src ? src : "");
 }
 
 /* ------------------------------------------------------------------ mosquitto set-up */
@@ -273,7 +269,7 @@ static void publish_event(struct mqtt_client *c, int id, const char *text)
         return;
     if (text) {
         struct app_text t;
-        copy_text(t.text, sizeof t.text, text);
+        gw_text_copy(t.text, sizeof t.text, text);
         event_bus_publish(c->bus, id, &t, sizeof t, 100);
     } else {
         event_bus_publish(c->bus, id, NULL, 0, 100);
@@ -319,7 +315,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     uint32_t flushed = c->queue.count;
     flush_queue_locked(c);
     char host[sizeof c->uri.host];
-    copy_text(host, sizeof host, c->uri.host);
+    gw_text_copy(host, sizeof host, c->uri.host);
     uint16_t port = c->uri.port;
     pthread_mutex_unlock(&c->lock);
 
@@ -392,7 +388,7 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
     if (level != MOSQ_LOG_ERR && level != MOSQ_LOG_WARNING)
         return;
     pthread_mutex_lock(&c->lock);
-    copy_text(c->last_error, sizeof c->last_error, str);
+    gw_text_copy(c->last_error, sizeof c->last_error, str);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -425,7 +421,7 @@ static struct mosquitto *make_session(struct mqtt_client *c)
     struct gw_config_mqtt cfg = c->cfg;
     struct mqtt_client_uri uri = c->uri;
     char id[sizeof c->client_id];
-    copy_text(id, sizeof id, c->client_id);
+    gw_text_copy(id, sizeof id, c->client_id);
     char *wt = c->will_topic ? strdup(c->will_topic) : NULL;
     char *wp = c->will_payload ? strdup(c->will_payload) : NULL;
     int wq = c->will_qos;
@@ -541,7 +537,7 @@ static void *network_main(void *arg)
             }
             pthread_mutex_lock(&c->lock);
             char host[sizeof c->uri.host];
-            copy_text(host, sizeof host, c->uri.host);
+            gw_text_copy(host, sizeof host, c->uri.host);
             int port = c->uri.port;
             int keepalive = c->cfg.keepalive_s ? c->cfg.keepalive_s : 120;
             c->connack_rc = -1;
@@ -577,7 +573,7 @@ static void *network_main(void *arg)
         bool connected = c->connected;
         int connack = c->connack_rc;
         char last_error[sizeof c->last_error];
-        copy_text(last_error, sizeof last_error, c->last_error);
+        gw_text_copy(last_error, sizeof last_error, c->last_error);
         pthread_mutex_unlock(&c->lock);
 
         bool attempt_timed_out = !connected && gw_now_ms() - attempt_started_ms > CONNECT_TIMEOUT_MS;
@@ -595,11 +591,11 @@ static void *network_main(void *arg)
         else if (attempt_timed_out)
             snprintf(reason, sizeof reason, "no CONNACK within %u ms", CONNECT_TIMEOUT_MS);
         else if (last_error[0])
-            snprintf(reason, sizeof reason, "%s", last_error);
+            gw_text_copy(reason, sizeof reason, last_error);
         else if (rc == MOSQ_ERR_ERRNO)
-            snprintf(reason, sizeof reason, "%s", strerror(err_no));
+            gw_text_copy(reason, sizeof reason, strerror(err_no));
         else
-            snprintf(reason, sizeof reason, "%s", mosquitto_strerror(rc));
+            gw_text_copy(reason, sizeof reason, mosquitto_strerror(rc));
 
         pthread_mutex_lock(&c->lock);
         c->connected = false;
@@ -831,7 +827,7 @@ int mqtt_client_subscribe(struct mqtt_client *c, const char *filter, int qos,
     if (!slot) {
         rc = GW_ERR_FULL;
     } else {
-        copy_text(slot->filter, sizeof slot->filter, filter);
+        gw_text_copy(slot->filter, sizeof slot->filter, filter);
         slot->qos = qos;
         slot->cb = cb;
         slot->ctx = ctx;
@@ -909,7 +905,7 @@ int mqtt_client_reconfigure(struct mqtt_client *c, const struct gw_config_mqtt *
     pthread_mutex_lock(&c->lock);
     c->cfg = *cfg;
     c->uri = uri;
-    copy_text(c->client_id, sizeof c->client_id, id);
+    gw_text_copy(c->client_id, sizeof c->client_id, id);
     if (mqtt_client__queue_resize(&c->queue, cfg->offline_queue_size, &c->stats.dropped) != GW_OK)
         GW_LOGW(MOD, "offline queue keeps its size %u (no memory for %u)", c->queue.capacity,
                 cfg->offline_queue_size);
@@ -949,7 +945,7 @@ void mqtt_client_get_client_id(struct mqtt_client *c, char *out, size_t cap)
     if (!c || !out || cap == 0)
         return;
     pthread_mutex_lock(&c->lock);
-    copy_text(out, cap, c->client_id);
+    gw_text_copy(out, cap, c->client_id);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -972,7 +968,7 @@ static void probe_on_log(struct mosquitto *mosq, void *obj, int level, const cha
     struct probe *p = obj;
     /* Keep the first error line: OpenSSL's reason comes before the generic follow-ups. */
     if ((level == MOSQ_LOG_ERR) && p->last_error[0] == '\0')
-        copy_text(p->last_error, sizeof p->last_error, str);
+        gw_text_copy(p->last_error, sizeof p->last_error, str);
 }
 
 static bool tls_text_says_verify(const char *s)
@@ -1055,14 +1051,10 @@ int mqtt_client_test_connection(const struct gw_config_mqtt *cfg, uint32_t timeo
     if (p.connack_rc == 0) {
         mosquitto_disconnect(mosq);
         mosquitto_loop(mosq, 50, 1);
-        result = set_msg(message, cap, GW_OK, "connected to %s:%u%s%s%s", uri.host,
+        result = set_msg(message, cap, GW_OK, "connected to %s:%u%s%s%s%s", uri.host,
                          (unsigned)uri.port, uri.tls ? " over TLS" : "",
                          cfg->cert_file[0] && uri.tls ? " with a client certificate" : "",
-                         cfg->username[0] ? " as user" : ", no user name");
-        if (cfg->username[0] && message && cap) {
-            size_t used = strlen(message);
-            snprintf(message + used, cap - used, " %s", cfg->username);
-        }
+                         cfg->username[0] ? " as user " : ", no user name", cfg->username);
     } else if (p.connack_rc == 4 || p.connack_rc == 5) {
         result = set_msg(message, cap, GW_ERR_AUTH,
                          "bad credentials: the broker refused user \"%s\" (%s); check user name "

@@ -7,10 +7,11 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,37 +56,57 @@ struct battery_service {
 
 /* ---- energy.json -------------------------------------------------------------------------- */
 
-static int put(char *buf, size_t cap, size_t *pos, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int put(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+/* x rounded to `decimals` places: the file keeps what matters, not float noise. */
+static double rounded(double x, int decimals)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *pos, cap - *pos, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap - *pos)
-        return GW_ERR_OVERFLOW;
-    *pos += (size_t)n;
-    return GW_OK;
+    double scale = decimals == 3 ? 1e3 : 1e4;
+    return round(x * scale) / scale;
 }
 
+/* The document with cJSON, then copied into buf with its newline. GW_ERR_NOMEM when cJSON
+ * cannot allocate. */
 int battery_state__to_json(const struct battery_engine_saved *s, int64_t wall_ms, char *buf, size_t cap)
 {
     if (!s || !buf || cap == 0)
         return GW_ERR_INVAL;
-    size_t pos = 0;
-    int rc = put(buf, cap, &pos, "{\"version\":2,\"energy_in_wh\":%.3f,\"energy_out_wh\":%.3f,\"saved_at_ms\":%lld,"
-                 "\"packs\":[", s->energy_in_wh, s->energy_out_wh, (long long)wall_ms);
-    for (unsigned i = 0; !rc && i < s->pack_count && i < BATTERY_MAX_PACKS; i++) {
+    buf[0] = '\0';
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *packs = NULL;
+    bool ok = doc && cJSON_AddNumberToObject(doc, "version", 2) &&
+              cJSON_AddNumberToObject(doc, "energy_in_wh", rounded(s->energy_in_wh, 3)) &&
+              cJSON_AddNumberToObject(doc, "energy_out_wh", rounded(s->energy_out_wh, 3)) &&
+              cJSON_AddNumberToObject(doc, "saved_at_ms", (double)wall_ms) &&
+              (packs = cJSON_AddArrayToObject(doc, "packs")) != NULL;
+    for (unsigned i = 0; ok && i < s->pack_count && i < BATTERY_MAX_PACKS; i++) {
         const struct charge_control_state *c = &s->packs[i].charge;
-        rc = put(buf, cap, &pos, "%s{\"id\":%u,\"valid\":%s,\"phase\":%u,\"absorb_elapsed_ms\":%llu,"
-                 "\"top_elapsed_ms\":%llu,\"float_cvl_v\":%.4f,\"cvl_v\":%.4f}",
-                 i ? "," : "", (unsigned)s->packs[i].id, s->packs[i].valid ? "true" : "false", (unsigned)c->phase,
-                 (unsigned long long)c->absorb_elapsed_ms, (unsigned long long)c->top_elapsed_ms,
-                 (double)c->float_cvl_v, (double)c->cvl_v);
+        cJSON *p = cJSON_CreateObject();
+        ok = p && cJSON_AddItemToArray(packs, p);
+        if (!ok) {
+            cJSON_Delete(p);
+            break;
+        }
+        ok = cJSON_AddNumberToObject(p, "id", s->packs[i].id) &&
+             cJSON_AddBoolToObject(p, "valid", s->packs[i].valid) &&
+             cJSON_AddNumberToObject(p, "phase", (unsigned)c->phase) &&
+             cJSON_AddNumberToObject(p, "absorb_elapsed_ms", (double)c->absorb_elapsed_ms) &&
+             cJSON_AddNumberToObject(p, "top_elapsed_ms", (double)c->top_elapsed_ms) &&
+             cJSON_AddNumberToObject(p, "float_cvl_v", rounded(c->float_cvl_v, 4)) &&
+             cJSON_AddNumberToObject(p, "cvl_v", rounded(c->cvl_v, 4));
     }
-    if (!rc)
-        rc = put(buf, cap, &pos, "]}\n");
-    return rc ? rc : (int)pos;
+    char *text = ok ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!text)
+        return GW_ERR_NOMEM;
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, text);
+    gw_text_put_char(&t, '\n');
+    cJSON_free(text);
+    if (gw_text_truncated(&t)) {
+        buf[0] = '\0';
+        return GW_ERR_OVERFLOW;
+    }
+    return (int)gw_text_len(&t);
 }
 
 static bool number(const cJSON *obj, const char *key, double *out)
@@ -146,8 +167,8 @@ done:
 static void storage_event(struct battery_service *bs, int error, const char *msg)
 {
     struct app_storage_error e = { .error = error };
-    snprintf(e.module, sizeof e.module, "energy");
-    snprintf(e.message, sizeof e.message, "%s", msg);
+    gw_text_copy(e.module, sizeof e.module, "energy");
+    gw_text_copy(e.message, sizeof e.message, msg);
     event_bus_publish(bs->bus, error ? EVENT_STORAGE_ERROR : EVENT_STORAGE_OK, &e, sizeof e, 200);
 }
 
@@ -253,7 +274,7 @@ static void on_event(const struct gw_event *ev, void *ctx)
         char reason[BATTERY_REASON_LEN] = "";
         uint32_t total = 0;
         if (pos < bs->engine->cfg.pack_count) {
-            snprintf(reason, sizeof reason, "%s", bs->engine->packs[pos].bad_reason);
+            gw_text_copy(reason, sizeof reason, bs->engine->packs[pos].bad_reason);
             total = bs->engine->packs[pos].bad_total;
         }
         switch (r) {
@@ -505,19 +526,19 @@ int battery_service_request_cap(struct battery_service *bs, const struct app_cha
     nudge(bs);
     pthread_mutex_unlock(&bs->lock);
     if (rc != GW_OK) {
-        snprintf(answer, answer_len, "invalid cap (a value is not a number)");
+        gw_text_copy(answer, answer_len, "invalid cap (a value is not a number)");
         GW_LOGW(MOD, "charge cap from '%s' rejected: %s", cap.source, gw_strerror(rc));
         return rc;
     }
     if (!outputs) {
-        snprintf(answer, answer_len, "no effect: no output sends limits");
+        gw_text_copy(answer, answer_len, "no effect: no output sends limits");
         GW_LOGW(MOD, "charge cap from '%s' has no effect: no output sends limits to a charger", cap.source);
         return GW_ERR_UNSUPPORTED;
     }
     if (cap.duration_s == 0)
-        snprintf(answer, answer_len, "applied: caps cancelled");
+        gw_text_copy(answer, answer_len, "applied: caps cancelled");
     else
-        snprintf(answer, answer_len, "applied");
+        gw_text_copy(answer, answer_len, "applied");
     char ccl[24] = "uncapped", dcl[24] = "uncapped";
     if (cap.ccl_cap_a >= 0.0f)
         snprintf(ccl, sizeof ccl, "<= %.1f A", (double)cap.ccl_cap_a);

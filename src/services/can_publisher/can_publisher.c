@@ -9,6 +9,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 #include "victron.h"
 
 #include <errno.h>
@@ -251,16 +252,6 @@ struct cycle_input {
     bool online;                      /* fresh view with valid limits: 0x351 and measurements go */
 };
 
-/* Bounded copy of a NUL-terminated string (the copy is always terminated). */
-static void copy_text(char *dst, size_t cap, const char *src, size_t src_cap)
-{
-    size_t n = 0;
-    while (n < src_cap && n + 1 < cap && src[n])
-        n++;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 /* The version of the pack the identity frames describe: the first configured pack of the view
  * that reported one, else the first version received. NULL when none. Called with lock held. */
 static const struct bms_version *identity_version(const struct can_publisher *p)
@@ -278,17 +269,17 @@ static const struct bms_version *identity_version(const struct can_publisher *p)
 static void fill_identity(const struct can_publisher *p, struct victron_identity *id)
 {
     memset(id, 0, sizeof *id);
-    snprintf(id->manufacturer, sizeof id->manufacturer, "%s", p->can_cfg.manufacturer);
-    snprintf(id->battery_name, sizeof id->battery_name, "%s", p->can_cfg.battery_name);
-    snprintf(id->family, sizeof id->family, "%s", p->can_cfg.family);
+    gw_text_copy(id->manufacturer, sizeof id->manufacturer, p->can_cfg.manufacturer);
+    gw_text_copy(id->battery_name, sizeof id->battery_name, p->can_cfg.battery_name);
+    gw_text_copy(id->family, sizeof id->family, p->can_cfg.family);
     const struct bms_version *ver = identity_version(p);
     if (p->can_cfg.serial[0]) {
-        snprintf(id->serial, sizeof id->serial, "%s", p->can_cfg.serial);
+        gw_text_copy(id->serial, sizeof id->serial, p->can_cfg.serial);
     } else if (ver) {
         /* The BMS serial has 24 hex digits; 0x380/0x381 carry 16: keep the last 16, the part
          * that differs between units. */
         size_t n = strlen(ver->serial);
-        snprintf(id->serial, sizeof id->serial, "%s", ver->serial + (n > 16 ? n - 16 : 0));
+        gw_text_copy(id->serial, sizeof id->serial, ver->serial + (n > 16 ? n - 16 : 0));
     }
     id->model_id = p->can_cfg.model_id;
     if (ver) {
@@ -323,14 +314,14 @@ static void fill_online(const struct battery_view *v, struct victron_inputs *vin
     /* One source for 0x373 and 0x374..0x377: the view's global extremes over the cells. */
     vin->min_cell_v = v->min_cell_v;
     vin->max_cell_v = v->max_cell_v;
-    copy_text(vin->min_cell_id, sizeof vin->min_cell_id, v->min_cell.name, sizeof v->min_cell.name);
-    copy_text(vin->max_cell_id, sizeof vin->max_cell_id, v->max_cell.name, sizeof v->max_cell.name);
+    gw_text_copyn(vin->min_cell_id, sizeof vin->min_cell_id, v->min_cell.name, sizeof v->min_cell.name);
+    gw_text_copyn(vin->max_cell_id, sizeof vin->max_cell_id, v->max_cell.name, sizeof v->max_cell.name);
     if (v->have_temp) {
         vin->temp_c = v->temp_max_c; /* battery temperature: the hottest cell sensor */
         vin->min_temp_c = v->temp_min_c;
         vin->max_temp_c = v->temp_max_c;
-        copy_text(vin->min_temp_id, sizeof vin->min_temp_id, v->min_temp.name, sizeof v->min_temp.name);
-        copy_text(vin->max_temp_id, sizeof vin->max_temp_id, v->max_temp.name, sizeof v->max_temp.name);
+        gw_text_copyn(vin->min_temp_id, sizeof vin->min_temp_id, v->min_temp.name, sizeof v->min_temp.name);
+        gw_text_copyn(vin->max_temp_id, sizeof vin->max_temp_id, v->max_temp.name, sizeof v->max_temp.name);
     }
     vin->alarms = v->alarms;
     vin->modules = v->modules;
@@ -665,7 +656,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     p->live_count = victron_set_ids(VICTRON_SET_LIVE, p->live_ids, VICTRON_MAX_FRAMES);
     p->identity_count = victron_set_ids(VICTRON_SET_IDENTITY, p->identity_ids, VICTRON_MAX_FRAMES);
     p->given = opts->transport;
-    snprintf(p->spec, sizeof p->spec, "%s", opts->transport ? opts->transport->spec : spec);
+    gw_text_copy(p->spec, sizeof p->spec, opts->transport ? opts->transport->spec : spec);
     p->bitrate = cfg->can.bitrate;
     p->can_cfg = cfg->can;
     p->offline = OFF_NO_VIEW; /* nothing received yet: 0x351 withheld until the first view */
@@ -827,7 +818,7 @@ int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_sta
     uint64_t now = gw_now_ms();
     pthread_mutex_lock(&pub->lock);
     out->running = pub->running;
-    snprintf(out->transport, sizeof out->transport, "%s", pub->spec);
+    gw_text_copy(out->transport, sizeof out->transport, pub->spec);
     out->have_view = pub->have_view;
     out->view_seq = pub->have_view ? pub->view.seq : 0;
     out->view_age_ms = pub->have_view && now > pub->view_ms ? now - pub->view_ms : 0;

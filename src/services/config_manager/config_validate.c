@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "config_internal.h"
 #include "gw_error.h"
+#include "gw_text.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -46,13 +47,13 @@ void config_errors_add(struct config_errors *errors, const char *path, const cha
         return;
     }
     struct config_error *e = &errors->items[errors->count++];
-    config__format(e->path, sizeof e->path, "%s", path ? path : "");
+    gw_text_copy(e->path, sizeof e->path, path);
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     if (n < 0)
-        config__format(e->message, sizeof e->message, "invalid");
+        gw_text_copy(e->message, sizeof e->message, "invalid");
 }
 
 int config_errors_to_json(const struct config_errors *errors, char **out)

@@ -1,12 +1,13 @@
-/* Pure helpers of the gateway: numbers, JSON documents (cJSON only), command parsing. */
+/* Pure helpers of the gateway: numbers, the topic table, JSON documents (cJSON only), command
+ * parsing. Text is built with the bounded text builder (gw_text). */
 #include "mqtt_gateway_internal.h"
 
 #include "charge_control.h"
 #include "gw_error.h"
+#include "gw_text.h"
 
 #include <ctype.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ numbers */
@@ -18,18 +19,12 @@ int mqtt_gateway__format_number(char *buf, size_t cap, double value, int decimal
     buf[0] = '\0';
     if (!isfinite(value))
         return GW_ERR_RANGE;
-    int n = snprintf(buf, cap, "%.*f", decimals, value);
-    if (n < 0 || (size_t)n >= cap) {
+    struct gw_text t; /* one sign rule: a value rounding to zero has none */
+    gw_text_init(&t, buf, cap);
+    gw_text_put_fixed(&t, value, (unsigned)decimals);
+    if (gw_text_truncated(&t)) {
         buf[0] = '\0';
         return GW_ERR_OVERFLOW;
-    }
-    if (buf[0] == '-') { /* "-0.00": a tiny negative rounded to zero */
-        bool all_zero = true;
-        for (const char *p = buf + 1; *p; p++)
-            if (*p != '0' && *p != '.')
-                all_zero = false;
-        if (all_zero)
-            memmove(buf, buf + 1, (size_t)n);
     }
     return GW_OK;
 }
@@ -55,11 +50,7 @@ static void add_num(cJSON *obj, const char *name, double v, int decimals)
 /* Copies a fixed-size field that may lack its NUL. */
 static void field_text(char *dst, size_t cap, const char *src, size_t src_cap)
 {
-    size_t n = strnlen(src, src_cap);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    gw_text_copyn(dst, cap, src, src_cap);
 }
 
 /* ------------------------------------------------------------------ battery view helpers */
@@ -96,8 +87,8 @@ void mqtt_gateway__conditions_text(uint32_t bits, char *buf, size_t cap)
 {
     if (!buf || cap == 0)
         return;
-    buf[0] = '\0';
-    size_t used = 0;
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
     for (unsigned b = 0; b < 32; b++) {
         uint32_t bit = 1u << b;
         if (!(bits & bit))
@@ -105,15 +96,12 @@ void mqtt_gateway__conditions_text(uint32_t bits, char *buf, size_t cap)
         const char *name = battery_condition_name(bit);
         if (strcmp(name, "unknown") == 0)
             continue;
-        int n = snprintf(buf + used, cap - used, "%s%s", used ? ", " : "", name);
-        if (n < 0 || (size_t)n >= cap - used) {
-            buf[cap - 1] = '\0'; /* truncated: keep what fits */
-            return;
-        }
-        used += (size_t)n;
+        if (gw_text_len(&t))
+            gw_text_put_str(&t, ", ");
+        gw_text_put_str(&t, name);
     }
-    if (used == 0)
-        snprintf(buf, cap, "ok");
+    if (gw_text_len(&t) == 0 && !gw_text_truncated(&t))
+        gw_text_put_str(&t, "ok");
 }
 
 static cJSON *conditions_array(uint32_t bits)
@@ -332,7 +320,6 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
         return NULL;
     cJSON *arr = cJSON_AddArrayToObject(root, "active_cells");
     unsigned packs = v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
-    char name[16];
     for (unsigned i = 0; i < packs && arr; i++) {
         const struct battery_pack *p = &v->packs[i];
         if (!mqtt_gateway__pack_online(p) || !p->live.valid)
@@ -341,7 +328,13 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
         for (unsigned c = 0; c < cells; c++) {
             if (!(p->live.balancing_active & (1u << c)))
                 continue;
-            snprintf(name, sizeof name, "P%uC%u", i + 1, c + 1);
+            char name[16];
+            struct gw_text t;
+            gw_text_init(&t, name, sizeof name);
+            gw_text_put_char(&t, 'P');
+            gw_text_put_uint(&t, i + 1);
+            gw_text_put_char(&t, 'C');
+            gw_text_put_uint(&t, c + 1);
             cJSON_AddItemToArray(arr, cJSON_CreateString(name));
         }
     }
@@ -353,7 +346,7 @@ cJSON *mqtt_gateway__bank_balancing_json(const struct battery_view *v)
 static int fail(char *err, size_t cap, int rc, const char *text)
 {
     if (err && cap)
-        snprintf(err, cap, "%s", text);
+        gw_text_copy(err, cap, text);
     return rc;
 }
 
@@ -366,11 +359,19 @@ static int parse_amps(const cJSON *root, const char *name, float *out, char *err
         return GW_OK;
     }
     if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
-        snprintf(err, cap, "%s must be a number of amperes or null", name);
+        struct gw_text t;
+        gw_text_init(&t, err, cap);
+        gw_text_put_str(&t, name);
+        gw_text_put_str(&t, " must be a number of amperes or null");
         return GW_ERR_INVAL;
     }
     if (it->valuedouble < 0.0 || it->valuedouble > MQTT_GATEWAY__CAP_MAX_A) {
-        snprintf(err, cap, "%s must be between 0 and %.0f A", name, MQTT_GATEWAY__CAP_MAX_A);
+        struct gw_text t;
+        gw_text_init(&t, err, cap);
+        gw_text_put_str(&t, name);
+        gw_text_put_str(&t, " must be between 0 and ");
+        gw_text_put_fixed(&t, MQTT_GATEWAY__CAP_MAX_A, 0);
+        gw_text_put_str(&t, " A");
         return GW_ERR_RANGE;
     }
     *out = (float)it->valuedouble;
@@ -406,8 +407,11 @@ int mqtt_gateway__parse_charge_cap(const char *payload, size_t len, struct app_c
     {
         if (!it->string || (strcmp(it->string, "ccl_a") != 0 && strcmp(it->string, "dcl_a") != 0 &&
                             strcmp(it->string, "duration_s") != 0)) {
-            snprintf(err, err_cap, "unknown field \"%.40s\" (allowed: ccl_a, dcl_a, duration_s)",
-                     it->string ? it->string : "");
+            struct gw_text t;
+            gw_text_init(&t, err, err_cap);
+            gw_text_put_str(&t, "unknown field \"");
+            gw_text_put_strn(&t, it->string ? it->string : "", 40);
+            gw_text_put_str(&t, "\" (allowed: ccl_a, dcl_a, duration_s)");
             rc = GW_ERR_INVAL;
             goto out;
         }
@@ -435,7 +439,7 @@ int mqtt_gateway__parse_charge_cap(const char *payload, size_t len, struct app_c
         rc = fail(err, err_cap, GW_ERR_INVAL, "nothing to cap: give ccl_a and/or dcl_a");
         goto out;
     }
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
 out:
     cJSON_Delete(root);
     if (rc != GW_OK)
@@ -469,7 +473,7 @@ int mqtt_gateway__parse_alert_ack(const char *payload, size_t len, struct app_al
     if (!payload || !trimmed(payload, len, text, sizeof text) || text[0] == '\0' ||
         strlen(text) >= sizeof out->code)
         return fail(err, err_cap, GW_ERR_INVAL, "payload must be an alert code (1..31 characters) or \"all\"");
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
     if (strcmp(text, "all") == 0) {
         out->op = ALERT_OP_ACK_ALL;
         return GW_OK;
@@ -496,7 +500,7 @@ int mqtt_gateway__parse_alert_clear(const char *payload, size_t len, struct app_
                     (text[0] != '\0' && strcmp(text, "all") != 0)))
         return fail(err, err_cap, GW_ERR_INVAL, "payload must be \"all\" or empty");
     out->op = ALERT_OP_CLEAR_ALL;
-    snprintf(out->source, sizeof out->source, "mqtt");
+    gw_text_copy(out->source, sizeof out->source, "mqtt");
     return GW_OK;
 }
 
@@ -511,7 +515,48 @@ static void sanitize_id(char *dst, size_t cap, const char *src)
     }
     dst[n] = '\0';
     if (n == 0)
-        snprintf(dst, cap, "tinybms_gw");
+        gw_text_copy(dst, cap, "tinybms_gw");
+}
+
+/* "<a><b>" into buf. */
+static void text_join(char *buf, size_t cap, const char *a, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_str(&t, b);
+}
+
+/* "<a><n><b>" into buf. */
+static void text_num(char *buf, size_t cap, const char *a, unsigned n, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_uint(&t, n);
+    gw_text_put_str(&t, b);
+}
+
+/* Model and software of a device described by a BMS version (NULL / invalid: the gateway's). */
+static void device_versions(const struct bms_version *version, struct mqtt_gateway__device *dev)
+{
+    if (version && version->valid) {
+        struct gw_text t;
+        gw_text_init(&t, dev->model, sizeof dev->model);
+        gw_text_put_str(&t, "TinyBMS (hw ");
+        gw_text_put_uint(&t, version->hw_version);
+        gw_text_put_char(&t, '.');
+        gw_text_put_uint(&t, version->hw_changes);
+        gw_text_put_char(&t, ')');
+        gw_text_init(&t, dev->sw_version, sizeof dev->sw_version);
+        gw_text_put_uint(&t, version->fw_public);
+        gw_text_put_str(&t, " (internal ");
+        gw_text_put_uint(&t, version->fw_internal);
+        gw_text_put_char(&t, ')');
+    } else {
+        gw_text_copy(dev->model, sizeof dev->model, "TinyBMS");
+        text_join(dev->sw_version, sizeof dev->sw_version, "gateway ", GW_VERSION);
+    }
 }
 
 void mqtt_gateway__device_info(const char *client_id, const struct bms_version *version,
@@ -523,25 +568,21 @@ void mqtt_gateway__device_info(const char *client_id, const struct bms_version *
     if (version && version->valid)
         field_text(serial, sizeof serial, version->serial, sizeof version->serial);
     if (pack_count > 1) {
-        snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
-        snprintf(dev->name, sizeof dev->name, "TinyBMS bank");
-        snprintf(dev->model, sizeof dev->model, "TinyBMS bank of %u packs", (unsigned)pack_count);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+        gw_text_copy(dev->identifier, sizeof dev->identifier, dev->node_id);
+        gw_text_copy(dev->name, sizeof dev->name, "TinyBMS bank");
+        text_num(dev->model, sizeof dev->model, "TinyBMS bank of ", pack_count, " packs");
+        text_join(dev->sw_version, sizeof dev->sw_version, "gateway ", GW_VERSION);
         return;
     }
-    snprintf(dev->name, sizeof dev->name, "TinyBMS");
+    gw_text_copy(dev->name, sizeof dev->name, "TinyBMS");
     if (serial[0]) {
         char clean[32];
         sanitize_id(clean, sizeof clean, serial);
-        snprintf(dev->identifier, sizeof dev->identifier, "tinybms_%s", clean);
-        snprintf(dev->model, sizeof dev->model, "TinyBMS (hw %u.%u)", version->hw_version,
-                 version->hw_changes);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "%u (internal %u)", version->fw_public,
-                 version->fw_internal);
+        text_join(dev->identifier, sizeof dev->identifier, "tinybms_", clean);
+        device_versions(version, dev);
     } else {
-        snprintf(dev->identifier, sizeof dev->identifier, "%s", dev->node_id);
-        snprintf(dev->model, sizeof dev->model, "TinyBMS");
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
+        gw_text_copy(dev->identifier, sizeof dev->identifier, dev->node_id);
+        device_versions(NULL, dev);
     }
 }
 
@@ -549,21 +590,29 @@ void mqtt_gateway__pack_device_info(const struct mqtt_gateway__device *bank, uns
                                     const struct bms_version *version, struct mqtt_gateway__device *dev)
 {
     memset(dev, 0, sizeof *dev);
-    snprintf(dev->node_id, sizeof dev->node_id, "%s", bank->node_id);
-    snprintf(dev->identifier, sizeof dev->identifier, "%s_pack%u", bank->node_id, n);
-    snprintf(dev->via_device, sizeof dev->via_device, "%s", bank->identifier);
+    gw_text_copy(dev->node_id, sizeof dev->node_id, bank->node_id);
+    struct gw_text t;
+    gw_text_init(&t, dev->identifier, sizeof dev->identifier);
+    gw_text_put_str(&t, bank->node_id);
+    gw_text_put_str(&t, "_pack");
+    gw_text_put_uint(&t, n);
+    gw_text_copy(dev->via_device, sizeof dev->via_device, bank->identifier);
     if (name && name[0])
-        snprintf(dev->name, sizeof dev->name, "%.*s", BATTERY_NAME_LEN, name);
+        gw_text_copyn(dev->name, sizeof dev->name, name, BATTERY_NAME_LEN);
     else
-        snprintf(dev->name, sizeof dev->name, "pack %u", n);
-    if (version && version->valid) {
-        snprintf(dev->model, sizeof dev->model, "TinyBMS (hw %u.%u)", version->hw_version, version->hw_changes);
-        snprintf(dev->sw_version, sizeof dev->sw_version, "%u (internal %u)", version->fw_public,
-                 version->fw_internal);
-    } else {
-        snprintf(dev->model, sizeof dev->model, "TinyBMS");
-        snprintf(dev->sw_version, sizeof dev->sw_version, "gateway %s", GW_VERSION);
-    }
+        text_num(dev->name, sizeof dev->name, "pack ", n, "");
+    device_versions(version, dev);
+}
+
+/* "<a><sep><b>" into buf (a topic, a unique id). */
+static const char *text_path(char *buf, size_t cap, const char *a, char sep, const char *b)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, a);
+    gw_text_put_char(&t, sep);
+    gw_text_put_str(&t, b);
+    return buf;
 }
 
 cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gateway__device *dev,
@@ -574,10 +623,8 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
     if (!root)
         return NULL;
     cJSON_AddStringToObject(root, "name", s->name);
-    snprintf(buf, sizeof buf, "%s_%s", dev->node_id, s->object);
-    cJSON_AddStringToObject(root, "unique_id", buf);
-    snprintf(buf, sizeof buf, "%s/%s", prefix, s->state_subtopic);
-    cJSON_AddStringToObject(root, "state_topic", buf);
+    cJSON_AddStringToObject(root, "unique_id", text_path(buf, sizeof buf, dev->node_id, '_', s->object));
+    cJSON_AddStringToObject(root, "state_topic", text_path(buf, sizeof buf, prefix, '/', s->state_subtopic));
     bool avail_ok = true;
     if (s->avail_subtopic) {
         /* Available only while the gateway is online AND the pack is. */
@@ -585,12 +632,10 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
         cJSON *gwa = cJSON_CreateObject();
         cJSON *pka = cJSON_CreateObject();
         avail_ok = list && gwa && pka;
-        snprintf(buf, sizeof buf, "%s/availability", prefix);
-        cJSON_AddStringToObject(gwa, "topic", buf);
+        cJSON_AddStringToObject(gwa, "topic", text_path(buf, sizeof buf, prefix, '/', "availability"));
         cJSON_AddStringToObject(gwa, "payload_available", "online");
         cJSON_AddStringToObject(gwa, "payload_not_available", "offline");
-        snprintf(buf, sizeof buf, "%s/%s", prefix, s->avail_subtopic);
-        cJSON_AddStringToObject(pka, "topic", buf);
+        cJSON_AddStringToObject(pka, "topic", text_path(buf, sizeof buf, prefix, '/', s->avail_subtopic));
         cJSON_AddStringToObject(pka, "payload_available", "true");
         cJSON_AddStringToObject(pka, "payload_not_available", "false");
         if (!cJSON_AddItemToArray(list, gwa)) {
@@ -603,8 +648,7 @@ cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gatewa
         }
         cJSON_AddStringToObject(root, "availability_mode", "all");
     } else {
-        snprintf(buf, sizeof buf, "%s/availability", prefix);
-        cJSON_AddStringToObject(root, "availability_topic", buf);
+        cJSON_AddStringToObject(root, "availability_topic", text_path(buf, sizeof buf, prefix, '/', "availability"));
         cJSON_AddStringToObject(root, "payload_available", "online");
         cJSON_AddStringToObject(root, "payload_not_available", "offline");
     }
@@ -649,7 +693,7 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
     out->pack_count = 1;
     struct battery_pack *p = &out->packs[0];
     p->id = d->battery_id;
-    snprintf(p->name, sizeof p->name, "pack 1");
+    gw_text_copy(p->name, sizeof p->name, "pack 1");
     p->live = *d;
     p->state = d->valid ? BATTERY_PACK_ONLINE : BATTERY_PACK_NEVER_SEEN;
     if (d->valid && !d->temp_present[BMS_TEMP_EXT1] && !d->temp_present[BMS_TEMP_EXT2])
@@ -681,8 +725,8 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
     }
     if (cells) {
         out->min_cell.pack = out->max_cell.pack = d->battery_id;
-        snprintf(out->min_cell.name, sizeof out->min_cell.name, "C%u", (unsigned)out->min_cell.index);
-        snprintf(out->max_cell.name, sizeof out->max_cell.name, "C%u", (unsigned)out->max_cell.index);
+        text_num(out->min_cell.name, sizeof out->min_cell.name, "C", out->min_cell.index, "");
+        text_num(out->max_cell.name, sizeof out->max_cell.name, "C", out->max_cell.index, "");
         out->cell_spread_mv = (out->max_cell_v - out->min_cell_v) * 1000.0f;
     }
     for (int s = BMS_TEMP_EXT1; s <= BMS_TEMP_EXT2; s++) {
@@ -693,15 +737,402 @@ void mqtt_gateway__view_from_sample(const struct bms_live_data *d, struct batter
             out->temp_min_c = t;
             out->min_temp.pack = d->battery_id;
             out->min_temp.index = (uint8_t)s;
-            snprintf(out->min_temp.name, sizeof out->min_temp.name, "T%d", s);
+            text_num(out->min_temp.name, sizeof out->min_temp.name, "T", (unsigned)s, "");
         }
         if (!out->have_temp || t > out->temp_max_c) {
             out->temp_max_c = t;
             out->max_temp.pack = d->battery_id;
             out->max_temp.index = (uint8_t)s;
-            snprintf(out->max_temp.name, sizeof out->max_temp.name, "T%d", s);
+            text_num(out->max_temp.name, sizeof out->max_temp.name, "T", (unsigned)s, "");
         }
         out->have_temp = true;
     }
     out->online_status = d->online_status;
+}
+
+/* ------------------------------------------------------------------ the topic table */
+
+static const struct battery_pack *pack_at(const struct battery_view *v, unsigned i)
+{
+    return &v->packs[i < BATTERY_MAX_PACKS ? i : 0];
+}
+
+static unsigned packs_of(const struct battery_view *v)
+{
+    return v->pack_count <= BATTERY_MAX_PACKS ? v->pack_count : BATTERY_MAX_PACKS;
+}
+
+static bool num(struct mqtt_gateway__value *out, bool available, double x)
+{
+    out->num = x;
+    return available;
+}
+
+static bool text(struct mqtt_gateway__value *out, const char *t)
+{
+    out->text = t;
+    return true;
+}
+
+/* A fixed-size field of the view (may lack its NUL) as the text. */
+static bool field(struct mqtt_gateway__value *out, const char *src, size_t src_cap)
+{
+    gw_text_copyn(out->buf, sizeof out->buf, src, src_cap);
+    out->text = out->buf;
+    return true;
+}
+
+static bool json(struct mqtt_gateway__value *out, cJSON *doc)
+{
+    out->json = doc;
+    return true;
+}
+
+/* "can", "dbus", "can,dbus"; "none" without an output; "other" for outputs without a name. */
+static const char *outputs_name(uint32_t outputs)
+{
+    bool can = outputs & BATTERY_OUTPUT_CAN, dbus = outputs & BATTERY_OUTPUT_DBUS;
+    if (!outputs)
+        return "none";
+    return can && dbus ? "can,dbus" : can ? "can" : dbus ? "dbus" : "other";
+}
+
+/* bank */
+static bool b_conditions(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    mqtt_gateway__conditions_text(v->conditions, o->buf, sizeof o->buf);
+    return text(o, o->buf);
+}
+static bool b_pack_count(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, packs_of(v));
+}
+static bool b_online_count(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->online_count);
+}
+static bool b_voltage(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->voltage_v);
+}
+static bool b_current(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->current_a);
+}
+static bool b_power(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->power_w);
+}
+static bool b_soc(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->soc_pct);
+}
+static bool b_soh(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->soh_valid, v->soh_pct);
+}
+/* Cell sensors only (the board sensor is no cell): none -> "None", not the last value. */
+static bool b_temp_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->have_temp, v->temp_max_c);
+}
+static bool b_temp_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->have_temp, v->temp_min_c);
+}
+static bool b_cell_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->cell_count > 0, v->max_cell_v);
+}
+static bool b_cell_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, v->cell_count > 0, v->min_cell_v);
+}
+static bool b_balancing(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return json(o, packs_of(v) == 1 ? mqtt_gateway__balancing_json(&v->packs[0].live)
+                                    : mqtt_gateway__bank_balancing_json(v));
+}
+static bool b_online_status(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, bms_online_status_name(v->online_status));
+}
+
+/* charge */
+static bool c_outputs(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, outputs_name(v->limit_outputs));
+}
+static bool c_valid(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, v->limits.valid ? "true" : "false");
+}
+static bool c_cvl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.cvl_v);
+}
+static bool c_ccl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.ccl_a);
+}
+static bool c_dcl(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return num(o, true, v->limits.dcl_a);
+}
+static bool c_cvl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.cvl_reason, sizeof v->limits.cvl_reason);
+}
+static bool c_ccl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.ccl_reason, sizeof v->limits.ccl_reason);
+}
+static bool c_dcl_reason(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return field(o, v->limits.dcl_reason, sizeof v->limits.dcl_reason);
+}
+static bool c_phase(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    (void)i;
+    return text(o, charge_phase_name(v->limits.phase));
+}
+
+/* pack i */
+static bool p_name(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return field(o, pack_at(v, i)->name, sizeof pack_at(v, i)->name);
+}
+static bool p_status(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return text(o, battery_pack_state_name(pack_at(v, i)->state));
+}
+static bool p_online(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return text(o, mqtt_gateway__pack_online(pack_at(v, i)) ? "true" : "false");
+}
+static bool p_conditions(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    mqtt_gateway__conditions_text(pack_at(v, i)->conditions, o->buf, sizeof o->buf);
+    return text(o, o->buf);
+}
+static bool p_voltage(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, pack_at(v, i)->live.pack_voltage_v);
+}
+static bool p_current(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, pack_at(v, i)->live.pack_current_a);
+}
+static bool p_soc(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return num(o, true, bms_soc_percent(&pack_at(v, i)->live));
+}
+static bool p_soh(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    const struct bms_live_data *d = &pack_at(v, i)->live;
+    return num(o, d->soh_valid, d->soh_valid ? bms_soh_percent(d) : NAN);
+}
+static bool p_temp_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    int16_t t = 0;
+    bool have = mqtt_gateway__cell_temp_max_dc(&pack_at(v, i)->live, &t);
+    return num(o, have, t / 10.0);
+}
+static bool p_temp_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    int16_t t = 0;
+    bool have = mqtt_gateway__cell_temp_min_dc(&pack_at(v, i)->live, &t);
+    return num(o, have, t / 10.0);
+}
+/* The BMS's own extreme (registers 40/41) when it gave one, else the extreme of the cells. */
+static bool pack_cell_extreme(const struct battery_view *v, unsigned i, bool want_max, struct mqtt_gateway__value *o)
+{
+    const struct bms_live_data *d = &pack_at(v, i)->live;
+    unsigned cells = cells_of(d);
+    if (!cells)
+        return num(o, false, NAN);
+    unsigned hi = 0, lo = UINT32_MAX;
+    for (unsigned c = 0; c < cells; c++) {
+        hi = d->cell_mv_x10[c] > hi ? d->cell_mv_x10[c] : hi;
+        lo = d->cell_mv_x10[c] < lo ? d->cell_mv_x10[c] : lo;
+    }
+    if (want_max)
+        return num(o, true, d->max_cell_mv ? d->max_cell_mv / 1000.0 : hi / 10000.0);
+    return num(o, true, d->min_cell_mv ? d->min_cell_mv / 1000.0 : lo / 10000.0);
+}
+static bool p_cell_max(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return pack_cell_extreme(v, i, true, o);
+}
+static bool p_cell_min(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return pack_cell_extreme(v, i, false, o);
+}
+static bool p_balancing(const struct battery_view *v, unsigned i, struct mqtt_gateway__value *o)
+{
+    return json(o, mqtt_gateway__balancing_json(&pack_at(v, i)->live));
+}
+
+#define BANK MQTT_GATEWAY__SCOPE_BANK
+#define CHARGE MQTT_GATEWAY__SCOPE_CHARGE
+#define PACK MQTT_GATEWAY__SCOPE_PACK
+#define NUMBER MQTT_GATEWAY__NUMBER
+#define TEXT MQTT_GATEWAY__TEXT
+#define JSON MQTT_GATEWAY__JSON
+#define CELLS MQTT_GATEWAY__CELLS
+#define ALWAYS MQTT_GATEWAY__WHEN_ALWAYS
+#define LIMITS MQTT_GATEWAY__WHEN_LIMITS
+#define SEVERAL MQTT_GATEWAY__WHEN_SEVERAL
+#define EVERY true   /* every round */
+#define FRESH false  /* while the scope's values are fresh, else "None" once */
+
+/* Every data topic, in publishing order (docs/mqtt.md lists them for users). Columns: scope,
+ * when published, kind, topic under the base, decimals, value; then the Home Assistant entity:
+ * object, name, device class, unit, icon, binary, when announced, pack availability. */
+static const struct mqtt_gateway__topic topics[] = {
+    { BANK, EVERY, TEXT, "conditions", -1, b_conditions,
+      "conditions", "Conditions", NULL, NULL, "mdi:alert-circle-outline", false, ALWAYS, false },
+    { BANK, EVERY, NUMBER, "pack_count", 0, b_pack_count, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { BANK, EVERY, NUMBER, "online_count", 0, b_online_count,
+      "online_count", "Packs online", NULL, NULL, "mdi:battery-check", false, SEVERAL, false },
+    { BANK, FRESH, NUMBER, "voltage", 2, b_voltage, "voltage", "Pack voltage", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "current", 2, b_current, "current", "Current", "current", "A", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "power", 1, b_power, "power", "Power", "power", "W", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "soc", 1, b_soc, "soc", "State of charge", "battery", "%", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "soh", 1, b_soh,
+      "soh", "State of health", NULL, "%", "mdi:battery-heart-variant", false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "temperature/max", 1, b_temp_max,
+      "temperature_max", "Temperature max", "temperature", "°C", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "temperature/min", 1, b_temp_min,
+      "temperature_min", "Temperature min", "temperature", "°C", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "cells/voltage/max", 3, b_cell_max,
+      "cell_voltage_max", "Cell voltage max", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, NUMBER, "cells/voltage/min", 3, b_cell_min,
+      "cell_voltage_min", "Cell voltage min", "voltage", "V", NULL, false, ALWAYS, false },
+    { BANK, FRESH, JSON, "balancing", -1, b_balancing, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { BANK, FRESH, TEXT, "online_status", -1, b_online_status,
+      "online_status", "Status", NULL, NULL, "mdi:battery-sync", false, ALWAYS, false },
+    /* cells/<k>/voltage of the bank only mean something with one pack */
+    { BANK, FRESH, CELLS, "cells/{k}/voltage", 3, NULL,
+      "cell_{k}_voltage", "Cell {k} voltage", "voltage", "V", NULL, false, ALWAYS, false },
+
+    { CHARGE, EVERY, TEXT, "charge/outputs", -1, c_outputs, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, EVERY, TEXT, "charge/valid", -1, c_valid, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, NUMBER, "charge/cvl", 2, c_cvl,
+      "charge_cvl", "Charge voltage limit", "voltage", "V", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, NUMBER, "charge/ccl", 1, c_ccl,
+      "charge_ccl", "Charge current limit", "current", "A", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, NUMBER, "charge/dcl", 1, c_dcl,
+      "charge_dcl", "Discharge current limit", "current", "A", NULL, false, LIMITS, false },
+    { CHARGE, FRESH, TEXT, "charge/cvl_reason", -1, c_cvl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/ccl_reason", -1, c_ccl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/dcl_reason", -1, c_dcl_reason, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { CHARGE, FRESH, TEXT, "charge/phase", -1, c_phase, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+
+    { PACK, EVERY, TEXT, "name", -1, p_name, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, EVERY, TEXT, "status", -1, p_status,
+      "status", "Pack state", NULL, NULL, "mdi:battery-sync", false, ALWAYS, false },
+    { PACK, EVERY, TEXT, "online", -1, p_online, "online", "Online", "connectivity", NULL, NULL, true, ALWAYS, false },
+    { PACK, EVERY, TEXT, "conditions", -1, p_conditions,
+      "conditions", "Conditions", NULL, NULL, "mdi:alert-circle-outline", false, ALWAYS, false },
+    { PACK, FRESH, NUMBER, "voltage", 2, p_voltage, "voltage", "Voltage", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "current", 2, p_current, "current", "Current", "current", "A", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "soc", 1, p_soc, "soc", "State of charge", "battery", "%", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "soh", 1, p_soh, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, FRESH, NUMBER, "temperature/max", 1, p_temp_max,
+      "temperature_max", "Temperature max", "temperature", "°C", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "temperature/min", 1, p_temp_min,
+      "temperature_min", "Temperature min", "temperature", "°C", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "cells/voltage/max", 3, p_cell_max,
+      "cell_voltage_max", "Cell voltage max", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, NUMBER, "cells/voltage/min", 3, p_cell_min,
+      "cell_voltage_min", "Cell voltage min", "voltage", "V", NULL, false, ALWAYS, true },
+    { PACK, FRESH, JSON, "balancing", -1, p_balancing, NULL, NULL, NULL, NULL, NULL, false, ALWAYS, false },
+    { PACK, FRESH, CELLS, "cells/{k}/voltage", 3, NULL,
+      "cell_{k}_voltage", "Cell {k} voltage", "voltage", "V", NULL, false, ALWAYS, true },
+};
+
+const struct mqtt_gateway__topic *mqtt_gateway__topics(size_t *count)
+{
+    if (count)
+        *count = sizeof topics / sizeof topics[0];
+    return topics;
+}
+
+const struct mqtt_gateway__topic *mqtt_gateway__cells_topic(uint8_t scope)
+{
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        if (topics[i].kind == MQTT_GATEWAY__CELLS && topics[i].scope == scope)
+            return &topics[i];
+    return NULL;
+}
+
+int mqtt_gateway__expand(const char *template_text, unsigned k, char *buf, size_t cap)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    for (const char *p = template_text ? template_text : ""; *p;) {
+        const char *mark = strstr(p, "{k}");
+        if (!mark) {
+            gw_text_put_str(&t, p);
+            break;
+        }
+        gw_text_put_strn(&t, p, (size_t)(mark - p));
+        gw_text_put_uint(&t, k);
+        p = mark + 3;
+    }
+    return gw_text_status(&t);
+}
+
+void mqtt_gateway__topic_sensor(const struct mqtt_gateway__topic *t, unsigned pack, unsigned cell,
+                                struct mqtt_gateway__sensor_text *text_buf, struct mqtt_gateway__sensor *s)
+{
+    char object[sizeof text_buf->object], sub[sizeof text_buf->state];
+    mqtt_gateway__expand(t->object, cell, object, sizeof object);
+    mqtt_gateway__expand(t->sub, cell, sub, sizeof sub);
+    mqtt_gateway__expand(t->name, cell, text_buf->name, sizeof text_buf->name);
+    if (pack) {
+        struct gw_text b;
+        gw_text_init(&b, text_buf->object, sizeof text_buf->object);
+        gw_text_put_str(&b, "pack");
+        gw_text_put_uint(&b, pack);
+        gw_text_put_char(&b, '_');
+        gw_text_put_str(&b, object);
+        gw_text_init(&b, text_buf->state, sizeof text_buf->state);
+        gw_text_put_str(&b, "pack/");
+        gw_text_put_uint(&b, pack);
+        gw_text_put_char(&b, '/');
+        gw_text_put_str(&b, sub);
+        text_num(text_buf->avail, sizeof text_buf->avail, "pack/", pack, "/online");
+    } else {
+        gw_text_copy(text_buf->object, sizeof text_buf->object, object);
+        gw_text_copy(text_buf->state, sizeof text_buf->state, sub);
+        text_buf->avail[0] = '\0';
+    }
+    /* A display precision only for a quantity with a unit (a count or a text has none). */
+    *s = (struct mqtt_gateway__sensor){ text_buf->object, text_buf->name, text_buf->state, t->device_class, t->unit,
+                                        t->unit ? t->decimals : -1, t->icon, t->binary,
+                                        pack && t->pack_availability ? text_buf->avail : NULL };
 }

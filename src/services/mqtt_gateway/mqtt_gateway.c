@@ -17,6 +17,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -33,77 +34,7 @@ _Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the batter
 
 /* ------------------------------------------------------------------ tables */
 
-/* When a bank entity is announced. */
-enum { WHEN_ALWAYS = 0, WHEN_LIMITS = 1, WHEN_SEVERAL = 2 };
-
-struct bank_entity {
-    struct mqtt_gateway__sensor s;
-    uint8_t when;
-};
-
-static const struct bank_entity bank_entities[] = {
-    { { "voltage", "Pack voltage", "voltage", "voltage", "V", 2, NULL, false, NULL }, WHEN_ALWAYS },
-    { { "current", "Current", "current", "current", "A", 2, NULL, false, NULL }, WHEN_ALWAYS },
-    { { "power", "Power", "power", "power", "W", 1, NULL, false, NULL }, WHEN_ALWAYS },
-    { { "soc", "State of charge", "soc", "battery", "%", 1, NULL, false, NULL }, WHEN_ALWAYS },
-    { { "soh", "State of health", "soh", NULL, "%", 1, "mdi:battery-heart-variant", false, NULL }, WHEN_ALWAYS },
-    { { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL, false, NULL },
-      WHEN_ALWAYS },
-    { { "temperature_min", "Temperature min", "temperature/min", "temperature", "°C", 1, NULL, false, NULL },
-      WHEN_ALWAYS },
-    { { "cell_voltage_max", "Cell voltage max", "cells/voltage/max", "voltage", "V", 3, NULL, false, NULL },
-      WHEN_ALWAYS },
-    { { "cell_voltage_min", "Cell voltage min", "cells/voltage/min", "voltage", "V", 3, NULL, false, NULL },
-      WHEN_ALWAYS },
-    { { "charge_cvl", "Charge voltage limit", "charge/cvl", "voltage", "V", 2, NULL, false, NULL }, WHEN_LIMITS },
-    { { "charge_ccl", "Charge current limit", "charge/ccl", "current", "A", 1, NULL, false, NULL }, WHEN_LIMITS },
-    { { "charge_dcl", "Discharge current limit", "charge/dcl", "current", "A", 1, NULL, false, NULL }, WHEN_LIMITS },
-    { { "online_status", "Status", "online_status", NULL, NULL, -1, "mdi:battery-sync", false, NULL }, WHEN_ALWAYS },
-    { { "conditions", "Conditions", "conditions", NULL, NULL, -1, "mdi:alert-circle-outline", false, NULL },
-      WHEN_ALWAYS },
-    { { "online_count", "Packs online", "online_count", NULL, NULL, -1, "mdi:battery-check", false, NULL },
-      WHEN_SEVERAL },
-};
-#define BANK_ENTITY_COUNT (sizeof bank_entities / sizeof bank_entities[0])
-
-/* Entities of each pack device: object "pack<n>_<suffix>", state "pack/<n>/<sub>". */
-struct pack_entity {
-    const char *suffix;
-    const char *name;
-    const char *sub;
-    const char *device_class;
-    const char *unit;
-    int precision;
-    const char *icon;
-    bool binary;
-    bool pack_availability; /* unavailable in Home Assistant while the pack is not online */
-};
-
-static const struct pack_entity pack_entities[] = {
-    { "voltage", "Voltage", "voltage", "voltage", "V", 2, NULL, false, true },
-    { "current", "Current", "current", "current", "A", 2, NULL, false, true },
-    { "soc", "State of charge", "soc", "battery", "%", 1, NULL, false, true },
-    { "temperature_max", "Temperature max", "temperature/max", "temperature", "°C", 1, NULL, false, true },
-    { "temperature_min", "Temperature min", "temperature/min", "temperature", "°C", 1, NULL, false, true },
-    { "cell_voltage_max", "Cell voltage max", "cells/voltage/max", "voltage", "V", 3, NULL, false, true },
-    { "cell_voltage_min", "Cell voltage min", "cells/voltage/min", "voltage", "V", 3, NULL, false, true },
-    { "status", "Pack state", "status", NULL, NULL, -1, "mdi:battery-sync", false, false },
-    { "online", "Online", "online", "connectivity", NULL, -1, NULL, true, false },
-    { "conditions", "Conditions", "conditions", NULL, NULL, -1, "mdi:alert-circle-outline", false, false },
-};
-#define PACK_ENTITY_COUNT (sizeof pack_entities / sizeof pack_entities[0])
-
-/* Bank value topics set to "None" while no pack is online. */
-static const char *const bank_value_subs[] = {
-    "voltage", "current", "power", "soc", "soh", "temperature/max", "temperature/min",
-    "cells/voltage/max", "cells/voltage/min", "balancing", "online_status",
-};
-
-/* Pack value topics set to "None" while the pack is not online. */
-static const char *const pack_value_subs[] = {
-    "voltage", "current", "soc", "soh", "temperature/max", "temperature/min",
-    "cells/voltage/max", "cells/voltage/min", "balancing",
-};
+/* The topics and Home Assistant entities are rows of the topic table (mqtt_format.c). */
 
 static const int handled_events[] = {
     EVENT_BATTERY_UPDATE, EVENT_ALERT_RAISED, EVENT_ALERT_CLEARED, EVENT_BMS_VERSION_UPDATE, EVENT_CONFIG_UPDATED,
@@ -182,8 +113,11 @@ int mqtt_gateway_availability_topic(const char *prefix, char *out, size_t cap)
 {
     if (!prefix || !out || cap == 0)
         return GW_ERR_INVAL;
-    int n = snprintf(out, cap, "%s/availability", prefix);
-    return (n < 0 || (size_t)n >= cap) ? GW_ERR_OVERFLOW : GW_OK;
+    struct gw_text t;
+    gw_text_init(&t, out, cap);
+    gw_text_put_str(&t, prefix);
+    gw_text_put_str(&t, "/availability");
+    return gw_text_status(&t);
 }
 
 static unsigned clamp_packs(uint8_t n)
@@ -196,23 +130,17 @@ static unsigned clamp_cells(uint8_t n)
     return n <= BMS_MAX_CELLS ? n : BMS_MAX_CELLS;
 }
 
-/* Copies a fixed-size name that may lack its NUL. */
-static void copy_name(char *dst, size_t cap, const char *src, size_t src_cap)
-{
-    size_t n = strnlen(src, src_cap);
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 /* ------------------------------------------------------------------ publishing helpers */
 
 /* "<base>/<sub>"; false when it does not fit. */
 static bool make_topic(char *buf, const char *base, const char *sub)
 {
-    int n = snprintf(buf, TOPIC_MAX, "%s/%s", base, sub);
-    return n > 0 && n < TOPIC_MAX;
+    struct gw_text t;
+    gw_text_init(&t, buf, TOPIC_MAX);
+    gw_text_put_str(&t, base);
+    gw_text_put_char(&t, '/');
+    gw_text_put_str(&t, sub);
+    return gw_text_status(&t) == GW_OK;
 }
 
 static bool link_up(struct mqtt_gateway *gw)
@@ -246,7 +174,7 @@ static int pub_num(struct mqtt_gateway *gw, const char *base, const char *sub, d
 {
     char text[48];
     if (mqtt_gateway__format_number(text, sizeof text, v, decimals) != GW_OK)
-        snprintf(text, sizeof text, "%s", NA);
+        gw_text_copy(text, sizeof text, NA);
     return pub_text(gw, base, sub, text, 0, true);
 }
 
@@ -262,13 +190,6 @@ static int pub_delete(struct mqtt_gateway *gw, const char *base, const char *sub
     if (!make_topic(topic, base, sub))
         return 1;
     return publish_raw(gw, topic, "", 0, 0, true);
-}
-
-static int pub_uint(struct mqtt_gateway *gw, const char *base, const char *sub, unsigned v)
-{
-    char text[16];
-    snprintf(text, sizeof text, "%u", v);
-    return pub_text(gw, base, sub, text, 0, true);
 }
 
 static int pub_json(struct mqtt_gateway *gw, const char *topic, cJSON *doc, int qos, bool retain)
@@ -320,108 +241,98 @@ static void reset_marks_locked(struct mqtt_gateway *gw, bool unknown_cells)
 
 /* ------------------------------------------------------------------ data topics */
 
-/* cells/<k>/voltage under base: d's value (values) or "None" for k = 1..n, deleted for
+/* The cells row t under base: d's cell voltages (values) or "None" for k = 1..n, deleted for
  * k = n+1..m->cells; then m->cells = n. */
-static int pub_cells(struct mqtt_gateway *gw, const char *base, const struct bms_live_data *d, unsigned n,
-                     bool values, struct pub_mark *m)
+static int pub_cells(struct mqtt_gateway *gw, const char *base, const struct mqtt_gateway__topic *t,
+                     const struct bms_live_data *d, unsigned n, bool values, struct pub_mark *m)
 {
     int e = 0;
-    char sub[32];
+    char sub[48];
     for (unsigned c = 0; c < n; c++) {
-        snprintf(sub, sizeof sub, "cells/%u/voltage", c + 1);
-        e += values ? pub_num(gw, base, sub, d->cell_mv_x10[c] / 10000.0, 3) : pub_na(gw, base, sub);
+        if (mqtt_gateway__expand(t->sub, c + 1, sub, sizeof sub) != GW_OK) {
+            e++;
+            continue;
+        }
+        e += values ? pub_num(gw, base, sub, d->cell_mv_x10[c] / 10000.0, t->decimals) : pub_na(gw, base, sub);
     }
     for (unsigned c = n; c < m->cells && c < BMS_MAX_CELLS; c++) {
-        snprintf(sub, sizeof sub, "cells/%u/voltage", c + 1);
+        if (mqtt_gateway__expand(t->sub, c + 1, sub, sizeof sub) != GW_OK) {
+            e++;
+            continue;
+        }
         e += pub_delete(gw, base, sub);
     }
     m->cells = (uint8_t)n;
     return e;
 }
 
-static int publish_bank(struct mqtt_gateway *gw, const char *base, const struct battery_view *v, struct pub_mark *m)
+/* One row's value now under base ("None" when not available). */
+static int pub_row(struct mqtt_gateway *gw, const char *base, const struct mqtt_gateway__topic *t,
+                   const struct battery_view *v, unsigned pack)
+{
+    struct mqtt_gateway__value val = { .num = NAN };
+    bool have = t->value(v, pack, &val);
+    switch (t->kind) {
+    case MQTT_GATEWAY__NUMBER:
+        return have ? pub_num(gw, base, t->sub, val.num, t->decimals) : pub_na(gw, base, t->sub);
+    case MQTT_GATEWAY__JSON:
+        if (!have || !val.json) {
+            cJSON_Delete(val.json);
+            return pub_na(gw, base, t->sub);
+        }
+        return pub_json_sub(gw, base, t->sub, val.json);
+    default:
+        return pub_text(gw, base, t->sub, have && val.text ? val.text : NA, 0, true);
+    }
+}
+
+/* The rows of one scope under base, in table order: every-round rows always; the others with
+ * their values while `fresh`, else "None" once (until *blank is cleared by fresh values). The
+ * cells row publishes the first `cells` cell voltages of d (values or "None") and deletes the
+ * cell topics beyond them (m: what this link holds; NULL for a scope without cells). */
+static int publish_scope(struct mqtt_gateway *gw, const char *base, uint8_t scope, const struct battery_view *v,
+                         unsigned pack, bool fresh, const struct bms_live_data *d, unsigned cells, bool *blank,
+                         struct pub_mark *m)
 {
     int e = 0;
-    unsigned packs = clamp_packs(v->pack_count);
-    const struct battery_pack *p0 = &v->packs[0];
-    char text[160];
-    mqtt_gateway__conditions_text(v->conditions, text, sizeof text);
-    e += pub_text(gw, base, "conditions", text, 0, true);
-    e += pub_uint(gw, base, "pack_count", packs);
-    e += pub_uint(gw, base, "online_count", v->online_count);
-
-    /* cells/<k>/voltage of the bank only mean something with one pack. */
-    bool one = packs == 1;
-    if (v->online_count > 0) {
-        e += pub_num(gw, base, "voltage", v->voltage_v, 2);
-        e += pub_num(gw, base, "current", v->current_a, 2);
-        e += pub_num(gw, base, "power", v->power_w, 1);
-        e += pub_num(gw, base, "soc", v->soc_pct, 1);
-        e += v->soh_valid ? pub_num(gw, base, "soh", v->soh_pct, 1) : pub_na(gw, base, "soh");
-        /* Cell sensors only (the board sensor is no cell): none -> "None", not the last value. */
-        e += v->have_temp ? pub_num(gw, base, "temperature/max", v->temp_max_c, 1) : pub_na(gw, base, "temperature/max");
-        e += v->have_temp ? pub_num(gw, base, "temperature/min", v->temp_min_c, 1) : pub_na(gw, base, "temperature/min");
-        bool cells = v->cell_count > 0;
-        e += cells ? pub_num(gw, base, "cells/voltage/max", v->max_cell_v, 3) : pub_na(gw, base, "cells/voltage/max");
-        e += cells ? pub_num(gw, base, "cells/voltage/min", v->min_cell_v, 3) : pub_na(gw, base, "cells/voltage/min");
-        e += pub_json_sub(gw, base, "balancing",
-                          one ? mqtt_gateway__balancing_json(&p0->live) : mqtt_gateway__bank_balancing_json(v));
-        e += pub_text(gw, base, "online_status", bms_online_status_name(v->online_status), 0, true);
-        bool p0_fresh = one && mqtt_gateway__pack_online(p0) && p0->live.valid;
-        e += pub_cells(gw, base, &p0->live, p0_fresh ? clamp_cells(p0->live.cell_count) : 0, true, m);
-        m->blank = false;
-    } else if (!m->blank) {
-        for (size_t i = 0; i < sizeof bank_value_subs / sizeof bank_value_subs[0]; i++)
-            e += pub_na(gw, base, bank_value_subs[i]);
-        unsigned n = one && p0->live.valid ? clamp_cells(p0->live.cell_count) : 0;
-        e += pub_cells(gw, base, &p0->live, n, false, m);
-        m->blank = true;
+    size_t count;
+    const struct mqtt_gateway__topic *rows = mqtt_gateway__topics(&count);
+    bool blanking = !fresh && !*blank;
+    for (size_t i = 0; i < count; i++) {
+        const struct mqtt_gateway__topic *t = &rows[i];
+        if (t->scope != scope)
+            continue;
+        if (t->kind == MQTT_GATEWAY__CELLS) {
+            if ((fresh || blanking) && m)
+                e += pub_cells(gw, base, t, d, cells, fresh, m);
+        } else if (t->every_round || fresh) {
+            e += pub_row(gw, base, t, v, pack);
+        } else if (blanking) {
+            e += pub_na(gw, base, t->sub);
+        }
     }
+    if (fresh || blanking)
+        *blank = !fresh;
     return e;
 }
 
-static void outputs_text(uint32_t outputs, char *buf, size_t cap)
+static int publish_bank(struct mqtt_gateway *gw, const char *base, const struct battery_view *v, struct pub_mark *m)
 {
-    if (!outputs) {
-        snprintf(buf, cap, "none");
-        return;
-    }
-    snprintf(buf, cap, "%s%s%s", (outputs & BATTERY_OUTPUT_CAN) ? "can" : "",
-             (outputs & BATTERY_OUTPUT_CAN) && (outputs & BATTERY_OUTPUT_DBUS) ? "," : "",
-             (outputs & BATTERY_OUTPUT_DBUS) ? "dbus" : "");
-    if (buf[0] == '\0')
-        snprintf(buf, cap, "other");
+    const struct battery_pack *p0 = &v->packs[0];
+    bool one = clamp_packs(v->pack_count) == 1;
+    bool fresh = v->online_count > 0;
+    /* cells/<k>/voltage of the bank only mean something with one pack. */
+    unsigned cells = 0;
+    if (fresh && one && mqtt_gateway__pack_online(p0) && p0->live.valid)
+        cells = clamp_cells(p0->live.cell_count);
+    else if (!fresh && one && p0->live.valid)
+        cells = clamp_cells(p0->live.cell_count);
+    return publish_scope(gw, base, MQTT_GATEWAY__SCOPE_BANK, v, 0, fresh, &p0->live, cells, &m->blank, m);
 }
 
 static int publish_charge(struct mqtt_gateway *gw, const char *base, const struct battery_view *v, bool *blank)
 {
-    int e = 0;
-    const struct battery_limits *l = &v->limits;
-    char text[BATTERY_REASON_LEN + 1];
-    outputs_text(v->limit_outputs, text, sizeof text);
-    e += pub_text(gw, base, "charge/outputs", text, 0, true);
-    e += pub_text(gw, base, "charge/valid", l->valid ? "true" : "false", 0, true);
-    if (l->valid) {
-        e += pub_num(gw, base, "charge/cvl", l->cvl_v, 2);
-        e += pub_num(gw, base, "charge/ccl", l->ccl_a, 1);
-        e += pub_num(gw, base, "charge/dcl", l->dcl_a, 1);
-        copy_name(text, sizeof text, l->cvl_reason, sizeof l->cvl_reason);
-        e += pub_text(gw, base, "charge/cvl_reason", text, 0, true);
-        copy_name(text, sizeof text, l->ccl_reason, sizeof l->ccl_reason);
-        e += pub_text(gw, base, "charge/ccl_reason", text, 0, true);
-        copy_name(text, sizeof text, l->dcl_reason, sizeof l->dcl_reason);
-        e += pub_text(gw, base, "charge/dcl_reason", text, 0, true);
-        e += pub_text(gw, base, "charge/phase", charge_phase_name(l->phase), 0, true);
-        *blank = false;
-    } else if (!*blank) {
-        static const char *const subs[] = { "charge/cvl",        "charge/ccl",        "charge/dcl",
-                                            "charge/cvl_reason", "charge/ccl_reason", "charge/dcl_reason",
-                                            "charge/phase" };
-        for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-            e += pub_na(gw, base, subs[i]);
-        *blank = true;
-    }
-    return e;
+    return publish_scope(gw, base, MQTT_GATEWAY__SCOPE_CHARGE, v, 0, v->limits.valid, NULL, 0, blank, NULL);
 }
 
 static int publish_pack(struct mqtt_gateway *gw, const char *prefix, const struct battery_view *v, unsigned i,
@@ -430,59 +341,23 @@ static int publish_pack(struct mqtt_gateway *gw, const char *prefix, const struc
     const struct battery_pack *p = &v->packs[i];
     const struct bms_live_data *d = &p->live;
     char base[TOPIC_MAX / 2];
-    int n = snprintf(base, sizeof base, "%s/pack/%u", prefix, i + 1);
-    if (n < 0 || (size_t)n >= sizeof base)
+    struct gw_text t;
+    gw_text_init(&t, base, sizeof base);
+    gw_text_put_str(&t, prefix);
+    gw_text_put_str(&t, "/pack/");
+    gw_text_put_uint(&t, i + 1);
+    if (gw_text_status(&t) != GW_OK)
         return 1;
-    int e = 0;
-    char text[160];
-    copy_name(text, sizeof text, p->name, sizeof p->name);
-    e += pub_text(gw, base, "name", text, 0, true);
-    e += pub_text(gw, base, "status", battery_pack_state_name(p->state), 0, true);
-    bool online = mqtt_gateway__pack_online(p);
-    e += pub_text(gw, base, "online", online ? "true" : "false", 0, true);
-    mqtt_gateway__conditions_text(p->conditions, text, sizeof text);
-    e += pub_text(gw, base, "conditions", text, 0, true);
-
-    unsigned cells = clamp_cells(d->cell_count);
-    if (online && d->valid) {
-        e += pub_num(gw, base, "voltage", d->pack_voltage_v, 2);
-        e += pub_num(gw, base, "current", d->pack_current_a, 2);
-        e += pub_num(gw, base, "soc", bms_soc_percent(d), 1);
-        e += d->soh_valid ? pub_num(gw, base, "soh", bms_soh_percent(d), 1) : pub_na(gw, base, "soh");
-        int16_t t = 0;
-        e += mqtt_gateway__cell_temp_max_dc(d, &t) ? pub_num(gw, base, "temperature/max", t / 10.0, 1)
-                                                   : pub_na(gw, base, "temperature/max");
-        e += mqtt_gateway__cell_temp_min_dc(d, &t) ? pub_num(gw, base, "temperature/min", t / 10.0, 1)
-                                                   : pub_na(gw, base, "temperature/min");
-        if (cells) {
-            unsigned hi = 0, lo = UINT32_MAX;
-            for (unsigned c = 0; c < cells; c++) {
-                hi = d->cell_mv_x10[c] > hi ? d->cell_mv_x10[c] : hi;
-                lo = d->cell_mv_x10[c] < lo ? d->cell_mv_x10[c] : lo;
-            }
-            e += pub_num(gw, base, "cells/voltage/max", d->max_cell_mv ? d->max_cell_mv / 1000.0 : hi / 10000.0, 3);
-            e += pub_num(gw, base, "cells/voltage/min", d->min_cell_mv ? d->min_cell_mv / 1000.0 : lo / 10000.0, 3);
-        } else {
-            e += pub_na(gw, base, "cells/voltage/max");
-            e += pub_na(gw, base, "cells/voltage/min");
-        }
-        e += pub_json_sub(gw, base, "balancing", mqtt_gateway__balancing_json(d));
-        e += pub_cells(gw, base, d, cells, true, m);
-        m->blank = false;
-    } else if (!m->blank) {
-        /* Not online: its last values are not fresh. "None" once, until it is back. */
-        for (size_t k = 0; k < sizeof pack_value_subs / sizeof pack_value_subs[0]; k++)
-            e += pub_na(gw, base, pack_value_subs[k]);
-        e += pub_cells(gw, base, d, d->valid ? cells : 0, false, m);
-        m->blank = true;
-    }
-    return e;
+    /* Not online: its last values are not fresh. "None" once, until it is back. */
+    bool fresh = mqtt_gateway__pack_online(p) && d->valid;
+    unsigned cells = fresh || d->valid ? clamp_cells(d->cell_count) : 0;
+    return publish_scope(gw, base, MQTT_GATEWAY__SCOPE_PACK, v, i, fresh, d, cells, &m->blank, m);
 }
 
 static void prefix_of(struct mqtt_gateway *gw, char *out, size_t cap)
 {
     pthread_mutex_lock(&gw->lock);
-    snprintf(out, cap, "%s", gw->cfg.topic_prefix);
+    gw_text_copy(out, cap, gw->cfg.topic_prefix);
     pthread_mutex_unlock(&gw->lock);
 }
 
@@ -495,7 +370,7 @@ int mqtt_gateway__publish_view(struct mqtt_gateway *gw, const struct battery_vie
     char prefix[sizeof gw->cfg.topic_prefix];
     struct pub_mark bank, packs_m[BATTERY_MAX_PACKS];
     pthread_mutex_lock(&gw->lock);
-    snprintf(prefix, sizeof prefix, "%s", gw->cfg.topic_prefix);
+    gw_text_copy(prefix, sizeof prefix, gw->cfg.topic_prefix);
     uint64_t gen = gw->link_gen;
     bank = gw->bank_mark;
     memcpy(packs_m, gw->pack_marks, sizeof packs_m);
@@ -601,7 +476,7 @@ static void want_from_view(const struct battery_view *v, const struct disc_state
     for (unsigned i = 0; i < packs; i++) {
         const struct battery_pack *p = &v->packs[i];
         w->pack_ids[i] = p->id;
-        copy_name(w->pack_names[i], sizeof w->pack_names[i], p->name, sizeof p->name);
+        gw_text_copyn(w->pack_names[i], sizeof w->pack_names[i], p->name, sizeof p->name);
         if (p->live.valid)
             w->pack_cells[i] = (uint8_t)clamp_cells(p->live.cell_count);
         else if (prev->known && i < prev->pack_count && prev->pack_ids[i] == p->id)
@@ -618,61 +493,54 @@ static const struct bms_version *version_of(const struct version_slot *slots, ui
     return NULL;
 }
 
-static bool bank_entity_wanted(const struct bank_entity *e, const struct disc_state *st)
+/* Whether the bank device announces row t (a bank or charge row with an entity). */
+static bool bank_entity_wanted(const struct mqtt_gateway__topic *t, const struct disc_state *st)
 {
-    switch (e->when) {
-    case WHEN_LIMITS: return st->limits;
-    case WHEN_SEVERAL: return st->pack_count > 1;
+    switch (t->when) {
+    case MQTT_GATEWAY__WHEN_LIMITS: return st->limits;
+    case MQTT_GATEWAY__WHEN_SEVERAL: return st->pack_count > 1;
     default: return true;
     }
 }
 
-static void publish_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg,
-                           const struct mqtt_gateway__device *dev, const struct mqtt_gateway__sensor *s,
-                           bool remove, int *errors)
+/* A row of the bank device's entities (bank and charge rows with an object, not the cells). */
+static bool bank_entity(const struct mqtt_gateway__topic *t)
 {
+    return t->scope != MQTT_GATEWAY__SCOPE_PACK && t->object && t->kind != MQTT_GATEWAY__CELLS;
+}
+
+/* A row of each pack device's entities (not the cells). */
+static bool pack_entity(const struct mqtt_gateway__topic *t)
+{
+    return t->scope == MQTT_GATEWAY__SCOPE_PACK && t->object && t->kind != MQTT_GATEWAY__CELLS;
+}
+
+/* The config of row t on device dev (pack: 1-based position, 0 = the bank device; cell: the
+ * cell of a cells row), or its removal (empty retained). */
+static void publish_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg,
+                           const struct mqtt_gateway__device *dev, const struct mqtt_gateway__topic *t,
+                           unsigned pack, unsigned cell, bool remove, int *errors)
+{
+    struct mqtt_gateway__sensor_text text;
+    struct mqtt_gateway__sensor s;
+    mqtt_gateway__topic_sensor(t, pack, cell, &text, &s);
     char topic[TOPIC_MAX];
-    int n = snprintf(topic, sizeof topic, "%s/%s/%s/%s/config", cfg->ha_discovery_prefix,
-                     s->binary ? "binary_sensor" : "sensor", dev->node_id, s->object);
-    if (n < 0 || n >= (int)sizeof topic) {
+    struct gw_text b;
+    gw_text_init(&b, topic, sizeof topic);
+    gw_text_put_str(&b, cfg->ha_discovery_prefix);
+    gw_text_put_str(&b, s.binary ? "/binary_sensor/" : "/sensor/");
+    gw_text_put_str(&b, dev->node_id);
+    gw_text_put_char(&b, '/');
+    gw_text_put_str(&b, s.object);
+    gw_text_put_str(&b, "/config");
+    if (gw_text_status(&b) != GW_OK) {
         (*errors)++;
         return;
     }
     if (remove)
         *errors += publish_raw(gw, topic, "", 0, 1, true);
     else
-        *errors += pub_json(gw, topic, mqtt_gateway__discovery_json(cfg->topic_prefix, dev, s), 1, true);
-}
-
-/* Cell k (1-based) of the bank (pack 0) or of pack n (1-based). */
-static void cell_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, const struct mqtt_gateway__device *dev,
-                        unsigned pack, unsigned k, bool remove, int *errors)
-{
-    char object[48], name[32], state[48];
-    if (pack) {
-        snprintf(object, sizeof object, "pack%u_cell_%u_voltage", pack, k);
-        snprintf(state, sizeof state, "pack/%u/cells/%u/voltage", pack, k);
-    } else {
-        snprintf(object, sizeof object, "cell_%u_voltage", k);
-        snprintf(state, sizeof state, "cells/%u/voltage", k);
-    }
-    snprintf(name, sizeof name, "Cell %u voltage", k);
-    char avail[32];
-    snprintf(avail, sizeof avail, "pack/%u/online", pack);
-    struct mqtt_gateway__sensor s = { object, name, state, "voltage", "V", 3, NULL, false, pack ? avail : NULL };
-    publish_config(gw, cfg, dev, &s, remove, errors);
-}
-
-static void pack_config(struct mqtt_gateway *gw, const struct gw_config_mqtt *cfg, const struct mqtt_gateway__device *dev,
-                        unsigned pack, const struct pack_entity *pe, bool remove, int *errors)
-{
-    char object[48], state[48], avail[32];
-    snprintf(object, sizeof object, "pack%u_%s", pack, pe->suffix);
-    snprintf(state, sizeof state, "pack/%u/%s", pack, pe->sub);
-    snprintf(avail, sizeof avail, "pack/%u/online", pack);
-    struct mqtt_gateway__sensor s = { object, pe->name, state, pe->device_class, pe->unit, pe->precision,
-                                      pe->icon, pe->binary, pe->pack_availability ? avail : NULL };
-    publish_config(gw, cfg, dev, &s, remove, errors);
+        *errors += pub_json(gw, topic, mqtt_gateway__discovery_json(cfg->topic_prefix, dev, &s), 1, true);
 }
 
 static void bank_device(struct mqtt_gateway *gw, const struct version_slot *versions, const struct disc_state *st,
@@ -712,22 +580,28 @@ static void discovery_sync(struct mqtt_gateway *gw, const struct gw_config_mqtt 
     bool several = want.pack_count > 1;
     bool bank_dirty = forced || !old.known || (old.pack_count > 1) != several ||
                       (several && old.pack_count != want.pack_count);
-    for (size_t i = 0; i < BANK_ENTITY_COUNT; i++) {
-        const struct bank_entity *e = &bank_entities[i];
-        bool in_old = old.known && bank_entity_wanted(e, &old);
-        bool in_want = bank_entity_wanted(e, &want);
+    size_t rows_n;
+    const struct mqtt_gateway__topic *rows = mqtt_gateway__topics(&rows_n);
+    const struct mqtt_gateway__topic *bank_cells = mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK);
+    const struct mqtt_gateway__topic *pack_cells = mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK);
+    for (size_t i = 0; i < rows_n; i++) {
+        const struct mqtt_gateway__topic *t = &rows[i];
+        if (!bank_entity(t))
+            continue;
+        bool in_old = old.known && bank_entity_wanted(t, &old);
+        bool in_want = bank_entity_wanted(t, &want);
         if (in_want && (bank_dirty || !in_old))
-            publish_config(gw, cfg, &bank, &e->s, false, &errors);
+            publish_config(gw, cfg, &bank, t, 0, 0, false, &errors);
         else if (in_old && !in_want)
-            publish_config(gw, cfg, &bank, &e->s, true, &errors);
+            publish_config(gw, cfg, &bank, t, 0, 0, true, &errors);
     }
     for (unsigned k = 1; k <= BMS_MAX_CELLS; k++) {
         bool in_old = old.known && k <= old.bank_cells;
         bool in_want = k <= want.bank_cells;
         if (in_want && (bank_dirty || !in_old))
-            cell_config(gw, cfg, &bank, 0, k, false, &errors);
+            publish_config(gw, cfg, &bank, bank_cells, 0, k, false, &errors);
         else if (in_old && !in_want)
-            cell_config(gw, cfg, &bank, 0, k, true, &errors);
+            publish_config(gw, cfg, &bank, bank_cells, 0, k, true, &errors);
     }
     for (unsigned i = 0; i < BATTERY_MAX_PACKS; i++) {
         bool old_has = old.known && old.pack_count > 1 && i < old.pack_count;
@@ -740,19 +614,21 @@ static void discovery_sync(struct mqtt_gateway *gw, const struct gw_config_mqtt 
         const struct disc_state *named = want_has ? &want : &old;
         mqtt_gateway__pack_device_info(&bank, i + 1, named->pack_names[i], version_of(versions, named->pack_ids[i]),
                                        &dev);
-        for (size_t j = 0; j < PACK_ENTITY_COUNT; j++) {
+        for (size_t j = 0; j < rows_n; j++) {
+            if (!pack_entity(&rows[j]))
+                continue;
             if (want_has && dirty)
-                pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], false, &errors);
+                publish_config(gw, cfg, &dev, &rows[j], i + 1, 0, false, &errors);
             else if (!want_has)
-                pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], true, &errors);
+                publish_config(gw, cfg, &dev, &rows[j], i + 1, 0, true, &errors);
         }
         for (unsigned k = 1; k <= BMS_MAX_CELLS; k++) {
             bool in_old = old_has && k <= old.pack_cells[i];
             bool in_want = want_has && k <= want.pack_cells[i];
             if (in_want && (dirty || !in_old))
-                cell_config(gw, cfg, &dev, i + 1, k, false, &errors);
+                publish_config(gw, cfg, &dev, pack_cells, i + 1, k, false, &errors);
             else if (in_old && !in_want)
-                cell_config(gw, cfg, &dev, i + 1, k, true, &errors);
+                publish_config(gw, cfg, &dev, pack_cells, i + 1, k, true, &errors);
         }
     }
     pthread_mutex_lock(&gw->lock);
@@ -784,17 +660,22 @@ static void discovery_remove(struct mqtt_gateway *gw, const struct gw_config_mqt
     int errors = 0;
     struct mqtt_gateway__device bank;
     bank_device(gw, versions, &old, &bank);
-    for (size_t i = 0; i < BANK_ENTITY_COUNT; i++)
-        publish_config(gw, cfg, &bank, &bank_entities[i].s, true, &errors);
+    size_t rows_n;
+    const struct mqtt_gateway__topic *rows = mqtt_gateway__topics(&rows_n);
+    for (size_t i = 0; i < rows_n; i++)
+        if (bank_entity(&rows[i]))
+            publish_config(gw, cfg, &bank, &rows[i], 0, 0, true, &errors);
     for (unsigned k = 1; k <= BMS_MAX_CELLS; k++)
-        cell_config(gw, cfg, &bank, 0, k, true, &errors);
+        publish_config(gw, cfg, &bank, mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_BANK), 0, k, true, &errors);
     for (unsigned i = 0; old.known && old.pack_count > 1 && i < old.pack_count && i < BATTERY_MAX_PACKS; i++) {
         struct mqtt_gateway__device dev;
         mqtt_gateway__pack_device_info(&bank, i + 1, old.pack_names[i], NULL, &dev);
-        for (size_t j = 0; j < PACK_ENTITY_COUNT; j++)
-            pack_config(gw, cfg, &dev, i + 1, &pack_entities[j], true, &errors);
+        for (size_t j = 0; j < rows_n; j++)
+            if (pack_entity(&rows[j]))
+                publish_config(gw, cfg, &dev, &rows[j], i + 1, 0, true, &errors);
         for (unsigned k = 1; k <= old.pack_cells[i]; k++)
-            cell_config(gw, cfg, &dev, i + 1, k, true, &errors);
+            publish_config(gw, cfg, &dev, mqtt_gateway__cells_topic(MQTT_GATEWAY__SCOPE_PACK), i + 1, k, true,
+                           &errors);
     }
     pthread_mutex_lock(&gw->lock);
     memset(&gw->announced, 0, sizeof gw->announced);
@@ -828,6 +709,15 @@ static void reply(struct mqtt_gateway *gw, const char *prefix, const char *comma
     pub_json(gw, topic, doc, 1, false);
 }
 
+/* "error: <why>" into buf. */
+static void error_text(char *buf, size_t cap, const char *why)
+{
+    struct gw_text t;
+    gw_text_init(&t, buf, cap);
+    gw_text_put_str(&t, "error: ");
+    gw_text_put_str(&t, why);
+}
+
 /* Hands a parsed cap to the callback. Returns whether the command is accepted; fills answer
  * and *applied. */
 static bool apply_cap(struct mqtt_gateway *gw, const struct app_charge_cap *cap, char *answer, size_t cap_len,
@@ -835,7 +725,7 @@ static bool apply_cap(struct mqtt_gateway *gw, const struct app_charge_cap *cap,
 {
     *applied = false;
     if (!gw->charge_cap) {
-        snprintf(answer, cap_len, "no effect: no battery service");
+        gw_text_copy(answer, cap_len, "no effect: no battery service");
         return false;
     }
     char text[160] = "";
@@ -843,14 +733,14 @@ static bool apply_cap(struct mqtt_gateway *gw, const struct app_charge_cap *cap,
     text[sizeof text - 1] = '\0';
     if (rc == GW_OK) {
         *applied = true;
-        snprintf(answer, cap_len, "%s", text[0] ? text : "applied");
+        gw_text_copy(answer, cap_len, text[0] ? text : "applied");
         return true;
     }
     if (rc == GW_ERR_UNSUPPORTED) {
-        snprintf(answer, cap_len, "%s", text[0] ? text : "no effect");
+        gw_text_copy(answer, cap_len, text[0] ? text : "no effect");
         return true;
     }
-    snprintf(answer, cap_len, "error: %s", text[0] ? text : gw_strerror(rc));
+    error_text(answer, cap_len, text[0] ? text : gw_strerror(rc));
     return false;
 }
 
@@ -858,7 +748,7 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
 {
     pthread_mutex_lock(&gw->lock);
     char prefix[sizeof gw->cmd_prefix];
-    snprintf(prefix, sizeof prefix, "%s", gw->cmd_prefix);
+    gw_text_copy(prefix, sizeof prefix, gw->cmd_prefix);
     bool allowed = gw->started && gw->cfg.commands_enabled && gw->cfg.username[0] != '\0';
     pthread_mutex_unlock(&gw->lock);
     size_t plen = strlen(prefix);
@@ -873,7 +763,7 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
     bool ok = false, applied = false;
     if (msg->retain) {
         /* A retained command would be re-applied at every reconnection. */
-        snprintf(err, sizeof err, "retained command ignored: publish commands without retain");
+        gw_text_copy(err, sizeof err, "retained command ignored: publish commands without retain");
     } else if (strcmp(command, "alerts/ack") == 0 || strcmp(command, "alerts/clear") == 0) {
         struct app_alert_command cmd;
         int rc = command[7] == 'a' ? mqtt_gateway__parse_alert_ack(msg->payload, msg->len, &cmd, err, sizeof err)
@@ -881,7 +771,7 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
         if (rc == GW_OK) {
             ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200);
             if (!ok)
-                snprintf(err, sizeof err, "gateway busy (event queue full), try again");
+                gw_text_copy(err, sizeof err, "gateway busy (event queue full), try again");
         }
     } else if (is_cap) {
         struct app_charge_cap cap;
@@ -889,14 +779,14 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
             ok = apply_cap(gw, &cap, answer, sizeof answer, &applied);
             if (!ok) {
                 const char *why = strncmp(answer, "error: ", 7) == 0 ? answer + 7 : answer;
-                snprintf(err, sizeof err, "%.*s", (int)sizeof err - 1, why);
+                gw_text_copy(err, sizeof err, why);
             }
         }
     } else {
-        snprintf(err, sizeof err, "unknown command");
+        gw_text_copy(err, sizeof err, "unknown command");
     }
     if (is_cap && answer[0] == '\0')
-        snprintf(answer, sizeof answer, "error: %s", err);
+        error_text(answer, sizeof answer, err);
     pthread_mutex_lock(&gw->lock);
     if (ok)
         gw->stats.commands_accepted++;
@@ -942,7 +832,7 @@ static void apply_commands_locked(struct mqtt_gateway *gw, bool stopping)
                      "on the network could command the battery; set mqtt.username (and an ACL)");
     pthread_mutex_lock(&gw->lock);
     char old[sizeof gw->cmd_prefix];
-    snprintf(old, sizeof old, "%s", gw->cmd_prefix);
+    gw_text_copy(old, sizeof old, gw->cmd_prefix);
     pthread_mutex_unlock(&gw->lock);
     bool same = want && strcmp(old, cfg.topic_prefix) == 0;
     if (same)
@@ -959,7 +849,7 @@ static void apply_commands_locked(struct mqtt_gateway *gw, bool stopping)
     if (!want)
         return;
     pthread_mutex_lock(&gw->lock);
-    snprintf(gw->cmd_prefix, sizeof gw->cmd_prefix, "%s", cfg.topic_prefix);
+    gw_text_copy(gw->cmd_prefix, sizeof gw->cmd_prefix, cfg.topic_prefix);
     pthread_mutex_unlock(&gw->lock);
     int rc = GW_OK;
     for (size_t i = 0; i < 3 && rc == GW_OK; i++) {
@@ -1358,7 +1248,7 @@ void mqtt_gateway_stop(struct mqtt_gateway *gw)
     bool was = gw->started;
     gw->started = false;
     char prefix[sizeof gw->cfg.topic_prefix];
-    snprintf(prefix, sizeof prefix, "%s", gw->cfg.topic_prefix);
+    gw_text_copy(prefix, sizeof prefix, gw->cfg.topic_prefix);
     pthread_mutex_unlock(&gw->lock);
     if (!was)
         return;

@@ -101,6 +101,84 @@ struct mqtt_gateway__sensor {
                                   availability_mode all), NULL = the gateway's availability only */
 };
 
+/* ---- the topic table: one row per data topic, driving the publisher and the discovery */
+
+enum mqtt_gateway__scope {
+    MQTT_GATEWAY__SCOPE_BANK = 0,   /* <prefix>/<sub>: the bank (the battery) */
+    MQTT_GATEWAY__SCOPE_CHARGE,     /* <prefix>/<sub>: the limits ("charge/cvl") */
+    MQTT_GATEWAY__SCOPE_PACK,       /* <prefix>/pack/<n>/<sub> */
+};
+
+enum mqtt_gateway__kind {
+    MQTT_GATEWAY__NUMBER = 0,       /* fixed decimals, "None" when not available or not finite */
+    MQTT_GATEWAY__TEXT,
+    MQTT_GATEWAY__JSON,
+    MQTT_GATEWAY__CELLS,            /* one topic per cell: sub, object and name hold "{k}" */
+};
+
+/* When a discovery entity of the bank device is announced. */
+enum mqtt_gateway__when {
+    MQTT_GATEWAY__WHEN_ALWAYS = 0,
+    MQTT_GATEWAY__WHEN_LIMITS,      /* while an output sends the limits */
+    MQTT_GATEWAY__WHEN_SEVERAL,     /* with more than one pack */
+};
+
+/* The value of one topic now. */
+struct mqtt_gateway__value {
+    double num;                     /* NUMBER */
+    const char *text;               /* TEXT: static, or points into buf */
+    char buf[160];
+    cJSON *json;                    /* JSON: the caller deletes it */
+};
+
+/* Fills out from view v (pack: 0-based position, for pack rows); false = not available now
+ * (published as "None"). */
+typedef bool (*mqtt_gateway__value_fn)(const struct battery_view *v, unsigned pack, struct mqtt_gateway__value *out);
+
+struct mqtt_gateway__topic {
+    uint8_t scope;                  /* enum mqtt_gateway__scope */
+    bool every_round;               /* published every round; else only while the scope's values
+                                       are fresh (bank: a pack online; charge: limits valid; pack:
+                                       online with a sample) and "None" once when they are not */
+    uint8_t kind;                   /* enum mqtt_gateway__kind */
+    const char *sub;                /* under the scope's base: "voltage", "charge/cvl" */
+    int8_t decimals;                /* numbers: payload decimals = suggested_display_precision */
+    mqtt_gateway__value_fn value;   /* NULL for CELLS (the cell voltages of the sample) */
+    /* Home Assistant discovery; object NULL = not announced. A pack row's object and state
+     * topic get "pack<n>_" and "pack/<n>/" in front. */
+    const char *object;
+    const char *name;
+    const char *device_class;       /* NULL = none */
+    const char *unit;               /* NULL = text sensor */
+    const char *icon;               /* NULL = none */
+    bool binary;                    /* binary_sensor "true" / "false" */
+    uint8_t when;                   /* enum mqtt_gateway__when (bank and charge rows) */
+    bool pack_availability;         /* pack rows: unavailable while the pack is not online */
+};
+
+/* The table (static), in publishing order: bank rows, charge rows, pack rows. */
+const struct mqtt_gateway__topic *mqtt_gateway__topics(size_t *count);
+
+/* The CELLS row of a scope (bank or pack); NULL for another scope. */
+const struct mqtt_gateway__topic *mqtt_gateway__cells_topic(uint8_t scope);
+
+/* Writes template (a row's sub, object or name) with "{k}" replaced by cell number k.
+ * @retval GW_OK, GW_ERR_OVERFLOW (truncated) */
+int mqtt_gateway__expand(const char *template_text, unsigned k, char *buf, size_t cap);
+
+/* Storage of the texts of one discovery sensor. */
+struct mqtt_gateway__sensor_text {
+    char object[64];
+    char name[48];
+    char state[64];
+    char avail[32];
+};
+
+/* The discovery sensor of row t for pack n (1-based; 0 = the bank device) and cell k (CELLS
+ * rows, 1-based): s points into text, which must outlive it. */
+void mqtt_gateway__topic_sensor(const struct mqtt_gateway__topic *t, unsigned pack, unsigned cell,
+                                struct mqtt_gateway__sensor_text *text, struct mqtt_gateway__sensor *s);
+
 /* The discovery config document of sensor s. Caller owns it. */
 cJSON *mqtt_gateway__discovery_json(const char *prefix, const struct mqtt_gateway__device *dev,
                                     const struct mqtt_gateway__sensor *s);
