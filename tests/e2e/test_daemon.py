@@ -408,7 +408,7 @@ class Configuration(GatewayTestCase):
             f.write('{"schema_version": 1, "bms": {"poll_interval_ms": ')  # torn write
         os.unlink(cfg + ".applied")  # the last applied copy lost too: the one before it
         gw = self.start_daemon(["--uart", os.path.join(self.tmp, "bms")])
-        gw.wait_log(r"recovered the configuration before it from config\.json\.bak", 30)
+        gw.wait_log(r"recovered from config\.json\.bak", 30)
         gw.wait_log(r"raised STORAGE_ERROR/config", 30)
         gw.wait_log(r"every 700 ms", 30)
         gw.wait_summaries(2, 60)

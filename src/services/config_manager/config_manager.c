@@ -356,13 +356,13 @@ static int load(struct config_manager *cm)
     if (arc == GW_OK) {
         cm->status = CONFIG_LOAD_FROM_BACKUP;
         config__format(cm->status_reason, sizeof cm->status_reason,
-                       "%s: %s; recovered the last applied configuration from %s.applied", CONFIG_FILE, what,
+                       "%s: %s; recovered from %s.applied, the last applied configuration", CONFIG_FILE, what,
                        CONFIG_FILE);
     } else if (brc == GW_OK) {
         cm->status = CONFIG_LOAD_FROM_BACKUP;
         config__format(cm->status_reason, sizeof cm->status_reason,
-                       "%s: %s; %s.applied: %s; recovered the configuration before it from %s.bak", CONFIG_FILE,
-                       what, CONFIG_FILE, applied_reason, CONFIG_FILE);
+                       "%s: %s; recovered from %s.bak, the configuration before the last applied one "
+                       "(%s.applied: %s)", CONFIG_FILE, what, CONFIG_FILE, CONFIG_FILE, applied_reason);
     } else if (!cm->allow_defaults) {
         /* A configuration existed: coming up on defaults (full currents, no credentials) would
          * be a silent rollback of everything the owner set. */
