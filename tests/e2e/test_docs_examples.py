@@ -94,7 +94,7 @@ def json_examples(text):
     """Every JSON example of a page: ```json blocks and inline `{...}` code spans."""
     out = [body for _, body in fenced_blocks(text, ("json",))]
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    out += re.findall(r"`(\{[^`\n]*\})`", prose)
+    out += re.findall(r'`(\{"[^`\n]*\})`', prose)  # not a template such as `{{ ... }}`
     return out
 
 
