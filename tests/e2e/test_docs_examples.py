@@ -91,8 +91,11 @@ def fenced_blocks(text, langs):
 
 
 def json_examples(text):
-    """Every JSON example of a page: ```json blocks and inline `{...}` code spans."""
+    """Every JSON example of a page: ```json blocks, JSON payloads of `mosquitto_sub -v` output
+    lines ("topic {...}") in other blocks, and inline `{...}` code spans."""
     out = [body for _, body in fenced_blocks(text, ("json",))]
+    for _, body in fenced_blocks(text, ("", "sh", "text")):
+        out += re.findall(r"^[\w/+#-]+ (\{.*\})$", body, re.M)
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     out += re.findall(r'`(\{"[^`\n]*\})`', prose)  # not a template such as `{{ ... }}`
     return out
