@@ -9,7 +9,8 @@
    (src/services/mqtt_gateway/mqtt_format.c), a real event and level, and the level that
    docs/alerts.md's tables give for its code.
 4. The user pages name no source internals: no source paths, C file, function, event or test
-   names, no links to documents outside the repository.
+   names, no links to documents outside the repository; every relative link of the docs points
+   to a file of the repository and an existing heading.
 5. When the daemon is built and sqlite3 is installed: a simulated run writes a data directory,
    and every `sudo -u tinybms-gw ...` command of the user pages (the sqlite3 one-liners, the
    energy counters) runs as printed against it (the data directory path replaced).
@@ -217,6 +218,36 @@ class DocsExamples(unittest.TestCase):
                     if m:
                         bad.append("%s:%d: %s (%s): %s" % (name, n, what, m.group(0), line.strip()[:100]))
         self.assertEqual(bad, [], "developer details in user pages (move them to docs/dev/):\n" + "\n".join(bad))
+
+
+def slug(heading):
+    """The anchor GitHub gives a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path):
+    return {slug(m.group(1)) for m in re.finditer(r"^#+ (.*)$", re.sub(r"^```.*?^```", "", read(path), flags=re.S | re.M), re.M)}
+
+
+class DocsLinks(unittest.TestCase):
+    def test_links_point_into_the_repository(self):
+        """Every relative link of README.md, docs/ and docs/dev/ names a file of the repository and,
+        with #anchor, one of its headings (a user has the repository, nothing outside it)."""
+        pages = USER_DOCS + sorted(glob.glob(os.path.join(SOURCE_DIR, "docs", "dev", "*.md")))
+        bad = []
+        for path in pages:
+            prose = re.sub(r"^```.*?^```", "", read(path), flags=re.S | re.M)
+            for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+                if re.match(r"[a-z]+:", target):
+                    continue  # http(s), mailto: public references
+                file, _, anchor = target.partition("#")
+                dest = os.path.normpath(os.path.join(os.path.dirname(path), file)) if file else path
+                if not dest.startswith(SOURCE_DIR + os.sep) or not os.path.isfile(dest):
+                    bad.append("%s: %s: no such file in the repository" % (rel(path), target))
+                elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
+                    bad.append("%s: %s: no heading #%s in %s" % (rel(path), target, anchor, rel(dest)))
+        self.assertEqual(bad, [], "broken links:\n" + "\n".join(bad))
 
 
 def documented_commands():
