@@ -56,11 +56,12 @@ def rel(path):
 
 
 def alert_codes():
-    """The code names of the alert-code table (code_names[] of alert_rules.c)."""
+    """The code names of the alert-code table of alert_rules.c (rows `[ALERT_CODE_X] = { "X", ...`)."""
     text = read(os.path.join(SOURCE_DIR, "src", "core", "alert_rules", "alert_rules.c"))
-    table = text[text.index("code_names["):]
-    table = table[:table.index("};")]
-    return set(re.findall(r'\[ALERT_CODE_[A-Z0-9_]+\]\s*=\s*"([A-Z0-9_]+)"', table))
+    codes = set(re.findall(r'\[ALERT_CODE_[A-Z0-9_]+\]\s*=\s*\{?\s*"([A-Z0-9_]+)"', text))
+    if len(codes) < 10:
+        raise AssertionError("alert-code table of alert_rules.c not found (%d codes)" % len(codes))
+    return codes
 
 
 def strip_c(text):
