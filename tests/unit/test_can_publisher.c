@@ -9,6 +9,7 @@
 #include "battery_view.h"
 #include "can_publisher.h"
 #include "event_bus.h"
+#include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
@@ -23,9 +24,7 @@
 
 /* ---- fake clock ------------------------------------------------------------------------ */
 
-static _Atomic uint64_t fake_now = 1000000;
-static uint64_t fake_now_ms(void) { return atomic_load(&fake_now); }
-static void clock_set(uint64_t t) { atomic_store(&fake_now, t); }
+static void clock_set(uint64_t t) { fake_clock_set_ms(t); }
 
 static void real_sleep_ms(unsigned ms)
 {
@@ -65,7 +64,7 @@ static int fake_send(struct can_transport *t, const struct can_frame_gw *f, uint
     pthread_mutex_lock(&fake.lock);
     int rc = fake.fail_with;
     if (rc == GW_OK && fake.count < FAKE_MAX)
-        fake.sent[fake.count++] = (struct sent_frame){ .t = fake_now_ms(), .f = *f };
+        fake.sent[fake.count++] = (struct sent_frame){ .t = gw_now_ms(), .f = *f };
     pthread_mutex_unlock(&fake.lock);
     return rc;
 }
@@ -1013,7 +1012,7 @@ static void test_slcan_device_gone_is_survived(void)
 
 static void setup(void)
 {
-    gw_clock_set_sources(fake_now_ms, NULL);
+    fake_clock_set_ms(1000000);
 }
 
 static void test_setup(void) { setup(); }
