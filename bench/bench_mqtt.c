@@ -91,7 +91,7 @@ static void bench_cost_per_sample(void)
     struct event_bus *bus = NULL;
     struct mqtt_client *client = NULL;
     struct mqtt_gateway *gw = NULL;
-    if (event_bus_create(NULL, &bus) || mqtt_client_create(&bench_cfg, NULL, NULL, &client))
+    if (event_bus_create(NULL, &bus) || mqtt_client_create(&bench_cfg, NULL, &client))
         return;
     struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg, .client = client };
     if (mqtt_gateway_create(&opt, &gw) != GW_OK)
@@ -327,7 +327,7 @@ int main(void)
     snprintf(bench_cfg.broker_uri, sizeof bench_cfg.broker_uri, "mqtt://127.0.0.1:%u", (unsigned)b.port);
     bench_cfg.enabled = true;
     struct mqtt_client *client = NULL;
-    if (mqtt_client_create(&bench_cfg, NULL, NULL, &client) == GW_OK &&
+    if (mqtt_client_create(&bench_cfg, NULL, &client) == GW_OK &&
         mqtt_client_start(client) == GW_OK) {
         uint64_t deadline = ns_now() + 10000000000ull;
         while (!mqtt_client_is_connected(client) && ns_now() < deadline)

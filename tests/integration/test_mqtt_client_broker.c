@@ -19,7 +19,7 @@
 
 static const char *mosquitto_exe = "/usr/sbin/mosquitto";
 
-/* ---- bus recorder */
+/* ---- link recorder (the client's link callback) */
 struct conn_events {
     pthread_mutex_t lock;
     int connected;
@@ -27,17 +27,16 @@ struct conn_events {
     char last_reason[160];
 };
 
-static void on_conn_event(const struct gw_event *ev, void *ctx)
+static void on_link(bool up, const char *reason, void *ctx)
 {
     struct conn_events *e = ctx;
     pthread_mutex_lock(&e->lock);
-    if (ev->id == EVENT_MQTT_CONNECTED) {
+    if (up) {
         e->connected++;
     } else {
         e->disconnected++;
-        const struct app_text *t = ev->payload;
-        if (t && ev->size == sizeof *t)
-            snprintf(e->last_reason, sizeof e->last_reason, "%s", t->text);
+        if (reason)
+            snprintf(e->last_reason, sizeof e->last_reason, "%s", reason);
     }
     pthread_mutex_unlock(&e->lock);
 }
@@ -72,7 +71,7 @@ static void base_cfg(struct gw_config_mqtt *m, const char *scheme, uint16_t port
     m->keepalive_s = 30;
 }
 
-/* A plain broker and an event bus recording the client's (dis)connect events. Returns false
+/* A plain broker and an event bus (the recorder is the client's link callback). Returns false
  * (after a failed CHECK) when the broker cannot start. */
 static bool start_broker_and_bus(struct test_broker *b, struct event_bus **bus, struct conn_events *ev)
 {
@@ -81,10 +80,9 @@ static bool start_broker_and_bus(struct test_broker *b, struct event_bus **bus, 
         test_broker_cleanup(b);
         return false;
     }
+    (void)ev; /* recorded through the link callback (set after create) */
     *bus = NULL;
     CHECK_EQ_INT(event_bus_create(NULL, bus), GW_OK);
-    event_bus_subscribe(*bus, EVENT_MQTT_CONNECTED, on_conn_event, ev, "test");
-    event_bus_subscribe(*bus, EVENT_MQTT_DISCONNECTED, on_conn_event, ev, "test");
     return true;
 }
 
@@ -108,7 +106,8 @@ static void test_plain_publish_subscribe_and_events(void)
     struct mqtt_client_will will = { .topic = "t/availability", .payload = "offline", .qos = 1,
                                       .retain = true };
     struct mqtt_client *c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, bus, &will, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, &will, &c), GW_OK);
+    mqtt_client_set_link_callback(c, on_link, &ev);
     struct inbox in = { .lock = PTHREAD_MUTEX_INITIALIZER };
     CHECK_EQ_INT(mqtt_client_subscribe(c, "t/in/#", 1, inbox_cb, &in), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
@@ -242,7 +241,7 @@ static void test_password_file(void)
 
     /* The running client with the right password connects. */
     struct mqtt_client *c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, NULL, NULL, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &c), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
     CHECK(wait_connected(c, true, 10000));
 
@@ -312,7 +311,7 @@ static void test_tls_and_mutual_tls(void)
     /* The running client over TLS: round trip through its own subscription. */
     snprintf(m.ca_file, sizeof m.ca_file, "%s/ca.crt", b.dir);
     struct mqtt_client *c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, NULL, NULL, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &c), GW_OK);
     struct inbox in = { .lock = PTHREAD_MUTEX_INITIALIZER };
     CHECK_EQ_INT(mqtt_client_subscribe(c, "tls/echo", 1, inbox_cb, &in), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
@@ -360,7 +359,7 @@ static void test_tls_and_mutual_tls(void)
     printf("mTLS with client cert: %s\n", msg);
 
     c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, NULL, NULL, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &c), GW_OK);
     struct inbox in2 = { .lock = PTHREAD_MUTEX_INITIALIZER };
     CHECK_EQ_INT(mqtt_client_subscribe(c, "tls/echo", 1, inbox_cb, &in2), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
@@ -384,7 +383,8 @@ static void test_broker_restart_offline_queue(void)
     base_cfg(&m, "mqtt", b.port);
     m.offline_queue_size = 3;
     struct mqtt_client *c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, bus, NULL, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &c), GW_OK);
+    mqtt_client_set_link_callback(c, on_link, &ev);
     /* The client's own subscription is renewed before the queue is flushed, so it sees the
      * queued alerts whatever the timing of the restart. */
     struct inbox in = { .lock = PTHREAD_MUTEX_INITIALIZER };

@@ -665,7 +665,7 @@ static void test_commands_and_restart(void)
     CHECK_EQ_INT(mqtt_gateway_availability_topic(m.topic_prefix, will_topic, sizeof will_topic), GW_OK);
     struct mqtt_client_will will = { .topic = will_topic, .payload = "offline", .qos = 1, .retain = true };
     struct mqtt_client *client = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, bus, &will, &client), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, &will, &client), GW_OK);
     if (!sub || !client) {
         mqtt_client_destroy(client);
         test_sub_destroy(sub);

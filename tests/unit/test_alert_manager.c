@@ -4,6 +4,7 @@
 #include "alert_manager.h"
 #include "battery_view.h"
 #include "event_bus.h"
+#include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "test.h"
@@ -373,13 +374,11 @@ static void test_bad_input_and_no_persistence(void)
     event_bus_destroy(bus);
 }
 
-static int64_t fixed_wall(void) { return 1705500000123LL; }
-static uint64_t fixed_now(void) { return 777000; }
-
 /* Golden output: a fixed clock and a fixed sample give exactly this JSON. */
 static void test_active_json_golden(void)
 {
-    gw_clock_set_sources(fixed_now, fixed_wall);
+    fake_clock_set_ms(777000);
+    fake_clock_set_wall_ms(1705500000123LL);
     struct event_bus *bus;
     CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
     struct alert_manager_options opt = { .bus = bus, .config = test_cfg() };
@@ -406,7 +405,7 @@ static void test_active_json_golden(void)
               "\"battery_id\":0,\"subject\":\"\"}]");
     alert_manager_destroy(am);
     event_bus_destroy(bus);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
 }
 
 /* Several packs through the bus: the same rule on two packs gives two alerts keyed and named by

@@ -1,9 +1,12 @@
 /* The battery service on a real event bus: samples in, EVENT_BATTERY_UPDATE out, energy.json
  * saved and restored (an impossible one refused and set aside), external caps answered. */
 #include "battery_service.h"
+#include "battery_service_internal.h"
 
 #include "app_events.h"
 #include "event_bus.h"
+#include "fake_clock.h"
+#include "gw_clock.h"
 #include "gw_error.h"
 #include "test.h"
 
@@ -249,14 +252,90 @@ static void test_json_round_trip_and_bad_entries(void)
     CHECK_EQ_INT(back.packs[0].id, 1);
 }
 
+/* The thread's timers, without the thread: a step at once, on input or at the engine's
+ * deadline; a save every period; the wait until the nearest of the two. */
+static void test_timers_table(void)
+{
+    struct battery_service__timers t;
+    battery_service__timers_init(&t, 1000, 600000);
+    static const struct {
+        uint64_t now;
+        bool input;
+        bool step, save;
+        uint64_t deadline;
+        uint64_t engine_next;   /* fed back after a step (0: none) */
+        bool saved;             /* fed back after a save */
+    } rows[] = {
+        { 1000, false, true, false, 1000, 2000, false },      /* start: step at once */
+        { 1000, false, false, false, 2000, 0, false },        /* then sleep to the engine's deadline */
+        { 1500, true, true, false, 2000, 2500, false },       /* an input steps early */
+        { 2499, false, false, false, 2500, 0, false },
+        { 2500, false, true, false, 2500, 601500, false },    /* the engine's deadline */
+        { 2501, false, false, false, 601000, 0, false },      /* the save comes first now */
+        { 601000, false, false, true, 601000, 0, true },
+        { 601000, false, false, false, 601500, 0, false },    /* saved: next one a period later */
+        { 601500, false, true, false, 601500, 602500, false },
+        { 1201000, true, true, true, 602500, 1202000, true }, /* both due (a late wake-up) */
+        { 1201001, false, false, false, 1202000, 0, false },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct battery_service__decision d = battery_service__decide(&t, rows[i].now, rows[i].input);
+        CHECK_EQ_INT(d.step, rows[i].step);
+        CHECK_EQ_INT(d.save, rows[i].save);
+        CHECK_EQ_INT(d.deadline_ms, rows[i].deadline);
+        if (d.step)
+            battery_service__stepped(&t, rows[i].engine_next);
+        if (d.save && rows[i].saved)
+            battery_service__saved(&t, rows[i].now);
+    }
+}
+
+/* On the test clock: with no input the thread sleeps exactly until the engine's deadline, steps
+ * once when time reaches it, and sleeps again; moving time short of it steps nothing. */
+static void test_thread_wakes_only_at_deadlines(void)
+{
+    fake_clock_set_ms(50000000);
+    struct event_bus *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct battery_service *bs = make(bus, 1);
+    if (!bs)
+        return;
+    CHECK(fake_clock_settle(1, 10000));
+    struct battery_service_stats st;
+    battery_service_get_stats(bs, &st);
+    CHECK_EQ_INT(st.steps, 1); /* the first view, at start */
+    uint64_t deadline = fake_clock_next_deadline();
+    CHECK(deadline > 50000000 && deadline <= 50000000 + 1000);
+    for (int k = 0; k < 5; k++) {
+        fake_clock_set_ms(deadline - 1);
+        CHECK(fake_clock_settle(1, 10000));
+        battery_service_get_stats(bs, &st);
+        CHECK_EQ_INT(st.steps, 1 + k);
+        CHECK_EQ_INT(fake_clock_next_deadline(), deadline);
+        fake_clock_set_ms(deadline);
+        CHECK(fake_clock_settle(1, 10000));
+        battery_service_get_stats(bs, &st);
+        CHECK_EQ_INT(st.steps, 2 + k);
+        uint64_t next = fake_clock_next_deadline();
+        CHECK(next > deadline && next <= deadline + 1000);
+        deadline = next;
+    }
+    battery_service_destroy(bs);
+    event_bus_destroy(bus);
+    fake_clock_use_real();
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/test_battery_service.XXXXXX");
     if (!mkdtemp(dir))
         return 1;
     static const struct test_case_ cases[] = {TEST_CASE(test_samples_to_views_and_state_file),
-                                   TEST_CASE(test_impossible_state_file_refused), TEST_CASE(test_stale_state_temporaries_removed),
-                                   TEST_CASE(test_json_round_trip_and_bad_entries)};
+                                   TEST_CASE(test_impossible_state_file_refused),
+                                   TEST_CASE(test_stale_state_temporaries_removed),
+                                   TEST_CASE(test_json_round_trip_and_bad_entries),
+                                   TEST_CASE(test_timers_table),
+                                   TEST_CASE(test_thread_wakes_only_at_deadlines)};
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "battery_view.h"
 #include "can_publisher.h"
+#include "can_publisher_internal.h"
 #include "event_bus.h"
+#include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
@@ -23,9 +25,7 @@
 
 /* ---- fake clock ------------------------------------------------------------------------ */
 
-static _Atomic uint64_t fake_now = 1000000;
-static uint64_t fake_now_ms(void) { return atomic_load(&fake_now); }
-static void clock_set(uint64_t t) { atomic_store(&fake_now, t); }
+static void clock_set(uint64_t t) { fake_clock_set_ms(t); }
 
 static void real_sleep_ms(unsigned ms)
 {
@@ -65,7 +65,7 @@ static int fake_send(struct can_transport *t, const struct can_frame_gw *f, uint
     pthread_mutex_lock(&fake.lock);
     int rc = fake.fail_with;
     if (rc == GW_OK && fake.count < FAKE_MAX)
-        fake.sent[fake.count++] = (struct sent_frame){ .t = fake_now_ms(), .f = *f };
+        fake.sent[fake.count++] = (struct sent_frame){ .t = gw_now_ms(), .f = *f };
     pthread_mutex_unlock(&fake.lock);
     return rc;
 }
@@ -1011,9 +1011,149 @@ static void test_slcan_device_gone_is_survived(void)
     event_bus_destroy(bus);
 }
 
+/* ---- the TX thread's decisions, without threads ---------------------------------------- */
+
+static void test_offline_reason_table(void)
+{
+    static const struct {
+        bool have_view;
+        uint64_t view_ms;
+        bool limits_valid;
+        uint64_t now;
+        uint32_t stale_ms;
+        int want;
+    } rows[] = {
+        { false, 0, true, 1000, 3000, CAN_PUBLISHER__NO_VIEW },
+        { true, 1000, true, 1000, 3000, CAN_PUBLISHER__ONLINE },
+        { true, 1000, true, 4000, 3000, CAN_PUBLISHER__ONLINE },      /* exactly the timeout: fresh */
+        { true, 1000, true, 4001, 3000, CAN_PUBLISHER__STALE_VIEW },
+        { true, 1000, false, 2000, 3000, CAN_PUBLISHER__NO_LIMITS },
+        { true, 1000, false, 9000, 3000, CAN_PUBLISHER__STALE_VIEW }, /* stale wins over no limits */
+        { true, 5000, true, 1000, 3000, CAN_PUBLISHER__ONLINE },      /* stamped after now: age 0 */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        CHECK_EQ_INT(can_publisher__offline_reason(rows[i].have_view, rows[i].view_ms, rows[i].limits_valid,
+                                                   rows[i].now, rows[i].stale_ms),
+                     rows[i].want);
+    CHECK(!can_publisher__link_expired(false, 0, 100000, 10000));
+    CHECK(!can_publisher__link_expired(true, 1000, 11000, 10000));
+    CHECK(can_publisher__link_expired(true, 1000, 11001, 10000));
+    CHECK(!can_publisher__link_expired(true, 12000, 11001, 10000)); /* stamped after now */
+}
+
+/* One row per call of the step: inputs, what is due, and the deadline when nothing is. */
+static void test_schedule_table(void)
+{
+    struct can_publisher__sched s;
+    can_publisher__sched_init(&s, 10000, 1000, 10000);
+    enum { L = 1, I = 2, LOST = 4, RE = 8 };
+    static const struct {
+        uint64_t now;
+        uint32_t live, ident;
+        bool link;
+        uint64_t link_last;
+        bool broken;
+        unsigned due;
+        uint64_t deadline;      /* checked when nothing is due */
+        int reopen_ok;          /* after a reopen: 1 ok, 0 failed */
+    } rows[] = {
+        { 10000, 1000, 10000, false, 0, false, L | I, 0, -1 },        /* both at start */
+        { 10000, 1000, 10000, false, 0, false, 0, 11000, -1 },
+        { 10999, 1000, 10000, false, 0, false, 0, 11000, -1 },
+        { 11000, 1000, 10000, false, 0, false, L, 0, -1 },
+        { 11000, 1000, 10000, true, 11000, false, 0, 12000, -1 },     /* link: timeout 21001 later */
+        { 13500, 1000, 10000, true, 11000, false, L, 0, -1 },         /* late: 12000 missed */
+        { 13500, 1000, 10000, true, 11000, false, 0, 14500, -1 },     /* next one period after now */
+        { 14500, 1000, 10000, true, 11000, false, L, 0, -1 },
+        { 14600, 1000, 10000, true, 11000, false, 0, 15500, -1 },
+        { 14600, 500, 10000, true, 11000, false, 0, 15000, -1 },      /* 500 ms from the last (14500) */
+        { 20000, 500, 10000, true, 11000, false, L | I, 0, -1 },
+        { 20000, 500, 2000, true, 11000, false, 0, 20500, -1 },       /* identity 2 s from 20000 */
+        { 20000, 60000, 60000, true, 11000, false, 0, 21001, -1 },    /* the link timeout is nearest */
+        { 21001, 60000, 60000, true, 11000, false, LOST, 0, -1 },
+        { 21001, 60000, 60000, false, 11000, true, 0, 26001, -1 },    /* broken: first try in 5 s */
+        { 26001, 60000, 60000, false, 11000, true, RE, 0, 0 },        /* fails: 10 s */
+        { 26001, 60000, 60000, false, 11000, true, 0, 36001, -1 },
+        { 36001, 60000, 60000, false, 11000, true, RE, 0, 0 },        /* fails: 20 s */
+        { 56001, 60000, 60000, false, 11000, true, RE, 0, 0 },        /* 40 s */
+        { 96001, 60000, 60000, false, 11000, true, L | I | RE, 0, 0 }, /* 60 s (the cap); cycles due */
+        { 96001, 60000, 60000, false, 11000, true, 0, 135000, -1 },   /* the cycles come first */
+        { 156001, 60000, 60000, false, 11000, true, L | I | RE, 0, 1 },
+        { 156001, 60000, 60000, false, 11000, false, 0, 195000, -1 }, /* reopened: nothing pending */
+        { 156001, 60000, 60000, false, 11000, true, 0, 161001, -1 },  /* broken again: 5 s again */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct can_publisher__inputs in = {
+            .now_ms = rows[i].now, .live_period_ms = rows[i].live, .identity_period_ms = rows[i].ident,
+            .inverter_timeout_ms = 10000, .link = rows[i].link, .link_last_ms = rows[i].link_last,
+            .broken = rows[i].broken, .can_reopen = true,
+        };
+        struct can_publisher__decision d = can_publisher__step(&s, &in);
+        unsigned due = (d.live ? L : 0) | (d.identity ? I : 0) | (d.link_lost ? LOST : 0) | (d.reopen ? RE : 0);
+        if (due != rows[i].due)
+            fprintf(stderr, "row %zu: due %u, want %u\n", i, due, rows[i].due);
+        CHECK_EQ_INT(due, rows[i].due);
+        if (!due) {
+            if (d.deadline_ms != rows[i].deadline)
+                fprintf(stderr, "row %zu\n", i);
+            CHECK_EQ_INT(d.deadline_ms, rows[i].deadline);
+        }
+        if (d.reopen)
+            can_publisher__reopened(&s, rows[i].now, rows[i].reopen_ok == 1);
+    }
+    /* A given transport (tests, tools) is never reopened. */
+    can_publisher__sched_init(&s, 0, 1000, 10000);
+    struct can_publisher__inputs in = { .now_ms = 0, .live_period_ms = 1000, .identity_period_ms = 10000,
+                                        .inverter_timeout_ms = 10000, .broken = true, .can_reopen = false };
+    for (uint64_t t = 0; t < 100000; t += 1000) {
+        in.now_ms = t;
+        CHECK(!can_publisher__step(&s, &in).reopen);
+    }
+}
+
+/* On the test clock, the TX thread sleeps until its next cycle and nothing else: a move short
+ * of it sends nothing, the move onto it one cycle, and it wakes once per move. */
+static void test_tx_thread_wakes_only_for_its_cycles(void)
+{
+    fake_reset();
+    uint64_t t0 = 700000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x35A, t0));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(fake_clock_next_deadline(), t0 + cfg.can.live_period_ms);
+    for (uint64_t k = 1; k <= 5; k++) {
+        uint64_t due = t0 + k * cfg.can.live_period_ms;
+        uint64_t returns = fake_clock_wait_returns();
+        clock_set(due - 1);
+        CHECK(fake_clock_settle(1, 10000));
+        CHECK_EQ_INT(count_sent(0x35A, UINT64_MAX), k);
+        CHECK_EQ_INT(fake_clock_next_deadline(), due);
+        clock_set(due);
+        CHECK(wait_sent(0x35A, due));
+        CHECK(fake_clock_settle(1, 10000));
+        CHECK_EQ_INT(count_sent(0x35A, UINT64_MAX), k + 1);
+        CHECK_EQ_INT(fake_clock_next_deadline(), due + cfg.can.live_period_ms);
+        CHECK_EQ_INT(fake_clock_wait_returns() - returns, 2); /* one per move, no polling */
+    }
+    /* A period changed by configuration wakes it at once and counts from the last cycle. */
+    uint64_t last = t0 + 5 * cfg.can.live_period_ms;
+    cfg.can.live_period_ms = 300;
+    CHECK_EQ_INT(can_publisher_apply_config(p, &cfg), GW_OK);
+    for (int i = 0; i < 1000 && fake_clock_next_deadline() != last + 300; i++)
+        real_sleep_ms(5);
+    CHECK_EQ_INT(fake_clock_next_deadline(), last + 300);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
 static void setup(void)
 {
-    gw_clock_set_sources(fake_now_ms, NULL);
+    fake_clock_set_ms(1000000);
 }
 
 static void test_setup(void) { setup(); }
@@ -1023,4 +1163,6 @@ TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test
           TEST_CASE(test_two_packs_then_one_offline), TEST_CASE(test_stale_view_withholds_and_resumes),
           TEST_CASE(test_no_pack_online_withholds), TEST_CASE(test_periods_exact_with_fake_clock),
           TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_identity_and_live_config),
-          TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived))
+          TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived),
+          TEST_CASE(test_offline_reason_table), TEST_CASE(test_schedule_table),
+          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles))

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE /* openpty, mkdtemp */
 #include "can_transport.h"
 #include "can_transport_internal.h"
+#include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "test.h"
@@ -550,15 +551,8 @@ static void test_slcan_over_pty(void)
 /* Regression: an adapter that keeps sending bytes which never make a frame (wrong serial baud
  * rate, line noise) kept slcan recv reading for ever: it only looked at its deadline when the
  * tty was idle, so the CAN publisher's RX thread could not stop. A clock that jumps 1 s per
- * reading stands in for "the junk keeps coming after the deadline": recv must give up after
+ * reading (fake_clock_set_step_ms) stands in for "the junk keeps coming after the deadline": recv must give up after
  * the first chunk instead of draining everything that is there. */
-static uint64_t jumping_now;
-static uint64_t jumping_clock(void)
-{
-    jumping_now += 1000;
-    return jumping_now;
-}
-
 static void test_slcan_recv_times_out_under_junk(void)
 {
     int master, slave;
@@ -575,10 +569,10 @@ static void test_slcan_recv_times_out_under_junk(void)
     CHECK_EQ_INT(poll(&pfd, 1, 5000), 1);
     gw_sleep_ms(50); /* let the pty move all of it to the reader side */
 
-    gw_clock_set_sources(jumping_clock, NULL);
+    fake_clock_set_step_ms(1000);
     struct can_frame_gw r;
     int rc = can_transport_recv(t, &r, 50);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
     CHECK_EQ_INT(rc, GW_ERR_TIMEOUT);
     struct can_transport_stats st;
     can_transport_get_stats(t, &st);

@@ -6,6 +6,7 @@
 #include "history_logger.h"
 #include "app_events.h"
 #include "event_bus.h"
+#include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "test.h"
@@ -26,10 +27,6 @@
 #define DAY_MS 86400000LL
 #define T_2025_01_17 1737072000000LL /* 2025-01-17T00:00:00Z */
 
-static _Atomic int64_t fake_wall;
-static _Atomic uint64_t fake_now;
-static int64_t wall_src(void) { return atomic_load(&fake_wall); }
-static uint64_t now_src(void) { return atomic_load(&fake_now); }
 
 static void make_dir(char *tmpl)
 {
@@ -186,8 +183,7 @@ static void test_retention_week(void)
     char dir[] = "/tmp/gw_hist_XXXXXX";
     make_dir(dir);
     const int64_t now = T_2025_01_17 + 12 * 3600 * 1000LL;
-    atomic_store(&fake_wall, now);
-    gw_clock_set_sources(NULL, wall_src);
+    fake_clock_set_wall_ms(now);
     struct event_bus *bus;
     CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
     getter_value = hist_cfg(5, 7);
@@ -227,13 +223,13 @@ static void test_retention_week(void)
     CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 3 * 144));
     /* a day later (wall clock moves), a restart with 1 day: retention runs at start */
     history_logger_destroy(hl);
-    atomic_store(&fake_wall, now + DAY_MS);
+    fake_clock_set_wall_ms(now + DAY_MS);
     opt.config = hist_cfg(5, 1);
     CHECK_EQ_INT(history_logger_create(&opt, &hl), GW_OK);
     CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 0));
     history_logger_destroy(hl);
     event_bus_destroy(bus);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
     remove_dir(dir);
 }
 
@@ -242,9 +238,8 @@ static void test_hourly_retention(void)
     char dir[] = "/tmp/gw_hist_XXXXXX";
     make_dir(dir);
     const int64_t now = T_2025_01_17;
-    atomic_store(&fake_wall, now);
-    atomic_store(&fake_now, 5000000);
-    gw_clock_set_sources(now_src, wall_src);
+    fake_clock_set_wall_ms(now);
+    fake_clock_set_ms(5000000);
     struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 1));
     if (!hl)
         return;
@@ -258,10 +253,10 @@ static void test_hourly_retention(void)
     CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, INT64_MIN, INT64_MAX, &n), GW_OK);
     CHECK_EQ_INT(n, 48);
     /* one hour later on the monotonic clock: the writer enforces retention by itself */
-    atomic_fetch_add(&fake_now, 3600 * 1000 + 1);
+    fake_clock_advance_ms(3600 * 1000 + 1);
     CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 24));
     history_logger_destroy(hl);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
     remove_dir(dir);
 }
 
@@ -479,11 +474,10 @@ static void test_day_json_and_csv(void)
     CHECK_EQ_INT(history_logger_get_day_json(hl, "2025-01-18", 0, buf, sizeof buf, &len), GW_OK);
     CHECK(strstr(buf, "\"samples\":[{") != NULL);
     /* NULL = today (wall clock) */
-    atomic_store(&fake_wall, T_2025_01_17 + 3600 * 1000LL);
-    gw_clock_set_sources(NULL, wall_src);
+    fake_clock_set_wall_ms(T_2025_01_17 + 3600 * 1000LL);
     CHECK_EQ_INT(history_logger_get_day_json(hl, NULL, 0, buf, sizeof buf, &len), GW_OK);
     CHECK(strncmp(buf, "{\"date\":\"2025-01-17\"", 20) == 0);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
     int64_t a, z;
     CHECK_EQ_INT(history_day_range("2024-02-29", 0, &a, &z), GW_OK);
     CHECK_EQ_INT(z - a, DAY_MS);
@@ -529,8 +523,7 @@ static void test_period_sampling_from_bus(void)
 {
     char dir[] = "/tmp/gw_hist_XXXXXX";
     make_dir(dir);
-    atomic_store(&fake_now, 1000000);
-    gw_clock_set_sources(now_src, NULL);
+    fake_clock_set_ms(1000000);
     struct event_bus *bus;
     CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
     getter_value = hist_cfg(1, 3650);
@@ -543,25 +536,25 @@ static void test_period_sampling_from_bus(void)
     struct battery_view *v = malloc(sizeof *v);
     /* a view every 200 ms for 10 s at period 1 s: 10 rows per pack and 10 of the aggregate */
     for (int i = 0; i < 50; i++) {
-        make_view(v, 2, T_2025_01_17 + i * 200, atomic_load(&fake_now), (uint32_t)i);
+        make_view(v, 2, T_2025_01_17 + i * 200, gw_now_ms(), (uint32_t)i);
         CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
         CHECK(event_bus_flush(bus, 5000)); /* the handler reads the clock we set */
-        atomic_fetch_add(&fake_now, 200);
+        fake_clock_advance_ms(200);
     }
     /* pack 2 gives one more sample, turns stale (that sample held), then shows online again
      * with the same sample: it is stored once, never again as new; pack 1 and the aggregate go on */
     int64_t wall = T_2025_01_17 + 50 * 200;
-    make_view(v, 2, wall, atomic_load(&fake_now), 50);
+    make_view(v, 2, wall, gw_now_ms(), 50);
     struct bms_live_data held = v->packs[1].live;
     for (int i = 0; i < 10; i++) {
-        make_view(v, 2, wall + i * 200, atomic_load(&fake_now), 50 + (uint32_t)i);
+        make_view(v, 2, wall + i * 200, gw_now_ms(), 50 + (uint32_t)i);
         v->packs[1].live = held;
         bool stale = i >= 1 && i < 5;
         v->packs[1].state = stale ? BATTERY_PACK_STALE : BATTERY_PACK_ONLINE;
         v->online_count = stale ? 1 : 2;
         CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
         CHECK(event_bus_flush(bus, 5000));
-        atomic_fetch_add(&fake_now, 200);
+        fake_clock_advance_ms(200);
     }
     /* a short payload is ignored */
     char junk[8] = { 0 };
@@ -580,10 +573,10 @@ static void test_period_sampling_from_bus(void)
     struct app_config_change change = { .sections = CONFIG_SECTION_HISTORY };
     CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
     for (int i = 0; i < 50; i++) {
-        make_view(v, 2, T_2025_01_17 + 100000 + i * 200, atomic_load(&fake_now), (uint32_t)i);
+        make_view(v, 2, T_2025_01_17 + 100000 + i * 200, gw_now_ms(), (uint32_t)i);
         CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
         CHECK(event_bus_flush(bus, 5000));
-        atomic_fetch_add(&fake_now, 200);
+        fake_clock_advance_ms(200);
     }
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
     CHECK_EQ_INT(history_logger_count(hl, 0, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
@@ -593,12 +586,12 @@ static void test_period_sampling_from_bus(void)
     CHECK_EQ_INT(history_logger_count(hl, HISTORY_ALL_IDS, T_2025_01_17 + 100000, INT64_MAX, &n), GW_OK);
     CHECK_EQ_INT(n, 6);
     /* no pack online (no data): no row at all */
-    make_view(v, 2, T_2025_01_17 + 200000, atomic_load(&fake_now) + 60000, 1);
+    make_view(v, 2, T_2025_01_17 + 200000, gw_now_ms() + 60000, 1);
     for (int k = 0; k < 2; k++)
         v->packs[k].state = BATTERY_PACK_OFFLINE;
     v->online_count = 0;
     v->conditions = BATTERY_COND_PACK_OFFLINE | BATTERY_COND_NO_DATA;
-    atomic_fetch_add(&fake_now, 60000);
+    fake_clock_advance_ms(60000);
     CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
     CHECK(event_bus_flush(bus, 5000));
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
@@ -614,7 +607,7 @@ static void test_period_sampling_from_bus(void)
     free(v);
     history_logger_destroy(hl);
     event_bus_destroy(bus);
-    gw_clock_set_sources(NULL, NULL);
+    fake_clock_use_real();
     remove_dir(dir);
 }
 

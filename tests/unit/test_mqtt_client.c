@@ -175,7 +175,7 @@ static void test_disconnected_publish_counts(void)
     default_cfg(&m);
     m.offline_queue_size = 2;
     struct mqtt_client *c = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&m, NULL, NULL, &c), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &c), GW_OK);
     if (!c)
         return;
     CHECK(!mqtt_client_is_connected(c));
@@ -221,7 +221,7 @@ static void test_disconnected_publish_counts(void)
     mqtt_client_destroy(c);
 
     struct mqtt_client *c2 = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&bad, NULL, NULL, &c2), GW_ERR_INVAL);
+    CHECK_EQ_INT(mqtt_client_create(&bad, NULL, &c2), GW_ERR_INVAL);
     CHECK(c2 == NULL);
 }
 
@@ -247,7 +247,67 @@ static void test_connection_bad_inputs(void)
     CHECK_EQ_INT(mqtt_client_test_connection(NULL, 1000, msg, sizeof msg), GW_ERR_INVAL);
 }
 
+/* The network thread's state machine, without a thread or a broker. */
+static void test_link_state_machine(void)
+{
+    struct mqtt_client__link l;
+    mqtt_client__link_init(&l, 1000);
+    struct mqtt_client__decision d = mqtt_client__link_decide(&l, 1000, false);
+    CHECK_EQ_INT(d.action, MQTT_CLIENT__CONNECT);
+    /* The broker is away: 1, 2, 4, 8, 16, 32, 32 s; only the first failure is reported. */
+    static const uint32_t delays[] = { 1, 2, 4, 8, 16, 32, 32 };
+    uint64_t t = 1000;
+    for (size_t i = 0; i < sizeof delays / sizeof delays[0]; i++) {
+        struct mqtt_client__outcome o = mqtt_client__link_connect_result(&l, t, false);
+        CHECK_EQ_INT(o.delay_s, delays[i]);
+        CHECK_EQ_INT(o.report_down, i == 0);
+        d = mqtt_client__link_decide(&l, t + delays[i] * 1000 - 1, false);
+        CHECK_EQ_INT(d.action, MQTT_CLIENT__WAIT);
+        CHECK_EQ_INT(d.deadline_ms, t + delays[i] * 1000);
+        t += delays[i] * 1000;
+        CHECK_EQ_INT(mqtt_client__link_decide(&l, t, false).action, MQTT_CLIENT__CONNECT);
+    }
+    /* The socket opens: service at once (the CONNECT goes out), then sleep until the CONNACK
+     * timeout or the keepalive service (a quarter of 120 s), whichever is nearer. */
+    mqtt_client__link_connect_result(&l, t, true);
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t, false).action, MQTT_CLIENT__SERVICE);
+    mqtt_client__link_serviced(&l, t, 120);
+    d = mqtt_client__link_decide(&l, t + 10, false);
+    CHECK_EQ_INT(d.action, MQTT_CLIENT__WAIT);
+    CHECK_EQ_INT(d.deadline_ms, t + MQTT_CLIENT__CONNECT_TIMEOUT_MS + 1);
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t + MQTT_CLIENT__CONNECT_TIMEOUT_MS + 1, false).action,
+                 MQTT_CLIENT__ABORT);
+    struct mqtt_client__outcome o = mqtt_client__link_lost(&l, t + MQTT_CLIENT__CONNECT_TIMEOUT_MS + 1, false);
+    CHECK_EQ_INT(o.delay_s, 32);
+    CHECK(!o.report_down);
+    /* Connected: only the keepalive service is a deadline. */
+    t += MQTT_CLIENT__CONNECT_TIMEOUT_MS + 1 + 32000;
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t, false).action, MQTT_CLIENT__CONNECT);
+    mqtt_client__link_connect_result(&l, t, true);
+    mqtt_client__link_serviced(&l, t, 120);
+    d = mqtt_client__link_decide(&l, t + 20000, true);
+    CHECK_EQ_INT(d.action, MQTT_CLIENT__WAIT);
+    CHECK_EQ_INT(d.deadline_ms, t + 30000);
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t + 30000, true).action, MQTT_CLIENT__SERVICE);
+    mqtt_client__link_serviced(&l, t + 30000, 2); /* a short keepalive: at least 1 s apart */
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t + 30000, true).deadline_ms, t + 31000);
+    /* Lost after a CONNACK: reported, and the backoff starts again at 1 s. */
+    o = mqtt_client__link_lost(&l, t + 40000, true);
+    CHECK_EQ_INT(o.delay_s, 1);
+    CHECK(o.report_down);
+    o = mqtt_client__link_connect_result(&l, t + 41000, false);
+    CHECK_EQ_INT(o.delay_s, 2);
+    CHECK(!o.report_down);
+    /* Bad settings (no session could be made): backoff too; a reconfiguration connects at once. */
+    CHECK_EQ_INT(mqtt_client__link_setup_failed(&l, t + 43000), 4);
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t + 43000, false).deadline_ms, t + 47000);
+    mqtt_client__link_reset(&l, t + 44000);
+    CHECK_EQ_INT(mqtt_client__link_decide(&l, t + 44000, false).action, MQTT_CLIENT__CONNECT);
+    o = mqtt_client__link_connect_result(&l, t + 44000, false);
+    CHECK_EQ_INT(o.delay_s, 1);
+}
+
 TEST_MAIN(TEST_CASE(test_uri_valid), TEST_CASE(test_uri_invalid), TEST_CASE(test_backoff_sequence),
           TEST_CASE(test_queue_bounded_oldest_dropped), TEST_CASE(test_queue_zero_capacity_and_resize),
           TEST_CASE(test_effective_id), TEST_CASE(test_disconnected_publish_counts),
-          TEST_CASE(test_connection_bad_inputs))
+          TEST_CASE(test_connection_bad_inputs), TEST_CASE(test_link_state_machine))

@@ -18,7 +18,11 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* ---- synthetic data */
 
@@ -601,7 +605,7 @@ static bool fx_start(struct fixture *f, mqtt_gateway_charge_cap_fn cb, void *ctx
     memset(f, 0, sizeof *f);
     rec_clear();
     CHECK_EQ_INT(event_bus_create(NULL, &f->bus), GW_OK);
-    CHECK_EQ_INT(mqtt_client_create(&unit_cfg, f->bus, NULL, &f->client), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&unit_cfg, NULL, &f->client), GW_OK);
     struct mqtt_gateway_options opt = { .bus = f->bus, .get_config = get_cfg, .client = f->client,
                                         .charge_cap = cb, .charge_cap_ctx = ctx };
     CHECK_EQ_INT(mqtt_gateway_create(&opt, &f->gw), GW_OK);
@@ -1074,7 +1078,7 @@ static void test_gateway_real_client_offline(void)
     struct event_bus *bus = NULL;
     CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
     struct mqtt_client *client = NULL;
-    CHECK_EQ_INT(mqtt_client_create(&unit_cfg, bus, NULL, &client), GW_OK);
+    CHECK_EQ_INT(mqtt_client_create(&unit_cfg, NULL, &client), GW_OK);
     struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg, .client = client };
     struct mqtt_gateway *gw = NULL;
     CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
@@ -1390,9 +1394,71 @@ static void test_gateway_golden_round(void)
     free(text);
 }
 
+/* The client reports its link to the gateway, which tells the bus (the alert manager listens):
+ * a broker that refuses the connection gives one EVENT_MQTT_DISCONNECTED with the reason. */
+static pthread_mutex_t link_lock = PTHREAD_MUTEX_INITIALIZER;
+static int link_up_events, link_down_events;
+static struct app_text link_reason;
+
+static void on_link_event(const struct gw_event *ev, void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&link_lock);
+    if (ev->id == EVENT_MQTT_CONNECTED) {
+        link_up_events++;
+    } else if (ev->size == sizeof(struct app_text)) {
+        link_down_events++;
+        memcpy(&link_reason, ev->payload, sizeof link_reason);
+    }
+    pthread_mutex_unlock(&link_lock);
+}
+
+static void test_gateway_link_events_on_the_bus(void)
+{
+    base_unit_cfg();
+    /* A loopback port nobody listens on: connections are refused at once. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+          getsockname(fd, (struct sockaddr *)&a, &alen) == 0);
+    close(fd);
+    struct gw_config_mqtt m = unit_cfg;
+    snprintf(m.broker_uri, sizeof m.broker_uri, "mqtt://127.0.0.1:%u", (unsigned)ntohs(a.sin_port));
+    struct event_bus *bus = NULL;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    event_bus_subscribe(bus, EVENT_MQTT_CONNECTED, on_link_event, NULL, "test");
+    event_bus_subscribe(bus, EVENT_MQTT_DISCONNECTED, on_link_event, NULL, "test");
+    struct mqtt_client *client = NULL;
+    CHECK_EQ_INT(mqtt_client_create(&m, NULL, &client), GW_OK);
+    struct mqtt_gateway_options opt = { .bus = bus, .get_config = get_cfg, .client = client };
+    struct mqtt_gateway *gw = NULL;
+    CHECK_EQ_INT(mqtt_gateway_create(&opt, &gw), GW_OK);
+    CHECK_EQ_INT(mqtt_gateway_start(gw), GW_OK);
+    CHECK_EQ_INT(mqtt_client_start(client), GW_OK);
+    int down = 0;
+    for (int i = 0; i < 2000 && down == 0; i++) {
+        CHECK(event_bus_flush(bus, 5000));
+        pthread_mutex_lock(&link_lock);
+        down = link_down_events;
+        pthread_mutex_unlock(&link_lock);
+        if (!down)
+            usleep(5000);
+    }
+    CHECK_EQ_INT(down, 1);
+    pthread_mutex_lock(&link_lock);
+    CHECK(link_reason.text[0] != '\0');
+    CHECK_EQ_INT(link_up_events, 0);
+    pthread_mutex_unlock(&link_lock);
+    mqtt_gateway_destroy(gw);
+    mqtt_client_destroy(client);
+    event_bus_destroy(bus);
+}
+
 TEST_MAIN(TEST_CASE(test_status_golden), TEST_CASE(test_status_several_and_absent), TEST_CASE(test_conditions_text),
           TEST_CASE(test_number_format), TEST_CASE(test_alert_json), TEST_CASE(test_discovery_json),
           TEST_CASE(test_charge_cap_validation), TEST_CASE(test_alert_command_validation),
           TEST_CASE(test_gateway_one_pack), TEST_CASE(test_gateway_several_packs), TEST_CASE(test_gateway_charge_cap),
           TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline),
-          TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table))
+          TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table),
+          TEST_CASE(test_gateway_link_events_on_the_bus))

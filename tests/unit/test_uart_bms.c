@@ -8,6 +8,8 @@
 #include "test.h"
 #include "tinybms.h"
 #include "uart_bms.h"
+#include "uart_bms_internal.h"
+#include "fake_clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -241,8 +243,8 @@ static int read_count(struct capture *c, int *field)
 /* Waits up to 10 s (generous: loaded machines) for *field to reach at least target. */
 static bool wait_count(struct capture *c, int *field, int target)
 {
-    uint64_t deadline = gw_now_ms() + 10000;
-    while (gw_now_ms() < deadline) {
+    uint64_t deadline = gw_real_ms() + 10000;
+    while (gw_real_ms() < deadline) {
         if (read_count(c, field) >= target)
             return true;
         gw_sleep_ms(5);
@@ -572,8 +574,8 @@ static void test_shorter_poll_interval_applies_at_once(void)
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
     int before = read_count(&fx.cap, &fx.cap.samples);
     CHECK_EQ_INT(uart_bms_set_poll_interval_ms(fx.ub, 100), GW_OK);
-    uint64_t deadline = gw_now_ms() + 5000; /* half the old interval; the new one needs 0.3 s */
-    while (read_count(&fx.cap, &fx.cap.samples) < before + 3 && gw_now_ms() < deadline)
+    uint64_t deadline = gw_real_ms() + 5000; /* half the old interval; the new one needs 0.3 s */
+    while (read_count(&fx.cap, &fx.cap.samples) < before + 3 && gw_real_ms() < deadline)
         gw_sleep_ms(5);
     CHECK(read_count(&fx.cap, &fx.cap.samples) >= before + 3);
     finish(&fx);
@@ -652,9 +654,9 @@ static void gate_handler(const struct gw_event *ev, void *ctx)
 
 static bool wait_stats(struct uart_bms *ub, bool (*cond)(const struct uart_bms_stats *))
 {
-    uint64_t deadline = gw_now_ms() + 10000;
+    uint64_t deadline = gw_real_ms() + 10000;
     struct uart_bms_stats st;
-    while (gw_now_ms() < deadline) {
+    while (gw_real_ms() < deadline) {
         uart_bms_get_stats(ub, &st);
         if (cond(&st))
             return true;
@@ -691,13 +693,13 @@ static void test_comm_lost_survives_a_full_bus(void)
     event_bus_get_stats(fx.bus, &bs);
     uint64_t dropped_before = bs.dropped;
     CHECK(wait_stats(fx.ub, comm_down));
-    uint64_t deadline = gw_now_ms() + 10000; /* the LOST publish times out on the full bus */
+    uint64_t deadline = gw_real_ms() + 10000; /* the LOST publish times out on the full bus */
     do {
         event_bus_get_stats(fx.bus, &bs);
         if (bs.dropped > dropped_before)
             break;
         gw_sleep_ms(5);
-    } while (gw_now_ms() < deadline);
+    } while (gw_real_ms() < deadline);
     CHECK(bs.dropped > dropped_before);
     CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 0);
 
@@ -712,6 +714,266 @@ static void test_comm_lost_survives_a_full_bus(void)
     CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
     CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 1);
     finish(&fx);
+}
+
+/* ---------------------------------------------------------------- the step, without threads */
+
+#define NEVER_MS UINT64_MAX
+
+/* One decision: checks the action (and the deadline of a WAIT). */
+static struct uart_bms__decision expect(struct uart_bms__sched *s, const struct uart_bms__inputs *in,
+                                        enum uart_bms__action action, uint64_t deadline, int line)
+{
+    struct uart_bms__decision d = uart_bms__decide(s, in);
+    if (d.action != action || (action == UART_BMS__WAIT && d.deadline_ms != deadline))
+        fprintf(stderr, "line %d: action %d deadline %llu\n", line, (int)d.action, (unsigned long long)d.deadline_ms);
+    CHECK_EQ_INT(d.action, action);
+    if (action == UART_BMS__WAIT)
+        CHECK_EQ_INT(d.deadline_ms, deadline);
+    return d;
+}
+#define EXPECT(action, deadline) expect(&s, &in, (action), (deadline), __LINE__)
+
+/* Open with backoff 0.5, 1, 2, 4 ... 30 s while the device is absent; the first live read at
+ * once when it opens; one slow item after each good read while the budget allows; the slow
+ * round again after slow_poll_interval_s. */
+static void test_step_open_poll_slow(void)
+{
+    struct uart_bms__sched s;
+    uart_bms__sched_init(&s, 1000, 1000);
+    struct uart_bms__inputs in = { .now_ms = 1000, .poll_interval_ms = 1000, .comm_timeout_ms = 600000,
+                                   .last_cycle_ms = 40 };
+    EXPECT(UART_BMS__OPEN, 0);
+    uart_bms__open_failed(&s, in.now_ms);
+    EXPECT(UART_BMS__WAIT, 1500);
+    static const uint64_t backoff[] = { 1000, 2000, 4000, 8000, 16000, 30000, 30000 };
+    uint64_t t = 1500;
+    for (size_t i = 0; i < sizeof backoff / sizeof backoff[0]; i++) {
+        in.now_ms = t;
+        EXPECT(UART_BMS__OPEN, 0);
+        uart_bms__open_failed(&s, t);
+        EXPECT(UART_BMS__WAIT, t + backoff[i]);
+        t += backoff[i];
+    }
+    in.now_ms = t;
+    EXPECT(UART_BMS__OPEN, 0); /* it opens */
+    in.port_open = true;
+    EXPECT(UART_BMS__POLL, 0); /* overdue: at once */
+    uart_bms__port_works(&s);
+    uart_bms__polled(&s, t, t + 40, true);
+    uint64_t cur = t + 40, next = t + 1040;
+    for (int item = UART_BMS__SLOW_VERSION; item < UART_BMS__SLOW_DONE; item++) {
+        in.now_ms = cur;
+        in.last_valid_ms = cur;
+        struct uart_bms__decision d = EXPECT(UART_BMS__SLOW, 0);
+        CHECK_EQ_INT(d.slow, item);
+        uart_bms__slow_done(&s, cur, false, 60);
+        EXPECT(UART_BMS__WAIT, next); /* one item per live read */
+        in.now_ms = next;
+        EXPECT(UART_BMS__POLL, 0);
+        uart_bms__polled(&s, next, next + 40, true);
+        cur = next + 40;
+        next += 1000;
+    }
+    /* the round is done: nothing slow until 60 s after its last item */
+    in.now_ms = cur;
+    EXPECT(UART_BMS__WAIT, next);
+    CHECK_EQ_INT(s.slow_next, UART_BMS__SLOW_VERSION);
+    CHECK_EQ_INT(s.slow_due_ms, cur - 1000 + 60000);
+    /* a slow read stopped by a lost device keeps its item */
+    uart_bms__slow_restart(&s, UART_BMS__SLOW_STATS);
+    uart_bms__slow_done(&s, in.now_ms, true, 60);
+    CHECK_EQ_INT(s.slow_next, UART_BMS__SLOW_STATS);
+    CHECK_EQ_INT(s.slow_due_ms, 0);
+}
+
+/* The slow item only when three live cycles plus 10 ms fit before the next read; a failed read
+ * gives no slow chance; the chance is taken or lost at the first decision after the read. */
+static void test_step_slow_budget(void)
+{
+    struct uart_bms__sched s;
+    uart_bms__sched_init(&s, 0, 1000);
+    struct uart_bms__inputs in = { .now_ms = 0, .poll_interval_ms = 1000, .comm_timeout_ms = 600000,
+                                   .port_open = true, .last_cycle_ms = 300, .last_valid_ms = 1 };
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 0, 90, true); /* next read at 1000: 910 ms left, budget 910: no */
+    in.now_ms = 90;
+    EXPECT(UART_BMS__WAIT, 1000);
+    in.now_ms = 1000;
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 1000, 1089, true); /* 911 ms left: yes */
+    in.now_ms = 1089;
+    EXPECT(UART_BMS__SLOW, 0);
+    uart_bms__slow_done(&s, 1100, false, 60);
+    in.now_ms = 2000;
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 2000, 2010, false); /* failed read: no slow item */
+    in.now_ms = 2010;
+    EXPECT(UART_BMS__WAIT, 3000);
+    /* a command comes before the live read, with or without a device */
+    in.now_ms = 3000;
+    in.command_pending = true;
+    EXPECT(UART_BMS__COMMAND, 0);
+    in.port_open = false;
+    uart_bms__port_lost(&s, 3000);
+    EXPECT(UART_BMS__COMMAND, 0); /* fails at once (no device), not after the reopen */
+    in.command_pending = false;
+    EXPECT(UART_BMS__WAIT, 3500);
+}
+
+/* A shorter interval counts from the last read; a late read schedules from now, no burst. */
+static void test_step_interval_change(void)
+{
+    struct uart_bms__sched s;
+    uart_bms__sched_init(&s, 0, 10000);
+    struct uart_bms__inputs in = { .now_ms = 0, .poll_interval_ms = 10000, .comm_timeout_ms = 600000,
+                                   .port_open = true, .last_valid_ms = 1 };
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 0, 20, false);
+    in.now_ms = 20;
+    EXPECT(UART_BMS__WAIT, 10000);
+    in.now_ms = 50;
+    in.poll_interval_ms = 100;
+    EXPECT(UART_BMS__WAIT, 100);
+    in.now_ms = 100;
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 100, 450, false); /* took 350 ms: the 200 ms slot is gone */
+    in.now_ms = 450;
+    EXPECT(UART_BMS__WAIT, 550);
+}
+
+/* COMM_LOST exactly comm_timeout_ms after the last valid sample (or the start), announced once;
+ * an announcement the bus refused is retried one interval later; RESTORED with the next sample. */
+static void test_step_comm_lost_and_announce(void)
+{
+    struct uart_bms__sched s;
+    uart_bms__sched_init(&s, 1000, 1000);
+    struct uart_bms__inputs in = { .now_ms = 1000, .poll_interval_ms = 1000, .comm_timeout_ms = 30000 };
+    EXPECT(UART_BMS__OPEN, 0);
+    uart_bms__open_failed(&s, 1000);
+    in.now_ms = 1400;
+    EXPECT(UART_BMS__WAIT, 1500);
+    uart_bms__sched_init(&s, 1000, 1000);
+    in.port_open = true;
+    in.now_ms = 1000;
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 1000, 1060, false);
+    in.now_ms = 1060;
+    EXPECT(UART_BMS__WAIT, 2000);
+    in.poll_interval_ms = 10000; /* a long interval: the comm timer is nearer than the poll */
+    in.comm_timeout_ms = 5000;
+    EXPECT(UART_BMS__WAIT, 6000); /* never a valid sample: counted from the start */
+    in.now_ms = 5999;
+    EXPECT(UART_BMS__WAIT, 6000);
+    in.now_ms = 6000;
+    EXPECT(UART_BMS__COMM_LOST, 0);
+    CHECK(s.comm_lost);
+    EXPECT(UART_BMS__ANNOUNCE, 0);
+    uart_bms__announced(&s, 6000, false); /* bus full */
+    EXPECT(UART_BMS__WAIT, 11000);        /* min(next poll 11000, retry 16000)... */
+    CHECK_EQ_INT(s.announce_retry_ms, 16000);
+    in.now_ms = 11000;
+    EXPECT(UART_BMS__POLL, 0);
+    uart_bms__polled(&s, 11000, 11050, false);
+    in.now_ms = 11050;
+    EXPECT(UART_BMS__WAIT, 16000);
+    in.now_ms = 16000;
+    EXPECT(UART_BMS__ANNOUNCE, 0);
+    uart_bms__announced(&s, 16000, true);
+    EXPECT(UART_BMS__WAIT, 21000); /* lost and told: no comm timer any more */
+    CHECK(uart_bms__sample_ok(&s)); /* a sample ends the loss */
+    in.last_valid_ms = 16000;
+    EXPECT(UART_BMS__ANNOUNCE, 0);  /* RESTORED */
+    uart_bms__announced(&s, 16000, true);
+    EXPECT(UART_BMS__WAIT, 21000);
+    CHECK(!uart_bms__sample_ok(&s)); /* not lost: nothing to restore */
+    in.now_ms = 20999;
+    in.poll_interval_ms = 100000;
+    EXPECT(UART_BMS__WAIT, 21000);  /* 16000 + 5000 */
+}
+
+/* Until the earliest deadline of the sleepers is `want` (after a signal, which is no move of
+ * the clock, fake_clock_settle cannot tell the old wait from the new one). */
+static bool wait_deadline(uint64_t want)
+{
+    uint64_t give_up = gw_real_ms() + 10000;
+    while (fake_clock_next_deadline() != want) {
+        if (gw_real_ms() >= give_up) {
+            fprintf(stderr, "next deadline %llu, want %llu\n", (unsigned long long)fake_clock_next_deadline(),
+                    (unsigned long long)want);
+            return false;
+        }
+        gw_sleep_ms(1);
+    }
+    return true;
+}
+
+/* The poller on the test clock: it sleeps until exactly the next poll, a move short of it reads
+ * nothing, and the poll interval and comm timeout it waits for are the configured ones. */
+static void test_poller_sleeps_until_its_deadline(void)
+{
+    fake_reset();
+    fake_clock_set_ms(1000000);
+    struct fixture fx;
+    start(&fx, 1000, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(fake_clock_next_deadline(), 1001000);
+    for (int k = 1; k <= 3; k++) {
+        uint64_t due = 1000000 + (uint64_t)k * 1000;
+        pthread_mutex_lock(&F.lock);
+        int requests = F.requests;
+        pthread_mutex_unlock(&F.lock);
+        fake_clock_set_ms(due - 1);
+        CHECK(fake_clock_settle(1, 10000));
+        pthread_mutex_lock(&F.lock);
+        CHECK_EQ_INT(F.requests, requests);
+        pthread_mutex_unlock(&F.lock);
+        fake_clock_set_ms(due);
+        CHECK(wait_count(&fx.cap, &fx.cap.samples, 1 + k));
+        CHECK(fake_clock_settle(1, 10000));
+        CHECK_EQ_INT(fake_clock_next_deadline(), due + 1000);
+    }
+    /* Silent BMS: after the reads time out (real time), the thread waits for the next read;
+     * with a 10 s interval the comm-lost timer (30 s after the last sample) is not nearer. */
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    uart_bms_set_poll_interval_ms(fx.ub, 10000);
+    uart_bms_set_comm_timeout_ms(fx.ub, 15000);
+    CHECK(wait_deadline(1003000 + 10000));
+    fake_clock_set_ms(1003000 + 10000);
+    CHECK(wait_stats(fx.ub, timed_out));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(fake_clock_next_deadline(), 1003000 + 15000); /* comm lost: 15 s after 1003000 */
+    fake_clock_set_ms(1003000 + 15000);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    finish(&fx);
+    fake_clock_use_real();
+}
+
+/* A device that opens and then fails at once, on the test clock: reopened after exactly 0.5, 1,
+ * 2, 4 s... (the measured-window test above bounds the same in real time). */
+static void test_flapping_device_backoff_exact(void)
+{
+    fake_reset();
+    F.vanish_always = true;
+    fake_clock_set_ms(2000000);
+    struct fixture fx;
+    start(&fx, 100, 600000);
+    uint64_t t = 2000000;
+    static const uint64_t backoff[] = { 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000 };
+    for (size_t i = 0; i < sizeof backoff / sizeof backoff[0]; i++) {
+        CHECK(fake_clock_settle(1, 10000));
+        pthread_mutex_lock(&F.lock);
+        CHECK_EQ_INT(F.opens, (int)i + 1);
+        pthread_mutex_unlock(&F.lock);
+        CHECK_EQ_INT(fake_clock_next_deadline(), t + backoff[i]);
+        t += backoff[i];
+        fake_clock_set_ms(t);
+    }
+    finish(&fx);
+    fake_clock_use_real();
 }
 
 static void test_bad_options(void)
@@ -741,4 +1003,6 @@ TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_
           TEST_CASE(test_restart_guard_not_taken_by_an_unsent_restart),
           TEST_CASE(test_shorter_poll_interval_applies_at_once), TEST_CASE(test_settings_change_while_polling),
           TEST_CASE(test_flapping_device_backs_off), TEST_CASE(test_comm_lost_survives_a_full_bus),
-          TEST_CASE(test_bad_options))
+          TEST_CASE(test_bad_options), TEST_CASE(test_step_open_poll_slow), TEST_CASE(test_step_slow_budget),
+          TEST_CASE(test_step_interval_change), TEST_CASE(test_step_comm_lost_and_announce),
+          TEST_CASE(test_poller_sleeps_until_its_deadline), TEST_CASE(test_flapping_device_backoff_exact))

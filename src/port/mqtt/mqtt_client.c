@@ -6,6 +6,14 @@
  * inside the thread that owns it. The thread still uses the asynchronous connect and the
  * threaded mode of libmosquitto, so publishers never block on the network.
  *
+ * The thread is a shell around the state machine of mqtt_link.c (attempt, CONNACK timeout,
+ * backoff, keepalive service). It sleeps in one poll() on the broker socket and an eventfd
+ * (`wake_fd`) until the machine's next deadline: publish/subscribe/stop/reconfigure write the
+ * eventfd (libmosquitto's own wake-up pipe is not visible to us), socket readiness runs
+ * mosquitto_loop() once with a zero timeout. Nothing wakes it otherwise (a connected idle
+ * client: one keepalive service per quarter keepalive). Since it waits on sockets, its deadlines
+ * are gateway-clock values turned into a poll() timeout: the test clock does not wake it.
+ *
  * Locking: `lock` guards every field below it, including the mosquitto pointer, so a publisher
  * never uses an instance the thread is replacing. `dispatch_lock` is held while subscription
  * callbacks run (unsubscribe waits on it). Order: dispatch_lock -> lock. libmosquitto functions
@@ -15,8 +23,6 @@
 #include "mqtt_client.h"
 #include "mqtt_client_internal.h"
 
-#include "app_events.h"
-#include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
@@ -24,20 +30,22 @@
 
 #include <errno.h>
 #include <mosquitto.h>
+#include <limits.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MOD "mqtt_client"
-#define CONNECT_TIMEOUT_MS 15000u  /* socket opened but no CONNACK: give up this attempt */
-#define LOOP_TIMEOUT_MS 100
+#define FLUSH_LOOP_MS 50           /* mosquitto_loop slice of the bounded flush at stop / the probe */
 #define STOP_FLUSH_MS 1000u
 
 struct subscription {
@@ -51,9 +59,8 @@ struct subscription {
 struct mqtt_client {
     pthread_mutex_t lock;
     pthread_mutex_t dispatch_lock;
-    pthread_cond_t wake;
+    int wake_fd;                  /* eventfd: wakes the network thread's poll() */
     pthread_t thread;
-    struct event_bus *bus;
 
     /* --- guarded by lock --- */
     struct gw_config_mqtt cfg;
@@ -75,6 +82,8 @@ struct mqtt_client {
     struct subscription subs[MQTT_CLIENT_MAX_SUBSCRIPTIONS];
     mqtt_client_connect_fn connect_cb;
     void *connect_ctx;
+    mqtt_client_link_fn link_cb;
+    void *link_ctx;
     struct mqtt_client_stats stats;
 };
 
@@ -263,17 +272,32 @@ static int configure_mosq(struct mosquitto *mosq, const struct gw_config_mqtt *c
 
 /* ------------------------------------------------------------------ callbacks */
 
-static void publish_event(struct mqtt_client *c, int id, const char *text)
+/* Wakes the network thread (any thread; async-signal-safe write of the eventfd counter). */
+static void kick(struct mqtt_client *c)
 {
-    if (!c->bus)
-        return;
-    if (text) {
-        struct app_text t;
-        gw_text_copy(t.text, sizeof t.text, text);
-        event_bus_publish(c->bus, id, &t, sizeof t, 100);
-    } else {
-        event_bus_publish(c->bus, id, NULL, 0, 100);
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is saturated, the thread is woken anyway */
     }
+}
+
+/* Tells the link callback (network thread) that the link went up or down. Caller holds
+ * dispatch_lock, not lock. */
+static void report_link_locked(struct mqtt_client *c, bool up, const char *reason)
+{
+    pthread_mutex_lock(&c->lock);
+    mqtt_client_link_fn cb = c->link_cb;
+    void *ctx = c->link_ctx;
+    pthread_mutex_unlock(&c->lock);
+    if (cb)
+        cb(up, up ? NULL : reason, ctx);
+}
+
+static void report_link(struct mqtt_client *c, bool up, const char *reason)
+{
+    pthread_mutex_lock(&c->dispatch_lock);
+    report_link_locked(c, up, reason);
+    pthread_mutex_unlock(&c->dispatch_lock);
 }
 
 /* Sends the queue in order. Caller holds lock and the session is up. */
@@ -328,8 +352,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     pthread_mutex_unlock(&c->lock);
     if (cb)
         cb(ctx);
+    report_link_locked(c, true, NULL);
     pthread_mutex_unlock(&c->dispatch_lock);
-    publish_event(c, EVENT_MQTT_CONNECTED, NULL);
 }
 
 static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg)
@@ -394,26 +418,6 @@ static void on_log(struct mosquitto *mosq, void *obj, int level, const char *str
 
 /* ------------------------------------------------------------------ network thread */
 
-/* Waits until now >= until_ms or a stop/reconfigure request. Returns false on a request. */
-static bool wait_until(struct mqtt_client *c, uint64_t until_ms)
-{
-    bool ok = true;
-    pthread_mutex_lock(&c->lock);
-    while (!c->stop_req && !c->reconfig_req) {
-        uint64_t now = gw_now_ms();
-        if (now >= until_ms)
-            break;
-        uint64_t left = until_ms - now;
-        struct timespec ts;
-        gw_monotonic_deadline(&ts, left);
-        pthread_cond_timedwait(&c->wake, &c->lock, &ts);
-    }
-    if (c->stop_req || c->reconfig_req)
-        ok = false;
-    pthread_mutex_unlock(&c->lock);
-    return ok;
-}
-
 /* Creates the instance for the current settings. Returns NULL (logged) on failure. */
 static struct mosquitto *make_session(struct mqtt_client *c)
 {
@@ -456,20 +460,20 @@ out:
  * all (the socket is just closed, so the broker fires the last will and loses the rest). */
 static void graceful_disconnect(struct mqtt_client *c, struct mosquitto *mosq)
 {
-    uint64_t deadline = gw_now_ms() + STOP_FLUSH_MS;
+    uint64_t deadline = gw_real_ms() + STOP_FLUSH_MS; /* bounds the stop: real time */
     for (;;) {
         pthread_mutex_lock(&c->lock);
         uint32_t unacked = c->unacked;
         pthread_mutex_unlock(&c->lock);
-        if ((unacked == 0 && !mosquitto_want_write(mosq)) || gw_now_ms() >= deadline)
+        if ((unacked == 0 && !mosquitto_want_write(mosq)) || gw_real_ms() >= deadline)
             break;
-        if (mosquitto_loop(mosq, 50, 1) != MOSQ_ERR_SUCCESS)
+        if (mosquitto_loop(mosq, FLUSH_LOOP_MS, 1) != MOSQ_ERR_SUCCESS)
             return;
     }
     if (mosquitto_disconnect(mosq) != MOSQ_ERR_SUCCESS)
         return;
-    while (gw_now_ms() < deadline + STOP_FLUSH_MS) {
-        if (mosquitto_loop(mosq, 50, 1) != MOSQ_ERR_SUCCESS)
+    while (gw_real_ms() < deadline + STOP_FLUSH_MS) {
+        if (mosquitto_loop(mosq, FLUSH_LOOP_MS, 1) != MOSQ_ERR_SUCCESS)
             break; /* NO_CONN once the DISCONNECT was written and the socket closed */
     }
 }
@@ -488,19 +492,140 @@ static void end_session(struct mqtt_client *c, struct mosquitto *mosq, bool sock
     c->mosq = NULL;
     pthread_mutex_unlock(&c->lock);
     if (was_connected)
-        publish_event(c, EVENT_MQTT_DISCONNECTED, reason);
+        report_link(c, false, reason);
     mosquitto_destroy(mosq);
+}
+
+/* Sleeps until deadline_ms (gw_now_ms(); GW_CLOCK_NEVER: none), the socket is ready for what
+ * libmosquitto wants, or the eventfd was written. Returns true when the socket needs service. */
+static bool wait_network(struct mqtt_client *c, struct mosquitto *mosq, bool socket_open, uint64_t deadline_ms)
+{
+    struct pollfd pfd[2] = { { .fd = c->wake_fd, .events = POLLIN } };
+    nfds_t n = 1;
+    if (socket_open && mosq) {
+        int sock = mosquitto_socket(mosq);
+        if (sock < 0)
+            return true; /* libmosquitto closed it: the next loop reports the loss */
+        pfd[1] = (struct pollfd){ .fd = sock, .events = POLLIN | (mosquitto_want_write(mosq) ? POLLOUT : 0) };
+        n = 2;
+    }
+    int timeout = -1;
+    if (deadline_ms != GW_CLOCK_NEVER) {
+        uint64_t now = gw_now_ms();
+        uint64_t left = deadline_ms > now ? deadline_ms - now : 0;
+        timeout = left > INT_MAX ? INT_MAX : (int)left;
+    }
+    int r = poll(pfd, n, timeout);
+    if (r > 0 && (pfd[0].revents & POLLIN)) {
+        uint64_t count;
+        if (read(c->wake_fd, &count, sizeof count) < 0) {
+            /* EAGAIN: another read drained it */
+        }
+    }
+    return r > 0 && n == 2 && pfd[1].revents != 0;
+}
+
+/* The session on the open socket ended (rc from mosquitto_loop, or aborted): account, log,
+ * report, schedule the next attempt. */
+static void session_ended(struct mqtt_client *c, struct mqtt_client__link *link, int rc, int err_no, bool aborted,
+                          struct gw_log_limit *fail_log)
+{
+    pthread_mutex_lock(&c->lock);
+    bool connected = c->connected;
+    int connack = c->connack_rc;
+    char last_error[sizeof c->last_error];
+    gw_text_copy(last_error, sizeof last_error, c->last_error);
+    pthread_mutex_unlock(&c->lock);
+
+    char reason[160];
+    if (connack > 0)
+        snprintf(reason, sizeof reason, "broker refused: %s", mosquitto_connack_string(connack));
+    else if (aborted)
+        snprintf(reason, sizeof reason, "no CONNACK within %u ms", MQTT_CLIENT__CONNECT_TIMEOUT_MS);
+    else if (last_error[0])
+        gw_text_copy(reason, sizeof reason, last_error);
+    else if (rc == MOSQ_ERR_ERRNO)
+        gw_text_copy(reason, sizeof reason, strerror(err_no));
+    else
+        gw_text_copy(reason, sizeof reason, mosquitto_strerror(rc));
+
+    struct mqtt_client__outcome o = mqtt_client__link_lost(link, gw_now_ms(), connected);
+    pthread_mutex_lock(&c->lock);
+    c->connected = false;
+    if (connected)
+        c->stats.disconnects++;
+    else
+        c->stats.connect_failures++;
+    c->stats.backoff_s = o.delay_s;
+    pthread_mutex_unlock(&c->lock);
+
+    if (connected)
+        GW_LOGW(MOD, "connection lost: %s; reconnecting in %u s", reason, o.delay_s);
+    else
+        gw_log_ratelimited(fail_log, 60000, GW_LOG_WARN, MOD, "connection attempt failed: %s; retry in %u s",
+                           reason, o.delay_s);
+    if (o.report_down)
+        report_link(c, false, reason);
+}
+
+/* One connection attempt (creating the instance first when needed). */
+static void start_attempt(struct mqtt_client *c, struct mosquitto **mosqp, struct mqtt_client__link *link,
+                          struct gw_log_limit *fail_log)
+{
+    if (!*mosqp) {
+        *mosqp = make_session(c);
+        if (!*mosqp) {
+            /* Bad settings: retry slowly in case files appear (certificates). */
+            mqtt_client__link_setup_failed(link, gw_now_ms());
+            return;
+        }
+        pthread_mutex_lock(&c->lock);
+        c->mosq = *mosqp;
+        pthread_mutex_unlock(&c->lock);
+    }
+    pthread_mutex_lock(&c->lock);
+    char host[sizeof c->uri.host];
+    gw_text_copy(host, sizeof host, c->uri.host);
+    int port = c->uri.port;
+    int keepalive = c->cfg.keepalive_s ? c->cfg.keepalive_s : 120;
+    c->connack_rc = -1;
+    c->last_error[0] = '\0';
+    pthread_mutex_unlock(&c->lock);
+
+    int rc = mosquitto_connect_async(*mosqp, host, port, keepalive);
+    int err_no = errno;
+    struct mqtt_client__outcome o = mqtt_client__link_connect_result(link, gw_now_ms(), rc == MOSQ_ERR_SUCCESS);
+    if (rc == MOSQ_ERR_SUCCESS)
+        return;
+    char reason[160];
+    snprintf(reason, sizeof reason, "connect to %s:%d failed: %s", host, port,
+             rc == MOSQ_ERR_ERRNO ? strerror(err_no) : mosquitto_strerror(rc));
+    pthread_mutex_lock(&c->lock);
+    c->stats.connect_failures++;
+    c->stats.backoff_s = o.delay_s;
+    pthread_mutex_unlock(&c->lock);
+    gw_log_ratelimited(fail_log, 60000, GW_LOG_WARN, MOD, "%s; retry in %u s", reason, o.delay_s);
+    if (o.report_down)
+        report_link(c, false, reason);
+}
+
+/* Runs libmosquitto once without blocking (socket I/O, callbacks, keepalive check). */
+static void service(struct mqtt_client *c, struct mosquitto *mosq, struct mqtt_client__link *link,
+                    uint32_t keepalive_s, struct gw_log_limit *fail_log)
+{
+    int rc = mosquitto_loop(mosq, 0, 1);
+    int err_no = errno;
+    mqtt_client__link_serviced(link, gw_now_ms(), keepalive_s);
+    if (rc != MOSQ_ERR_SUCCESS)
+        session_ended(c, link, rc, err_no, false, fail_log);
 }
 
 static void *network_main(void *arg)
 {
     struct mqtt_client *c = arg;
     struct mosquitto *mosq = NULL;
-    bool socket_open = false;
-    bool ever_reported_down = false;
-    uint32_t failures = 0;      /* consecutive failed attempts */
-    uint64_t next_attempt_ms = gw_now_ms();
-    uint64_t attempt_started_ms = 0;
+    struct mqtt_client__link link;
+    mqtt_client__link_init(&link, gw_now_ms());
     struct gw_log_limit fail_log = { 0 };
 
     for (;;) {
@@ -508,125 +633,39 @@ static void *network_main(void *arg)
         bool stop = c->stop_req;
         bool reconfig = c->reconfig_req;
         c->reconfig_req = false;
+        bool connected = c->connected;
+        uint32_t keepalive = c->cfg.keepalive_s ? c->cfg.keepalive_s : 120;
         pthread_mutex_unlock(&c->lock);
         if (stop)
             break;
-
-        if (reconfig && mosq) {
-            end_session(c, mosq, socket_open, "reconfiguring");
+        if (reconfig) {
+            if (mosq)
+                end_session(c, mosq, link.socket_open, "reconfiguring");
             mosq = NULL;
-            socket_open = false;
-            failures = 0;
-            next_attempt_ms = gw_now_ms();
+            mqtt_client__link_reset(&link, gw_now_ms());
         }
 
-        if (!socket_open) {
-            if (!wait_until(c, next_attempt_ms))
-                continue;
-            if (!mosq) {
-                mosq = make_session(c);
-                if (!mosq) {
-                    /* Bad settings: retry slowly in case files appear (certificates). */
-                    failures++;
-                    next_attempt_ms = gw_now_ms() + mqtt_client_backoff_s(failures) * 1000u;
-                    continue;
-                }
-                pthread_mutex_lock(&c->lock);
-                c->mosq = mosq;
-                pthread_mutex_unlock(&c->lock);
-            }
-            pthread_mutex_lock(&c->lock);
-            char host[sizeof c->uri.host];
-            gw_text_copy(host, sizeof host, c->uri.host);
-            int port = c->uri.port;
-            int keepalive = c->cfg.keepalive_s ? c->cfg.keepalive_s : 120;
-            c->connack_rc = -1;
-            c->last_error[0] = '\0';
-            pthread_mutex_unlock(&c->lock);
-
-            int rc = mosquitto_connect_async(mosq, host, port, keepalive);
-            attempt_started_ms = gw_now_ms();
-            if (rc == MOSQ_ERR_SUCCESS) {
-                socket_open = true;
-                continue;
-            }
-            char reason[160];
-            snprintf(reason, sizeof reason, "connect to %s:%d failed: %s", host, port,
-                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-            failures++;
-            uint32_t delay = mqtt_client_backoff_s(failures);
-            pthread_mutex_lock(&c->lock);
-            c->stats.connect_failures++;
-            c->stats.backoff_s = delay;
-            pthread_mutex_unlock(&c->lock);
-            gw_log_ratelimited(&fail_log, 60000, GW_LOG_WARN, MOD, "%s; retry in %u s", reason, delay);
-            if (!ever_reported_down) {
-                ever_reported_down = true;
-                publish_event(c, EVENT_MQTT_DISCONNECTED, reason);
-            }
-            next_attempt_ms = gw_now_ms() + delay * 1000u;
-            continue;
-        }
-
-        int rc = mosquitto_loop(mosq, LOOP_TIMEOUT_MS, 1);
-        pthread_mutex_lock(&c->lock);
-        bool connected = c->connected;
-        int connack = c->connack_rc;
-        char last_error[sizeof c->last_error];
-        gw_text_copy(last_error, sizeof last_error, c->last_error);
-        pthread_mutex_unlock(&c->lock);
-
-        bool attempt_timed_out = !connected && gw_now_ms() - attempt_started_ms > CONNECT_TIMEOUT_MS;
-        if (rc == MOSQ_ERR_SUCCESS && !attempt_timed_out)
-            continue;
-
-        /* The socket is gone (or the attempt took too long): account and schedule a retry. */
-        int err_no = errno;
-        if (attempt_timed_out && rc == MOSQ_ERR_SUCCESS)
+        struct mqtt_client__decision d = mqtt_client__link_decide(&link, gw_now_ms(), connected);
+        switch (d.action) {
+        case MQTT_CLIENT__WAIT:
+            if (wait_network(c, mosq, link.socket_open, d.deadline_ms))
+                service(c, mosq, &link, keepalive, &fail_log);
+            break;
+        case MQTT_CLIENT__CONNECT:
+            start_attempt(c, &mosq, &link, &fail_log);
+            break;
+        case MQTT_CLIENT__SERVICE:
+            service(c, mosq, &link, keepalive, &fail_log);
+            break;
+        case MQTT_CLIENT__ABORT:
             mosquitto_disconnect(mosq);
-        socket_open = false;
-        char reason[160];
-        if (connack > 0)
-            snprintf(reason, sizeof reason, "broker refused: %s", mosquitto_connack_string(connack));
-        else if (attempt_timed_out)
-            snprintf(reason, sizeof reason, "no CONNACK within %u ms", CONNECT_TIMEOUT_MS);
-        else if (last_error[0])
-            gw_text_copy(reason, sizeof reason, last_error);
-        else if (rc == MOSQ_ERR_ERRNO)
-            gw_text_copy(reason, sizeof reason, strerror(err_no));
-        else
-            gw_text_copy(reason, sizeof reason, mosquitto_strerror(rc));
-
-        pthread_mutex_lock(&c->lock);
-        c->connected = false;
-        if (connected) {
-            c->stats.disconnects++;
-            failures = 1;
-        } else {
-            c->stats.connect_failures++;
-            failures++;
+            session_ended(c, &link, MOSQ_ERR_SUCCESS, 0, true, &fail_log);
+            break;
         }
-        uint32_t delay = mqtt_client_backoff_s(failures);
-        c->stats.backoff_s = delay;
-        pthread_mutex_unlock(&c->lock);
-
-        if (connected) {
-            GW_LOGW(MOD, "connection lost: %s; reconnecting in %u s", reason, delay);
-            publish_event(c, EVENT_MQTT_DISCONNECTED, reason);
-            ever_reported_down = true;
-        } else {
-            gw_log_ratelimited(&fail_log, 60000, GW_LOG_WARN, MOD,
-                               "connection attempt failed: %s; retry in %u s", reason, delay);
-            if (!ever_reported_down) {
-                ever_reported_down = true;
-                publish_event(c, EVENT_MQTT_DISCONNECTED, reason);
-            }
-        }
-        next_attempt_ms = gw_now_ms() + delay * 1000u;
     }
 
     if (mosq)
-        end_session(c, mosq, socket_open, "stopped");
+        end_session(c, mosq, link.socket_open, "stopped");
     return NULL;
 }
 
@@ -655,8 +694,8 @@ static int set_will_locked(struct mqtt_client *c, const struct mqtt_client_will 
     return GW_OK;
 }
 
-int mqtt_client_create(const struct gw_config_mqtt *cfg, struct event_bus *bus,
-                       const struct mqtt_client_will *will, struct mqtt_client **out)
+int mqtt_client_create(const struct gw_config_mqtt *cfg, const struct mqtt_client_will *will,
+                       struct mqtt_client **out)
 {
     if (!out)
         return GW_ERR_INVAL;
@@ -673,14 +712,14 @@ int mqtt_client_create(const struct gw_config_mqtt *cfg, struct event_bus *bus,
     struct mqtt_client *c = calloc(1, sizeof *c);
     if (!c)
         return GW_ERR_NOMEM;
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wake_fd < 0) {
+        GW_LOGE(MOD, "eventfd failed: %s", strerror(errno));
+        free(c);
+        return GW_ERR_NOMEM;
+    }
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->dispatch_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->wake, &ca);
-    pthread_condattr_destroy(&ca);
-    c->bus = bus;
     c->cfg = *cfg;
     c->uri = uri;
     rc = mqtt_client_effective_id(cfg, c->client_id, sizeof c->client_id);
@@ -699,7 +738,7 @@ err:
     mqtt_client__queue_free(&c->queue);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->dispatch_lock);
-    pthread_cond_destroy(&c->wake);
+    close(c->wake_fd);
     free(c);
     return rc;
 }
@@ -718,6 +757,8 @@ int mqtt_client_start(struct mqtt_client *c)
     c->started = true;
     pthread_mutex_unlock(&c->lock);
     int err = pthread_create(&c->thread, NULL, network_main, c);
+    if (err == 0)
+        pthread_setname_np(c->thread, "mqtt-net");
     if (err != 0) {
         GW_LOGE(MOD, "cannot start the network thread: %s", strerror(err));
         pthread_mutex_lock(&c->lock);
@@ -738,7 +779,7 @@ void mqtt_client_stop(struct mqtt_client *c)
         return;
     }
     c->stop_req = true;
-    pthread_cond_broadcast(&c->wake);
+    kick(c);
     pthread_mutex_unlock(&c->lock);
     pthread_join(c->thread, NULL);
     pthread_mutex_lock(&c->lock);
@@ -757,7 +798,7 @@ void mqtt_client_destroy(struct mqtt_client *c)
     free(c->will_payload);
     pthread_mutex_destroy(&c->lock);
     pthread_mutex_destroy(&c->dispatch_lock);
-    pthread_cond_destroy(&c->wake);
+    close(c->wake_fd);
     free(c);
     lib_release();
 }
@@ -777,6 +818,7 @@ int mqtt_client_publish(struct mqtt_client *c, const char *topic, const void *pa
         if (rc == MOSQ_ERR_SUCCESS) {
             c->stats.publishes++;
             c->unacked++;
+            kick(c); /* the network thread writes it */
             goto out;
         }
         if (rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST) {
@@ -832,8 +874,8 @@ int mqtt_client_subscribe(struct mqtt_client *c, const char *filter, int qos,
         slot->cb = cb;
         slot->ctx = ctx;
         slot->used = true;
-        if (c->connected && c->mosq)
-            mosquitto_subscribe(c->mosq, NULL, filter, qos);
+        if (c->connected && c->mosq && mosquitto_subscribe(c->mosq, NULL, filter, qos) == MOSQ_ERR_SUCCESS)
+            kick(c);
     }
     pthread_mutex_unlock(&c->lock);
     return rc;
@@ -848,8 +890,8 @@ int mqtt_client_unsubscribe(struct mqtt_client *c, const char *filter)
     for (size_t i = 0; i < MQTT_CLIENT_MAX_SUBSCRIPTIONS; i++) {
         if (c->subs[i].used && strcmp(c->subs[i].filter, filter) == 0) {
             c->subs[i].used = false;
-            if (c->connected && c->mosq)
-                mosquitto_unsubscribe(c->mosq, NULL, filter);
+            if (c->connected && c->mosq && mosquitto_unsubscribe(c->mosq, NULL, filter) == MOSQ_ERR_SUCCESS)
+                kick(c);
             rc = GW_OK;
         }
     }
@@ -870,6 +912,22 @@ void mqtt_client_set_connect_callback(struct mqtt_client *c, mqtt_client_connect
     pthread_mutex_lock(&c->lock);
     c->connect_cb = cb;
     c->connect_ctx = ctx;
+    bool on_network_thread = c->started && pthread_equal(pthread_self(), c->thread);
+    pthread_mutex_unlock(&c->lock);
+    if (!on_network_thread) {
+        /* Barrier: a callback already running finishes before we return. */
+        pthread_mutex_lock(&c->dispatch_lock);
+        pthread_mutex_unlock(&c->dispatch_lock);
+    }
+}
+
+void mqtt_client_set_link_callback(struct mqtt_client *c, mqtt_client_link_fn cb, void *ctx)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->link_cb = cb;
+    c->link_ctx = ctx;
     bool on_network_thread = c->started && pthread_equal(pthread_self(), c->thread);
     pthread_mutex_unlock(&c->lock);
     if (!on_network_thread) {
@@ -910,7 +968,7 @@ int mqtt_client_reconfigure(struct mqtt_client *c, const struct gw_config_mqtt *
         GW_LOGW(MOD, "offline queue keeps its size %u (no memory for %u)", c->queue.capacity,
                 cfg->offline_queue_size);
     c->reconfig_req = true;
-    pthread_cond_broadcast(&c->wake);
+    kick(c);
     pthread_mutex_unlock(&c->lock);
     GW_LOGI(MOD, "reconfigured: broker %s, client id %s", cfg->broker_uri, id);
     return GW_OK;
@@ -1000,7 +1058,7 @@ int mqtt_client_test_connection(const struct gw_config_mqtt *cfg, uint32_t timeo
         return set_msg(message, cap, GW_ERR_INVAL, "no configuration");
     if (timeout_ms == 0)
         timeout_ms = 10000;
-    uint64_t deadline = gw_now_ms() + timeout_ms;
+    uint64_t deadline = gw_real_ms() + timeout_ms; /* the caller's bound: real time */
     struct mqtt_client_uri uri;
     if (mqtt_client_parse_uri(cfg->broker_uri, &uri) != GW_OK)
         return set_msg(message, cap, GW_ERR_INVAL,
@@ -1043,14 +1101,14 @@ int mqtt_client_test_connection(const struct gw_config_mqtt *cfg, uint32_t timeo
 
     int rc = mosquitto_connect_async(mosq, uri.host, uri.port, cfg->keepalive_s ? cfg->keepalive_s : 120);
     int err_no = errno;
-    while (rc == MOSQ_ERR_SUCCESS && p.connack_rc < 0 && gw_now_ms() < deadline) {
-        rc = mosquitto_loop(mosq, 50, 1);
+    while (rc == MOSQ_ERR_SUCCESS && p.connack_rc < 0 && gw_real_ms() < deadline) {
+        rc = mosquitto_loop(mosq, FLUSH_LOOP_MS, 1);
         err_no = errno;
     }
 
     if (p.connack_rc == 0) {
         mosquitto_disconnect(mosq);
-        mosquitto_loop(mosq, 50, 1);
+        mosquitto_loop(mosq, FLUSH_LOOP_MS, 1);
         result = set_msg(message, cap, GW_OK, "connected to %s:%u%s%s%s%s", uri.host,
                          (unsigned)uri.port, uri.tls ? " over TLS" : "",
                          cfg->cert_file[0] && uri.tls ? " with a client certificate" : "",

@@ -2,8 +2,9 @@
  *
  * One opaque handle = one broker connection with its own network thread. The connection is
  * made asynchronously after mqtt_client_start() and kept up forever: on loss it reconnects with
- * an exponential backoff of 1, 2, 4, 8, 16, 32, 32, ... seconds, unlimited attempts.
- * EVENT_MQTT_CONNECTED / EVENT_MQTT_DISCONNECTED (struct app_text reason) go on the event bus.
+ * an exponential backoff of 1, 2, 4, 8, 16, 32, 32, ... seconds, unlimited attempts. Link
+ * changes (up, down with the reason) go to the link callback (mqtt_client_set_link_callback);
+ * the client knows nothing of the event bus.
  *
  * While disconnected, QoS 1 messages (alerts) wait in a bounded FIFO (offline_queue_size) and
  * are sent in order on the next connection; when full the oldest is dropped. QoS 0 messages
@@ -13,8 +14,9 @@
  * add a client certificate (mutual TLS); tls_insecure skips only the host-name check and only
  * when set explicitly.
  *
- * All functions are thread-safe unless stated otherwise. Callbacks (message, connect) run on the
- * network thread: they may call mqtt_client_publish() but must not call stop/destroy/reconfigure.
+ * All functions are thread-safe unless stated otherwise. Callbacks (message, connect, link) run on
+ * the network thread: they may call mqtt_client_publish() but must not call
+ * stop/destroy/reconfigure.
  */
 #ifndef MQTT_CLIENT_H
 #define MQTT_CLIENT_H
@@ -25,7 +27,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct event_bus;
 struct mqtt_client;
 
 #define MQTT_CLIENT_MAX_TOPIC 256       /* bytes, NUL included */
@@ -49,6 +50,13 @@ typedef void (*mqtt_client_message_fn)(const struct mqtt_client_message *msg, vo
 /* Called on the network thread after every successful (re)connection, after subscriptions were
  * renewed and the offline queue was flushed (so it may publish at once). */
 typedef void (*mqtt_client_connect_fn)(void *ctx);
+
+/* Called on the network thread when the link changes: up = true after every successful
+ * (re)connection, right after the connect callback; up = false with a one-line reason when an
+ * established connection is lost or closed (stop, reconfiguration), and for the first failed
+ * attempt after start (not for every retry while the broker stays away). reason is NULL when up
+ * and valid only during the call. */
+typedef void (*mqtt_client_link_fn)(bool up, const char *reason, void *ctx);
 
 /* Last will, sent by the broker when the connection dies without a DISCONNECT. */
 struct mqtt_client_will {
@@ -94,11 +102,11 @@ uint32_t mqtt_client_backoff_s(uint32_t attempt);
  * @retval GW_OK, GW_ERR_OVERFLOW (cap too small) */
 int mqtt_client_effective_id(const struct gw_config_mqtt *cfg, char *out, size_t cap);
 
-/* Creates a stopped client. cfg is copied. bus may be NULL (no events). will may be NULL.
+/* Creates a stopped client. cfg is copied. will may be NULL.
  * Does not connect: see mqtt_client_start().
  * @retval GW_OK, GW_ERR_INVAL (NULL cfg/out, bad URI), GW_ERR_NOMEM, GW_ERR_IO (libmosquitto) */
-int mqtt_client_create(const struct gw_config_mqtt *cfg, struct event_bus *bus,
-                       const struct mqtt_client_will *will, struct mqtt_client **out);
+int mqtt_client_create(const struct gw_config_mqtt *cfg, const struct mqtt_client_will *will,
+                       struct mqtt_client **out);
 
 /* Starts the network thread; connection happens in the background.
  * @retval GW_OK, GW_ERR_STATE (already started), GW_ERR_IO (thread creation) */
@@ -135,6 +143,10 @@ int mqtt_client_unsubscribe(struct mqtt_client *client, const char *topic_filter
  * not running any more (unless called from that callback). */
 void mqtt_client_set_connect_callback(struct mqtt_client *client, mqtt_client_connect_fn cb,
                                       void *ctx);
+
+/* Sets the link callback (one slot; NULL clears). On return a previously set callback is not
+ * running any more (unless called from that callback). */
+void mqtt_client_set_link_callback(struct mqtt_client *client, mqtt_client_link_fn cb, void *ctx);
 
 /* Replaces the last will; applied at the next connection (call reconfigure to apply now).
  * @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM */

@@ -1,5 +1,6 @@
 /* battery_service: bus inputs -> battery engine -> EVENT_BATTERY_UPDATE. See battery_service.h. */
 #include "battery_service.h"
+#include "battery_service_internal.h"
 
 #include "app_events.h"
 #include "atomic_file.h"
@@ -19,9 +20,6 @@
 #include <time.h>
 
 #define MOD "battery"
-/* Longest real-time wait of the thread: the clock is replaced in tests (issue: waits that a
- * fake clock wakes). Inputs wake it at once. */
-#define WAIT_SLICE_MS 100u
 #define PUBLISH_TIMEOUT_MS 50u
 #define STATE_FILE_MAX 8192u
 #define DEFAULT_SAVE_PERIOD_S 600u
@@ -338,19 +336,54 @@ static uint64_t elapsed_us(const struct timespec *a, const struct timespec *b)
     return ns > 0 ? (uint64_t)ns / 1000u : 0;
 }
 
+void battery_service__timers_init(struct battery_service__timers *t, uint64_t now_ms, uint64_t save_period_ms)
+{
+    t->next_step_ms = now_ms;
+    t->save_period_ms = save_period_ms;
+    t->next_save_ms = now_ms + save_period_ms;
+}
+
+struct battery_service__decision battery_service__decide(const struct battery_service__timers *t, uint64_t now_ms,
+                                                         bool input_pending)
+{
+    struct battery_service__decision d = {
+        .step = input_pending || now_ms >= t->next_step_ms,
+        .save = now_ms >= t->next_save_ms,
+    };
+    d.deadline_ms = t->next_step_ms < t->next_save_ms ? t->next_step_ms : t->next_save_ms;
+    return d;
+}
+
+void battery_service__stepped(struct battery_service__timers *t, uint64_t engine_deadline_ms)
+{
+    t->next_step_ms = engine_deadline_ms;
+}
+
+void battery_service__saved(struct battery_service__timers *t, uint64_t now_ms)
+{
+    t->next_save_ms = now_ms + t->save_period_ms;
+}
+
+/* The shell: the timers decide, one wait until their deadline or an input (nudge). */
 static void *service_main(void *arg)
 {
     struct battery_service *bs = arg;
-    uint64_t next_step = gw_now_ms();
-    uint64_t next_save = gw_now_ms() + (uint64_t)bs->save_period_s * 1000u;
+    struct battery_service__timers timers;
+    battery_service__timers_init(&timers, gw_now_ms(), (uint64_t)bs->save_period_s * 1000u);
     pthread_mutex_lock(&bs->lock);
     while (!bs->stop_requested) {
         uint64_t now = gw_now_ms();
-        if (bs->input_pending || now >= next_step) {
+        struct battery_service__decision d = battery_service__decide(&timers, now, bs->input_pending);
+        if (!d.step && !d.save) {
+            gw_clock_wait(&bs->wake, &bs->lock, d.deadline_ms);
+            continue;
+        }
+        bool queued = true;
+        if (d.step) {
             bs->input_pending = false;
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
-            next_step = battery_engine_step(bs->engine, now, bs->scratch);
+            battery_service__stepped(&timers, battery_engine_step(bs->engine, now, bs->scratch));
             clock_gettime(CLOCK_MONOTONIC, &t1);
             bs->scratch->wall_time_ms = gw_wall_ms();
             uint64_t us = elapsed_us(&t0, &t1);
@@ -359,29 +392,23 @@ static void *service_main(void *arg)
             if (us > bs->stats.step_us_max)
                 bs->stats.step_us_max = us;
             memcpy(bs->view, bs->scratch, sizeof *bs->view);
-            pthread_mutex_unlock(&bs->lock);
+        }
+        pthread_mutex_unlock(&bs->lock);
+        if (d.step) {
             /* Published outside the lock: a full bus must not stall the inputs. The scratch
              * view is only written by this thread. */
-            bool queued = event_bus_publish(bs->bus, EVENT_BATTERY_UPDATE, bs->scratch, sizeof *bs->scratch,
-                                            PUBLISH_TIMEOUT_MS);
+            queued = event_bus_publish(bs->bus, EVENT_BATTERY_UPDATE, bs->scratch, sizeof *bs->scratch,
+                                       PUBLISH_TIMEOUT_MS);
             if (!queued)
                 gw_log_ratelimited(&bs->drop_log, 60000, GW_LOG_WARN, MOD, "battery view dropped: event bus full");
-            if (gw_now_ms() >= next_save) {
-                save_state(bs);
-                next_save = gw_now_ms() + (uint64_t)bs->save_period_s * 1000u;
-            }
-            pthread_mutex_lock(&bs->lock);
-            if (!queued)
-                bs->stats.views_dropped++;
-            continue;
         }
-        uint64_t wait = next_step > now ? next_step - now : 0;
-        struct timespec ts;
-        gw_monotonic_deadline(&ts, wait < WAIT_SLICE_MS ? wait : WAIT_SLICE_MS);
-        while (!bs->stop_requested && !bs->input_pending) {
-            if (pthread_cond_timedwait(&bs->wake, &bs->lock, &ts) == ETIMEDOUT)
-                break;
+        if (d.save) {
+            save_state(bs);
+            battery_service__saved(&timers, gw_now_ms());
         }
+        pthread_mutex_lock(&bs->lock);
+        if (!queued)
+            bs->stats.views_dropped++;
     }
     pthread_mutex_unlock(&bs->lock);
     return NULL;
@@ -403,11 +430,11 @@ int battery_service_create(const struct battery_service_options *opts, struct ba
     bs->bus = opts->bus;
     bs->save_period_s = opts->save_period_s ? opts->save_period_s : DEFAULT_SAVE_PERIOD_S;
     pthread_mutex_init(&bs->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&bs->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    if (gw_clock_cond_init(&bs->wake) != GW_OK) {
+        pthread_mutex_destroy(&bs->lock);
+        free(bs);
+        return GW_ERR_NOMEM;
+    }
     bs->engine = calloc(1, sizeof *bs->engine);
     bs->view = calloc(1, sizeof *bs->view);
     bs->scratch = calloc(1, sizeof *bs->scratch);

@@ -2,6 +2,7 @@
  * stale-view safety, inverter link tracking and the frame tap. See can_publisher.h. */
 #define _GNU_SOURCE /* PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP */
 #include "can_publisher.h"
+#include "can_publisher_internal.h"
 
 #include "app_events.h"
 #include "battery_view.h"
@@ -20,11 +21,9 @@
 #include <time.h>
 
 #define LOG_MOD "can_publisher"
-#define WAIT_SLICE_MS 50u          /* longest real-time sleep of the TX loop (fake clocks move) */
-#define RX_TIMEOUT_MS 100u         /* recv slice of the RX thread (stop latency) */
+#define RX_TIMEOUT_MS 100u         /* recv slice of the RX thread (stop latency; see rx_main) */
+#define RX_ERROR_PAUSE_MS 100u     /* after a receive error that is not "device gone" */
 #define CYCLE_BUDGET_MS 500u       /* all frames of one cycle must be written within */
-#define REOPEN_FIRST_MS 5000u      /* retry a transport that went away after, */
-#define REOPEN_MAX_MS 60000u       /* doubling up to this (each failed open logs one line) */
 #define EVENT_TIMEOUT_MS 20u       /* never block the TX thread on a full bus for long */
 
 /* Firmware / serial of one pack (EVENT_BMS_VERSION_UPDATE), for 0x35F and 0x380/0x381. */
@@ -34,7 +33,8 @@ struct pack_version {
 };
 
 /* Why the battery is offline on the bus (what 0x35A / 0x372 say, 0x351 withheld). */
-enum offline_reason { ONLINE = 0, OFF_NO_VIEW, OFF_STALE_VIEW, OFF_NO_LIMITS };
+enum offline_reason { ONLINE = CAN_PUBLISHER__ONLINE, OFF_NO_VIEW = CAN_PUBLISHER__NO_VIEW,
+                      OFF_STALE_VIEW = CAN_PUBLISHER__STALE_VIEW, OFF_NO_LIMITS = CAN_PUBLISHER__NO_LIMITS };
 
 struct can_publisher {
     struct event_bus *bus;
@@ -53,7 +53,7 @@ struct can_publisher {
 
     /* Everything below under lock. */
     pthread_mutex_t lock;
-    pthread_cond_t wake;              /* stop requests */
+    pthread_cond_t wake;              /* TX/RX: stop, config change, link up, transport broken/reopened */
     bool stop_requested;
     bool running;
     pthread_t tx_thread, rx_thread;
@@ -212,18 +212,14 @@ static void mark_broken(struct can_publisher *p, int rc)
         return;
     pthread_mutex_lock(&p->lock);
     p->tp_broken = true;
+    pthread_cond_broadcast(&p->wake); /* the TX thread schedules the reopen */
     pthread_mutex_unlock(&p->lock);
 }
 
 /* Reopens a transport we opened ourselves after the device went away (USB adapter unplugged).
- * Returns the delay before the next attempt (ms): doubling while it fails. */
-static uint32_t maybe_reopen(struct can_publisher *p, uint32_t delay_ms)
+ * Returns true when it is open again. */
+static bool try_reopen(struct can_publisher *p, uint32_t next_delay_ms)
 {
-    pthread_mutex_lock(&p->lock);
-    bool broken = p->tp_broken;
-    pthread_mutex_unlock(&p->lock);
-    if (!broken || p->given)
-        return REOPEN_FIRST_MS;
     pthread_rwlock_wrlock(&p->tp_lock);
     can_transport_close(p->tp);
     p->tp = NULL;
@@ -233,14 +229,14 @@ static uint32_t maybe_reopen(struct can_publisher *p, uint32_t delay_ms)
         GW_LOGI(LOG_MOD, "CAN transport %s reopened", p->spec);
         pthread_mutex_lock(&p->lock);
         p->tp_broken = false;
+        pthread_cond_broadcast(&p->wake); /* the RX thread reads again */
         pthread_mutex_unlock(&p->lock);
-        return REOPEN_FIRST_MS;
+        return true;
     }
-    uint32_t next = delay_ms * 2 > REOPEN_MAX_MS ? REOPEN_MAX_MS : delay_ms * 2;
     gw_log_ratelimited(&p->reopen_log, 60000, GW_LOG_WARN, LOG_MOD,
                        "CAN transport %s still unavailable (%s), next attempt in %u s", p->spec,
-                       gw_strerror(rc), (unsigned)(next / 1000));
-    return next;
+                       gw_strerror(rc), (unsigned)(next_delay_ms / 1000));
+    return false;
 }
 
 /* ---- the cycles ------------------------------------------------------------------------ */
@@ -339,10 +335,8 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
     const struct battery_view *v = &p->view;
     /* A view may have arrived after the loop read `now`: its age is then 0, not negative. */
     uint64_t age = (p->have_view && now > p->view_ms) ? now - p->view_ms : 0;
-    uint8_t why = !p->have_view                           ? OFF_NO_VIEW
-                  : age > p->can_cfg.stale_timeout_ms     ? OFF_STALE_VIEW
-                  : !v->limits.valid                      ? OFF_NO_LIMITS
-                                                          : ONLINE;
+    uint8_t why = (uint8_t)can_publisher__offline_reason(p->have_view, p->view_ms, v->limits.valid, now,
+                                                         p->can_cfg.stale_timeout_ms);
     if (why == ONLINE) {
         fill_online(v, vin);
         /* Limits the encoder refuses (never CVL 0) stop the GX like stale data: say so. */
@@ -509,11 +503,11 @@ static void update_link(struct can_publisher *p, uint64_t now, const struct can_
             if (!p->link) {
                 p->link = true;
                 changed = true;
+                pthread_cond_broadcast(&p->wake); /* the TX thread now watches the timeout */
                 GW_LOGI(LOG_MOD, "inverter (GX) link present (0x%03X received)", (unsigned)rx->id);
             }
         }
-    } else if (p->link && now > p->link_last_ms && now - p->link_last_ms > p->can_cfg.inverter_timeout_ms) {
-        /* (the RX thread may have stamped a frame after this thread read `now`) */
+    } else if (can_publisher__link_expired(p->link, p->link_last_ms, now, p->can_cfg.inverter_timeout_ms)) {
         p->link = false;
         changed = true;
         GW_LOGW(LOG_MOD, "inverter (GX) link lost: no 0x305/0x306/0x307 for %u ms (we keep sending)",
@@ -526,88 +520,67 @@ static void update_link(struct can_publisher *p, uint64_t now, const struct can_
         publish(p, EVENT_CAN_INVERTER_LINK, &ev, sizeof ev);
 }
 
-/* Waits up to ms of real time, or until stop is requested. Returns true when stopping. */
-static bool wait_or_stop(struct can_publisher *p, uint32_t ms)
-{
-    struct timespec ts;
-    gw_monotonic_deadline(&ts, ms);
-    pthread_mutex_lock(&p->lock);
-    while (!p->stop_requested) {
-        if (pthread_cond_timedwait(&p->wake, &p->lock, &ts) == ETIMEDOUT)
-            break;
-    }
-    bool stop = p->stop_requested;
-    pthread_mutex_unlock(&p->lock);
-    return stop;
-}
-
-/* Next due time of a periodic task after a cycle at `ran` (no burst after falling behind). */
-static uint64_t next_due(uint64_t scheduled, uint64_t period, uint64_t now)
-{
-    uint64_t next = scheduled + period;
-    return next <= now ? now + period : next;
-}
-
+/* The TX thread: a shell around can_publisher__step. It reads the inputs under the lock,
+ * acts on what is due without it, and otherwise sleeps in one gw_clock_wait until the step's
+ * deadline or an event (stop, configuration, link present, transport broken). */
 static void *tx_main(void *arg)
 {
     struct can_publisher *p = arg;
-    uint64_t now = gw_now_ms();
+    struct can_publisher__sched sched;
     pthread_mutex_lock(&p->lock);
-    uint64_t live_period = p->can_cfg.live_period_ms;
-    uint64_t identity_period = p->can_cfg.identity_period_ms;
-    pthread_mutex_unlock(&p->lock);
-    uint64_t next_live = now, next_identity = now, next_reopen = now;
-    uint64_t last_live = now, last_identity = now; /* scheduled time of the last cycles */
-    uint32_t reopen_delay = REOPEN_FIRST_MS;
-    for (;;) {
-        now = gw_now_ms();
-        pthread_mutex_lock(&p->lock);
-        uint64_t lp = p->can_cfg.live_period_ms;
-        uint64_t ip = p->can_cfg.identity_period_ms;
+    can_publisher__sched_init(&sched, gw_now_ms(), p->can_cfg.live_period_ms, p->can_cfg.identity_period_ms);
+    while (!p->stop_requested) {
+        struct can_publisher__inputs in = {
+            .now_ms = gw_now_ms(),
+            .live_period_ms = p->can_cfg.live_period_ms,
+            .identity_period_ms = p->can_cfg.identity_period_ms,
+            .inverter_timeout_ms = p->can_cfg.inverter_timeout_ms,
+            .link = p->link,
+            .link_last_ms = p->link_last_ms,
+            .broken = p->tp_broken,
+            .can_reopen = p->given == NULL,
+        };
+        struct can_publisher__decision d = can_publisher__step(&sched, &in);
+        if (!d.live && !d.identity && !d.link_lost && !d.reopen) {
+            gw_clock_wait(&p->wake, &p->lock, d.deadline_ms);
+            continue;
+        }
         pthread_mutex_unlock(&p->lock);
-        /* A period changed by apply_config counts from the last cycle. */
-        if (lp != live_period) {
-            live_period = lp;
-            next_live = last_live + lp;
+        if (d.live)
+            run_cycle(p, true, in.now_ms);
+        if (d.identity)
+            run_cycle(p, false, in.now_ms);
+        if (d.link_lost)
+            update_link(p, in.now_ms, NULL);
+        if (d.reopen) {
+            uint32_t next = sched.reopen_delay_ms * 2 > CAN_PUBLISHER__REOPEN_MAX_MS ? CAN_PUBLISHER__REOPEN_MAX_MS
+                                                                                    : sched.reopen_delay_ms * 2;
+            can_publisher__reopened(&sched, gw_now_ms(), try_reopen(p, next));
         }
-        if (ip != identity_period) {
-            identity_period = ip;
-            next_identity = last_identity + ip;
-        }
-        if (now >= next_live) {
-            run_cycle(p, true, now);
-            last_live = next_live;
-            next_live = next_due(next_live, live_period, now);
-        }
-        if (now >= next_identity) {
-            run_cycle(p, false, now);
-            last_identity = next_identity;
-            next_identity = next_due(next_identity, identity_period, now);
-        }
-        update_link(p, now, NULL);
-        if (now >= next_reopen) {
-            reopen_delay = maybe_reopen(p, reopen_delay);
-            next_reopen = now + reopen_delay;
-        }
-        uint64_t next = next_live < next_identity ? next_live : next_identity;
-        uint64_t after = gw_now_ms();
-        uint64_t wait = next > after ? next - after : 0;
-        if (wait_or_stop(p, (uint32_t)(wait < WAIT_SLICE_MS ? wait : WAIT_SLICE_MS)))
-            break;
+        pthread_mutex_lock(&p->lock);
     }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
+/* The RX thread. A readable transport is read in RX_TIMEOUT_MS slices: the transport API has
+ * no way to interrupt a blocking read, so that slice bounds how long stop waits. A write-only
+ * transport (the candump log) or a broken one is not polled: the thread sleeps until stop or
+ * until the TX thread reopened the transport. */
 static void *rx_main(void *arg)
 {
     struct can_publisher *p = arg;
     struct gw_log_limit rx_log = { 0 };
+    bool write_only = false;
+    pthread_mutex_lock(&p->lock);
     for (;;) {
-        pthread_mutex_lock(&p->lock);
-        bool stop = p->stop_requested;
-        pthread_mutex_unlock(&p->lock);
-        if (stop)
+        if (p->stop_requested)
             break;
+        if (write_only || p->tp_broken) {
+            gw_clock_wait(&p->wake, &p->lock, GW_CLOCK_NEVER);
+            continue;
+        }
+        pthread_mutex_unlock(&p->lock);
         struct can_frame_gw f;
         pthread_rwlock_rdlock(&p->tp_lock);
         int rc = p->tp ? can_transport_recv(p->tp, &f, RX_TIMEOUT_MS) : GW_ERR_CLOSED;
@@ -615,19 +588,23 @@ static void *rx_main(void *arg)
         if (rc == GW_OK) {
             tap_add(p, CAN_TAP_RX, GW_OK, &f);
             update_link(p, gw_now_ms(), &f);
-            continue;
-        }
-        if (rc == GW_ERR_TIMEOUT)
-            continue;
-        if (rc != GW_ERR_UNSUPPORTED) {
+        } else if (rc == GW_ERR_UNSUPPORTED) {
+            write_only = true; /* stays so: a reopen opens the same kind */
+        } else if (rc != GW_ERR_TIMEOUT) {
             gw_log_ratelimited(&rx_log, 60000, GW_LOG_WARN, LOG_MOD, "CAN receive on %s: %s", p->spec,
                                gw_strerror(rc));
             mark_broken(p, rc);
+            if (rc != GW_ERR_CLOSED) {
+                /* An error that does not mean "device gone": try again after a pause. */
+                pthread_mutex_lock(&p->lock);
+                if (!p->stop_requested)
+                    gw_clock_wait(&p->wake, &p->lock, gw_now_ms() + RX_ERROR_PAUSE_MS);
+                pthread_mutex_unlock(&p->lock);
+            }
         }
-        /* Write-only or broken transport: nothing to read, check again later. */
-        if (wait_or_stop(p, rc == GW_ERR_UNSUPPORTED ? 1000 : RX_TIMEOUT_MS))
-            break;
+        pthread_mutex_lock(&p->lock);
     }
+    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
@@ -662,11 +639,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     p->offline = OFF_NO_VIEW; /* nothing received yet: 0x351 withheld until the first view */
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    gw_clock_cond_init(&p->wake);
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -719,7 +692,7 @@ int can_publisher_start(struct can_publisher *pub)
         return rc;
     if (rc != GW_OK)
         GW_LOGW(LOG_MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
-                gw_strerror(rc), REOPEN_FIRST_MS / 1000);
+                gw_strerror(rc), CAN_PUBLISHER__REOPEN_FIRST_MS / 1000);
     pthread_mutex_lock(&pub->lock);
     pub->stop_requested = false;
     pub->tp_broken = rc != GW_OK;
@@ -738,6 +711,8 @@ int can_publisher_start(struct can_publisher *pub)
         rc = GW_ERR_IO;
         goto err;
     }
+    pthread_setname_np(pub->tx_thread, "can-tx");
+    pthread_setname_np(pub->rx_thread, "can-rx");
     GW_LOGI(LOG_MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
             "after %u ms without a battery view", pub->spec, (unsigned)pub->can_cfg.live_period_ms,
             (unsigned)pub->can_cfg.identity_period_ms, (unsigned)pub->can_cfg.stale_timeout_ms);
@@ -804,6 +779,7 @@ int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config
     bool restart = strcmp(pub->can_cfg.interface, cfg->can.interface) != 0 ||
                    pub->can_cfg.bitrate != cfg->can.bitrate;
     pub->can_cfg = cfg->can;
+    pthread_cond_broadcast(&pub->wake); /* the TX thread reschedules with the new periods */
     pthread_mutex_unlock(&pub->lock);
     if (restart)
         GW_LOGI(LOG_MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);

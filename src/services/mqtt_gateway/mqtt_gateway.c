@@ -891,6 +891,20 @@ static void on_connected(void *ctx)
         discovery_remove(gw, &cfg);
 }
 
+/* The client's link changes, told to the rest of the gateway as bus events (the alert manager
+ * raises MQTT_DISCONNECTED on them). Network thread. */
+static void on_link(bool up, const char *reason, void *ctx)
+{
+    struct mqtt_gateway *gw = ctx;
+    if (up) {
+        event_bus_publish(gw->bus, EVENT_MQTT_CONNECTED, NULL, 0, 100);
+        return;
+    }
+    struct app_text t;
+    gw_text_copy(t.text, sizeof t.text, reason ? reason : "");
+    event_bus_publish(gw->bus, EVENT_MQTT_DISCONNECTED, &t, sizeof t, 100);
+}
+
 void mqtt_gateway__connected(struct mqtt_gateway *gw)
 {
     on_connected(gw);
@@ -1175,7 +1189,7 @@ int mqtt_gateway_create(const struct mqtt_gateway_options *opt, struct mqtt_gate
         if (rc != GW_OK)
             goto err;
         struct mqtt_client_will will = { .topic = topic, .payload = "offline", .qos = 1, .retain = true };
-        rc = mqtt_client_create(&gw->cfg, gw->bus, &will, &gw->client);
+        rc = mqtt_client_create(&gw->cfg, &will, &gw->client);
         if (rc != GW_OK)
             goto err;
         gw->own_client = true;
@@ -1223,6 +1237,7 @@ int mqtt_gateway_start(struct mqtt_gateway *gw)
         return rc;
     }
     mqtt_client_set_connect_callback(gw->client, on_connected, gw);
+    mqtt_client_set_link_callback(gw->client, on_link, gw);
     apply_commands(gw, false);
     if (link_up(gw))
         on_connected(gw); /* external client already up: announce now */
@@ -1259,7 +1274,8 @@ void mqtt_gateway_stop(struct mqtt_gateway *gw)
     if (link_up(gw))
         publish_availability(gw, prefix, "offline");
     if (gw->own_client)
-        mqtt_client_stop(gw->client);
+        mqtt_client_stop(gw->client); /* its "stopped" still goes on the bus */
+    mqtt_client_set_link_callback(gw->client, NULL, NULL);
 }
 
 void mqtt_gateway_destroy(struct mqtt_gateway *gw)

@@ -1,5 +1,6 @@
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "uart_bms.h"
+#include "uart_bms_internal.h"
 
 #include "app_events.h"
 #include "event_bus.h"
@@ -17,18 +18,17 @@
 
 #define MOD "uart_bms"
 #define RESTART_GUARD_MS 60000u
-#define REOPEN_BACKOFF_MIN_MS 500u
-#define REOPEN_BACKOFF_MAX_MS 30000u
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
 #define SETTINGS_REGS BMS_SETTINGS_COUNT
 
 enum command_kind { CMD_NONE = 0, CMD_WRITE_SETTING, CMD_RESET, CMD_CLEAR_EVENTS, CMD_CLEAR_STATS };
 
-/* Slow items, read at start and then every slow_poll_interval_s, one per cycle. Version first:
- * what the firmware supports decides how the others are read. */
-enum slow_item { SLOW_VERSION = 0, SLOW_SETTINGS, SLOW_SETTINGS_MIN, SLOW_SETTINGS_MAX, SLOW_STATS,
-                 SLOW_EVENTS, SLOW_DONE };
+/* Slow items (uart_bms_internal.h), read at start and then every slow_poll_interval_s. */
+enum slow_item { SLOW_VERSION = UART_BMS__SLOW_VERSION, SLOW_SETTINGS = UART_BMS__SLOW_SETTINGS,
+                 SLOW_SETTINGS_MIN = UART_BMS__SLOW_SETTINGS_MIN, SLOW_SETTINGS_MAX = UART_BMS__SLOW_SETTINGS_MAX,
+                 SLOW_STATS = UART_BMS__SLOW_STATS, SLOW_EVENTS = UART_BMS__SLOW_EVENTS,
+                 SLOW_DONE = UART_BMS__SLOW_DONE };
 
 struct command {
     enum command_kind kind;
@@ -47,7 +47,7 @@ struct uart_bms {
     pthread_t thread;
     bool running;
     pthread_mutex_t lock;          /* everything below */
-    pthread_cond_t wake;           /* stop / command requested */
+    pthread_cond_t wake;           /* stop, command, poll interval or comm timeout changed */
     pthread_cond_t command_done;
     pthread_mutex_t listener_call_lock; /* held while listeners run: removal waits for them */
     bool stop_requested;
@@ -75,17 +75,11 @@ struct uart_bms {
     /* Poller-thread-only state. */
     struct serial_port *port;
     struct tinybms_decoder decoder;
-    uint64_t reopen_at_ms;
-    uint32_t reopen_backoff_ms;
+    struct uart_bms__sched sched;  /* the step's state (decided under lock, by the poller only) */
     bool live_split;               /* firmware NACKed the 0..55 block: read around register 45 */
     bool settings_individual;      /* firmware NACKed the settings block: one register at a time */
-    enum slow_item slow_next;
-    uint64_t slow_due_ms;
-    bool comm_lost;                /* no valid data for comm_timeout_ms */
-    bool comm_lost_announced;      /* the state subscribers were last told (LOST / RESTORED) */
-    struct app_bms_comm comm_event;/* payload of the announcement of comm_lost */
+    struct app_bms_comm comm_event;/* payload of the announcement of sched.comm_lost */
     struct gw_log_limit announce_limit;
-    uint64_t started_ms;
     struct gw_log_limit open_limit, xfer_limit;
 };
 
@@ -124,14 +118,14 @@ int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out)
     if (!ub->opts.reply_timeout_ms)
         ub->opts.reply_timeout_ms = 250;
     ub->serial = opts->serial ? opts->serial : &serial_termios_ops;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&ub->lock, NULL);
     pthread_mutex_init(&ub->listener_call_lock, NULL);
-    pthread_cond_init(&ub->wake, &ca);
-    pthread_cond_init(&ub->command_done, &ca);
-    pthread_condattr_destroy(&ca);
+    if (gw_clock_cond_init(&ub->wake) != GW_OK || gw_clock_cond_init(&ub->command_done) != GW_OK) {
+        pthread_mutex_destroy(&ub->lock);
+        pthread_mutex_destroy(&ub->listener_call_lock);
+        free(ub);
+        return GW_ERR_NOMEM;
+    }
     tinybms_decoder_init(&ub->decoder);
     *out = ub;
     return GW_OK;
@@ -187,15 +181,6 @@ static void note_error(struct uart_bms *ub, int err, const char *what)
 
 /* ------------------------------------------------------------------ device */
 
-/* Doubles the reopen backoff (0.5 s .. 30 s) and sets when to try again. */
-static void schedule_reopen(struct uart_bms *ub, uint64_t now)
-{
-    ub->reopen_backoff_ms = ub->reopen_backoff_ms ? ub->reopen_backoff_ms * 2 : REOPEN_BACKOFF_MIN_MS;
-    if (ub->reopen_backoff_ms > REOPEN_BACKOFF_MAX_MS)
-        ub->reopen_backoff_ms = REOPEN_BACKOFF_MAX_MS;
-    ub->reopen_at_ms = now + ub->reopen_backoff_ms;
-}
-
 /* why: the reason to log before reopening, or NULL when stopping. */
 static void close_port(struct uart_bms *ub, const char *why)
 {
@@ -210,30 +195,22 @@ static void close_port(struct uart_bms *ub, const char *why)
         GW_LOGI(MOD, "battery %u: closed %s", ub->opts.battery_id, ub->opts.device);
         return;
     }
-    /* The backoff only restarts from its minimum once a transaction succeeded on the port: a
-     * device that opens and then fails at once (adapter in a bad state) is retried ever more
-     * slowly, not twice a second for ever. */
-    schedule_reopen(ub, gw_now_ms());
+    uart_bms__port_lost(&ub->sched, gw_now_ms());
     GW_LOGW(MOD, "battery %u: serial device %s closed (%s); reopening in %u ms", ub->opts.battery_id,
-            ub->opts.device, why, ub->reopen_backoff_ms);
+            ub->opts.device, why, ub->sched.reopen_backoff_ms);
 }
 
-static bool ensure_open(struct uart_bms *ub)
+static void open_port(struct uart_bms *ub, uint64_t now)
 {
-    if (ub->port)
-        return true;
-    uint64_t now = gw_now_ms();
-    if (now < ub->reopen_at_ms)
-        return false;
     int rc = ub->serial->open(ub->opts.device, 115200, &ub->port);
     if (rc) {
         ub->port = NULL;
-        schedule_reopen(ub, now);
+        uart_bms__open_failed(&ub->sched, now);
         note_error(ub, rc, "open");
         gw_log_ratelimited(&ub->open_limit, 30000, GW_LOG_WARN, MOD,
                            "battery %u: cannot open %s: %s (retry in %u ms)", ub->opts.battery_id,
-                           ub->opts.device, gw_strerror(rc), ub->reopen_backoff_ms);
-        return false;
+                           ub->opts.device, gw_strerror(rc), ub->sched.reopen_backoff_ms);
+        return;
     }
     bool reopened = ub->stats.polls > 0 || ub->stats.reopens > 0;
     pthread_mutex_lock(&ub->lock);
@@ -244,7 +221,6 @@ static bool ensure_open(struct uart_bms *ub)
     tinybms_decoder_reset(&ub->decoder);
     /* Not rate-limited: the growing backoff bounds how often a failing port is reopened. */
     GW_LOGI(MOD, "battery %u: opened %s at 115200 8N1", ub->opts.battery_id, ub->opts.device);
-    return true;
 }
 
 /* ------------------------------------------------------------------ transactions */
@@ -269,13 +245,13 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
         return rc;
     /* The reply's wire time is at most ~23 ms (260 bytes at 11,520 B/s) on top of the BMS
      * latency; reply_timeout_ms covers both with room for a loaded host. */
-    uint64_t deadline = gw_now_ms() + ub->opts.reply_timeout_ms;
+    uint64_t deadline = gw_real_ms() + ub->opts.reply_timeout_ms; /* bounds a serial wait: real time */
     uint8_t rx[UART_BMS_TAP_BYTES];
     size_t rx_len = 0;
     uint32_t garbage_before = ub->decoder.garbage_bytes;
     rc = GW_ERR_TIMEOUT;
     for (;;) {
-        uint64_t now = gw_now_ms();
+        uint64_t now = gw_real_ms();
         if (now >= deadline)
             break;
         uint8_t chunk[256];
@@ -359,7 +335,7 @@ static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uin
             count(ub, &ub->stats.crc_errors);
             rc = GW_ERR_CRC;
         } else if (rc == GW_OK) {
-            ub->reopen_backoff_ms = 0; /* the port works: a later loss retries quickly again */
+            uart_bms__port_works(&ub->sched); /* a later loss retries quickly again */
             if (reply->kind == TINYBMS_REPLY_NACK) {
                 count(ub, &ub->stats.nacks);
                 return GW_ERR_NACK;
@@ -414,16 +390,17 @@ static void publish(struct uart_bms *ub, int id, const void *payload, size_t siz
  * on the next cycle rather than dropped, or an alert would be raised (or cleared) never. */
 static void announce_comm(struct uart_bms *ub)
 {
-    if (ub->comm_lost == ub->comm_lost_announced)
+    if (ub->sched.comm_lost == ub->sched.comm_announced)
         return;
-    int id = ub->comm_lost ? EVENT_BMS_COMM_LOST : EVENT_BMS_COMM_RESTORED;
+    int id = ub->sched.comm_lost ? EVENT_BMS_COMM_LOST : EVENT_BMS_COMM_RESTORED;
     if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50)) {
         gw_log_ratelimited(&ub->announce_limit, 30000, GW_LOG_WARN, MOD,
                            "battery %u: event bus full: %s delayed to the next cycle", ub->opts.battery_id,
                            app_event_name(id));
+        uart_bms__announced(&ub->sched, gw_now_ms(), false);
         return;
     }
-    ub->comm_lost_announced = ub->comm_lost;
+    uart_bms__announced(&ub->sched, gw_now_ms(), true);
 }
 
 static int read_live(struct uart_bms *ub)
@@ -473,8 +450,7 @@ static int read_live(struct uart_bms *ub)
     memcpy(listeners, ub->listeners, sizeof listeners);
     pthread_mutex_unlock(&ub->lock);
 
-    if (ub->comm_lost) {
-        ub->comm_lost = false;
+    if (uart_bms__sample_ok(&ub->sched)) {
         ub->comm_event = (struct app_bms_comm){ .battery_id = ub->opts.battery_id,
                                                 .last_valid_ms = sample.timestamp_ms };
         snprintf(ub->comm_event.reason, sizeof ub->comm_event.reason, "valid data again");
@@ -689,10 +665,9 @@ static int run_reset(struct uart_bms *ub, uint8_t option)
     if (reply.kind != TINYBMS_REPLY_ACK)
         return GW_ERR_PROTO;
     /* What was cleared or restarted must be read again. */
-    ub->slow_next = option == TINYBMS_RESET_CLEAR_EVENTS ? SLOW_EVENTS
-                    : option == TINYBMS_RESET_CLEAR_STATISTICS ? SLOW_STATS
-                                                               : SLOW_VERSION;
-    ub->slow_due_ms = 0;
+    uart_bms__slow_restart(&ub->sched, option == TINYBMS_RESET_CLEAR_EVENTS ? SLOW_EVENTS
+                                       : option == TINYBMS_RESET_CLEAR_STATISTICS ? SLOW_STATS
+                                                                                  : SLOW_VERSION);
     return GW_OK;
 }
 
@@ -730,8 +705,7 @@ static void run_pending_command(struct uart_bms *ub)
 static int submit_command(struct uart_bms *ub, enum command_kind kind, uint16_t reg, uint16_t value,
                           uint32_t timeout_ms)
 {
-    struct timespec deadline;
-    gw_monotonic_deadline(&deadline, timeout_ms);
+    uint64_t give_up = gw_real_ms() + timeout_ms; /* the caller's bound: real time */
     pthread_mutex_lock(&ub->lock);
     if (!ub->running) {
         pthread_mutex_unlock(&ub->lock);
@@ -745,11 +719,14 @@ static int submit_command(struct uart_bms *ub, enum command_kind kind, uint16_t 
     pthread_cond_broadcast(&ub->wake);
     int rc = GW_OK;
     while (!ub->command.done) {
-        if (pthread_cond_timedwait(&ub->command_done, &ub->lock, &deadline) == ETIMEDOUT && !ub->command.done) {
+        uint64_t now = gw_real_ms();
+        if (now >= give_up) {
             ub->command.abandoned = true;
             rc = GW_ERR_TIMEOUT;
             break;
         }
+        uint64_t left = give_up - now;
+        gw_clock_wait_real(&ub->command_done, &ub->lock, left > UINT32_MAX ? UINT32_MAX : (uint32_t)left);
     }
     if (ub->command.done)
         rc = ub->command.result;
@@ -807,125 +784,84 @@ int uart_bms_clear_statistics(struct uart_bms *ub, uint32_t timeout_ms)
 
 /* ------------------------------------------------------------------ poller */
 
-static void check_comm_timeout(struct uart_bms *ub, uint64_t now)
+/* comm_lost was just set by the step: what the announcement says and the one log line. */
+static void comm_lost(struct uart_bms *ub)
 {
     pthread_mutex_lock(&ub->lock);
     uint64_t last = ub->stats.last_valid_ms;
     uint32_t timeout = ub->opts.comm_timeout_ms;
+    struct app_bms_comm *c = &ub->comm_event;
+    *c = (struct app_bms_comm){ .battery_id = ub->opts.battery_id, .last_valid_ms = last };
+    ub->stats.comm_ok = false;
+    snprintf(c->reason, sizeof c->reason, "%s", !ub->port ? "serial device unavailable"
+                                              : ub->stats.last_error_text[0] ? ub->stats.last_error_text
+                                                                             : "no valid answer");
     pthread_mutex_unlock(&ub->lock);
-    uint64_t since = last ? last : ub->started_ms;
-    if (!ub->comm_lost && now - since >= timeout) {
-        ub->comm_lost = true;
-        struct app_bms_comm *c = &ub->comm_event;
-        *c = (struct app_bms_comm){ .battery_id = ub->opts.battery_id, .last_valid_ms = last };
-        pthread_mutex_lock(&ub->lock);
-        ub->stats.comm_ok = false;
-        snprintf(c->reason, sizeof c->reason, "%s", !ub->port ? "serial device unavailable"
-                                                  : ub->stats.last_error_text[0] ? ub->stats.last_error_text
-                                                                                 : "no valid answer");
-        pthread_mutex_unlock(&ub->lock);
-        GW_LOGE(MOD, "battery %u: no valid data for %u s (%s)", ub->opts.battery_id, timeout / 1000, c->reason);
-    }
-    announce_comm(ub);
+    GW_LOGE(MOD, "battery %u: no valid data for %u s (%s)", ub->opts.battery_id, timeout / 1000, c->reason);
 }
 
-/* Waits until deadline_ms (monotonic), a stop/command request or a poll interval other than
- * interval_ms. Returns false on stop. */
-static bool wait_until(struct uart_bms *ub, uint64_t deadline_ms, uint32_t interval_ms)
+static void poll_live(struct uart_bms *ub, uint64_t now)
 {
+    count(ub, &ub->stats.polls);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = read_live(ub);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     pthread_mutex_lock(&ub->lock);
-    while (!ub->stop_requested && !ub->command.pending && ub->opts.poll_interval_ms == interval_ms) {
-        uint64_t now = gw_now_ms();
-        if (now >= deadline_ms)
-            break;
-        uint64_t wait = deadline_ms - now;
-        if (wait > 200)
-            wait = 200; /* the clock may be replaced in tests: re-check it regularly */
-        struct timespec ts;
-        gw_monotonic_deadline(&ts, wait);
-        pthread_cond_timedwait(&ub->wake, &ub->lock, &ts);
-    }
-    bool stop = ub->stop_requested;
+    ub->stats.last_cycle_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     pthread_mutex_unlock(&ub->lock);
-    return !stop;
+    if (rc && rc != GW_ERR_CLOSED)
+        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: live read failed: %s",
+                           ub->opts.battery_id, gw_strerror(rc));
+    uart_bms__polled(&ub->sched, now, gw_now_ms(), rc == GW_OK && ub->port);
 }
 
+static void poll_slow(struct uart_bms *ub, int item)
+{
+    int rc = read_slow_item(ub, (enum slow_item)item);
+    if (rc && rc != GW_ERR_CLOSED)
+        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: slow read %d failed: %s",
+                           ub->opts.battery_id, item, gw_strerror(rc));
+    uart_bms__slow_done(&ub->sched, gw_now_ms(), rc == GW_ERR_CLOSED, ub->opts.slow_poll_interval_s);
+}
+
+/* The poller: a shell around uart_bms__decide. Inputs are read and the step decided under the
+ * lock, so a command or a setting change between the decision and the wait cannot be missed;
+ * the action runs without the lock; with nothing due the thread sleeps in one gw_clock_wait
+ * until the step's deadline or an event (stop, command, interval or timeout change). */
 static void *poller_main(void *arg)
 {
     struct uart_bms *ub = arg;
-    ub->started_ms = gw_now_ms();
-    ub->slow_next = SLOW_VERSION;
-    ub->slow_due_ms = 0;
-    uint64_t next_poll = gw_now_ms();
-    uint64_t last_poll = 0;           /* start of the last live read, 0 = none yet */
-    uint32_t scheduled_interval = 0;  /* the interval next_poll was computed with */
-    for (;;) {
-        pthread_mutex_lock(&ub->lock);
-        bool stop = ub->stop_requested;
-        uint32_t interval = ub->opts.poll_interval_ms;
+    pthread_mutex_lock(&ub->lock);
+    uart_bms__sched_init(&ub->sched, gw_now_ms(), ub->opts.poll_interval_ms);
+    while (!ub->stop_requested) {
+        struct uart_bms__inputs in = {
+            .now_ms = gw_now_ms(),
+            .poll_interval_ms = ub->opts.poll_interval_ms,
+            .comm_timeout_ms = ub->opts.comm_timeout_ms,
+            .port_open = ub->port != NULL,
+            .command_pending = ub->command.pending,
+            .last_valid_ms = ub->stats.last_valid_ms,
+            .last_cycle_ms = (uint32_t)(ub->stats.last_cycle_us / 1000),
+        };
+        struct uart_bms__decision d = uart_bms__decide(&ub->sched, &in);
+        if (d.action == UART_BMS__WAIT) {
+            gw_clock_wait(&ub->wake, &ub->lock, d.deadline_ms);
+            continue;
+        }
         pthread_mutex_unlock(&ub->lock);
-        if (stop)
-            break;
-        if (last_poll && scheduled_interval && interval != scheduled_interval) {
-            /* A new interval counts from the last read: 10 s -> 100 ms must not wait 10 s. */
-            next_poll = last_poll + interval;
-            scheduled_interval = interval;
+        switch (d.action) {
+        case UART_BMS__OPEN: open_port(ub, in.now_ms); break;
+        case UART_BMS__COMMAND: run_pending_command(ub); break;
+        case UART_BMS__POLL: poll_live(ub, in.now_ms); break;
+        case UART_BMS__SLOW: poll_slow(ub, d.slow); break;
+        case UART_BMS__COMM_LOST: comm_lost(ub); break;
+        case UART_BMS__ANNOUNCE: announce_comm(ub); break;
+        case UART_BMS__WAIT: break;
         }
-
-        uint64_t now = gw_now_ms();
-        if (ensure_open(ub)) {
-            run_pending_command(ub);
-            if (now >= next_poll) {
-                last_poll = now;
-                scheduled_interval = interval;
-                count(ub, &ub->stats.polls);
-                struct timespec t0, t1;
-                clock_gettime(CLOCK_MONOTONIC, &t0);
-                int rc = read_live(ub);
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                pthread_mutex_lock(&ub->lock);
-                ub->stats.last_cycle_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
-                pthread_mutex_unlock(&ub->lock);
-                if (rc && rc != GW_ERR_CLOSED)
-                    gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: live read failed: %s",
-                                       ub->opts.battery_id, gw_strerror(rc));
-                next_poll += interval;
-                now = gw_now_ms();
-                if (next_poll <= now)
-                    next_poll = now + interval;
-
-                /* One slow item, only while the link is healthy and when it fits before the next
-                 * live read: the largest slow answer (events, 201 bytes) costs at most twice a live
-                 * cycle (117 bytes), so budget three measured live cycles plus scheduling slack. */
-                uint64_t slow_budget_ms = 3 * (ub->stats.last_cycle_us / 1000) + 10;
-                if (ub->port && rc == GW_OK && now >= ub->slow_due_ms && next_poll - now > slow_budget_ms) {
-                    int src = read_slow_item(ub, ub->slow_next);
-                    if (src && src != GW_ERR_CLOSED)
-                        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD,
-                                           "battery %u: slow read %d failed: %s", ub->opts.battery_id,
-                                           (int)ub->slow_next, gw_strerror(src));
-                    if (!src || src != GW_ERR_CLOSED) {
-                        ub->slow_next++;
-                        if (ub->slow_next == SLOW_DONE) {
-                            ub->slow_next = SLOW_VERSION;
-                            ub->slow_due_ms = gw_now_ms() + (uint64_t)ub->opts.slow_poll_interval_s * 1000u;
-                        }
-                    }
-                }
-            }
-        } else {
-            /* Device absent: fail a waiting command at once rather than let it time out. */
-            run_pending_command(ub);
-            if (next_poll <= now)
-                next_poll = now + interval;
-        }
-        check_comm_timeout(ub, gw_now_ms());
-        uint64_t wake_at = next_poll;
-        if (!ub->port && ub->reopen_at_ms < wake_at)
-            wake_at = ub->reopen_at_ms;
-        if (!wait_until(ub, wake_at, interval))
-            break;
+        pthread_mutex_lock(&ub->lock);
     }
+    pthread_mutex_unlock(&ub->lock);
     close_port(ub, NULL);
     return NULL;
 }
@@ -944,6 +880,11 @@ int uart_bms_start(struct uart_bms *ub)
      * the poller itself), and pthread_create may store it after the new thread runs. */
     int err = pthread_create(&ub->thread, NULL, poller_main, ub);
     ub->running = err == 0;
+    if (!err) {
+        char name[16];
+        snprintf(name, sizeof name, "bms-poll%u", (unsigned)ub->opts.battery_id);
+        pthread_setname_np(ub->thread, name);
+    }
     pthread_mutex_unlock(&ub->lock);
     if (err) {
         GW_LOGE(MOD, "battery %u: cannot start the poller thread: %s", ub->opts.battery_id, strerror(err));
@@ -1118,6 +1059,7 @@ void uart_bms_set_comm_timeout_ms(struct uart_bms *ub, uint32_t timeout_ms)
         return;
     pthread_mutex_lock(&ub->lock);
     ub->opts.comm_timeout_ms = timeout_ms;
+    pthread_cond_broadcast(&ub->wake); /* the comm-lost deadline moved */
     pthread_mutex_unlock(&ub->lock);
 }
 
