@@ -7,4 +7,7 @@ if(TARGET gw_sim_model AND TARGET gw_charge)
               LIBS gw_charge gw_sim_model LABELS integration TIMEOUT 600)
   add_test(NAME test_charge_closed_loop_30d COMMAND test_charge_closed_loop harsh30)
   set_tests_properties(test_charge_closed_loop_30d PROPERTIES TIMEOUT 1800 LABELS "integration;slow")
+  # Fix 4 (top-time cap): an imbalanced pack with the TinyBMS's 60 mA balancer for 30 days.
+  add_test(NAME test_charge_closed_loop_balance30 COMMAND test_charge_closed_loop balance30)
+  set_tests_properties(test_charge_closed_loop_balance30 PROPERTIES TIMEOUT 1800 LABELS "integration;slow")
 endif()
