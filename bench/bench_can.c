@@ -5,8 +5,15 @@
  *     wait-free part: time from the cycle's first frame (0x351) to the 0x356 line.
  *  2. frames/s through the slcan transport (encode + non-blocking write with deadline), against
  *     a baseline of raw write() of pre-encoded lines on the same pty.
+ *  3. several packs: 1, 2 and 4 packs' samples through the battery engine (plausibility, one charge
+ *     control per pack, aggregation; a view published after each sample, as the battery service
+ *     does) to the publisher's next cycle: the data age of the oldest sample at the 0x351 line and
+ *     at the 0x356 line that carry the new aggregate, with the samples back to back (pollers in
+ *     phase) and spread over 100 ms (pollers out of phase); plus the engine's own time per
+ *     sample (feed + step). The hand-made one-view figure of 1. is the baseline.
  * Prints medians of several runs; never fails on speed. */
 #define _GNU_SOURCE
+#include "battery_engine.h"
 #include "can_publisher.h"
 #include "can_transport.h"
 #include "event_bus.h"
@@ -149,6 +156,166 @@ static int latency_run(size_t samples, double *lat_us, double *path_us, size_t *
     return 0;
 }
 
+/* ---- 3. several packs through the battery engine --------------------------------------- */
+
+/* A plausible 16-cell sample of pack id at pack voltage volts (every cell volts / 16). */
+static void pack_sample(struct bms_live_data *d, uint8_t id, float volts, uint32_t lifetime_s)
+{
+    memset(d, 0, sizeof *d);
+    d->battery_id = id;
+    d->valid = true;
+    d->cell_count = 16;
+    uint16_t cell = (uint16_t)(volts / 16.0f * 10000.0f + 0.5f);
+    for (unsigned i = 0; i < 16; i++)
+        d->cell_mv_x10[i] = cell;
+    d->min_cell_mv = d->max_cell_mv = (uint16_t)(cell / 10);
+    d->min_cell_index = 1;
+    d->max_cell_index = 2;
+    d->pack_voltage_v = (float)cell * 16.0f / 10000.0f;
+    d->pack_current_a = 5.0f;
+    d->temp_dc[BMS_TEMP_INTERNAL] = 250;
+    d->temp_present[BMS_TEMP_INTERNAL] = true;
+    d->temp_dc[BMS_TEMP_EXT1] = 200;
+    d->temp_present[BMS_TEMP_EXT1] = true;
+    d->soc_ppm = 60000000u;
+    d->soh_raw = 50000;
+    d->soh_valid = true;
+    d->online_status = 0x91;
+    d->lifetime_s = lifetime_s;
+}
+
+/* One run: `rounds` rounds; in round k every pack reports pack voltage 48.00 + (k % 200) x
+ * 0.04 V (16 cells of a 0.0025 V step), fed to the engine one pack after the other (stagger_ms
+ * apart), the engine stepped and the view published after each. The aggregate (the mean)
+ * reaches that value only once every pack has reported, and each partial mean differs from it
+ * by a multiple of 0.01 V: the first 0x356 carrying it is the one built from the whole round.
+ * age351 / age356: from the round's first sample to the 0x351 line of that cycle and to its
+ * 0x356 line; engine_us: time of feed + step per sample. */
+static int packs_run(unsigned packs, size_t rounds, unsigned stagger_ms, double *age351, double *age356,
+                     double *engine_us, size_t *got, size_t *engine_n)
+{
+    int master;
+    char name[64], spec[96];
+    if (open_pty(&master, name) != 0)
+        return -1;
+    snprintf(spec, sizeof spec, "slcan:%s", name);
+    struct event_bus *bus = NULL;
+    event_bus_create(NULL, &bus);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    cfg.can.live_period_ms = 100;
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport_spec = spec };
+    struct can_publisher *p = NULL;
+    struct battery_engine *e = calloc(1, sizeof *e);
+    static struct battery_view v;
+    struct battery_engine_config ec;
+    battery_engine_default_config(&ec);
+    ec.pack_count = (uint8_t)packs;
+    for (unsigned i = 0; i < packs; i++) {
+        ec.packs[i].id = (uint8_t)i;
+        ec.packs[i].capacity_ah = 100.0f + 50.0f * (float)i;
+    }
+    if (!e || battery_engine_init(e, &ec) != GW_OK || can_publisher_create(&o, &p) != GW_OK ||
+        can_publisher_start(p) != GW_OK) {
+        can_publisher_destroy(p);
+        event_bus_destroy(bus);
+        free(e);
+        close(master);
+        return -1;
+    }
+    char buf[4096], line[128];
+    size_t buf_len = 0;
+    uint32_t lifetime = 1000;
+    *got = *engine_n = 0;
+    for (size_t k = 0; k <= rounds; k++) {
+        unsigned centivolts = 4800 + (unsigned)(k % 200) * 4;
+        char want[16];
+        snprintf(want, sizeof want, "%02X%02X", centivolts & 0xFF, centivolts >> 8);
+        gw_sleep_ms((uint32_t)((k * 37) % 100)); /* a spread of phases of the 100 ms schedule */
+        lifetime++;
+        double t0 = bench_now_us();
+        for (unsigned i = 0; i < packs; i++) {
+            if (i && stagger_ms)
+                gw_sleep_ms(stagger_ms);
+            struct bms_live_data d;
+            pack_sample(&d, (uint8_t)i, (float)centivolts / 100.0f, lifetime);
+            double te = bench_now_us();
+            uint64_t now = gw_now_ms();
+            battery_engine_feed_sample(e, &d, now);
+            battery_engine_step(e, now, &v);
+            if (k > 0)
+                engine_us[(*engine_n)++] = bench_now_us() - te;
+            event_bus_publish(bus, EVENT_BATTERY_UPDATE, &v, sizeof v, 1000);
+        }
+        if (k == 0)
+            continue; /* the first round starts the engine (limits from the first step) */
+        double t351 = 0;
+        for (;;) {
+            if (read_line(master, line, sizeof line, 3000, buf, &buf_len) < 0)
+                break;
+            double t = bench_now_us();
+            if (strncmp(line, "t351", 4) == 0)
+                t351 = t;
+            if (strncmp(line, "t3568", 5) == 0 && strncmp(line + 5, want, 4) == 0) {
+                age351[*got] = t351 > 0 ? t351 - t0 : t - t0;
+                age356[*got] = t - t0;
+                (*got)++;
+                break;
+            }
+        }
+    }
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+    free(e);
+    close(master);
+    return 0;
+}
+
+static void packs_bench(double baseline_p50_ms)
+{
+    enum { RUNS = 3, ROUNDS = 60 };
+    static const unsigned sizes[] = { 1, 2, 4 };
+    static double a351[RUNS * ROUNDS], a356[RUNS * ROUNDS], eng[RUNS * ROUNDS * 4];
+    for (unsigned spread = 0; spread < 2; spread++) {
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            unsigned n = sizes[s];
+            unsigned stagger = spread && n > 1 ? 100u / n : 0u;
+            if (spread && n == 1)
+                continue;
+            double run_p50[RUNS], run_p99[RUNS];
+            size_t total = 0, total_e = 0;
+            int runs_ok = 0;
+            for (int r = 0; r < RUNS; r++) {
+                size_t got = 0, got_e = 0;
+                if (packs_run(n, ROUNDS, stagger, a351 + total, a356 + total, eng + total_e, &got, &got_e) != 0 ||
+                    got == 0) {
+                    printf("bench_can: %u-pack run %d failed\n", n, r);
+                    continue;
+                }
+                double tmp[ROUNDS];
+                memcpy(tmp, a351 + total, got * sizeof tmp[0]);
+                run_p50[runs_ok] = bench_quantile(tmp, got, 0.5);
+                run_p99[runs_ok] = bench_quantile(tmp, got, 0.99);
+                runs_ok++;
+                total += got;
+                total_e += got_e;
+            }
+            if (!total)
+                continue;
+            double p50_351 = bench_median(run_p50, runs_ok) / 1000.0;
+            double p99_351 = bench_median(run_p99, runs_ok) / 1000.0;
+            printf("bench_can: %u pack%s, samples %s: oldest sample -> 0x351 p50 %.1f ms, p99 %.1f ms (median of "
+                   "%d runs x %d rounds); -> 0x356 p50 %.1f ms (all rounds); engine feed+step %.1f us per "
+                   "sample (median); ratio to the one-view baseline (p50 %.1f ms to 0x356) %.2f\n",
+                   n, n > 1 ? "s" : "", stagger ? "spread over 100 ms" : "back to back", p50_351, p99_351,
+                   runs_ok, ROUNDS, bench_quantile(a356, total, 0.5) / 1000.0, bench_quantile(eng, total_e, 0.5),
+                   baseline_p50_ms, baseline_p50_ms > 0 ? bench_quantile(a356, total, 0.5) / 1000.0 / baseline_p50_ms
+                                                        : 0.0);
+            fflush(stdout);
+        }
+    }
+}
+
 /* ---- 2. frames/s through slcan --------------------------------------------------------- */
 
 struct drain {
@@ -225,6 +392,7 @@ int main(void)
     static double lat[RUNS * SAMPLES], path[RUNS * SAMPLES];
     double run_p50[RUNS], run_p99[RUNS], run_path[RUNS];
     size_t total = 0;
+    double baseline_p50_ms = 0.0;
     for (int r = 0; r < RUNS; r++) {
         size_t got = 0;
         if (latency_run(SAMPLES, lat + total, path + total, &got) != 0 || got == 0) {
@@ -249,7 +417,10 @@ int main(void)
                run_p50[RUNS / 2] / 1000.0, run_p99[RUNS / 2] / 1000.0);
         printf("bench_can: cycle path 0x351 line -> 0x356 line (no schedule wait): median %.3f ms\n",
                run_path[RUNS / 2] / 1000.0);
+        baseline_p50_ms = bench_quantile(lat, total, 0.5) / 1000.0;
     }
+    fflush(stdout);
+    packs_bench(baseline_p50_ms);
     double fps[RUNS], base[RUNS];
     for (int r = 0; r < RUNS; r++) {
         fps[r] = throughput_run(FRAMES, false);
