@@ -75,6 +75,10 @@ def c_names():
     for pattern in ("src/**/*.[ch]", "tools/**/*.[ch]"):
         for path in glob.glob(os.path.join(SOURCE_DIR, pattern), recursive=True):
             names.update(re.findall(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b", strip_c(read(path))))
+    # Environment variables the programs and tests read (documented knobs, not alert codes).
+    for pattern in ("src/**/*.[ch]", "tools/**/*.[ch]", "tests/**/*.[ch]", "bench/**/*.[ch]"):
+        for path in glob.glob(os.path.join(SOURCE_DIR, pattern), recursive=True):
+            names.update(re.findall(r'getenv\("([A-Z][A-Z0-9_]*)"\)', read(path)))
     return names
 
 
