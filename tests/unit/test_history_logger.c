@@ -259,6 +259,7 @@ static void test_hourly_retention(void)
     CHECK_EQ_INT(n, 48);
     /* one hour later on the monotonic clock: the writer enforces retention by itself */
     atomic_fetch_add(&fake_now, 3600 * 1000 + 1);
+    history_logger_flush(hl, 10000); /* wakes the writer (it sleeps until its deadline, real time) */
     CHECK(wait_count(hl, INT64_MIN, INT64_MAX, 24));
     history_logger_destroy(hl);
     gw_clock_set_sources(NULL, NULL);

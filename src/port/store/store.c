@@ -621,8 +621,8 @@ int store_flush(struct store *st, uint32_t timeout_ms)
         if (target > st->flush_upto)
             st->flush_upto = target;
         st->retry_now = true; /* failing: try again now rather than after the back-off */
-        pthread_cond_signal(&st->work);
     }
+    pthread_cond_signal(&st->work); /* the writer re-reads the clock: a due prune runs too */
     while (st->head_seq < target) {
         if (st->failing && st->stats.attempts > attempts_before) {
             rc = GW_ERR_STORAGE; /* the write we asked for failed: still queued */

@@ -130,7 +130,8 @@ void store_destroy(struct store *st);
 int store_push(struct store *st, const void *record);
 
 /* Waits until every record pushed before the call is committed (or dropped), at most timeout_ms
- * of real time. While storage fails, asks for one immediate retry.
+ * of real time. While storage fails, asks for one immediate retry. Always wakes the writer,
+ * which re-reads the gateway clock and runs what is due (e.g. a periodic prune).
  * @retval GW_OK, GW_ERR_INVAL, GW_ERR_TIMEOUT, GW_ERR_STORAGE (the write it asked for failed:
  *         the records stay queued and retried; stats say why) */
 int store_flush(struct store *st, uint32_t timeout_ms);
