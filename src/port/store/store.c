@@ -187,7 +187,7 @@ static int migrate(struct store *st, char *why, size_t why_size)
     if (rc != SQLITE_OK) {
         rc = failure_code(db, rc);
         if (!why[0])
-            snprintf(why, why_size, "cannot prepare %.160s (schema version %d): %.80s", st->path, version,
+            snprintf(why, why_size, "cannot prepare %.120s (schema version %d): %.80s", st->path, version,
                      sqlite_reason(db, rc));
         if (!sqlite3_get_autocommit(db))
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -200,7 +200,7 @@ static int migrate(struct store *st, char *why, size_t why_size)
 static int open_write_db(struct store *st, char *why, size_t why_size)
 {
     if (st->dir[0] && mkdir(st->dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(why, why_size, "cannot create %.160s: %.80s", st->dir, strerror(errno));
+        snprintf(why, why_size, "cannot create %.150s: %.80s", st->dir, strerror(errno));
         return SQLITE_CANTOPEN;
     }
     int rc = sqlite3_open_v2(st->path, &st->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -244,7 +244,7 @@ static int insert_batch(struct store *st, size_t n, char *why, size_t why_size)
         rc = sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = failure_code(st->wdb, rc);
-        snprintf(why, why_size, "cannot write %zu %s to %.160s: %.60s", n, st->noun, st->path,
+        snprintf(why, why_size, "cannot write %zu %s to %.120s: %.60s", n, st->noun, st->path,
                  sqlite_reason(st->wdb, rc));
         if (!sqlite3_get_autocommit(st->wdb))
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
