@@ -6,30 +6,25 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "store.h"
 
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MOD "alerts"
 #define OUTBOX_CAP 256          /* transitions waiting to be published */
 #define PERSIST_CAP 1024        /* transitions waiting for the writer */
 #define PERSIST_BATCH 64
+#define PRUNE_EVERY_ROWS 256    /* alert_history is trimmed to history_max_rows this often */
 #define COUNT_NAMES 96          /* distinct codes counted */
 #define PUBLISH_TIMEOUT_MS 20   /* short: we may be on the dispatcher thread itself */
-#define DB_BUSY_TIMEOUT_MS 5000
-#define RETRY_FIRST_MS 500      /* a failed history write is retried after this, */
-#define RETRY_MAX_MS 30000      /* doubling up to this */
-#define WRITER_POLL_MS 200      /* the writer re-reads gw_now_ms() at least this often */
 
 struct transition {
-    uint64_t seq;               /* persistence queue order (set when queued) */
     uint8_t kind;               /* enum alert_transition */
     int64_t wall_ms;
     struct alert_record rec;
@@ -47,7 +42,7 @@ struct alert_manager {
     uint32_t tick_ms;
     uint32_t history_max_rows;
     char db_path[GW_PATH_MAX + 16];
-    bool persist;
+    struct store *store;        /* alert_history (src/port/store); NULL = no persistence */
 
     pthread_mutex_t lock;       /* engine, outbox, counts, view */
     struct alert_engine engine;
@@ -62,29 +57,11 @@ struct alert_manager {
     uint64_t publish_dropped;
     struct gw_log_limit publish_limit;
 
-    /* writer */
-    pthread_mutex_t persist_lock;
-    pthread_cond_t persist_cond;      /* work arrived / stop */
-    pthread_cond_t persist_done;      /* written_seq advanced */
-    struct transition persist_q[PERSIST_CAP];
-    size_t persist_head, persist_len;
-    uint64_t queued_seq, written_seq; /* transitions queued / taken off the queue (written or lost) */
-    uint64_t persist_dropped;
-    bool write_failing;               /* the last write failed: retried after retry_at_ms */
-    bool retry_now;                   /* a flush asked for an immediate retry */
-    uint64_t retry_at_ms;
-    uint64_t write_attempts;          /* write attempts finished */
-    bool stopping;
-    bool writer_started, ticker_started;
-    pthread_t writer, ticker;
-    sqlite3 *wdb;
-
     pthread_mutex_t tick_lock;
     pthread_cond_t tick_cond;
     bool tick_stop;
-
-    pthread_mutex_t read_lock;
-    sqlite3 *rdb;
+    bool ticker_started;
+    pthread_t ticker;
 };
 
 /* ---- counts --------------------------------------------------------------------------------- */
@@ -123,22 +100,10 @@ static void on_transition(void *ctx, enum alert_transition kind, const struct al
 
 static void persist_enqueue(struct alert_manager *am, const struct transition *t)
 {
-    if (!am->persist)
-        return;
-    pthread_mutex_lock(&am->persist_lock);
-    if (am->persist_len == PERSIST_CAP) { /* writer far behind: lose the oldest, count it */
-        am->persist_head = (am->persist_head + 1) % PERSIST_CAP;
-        am->persist_len--;
-        am->persist_dropped++;
-        am->written_seq++;
-    }
-    struct transition *slot = &am->persist_q[(am->persist_head + am->persist_len) % PERSIST_CAP];
-    *slot = *t;
-    slot->seq = am->queued_seq++;
-    am->persist_len++;
-    pthread_cond_signal(&am->persist_cond);
-    pthread_mutex_unlock(&am->persist_lock);
+    if (am->store)
+        store_push(am->store, t); /* full: the oldest is dropped, counted and logged by the store */
 }
+
 
 static void log_transition(const struct transition *t)
 {
@@ -189,7 +154,7 @@ static void drain_outbox(struct alert_manager *am)
     pthread_mutex_unlock(&am->publish_lock);
 }
 
-/* ---- SQLite --------------------------------------------------------------------------------- */
+/* ---- the store's ops (writer thread) --------------------------------------------------------- */
 
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS alert_history("
@@ -199,207 +164,96 @@ static const char *const schema_sql =
     " acknowledged INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS alert_history_ts ON alert_history(ts_ms);";
 
-static int db_open(const char *path, bool create, sqlite3 **out)
+static int migrate(void *ctx, sqlite3 *db, int from_version, char *why, size_t why_size)
 {
-    *out = NULL;
-    sqlite3 *db = NULL;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
-    int rc = sqlite3_open_v2(path, &db, flags, NULL);
-    if (rc != SQLITE_OK) {
-        GW_LOGE(MOD, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        sqlite3_close(db);
-        return GW_ERR_STORAGE;
-    }
-    sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
-    char *err = NULL;
-    rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &err);
-    if (rc == SQLITE_OK && create)
-        rc = sqlite3_exec(db, schema_sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK) {
-        GW_LOGE(MOD, "cannot prepare %s: %s", path, err ? err : sqlite3_errstr(rc));
-        sqlite3_free(err);
-        sqlite3_close(db);
-        return GW_ERR_STORAGE;
-    }
-    *out = db;
-    return GW_OK;
+    (void)ctx;
+    (void)from_version;
+    (void)why;
+    (void)why_size;
+    return sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
 }
 
-static void restore_counts(struct alert_manager *am)
+static int bind_transition(void *ctx, sqlite3_stmt *st, const void *record)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(am->wdb, "SELECT code, COUNT(*) FROM alert_history WHERE event='raised' GROUP BY code",
-                           -1, &st, NULL) != SQLITE_OK) {
-        GW_LOGW(MOD, "cannot read alert counts: %s", sqlite3_errmsg(am->wdb));
-        return;
-    }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *code = (const char *)sqlite3_column_text(st, 0);
-        if (code)
-            count_add(am, code, (uint32_t)sqlite3_column_int64(st, 1));
-    }
-    sqlite3_finalize(st);
+    (void)ctx;
+    const struct transition *t = record;
+    const struct app_alert *a = &t->rec.alert;
+    sqlite3_bind_int64(st, 1, t->wall_ms);
+    sqlite3_bind_text(st, 2, alert_transition_name(t->kind), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, a->code, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 4, a->level);
+    sqlite3_bind_int(st, 5, a->battery_id);
+    sqlite3_bind_text(st, 6, t->rec.subject, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, a->message, -1, SQLITE_TRANSIENT);
+    if (isfinite(a->value))
+        sqlite3_bind_double(st, 8, a->value);
+    else
+        sqlite3_bind_null(st, 8);
+    if (isfinite(a->threshold))
+        sqlite3_bind_double(st, 9, a->threshold);
+    else
+        sqlite3_bind_null(st, 9);
+    sqlite3_bind_int64(st, 10, a->count);
+    return sqlite3_bind_int(st, 11, a->acknowledged);
 }
 
-/* Writes the batch in one transaction. On failure (rolled back) why gets the reason. */
-static int write_batch(struct alert_manager *am, const struct transition *batch, size_t n, char *why,
-                       size_t why_size)
+/* Keeps the newest history_max_rows rows. */
+static int prune(void *ctx, sqlite3 *db)
 {
+    struct alert_manager *am = ctx;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_exec(am->wdb, "BEGIN", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(am->wdb,
-                                "INSERT INTO alert_history(ts_ms,event,code,level,battery_id,subject,message,"
-                                "value,threshold,count,acknowledged) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    int rc = sqlite3_prepare_v2(db, "DELETE FROM alert_history WHERE id <= (SELECT MAX(id) FROM alert_history) - ?",
                                 -1, &st, NULL);
-    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
-        const struct transition *t = &batch[i];
-        const struct app_alert *a = &t->rec.alert;
-        sqlite3_bind_int64(st, 1, t->wall_ms);
-        sqlite3_bind_text(st, 2, alert_transition_name(t->kind), -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, a->code, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(st, 4, a->level);
-        sqlite3_bind_int(st, 5, a->battery_id);
-        sqlite3_bind_text(st, 6, t->rec.subject, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 7, a->message, -1, SQLITE_TRANSIENT);
-        if (isfinite(a->value))
-            sqlite3_bind_double(st, 8, a->value);
-        else
-            sqlite3_bind_null(st, 8);
-        if (isfinite(a->threshold))
-            sqlite3_bind_double(st, 9, a->threshold);
-        else
-            sqlite3_bind_null(st, 9);
-        sqlite3_bind_int64(st, 10, a->count);
-        sqlite3_bind_int(st, 11, a->acknowledged);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, am->history_max_rows);
         rc = sqlite3_step(st);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-        sqlite3_reset(st);
     }
     sqlite3_finalize(st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(am->wdb, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        /* The path is bounded so the SQLite reason always fits the log line. */
-        snprintf(why, why_size, "cannot write %zu alert transitions to %.120s: %.100s", n, am->db_path,
-                 sqlite3_errmsg(am->wdb));
-        if (!sqlite3_get_autocommit(am->wdb))
-            sqlite3_exec(am->wdb, "ROLLBACK", NULL, NULL, NULL);
-        return GW_ERR_STORAGE;
-    }
-    return GW_OK;
+    return rc;
 }
 
-static void prune_history(struct alert_manager *am)
+/* EVENT_STORAGE_ERROR / EVENT_STORAGE_OK {module "alerts"}: the STORAGE_ERROR alert. */
+static void on_storage(void *ctx, bool ok, int err, const char *message)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(am->wdb,
-                           "DELETE FROM alert_history WHERE id <= (SELECT MAX(id) FROM alert_history) - ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_int64(st, 1, am->history_max_rows);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        GW_LOGW(MOD, "alert history pruning failed: %s", sqlite3_errmsg(am->wdb));
-    sqlite3_finalize(st);
-}
-
-static void storage_event(struct alert_manager *am, bool ok, const char *message)
-{
+    struct alert_manager *am = ctx;
     struct app_storage_error e;
     memset(&e, 0, sizeof e);
     snprintf(e.module, sizeof e.module, "alerts");
-    e.error = ok ? GW_OK : GW_ERR_STORAGE;
+    e.error = ok ? GW_OK : err;
     snprintf(e.message, sizeof e.message, "%.*s", (int)sizeof e.message - 1, message);
     if (!event_bus_publish(am->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000))
         GW_LOGW(MOD, "event bus full: storage %s not published", ok ? "ok" : "error");
 }
 
-/* A failed write keeps the transitions queued (the oldest are dropped, and counted, only when
- * the queue is full) and is retried with a back-off; on stop, one last try. */
-static void *writer_main(void *arg)
+static const struct store_ops alert_ops = {
+    .schema_version = 1,
+    .migrate = migrate,
+    .insert_sql = "INSERT INTO alert_history(ts_ms,event,code,level,battery_id,subject,message,"
+                  "value,threshold,count,acknowledged) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    .bind = bind_transition,
+    .prune = prune,
+    .on_storage = on_storage,
+};
+
+static void restore_counts(struct alert_manager *am)
 {
-    struct alert_manager *am = arg;
-    struct transition *batch = malloc(sizeof *batch * PERSIST_BATCH);
-    uint64_t since_prune = 0;
-    uint32_t backoff_ms = 0;
-    struct gw_log_limit fail_limit = { 0 };
-    pthread_mutex_lock(&am->persist_lock);
-    for (;;) {
-        while (am->persist_len == 0 && !am->stopping)
-            pthread_cond_wait(&am->persist_cond, &am->persist_lock);
-        if (am->persist_len == 0 && am->stopping)
-            break;
-        uint64_t now = gw_now_ms();
-        if (am->write_failing && !am->stopping && !am->retry_now && now < am->retry_at_ms) {
-            struct timespec ts;
-            uint64_t left = am->retry_at_ms - now;
-            gw_monotonic_deadline(&ts, left < WRITER_POLL_MS ? (uint32_t)left : WRITER_POLL_MS);
-            pthread_cond_timedwait(&am->persist_cond, &am->persist_lock, &ts);
-            continue;
+    sqlite3 *db = NULL;
+    if (store_read_begin(am->store, &db) != GW_OK)
+        return; /* logged by the store */
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT code, COUNT(*) FROM alert_history WHERE event='raised' GROUP BY code", -1,
+                           &st, NULL) != SQLITE_OK) {
+        GW_LOGW(MOD, "cannot read alert counts: %s", sqlite3_errmsg(db));
+    } else {
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            const char *code = (const char *)sqlite3_column_text(st, 0);
+            if (code)
+                count_add(am, code, (uint32_t)sqlite3_column_int64(st, 1));
         }
-        am->retry_now = false;
-        size_t n = 0;
-        while (batch && n < am->persist_len && n < PERSIST_BATCH) {
-            batch[n] = am->persist_q[(am->persist_head + n) % PERSIST_CAP];
-            n++;
-        }
-        pthread_mutex_unlock(&am->persist_lock);
-
-        char why[300] = "cannot allocate the write buffer";
-        int rc = batch ? write_batch(am, batch, n, why, sizeof why) : GW_ERR_NOMEM;
-
-        pthread_mutex_lock(&am->persist_lock);
-        am->write_attempts++;
-        bool was_failing = am->write_failing;
-        size_t lost = 0;
-        if (rc == GW_OK) {
-            uint64_t last = batch[n - 1].seq; /* the queue may have dropped some meanwhile */
-            while (am->persist_len && am->persist_q[am->persist_head].seq <= last) {
-                am->persist_head = (am->persist_head + 1) % PERSIST_CAP;
-                am->persist_len--;
-                am->written_seq++;
-            }
-            am->write_failing = false;
-            backoff_ms = 0;
-        } else {
-            am->write_failing = true;
-            backoff_ms = backoff_ms ? (backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : backoff_ms * 2)
-                                    : RETRY_FIRST_MS;
-            am->retry_at_ms = gw_now_ms() + backoff_ms;
-            if (am->stopping || !batch) { /* no more tries: say what is lost */
-                lost = am->persist_len;
-                am->written_seq += am->persist_len;
-                am->persist_dropped += am->persist_len;
-                am->persist_len = 0;
-            }
-        }
-        pthread_cond_broadcast(&am->persist_done);
-        pthread_mutex_unlock(&am->persist_lock);
-
-        if (rc == GW_OK) {
-            if (was_failing) {
-                GW_LOGI(MOD, "alert history writes succeed again (%s)", am->db_path);
-                storage_event(am, true, "alert history writes succeed again");
-            }
-            since_prune += n;
-            if (since_prune >= 256) {
-                prune_history(am);
-                since_prune = 0;
-            }
-        } else if (!was_failing) {
-            GW_LOGE(MOD, "%s; kept in memory and retried", why);
-            storage_event(am, false, why);
-        } else {
-            gw_log_ratelimited(&fail_limit, 60000, GW_LOG_WARN, MOD, "%s (retrying)", why);
-        }
-        if (lost)
-            GW_LOGE(MOD, "%zu alert transitions not written: %s", lost, why);
-        pthread_mutex_lock(&am->persist_lock);
     }
-    pthread_cond_broadcast(&am->persist_done);
-    pthread_mutex_unlock(&am->persist_lock);
-    free(batch);
-    return NULL;
+    sqlite3_finalize(st);
+    store_read_end(am->store);
 }
 
 /* ---- ticker --------------------------------------------------------------------------------- */
@@ -409,9 +263,7 @@ static void *ticker_main(void *arg)
     struct alert_manager *am = arg;
     pthread_mutex_lock(&am->tick_lock);
     while (!am->tick_stop) {
-        struct timespec ts;
-        gw_monotonic_deadline(&ts, am->tick_ms);
-        pthread_cond_timedwait(&am->tick_cond, &am->tick_lock, &ts);
+        gw_clock_wait_real(&am->tick_cond, &am->tick_lock, am->tick_ms);
         if (am->tick_stop)
             break;
         pthread_mutex_unlock(&am->tick_lock);
@@ -592,24 +444,27 @@ static const int subscribed_events[] = {
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
-static void stop_threads(struct alert_manager *am)
+static void stop_ticker(struct alert_manager *am)
 {
-    if (am->ticker_started) {
-        pthread_mutex_lock(&am->tick_lock);
-        am->tick_stop = true;
-        pthread_cond_signal(&am->tick_cond);
-        pthread_mutex_unlock(&am->tick_lock);
-        pthread_join(am->ticker, NULL);
-        am->ticker_started = false;
-    }
-    if (am->writer_started) {
-        pthread_mutex_lock(&am->persist_lock);
-        am->stopping = true;
-        pthread_cond_signal(&am->persist_cond);
-        pthread_mutex_unlock(&am->persist_lock);
-        pthread_join(am->writer, NULL);
-        am->writer_started = false;
-    }
+    if (!am->ticker_started)
+        return;
+    pthread_mutex_lock(&am->tick_lock);
+    am->tick_stop = true;
+    pthread_cond_signal(&am->tick_cond);
+    pthread_mutex_unlock(&am->tick_lock);
+    pthread_join(am->ticker, NULL);
+    am->ticker_started = false;
+}
+
+static void free_manager(struct alert_manager *am)
+{
+    store_destroy(am->store); /* writes what is still queued */
+    pthread_mutex_destroy(&am->lock);
+    pthread_mutex_destroy(&am->publish_lock);
+    pthread_mutex_destroy(&am->tick_lock);
+    pthread_cond_destroy(&am->tick_cond);
+    free(am->view);
+    free(am);
 }
 
 int alert_manager_create(const struct alert_manager_options *opt, struct alert_manager **out)
@@ -622,6 +477,10 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
     struct alert_manager *am = calloc(1, sizeof *am);
     if (!am)
         return GW_ERR_NOMEM;
+    if (gw_clock_cond_init(&am->tick_cond) != GW_OK) {
+        free(am);
+        return GW_ERR_NOMEM;
+    }
     int rc = GW_OK;
     am->bus = opt->bus;
     am->get_config = opt->get_config;
@@ -630,16 +489,7 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
     am->history_max_rows = opt->history_max_rows ? opt->history_max_rows : 10000;
     pthread_mutex_init(&am->lock, NULL);
     pthread_mutex_init(&am->publish_lock, NULL);
-    pthread_mutex_init(&am->persist_lock, NULL);
-    pthread_mutex_init(&am->read_lock, NULL);
     pthread_mutex_init(&am->tick_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&am->persist_cond, &ca);
-    pthread_cond_init(&am->persist_done, &ca);
-    pthread_cond_init(&am->tick_cond, &ca);
-    pthread_condattr_destroy(&ca);
     alert_engine_init(&am->engine, &opt->config, on_transition, am);
     am->view = malloc(sizeof *am->view);
     if (!am->view) {
@@ -654,18 +504,20 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
             rc = GW_ERR_INVAL;
             goto err;
         }
-        if (db_open(am->db_path, true, &am->wdb) == GW_OK) {
-            am->persist = true;
+        struct store_config sc = {
+            .name = MOD, .noun = "alert transitions", .path = am->db_path, .open_required = true,
+            .ops = &alert_ops, .ctx = am, .record_size = sizeof(struct transition), .capacity = PERSIST_CAP,
+            .batch_max = PERSIST_BATCH, .prune_every_rows = PRUNE_EVERY_ROWS,
+        };
+        rc = store_create(&sc, &am->store);
+        if (rc == GW_OK) {
             restore_counts(am);
-        } /* else: db_open logged why; the manager runs without alert history */
-    }
-    if (am->persist) {
-        if (pthread_create(&am->writer, NULL, writer_main, am) != 0) {
-            GW_LOGE(MOD, "cannot start the alert history writer: %s", strerror(errno));
-            rc = GW_ERR_IO;
+        } else if (rc == GW_ERR_NOMEM || rc == GW_ERR_IO || rc == GW_ERR_INVAL) {
             goto err;
+        } else { /* the store logged why the database cannot be used */
+            GW_LOGW(MOD, "running without alert history");
+            rc = GW_OK;
         }
-        am->writer_started = true;
     }
     if (pthread_create(&am->ticker, NULL, ticker_main, am) != 0) {
         GW_LOGE(MOD, "cannot start the alert ticker: %s", strerror(errno));
@@ -685,18 +537,8 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
     *out = am;
     return GW_OK;
 err:
-    stop_threads(am);
-    sqlite3_close(am->wdb);
-    pthread_mutex_destroy(&am->lock);
-    pthread_mutex_destroy(&am->publish_lock);
-    pthread_mutex_destroy(&am->persist_lock);
-    pthread_mutex_destroy(&am->read_lock);
-    pthread_mutex_destroy(&am->tick_lock);
-    pthread_cond_destroy(&am->persist_cond);
-    pthread_cond_destroy(&am->persist_done);
-    pthread_cond_destroy(&am->tick_cond);
-    free(am->view);
-    free(am);
+    stop_ticker(am);
+    free_manager(am);
     return rc;
 }
 
@@ -706,20 +548,9 @@ void alert_manager_destroy(struct alert_manager *am)
         return;
     for (size_t i = 0; i < N_SUBSCRIBED; i++)
         event_bus_unsubscribe(am->bus, subscribed_events[i], on_event, am);
-    stop_threads(am);
-    drain_outbox(am); /* anything raised by the last tick: log it (the writer is gone) */
-    sqlite3_close(am->rdb);
-    sqlite3_close(am->wdb);
-    pthread_mutex_destroy(&am->lock);
-    pthread_mutex_destroy(&am->publish_lock);
-    pthread_mutex_destroy(&am->persist_lock);
-    pthread_mutex_destroy(&am->read_lock);
-    pthread_mutex_destroy(&am->tick_lock);
-    pthread_cond_destroy(&am->persist_cond);
-    pthread_cond_destroy(&am->persist_done);
-    pthread_cond_destroy(&am->tick_cond);
-    free(am->view);
-    free(am);
+    stop_ticker(am);
+    drain_outbox(am); /* anything raised by the last tick: logged, published, queued */
+    free_manager(am);
 }
 
 /* ---- commands ------------------------------------------------------------------------------- */
@@ -978,28 +809,9 @@ int alert_manager_flush(struct alert_manager *am, uint32_t timeout_ms)
 {
     if (!am)
         return GW_ERR_INVAL;
-    if (!am->persist)
+    if (!am->store)
         return GW_ERR_STORAGE;
-    struct timespec deadline;
-    gw_monotonic_deadline(&deadline, timeout_ms);
-    int rc = GW_OK;
-    pthread_mutex_lock(&am->persist_lock);
-    uint64_t target = am->queued_seq;
-    uint64_t attempts_before = am->write_attempts;
-    am->retry_now = true; /* failing: try again now rather than after the back-off */
-    pthread_cond_signal(&am->persist_cond);
-    while (am->written_seq < target && !am->stopping) {
-        if (am->write_failing && am->write_attempts > attempts_before) {
-            rc = GW_ERR_STORAGE; /* the write we asked for failed: still queued */
-            break;
-        }
-        if (pthread_cond_timedwait(&am->persist_done, &am->persist_lock, &deadline) == ETIMEDOUT) {
-            rc = am->written_seq < target ? GW_ERR_TIMEOUT : GW_OK;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&am->persist_lock);
-    return rc;
+    return store_flush(am->store, timeout_ms);
 }
 
 int alert_manager_get_history_json(struct alert_manager *am, int64_t from_ms, int64_t to_ms, uint32_t limit,
@@ -1010,25 +822,24 @@ int alert_manager_get_history_json(struct alert_manager *am, int64_t from_ms, in
     *out = NULL;
     if (!am || limit > 10000 || (to_ms && to_ms < from_ms))
         return GW_ERR_INVAL;
-    if (!am->persist)
+    if (!am->store)
         return GW_ERR_STORAGE;
     if (limit == 0)
         limit = 100;
     int rc = alert_manager_flush(am, 5000);
     if (rc != GW_OK)
         return rc;
-    pthread_mutex_lock(&am->read_lock);
-    if (!am->rdb && db_open(am->db_path, false, &am->rdb) != GW_OK) {
-        pthread_mutex_unlock(&am->read_lock);
-        return GW_ERR_STORAGE;
-    }
+    sqlite3 *db = NULL;
+    rc = store_read_begin(am->store, &db);
+    if (rc != GW_OK)
+        return rc;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(am->rdb,
+    if (sqlite3_prepare_v2(db,
                            "SELECT id,ts_ms,event,code,level,battery_id,subject,message,value,threshold,count "
                            "FROM alert_history WHERE ts_ms >= ? AND ts_ms < ? ORDER BY id DESC LIMIT ?",
                            -1, &st, NULL) != SQLITE_OK) {
-        GW_LOGE(MOD, "alert history query failed: %s", sqlite3_errmsg(am->rdb));
-        pthread_mutex_unlock(&am->read_lock);
+        GW_LOGE(MOD, "alert history query failed: %s", sqlite3_errmsg(db));
+        store_read_end(am->store);
         return GW_ERR_STORAGE;
     }
     sqlite3_bind_int64(st, 1, from_ms);
@@ -1060,9 +871,9 @@ int alert_manager_get_history_json(struct alert_manager *am, int64_t from_ms, in
         jb_printf(&j, ",\"count\":%lld}", (long long)sqlite3_column_int64(st, 10));
     }
     if (step != SQLITE_DONE)
-        GW_LOGE(MOD, "alert history query failed: %s", sqlite3_errmsg(am->rdb));
+        GW_LOGE(MOD, "alert history query failed: %s", sqlite3_errmsg(db));
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&am->read_lock);
+    store_read_end(am->store);
     jb_raw(&j, "]", 1);
     if (step != SQLITE_DONE || j.failed) {
         free(j.buf);

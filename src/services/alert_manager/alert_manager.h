@@ -1,8 +1,9 @@
 /* Alert manager service: evaluates the alert rules (src/core/alert_rules) on the events of the
  * bus, publishes EVENT_ALERT_RAISED / EVENT_ALERT_CLEARED (struct app_alert), keeps the active
  * list (JSON for the web and MQTT), and records every transition (raised / cleared / acked) in
- * SQLite: table alert_history of <data_dir>/alerts.db (WAL), written by a writer thread so the
- * bus dispatcher never waits for the disk.
+ * SQLite: table alert_history of <data_dir>/alerts.db (WAL), written through the store engine
+ * (src/port/store: ring, batch writer thread, back-off) so the bus dispatcher never waits for the
+ * disk.
  *
  * Subscribes: EVENT_BATTERY_UPDATE (the battery view: rules on the bank and on each online pack,
  * alerts from the view's conditions, keyed and named by pack), EVENT_BMS_COMM_LOST/RESTORED (the

@@ -6,30 +6,21 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "store.h"
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #define MOD "history"
 #define WRITE_BATCH_MAX 512           /* samples per transaction */
-#define WRITER_POLL_MS 200            /* the writer re-reads gw_now_ms() at least this often */
 #define RETENTION_PERIOD_MS (3600u * 1000u)
 #define RETENTION_CHUNK 20000         /* rows per DELETE transaction: short write locks */
-#define DB_BUSY_TIMEOUT_MS 5000
 #define MAX_BATTERIES (BATTERY_MAX_PACKS + 1) /* packs + the aggregate */
 #define DAY_MS 86400000LL
-
-struct queued_sample {
-    uint64_t seq;
-    struct history_sample s;
-};
 
 /* Per battery id (pack or aggregate): when a row was last taken, and the newest sample in it. */
 struct battery_clock {
@@ -45,42 +36,13 @@ struct history_logger {
     history_logger_config_getter get_config;
     void *get_config_ctx;
     char db_path[GW_PATH_MAX + 16];
-    char data_dir[GW_PATH_MAX];
-    uint32_t retry_max_ms;
+    struct store *store;              /* the queue, the writer, the connections (src/port/store) */
 
-    pthread_mutex_t lock;
-    pthread_cond_t work;              /* writer: something to do */
-    pthread_cond_t done;              /* waiters: a write attempt / retention finished */
+    pthread_mutex_t lock;             /* cfg, clocks, view, rows_deleted; taken before the store's */
     struct gw_config_history cfg;
-    struct queued_sample *q;
-    size_t cap, head, len;
-    uint64_t next_seq;                /* seq of the next queued sample */
-    uint64_t committed_seq;           /* every sample with seq < committed_seq is stored or dropped */
-    uint64_t attempts;                /* write attempts finished */
-    uint64_t first_pending_ms;        /* gw_now_ms() when the oldest unwritten sample was queued */
-    uint64_t flush_upto;              /* samples with seq below this are written without waiting */
-    bool retry_now;                   /* a flush asked for one immediate retry while failing */
-    bool stopping;
-    uint64_t retention_requested, retention_done;
-    int retention_rc;
     struct battery_clock clocks[MAX_BATTERIES];
     struct battery_view *view;        /* copy of the EVENT_BATTERY_UPDATE payload (under lock) */
-    struct history_logger_stats stats;
-    bool storage_failing;
-    bool writer_started;
-    pthread_t writer;
-
-    /* writer thread only */
-    sqlite3 *wdb;
-    sqlite3_stmt *insert;
-    uint32_t backoff_ms;
-    uint64_t retry_at_ms;
-    uint64_t next_retention_ms;
-    struct gw_log_limit fail_limit;
-    struct gw_log_limit drop_limit;
-
-    pthread_mutex_t read_lock;
-    sqlite3 *rdb;
+    uint64_t rows_deleted;
 };
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -148,12 +110,6 @@ static void sample_from_view(const struct battery_view *v, struct history_sample
     s->cell_count = 0;
 }
 
-static bool deadline_passed(const struct timespec *ts)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec && now.tv_nsec >= ts->tv_nsec);
-}
 
 static void publish_storage(struct history_logger *hl, bool ok, int gw_rc, const char *message)
 {
@@ -170,32 +126,8 @@ static void publish_storage(struct history_logger *hl, bool ok, int gw_rc, const
         GW_LOGW(MOD, "event bus full: %s not published", ok ? "storage_ok" : "storage_error");
 }
 
-/* ---- queue (under hl->lock) ----------------------------------------------------------------- */
 
-static int enqueue_locked(struct history_logger *hl, const struct history_sample *s)
-{
-    int rc = GW_OK;
-    if (hl->len == hl->cap) { /* storage has been failing for long: lose the oldest, count it */
-        hl->head = (hl->head + 1) % hl->cap;
-        hl->len--;
-        hl->stats.samples_dropped++;
-        rc = GW_ERR_FULL;
-        gw_log_ratelimited(&hl->drop_limit, 60000, GW_LOG_WARN, MOD,
-                           "memory buffer full (%zu samples): oldest samples dropped (%llu so far)", hl->cap,
-                           (unsigned long long)hl->stats.samples_dropped);
-    }
-    struct queued_sample *slot = &hl->q[(hl->head + hl->len) % hl->cap];
-    slot->seq = hl->next_seq++;
-    slot->s = *s;
-    if (hl->len == 0)
-        hl->first_pending_ms = gw_now_ms();
-    hl->len++;
-    hl->stats.samples_queued++;
-    pthread_cond_signal(&hl->work);
-    return rc;
-}
-
-/* ---- write connection (writer thread) ------------------------------------------------------- */
+/* ---- the store's ops (writer thread) ---------------------------------------------------------- */
 
 /* Version 2: battery_id on every row (pack id or HISTORY_AGGREGATE), indexed with the time. */
 static const char *const schema_sql =
@@ -266,25 +198,23 @@ static int samples_columns(sqlite3 *db, uint32_t *have, bool *has_ts)
 }
 
 /* Creates the schema, or brings an older samples table to version 2, in one transaction. */
-static int prepare_schema(struct history_logger *hl, char *why, size_t why_size)
+
+/* store_ops.migrate: creates the schema, or brings an older samples table to version 2 (in the
+ * store's one transaction: a kill during it leaves the old schema). */
+static int migrate(void *ctx, sqlite3 *db, int version, char *why, size_t why_size)
 {
-    sqlite3 *db = hl->wdb;
-    int version = 0, existed = 0;
-    int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = pragma_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='samples'", &existed);
+    struct history_logger *hl = ctx;
+    int existed = 0;
+    int rc = pragma_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='samples'", &existed);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = pragma_int(db, "PRAGMA user_version", &version);
     uint32_t have = 0;
     bool has_ts = false;
     if (rc == SQLITE_OK)
         rc = samples_columns(db, &have, &has_ts);
     if (rc == SQLITE_OK && !has_ts) {
-        snprintf(why, why_size, "cannot use %s: its samples table has no ts_ms column (not a history database)",
+        snprintf(why, why_size, "cannot use %.160s: its samples table has no ts_ms column (not a history database)",
                  hl->db_path);
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return SQLITE_ERROR;
     }
     unsigned added = 0;
@@ -302,67 +232,9 @@ static int prepare_schema(struct history_logger *hl, char *why, size_t why_size)
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, index_sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK && version < HISTORY_SCHEMA_VERSION) {
-        char sql[64];
-        snprintf(sql, sizeof sql, "PRAGMA user_version=%d", HISTORY_SCHEMA_VERSION);
-        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rc = sqlite3_extended_errcode(db) ? sqlite3_extended_errcode(db) : rc;
-        snprintf(why, why_size, "cannot prepare %s (schema version %d): %s", hl->db_path, version,
-                 sqlite3_errmsg(db));
-        if (!sqlite3_get_autocommit(db))
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-        return rc;
-    }
-    if (existed && version < HISTORY_SCHEMA_VERSION)
-        GW_LOGI(MOD, "%s: migrated from schema version %d to %d (%u columns added, pack index built)", hl->db_path,
-                version, HISTORY_SCHEMA_VERSION, added);
-    return SQLITE_OK;
-}
-
-static void close_write_db(struct history_logger *hl)
-{
-    sqlite3_finalize(hl->insert);
-    hl->insert = NULL;
-    sqlite3_close(hl->wdb);
-    hl->wdb = NULL;
-}
-
-static int open_write_db(struct history_logger *hl, char *why, size_t why_size)
-{
-    if (mkdir(hl->data_dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(why, why_size, "cannot create %s: %s", hl->data_dir, strerror(errno));
-        return SQLITE_CANTOPEN;
-    }
-    int rc = sqlite3_open_v2(hl->db_path, &hl->wdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(hl->wdb, DB_BUSY_TIMEOUT_MS);
-        rc = sqlite3_exec(hl->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK) {
-        rc = prepare_schema(hl, why, why_size);
-        if (rc != SQLITE_OK) {
-            close_write_db(hl);
-            return rc;
-        }
-    }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(hl->wdb,
-                                "INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,"
-                                "cell_min_mv,cell_max_mv,cell_spread_mv,status,cells) "
-                                "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                -1, &hl->insert, NULL);
-    if (rc != SQLITE_OK) {
-        if (hl->wdb)
-            rc = sqlite3_extended_errcode(hl->wdb) ? sqlite3_extended_errcode(hl->wdb) : rc;
-        snprintf(why, why_size, "cannot open %s: %s", hl->db_path,
-                 hl->wdb ? sqlite3_errmsg(hl->wdb) : sqlite3_errstr(rc));
-        close_write_db(hl);
-    }
+    if (rc == SQLITE_OK && existed && version < HISTORY_SCHEMA_VERSION)
+        GW_LOGI(MOD, "%s: migrating from schema version %d to %d (%u columns added, pack index built)",
+                hl->db_path, version, HISTORY_SCHEMA_VERSION, added);
     return rc;
 }
 
@@ -374,53 +246,42 @@ static void bind_real_or_null(sqlite3_stmt *st, int i, float v)
         sqlite3_bind_null(st, i);
 }
 
-static int insert_batch(struct history_logger *hl, const struct queued_sample *batch, size_t n)
+
+/* store_ops.bind: one struct history_sample. */
+static int bind_sample(void *ctx, sqlite3_stmt *st, const void *record)
 {
-    int rc = sqlite3_exec(hl->wdb, "BEGIN", NULL, NULL, NULL);
-    for (size_t i = 0; rc == SQLITE_OK && i < n; i++) {
-        const struct history_sample *s = &batch[i].s;
-        sqlite3_stmt *st = hl->insert;
-        uint8_t blob[BMS_MAX_CELLS * 2];
-        for (unsigned c = 0; c < s->cell_count; c++) {
-            blob[2 * c] = (uint8_t)(s->cell_mv[c] & 0xff);
-            blob[2 * c + 1] = (uint8_t)(s->cell_mv[c] >> 8);
-        }
-        sqlite3_bind_int64(st, 1, s->ts_ms);
-        sqlite3_bind_int(st, 2, s->battery_id);
-        bind_real_or_null(st, 3, s->voltage_v);
-        bind_real_or_null(st, 4, s->current_a);
-        bind_real_or_null(st, 5, s->soc_percent);
-        bind_real_or_null(st, 6, s->soh_percent);
-        bind_real_or_null(st, 7, s->temp_min_c);
-        bind_real_or_null(st, 8, s->temp_max_c);
-        sqlite3_bind_int(st, 9, s->cell_min_mv);
-        sqlite3_bind_int(st, 10, s->cell_max_mv);
-        bind_real_or_null(st, 11, s->cell_spread_mv);
-        sqlite3_bind_int(st, 12, s->status);
-        sqlite3_bind_blob(st, 13, blob, (int)s->cell_count * 2, SQLITE_TRANSIENT);
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-        sqlite3_reset(st);
+    (void)ctx;
+    const struct history_sample *s = record;
+    uint8_t blob[BMS_MAX_CELLS * 2];
+    for (unsigned c = 0; c < s->cell_count; c++) {
+        blob[2 * c] = (uint8_t)(s->cell_mv[c] & 0xff);
+        blob[2 * c + 1] = (uint8_t)(s->cell_mv[c] >> 8);
     }
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(hl->wdb, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rc = sqlite3_extended_errcode(hl->wdb);
-        if (rc == SQLITE_OK || rc == SQLITE_DONE)
-            rc = SQLITE_ERROR;
-        if (!sqlite3_get_autocommit(hl->wdb))
-            sqlite3_exec(hl->wdb, "ROLLBACK", NULL, NULL, NULL);
-    }
-    return rc;
+    sqlite3_bind_int64(st, 1, s->ts_ms);
+    sqlite3_bind_int(st, 2, s->battery_id);
+    bind_real_or_null(st, 3, s->voltage_v);
+    bind_real_or_null(st, 4, s->current_a);
+    bind_real_or_null(st, 5, s->soc_percent);
+    bind_real_or_null(st, 6, s->soh_percent);
+    bind_real_or_null(st, 7, s->temp_min_c);
+    bind_real_or_null(st, 8, s->temp_max_c);
+    sqlite3_bind_int(st, 9, s->cell_min_mv);
+    sqlite3_bind_int(st, 10, s->cell_max_mv);
+    bind_real_or_null(st, 11, s->cell_spread_mv);
+    sqlite3_bind_int(st, 12, s->status);
+    return sqlite3_bind_blob(st, 13, blob, (int)s->cell_count * 2, SQLITE_TRANSIENT);
 }
 
-static int run_retention(struct history_logger *hl, uint16_t days)
+/* store_ops.prune: rows older than retention_days before gw_wall_ms(), in short transactions. */
+static int prune(void *ctx, sqlite3 *db)
 {
-    if (!hl->wdb)
-        return GW_ERR_STORAGE;
+    struct history_logger *hl = ctx;
+    pthread_mutex_lock(&hl->lock);
+    uint16_t days = hl->cfg.retention_days;
+    pthread_mutex_unlock(&hl->lock);
     int64_t cutoff = gw_wall_ms() - (int64_t)days * DAY_MS;
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(hl->wdb,
+    int rc = sqlite3_prepare_v2(db,
                                 "DELETE FROM samples WHERE rowid IN "
                                 "(SELECT rowid FROM samples WHERE ts_ms < ? LIMIT ?)",
                                 -1, &st, NULL);
@@ -432,152 +293,40 @@ static int run_retention(struct history_logger *hl, uint16_t days)
         sqlite3_reset(st);
         if (rc != SQLITE_DONE)
             break;
-        int changed = sqlite3_changes(hl->wdb);
+        int changed = sqlite3_changes(db);
         deleted += (uint64_t)changed;
         rc = changed < RETENTION_CHUNK ? SQLITE_DONE : SQLITE_OK;
     }
-    if (rc != SQLITE_DONE)
-        GW_LOGE(MOD, "retention failed: %s", sqlite3_errmsg(hl->wdb));
     sqlite3_finalize(st);
     if (deleted)
         GW_LOGI(MOD, "retention: %llu samples older than %u days deleted", (unsigned long long)deleted, days);
     pthread_mutex_lock(&hl->lock);
-    hl->stats.rows_deleted += deleted;
+    hl->rows_deleted += deleted;
     pthread_mutex_unlock(&hl->lock);
-    return rc == SQLITE_DONE ? GW_OK : GW_ERR_STORAGE;
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* One write attempt of up to WRITE_BATCH_MAX queued samples. Called without hl->lock. */
-static void write_pending(struct history_logger *hl, struct queued_sample *batch)
+/* store_ops.on_storage: EVENT_STORAGE_ERROR / EVENT_STORAGE_OK {module "history"}. */
+static void on_storage(void *ctx, bool ok, int err, const char *message)
 {
-    pthread_mutex_lock(&hl->lock);
-    size_t n = 0;
-    while (n < hl->len && n < WRITE_BATCH_MAX) {
-        batch[n] = hl->q[(hl->head + n) % hl->cap];
-        n++;
-    }
-    pthread_mutex_unlock(&hl->lock);
-    if (n == 0)
-        return;
-
-    char why[640] = "";
-    int rc = SQLITE_OK;
-    if (!hl->wdb)
-        rc = open_write_db(hl, why, sizeof why);
-    if (rc == SQLITE_OK) {
-        rc = insert_batch(hl, batch, n);
-        if (rc != SQLITE_OK)
-            snprintf(why, sizeof why, "cannot write %zu samples to %s: %s", n, hl->db_path, sqlite3_errstr(rc));
-    }
-
-    bool announce_error = false, announce_ok = false;
-    pthread_mutex_lock(&hl->lock);
-    hl->attempts++;
-    if (rc == SQLITE_OK) {
-        uint64_t last = batch[n - 1].seq;
-        while (hl->len && hl->q[hl->head].seq <= last) {
-            hl->head = (hl->head + 1) % hl->cap;
-            hl->len--;
-        }
-        hl->committed_seq = last + 1;
-        hl->stats.samples_written += n;
-        if (hl->len)
-            hl->first_pending_ms = gw_now_ms();
-        announce_ok = hl->storage_failing;
-        hl->storage_failing = false;
-        hl->stats.storage_ok = true;
-        hl->backoff_ms = 0;
-    } else {
-        /* Every failed write counts, whatever SQLite calls it: an incompatible samples table
-         * (SQLITE_ERROR) or a lock held by another process (SQLITE_BUSY) loses history just as
-         * surely as a full disk, and must get the back-off, the alert and the stop rule too. */
-        hl->stats.write_errors++;
-        announce_error = !hl->storage_failing;
-        hl->storage_failing = true;
-        hl->stats.storage_ok = false;
-        hl->backoff_ms = hl->backoff_ms ? hl->backoff_ms * 2 : 500;
-        if (hl->backoff_ms > hl->retry_max_ms)
-            hl->backoff_ms = hl->retry_max_ms;
-        hl->retry_at_ms = gw_now_ms() + hl->backoff_ms;
-    }
-    pthread_cond_broadcast(&hl->done);
-    pthread_mutex_unlock(&hl->lock);
-
-    if (rc != SQLITE_OK) {
-        close_write_db(hl); /* reopen on the next try: the directory may have come back */
-        if (announce_error) {
-            GW_LOGE(MOD, "%s; samples kept in memory and retried", why);
-            publish_storage(hl, false, GW_ERR_STORAGE, why);
-        } else {
-            gw_log_ratelimited(&hl->fail_limit, 60000, GW_LOG_WARN, MOD, "%s (retrying)", why);
-        }
-    } else if (announce_ok) {
-        GW_LOGI(MOD, "storage works again: %s", hl->db_path);
-        publish_storage(hl, true, GW_OK, "history writes succeed again");
-    }
+    publish_storage(ctx, ok, err, message);
 }
 
-static void *writer_main(void *arg)
+static const struct store_ops history_ops = {
+    .schema_version = HISTORY_SCHEMA_VERSION,
+    .migrate = migrate,
+    .insert_sql = "INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,"
+                  "cell_min_mv,cell_max_mv,cell_spread_mv,status,cells) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    .bind = bind_sample,
+    .prune = prune,
+    .read_probe_sql = "SELECT 1 FROM samples LIMIT 0",
+    .on_storage = on_storage,
+};
+
+/* Queues one row (under hl->lock: the order of rows is the order of views). */
+static int enqueue_locked(struct history_logger *hl, const struct history_sample *s)
 {
-    struct history_logger *hl = arg;
-    struct queued_sample *batch = malloc(sizeof *batch * WRITE_BATCH_MAX);
-    if (!batch) {
-        GW_LOGE(MOD, "writer cannot allocate its batch buffer: history not recorded");
-        return NULL;
-    }
-    hl->next_retention_ms = gw_now_ms(); /* retention at start */
-    pthread_mutex_lock(&hl->lock);
-    for (;;) {
-        uint64_t now = gw_now_ms();
-        bool stopping = hl->stopping;
-        bool retry_due = !hl->storage_failing || now >= hl->retry_at_ms || hl->retry_now || stopping;
-        bool flushing = hl->len && hl->q[hl->head].seq < hl->flush_upto;
-        bool batch_due = hl->len >= WRITE_BATCH_MAX / 2 || flushing || stopping ||
-                         (hl->len && now - hl->first_pending_ms >= HISTORY_COMMIT_INTERVAL_MS);
-        bool retention_due = hl->retention_requested != hl->retention_done ||
-                             (!stopping && now >= hl->next_retention_ms);
-        if (hl->len && batch_due && retry_due) {
-            hl->retry_now = false;
-            pthread_mutex_unlock(&hl->lock);
-            write_pending(hl, batch);
-            pthread_mutex_lock(&hl->lock);
-            if (stopping && hl->storage_failing)
-                break; /* one last try on stop failed: the samples are lost, say how many */
-            continue;
-        }
-        if (retention_due) {
-            uint64_t request = hl->retention_requested;
-            uint16_t days = hl->cfg.retention_days;
-            pthread_mutex_unlock(&hl->lock);
-            char why[640];
-            int rc = hl->wdb || open_write_db(hl, why, sizeof why) == SQLITE_OK ? run_retention(hl, days)
-                                                                               : GW_ERR_STORAGE;
-            pthread_mutex_lock(&hl->lock);
-            hl->next_retention_ms = gw_now_ms() + RETENTION_PERIOD_MS;
-            hl->retention_done = request;
-            hl->retention_rc = rc;
-            pthread_cond_broadcast(&hl->done);
-            continue;
-        }
-        if (stopping && hl->len == 0)
-            break;
-        pthread_cond_broadcast(&hl->done); /* nothing to do: wake a flush waiting on an empty queue */
-        struct timespec ts;
-        gw_monotonic_deadline(&ts, WRITER_POLL_MS);
-        pthread_cond_timedwait(&hl->work, &hl->lock, &ts);
-    }
-    if (hl->len)
-        GW_LOGE(MOD, "stopping with %zu samples not written (storage failing)", hl->len);
-    hl->stats.samples_dropped += hl->len;
-    hl->committed_seq = hl->next_seq;
-    hl->len = 0;
-    pthread_cond_broadcast(&hl->done);
-    pthread_mutex_unlock(&hl->lock);
-    free(batch);
-    if (hl->wdb)
-        sqlite3_exec(hl->wdb, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL, NULL);
-    close_write_db(hl);
-    return NULL;
+    return store_push(hl->store, s);
 }
 
 /* ---- bus ------------------------------------------------------------------------------------ */
@@ -711,26 +460,20 @@ static void on_config(const struct gw_event *ev, void *ctx)
     pthread_mutex_lock(&hl->lock);
     bool retention_changed = cfg.retention_days != hl->cfg.retention_days;
     hl->cfg = cfg;
-    if (retention_changed) {
-        hl->retention_requested++;
-        pthread_cond_signal(&hl->work);
-    }
     pthread_mutex_unlock(&hl->lock);
+    if (retention_changed)
+        store_request_prune(hl->store);
     GW_LOGI(MOD, "configuration: %s, period %u s, retention %u days", cfg.enabled ? "enabled" : "disabled",
             cfg.period_s, cfg.retention_days);
 }
+
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
 static void free_logger(struct history_logger *hl)
 {
-    close_write_db(hl);
-    sqlite3_close(hl->rdb);
+    store_destroy(hl->store);
     pthread_mutex_destroy(&hl->lock);
-    pthread_mutex_destroy(&hl->read_lock);
-    pthread_cond_destroy(&hl->work);
-    pthread_cond_destroy(&hl->done);
-    free(hl->q);
     free(hl->view);
     free(hl);
 }
@@ -760,46 +503,27 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
     hl->get_config = opt->get_config;
     hl->get_config_ctx = opt->get_config_ctx;
     hl->cfg = opt->config;
-    hl->retry_max_ms = opt->retry_max_ms ? opt->retry_max_ms : 30000;
-    hl->cap = opt->queue_capacity ? opt->queue_capacity : HISTORY_DEFAULT_QUEUE;
-    snprintf(hl->data_dir, sizeof hl->data_dir, "%s", opt->data_dir);
     snprintf(hl->db_path, sizeof hl->db_path, "%s/history.db", opt->data_dir);
     pthread_mutex_init(&hl->lock, NULL);
-    pthread_mutex_init(&hl->read_lock, NULL);
-    pthread_cond_init(&hl->work, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_destroy(&hl->work);
-    pthread_cond_init(&hl->work, &ca);
-    pthread_cond_init(&hl->done, &ca);
-    pthread_condattr_destroy(&ca);
-    hl->stats.storage_ok = true;
     int rc = GW_OK;
-    hl->q = calloc(hl->cap, sizeof *hl->q);
     hl->view = malloc(sizeof *hl->view);
-    if (!hl->q || !hl->view) {
+    if (!hl->view) {
         rc = GW_ERR_NOMEM;
         goto err;
     }
 
-    /* First open here, so the schema exists when create returns (queries work at once). */
-    char why[640];
-    if (open_write_db(hl, why, sizeof why) != SQLITE_OK) {
-        GW_LOGE(MOD, "%s; samples kept in memory and retried", why);
-        hl->storage_failing = true;
-        hl->stats.storage_ok = false;
-        hl->backoff_ms = 500;
-        hl->retry_at_ms = gw_now_ms() + hl->backoff_ms;
-        publish_storage(hl, false, GW_ERR_STORAGE, why);
-    }
-
-    if (pthread_create(&hl->writer, NULL, writer_main, hl) != 0) {
-        GW_LOGE(MOD, "cannot start the history writer thread: %s", strerror(errno));
-        rc = GW_ERR_IO;
+    /* Opens here, so the schema exists when create returns (queries work at once); a database
+     * that cannot be opened is a storage error (reported, samples buffered, retried). */
+    struct store_config sc = {
+        .name = MOD, .noun = "samples", .path = hl->db_path, .create_dir = true, .ops = &history_ops, .ctx = hl,
+        .record_size = sizeof(struct history_sample),
+        .capacity = opt->queue_capacity ? opt->queue_capacity : HISTORY_DEFAULT_QUEUE,
+        .batch_max = WRITE_BATCH_MAX, .commit_interval_ms = HISTORY_COMMIT_INTERVAL_MS,
+        .retry_max_ms = opt->retry_max_ms, .prune_period_ms = RETENTION_PERIOD_MS,
+    };
+    rc = store_create(&sc, &hl->store);
+    if (rc != GW_OK)
         goto err;
-    }
-    hl->writer_started = true;
     if (hl->bus) {
         rc = event_bus_subscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl, "history_logger");
         if (rc == GW_OK) {
@@ -817,13 +541,6 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
     *out = hl;
     return GW_OK;
 err:
-    if (hl->writer_started) {
-        pthread_mutex_lock(&hl->lock);
-        hl->stopping = true;
-        pthread_cond_signal(&hl->work);
-        pthread_mutex_unlock(&hl->lock);
-        pthread_join(hl->writer, NULL);
-    }
     free_logger(hl);
     return rc;
 }
@@ -836,12 +553,7 @@ void history_logger_destroy(struct history_logger *hl)
         event_bus_unsubscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl);
         event_bus_unsubscribe(hl->bus, EVENT_CONFIG_UPDATED, on_config, hl);
     }
-    pthread_mutex_lock(&hl->lock);
-    hl->stopping = true;
-    pthread_cond_signal(&hl->work);
-    pthread_mutex_unlock(&hl->lock);
-    pthread_join(hl->writer, NULL);
-    free_logger(hl);
+    free_logger(hl); /* the store writes every pending sample first */
 }
 
 int history_logger_record(struct history_logger *hl, const struct bms_live_data *d)
@@ -856,103 +568,51 @@ int history_logger_record(struct history_logger *hl, const struct bms_live_data 
     return rc;
 }
 
-/* Waits on hl->done (hl->lock held) until the deadline; false when it passed. */
-static bool wait_done(struct history_logger *hl, const struct timespec *deadline)
-{
-    if (deadline_passed(deadline))
-        return false;
-    pthread_cond_timedwait(&hl->done, &hl->lock, deadline);
-    return true;
-}
-
 int history_logger_flush(struct history_logger *hl, uint32_t timeout_ms)
 {
     if (!hl)
         return GW_ERR_INVAL;
-    struct timespec deadline;
-    gw_monotonic_deadline(&deadline, timeout_ms);
-    int rc = GW_OK;
-    pthread_mutex_lock(&hl->lock);
-    uint64_t target = hl->next_seq;
-    uint64_t attempts_before = hl->attempts;
-    if (target > hl->flush_upto)
-        hl->flush_upto = target;
-    hl->retry_now = true;
-    pthread_cond_signal(&hl->work);
-    while (hl->committed_seq < target) {
-        if (hl->storage_failing && hl->attempts > attempts_before) {
-            rc = GW_ERR_STORAGE; /* the write we asked for failed: samples stay buffered */
-            break;
-        }
-        if (!wait_done(hl, &deadline)) {
-            rc = GW_ERR_TIMEOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&hl->lock);
-    return rc;
+    return store_flush(hl->store, timeout_ms);
 }
 
 int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms)
 {
     if (!hl)
         return GW_ERR_INVAL;
-    struct timespec deadline;
-    gw_monotonic_deadline(&deadline, timeout_ms);
-    pthread_mutex_lock(&hl->lock);
-    uint64_t request = ++hl->retention_requested;
-    pthread_cond_signal(&hl->work);
-    int rc = GW_OK;
-    while (hl->retention_done < request) {
-        if (!wait_done(hl, &deadline)) {
-            rc = GW_ERR_TIMEOUT;
-            break;
-        }
-    }
-    if (rc == GW_OK)
-        rc = hl->retention_rc;
-    pthread_mutex_unlock(&hl->lock);
-    return rc;
+    int rc = store_prune(hl->store, timeout_ms);
+    return rc == GW_OK || rc == GW_ERR_TIMEOUT ? rc : GW_ERR_STORAGE;
 }
 
 void history_logger_get_stats(struct history_logger *hl, struct history_logger_stats *out)
 {
     if (!hl || !out)
         return;
+    struct store_stats s;
+    store_get_stats(hl->store, &s);
+    memset(out, 0, sizeof *out);
+    out->samples_queued = s.queued;
+    out->samples_written = s.written;
+    out->samples_dropped = s.dropped;
+    out->write_errors = s.write_errors;
+    out->queue_depth = s.depth;
+    out->storage_ok = s.storage_ok;
     pthread_mutex_lock(&hl->lock);
-    *out = hl->stats;
-    out->queue_depth = (uint32_t)hl->len;
+    out->rows_deleted = hl->rows_deleted;
     pthread_mutex_unlock(&hl->lock);
 }
 
 /* ---- queries -------------------------------------------------------------------------------- */
 
-/* Locks the read connection, opening it when needed. On GW_OK the caller unlocks read_lock. */
-static int read_begin(struct history_logger *hl)
+/* The store's read connection: on GW_OK *db is usable and the caller calls store_read_end. */
+static int read_begin(struct history_logger *hl, sqlite3 **db)
 {
-    pthread_mutex_lock(&hl->read_lock);
-    if (hl->rdb)
-        return GW_OK;
-    int rc = sqlite3_open_v2(hl->db_path, &hl->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(hl->rdb, DB_BUSY_TIMEOUT_MS);
-        rc = sqlite3_exec(hl->rdb, "SELECT 1 FROM samples LIMIT 0", NULL, NULL, NULL);
-    }
-    if (rc != SQLITE_OK) {
-        GW_LOGW(MOD, "cannot open %s for reading: %s", hl->db_path,
-                hl->rdb ? sqlite3_errmsg(hl->rdb) : sqlite3_errstr(rc));
-        sqlite3_close(hl->rdb);
-        hl->rdb = NULL;
-        pthread_mutex_unlock(&hl->read_lock);
-        return GW_ERR_STORAGE;
-    }
-    return GW_OK;
+    return store_read_begin(hl->store, db);
 }
 
-static int read_prepare(struct history_logger *hl, const char *sql, sqlite3_stmt **st)
+static int read_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 {
-    if (sqlite3_prepare_v2(hl->rdb, sql, -1, st, NULL) != SQLITE_OK) {
-        GW_LOGE(MOD, "query failed: %s", sqlite3_errmsg(hl->rdb));
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        GW_LOGE(MOD, "query failed: %s", sqlite3_errmsg(db));
         return GW_ERR_STORAGE;
     }
     return GW_OK;
@@ -981,11 +641,12 @@ int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, 
         for (size_t k = 0; k < 7; k++)
             stats[k]->min = stats[k]->avg = stats[k]->max = NAN;
     }
-    int rc = read_begin(hl);
+    sqlite3 *db = NULL;
+    int rc = read_begin(hl, &db);
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl,
+    rc = read_prepare(db,
                       "SELECT (ts_ms - ?1) * ?3 / (?2 - ?1) AS b, COUNT(*),"
                       " MIN(voltage),AVG(voltage),MAX(voltage), MIN(current),AVG(current),MAX(current),"
                       " MIN(soc),AVG(soc),MAX(soc), MIN(temp_min),AVG(temp_min),MAX(temp_min),"
@@ -1015,12 +676,12 @@ int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, 
             }
         }
         if (step != SQLITE_DONE) {
-            GW_LOGE(MOD, "bucket query failed: %s", sqlite3_errmsg(hl->rdb));
+            GW_LOGE(MOD, "bucket query failed: %s", sqlite3_errmsg(db));
             rc = GW_ERR_STORAGE;
         }
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&hl->read_lock);
+    store_read_end(hl->store);
     return rc;
 }
 
@@ -1060,14 +721,15 @@ int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, 
         *count = 0;
     if (!hl || (!out && max) || !count || to_ms < from_ms)
         return GW_ERR_INVAL;
-    int rc = read_begin(hl);
+    sqlite3 *db = NULL;
+    int rc = read_begin(hl, &db);
     if (rc)
         return rc;
     char sql[400];
     snprintf(sql, sizeof sql, "%s WHERE ts_ms >= ? AND ts_ms < ? AND battery_id = ? ORDER BY ts_ms LIMIT ?",
              sample_columns);
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl, sql, &st);
+    rc = read_prepare(db, sql, &st);
     if (rc == GW_OK) {
         sqlite3_bind_int64(st, 1, from_ms);
         sqlite3_bind_int64(st, 2, to_ms);
@@ -1078,13 +740,13 @@ int history_logger_query_samples(struct history_logger *hl, uint8_t battery_id, 
         while ((step = sqlite3_step(st)) == SQLITE_ROW && n < max)
             sample_from_row(st, &out[n++]);
         if (step != SQLITE_DONE && step != SQLITE_ROW) {
-            GW_LOGE(MOD, "sample query failed: %s", sqlite3_errmsg(hl->rdb));
+            GW_LOGE(MOD, "sample query failed: %s", sqlite3_errmsg(db));
             rc = GW_ERR_STORAGE;
         }
         *count = n;
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&hl->read_lock);
+    store_read_end(hl->store);
     return rc;
 }
 
@@ -1095,11 +757,12 @@ int history_logger_count(struct history_logger *hl, int battery_id, int64_t from
         *count = 0;
     if (!hl || !count || to_ms < from_ms || battery_id < HISTORY_ALL_IDS || battery_id > 255)
         return GW_ERR_INVAL;
-    int rc = read_begin(hl);
+    sqlite3 *db = NULL;
+    int rc = read_begin(hl, &db);
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl,
+    rc = read_prepare(db,
                       "SELECT COUNT(*) FROM samples WHERE ts_ms >= ? AND ts_ms < ? AND (?3 = -1 OR battery_id = ?3)",
                       &st);
     if (rc == GW_OK) {
@@ -1109,12 +772,12 @@ int history_logger_count(struct history_logger *hl, int battery_id, int64_t from
         if (sqlite3_step(st) == SQLITE_ROW) {
             *count = (uint64_t)sqlite3_column_int64(st, 0);
         } else {
-            GW_LOGE(MOD, "count query failed: %s", sqlite3_errmsg(hl->rdb));
+            GW_LOGE(MOD, "count query failed: %s", sqlite3_errmsg(db));
             rc = GW_ERR_STORAGE;
         }
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&hl->read_lock);
+    store_read_end(hl->store);
     return rc;
 }
 
@@ -1125,19 +788,20 @@ int history_logger_list_ids(struct history_logger *hl, int64_t from_ms, int64_t 
         *n = 0;
     if (!hl || !n || (!ids && max) || to_ms < from_ms)
         return GW_ERR_INVAL;
-    int rc = read_begin(hl);
+    sqlite3 *db = NULL;
+    int rc = read_begin(hl, &db);
     if (rc)
         return rc;
     /* One index seek per possible id (samples_battery_ts): fast on any table size. */
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl, "SELECT EXISTS(SELECT 1 FROM samples WHERE battery_id = ? AND ts_ms >= ? AND ts_ms < ?)",
+    rc = read_prepare(db, "SELECT EXISTS(SELECT 1 FROM samples WHERE battery_id = ? AND ts_ms >= ? AND ts_ms < ?)",
                       &st);
     for (int id = 0; rc == GW_OK && id <= 255 && *n < max; id++) {
         sqlite3_bind_int(st, 1, id);
         sqlite3_bind_int64(st, 2, from_ms);
         sqlite3_bind_int64(st, 3, to_ms);
         if (sqlite3_step(st) != SQLITE_ROW) {
-            GW_LOGE(MOD, "id query failed: %s", sqlite3_errmsg(hl->rdb));
+            GW_LOGE(MOD, "id query failed: %s", sqlite3_errmsg(db));
             rc = GW_ERR_STORAGE;
         } else if (sqlite3_column_int(st, 0)) {
             ids[(*n)++] = (uint8_t)id;
@@ -1145,7 +809,7 @@ int history_logger_list_ids(struct history_logger *hl, int64_t from_ms, int64_t 
         sqlite3_reset(st);
     }
     sqlite3_finalize(st);
-    pthread_mutex_unlock(&hl->read_lock);
+    store_read_end(hl->store);
     return rc;
 }
 
@@ -1244,11 +908,12 @@ static int day_rows(struct history_logger *hl, const char *date, uint8_t battery
         GW_LOGW(MOD, "bad date \"%.16s\" (expected YYYY-MM-DD)", date ? date : "");
         return GW_ERR_INVAL;
     }
-    int rc = read_begin(hl);
+    sqlite3 *db = NULL;
+    int rc = read_begin(hl, &db);
     if (rc)
         return rc;
     sqlite3_stmt *st = NULL;
-    rc = read_prepare(hl,
+    rc = read_prepare(db,
                       "SELECT ts_ms,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv FROM samples"
                       " WHERE ts_ms >= ? AND ts_ms < ? AND battery_id = ? ORDER BY ts_ms",
                       &st);
@@ -1290,14 +955,14 @@ static int day_rows(struct history_logger *hl, const char *date, uint8_t battery
             first = false;
         }
         if (!o->overflow && !o->stopped && step != SQLITE_DONE) {
-            GW_LOGE(MOD, "day query failed: %s", sqlite3_errmsg(hl->rdb));
+            GW_LOGE(MOD, "day query failed: %s", sqlite3_errmsg(db));
             rc = GW_ERR_STORAGE;
         }
         if (json)
             ob_printf(o, "]}");
         sqlite3_finalize(st);
     }
-    pthread_mutex_unlock(&hl->read_lock);
+    store_read_end(hl->store);
     return rc;
 }
 

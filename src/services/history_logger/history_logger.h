@@ -7,8 +7,8 @@
  * battery_id = the pack's id, and one for the aggregate with battery_id = HISTORY_AGGREGATE
  * (BATTERY_BANK_ID, 255) while a pack is online. A pack's sample is stored at most once: a stale,
  * offline or never-seen pack gives no row, and a view that repeats a sample already stored adds
- * nothing. Rows are queued; a writer thread writes the queue in batched transactions. Retention
- * (days) runs at start and hourly.
+ * nothing. Rows are queued; the store engine's writer thread (src/port/store) writes the queue in
+ * batched transactions. Retention (days) runs at start and hourly.
  *
  * Schema (version 2, PRAGMA user_version): table samples with a battery_id column and the
  * indexes samples_ts(ts_ms) and samples_battery_ts(battery_id, ts_ms). An older database is
