@@ -458,7 +458,7 @@ static bool read_body(struct web_req *req, const struct web_route *route)
     req->body_len = len;
     if (route->json_body && len > 0) {
         const char *end = NULL;
-        req->json = cJSON_ParseWithLengthOpts(buf, len, &end, 1);
+        req->json = cJSON_ParseWithLengthOpts(buf, len + 1, &end, 1); /* + its NUL */
         if (!req->json) {
             snprintf(msg, sizeof msg, "the body is not valid JSON (near byte %ld)", end ? (long)(end - buf) : 0L);
             web__send_error(req, 400, "bad_json", msg, NULL, NULL);
