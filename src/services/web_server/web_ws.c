@@ -46,6 +46,7 @@ struct ws_client {
     bool closing;              /* the connection is going away: the sender exits */
     bool dropped;              /* did not read: nothing more is queued */
     bool dead;                 /* a write failed */
+    bool client_closed;        /* the client sent a close frame (a normal goodbye) */
     char addr[48];
 };
 
@@ -296,10 +297,16 @@ static void on_ready(struct mg_connection *conn, void *cbdata)
 
 static int on_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
 {
-    (void)conn;
-    (void)bits;
     (void)data;
     (void)cbdata;
+    if ((bits & 0x0f) == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {
+        struct ws_client *c = mg_get_user_connection_data(conn);
+        if (c) {
+            pthread_mutex_lock(&c->lock);
+            c->client_closed = true;
+            pthread_mutex_unlock(&c->lock);
+        }
+    }
     /* Clients have nothing to say on these channels; a big frame ends the connection. */
     return len <= 4096;
 }
@@ -325,8 +332,23 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
     if (!c)
         return;
     mg_set_user_connection_data(conn, NULL);
-    GW_LOGD(MOD, "%s: client %s gone%s", channel_paths[c->ch], c->addr, c->dropped ? " (dropped)" : "");
-    release_client(chan->ws, c);
+    struct web_server *ws = chan->ws;
+    pthread_mutex_lock(&c->lock);
+    bool goodbye = c->client_closed, dropped = c->dropped;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_lock(&ws->ws_lock);
+    bool stopping = ws->ws_stopping;
+    pthread_mutex_unlock(&ws->ws_lock);
+    if (!goodbye && !dropped && !stopping) {
+        /* No close frame: CivetWeb ended it because pings went unanswered or a write timed out
+         * (a client that stopped reading), or the client vanished. Counted with the drops. */
+        atomic_fetch_add(&ws->n_ws_dropped, 1);
+        GW_LOGW(MOD, "%s client %s cut without a goodbye: it stopped reading or answering pings", channel_paths[c->ch],
+                c->addr);
+    } else {
+        GW_LOGD(MOD, "%s: client %s gone%s", channel_paths[c->ch], c->addr, dropped ? " (dropped)" : "");
+    }
+    release_client(ws, c);
 }
 
 void web__ws_connection_closed(struct web_server *ws, const struct mg_connection *conn)
