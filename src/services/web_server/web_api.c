@@ -952,6 +952,7 @@ static void h_restart(struct web_req *req)
         return;
     GW_LOGI(MOD, "restart requested from the web (client %s)", mg_get_request_info(req->conn)->remote_addr);
     web__ws_event(ws, "restart", NULL);
+    web__ws_drain(ws, WS_EVENTS, 2000); /* so /ws/events clients hear it before the connections close */
     ws->restart(ws->restart_ctx);
 }
 

@@ -9,6 +9,7 @@
 #include "gw_log.h"
 
 #include <civetweb.h>
+#include <dlfcn.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -609,6 +610,27 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 
 /* ------------------------------------------------------------------ life cycle */
 
+/* CivetWeb loads OpenSSL itself (dlopen of libssl.so) and, when built for the OpenSSL 1.1 names
+ * (Debian 12's 1.15), looks up SSL_get_peer_certificate, which OpenSSL 3 no longer exports: it
+ * then calls a NULL pointer after every TLS handshake. Same lookup here, to refuse HTTPS with a
+ * reason instead of crashing at the first client. */
+static bool civetweb_tls_usable(char *why, size_t cap)
+{
+    void *h = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
+    if (!h) {
+        snprintf(why, cap, "libssl.so cannot be loaded (%s)", dlerror());
+        return false;
+    }
+    bool old_names = dlsym(h, "SSL_get_peer_certificate") != NULL;
+    dlclose(h);
+    if (!old_names)
+        snprintf(why, cap, "this system's CivetWeb %s was built for OpenSSL 1.1 and crashes on HTTPS with the "
+                           "installed OpenSSL 3 (it calls SSL_get_peer_certificate, which OpenSSL 3 removed); "
+                           "serve HTTPS through a reverse proxy in front of the gateway (docs/web.md)",
+                 mg_version());
+    return old_names;
+}
+
 static void resolve_ui_dir(const char *opt, const char *configured, char *out, size_t cap)
 {
     if (opt && *opt) {
@@ -705,6 +727,12 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     }
     if (ws->https && !mg_check_feature(MG_FEATURES_TLS)) {
         GW_LOGE(MOD, "HTTPS is configured but this CivetWeb library has no TLS");
+        rc = GW_ERR_UNSUPPORTED;
+        goto err;
+    }
+    char why[320];
+    if (ws->https && !civetweb_tls_usable(why, sizeof why)) {
+        GW_LOGE(MOD, "HTTPS refused: %s", why);
         rc = GW_ERR_UNSUPPORTED;
         goto err;
     }

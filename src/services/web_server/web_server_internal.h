@@ -135,6 +135,8 @@ void web__ws_broadcast(struct web_server *ws, enum ws_channel ch, const char *te
 /* Broadcasts {"type":type,"timestamp":ms} plus the members of extra (owned, may be NULL) on /ws/events. */
 void web__ws_event(struct web_server *ws, const char *type, struct cJSON *extra);
 unsigned web__ws_client_count(struct web_server *ws);
+/* Waits (at most timeout_ms) until the clients of ch have written what is queued for them. */
+void web__ws_drain(struct web_server *ws, enum ws_channel ch, uint32_t timeout_ms);
 
 /* web_api.c: JSON of the battery view (pack < 0: the bank and every pack; else that pack). */
 struct battery_view;

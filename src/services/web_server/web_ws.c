@@ -47,6 +47,7 @@ struct ws_client {
     bool dropped;              /* did not read: nothing more is queued */
     bool dead;                 /* a write failed */
     bool client_closed;        /* the client sent a close frame (a normal goodbye) */
+    bool writing;              /* the sender is in a write */
     char addr[48];
 };
 
@@ -128,10 +129,12 @@ static void *sender_main(void *arg)
         struct ws_msg *m = c->q[c->head];
         c->head = (c->head + 1) % c->cap;
         c->count--;
+        c->writing = true;
         pthread_mutex_unlock(&c->lock);
         int rc = mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_TEXT, m->data, m->len);
         msg_unref(m);
         pthread_mutex_lock(&c->lock);
+        c->writing = false;
         if (rc <= 0) {
             c->dead = true;
             queue_release(c);
@@ -422,6 +425,26 @@ void web__ws_event(struct web_server *ws, const char *type, cJSON *extra)
         cJSON_Delete(extra);
     }
     broadcast_doc(ws, WS_EVENTS, doc);
+}
+
+void web__ws_drain(struct web_server *ws, enum ws_channel ch, uint32_t timeout_ms)
+{
+    uint64_t deadline = gw_now_ms() + timeout_ms;
+    for (;;) {
+        bool pending = false;
+        pthread_mutex_lock(&ws->ws_lock);
+        for (struct ws_client *c = ws->clients; c && !pending; c = c->next) {
+            if (c->ch != ch)
+                continue;
+            pthread_mutex_lock(&c->lock);
+            pending = !c->dead && !c->dropped && !c->closing && c->active && (c->count > 0 || c->writing);
+            pthread_mutex_unlock(&c->lock);
+        }
+        pthread_mutex_unlock(&ws->ws_lock);
+        if (!pending || gw_now_ms() >= deadline)
+            return;
+        gw_sleep_ms(5); /* a bounded courtesy wait before a restart, not a synchronisation */
+    }
 }
 
 unsigned web__ws_client_count(struct web_server *ws)
