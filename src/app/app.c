@@ -372,10 +372,14 @@ static int start_services(struct app *app)
                                          .restart = request_restart, .restart_ctx = app };
         rc = web_server_create(&wo, &app->web);
         if (rc) {
-            GW_LOGE(MOD, "cannot start the web server on %s:%u: %s (use --http PORT for another port, --http 0 "
-                         "to run without it)",
-                    cfg.web.bind_address, cfg.web.http_port, gw_strerror(rc));
-            return rc;
+            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
+             * and raise an alert instead of stopping. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
+                     cfg.web.http_port, gw_strerror(rc));
+            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
+            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
+            app->web = NULL;
         }
     }
 
