@@ -754,6 +754,7 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         "websocket_timeout_ms", ws_timeout,
         "enable_websocket_ping_pong", "yes",
         "enable_keep_alive", "yes",
+        "tcp_nodelay", "1", /* header and body leave at once: no 40 ms Nagle/delayed-ACK stall */
         "keep_alive_timeout_ms", keep_alive,
         "max_request_size", header_max,
         "enable_directory_listing", "no",
