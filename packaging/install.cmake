@@ -9,6 +9,9 @@ install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.sysusers DESTINATION li
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.default DESTINATION share/tinybms-gw)
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION share/doc/tinybms-gw)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION share/doc/tinybms-gw/docs)
+# The web page's files (found by the daemon at <prefix>/share/tinybms-gw/web).
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/web/ DESTINATION share/tinybms-gw/web)
+install(PROGRAMS ${PROJECT_SOURCE_DIR}/scripts/make-cert.sh DESTINATION share/tinybms-gw)
 # On the running system (not into a staging DESTDIR): create the user, tell systemd.
 install(CODE [[
   if("$ENV{DESTDIR}" STREQUAL "")

@@ -16,8 +16,10 @@
 #include "mqtt_gateway.h"
 #include "sim_process.h"
 #include "uart_bms.h"
+#include "web_server.h"
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +29,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +64,7 @@ struct app {
     struct mqtt_gateway *mqtt;
     struct can_publisher *can;
     struct uart_bms *bms[APP_MAX_PACKS];
+    struct web_server *web;
     struct app_summary summary;
 };
 
@@ -69,6 +73,7 @@ void app_default_options(struct app_options *o)
     memset(o, 0, sizeof *o);
     o->data_dir = "/var/lib/tinybms-gw";
     o->summary = true;
+    o->http_port = -1;
 }
 
 /* ------------------------------------------------------------------ live summary on stdout */
@@ -279,6 +284,12 @@ static int apply_cli_overrides(struct app *app, const char *uart_device)
         cJSON_AddBoolToObject(mqtt, "enabled", true);
         cJSON_AddStringToObject(mqtt, "broker_uri", o->mqtt_uri);
     }
+    if (o->http_port >= 0) {
+        cJSON *web = cJSON_AddObjectToObject(root, "web");
+        cJSON_AddBoolToObject(web, "enabled", o->http_port > 0);
+        if (o->http_port > 0)
+            cJSON_AddNumberToObject(web, "http_port", o->http_port);
+    }
     char *json = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!json)
@@ -363,6 +374,13 @@ static int lock_data_dir(const char *dir)
 
 /* ------------------------------------------------------------------ services */
 
+/* POST /api/system/restart (a web server thread): the main thread's sigwait takes it. */
+static void request_restart(void *ctx)
+{
+    (void)ctx;
+    kill(getpid(), SIGUSR1);
+}
+
 static int start_services(struct app *app)
 {
     const struct app_options *o = app->opts;
@@ -424,6 +442,23 @@ static int start_services(struct app *app)
 
     battery_service_set_limit_outputs(app->battery, app->can ? BATTERY_OUTPUT_CAN : 0);
 
+    if (cfg.web.enabled) {
+        struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
+                                         .alerts = app->alerts, .history = app->history,
+                                         .restart = request_restart, .restart_ctx = app };
+        rc = web_server_create(&wo, &app->web);
+        if (rc) {
+            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
+             * and raise an alert instead of stopping. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
+                     cfg.web.http_port, gw_strerror(rc));
+            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
+            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
+            app->web = NULL;
+        }
+    }
+
     for (unsigned i = 0; i < app->pack_count; i++) {
         struct uart_bms_options bo;
         uart_bms_default_options(&bo);
@@ -445,10 +480,13 @@ static int start_services(struct app *app)
         if (app->pack_count > 1)
             GW_LOGI(MOD, "%s: TinyBMS on %s (battery id %u)", app->packs[i].name, bo.device, i);
     }
-    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s", app->pack_count,
+    char web[32] = "off";
+    if (app->web)
+        snprintf(web, sizeof web, "port %d", web_server_port(app->web));
+    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s, web %s", app->pack_count,
             app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device, app->pack_count > 1 ? ", ..." : "",
             cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
-            app->history ? "on" : "off");
+            app->history ? "on" : "off", web);
     return GW_OK;
 }
 
@@ -463,6 +501,9 @@ static void stop_all(struct app *app)
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
     }
+    /* The web server first: its handlers read every service below. */
+    web_server_destroy(app->web);
+    app->web = NULL;
     for (unsigned i = 0; i < APP_MAX_PACKS; i++) {
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
@@ -573,6 +614,7 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1); /* restart asked through the web API */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -634,6 +676,12 @@ int app_run(const struct app_options *opts)
         GW_LOGI(MOD, "SIGHUP: reloading the configuration");
         config_manager_reload(app.config, NULL, 0); /* logs what changed or why not */
     }
+    if (sig == SIGUSR1) {
+        GW_LOGI(MOD, "restart requested: stopping, then starting again");
+        stop_all(&app);
+        GW_LOGI(MOD, "stopped cleanly (restarting)");
+        return APP_EXIT_RESTART;
+    }
     GW_LOGI(MOD, "signal %d: stopping", sig);
     stop_all(&app);
     GW_LOGI(MOD, "stopped cleanly");
@@ -646,4 +694,96 @@ fail:
     if (lock_fd >= 0)
         close(lock_fd);
     return 1;
+}
+
+/* ------------------------------------------------------------------ --set-password */
+
+/* One line of standard input into buf (without the newline); false at end of input or when too
+ * long. No echo on a terminal. */
+static bool read_secret_line(const char *prompt, char *buf, size_t cap, bool tty)
+{
+    struct termios old, quiet;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        fflush(stderr);
+        if (tcgetattr(STDIN_FILENO, &old) == 0) {
+            quiet = old;
+            quiet.c_lflag &= ~(tcflag_t)ECHO;
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        } else {
+            tty = false;
+        }
+    }
+    bool ok = fgets(buf, (int)cap, stdin) != NULL;
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fprintf(stderr, "\n");
+    }
+    if (!ok)
+        return false;
+    size_t n = strlen(buf);
+    if (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    else if (!feof(stdin))
+        return false; /* longer than the buffer */
+    if (n > 0 && buf[n - 1] == '\r')
+        buf[--n] = '\0';
+    return true;
+}
+
+int app_set_password(const struct app_options *opts)
+{
+    int lock_fd = -1; /* held while the password is written */
+    char pw[CONFIG_WEB_PASSWORD_MAX + 8], again[CONFIG_WEB_PASSWORD_MAX + 8];
+    bool tty = isatty(STDIN_FILENO);
+    int code = 1;
+    if (!read_secret_line("New web password: ", pw, sizeof pw, tty)) {
+        fprintf(stderr, "tinybms-gw: no password read from standard input (at most %d characters)\n",
+                CONFIG_WEB_PASSWORD_MAX);
+        goto out;
+    }
+    size_t len = strlen(pw);
+    if (len < CONFIG_WEB_PASSWORD_MIN || len > CONFIG_WEB_PASSWORD_MAX) {
+        fprintf(stderr, "tinybms-gw: the password must be %d..%d characters (got %zu)\n", CONFIG_WEB_PASSWORD_MIN,
+                CONFIG_WEB_PASSWORD_MAX, len);
+        goto out;
+    }
+    if (tty) {
+        if (!read_secret_line("Again: ", again, sizeof again, tty) || strcmp(pw, again) != 0) {
+            fprintf(stderr, "tinybms-gw: the two passwords differ: nothing changed\n");
+            goto out;
+        }
+    }
+    ensure_dir(opts->data_dir);
+    /* The running gateway owns the configuration: it would write its own copy over this one. */
+    lock_fd = lock_data_dir(opts->data_dir);
+    if (lock_fd == -2) {
+        fprintf(stderr, "tinybms-gw: stop the running gateway first (or set the password on its web page)\n");
+        goto out;
+    }
+    struct config_manager_options cmo = { .data_dir = opts->data_dir, .config_file = opts->config_file };
+    struct config_manager *cm = NULL;
+    int rc = config_manager_create(&cmo, &cm);
+    if (rc) {
+        fprintf(stderr, "tinybms-gw: cannot open the configuration in %s: %s\n", opts->data_dir, gw_strerror(rc));
+        goto out;
+    }
+    rc = config_manager_set_web_password(cm, pw);
+    struct gw_config cfg;
+    config_manager_get(cm, &cfg);
+    config_manager_destroy(cm);
+    if (rc) {
+        fprintf(stderr, "tinybms-gw: the password was not saved: %s\n", gw_strerror(rc));
+        goto out;
+    }
+    printf("web password set for user \"%s\" (only its salted hash is stored); the gateway uses it from its next "
+           "start.\n",
+           cfg.web.username);
+    code = 0;
+out:
+    if (lock_fd >= 0)
+        close(lock_fd);
+    OPENSSL_cleanse(pw, sizeof pw);
+    OPENSSL_cleanse(again, sizeof again);
+    return code;
 }

@@ -17,6 +17,7 @@ struct app_options {
     const char *can_spec;        /* NULL: from the configuration */
     const char *mqtt_uri;        /* NULL: from the configuration */
     int poll_ms;                 /* 0: from the configuration */
+    int http_port;               /* --http: -1 from the configuration, 0 web server off, else the port */
     const char *config_file;     /* NULL: DATA_DIR/config.json */
     bool allow_defaults;         /* --allow-defaults: see config_manager_options */
     const char *data_dir;
@@ -26,7 +27,17 @@ struct app_options {
 
 void app_default_options(struct app_options *opts);
 
-/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure). */
+/* app_run's answer when a restart was asked (web API): everything is stopped; the caller
+ * re-executes the program with the same arguments. */
+#define APP_EXIT_RESTART 100
+
+/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure) or
+ * APP_EXIT_RESTART. */
 int app_run(const struct app_options *opts);
+
+/* --set-password: reads a new web password from standard input (asked twice without echo on a
+ * terminal; the first line otherwise), stores its salted hash in the configuration of the data
+ * directory, prints no secret. Returns the exit code (0 set, 1 refused or not saved). */
+int app_set_password(const struct app_options *opts);
 
 #endif

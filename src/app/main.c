@@ -7,10 +7,12 @@
 #include "gw_error.h"
 #include "gw_log.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -31,6 +33,9 @@ static void usage(FILE *f)
             "                        copies are all unusable (refused otherwise)\n"
             "  -d, --data-dir DIR    data directory (default /var/lib/tinybms-gw)\n"
             "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
+            "      --http PORT       web UI and API port (default web.http_port, 8080; 0 = no web server)\n"
+            "      --set-password    read a new web password from standard input, store its salted hash in\n"
+            "                        the data directory's configuration, and exit\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
             "  -v, --verbose         more logs (twice for debug)\n"
             "  -h, --help            this help\n"
@@ -46,7 +51,7 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -57,12 +62,15 @@ int main(int argc, char **argv)
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
         { "poll-ms", required_argument, NULL, OPT_POLL },
+        { "http", required_argument, NULL, OPT_HTTP },
+        { "set-password", no_argument, NULL, OPT_SET_PASSWORD },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
+    bool set_password = false;
     int c;
     while ((c = getopt_long(argc, argv, "u:sc:d:qvhV", long_opts, NULL)) != -1) {
         switch (c) {
@@ -111,6 +119,17 @@ int main(int argc, char **argv)
             opts.poll_ms = (int)ms;
             break;
         }
+        case OPT_HTTP: {
+            char *end;
+            long port = strtol(optarg, &end, 10);
+            if (*end || !*optarg || port < 0 || port > 65535) {
+                fprintf(stderr, "tinybms-gw: --http needs a port 1..65535 (0 = no web server), got '%s'\n", optarg);
+                return 2;
+            }
+            opts.http_port = (int)port;
+            break;
+        }
+        case OPT_SET_PASSWORD: set_password = true; break;
         case 'c': opts.config_file = optarg; break;
         case 'd': opts.data_dir = optarg; break;
         case 'q': opts.summary = false; break;
@@ -130,5 +149,16 @@ int main(int argc, char **argv)
     }
     gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
-    return app_run(&opts);
+    if (set_password)
+        return app_set_password(&opts);
+    int rc = app_run(&opts);
+    if (rc == APP_EXIT_RESTART) {
+        /* Asked through the web API: everything is stopped and flushed; start afresh with the same
+         * command line (same PID, so systemd and scripts keep following it). */
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "tinybms-gw: restart failed (%s): exiting so a supervisor can start it\n", strerror(errno));
+        return 1;
+    }
+    return rc;
 }

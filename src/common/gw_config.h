@@ -98,18 +98,23 @@ struct gw_config_mqtt {
 };
 
 struct gw_config_web {
-    bool enabled;                     /* default true */
-    uint16_t http_port;               /* default 8080 */
+    bool enabled;                     /* default true (--http 0 turns it off for a run) */
+    uint16_t http_port;               /* default 8080 (--http PORT overrides) */
     char bind_address[64];            /* default "0.0.0.0" */
-    bool auth_enabled;                /* default true */
+    bool public_read;                 /* read-only endpoints without login, default false */
     char username[32];                /* default "admin" */
-    char password_hash[160];          /* "pbkdf2-sha256$<iter>$<salt b64>$<hash b64>"; never returned */
+    char password_hash[160];          /* "pbkdf2-sha256$<iter>$<salt b64>$<hash b64>"; never returned;
+                                         empty = no password yet (first-run page) */
     bool https_enabled;
     char cert_file[GW_PATH_MAX];
     char key_file[GW_PATH_MAX];
-    uint16_t auth_max_attempts;       /* default 5 */
-    uint32_t auth_lockout_s;          /* default 60 */
+    uint16_t auth_max_attempts;       /* failed logins per client address before a lockout, default 5 */
+    uint32_t auth_lockout_s;          /* first lockout, doubling on each repeat, default 60 */
     uint32_t csrf_ttl_s;              /* default 300 */
+    uint16_t ws_max_clients;          /* WebSocket clients at once (503 above), default 32 */
+    uint16_t ws_queue_len;            /* messages queued per WebSocket client before it is dropped, default 64 */
+    uint32_t request_timeout_ms;      /* a request (headers, each body read, each write), default 10000 */
+    char ui_dir[GW_PATH_MAX];         /* static UI folder; "" = the one installed with the program */
 };
 
 struct gw_config_network {

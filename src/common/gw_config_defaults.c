@@ -114,11 +114,14 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->web.enabled = true;
     cfg->web.http_port = 8080;
     COPY(cfg->web.bind_address, "0.0.0.0");
-    cfg->web.auth_enabled = true;
+    cfg->web.public_read = false;
     COPY(cfg->web.username, "admin");
     cfg->web.auth_max_attempts = 5;
     cfg->web.auth_lockout_s = 60;
     cfg->web.csrf_ttl_s = 300;
+    cfg->web.ws_max_clients = 32;
+    cfg->web.ws_queue_len = 64;
+    cfg->web.request_timeout_ms = 10000;
 
     COPY(cfg->network.hostname, "tinybms-gw");
 

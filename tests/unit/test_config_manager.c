@@ -151,7 +151,7 @@ static int count_prefix(const char *dir, const char *prefix)
 
 /* ---- tests ------------------------------------------------------------------------------ */
 
-static void test_first_start_writes_defaults_with_hashed_password(void)
+static void test_first_start_writes_defaults_without_a_password(void)
 {
     struct fixture fx;
     fx_setup(&fx, true);
@@ -163,20 +163,44 @@ static void test_first_start_writes_defaults_with_hashed_password(void)
     struct gw_config cfg, defaults;
     config_manager_get(fx.cm, &cfg);
     gw_config_set_defaults(&defaults);
-    strcpy(defaults.web.password_hash, cfg.web.password_hash);
     CHECK_EQ_INT(gw_config_diff(&cfg, &defaults, NULL, 0, NULL), 0);
-    CHECK(strncmp(cfg.web.password_hash, "pbkdf2-sha256$100000$", 21) == 0);
-    char *text = read_text(fx.path);
-    CHECK(text && strstr(text, cfg.web.password_hash) != NULL);
+    /* No password is generated (nothing to print): the web server's first-run flow sets one. */
+    CHECK_STR(cfg.web.password_hash, "");
+    CHECK(!config_manager_has_web_password(fx.cm));
+    CHECK(!config_manager_verify_web_password(fx.cm, "admin", ""));
     CHECK(!config_manager_announce_load_status(fx.cm));
-    /* Second start: same file, status OK, no new password. */
+    /* Second start: same file, status OK, still no password. */
     fx_close(&fx);
     fx_open(&fx);
     CHECK_EQ_INT(config_manager_load_status(fx.cm, NULL, 0), CONFIG_LOAD_OK);
-    struct gw_config again;
-    config_manager_get(fx.cm, &again);
-    CHECK_STR(again.web.password_hash, cfg.web.password_hash);
+    CHECK(!config_manager_has_web_password(fx.cm));
     CHECK_EQ_INT(snapshot(&fx).storage_events, 0);
+    fx_teardown(&fx);
+}
+
+static void test_first_password_is_accepted_once(void)
+{
+    struct fixture fx;
+    fx_setup(&fx, true);
+    CHECK_EQ_INT(config_manager_set_first_web_password(fx.cm, "short"), GW_ERR_INVAL);
+    CHECK(!config_manager_has_web_password(fx.cm));
+    CHECK_EQ_INT(config_manager_set_first_web_password(fx.cm, "first-pass-123"), GW_OK);
+    CHECK(config_manager_has_web_password(fx.cm));
+    CHECK(config_manager_verify_web_password(fx.cm, "admin", "first-pass-123"));
+    /* A second first-run request is refused, the first password stays. */
+    CHECK_EQ_INT(config_manager_set_first_web_password(fx.cm, "second-pass-456"), GW_ERR_STATE);
+    CHECK(config_manager_verify_web_password(fx.cm, "admin", "first-pass-123"));
+    CHECK(!config_manager_verify_web_password(fx.cm, "admin", "second-pass-456"));
+    /* Stored as a hash, never in clear, and it survives a restart. */
+    char *text = read_text(fx.path);
+    CHECK(text && strstr(text, "first-pass-123") == NULL && strstr(text, "pbkdf2-sha256$100000$") != NULL);
+    fx_close(&fx);
+    fx_open(&fx);
+    CHECK(config_manager_verify_web_password(fx.cm, "admin", "first-pass-123"));
+    CHECK_EQ_INT(config_manager_set_first_web_password(fx.cm, "third-pass-789"), GW_ERR_STATE);
+    /* The ordinary change still works. */
+    CHECK_EQ_INT(config_manager_set_web_password(fx.cm, "changed-pass-1"), GW_OK);
+    CHECK(config_manager_verify_web_password(fx.cm, "admin", "changed-pass-1"));
     fx_teardown(&fx);
 }
 
@@ -451,6 +475,7 @@ static void test_reload_applies_a_valid_file_and_refuses_a_bad_one(void)
     struct fixture fx;
     fx_setup(&fx, true);
     CHECK_EQ_INT(config_manager_set_override_json(fx.cm, "{\"bms\":{\"uart_device\":\"/dev/ttyUSB3\"}}"), GW_OK);
+    CHECK_EQ_INT(config_manager_set_web_password(fx.cm, "reload-pass-1"), GW_OK);
     struct gw_config before;
     config_manager_get(fx.cm, &before);
     char hash[sizeof before.web.password_hash];
@@ -650,7 +675,7 @@ static void test_nothing_readable_falls_back_to_defaults_loudly(void)
     gw_config_set_defaults(&defaults);
     strcpy(defaults.web.password_hash, cfg.web.password_hash);
     CHECK_EQ_INT(gw_config_diff(&cfg, &defaults, NULL, 0, NULL), 0);
-    CHECK(cfg.web.password_hash[0] != '\0');
+    CHECK_STR(cfg.web.password_hash, ""); /* no password made up: the first-run flow sets one */
     struct recorder r = snapshot(&fx);
     CHECK_EQ_INT(r.storage_events, 1);
     CHECK(strstr(r.last_storage.message, "defaults") != NULL);
@@ -765,7 +790,7 @@ static void test_oversized_document_refused(void)
     fx_teardown(&fx);
 }
 
-TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_with_hashed_password), TEST_CASE(test_reload_applies_a_valid_file_and_refuses_a_bad_one), TEST_CASE(test_oversized_document_refused),
+TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_without_a_password), TEST_CASE(test_first_password_is_accepted_once), TEST_CASE(test_reload_applies_a_valid_file_and_refuses_a_bad_one), TEST_CASE(test_oversized_document_refused),
           TEST_CASE(test_partial_update_merges_saves_and_publishes), TEST_CASE(test_rejected_update_changes_nothing),
           TEST_CASE(test_masked_secrets_round_trip), TEST_CASE(test_export_import_without_secrets),
           TEST_CASE(test_web_password_hash_and_verify), TEST_CASE(test_overrides_never_persisted),

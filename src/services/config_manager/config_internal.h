@@ -109,7 +109,4 @@ const char *config__check_ssid(const char *v);
 const char *config__check_wifi_password(const char *v);
 const char *config__check_no_control(const char *v);
 
-/* Random printable password of len characters into out[len+1]. */
-int config__random_password(char *out, size_t len);
-
 #endif

@@ -26,7 +26,6 @@
 #define CONFIG_FILE_MAX (256u * 1024u) /* far above a real document (~10 KiB) */
 #define CONFIG_FILE_MODE 0600
 #define PUBLISH_TIMEOUT_MS 2000u /* a change event lost would leave services on old settings: wait for room */
-#define GENERATED_PASSWORD_LEN 16
 
 struct config_manager {
     pthread_mutex_t lock;
@@ -262,27 +261,6 @@ static void quarantine(const char *path)
         GW_LOGW(MOD, "unusable %s kept as %s", path, dest);
 }
 
-/* Generates a first web password when none is stored. Returns true when cfg changed. */
-static bool ensure_web_password(struct gw_config *cfg)
-{
-    if (cfg->web.password_hash[0] != '\0')
-        return false;
-    char password[GENERATED_PASSWORD_LEN + 1];
-    char hash[sizeof cfg->web.password_hash];
-    if (config__random_password(password, GENERATED_PASSWORD_LEN) != GW_OK ||
-        config_password_hash(password, hash, sizeof hash) != GW_OK) {
-        GW_LOGE(MOD, "cannot generate a web password: the web UI will refuse every login until one is set");
-        return false;
-    }
-    strcpy(cfg->web.password_hash, hash);
-    /* The only time this password is ever visible. */
-    GW_LOGW(MOD, "no web password was set: generated one for user \"%s\": %s  (change it in the web UI "
-                 "settings; it is not shown again)",
-            cfg->web.username, password);
-    OPENSSL_cleanse(password, sizeof password);
-    return true;
-}
-
 static int load(struct config_manager *cm)
 {
     char reason[200] = "", bak_reason[200] = "";
@@ -296,17 +274,6 @@ static int load(struct config_manager *cm)
         /* What was just loaded is what runs: it becomes the recovery copy. */
         if (write_document(cm->applied_path, &cfg) != GW_OK)
             GW_LOGW(MOD, "cannot write the recovery copy %s", cm->applied_path);
-        bool changed = ensure_web_password(&cfg);
-        if (changed) {
-            struct gw_config prev = cfg;
-            prev.web.password_hash[0] = '\0';
-            if (save_locked(cm, &prev, &cfg, NULL) != GW_OK) {
-                cm->unsaved = true;
-                config__format(cm->status_reason, sizeof cm->status_reason,
-                               "loaded %s, but the new web password could not be saved", cm->path);
-                publish_storage_error(cm, GW_ERR_STORAGE, cm->status_reason);
-            }
-        }
         cm->stored = cfg;
         return GW_OK;
     }
@@ -318,7 +285,6 @@ static int load(struct config_manager *cm)
     if (primary_missing && !backup_exists && !applied_exists) {
         /* First start. */
         gw_config_set_defaults(&cfg);
-        ensure_web_password(&cfg);
         cm->stored = cfg;
         if (save_locked(cm, NULL, &cfg, NULL) != GW_OK) {
             /* A full or read-only disk must not keep the battery unmanaged: run on the
@@ -377,7 +343,6 @@ static int load(struct config_manager *cm)
         gw_config_set_defaults(&cfg);
     }
     GW_LOGE(MOD, "%s", cm->status_reason);
-    ensure_web_password(&cfg);
     /* Write the document in use so the next start reads it; the backup stays as it was. */
     rc = save_locked(cm, NULL, &cfg, NULL);
     if (rc) {
@@ -726,7 +691,10 @@ out:
     return rc;
 }
 
-int config_manager_set_web_password(struct config_manager *cm, const char *password)
+/* Hashes password (outside the lock: PBKDF2 is slow on purpose) and stores it. only_first: refuse
+ * (GW_ERR_STATE) when a hash already exists, checked under the lock so two racing first-run
+ * requests cannot both win. */
+static int set_web_password(struct config_manager *cm, const char *password, bool only_first)
 {
     if (!cm || !password)
         return GW_ERR_INVAL;
@@ -736,35 +704,62 @@ int config_manager_set_web_password(struct config_manager *cm, const char *passw
                 CONFIG_WEB_PASSWORD_MAX);
         return GW_ERR_INVAL;
     }
+    if (only_first && config_manager_has_web_password(cm))
+        return GW_ERR_STATE; /* cheap early answer; the check that counts is under the lock */
     char hash[sizeof cm->stored.web.password_hash];
     int rc = config_password_hash(password, hash, sizeof hash);
     if (rc)
         return rc;
     struct gw_config *next = malloc(sizeof *next);
-    struct app_config_change change;
-    if (!next)
-        return GW_ERR_NOMEM;
-    pthread_mutex_lock(&cm->lock);
-    *next = cm->stored;
-    memcpy(next->web.password_hash, hash, sizeof hash);
     struct gw_config *next_eff = malloc(sizeof *next_eff);
-    if (!next_eff) {
-        rc = GW_ERR_NOMEM;
+    struct app_config_change change;
+    if (!next || !next_eff) {
+        free(next);
+        free(next_eff);
+        OPENSSL_cleanse(hash, sizeof hash);
+        return GW_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&cm->lock);
+    if (only_first && cm->stored.web.password_hash[0] != '\0') {
+        rc = GW_ERR_STATE;
     } else {
+        *next = cm->stored;
+        memcpy(next->web.password_hash, hash, sizeof hash);
         *next_eff = cm->effective;
         memcpy(next_eff->web.password_hash, hash, sizeof hash);
         rc = commit_locked(cm, next, next_eff, NULL, &change);
     }
     pthread_mutex_unlock(&cm->lock);
     if (rc == GW_OK) {
-        GW_LOGI(MOD, "web password changed");
+        GW_LOGI(MOD, "web password %s", only_first ? "set (first run)" : "changed");
         publish_change(cm, &change);
-    } else if (rc != GW_ERR_NOMEM) {
+    } else if (rc != GW_ERR_STATE) {
         publish_storage_error(cm, rc, "cannot save config.json");
     }
+    OPENSSL_cleanse(hash, sizeof hash);
     free(next);
     free(next_eff);
     return rc;
+}
+
+int config_manager_set_web_password(struct config_manager *cm, const char *password)
+{
+    return set_web_password(cm, password, false);
+}
+
+int config_manager_set_first_web_password(struct config_manager *cm, const char *password)
+{
+    return set_web_password(cm, password, true);
+}
+
+bool config_manager_has_web_password(struct config_manager *cm)
+{
+    if (!cm)
+        return false;
+    pthread_mutex_lock(&cm->lock);
+    bool set = cm->stored.web.password_hash[0] != '\0';
+    pthread_mutex_unlock(&cm->lock);
+    return set;
 }
 
 bool config_manager_verify_web_password(struct config_manager *cm, const char *user, const char *password)

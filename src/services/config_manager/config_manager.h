@@ -144,8 +144,9 @@ enum config_load_status {
 /* Loads <data_dir>/config.json (see docs/configuration.md "Backups"). A corrupt or unreadable
  * file is kept as config.json.corrupt-<unixtime>, the backup config.json.bak is used instead and
  * EVENT_STORAGE_ERROR {module "config"} is published; defaults are used only when nothing is
- * readable (also published). Without a web password hash a random password is generated, logged
- * once at WARN, and only its hash stored. The files are written with mode 0600.
+ * readable (also published). No web password is ever generated: without a hash the web server
+ * serves only its first-run page (config_manager_set_first_web_password, or `tinybms-gw
+ * --set-password`). The files are written with mode 0600.
  * @retval GW_OK            *out set (check config_manager_load_status())
  * @retval GW_ERR_INVAL     NULL argument, missing data_dir
  * @retval GW_ERR_NOMEM
@@ -219,14 +220,24 @@ int config_manager_reload(struct config_manager *cm, char *reason, size_t cap);
 
 /* Restores every default and saves, EXCEPT the web credentials (web.username and
  * web.password_hash): a reset is requested by an authenticated administrator, and dropping the
- * credential would either open the UI or lock the administrator out behind a random password
- * that only appears in the log. Overrides are re-applied.
+ * credential would send the UI back to its first-run page, where anyone on the network could
+ * claim it. Overrides are re-applied.
  * @retval GW_OK, GW_ERR_STORAGE / GW_ERR_IO (nothing changed) */
 int config_manager_reset_defaults(struct config_manager *cm);
 
 /* Sets the web password (CONFIG_WEB_PASSWORD_MIN..MAX bytes): stores only its salted hash, saves.
+ * Never logs the password. Slow on purpose (PBKDF2), outside the manager lock.
  * @retval GW_OK, GW_ERR_INVAL (length), GW_ERR_STORAGE / GW_ERR_IO, GW_ERR_NOMEM */
 int config_manager_set_web_password(struct config_manager *cm, const char *password);
+
+/* The first-run flow: same as config_manager_set_web_password, but only while no password hash
+ * is stored (checked under the lock: of two racing callers, one wins).
+ * @retval GW_OK, GW_ERR_STATE (a password exists already), GW_ERR_INVAL (length),
+ *         GW_ERR_STORAGE / GW_ERR_IO, GW_ERR_NOMEM */
+int config_manager_set_first_web_password(struct config_manager *cm, const char *password);
+
+/* True when a web password hash is stored (false: first run, only the first-run page answers). */
+bool config_manager_has_web_password(struct config_manager *cm);
 
 /* True when user equals web.username and password matches the stored hash. Constant time with
  * respect to the password; slow on purpose (PBKDF2). Does not hold the manager lock while hashing. */

@@ -109,26 +109,3 @@ bool config_password_verify(const char *stored, const char *password)
     OPENSSL_cleanse(actual, sizeof actual);
     return ok;
 }
-
-int config__random_password(char *out, size_t len)
-{
-    /* No look-alikes (0/O, 1/l/I) so the password can be typed from a log line. */
-    static const char alphabet[] = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    const size_t n = sizeof alphabet - 1;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char bytes[32];
-        if (RAND_bytes(bytes, sizeof bytes) != 1) {
-            log_openssl("RAND_bytes");
-            return GW_ERR_IO;
-        }
-        for (size_t k = 0; k < sizeof bytes && i < len; k++) {
-            /* Rejection sampling keeps every character equally likely. */
-            if (bytes[k] >= 256 - (256 % n))
-                continue;
-            out[i++] = alphabet[bytes[k] % n];
-        }
-    }
-    out[len] = '\0';
-    return GW_OK;
-}

@@ -1,0 +1,142 @@
+/* Private to web_server: the pure parts (login limiter, credential cache, CSRF tokens, URL path
+ * sanitising, MIME types), unit-tested without a server (tests/unit/test_web_*.c). No OS calls,
+ * no threads, no clock: every function takes the time (gw_now_ms()) as an argument; callers hold
+ * their own lock. */
+#ifndef WEB_INTERNAL_H
+#define WEB_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * Login limiter: failed logins per client address. max_attempts failures lock the address out for
+ * lockout_ms, doubled on each further lockout (capped at WEB_AUTH_LOCKOUT_MAX_MS); a success
+ * resets the address. One attacker's address never locks out another address.
+ * ------------------------------------------------------------------------------------------- */
+
+#define WEB_AUTH_ADDR_MAX 48                 /* as CivetWeb's remote_addr */
+#define WEB_AUTH_SLOTS 256                   /* addresses tracked at once */
+#define WEB_AUTH_LOCKOUT_MAX_MS (24ull * 3600 * 1000)
+#define WEB_AUTH_FORGET_MS (24ull * 3600 * 1000) /* quiet this long: the address starts afresh */
+
+struct web_auth_slot {
+    bool used;
+    char addr[WEB_AUTH_ADDR_MAX];
+    uint16_t failures;            /* since the last lockout or success */
+    uint8_t lockouts;             /* in a row (doubling) */
+    uint64_t locked_until_ms;     /* 0: not locked */
+    uint64_t last_ms;             /* last failure (eviction, forgetting) */
+};
+
+struct web_auth_limiter {
+    uint16_t max_attempts;
+    uint64_t lockout_ms;
+    uint64_t failures_total, lockouts_total;
+    struct web_auth_slot slots[WEB_AUTH_SLOTS];
+};
+
+/* max_attempts >= 1, lockout_ms >= 1 (clamped). */
+void web_auth_limiter_init(struct web_auth_limiter *l, uint16_t max_attempts, uint64_t lockout_ms);
+
+/* New settings; addresses already tracked keep their state. */
+void web_auth_limiter_configure(struct web_auth_limiter *l, uint16_t max_attempts, uint64_t lockout_ms);
+
+/* 0 when addr may try a login now, else the seconds left of its lockout (>= 1: Retry-After). */
+uint32_t web_auth_limiter_check(struct web_auth_limiter *l, const char *addr, uint64_t now_ms);
+
+/* Counts a failed login of addr. Returns the lockout seconds when this failure starts a lockout,
+ * else 0. When the table is full the least recently failing unlocked address is forgotten (a
+ * locked one only when every slot is locked: the one whose lockout ends first). */
+uint32_t web_auth_limiter_failed(struct web_auth_limiter *l, const char *addr, uint64_t now_ms);
+
+/* A successful login of addr: its failures and lockout count are forgotten. */
+void web_auth_limiter_succeeded(struct web_auth_limiter *l, const char *addr);
+
+/* ---------------------------------------------------------------------------------------------
+ * Credential cache: PBKDF2 takes ~50-100 ms of CPU on purpose, far too much for every request of
+ * a browser that sends Basic credentials each time. A verified Authorization value is remembered
+ * as HMAC-SHA256(key, value) (never the value itself) until it expires or the password changes
+ * (web_auth_cache_clear).
+ * ------------------------------------------------------------------------------------------- */
+
+#define WEB_AUTH_CACHE_SLOTS 16
+#define WEB_AUTH_CACHE_TTL_MS (15ull * 60 * 1000)
+
+struct web_auth_cache {
+    unsigned char key[32];
+    struct {
+        bool used;
+        unsigned char mac[32];
+        uint64_t expires_ms;
+    } slots[WEB_AUTH_CACHE_SLOTS];
+};
+
+/* key: 32 random bytes (copied). */
+void web_auth_cache_init(struct web_auth_cache *c, const unsigned char key[32]);
+/* True when credential[0..len) was stored and has not expired (constant-time compare). */
+bool web_auth_cache_lookup(const struct web_auth_cache *c, const char *credential, size_t len, uint64_t now_ms);
+/* Remembers a verified credential for WEB_AUTH_CACHE_TTL_MS (the oldest entry makes room). */
+void web_auth_cache_store(struct web_auth_cache *c, const char *credential, size_t len, uint64_t now_ms);
+/* Forgets every entry (password or user name changed). */
+void web_auth_cache_clear(struct web_auth_cache *c);
+
+/* Decodes an "Authorization: Basic <base64(user:password)>" value into user[ucap] and
+ * pass[pcap] (NUL-terminated). @retval GW_OK, GW_ERR_INVAL (not Basic, bad base64, no ':',
+ * control characters), GW_ERR_OVERFLOW (longer than the buffers) */
+int web_auth_parse_basic(const char *header, char *user, size_t ucap, char *pass, size_t pcap);
+
+/* ---------------------------------------------------------------------------------------------
+ * CSRF tokens: "<expiry ms, hex>.<HMAC-SHA256(key, user NUL expiry) hex>", bound to the user,
+ * valid until expiry (gw_now_ms() clock). The key is random per process start: a restart
+ * invalidates every token.
+ * ------------------------------------------------------------------------------------------- */
+
+#define WEB_CSRF_TOKEN_MAX 96
+
+struct web_csrf {
+    unsigned char key[32];
+};
+
+void web_csrf_init(struct web_csrf *c, const unsigned char key[32]);
+
+/* Writes a token for user valid ttl_ms from now_ms into out[cap] (cap >= WEB_CSRF_TOKEN_MAX).
+ * @retval GW_OK, GW_ERR_INVAL (NULL, empty user), GW_ERR_OVERFLOW */
+int web_csrf_issue(const struct web_csrf *c, const char *user, uint64_t now_ms, uint64_t ttl_ms, char *out,
+                   size_t cap);
+
+/* @retval GW_OK          valid for user
+ * @retval GW_ERR_INVAL   missing (NULL/empty) or malformed
+ * @retval GW_ERR_TIMEOUT expired
+ * @retval GW_ERR_AUTH    not made by this gateway for this user (foreign, forged, other user) */
+int web_csrf_check(const struct web_csrf *c, const char *user, const char *token, uint64_t now_ms);
+
+/* ---------------------------------------------------------------------------------------------
+ * Static files.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Maps a URL path (already percent-decoded once by the server) to a file path relative to the UI
+ * folder: "/" -> "index.html", "/css/app.css" -> "css/app.css". Refused (GW_ERR_INVAL): not
+ * starting with '/', any "." or ".." segment, hidden names (a segment starting with '.'), a
+ * trailing '/' other than the root (no listing), empty segments, any byte outside
+ * [A-Za-z0-9._~/-] (so '%' of a double-encoded "..", '\\', ':' and control bytes never reach
+ * the file system). GW_ERR_OVERFLOW when out[cap] is too small. */
+int web_path_resolve(const char *url_path, char *out, size_t cap);
+
+/* MIME type by file extension (case-insensitive), "application/octet-stream" when unknown.
+ * Text types carry "; charset=utf-8". Static string. */
+const char *web_mime_type(const char *path);
+
+/* ---------------------------------------------------------------------------------------------
+ * Small parsers shared by the API.
+ * ------------------------------------------------------------------------------------------- */
+
+/* True when an Origin header value ("http://host:port") names the same host[:port] as the Host
+ * header (case-insensitive host). NULL origin (not a browser) is accepted by the caller, not
+ * here: both must be non-NULL. */
+bool web_origin_matches_host(const char *origin, const char *host);
+
+/* Content-Type is application/json (parameters such as charset allowed). */
+bool web_is_json_content_type(const char *content_type);
+
+#endif
