@@ -105,9 +105,9 @@ static void print_view(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
     struct app_summary *sm = &app->summary;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     for (unsigned i = 0; i < v->pack_count && i < APP_MAX_PACKS; i++) {
         const struct battery_pack *p = &v->packs[i];
         bool fresh = p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING;
@@ -133,9 +133,9 @@ static void log_limits(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
     struct app_summary *sm = &app->summary;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     const struct battery_limits *l = &v->limits;
     const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
     if (l->valid) {
@@ -163,10 +163,10 @@ static void print_notice(const struct gw_event *ev, void *ctx)
 {
     (void)ctx;
     if (ev->id == EVENT_BMS_COMM_LOST || ev->id == EVENT_BMS_COMM_RESTORED) {
-        struct app_bms_comm c;
-        if (ev->size != sizeof c)
+        const struct app_bms_comm *in = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (!in)
             return;
-        memcpy(&c, ev->payload, sizeof c);
+        struct app_bms_comm c = *in;
         printf("battery %u: communication %s (%s)\n", c.battery_id,
                ev->id == EVENT_BMS_COMM_LOST ? "LOST" : "restored", c.reason);
     } else {

@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "event_bus.h"
 
+#include "app_events.h"
+
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
@@ -377,3 +379,34 @@ size_t event_bus_get_subscriber_stats(struct event_bus *bus, struct event_bus_su
     pthread_mutex_unlock(&bus->lock);
     return written;
 }
+
+const void *event_payload(const struct gw_event *event, size_t expected_size)
+{
+    if (!event)
+        return NULL;
+    if (event->size == expected_size && (event->payload || expected_size == 0))
+        return event->payload;
+    static struct gw_log_limit limit;
+    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, "event_bus",
+                       "event %d carries %zu bytes where its handler expects %zu: ignored", event->id,
+                       event->size, expected_size);
+    return NULL;
+}
+
+/* Every payload type of app_events.h fits one event (the battery view is checked where it is
+ * defined and published). */
+EVENT_PAYLOAD_FITS(struct app_text);
+EVENT_PAYLOAD_FITS(struct app_bms_comm);
+EVENT_PAYLOAD_FITS(struct app_bms_stats);
+EVENT_PAYLOAD_FITS(struct app_bms_events);
+EVENT_PAYLOAD_FITS(struct app_bms_settings);
+EVENT_PAYLOAD_FITS(struct app_bms_version);
+EVENT_PAYLOAD_FITS(struct app_config_change);
+EVENT_PAYLOAD_FITS(struct app_net_link);
+EVENT_PAYLOAD_FITS(struct app_alert);
+EVENT_PAYLOAD_FITS(struct app_alert_command);
+EVENT_PAYLOAD_FITS(struct app_can_tx);
+EVENT_PAYLOAD_FITS(struct app_inverter_link);
+EVENT_PAYLOAD_FITS(struct app_charge_limits);
+EVENT_PAYLOAD_FITS(struct app_charge_cap);
+EVENT_PAYLOAD_FITS(struct app_storage_error);
