@@ -157,6 +157,23 @@ static void *dispatcher_main(void *arg)
     return NULL;
 }
 
+/* Frees a bus that has no running dispatcher; with_sync: its locks and conditions exist. */
+static void free_bus(struct event_bus *bus, bool with_sync)
+{
+    if (with_sync) {
+        pthread_mutex_destroy(&bus->lock);
+        pthread_mutex_destroy(&bus->dispatch_lock);
+        pthread_cond_destroy(&bus->not_empty);
+        pthread_cond_destroy(&bus->not_full);
+        pthread_cond_destroy(&bus->drained);
+    }
+    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
+        free(bus->subs[i]);
+    free(bus->scratch);
+    free(bus->queue);
+    free(bus);
+}
+
 int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
 {
     if (!out)
@@ -192,27 +209,14 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
     pthread_condattr_destroy(&ca);
     if (pthread_create(&bus->dispatcher, NULL, dispatcher_main, bus) != 0) {
         GW_LOGE("event_bus", "cannot start dispatcher thread");
-        pthread_mutex_destroy(&bus->lock);
-        pthread_mutex_destroy(&bus->dispatch_lock);
-        pthread_cond_destroy(&bus->not_empty);
-        pthread_cond_destroy(&bus->not_full);
-        pthread_cond_destroy(&bus->drained);
-        for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-            free(bus->subs[i]);
-        free(bus->scratch);
-        free(bus->queue);
-        free(bus);
+        free_bus(bus, true);
         return GW_ERR_IO;
     }
     *out = bus;
     return GW_OK;
 
 err_nomem:
-    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-        free(bus->subs[i]);
-    free(bus->scratch);
-    free(bus->queue);
-    free(bus);
+    free_bus(bus, false);
     return GW_ERR_NOMEM;
 }
 
@@ -226,16 +230,7 @@ void event_bus_destroy(struct event_bus *bus)
     pthread_cond_broadcast(&bus->not_full);
     pthread_mutex_unlock(&bus->lock);
     pthread_join(bus->dispatcher, NULL);
-    pthread_mutex_destroy(&bus->lock);
-    pthread_mutex_destroy(&bus->dispatch_lock);
-    pthread_cond_destroy(&bus->not_empty);
-    pthread_cond_destroy(&bus->not_full);
-    pthread_cond_destroy(&bus->drained);
-    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-        free(bus->subs[i]);
-    free(bus->scratch);
-    free(bus->queue);
-    free(bus);
+    free_bus(bus, true);
 }
 
 int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_fn handler, void *ctx,
