@@ -26,7 +26,13 @@ struct app_options {
 
 void app_default_options(struct app_options *opts);
 
-/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure). */
+/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure,
+ * OTA_EXIT_RESTART after SIGUSR1: start again, into the release that is current now). */
 int app_run(const struct app_options *opts);
+
+/* --install-update / --rollback / --update-status: fills cli from the configuration (keyring,
+ * trial settings) and runs ota_update_cli. Returns the process exit code. */
+struct ota_cli_options;
+int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli);
 
 #endif

@@ -3,14 +3,17 @@
  * and energy counters flushed). */
 #define _GNU_SOURCE
 #include "app.h"
+#include "ota_update.h"
 
 #include "gw_error.h"
 #include "gw_log.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
@@ -33,6 +36,13 @@ static void usage(FILE *f)
             "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
             "  -v, --verbose         more logs (twice for debug)\n"
+            "\n"
+            "Updates (docs/updates.md):\n"
+            "      --install-update BUNDLE  check a signed update bundle and switch to it (BUNDLE.sig is its\n"
+            "                        signature unless --signature FILE); a gateway running on the data\n"
+            "                        directory restarts into it; --force accepts the running version\n"
+            "      --rollback        go back to the previous release\n"
+            "      --update-status   print the update state (JSON)\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n"
             "\n"
@@ -46,7 +56,9 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_INSTALL, OPT_SIGNATURE,
+           OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS };
+    struct ota_cli_options update = { 0 };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -57,6 +69,11 @@ int main(int argc, char **argv)
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
         { "poll-ms", required_argument, NULL, OPT_POLL },
+        { "install-update", required_argument, NULL, OPT_INSTALL },
+        { "signature", required_argument, NULL, OPT_SIGNATURE },
+        { "force", no_argument, NULL, OPT_FORCE },
+        { "rollback", no_argument, NULL, OPT_ROLLBACK },
+        { "update-status", no_argument, NULL, OPT_UPDATE_STATUS },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -101,6 +118,11 @@ int main(int argc, char **argv)
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
+        case OPT_INSTALL: update.bundle = optarg; break;
+        case OPT_SIGNATURE: update.signature = optarg; break;
+        case OPT_FORCE: update.force = true; break;
+        case OPT_ROLLBACK: update.rollback = true; break;
+        case OPT_UPDATE_STATUS: update.status = true; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);
@@ -130,5 +152,23 @@ int main(int argc, char **argv)
     }
     gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
-    return app_run(&opts);
+    if ((update.bundle != NULL) + update.rollback + update.status > 1) {
+        fprintf(stderr, "tinybms-gw: --install-update, --rollback and --update-status exclude each other\n");
+        return 2;
+    }
+    if (update.bundle || update.rollback || update.status)
+        return app_update_cli(&opts, &update);
+    /* An installed update runs as a supervised child (its trial, the rollback); -1: run here. */
+    int code = ota_launcher_main(opts.data_dir, argv);
+    if (code >= 0)
+        return code;
+    code = app_run(&opts);
+    if (code == OTA_EXIT_RESTART && !getenv("GW_OTA_SUPERVISED")) {
+        /* Started by hand or by systemd, not by a launcher: become the launcher of the new release. */
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "tinybms-gw: cannot restart into the new release: %s\n", strerror(errno));
+        return 1;
+    }
+    return code;
 }

@@ -147,7 +147,10 @@ const struct config_field config__fields[] = {
     FIELD(history, S_HIST, period_s, CFG_U32, .min = 1, .max = 3600),
     FIELD(history, S_HIST, retention_days, CFG_U16, .min = 1, .max = 3650),
 
-    FIELD(ota, S_OTA, public_key_path, CFG_STRING, .format = config__check_abs_path),
+    FIELD(update, S_OTA, keyring_dir, CFG_STRING, .flags = CFG_F_RESTART, .format = config__check_abs_path),
+    FIELD(update, S_OTA, trial_timeout_s, CFG_U32, .flags = CFG_F_RESTART, .min = 10, .max = 3600),
+    FIELD(update, S_OTA, trial_max_starts, CFG_U32, .flags = CFG_F_RESTART, .min = 1, .max = 10),
+    FIELD(update, S_OTA, health_can_s, CFG_U32, .flags = CFG_F_RESTART, .min = 0, .max = 600),
 
     FIELD(battery, S_BAT, packs, CFG_PACKS, .flags = CFG_F_RESTART, .min = 0, .max = GW_MAX_PACKS),
     FIELD(battery, S_BAT, min_online_packs, CFG_U8, .min = 1, .max = GW_MAX_PACKS),
@@ -160,7 +163,7 @@ const struct config_field config__fields[] = {
 const size_t config__field_count = sizeof config__fields / sizeof config__fields[0];
 
 static const char *const section_names[] = { "bms", "can", "charge", "mqtt", "web",
-                                             "network", "alerts", "history", "ota", "battery" };
+                                             "network", "alerts", "history", "update", "battery" };
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
 
 void config__field_path(const struct config_field *f, char *buf, size_t cap)

@@ -152,7 +152,7 @@ static int write_all(int fd, const void *data, size_t len)
 static int write_small_file(const char *dir, const char *name, const void *data, size_t len)
 {
     char path[OTA_DIR_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    ota__fmt(path, sizeof path, "%s/%s", dir, name);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         return errno_to_gw(errno);
@@ -298,7 +298,7 @@ static int read_file(struct ota_extract *x, struct archive *a, struct archive_en
         return rc;
     }
     char path[OTA_DIR_MAX + OTA_PATH_MAX + 2];
-    snprintf(path, sizeof path, "%s/%s", x->staging, clean);
+    ota__fmt(path, sizeof path, "%s/%s", x->staging, clean);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e2 = errno;

@@ -108,6 +108,9 @@ int ota__signature_verify(const char *keyring_dir, const struct ota_signature *s
  * in hex. @retval GW_OK, GW_ERR_INVAL (not an Ed25519 public key), GW_ERR_IO */
 int ota__key_id_of_file(const char *pem_path, char out[OTA_KEY_ID_LEN + 1]);
 
+/* snprintf that says whether it cut (true = truncated; out is always terminated). */
+bool ota__fmt(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* SHA-256 helpers (OpenSSL EVP). */
 void ota__sha256(const void *data, size_t len, uint8_t out[32]);
 void ota__hex(const uint8_t *bin, size_t n, char *out); /* out: 2n+1 */

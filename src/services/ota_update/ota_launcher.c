@@ -51,7 +51,7 @@ static void child_exec(struct launcher *l, const char *run, int notify_fd)
     setenv(OTA_ENV_RELEASE, run, 1);
     if (notify_fd >= 0) {
         char num[16];
-        snprintf(num, sizeof num, "%d", notify_fd);
+        ota__fmt(num, sizeof num, "%d", notify_fd);
         setenv(OTA_ENV_NOTIFY_FD, num, 1);
         int fl = fcntl(notify_fd, F_GETFD);
         fcntl(notify_fd, F_SETFD, fl & ~FD_CLOEXEC);
@@ -63,7 +63,7 @@ static void child_exec(struct launcher *l, const char *run, int notify_fd)
     else
         unsetenv(OTA_ENV_NOTICE);
     char exe[OTA_DIR_MAX + 160];
-    snprintf(exe, sizeof exe, "%s/%s/%s", l->paths.releases, run, OTA_DAEMON_PATH);
+    ota__fmt(exe, sizeof exe, "%s/%s/%s", l->paths.releases, run, OTA_DAEMON_PATH);
     execv(exe, l->argv);
     fprintf(stderr, "tinybms-gw: cannot start %s: %s\n", exe, strerror(errno));
     _exit(127);

@@ -35,6 +35,21 @@ const char *ota__platform(void)
     return GW_UPDATE_PLATFORM;
 }
 
+bool ota__fmt(char *out, size_t cap, const char *fmt, ...)
+{
+    if (!out || !cap)
+        return true;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        out[0] = '\0';
+        return true;
+    }
+    return (size_t)n >= cap;
+}
+
 /* ---- versions ---------------------------------------------------------------------------- */
 
 int ota__version_parse(const char *s, struct ota_version *out)
@@ -238,7 +253,7 @@ static int parse_file(const cJSON *f, unsigned idx, struct ota_manifest *m, char
             reason_set(reason, cap, "manifest: %s: mode must be \"0644\" or \"0755\"", of->path);
             return GW_ERR_INVAL;
         }
-        of->mode = mode->valuestring[2] == '7' ? 0755 : 0644;
+        of->mode = mode->valuestring[1] == '7' ? 0755 : 0644;
     }
     for (unsigned i = 0; i < m->file_count; i++) {
         const char *other = m->files[i].path;

@@ -35,11 +35,11 @@ int ota__paths(const char *data_dir, struct ota_paths *p)
     memset(p, 0, sizeof *p);
     if (!data_dir || !*data_dir || strlen(data_dir) > OTA_DIR_MAX - 32)
         return GW_ERR_INVAL;
-    snprintf(p->data, sizeof p->data, "%s", data_dir);
-    snprintf(p->releases, sizeof p->releases, "%s/releases", data_dir);
-    snprintf(p->ota, sizeof p->ota, "%s/ota", data_dir);
-    snprintf(p->state, sizeof p->state, "%s/ota/state.json", data_dir);
-    snprintf(p->lock, sizeof p->lock, "%s/ota/lock", data_dir);
+    ota__fmt(p->data, sizeof p->data, "%s", data_dir);
+    ota__fmt(p->releases, sizeof p->releases, "%s/releases", data_dir);
+    ota__fmt(p->ota, sizeof p->ota, "%s/ota", data_dir);
+    ota__fmt(p->state, sizeof p->state, "%s/ota/state.json", data_dir);
+    ota__fmt(p->lock, sizeof p->lock, "%s/ota/lock", data_dir);
     return GW_OK;
 }
 
@@ -192,7 +192,7 @@ int ota__state_write(const struct ota_paths *p, const struct ota_state *st)
 void ota__link_get(const struct ota_paths *p, const char *link, char *out, size_t cap)
 {
     char path[OTA_DIR_MAX + 32];
-    snprintf(path, sizeof path, "%s/%s", p->releases, link);
+    ota__fmt(path, sizeof path, "%s/%s", p->releases, link);
     char target[128];
     ssize_t n = readlink(path, target, sizeof target - 1);
     out[0] = '\0';
@@ -216,7 +216,7 @@ static int fsync_dir(const char *dir)
 int ota__link_set(const struct ota_paths *p, const char *link, const char *target)
 {
     char path[OTA_DIR_MAX + 32], tmp[OTA_DIR_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", p->releases, link);
+    ota__fmt(path, sizeof path, "%s/%s", p->releases, link);
     if (!target || !target[0]) {
         if (unlink(path) != 0 && errno != ENOENT) {
             GW_LOGE(MOD, "cannot remove %s: %s", path, strerror(errno));
@@ -228,7 +228,7 @@ int ota__link_set(const struct ota_paths *p, const char *link, const char *targe
     ota__link_get(p, link, have, sizeof have);
     if (strcmp(have, target) == 0)
         return GW_OK;
-    snprintf(tmp, sizeof tmp, "%s/.tmp-link-%s-%ld", p->releases, link, (long)getpid());
+    ota__fmt(tmp, sizeof tmp, "%s/.tmp-link-%s-%ld", p->releases, link, (long)getpid());
     unlink(tmp);
     if (symlink(target, tmp) != 0 || rename(tmp, path) != 0) {
         int e = errno;
@@ -244,7 +244,7 @@ bool ota__release_runnable(const struct ota_paths *p, const char *name)
     if (!name || !plain_name(name))
         return false;
     char path[OTA_DIR_MAX + 300];
-    snprintf(path, sizeof path, "%s/%s/%s", p->releases, name, OTA_DAEMON_PATH);
+    ota__fmt(path, sizeof path, "%s/%s/%s", p->releases, name, OTA_DAEMON_PATH);
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
 }
@@ -255,7 +255,7 @@ void ota__release_version(const struct ota_paths *p, const char *name, char *out
     if (!name || !plain_name(name))
         return;
     char path[OTA_DIR_MAX + 300];
-    snprintf(path, sizeof path, "%s/%s/%s", p->releases, name, OTA_MANIFEST);
+    ota__fmt(path, sizeof path, "%s/%s/%s", p->releases, name, OTA_MANIFEST);
     char *buf = malloc(OTA_MANIFEST_MAX + 1);
     size_t len = 0;
     if (buf && atomic_file_read(path, buf, OTA_MANIFEST_MAX + 1, &len) == GW_OK) {
@@ -273,11 +273,11 @@ int ota__release_remove(const struct ota_paths *p, const char *name)
     if (!name || !name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
         return GW_ERR_INVAL;
     char from[OTA_DIR_MAX + 300], to[OTA_DIR_MAX + 340];
-    snprintf(from, sizeof from, "%s/%s", p->releases, name);
+    ota__fmt(from, sizeof from, "%s/%s", p->releases, name);
     if (name[0] == '.' && strncmp(name, ".trash-", 7) == 0) {
-        snprintf(to, sizeof to, "%s", from);
+        ota__fmt(to, sizeof to, "%s", from);
     } else {
-        snprintf(to, sizeof to, "%s/.trash-%s-%ld", p->releases, name, (long)getpid());
+        ota__fmt(to, sizeof to, "%s/.trash-%s-%ld", p->releases, name, (long)getpid());
         ota__remove_tree(to);
         if (rename(from, to) != 0)
             return errno == ENOENT ? GW_ERR_NOT_FOUND : GW_ERR_IO;
@@ -352,7 +352,7 @@ int ota__cleanup(const struct ota_paths *p, const struct ota_state *st)
         if (strlen(n) >= sizeof names[0])
             continue;
         char path[OTA_DIR_MAX + 300];
-        snprintf(path, sizeof path, "%s/%s", p->releases, n);
+        ota__fmt(path, sizeof path, "%s/%s", p->releases, n);
         if (strncmp(n, ".staging-", 9) == 0 && staging_busy(path))
             continue;
         memcpy(names[count++], n, strlen(n) + 1);
@@ -361,7 +361,7 @@ int ota__cleanup(const struct ota_paths *p, const struct ota_state *st)
     int removed = 0;
     for (unsigned i = 0; i < count; i++) {
         char path[OTA_DIR_MAX + 300];
-        snprintf(path, sizeof path, "%s/%s", p->releases, names[i]);
+        ota__fmt(path, sizeof path, "%s/%s", p->releases, names[i]);
         if (strncmp(names[i], ".tmp-link-", 10) == 0) {
             unlink(path);
         } else if (strncmp(names[i], ".staging-", 9) == 0 || strncmp(names[i], ".trash-", 7) == 0) {
@@ -402,7 +402,7 @@ int ota__switch_to(const struct ota_paths *p, const char *staging, const char *n
         goto out;
     }
     char dst[OTA_DIR_MAX + 300];
-    snprintf(dst, sizeof dst, "%s/%s", p->releases, name);
+    ota__fmt(dst, sizeof dst, "%s/%s", p->releases, name);
     struct stat sb;
     if (lstat(dst, &sb) == 0)
         ota__release_remove(p, name); /* an older copy of the same build (previous or a leftover) */
@@ -425,8 +425,9 @@ int ota__switch_to(const struct ota_paths *p, const char *staging, const char *n
         ota__release_remove(p, name);
         goto out;
     }
-    char run[128];
-    ota__reconcile(p, &next, run, sizeof run);
+    /* The links follow the state; a crash before they do is repaired by ota__reconcile. */
+    ota__link_set(p, "previous", cur);
+    ota__link_set(p, "current", name);
     ota__cleanup(p, &next);
     GW_LOGI(MOD, "release %s (%s) is current, %s previous: pending its trial", name, version,
             cur[0] ? cur : "the installed program");
@@ -449,8 +450,8 @@ int ota__rollback(const struct ota_paths *p, struct ota_state *st, enum ota_stat
     int rc = ota__state_write(p, st);
     if (rc)
         return rc;
-    char run[128];
-    ota__reconcile(p, st, run, sizeof run);
+    ota__link_set(p, "current", st->from_release);
+    ota__link_set(p, "previous", "");
     ota__cleanup(p, st);
     GW_LOGW(MOD, "update to %s %s: back to %s (%s)", st->version,
             kind == OTA_STATE_FAILED ? "failed" : "rolled back",

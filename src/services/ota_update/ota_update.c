@@ -210,14 +210,14 @@ static void *health_thread(void *arg)
                     ota->running_version, ota->o.can_enabled ? ", CAN" : "", ota->o.http_port ? ", HTTP" : "");
             notify_launcher(ota, "good");
             char text[160];
-            snprintf(text, sizeof text, "version %s is running and healthy", ota->running_version);
+            ota__fmt(text, sizeof text, "version %s is running and healthy", ota->running_version);
             publish_text(ota, EVENT_OTA_UPDATE_COMPLETED, text);
             return NULL;
         }
         if (strcmp(missing, ota->h.last_missing) != 0) {
             memcpy(ota->h.last_missing, missing, sizeof missing);
             char line[180];
-            snprintf(line, sizeof line, "wait %s", missing);
+            ota__fmt(line, sizeof line, "wait %s", missing);
             pthread_mutex_unlock(&ota->mu);
             notify_launcher(ota, line);
             pthread_mutex_lock(&ota->mu);
@@ -584,7 +584,7 @@ int ota_update_finish(struct ota_session *s, struct ota_result *res)
         char hex[65];
         ota__sha256(s->x.manifest_text, s->x.manifest_len, h);
         ota__hex(h, 4, hex);
-        snprintf(name, sizeof name, "%s-%s", s->x.manifest->version, hex);
+        ota__fmt(name, sizeof name, "%s-%s", s->x.manifest->version, hex);
         uint32_t timeout = ota->o.trial_timeout_s ? ota->o.trial_timeout_s : OTA_DEFAULT_TIMEOUT_S;
         uint32_t starts = ota->o.trial_max_starts ? ota->o.trial_max_starts : OTA_DEFAULT_MAX_STARTS;
         rc = ota__switch_to(&ota->paths, s->x.staging, name, s->x.manifest->version, ota->running_version, timeout,
@@ -595,7 +595,7 @@ int ota_update_finish(struct ota_session *s, struct ota_result *res)
     if (!rc) {
         s->res.error = GW_OK;
         s->res.http_status = 200;
-        snprintf(s->res.reason, sizeof s->res.reason, "version %s installed (signed by key %s): restarting into it",
+        ota__fmt(s->res.reason, sizeof s->res.reason, "version %s installed (signed by key %s): restarting into it",
                  s->x.manifest->version, s->sig.key_id);
         GW_LOGI(MOD, "%s; %llu bytes verified in %llu ms", s->res.reason, (unsigned long long)s->res.bytes,
                 (unsigned long long)s->res.verify_ms);
@@ -680,7 +680,7 @@ int ota_update_install_file(struct ota_update *ota, const char *bundle_path, con
     }
     char sp[OTA_DIR_MAX + 8];
     if (!sig_path) {
-        snprintf(sp, sizeof sp, "%s.sig", bundle_path);
+        ota__fmt(sp, sizeof sp, "%s.sig", bundle_path);
         sig_path = sp;
     }
     int fd = open(bundle_path, O_RDONLY | O_CLOEXEC);
@@ -753,17 +753,17 @@ int ota_update_rollback(struct ota_update *ota, const char *who, struct ota_resu
         rc = GW_ERR_NOT_FOUND;
     } else {
         char reason[160];
-        snprintf(reason, sizeof reason, "rolled back by hand (%s)", who ? who : "unknown");
+        ota__fmt(reason, sizeof reason, "rolled back by hand (%s)", who ? who : "unknown");
         rc = ota__rollback(&ota->paths, &st, OTA_STATE_ROLLED_BACK, reason);
         if (rc) {
             ota__refuse(res, rc, 500, "rollback failed: %s", gw_strerror(rc));
         } else {
             res->http_status = 200;
             gw_text_copy(res->version, sizeof res->version, st.from_version);
-            snprintf(res->reason, sizeof res->reason, "rolled back from %s to %s: restarting into it", st.version,
+            ota__fmt(res->reason, sizeof res->reason, "rolled back from %s to %s: restarting into it", st.version,
                      st.from_version[0] ? st.from_version : "the installed program");
             char text[160];
-            snprintf(text, sizeof text, "update to %s rolled back by hand (%s)", st.version, who ? who : "unknown");
+            ota__fmt(text, sizeof text, "update to %s rolled back by hand (%s)", st.version, who ? who : "unknown");
             publish_text(ota, EVENT_OTA_UPDATE_ROLLED_BACK, text);
         }
     }
@@ -847,7 +847,7 @@ static void signal_running(void *ctx)
 {
     const char *data_dir = ctx;
     char path[OTA_DIR_MAX + 32];
-    snprintf(path, sizeof path, "%s/tinybms-gw.lock", data_dir);
+    ota__fmt(path, sizeof path, "%s/tinybms-gw.lock", data_dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         printf("no gateway runs on %s: the new release starts with the next start of the gateway\n", data_dir);
