@@ -93,7 +93,8 @@ static void remove_tree(const char *dir)
 
 static int errno_to_gw(int e)
 {
-    return (e == ENOSPC || e == EDQUOT || e == EROFS || e == EACCES || e == EPERM) ? GW_ERR_STORAGE : GW_ERR_IO;
+    return (e == ENOSPC || e == EDQUOT || e == EFBIG || e == EROFS || e == EACCES || e == EPERM) ? GW_ERR_STORAGE
+                                                                                                : GW_ERR_IO;
 }
 
 static int fsync_path(const char *path)
@@ -294,7 +295,8 @@ static int read_file(struct ota_extract *x, struct archive *a, struct archive_en
     }
     int rc = make_parents(x->staging, clean);
     if (rc) {
-        ota__refuse(res, rc, rc == GW_ERR_STORAGE ? 507 : 400, "cannot create the directory of %s", clean);
+        ota__refuse(res, rc, rc == GW_ERR_STORAGE ? 507 : 400, "cannot create the directory of %s%s", clean,
+                    rc == GW_ERR_STORAGE ? " (disk full or read-only: the update was stopped, nothing changed)" : "");
         return rc;
     }
     char path[OTA_DIR_MAX + OTA_PATH_MAX + 2];
@@ -302,7 +304,8 @@ static int read_file(struct ota_extract *x, struct archive *a, struct archive_en
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e2 = errno;
-        ota__refuse(res, errno_to_gw(e2), e2 == ENOSPC ? 507 : 500, "cannot create %s: %s", clean, strerror(e2));
+        ota__refuse(res, errno_to_gw(e2), errno_to_gw(e2) == GW_ERR_STORAGE ? 507 : 500, "cannot create %s: %s%s", clean,
+                    strerror(e2), e2 == ENOSPC ? " (disk full: the update was stopped, nothing changed)" : "");
         return errno_to_gw(e2);
     }
     EVP_MD_CTX *md = EVP_MD_CTX_new();
@@ -329,8 +332,9 @@ static int read_file(struct ota_extract *x, struct archive *a, struct archive_en
         int w = write_all(fd, buf, (size_t)n);
         if (w) {
             rc = errno_to_gw(-w);
-            ota__refuse(res, rc, -w == ENOSPC || -w == EDQUOT ? 507 : 500, "cannot write %s: %s%s", clean, strerror(-w),
-                        -w == ENOSPC ? " (disk full: the update was stopped, nothing changed)" : "");
+            bool full = -w == ENOSPC || -w == EDQUOT || -w == EFBIG;
+            ota__refuse(res, rc, full ? 507 : 500, "cannot write %s: %s%s", clean, strerror(-w),
+                        full ? " (disk full: the update was stopped, nothing changed)" : "");
             break;
         }
     }

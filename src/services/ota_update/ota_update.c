@@ -65,6 +65,7 @@ struct ota_session {
     const uint8_t *chunk;
     size_t chunk_len, chunk_off;
     bool eof, reader_done;
+    bool waiting;             /* the reader asked for more data: everything given so far is processed */
     int rc;
     uint64_t bytes_in;
     uint64_t t0_ms;
@@ -345,8 +346,13 @@ static long pull_session(void *ctx, void *buf, size_t cap)
     struct ota_session *s = ctx;
     struct ota_update *ota = s->ota;
     pthread_mutex_lock(&ota->mu);
-    while (!s->eof && (!s->chunk || s->chunk_off >= s->chunk_len))
+    while (!s->eof && (!s->chunk || s->chunk_off >= s->chunk_len)) {
+        if (!s->waiting) {
+            s->waiting = true;
+            pthread_cond_broadcast(&ota->cv);
+        }
         pthread_cond_wait(&ota->cv, &ota->mu);
+    }
     long n = 0;
     if (s->chunk && s->chunk_off < s->chunk_len) {
         size_t left = s->chunk_len - s->chunk_off;
@@ -520,8 +526,11 @@ int ota_update_write(struct ota_session *s, const void *chunk, size_t len)
     s->chunk = chunk;
     s->chunk_len = len;
     s->chunk_off = 0;
+    s->waiting = false;
     pthread_cond_broadcast(&ota->cv);
-    while (!s->reader_done && s->chunk_off < s->chunk_len)
+    /* Back-pressure: return once the reader has processed this chunk and asks for more, so the
+     * refusal it causes is this call's answer. */
+    while (!s->reader_done && !(s->chunk_off >= s->chunk_len && s->waiting))
         pthread_cond_wait(&ota->cv, &ota->mu);
     s->chunk = NULL;
     s->chunk_len = s->chunk_off = 0;

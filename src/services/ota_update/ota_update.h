@@ -90,8 +90,9 @@ int ota_update_begin(struct ota_update *ota, const void *sig, size_t sig_len, un
  * @retval GW_OK, GW_ERR_INVAL (NULL, empty or larger than 4 KiB), GW_ERR_STATE (refused already) */
 int ota_update_set_signature(struct ota_session *s, const void *sig, size_t len);
 
-/* Streams the next chunk of the bundle (any size, copied before return). Bytes are checked and
- * written to the staging directory as they come; the first refusal is sticky (later writes
+/* Streams the next chunk of the bundle (any size; read before return). Bytes are checked and
+ * written to the staging directory as they come, and the call returns once they are (so the
+ * refusal a chunk causes is that call's answer); the first refusal is sticky (later writes
  * answer the same code without reading, finish gives the reason).
  * @retval GW_OK, or the refusal's code (GW_ERR_INVAL, GW_ERR_AUTH, GW_ERR_CRC, GW_ERR_STORAGE,
  *         GW_ERR_OVERFLOW, GW_ERR_UNSUPPORTED, GW_ERR_PROTO...) */
