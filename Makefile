@@ -10,7 +10,7 @@ RUN_ARGS    ?=
 DEMO_ARGS   ?= --sim-arg=--scenario=discharge --can log:$(DATA_DIR)/can.log
 PREFIX      ?= /usr/local
 
-.PHONY: all deps test-deps build run test bench install uninstall clean
+.PHONY: all deps test-deps build run test bench bundle install uninstall clean
 
 all: build
 
@@ -37,6 +37,11 @@ test: test-deps
 bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
+
+# An update bundle of the release build: build/bundle/tinybms-gw-<version>-<arch>.tar (sign it with
+# scripts/sign-update.sh BUNDLE KEY; docs/updates.md).
+bundle: build
+	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bundle
 
 # Only what running needs: the programs, the unit and its system user, the docs.
 install: build

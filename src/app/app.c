@@ -14,6 +14,7 @@
 #include "gw_log.h"
 #include "history_logger.h"
 #include "mqtt_gateway.h"
+#include "ota_update.h"
 #include "sim_process.h"
 #include "uart_bms.h"
 #include "web_server.h"
@@ -34,6 +35,8 @@
 #include <unistd.h>
 
 #define MOD "app"
+
+_Static_assert(APP_EXIT_RESTART == OTA_EXIT_RESTART, "one restart code for the web API and the update launcher");
 
 /* One pack of the bank: its serial port and how people call it. */
 struct app_pack {
@@ -65,6 +68,7 @@ struct app {
     struct can_publisher *can;
     struct uart_bms *bms[APP_MAX_PACKS];
     struct web_server *web;
+    struct ota_update *ota;
     struct app_summary summary;
 };
 
@@ -504,6 +508,8 @@ static void stop_all(struct app *app)
     /* The web server first: its handlers read every service below. */
     web_server_destroy(app->web);
     app->web = NULL;
+    ota_update_destroy(app->ota);
+    app->ota = NULL;
     for (unsigned i = 0; i < APP_MAX_PACKS; i++) {
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
@@ -603,6 +609,68 @@ static int resolve_packs(struct app *app, const struct gw_config *cfg)
     return GW_OK;
 }
 
+/* ------------------------------------------------------------------ updates */
+
+/* An installed update (web upload, --install-update, rollback) restarts the daemon into it
+ * through request_restart, as the web API's restart does. */
+
+static void update_options(const struct gw_config *cfg, struct ota_update_options *o)
+{
+    o->keyring_dir = cfg->update.keyring_dir;
+    o->trial_timeout_s = cfg->update.trial_timeout_s;
+    o->trial_max_starts = cfg->update.trial_max_starts;
+    o->health_can_s = cfg->update.health_can_s;
+}
+
+/* The update service; on trial it watches this start's health for the launcher. */
+static void start_updates(struct app *app)
+{
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    struct ota_update_options o = { .data_dir = app->opts->data_dir, .bus = app->bus, .config_loaded = true,
+                                    .pack_count = app->pack_count, .can_enabled = app->can != NULL,
+                                    /* no web server in this build yet: HTTP is not part of health */
+                                    .http_port = 0, .restart = request_restart };
+    update_options(&cfg, &o);
+    int rc = ota_update_create(&o, &app->ota);
+    if (rc) {
+        GW_LOGE(MOD, "updates unavailable: %s", gw_strerror(rc));
+        return;
+    }
+    const char *notice = ota_update_rollback_notice(app->ota);
+    if (notice[0] && app->alerts)
+        alert_manager_raise(app->alerts, "UPDATE_ROLLED_BACK", ALERT_LEVEL_ERROR, notice);
+}
+
+int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli)
+{
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    char path[GW_PATH_MAX + 16];
+    const char *file = opts->config_file;
+    if (!file) {
+        snprintf(path, sizeof path, "%s/config.json", opts->data_dir);
+        file = path;
+    }
+    if (access(file, F_OK) == 0) {
+        struct config_manager *cm = NULL;
+        struct config_manager_options cmo = { .data_dir = opts->data_dir, .config_file = opts->config_file };
+        if (config_manager_create(&cmo, &cm) == GW_OK) {
+            config_manager_get(cm, &cfg);
+            config_manager_destroy(cm);
+        }
+    }
+    struct ota_update_options o = { 0 };
+    update_options(&cfg, &o);
+    cli->data_dir = opts->data_dir;
+    if (!cli->keyring_dir && cfg.update.keyring_dir[0])
+        cli->keyring_dir = cfg.update.keyring_dir; /* lives until ota_update_cli returns */
+    cli->trial_timeout_s = o.trial_timeout_s;
+    cli->trial_max_starts = o.trial_max_starts;
+    cli->health_can_s = o.health_can_s;
+    return ota_update_cli(cli);
+}
+
 int app_run(const struct app_options *opts)
 {
     struct app app = { .opts = opts };
@@ -614,7 +682,7 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
-    sigaddset(&sigs, SIGUSR1); /* restart asked through the web API */
+    sigaddset(&sigs, SIGUSR1); /* restart: asked through the web API, or into a release just installed */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -657,6 +725,7 @@ int app_run(const struct app_options *opts)
     }
     if (start_services(&app))
         goto fail;
+    start_updates(&app);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
      * now that the alert manager listens: the storage error and, latched until acknowledged,
      * CONFIG_RECOVERED with what was loaded and why. */
@@ -666,7 +735,8 @@ int app_run(const struct app_options *opts)
     if ((load == CONFIG_LOAD_FROM_BACKUP || load == CONFIG_LOAD_DEFAULTS) && app.alerts)
         alert_manager_raise(app.alerts, "CONFIG_RECOVERED", ALERT_LEVEL_ERROR, load_reason);
 
-    GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", GW_VERSION, opts->data_dir);
+    GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", ota_update_running_version(app.ota),
+            opts->data_dir);
     int sig = 0;
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
@@ -676,18 +746,15 @@ int app_run(const struct app_options *opts)
         GW_LOGI(MOD, "SIGHUP: reloading the configuration");
         config_manager_reload(app.config, NULL, 0); /* logs what changed or why not */
     }
-    if (sig == SIGUSR1) {
-        GW_LOGI(MOD, "restart requested: stopping, then starting again");
-        stop_all(&app);
-        GW_LOGI(MOD, "stopped cleanly (restarting)");
-        return APP_EXIT_RESTART;
-    }
-    GW_LOGI(MOD, "signal %d: stopping", sig);
+    if (sig == SIGUSR1)
+        GW_LOGI(MOD, "restart requested (web API or a new release): stopping, then starting again");
+    else
+        GW_LOGI(MOD, "signal %d: stopping", sig);
     stop_all(&app);
-    GW_LOGI(MOD, "stopped cleanly");
+    GW_LOGI(MOD, sig == SIGUSR1 ? "stopped cleanly (restarting)" : "stopped cleanly");
     if (lock_fd >= 0)
         close(lock_fd);
-    return 0;
+    return sig == SIGUSR1 ? APP_EXIT_RESTART : 0;
 
 fail:
     stop_all(&app);

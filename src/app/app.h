@@ -27,9 +27,11 @@ struct app_options {
 
 void app_default_options(struct app_options *opts);
 
-/* app_run's answer when a restart was asked (web API): everything is stopped; the caller
- * re-executes the program with the same arguments. */
-#define APP_EXIT_RESTART 100
+/* app_run's answer when a restart was asked (web API, or SIGUSR1 after an update was
+ * installed): everything is stopped and flushed; main re-executes the program (or, under the
+ * update launcher, exits with it so the launcher starts the current release). Equal to
+ * OTA_EXIT_RESTART. */
+#define APP_EXIT_RESTART 75
 
 /* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure) or
  * APP_EXIT_RESTART. */
@@ -39,5 +41,10 @@ int app_run(const struct app_options *opts);
  * terminal; the first line otherwise), stores its salted hash in the configuration of the data
  * directory, prints no secret. Returns the exit code (0 set, 1 refused or not saved). */
 int app_set_password(const struct app_options *opts);
+
+/* --install-update / --rollback / --update-status: fills cli from the configuration (keyring,
+ * trial settings) and runs ota_update_cli. Returns the process exit code. */
+struct ota_cli_options;
+int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli);
 
 #endif

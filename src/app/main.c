@@ -3,6 +3,7 @@
  * and energy counters flushed). */
 #define _GNU_SOURCE
 #include "app.h"
+#include "ota_update.h"
 
 #include "gw_error.h"
 #include "gw_log.h"
@@ -38,6 +39,13 @@ static void usage(FILE *f)
             "                        the data directory's configuration, and exit\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
             "  -v, --verbose         more logs (twice for debug)\n"
+            "\n"
+            "Updates (docs/updates.md):\n"
+            "      --install-update BUNDLE  check a signed update bundle and switch to it (BUNDLE.sig is its\n"
+            "                        signature unless --signature FILE); a gateway running on the data\n"
+            "                        directory restarts into it; --force accepts the running version\n"
+            "      --rollback        go back to the previous release\n"
+            "      --update-status   print the update state (JSON)\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n"
             "\n"
@@ -51,7 +59,9 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD,
+           OPT_INSTALL, OPT_SIGNATURE, OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS };
+    struct ota_cli_options update = { 0 };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -64,6 +74,11 @@ int main(int argc, char **argv)
         { "poll-ms", required_argument, NULL, OPT_POLL },
         { "http", required_argument, NULL, OPT_HTTP },
         { "set-password", no_argument, NULL, OPT_SET_PASSWORD },
+        { "install-update", required_argument, NULL, OPT_INSTALL },
+        { "signature", required_argument, NULL, OPT_SIGNATURE },
+        { "force", no_argument, NULL, OPT_FORCE },
+        { "rollback", no_argument, NULL, OPT_ROLLBACK },
+        { "update-status", no_argument, NULL, OPT_UPDATE_STATUS },
         { "quiet", no_argument, NULL, 'q' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -109,6 +124,11 @@ int main(int argc, char **argv)
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
+        case OPT_INSTALL: update.bundle = optarg; break;
+        case OPT_SIGNATURE: update.signature = optarg; break;
+        case OPT_FORCE: update.force = true; break;
+        case OPT_ROLLBACK: update.rollback = true; break;
+        case OPT_UPDATE_STATUS: update.status = true; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);
@@ -151,14 +171,25 @@ int main(int argc, char **argv)
     opts.verbose = verbosity;
     if (set_password)
         return app_set_password(&opts);
-    int rc = app_run(&opts);
-    if (rc == APP_EXIT_RESTART) {
-        /* Asked through the web API: everything is stopped and flushed; start afresh with the same
-         * command line (same PID, so systemd and scripts keep following it). */
+    if ((update.bundle != NULL) + update.rollback + update.status > 1) {
+        fprintf(stderr, "tinybms-gw: --install-update, --rollback and --update-status exclude each other\n");
+        return 2;
+    }
+    if (update.bundle || update.rollback || update.status)
+        return app_update_cli(&opts, &update);
+    /* An installed update runs as a supervised child (its trial, the rollback); -1: run here. */
+    int code = ota_launcher_main(opts.data_dir, argv);
+    if (code >= 0)
+        return code;
+    code = app_run(&opts);
+    if (code == APP_EXIT_RESTART && !getenv("GW_OTA_SUPERVISED")) {
+        /* Started by hand or by systemd, not by a launcher: everything is stopped and flushed;
+         * start afresh with the same command line (same PID, so systemd keeps following it),
+         * which also becomes the launcher of a release just installed. */
         fflush(NULL);
         execv("/proc/self/exe", argv);
-        fprintf(stderr, "tinybms-gw: restart failed (%s): exiting so a supervisor can start it\n", strerror(errno));
+        fprintf(stderr, "tinybms-gw: cannot restart into the new release: %s\n", strerror(errno));
         return 1;
     }
-    return rc;
+    return code;
 }
