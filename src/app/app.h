@@ -21,12 +21,14 @@ struct app_options {
     bool allow_defaults;         /* --allow-defaults: see config_manager_options */
     const char *data_dir;
     bool summary;                /* one line per sample on stdout */
+    const char *metrics_dump;    /* --metrics-dump: SIGUSR1 also writes the Prometheus text here */
     int verbose;
 };
 
 void app_default_options(struct app_options *opts);
 
-/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure). */
+/* Runs until SIGINT/SIGTERM (SIGHUP reloads the configuration, SIGUSR1 logs the task stats).
+ * Returns the process exit code (0 clean stop, 1 start failure). */
 int app_run(const struct app_options *opts);
 
 #endif

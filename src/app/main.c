@@ -32,6 +32,7 @@ static void usage(FILE *f)
             "  -d, --data-dir DIR    data directory (default /var/lib/tinybms-gw)\n"
             "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
+            "      --metrics-dump FILE  on SIGUSR1, also write the metrics (Prometheus text) to FILE\n"
             "  -v, --verbose         more logs (twice for debug)\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n"
@@ -46,7 +47,7 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_METRICS_DUMP };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -58,6 +59,7 @@ int main(int argc, char **argv)
         { "data-dir", required_argument, NULL, 'd' },
         { "poll-ms", required_argument, NULL, OPT_POLL },
         { "quiet", no_argument, NULL, 'q' },
+        { "metrics-dump", required_argument, NULL, OPT_METRICS_DUMP },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -101,6 +103,7 @@ int main(int argc, char **argv)
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
+        case OPT_METRICS_DUMP: opts.metrics_dump = optarg; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);

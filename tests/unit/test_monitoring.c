@@ -241,6 +241,8 @@ static struct monitoring_snapshot *fixed_snapshot(void)
     CHECK_EQ_INT(monitoring_put(&a, &F_BAD_MS, 13), GW_OK);
     CHECK_EQ_INT(monitoring_put(&a, &F_BAD_COUNTER, 1), GW_OK);
     CHECK_EQ_INT(monitoring_put(&c, &F_DEPTH, INFINITY), GW_OK); /* duplicate of the unlabeled one */
+    CHECK_EQ_INT(monitoring_put_text(&a, "device", "/dev/ttyUSB0 \"x\""), GW_OK);
+    CHECK_EQ_INT(monitoring_put_text(&a, "Bad-Key", "x"), GW_ERR_INVAL);
     return s;
 }
 
@@ -318,7 +320,7 @@ static void test_family_rules(void)
         { { "tinybms_gw_cycle_us_total", "h", MONITORING_COUNTER, NULL }, false },
         { { "tinybms_gw_cpu_percent", "h", MONITORING_GAUGE, NULL }, false },
         { { "tinybms_gw_rss_kb", "h", MONITORING_GAUGE, NULL }, false },
-        { { "tinybms_gw_signal_dbm", "h", MONITORING_GAUGE, NULL }, false },
+        { { "tinybms_gw_network_wifi_signal_dbm", "h", MONITORING_GAUGE, NULL }, true }, /* as node_exporter */
         { { "tinybms_gw_items", "h", MONITORING_GAUGE, NULL }, true }, /* "ms" only as a word */
         { { "1abc", "h", MONITORING_GAUGE, NULL }, false },
         { { "tinybms-gw", "h", MONITORING_GAUGE, NULL }, false },
@@ -366,6 +368,7 @@ static void test_prometheus_rules_and_escaping(void)
     CHECK(strstr(text, "tinybms_gw_event_bus_queue_depth 3\n") != NULL);
     CHECK(strstr(text, "+Inf") == NULL);
     CHECK(strstr(text, "cycle_ms") == NULL);
+    CHECK(strstr(text, "ttyUSB0") == NULL); /* texts are for JSON only */
     CHECK(strstr(text, "tinybms_gw_uart_errors") == NULL);
     /* process figures in base units */
     CHECK(strstr(text, "process_resident_memory_bytes 8388608\n") != NULL);
@@ -451,6 +454,7 @@ static void test_json_shape(void)
     CHECK_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(f1, "value")), 1190, 0);
     cJSON *cyc = cJSON_GetArrayItem(cJSON_GetObjectItem(uart, "poll_cycle_seconds"), 1);
     CHECK(cJSON_IsNull(cJSON_GetObjectItem(cyc, "value"))); /* NaN is null in JSON */
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(uart, "device")), "/dev/ttyUSB0 \"x\"");
     cJSON *bus = cJSON_GetObjectItem(mods, "event_bus");
     CHECK_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(bus, "depth")), 3, 0); /* json_key, first one */
     cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(bus, "handler_seconds"), 0);

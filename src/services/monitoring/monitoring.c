@@ -118,6 +118,25 @@ int monitoring_put_pack(struct monitoring_sink *sink, const struct monitoring_fa
     return put(sink, family, &l, 1, value);
 }
 
+int monitoring_put_text(struct monitoring_sink *sink, const char *key, const char *text)
+{
+    if (!sink || !key || !text || !key[0] || strlen(key) >= MONITORING_TEXT_KEY)
+        return GW_ERR_INVAL;
+    for (const char *k = key; *k; k++)
+        if (!((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') || *k == '_'))
+            return GW_ERR_INVAL;
+    struct monitoring_snapshot *s = sink->snap;
+    if (s->text_count >= MONITORING_MAX_TEXTS) {
+        sink->dropped++;
+        return GW_ERR_FULL;
+    }
+    struct monitoring_text_value *t = &s->texts[s->text_count++];
+    t->module = sink->module;
+    snprintf(t->key, sizeof t->key, "%s", key);
+    snprintf(t->value, sizeof t->value, "%s", text);
+    return GW_OK;
+}
+
 /* ------------------------------------------------------------------ readings */
 
 static double ts_s(const struct timespec *ts) { return (double)ts->tv_sec + (double)ts->tv_nsec / 1e9; }
@@ -283,6 +302,7 @@ static void collect(struct monitoring *m)
     struct monitoring_snapshot *s = m->back;
     memset(&s->sys, 0, sizeof s->sys);
     s->count = 0;
+    s->text_count = 0;
     s->period_ms = m->period_ms;
     s->module_count = nsrc;
     for (size_t i = 0; i < nsrc; i++)
@@ -757,6 +777,9 @@ void monitoring_log_task_stats(struct monitoring *m)
                 monitoring__text_printf(&t, "%s%s=%s", l ? "," : "{", x->label_names[l], x->label_values[l]);
             monitoring__text_printf(&t, "%s=%.6g", x->nlabels ? "}" : "", x->value);
         }
+        for (size_t i = 0; i < snap->text_count; i++)
+            if (strcmp(snap->modules[snap->texts[i].module], snap->modules[mi]) == 0)
+                monitoring__text_printf(&t, " %s=\"%s\"", snap->texts[i].key, snap->texts[i].value);
         GW_LOGI(MOD, "module %s:%s%s", snap->modules[mi], line, t.truncated ? " ..." : "");
     }
     pthread_mutex_unlock(&m->lock);

@@ -64,6 +64,12 @@ int monitoring_put_labels(struct monitoring_sink *sink, const struct monitoring_
 int monitoring_put_pack(struct monitoring_sink *sink, const struct monitoring_family *family, unsigned pack,
                         double value);
 
+/* Puts a text for the JSON document and the log dump only (never in the Prometheus text, where
+ * free text would be an unbounded label): an address, an SSID, a device name. key: [a-z0-9_],
+ * at most 31 characters; text copied, truncated to 63 characters.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_FULL */
+int monitoring_put_text(struct monitoring_sink *sink, const char *key, const char *text);
+
 struct monitoring_options {
     const char *data_dir;       /* its file system's free space is reported; NULL: not reported */
     uint32_t period_ms;         /* sampling period, 1000..3600000; 0 = 5000 */

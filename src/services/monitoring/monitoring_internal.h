@@ -60,8 +60,20 @@ struct monitoring_system {
     uint64_t rejected;              /* families left out of the text (bad name) */
 };
 
+#define MONITORING_MAX_TEXTS 64
+#define MONITORING_TEXT_KEY 32
+#define MONITORING_TEXT_MAX 64
+
+struct monitoring_text_value {
+    uint8_t module;
+    char key[MONITORING_TEXT_KEY];
+    char value[MONITORING_TEXT_MAX];
+};
+
 struct monitoring_snapshot {
     struct monitoring_system sys;
+    size_t text_count;
+    struct monitoring_text_value texts[MONITORING_MAX_TEXTS];
     uint32_t period_ms;
     size_t module_count;
     char modules[MONITORING_MAX_SOURCES][MONITORING_MODULE_MAX];

@@ -129,7 +129,7 @@ const char *monitoring__family_problem(const struct monitoring_family *f)
     if (f->kind == MONITORING_GAUGE && total)
         return "only counters end in _total";
     static const char *const not_base[] = { "ms", "us", "ns", "millis", "milliseconds", "microseconds",
-                                            "kb", "kib", "mb", "mib", "percent", "pct", "dbm", "mv", "ma" };
+                                            "kb", "kib", "mb", "mib", "percent", "pct", "mv", "ma" };
     for (size_t i = 0; i < sizeof not_base / sizeof not_base[0]; i++)
         if (contains_word(f->name, not_base[i]))
             return "not a base unit (seconds, bytes, volts, amperes, ratio)";
@@ -478,6 +478,12 @@ char *monitoring__render_json(const struct monitoring_snapshot *snap)
                 cJSON_AddStringToObject(row, x->label_names[l], x->label_values[l]);
             cJSON_AddItemToObject(row, "value", json_number(x->value));
             cJSON_AddItemToArray(cur, row);
+        }
+        for (size_t i = 0; i < snap->text_count; i++) {
+            const struct monitoring_text_value *x = &snap->texts[i];
+            if (strcmp(snap->modules[x->module], snap->modules[m]) == 0 &&
+                !cJSON_GetObjectItemCaseSensitive(mo, x->key))
+                cJSON_AddStringToObject(mo, x->key, x->value);
         }
     }
     char *out = cJSON_PrintUnformatted(root);
