@@ -469,12 +469,12 @@ static void start_observers(struct app *app, const struct gw_config *cfg)
     }
     struct monitoring_options mo = { .data_dir = app->opts->data_dir };
     int rc = monitoring_create(&mo, &app->monitoring);
-    struct app_metrics_services ms = { .bus = app->bus, .data_dir = app->opts->data_dir, .bms = app->bms,
+    struct app_metrics_services ms = { .data_dir = app->opts->data_dir, .bms = app->bms,
                                        .pack_count = app->pack_count, .battery = app->battery, .can = app->can,
                                        .mqtt = app->mqtt, .history = app->history, .alerts = app->alerts,
                                        .net = app->net };
     if (!rc)
-        rc = app_metrics_create(&ms, app->monitoring, &app->metrics);
+        rc = app->metrics ? app_metrics_add_sources(app->metrics, &ms, app->monitoring) : GW_ERR_STATE;
     if (!rc)
         rc = monitoring_start(app->monitoring);
     if (rc) {
@@ -673,6 +673,8 @@ int app_run(const struct app_options *opts)
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL, "summary");
     }
+    if (app_metrics_create(app.bus, &app.metrics) != GW_OK)
+        GW_LOGW(MOD, "metrics of the bus not counted (subscriber table full)");
     if (start_services(&app))
         goto fail;
     start_observers(&app, &cfg);

@@ -37,6 +37,7 @@ struct pack_ctx {
 };
 
 struct app_metrics {
+    struct event_bus *bus;
     struct app_metrics_services s;
     struct pack_ctx packs[16];
     char history_db[512];
@@ -122,14 +123,14 @@ static void src_bus(struct monitoring_sink *sink, void *ctx)
 {
     struct app_metrics *am = ctx;
     struct event_bus_stats st;
-    event_bus_get_stats(am->s.bus, &st);
+    event_bus_get_stats(am->bus, &st);
     monitoring_put(sink, &F_BUS_PUB, (double)st.published);
     monitoring_put(sink, &F_BUS_DROP, (double)st.dropped);
     monitoring_put(sink, &F_BUS_DISP, (double)st.dispatched);
     monitoring_put(sink, &F_BUS_DEPTH, st.queue_depth);
     monitoring_put(sink, &F_BUS_HW, st.queue_high_water);
     struct event_bus_subscriber_stats subs[MAX_SUBSCRIBERS];
-    size_t n = event_bus_get_subscriber_stats(am->s.bus, subs, MAX_SUBSCRIBERS);
+    size_t n = event_bus_get_subscriber_stats(am->bus, subs, MAX_SUBSCRIBERS);
     for (size_t i = 0; i < n; i++) {
         struct monitoring_label l[2] = { { "subscriber", subs[i].name[0] ? subs[i].name : "unnamed" },
                                          { "event", app_event_name(subs[i].event_id) } };
@@ -258,8 +259,7 @@ FAM(F_CAN_LIVE, "tinybms_gw_can_live_cycles_total", C, "Live frame cycles (0x351
 FAM(F_CAN_IDENT, "tinybms_gw_can_identity_cycles_total", C, "Identity frame cycles (0x35E..0x382).");
 FAM(F_CAN_RX, "tinybms_gw_can_rx_frames_total", C, "Frames received (inverter keep-alives and others).");
 FAM(F_CAN_BUSERR, "tinybms_gw_can_bus_errors_total", C, "Bus error frames or adapter error replies.");
-static const struct monitoring_family F_CAN_BUSOFF_N = { "tinybms_gw_can_bus_off_total", "Transitions to bus-off.",
-                                                         C, "bus_off_transitions" };
+FAM(F_CAN_BUSOFF_N, "tinybms_gw_can_bus_off_transitions_total", C, "Transitions to bus-off.");
 FAM(F_CAN_BUSOFF, "tinybms_gw_can_bus_off", G, "1 while the controller is bus-off.");
 FAM(F_CAN_QFULL, "tinybms_gw_can_tx_queue_full_total", C, "Sends that met a full transmit queue.");
 FAM(F_CAN_OPEN, "tinybms_gw_can_transport_open", G, "1 while the CAN device is open.");
@@ -448,19 +448,37 @@ static void src_net(struct monitoring_sink *sink, void *ctx)
 
 /* ------------------------------------------------------------------ wiring */
 
-int app_metrics_create(const struct app_metrics_services *s, struct monitoring *m, struct app_metrics **out)
+int app_metrics_create(struct event_bus *bus, struct app_metrics **out)
 {
     if (!out)
         return GW_ERR_INVAL;
     *out = NULL;
-    if (!s || !m || !s->bus || s->pack_count > 16)
+    if (!bus)
         return GW_ERR_INVAL;
     struct app_metrics *am = calloc(1, sizeof *am);
     if (!am)
         return GW_ERR_NOMEM;
-    am->s = *s;
+    am->bus = bus;
     am->last_phase = -1;
     pthread_mutex_init(&am->lock, NULL);
+    int rc = event_bus_subscribe(bus, EVENT_BATTERY_UPDATE, on_view, am, "metrics");
+    if (!rc)
+        rc = event_bus_subscribe(bus, EVENT_MQTT_CONNECTED, on_mqtt, am, "metrics");
+    if (!rc)
+        rc = event_bus_subscribe(bus, EVENT_MQTT_DISCONNECTED, on_mqtt, am, "metrics");
+    if (rc) {
+        app_metrics_destroy(am);
+        return rc;
+    }
+    *out = am;
+    return GW_OK;
+}
+
+int app_metrics_add_sources(struct app_metrics *am, const struct app_metrics_services *s, struct monitoring *m)
+{
+    if (!am || !s || !m || s->pack_count > 16)
+        return GW_ERR_INVAL;
+    am->s = *s;
     snprintf(am->history_db, sizeof am->history_db, "%s/history.db", s->data_dir ? s->data_dir : ".");
     int rc = monitoring_add_source(m, "event_bus", src_bus, am);
     for (unsigned i = 0; !rc && i < s->pack_count; i++) {
@@ -482,27 +500,16 @@ int app_metrics_create(const struct app_metrics_services *s, struct monitoring *
         rc = monitoring_add_source(m, "alerts", src_alerts, am);
     if (!rc && s->net)
         rc = monitoring_add_source(m, "network", src_net, am);
-    if (!rc && s->battery)
-        rc = event_bus_subscribe(s->bus, EVENT_BATTERY_UPDATE, on_view, am, "metrics");
-    if (!rc && s->mqtt)
-        rc = event_bus_subscribe(s->bus, EVENT_MQTT_CONNECTED, on_mqtt, am, "metrics");
-    if (!rc && s->mqtt)
-        rc = event_bus_subscribe(s->bus, EVENT_MQTT_DISCONNECTED, on_mqtt, am, "metrics");
-    if (rc) {
-        app_metrics_destroy(am);
-        return rc;
-    }
-    *out = am;
-    return GW_OK;
+    return rc;
 }
 
 void app_metrics_destroy(struct app_metrics *am)
 {
     if (!am)
         return;
-    event_bus_unsubscribe(am->s.bus, EVENT_BATTERY_UPDATE, on_view, am);
-    event_bus_unsubscribe(am->s.bus, EVENT_MQTT_CONNECTED, on_mqtt, am);
-    event_bus_unsubscribe(am->s.bus, EVENT_MQTT_DISCONNECTED, on_mqtt, am);
+    event_bus_unsubscribe(am->bus, EVENT_BATTERY_UPDATE, on_view, am);
+    event_bus_unsubscribe(am->bus, EVENT_MQTT_CONNECTED, on_mqtt, am);
+    event_bus_unsubscribe(am->bus, EVENT_MQTT_DISCONNECTED, on_mqtt, am);
     pthread_mutex_destroy(&am->lock);
     free(am);
 }

@@ -16,7 +16,6 @@ struct uart_bms;
 
 /* Borrowed pointers; NULL for a service that is off. They must outlive app_metrics_destroy. */
 struct app_metrics_services {
-    struct event_bus *bus;
     const char *data_dir;
     struct uart_bms *const *bms;       /* bms[0..pack_count) */
     unsigned pack_count;
@@ -30,10 +29,15 @@ struct app_metrics_services {
 
 struct app_metrics;
 
-/* Registers the sources with m (not started yet) and subscribes the bus counters. On failure
- * some sources may already be registered with m: destroy m too, without starting it.
- * @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM, GW_ERR_FULL (too many sources / subscribers) */
-int app_metrics_create(const struct app_metrics_services *s, struct monitoring *m, struct app_metrics **out);
+/* Subscribes the bus counters (limit changes, phase time, MQTT connections). Call before the
+ * services start, so that no event is missed. bus is borrowed.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM, GW_ERR_FULL (bus subscriber table) */
+int app_metrics_create(struct event_bus *bus, struct app_metrics **out);
+
+/* Registers one source per running service with m (not started yet). On failure some sources
+ * may already be registered with m: destroy m too, without starting it.
+ * @retval GW_OK, GW_ERR_INVAL, GW_ERR_FULL (too many sources) */
+int app_metrics_add_sources(struct app_metrics *am, const struct app_metrics_services *s, struct monitoring *m);
 
 /* Unsubscribes and frees. Call after monitoring_stop (no source may run). NULL accepted. */
 void app_metrics_destroy(struct app_metrics *am);

@@ -67,9 +67,17 @@ static int check_exposition(const char *text)
             if (!monitoring__valid_metric_name(name))
                 BAD("bad family name");
             if (line[2] == 'H') {
-                for (size_t i = 0; i < nfam; i++)
-                    if (strcmp(seen_families[i], name) == 0)
-                        BAD("family written twice");
+                /* "x_total" (counter) and "x" (gauge) are one family name for a parser */
+                size_t bl = strlen(name);
+                if (bl > 6 && strcmp(name + bl - 6, "_total") == 0)
+                    bl -= 6;
+                for (size_t i = 0; i < nfam; i++) {
+                    size_t il = strlen(seen_families[i]);
+                    if (il > 6 && strcmp(seen_families[i] + il - 6, "_total") == 0)
+                        il -= 6;
+                    if (il == bl && strncmp(seen_families[i], name, bl) == 0)
+                        BAD("family written twice (or a gauge and a counter of one name)");
+                }
                 if (nfam < 512)
                     snprintf(seen_families[nfam++], sizeof seen_families[0], "%s", name);
                 snprintf(current, sizeof current, "%s", name);
