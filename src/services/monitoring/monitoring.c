@@ -38,6 +38,8 @@ struct source {
     char module[MONITORING_MODULE_MAX];
 };
 
+#define CHECKED_SLOTS 512      /* families whose name was checked (open addressing on the address) */
+
 struct monitoring {
     uint32_t period_ms;
     char data_dir[4096];
@@ -64,6 +66,10 @@ struct monitoring {
     uint64_t dropped_total;
     uint64_t rejected_total;
     bool rejected_logged;
+    struct {
+        const struct monitoring_family *family;
+        bool bad;
+    } checked[CHECKED_SLOTS];
     int statm_fd;
     DIR *fd_dir;
     DIR *task_dir;
@@ -93,7 +99,9 @@ static int put(struct monitoring_sink *sink, const struct monitoring_family *fam
     x->value = value;
     for (size_t i = 0; i < n; i++) {
         x->label_names[i] = labels[i].name;
-        snprintf(x->label_values[i], sizeof x->label_values[i], "%s", labels[i].value);
+        size_t len = strnlen(labels[i].value, MONITORING_LABEL_VALUE_MAX - 1);
+        memcpy(x->label_values[i], labels[i].value, len);
+        x->label_values[i][len] = '\0';
     }
     return GW_OK;
 }
@@ -112,9 +120,13 @@ int monitoring_put_labels(struct monitoring_sink *sink, const struct monitoring_
 int monitoring_put_pack(struct monitoring_sink *sink, const struct monitoring_family *family, unsigned pack,
                         double value)
 {
-    char v[12];
-    snprintf(v, sizeof v, "%u", pack);
-    struct monitoring_label l = { "pack", v };
+    char v[12], *p = v + sizeof v - 1;
+    *p = '\0';
+    do {
+        *--p = (char)('0' + pack % 10);
+        pack /= 10;
+    } while (pack && p > v);
+    struct monitoring_label l = { "pack", p };
     return put(sink, family, &l, 1, value);
 }
 
@@ -181,8 +193,11 @@ static void read_thread_name(int task_fd, int tid, char *out, size_t cap)
     close(fd);
     if (n <= 0)
         return;
-    buf[strcspn(buf, "\n")] = '\0';
-    snprintf(out, cap, "%s", buf);
+    size_t len = strcspn(buf, "\n");
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(out, buf, len);
+    out[len] = '\0';
 }
 
 static void read_threads(struct monitoring *m, struct monitoring_system *sys, double interval_s)
@@ -325,9 +340,24 @@ static void collect(struct monitoring *m)
      * stay pure */
     size_t rejected = 0;
     for (size_t i = 0; i < s->count; i++) {
-        const char *why = monitoring__family_problem(s->samples[i].family);
-        if (!why)
-            continue;
+        const struct monitoring_family *f = s->samples[i].family;
+        size_t h = ((uintptr_t)f >> 4) % CHECKED_SLOTS, probes = 0;
+        while (m->checked[h].family && m->checked[h].family != f && probes++ < CHECKED_SLOTS)
+            h = (h + 1) % CHECKED_SLOTS;
+        const char *why = NULL;
+        if (m->checked[h].family == f) {
+            if (!m->checked[h].bad)
+                continue;
+            why = "see above";
+        } else {
+            why = monitoring__family_problem(f);
+            if (!m->checked[h].family) { /* a full table only means checking again */
+                m->checked[h].family = f;
+                m->checked[h].bad = why != NULL;
+            }
+            if (!why)
+                continue;
+        }
         rejected++;
         if (!m->rejected_logged) {
             m->rejected_logged = true;
