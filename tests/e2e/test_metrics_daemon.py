@@ -42,7 +42,7 @@ EXPECTED = {
                "tinybms_gw_data_dir_size_bytes"],
     "monitoring": ["tinybms_gw_monitoring_collections", "tinybms_gw_monitoring_collect_seconds",
                    "tinybms_gw_monitoring_collect_last_seconds", "tinybms_gw_monitoring_sample_period_seconds",
-                   "tinybms_gw_monitoring_dropped"],
+                   "tinybms_gw_monitoring_dropped", "tinybms_gw_monitoring_rejected"],
     "event_bus": ["tinybms_gw_event_bus_published", "tinybms_gw_event_bus_dropped", "tinybms_gw_event_bus_dispatched",
                   "tinybms_gw_event_bus_queue_depth", "tinybms_gw_event_bus_queue_high_water",
                   "tinybms_gw_event_bus_handler_calls", "tinybms_gw_event_bus_handler_seconds",
@@ -189,6 +189,8 @@ class Metrics(GatewayTestCase):
         extra = sorted(set(first) - {n for names in EXPECTED.values() for n in names})
         self.assertEqual(extra, [], "metrics not listed in the test (add them, and to docs/monitoring.md)")
         self.assertEqual(value(first, "tinybms_gw_uart_comm_ok", {"pack": "0"}), 1)
+        self.assertEqual(value(first, "tinybms_gw_monitoring_rejected", {}), 0, "a metric breaks the naming rules")
+        self.assertEqual(value(first, "tinybms_gw_monitoring_dropped", {}), 0)
         self.assertEqual(value(first, "tinybms_gw_mqtt_connected", {}), 1)
         self.assertGreaterEqual(value(first, "tinybms_gw_mqtt_connects", {}), 1)
         self.assertEqual(value(first, "tinybms_gw_can_transport_open", {}), 1)

@@ -306,6 +306,9 @@ static void render_system(const struct monitoring_snapshot *snap, struct monitor
                snap->period_ms / 1000.0);
     add_simple(t, "tinybms_gw_monitoring_dropped_total", "Values dropped because the snapshot was full.", C,
                (double)s->samples_dropped);
+    add_simple(t, "tinybms_gw_monitoring_rejected_total",
+               "Values left out because their metric name breaks the naming rules (see the log).", C,
+               (double)s->rejected);
 }
 
 size_t monitoring__render_prometheus(const struct monitoring_snapshot *snap, struct monitoring_text *t)
@@ -450,6 +453,7 @@ char *monitoring__render_json(const struct monitoring_snapshot *snap)
     add_num(mon, "collect_us_per_s", s->uptime_s > 0 ? s->collect_total_s * 1e6 / s->uptime_s : 0);
     add_num(mon, "values", (double)snap->count);
     add_num(mon, "dropped", (double)s->samples_dropped);
+    add_num(mon, "rejected", (double)s->rejected);
 
     cJSON *mods = cJSON_AddObjectToObject(root, "modules");
     for (size_t m = 0; m < snap->module_count; m++) {
