@@ -699,7 +699,7 @@ int monitoring_render_prometheus_alloc(struct monitoring *m, char **out, size_t 
     *out = NULL;
     if (!m)
         return GW_ERR_INVAL;
-    size_t cap = 16384;
+    size_t cap = 65536; /* the daemon writes ~30 KB: one pass */
     for (int attempt = 0; attempt < 4; attempt++) {
         char *buf = malloc(cap);
         if (!buf)

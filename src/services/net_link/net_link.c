@@ -75,13 +75,17 @@ static int read_view(struct net_link *nl)
     memset(v, 0, sizeof *v);
     for (struct nl_object *o = nl_cache_get_first(nl->links); o; o = nl_cache_get_next(o)) {
         struct rtnl_link *l = (struct rtnl_link *)o;
+        const char *name = rtnl_link_get_name(l);
+        unsigned flags = rtnl_link_get_flags(l);
+        /* only the watched ones: a machine with many (containers' veths) never pushes the
+         * configured interface out of the view */
+        if (nl->st.want[0] ? !name || strcmp(name, nl->st.want) != 0 : (flags & IFF_LOOPBACK) != 0)
+            continue;
         if (v->count >= NET_LINK_MAX_IFACES)
             break;
         struct net_link_iface *i = &v->ifaces[v->count++];
         i->ifindex = rtnl_link_get_ifindex(l);
-        const char *name = rtnl_link_get_name(l);
         snprintf(i->name, sizeof i->name, "%s", name ? name : "");
-        unsigned flags = rtnl_link_get_flags(l);
         i->up = flags & IFF_UP;
         i->running = flags & IFF_RUNNING;
         i->loopback = flags & IFF_LOOPBACK;
@@ -91,21 +95,31 @@ static int read_view(struct net_link *nl)
         struct net_link_iface *i = find_iface(v, rtnl_addr_get_ifindex(a));
         int family = rtnl_addr_get_family(a);
         struct nl_addr *local = rtnl_addr_get_local(a);
-        if (!i || !local || (family != AF_INET && family != AF_INET6) || i->addr_count >= NET_LINK_MAX_ADDRS)
+        if (!i || !local || (family != AF_INET && family != AF_INET6))
             continue;
         if (nl_addr_get_len(local) != (family == AF_INET ? 4u : 16u))
             continue;
-        struct net_link_addr *x = &i->addrs[i->addr_count];
-        memset(x, 0, sizeof *x);
-        x->ipv6 = family == AF_INET6;
-        x->scope = map_scope(rtnl_addr_get_scope(a));
-        x->tentative = (rtnl_addr_get_flags(a) & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0;
+        struct net_link_addr x;
+        memset(&x, 0, sizeof x);
+        x.ipv6 = family == AF_INET6;
+        x.scope = map_scope(rtnl_addr_get_scope(a));
+        x.tentative = (rtnl_addr_get_flags(a) & (IFA_F_TENTATIVE | IFA_F_DADFAILED)) != 0;
         const void *bin = nl_addr_get_binary_addr(local);
-        if (!inet_ntop(family, bin, x->text, sizeof x->text))
+        if (!inet_ntop(family, bin, x.text, sizeof x.text))
             continue;
-        if (!x->ipv6)
-            memcpy(&x->ipv4, bin, 4);
-        i->addr_count++;
+        if (!x.ipv6)
+            memcpy(&x.ipv4, bin, 4);
+        if (i->addr_count < NET_LINK_MAX_ADDRS) {
+            i->addrs[i->addr_count++] = x;
+            continue;
+        }
+        /* full (IPv6 privacy addresses pile up): a usable one takes the place of one that is not */
+        for (size_t k = 0; k < i->addr_count && net_link__usable_addr(&x); k++) {
+            if (!net_link__usable_addr(&i->addrs[k])) {
+                i->addrs[k] = x;
+                break;
+            }
+        }
     }
     /* Wi-Fi or not: asked once per interface index (nl80211) */
     for (size_t k = 0; k < v->count; k++) {
