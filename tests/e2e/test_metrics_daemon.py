@@ -26,7 +26,7 @@ LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 NOT_BASE_UNITS = ("ms", "us", "ns", "millis", "milliseconds", "microseconds", "kb", "kib", "mb", "mib", "percent",
                   "pct", "mv", "ma")
 # Labels are only ever these, with values fixed by the code (never addresses or free text).
-ALLOWED_LABELS = {"version", "thread", "pack", "subscriber", "event", "limit", "phase", "id", "code"}
+ALLOWED_LABELS = {"version", "thread", "pack", "module", "subscriber", "event", "limit", "phase", "id", "code"}
 
 # Every family the daemon writes with the simulator, CAN (log) and MQTT on (the family names as
 # the parser gives them: counters without _total).
@@ -42,6 +42,7 @@ EXPECTED = {
                "tinybms_gw_data_dir_size_bytes"],
     "monitoring": ["tinybms_gw_monitoring_collections", "tinybms_gw_monitoring_collect_seconds",
                    "tinybms_gw_monitoring_collect_last_seconds", "tinybms_gw_monitoring_sample_period_seconds",
+                   "tinybms_gw_monitoring_source_last_seconds",
                    "tinybms_gw_monitoring_dropped", "tinybms_gw_monitoring_rejected"],
     "event_bus": ["tinybms_gw_event_bus_published", "tinybms_gw_event_bus_dropped", "tinybms_gw_event_bus_dispatched",
                   "tinybms_gw_event_bus_queue_depth", "tinybms_gw_event_bus_queue_high_water",

@@ -2,8 +2,12 @@
  *
  * Cost: descriptors of /proc/self/statm, /proc/self/fd, /proc/self/task and the data directory
  * stay open and are re-read in place; thread CPU comes from each thread's CPU clock
- * (clock_gettime, no /proc read); thread names are read when a thread appears and then every
- * NAME_REFRESH collections. */
+ * (clock_gettime, no /proc read). What changes slowly (the thread list, open descriptors and
+ * their limit, the peak RSS, the free space) is read on a "full" collection only: every
+ * FULL_EVERY-th, and every one asked for by monitoring_refresh; in between, the known threads
+ * are read by id (an exited one fails its clock). Thread names are read when a thread appears,
+ * on the next full collections until read NAME_READS times (a thread may name itself late), and
+ * all again every NAME_REFRESH collections. */
 #define _GNU_SOURCE
 #include "monitoring.h"
 #include "monitoring_internal.h"
@@ -29,8 +33,9 @@
 #define MOD "monitoring"
 #define DEFAULT_PERIOD_MS 5000
 #define DEFAULT_MAX_SAMPLES 1024
-#define NAME_REFRESH 12         /* collections between two reads of a known thread's name */
-#define DIR_RETRY 12            /* collections between two tries to open a missing data dir */
+#define FULL_EVERY 6            /* a full collection every 6 (30 s at the default period) */
+#define NAME_READS 3
+#define NAME_REFRESH 60         /* collections between two reads of every thread's name */
 
 struct source {
     monitoring_source_fn fn;
@@ -66,6 +71,12 @@ struct monitoring {
     uint64_t dropped_total;
     uint64_t rejected_total;
     bool rejected_logged;
+    bool full_req;                  /* the next collection is a full one (refresh) */
+    /* what a full collection read, carried over the others */
+    uint32_t open_fds;
+    uint64_t max_fds, rusage_peak;
+    bool disk_known;
+    uint64_t disk_free, disk_total;
     struct {
         const struct monitoring_family *family;
         bool bad;
@@ -200,42 +211,54 @@ static void read_thread_name(int task_fd, int tid, char *out, size_t cap)
     out[len] = '\0';
 }
 
-static void read_threads(struct monitoring *m, struct monitoring_system *sys, double interval_s)
+static struct monitoring_tid *find_tid(struct monitoring_thread_table *tt, int tid)
+{
+    for (size_t i = 0; i < tt->tid_count; i++)
+        if (tt->tids[i].tid == tid)
+            return &tt->tids[i];
+    return NULL;
+}
+
+/* One thread of the reading: its CPU clock, its name when due. Returns false when it is gone. */
+static bool read_thread(struct monitoring *m, int tid, bool full)
+{
+    struct monitoring_thread_table *tt = &m->threads;
+    double cpu = clock_s(thread_clock(tid));
+    if (cpu < 0)
+        return false; /* exited */
+    struct monitoring_tid *known = find_tid(tt, tid);
+    char name[MONITORING_THREAD_NAME_MAX] = "";
+    bool reread = !known || (full && known->name_reads < NAME_READS) || m->collections % NAME_REFRESH == 0;
+    if (known)
+        memcpy(name, known->name, sizeof name);
+    if (reread && m->task_dir)
+        read_thread_name(dirfd(m->task_dir), tid, name, sizeof name);
+    if (!name[0])
+        memcpy(name, "unknown", sizeof "unknown");
+    monitoring__threads_add(tt, tid, name, cpu);
+    if (reread && (known = find_tid(tt, tid)) != NULL)
+        known->name_reads++;
+    return true;
+}
+
+static void read_threads(struct monitoring *m, struct monitoring_system *sys, double interval_s, bool full)
 {
     struct monitoring_thread_table *tt = &m->threads;
     monitoring__threads_begin(tt);
     uint32_t total = 0;
-    if (m->task_dir) {
+    if (full && m->task_dir) {
         rewinddir(m->task_dir);
-        int task_fd = dirfd(m->task_dir);
         struct dirent *de;
-        while ((de = readdir(m->task_dir)) != NULL) {
-            if (de->d_name[0] < '0' || de->d_name[0] > '9')
-                continue;
-            int tid = atoi(de->d_name);
-            double cpu = clock_s(thread_clock(tid));
-            if (cpu < 0)
-                continue; /* exited meanwhile */
-            total++;
-            struct monitoring_tid *known = NULL;
-            for (size_t i = 0; i < tt->tid_count && !known; i++)
-                if (tt->tids[i].tid == tid)
-                    known = &tt->tids[i];
-            char name[MONITORING_THREAD_NAME_MAX] = "";
-            bool reread = !known || known->name_reads < 2 || m->collections % NAME_REFRESH == 0;
-            if (known)
-                snprintf(name, sizeof name, "%s", known->name);
-            if (reread)
-                read_thread_name(task_fd, tid, name, sizeof name);
-            if (!name[0])
-                snprintf(name, sizeof name, "unknown");
-            monitoring__threads_add(tt, tid, name, cpu);
-            if (reread) {
-                for (size_t i = 0; i < tt->tid_count; i++)
-                    if (tt->tids[i].tid == tid)
-                        tt->tids[i].name_reads++;
-            }
-        }
+        while ((de = readdir(m->task_dir)) != NULL)
+            if (de->d_name[0] >= '0' && de->d_name[0] <= '9')
+                total += read_thread(m, atoi(de->d_name), true);
+    } else {
+        int tids[sizeof tt->tids / sizeof tt->tids[0]];
+        size_t n = tt->tid_count;
+        for (size_t i = 0; i < n; i++)
+            tids[i] = tt->tids[i].tid;
+        for (size_t i = 0; i < n; i++)
+            total += read_thread(m, tids[i], false);
     }
     monitoring__threads_end(tt, interval_s);
     sys->thread_total = total;
@@ -256,7 +279,7 @@ static uint32_t count_fds(DIR *d)
     return n;
 }
 
-static void read_system(struct monitoring *m, struct monitoring_system *s, double interval_s)
+static void read_system(struct monitoring *m, struct monitoring_system *s, double interval_s, bool full)
 {
     s->cpu_seconds = clock_s(CLOCK_PROCESS_CPUTIME_ID);
     s->cpu_ratio = interval_s > 0 ? (s->cpu_seconds - m->last_cpu_s) / interval_s : 0;
@@ -264,9 +287,6 @@ static void read_system(struct monitoring *m, struct monitoring_system *s, doubl
         s->cpu_ratio = 0;
     m->last_cpu_s = s->cpu_seconds;
 
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) == 0)
-        s->rss_peak_bytes = (uint64_t)ru.ru_maxrss * 1024u;
     char buf[128];
     uint64_t size_pages, rss_pages;
     if (m->statm_fd >= 0 && pread_text(m->statm_fd, buf, sizeof buf) > 0 &&
@@ -274,13 +294,6 @@ static void read_system(struct monitoring *m, struct monitoring_system *s, doubl
         s->vm_bytes = size_pages * (uint64_t)m->page_size;
         s->rss_bytes = rss_pages * (uint64_t)m->page_size;
     }
-    if (s->rss_peak_bytes < s->rss_bytes)
-        s->rss_peak_bytes = s->rss_bytes; /* the kernel updates its high-water mark lazily */
-    s->open_fds = count_fds(m->fd_dir);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-        s->max_fds = rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
-
     struct sysinfo si;
     if (sysinfo(&si) == 0) {
         for (int i = 0; i < 3; i++)
@@ -289,20 +302,39 @@ static void read_system(struct monitoring *m, struct monitoring_system *s, doubl
         s->mem_total_bytes = (uint64_t)si.totalram * si.mem_unit;
         s->mem_free_bytes = (uint64_t)si.freeram * si.mem_unit;
     }
-    if (m->data_fd < 0 && m->data_dir[0] && m->collections % DIR_RETRY == 0)
-        m->data_fd = open(m->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct statvfs vfs;
-    if (m->data_fd >= 0 && fstatvfs(m->data_fd, &vfs) == 0) {
-        s->disk_known = true;
-        s->disk_free_bytes = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-        s->disk_total_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+    if (full) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            m->rusage_peak = (uint64_t)ru.ru_maxrss * 1024u;
+        m->open_fds = count_fds(m->fd_dir);
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            m->max_fds = rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
+        if (m->data_fd < 0 && m->data_dir[0])
+            m->data_fd = open(m->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct statvfs vfs;
+        m->disk_known = m->data_fd >= 0 && fstatvfs(m->data_fd, &vfs) == 0;
+        if (m->disk_known) {
+            m->disk_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+            m->disk_total = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+        }
     }
+    /* the kernel's high-water mark moves lazily; ours follows every reading */
+    if (m->rusage_peak < s->rss_bytes)
+        m->rusage_peak = s->rss_bytes;
+    s->rss_peak_bytes = m->rusage_peak;
+    s->open_fds = m->open_fds;
+    s->max_fds = m->max_fds;
+    s->disk_known = m->disk_known;
+    s->disk_free_bytes = m->disk_free;
+    s->disk_total_bytes = m->disk_total;
     s->start_time_s = m->start_time_s;
 }
 
 /* One collection into m->back, then the swap. Called with collect_lock held. */
-static void collect(struct monitoring *m)
+static void collect(struct monitoring *m, bool full)
 {
+    full = full || m->collections % FULL_EVERY == 0;
     double cpu0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
     double real = clock_s(CLOCK_MONOTONIC);
     double interval = m->last_real_s > 0 ? real - m->last_real_s : 0;
@@ -328,13 +360,18 @@ static void collect(struct monitoring *m)
     sys->mono_ms = gw_now_ms();
     sys->interval_s = interval;
     sys->uptime_s = (double)(sys->mono_ms - m->start_ms) / 1000.0;
-    read_system(m, sys, interval);
-    read_threads(m, sys, interval);
+    read_system(m, sys, interval, full);
+    read_threads(m, sys, interval, full);
+    double t = clock_s(CLOCK_MONOTONIC);
+    s->system_s = t - real;
 
     for (size_t i = 0; i < nsrc; i++) {
         struct monitoring_sink sink = { .snap = s, .module = (uint8_t)i };
         sources[i].fn(&sink, sources[i].ctx);
         m->dropped_total += sink.dropped;
+        double t2 = clock_s(CLOCK_MONOTONIC);
+        s->source_s[i] = t2 - t;
+        t = t2;
     }
     /* bad families are found once per collection here, so the log says it and the renderers
      * stay pure */
@@ -385,6 +422,13 @@ static void collect(struct monitoring *m)
     pthread_mutex_unlock(&m->lock);
 }
 
+void monitoring__collect(struct monitoring *m, bool full)
+{
+    pthread_mutex_lock(&m->collect_lock);
+    collect(m, full);
+    pthread_mutex_unlock(&m->collect_lock);
+}
+
 /* ------------------------------------------------------------------ sampler thread */
 
 static void *sampler_main(void *arg)
@@ -396,11 +440,12 @@ static void *sampler_main(void *arg)
     while (!m->stop) {
         uint64_t now = gw_now_ms();
         if (m->refresh_req || now >= next) {
+            bool full = m->refresh_req;
             m->refresh_req = false;
             uint64_t gen = ++m->gen_started;
             pthread_mutex_unlock(&m->lock);
             pthread_mutex_lock(&m->collect_lock);
-            collect(m);
+            collect(m, full);
             pthread_mutex_unlock(&m->collect_lock);
             pthread_mutex_lock(&m->lock);
             m->gen_done = gen;
@@ -611,7 +656,7 @@ int monitoring_refresh(struct monitoring *m, uint32_t timeout_ms)
     if (!m->running || m->stop) {
         pthread_mutex_unlock(&m->lock);
         pthread_mutex_lock(&m->collect_lock);
-        collect(m);
+        collect(m, true);
         pthread_mutex_unlock(&m->collect_lock);
         return GW_OK;
     }

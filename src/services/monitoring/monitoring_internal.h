@@ -72,6 +72,8 @@ struct monitoring_text_value {
 
 struct monitoring_snapshot {
     struct monitoring_system sys;
+    double source_s[MONITORING_MAX_SOURCES];   /* time each source took (wall, this collection) */
+    double system_s;                           /* time of the process/system readings */
     size_t text_count;
     struct monitoring_text_value texts[MONITORING_MAX_TEXTS];
     uint32_t period_ms;
@@ -114,6 +116,11 @@ char *monitoring__render_json(const struct monitoring_snapshot *snap);
 
 /* The JSON key of a family within its module. */
 void monitoring__json_key(const struct monitoring_family *f, const char *module, char *out, size_t cap);
+
+/* One collection on the calling thread (full: the thread list, descriptors, limits and free
+ * space re-read too), as the sampler makes them. For the benchmark. */
+struct monitoring;
+void monitoring__collect(struct monitoring *m, bool full);
 
 /* Parsers of /proc text (pure). */
 /* "/proc/self/statm": size and resident pages. @retval GW_OK, GW_ERR_PROTO */

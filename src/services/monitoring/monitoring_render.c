@@ -302,6 +302,29 @@ static void render_system(const struct monitoring_snapshot *snap, struct monitor
                s->collect_total_s);
     add_simple(t, "tinybms_gw_monitoring_collect_last_seconds", "Duration of the last collection.", G,
                s->collect_last_s);
+    add_header(t, "tinybms_gw_monitoring_source_last_seconds",
+               "Time the last collection spent in each module's figures (system: process and machine).", G);
+    {
+        static const char *const ml[] = { "module" };
+        char v[1][MONITORING_LABEL_VALUE_MAX] = { "system" };
+        add_series(t, "tinybms_gw_monitoring_source_last_seconds", ml, (const char(*)[MONITORING_LABEL_VALUE_MAX])v,
+                   1, snap->system_s);
+        /* one series per module name (several sources of one module are summed) */
+        for (size_t i = 0; i < snap->module_count; i++) {
+            bool first = true;
+            for (size_t k = 0; k < i && first; k++)
+                first = strcmp(snap->modules[k], snap->modules[i]) != 0;
+            if (!first)
+                continue;
+            double sum = 0;
+            for (size_t k = i; k < snap->module_count; k++)
+                if (strcmp(snap->modules[k], snap->modules[i]) == 0)
+                    sum += snap->source_s[k];
+            snprintf(v[0], sizeof v[0], "%s", snap->modules[i]);
+            add_series(t, "tinybms_gw_monitoring_source_last_seconds", ml,
+                       (const char(*)[MONITORING_LABEL_VALUE_MAX])v, 1, sum);
+        }
+    }
     add_simple(t, "tinybms_gw_monitoring_sample_period_seconds", "Period of the monitoring sampler.", G,
                snap->period_ms / 1000.0);
     add_simple(t, "tinybms_gw_monitoring_dropped_total", "Values dropped because the snapshot was full.", C,
