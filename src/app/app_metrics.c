@@ -51,6 +51,10 @@ struct app_metrics {
     double phase_s[PHASE_BUCKETS];
     uint64_t mqtt_connects, mqtt_disconnects;
     bool mqtt_connected;
+
+    /* copies taken by the sources (the sampler thread only; too big for its stack) */
+    struct battery_view view;
+    struct can_publisher_status can_status;
 };
 
 #define G MONITORING_GAUGE
@@ -222,13 +226,13 @@ static void src_battery(struct monitoring_sink *sink, void *ctx)
     monitoring_put(sink, &F_BAT_STEP_AVG, st.step_us_avg / 1e6);
     monitoring_put(sink, &F_BAT_STEP_MAX, (double)st.step_us_max / 1e6);
 
-    static struct battery_view v; /* sampler thread only; 7 KiB off the stack */
-    if (battery_service_get_view(am->s.battery, &v) == GW_OK) {
-        monitoring_put(sink, &F_BAT_ONLINE, v.online_count);
-        monitoring_put(sink, &F_BAT_PACKS, v.pack_count);
-        monitoring_put(sink, &F_BAT_VALID, v.limits.valid);
-        for (unsigned i = 0; i < v.pack_count && i < BATTERY_MAX_PACKS; i++) {
-            const struct battery_pack *p = &v.packs[i];
+    const struct battery_view *v = &am->view;
+    if (battery_service_get_view(am->s.battery, &am->view) == GW_OK) {
+        monitoring_put(sink, &F_BAT_ONLINE, v->online_count);
+        monitoring_put(sink, &F_BAT_PACKS, v->pack_count);
+        monitoring_put(sink, &F_BAT_VALID, v->limits.valid);
+        for (unsigned i = 0; i < v->pack_count && i < BATTERY_MAX_PACKS; i++) {
+            const struct battery_pack *p = &v->packs[i];
             monitoring_put_pack(sink, &F_BAT_PACK_STATE, p->id,
                                 p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING);
             monitoring_put_pack(sink, &F_BAT_PACK_BAD, p->id, p->bad_samples);
@@ -275,35 +279,35 @@ FAM(F_CAN_ID_FAILED, "tinybms_gw_can_id_frames_failed_total", C, "Frames failed 
 static void src_can(struct monitoring_sink *sink, void *ctx)
 {
     struct app_metrics *am = ctx;
-    static struct can_publisher_status st; /* sampler thread only */
-    if (can_publisher_get_status(am->s.can, &st) != GW_OK)
+    struct can_publisher_status *stp = &am->can_status;
+    if (can_publisher_get_status(am->s.can, stp) != GW_OK)
         return;
-    monitoring_put(sink, &F_CAN_SENT, (double)st.frames_sent);
-    monitoring_put(sink, &F_CAN_FAILED, (double)st.frames_failed);
-    monitoring_put(sink, &F_CAN_LIVE, (double)st.live_cycles);
-    monitoring_put(sink, &F_CAN_IDENT, (double)st.identity_cycles);
-    monitoring_put(sink, &F_CAN_RX, (double)st.rx_frames);
-    monitoring_put(sink, &F_CAN_BUSERR, (double)st.transport_stats.bus_errors);
-    monitoring_put(sink, &F_CAN_BUSOFF_N, (double)st.transport_stats.bus_off_count);
-    monitoring_put(sink, &F_CAN_BUSOFF, st.transport_stats.bus_off);
-    monitoring_put(sink, &F_CAN_QFULL, (double)st.transport_stats.tx_queue_full);
-    monitoring_put(sink, &F_CAN_OPEN, st.transport_open);
-    monitoring_put(sink, &F_CAN_STALE, st.stale);
-    monitoring_put(sink, &F_CAN_STALE_N, st.stale_transitions);
-    monitoring_put(sink, &F_CAN_VIEW_AGE, st.have_view ? (double)st.view_age_ms / 1000.0 : NAN);
-    monitoring_put(sink, &F_CAN_INV, st.inverter_link);
+    monitoring_put(sink, &F_CAN_SENT, (double)stp->frames_sent);
+    monitoring_put(sink, &F_CAN_FAILED, (double)stp->frames_failed);
+    monitoring_put(sink, &F_CAN_LIVE, (double)stp->live_cycles);
+    monitoring_put(sink, &F_CAN_IDENT, (double)stp->identity_cycles);
+    monitoring_put(sink, &F_CAN_RX, (double)stp->rx_frames);
+    monitoring_put(sink, &F_CAN_BUSERR, (double)stp->transport_stats.bus_errors);
+    monitoring_put(sink, &F_CAN_BUSOFF_N, (double)stp->transport_stats.bus_off_count);
+    monitoring_put(sink, &F_CAN_BUSOFF, stp->transport_stats.bus_off);
+    monitoring_put(sink, &F_CAN_QFULL, (double)stp->transport_stats.tx_queue_full);
+    monitoring_put(sink, &F_CAN_OPEN, stp->transport_open);
+    monitoring_put(sink, &F_CAN_STALE, stp->stale);
+    monitoring_put(sink, &F_CAN_STALE_N, stp->stale_transitions);
+    monitoring_put(sink, &F_CAN_VIEW_AGE, stp->have_view ? (double)stp->view_age_ms / 1000.0 : NAN);
+    monitoring_put(sink, &F_CAN_INV, stp->inverter_link);
     uint64_t now = gw_now_ms();
     monitoring_put(sink, &F_CAN_INV_AGE,
-                   st.inverter_last_ms && now >= st.inverter_last_ms ? (double)(now - st.inverter_last_ms) / 1000.0
+                   stp->inverter_last_ms && now >= stp->inverter_last_ms ? (double)(now - stp->inverter_last_ms) / 1000.0
                                                                      : NAN);
-    for (size_t i = 0; i < st.id_count && i < CAN_PUBLISHER_MAX_IDS; i++) {
+    for (size_t i = 0; i < stp->id_count && i < CAN_PUBLISHER_MAX_IDS; i++) {
         char id[8];
-        snprintf(id, sizeof id, "0x%03X", st.ids[i].id);
+        snprintf(id, sizeof id, "0x%03X", stp->ids[i].id);
         struct monitoring_label l = { "id", id };
-        monitoring_put_labels(sink, &F_CAN_ID_SENT, &l, 1, (double)st.ids[i].sent);
-        monitoring_put_labels(sink, &F_CAN_ID_FAILED, &l, 1, (double)st.ids[i].failed);
+        monitoring_put_labels(sink, &F_CAN_ID_SENT, &l, 1, (double)stp->ids[i].sent);
+        monitoring_put_labels(sink, &F_CAN_ID_FAILED, &l, 1, (double)stp->ids[i].failed);
     }
-    monitoring_put_text(sink, "transport", st.transport);
+    monitoring_put_text(sink, "transport", stp->transport);
 }
 
 /* ------------------------------------------------------------------ MQTT */
