@@ -171,15 +171,19 @@ static void evaluate(struct net_link *nl)
     publish(nl, &out);
 }
 
-/* Reads every pending notification (non-blocking socket). */
-static void drain(struct net_link *nl)
+/* Reads every pending notification (non-blocking socket). Returns false when the socket only
+ * gave errors (nothing read). */
+static bool drain(struct net_link *nl)
 {
+    bool any = false;
     for (int guard = 0; guard < 1000; guard++) {
         int err = nl_recvmsgs_default(nl->events);
-        if (err >= 0)
+        if (err >= 0) {
+            any = true;
             continue;
+        }
         if (err == -NLE_AGAIN)
-            return;
+            return true;
         /* -NLE_NOMEM: the socket overran (ENOBUFS): notifications lost, the re-read covers it */
         pthread_mutex_lock(&nl->lock);
         nl->netlink_errors++;
@@ -187,15 +191,19 @@ static void drain(struct net_link *nl)
         gw_log_ratelimited(&nl->drain_limit, 60000, GW_LOG_WARN, MOD, "netlink notifications: %s (re-read)",
                            nl_geterror(err));
         if (err != -NLE_NOMEM && err != -NLE_INTR)
-            return;
+            return any;
     }
+    return true;
 }
+
+#define MAX_FAILED_WAKES 1000 /* a socket that only errors: give up rather than spin */
 
 static void *watch_main(void *arg)
 {
     struct net_link *nl = arg;
     pthread_setname_np(pthread_self(), "net-link");
     int fd = nl_socket_get_fd(nl->events);
+    unsigned failed = 0;
     for (;;) {
         struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = nl->wake[0], .events = POLLIN } };
         int r = poll(p, 2, -1);
@@ -207,19 +215,24 @@ static void *watch_main(void *arg)
         }
         if (p[1].revents)
             break;
-        if (p[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
-            /* an overrun shows as POLLERR: read what is there, then re-read the state */
-            drain(nl);
-            evaluate(nl);
-            if (p[0].revents & POLLNVAL)
-                break;
-            continue;
+        if (p[0].revents & POLLNVAL) {
+            GW_LOGE(MOD, "netlink socket closed: network link no longer watched");
+            break;
         }
-        if (p[0].revents & POLLIN) {
-            drain(nl);
-            evaluate(nl);
+        if (!p[0].revents)
+            continue;
+        /* POLLIN, or POLLERR for an overrun: read what is there, then re-read the state */
+        bool ok = drain(nl);
+        evaluate(nl);
+        failed = ok ? 0 : failed + 1;
+        if (failed >= MAX_FAILED_WAKES) {
+            GW_LOGE(MOD, "netlink socket keeps failing: network link no longer watched");
+            break;
         }
     }
+    pthread_mutex_lock(&nl->lock);
+    nl->watching = false;
+    pthread_mutex_unlock(&nl->lock);
     return NULL;
 }
 
