@@ -2,6 +2,7 @@
 #include "app.h"
 
 #include "alert_manager.h"
+#include "app_metrics.h"
 #include "app_events.h"
 #include "battery_service.h"
 #include "bms_data.h"
@@ -13,8 +14,10 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "history_logger.h"
+#include "monitoring.h"
 #include "mqtt_gateway.h"
 #include "ota_update.h"
+#include "net_link.h"
 #include "sim_process.h"
 #include "uart_bms.h"
 #include "web_server.h"
@@ -69,6 +72,9 @@ struct app {
     struct uart_bms *bms[APP_MAX_PACKS];
     struct web_server *web;
     struct ota_update *ota;
+    struct net_link *net;
+    struct monitoring *monitoring;
+    struct app_metrics *metrics;
     struct app_summary summary;
 };
 
@@ -494,6 +500,58 @@ static int start_services(struct app *app)
     return GW_OK;
 }
 
+/* The network link watcher and the monitoring (with a source per service). Neither can stop the
+ * gateway: a failure is logged and the gateway runs without them. */
+static void start_observers(struct app *app, const struct gw_config *cfg)
+{
+    struct net_link_options no = { .bus = app->bus, .interface = cfg->network.interface };
+    if (net_link_create(&no, &app->net) == GW_OK && net_link_start(app->net) != GW_OK) {
+        net_link_destroy(app->net); /* the reason was logged */
+        app->net = NULL;
+    }
+    struct monitoring_options mo = { .data_dir = app->opts->data_dir };
+    int rc = monitoring_create(&mo, &app->monitoring);
+    struct app_metrics_services ms = { .data_dir = app->opts->data_dir, .bms = app->bms,
+                                       .pack_count = app->pack_count, .battery = app->battery, .can = app->can,
+                                       .mqtt = app->mqtt, .history = app->history, .alerts = app->alerts,
+                                       .net = app->net };
+    if (!rc)
+        rc = app->metrics ? app_metrics_add_sources(app->metrics, &ms, app->monitoring) : GW_ERR_STATE;
+    if (!rc)
+        rc = monitoring_start(app->monitoring);
+    if (rc) {
+        GW_LOGW(MOD, "monitoring not available: %s", gw_strerror(rc));
+        monitoring_destroy(app->monitoring);
+        app->monitoring = NULL;
+        app_metrics_destroy(app->metrics);
+        app->metrics = NULL;
+    }
+}
+
+/* First at stop: no source may run once the services it reads are gone. */
+static void stop_observers(struct app *app)
+{
+    monitoring_stop(app->monitoring);
+    app_metrics_destroy(app->metrics);
+    app->metrics = NULL;
+    monitoring_destroy(app->monitoring);
+    app->monitoring = NULL;
+    net_link_destroy(app->net);
+    app->net = NULL;
+}
+
+/* SIGUSR1: the task stats to the log, and with --metrics-dump the Prometheus text to its file. */
+static void dump_metrics(struct app *app)
+{
+    if (!app->monitoring) {
+        GW_LOGW(MOD, "SIGUSR1: monitoring is not running");
+        return;
+    }
+    monitoring_log_task_stats(app->monitoring);
+    if (app->opts->metrics_dump && monitoring_write_prometheus_file(app->monitoring, app->opts->metrics_dump) == GW_OK)
+        GW_LOGI(MOD, "metrics written to %s", app->opts->metrics_dump);
+}
+
 /* Reverse order of start: the source of samples first, the bus (which delivers what is still
  * queued) after every subscriber is gone. */
 static void stop_all(struct app *app)
@@ -510,6 +568,7 @@ static void stop_all(struct app *app)
     app->web = NULL;
     ota_update_destroy(app->ota);
     app->ota = NULL;
+    stop_observers(app);
     for (unsigned i = 0; i < APP_MAX_PACKS; i++) {
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
@@ -683,6 +742,7 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
     sigaddset(&sigs, SIGUSR1); /* restart: asked through the web API, or into a release just installed */
+    sigaddset(&sigs, SIGUSR2); /* task-stats dump to the log */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -723,9 +783,12 @@ int app_run(const struct app_options *opts)
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL, "summary");
     }
+    if (app_metrics_create(app.bus, &app.metrics) != GW_OK)
+        GW_LOGW(MOD, "metrics of the bus not counted (subscriber table full)");
     if (start_services(&app))
         goto fail;
     start_updates(&app);
+    start_observers(&app, &cfg);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
      * now that the alert manager listens: the storage error and, latched until acknowledged,
      * CONFIG_RECOVERED with what was loaded and why. */
@@ -741,6 +804,10 @@ int app_run(const struct app_options *opts)
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
             continue;
+        if (sig == SIGUSR2) {
+            dump_metrics(&app);
+            continue;
+        }
         if (sig != SIGHUP)
             break;
         GW_LOGI(MOD, "SIGHUP: reloading the configuration");

@@ -22,6 +22,7 @@ struct app_options {
     bool allow_defaults;         /* --allow-defaults: see config_manager_options */
     const char *data_dir;
     bool summary;                /* one line per sample on stdout */
+    const char *metrics_dump;    /* --metrics-dump: SIGUSR1 also writes the Prometheus text here */
     int verbose;
 };
 
@@ -33,7 +34,8 @@ void app_default_options(struct app_options *opts);
  * OTA_EXIT_RESTART. */
 #define APP_EXIT_RESTART 75
 
-/* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure) or
+/* Runs until SIGINT/SIGTERM (SIGHUP reloads the configuration, SIGUSR2 logs the task stats).
+ * Returns the process exit code (0 clean stop, 1 start failure) or
  * APP_EXIT_RESTART. */
 int app_run(const struct app_options *opts);
 

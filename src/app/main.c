@@ -38,6 +38,7 @@ static void usage(FILE *f)
             "      --set-password    read a new web password from standard input, store its salted hash in\n"
             "                        the data directory's configuration, and exit\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
+            "      --metrics-dump FILE  on SIGUSR2, also write the metrics (Prometheus text) to FILE\n"
             "  -v, --verbose         more logs (twice for debug)\n"
             "\n"
             "Updates (docs/updates.md):\n"
@@ -60,7 +61,8 @@ int main(int argc, char **argv)
     int verbosity = 0;
 
     enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD,
-           OPT_INSTALL, OPT_SIGNATURE, OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS };
+           OPT_INSTALL, OPT_SIGNATURE, OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS,
+           OPT_METRICS_DUMP };
     struct ota_cli_options update = { 0 };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
@@ -80,6 +82,7 @@ int main(int argc, char **argv)
         { "rollback", no_argument, NULL, OPT_ROLLBACK },
         { "update-status", no_argument, NULL, OPT_UPDATE_STATUS },
         { "quiet", no_argument, NULL, 'q' },
+        { "metrics-dump", required_argument, NULL, OPT_METRICS_DUMP },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -129,6 +132,7 @@ int main(int argc, char **argv)
         case OPT_FORCE: update.force = true; break;
         case OPT_ROLLBACK: update.rollback = true; break;
         case OPT_UPDATE_STATUS: update.status = true; break;
+        case OPT_METRICS_DUMP: opts.metrics_dump = optarg; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);
