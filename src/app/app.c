@@ -7,6 +7,7 @@
 #include "bms_data.h"
 #include "can_publisher.h"
 #include "config_manager.h"
+#include "dbus_battery.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_config.h"
@@ -60,6 +61,7 @@ struct app {
     struct history_logger *history;
     struct mqtt_gateway *mqtt;
     struct can_publisher *can;
+    struct dbus_battery *dbus;
     struct uart_bms *bms[APP_MAX_PACKS];
     struct app_summary summary;
 };
@@ -132,7 +134,9 @@ static void log_limits(const struct gw_event *ev, void *ctx)
         return;
     const struct battery_view *v = ev->payload;
     const struct battery_limits *l = &v->limits;
-    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
+    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN)    ? "CAN limits"
+                      : (v->limit_outputs & BATTERY_OUTPUT_DBUS) ? "D-Bus limits"
+                                                                 : "limits (no output sends them)";
     if (l->valid) {
         if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
             l->dcl_a == sm->dcl_a)
@@ -267,6 +271,10 @@ static int apply_cli_overrides(struct app *app, const char *uart_device)
         cJSON *can = cJSON_AddObjectToObject(root, "can");
         cJSON_AddBoolToObject(can, "enabled", true);
         cJSON_AddStringToObject(can, "interface", o->can_spec);
+    }
+    if (o->dbus) {
+        cJSON *dbus = cJSON_AddObjectToObject(root, "dbus");
+        cJSON_AddBoolToObject(dbus, "enabled", true);
     }
     if (o->mqtt_uri) {
         if (strchr(o->mqtt_uri, '@')) {
@@ -422,7 +430,25 @@ static int start_services(struct app *app)
         }
     }
 
-    battery_service_set_limit_outputs(app->battery, app->can ? BATTERY_OUTPUT_CAN : 0);
+    if (cfg.dbus.enabled) {
+        struct dbus_battery_options dbo = { .bus = app->bus, .stale_timeout_ms = cfg.can.stale_timeout_ms,
+                                            .device_instance = cfg.dbus.device_instance,
+                                            .per_pack = cfg.dbus.per_pack, .pack_count = (uint8_t)app->pack_count };
+        for (unsigned i = 0; i < app->pack_count; i++) {
+            dbo.pack_devices[i] = app->packs[i].device;
+            dbo.pack_names[i] = app->packs[i].name;
+        }
+        rc = dbus_battery_create(&dbo, &app->dbus);
+        if (!rc)
+            rc = dbus_battery_start(app->dbus);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start the D-Bus battery service: %s", gw_strerror(rc));
+            return rc;
+        }
+    }
+
+    battery_service_set_limit_outputs(app->battery, (app->can ? BATTERY_OUTPUT_CAN : 0) |
+                                                        (app->dbus ? BATTERY_OUTPUT_DBUS : 0));
 
     for (unsigned i = 0; i < app->pack_count; i++) {
         struct uart_bms_options bo;
@@ -445,10 +471,10 @@ static int start_services(struct app *app)
         if (app->pack_count > 1)
             GW_LOGI(MOD, "%s: TinyBMS on %s (battery id %u)", app->packs[i].name, bo.device, i);
     }
-    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s", app->pack_count,
+    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, D-Bus %s, MQTT %s, history %s", app->pack_count,
             app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device, app->pack_count > 1 ? ", ..." : "",
-            cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
-            app->history ? "on" : "off");
+            cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->dbus ? "on" : "off",
+            app->mqtt ? cfg.mqtt.broker_uri : "off", app->history ? "on" : "off");
     return GW_OK;
 }
 
@@ -469,6 +495,8 @@ static void stop_all(struct app *app)
     }
     can_publisher_destroy(app->can);
     app->can = NULL;
+    dbus_battery_destroy(app->dbus); /* values invalidated, then the name released */
+    app->dbus = NULL;
     mqtt_gateway_destroy(app->mqtt);
     app->mqtt = NULL;
     battery_service_destroy(app->battery); /* saves the energy counters and charge states */

@@ -16,6 +16,7 @@ struct app_options {
     int sim_argc;
     const char *can_spec;        /* NULL: from the configuration */
     const char *mqtt_uri;        /* NULL: from the configuration */
+    bool dbus;                   /* --dbus: the Venus OS D-Bus battery service (dbus.enabled) */
     int poll_ms;                 /* 0: from the configuration */
     const char *config_file;     /* NULL: DATA_DIR/config.json */
     bool allow_defaults;         /* --allow-defaults: see config_manager_options */

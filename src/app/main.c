@@ -26,6 +26,8 @@ static void usage(FILE *f)
             "      --can SPEC        CAN output: IFACE (SocketCAN, e.g. can0), slcan:/dev/ttyACM0[@BAUD],\n"
             "                        or log:FILE (candump -l format, dry run)\n"
             "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
+            "      --dbus            Venus OS D-Bus battery service (com.victronenergy.battery.*) on the\n"
+            "                        session bus when DBUS_SESSION_BUS_ADDRESS is set, else the system bus\n"
             "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
             "      --allow-defaults  start on the defaults when the configuration and its recovery\n"
             "                        copies are all unusable (refused otherwise)\n"
@@ -46,13 +48,14 @@ int main(int argc, char **argv)
     app_default_options(&opts);
     int verbosity = 0;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_DBUS };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
         { "sim-arg", required_argument, NULL, OPT_SIM_ARG },
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
+        { "dbus", no_argument, NULL, OPT_DBUS },
         { "config", required_argument, NULL, 'c' },
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
@@ -100,6 +103,7 @@ int main(int argc, char **argv)
             break;
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
+        case OPT_DBUS: opts.dbus = true; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
         case OPT_POLL: {
             char *end;

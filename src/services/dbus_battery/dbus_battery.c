@@ -699,7 +699,7 @@ static void settings_reply(DBusPendingCall *pc, void *data)
         return;
     if (dbus_message_get_type(r) == DBUS_MESSAGE_TYPE_ERROR) {
         const char *e = dbus_message_get_error_name(r);
-        if (e && strcmp(e, DBUS_ERROR_SERVICE_UNKNOWN) == 0)
+        if (e && (strcmp(e, DBUS_ERROR_SERVICE_UNKNOWN) == 0 || strcmp(e, DBUS_ERROR_NAME_HAS_NO_OWNER) == 0))
             GW_LOGI(MOD, "%s: no com.victronenergy.settings on this bus: DeviceInstance %d from the configuration",
                     s->name, (int)s->id.device_instance);
         else
