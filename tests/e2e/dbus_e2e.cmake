@@ -1,0 +1,18 @@
+# End-to-end test of the Venus OS D-Bus battery service: the daemon on the simulator, a private
+# dbus-daemon, Python dbus (Debian dbus-daemon, dbus-bin, python3-dbus, python3-gi,
+# libglib2.0-bin). Registered only when dbus-daemon is installed.
+if(TARGET tinybms-gw AND TARGET tinybms-sim)
+  find_program(GW_DBUS_DAEMON dbus-daemon)
+  if(GW_DBUS_DAEMON)
+    if(GW_SYSTEM_PYTHON)
+      set(GW_DBUS_E2E_PYTHON ${GW_SYSTEM_PYTHON})
+    else()
+      set(GW_DBUS_E2E_PYTHON /usr/bin/python3)
+    endif()
+    add_test(NAME e2e_dbus_daemon COMMAND ${GW_DBUS_E2E_PYTHON} ${PROJECT_SOURCE_DIR}/tests/e2e/test_dbus_daemon.py)
+    set_tests_properties(e2e_dbus_daemon PROPERTIES LABELS e2e TIMEOUT 300 ENVIRONMENT
+      "GW_BUILD_DIR=${PROJECT_BINARY_DIR};GW_SOURCE_DIR=${PROJECT_SOURCE_DIR};TINYBMS_GW=$<TARGET_FILE:tinybms-gw>;TINYBMS_SIM=$<TARGET_FILE:tinybms-sim>")
+  else()
+    message(WARNING "dbus-daemon not found (scripts/install-deps test): e2e_dbus_daemon is not registered")
+  endif()
+endif()
