@@ -15,6 +15,7 @@
 #include "victron.h"
 
 #include <dbus/dbus.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -53,6 +54,9 @@ static bool bus_start(void)
     bus_pid = fork();
     if (bus_pid == 0) {
         close(p[0]);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0)
+            dup2(devnull, 2); /* its notices are not ours to print */
         char arg[32];
         snprintf(arg, sizeof arg, "--print-address=%d", p[1]);
         execlp("dbus-daemon", "dbus-daemon", "--session", "--nofork", "--nopidfile", arg, (char *)NULL);
