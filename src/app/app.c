@@ -590,6 +590,76 @@ static int resolve_packs(struct app *app, const struct gw_config *cfg)
     return GW_OK;
 }
 
+struct probe_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool found;
+    struct bms_live_data sample;
+};
+
+static void probe_sample(const struct bms_live_data *sample, void *ctx)
+{
+    struct probe_wait *w = ctx;
+    pthread_mutex_lock(&w->lock);
+    if (!w->found)
+        w->sample = *sample;
+    w->found = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int app_probe(const struct app_options *opts, uint32_t timeout_ms)
+{
+    if (opts->uart_count != 1 || opts->simulate) {
+        GW_LOGE(MOD, "--probe needs exactly one --uart DEV");
+        return 2;
+    }
+    const char *dev = opts->uart_devices[0];
+    if (access(dev, F_OK) != 0) {
+        GW_LOGE(MOD, "probe: %s does not exist", dev);
+        return 1;
+    }
+    struct probe_wait w = { .found = false };
+    pthread_mutex_init(&w.lock, NULL);
+    if (gw_clock_cond_init(&w.cond) != GW_OK) {
+        pthread_mutex_destroy(&w.lock);
+        return 1;
+    }
+    struct uart_bms_options bo;
+    uart_bms_default_options(&bo);
+    snprintf(bo.device, sizeof bo.device, "%s", dev);
+    bo.poll_interval_ms = 200;
+    struct uart_bms *ub = NULL;
+    int rc = uart_bms_create(&bo, &ub);
+    if (!rc)
+        rc = uart_bms_add_listener(ub, probe_sample, &w);
+    if (!rc)
+        rc = uart_bms_start(ub);
+    uint64_t start = gw_now_ms();
+    pthread_mutex_lock(&w.lock);
+    while (!rc && !w.found) {
+        uint64_t spent = gw_now_ms() - start;
+        if (spent >= timeout_ms ||
+            gw_clock_wait_real(&w.cond, &w.lock, (uint32_t)(timeout_ms - spent)) == GW_ERR_TIMEOUT)
+            break;
+    }
+    bool found = w.found;
+    struct bms_live_data d = w.sample;
+    pthread_mutex_unlock(&w.lock);
+    uart_bms_destroy(ub);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    if (!found) {
+        GW_LOGE(MOD, "probe: no TinyBMS answered on %s within %u ms%s%s", dev, (unsigned)timeout_ms,
+                rc ? ": " : "", rc ? gw_strerror(rc) : "");
+        return 1;
+    }
+    printf("TinyBMS on %s: %u cells, %.2f V, SOC %.1f %%\n", dev, d.cell_count, d.pack_voltage_v,
+           bms_soc_percent(&d));
+    fflush(stdout);
+    return 0;
+}
+
 int app_run(const struct app_options *opts)
 {
     struct app app = { .opts = opts };

@@ -3,6 +3,7 @@
 #define APP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define APP_MAX_SIM_ARGS 32
 #define APP_MAX_PACKS 16             /* = BATTERY_MAX_PACKS */
@@ -29,5 +30,11 @@ void app_default_options(struct app_options *opts);
 
 /* Runs until SIGINT/SIGTERM. Returns the process exit code (0 clean stop, 1 start failure). */
 int app_run(const struct app_options *opts);
+
+/* --probe: is a TinyBMS answering on the one --uart device? For Venus OS's serial-starter, which
+ * tries one driver after the other on a port. Returns 0 when a valid live sample arrived within
+ * timeout_ms (one line on stdout says what answered), 1 when none did (absent device at once),
+ * 2 for a bad command line. */
+int app_probe(const struct app_options *opts, uint32_t timeout_ms);
 
 #endif

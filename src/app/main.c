@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
             "      --dbus            Venus OS D-Bus battery service (com.victronenergy.battery.*) on the\n"
             "                        session bus when DBUS_SESSION_BUS_ADDRESS is set, else the system bus\n"
+            "      --probe           only check that a TinyBMS answers on --uart DEV: exit 0 when one does\n"
+            "                        (within 3 s), 1 when none does (for Venus OS's serial-starter)\n"
             "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
             "      --allow-defaults  start on the defaults when the configuration and its recovery\n"
             "                        copies are all unusable (refused otherwise)\n"
@@ -47,8 +49,9 @@ int main(int argc, char **argv)
     struct app_options opts;
     app_default_options(&opts);
     int verbosity = 0;
+    bool probe = false;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_DBUS };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_DBUS, OPT_PROBE };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
@@ -56,6 +59,7 @@ int main(int argc, char **argv)
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
         { "dbus", no_argument, NULL, OPT_DBUS },
+        { "probe", no_argument, NULL, OPT_PROBE },
         { "config", required_argument, NULL, 'c' },
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
@@ -104,6 +108,7 @@ int main(int argc, char **argv)
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
         case OPT_DBUS: opts.dbus = true; break;
+        case OPT_PROBE: probe = true; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
         case OPT_POLL: {
             char *end;
@@ -134,5 +139,7 @@ int main(int argc, char **argv)
     }
     gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
+    if (probe)
+        return app_probe(&opts, 3000);
     return app_run(&opts);
 }
