@@ -62,6 +62,7 @@ def peer_main(argv):
     ap.add_argument("--out", required=True)
     ap.add_argument("--ready", required=True)
     ap.add_argument("--settings", action="store_true")
+    ap.add_argument("--preset", action="append", default=[], help="PATH=INT: a setting's stored value")
     a = ap.parse_args(argv)
 
     import dbus
@@ -80,6 +81,14 @@ def peer_main(argv):
     if a.settings:
         values = {}
         items = {}
+        presets = {p.split("=", 1)[0]: int(p.split("=", 1)[1]) for p in a.preset}
+
+        def wrap(v):
+            if isinstance(v, bool) or isinstance(v, int):
+                return dbus.Int32(int(v), variant_level=1)
+            if isinstance(v, float):
+                return dbus.Double(v, variant_level=1)
+            return dbus.String(str(v), variant_level=1)
 
         class Setting(dbus.service.Object):
             def __init__(self, path):
@@ -88,14 +97,18 @@ def peer_main(argv):
 
             @dbus.service.method(BUSITEM, out_signature="v")
             def GetValue(self):
-                return dbus.String(values[self.path], variant_level=1)
+                return wrap(values[self.path])
+
+            @dbus.service.method(BUSITEM, out_signature="s")
+            def GetText(self):
+                return str(values[self.path])
 
             @dbus.service.method(BUSITEM, in_signature="v", out_signature="i")
             def SetValue(self, value):
-                values[self.path] = str(value)
-                log({"event": "SetValue", "path": self.path, "value": str(value)})
-                self.PropertiesChanged({"Value": dbus.String(values[self.path], variant_level=1),
-                                        "Text": dbus.String(values[self.path], variant_level=1)})
+                values[self.path] = unwrap(value)
+                log({"event": "SetValue", "path": self.path, "value": values[self.path]})
+                self.PropertiesChanged({"Value": wrap(values[self.path]),
+                                        "Text": dbus.String(str(values[self.path]), variant_level=1)})
                 return 0
 
             @dbus.service.signal(BUSITEM, signature="a{sv}")
@@ -111,13 +124,12 @@ def peer_main(argv):
                     log({"event": "AddSettings", "path": path, "default": default})
                     if path not in values:
                         # localsettings hands out the next free instance of the class.
-                        if path.endswith("/ClassAndVrmInstance"):
+                        if path.endswith("/ClassAndVrmInstance") and str(default).startswith("battery:"):
                             values[path] = "battery:%d" % INSTANCE_FROM_SETTINGS
                         else:
-                            values[path] = str(default)
+                            values[path] = presets.get(path, default)
                         items[path] = Setting(path)
-                    reply.append({"error": dbus.Int32(0), "path": path,
-                                  "value": dbus.String(values[path], variant_level=1)})
+                    reply.append({"error": dbus.Int32(0), "path": path, "value": wrap(values[path])})
                 return dbus.Array(reply, signature="a{sv}")
 
             @dbus.service.method("org.tinybms.Test", in_signature="ss")
@@ -196,7 +208,7 @@ class PrivateBus:
 
 
 class Peer:
-    def __init__(self, workdir, bus, target, settings):
+    def __init__(self, workdir, bus, target, settings, presets=()):
         self.out = os.path.join(workdir, "peer.jsonl")
         ready = os.path.join(workdir, "peer.ready")
         self._err_path = os.path.join(workdir, "peer.stderr")
@@ -205,6 +217,8 @@ class Peer:
                 "--target", target, "--out", self.out, "--ready", ready]
         if settings:
             args.append("--settings")
+        for p in presets:
+            args += ["--preset", p]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
 
         def up():
