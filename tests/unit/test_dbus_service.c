@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -31,6 +32,7 @@
 
 static pid_t bus_pid = -1;
 static char bus_addr[512];
+static char bus_dir[64];
 static DBusConnection *cli;
 
 static uint64_t real_ms(void)
@@ -45,9 +47,15 @@ static void pause_ms(int ms)
     poll(NULL, 0, ms); /* the step of a wait-with-deadline loop, never a synchronisation */
 }
 
-/* dbus-daemon --session on a private socket; false when it cannot be started. */
+/* dbus-daemon --session on a private socket (the same path at every start, so a restarted bus
+ * is found again); false when it cannot be started. */
 static bool bus_start(void)
 {
+    char listen[128];
+    snprintf(listen, sizeof listen, "--address=unix:path=%s/bus", bus_dir);
+    char sock[96];
+    snprintf(sock, sizeof sock, "%s/bus", bus_dir);
+    unlink(sock);
     int p[2];
     if (pipe(p) != 0)
         return false;
@@ -59,7 +67,7 @@ static bool bus_start(void)
             dup2(devnull, 2); /* its notices are not ours to print */
         char arg[32];
         snprintf(arg, sizeof arg, "--print-address=%d", p[1]);
-        execlp("dbus-daemon", "dbus-daemon", "--session", "--nofork", "--nopidfile", arg, (char *)NULL);
+        execlp("dbus-daemon", "dbus-daemon", "--session", "--nofork", "--nopidfile", listen, arg, (char *)NULL);
         _exit(127);
     }
     close(p[1]);
@@ -666,6 +674,40 @@ static void test_name_taken_is_retried(void)
     free(v);
 }
 
+static bool wait_stat(struct dbus_battery *db, size_t offset, uint64_t at_least)
+{
+    struct dbus_battery_stats st;
+    uint64_t end = real_ms() + DEADLINE_MS;
+    do {
+        dbus_battery_get_stats(db, &st);
+        uint64_t v;
+        memcpy(&v, (const char *)&st + offset, sizeof v);
+        if (v >= at_least)
+            return true;
+        pause_ms(20);
+    } while (real_ms() < end);
+    return false;
+}
+
+/* The bus goes away under a running service and comes back (a dbus-daemon restart). */
+static void test_bus_restart_reconnects(void)
+{
+    struct dbus_battery *db = service_new(1, false, 60000);
+    struct battery_view *v = malloc(sizeof *v);
+    make_view(v, 1, 1);
+    publish(v);
+    CHECK(wait_owner(BANK, true));
+    bus_stop();
+    CHECK(wait_stat(db, offsetof(struct dbus_battery_stats, disconnects), 1));
+    CHECK(bus_start());
+    CHECK(wait_stat(db, offsetof(struct dbus_battery_stats, connects), 2));
+    CHECK(wait_owner(BANK, true));
+    CHECK_EQ_INT(get_value(BANK, "/Connected").i, 1);
+    CHECK_NEAR(get_value(BANK, "/Info/MaxChargeVoltage").d, 55.3, 1e-9);
+    dbus_battery_destroy(db);
+    free(v);
+}
+
 static void test_no_bus_neither_fails_nor_hangs(void)
 {
     setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/tinybms-gw-test-bus", 1);
@@ -673,11 +715,12 @@ static void test_no_bus_neither_fails_nor_hangs(void)
     struct battery_view *v = malloc(sizeof *v);
     make_view(v, 1, 1);
     publish(v);
+    CHECK(wait_stat(db, offsetof(struct dbus_battery_stats, connect_failures), 1));
     struct dbus_battery_stats st;
     dbus_battery_get_stats(db, &st);
     CHECK_EQ_INT(st.services_on_bus, 0);
     CHECK_EQ_INT(st.connects, 0);
-    dbus_battery_destroy(db); /* returns at once */
+    dbus_battery_destroy(db); /* returns at once, between two attempts */
     setenv("DBUS_SESSION_BUS_ADDRESS", bus_addr, 1);
     free(v);
 }
@@ -685,6 +728,11 @@ static void test_no_bus_neither_fails_nor_hangs(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    snprintf(bus_dir, sizeof bus_dir, "/tmp/gw-dbus-test-XXXXXX");
+    if (!mkdtemp(bus_dir)) {
+        printf("skipped: no temporary directory\n");
+        return 0;
+    }
     if (!bus_start()) {
         printf("skipped: dbus-daemon could not be started (Debian package dbus-daemon)\n");
         bus_stop();
@@ -699,10 +747,15 @@ int main(void)
         TEST_CASE(test_set_value_and_bad_calls),
         TEST_CASE(test_pack_services_are_not_bms),
         TEST_CASE(test_name_taken_is_retried),
+        TEST_CASE(test_bus_restart_reconnects),
         TEST_CASE(test_no_bus_neither_fails_nor_hangs),
     };
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     event_bus_destroy(evbus);
     bus_stop();
+    char sock[96];
+    snprintf(sock, sizeof sock, "%s/bus", bus_dir);
+    unlink(sock);
+    rmdir(bus_dir);
     return rc;
 }

@@ -32,6 +32,7 @@
 #define SETTINGS_NAME "com.victronenergy.settings"
 #define SETTINGS_IFACE "com.victronenergy.Settings"
 #define SERVICE_PREFIX "com.victronenergy.battery."
+#define SYSTEM_BUS_ADDRESS "unix:path=/var/run/dbus/system_bus_socket" /* Debian and Venus OS */
 /* Not one of the ids systemcalc gives special handling (dvcc.py quirks, batterysettings.py),
  * not dbus-serialbattery's 0xBA77: the "no product id" value of Victron's own test services. */
 #define PRODUCT_ID 0xFFFF
@@ -113,7 +114,8 @@ struct dbus_battery {
     unsigned nsvc;
     struct svc svc[SVC_MAX];
     struct dbus_value scratch[DBUS_MAX_LEAVES];
-    uint64_t t_signals, t_changed, t_calls, t_updates, t_connects, t_disconnects, t_cpu_total, t_cpu_max;
+    uint64_t t_signals, t_changed, t_calls, t_updates, t_connects, t_disconnects, t_connect_failures;
+    uint64_t t_cpu_total, t_cpu_max;
     uint32_t t_stale_transitions;
 };
 
@@ -992,18 +994,37 @@ static void svc_close(struct svc *s)
     s->state = SVC_IDLE;
 }
 
+/* The session bus when DBUS_SESSION_BUS_ADDRESS is set (velib's rule), else the system bus. Read
+ * at every connection (libdbus's own bus lookup keeps the first address it saw). */
+static const char *bus_address(bool *session)
+{
+    const char *a = getenv("DBUS_SESSION_BUS_ADDRESS");
+    *session = a && *a;
+    if (*session)
+        return a;
+    a = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+    return a && *a ? a : SYSTEM_BUS_ADDRESS;
+}
+
 static void svc_connect(struct svc *s, uint64_t now)
 {
-    bool session = getenv("DBUS_SESSION_BUS_ADDRESS") != NULL;
+    bool session;
+    const char *address = bus_address(&session);
     DBusError err;
     dbus_error_init(&err);
-    DBusConnection *c = dbus_bus_get_private(session ? DBUS_BUS_SESSION : DBUS_BUS_SYSTEM, &err);
+    DBusConnection *c = dbus_connection_open_private(address, &err);
+    if (c && !dbus_bus_register(c, &err)) {
+        dbus_connection_close(c);
+        dbus_connection_unref(c);
+        c = NULL;
+    }
     if (!c) {
         static struct gw_log_limit limit;
         gw_log_ratelimited(&limit, 60000, GW_LOG_WARN, MOD, "%s: no %s bus (%s): retrying in %u s", s->name,
                            session ? "session" : "system", err.message ? err.message : "?",
                            (unsigned)(s->backoff_ms / 1000));
         dbus_error_free(&err);
+        s->db->t_connect_failures++;
         s->retry_at = now + s->backoff_ms;
         s->backoff_ms = s->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : s->backoff_ms * 2;
         return;
@@ -1132,6 +1153,7 @@ static void publish_stats(struct dbus_battery *db)
     st->method_calls = db->t_calls;
     st->connects = db->t_connects;
     st->disconnects = db->t_disconnects;
+    st->connect_failures = db->t_connect_failures;
     st->update_cpu_ns_total = db->t_cpu_total;
     st->update_cpu_ns_max = db->t_cpu_max;
     pthread_mutex_unlock(&db->lock);

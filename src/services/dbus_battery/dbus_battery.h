@@ -61,6 +61,7 @@ struct dbus_battery_stats {
     uint64_t signals;                   /* ItemsChanged + PropertiesChanged sent */
     uint64_t method_calls;              /* handled for others */
     uint64_t connects, disconnects;
+    uint64_t connect_failures;          /* no bus (yet): retried 1 s .. 30 s apart */
     uint64_t update_cpu_ns_total;       /* thread CPU time of the updates (values, diff, signals) */
     uint64_t update_cpu_ns_max;
 };
