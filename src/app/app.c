@@ -493,10 +493,10 @@ static void stop_all(struct app *app)
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
     }
-    can_publisher_destroy(app->can);
-    app->can = NULL;
     dbus_battery_destroy(app->dbus); /* values invalidated, then the name released */
     app->dbus = NULL;
+    can_publisher_destroy(app->can);
+    app->can = NULL;
     mqtt_gateway_destroy(app->mqtt);
     app->mqtt = NULL;
     battery_service_destroy(app->battery); /* saves the energy counters and charge states */
