@@ -8,6 +8,7 @@
 #include "bms_data.h"
 #include "can_publisher.h"
 #include "config_manager.h"
+#include "dbus_battery.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_config.h"
@@ -69,6 +70,7 @@ struct app {
     struct history_logger *history;
     struct mqtt_gateway *mqtt;
     struct can_publisher *can;
+    struct dbus_battery *dbus;
     struct uart_bms *bms[APP_MAX_PACKS];
     struct web_server *web;
     struct ota_update *ota;
@@ -147,7 +149,9 @@ static void log_limits(const struct gw_event *ev, void *ctx)
     if (!v)
         return;
     const struct battery_limits *l = &v->limits;
-    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
+    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN)    ? "CAN limits"
+                      : (v->limit_outputs & BATTERY_OUTPUT_DBUS) ? "D-Bus limits"
+                                                                 : "limits (no output sends them)";
     if (l->valid) {
         if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
             l->dcl_a == sm->dcl_a)
@@ -282,6 +286,10 @@ static int apply_cli_overrides(struct app *app, const char *uart_device)
         cJSON *can = cJSON_AddObjectToObject(root, "can");
         cJSON_AddBoolToObject(can, "enabled", true);
         cJSON_AddStringToObject(can, "interface", o->can_spec);
+    }
+    if (o->dbus) {
+        cJSON *dbus = cJSON_AddObjectToObject(root, "dbus");
+        cJSON_AddBoolToObject(dbus, "enabled", true);
     }
     if (o->mqtt_uri) {
         if (strchr(o->mqtt_uri, '@')) {
@@ -450,7 +458,25 @@ static int start_services(struct app *app)
         }
     }
 
-    battery_service_set_limit_outputs(app->battery, app->can ? BATTERY_OUTPUT_CAN : 0);
+    if (cfg.dbus.enabled) {
+        struct dbus_battery_options dbo = { .bus = app->bus, .stale_timeout_ms = cfg.can.stale_timeout_ms,
+                                            .device_instance = cfg.dbus.device_instance,
+                                            .per_pack = cfg.dbus.per_pack, .pack_count = (uint8_t)app->pack_count };
+        for (unsigned i = 0; i < app->pack_count; i++) {
+            dbo.pack_devices[i] = app->packs[i].device;
+            dbo.pack_names[i] = app->packs[i].name;
+        }
+        rc = dbus_battery_create(&dbo, &app->dbus);
+        if (!rc)
+            rc = dbus_battery_start(app->dbus);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start the D-Bus battery service: %s", gw_strerror(rc));
+            return rc;
+        }
+    }
+
+    battery_service_set_limit_outputs(app->battery, (app->can ? BATTERY_OUTPUT_CAN : 0) |
+                                                        (app->dbus ? BATTERY_OUTPUT_DBUS : 0));
 
     if (cfg.web.enabled) {
         struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
@@ -493,10 +519,10 @@ static int start_services(struct app *app)
     char web[32] = "off";
     if (app->web)
         snprintf(web, sizeof web, "port %d", web_server_port(app->web));
-    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s, web %s", app->pack_count,
-            app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device, app->pack_count > 1 ? ", ..." : "",
-            cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
-            app->history ? "on" : "off", web);
+    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, D-Bus %s, MQTT %s, history %s, web %s",
+            app->pack_count, app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device,
+            app->pack_count > 1 ? ", ..." : "", cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off",
+            app->dbus ? "on" : "off", app->mqtt ? cfg.mqtt.broker_uri : "off", app->history ? "on" : "off", web);
     return GW_OK;
 }
 
@@ -573,6 +599,8 @@ static void stop_all(struct app *app)
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
     }
+    dbus_battery_destroy(app->dbus); /* values invalidated, then the name released */
+    app->dbus = NULL;
     can_publisher_destroy(app->can);
     app->can = NULL;
     mqtt_gateway_destroy(app->mqtt);
@@ -728,6 +756,76 @@ int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli)
     cli->trial_max_starts = o.trial_max_starts;
     cli->health_can_s = o.health_can_s;
     return ota_update_cli(cli);
+}
+
+struct probe_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool found;
+    struct bms_live_data sample;
+};
+
+static void probe_sample(const struct bms_live_data *sample, void *ctx)
+{
+    struct probe_wait *w = ctx;
+    pthread_mutex_lock(&w->lock);
+    if (!w->found)
+        w->sample = *sample;
+    w->found = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int app_probe(const struct app_options *opts, uint32_t timeout_ms)
+{
+    if (opts->uart_count != 1 || opts->simulate) {
+        GW_LOGE(MOD, "--probe needs exactly one --uart DEV");
+        return 2;
+    }
+    const char *dev = opts->uart_devices[0];
+    if (access(dev, F_OK) != 0) {
+        GW_LOGE(MOD, "probe: %s does not exist", dev);
+        return 1;
+    }
+    struct probe_wait w = { .found = false };
+    pthread_mutex_init(&w.lock, NULL);
+    if (gw_clock_cond_init(&w.cond) != GW_OK) {
+        pthread_mutex_destroy(&w.lock);
+        return 1;
+    }
+    struct uart_bms_options bo;
+    uart_bms_default_options(&bo);
+    snprintf(bo.device, sizeof bo.device, "%s", dev);
+    bo.poll_interval_ms = 200;
+    struct uart_bms *ub = NULL;
+    int rc = uart_bms_create(&bo, &ub);
+    if (!rc)
+        rc = uart_bms_add_listener(ub, probe_sample, &w);
+    if (!rc)
+        rc = uart_bms_start(ub);
+    uint64_t start = gw_now_ms();
+    pthread_mutex_lock(&w.lock);
+    while (!rc && !w.found) {
+        uint64_t spent = gw_now_ms() - start;
+        if (spent >= timeout_ms ||
+            gw_clock_wait_real(&w.cond, &w.lock, (uint32_t)(timeout_ms - spent)) == GW_ERR_TIMEOUT)
+            break;
+    }
+    bool found = w.found;
+    struct bms_live_data d = w.sample;
+    pthread_mutex_unlock(&w.lock);
+    uart_bms_destroy(ub);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    if (!found) {
+        GW_LOGE(MOD, "probe: no TinyBMS answered on %s within %u ms%s%s", dev, (unsigned)timeout_ms,
+                rc ? ": " : "", rc ? gw_strerror(rc) : "");
+        return 1;
+    }
+    printf("TinyBMS on %s: %u cells, %.2f V, SOC %.1f %%\n", dev, d.cell_count, d.pack_voltage_v,
+           bms_soc_percent(&d));
+    fflush(stdout);
+    return 0;
 }
 
 int app_run(const struct app_options *opts)

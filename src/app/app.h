@@ -3,6 +3,7 @@
 #define APP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define APP_MAX_SIM_ARGS 32
 #define APP_MAX_PACKS 16             /* = BATTERY_MAX_PACKS */
@@ -16,6 +17,7 @@ struct app_options {
     int sim_argc;
     const char *can_spec;        /* NULL: from the configuration */
     const char *mqtt_uri;        /* NULL: from the configuration */
+    bool dbus;                   /* --dbus: the Venus OS D-Bus battery service (dbus.enabled) */
     int poll_ms;                 /* 0: from the configuration */
     int http_port;               /* --http: -1 from the configuration, 0 web server off, else the port */
     const char *config_file;     /* NULL: DATA_DIR/config.json */
@@ -48,5 +50,11 @@ int app_set_password(const struct app_options *opts);
  * trial settings) and runs ota_update_cli. Returns the process exit code. */
 struct ota_cli_options;
 int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli);
+
+/* --probe: is a TinyBMS answering on the one --uart device? For Venus OS's serial-starter, which
+ * tries one driver after the other on a port. Returns 0 when a valid live sample arrived within
+ * timeout_ms (one line on stdout says what answered), 1 when none did (absent device at once),
+ * 2 for a bad command line. */
+int app_probe(const struct app_options *opts, uint32_t timeout_ms);
 
 #endif

@@ -29,6 +29,10 @@ static void usage(FILE *f)
             "      --can SPEC        CAN output: IFACE (SocketCAN, e.g. can0), slcan:/dev/ttyACM0[@BAUD],\n"
             "                        or log:FILE (candump -l format, dry run)\n"
             "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
+            "      --dbus            Venus OS D-Bus battery service (com.victronenergy.battery.*) on the\n"
+            "                        session bus when DBUS_SESSION_BUS_ADDRESS is set, else the system bus\n"
+            "      --probe           only check that a TinyBMS answers on --uart DEV: exit 0 when one does\n"
+            "                        (within 3 s), 1 when none does (for Venus OS's serial-starter)\n"
             "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
             "      --allow-defaults  start on the defaults when the configuration and its recovery\n"
             "                        copies are all unusable (refused otherwise)\n"
@@ -59,10 +63,11 @@ int main(int argc, char **argv)
     struct app_options opts;
     app_default_options(&opts);
     int verbosity = 0;
+    bool probe = false;
 
     enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD,
            OPT_INSTALL, OPT_SIGNATURE, OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS,
-           OPT_METRICS_DUMP };
+           OPT_METRICS_DUMP, OPT_DBUS, OPT_PROBE };
     struct ota_cli_options update = { 0 };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
@@ -70,6 +75,8 @@ int main(int argc, char **argv)
         { "sim-arg", required_argument, NULL, OPT_SIM_ARG },
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
+        { "dbus", no_argument, NULL, OPT_DBUS },
+        { "probe", no_argument, NULL, OPT_PROBE },
         { "config", required_argument, NULL, 'c' },
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
@@ -126,6 +133,8 @@ int main(int argc, char **argv)
             break;
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
+        case OPT_DBUS: opts.dbus = true; break;
+        case OPT_PROBE: probe = true; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
         case OPT_INSTALL: update.bundle = optarg; break;
         case OPT_SIGNATURE: update.signature = optarg; break;
@@ -173,6 +182,8 @@ int main(int argc, char **argv)
     }
     gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
+    if (probe)
+        return app_probe(&opts, 3000);
     if (set_password)
         return app_set_password(&opts);
     if ((update.bundle != NULL) + update.rollback + update.status > 1) {

@@ -86,6 +86,7 @@ enum app_config_section {
     CONFIG_SECTION_HISTORY = 1u << 7,
     CONFIG_SECTION_OTA = 1u << 8,
     CONFIG_SECTION_BATTERY = 1u << 9,
+    CONFIG_SECTION_DBUS = 1u << 10,
 };
 
 struct app_config_change {

@@ -187,6 +187,14 @@ struct gw_config_update {
     uint32_t health_can_s;            /* CAN frames going out this long count as healthy, default 5 */
 };
 
+/* The Venus OS D-Bus battery service (docs/venus-os.md). */
+struct gw_config_dbus {
+    bool enabled;                     /* default false (enabled by --dbus) */
+    uint16_t device_instance;         /* 0..1023, default 1: used when com.victronenergy.settings
+                                         does not allocate one */
+    bool per_pack;                    /* also one service per pack, default false */
+};
+
 struct gw_config {
     uint32_t schema_version;          /* GW_CONFIG_SCHEMA_VERSION */
     struct gw_config_bms bms;
@@ -199,6 +207,7 @@ struct gw_config {
     struct gw_config_history history;
     struct gw_config_battery battery;
     struct gw_config_update update;
+    struct gw_config_dbus dbus;
 };
 
 /* Fills cfg with the documented defaults (LiFePO4 charge parameters). */

@@ -157,4 +157,8 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->battery.frozen_after_ms = 10000;
     cfg->battery.implausible_in_row = 3;
     cfg->battery.soc_spread_percent = 15.0f;
+
+    cfg->dbus.enabled = false;
+    cfg->dbus.device_instance = 1;
+    cfg->dbus.per_pack = false;
 }

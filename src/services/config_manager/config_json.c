@@ -40,6 +40,7 @@ const char *const config__level_names[3] = { "info", "warning", "error" };
 #define S_HIST CONFIG_SECTION_HISTORY
 #define S_OTA CONFIG_SECTION_OTA
 #define S_BAT CONFIG_SECTION_BATTERY
+#define S_DBUS CONFIG_SECTION_DBUS
 
 /* Ranges here are the single source for validation and docs/configuration.md. */
 const struct config_field config__fields[] = {
@@ -163,11 +164,15 @@ const struct config_field config__fields[] = {
     FIELD(battery, S_BAT, frozen_after_ms, CFG_U32, .min = 2000, .max = 600000),
     FIELD(battery, S_BAT, implausible_in_row, CFG_U32, .min = 1, .max = 100),
     FIELD(battery, S_BAT, soc_spread_percent, CFG_FLOAT, .min = 1, .max = 100),
+
+    FIELD(dbus, S_DBUS, enabled, CFG_BOOL, .flags = CFG_F_RESTART),
+    FIELD(dbus, S_DBUS, device_instance, CFG_U16, .flags = CFG_F_RESTART, .min = 0, .max = 1023),
+    FIELD(dbus, S_DBUS, per_pack, CFG_BOOL, .flags = CFG_F_RESTART),
 };
 const size_t config__field_count = sizeof config__fields / sizeof config__fields[0];
 
 static const char *const section_names[] = { "bms", "can", "charge", "mqtt", "web",
-                                             "network", "alerts", "history", "update", "battery" };
+                                             "network", "alerts", "history", "update", "battery", "dbus" };
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
 
 void config__field_path(const struct config_field *f, char *buf, size_t cap)
