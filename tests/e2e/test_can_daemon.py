@@ -276,6 +276,36 @@ class CanLog(GatewayTestCase):
             self.assertIn(fid, ids)
 
 
+class CanSpecErrors(GatewayTestCase):
+    """A CAN spec that cannot work fails the start at once with the reason, instead of being
+    taken for an adapter to wait for (or for a kernel without CAN)."""
+
+    def test_unknown_word_is_not_understood_and_the_forms_are_shown(self):
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "nonsense",
+                           "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("CAN spec 'nonsense' not understood", err)
+        for form in ("can0", "socketcan:IFACE", "slcan:/dev/ttyACM0", "log:FILE"):
+            self.assertIn(form, err)
+        self.assertNotIn("no CAN sockets", err)
+
+    def test_interface_that_is_not_can_is_refused(self):
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "lo", "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("lo is a network interface but not a CAN one", err)
+
+    def test_log_in_a_missing_directory_fails_at_start(self):
+        missing = os.path.join(self.tmp, "no", "such", "dir")
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "log:" + missing + "/frames.log",
+                           "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("the directory '%s' does not exist" % missing, err)
+        self.assertNotIn("retrying", err)
+
+
 class EnergyCounters(GatewayTestCase):
     def test_energy_counters_saved_at_stop_restored_at_start_and_corrupt_file_alerts(self):
         log = os.path.join(self.tmp, "frames.log")
