@@ -104,6 +104,8 @@ struct can_publisher_status {
     uint64_t views_received;
     bool stale;                       /* true: offline, 0x351 and the measurements withheld (no
                                          fresh view, or its limits not valid) */
+    bool awaiting_first_sample;       /* before the first BMS sample (at most stale_timeout_ms
+                                         after start): 0x35A and 0x372 withheld too */
     uint32_t stale_transitions;       /* online -> offline transitions since start */
     /* Inverter (GX) link */
     bool inverter_link;
