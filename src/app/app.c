@@ -433,6 +433,7 @@ static int start_services(struct app *app)
         bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
         bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
         bo.cell_order = cfg.bms.cell_order;
+        bo.log_frames = o->verbose >= 2; /* -vv */
         bo.bus = app->bus;
         rc = uart_bms_create(&bo, &app->bms[i]);
         if (!rc)

@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "  -d, --data-dir DIR    data directory (default /var/lib/tinybms-gw)\n"
             "      --poll-ms N       BMS poll interval, 100..10000 ms (overrides the configuration)\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
-            "  -v, --verbose         more logs (twice for debug)\n"
+            "  -v, --verbose         more logs: -v the BMS poll cycle and state changes, -vv also every\n"
+            "                        frame to and from the BMS (hex and its meaning)\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n"
             "\n"
@@ -128,7 +129,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinybms-gw: --uart and --simulate exclude each other\n");
         return 2;
     }
-    gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
+    /* -v: the debug level (the BMS poll cycle, state changes); -vv: also every UART frame. */
+    gw_log_set_level(verbosity >= 1 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
     return app_run(&opts);
 }

@@ -508,5 +508,51 @@ class Robustness(GatewayTestCase):
         self.stop_daemon_cleanly(gw)
 
 
+class WiringLogs(GatewayTestCase):
+    """Logs a person can debug wiring with: -v shows the poll cycle, -vv every frame (hex and
+    meaning), and a line that stays silent or returns only garbage gets one hint."""
+
+    def test_verbose_levels(self):
+        sim = self.start_sim(["--speed", "0"])
+        runs = {}
+        for name, flags in (("plain", []), ("v", ["-v"]), ("vv", ["-vv"])):
+            gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"] + flags, name="gw-" + name)
+            gw.wait_summaries(3, 60)
+            gw.wait_log(r"TinyBMS hw \d+\.\d+ fw", 30)
+            self.stop_daemon_cleanly(gw)
+            runs[name] = gw.stderr()
+        poll = re.compile(r"DEBUG uart_bms: battery 0: poll \d+: live registers read in [\d.]+ ms")
+        frame_tx = re.compile(r"DEBUG uart_bms: battery 0: TX 8 bytes AA 03 00 00 00 38 [0-9A-F]{2} [0-9A-F]{2}: \S")
+        frame_rx = re.compile(r"DEBUG uart_bms: battery 0: RX 117 bytes AA 03 70( [0-9A-F]{2}){114}: \S")
+        self.assertIsNone(poll.search(runs["plain"]), "the poll cycle without -v")
+        self.assertIsNotNone(poll.search(runs["v"]), "-v must show the poll cycle")
+        self.assertIn("slow read of the version: ok", runs["v"])
+        self.assertIsNone(frame_tx.search(runs["v"]), "-v must not show every frame")
+        self.assertIsNotNone(frame_tx.search(runs["vv"]), "-vv must show every request")
+        self.assertIsNotNone(frame_rx.search(runs["vv"]), "-vv must show every answer in hex")
+
+    def test_silent_line_hint_once(self):
+        sim = self.start_sim(["--speed", "0"])
+        sim.cmd("silence on")
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_log(r"not one byte came back\. Check: .*crossed.*common ground.*115200 baud.*registers 342/343", 60)
+        # Keeps polling, says it once.
+        requests = sim.state()["requests"]
+        wait_for(lambda: sim.state()["requests"] >= requests + 20, 60, "20 more requests into the silence")
+        self.assertEqual(gw.stderr().count("not one byte came back"), 1)
+        sim.cmd("silence off")
+        gw.wait_log(r"the TinyBMS answers again after \d+ failed transactions", 60)
+        self.stop_daemon_cleanly(gw)
+
+    def test_garbage_line_hint_with_the_first_answers(self):
+        sim = self.start_sim(["--speed", "0"])
+        sim.cmd("noise 1")
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_log(r"got bytes back but never a valid TinyBMS frame .*broadcast off", 60)
+        gw.wait_log(r"battery 0:   answer 1: \d+ bytes: [0-9A-F]{2}( [0-9A-F]{2})*", 10)
+        self.assertNotIn("not one byte came back", gw.stderr())
+        self.stop_daemon_cleanly(gw)
+
+
 if __name__ == "__main__":
     gwtest.main()
