@@ -4,6 +4,8 @@
 
 #include <stdbool.h>
 
+struct watchdog;
+
 #define APP_MAX_SIM_ARGS 32
 #define APP_MAX_PACKS 16             /* = BATTERY_MAX_PACKS */
 
@@ -22,6 +24,7 @@ struct app_options {
     const char *data_dir;
     bool summary;                /* one line per sample on stdout */
     int verbose;
+    struct watchdog *watchdog;   /* systemd readiness and keep-alives (may be NULL); borrowed */
 };
 
 void app_default_options(struct app_options *opts);

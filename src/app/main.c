@@ -6,6 +6,7 @@
 
 #include "gw_error.h"
 #include "gw_log.h"
+#include "watchdog.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -132,5 +133,17 @@ int main(int argc, char **argv)
     /* -v: the debug level (the BMS poll cycle, state changes); -vv: also every UART frame. */
     gw_log_set_level(verbosity >= 1 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
-    return app_run(&opts);
+    /* systemd (Type=notify, WatchdogSec=): read and cleared before any thread exists; without
+     * $NOTIFY_SOCKET (a shell, Venus OS) it does nothing. */
+    struct watchdog *wd = NULL;
+    if (watchdog_create(&wd) == GW_ERR_NOMEM)
+        return 1;
+    opts.watchdog = wd;
+    if (watchdog_start(wd) != GW_OK) {
+        watchdog_destroy(wd);
+        return 1;
+    }
+    int rc = app_run(&opts);
+    watchdog_destroy(wd);
+    return rc;
 }

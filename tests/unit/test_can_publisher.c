@@ -15,11 +15,14 @@
 #include "gw_config.h"
 #include "gw_error.h"
 #include "test.h"
+#include "watchdog.h"
 
 #include <pthread.h>
 #include <pty.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1374,6 +1377,49 @@ static void test_tx_thread_wakes_only_for_its_cycles(void)
     event_bus_destroy(bus);
 }
 
+/* systemd's watchdog follows the TX scheduler: it checks in with the time of its next cycle
+ * (so a scheduler that misses it by the grace is hung), and says idle once stopped. */
+static void test_scheduler_checks_in_with_its_next_cycle(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_can_publisher_notify_%d", (int)getpid());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    unlink(path);
+    CHECK_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "30000000", 1);
+    struct watchdog *wd = NULL;
+    CHECK_EQ_INT(watchdog_create(&wd), GW_OK);
+    struct watchdog_client *c = watchdog_client_add(wd, "can-tx");
+    CHECK(c != NULL);
+    fake_reset();
+    uint64_t t0 = 900000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport = &fake_transport, .watchdog = c };
+    struct can_publisher *p = NULL;
+    CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
+    feed(bus, t0, 1, 1);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), t0 + 1000);
+    CHECK(step_to(t0 + 1000));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), t0 + 2000);
+    can_publisher_stop(p);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+    watchdog_destroy(wd);
+    close(fd);
+    unlink(path);
+}
+
 static void setup(void)
 {
     fake_clock_set_ms(1000000);
@@ -1389,4 +1435,4 @@ TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test
           TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_identity_and_live_config),
           TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived),
           TEST_CASE(test_offline_reason_table), TEST_CASE(test_schedule_table),
-          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles))
+          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles), TEST_CASE(test_scheduler_checks_in_with_its_next_cycle))

@@ -10,11 +10,14 @@
 #include "tinybms.h"
 #include "uart_bms.h"
 #include "uart_bms_internal.h"
+#include "watchdog.h"
 #include "fake_clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- fake TinyBMS behind serial_ops */
@@ -268,6 +271,7 @@ struct fixture {
 };
 
 static bool log_frames_option; /* uart_bms_options.log_frames of the next start */
+static struct watchdog_client *watchdog_option; /* uart_bms_options.watchdog of the next start */
 
 /* bus_cfg: NULL for the bus defaults. */
 static void start_on_bus(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms,
@@ -287,6 +291,7 @@ static void start_on_bus(struct fixture *fx, uint32_t poll_ms, uint32_t comm_tim
     o.bus = fx->bus;
     o.serial = &fake_ops;
     o.log_frames = log_frames_option;
+    o.watchdog = watchdog_option;
     CHECK_EQ_INT(uart_bms_create(&o, &fx->ub), GW_OK);
     CHECK_EQ_INT(uart_bms_start(fx->ub), GW_OK);
 }
@@ -1168,6 +1173,47 @@ static void test_poll_cycle_and_frames_logged(void)
     gw_log_set_level(level);
 }
 
+/* systemd's watchdog follows the poller: it checks in with the deadline it sleeps until (so a
+ * poller that does not wake by then plus the grace is hung), and says idle once stopped. */
+static void test_poller_checks_in_with_its_deadline(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_uart_bms_notify_%d", (int)getpid());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    unlink(path);
+    CHECK_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "30000000", 1);
+    struct watchdog *wd = NULL;
+    CHECK_EQ_INT(watchdog_create(&wd), GW_OK);
+    struct watchdog_client *c = watchdog_client_add(wd, "bms-poll0");
+    CHECK(c != NULL);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    fake_reset();
+    fake_clock_set_ms(2000000);
+    watchdog_option = c;
+    struct fixture fx;
+    start(&fx, 1000, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(fake_clock_next_deadline(), 2001000);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), 2001000);
+    fake_clock_set_ms(2001000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), 2002000);
+    uart_bms_stop(fx.ub);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    finish(&fx);
+    watchdog_option = NULL;
+    watchdog_destroy(wd);
+    close(fd);
+    unlink(path);
+    fake_clock_use_real();
+}
+
 static void test_bad_options(void)
 {
     struct uart_bms *ub = NULL;
@@ -1199,4 +1245,5 @@ TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_
           TEST_CASE(test_step_interval_change), TEST_CASE(test_step_comm_lost_and_announce),
           TEST_CASE(test_poller_sleeps_until_its_deadline), TEST_CASE(test_flapping_device_backoff_exact),
           TEST_CASE(test_step_wiring_hint), TEST_CASE(test_silent_line_gets_one_wiring_hint),
-          TEST_CASE(test_garbage_line_hint_shows_the_first_answers), TEST_CASE(test_poll_cycle_and_frames_logged))
+          TEST_CASE(test_garbage_line_hint_shows_the_first_answers), TEST_CASE(test_poll_cycle_and_frames_logged),
+          TEST_CASE(test_poller_checks_in_with_its_deadline))

@@ -12,6 +12,7 @@
 #include "gw_log.h"
 #include "gw_text.h"
 #include "victron.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -61,6 +62,7 @@ struct can_publisher {
     bool rx_started;
 
     struct gw_config_can can_cfg;
+    struct watchdog_client *watchdog; /* borrowed, may be NULL */
 
     struct battery_view view;         /* the newest view (valid when have_view) */
     bool have_view;
@@ -595,9 +597,11 @@ static void *tx_main(void *arg)
         };
         struct can_publisher__decision d = can_publisher__step(&sched, &in);
         if (!d.live && !d.identity && !d.link_lost && !d.reopen) {
+            watchdog_checkin(p->watchdog, d.deadline_ms); /* back by its next cycle, unless stuck */
             gw_clock_wait(&p->wake, &p->lock, d.deadline_ms);
             continue;
         }
+        watchdog_checkin(p->watchdog, in.now_ms); /* a cycle now: bounded by CYCLE_BUDGET_MS */
         pthread_mutex_unlock(&p->lock);
         if (d.live)
             run_cycle(p, true, in.now_ms);
@@ -613,6 +617,7 @@ static void *tx_main(void *arg)
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
+    watchdog_checkin(p->watchdog, WATCHDOG_IDLE); /* stopped: not expected back */
     return NULL;
 }
 
@@ -689,6 +694,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     gw_text_copy(p->spec, sizeof p->spec, opts->transport ? opts->transport->spec : spec);
     p->bitrate = cfg->can.bitrate;
     p->can_cfg = cfg->can;
+    p->watchdog = opts->watchdog;
     p->offline = WARMING_UP; /* nothing received yet: 0x351 and the status withheld */
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);

@@ -36,6 +36,7 @@
 
 struct event_bus;
 struct can_publisher;
+struct watchdog_client;
 
 #define CAN_TAP_ENTRIES 256
 #define CAN_TAP_TEXT 96
@@ -48,6 +49,9 @@ struct can_publisher_options {
     struct can_transport *transport;  /* optional already-open transport (tests, tools): used
                                          instead of opening one; borrowed, the caller closes it
                                          after can_publisher_destroy */
+    struct watchdog_client *watchdog; /* optional, borrowed: the TX scheduler checks in with the
+                                         time of its next cycle (a hung scheduler stops the
+                                         systemd keep-alives) */
 };
 
 /* Allocates the publisher, validates the configuration and subscribes to the bus. Opens

@@ -9,6 +9,7 @@
 #include "gw_log.h"
 #include "gw_text.h"
 #include "tinybms.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -982,9 +983,11 @@ static void *poller_main(void *arg)
         };
         struct uart_bms__decision d = uart_bms__decide(&ub->sched, &in);
         if (d.action == UART_BMS__WAIT) {
+            watchdog_checkin(ub->opts.watchdog, d.deadline_ms); /* back by then, unless stuck */
             gw_clock_wait(&ub->wake, &ub->lock, d.deadline_ms);
             continue;
         }
+        watchdog_checkin(ub->opts.watchdog, in.now_ms); /* running now: each action is bounded */
         pthread_mutex_unlock(&ub->lock);
         switch (d.action) {
         case UART_BMS__OPEN: open_port(ub, in.now_ms); break;
@@ -999,6 +1002,7 @@ static void *poller_main(void *arg)
     }
     pthread_mutex_unlock(&ub->lock);
     close_port(ub, NULL);
+    watchdog_checkin(ub->opts.watchdog, WATCHDOG_IDLE); /* stopped: not expected back */
     return NULL;
 }
 

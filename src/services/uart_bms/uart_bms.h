@@ -26,6 +26,7 @@
 
 struct event_bus;
 struct uart_bms;
+struct watchdog_client;
 
 #define UART_BMS_MAX_LISTENERS 8
 #define UART_BMS_TAP_FRAMES 128
@@ -44,6 +45,9 @@ struct uart_bms_options {
                                        logged at debug level whenever that level is on (-v) */
     struct event_bus *bus;          /* may be NULL (no events) */
     const struct serial_ops *serial;/* NULL = serial_termios_ops */
+    struct watchdog_client *watchdog; /* may be NULL; borrowed: the poller checks in with the
+                                       time it expects to run again (a hung poller stops the
+                                       systemd keep-alives) */
 };
 
 /* Fills the documented defaults (device left empty). */
