@@ -149,9 +149,13 @@ static void on_view(const struct gw_event *ev, void *ctx)
         p->view_ms = t;
         p->have_view = true;
     }
-    for (unsigned k = 0; k < v->pack_count && k < BATTERY_MAX_PACKS && !p->sampled; k++)
-        if (v->packs[k].state != BATTERY_PACK_NEVER_SEEN)
+    for (unsigned k = 0; k < v->pack_count && k < BATTERY_MAX_PACKS && !p->sampled; k++) {
+        if (v->packs[k].state != BATTERY_PACK_NEVER_SEEN) {
             p->sampled = true; /* the first BMS sample: the battery's state is known from now on */
+            p->identity_gen++; /* 0x35F (online capacity) can go now: at once */
+            pthread_cond_broadcast(&p->wake);
+        }
+    }
     p->views_received++;
     pthread_mutex_unlock(&p->lock);
 }
@@ -277,7 +281,8 @@ struct cycle_input {
     bool have_view;
     bool online;                      /* fresh view with valid limits: 0x351 and measurements go */
     bool warming_up;                  /* before the first sample: no status (0x35A, 0x372) yet */
-    bool version_known;               /* a BMS version arrived: 0x35F carries its firmware */
+    bool version_known;               /* a BMS version and a first sample arrived: 0x35F carries
+                                         the firmware and the online capacity */
     bool serial_known;                /* can.serial set, or the BMS serial read: 0x380/0x381 */
 };
 
@@ -415,8 +420,10 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
     in->have_view = p->have_view;
     in->online = why == ONLINE;
     in->warming_up = why == WARMING_UP;
-    in->version_known = identity_version(p) != NULL;
-    in->serial_known = p->can_cfg.serial[0] || in->version_known;
+    /* 0x35F also carries the online capacity: with the firmware and after the first sample. */
+    bool have_version = identity_version(p) != NULL;
+    in->version_known = have_version && p->sampled;
+    in->serial_known = p->can_cfg.serial[0] || have_version;
 
     if (live && why != p->offline) {
         if (why == ONLINE)

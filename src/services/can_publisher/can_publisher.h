@@ -15,7 +15,13 @@
  *   later, and never sees old values); 0x35A goes on with the offline code and the general
  *   alarm, 0x372 with every module offline, 0x378/0x379 with the last counters (not before a
  *   first view), the identity frames as usual. Sending resumes with a fresh valid view. Each
- *   transition is logged once.
+ *   transition is logged once. Before the first BMS sample (a view with a pack out of "never
+ *   seen"), for at most can.stale_timeout_ms after start, 0x35A and 0x372 are withheld too: a
+ *   start never tells the GX "offline, general alarm".
+ * - Identity: 0x35F (firmware, online capacity) waits for the BMS version and the first sample,
+ *   0x380/0x381 (serial) for the version unless can.serial is set; the identity set goes out at
+ *   once when these become known, a version changes or a can.* name changes, then every
+ *   can.identity_period_ms.
  * - An RX thread tracks the GX frames 0x305/0x306/0x307: EVENT_CAN_INVERTER_LINK on change
  *   (lost after can.inverter_timeout_ms without them). Never used to gate what we send.
  * - A ring of the last CAN_TAP_ENTRIES frames (TX and RX) with a decoded one-line meaning, for
