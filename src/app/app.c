@@ -22,6 +22,7 @@
 #include "sim_process.h"
 #include "uart_bms.h"
 #include "web_server.h"
+#include "watchdog.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -78,6 +79,7 @@ struct app {
     struct monitoring *monitoring;
     struct app_metrics *metrics;
     struct app_summary summary;
+    struct watchdog_client *wd_bms[APP_MAX_PACKS], *wd_can;
 };
 
 void app_default_options(struct app_options *o)
@@ -187,6 +189,20 @@ static void print_notice(const struct gw_event *ev, void *ctx)
         return;
     }
     fflush(stdout);
+}
+
+/* systemd readiness: a pack is ready with its first sample, or once its BMS is declared absent
+ * (communication lost); READY=1 goes when every pack is (watchdog_expect_ready). */
+static void on_pack_ready(const struct gw_event *ev, void *ctx)
+{
+    struct app *app = ctx;
+    if (ev->id == EVENT_BMS_DATA_UPDATE && ev->size == sizeof(struct bms_live_data)) {
+        const struct bms_live_data *d = ev->payload;
+        watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
+    } else if (ev->id == EVENT_BMS_COMM_LOST && ev->size == sizeof(struct app_bms_comm)) {
+        const struct app_bms_comm *c = ev->payload;
+        watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
+    }
 }
 
 /* ------------------------------------------------------------------ configuration */
@@ -405,6 +421,15 @@ static int start_services(struct app *app)
     struct gw_config cfg;
     config_manager_get(app->config, &cfg);
     int rc;
+    /* The threads systemd's watchdog follows: every BMS poller, then the CAN scheduler. */
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "bms-poll%u", i);
+        app->wd_bms[i] = watchdog_client_add(o->watchdog, name);
+    }
+    /* Ready with every pack's first sample, or its BMS declared absent: within the BMS
+     * communication timeout (plus the time to open, wake and read it). */
+    watchdog_expect_ready(o->watchdog, app->pack_count, cfg.bms.comm_timeout_ms + 30000u);
 
     struct alert_manager_options ao = { .bus = app->bus, .data_dir = o->data_dir, .config = cfg.alerts,
                                         .get_config = alerts_config, .get_config_ctx = app->config };
@@ -448,7 +473,8 @@ static int start_services(struct app *app)
     }
 
     if (cfg.can.enabled) {
-        struct can_publisher_options co = { .config = &cfg, .bus = app->bus };
+        app->wd_can = watchdog_client_add(o->watchdog, "can-tx");
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .watchdog = app->wd_can };
         rc = can_publisher_create(&co, &app->can);
         if (!rc)
             rc = can_publisher_start(app->can);
@@ -504,6 +530,8 @@ static int start_services(struct app *app)
         bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
         bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
         bo.cell_order = cfg.bms.cell_order;
+        bo.log_frames = o->verbose >= 2; /* -vv */
+        bo.watchdog = app->wd_bms[i];
         bo.bus = app->bus;
         rc = uart_bms_create(&bo, &app->bms[i]);
         if (!rc)
@@ -588,6 +616,8 @@ static void stop_all(struct app *app)
         event_bus_unsubscribe(app->bus, EVENT_BATTERY_UPDATE, print_view, app);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, on_pack_ready, app);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, on_pack_ready, app);
     }
     /* The web server first: its handlers read every service below. */
     web_server_destroy(app->web);
@@ -876,6 +906,8 @@ int app_run(const struct app_options *opts)
 
     event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
     event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, log_limits, &app, "limits log");
+    event_bus_subscribe(app.bus, EVENT_BMS_DATA_UPDATE, on_pack_ready, &app, "systemd ready");
+    event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, on_pack_ready, &app, "systemd ready");
     if (opts->summary) {
         event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, print_view, &app, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
@@ -915,6 +947,7 @@ int app_run(const struct app_options *opts)
         GW_LOGI(MOD, "restart requested (web API or a new release): stopping, then starting again");
     else
         GW_LOGI(MOD, "signal %d: stopping", sig);
+    watchdog_stopping(opts->watchdog);
     stop_all(&app);
     GW_LOGI(MOD, sig == SIGUSR1 ? "stopped cleanly (restarting)" : "stopped cleanly");
     if (lock_fd >= 0)

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct watchdog;
+
 #define APP_MAX_SIM_ARGS 32
 #define APP_MAX_PACKS 16             /* = BATTERY_MAX_PACKS */
 
@@ -26,6 +28,7 @@ struct app_options {
     bool summary;                /* one line per sample on stdout */
     const char *metrics_dump;    /* --metrics-dump: SIGUSR1 also writes the Prometheus text here */
     int verbose;
+    struct watchdog *watchdog;   /* systemd readiness and keep-alives (may be NULL); borrowed */
 };
 
 void app_default_options(struct app_options *opts);

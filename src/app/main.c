@@ -7,6 +7,7 @@
 
 #include "gw_error.h"
 #include "gw_log.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -43,7 +44,8 @@ static void usage(FILE *f)
             "                        the data directory's configuration, and exit\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
             "      --metrics-dump FILE  on SIGUSR2, also write the metrics (Prometheus text) to FILE\n"
-            "  -v, --verbose         more logs (twice for debug)\n"
+            "  -v, --verbose         more logs: -v the BMS poll cycle and state changes, -vv also every\n"
+            "                        frame to and from the BMS (hex and its meaning)\n"
             "\n"
             "Updates (docs/updates.md):\n"
             "      --install-update BUNDLE  check a signed update bundle and switch to it (BUNDLE.sig is its\n"
@@ -180,7 +182,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinybms-gw: --uart and --simulate exclude each other\n");
         return 2;
     }
-    gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
+    /* -v: the debug level (the BMS poll cycle, state changes); -vv: also every UART frame. */
+    gw_log_set_level(verbosity >= 1 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
     if (probe)
         return app_probe(&opts, 3000);
