@@ -1,0 +1,92 @@
+"use strict";
+// Alerts: the active ones (acknowledge one or all) with value, threshold, first and last seen
+// and count, live over /ws/alerts (GW.live); the past ones (raised / cleared / acknowledged
+// events) filtered by level and code, older pages on demand.
+(function () {
+  const { $, el, fmt } = GW;
+  const PAGE = 100;
+  let past = [], offset = 0, more = false, codes = new Set();
+
+  function num(v) { return typeof v === "number" ? fmt(v, Math.abs(v) < 10 ? 3 : 1) : "–"; }
+
+  function renderActive(alerts) {
+    const box = $("alerts-active");
+    $("ack-all").hidden = !alerts.some((a) => !a.acknowledged);
+    if (!alerts.length) { box.replaceChildren(el("p", { class: "none", text: "No active alert." })); return; }
+    box.replaceChildren(el("ul", { class: "alert-cards" }, alerts.map((a) => {
+      const key = a.code + (a.subject ? "/" + a.subject : "") + "@" + a.battery_id;
+      return el("li", { class: "alert-card " + (a.acknowledged ? "acked" : ""), "data-code": a.code, id: "active-" + key },
+        el("div", { class: "alert-head" }, el("span", { class: GW.levelClass(a.level), text: a.level }),
+          el("strong", { text: a.code }), a.battery_id !== 255 && a.battery_id !== undefined ? el("span", { class: "meta", text: "pack " + (a.battery_id + 1) }) : null),
+        el("p", { text: a.message }),
+        el("dl", { class: "kv small" },
+          el("dt", { text: "value" }), el("dd", { text: num(a.value) }),
+          el("dt", { text: "threshold" }), el("dd", { text: num(a.threshold) }),
+          el("dt", { text: "first seen" }), el("dd", { text: GW.dateTime(a.first_seen) }),
+          el("dt", { text: "last seen" }), el("dd", { text: GW.dateTime(a.last_seen) }),
+          el("dt", { text: "count" }), el("dd", { text: String(a.count) })),
+        a.acknowledged ? el("p", { class: "meta", text: "acknowledged" })
+          : el("button", { type: "button", class: "ack", "data-code": a.code, onclick: () => ack(a.code) }, "Acknowledge"));
+    })));
+  }
+
+  async function ack(code) {
+    try {
+      const r = await GW.post("/api/alerts/ack", code ? { code } : {});
+      GW.toast("Acknowledged " + (r.acknowledged !== undefined ? r.acknowledged : "") + (code ? " " + code : " all"));
+    } catch (e) {
+      GW.toast("Not acknowledged: " + e.message, "lvl-error");
+    }
+    GW.live.refreshAlerts();
+    loadPast(true);
+  }
+
+  function renderPast() {
+    const level = $("filter-level").value, code = $("filter-code").value;
+    const sel = $("filter-code");
+    for (const c of [...codes].sort()) {
+      if (![...sel.options].some((o) => o.value === c)) sel.appendChild(el("option", { value: c, text: c }));
+    }
+    const rows = past.filter((h) => (!level || h.level === level) && (!code || h.code === code));
+    $("alerts-more").hidden = !more;
+    if (!rows.length) { $("alerts-past").replaceChildren(el("p", { class: "none", text: "Nothing recorded" + (level || code ? " for this filter." : ".") })); return; }
+    $("alerts-past").replaceChildren(el("table", { class: "data", id: "alerts-past-table" },
+      el("thead", {}, el("tr", {}, ["time", "event", "level", "code", "message", "value", "threshold", "count"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows.map((h) => el("tr", { "data-code": h.code },
+        el("td", { text: GW.dateTime(h.timestamp_ms) }), el("td", { text: h.event }),
+        el("td", {}, el("span", { class: GW.levelClass(h.level), text: h.level })), el("td", { text: h.code }),
+        el("td", { class: "msg", text: h.message }), el("td", { text: num(h.value) }), el("td", { text: num(h.threshold) }),
+        el("td", { text: String(h.count) }))))));
+  }
+
+  async function loadPast(reset) {
+    if (reset) { offset = 0; past = []; }
+    try {
+      const doc = await GW.api("/api/alerts?limit=" + PAGE + "&offset=" + offset);
+      past = past.concat(doc.history || []);
+      more = !!doc.more;
+      offset += (doc.history || []).length;
+      for (const h of past) codes.add(h.code);
+      for (const c of Object.keys(doc.counts || {})) codes.add(c);
+      renderPast();
+    } catch (e) {
+      $("alerts-past").replaceChildren(el("p", { class: "none", text: "Not available: " + e.message }));
+    }
+  }
+
+  let visible = false;
+  GW.pages.alerts = {
+    init() {
+      $("ack-all").addEventListener("click", () => ack(null));
+      $("filter-level").addEventListener("change", renderPast);
+      $("filter-code").addEventListener("change", renderPast);
+      $("alerts-more").addEventListener("click", () => loadPast(false));
+      GW.live.onAlerts((alerts, msg) => {
+        renderActive(alerts);
+        if (msg && visible && (msg.event === "raised" || msg.event === "cleared")) loadPast(true);
+      });
+    },
+    show() { visible = true; renderActive(GW.live.alerts); loadPast(true); },
+    hide() { visible = false; },
+  };
+})();
