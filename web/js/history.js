@@ -33,8 +33,10 @@
     return { from: to - state.span, to };
   }
 
-  function chartWidth() {
-    return Math.max(260, $("hist-chartbox").clientWidth - 2);
+  // The width of one chart: the card's inner width (one or two columns, by the screen).
+  function chartWidth(holder) {
+    const w = holder ? holder.clientWidth : $("hist-chartbox").clientWidth;
+    return Math.max(240, Math.floor(w));
   }
 
   function drawCharts(doc) {
@@ -51,13 +53,14 @@
       box.appendChild(card);
       if (empty) { holder.appendChild(el("p", { class: "none", text: "No samples in this range." })); continue; }
       const data = [xs].concat(c.series.map(([k, stat]) => column(doc, k, stat)));
+      const sparse = data[1].filter((v) => v !== null).length < 80; // isolated points need a dot
       const opts = {
-        width: chartWidth(), height: 170,
+        width: chartWidth(holder), height: 170,
         cursor: { sync: { key: sync.key }, drag: { x: true, y: false, setScale: false } },
         scales: { x: { time: true } },
         legend: { live: true },
         series: [{ value: (u, v) => (v === null ? "–" : GW.dateTime(v * 1000)) }].concat(c.series.map(([, , label], i) => ({
-          label, stroke: COLORS[i], width: 1.5, spanGaps: false,
+          label, stroke: COLORS[i], width: 1.5, spanGaps: false, points: { show: sparse, size: 5, fill: COLORS[i] },
           value: (u, v) => fmt(v, c.d, c.unit),
         }))),
         axes: [{ stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.2)" } },
@@ -66,7 +69,8 @@
         hooks: { setSelect: [zoomToSelection] },
       };
       const plot = new uPlot(opts, data, holder);
-      plots.push({ plot, chart: c });
+      holder.dataset.points = String(data[1].filter((v) => v !== null).length);
+      plots.push({ plot, chart: c, holder });
     }
   }
 
@@ -113,7 +117,10 @@
       $("hist-range").textContent = GW.dateTime(doc.from) + " … " + GW.dateTime(doc.to) + " · " +
         (state.pack === "bank" ? "whole bank" : "pack " + (+state.pack + 1)) + " · " + samples + " samples";
       if (state.view === "charts") drawCharts(doc); else drawTable(doc);
-      $("hist-chartbox").dataset.loaded = String(my);
+      const box = $("hist-chartbox");
+      box.dataset.from = String(doc.from);
+      box.dataset.to = String(doc.to);
+      box.dataset.loaded = String(my);
     } catch (e) {
       if (my === loading) $("hist-range").textContent = "History not available: " + e.message;
     }
@@ -154,10 +161,13 @@
     $("csv-link").setAttribute("download", "tinybms-history-" + day + (state.pack === "bank" ? "" : "-pack" + (+state.pack + 1)) + ".csv");
   }
 
+  // The packs to choose from, once the live data has told how many there are.
   function fillPacks() {
     const sel = $("hist-pack"), d = GW.live.data;
     if (!d || !d.packs || sel.options.length === d.packs.length + 1 || d.packs.length < 2) return;
+    sel.replaceChildren(el("option", { value: "bank", text: "whole bank" }));
     for (const p of d.packs) sel.appendChild(el("option", { value: String(p.id), text: p.name || "pack " + (p.id + 1) }));
+    sel.value = state.pack;
   }
 
   let resizeTimer = null;
@@ -175,9 +185,10 @@
       $("csv-day").value = new Date().toISOString().slice(0, 10);
       $("csv-day").addEventListener("change", updateCsvLink);
       updateCsvLink();
+      GW.live.onData(fillPacks);
       window.addEventListener("resize", () => {
         clearTimeout(resizeTimer);
-        resizeTimer = setTimeout(() => { for (const p of plots) p.plot.setSize({ width: chartWidth(), height: 170 }); }, 200);
+        resizeTimer = setTimeout(() => { for (const p of plots) p.plot.setSize({ width: chartWidth(p.holder), height: 170 }); }, 200);
       });
     },
     show() {
