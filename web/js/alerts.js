@@ -52,11 +52,11 @@
     if (!rows.length) { $("alerts-past").replaceChildren(el("p", { class: "none", text: "Nothing recorded" + (level || code ? " for this filter." : ".") })); return; }
     $("alerts-past").replaceChildren(el("table", { class: "data", id: "alerts-past-table" },
       el("thead", {}, el("tr", {}, ["time", "event", "level", "code", "message", "value", "threshold", "count"].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows.map((h) => el("tr", { "data-code": h.code },
-        el("td", { text: GW.dateTime(h.timestamp_ms) }), el("td", { text: h.event }),
-        el("td", {}, el("span", { class: GW.levelClass(h.level), text: h.level })), el("td", { text: h.code }),
-        el("td", { class: "msg", text: h.message }), el("td", { text: num(h.value) }), el("td", { text: num(h.threshold) }),
-        el("td", { text: String(h.count) }))))));
+      el("tbody", {}, rows.map((h) => el("tr", { "data-code": h.code, class: "ev-" + h.event },
+        el("td", { class: "when", "data-label": "time", text: GW.dateTime(h.timestamp_ms) }), el("td", { "data-label": "event", text: h.event }),
+        el("td", { "data-label": "level" }, el("span", { class: GW.levelClass(h.level), text: h.level })), el("td", { class: "code", "data-label": "code", text: h.code }),
+        el("td", { class: "msg", "data-label": "message", text: h.message }), el("td", { "data-label": "value", text: num(h.value) }),
+        el("td", { "data-label": "threshold", text: num(h.threshold) }), el("td", { "data-label": "count", text: String(h.count) }))))));
   }
 
   async function loadPast(reset) {

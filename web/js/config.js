@@ -115,9 +115,9 @@
   function packsField(path, v, m) {
     const body = el("tbody");
     const addRow = (p) => {
-      const dev = el("input", { type: "text", class: "dev", value: p.uart_device || "", "aria-label": "serial device", spellcheck: "false" });
-      const name = el("input", { type: "text", class: "name", value: p.name || "", maxlength: 15, "aria-label": "name" });
-      const cap = el("input", { type: "number", class: "cap", value: String(p.capacity_ah || 0), min: 0, step: "any", "aria-label": "capacity Ah" });
+      const dev = el("input", { type: "text", class: "dev", value: p.uart_device || "", "aria-label": "serial device", placeholder: "serial device, /dev/ttyUSB0", spellcheck: "false" });
+      const name = el("input", { type: "text", class: "name", value: p.name || "", maxlength: 15, "aria-label": "name", placeholder: "name" });
+      const cap = el("input", { type: "number", class: "cap", value: String(p.capacity_ah || 0), min: 0, step: "any", "aria-label": "capacity Ah (0 = the BMS's setting)", title: "capacity in Ah, 0 = the BMS's setting" });
       const tr = el("tr", {}, el("td", {}, dev), el("td", {}, name), el("td", {}, cap),
         el("td", {}, el("button", { type: "button", class: "small", "aria-label": "remove this pack", onclick: () => tr.remove() }, "✕")));
       body.appendChild(tr);

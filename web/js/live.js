@@ -123,8 +123,11 @@
     return null;
   }
 
+  let problem = null; // why there is no data at all (not logged in, gateway silent), until data comes
   function evaluate(extra) {
-    live.stale = staleReason(extra);
+    if (extra) problem = extra;
+    if (live.data) problem = null;
+    live.stale = staleReason(problem);
     const banner = GW.$("stale"), badge = GW.$("conn");
     banner.hidden = !live.stale;
     if (live.stale) banner.textContent = live.stale;
