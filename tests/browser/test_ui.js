@@ -201,7 +201,7 @@ describe("web UI on two simulated packs", () => {
   test("settings: every field is in the form; a bad value shows the server's message by the field, a good one is applied", async () => {
     const page = await openPage(d);
     await page.goto(d.url("/#config"));
-    await page.locator("#cfg-form-bms").waitFor();
+    await page.locator("#cfg-sec-bms").waitFor();
     const cfg = await api(page, d, "/api/config");
     const missing = [];
     for (const [section, fields] of Object.entries(cfg)) {
@@ -212,7 +212,9 @@ describe("web UI on two simulated packs", () => {
     }
     assert.deepEqual(missing, [], "settings without a field in the form");
     // Units, ranges and the restart mark are shown.
-    assert.match(await page.textContent("#cfg-bms-poll_interval_ms-meta"), /ms · 100…10000/);
+    assert.match(await page.textContent("#cfg-bms-poll_interval_ms-meta"), /^100…10000 ms/);
+    assert.equal(await page.textContent('[data-path="bms.poll_interval_ms"] .unit'), "ms");
+    for (const sec of ["bms", "charge", "web"]) await page.click("#cfg-sec-" + sec + " > summary");
     assert.ok(await page.locator('[data-path="can.enabled"] .restart').count() === 1);
     // A bad value: the server's own message beside the field, nothing saved.
     await page.fill("#cfg-bms-poll_interval_ms", "5");
@@ -237,7 +239,7 @@ describe("web UI on two simulated packs", () => {
     await page.locator("#limit-ccl .value", { hasText: /^160\.0\sA$/ }).waitFor({ timeout: 20000 }); // two packs of 80 A
     // A restart field is marked "restart required" after the save.
     await page.goto(d.url("/#config"));
-    await page.locator("#cfg-history-enabled").waitFor();
+    await page.click("#cfg-sec-web > summary");
     await page.fill("#cfg-web-request_timeout_ms", "9000");
     await page.click("#cfg-save-web");
     await page.locator("#config-banner", { hasText: "restart required" }).waitFor();
@@ -314,7 +316,7 @@ describe("web UI on two simulated packs", () => {
         await page.locator("#page-" + name).waitFor();
         const ready = {
           dashboard: "#pack-1 .cell", history: "#chart-voltage .u-over", alerts: "#alerts-past table, #alerts-past .none",
-          config: "#cfg-form-ota", bms: "#bms-body .card", system: "#sys-gateway dd",
+          config: "#cfg-sec-ota", bms: "#bms-body .card", system: "#sys-gateway dd",
         }[name];
         await page.locator(ready).first().waitFor();
         await noOverflow(page, name + " at " + size);
@@ -405,6 +407,7 @@ describe("web UI on two simulated packs", () => {
   test("the password changed from the settings page is the one that logs in", async () => {
     const page = await openPage(d);
     await page.goto(d.url("/#config"));
+    await page.locator("#cfg-sec-ota").waitFor();
     await page.locator("#pw-new").waitFor();
     await page.fill("#pw-new", "short");
     await page.fill("#pw-again", "short");

@@ -7,7 +7,23 @@
   const PAGE = 100;
   let past = [], offset = 0, more = false, codes = new Set();
 
-  function num(v) { return typeof v === "number" ? fmt(v, Math.abs(v) < 10 ? 3 : 1) : "–"; }
+  // The unit of an alert's value and threshold, by its code (docs/alerts.md); "" for the alerts
+  // that carry no measurement (their value and threshold are not shown).
+  const UNITS = { OVER_VOLTAGE: "V", UNDER_VOLTAGE: "V", PACK_OVER_VOLTAGE: "V", PACK_UNDER_VOLTAGE: "V",
+    OVER_TEMP: "°C", UNDER_TEMP: "°C", OVER_CURRENT: "A", CHARGE_OVER_CURRENT: "A", CELL_IMBALANCE: "mV",
+    SOC_LOW: "%", SOC_HIGH: "%", PACK_SOC_SPREAD: "%", PACK_VOLTAGE_SPREAD: "V" };
+  const measured = (a) => a.code in UNITS || (a.value || a.threshold);
+  function num(v, code) {
+    if (typeof v !== "number") return "–";
+    const unit = UNITS[code] || "";
+    const d = unit === "V" && Math.abs(v) < 10 ? 3 : unit === "mV" || unit === "%" ? 1 : Math.abs(v) < 10 ? 3 : 1;
+    return fmt(v, d, unit);
+  }
+  function packName(id) {
+    if (id === 255 || id === undefined || id === null) return null;
+    const p = GW.live.data && (GW.live.data.packs || []).find((x) => x.id === id);
+    return p && p.name ? p.name : "pack " + (id + 1);
+  }
 
   function renderActive(alerts) {
     const box = $("alerts-active");
@@ -17,11 +33,11 @@
       const key = a.code + (a.subject ? "/" + a.subject : "") + "@" + a.battery_id;
       return el("li", { class: "alert-card " + (a.acknowledged ? "acked" : ""), "data-code": a.code, id: "active-" + key },
         el("div", { class: "alert-head" }, el("span", { class: GW.levelClass(a.level), text: a.level }),
-          el("strong", { text: a.code }), a.battery_id !== 255 && a.battery_id !== undefined ? el("span", { class: "meta", text: "pack " + (a.battery_id + 1) }) : null),
+          el("strong", { text: a.code }), packName(a.battery_id) ? el("span", { class: "meta", text: packName(a.battery_id) }) : null),
         el("p", { text: a.message }),
         el("dl", { class: "kv small" },
-          el("dt", { text: "value" }), el("dd", { text: num(a.value) }),
-          el("dt", { text: "threshold" }), el("dd", { text: num(a.threshold) }),
+          measured(a) ? [el("dt", { text: "value" }), el("dd", { text: num(a.value, a.code) }),
+            el("dt", { text: "threshold" }), el("dd", { text: num(a.threshold, a.code) })] : null,
           el("dt", { text: "first seen" }), el("dd", { text: GW.dateTime(a.first_seen) }),
           el("dt", { text: "last seen" }), el("dd", { text: GW.dateTime(a.last_seen) }),
           el("dt", { text: "count" }), el("dd", { text: String(a.count) })),
@@ -55,8 +71,10 @@
       el("tbody", {}, rows.map((h) => el("tr", { "data-code": h.code, class: "ev-" + h.event },
         el("td", { class: "when", "data-label": "time", text: GW.dateTime(h.timestamp_ms) }), el("td", { "data-label": "event", text: h.event }),
         el("td", { "data-label": "level" }, el("span", { class: GW.levelClass(h.level), text: h.level })), el("td", { class: "code", "data-label": "code", text: h.code }),
-        el("td", { class: "msg", "data-label": "message", text: h.message }), el("td", { "data-label": "value", text: num(h.value) }),
-        el("td", { "data-label": "threshold", text: num(h.threshold) }), el("td", { "data-label": "count", text: String(h.count) }))))));
+        el("td", { class: "msg", "data-label": "message", text: h.message }),
+        el("td", { "data-label": "value", class: measured(h) ? "" : "empty", text: measured(h) ? num(h.value, h.code) : "" }),
+        el("td", { "data-label": "threshold", class: measured(h) ? "" : "empty", text: measured(h) ? num(h.threshold, h.code) : "" }),
+        el("td", { "data-label": "count", text: String(h.count) }))))));
   }
 
   async function loadPast(reset) {

@@ -8,16 +8,19 @@
   let doc = null;            // the configuration as last read or saved
   const fields = new Map();  // path -> {read(), original, msg (element), wrap}
   let mqttTest = false;
+  const openSections = new Set(); // the sections the user has unfolded
 
   const idOf = (path) => "cfg-" + path.replace(/[.[\]]/g, "-");
+  // "100…10000 ms · live data reads": range with the unit, then the limits of text and the help.
   const metaText = (m) => {
     const parts = [];
-    if (m.unit) parts.push(m.unit);
-    if (m.min !== undefined && m.max !== undefined) parts.push(m.min + "…" + m.max);
-    else if (m.min !== undefined) parts.push("≥ " + m.min);
-    if (m.max !== undefined && m.min === undefined && !m.text) parts.push("≤ " + m.max);
+    const u = m.unit ? " " + m.unit : "";
+    if (m.min !== undefined && m.max !== undefined && !m.text) parts.push(m.min + "…" + m.max + u);
+    else if (m.min !== undefined && !m.text) parts.push("≥ " + m.min + u);
+    else if (m.unit && !m.choices) parts.push(m.unit);
     if (m.text) parts.push(m.text);
-    if (m.max !== undefined && m.text) parts.push("≤ " + m.max + " characters");
+    if (m.max !== undefined && m.text !== undefined) parts.push("≤ " + m.max + " characters");
+    else if (m.max !== undefined && m.min === undefined) parts.push("≤ " + m.max + " characters");
     if (m.help) parts.push(m.help);
     return parts.join(" · ");
   };
@@ -27,8 +30,11 @@
     const meta = metaText(m);
     const label = el("label", { for: labelFor || idOf(path) }, m.label || path.split(".").pop(),
       m.restart ? el("span", { class: "restart", title: "applies after a restart of the gateway", text: "restart" }) : null);
-    const wrap = el("div", { class: "field" + (typeof control === "object" && control.type === "checkbox" ? " check" : ""), "data-path": path },
-      label, control, meta ? el("p", { class: "meta", id: idOf(path) + "-meta", text: meta }) : null, msg);
+    const isCheck = control.type === "checkbox";
+    // A number reads with its unit beside it: [ 1000 ] ms
+    const body = m.unit && control.tagName === "INPUT" && !isCheck ? el("div", { class: "with-unit" }, control, el("span", { class: "unit", text: m.unit })) : control;
+    const wrap = el("div", { class: "field" + (isCheck ? " check" : ""), "data-path": path },
+      label, body, meta ? el("p", { class: "meta", id: idOf(path) + "-meta", text: meta }) : null, msg);
     if (control.setAttribute) control.setAttribute("aria-describedby", idOf(path) + "-meta " + idOf(path) + "-msg");
     return { wrap, msg };
   }
@@ -144,15 +150,19 @@
     const values = doc[sec.key] || {};
     const keys = Object.keys(sec.fields).filter((k) => k in values).concat(Object.keys(values).filter((k) => !(k in sec.fields)));
     const result = el("p", { class: "result", role: "status", id: "cfg-result-" + sec.key });
-    const form = el("form", { class: "card config-section", id: "cfg-form-" + sec.key, "data-section": sec.key, novalidate: true },
-      el("h2", { text: sec.title }), sec.help ? el("p", { class: "sub", text: sec.help }) : null,
+    const form = el("form", { id: "cfg-form-" + sec.key, "data-section": sec.key, novalidate: true },
+      sec.help ? el("p", { class: "sub", text: sec.help }) : null,
       keys.map((k) => fieldFor(sec.key + "." + k, values[k], sec.fields[k] || {})),
       el("div", { class: "row actions" },
         el("button", { type: "submit", id: "cfg-save-" + sec.key }, "Save " + sec.title.toLowerCase()),
         sec.key === "mqtt" && mqttTest ? el("button", { type: "button", id: "mqtt-test", onclick: () => testMqtt(result) }, "Test connection") : null),
       result);
     form.addEventListener("submit", (e) => { e.preventDefault(); save(sec, form, result); });
-    return form;
+    // Each section folds, so that a phone shows the list of sections first.
+    const n = keys.length;
+    return el("details", { class: "card config-section", id: "cfg-sec-" + sec.key, open: openSections.has(sec.key),
+      ontoggle: (e) => { if (e.target.open) openSections.add(sec.key); else openSections.delete(sec.key); } },
+      el("summary", {}, el("h2", { text: sec.title }), el("span", { class: "meta", text: n + " setting" + (n === 1 ? "" : "s") })), form);
   }
 
   function sections() {
@@ -167,17 +177,15 @@
     const box = $("config-forms");
     const secs = sections();
     box.replaceChildren(...secs.map(sectionForm));
-    $("config-toc").replaceChildren(...secs.map((s) => el("button", { type: "button", class: "small",
-      onclick: () => $("cfg-form-" + s.key).scrollIntoView({ behavior: "smooth" }) }, s.title)));
   }
 
   function rerenderSection(key) {
     const sec = sections().find((s) => s.key === key);
     for (const p of [...fields.keys()]) if (p.startsWith(key + ".")) fields.delete(p);
-    const old = $("cfg-form-" + key);
-    const form = sectionForm(sec);
-    old.replaceWith(form);
-    return form;
+    const old = $("cfg-sec-" + key);
+    const section = sectionForm(sec);
+    old.replaceWith(section);
+    return section;
   }
 
   function clearMessages(prefix) {
@@ -214,6 +222,7 @@
     }
     result.className = "result bad";
     result.textContent = "Not saved: " + err.message + (unplaced.length ? " — " + unplaced.join("; ") : "");
+    for (const w of document.querySelectorAll(".field.has-error, .subfield.has-error")) w.closest("details").open = true;
     const first = document.querySelector(".has-error input, .has-error select");
     if (first) first.focus();
   }
