@@ -110,9 +110,9 @@
       return w;
     };
     const control = el("div", { class: "threshold" },
-      sub(path + ".enabled", "on", on),
-      sub(path + ".value", "value", val, m.unit + " · " + m.min + "…" + m.max),
-      sub(path + ".hysteresis", "hysteresis", hys, m.unit + " · 0…" + m.hmax),
+      sub(path + ".enabled", "enabled", on),
+      sub(path + ".value", "value (" + m.unit + ")", val, m.min + "…" + m.max + " " + m.unit),
+      sub(path + ".hysteresis", "hysteresis (" + m.unit + ")", hys, "0…" + m.hmax + " " + m.unit),
       sub(path + ".level", "level", lvl));
     const shell = fieldShell(path, { label: m.label }, control, on.id);
     return register(path, v, () => ({ enabled: on.checked, value: readNumber(val)(), hysteresis: readNumber(hys)(), level: lvl.value }), shell);

@@ -37,7 +37,8 @@
 
   function timeLeft(b) {
     if (b.time_left_s === null || b.time_left_s === undefined) return "–";
-    if (!b.time_left_s || Math.abs(b.current_a || 0) < 0.5) return "– (no current)";
+    if (b.current_a === null || b.current_a === undefined) return "–";
+    if (!b.time_left_s || Math.abs(b.current_a) < 0.5) return "– (no current)";
     return GW.duration(b.time_left_s) + (b.current_a > 0 ? " to full" : " to empty");
   }
 
@@ -58,9 +59,13 @@
     figure(dl, "Status", b.status || "–", "status", "bank-status");
     figure(dl, "Temperature", b.temp_min_c === null || b.temp_min_c === undefined ? "no sensor" :
       num(b.temp_min_c, 1) + " … " + fmt(b.temp_max_c, 1, "°C"), "", "bank-temp");
-    const cellName = (c) => (c ? (d.pack_count > 1 ? "pack " + (c.pack + 1) + " " : "") + "cell " + c.cell : "");
-    figure(dl, "Lowest cell", fmt(b.min_cell_v, 3, "V") + (b.min_cell ? " (" + cellName(b.min_cell) + ")" : ""), "", "bank-min-cell");
-    figure(dl, "Highest cell", fmt(b.max_cell_v, 3, "V") + (b.max_cell ? " (" + cellName(b.max_cell) + ")" : ""), "", "bank-max-cell");
+    const cellName = (c, v) => {
+      if (!c || !c.cell || v === null || v === undefined) return "";
+      const p = d.pack_count > 1 && d.packs && d.packs.find((x) => x.id === c.pack);
+      return " (" + (d.pack_count > 1 ? (p && p.name ? p.name : "pack " + (c.pack + 1)) + " " : "") + "cell " + c.cell + ")";
+    };
+    figure(dl, "Lowest cell", fmt(b.min_cell_v, 3, "V") + cellName(b.min_cell, b.min_cell_v), "", "bank-min-cell");
+    figure(dl, "Highest cell", fmt(b.max_cell_v, 3, "V") + cellName(b.max_cell, b.max_cell_v), "", "bank-max-cell");
     figure(dl, "Cell spread", fmt(b.cell_spread_mv, 1, "mV"), b.cell_spread_mv > 50 ? "warn" : "", "bank-spread");
     figure(dl, "Capacity", fmt(b.capacity_ah, 0, "Ah") + " of " + fmt(b.installed_capacity_ah, 0, "Ah"), "", "bank-capacity");
     figure(dl, "Charged", fmt(b.energy_in_wh / 1000, 2, "kWh"), "", "bank-energy-in");
@@ -80,7 +85,8 @@
     body.replaceChildren();
     for (const k of ["cvl", "ccl", "dcl"]) {
       const x = l[k] || {};
-      const from = d.pack_count > 1 && x.pack !== undefined && x.pack !== null ? " (set by pack " + (x.pack + 1) + ")" : "";
+      const p = typeof x.pack === "number" && d.pack_count > 1 && (d.packs || []).find((y) => y.id === x.pack);
+      const from = p ? " (set by " + (p.name || "pack " + (x.pack + 1)) + ")" : "";
       body.appendChild(el("tr", { id: "limit-" + k },
         el("th", { scope: "row", text: LIMIT_NAMES[k] }),
         el("td", { class: "value", text: fmt(x.value, k === "cvl" ? 2 : 1, x.unit) }),

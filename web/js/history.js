@@ -12,6 +12,7 @@
     { id: "spread", title: "Cell spread (highest − lowest cell)", unit: "mV", d: 1, series: [["spread", "max", "spread"]] },
   ];
   const COLORS = ["#2f7ed8", "#d9534f", "#5cb85c"];
+  const HEIGHT = 210;
   const state = { span: 86400000, to: null, pack: "bank", view: "charts", doc: null };
   const plots = [];
   let loading = 0;
@@ -55,16 +56,17 @@
       const data = [xs].concat(c.series.map(([k, stat]) => column(doc, k, stat)));
       const sparse = data[1].filter((v) => v !== null).length < 80; // isolated points need a dot
       const opts = {
-        width: chartWidth(holder), height: 170,
+        width: chartWidth(holder), height: HEIGHT,
         cursor: { sync: { key: sync.key }, drag: { x: true, y: false, setScale: false } },
         scales: { x: { time: true } },
         legend: { live: true },
         series: [{ value: (u, v) => (v === null ? "–" : GW.dateTime(v * 1000)) }].concat(c.series.map(([, , label], i) => ({
           label, stroke: COLORS[i], width: 1.5, spanGaps: false, points: { show: sparse, size: 5, fill: COLORS[i] },
+          gaps: bridgeShortGaps,
           value: (u, v) => fmt(v, c.d, c.unit),
         }))),
         axes: [{ stroke: "currentColor", grid: { stroke: "rgba(128,128,128,0.2)" } },
-               { stroke: "currentColor", size: 56, grid: { stroke: "rgba(128,128,128,0.2)" },
+               { stroke: "currentColor", size: 56, space: 22, grid: { stroke: "rgba(128,128,128,0.2)" },
                  values: (u, ticks) => ticks.map((t) => GW.num(t, c.d > 1 && (ticks[1] - ticks[0]) < 0.1 ? c.d : (ticks[1] - ticks[0]) < 1 ? 1 : 0)) }],
         hooks: { setSelect: [zoomToSelection] },
       };
@@ -72,6 +74,14 @@
       holder.dataset.points = String(data[1].filter((v) => v !== null).length);
       plots.push({ plot, chart: c, holder });
     }
+  }
+
+  // A line is broken where the gateway recorded nothing for a while, not at a bucket or two
+  // that fell between samples (buckets finer than the sampling period).
+  function bridgeShortGaps(u, sidx, idx0, idx1, gaps) {
+    const n = u.data[0].length || 1;
+    const minPx = 4.5 * (u.bbox.width / n);
+    return gaps.filter(([from, to]) => to - from > minPx);
   }
 
   function zoomToSelection(u) {
@@ -188,7 +198,7 @@
       GW.live.onData(fillPacks);
       window.addEventListener("resize", () => {
         clearTimeout(resizeTimer);
-        resizeTimer = setTimeout(() => { for (const p of plots) p.plot.setSize({ width: chartWidth(p.holder), height: 170 }); }, 200);
+        resizeTimer = setTimeout(() => { for (const p of plots) p.plot.setSize({ width: chartWidth(p.holder), height: HEIGHT }); }, 200);
       });
     },
     show() {

@@ -115,7 +115,7 @@
         "). The values shown are old.";
     }
     if (d.bank && d.bank.online === false || d.online_count === 0) {
-      return "DATA STALE: BMS link lost, no pack sends data. The values shown are the last known; no charge limits are sent.";
+      return "DATA STALE: BMS link lost, no pack sends data. No charge limits are sent; the pack values below are the last known.";
     }
     if (d.limits && d.limits.valid === false) {
       return "DATA STALE: the battery data is too old for charge control; the chargers stop.";

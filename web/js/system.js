@@ -19,8 +19,8 @@
       ["Uptime", GW.duration(up)],
       ["Gateway clock", GW.dateTime(s.time)],
       ["Configuration", (s.config && s.config.status) + (s.config && s.config.message ? ": " + s.config.message : ""), s.config && s.config.status !== "ok" ? "warn" : ""],
-      ["Packs online", (b.online_count !== undefined ? b.online_count + " of " + b.pack_count : "–") + " " +
-        (b.packs || []).map((p) => p.name + " " + p.state).join(", ")],
+      ["Packs online", (b.online_count !== undefined ? b.online_count + " of " + b.pack_count : "–") +
+        (b.packs && b.packs.length ? " (" + b.packs.map((p) => p.name + ": " + p.state).join(", ") + ")" : "")],
       ["Limits", b.limits_valid ? (b.limits_sent ? "valid, sent" : "valid, not sent (no output)") : "not valid (stale data)"],
       ["Active alerts", String(s.alerts ? s.alerts.active : "–")],
     ]);
