@@ -15,7 +15,7 @@ ARCH        ?=
 NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench install uninstall clean deb
+.PHONY: all deps test-deps build run test bench install uninstall clean deb test-cross
 
 all: build
 
@@ -60,6 +60,17 @@ deb:
 	@scripts/install-deps deb
 	@$(if $(CROSS_ARCH),scripts/install-deps cross $(CROSS_ARCH))
 	@JOBS=$(JOBS) packaging/build-deb $(ARCH)
+
+# The unit tests (ctest label "unit") cross-built for ARCH=armhf or arm64 and run under qemu-user
+# (cmake/toolchain-ARCH.cmake; no binfmt). CROSS_LABEL=integration or CROSS_LABEL= for others.
+CROSS_LABEL ?= unit
+test-cross:
+	@$(if $(CROSS_ARCH),,$(error make test-cross needs ARCH=armhf or ARCH=arm64))
+	@scripts/install-deps cross $(CROSS_ARCH)
+	@cmake -S . -B build/cross-$(CROSS_ARCH) -DCMAKE_BUILD_TYPE=Debug \
+	    -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/toolchain-$(CROSS_ARCH).cmake >/dev/null
+	@cmake --build build/cross-$(CROSS_ARCH) -j$(JOBS)
+	cd build/cross-$(CROSS_ARCH) && ctest --output-on-failure -j$(JOBS) $(if $(CROSS_LABEL),-L $(CROSS_LABEL))
 
 clean:
 	rm -rf build
