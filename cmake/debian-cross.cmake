@@ -16,3 +16,10 @@ set(CMAKE_SYSTEM_PROCESSOR ${GW_CROSS_PROCESSOR})
 set(CMAKE_C_COMPILER ${GW_CROSS_TRIPLET}-gcc)
 set(PKG_CONFIG_EXECUTABLE /usr/bin/${GW_CROSS_TRIPLET}-pkg-config CACHE FILEPATH "pkg-config of the target")
 set(CMAKE_CROSSCOMPILING_EMULATOR ${GW_CROSS_QEMU})
+# Emulated tests are slower (the PBKDF2 of the password tests most: 100000 SHA-256 rounds take
+# seconds under qemu): gw_add_test multiplies each test's TIMEOUT by this factor.
+set(GW_EMULATOR_TIMEOUT_FACTOR 5)
+# 64-bit file offsets on 32-bit targets (the flag dpkg-buildflags adds with future=+lfs, as
+# debian/rules asks): readdir() of 32-bit glibc otherwise fails with EOVERFLOW on directories
+# whose entries have 64-bit offsets (ext4 hashes seen by a 64-bit kernel through qemu-user).
+set(CMAKE_C_FLAGS_INIT "-D_FILE_OFFSET_BITS=64")
