@@ -67,10 +67,7 @@ CROSS_LABEL ?= unit
 test-cross:
 	@$(if $(CROSS_ARCH),,$(error make test-cross needs ARCH=armhf or ARCH=arm64))
 	@scripts/install-deps cross $(CROSS_ARCH)
-	@cmake -S . -B build/cross-$(CROSS_ARCH) -DCMAKE_BUILD_TYPE=Debug \
-	    -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/toolchain-$(CROSS_ARCH).cmake >/dev/null
-	@cmake --build build/cross-$(CROSS_ARCH) -j$(JOBS)
-	cd build/cross-$(CROSS_ARCH) && ctest --output-on-failure -j$(JOBS) $(if $(CROSS_LABEL),-L $(CROSS_LABEL))
+	@JOBS=$(JOBS) packaging/test-cross $(CROSS_ARCH) "$(CROSS_LABEL)"
 
 clean:
 	rm -rf build
