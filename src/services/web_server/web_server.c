@@ -672,9 +672,10 @@ static void resolve_ui_dir(const char *opt, const char *configured, char *out, s
             struct stat st;
             if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
                 char *real = realpath(cand, NULL);
-                snprintf(out, cap, "%s", real ? real : cand);
+                int w = snprintf(out, cap, "%s", real ? real : cand);
                 free(real);
-                return;
+                if (w >= 0 && (size_t)w < cap)
+                    return; /* else too long for out: the source tree's folder below */
             }
         }
     }
