@@ -107,6 +107,7 @@ struct uart_bms_stats {
     uint64_t last_valid_ms;         /* gw_now_ms() of the last valid sample, 0 = never */
     int last_error;                 /* gw_err of the last failed transaction */
     char last_error_text[96];
+    bool settings_limits_unsupported; /* the BMS refused 0x1D min/max: only the documented ranges */
 };
 void uart_bms_get_stats(struct uart_bms *ub, struct uart_bms_stats *out);
 

@@ -682,6 +682,10 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     ws->battery = opts->battery;
     ws->alerts = opts->alerts;
     ws->history = opts->history;
+    ws->bms_count = opts->bms && opts->bms_count ? (opts->bms_count < WEB_MAX_BMS ? opts->bms_count : WEB_MAX_BMS) : 0;
+    for (unsigned i = 0; i < ws->bms_count; i++)
+        ws->bms[i] = opts->bms[i];
+    ws->can = opts->can;
     ws->restart = opts->restart;
     ws->restart_ctx = opts->restart_ctx;
     ws->port = cfg->web.http_port;
@@ -710,6 +714,17 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         goto err;
     if (pthread_mutex_init(&ws->ws_lock, NULL) != 0) {
         pthread_mutex_destroy(&ws->auth_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->bms_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->tap_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
         goto err;
     }
     locks = true;
@@ -805,9 +820,15 @@ err:
     }
     if (lib)
         mg_exit_library();
+    if (ws) {
+        free(ws->uart_tap_buf);
+        free(ws->can_tap_buf);
+    }
     if (ws && locks) {
         pthread_mutex_destroy(&ws->auth_lock);
         pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
     }
     if (cfg)
         OPENSSL_cleanse(cfg, sizeof *cfg);
@@ -823,8 +844,12 @@ void web_server_destroy(struct web_server *ws)
     web__ws_stop(ws);
     mg_stop(ws->ctx);
     mg_exit_library();
+    free(ws->uart_tap_buf);
+    free(ws->can_tap_buf);
     pthread_mutex_destroy(&ws->auth_lock);
     pthread_mutex_destroy(&ws->ws_lock);
+    pthread_mutex_destroy(&ws->bms_lock);
+    pthread_mutex_destroy(&ws->tap_lock);
     OPENSSL_cleanse(ws, sizeof *ws);
     free(ws);
 }
