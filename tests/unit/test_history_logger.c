@@ -381,10 +381,19 @@ static void test_downsampling_vs_brute_force(void)
     CHECK(check_buckets(b, bf, nb, from, to) > 0); /* the long gap is visible */
 
     CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, nb, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
-    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES); /* buckets of about 22 minutes */
-    CHECK_EQ_INT(info.resolution_ms, 60000);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_TEN_MINUTES); /* buckets of about 22 minutes */
+    CHECK_EQ_INT(info.resolution_ms, 600000);
+    brute_buckets(ts, n_samples, from, to, nb, 600000, bf);
+    CHECK(check_buckets(b, bf, nb, from, to) > 0);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, nb, HISTORY_SOURCE_MINUTES, b, &info), GW_OK);
     brute_buckets(ts, n_samples, from, to, nb, 60000, bf);
     CHECK(check_buckets(b, bf, nb, from, to) > 0);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, 100, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES); /* about 8 minutes */
+    struct brute *bf100 = calloc(100, sizeof *bf100);
+    brute_buckets(ts, n_samples, from, to, 100, 60000, bf100);
+    check_buckets(b, bf100, 100, from, to);
+    free(bf100);
 
     CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, 5, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
     CHECK_EQ_INT(info.source, HISTORY_SOURCE_HOURS);
@@ -397,8 +406,9 @@ static void test_downsampling_vs_brute_force(void)
     /* Aligned on hours: samples, minutes and hours give the same buckets. */
     const int64_t afrom = base + 2 * 3600000LL, ato = afrom + 12 * 3600000LL;
     brute_buckets(ts, n_samples, afrom, ato, 6, 0, bf);
-    enum history_source srcs[3] = { HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_MINUTES, HISTORY_SOURCE_HOURS };
-    for (int k = 0; k < 3; k++) {
+    enum history_source srcs[4] = { HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_MINUTES, HISTORY_SOURCE_TEN_MINUTES,
+                                    HISTORY_SOURCE_HOURS };
+    for (int k = 0; k < 4; k++) {
         CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, ato, 6, srcs[k], b, &info), GW_OK);
         check_buckets(b, bf, 6, afrom, ato);
     }
@@ -406,7 +416,7 @@ static void test_downsampling_vs_brute_force(void)
     CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, afrom + 3600000, 100, HISTORY_SOURCE_AUTO, b, &info),
                  GW_OK);
     CHECK_EQ_INT(info.source, HISTORY_SOURCE_SAMPLES);
-    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, ato, 6, (enum history_source)7, b, &info),
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, ato, 6, (enum history_source)9, b, &info),
                  GW_ERR_INVAL);
     CHECK_STR(history_source_name(HISTORY_SOURCE_MINUTES), "minutes");
     free(bf);
@@ -993,16 +1003,18 @@ static void test_rollups_built_for_an_old_database(void)
     CHECK_EQ_INT(query_int(path, "PRAGMA user_version"), HISTORY_SCHEMA_VERSION);
     CHECK_EQ_INT(query_int(path, "SELECT value = -9223372036854775808 FROM history_meta WHERE key = 'rollup_from_ms'"), 1);
     CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_1m"), 25920 + 200);
+    CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_10m"), 25920 + 200);
     CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_1h"), 25920 + 200);
     const int64_t end = start + 4 * DAY_MS;
     for (uint8_t id = 0; id <= 1; id++) {
         check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_HOURS);
         check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_MINUTES);
+        check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_TEN_MINUTES);
         check_same_buckets(hl, id, start + 7 * 60000, start + 7 * 60000 + 600 * 60000LL, 600, HISTORY_SOURCE_SAMPLES,
                            HISTORY_SOURCE_MINUTES);
     }
     CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, start, end, 1000, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
-    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES); /* 5.76 min */
     history_logger_destroy(hl);
     hl = open_logger(dir, NULL, hist_cfg(5, 3650));
     history_logger_get_stats(hl, &st);
@@ -1012,6 +1024,7 @@ static void test_rollups_built_for_an_old_database(void)
     hl = open_logger(dir, NULL, hist_cfg(5, 1));
     CHECK_EQ_INT(history_logger_run_retention(hl, 30000), GW_OK);
     CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_1m"), 0);
+    CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_10m"), 0);
     CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_1h"), 0);
     history_logger_destroy(hl);
     free(b);

@@ -251,7 +251,7 @@ static int migrate(void *ctx, sqlite3 *db, int version, char *why, size_t why_si
         atomic_store(&hl->rollup_from, from);
         if (existed && version < HISTORY_SCHEMA_VERSION)
             GW_LOGI(MOD, "%s: migrating from schema version %d to %d (%u columns added, pack index built, "
-                         "per-minute and per-hour tables %s)",
+                         "downsampled tables %s)",
                     hl->db_path, version, HISTORY_SCHEMA_VERSION, added,
                     from == HISTORY__ROLLUP_COMPLETE ? "created" : "built in the background from the samples");
     }
@@ -305,7 +305,7 @@ static int backfill(struct history_logger *hl, sqlite3 *db)
         return rc;
     atomic_store(&hl->rollup_from, from);
     if (!more) {
-        GW_LOGI(MOD, "%s: per-minute and per-hour tables complete", hl->db_path);
+        GW_LOGI(MOD, "%s: downsampled tables (per minute, 10 minutes, hour) complete", hl->db_path);
         return SQLITE_OK;
     }
     pthread_mutex_lock(&hl->lock);
@@ -315,7 +315,7 @@ static int backfill(struct history_logger *hl, sqlite3 *db)
     return SQLITE_OK;
 }
 
-/* store_ops.after_batch: the batch into the per-minute and per-hour tables, in its transaction. */
+/* store_ops.after_batch: the batch into the downsampled tables, in its transaction. */
 static int after_batch(void *ctx, sqlite3 *db, const void *records, size_t n)
 {
     struct history_logger *hl = ctx;
@@ -715,6 +715,7 @@ const char *history_source_name(enum history_source s)
     switch (s) {
     case HISTORY_SOURCE_SAMPLES: return "samples";
     case HISTORY_SOURCE_MINUTES: return "minutes";
+    case HISTORY_SOURCE_TEN_MINUTES: return "ten_minutes";
     case HISTORY_SOURCE_HOURS: return "hours";
     default: return "auto";
     }
@@ -731,19 +732,14 @@ int history_logger_query_buckets_from(struct history_logger *hl, uint8_t battery
     int64_t span = to_ms - from_ms;
     bool covered = atomic_load(&hl->rollup_from) <= from_ms;
     if (source == HISTORY_SOURCE_AUTO) {
-        int64_t width = span / n_buckets; /* the narrowest bucket */
-        source = !covered                        ? HISTORY_SOURCE_SAMPLES
-                 : width >= HISTORY__HOUR_MS     ? HISTORY_SOURCE_HOURS
-                 : width >= HISTORY__MINUTE_MS   ? HISTORY_SOURCE_MINUTES
-                                                 : HISTORY_SOURCE_SAMPLES;
+        /* span / n: the narrowest bucket */
+        source = covered ? history__pick_source(span / n_buckets) : HISTORY_SOURCE_SAMPLES;
     } else if (source != HISTORY_SOURCE_SAMPLES && !covered) {
         return GW_ERR_STATE;
     }
     if (info) {
         info->source = source;
-        info->resolution_ms = source == HISTORY_SOURCE_HOURS     ? HISTORY__HOUR_MS
-                              : source == HISTORY_SOURCE_MINUTES ? HISTORY__MINUTE_MS
-                                                                 : 0;
+        info->resolution_ms = history__source_resolution(source);
     }
     for (uint32_t i = 0; i < n_buckets; i++) {
         struct history_bucket *b = &out[i];

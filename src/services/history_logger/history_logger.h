@@ -12,8 +12,8 @@
  *
  * Schema (version 3, PRAGMA user_version): table samples with a battery_id column and the
  * indexes samples_ts(ts_ms) and samples_battery_ts(battery_id, ts_ms); the downsampled tables
- * history_1m and history_1h (per battery and minute / hour: sample count, and per plotted field
- * its count, min, sum and max), written in the same transaction as the samples; history_meta
+ * history_1m, history_10m and history_1h (per battery and minute / ten minutes / hour: sample
+ * count, and per plotted field its count, min, sum and max), written in the same transaction as the samples; history_meta
  * (the time from which on they are complete). An older database is migrated when it is opened,
  * in one transaction (a kill during it leaves the old schema): a missing column is added
  * (battery_id with 0: rows written before several packs are pack 0's), the indexes and the
@@ -103,15 +103,16 @@ enum history_source {
     HISTORY_SOURCE_AUTO = 0,     /* the coarsest that gives the buckets asked for (see below) */
     HISTORY_SOURCE_SAMPLES = 1,  /* every sample: exact bucket edges */
     HISTORY_SOURCE_MINUTES = 2,  /* history_1m */
-    HISTORY_SOURCE_HOURS = 3,    /* history_1h */
+    HISTORY_SOURCE_TEN_MINUTES = 3, /* history_10m */
+    HISTORY_SOURCE_HOURS = 4,    /* history_1h */
 };
 
-/* "samples", "minutes", "hours" ("auto" for AUTO). Static string. */
+/* "samples", "minutes", "ten_minutes", "hours" ("auto" for AUTO). Static string. */
 const char *history_source_name(enum history_source s);
 
 struct history_query_info {
     enum history_source source;  /* the table that answered */
-    int64_t resolution_ms;       /* its resolution: 0 (every sample), 60000, 3600000 */
+    int64_t resolution_ms;       /* its step: 0 (every sample), 60000, 600000, 3600000 */
 };
 
 struct history_logger_stats {
@@ -171,12 +172,12 @@ void history_logger_get_stats(struct history_logger *hl, struct history_logger_s
  * (1..HISTORY_MAX_BUCKETS); out must hold n_buckets entries, every one is written (count 0 for
  * gaps). A sample of time ts counts in bucket (ts - from_ms) * n_buckets / (to_ms - from_ms).
  * Answered from the coarsest table that gives the buckets asked for: history_1h when a bucket
- * is at least an hour wide, history_1m when at least a minute, else the samples; the downsampled
- * tables only where they are complete (see history_logger_stats), else the samples. From a
- * downsampled table each whole minute (hour) counts in the bucket where it starts: the same
- * answer as the samples' when the bucket edges fall on minutes (hours), otherwise edges off by
- * less than one minute (hour), and never an empty bucket that has samples (a bucket is at least
- * as wide as the table's step). @retval GW_OK, GW_ERR_INVAL (range empty, bad n), GW_ERR_STORAGE */
+ * is at least an hour wide, history_10m when at least ten minutes, history_1m when at least a
+ * minute, else the samples; the downsampled tables only where they are complete (see
+ * history_logger_stats), else the samples. From a downsampled table each whole step counts in
+ * the bucket where it starts: the same answer as the samples' when the bucket edges fall on its
+ * steps, otherwise edges off by less than one step, and never an empty bucket that has samples
+ * (a bucket is at least as wide as the table's step). @retval GW_OK, GW_ERR_INVAL (range empty, bad n), GW_ERR_STORAGE */
 int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
                                  uint32_t n_buckets, struct history_bucket *out);
 

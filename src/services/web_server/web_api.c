@@ -752,7 +752,9 @@ static void h_history(struct web_req *req)
         return;
     }
     uint8_t id = pack < 0 ? HISTORY_AGGREGATE : (uint8_t)pack;
-    int rc = history_logger_query_buckets(req->ws->history, id, from, to, (uint32_t)points, b);
+    struct history_query_info info = { 0 };
+    int rc = history_logger_query_buckets_from(req->ws->history, id, from, to, (uint32_t)points, HISTORY_SOURCE_AUTO, b,
+                                               &info);
     if (rc) {
         free(b);
         web__send_error(req, rc == GW_ERR_INVAL ? 400 : 503, rc == GW_ERR_INVAL ? "bad_parameter" : "storage",
@@ -764,6 +766,10 @@ static void h_history(struct web_req *req)
     cJSON_AddNumberToObject(o, "to", (double)to);
     cJSON_AddNumberToObject(o, "points", (double)points);
     cJSON_AddNumberToObject(o, "bucket_ms", (double)(to - from) / (double)points);
+    /* The table that answered: "samples", or a downsampled one whose whole steps count in the
+     * bucket where they start. */
+    cJSON_AddStringToObject(o, "source", history_source_name(info.source));
+    cJSON_AddNumberToObject(o, "resolution_ms", (double)info.resolution_ms);
     if (pack < 0)
         cJSON_AddStringToObject(o, "pack", "bank");
     else
