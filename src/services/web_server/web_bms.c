@@ -174,7 +174,7 @@ static cJSON *setting_json(const struct tinybms_setting_info *info, const struct
     cJSON_AddStringToObject(o, "name", info->name);
     cJSON_AddStringToObject(o, "unit", info->unit);
     cJSON_AddStringToObject(o, "kind", kind_name(info->kind));
-    uint16_t raw;
+    uint16_t raw = 0;
     bool read = word_of(&s->cur, info->reg, &raw);
     if (read)
         cJSON_AddNumberToObject(o, "value", web_setting_value(info, raw));
@@ -624,7 +624,7 @@ void web__h_bms_backup(struct web_req *req)
     unsigned n = 0;
     for (size_t i = 0; i < tinybms_setting_count(); i++) {
         const struct tinybms_setting_info *info = tinybms_setting_at(i);
-        uint16_t raw;
+        uint16_t raw = 0;
         if (is_state_setter(info) || !word_of(&s->cur, info->reg, &raw))
             continue;
         cJSON *e = cJSON_AddObjectToObject(set, info->key);

@@ -7,6 +7,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <civetweb.h>
 #include <dlfcn.h>
@@ -634,11 +635,11 @@ static bool civetweb_tls_usable(char *why, size_t cap)
 static void resolve_ui_dir(const char *opt, const char *configured, char *out, size_t cap)
 {
     if (opt && *opt) {
-        snprintf(out, cap, "%s", opt);
+        gw_text_copy(out, cap, opt);
         return;
     }
     if (configured && *configured) {
-        snprintf(out, cap, "%s", configured);
+        gw_text_copy(out, cap, configured);
         return;
     }
     /* Installed: <prefix>/bin/tinybms-gw -> <prefix>/share/tinybms-gw/web. */
@@ -654,13 +655,13 @@ static void resolve_ui_dir(const char *opt, const char *configured, char *out, s
             struct stat st;
             if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
                 char *real = realpath(cand, NULL);
-                snprintf(out, cap, "%s", real ? real : cand);
+                gw_text_copy(out, cap, real ? real : cand);
                 free(real);
                 return;
             }
         }
     }
-    snprintf(out, cap, "%s", GW_WEB_SOURCE_DIR);
+    gw_text_copy(out, cap, GW_WEB_SOURCE_DIR);
 }
 
 int web_server_create(const struct web_server_options *opts, struct web_server **out)
