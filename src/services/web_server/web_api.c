@@ -224,6 +224,48 @@ cJSON *web__view_json(const struct battery_view *v, int pack)
     return o;
 }
 
+/* The whole document of a view as text, built once per view: /api/data, the first message and
+ * every update of /ws/live ask for the same text until the next view (5 a second at most, while a
+ * page may ask for it far more often). Returns a malloc'ed copy (*len its length), NULL when out
+ * of memory. */
+char *web__view_text(struct web_server *ws, const struct battery_view *v, size_t *len)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&ws->view_lock);
+    if (ws->view_text && ws->view_seq == v->seq && ws->view_wall_ms == v->wall_time_ms) {
+        out = malloc(ws->view_len + 1);
+        if (out) {
+            memcpy(out, ws->view_text, ws->view_len + 1);
+            *len = ws->view_len;
+        }
+        pthread_mutex_unlock(&ws->view_lock);
+        return out;
+    }
+    pthread_mutex_unlock(&ws->view_lock);
+    cJSON *doc = web__view_json(v, -1);
+    out = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!out)
+        return NULL;
+    *len = strlen(out);
+    char *keep = malloc(*len + 1);
+    if (keep) {
+        memcpy(keep, out, *len + 1);
+        pthread_mutex_lock(&ws->view_lock);
+        if (!ws->view_text || v->seq >= ws->view_seq) { /* never replace a newer view's text */
+            free(ws->view_text);
+            ws->view_text = keep;
+            ws->view_len = *len;
+            ws->view_seq = v->seq;
+            ws->view_wall_ms = v->wall_time_ms;
+            keep = NULL;
+        }
+        pthread_mutex_unlock(&ws->view_lock);
+        free(keep);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ request helpers */
 
 /* Query parameter name into buf; 1 found, 0 absent, -1 too long. */
@@ -536,7 +578,15 @@ static void h_data(struct web_req *req)
             cJSON_AddItemToObject(doc, "bank", bank_json(v));
             cJSON_AddItemToObject(doc, "limits", limits_json(&v->limits, v->limit_outputs, true));
         } else {
-            doc = web__view_json(v, -1);
+            size_t len = 0;
+            char *text = web__view_text(req->ws, v, &len);
+            if (text)
+                web__send(req, 200, "application/json", text, len, NULL, true);
+            else
+                web__send_error(req, 503, NULL, "out of memory", NULL, NULL);
+            free(text);
+            free(v);
+            return;
         }
         web__send_json(req, 200, doc);
     }

@@ -728,6 +728,13 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         pthread_mutex_destroy(&ws->bms_lock);
         goto err;
     }
+    if (pthread_mutex_init(&ws->view_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
+        goto err;
+    }
     locks = true;
 
     const char *addr = cfg->web.bind_address;
@@ -830,7 +837,10 @@ err:
         pthread_mutex_destroy(&ws->ws_lock);
         pthread_mutex_destroy(&ws->bms_lock);
         pthread_mutex_destroy(&ws->tap_lock);
+        pthread_mutex_destroy(&ws->view_lock);
     }
+    if (ws)
+        free(ws->view_text);
     if (cfg)
         OPENSSL_cleanse(cfg, sizeof *cfg);
     free(cfg);
@@ -851,6 +861,8 @@ void web_server_destroy(struct web_server *ws)
     pthread_mutex_destroy(&ws->ws_lock);
     pthread_mutex_destroy(&ws->bms_lock);
     pthread_mutex_destroy(&ws->tap_lock);
+    pthread_mutex_destroy(&ws->view_lock);
+    free(ws->view_text);
     OPENSSL_cleanse(ws, sizeof *ws);
     free(ws);
 }

@@ -73,6 +73,13 @@ struct web_server {
         enum ws_channel ch;
     } ws_chan[WS_CHANNELS];
 
+    /* The text of the newest view's whole document (view_lock). */
+    pthread_mutex_t view_lock;
+    char *view_text;
+    size_t view_len;
+    uint64_t view_seq;
+    int64_t view_wall_ms;
+
     /* One BMS command sequence (settings write, restore, restart) at a time (bms_lock, tried). */
     pthread_mutex_t bms_lock;
     atomic_bool mqtt_test_running;
@@ -172,5 +179,8 @@ void web__ws_drain(struct web_server *ws, enum ws_channel ch, uint32_t timeout_m
 /* web_api.c: JSON of the battery view (pack < 0: the bank and every pack; else that pack). */
 struct battery_view;
 struct cJSON *web__view_json(const struct battery_view *v, int pack);
+/* The whole view's text (pack < 0), built once per view (view_lock); malloc'ed copy, NULL when
+ * out of memory. */
+char *web__view_text(struct web_server *ws, const struct battery_view *v, size_t *len);
 
 #endif

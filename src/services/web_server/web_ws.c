@@ -427,10 +427,9 @@ static void send_welcome(struct ws_client *c)
     if (c->ch == WS_LIVE && ws->battery) {
         struct battery_view *v = malloc(sizeof *v);
         if (v && battery_service_get_view(ws->battery, v) == GW_OK && v->seq > 0) {
-            cJSON *doc = web__view_json(v, -1);
-            char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-            cJSON_Delete(doc);
-            struct ws_msg *m = text ? msg_new(text, strlen(text)) : NULL;
+            size_t len = 0;
+            char *text = web__view_text(ws, v, &len);
+            struct ws_msg *m = text ? msg_new(text, len) : NULL;
             if (m)
                 client_enqueue(c, m);
             msg_unref(m);
@@ -671,8 +670,13 @@ static void on_bus(const struct gw_event *ev, void *ctx)
     tap_events(ws, ev->id);
     switch (ev->id) {
     case EVENT_BATTERY_UPDATE:
-        if (ev->size == sizeof(struct battery_view) && channel_listened(ws, WS_LIVE))
-            broadcast_doc(ws, WS_LIVE, web__view_json(ev->payload, -1));
+        if (ev->size == sizeof(struct battery_view) && channel_listened(ws, WS_LIVE)) {
+            size_t len = 0;
+            char *text = web__view_text(ws, ev->payload, &len);
+            if (text)
+                web__ws_broadcast(ws, WS_LIVE, text, len);
+            free(text);
+        }
         break;
     case EVENT_ALERT_RAISED:
     case EVENT_ALERT_CLEARED: {
