@@ -199,7 +199,18 @@ int main(int argc, char **argv)
     int code = ota_launcher_main(opts.data_dir, argv);
     if (code >= 0)
         return code;
+    /* systemd (Type=notify, WatchdogSec=): read and cleared before any thread exists; without
+     * $NOTIFY_SOCKET (a shell, Venus OS) it does nothing. */
+    struct watchdog *wd = NULL;
+    if (watchdog_create(&wd) == GW_ERR_NOMEM)
+        return 1;
+    opts.watchdog = wd;
+    if (watchdog_start(wd) != GW_OK) {
+        watchdog_destroy(wd);
+        return 1;
+    }
     code = app_run(&opts);
+    watchdog_destroy(wd);
     if (code == APP_EXIT_RESTART && !getenv("GW_OTA_SUPERVISED")) {
         /* Started by hand or by systemd, not by a launcher: everything is stopped and flushed;
          * start afresh with the same command line (same PID, so systemd keeps following it),
