@@ -100,7 +100,7 @@ MUST_MOVE = [
     ("tinybms_gw_battery_samples_taken", {}),
     ("tinybms_gw_can_frames_sent", {}),
     ("tinybms_gw_can_live_cycles", {}),
-    ("tinybms_gw_can_id_frames_sent", {"id": "0x35A"}),  # sent even while 0x351 is withheld
+    ("tinybms_gw_can_id_frames_sent", {"id": "0x35A"}),  # after the first sample, even while 0x351 is withheld
     ("tinybms_gw_mqtt_views_received", {}),
     ("tinybms_gw_mqtt_sample_rounds", {}),
     ("tinybms_gw_history_samples_queued", {}),
@@ -180,6 +180,10 @@ class Metrics(GatewayTestCase):
                                 "--metrics-dump", self.dump_path])
         broker.wait_client("gw-metrics-e2e", 60)
         gw.wait_summaries(3, 60)
+        # 0x35A (alarms) goes out only once the first sample is in: wait for it on the wire, so
+        # its counter exists in the first dump (which takes a fresh sample).
+        can_log = os.path.join(self.tmp, "can.log")
+        wait_for(lambda: " 35A#" in (gwtest.read_text(can_log) or ""), 60, "0x35A in the CAN log")
 
         first_text = self.dump(gw, 1)
         first = parse(first_text)
