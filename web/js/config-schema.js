@@ -125,7 +125,15 @@ GW.CONFIG_SCHEMA = [
     implausible_in_row: { label: "Impossible samples in a row", min: 1, max: 100, int: true },
     soc_spread_percent: { label: "Alert above SOC spread", unit: "%", min: 1, max: 100 },
   } },
-  { key: "ota", title: "Updates", fields: {
-    public_key_path: { label: "Update signing key", text: "absolute path" },
+  { key: "update", title: "Updates", help: "Signed updates of the gateway itself; a new version that does not become healthy is rolled back.", fields: {
+    keyring_dir: { label: "Trusted keys folder", text: "absolute path; empty = the data directory's keys folder", max: 255, restart: true },
+    trial_timeout_s: { label: "Healthy within", unit: "s", min: 10, max: 3600, int: true, restart: true },
+    trial_max_starts: { label: "Starts allowed to become healthy", min: 1, max: 10, int: true, restart: true },
+    health_can_s: { label: "CAN frames out for", unit: "s", min: 0, max: 600, int: true, restart: true, help: "with CAN on, before a new version counts as healthy" },
+  } },
+  { key: "dbus", title: "Venus OS (D-Bus)", help: "The battery as a Venus OS battery service, for a GX without a CAN adapter.", fields: {
+    enabled: { label: "Publish on D-Bus", restart: true },
+    device_instance: { label: "Device instance", min: 0, max: 1023, int: true, restart: true, help: "used when the GX hands none out" },
+    per_pack: { label: "One service per pack too", restart: true },
   } },
 ];
