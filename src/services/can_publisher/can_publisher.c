@@ -137,9 +137,9 @@ static void publish(struct can_publisher *p, int id, const void *payload, size_t
 static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     uint64_t now = gw_now_ms();
     /* The view's own step time, unless it is missing or in the future (another clock). */
     uint64_t t = (v->timestamp_ms == 0 || v->timestamp_ms > now) ? now : v->timestamp_ms;
@@ -163,9 +163,9 @@ static void on_view(const struct gw_event *ev, void *ctx)
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct app_bms_version))
+    const struct app_bms_version *v = EVENT_PAYLOAD(ev, struct app_bms_version);
+    if (!v)
         return;
-    const struct app_bms_version *v = ev->payload;
     if (!v->version.valid)
         return;
     pthread_mutex_lock(&p->lock);

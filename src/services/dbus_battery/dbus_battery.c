@@ -134,9 +134,9 @@ static void wake_thread_locked(struct dbus_battery *db)
 static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct dbus_battery *db = ctx;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     uint64_t now = gw_now_ms();
     /* The view's own step time, unless it is missing or in the future (as can_publisher). */
     uint64_t t = v->timestamp_ms && v->timestamp_ms <= now ? v->timestamp_ms : now;

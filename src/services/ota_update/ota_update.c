@@ -111,9 +111,9 @@ const char *ota_update_running_version(const struct ota_update *ota)
 static void on_bms(const struct gw_event *ev, void *ctx)
 {
     struct ota_update *ota = ctx;
-    if (ev->size != sizeof(struct bms_live_data))
+    const struct bms_live_data *d = EVENT_PAYLOAD(ev, struct bms_live_data);
+    if (!d)
         return;
-    const struct bms_live_data *d = ev->payload;
     if (!d->valid || d->battery_id >= 32)
         return;
     pthread_mutex_lock(&ota->mu);
@@ -125,9 +125,9 @@ static void on_bms(const struct gw_event *ev, void *ctx)
 static void on_can(const struct gw_event *ev, void *ctx)
 {
     struct ota_update *ota = ctx;
-    if (ev->size != sizeof(struct app_can_tx))
+    const struct app_can_tx *c = EVENT_PAYLOAD(ev, struct app_can_tx);
+    if (!c)
         return;
-    const struct app_can_tx *c = ev->payload;
     if (!c->frames_ok)
         return;
     pthread_mutex_lock(&ota->mu);
