@@ -15,7 +15,7 @@ ARCH        ?=
 NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench install uninstall clean deb test-cross
+.PHONY: all deps test-deps build run test bench bundle install uninstall clean deb test-cross
 
 all: build
 
@@ -42,6 +42,11 @@ test: test-deps
 bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
+
+# An update bundle of the release build: build/bundle/tinybms-gw-<version>-<arch>.tar (sign it with
+# scripts/sign-update.sh BUNDLE KEY; docs/updates.md).
+bundle: build
+	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bundle
 
 # Only what running needs: the programs, the unit and its system user, the docs.
 install: build

@@ -30,7 +30,7 @@
 #define TOPIC_MAX MQTT_CLIENT_MAX_TOPIC
 #define NA MQTT_GATEWAY__UNAVAILABLE
 
-_Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the battery view must fit one bus event");
+EVENT_PAYLOAD_FITS(struct battery_view);
 
 /* ------------------------------------------------------------------ tables */
 
