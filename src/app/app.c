@@ -875,11 +875,12 @@ int app_run(const struct app_options *opts)
     signal(SIGPIPE, SIG_IGN);
 
     if (preflight(opts))
-        return 1;
+        return APP_EXIT_CONFIG;
     ensure_dir(opts->data_dir);
     int lock_fd = lock_data_dir(opts->data_dir);
     if (lock_fd == -2)
         return 1;
+    int exit_code = 1;
     int rc = event_bus_create(NULL, &app.bus);
     if (rc) {
         GW_LOGE(MOD, "cannot create the event bus: %s", gw_strerror(rc));
@@ -890,6 +891,7 @@ int app_run(const struct app_options *opts)
     rc = config_manager_create(&cmo, &app.config);
     if (rc) {
         GW_LOGE(MOD, "cannot load the configuration: %s", gw_strerror(rc));
+        exit_code = rc == GW_ERR_NOMEM ? 1 : APP_EXIT_CONFIG;
         goto fail;
     }
 
@@ -897,12 +899,14 @@ int app_run(const struct app_options *opts)
         goto fail;
     const char *uart_device = opts->simulate ? app.packs[0].device
                               : opts->uart_count ? opts->uart_devices[0] : NULL;
+    exit_code = APP_EXIT_CONFIG;
     if (apply_cli_overrides(&app, uart_device))
         goto fail;
     struct gw_config cfg;
     config_manager_get(app.config, &cfg);
     if (resolve_packs(&app, &cfg))
         goto fail;
+    exit_code = 1;
 
     event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
     event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, log_limits, &app, "limits log");
@@ -915,8 +919,13 @@ int app_run(const struct app_options *opts)
     }
     if (app_metrics_create(app.bus, &app.metrics) != GW_OK)
         GW_LOGW(MOD, "metrics of the bus not counted (subscriber table full)");
-    if (start_services(&app))
+    rc = start_services(&app);
+    if (rc) {
+        /* A bad CAN or broker spec, a kernel without CAN: the same again in 5 s. */
+        if (rc == GW_ERR_INVAL || rc == GW_ERR_UNSUPPORTED || rc == GW_ERR_RANGE)
+            exit_code = APP_EXIT_CONFIG;
         goto fail;
+    }
     start_updates(&app);
     start_observers(&app, &cfg);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
@@ -958,7 +967,10 @@ fail:
     stop_all(&app);
     if (lock_fd >= 0)
         close(lock_fd);
-    return 1;
+    if (exit_code == APP_EXIT_CONFIG)
+        GW_LOGE(MOD, "not started: the command line, the configuration or this machine must change "
+                     "first (exit status %d: not restarted by systemd)", APP_EXIT_CONFIG);
+    return exit_code;
 }
 
 /* ------------------------------------------------------------------ --set-password */

@@ -39,9 +39,15 @@ void app_default_options(struct app_options *opts);
  * OTA_EXIT_RESTART. */
 #define APP_EXIT_RESTART 75
 
+/* app_run's answer to a start failure that starting again cannot mend: the command line, the
+ * configuration or this machine must change (no BMS named, a serial port this user may not
+ * open, an unusable configuration, a CAN interface this kernel cannot have). EX_CONFIG of
+ * sysexits.h; the systemd unit does not restart on it (RestartPreventExitStatus=). */
+#define APP_EXIT_CONFIG 78
+
 /* Runs until SIGINT/SIGTERM (SIGHUP reloads the configuration, SIGUSR2 logs the task stats).
- * Returns the process exit code (0 clean stop, 1 start failure) or
- * APP_EXIT_RESTART. */
+ * Returns the process exit code: 0 clean stop, APP_EXIT_CONFIG, 1 another start failure (worth
+ * a retry: memory, a data directory locked by a gateway about to stop), or APP_EXIT_RESTART. */
 int app_run(const struct app_options *opts);
 
 /* --set-password: reads a new web password from standard input (asked twice without echo on a

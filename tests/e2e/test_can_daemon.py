@@ -316,7 +316,7 @@ class CanSpecErrors(GatewayTestCase):
         r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "nonsense",
                            "--data-dir", self.data_dir])
         err = r.stderr.decode(errors="replace")
-        self.assertEqual(r.returncode, 1, err)
+        self.assertEqual(r.returncode, 78, err)
         self.assertIn("CAN spec 'nonsense' not understood", err)
         for form in ("can0", "socketcan:IFACE", "slcan:/dev/ttyACM0", "log:FILE"):
             self.assertIn(form, err)
@@ -325,7 +325,7 @@ class CanSpecErrors(GatewayTestCase):
     def test_interface_that_is_not_can_is_refused(self):
         r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "lo", "--data-dir", self.data_dir])
         err = r.stderr.decode(errors="replace")
-        self.assertEqual(r.returncode, 1, err)
+        self.assertEqual(r.returncode, 78, err)
         self.assertIn("lo is a network interface but not a CAN one", err)
 
     def test_log_in_a_missing_directory_fails_at_start(self):
@@ -333,7 +333,7 @@ class CanSpecErrors(GatewayTestCase):
         r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "log:" + missing + "/frames.log",
                            "--data-dir", self.data_dir])
         err = r.stderr.decode(errors="replace")
-        self.assertEqual(r.returncode, 1, err)
+        self.assertEqual(r.returncode, 78, err)
         self.assertIn("the directory '%s' does not exist" % missing, err)
         self.assertNotIn("retrying", err)
 

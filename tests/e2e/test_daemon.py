@@ -102,7 +102,7 @@ class CommandLine(GatewayTestCase):
         # Credentials in a URI would be visible to every user in `ps`: a start failure, exit 1.
         r = run_gw(["--uart", os.path.join(self.tmp, "bms"), "--mqtt", "mqtt://u:p@127.0.0.1:1",
                     "--data-dir", self.data_dir])
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertIn(b"not in the URI", r.stderr)
 
 
@@ -236,7 +236,7 @@ class Lifecycle(GatewayTestCase):
         finally:
             db.close()
 
-    def test_start_failures_exit_1_with_a_reason(self):
+    def test_start_failures_that_need_a_change_exit_78_with_a_reason(self):
         cases = [
             ([], r"no BMS serial device"),
             (["--uart", os.path.join(self.tmp, "bms"), "--can", "bogus:x"], r"command-line values rejected"),
@@ -245,14 +245,15 @@ class Lifecycle(GatewayTestCase):
         for args, reason in cases:
             with self.subTest(args=args):
                 r = run_gw(args + ["--data-dir", self.data_dir])
-                self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+                # 78 (EX_CONFIG): systemd does not restart it (RestartPreventExitStatus=78).
+                self.assertEqual(r.returncode, 78, r.stderr[-2000:])
                 self.assertRegex(r.stderr.decode(), reason)
                 for marker in gwtest.SANITIZER_MARKERS:
                     self.assertNotIn(marker.encode(), r.stderr)
         # A bare start fails before it creates or generates anything.
         fresh = os.path.join(self.tmp, "fresh")
         r = run_gw(["--data-dir", fresh])
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertIn(b"no BMS serial device", r.stderr)
         self.assertFalse(os.path.exists(fresh), "a failed start created its data directory")
 
@@ -381,7 +382,7 @@ class Configuration(GatewayTestCase):
                 os.unlink(cfg + ".applied")
         spoil()
         r = run_gw(["--uart", os.path.join(self.tmp, "bms"), "--data-dir", self.data_dir])
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 78)
         self.assertIn(b"refusing to start on the defaults", r.stderr)
         self.assertIn(b"--allow-defaults", r.stderr)
         # ... unless asked: defaults, alert, nothing deleted.

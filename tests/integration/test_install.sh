@@ -29,6 +29,7 @@ grep -q '@[A-Z_]*@' "$UNIT" && fail "unsubstituted @VAR@ in the unit"
 grep -q '^Type=notify$' "$UNIT" || fail "the unit is not Type=notify"
 grep -q '^WatchdogSec=[1-9]' "$UNIT" || fail "the unit has no WatchdogSec"
 grep -q '^NotifyAccess=main$' "$UNIT" || fail "NotifyAccess is not main"
+grep -q '^RestartPreventExitStatus=78$' "$UNIT" || fail "the unit restarts a gateway that cannot start as set up (exit 78)"
 
 if command -v systemd-analyze >/dev/null 2>&1 &&
    systemd-analyze security --offline=true "$UNIT" >"$STAGE/security.txt" 2>&1; then
