@@ -12,6 +12,10 @@ install(FILES ${PROJECT_SOURCE_DIR}/packaging/man/tinybms-sim.1 DESTINATION shar
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.sysusers DESTINATION lib/sysusers.d
         RENAME tinybms-gw.conf)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.default DESTINATION share/tinybms-gw)
+# The system bus reads its policies from /etc/dbus-1/system.d (local) and /usr/share/dbus-1/system.d
+# (packages: the .deb sets this), never from under /usr/local.
+set(GW_DBUS_POLICY_DIR /etc/dbus-1/system.d CACHE STRING "where `make install` puts the D-Bus policy")
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/dbus/tinybms-gw.conf DESTINATION ${GW_DBUS_POLICY_DIR})
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION share/doc/tinybms-gw)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION share/doc/tinybms-gw/docs)
 # The web page's files (found by the daemon at <prefix>/share/tinybms-gw/web).

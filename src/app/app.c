@@ -487,7 +487,8 @@ static int start_services(struct app *app)
     if (cfg.dbus.enabled) {
         struct dbus_battery_options dbo = { .bus = app->bus, .stale_timeout_ms = cfg.can.stale_timeout_ms,
                                             .device_instance = cfg.dbus.device_instance,
-                                            .per_pack = cfg.dbus.per_pack, .pack_count = (uint8_t)app->pack_count };
+                                            .per_pack = cfg.dbus.per_pack, .capacity = cfg.dbus.capacity,
+                                            .pack_count = (uint8_t)app->pack_count };
         for (unsigned i = 0; i < app->pack_count; i++) {
             dbo.pack_devices[i] = app->packs[i].device;
             dbo.pack_names[i] = app->packs[i].name;

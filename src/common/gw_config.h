@@ -187,12 +187,19 @@ struct gw_config_update {
     uint32_t health_can_s;            /* CAN frames going out this long count as healthy, default 5 */
 };
 
+/* What the D-Bus path /Capacity carries: Victron never defined it for batteries;
+ * dbus-serialbattery publishes the remaining Ah, gui-v2 labels it "Total capacity" for parallel
+ * BMSes (spec venus-dbus-battery.md), so the owner chooses. */
+enum gw_dbus_capacity { GW_DBUS_CAPACITY_REMAINING = 0, GW_DBUS_CAPACITY_INSTALLED = 1, GW_DBUS_CAPACITY_NONE = 2 };
+
 /* The Venus OS D-Bus battery service (docs/venus-os.md). */
 struct gw_config_dbus {
     bool enabled;                     /* default false (enabled by --dbus) */
     uint16_t device_instance;         /* 0..1023, default 1: used when com.victronenergy.settings
                                          does not allocate one */
     bool per_pack;                    /* also one service per pack, default false */
+    uint8_t capacity;                 /* enum gw_dbus_capacity: what /Capacity means, default
+                                         remaining */
 };
 
 struct gw_config {

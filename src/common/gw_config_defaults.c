@@ -161,4 +161,5 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->dbus.enabled = false;
     cfg->dbus.device_instance = 1;
     cfg->dbus.per_pack = false;
+    cfg->dbus.capacity = GW_DBUS_CAPACITY_REMAINING;
 }

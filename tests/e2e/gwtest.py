@@ -216,8 +216,11 @@ class Daemon:
         self._stderr = open(self.stderr_path, "wb")
         full_env = dict(os.environ)
         full_env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
-        if env:
-            full_env.update(env)
+        for key, value in (env or {}).items():  # None removes a variable
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
         self.args = [TINYBMS_GW] + list(args)
         # new_session: own process group, like a shell job (Ctrl-C reaches the whole group).
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._stdout,

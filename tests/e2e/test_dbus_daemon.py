@@ -490,6 +490,92 @@ class DbusDaemon(GatewayTestCase):
         self.stop_daemon_cleanly(gw2)
 
 
+SYSTEM_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%(socket)s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+  </policy>
+  <include>%(policy)s</include>
+</busconfig>
+"""
+
+
+class SystemBusPolicy(GatewayTestCase):
+    """The shipped policy file on a bus that, like Debian's system bus, denies owning names and
+    calling methods unless a policy allows it: the gateway's user gets its battery name, any
+    local user can read it, only root can write."""
+
+    def test_shipped_policy_lets_the_gateway_publish_and_others_only_read(self):
+        import getpass
+        sockdir = os.path.join(self.tmp, "bus")
+        os.makedirs(sockdir)
+        os.chmod(self.tmp, 0o755)  # another user reaches the socket below
+        os.chmod(sockdir, 0o755)
+        socket_path = os.path.join(sockdir, "system_bus_socket")
+        src = os.path.join(gwtest.SOURCE_DIR, "packaging", "dbus", "tinybms-gw.conf")
+        policy = os.path.join(self.tmp, "tinybms-gw.conf")
+        with open(src) as f:  # the gateway runs as this test's user, not as tinybms-gw
+            text = f.read()
+        self.assertIn('user="tinybms-gw"', text)
+        with open(policy, "w") as f:
+            f.write(text.replace('user="tinybms-gw"', 'user="%s"' % getpass.getuser()))
+        conf = os.path.join(self.tmp, "system.conf")
+        with open(conf, "w") as f:
+            f.write(SYSTEM_BUS_CONFIG % {"socket": socket_path, "policy": policy})
+        err = open(os.path.join(self.tmp, "system-bus.stderr"), "wb")
+        bus_proc = subprocess.Popen(["dbus-daemon", "--config-file=" + conf, "--nofork", "--nopidfile"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        self.addCleanup(err.close)
+        self.addCleanup(stop_process, bus_proc)
+        wait_for(lambda: os.path.exists(socket_path), 30, "the system-like bus socket")
+        address = "unix:path=" + socket_path
+
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.track(Daemon(self.tmp, ["--uart", sim.link, "--dbus", "--data-dir", self.data_dir, "-q"], "gw",
+                               env={"DBUS_SESSION_BUS_ADDRESS": None, "DBUS_SYSTEM_BUS_ADDRESS": address}))
+        gw.wait_log(r"on D-Bus as com\.victronenergy\.battery\.bms", 60)
+        svc = "com.victronenergy.battery.bms"
+
+        def send(args, user=None):
+            cmd = ["dbus-send", "--bus=" + address, "--print-reply", "--dest=" + svc] + args
+            if user is not None:
+                cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups"] + cmd
+            return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+
+        def soc_readable():
+            return send(["/Soc", "com.victronenergy.BusItem.GetValue"]).returncode == 0
+        wait_for(soc_readable, 60, "/Soc read over the system-like bus")
+        if os.geteuid() != 0:
+            self.skipTest("reading as another user needs root (setpriv)")
+        nobody = 65534
+        r = send(["/Soc", "com.victronenergy.BusItem.GetValue"], user=nobody)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"double 50", r.stdout)
+        r = send(["/", "com.victronenergy.BusItem.GetItems"], user=nobody)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = send(["/CustomName", "com.victronenergy.BusItem.SetValue", "variant:string:renamed"], user=nobody)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"AccessDenied", r.stderr)
+        r = send(["/CustomName", "com.victronenergy.BusItem.SetValue", "variant:string:renamed"])
+        self.assertEqual(r.returncode, 0, r.stderr)  # root may
+        self.stop_daemon_cleanly(gw)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--peer":
         sys.exit(peer_main(sys.argv[2:]))

@@ -16,6 +16,8 @@ for f in bin/tinybms-gw bin/tinybms-sim lib/systemd/system/tinybms-gw.service \
          share/doc/tinybms-gw/README.md share/doc/tinybms-gw/docs/install.md; do
     [ -e "$ROOT/$f" ] || fail "missing $f"
 done
+# The system bus never reads policies under /usr/local.
+[ -e "$STAGE/root/etc/dbus-1/system.d/tinybms-gw.conf" ] || fail "missing the D-Bus policy in /etc/dbus-1/system.d"
 # Nothing of the test suite or the benchmarks.
 if find "$STAGE/root" -name 'test_*' -o -name 'bench_*' -o -name '*.py' | grep -q .; then
     find "$STAGE/root" -name 'test_*' -o -name 'bench_*' -o -name '*.py'

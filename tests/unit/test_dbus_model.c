@@ -300,10 +300,45 @@ static void test_values_of_an_online_bank(void)
     for (unsigned k = 0; k < m->count; k++)
         CHECK(out[k].kind == DBUS_V_INVALID || out[k].kind == m->rows[k]->kind);
 
+    CHECK_NEAR(val(m, out, "/Capacity")->d, 155.5, 1e-9); /* remaining: 280 Ah x 55.55 % */
+    CHECK_EQ_INT(val(m, out, "/State")->i, 9);              /* running */
+
     /* Discharging: the BMS's time left. */
     v->current_a = -20.0f;
     dbus_model_compute(m, &src, out);
     CHECK_NEAR(val(m, out, "/TimeToGo")->d, 3600.0, 1e-9);
+    /* A BMS in protection (status 0x9B): the GUI's "Error" state. */
+    v->online_status = BMS_STATUS_FAULT;
+    dbus_model_compute(m, &src, out);
+    CHECK_EQ_INT(val(m, out, "/State")->i, 10);
+    free(v);
+    free(m);
+    free(out);
+}
+
+/* /Capacity is ambiguous on Venus OS (remaining Ah for dbus-serialbattery, "Total capacity" in
+ * gui-v2): the owner's choice decides, "none" leaves the path out. */
+static void test_capacity_meaning_is_configured(void)
+{
+    struct battery_view *v = malloc(sizeof *v);
+    make_view(v, 1);
+    struct dbus_model *m = malloc(sizeof *m);
+    struct dbus_value *out = malloc(sizeof(struct dbus_value) * DBUS_MAX_LEAVES);
+    struct dbus_identity id = ident();
+    struct dbus_model_config c = { .bms = true, .one_pack = true, .cell_count = 16,
+                                   .capacity = GW_DBUS_CAPACITY_INSTALLED };
+    dbus_model_init(m, &c);
+    struct dbus_src src = { .view = v, .pack = -1, .online = true, .id = &id, .capacity = GW_DBUS_CAPACITY_INSTALLED };
+    dbus_model_compute(m, &src, out);
+    CHECK_NEAR(val(m, out, "/Capacity")->d, 280.0, 1e-9);
+    src.online = false; /* a live path: never a stale number */
+    dbus_model_compute(m, &src, out);
+    CHECK_EQ_INT(val(m, out, "/Capacity")->kind, DBUS_V_INVALID);
+    CHECK_EQ_INT(val(m, out, "/State")->kind, DBUS_V_INVALID);
+    c.capacity = GW_DBUS_CAPACITY_NONE;
+    dbus_model_init(m, &c);
+    CHECK(dbus_model_find(m, "/Capacity") < 0);
+    CHECK(dbus_model_find(m, "/Soc") >= 0);
     free(v);
     free(m);
     free(out);
@@ -561,4 +596,5 @@ TEST_MAIN(TEST_CASE(test_table_paths_unique_and_valid), TEST_CASE(test_model_pat
           TEST_CASE(test_children_and_relative_keys), TEST_CASE(test_values_of_an_online_bank),
           TEST_CASE(test_not_fresh_invalidates_limits_and_measurements), TEST_CASE(test_freshness_rule),
           TEST_CASE(test_pack_service_values), TEST_CASE(test_texts), TEST_CASE(test_change_detection_and_deadbands),
-          TEST_CASE(test_strings_valid_utf8), TEST_CASE(test_parse_and_names))
+          TEST_CASE(test_strings_valid_utf8), TEST_CASE(test_parse_and_names),
+          TEST_CASE(test_capacity_meaning_is_configured))

@@ -135,5 +135,6 @@ GW.CONFIG_SCHEMA = [
     enabled: { label: "Publish on D-Bus", restart: true },
     device_instance: { label: "Device instance", min: 0, max: 1023, int: true, restart: true, help: "used when the GX hands none out" },
     per_pack: { label: "One service per pack too", restart: true },
+    capacity: { label: "\"Capacity\" on the GX shows", choices: ["remaining", "installed", "none"], restart: true, help: "remaining Ah (as dbus-serialbattery), installed Ah, or nothing" },
   } },
 ];

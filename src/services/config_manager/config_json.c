@@ -16,6 +16,7 @@
 
 static const char *const cell_order_names[] = { "documented", "reversed" };
 static const char *const chemistry_names[] = { "lfp", "nmc" };
+static const char *const dbus_capacity_names[] = { "remaining", "installed", "none" }; /* enum gw_dbus_capacity */
 const char *const config__level_names[3] = { "info", "warning", "error" };
 
 #define MSIZE(member) sizeof(((struct gw_config *)0)->member)
@@ -168,6 +169,7 @@ const struct config_field config__fields[] = {
     FIELD(dbus, S_DBUS, enabled, CFG_BOOL, .flags = CFG_F_RESTART),
     FIELD(dbus, S_DBUS, device_instance, CFG_U16, .flags = CFG_F_RESTART, .min = 0, .max = 1023),
     FIELD(dbus, S_DBUS, per_pack, CFG_BOOL, .flags = CFG_F_RESTART),
+    ENUMF(dbus, S_DBUS, capacity, dbus_capacity_names, .flags = CFG_F_RESTART),
 };
 const size_t config__field_count = sizeof config__fields / sizeof config__fields[0];
 

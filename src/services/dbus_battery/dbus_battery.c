@@ -86,6 +86,7 @@ struct dbus_battery {
     uint32_t stale_ms;
     int32_t device_instance;
     bool per_pack;
+    uint8_t capacity; /* enum gw_dbus_capacity */
     uint8_t pack_count;
     char devices[BATTERY_MAX_PACKS][256];
     char names[BATTERY_MAX_PACKS][BATTERY_NAME_LEN];
@@ -413,7 +414,8 @@ static void svc_refresh(struct svc *s, uint64_t now)
         s->fresh_known = true;
     }
     struct dbus_src src = { .view = db->have_view ? &db->view : NULL, .pack = s->pack, .online = f == DBUS_FRESH,
-                            .version = svc_version(db, s), .stats = svc_stats(db, s), .id = &s->id };
+                            .version = svc_version(db, s), .stats = svc_stats(db, s), .id = &s->id,
+                            .capacity = db->capacity };
     dbus_model_compute(&s->model, &src, db->scratch);
     uint16_t changed[DBUS_MAX_LEAVES];
     size_t n = dbus_model_update(&s->model, db->scratch, changed, DBUS_MAX_LEAVES);
@@ -428,7 +430,8 @@ static void svc_build_model(struct svc *s)
     if (s->model_ready || !db->have_view || db->view.pack_count == 0)
         return;
     const struct battery_view *v = &db->view;
-    struct dbus_model_config mc = { .bms = s->pack < 0, .one_pack = s->pack >= 0 || v->pack_count == 1 };
+    struct dbus_model_config mc = { .bms = s->pack < 0, .one_pack = s->pack >= 0 || v->pack_count == 1,
+                                    .capacity = db->capacity };
     if (mc.one_pack) {
         const struct battery_pack *p = &v->packs[s->pack >= 0 ? s->pack : 0];
         if (!p->live.valid)
@@ -1378,6 +1381,7 @@ int dbus_battery_create(const struct dbus_battery_options *opts, struct dbus_bat
     db->stale_ms = opts->stale_timeout_ms;
     db->device_instance = opts->device_instance;
     db->per_pack = opts->per_pack;
+    db->capacity = opts->capacity <= GW_DBUS_CAPACITY_NONE ? opts->capacity : GW_DBUS_CAPACITY_REMAINING;
     db->pack_count = opts->pack_count;
     db->wake[0] = db->wake[1] = -1;
     gw_text_copy(db->version, sizeof db->version, opts->process_version ? opts->process_version : GW_VERSION);

@@ -40,6 +40,7 @@ struct dbus_battery_options {
     int32_t device_instance;            /* 0..1023: /DeviceInstance without localsettings; pack
                                            services take the next ones */
     bool per_pack;                      /* also one service per pack (when there are several) */
+    uint8_t capacity;                   /* enum gw_dbus_capacity (gw_config.h): what /Capacity carries */
     uint8_t pack_count;                 /* 1..BATTERY_MAX_PACKS */
     const char *pack_devices[BATTERY_MAX_PACKS]; /* serial port of each pack (copied): names
                                            the services ("/dev/ttyUSB0" -> ...battery.ttyUSB0) */

@@ -314,6 +314,38 @@ static void g_installed(const struct dbus_src *s, const struct dbus_row *r, stru
         put_d(out, r, cap);
 }
 
+/* /Capacity: the remaining Ah of what is online (dbus-serialbattery's meaning, shown by the
+ * classic GUI), or the installed Ah (gui-v2's "Total capacity" label), as configured. */
+static void g_capacity(const struct dbus_src *s, const struct dbus_row *r, struct dbus_value *out)
+{
+    dbus_value_set_invalid(out);
+    const struct battery_view *v = s->view;
+    const struct battery_pack *p = src_pack(s);
+    if (!v || (!is_bank(s) && !p))
+        return;
+    if (s->capacity == GW_DBUS_CAPACITY_INSTALLED) {
+        g_installed(s, r, out);
+        return;
+    }
+    double cap = is_bank(s) ? v->capacity_ah : p->capacity_ah;
+    double soc = is_bank(s) ? v->soc_pct : p->soc_pct;
+    if (cap > 0.0 && soc >= 0.0 && soc <= 100.0)
+        put_d(out, r, cap * soc / 100.0);
+}
+
+/* /State as the GUI words it (Victron's BMS states): 9 running, 10 error while a BMS reports a
+ * protection fault; invalid while the data is not fresh (a live row). */
+static void g_state(const struct dbus_src *s, const struct dbus_row *r, struct dbus_value *out)
+{
+    (void)r;
+    dbus_value_set_invalid(out);
+    const struct battery_pack *p = src_pack(s);
+    if (!s->view || (!is_bank(s) && !p))
+        return;
+    uint16_t status = is_bank(s) ? s->view->online_status : p->live.online_status;
+    dbus_value_set_int(out, status == BMS_STATUS_FAULT ? 10 : 9);
+}
+
 /* The bank's limits, rounded as CAN 0x351 rounds them (CVL/CCL/DCL down to 0.1, the discharge
  * voltage to the nearest 0.1): the GX gets the same numbers whichever link it uses. */
 static const struct victron_field *limit_field(int source)
@@ -600,6 +632,8 @@ static const struct dbus_row table[] = {
     ROW("/Soc", DBUS_V_DOUBLE, 1, "%", 0.1, ALL, L, DC_SOC, g_dc, "state of charge"),
     ROW("/Soh", DBUS_V_DOUBLE, 1, "%", 0.5, ALL, L, DC_SOH, g_dc, "state of health"),
     ROW("/InstalledCapacity", DBUS_V_DOUBLE, 1, "Ah", 0, ALL, 0, 0, g_installed, "installed capacity"),
+    ROW("/Capacity", DBUS_V_DOUBLE, 1, "Ah", 0.1, ALL, L, 0, g_capacity, "remaining (or installed) capacity"),
+    ROW("/State", DBUS_V_INT, 0, NULL, 0, ALL, L, 0, g_state, "9 running, 10 error (BMS fault)"),
     ROW("/ConsumedAmphours", DBUS_V_DOUBLE, 1, "Ah", 0.1, ALL, L, DC_CONSUMED, g_dc, "consumed from full"),
     ROW("/TimeToGo", DBUS_V_DOUBLE, 0, "s", 60.0, ALL, L, DC_TTG, g_dc, "time left while discharging"),
 
@@ -693,6 +727,8 @@ int dbus_model_init(struct dbus_model *m, const struct dbus_model_config *cfg)
         if ((r->scope == DBUS_SCOPE_BMS && !cfg->bms) || (r->scope == DBUS_SCOPE_ONE_PACK && !cfg->one_pack))
             continue;
         if (r->get == g_cells && r->arg >= 1 && r->arg > cfg->cell_count)
+            continue;
+        if (r->get == g_capacity && cfg->capacity == GW_DBUS_CAPACITY_NONE)
             continue;
         if (m->count >= DBUS_MAX_LEAVES)
             return GW_ERR_OVERFLOW;

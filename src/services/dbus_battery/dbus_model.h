@@ -8,6 +8,7 @@
 
 #include "battery_view.h"
 #include "bms_data.h"
+#include "gw_config.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -63,6 +64,7 @@ struct dbus_src {
     const struct bms_version *version;      /* of this service's (first) pack, NULL = unknown */
     const struct bms_statistics *stats;     /* NULL = unknown */
     const struct dbus_identity *id;         /* required */
+    uint8_t capacity;                       /* enum gw_dbus_capacity: what /Capacity carries */
 };
 
 struct dbus_row;
@@ -89,6 +91,7 @@ struct dbus_model_config {
     bool bms;                    /* carries the DVCC limits (/Info/...) */
     bool one_pack;               /* carries one pack's cells and BMS counters */
     uint8_t cell_count;          /* /Voltages/Cell1..N (one_pack only), 0..BMS_MAX_CELLS */
+    uint8_t capacity;            /* enum gw_dbus_capacity; GW_DBUS_CAPACITY_NONE: no /Capacity */
 };
 
 /* The leaves and nodes of one service, with the values last published. */
