@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -598,7 +599,9 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
         return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
-        log_openssl("key", t->key);
+        /* OpenSSL 3 compares the key with the certificate already here. */
+        bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+        log_openssl(mismatch ? "key (does not match the certificate)" : "key", t->key);
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -611,10 +614,29 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 
 /* ------------------------------------------------------------------ life cycle */
 
-/* CivetWeb loads OpenSSL itself (dlopen of libssl.so) and, when built for the OpenSSL 1.1 names
- * (Debian 12's 1.15), looks up SSL_get_peer_certificate, which OpenSSL 3 no longer exports: it
- * then calls a NULL pointer after every TLS handshake. Same lookup here, to refuse HTTPS with a
- * reason instead of crashing at the first client. */
+/* CivetWeb loads OpenSSL itself: dlopen("libssl.so"), then dlsym of every function it calls, by
+ * the OpenSSL 1.1 names in Debian 12's 1.15, among them SSL_get_peer_certificate, which OpenSSL 3
+ * no longer exports (a macro for SSL_get1_peer_certificate now): it then calls a NULL pointer
+ * after every TLS handshake.
+ *
+ * The missing function, with the same semantics (the peer's certificate, its reference taken for
+ * the caller, who frees it). A symbol of the program is not found by a dlsym on libssl's handle,
+ * so the program is linked with the DT_SONAME "libssl.so" and exports this one symbol
+ * (CMakeLists.txt of this module: INTERFACE link options of gw_web_server): dlopen("libssl.so")
+ * then returns the program itself, whose dlsym scope is the program and its dependencies
+ * (libssl.so.3, libcrypto.so.3): every other function comes from OpenSSL as before. */
+#if OPENSSL_VERSION_MAJOR >= 3
+#undef SSL_get_peer_certificate
+X509 *SSL_get_peer_certificate(const SSL *ssl);
+X509 *SSL_get_peer_certificate(const SSL *ssl)
+{
+    return SSL_get1_peer_certificate(ssl);
+}
+#endif
+
+/* The same lookup as CivetWeb's: HTTPS is refused with a reason instead of crashing at the
+ * first client when the function cannot be found (a program linked without the options above,
+ * e.g. a test). */
 static bool civetweb_tls_usable(char *why, size_t cap)
 {
     void *h = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
@@ -626,8 +648,9 @@ static bool civetweb_tls_usable(char *why, size_t cap)
     dlclose(h);
     if (!old_names)
         snprintf(why, cap, "this system's CivetWeb %s was built for OpenSSL 1.1 and crashes on HTTPS with the "
-                           "installed OpenSSL 3 (it calls SSL_get_peer_certificate, which OpenSSL 3 removed); "
-                           "serve HTTPS through a reverse proxy in front of the gateway (docs/web.md)",
+                           "installed OpenSSL 3 (it calls SSL_get_peer_certificate, which OpenSSL 3 removed, and this "
+                           "program was linked without the replacement); serve HTTPS through a reverse proxy in "
+                           "front of the gateway (docs/web.md)",
                  mg_version());
     return old_names;
 }
@@ -803,8 +826,8 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     ws->ctx = mg_start2(&init, &err);
     tls_pending = NULL;
     if (!ws->ctx) {
-        GW_LOGE(MOD, "cannot serve %s://%s: %s", ws->https ? "https" : "http", ports,
-                errtext[0] ? errtext : "unknown CivetWeb error");
+        GW_LOGE(MOD, v6 ? "cannot serve %s://[%s]:%u: %s" : "cannot serve %s://%s:%u: %s", ws->https ? "https" : "http",
+                addr, cfg->web.http_port, errtext[0] ? errtext : "unknown CivetWeb error");
         rc = ws->https && strstr(errtext, "SSL") ? GW_ERR_TLS : GW_ERR_IO;
         goto err;
     }
