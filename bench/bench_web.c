@@ -3,8 +3,9 @@
  * alerts, the web server) on loopback.
  *
  * 1. wrk (Debian's) against /api/data and /api/status, 2 threads, BENCH_WEB_CONNS connections
- *    (default 16), BENCH_WEB_S seconds (default 5), logged in (HTTP Basic, as a browser): requests/s,
- *    p50 and p99 latency, the gateway's CPU meanwhile. Skipped with a message when wrk is missing.
+ *    (default 16), BENCH_WEB_S seconds (default 5) after a second of warm-up, logged in (HTTP Basic,
+ *    as a browser): requests/s, p50 and p99 latency, the gateway's CPU meanwhile. Skipped with a
+ *    message when wrk is missing.
  * 2. BENCH_WEB_CLIENTS (default 100) WebSocket clients on /ws/live for BENCH_WEB_WS_S seconds
  *    (default 10), one thread with poll(), answering the gateway's pings: update -> delivered
  *    latency (the receive time minus the view's own timestamp, both wall clock on this machine;
@@ -206,6 +207,13 @@ static void run_wrk(const char *scheme, int port, const char *path, const char *
     snprintf(cmd, sizeof cmd,
              "wrk -t2 -c%d -d%ds --latency -H 'Authorization: Basic %s' %s://127.0.0.1:%d%s 2>&1", conns, secs,
              auth, scheme, port, path);
+    /* A second of warm-up, not counted: the connections' first requests (TLS handshakes, the
+     * first login of each address through PBKDF2) are not the steady state. */
+    char warm[600];
+    snprintf(warm, sizeof warm, "wrk -t2 -c%d -d1s -H 'Authorization: Basic %s' %s://127.0.0.1:%d%s >/dev/null 2>&1",
+             conns, auth, scheme, port, path);
+    if (system(warm)) {
+    }
     double c0 = proc_cpu_s(gw), t0 = bench_now_s();
     FILE *p = popen(cmd, "r");
     if (!p) {
