@@ -504,23 +504,6 @@ static int start_services(struct app *app)
     battery_service_set_limit_outputs(app->battery, (app->can ? BATTERY_OUTPUT_CAN : 0) |
                                                         (app->dbus ? BATTERY_OUTPUT_DBUS : 0));
 
-    if (cfg.web.enabled) {
-        struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
-                                         .alerts = app->alerts, .history = app->history,
-                                         .restart = request_restart, .restart_ctx = app };
-        rc = web_server_create(&wo, &app->web);
-        if (rc) {
-            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
-             * and raise an alert instead of stopping. */
-            char msg[160];
-            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
-                     cfg.web.http_port, gw_strerror(rc));
-            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
-            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
-            app->web = NULL;
-        }
-    }
-
     for (unsigned i = 0; i < app->pack_count; i++) {
         struct uart_bms_options bo;
         uart_bms_default_options(&bo);
@@ -544,6 +527,25 @@ static int start_services(struct app *app)
         if (app->pack_count > 1)
             GW_LOGI(MOD, "%s: TinyBMS on %s (battery id %u)", app->packs[i].name, bo.device, i);
     }
+    /* After the pollers: the web server reads their settings and frame taps. */
+    if (cfg.web.enabled) {
+        struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
+                                         .alerts = app->alerts, .history = app->history,
+                                         .bms = app->bms, .bms_count = app->pack_count, .can = app->can,
+                                         .restart = request_restart, .restart_ctx = app };
+        rc = web_server_create(&wo, &app->web);
+        if (rc) {
+            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
+             * and raise an alert instead of stopping. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
+                     cfg.web.http_port, gw_strerror(rc));
+            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
+            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
+            app->web = NULL;
+        }
+    }
+
     char web[32] = "off";
     if (app->web)
         snprintf(web, sizeof web, "port %d", web_server_port(app->web));

@@ -139,4 +139,39 @@ bool web_origin_matches_host(const char *origin, const char *host);
 /* Content-Type is application/json (parameters such as charset allowed). */
 bool web_is_json_content_type(const char *content_type);
 
+/* ---------------------------------------------------------------------------------------------
+ * TinyBMS settings a web user asks to write (web_settings.c), over the codec's register table.
+ * ------------------------------------------------------------------------------------------- */
+
+struct bms_settings;
+struct tinybms_setting_info;
+
+#define WEB_SETTING_REASON_MAX 192
+
+/* The value shown for a raw word of the register (signed for the signed registers). */
+int32_t web_setting_value(const struct tinybms_setting_info *info, uint16_t raw);
+
+/* The BMS's own min/max of the register (0x1D), as values; false when not read. */
+bool web_setting_bms_range(const struct tinybms_setting_info *info, const struct bms_settings *bms_min,
+                           const struct bms_settings *bms_max, int32_t *lo, int32_t *hi);
+
+/* "an integer in 1200..4500 mV (this BMS: 2000..4500)", "one of 0, 2..10", ... into out[cap]. */
+void web_setting_describe_range(const struct tinybms_setting_info *info, const struct bms_settings *bms_min,
+                                const struct bms_settings *bms_max, char *out, size_t cap);
+
+/* Checks value (as a user gives it: negative only for the signed registers) for reg. Both the
+ * documented structure and range (tinybms_setting_info) and, when bms_min/bms_max are valid, the
+ * BMS's own min/max must accept it. The u32 pair 312/313 is checked whole, from proposed (the
+ * settings as they will be: current values with the request's other values; NULL refuses a pair
+ * word). On GW_OK *raw is the word to write; otherwise reason[cap] (may be NULL) says the range
+ * and the value given. @retval GW_OK, GW_ERR_NOT_FOUND (no such setting), GW_ERR_RANGE */
+int web_setting_check(uint16_t reg, int64_t value, const struct bms_settings *proposed,
+                      const struct bms_settings *bms_min, const struct bms_settings *bms_max, uint16_t *raw,
+                      char *reason, size_t cap);
+
+/* Writing the pair one register at a time passes through an intermediate value: 0 = write 312
+ * (low) first, 1 = 313 (high) first, -1 = neither intermediate is valid (refuse the change). */
+int web_setting_pair_order(uint16_t cur_lo, uint16_t cur_hi, uint16_t new_lo, uint16_t new_hi,
+                           const struct bms_settings *bms_min, const struct bms_settings *bms_max);
+
 #endif

@@ -7,6 +7,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <civetweb.h>
 #include <dlfcn.h>
@@ -652,11 +653,11 @@ static bool civetweb_tls_usable(char *why, size_t cap)
 static void resolve_ui_dir(const char *opt, const char *configured, char *out, size_t cap)
 {
     if (opt && *opt) {
-        snprintf(out, cap, "%s", opt);
+        gw_text_copy(out, cap, opt);
         return;
     }
     if (configured && *configured) {
-        snprintf(out, cap, "%s", configured);
+        gw_text_copy(out, cap, configured);
         return;
     }
     /* Installed: <prefix>/bin/tinybms-gw -> <prefix>/share/tinybms-gw/web. */
@@ -679,7 +680,7 @@ static void resolve_ui_dir(const char *opt, const char *configured, char *out, s
             }
         }
     }
-    snprintf(out, cap, "%s", GW_WEB_SOURCE_DIR);
+    gw_text_copy(out, cap, GW_WEB_SOURCE_DIR);
 }
 
 int web_server_create(const struct web_server_options *opts, struct web_server **out)
@@ -701,6 +702,10 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     ws->battery = opts->battery;
     ws->alerts = opts->alerts;
     ws->history = opts->history;
+    ws->bms_count = opts->bms && opts->bms_count ? (opts->bms_count < WEB_MAX_BMS ? opts->bms_count : WEB_MAX_BMS) : 0;
+    for (unsigned i = 0; i < ws->bms_count; i++)
+        ws->bms[i] = opts->bms[i];
+    ws->can = opts->can;
     ws->restart = opts->restart;
     ws->restart_ctx = opts->restart_ctx;
     ws->port = cfg->web.http_port;
@@ -729,6 +734,24 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         goto err;
     if (pthread_mutex_init(&ws->ws_lock, NULL) != 0) {
         pthread_mutex_destroy(&ws->auth_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->bms_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->tap_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->view_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
         goto err;
     }
     locks = true;
@@ -824,10 +847,19 @@ err:
     }
     if (lib)
         mg_exit_library();
+    if (ws) {
+        free(ws->uart_tap_buf);
+        free(ws->can_tap_buf);
+    }
     if (ws && locks) {
         pthread_mutex_destroy(&ws->auth_lock);
         pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
+        pthread_mutex_destroy(&ws->view_lock);
     }
+    if (ws)
+        free(ws->view_text);
     if (cfg)
         OPENSSL_cleanse(cfg, sizeof *cfg);
     free(cfg);
@@ -842,8 +874,14 @@ void web_server_destroy(struct web_server *ws)
     web__ws_stop(ws);
     mg_stop(ws->ctx);
     mg_exit_library();
+    free(ws->uart_tap_buf);
+    free(ws->can_tap_buf);
     pthread_mutex_destroy(&ws->auth_lock);
     pthread_mutex_destroy(&ws->ws_lock);
+    pthread_mutex_destroy(&ws->bms_lock);
+    pthread_mutex_destroy(&ws->tap_lock);
+    pthread_mutex_destroy(&ws->view_lock);
+    free(ws->view_text);
     OPENSSL_cleanse(ws, sizeof *ws);
     free(ws);
 }
