@@ -9,8 +9,13 @@ RUN_ARGS    ?=
 # The demo: a discharging battery, CAN frames written to a candump log instead of a bus.
 DEMO_ARGS   ?= --sim-arg=--scenario=discharge --can log:$(DATA_DIR)/can.log
 PREFIX      ?= /usr/local
+# Target architecture of `make deb` and `make test-cross` (Debian names: amd64, armhf, arm64);
+# empty = this machine's.
+ARCH        ?=
+NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
+CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench install uninstall clean
+.PHONY: all deps test-deps build run test bench bundle install uninstall clean deb test-cross
 
 all: build
 
@@ -38,6 +43,11 @@ bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
 
+# An update bundle of the release build: build/bundle/tinybms-gw-<version>-<arch>.tar (sign it with
+# scripts/sign-update.sh BUNDLE KEY; docs/updates.md).
+bundle: build
+	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bundle
+
 # Only what running needs: the programs, the unit and its system user, the docs.
 install: build
 	cmake --install $(RELEASE_DIR)
@@ -48,6 +58,21 @@ uninstall:
 	-systemctl disable --now tinybms-gw 2>/dev/null
 	xargs -d '\n' rm -fv < $(RELEASE_DIR)/install_manifest.txt
 	-systemctl daemon-reload 2>/dev/null
+
+# build/deb/tinybms-gw_<version>_<arch>.deb with dpkg-buildpackage, checked by lintian
+# (docs/dev/packaging.md); ARCH=armhf or arm64 cross-builds it.
+deb:
+	@scripts/install-deps deb
+	@$(if $(CROSS_ARCH),scripts/install-deps cross $(CROSS_ARCH))
+	@JOBS=$(JOBS) packaging/build-deb $(ARCH)
+
+# The unit tests (ctest label "unit") cross-built for ARCH=armhf or arm64 and run under qemu-user
+# (cmake/toolchain-ARCH.cmake; no binfmt). CROSS_LABEL=integration or CROSS_LABEL= for others.
+CROSS_LABEL ?= unit
+test-cross:
+	@$(if $(CROSS_ARCH),,$(error make test-cross needs ARCH=armhf or ARCH=arm64))
+	@scripts/install-deps cross $(CROSS_ARCH)
+	@JOBS=$(JOBS) packaging/test-cross $(CROSS_ARCH) "$(CROSS_LABEL)"
 
 clean:
 	rm -rf build

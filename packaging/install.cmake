@@ -1,9 +1,14 @@
 # `make install` (cmake --install): the programs, the systemd unit with its system user, the
 # default options file and the documentation. Nothing of the test suite.
+# GW_SYSTEMD_UNIT_DIR: the Debian package (debian/rules) sets /lib/systemd/system, where
+# Debian 12's debhelper and lintian expect units; relative paths are under the prefix.
+set(GW_SYSTEMD_UNIT_DIR lib/systemd/system CACHE STRING "where `make install` puts the systemd unit")
 install(TARGETS tinybms-gw tinybms-sim RUNTIME DESTINATION bin)
 configure_file(${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.service
                ${PROJECT_BINARY_DIR}/packaging/tinybms-gw.service @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/packaging/tinybms-gw.service DESTINATION lib/systemd/system)
+install(FILES ${PROJECT_BINARY_DIR}/packaging/tinybms-gw.service DESTINATION ${GW_SYSTEMD_UNIT_DIR})
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/man/tinybms-gw.8 DESTINATION share/man/man8)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/man/tinybms-sim.1 DESTINATION share/man/man1)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.sysusers DESTINATION lib/sysusers.d
         RENAME tinybms-gw.conf)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/tinybms-gw.default DESTINATION share/tinybms-gw)

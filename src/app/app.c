@@ -2,21 +2,27 @@
 #include "app.h"
 
 #include "alert_manager.h"
+#include "app_metrics.h"
 #include "app_events.h"
 #include "battery_service.h"
 #include "bms_data.h"
 #include "can_publisher.h"
 #include "config_manager.h"
+#include "dbus_battery.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
 #include "gw_log.h"
 #include "history_logger.h"
+#include "monitoring.h"
 #include "mqtt_gateway.h"
+#include "ota_update.h"
+#include "net_link.h"
 #include "sim_process.h"
 #include "uart_bms.h"
 #include "web_server.h"
+#include "watchdog.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -34,6 +40,8 @@
 #include <unistd.h>
 
 #define MOD "app"
+
+_Static_assert(APP_EXIT_RESTART == OTA_EXIT_RESTART, "one restart code for the web API and the update launcher");
 
 /* One pack of the bank: its serial port and how people call it. */
 struct app_pack {
@@ -63,9 +71,15 @@ struct app {
     struct history_logger *history;
     struct mqtt_gateway *mqtt;
     struct can_publisher *can;
+    struct dbus_battery *dbus;
     struct uart_bms *bms[APP_MAX_PACKS];
     struct web_server *web;
+    struct ota_update *ota;
+    struct net_link *net;
+    struct monitoring *monitoring;
+    struct app_metrics *metrics;
     struct app_summary summary;
+    struct watchdog_client *wd_bms[APP_MAX_PACKS], *wd_can;
 };
 
 void app_default_options(struct app_options *o)
@@ -105,9 +119,9 @@ static void print_view(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
     struct app_summary *sm = &app->summary;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     for (unsigned i = 0; i < v->pack_count && i < APP_MAX_PACKS; i++) {
         const struct battery_pack *p = &v->packs[i];
         bool fresh = p->state == BATTERY_PACK_ONLINE || p->state == BATTERY_PACK_REJOINING;
@@ -133,11 +147,13 @@ static void log_limits(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
     struct app_summary *sm = &app->summary;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     const struct battery_limits *l = &v->limits;
-    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN) ? "CAN limits" : "limits (no output sends them)";
+    const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN)    ? "CAN limits"
+                      : (v->limit_outputs & BATTERY_OUTPUT_DBUS) ? "D-Bus limits"
+                                                                 : "limits (no output sends them)";
     if (l->valid) {
         if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
             l->dcl_a == sm->dcl_a)
@@ -163,16 +179,30 @@ static void print_notice(const struct gw_event *ev, void *ctx)
 {
     (void)ctx;
     if (ev->id == EVENT_BMS_COMM_LOST || ev->id == EVENT_BMS_COMM_RESTORED) {
-        struct app_bms_comm c;
-        if (ev->size != sizeof c)
+        const struct app_bms_comm *in = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (!in)
             return;
-        memcpy(&c, ev->payload, sizeof c);
+        struct app_bms_comm c = *in;
         printf("battery %u: communication %s (%s)\n", c.battery_id,
                ev->id == EVENT_BMS_COMM_LOST ? "LOST" : "restored", c.reason);
     } else {
         return;
     }
     fflush(stdout);
+}
+
+/* systemd readiness: a pack is ready with its first sample, or once its BMS is declared absent
+ * (communication lost); READY=1 goes when every pack is (watchdog_expect_ready). */
+static void on_pack_ready(const struct gw_event *ev, void *ctx)
+{
+    struct app *app = ctx;
+    if (ev->id == EVENT_BMS_DATA_UPDATE && ev->size == sizeof(struct bms_live_data)) {
+        const struct bms_live_data *d = ev->payload;
+        watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
+    } else if (ev->id == EVENT_BMS_COMM_LOST && ev->size == sizeof(struct app_bms_comm)) {
+        const struct app_bms_comm *c = ev->payload;
+        watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
+    }
 }
 
 /* ------------------------------------------------------------------ configuration */
@@ -272,6 +302,10 @@ static int apply_cli_overrides(struct app *app, const char *uart_device)
         cJSON *can = cJSON_AddObjectToObject(root, "can");
         cJSON_AddBoolToObject(can, "enabled", true);
         cJSON_AddStringToObject(can, "interface", o->can_spec);
+    }
+    if (o->dbus) {
+        cJSON *dbus = cJSON_AddObjectToObject(root, "dbus");
+        cJSON_AddBoolToObject(dbus, "enabled", true);
     }
     if (o->mqtt_uri) {
         if (strchr(o->mqtt_uri, '@')) {
@@ -387,6 +421,15 @@ static int start_services(struct app *app)
     struct gw_config cfg;
     config_manager_get(app->config, &cfg);
     int rc;
+    /* The threads systemd's watchdog follows: every BMS poller, then the CAN scheduler. */
+    for (unsigned i = 0; i < app->pack_count; i++) {
+        char name[24];
+        snprintf(name, sizeof name, "bms-poll%u", i);
+        app->wd_bms[i] = watchdog_client_add(o->watchdog, name);
+    }
+    /* Ready with every pack's first sample, or its BMS declared absent: within the BMS
+     * communication timeout (plus the time to open, wake and read it). */
+    watchdog_expect_ready(o->watchdog, app->pack_count, cfg.bms.comm_timeout_ms + 30000u);
 
     struct alert_manager_options ao = { .bus = app->bus, .data_dir = o->data_dir, .config = cfg.alerts,
                                         .get_config = alerts_config, .get_config_ctx = app->config };
@@ -430,7 +473,8 @@ static int start_services(struct app *app)
     }
 
     if (cfg.can.enabled) {
-        struct can_publisher_options co = { .config = &cfg, .bus = app->bus };
+        app->wd_can = watchdog_client_add(o->watchdog, "can-tx");
+        struct can_publisher_options co = { .config = &cfg, .bus = app->bus, .watchdog = app->wd_can };
         rc = can_publisher_create(&co, &app->can);
         if (!rc)
             rc = can_publisher_start(app->can);
@@ -440,7 +484,25 @@ static int start_services(struct app *app)
         }
     }
 
-    battery_service_set_limit_outputs(app->battery, app->can ? BATTERY_OUTPUT_CAN : 0);
+    if (cfg.dbus.enabled) {
+        struct dbus_battery_options dbo = { .bus = app->bus, .stale_timeout_ms = cfg.can.stale_timeout_ms,
+                                            .device_instance = cfg.dbus.device_instance,
+                                            .per_pack = cfg.dbus.per_pack, .pack_count = (uint8_t)app->pack_count };
+        for (unsigned i = 0; i < app->pack_count; i++) {
+            dbo.pack_devices[i] = app->packs[i].device;
+            dbo.pack_names[i] = app->packs[i].name;
+        }
+        rc = dbus_battery_create(&dbo, &app->dbus);
+        if (!rc)
+            rc = dbus_battery_start(app->dbus);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start the D-Bus battery service: %s", gw_strerror(rc));
+            return rc;
+        }
+    }
+
+    battery_service_set_limit_outputs(app->battery, (app->can ? BATTERY_OUTPUT_CAN : 0) |
+                                                        (app->dbus ? BATTERY_OUTPUT_DBUS : 0));
 
     for (unsigned i = 0; i < app->pack_count; i++) {
         struct uart_bms_options bo;
@@ -451,6 +513,8 @@ static int start_services(struct app *app)
         bo.comm_timeout_ms = cfg.bms.comm_timeout_ms;
         bo.slow_poll_interval_s = cfg.bms.slow_poll_interval_s;
         bo.cell_order = cfg.bms.cell_order;
+        bo.log_frames = o->verbose >= 2; /* -vv */
+        bo.watchdog = app->wd_bms[i];
         bo.bus = app->bus;
         rc = uart_bms_create(&bo, &app->bms[i]);
         if (!rc)
@@ -485,11 +549,63 @@ static int start_services(struct app *app)
     char web[32] = "off";
     if (app->web)
         snprintf(web, sizeof web, "port %d", web_server_port(app->web));
-    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, MQTT %s, history %s, web %s", app->pack_count,
-            app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device, app->pack_count > 1 ? ", ..." : "",
-            cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off", app->mqtt ? cfg.mqtt.broker_uri : "off",
-            app->history ? "on" : "off", web);
+    GW_LOGI(MOD, "services: %u pack%s (%s%s) every %u ms, CAN %s, D-Bus %s, MQTT %s, history %s, web %s",
+            app->pack_count, app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device,
+            app->pack_count > 1 ? ", ..." : "", cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off",
+            app->dbus ? "on" : "off", app->mqtt ? cfg.mqtt.broker_uri : "off", app->history ? "on" : "off", web);
     return GW_OK;
+}
+
+/* The network link watcher and the monitoring (with a source per service). Neither can stop the
+ * gateway: a failure is logged and the gateway runs without them. */
+static void start_observers(struct app *app, const struct gw_config *cfg)
+{
+    struct net_link_options no = { .bus = app->bus, .interface = cfg->network.interface };
+    if (net_link_create(&no, &app->net) == GW_OK && net_link_start(app->net) != GW_OK) {
+        net_link_destroy(app->net); /* the reason was logged */
+        app->net = NULL;
+    }
+    struct monitoring_options mo = { .data_dir = app->opts->data_dir };
+    int rc = monitoring_create(&mo, &app->monitoring);
+    struct app_metrics_services ms = { .data_dir = app->opts->data_dir, .bms = app->bms,
+                                       .pack_count = app->pack_count, .battery = app->battery, .can = app->can,
+                                       .mqtt = app->mqtt, .history = app->history, .alerts = app->alerts,
+                                       .net = app->net };
+    if (!rc)
+        rc = app->metrics ? app_metrics_add_sources(app->metrics, &ms, app->monitoring) : GW_ERR_STATE;
+    if (!rc)
+        rc = monitoring_start(app->monitoring);
+    if (rc) {
+        GW_LOGW(MOD, "monitoring not available: %s", gw_strerror(rc));
+        monitoring_destroy(app->monitoring);
+        app->monitoring = NULL;
+        app_metrics_destroy(app->metrics);
+        app->metrics = NULL;
+    }
+}
+
+/* First at stop: no source may run once the services it reads are gone. */
+static void stop_observers(struct app *app)
+{
+    monitoring_stop(app->monitoring);
+    app_metrics_destroy(app->metrics);
+    app->metrics = NULL;
+    monitoring_destroy(app->monitoring);
+    app->monitoring = NULL;
+    net_link_destroy(app->net);
+    app->net = NULL;
+}
+
+/* SIGUSR1: the task stats to the log, and with --metrics-dump the Prometheus text to its file. */
+static void dump_metrics(struct app *app)
+{
+    if (!app->monitoring) {
+        GW_LOGW(MOD, "SIGUSR1: monitoring is not running");
+        return;
+    }
+    monitoring_log_task_stats(app->monitoring);
+    if (app->opts->metrics_dump && monitoring_write_prometheus_file(app->monitoring, app->opts->metrics_dump) == GW_OK)
+        GW_LOGI(MOD, "metrics written to %s", app->opts->metrics_dump);
 }
 
 /* Reverse order of start: the source of samples first, the bus (which delivers what is still
@@ -502,14 +618,21 @@ static void stop_all(struct app *app)
         event_bus_unsubscribe(app->bus, EVENT_BATTERY_UPDATE, print_view, app);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, print_notice, NULL);
         event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_DATA_UPDATE, on_pack_ready, app);
+        event_bus_unsubscribe(app->bus, EVENT_BMS_COMM_LOST, on_pack_ready, app);
     }
     /* The web server first: its handlers read every service below. */
     web_server_destroy(app->web);
     app->web = NULL;
+    ota_update_destroy(app->ota);
+    app->ota = NULL;
+    stop_observers(app);
     for (unsigned i = 0; i < APP_MAX_PACKS; i++) {
         uart_bms_destroy(app->bms[i]);
         app->bms[i] = NULL;
     }
+    dbus_battery_destroy(app->dbus); /* values invalidated, then the name released */
+    app->dbus = NULL;
     can_publisher_destroy(app->can);
     app->can = NULL;
     mqtt_gateway_destroy(app->mqtt);
@@ -605,6 +728,138 @@ static int resolve_packs(struct app *app, const struct gw_config *cfg)
     return GW_OK;
 }
 
+/* ------------------------------------------------------------------ updates */
+
+/* An installed update (web upload, --install-update, rollback) restarts the daemon into it
+ * through request_restart, as the web API's restart does. */
+
+static void update_options(const struct gw_config *cfg, struct ota_update_options *o)
+{
+    o->keyring_dir = cfg->update.keyring_dir;
+    o->trial_timeout_s = cfg->update.trial_timeout_s;
+    o->trial_max_starts = cfg->update.trial_max_starts;
+    o->health_can_s = cfg->update.health_can_s;
+}
+
+/* The update service; on trial it watches this start's health for the launcher. */
+static void start_updates(struct app *app)
+{
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    struct ota_update_options o = { .data_dir = app->opts->data_dir, .bus = app->bus, .config_loaded = true,
+                                    .pack_count = app->pack_count, .can_enabled = app->can != NULL,
+                                    /* no web server in this build yet: HTTP is not part of health */
+                                    .http_port = 0, .restart = request_restart };
+    update_options(&cfg, &o);
+    int rc = ota_update_create(&o, &app->ota);
+    if (rc) {
+        GW_LOGE(MOD, "updates unavailable: %s", gw_strerror(rc));
+        return;
+    }
+    const char *notice = ota_update_rollback_notice(app->ota);
+    if (notice[0] && app->alerts)
+        alert_manager_raise(app->alerts, "UPDATE_ROLLED_BACK", ALERT_LEVEL_ERROR, notice);
+}
+
+int app_update_cli(const struct app_options *opts, struct ota_cli_options *cli)
+{
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    char path[GW_PATH_MAX + 16];
+    const char *file = opts->config_file;
+    if (!file) {
+        snprintf(path, sizeof path, "%s/config.json", opts->data_dir);
+        file = path;
+    }
+    if (access(file, F_OK) == 0) {
+        struct config_manager *cm = NULL;
+        struct config_manager_options cmo = { .data_dir = opts->data_dir, .config_file = opts->config_file };
+        if (config_manager_create(&cmo, &cm) == GW_OK) {
+            config_manager_get(cm, &cfg);
+            config_manager_destroy(cm);
+        }
+    }
+    struct ota_update_options o = { 0 };
+    update_options(&cfg, &o);
+    cli->data_dir = opts->data_dir;
+    if (!cli->keyring_dir && cfg.update.keyring_dir[0])
+        cli->keyring_dir = cfg.update.keyring_dir; /* lives until ota_update_cli returns */
+    cli->trial_timeout_s = o.trial_timeout_s;
+    cli->trial_max_starts = o.trial_max_starts;
+    cli->health_can_s = o.health_can_s;
+    return ota_update_cli(cli);
+}
+
+struct probe_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool found;
+    struct bms_live_data sample;
+};
+
+static void probe_sample(const struct bms_live_data *sample, void *ctx)
+{
+    struct probe_wait *w = ctx;
+    pthread_mutex_lock(&w->lock);
+    if (!w->found)
+        w->sample = *sample;
+    w->found = true;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+int app_probe(const struct app_options *opts, uint32_t timeout_ms)
+{
+    if (opts->uart_count != 1 || opts->simulate) {
+        GW_LOGE(MOD, "--probe needs exactly one --uart DEV");
+        return 2;
+    }
+    const char *dev = opts->uart_devices[0];
+    if (access(dev, F_OK) != 0) {
+        GW_LOGE(MOD, "probe: %s does not exist", dev);
+        return 1;
+    }
+    struct probe_wait w = { .found = false };
+    pthread_mutex_init(&w.lock, NULL);
+    if (gw_clock_cond_init(&w.cond) != GW_OK) {
+        pthread_mutex_destroy(&w.lock);
+        return 1;
+    }
+    struct uart_bms_options bo;
+    uart_bms_default_options(&bo);
+    snprintf(bo.device, sizeof bo.device, "%s", dev);
+    bo.poll_interval_ms = 200;
+    struct uart_bms *ub = NULL;
+    int rc = uart_bms_create(&bo, &ub);
+    if (!rc)
+        rc = uart_bms_add_listener(ub, probe_sample, &w);
+    if (!rc)
+        rc = uart_bms_start(ub);
+    uint64_t start = gw_now_ms();
+    pthread_mutex_lock(&w.lock);
+    while (!rc && !w.found) {
+        uint64_t spent = gw_now_ms() - start;
+        if (spent >= timeout_ms ||
+            gw_clock_wait_real(&w.cond, &w.lock, (uint32_t)(timeout_ms - spent)) == GW_ERR_TIMEOUT)
+            break;
+    }
+    bool found = w.found;
+    struct bms_live_data d = w.sample;
+    pthread_mutex_unlock(&w.lock);
+    uart_bms_destroy(ub);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    if (!found) {
+        GW_LOGE(MOD, "probe: no TinyBMS answered on %s within %u ms%s%s", dev, (unsigned)timeout_ms,
+                rc ? ": " : "", rc ? gw_strerror(rc) : "");
+        return 1;
+    }
+    printf("TinyBMS on %s: %u cells, %.2f V, SOC %.1f %%\n", dev, d.cell_count, d.pack_voltage_v,
+           bms_soc_percent(&d));
+    fflush(stdout);
+    return 0;
+}
+
 int app_run(const struct app_options *opts)
 {
     struct app app = { .opts = opts };
@@ -616,7 +871,8 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGHUP);
-    sigaddset(&sigs, SIGUSR1); /* restart asked through the web API */
+    sigaddset(&sigs, SIGUSR1); /* restart: asked through the web API, or into a release just installed */
+    sigaddset(&sigs, SIGUSR2); /* task-stats dump to the log */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -652,13 +908,19 @@ int app_run(const struct app_options *opts)
 
     event_bus_subscribe(app.bus, EVENT_CONFIG_UPDATED, on_config_updated, &app, "app");
     event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, log_limits, &app, "limits log");
+    event_bus_subscribe(app.bus, EVENT_BMS_DATA_UPDATE, on_pack_ready, &app, "systemd ready");
+    event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, on_pack_ready, &app, "systemd ready");
     if (opts->summary) {
         event_bus_subscribe(app.bus, EVENT_BATTERY_UPDATE, print_view, &app, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_LOST, print_notice, NULL, "summary");
         event_bus_subscribe(app.bus, EVENT_BMS_COMM_RESTORED, print_notice, NULL, "summary");
     }
+    if (app_metrics_create(app.bus, &app.metrics) != GW_OK)
+        GW_LOGW(MOD, "metrics of the bus not counted (subscriber table full)");
     if (start_services(&app))
         goto fail;
+    start_updates(&app);
+    start_observers(&app, &cfg);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
      * now that the alert manager listens: the storage error and, latched until acknowledged,
      * CONFIG_RECOVERED with what was loaded and why. */
@@ -668,28 +930,31 @@ int app_run(const struct app_options *opts)
     if ((load == CONFIG_LOAD_FROM_BACKUP || load == CONFIG_LOAD_DEFAULTS) && app.alerts)
         alert_manager_raise(app.alerts, "CONFIG_RECOVERED", ALERT_LEVEL_ERROR, load_reason);
 
-    GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", GW_VERSION, opts->data_dir);
+    GW_LOGI(MOD, "tinybms-gw %s running (data in %s); Ctrl-C to stop", ota_update_running_version(app.ota),
+            opts->data_dir);
     int sig = 0;
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
             continue;
+        if (sig == SIGUSR2) {
+            dump_metrics(&app);
+            continue;
+        }
         if (sig != SIGHUP)
             break;
         GW_LOGI(MOD, "SIGHUP: reloading the configuration");
         config_manager_reload(app.config, NULL, 0); /* logs what changed or why not */
     }
-    if (sig == SIGUSR1) {
-        GW_LOGI(MOD, "restart requested: stopping, then starting again");
-        stop_all(&app);
-        GW_LOGI(MOD, "stopped cleanly (restarting)");
-        return APP_EXIT_RESTART;
-    }
-    GW_LOGI(MOD, "signal %d: stopping", sig);
+    if (sig == SIGUSR1)
+        GW_LOGI(MOD, "restart requested (web API or a new release): stopping, then starting again");
+    else
+        GW_LOGI(MOD, "signal %d: stopping", sig);
+    watchdog_stopping(opts->watchdog);
     stop_all(&app);
-    GW_LOGI(MOD, "stopped cleanly");
+    GW_LOGI(MOD, sig == SIGUSR1 ? "stopped cleanly (restarting)" : "stopped cleanly");
     if (lock_fd >= 0)
         close(lock_fd);
-    return 0;
+    return sig == SIGUSR1 ? APP_EXIT_RESTART : 0;
 
 fail:
     stop_all(&app);

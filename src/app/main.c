@@ -3,9 +3,11 @@
  * and energy counters flushed). */
 #define _GNU_SOURCE
 #include "app.h"
+#include "ota_update.h"
 
 #include "gw_error.h"
 #include "gw_log.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -28,6 +30,10 @@ static void usage(FILE *f)
             "      --can SPEC        CAN output: IFACE (SocketCAN, e.g. can0), slcan:/dev/ttyACM0[@BAUD],\n"
             "                        or log:FILE (candump -l format, dry run)\n"
             "      --mqtt URI        MQTT broker, mqtt://host[:port] or mqtts://host[:port]\n"
+            "      --dbus            Venus OS D-Bus battery service (com.victronenergy.battery.*) on the\n"
+            "                        session bus when DBUS_SESSION_BUS_ADDRESS is set, else the system bus\n"
+            "      --probe           only check that a TinyBMS answers on --uart DEV: exit 0 when one does\n"
+            "                        (within 3 s), 1 when none does (for Venus OS's serial-starter)\n"
             "  -c, --config FILE     configuration file (default DATA_DIR/config.json)\n"
             "      --allow-defaults  start on the defaults when the configuration and its recovery\n"
             "                        copies are all unusable (refused otherwise)\n"
@@ -37,7 +43,16 @@ static void usage(FILE *f)
             "      --set-password    read a new web password from standard input, store its salted hash in\n"
             "                        the data directory's configuration, and exit\n"
             "  -q, --quiet           no live summary line per sample on stdout\n"
-            "  -v, --verbose         more logs (twice for debug)\n"
+            "      --metrics-dump FILE  on SIGUSR2, also write the metrics (Prometheus text) to FILE\n"
+            "  -v, --verbose         more logs: -v the BMS poll cycle and state changes, -vv also every\n"
+            "                        frame to and from the BMS (hex and its meaning)\n"
+            "\n"
+            "Updates (docs/updates.md):\n"
+            "      --install-update BUNDLE  check a signed update bundle and switch to it (BUNDLE.sig is its\n"
+            "                        signature unless --signature FILE); a gateway running on the data\n"
+            "                        directory restarts into it; --force accepts the running version\n"
+            "      --rollback        go back to the previous release\n"
+            "      --update-status   print the update state (JSON)\n"
             "  -h, --help            this help\n"
             "  -V, --version         version\n"
             "\n"
@@ -50,21 +65,33 @@ int main(int argc, char **argv)
     struct app_options opts;
     app_default_options(&opts);
     int verbosity = 0;
+    bool probe = false;
 
-    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD };
+    enum { OPT_SIM_ARG = 1000, OPT_CAN, OPT_MQTT, OPT_POLL, OPT_ALLOW_DEFAULTS, OPT_HTTP, OPT_SET_PASSWORD,
+           OPT_INSTALL, OPT_SIGNATURE, OPT_FORCE, OPT_ROLLBACK, OPT_UPDATE_STATUS,
+           OPT_METRICS_DUMP, OPT_DBUS, OPT_PROBE };
+    struct ota_cli_options update = { 0 };
     static const struct option long_opts[] = {
         { "uart", required_argument, NULL, 'u' },
         { "simulate", optional_argument, NULL, 's' },
         { "sim-arg", required_argument, NULL, OPT_SIM_ARG },
         { "can", required_argument, NULL, OPT_CAN },
         { "mqtt", required_argument, NULL, OPT_MQTT },
+        { "dbus", no_argument, NULL, OPT_DBUS },
+        { "probe", no_argument, NULL, OPT_PROBE },
         { "config", required_argument, NULL, 'c' },
         { "allow-defaults", no_argument, NULL, OPT_ALLOW_DEFAULTS },
         { "data-dir", required_argument, NULL, 'd' },
         { "poll-ms", required_argument, NULL, OPT_POLL },
         { "http", required_argument, NULL, OPT_HTTP },
         { "set-password", no_argument, NULL, OPT_SET_PASSWORD },
+        { "install-update", required_argument, NULL, OPT_INSTALL },
+        { "signature", required_argument, NULL, OPT_SIGNATURE },
+        { "force", no_argument, NULL, OPT_FORCE },
+        { "rollback", no_argument, NULL, OPT_ROLLBACK },
+        { "update-status", no_argument, NULL, OPT_UPDATE_STATUS },
         { "quiet", no_argument, NULL, 'q' },
+        { "metrics-dump", required_argument, NULL, OPT_METRICS_DUMP },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
@@ -108,7 +135,15 @@ int main(int argc, char **argv)
             break;
         case OPT_CAN: opts.can_spec = optarg; break;
         case OPT_MQTT: opts.mqtt_uri = optarg; break;
+        case OPT_DBUS: opts.dbus = true; break;
+        case OPT_PROBE: probe = true; break;
         case OPT_ALLOW_DEFAULTS: opts.allow_defaults = true; break;
+        case OPT_INSTALL: update.bundle = optarg; break;
+        case OPT_SIGNATURE: update.signature = optarg; break;
+        case OPT_FORCE: update.force = true; break;
+        case OPT_ROLLBACK: update.rollback = true; break;
+        case OPT_UPDATE_STATUS: update.status = true; break;
+        case OPT_METRICS_DUMP: opts.metrics_dump = optarg; break;
         case OPT_POLL: {
             char *end;
             long ms = strtol(optarg, &end, 10);
@@ -147,18 +182,43 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinybms-gw: --uart and --simulate exclude each other\n");
         return 2;
     }
-    gw_log_set_level(verbosity >= 2 ? GW_LOG_DEBUG : GW_LOG_INFO);
+    /* -v: the debug level (the BMS poll cycle, state changes); -vv: also every UART frame. */
+    gw_log_set_level(verbosity >= 1 ? GW_LOG_DEBUG : GW_LOG_INFO);
     opts.verbose = verbosity;
+    if (probe)
+        return app_probe(&opts, 3000);
     if (set_password)
         return app_set_password(&opts);
-    int rc = app_run(&opts);
-    if (rc == APP_EXIT_RESTART) {
-        /* Asked through the web API: everything is stopped and flushed; start afresh with the same
-         * command line (same PID, so systemd and scripts keep following it). */
-        fflush(NULL);
-        execv("/proc/self/exe", argv);
-        fprintf(stderr, "tinybms-gw: restart failed (%s): exiting so a supervisor can start it\n", strerror(errno));
+    if ((update.bundle != NULL) + update.rollback + update.status > 1) {
+        fprintf(stderr, "tinybms-gw: --install-update, --rollback and --update-status exclude each other\n");
+        return 2;
+    }
+    if (update.bundle || update.rollback || update.status)
+        return app_update_cli(&opts, &update);
+    /* An installed update runs as a supervised child (its trial, the rollback); -1: run here. */
+    int code = ota_launcher_main(opts.data_dir, argv);
+    if (code >= 0)
+        return code;
+    /* systemd (Type=notify, WatchdogSec=): read and cleared before any thread exists; without
+     * $NOTIFY_SOCKET (a shell, Venus OS) it does nothing. */
+    struct watchdog *wd = NULL;
+    if (watchdog_create(&wd) == GW_ERR_NOMEM)
+        return 1;
+    opts.watchdog = wd;
+    if (watchdog_start(wd) != GW_OK) {
+        watchdog_destroy(wd);
         return 1;
     }
-    return rc;
+    code = app_run(&opts);
+    watchdog_destroy(wd);
+    if (code == APP_EXIT_RESTART && !getenv("GW_OTA_SUPERVISED")) {
+        /* Started by hand or by systemd, not by a launcher: everything is stopped and flushed;
+         * start afresh with the same command line (same PID, so systemd keeps following it),
+         * which also becomes the launcher of a release just installed. */
+        fflush(NULL);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "tinybms-gw: cannot restart into the new release: %s\n", strerror(errno));
+        return 1;
+    }
+    return code;
 }

@@ -28,6 +28,8 @@ const char *app_event_name(int id)
         [EVENT_STORAGE_OK] = "storage_ok",
         [EVENT_OTA_UPDATE_STARTED] = "ota_update_started",
         [EVENT_OTA_UPDATE_COMPLETED] = "ota_update_completed",
+        [EVENT_OTA_UPDATE_FAILED] = "ota_update_failed",
+        [EVENT_OTA_UPDATE_ROLLED_BACK] = "ota_update_rolled_back",
         [EVENT_BATTERY_UPDATE] = "battery_update",
     };
     if (id < 0 || id >= EVENT_COUNT || !names[id])

@@ -32,8 +32,10 @@ enum app_event_id {
     EVENT_CHARGE_CAP_REQUEST,   /* struct app_charge_cap (MQTT/web: temporary lower limits) */
     EVENT_STORAGE_ERROR,        /* struct app_storage_error */
     EVENT_STORAGE_OK,           /* struct app_storage_error (module only: recovered) */
-    EVENT_OTA_UPDATE_STARTED,   /* struct app_text */
-    EVENT_OTA_UPDATE_COMPLETED, /* struct app_text */
+    EVENT_OTA_UPDATE_STARTED,   /* struct app_text: a bundle is being received */
+    EVENT_OTA_UPDATE_COMPLETED, /* struct app_text: the new release runs and is healthy */
+    EVENT_OTA_UPDATE_FAILED,    /* struct app_text: a bundle was refused (the reason) */
+    EVENT_OTA_UPDATE_ROLLED_BACK, /* struct app_text: back to the previous release, and why */
     EVENT_BATTERY_UPDATE,       /* struct battery_view (src/core/battery/battery_view.h): the one
                                    battery every output sends, after each battery-service step */
     EVENT_COUNT
@@ -84,6 +86,7 @@ enum app_config_section {
     CONFIG_SECTION_HISTORY = 1u << 7,
     CONFIG_SECTION_OTA = 1u << 8,
     CONFIG_SECTION_BATTERY = 1u << 9,
+    CONFIG_SECTION_DBUS = 1u << 10,
 };
 
 struct app_config_change {

@@ -179,8 +179,20 @@ struct gw_config_battery {
     float soc_spread_percent;         /* alert when packs' SOC differ more, default 15 */
 };
 
-struct gw_config_ota {
-    char public_key_path[GW_PATH_MAX];
+/* Signed updates of the gateway (docs/updates.md). */
+struct gw_config_update {
+    char keyring_dir[GW_PATH_MAX];    /* trusted public keys (*.pub); empty = DATA_DIR/keys */
+    uint32_t trial_timeout_s;         /* a new release must be healthy within, default 120 */
+    uint32_t trial_max_starts;        /* starts it gets to become healthy, default 3 */
+    uint32_t health_can_s;            /* CAN frames going out this long count as healthy, default 5 */
+};
+
+/* The Venus OS D-Bus battery service (docs/venus-os.md). */
+struct gw_config_dbus {
+    bool enabled;                     /* default false (enabled by --dbus) */
+    uint16_t device_instance;         /* 0..1023, default 1: used when com.victronenergy.settings
+                                         does not allocate one */
+    bool per_pack;                    /* also one service per pack, default false */
 };
 
 struct gw_config {
@@ -194,7 +206,8 @@ struct gw_config {
     struct gw_config_alerts alerts;
     struct gw_config_history history;
     struct gw_config_battery battery;
-    struct gw_config_ota ota;
+    struct gw_config_update update;
+    struct gw_config_dbus dbus;
 };
 
 /* Fills cfg with the documented defaults (LiFePO4 charge parameters). */

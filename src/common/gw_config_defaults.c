@@ -145,6 +145,11 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->history.period_s = 5;
     cfg->history.retention_days = 7;
 
+    cfg->update.keyring_dir[0] = '\0'; /* DATA_DIR/keys */
+    cfg->update.trial_timeout_s = 120;
+    cfg->update.trial_max_starts = 3;
+    cfg->update.health_can_s = 5;
+
     cfg->battery.packs.count = 0;
     cfg->battery.min_online_packs = 1;
     cfg->battery.rejoin_max_dv = 0.5f;
@@ -152,4 +157,8 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->battery.frozen_after_ms = 10000;
     cfg->battery.implausible_in_row = 3;
     cfg->battery.soc_spread_percent = 15.0f;
+
+    cfg->dbus.enabled = false;
+    cfg->dbus.device_instance = 1;
+    cfg->dbus.per_pack = false;
 }

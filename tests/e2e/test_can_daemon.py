@@ -250,6 +250,38 @@ class CanLog(GatewayTestCase):
         self.assertGreater(cvl, 0)
         self.assertLessEqual(cvl, st["cell_count"] * 3.65 + 1e-6)
 
+    def test_a_normal_start_raises_no_alarm_and_sends_no_zero_identity(self):
+        # The BMS answers from the start: every 0x35A the GX ever gets says online with the
+        # general alarm OK (none says "offline" for the moment before the first sample), and
+        # the identity read from the BMS is never sent as zeros: 0x35F carries firmware 90.0
+        # (the simulator's public version 90; not "90.68" from the internal version 580).
+        import warnings
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        import can
+        log = os.path.join(self.tmp, "frames.log")
+        sim = self.start_sim(["--speed", "0"])
+        gw = self.start_daemon(["--uart", sim.link, "--can", "log:" + log, "--poll-ms", "500"])
+        wait_for(lambda: gwtest.read_text(log).count(" can0 351#") >= 3 and " can0 35F#" in gwtest.read_text(log),
+                 60, "3 x 0x351 and a 0x35F in the log")
+        gw.wait_log(r"identity for the GX \(battery 0\): firmware 90\.0 in 0x35F", 30)
+        self.stop_daemon_cleanly(gw)
+        msgs = list(can.CanutilsLogReader(log))
+        status = [m for m in msgs if m.arbitration_id == 0x35A]
+        self.assertTrue(status)
+        for m in status:
+            self.assertEqual((m.data[7] >> 2) & 3, 2, "0x35A not online: %s" % bytes(m.data).hex())
+            self.assertEqual(m.data[0] & 3, 2, "general alarm in 0x35A: %s" % bytes(m.data).hex())
+        first_351 = next(i for i, m in enumerate(msgs) if m.arbitration_id == 0x351)
+        first_35a = next(i for i, m in enumerate(msgs) if m.arbitration_id == 0x35A)
+        self.assertGreater(first_35a, first_351, "0x35A before the first 0x351: status before any sample")
+        for m in msgs:
+            if m.arbitration_id == 0x372:
+                self.assertEqual(int.from_bytes(m.data[6:8], "little"), 0, "a module reported offline")
+            if m.arbitration_id == 0x35F:
+                self.assertEqual((m.data[2], m.data[3]), (90, 0), "0x35F firmware %s" % bytes(m.data).hex())
+            if m.arbitration_id in (0x380, 0x381):
+                self.assertNotEqual(bytes(m.data), bytes(8), "empty serial frame 0x%03X" % m.arbitration_id)
+
     def test_no_limits_and_no_measurements_before_the_first_sample(self):
         import warnings
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -274,6 +306,36 @@ class CanLog(GatewayTestCase):
         ids = {m.arbitration_id for m in can.CanutilsLogReader(log)}
         for fid in (0x355, 0x356, 0x373):
             self.assertIn(fid, ids)
+
+
+class CanSpecErrors(GatewayTestCase):
+    """A CAN spec that cannot work fails the start at once with the reason, instead of being
+    taken for an adapter to wait for (or for a kernel without CAN)."""
+
+    def test_unknown_word_is_not_understood_and_the_forms_are_shown(self):
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "nonsense",
+                           "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("CAN spec 'nonsense' not understood", err)
+        for form in ("can0", "socketcan:IFACE", "slcan:/dev/ttyACM0", "log:FILE"):
+            self.assertIn(form, err)
+        self.assertNotIn("no CAN sockets", err)
+
+    def test_interface_that_is_not_can_is_refused(self):
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "lo", "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("lo is a network interface but not a CAN one", err)
+
+    def test_log_in_a_missing_directory_fails_at_start(self):
+        missing = os.path.join(self.tmp, "no", "such", "dir")
+        r = gwtest.run_gw(["--uart", os.path.join(self.tmp, "bms"), "--can", "log:" + missing + "/frames.log",
+                           "--data-dir", self.data_dir])
+        err = r.stderr.decode(errors="replace")
+        self.assertEqual(r.returncode, 1, err)
+        self.assertIn("the directory '%s' does not exist" % missing, err)
+        self.assertNotIn("retrying", err)
 
 
 class EnergyCounters(GatewayTestCase):

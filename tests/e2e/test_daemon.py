@@ -508,5 +508,205 @@ class Robustness(GatewayTestCase):
         self.stop_daemon_cleanly(gw)
 
 
+class WiringLogs(GatewayTestCase):
+    """Logs a person can debug wiring with: -v shows the poll cycle, -vv every frame (hex and
+    meaning), and a line that stays silent or returns only garbage gets one hint."""
+
+    def test_verbose_levels(self):
+        sim = self.start_sim(["--speed", "0"])
+        runs = {}
+        for name, flags in (("plain", []), ("v", ["-v"]), ("vv", ["-vv"])):
+            gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"] + flags, name="gw-" + name)
+            gw.wait_summaries(3, 60)
+            gw.wait_log(r"TinyBMS hw \d+\.\d+ fw", 30)
+            self.stop_daemon_cleanly(gw)
+            runs[name] = gw.stderr()
+        poll = re.compile(r"DEBUG uart_bms: battery 0: poll \d+: live registers read in [\d.]+ ms")
+        frame_tx = re.compile(r"DEBUG uart_bms: battery 0: TX 8 bytes AA 03 00 00 00 38 [0-9A-F]{2} [0-9A-F]{2}: \S")
+        frame_rx = re.compile(r"DEBUG uart_bms: battery 0: RX 117 bytes AA 03 70( [0-9A-F]{2}){114}: \S")
+        self.assertIsNone(poll.search(runs["plain"]), "the poll cycle without -v")
+        self.assertIsNotNone(poll.search(runs["v"]), "-v must show the poll cycle")
+        self.assertIn("slow read of the version: ok", runs["v"])
+        self.assertIsNone(frame_tx.search(runs["v"]), "-v must not show every frame")
+        self.assertIsNotNone(frame_tx.search(runs["vv"]), "-vv must show every request")
+        self.assertIsNotNone(frame_rx.search(runs["vv"]), "-vv must show every answer in hex")
+
+    def test_silent_line_hint_once(self):
+        sim = self.start_sim(["--speed", "0"])
+        sim.cmd("silence on")
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_log(r"not one byte came back\. Check: .*crossed.*common ground.*115200 baud.*registers 342/343", 60)
+        # Keeps polling, says it once.
+        requests = sim.state()["requests"]
+        wait_for(lambda: sim.state()["requests"] >= requests + 20, 60, "20 more requests into the silence")
+        self.assertEqual(gw.stderr().count("not one byte came back"), 1)
+        sim.cmd("silence off")
+        gw.wait_log(r"the TinyBMS answers again after \d+ failed transactions", 60)
+        self.stop_daemon_cleanly(gw)
+
+    def test_garbage_line_hint_with_the_first_answers(self):
+        sim = self.start_sim(["--speed", "0"])
+        sim.cmd("noise 1")
+        gw = self.start_daemon(["--uart", sim.link, "--poll-ms", "200"])
+        gw.wait_log(r"got bytes back but never a valid TinyBMS frame .*broadcast off", 60)
+        gw.wait_log(r"battery 0:   answer 1: \d+ bytes: [0-9A-F]{2}( [0-9A-F]{2})*", 10)
+        self.assertNotIn("not one byte came back", gw.stderr())
+        self.stop_daemon_cleanly(gw)
+
+
+class NotifyListener:
+    """The systemd end of $NOTIFY_SOCKET: a unix datagram socket; every message received is kept
+    with its arrival time (monotonic)."""
+
+    def __init__(self, path):
+        import socket
+        import threading
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(path)
+        self._sock.settimeout(0.2)
+        self._lock = threading.Lock()
+        self._messages = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import socket
+        while not self._stop:
+            try:
+                data = self._sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            with self._lock:
+                self._messages.append((time.monotonic(), data.decode(errors="replace")))
+
+    def messages(self):
+        with self._lock:
+            return [m for _, m in self._messages]
+
+    def count(self, prefix):
+        return sum(1 for m in self.messages() if m.startswith(prefix))
+
+    def stop(self):
+        self._stop = True
+        self._thread.join(5)
+        self._sock.close()
+
+
+def thread_id(pid, name):
+    """The kernel id of the thread of pid named `name` (pthread_setname_np), or None."""
+    for task in glob.glob("/proc/%d/task/*" % pid):
+        if gwtest.read_text(os.path.join(task, "comm")).strip() == name:
+            return int(os.path.basename(task))
+    return None
+
+
+class Ptrace:
+    """Stops ONE thread of another process (PTRACE_SEIZE + PTRACE_INTERRUPT act per thread, unlike
+    SIGSTOP which stops them all): a hung BMS poller, without any hook in the gateway."""
+    SEIZE, INTERRUPT, DETACH = 0x4206, 0x4207, 17
+    WALL = 0x40000000
+
+    def __init__(self, tid):
+        import ctypes
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self.tid = tid
+        self.attached = False
+
+    def _call(self, req):
+        import ctypes
+        if self._libc.ptrace(req, self.tid, None, None) != 0:
+            raise OSError(ctypes.get_errno(), "ptrace(%#x, %d)" % (req, self.tid))
+
+    def stop(self):
+        self._call(self.SEIZE)
+        self.attached = True
+        self._call(self.INTERRUPT)
+        os.waitpid(self.tid, self.WALL)  # the thread is in its ptrace stop now
+
+    def resume(self):
+        if self.attached:
+            self._call(self.DETACH)
+            self.attached = False
+
+
+class SystemdWatchdog(GatewayTestCase):
+    """Type=notify with WatchdogSec: READY=1 once the first sample is in (or the BMS declared
+    absent), WATCHDOG=1 while the BMS poller and the CAN scheduler run, none while the poller is
+    hung, and STOPPING=1 at the end. The notify socket is this test's own datagram socket."""
+    WATCHDOG_USEC = 6000000  # pings every 2 s, a thread 2 s late past its deadline is hung
+
+    def start_notified(self, args, name="gw"):
+        listener = NotifyListener(os.path.join(self.tmp, name + ".notify"))
+        self.addCleanup(listener.stop)
+        env = {"NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": str(self.WATCHDOG_USEC)}
+        gw = self.track(gwtest.Daemon(self.tmp, list(args) + ["--data-dir", self.data_dir], name, env=env))
+        return gw, listener
+
+    def test_ready_pings_and_a_hung_poller_stops_them(self):
+        sim = self.start_sim(["--speed", "0"])
+        log = os.path.join(self.tmp, "frames.log")
+        gw, nl = self.start_notified(["--uart", sim.link, "--can", "log:" + log, "--poll-ms", "200", "-v"])
+        wait_for(lambda: nl.count("READY=1"), 60, "READY=1")
+        ready = [m for m in nl.messages() if m.startswith("READY=1")]
+        self.assertEqual(len(ready), 1)
+        self.assertIn("STATUS=running: first sample of every pack", ready[0])
+        gw.wait_summaries(1, 30)
+        wait_for(lambda: nl.count("WATCHDOG=1") >= 3, 60, "3 x WATCHDOG=1")
+        self.assertNotIn("past its deadline (hung?)", gw.stderr())
+
+        # The BMS poller thread hangs (stopped by ptrace, the rest of the process runs on).
+        tid = thread_id(gw.proc.pid, "bms-poll0")
+        self.assertIsNotNone(tid, "no thread named bms-poll0")
+        hang = Ptrace(tid)
+        try:
+            hang.stop()
+        except OSError as e:
+            self.skipTest("ptrace not permitted here: %s" % e)
+        try:
+            log_at = len(gw.stderr())
+            gw.wait_log(r"(bms-poll0|can-tx) is \d+ ms past its deadline \(hung\?\): no keep-alive to systemd", 30,
+                        start=log_at)
+            pings = nl.count("WATCHDOG=1")
+            # Three ping periods pass (the daemon says so at debug level): not one keep-alive.
+            wait_for(lambda: gw.stderr().count("keep-alive withheld:", log_at) >= 3, 30,
+                     "three withheld keep-alives")
+            self.assertEqual(nl.count("WATCHDOG=1"), pings, "WATCHDOG=1 sent while the poller was hung")
+        finally:
+            hang.resume()
+        gw.wait_log(r"runs again: keep-alives to systemd resumed", 30, start=log_at)
+        pings = nl.count("WATCHDOG=1")
+        wait_for(lambda: nl.count("WATCHDOG=1") >= pings + 2, 30, "WATCHDOG=1 again")
+        self.stop_daemon_cleanly(gw)
+        wait_for(lambda: nl.count("STOPPING=1"), 10, "STOPPING=1")
+
+    def test_ready_when_the_bms_is_absent_and_pings_go_on(self):
+        # No BMS at all: ready once it is declared absent (communication lost), and the gateway
+        # is not "hung": the keep-alives go on (a restart would not bring the BMS back).
+        self.write_config({"schema_version": 1, "bms": {"comm_timeout_ms": 2000}})
+        gw, nl = self.start_notified(["--uart", os.path.join(self.tmp, "no-bms"), "--poll-ms", "200"])
+        wait_for(lambda: nl.count("READY=1"), 60, "READY=1 without a BMS")
+        self.assertIn("STATUS=running: BMS absent or silent", [m for m in nl.messages() if m.startswith("READY=1")][0])
+        pings = nl.count("WATCHDOG=1")
+        wait_for(lambda: nl.count("WATCHDOG=1") >= pings + 3, 60, "keep-alives while the BMS is absent")
+        self.assertNotIn("past its deadline (hung?)", gw.stderr())
+        self.stop_daemon_cleanly(gw)
+
+    def test_children_do_not_inherit_the_notify_socket(self):
+        gw, nl = self.start_notified(["--simulate", "--poll-ms", "200"])
+        wait_for(lambda: nl.count("READY=1"), 60, "READY=1 in simulate mode")
+        kids = child_pids(gw.proc.pid)
+        self.assertTrue(kids)
+        for pid in kids:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                environ = f.read().split(b"\0")
+            self.assertFalse([e for e in environ if e.startswith((b"NOTIFY_SOCKET=", b"WATCHDOG_USEC="))])
+        self.stop_daemon_cleanly(gw)
+
+
 if __name__ == "__main__":
     gwtest.main()

@@ -79,6 +79,9 @@ def c_names():
     for pattern in ("src/**/*.[ch]", "tools/**/*.[ch]", "tests/**/*.[ch]", "bench/**/*.[ch]"):
         for path in glob.glob(os.path.join(SOURCE_DIR, pattern), recursive=True):
             names.update(re.findall(r'getenv\("([A-Z][A-Z0-9_]*)"\)', read(path)))
+    # Variables of the installed service's options file.
+    for path in glob.glob(os.path.join(SOURCE_DIR, "packaging", "*.default")):
+        names.update(re.findall(r"^([A-Z][A-Z0-9_]*)=", read(path), re.M))
     return names
 
 

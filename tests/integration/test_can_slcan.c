@@ -326,6 +326,10 @@ static void test_publisher_against_python_can(void)
     const struct feed_values phase2 = { .volts = 53.1f, .amps = -5.0f, .temp_c = 24.3f, .soc_pct = 81.5f,
                                         .cvl_v = 55.2f, .ccl_a = 50.0f, .dcl_a = 75.0f, .online = 1 };
     feed(bus, &phase1);
+    /* The first pack's TinyBMS version, as uart_bms reads it: 0x35F and 0x380/0x381 wait for it. */
+    struct app_bms_version ver = { .battery_id = 0, .version = { .valid = true, .fw_public = 90, .fw_internal = 580 } };
+    snprintf(ver.version.serial, sizeof ver.version.serial, "0123456789ABCDEF01234567");
+    event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000);
     event_bus_flush(bus, 2000);
     double t_start = wall_s();
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);

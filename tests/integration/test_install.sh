@@ -25,6 +25,10 @@ UNIT="$ROOT/lib/systemd/system/tinybms-gw.service"
 grep -q '^ExecStart=/usr/local/bin/tinybms-gw ' "$UNIT" || fail "ExecStart does not point at the installed binary"
 grep -q '^User=tinybms-gw$' "$UNIT" || fail "the unit does not run as its own user"
 grep -q '@[A-Z_]*@' "$UNIT" && fail "unsubstituted @VAR@ in the unit"
+# systemd restarts a hung gateway: readiness and keep-alives from the daemon itself.
+grep -q '^Type=notify$' "$UNIT" || fail "the unit is not Type=notify"
+grep -q '^WatchdogSec=[1-9]' "$UNIT" || fail "the unit has no WatchdogSec"
+grep -q '^NotifyAccess=main$' "$UNIT" || fail "NotifyAccess is not main"
 
 if command -v systemd-analyze >/dev/null 2>&1 &&
    systemd-analyze security --offline=true "$UNIT" >"$STAGE/security.txt" 2>&1; then

@@ -557,12 +557,16 @@ static const char alert_schema[] =
     " message TEXT NOT NULL, value REAL, threshold REAL, count INTEGER NOT NULL,"
     " acknowledged INTEGER NOT NULL);";
 
+/* In one transaction: between a DROP TABLE and the CREATE after it, the manager's writer may
+ * re-create its schema (seen under qemu-user: "table alert_history already exists"). */
 static void run_sql(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;
     CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
+    CHECK_EQ_INT(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     CHECK_EQ_INT(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
 }
 

@@ -15,11 +15,14 @@
 #include "gw_config.h"
 #include "gw_error.h"
 #include "test.h"
+#include "watchdog.h"
 
 #include <pthread.h>
 #include <pty.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -319,6 +322,26 @@ static void feed(struct event_bus *bus, uint64_t t, unsigned packs, unsigned onl
     publish_view(bus, &v);
 }
 
+/* A TinyBMS version as uart_bms publishes it (registers 500..509). */
+static void publish_version(struct event_bus *bus, uint8_t battery_id, uint8_t fw_public, uint16_t fw_internal,
+                            const char *serial)
+{
+    struct app_bms_version ver = { .battery_id = battery_id,
+                                   .version = { .valid = true, .fw_public = fw_public, .fw_internal = fw_internal,
+                                                .hw_version = 1 } };
+    snprintf(ver.version.serial, sizeof ver.version.serial, "%s", serial);
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_flush(bus, 5000));
+}
+
+/* Moves the test clock to t and waits until the TX thread sleeps again (its cycle done, if one
+ * was due): for moments when nothing at all may be sent, so no frame can mark the cycle. */
+static void settle_at(uint64_t t)
+{
+    clock_set(t);
+    CHECK(fake_clock_settle(1, 10000));
+}
+
 static struct can_publisher *publisher_new(struct event_bus *bus, struct gw_config *cfg)
 {
     struct can_publisher_options o = { .config = cfg, .bus = bus, .transport = &fake_transport };
@@ -362,34 +385,206 @@ static void expect_offline_status(uint16_t offline)
 
 /* ---- tests ----------------------------------------------------------------------------- */
 
-static void test_no_view_withholds_and_marks_offline(void)
+/* Before the first BMS sample the battery is neither online nor offline: nothing that a GX may
+ * log as a battery alarm goes out (no 0x35A "offline, general alarm", no 0x372 "module
+ * offline"), no limits, no measurements, and the identity frames read from the BMS (0x35F
+ * firmware, 0x380/0x381 serial) wait for its version instead of going out as zeros. Only when
+ * no sample came within can.stale_timeout_ms of the start is the battery reported offline. */
+static void test_nothing_alarming_before_the_first_sample(void)
 {
     fake_reset();
-    clock_set(100000);
+    uint64_t t0 = 100000;
+    clock_set(t0);
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
     struct can_publisher *p = publisher_new(bus, &cfg);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK_EQ_INT(can_publisher_start(p), GW_ERR_STATE);
-    CHECK(step_to(100000));
-    CHECK(wait_sent(0x382, 100000)); /* identity set sent at start too */
-    CHECK(step_to(101000));
-    CHECK_EQ_INT(measurements_sent_at(UINT64_MAX), 0);
-    CHECK_EQ_INT(count_sent(0x378, UINT64_MAX), 0); /* counters unknown before the first view */
-    CHECK_EQ_INT(count_sent(0x379, UINT64_MAX), 0);
-    expect_offline_status(1);
-    struct can_frame_gw f = { 0 };
-    CHECK(last_sent(0x35E, &f));
-    CHECK_MEM(f.data, "Enepaq", 6);
-    CHECK(last_sent(0x35F, &f));
-    CHECK_EQ_INT(le16(f.data + 4), 0);    /* no capacity online */
+    CHECK(wait_sent(0x382, t0)); /* the configured names go out at start */
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(count_sent(0x35E, t0), 1);
+    CHECK_EQ_INT(count_sent(0x370, t0), 1);
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 0);   /* firmware unknown: not "0.0" */
+    CHECK_EQ_INT(count_sent(0x380, UINT64_MAX), 0);   /* serial unknown: not empty */
+    CHECK_EQ_INT(count_sent(0x381, UINT64_MAX), 0);
     struct can_publisher_status st;
     CHECK_EQ_INT(can_publisher_get_status(p, &st), GW_OK);
-    CHECK(st.running && st.stale && !st.have_view);
+    CHECK(st.running && st.stale && st.awaiting_first_sample && !st.have_view);
+
+    /* A view without any sample yet (the battery service runs before the BMS answers): its
+     * energy counters are true and go out, its "no pack online" is not an alarm yet. */
+    struct battery_view v;
+    make_view(&v, t0 + 200, 1, 0, 0.0f, 0.0f);
+    v.packs[0].state = BATTERY_PACK_NEVER_SEEN;
+    publish_view(bus, &v);
+    for (uint64_t t = t0 + 1000; t <= t0 + 5000; t += 1000) {
+        settle_at(t);
+        CHECK_EQ_INT(count_sent(0x378, t), 1);
+    }
+    CHECK_EQ_INT(count_sent(0x35A, UINT64_MAX), 0);
+    CHECK_EQ_INT(count_sent(0x372, UINT64_MAX), 0);
+    CHECK_EQ_INT(measurements_sent_at(UINT64_MAX), 0);
+    CHECK_EQ_INT(can_publisher_get_status(p, &st), GW_OK);
+    CHECK_EQ_INT(st.live_cycles, 6);
+    CHECK(st.awaiting_first_sample);
+
+    /* No sample within the stale timeout of the start: now the BMS is missing, and the GX is
+     * told so (offline, general alarm, the module offline), 0x351 still withheld. */
+    CHECK(step_to(t0 + 6000));
+    CHECK_EQ_INT(measurements_sent_at(UINT64_MAX), 0);
+    expect_offline_status(1);
+    CHECK_EQ_INT(can_publisher_get_status(p, &st), GW_OK);
+    CHECK(st.stale && !st.awaiting_first_sample);
     CHECK_EQ_INT(st.stale_transitions, 0);
-    CHECK_EQ_INT(st.views_received, 0);
     CHECK_EQ_INT(rec_count(EVENT_CHARGE_LIMITS), 0);
+    can_publisher_destroy(p);
+
+    /* Without any view at all, the same after the stale timeout. */
+    fake_reset();
+    clock_set(t0);
+    p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x382, t0));
+    settle_at(t0 + 5000);
+    CHECK_EQ_INT(count_sent(0x35A, UINT64_MAX), 0);
+    CHECK_EQ_INT(count_sent(0x378, UINT64_MAX), 0); /* counters unknown before the first view */
+    CHECK(step_to(t0 + 6000));
+    expect_offline_status(1);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+/* A normal start: the first sample arrives within a second; the first 0x35A the GX ever sees
+ * says online with every flag OK: no alarm, no offline code, at any moment. */
+static void test_first_status_is_online_when_the_bms_answers(void)
+{
+    fake_reset();
+    uint64_t t0 = 120000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x382, t0));
+    settle_at(t0 + 700);
+    feed(bus, t0 + 700, 1, 1);
+    CHECK(step_to(t0 + 1000));
+    for (uint64_t t = t0 + 2000; t <= t0 + 4000; t += 1000) {
+        feed(bus, t, 1, 1);
+        CHECK(step_to(t));
+    }
+    CHECK_EQ_INT(count_sent(0x35A, UINT64_MAX), 4);
+    pthread_mutex_lock(&fake.lock);
+    for (size_t i = 0; i < fake.count; i++) {
+        const struct can_frame_gw *f = &fake.sent[i].f;
+        if (f->id == 0x35A) {
+            CHECK_EQ_INT(f->data[7] & 0x0C, 0x08); /* online */
+            CHECK_EQ_INT(f->data[0] & 0x03, 0x02); /* general alarm OK */
+        }
+        if (f->id == 0x372)
+            CHECK_EQ_INT(le16(f->data + 6), 0);    /* no module offline */
+    }
+    pthread_mutex_unlock(&fake.lock);
+    CHECK_EQ_INT(count_sent(0x351, t0 + 1000), 1);
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(!st.stale && !st.awaiting_first_sample);
+    CHECK_EQ_INT(st.stale_transitions, 0);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
+/* The identity read from the BMS goes out as soon as it is known (not up to 10 s later), and
+ * right at start when it already is; 0x35F carries the TinyBMS firmware as major.minor = public
+ * version.0 (never the low byte of the internal version: 580 made the GX show "90.68"); the
+ * serial is the last 16 of its 24 hex digits unless can.serial says otherwise. */
+static void test_identity_sent_once_known(void)
+{
+    fake_reset();
+    uint64_t t0 = 130000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    feed(bus, t0, 1, 1);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK(wait_sent(0x382, t0));
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 0);
+    settle_at(t0 + 300);
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
+    CHECK(wait_sent(0x35F, t0 + 300)); /* at once, at the same instant */
+    CHECK(wait_sent(0x382, t0 + 300));
+    struct can_frame_gw f = { 0 };
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(f.dlc, 8);
+    CHECK_EQ_INT(f.data[2], 90);            /* major: the public firmware version */
+    CHECK_EQ_INT(f.data[3], 0);             /* minor: none (not 580 & 0xFF = 68) */
+    CHECK_EQ_INT(le16(f.data + 4), 100);    /* online capacity */
+    CHECK(last_sent(0x380, &f));
+    CHECK_MEM(f.data, "89ABCDEF", 8);
+    CHECK(last_sent(0x381, &f));
+    CHECK_MEM(f.data, "01234567", 8);
+    /* The same version read again (the slow poll) does not resend; the period goes on from
+     * the early cycle. */
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
+    feed(bus, t0 + 1000, 1, 1);
+    CHECK(step_to(t0 + 1000));
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 1);
+    settle_at(t0 + 10299);
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 1);
+    settle_at(t0 + 10300);
+    CHECK_EQ_INT(count_sent(0x35F, t0 + 10300), 1);
+    can_publisher_destroy(p);
+
+    /* Known before the start: sent right at start. A configured serial needs no BMS. */
+    fake_reset();
+    clock_set(t0);
+    snprintf(cfg.can.serial, sizeof cfg.can.serial, "SN-7");
+    p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x380, t0));
+    CHECK(last_sent(0x380, &f));
+    CHECK_MEM(f.data, "SN-7\0\0\0\0", 8);
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 0);  /* still no firmware */
+    can_publisher_destroy(p);
+    fake_reset();
+    clock_set(t0);
+    p = publisher_new(bus, &cfg);
+    publish_version(bus, 0, 91, 600, "0123456789ABCDEF01234567");
+    feed(bus, t0, 1, 1);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x35F, t0));
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(f.data[2], 91);
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 1); /* one identity cycle at start, not two */
+    can_publisher_destroy(p);
+
+    /* The version is read a moment after the first answer and may reach the publisher before
+     * the battery view of that sample: 0x35F (with the online capacity) waits for the view and
+     * goes at once with it, the serial goes with the version. */
+    fake_reset();
+    clock_set(t0);
+    gw_config_set_defaults(&cfg);
+    p = publisher_new(bus, &cfg);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(wait_sent(0x382, t0));
+    settle_at(t0 + 100);
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
+    CHECK(wait_sent(0x380, t0 + 100));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(count_sent(0x35F, UINT64_MAX), 0);
+    settle_at(t0 + 150);
+    feed(bus, t0 + 150, 1, 1);
+    CHECK(wait_sent(0x35F, t0 + 150));
+    CHECK(last_sent(0x35F, &f));
+    CHECK_EQ_INT(f.data[2], 90);
+    CHECK_EQ_INT(le16(f.data + 4), 100);
     can_publisher_destroy(p);
     event_bus_destroy(bus);
 }
@@ -411,6 +606,7 @@ static void test_one_pack_frames_from_the_view(void)
     v.limits.ccl_a = 100.09f;  /* 100.0 A */
     v.limits.dcl_a = 150.099f; /* 150.0 A */
     publish_view(bus, &v);
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     CHECK(wait_sent(0x382, t0));
@@ -571,6 +767,7 @@ static void test_stale_view_withholds_and_resumes(void)
     make_view(&v, t0, 2, 2, 52.8f, 20.0f);
     v.alarms.alarm[VICTRON_FLAG_HIGH_TEMP] = VICTRON_FLAG_ACTIVE; /* must not outlive the view */
     publish_view(bus, &v);
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     CHECK_EQ_INT(measurements_sent_at(t0), MEASUREMENT_IDS);
@@ -687,6 +884,7 @@ static void test_periods_exact_with_fake_clock(void)
     struct event_bus *bus = bus_new();
     struct can_publisher *p = publisher_new(bus, &cfg);
     feed(bus, t0, 1, 1);
+    publish_version(bus, 0, 90, 580, "0123456789ABCDEF01234567");
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     for (uint64_t t = t0; t <= t0 + 30000; t += 500) {
         feed(bus, t, 1, 1);
@@ -733,6 +931,7 @@ static void test_inverter_link_present_and_lost(void)
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
     struct can_publisher *p = publisher_new(bus, &cfg);
+    feed(bus, t0, 1, 1);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
     struct can_publisher_status st;
@@ -824,6 +1023,7 @@ static void test_identity_and_live_config(void)
     CHECK_MEM(f.data, "01234567", 8);
     CHECK(last_sent(0x35F, &f));
     CHECK_EQ_INT(f.data[2], 6);
+    CHECK_EQ_INT(f.data[3], 0);
     CHECK_EQ_INT(le16(f.data + 4), 200);   /* both packs online */
     CHECK_EQ_INT(le16(f.data + 6), 2);
 
@@ -832,6 +1032,11 @@ static void test_identity_and_live_config(void)
     cfg.can.live_period_ms = 500;
     snprintf(cfg.can.serial, sizeof cfg.can.serial, "SN42");
     CHECK_EQ_INT(can_publisher_apply_config(p, &cfg), GW_OK);
+    for (int i = 0; i < 1000 && count_sent(0x382, t0) < 2; i++)
+        real_sleep_ms(5); /* a new name or serial goes out at once: a second identity set at t0 */
+    CHECK_EQ_INT(count_sent(0x382, t0), 2);
+    CHECK(last_sent(0x380, &f));
+    CHECK_MEM(f.data, "SN42\0\0\0\0", 8);
     feed(bus, t0 + 1500, 2, 2);
     CHECK(step_to(t0 + 1000));
     CHECK(step_to(t0 + 1500));
@@ -865,6 +1070,7 @@ static void test_tx_failures_are_counted_and_aggregated(void)
     pthread_mutex_lock(&fake.lock);
     fake.fail_with = GW_ERR_IO;
     pthread_mutex_unlock(&fake.lock);
+    feed(bus, t0, 1, 1);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(wait_count(EVENT_CAN_TX_FAILED, 2)); /* live + identity cycle at t0 */
     struct can_publisher_status st;
@@ -1019,22 +1225,38 @@ static void test_offline_reason_table(void)
         bool have_view;
         uint64_t view_ms;
         bool limits_valid;
+        bool sampled;
+        uint64_t started;
         uint64_t now;
         uint32_t stale_ms;
         int want;
     } rows[] = {
-        { false, 0, true, 1000, 3000, CAN_PUBLISHER__NO_VIEW },
-        { true, 1000, true, 1000, 3000, CAN_PUBLISHER__ONLINE },
-        { true, 1000, true, 4000, 3000, CAN_PUBLISHER__ONLINE },      /* exactly the timeout: fresh */
-        { true, 1000, true, 4001, 3000, CAN_PUBLISHER__STALE_VIEW },
-        { true, 1000, false, 2000, 3000, CAN_PUBLISHER__NO_LIMITS },
-        { true, 1000, false, 9000, 3000, CAN_PUBLISHER__STALE_VIEW }, /* stale wins over no limits */
-        { true, 5000, true, 1000, 3000, CAN_PUBLISHER__ONLINE },      /* stamped after now: age 0 */
+        { false, 0, true, true, 0, 1000, 3000, CAN_PUBLISHER__NO_VIEW },
+        { true, 1000, true, true, 0, 1000, 3000, CAN_PUBLISHER__ONLINE },
+        { true, 1000, true, true, 0, 4000, 3000, CAN_PUBLISHER__ONLINE },      /* exactly the timeout: fresh */
+        { true, 1000, true, true, 0, 4001, 3000, CAN_PUBLISHER__STALE_VIEW },
+        { true, 1000, false, true, 0, 2000, 3000, CAN_PUBLISHER__NO_LIMITS },
+        { true, 1000, false, true, 0, 9000, 3000, CAN_PUBLISHER__STALE_VIEW }, /* stale wins over no limits */
+        { true, 5000, true, true, 0, 1000, 3000, CAN_PUBLISHER__ONLINE },      /* stamped after now: age 0 */
+        /* Before the first sample: not known yet, for the stale timeout after the start. */
+        { false, 0, false, false, 1000, 1000, 3000, CAN_PUBLISHER__WARMING_UP },
+        { false, 0, false, false, 1000, 4000, 3000, CAN_PUBLISHER__WARMING_UP },
+        { false, 0, false, false, 1000, 4001, 3000, CAN_PUBLISHER__NO_VIEW },
+        { true, 3500, false, false, 1000, 3900, 3000, CAN_PUBLISHER__WARMING_UP }, /* a view, no sample */
+        { true, 3500, false, false, 1000, 4001, 3000, CAN_PUBLISHER__NO_LIMITS },
+        { true, 3500, false, false, 5000, 3900, 3000, CAN_PUBLISHER__WARMING_UP }, /* started after now */
+        { true, 2000, true, true, 1000, 2000, 3000, CAN_PUBLISHER__ONLINE },       /* sampled: at once */
+        { true, 2000, false, true, 1000, 2000, 3000, CAN_PUBLISHER__NO_LIMITS },
     };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        CHECK_EQ_INT(can_publisher__offline_reason(rows[i].have_view, rows[i].view_ms, rows[i].limits_valid,
-                                                   rows[i].now, rows[i].stale_ms),
-                     rows[i].want);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct can_publisher__freshness fr = { .have_view = rows[i].have_view, .view_ms = rows[i].view_ms,
+                                               .limits_valid = rows[i].limits_valid, .sampled = rows[i].sampled,
+                                               .started_ms = rows[i].started };
+        int got = can_publisher__offline_reason(&fr, rows[i].now, rows[i].stale_ms);
+        if (got != rows[i].want)
+            fprintf(stderr, "offline reason row %zu\n", i);
+        CHECK_EQ_INT(got, rows[i].want);
+    }
     CHECK(!can_publisher__link_expired(false, 0, 100000, 10000));
     CHECK(!can_publisher__link_expired(true, 1000, 11000, 10000));
     CHECK(can_publisher__link_expired(true, 1000, 11001, 10000));
@@ -1101,6 +1323,32 @@ static void test_schedule_table(void)
         if (d.reopen)
             can_publisher__reopened(&s, rows[i].now, rows[i].reopen_ok == 1);
     }
+    /* The identity becoming known (or changing) makes the identity set due at once; the next
+     * one follows a period after that, and the same generation never triggers twice. */
+    static const struct {
+        uint64_t now;
+        uint32_t gen;
+        unsigned due;
+        uint64_t deadline;
+    } ident[] = {
+        { 0, 0, L | I, 0 }, { 0, 0, 0, 1000 }, { 300, 1, I, 0 }, { 300, 1, 0, 1000 }, { 1000, 1, L, 0 },
+        { 10299, 1, L, 0 }, { 10299, 1, 0, 10300 }, { 10300, 1, I, 0 }, { 10300, 1, 0, 11299 },
+        { 10500, 2, I, 0 }, { 10500, 2, 0, 11299 }, { 11299, 2, L, 0 }, { 11299, 2, 0, 12299 },
+    };
+    can_publisher__sched_init(&s, 0, 1000, 10000);
+    for (size_t i = 0; i < sizeof ident / sizeof ident[0]; i++) {
+        struct can_publisher__inputs in = { .now_ms = ident[i].now, .live_period_ms = 1000,
+                                            .identity_period_ms = 10000, .inverter_timeout_ms = 10000,
+                                            .identity_gen = ident[i].gen };
+        struct can_publisher__decision d = can_publisher__step(&s, &in);
+        unsigned due = (d.live ? L : 0) | (d.identity ? I : 0);
+        if (due != ident[i].due || (!due && d.deadline_ms != ident[i].deadline))
+            fprintf(stderr, "identity row %zu: due %u deadline %llu\n", i, due, (unsigned long long)d.deadline_ms);
+        CHECK_EQ_INT(due, ident[i].due);
+        if (!due)
+            CHECK_EQ_INT(d.deadline_ms, ident[i].deadline);
+    }
+
     /* A given transport (tests, tools) is never reopened. */
     can_publisher__sched_init(&s, 0, 1000, 10000);
     struct can_publisher__inputs in = { .now_ms = 0, .live_period_ms = 1000, .identity_period_ms = 10000,
@@ -1122,6 +1370,7 @@ static void test_tx_thread_wakes_only_for_its_cycles(void)
     gw_config_set_defaults(&cfg);
     struct event_bus *bus = bus_new();
     struct can_publisher *p = publisher_new(bus, &cfg);
+    feed(bus, t0, 1, 1);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(wait_sent(0x35A, t0));
     CHECK(fake_clock_settle(1, 10000));
@@ -1151,6 +1400,49 @@ static void test_tx_thread_wakes_only_for_its_cycles(void)
     event_bus_destroy(bus);
 }
 
+/* systemd's watchdog follows the TX scheduler: it checks in with the time of its next cycle
+ * (so a scheduler that misses it by the grace is hung), and says idle once stopped. */
+static void test_scheduler_checks_in_with_its_next_cycle(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_can_publisher_notify_%d", (int)getpid());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    unlink(path);
+    CHECK_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "30000000", 1);
+    struct watchdog *wd = NULL;
+    CHECK_EQ_INT(watchdog_create(&wd), GW_OK);
+    struct watchdog_client *c = watchdog_client_add(wd, "can-tx");
+    CHECK(c != NULL);
+    fake_reset();
+    uint64_t t0 = 900000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport = &fake_transport, .watchdog = c };
+    struct can_publisher *p = NULL;
+    CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
+    feed(bus, t0, 1, 1);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), t0 + 1000);
+    CHECK(step_to(t0 + 1000));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), t0 + 2000);
+    can_publisher_stop(p);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+    watchdog_destroy(wd);
+    close(fd);
+    unlink(path);
+}
+
 static void setup(void)
 {
     fake_clock_set_ms(1000000);
@@ -1159,10 +1451,11 @@ static void setup(void)
 static void test_setup(void) { setup(); }
 
 TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_create_rejects_bad_options),
-          TEST_CASE(test_no_view_withholds_and_marks_offline), TEST_CASE(test_one_pack_frames_from_the_view),
+          TEST_CASE(test_nothing_alarming_before_the_first_sample),
+          TEST_CASE(test_first_status_is_online_when_the_bms_answers), TEST_CASE(test_identity_sent_once_known), TEST_CASE(test_one_pack_frames_from_the_view),
           TEST_CASE(test_two_packs_then_one_offline), TEST_CASE(test_stale_view_withholds_and_resumes),
           TEST_CASE(test_no_pack_online_withholds), TEST_CASE(test_periods_exact_with_fake_clock),
           TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_identity_and_live_config),
           TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived),
           TEST_CASE(test_offline_reason_table), TEST_CASE(test_schedule_table),
-          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles))
+          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles), TEST_CASE(test_scheduler_checks_in_with_its_next_cycle))

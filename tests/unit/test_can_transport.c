@@ -365,10 +365,26 @@ static void test_log_transport(void)
     CHECK(strstr(buf, ") vcan7 355#5900\n(") != NULL);
     CHECK(strstr(buf, ") can0 355#59\n") != NULL);
 
-    /* Unwritable location. */
+    /* A missing directory cannot appear by waiting: refused at once (not "not found", which
+     * the publisher retries for ever), and so is a path that is a directory. */
     snprintf(spec, sizeof spec, "log:%s/no/such/dir/x.log", dir);
+    CHECK_EQ_INT(can_transport_open(spec, 500000, &t), GW_ERR_INVAL);
+    CHECK(t == NULL);
+    snprintf(spec, sizeof spec, "log:%s", dir);
+    CHECK_EQ_INT(can_transport_open(spec, 500000, &t), GW_ERR_INVAL);
+    CHECK(t == NULL);
+    /* A regular file in the way of a directory. */
+    snprintf(spec, sizeof spec, "log:%s/x.log", path);
+    CHECK_EQ_INT(can_transport_open(spec, 500000, &t), GW_ERR_INVAL);
+    CHECK(t == NULL);
+    /* A FIFO nobody reads yet is worth waiting for (the reader may start later). */
+    char fifo[160];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
+    snprintf(spec, sizeof spec, "log:%s", fifo);
     CHECK_EQ_INT(can_transport_open(spec, 500000, &t), GW_ERR_NOT_FOUND);
     CHECK(t == NULL);
+    unlink(fifo);
     unlink(path);
     rmdir(dir);
 }
@@ -401,14 +417,34 @@ static void test_socketcan_open_here(void)
     /* Without CAN sockets in the kernel (this build machine): a clear UNSUPPORTED; with them,
      * an interface that does not exist is NOT_FOUND. Either way never OK, never a crash. */
     struct can_transport *t = NULL;
-    int rc = can_transport_open("gwtestcan9", 500000, &t);
+    int rc = can_transport_open("can9", 500000, &t);
     CHECK(rc == GW_ERR_UNSUPPORTED || rc == GW_ERR_NOT_FOUND);
     CHECK(t == NULL);
+    rc = can_transport_open("vcan9", 500000, &t);
+    CHECK(rc == GW_ERR_UNSUPPORTED || rc == GW_ERR_NOT_FOUND);
     rc = can_transport_open("socketcan:gwtestcan9", 500000, &t);
     CHECK(rc == GW_ERR_UNSUPPORTED || rc == GW_ERR_NOT_FOUND);
     CHECK_EQ_INT(can_transport_open("socketcan:bad/name", 500000, &t), GW_ERR_INVAL);
     CHECK_EQ_INT(can_transport_open("socketcan:waytoolonginterfacename", 500000, &t), GW_ERR_INVAL);
     CHECK_EQ_INT(can_transport_open("can0", 0, &t), GW_ERR_INVAL);
+}
+
+/* "--can nonsense" is a mistake in the spec, whatever the kernel supports: a bare word that is
+ * no interface and no CAN interface name is refused as not understood (never retried as an
+ * adapter to wait for, never reported as "no CAN sockets"); an interface that exists but is not
+ * CAN (lo) is refused too, with the prefix or without. */
+static void test_socketcan_spec_not_understood(void)
+{
+    struct can_transport *t = (struct can_transport *)1;
+    CHECK_EQ_INT(can_transport_open("nonsense", 500000, &t), GW_ERR_INVAL);
+    CHECK(t == NULL);
+    CHECK_EQ_INT(can_transport_open("gwtestcan9", 500000, &t), GW_ERR_INVAL);
+    CHECK_EQ_INT(can_transport_open("lo", 500000, &t), GW_ERR_INVAL);
+    CHECK_EQ_INT(can_transport_open("socketcan:lo", 500000, &t), GW_ERR_INVAL);
+    CHECK(t == NULL);
+    CHECK_EQ_INT(can_socketcan__link_type("lo"), 772);          /* ARPHRD_LOOPBACK */
+    CHECK_EQ_INT(can_socketcan__link_type("gwtestcan9"), -1);
+    CHECK_EQ_INT(can_socketcan__link_type("../lo"), -1);
 }
 
 static void test_socketcan_conversion(void)
@@ -587,4 +623,5 @@ TEST_MAIN(TEST_CASE(test_slcan_encode), TEST_CASE(test_slcan_recv_times_out_unde
           TEST_CASE(test_slcan_parse_malformed), TEST_CASE(test_slcan_stream_parser),
           TEST_CASE(test_slcan_parse_arg), TEST_CASE(test_candump_format), TEST_CASE(test_log_transport),
           TEST_CASE(test_factory_specs), TEST_CASE(test_socketcan_open_here),
+          TEST_CASE(test_socketcan_spec_not_understood),
           TEST_CASE(test_socketcan_conversion), TEST_CASE(test_slcan_over_pty))

@@ -280,7 +280,9 @@ static void test_formats(void)
     /* Paths and topics */
     EXPECT_ERROR("{\"bms\":{\"uart_device\":\"ttyUSB0\"}}", "bms.uart_device", "absolute");
     EXPECT_ERROR("{\"mqtt\":{\"ca_file\":\"ca.pem\"}}", "mqtt.ca_file", "absolute");
-    EXPECT_ERROR("{\"ota\":{\"public_key_path\":\"key.pem\"}}", "ota.public_key_path", "absolute");
+    EXPECT_ERROR("{\"update\":{\"keyring_dir\":\"keys\"}}", "update.keyring_dir", "absolute");
+    EXPECT_ERROR("{\"update\":{\"trial_timeout_s\":5}}", "update.trial_timeout_s", NULL);
+    EXPECT_OK("{\"update\":{\"keyring_dir\":\"/etc/tinybms-gw/keys\",\"trial_timeout_s\":30}}");
     EXPECT_ERROR("{\"mqtt\":{\"topic_prefix\":\"a/#\"}}", "mqtt.topic_prefix", "wildcards");
     EXPECT_ERROR("{\"mqtt\":{\"topic_prefix\":\"a/\"}}", "mqtt.topic_prefix", NULL);
     EXPECT_ERROR("{\"mqtt\":{\"topic_prefix\":\"$SYS\"}}", "mqtt.topic_prefix", NULL);

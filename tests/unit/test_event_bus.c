@@ -221,7 +221,26 @@ static void test_shared_rate_limit_site_counts_exactly(void)
     CHECK_EQ_INT(shared_limit.suppressed, LIMIT_THREADS * LIMIT_CALLS - 1);
 }
 
+/* A handler reads its payload only when the size is exactly its type's: a short or long payload
+ * is refused (NULL), never read as zeros or past its end. */
+static void test_payload_accessor_refuses_a_size_mismatch(void)
+{
+    struct payload { uint32_t a, b; } p = { 1, 2 };
+    struct gw_event ev = { .id = 5, .payload = &p, .size = sizeof p };
+    const struct payload *got = EVENT_PAYLOAD(&ev, struct payload);
+    CHECK(got == &p);
+    ev.size = sizeof p - 1;
+    CHECK(EVENT_PAYLOAD(&ev, struct payload) == NULL);
+    ev.size = sizeof p + 4;
+    CHECK(EVENT_PAYLOAD(&ev, struct payload) == NULL);
+    ev.size = 0;
+    ev.payload = NULL;
+    CHECK(EVENT_PAYLOAD(&ev, struct payload) == NULL);
+    CHECK(event_payload(NULL, 0) == NULL);
+}
+
 TEST_MAIN(TEST_CASE(test_fifo_order_and_payload_copy), TEST_CASE(test_full_queue_times_out_and_counts_drop),
           TEST_CASE(test_subscriber_limit_and_bad_input), TEST_CASE(test_concurrent_publishers_keep_per_thread_order),
           TEST_CASE(test_handler_may_unsubscribe_itself), TEST_CASE(test_destroy_delivers_queued_events),
-          TEST_CASE(test_shared_rate_limit_site_counts_exactly))
+          TEST_CASE(test_shared_rate_limit_site_counts_exactly),
+          TEST_CASE(test_payload_accessor_refuses_a_size_mismatch))

@@ -5,15 +5,20 @@
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "gw_log.h"
 #include "test.h"
 #include "tinybms.h"
 #include "uart_bms.h"
 #include "uart_bms_internal.h"
+#include "watchdog.h"
 #include "fake_clock.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- fake TinyBMS behind serial_ops */
 
@@ -31,6 +36,7 @@ struct fake {
     bool corrupt_next;      /* flip a byte of the next answer */
     bool false_start_next;  /* noise announcing a 255-byte frame before the next answer */
     bool nack_crc_next;     /* the next request arrives corrupted: NACK "CRC error" (0x01) */
+    bool junk;              /* answers every request with bytes that never make a frame */
     int opens;
     int requests;
 };
@@ -89,6 +95,12 @@ static int fake_write(struct serial_port *p, const uint8_t *buf, size_t len, uin
     F.requests++;
     if (F.silent || F.sleeping) {
         F.sleeping = false;
+        pthread_mutex_unlock(&F.lock);
+        return GW_OK;
+    }
+    if (F.junk) { /* a wrong baud rate or a broadcasting BMS: bytes, never a frame */
+        static const uint8_t junk[] = { 0x55, 0x12, 0x34, 0xF0, 0x0D };
+        put_frame(junk, sizeof junk);
         pthread_mutex_unlock(&F.lock);
         return GW_OK;
     }
@@ -183,7 +195,7 @@ static void fake_reset(void)
     pthread_mutex_lock(&F.lock);
     memset(F.regs, 0, sizeof F.regs);
     F.out_len = 0;
-    F.absent = F.silent = F.sleeping = F.vanish = F.vanish_always = F.nack_live_block = F.corrupt_next = F.false_start_next = F.nack_crc_next = false;
+    F.absent = F.silent = F.sleeping = F.vanish = F.vanish_always = F.nack_live_block = F.corrupt_next = F.false_start_next = F.nack_crc_next = F.junk = false;
     F.opens = F.requests = 0;
     /* A 14-cell pack like the public dump: registers 2..15 hold cells. */
     for (int i = 2; i < 16; i++)
@@ -258,6 +270,9 @@ struct fixture {
     struct capture cap;
 };
 
+static bool log_frames_option; /* uart_bms_options.log_frames of the next start */
+static struct watchdog_client *watchdog_option; /* uart_bms_options.watchdog of the next start */
+
 /* bus_cfg: NULL for the bus defaults. */
 static void start_on_bus(struct fixture *fx, uint32_t poll_ms, uint32_t comm_timeout_ms,
                          const struct event_bus_config *bus_cfg)
@@ -275,6 +290,8 @@ static void start_on_bus(struct fixture *fx, uint32_t poll_ms, uint32_t comm_tim
     o.reply_timeout_ms = 60;
     o.bus = fx->bus;
     o.serial = &fake_ops;
+    o.log_frames = log_frames_option;
+    o.watchdog = watchdog_option;
     CHECK_EQ_INT(uart_bms_create(&o, &fx->ub), GW_OK);
     CHECK_EQ_INT(uart_bms_start(fx->ub), GW_OK);
 }
@@ -976,6 +993,227 @@ static void test_flapping_device_backoff_exact(void)
     fake_clock_use_real();
 }
 
+/* ---------------------------------------------------------------- logs a person can debug wiring with */
+
+/* stderr (the log) into a temporary file while a test runs. */
+struct log_capture {
+    char path[64];
+    int saved;
+};
+
+static void log_capture_begin(struct log_capture *c)
+{
+    snprintf(c->path, sizeof c->path, "/tmp/test_uart_bms_log_XXXXXX");
+    fflush(stderr);
+    c->saved = dup(2);
+    int fd = mkstemp(c->path);
+    CHECK(fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+}
+
+/* Restores stderr; returns what was logged (caller frees). */
+static char *log_capture_end(struct log_capture *c)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    FILE *f = fopen(c->path, "r");
+    char *text = calloc(1, 1 << 20);
+    if (f && text)
+        text[fread(text, 1, (1 << 20) - 1, f)] = '\0';
+    if (f)
+        fclose(f);
+    unlink(c->path);
+    fputs(text ? text : "", stderr); /* still shown with the test's output */
+    return text;
+}
+
+static size_t count_substr(const char *text, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = text; p && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+static bool many_failures(const struct uart_bms_stats *st) { return st->failed_in_row >= 3 * UART_BMS__HINT_AFTER; }
+static bool answering(const struct uart_bms_stats *st) { return st->failed_in_row == 0 && !st->line_hint[0]; }
+
+/* The wiring hint as a decision: once per run of failed transactions, after HINT_AFTER of them;
+ * "silent" when not one byte came back, "garbage" as soon as any did; a valid frame ends the run. */
+static void test_step_wiring_hint(void)
+{
+    struct uart_bms__sched s;
+    uart_bms__sched_init(&s, 0, 1000);
+    enum { N = UART_BMS__HINT_NONE, SIL = UART_BMS__HINT_SILENT, GAR = UART_BMS__HINT_GARBAGE };
+    static const struct {
+        bool frame, bytes;
+        int want;
+    } rows[] = {
+        { false, false, N }, { false, false, N }, { false, false, SIL }, /* the third failure */
+        { false, false, N }, { false, true, N }, { false, false, N },    /* once per run */
+        { true, true, N },                                               /* answers: re-armed */
+        { false, false, N }, { false, true, N }, { false, false, GAR },  /* bytes, no frame */
+        { true, true, N }, { false, false, N }, { true, true, N },       /* one miss: no hint */
+        { false, false, N }, { false, false, N }, { false, false, SIL },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int got = (int)uart_bms__transaction_done(&s, rows[i].frame, rows[i].bytes);
+        if (got != rows[i].want)
+            fprintf(stderr, "hint row %zu: %d\n", i, got);
+        CHECK_EQ_INT(got, rows[i].want);
+    }
+    CHECK_EQ_INT(s.failed_in_row, 3);
+}
+
+/* A BMS that never answers: one hint naming what to check (crossed TX/RX, ground, baud, the
+ * BMS's UART mode), however long the silence; it goes when the BMS answers. */
+static void test_silent_line_gets_one_wiring_hint(void)
+{
+    fake_reset();
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    struct log_capture lc;
+    log_capture_begin(&lc);
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_stats(fx.ub, many_failures));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(strstr(st.line_hint, "no byte back") != NULL);
+    CHECK(strstr(st.line_hint, "TX and RX are crossed") != NULL);
+    pthread_mutex_lock(&F.lock);
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK(wait_stats(fx.ub, answering));
+    finish(&fx);
+    char *log = log_capture_end(&lc);
+    CHECK_EQ_INT(count_substr(log, "not one byte came back"), 1);
+    CHECK(strstr(log, "crossed, not TX to TX") != NULL);
+    CHECK(strstr(log, "common ground") != NULL);
+    CHECK(strstr(log, "115200 baud") != NULL);
+    CHECK(strstr(log, "registers 342/343") != NULL);
+    CHECK(strstr(log, "the TinyBMS answers again after") != NULL);
+    CHECK_EQ_INT(count_substr(log, "First answers received"), 0);
+    free(log);
+}
+
+/* Bytes that never make a frame (wrong baud rate, a broadcasting BMS, noise): the other hint,
+ * with the first answers received in hex. */
+static void test_garbage_line_hint_shows_the_first_answers(void)
+{
+    fake_reset();
+    pthread_mutex_lock(&F.lock);
+    F.junk = true;
+    pthread_mutex_unlock(&F.lock);
+    struct log_capture lc;
+    log_capture_begin(&lc);
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_stats(fx.ub, many_failures));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(strstr(st.line_hint, "only garbage") != NULL);
+    CHECK(st.garbage_bytes > 0);
+    finish(&fx);
+    char *log = log_capture_end(&lc);
+    CHECK_EQ_INT(count_substr(log, "never a valid TinyBMS frame"), 1);
+    CHECK(strstr(log, "broadcast off") != NULL);
+    CHECK(strstr(log, "answer 1: 5 bytes: 55 12 34 F0 0D") != NULL);
+    CHECK(strstr(log, "answer 3: 5 bytes: 55 12 34 F0 0D") != NULL);
+    CHECK_EQ_INT(count_substr(log, "answer 4:"), 0);
+    CHECK_EQ_INT(count_substr(log, "not one byte came back"), 0);
+    free(log);
+}
+
+/* -v: the poll cycle at debug level; -vv (log_frames): every request and answer in hex with
+ * its meaning. Neither without the debug level. */
+static void test_poll_cycle_and_frames_logged(void)
+{
+    enum gw_log_level level = gw_log_get_level();
+    for (int frames = 0; frames <= 1; frames++) {
+        fake_reset();
+        gw_log_set_level(GW_LOG_DEBUG);
+        log_frames_option = frames;
+        struct log_capture lc;
+        log_capture_begin(&lc);
+        struct fixture fx;
+        start(&fx, 100, 30000);
+        CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+        finish(&fx);
+        char *log = log_capture_end(&lc);
+        CHECK(strstr(log, "DEBUG uart_bms: battery 0: poll 1: live registers read in ") != NULL);
+        CHECK(strstr(log, "battery 0: slow read of the version: ok") != NULL);
+        const char *tx = "battery 0: TX 8 bytes AA 03 00 00 00 38 ";
+        const char *rx = "battery 0: RX 117 bytes AA 03 70 ";
+        CHECK_EQ_INT(strstr(log, tx) != NULL, frames);
+        CHECK_EQ_INT(strstr(log, rx) != NULL, frames);
+        if (frames) {
+            const char *line = strstr(log, rx);
+            const char *eol = line ? strchr(line, '\n') : NULL;
+            CHECK(line && eol && eol - line > 3 * 117); /* every byte, then the meaning */
+        }
+        free(log);
+    }
+    log_frames_option = false;
+    gw_log_set_level(GW_LOG_INFO);
+    fake_reset();
+    struct log_capture lc;
+    log_capture_begin(&lc);
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    finish(&fx);
+    char *log = log_capture_end(&lc);
+    CHECK_EQ_INT(count_substr(log, "poll 1:"), 0);
+    free(log);
+    gw_log_set_level(level);
+}
+
+/* systemd's watchdog follows the poller: it checks in with the deadline it sleeps until (so a
+ * poller that does not wake by then plus the grace is hung), and says idle once stopped. */
+static void test_poller_checks_in_with_its_deadline(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_uart_bms_notify_%d", (int)getpid());
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    unlink(path);
+    CHECK_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "30000000", 1);
+    struct watchdog *wd = NULL;
+    CHECK_EQ_INT(watchdog_create(&wd), GW_OK);
+    struct watchdog_client *c = watchdog_client_add(wd, "bms-poll0");
+    CHECK(c != NULL);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    fake_reset();
+    fake_clock_set_ms(2000000);
+    watchdog_option = c;
+    struct fixture fx;
+    start(&fx, 1000, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(fake_clock_next_deadline(), 2001000);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), 2001000);
+    fake_clock_set_ms(2001000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    CHECK(fake_clock_settle(1, 10000));
+    CHECK_EQ_INT(watchdog_client_next_ms(c), 2002000);
+    uart_bms_stop(fx.ub);
+    CHECK_EQ_INT(watchdog_client_next_ms(c), WATCHDOG_IDLE);
+    finish(&fx);
+    watchdog_option = NULL;
+    watchdog_destroy(wd);
+    close(fd);
+    unlink(path);
+    fake_clock_use_real();
+}
+
 static void test_bad_options(void)
 {
     struct uart_bms *ub = NULL;
@@ -1005,4 +1243,7 @@ TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_
           TEST_CASE(test_flapping_device_backs_off), TEST_CASE(test_comm_lost_survives_a_full_bus),
           TEST_CASE(test_bad_options), TEST_CASE(test_step_open_poll_slow), TEST_CASE(test_step_slow_budget),
           TEST_CASE(test_step_interval_change), TEST_CASE(test_step_comm_lost_and_announce),
-          TEST_CASE(test_poller_sleeps_until_its_deadline), TEST_CASE(test_flapping_device_backoff_exact))
+          TEST_CASE(test_poller_sleeps_until_its_deadline), TEST_CASE(test_flapping_device_backoff_exact),
+          TEST_CASE(test_step_wiring_hint), TEST_CASE(test_silent_line_gets_one_wiring_hint),
+          TEST_CASE(test_garbage_line_hint_shows_the_first_answers), TEST_CASE(test_poll_cycle_and_frames_logged),
+          TEST_CASE(test_poller_checks_in_with_its_deadline))

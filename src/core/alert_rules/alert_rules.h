@@ -78,6 +78,7 @@ enum alert_code {
     ALERT_CODE_PACK_SOC_SPREAD,         /* bank: online pack SOCs differ */
     ALERT_CODE_ENERGY_STATE_REFUSED,    /* bank: saved energy counters refused at start */
     ALERT_CODE_WEB_UNAVAILABLE,         /* the web server could not start (raised by the app) */
+    ALERT_CODE_UPDATE_ROLLED_BACK,      /* an update did not become healthy: the previous release runs */
     ALERT_CODE_CUSTOM,                  /* any other code string given to alert_engine_raise */
     ALERT_CODE_COUNT
 };

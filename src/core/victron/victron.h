@@ -212,7 +212,9 @@ enum victron_frame_role {
     VICTRON_ROLE_MEASUREMENT,      /* 0x355 0x356 0x373..0x377: live values, never stale ones */
     VICTRON_ROLE_STATUS,           /* 0x35A 0x372: always (they say "offline" when stale) */
     VICTRON_ROLE_TOTALS,           /* 0x378 0x379: lifetime counters, installed capacity */
-    VICTRON_ROLE_IDENTITY,         /* 0x35E 0x35F 0x370 0x371 0x380..0x382 */
+    VICTRON_ROLE_IDENTITY,         /* 0x35E 0x370 0x371 0x382: names from the configuration */
+    VICTRON_ROLE_BMS_IDENTITY,     /* 0x35F (firmware), 0x380 0x381 (serial): read from the BMS,
+                                      so only sent once known, never as zeros */
 };
 
 /* enum victron_frame_role of a frame we send, or GW_ERR_NOT_FOUND. Pure. */

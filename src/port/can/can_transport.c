@@ -7,10 +7,13 @@
 #include "gw_error.h"
 #include "gw_log.h"
 
+#include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LOG_MOD "can"
+#define SPEC_FORMS "can0 or socketcan:IFACE (a SocketCAN interface), slcan:/dev/ttyACM0[@BAUD] (an slcan " \
+                   "adapter), log:FILE[@IFNAME] (a candump log file)"
 
 uint64_t can__deadline(uint32_t timeout_ms)
 {
@@ -33,6 +36,16 @@ int can_frame_validate(const struct can_frame_gw *frame)
     if (frame->id > (frame->ext ? CAN_EXT_ID_MAX : CAN_STD_ID_MAX))
         return GW_ERR_INVAL;
     return GW_OK;
+}
+
+/* True for the names SocketCAN interfaces get from the kernel: can0, vcan0, vxcan0, slcan0. */
+static bool can_like_name(const char *name)
+{
+    static const char *const prefixes[] = { "can", "vcan", "vxcan", "slcan" };
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
 }
 
 /* Splits "kind:rest" for the known kinds; a spec without a known prefix is a SocketCAN
@@ -74,8 +87,16 @@ int can_transport_open(const char *spec, uint32_t bitrate, struct can_transport 
     const struct can_transport_ops *ops;
     const char *arg;
     if (pick_ops(spec, &ops, &arg) != GW_OK || !arg[0]) {
-        GW_LOGE(LOG_MOD, "invalid CAN transport spec '%s' (expected can0, socketcan:IFACE, "
-                "slcan:/dev/ttyX[@baud] or log:FILE)", spec);
+        GW_LOGE(LOG_MOD, "CAN spec '%s' not understood; accepted forms: " SPEC_FORMS, spec);
+        return GW_ERR_INVAL;
+    }
+    /* A bare word is a SocketCAN interface only when one of that name exists, or the name is
+     * one the kernel gives CAN interfaces (an adapter plugged in later): "--can nonsense" is a
+     * mistake to report now, not a device to wait for. */
+    if (arg == spec && if_nametoindex(spec) == 0 && !can_like_name(spec)) {
+        GW_LOGE(LOG_MOD, "CAN spec '%s' not understood: there is no network interface of that name; "
+                "accepted forms: " SPEC_FORMS "; a SocketCAN interface of another name is written "
+                "socketcan:NAME", spec);
         return GW_ERR_INVAL;
     }
     struct can_transport *t = calloc(1, sizeof *t);

@@ -7,7 +7,10 @@
  * called from any thread. open/close are not concurrent with anything else.
  *
  * Specs understood by can_transport_open():
- *   "can0", "socketcan:can0"         SocketCAN raw socket on interface can0
+ *   "can0", "socketcan:can0"         SocketCAN raw socket on interface can0; a bare name is taken
+ *                                    as an interface only when one of that name exists or it
+ *                                    starts with can/vcan/vxcan/slcan (anything else is refused
+ *                                    as not understood: "socketcan:NAME" for other names)
  *   "slcan:/dev/ttyACM0[@115200]"    slcan adapter; "@N" is the SERIAL baud rate (default
  *                                    115200); the CAN bitrate is the bitrate argument
  *   "log:FILE[@ifname]"              append frames to FILE in `candump -l` format, shown as
@@ -85,8 +88,11 @@ extern const struct can_transport_ops can_log_ops;
  * ignores it). On success *out owns the transport (free with can_transport_close); on failure
  * *out = NULL and the reason is logged once.
  * @retval GW_OK
- * @retval GW_ERR_INVAL malformed spec (unknown kind, empty device, bad @baud) or bitrate
- * @retval GW_ERR_NOT_FOUND no such device / interface
+ * @retval GW_ERR_INVAL malformed spec (unknown kind, empty device, bad @baud, a bare word that
+ *         names no interface), bitrate, an interface that is not CAN, or a log file that cannot
+ *         be created (missing directory, no permission, read-only): waiting will not help
+ * @retval GW_ERR_NOT_FOUND no such device / CAN interface yet, or a log FIFO nobody reads yet
+ *         (worth retrying: an adapter plugged in later)
  * @retval GW_ERR_UNSUPPORTED the kernel has no CAN sockets (SocketCAN)
  * @retval GW_ERR_IO the OS refused (permissions, termios, bind)
  * @retval GW_ERR_NOMEM */

@@ -21,6 +21,10 @@ bool can_socketcan__is_bus_off(const struct can_frame_gw *err_frame);
 /* True when an error frame reports the controller restarted (CAN_ERR_RESTARTED). */
 bool can_socketcan__is_restarted(const struct can_frame_gw *err_frame);
 
+/* Link type of a network interface (/sys/class/net/NAME/type: 280 = ARPHRD_CAN, 772 = loopback),
+ * or -1 when there is no such interface or it cannot be read. */
+int can_socketcan__link_type(const char *ifname);
+
 /* Splits "path[@baud]" into path (cap bytes) and baud (default CAN_SLCAN_DEFAULT_BAUD).
  * @retval GW_OK, GW_ERR_INVAL (empty path, bad or zero baud, too long) */
 int can_slcan__parse_arg(const char *arg, char *path, size_t cap, uint32_t *baud);

@@ -84,6 +84,39 @@ static void split_arg(const char *arg, char *path, size_t path_cap, char *ifname
     gw_text_copy(ifname, if_cap, valid_if ? at + 1 : CAN_LOG_DEFAULT_IFNAME);
 }
 
+/* Why open() failed, said once, and whether waiting can help. Only a FIFO nobody reads yet
+ * (ENXIO) or a passing OS failure is worth retrying; a missing directory, a directory in the
+ * way, no permission or a read-only filesystem will not fix itself: the spec is refused. */
+static int log_open_error(const char *path, int e)
+{
+    switch (e) {
+    case ENXIO:
+        GW_LOGW(LOG_MOD, "CAN log %s: a FIFO nobody reads yet (retried)", path);
+        return GW_ERR_NOT_FOUND;
+    case ENOENT:
+    case ENOTDIR: {
+        char dir[CAN_SPEC_MAX];
+        const char *slash = strrchr(path, '/');
+        gw_text_copyn(dir, sizeof dir, path, slash ? (size_t)(slash - path) : 0);
+        GW_LOGE(LOG_MOD, "cannot create the CAN log %s: the directory '%s' does not exist (create it or "
+                "choose another path in log:FILE)", path, slash ? (dir[0] ? dir : "/") : ".");
+        return GW_ERR_INVAL;
+    }
+    case EACCES:
+    case EPERM:
+    case EROFS:
+    case EISDIR:
+    case ELOOP:
+    case ENAMETOOLONG:
+        GW_LOGE(LOG_MOD, "cannot create the CAN log %s: %s (choose a path the gateway may write in "
+                "log:FILE)", path, strerror(e));
+        return GW_ERR_INVAL;
+    default:
+        GW_LOGE(LOG_MOD, "cannot open the CAN log %s: %s", path, strerror(e));
+        return GW_ERR_IO;
+    }
+}
+
 static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
 {
     (void)bitrate;
@@ -101,10 +134,9 @@ static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
     l->fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0644);
     if (l->fd < 0) {
         int e = errno;
-        GW_LOGE(LOG_MOD, "cannot open CAN log %s: %s%s", l->path, strerror(e),
-                e == ENXIO ? " (a FIFO nobody reads yet)" : "");
+        int rc = log_open_error(l->path, e);
         free(l);
-        return e == ENOENT || e == ENXIO ? GW_ERR_NOT_FOUND : GW_ERR_IO;
+        return rc;
     }
     pthread_mutex_init(&l->lock, NULL);
     t->impl = l;

@@ -1,8 +1,9 @@
 /* SocketCAN (Linux CAN_RAW) transport. The interface is configured outside the gateway
  * (`ip link set can0 up type can bitrate 500000 restart-ms 100`); we open a raw socket bound to
  * it with error frames enabled, count bus errors and bus-off, and retry a full TX queue
- * (ENOBUFS) until the caller's timeout. On a kernel without CAN sockets, open fails with
- * GW_ERR_UNSUPPORTED and a message saying so. */
+ * (ENOBUFS) until the caller's timeout. An interface that exists but is not CAN (link type in
+ * /sys/class/net/NAME/type) is refused with GW_ERR_INVAL; on a kernel without CAN sockets, open
+ * fails with GW_ERR_UNSUPPORTED and a message saying so. */
 #define _GNU_SOURCE
 #include "can_transport.h"
 #include "can_transport_internal.h"
@@ -15,8 +16,10 @@
 #include <linux/can/error.h>
 #include <linux/can/raw.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -68,6 +71,24 @@ bool can_socketcan__is_restarted(const struct can_frame_gw *f)
     return f && f->err && (f->id & CAN_ERR_RESTARTED);
 }
 
+int can_socketcan__link_type(const char *ifname)
+{
+    char path[64], text[16];
+    int n = snprintf(path, sizeof path, "/sys/class/net/%s/type", ifname);
+    if (n < 0 || (size_t)n >= sizeof path || strchr(ifname, '/'))
+        return -1;
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    char *line = fgets(text, sizeof text, f);
+    fclose(f);
+    if (!line)
+        return -1;
+    char *end;
+    long type = strtol(text, &end, 10);
+    return end != text && type >= 0 && type <= 65535 ? (int)type : -1;
+}
+
 struct socketcan {
     int fd;
     char ifname[IFNAMSIZ];
@@ -91,6 +112,15 @@ static int socketcan_open(struct can_transport *t, const char *arg, uint32_t bit
     size_t len = strlen(arg);
     if (len == 0 || len >= IFNAMSIZ || strchr(arg, '/') || strchr(arg, ' ')) {
         GW_LOGE(LOG_MOD, "invalid CAN interface name '%s'", arg);
+        return GW_ERR_INVAL;
+    }
+    /* An interface that exists but is not CAN (eth0, lo) is a wrong spec, whatever the kernel
+     * supports; one that does not exist yet may be an adapter not plugged in (checked below). */
+    int type = can_socketcan__link_type(arg);
+    if (type >= 0 && type != ARPHRD_CAN) {
+        GW_LOGE(LOG_MOD, "%s is a network interface but not a CAN one (link type %d, CAN is %d): "
+                "use the CAN interface (ip -details link show type can), slcan:/dev/ttyACM0 or log:FILE",
+                arg, type, ARPHRD_CAN);
         return GW_ERR_INVAL;
     }
     int fd = socket(PF_CAN, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, CAN_RAW);

@@ -1,6 +1,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "event_bus.h"
 
+#include "app_events.h"
+
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
@@ -155,6 +157,23 @@ static void *dispatcher_main(void *arg)
     return NULL;
 }
 
+/* Frees a bus that has no running dispatcher; with_sync: its locks and conditions exist. */
+static void free_bus(struct event_bus *bus, bool with_sync)
+{
+    if (with_sync) {
+        pthread_mutex_destroy(&bus->lock);
+        pthread_mutex_destroy(&bus->dispatch_lock);
+        pthread_cond_destroy(&bus->not_empty);
+        pthread_cond_destroy(&bus->not_full);
+        pthread_cond_destroy(&bus->drained);
+    }
+    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
+        free(bus->subs[i]);
+    free(bus->scratch);
+    free(bus->queue);
+    free(bus);
+}
+
 int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
 {
     if (!out)
@@ -190,27 +209,14 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
     pthread_condattr_destroy(&ca);
     if (pthread_create(&bus->dispatcher, NULL, dispatcher_main, bus) != 0) {
         GW_LOGE("event_bus", "cannot start dispatcher thread");
-        pthread_mutex_destroy(&bus->lock);
-        pthread_mutex_destroy(&bus->dispatch_lock);
-        pthread_cond_destroy(&bus->not_empty);
-        pthread_cond_destroy(&bus->not_full);
-        pthread_cond_destroy(&bus->drained);
-        for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-            free(bus->subs[i]);
-        free(bus->scratch);
-        free(bus->queue);
-        free(bus);
+        free_bus(bus, true);
         return GW_ERR_IO;
     }
     *out = bus;
     return GW_OK;
 
 err_nomem:
-    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-        free(bus->subs[i]);
-    free(bus->scratch);
-    free(bus->queue);
-    free(bus);
+    free_bus(bus, false);
     return GW_ERR_NOMEM;
 }
 
@@ -224,16 +230,7 @@ void event_bus_destroy(struct event_bus *bus)
     pthread_cond_broadcast(&bus->not_full);
     pthread_mutex_unlock(&bus->lock);
     pthread_join(bus->dispatcher, NULL);
-    pthread_mutex_destroy(&bus->lock);
-    pthread_mutex_destroy(&bus->dispatch_lock);
-    pthread_cond_destroy(&bus->not_empty);
-    pthread_cond_destroy(&bus->not_full);
-    pthread_cond_destroy(&bus->drained);
-    for (int i = 0; i < EVENT_BUS_MAX_EVENT_ID; i++)
-        free(bus->subs[i]);
-    free(bus->scratch);
-    free(bus->queue);
-    free(bus);
+    free_bus(bus, true);
 }
 
 int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_fn handler, void *ctx,
@@ -377,3 +374,34 @@ size_t event_bus_get_subscriber_stats(struct event_bus *bus, struct event_bus_su
     pthread_mutex_unlock(&bus->lock);
     return written;
 }
+
+const void *event_payload(const struct gw_event *event, size_t expected_size)
+{
+    if (!event)
+        return NULL;
+    if (event->size == expected_size && (event->payload || expected_size == 0))
+        return event->payload;
+    static struct gw_log_limit limit;
+    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, "event_bus",
+                       "event %d carries %zu bytes where its handler expects %zu: ignored", event->id,
+                       event->size, expected_size);
+    return NULL;
+}
+
+/* Every payload type of app_events.h fits one event (the battery view is checked where it is
+ * defined and published). */
+EVENT_PAYLOAD_FITS(struct app_text);
+EVENT_PAYLOAD_FITS(struct app_bms_comm);
+EVENT_PAYLOAD_FITS(struct app_bms_stats);
+EVENT_PAYLOAD_FITS(struct app_bms_events);
+EVENT_PAYLOAD_FITS(struct app_bms_settings);
+EVENT_PAYLOAD_FITS(struct app_bms_version);
+EVENT_PAYLOAD_FITS(struct app_config_change);
+EVENT_PAYLOAD_FITS(struct app_net_link);
+EVENT_PAYLOAD_FITS(struct app_alert);
+EVENT_PAYLOAD_FITS(struct app_alert_command);
+EVENT_PAYLOAD_FITS(struct app_can_tx);
+EVENT_PAYLOAD_FITS(struct app_inverter_link);
+EVENT_PAYLOAD_FITS(struct app_charge_limits);
+EVENT_PAYLOAD_FITS(struct app_charge_cap);
+EVENT_PAYLOAD_FITS(struct app_storage_error);

@@ -27,6 +27,17 @@ struct gw_event {
 
 typedef void (*event_bus_handler_fn)(const struct gw_event *event, void *ctx);
 
+/* The one way a handler reads a payload: the payload when its size is exactly expected_size,
+ * else NULL, and the mismatch is logged (rate-limited, with the event id and both sizes) so a
+ * publisher/subscriber disagreement never turns into silently zeroed fields. Use through
+ * EVENT_PAYLOAD(ev, type). Thread-safe. */
+const void *event_payload(const struct gw_event *event, size_t expected_size);
+#define EVENT_PAYLOAD(ev, type) ((const type *)event_payload((ev), sizeof(type)))
+
+/* Checked at compile time for every payload type (see app_events.h). */
+#define EVENT_PAYLOAD_FITS(type) \
+    _Static_assert(sizeof(type) <= EVENT_BUS_MAX_PAYLOAD, #type " must fit one bus event")
+
 struct event_bus_config {
     uint32_t queue_size;          /* 0 = EVENT_BUS_DEFAULT_QUEUE */
     uint32_t max_subscribers;     /* per event id; 0 = EVENT_BUS_DEFAULT_SUBSCRIBERS */

@@ -307,10 +307,11 @@ static void on_event(const struct gw_event *ev, void *ctx)
     char msg[160];
     switch (ev->id) {
     case EVENT_BATTERY_UPDATE: {
-        if (ev->size < sizeof(struct battery_view))
+        const struct battery_view *view = EVENT_PAYLOAD(ev, struct battery_view);
+        if (!view)
             return;
         pthread_mutex_lock(&am->lock);
-        memcpy(am->view, ev->payload, sizeof *am->view);
+        memcpy(am->view, view, sizeof *am->view);
         int rc = alert_engine_process_view(&am->engine, am->view, gw_now_ms(), gw_wall_ms());
         pthread_mutex_unlock(&am->lock);
         if (rc != GW_OK)
@@ -322,9 +323,10 @@ static void on_event(const struct gw_event *ev, void *ctx)
     case EVENT_BMS_COMM_RESTORED: {
         /* The alert itself follows the battery view (BATTERY_COND_COMM_LOST of the pack); the
          * event only says why, for its message. */
-        struct app_bms_comm c = { 0 };
-        if (ev->size >= sizeof c)
-            memcpy(&c, ev->payload, sizeof c);
+        const struct app_bms_comm *comm = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (!comm)
+            return;
+        struct app_bms_comm c = *comm;
         char reason[sizeof c.reason];
         text_field(reason, sizeof reason, c.reason, sizeof c.reason);
         pthread_mutex_lock(&am->lock);
@@ -333,12 +335,13 @@ static void on_event(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_BMS_EVENTS_UPDATE: {
-        if (ev->size < sizeof(struct app_bms_events))
+        const struct app_bms_events *in = EVENT_PAYLOAD(ev, struct app_bms_events);
+        if (!in)
             return;
         struct app_bms_events *e = malloc(sizeof *e);
         if (!e)
             return;
-        memcpy(e, ev->payload, sizeof *e);
+        memcpy(e, in, sizeof *e);
         pthread_mutex_lock(&am->lock);
         alert_engine_process_event_log(&am->engine, e->battery_id, &e->log, gw_now_ms(), gw_wall_ms());
         pthread_mutex_unlock(&am->lock);
@@ -348,9 +351,14 @@ static void on_event(const struct gw_event *ev, void *ctx)
     }
     case EVENT_MQTT_CONNECTED:
     case EVENT_MQTT_DISCONNECTED: {
+        /* Connected carries nothing, disconnected the reason. */
         struct app_text t = { { 0 } };
-        if (ev->size >= sizeof t)
-            memcpy(&t, ev->payload, sizeof t);
+        if (ev->size) {
+            const struct app_text *in = EVENT_PAYLOAD(ev, struct app_text);
+            if (!in)
+                return;
+            t = *in;
+        }
         char reason[sizeof t.text];
         text_field(reason, sizeof reason, t.text, sizeof t.text);
         snprintf(msg, sizeof msg, "MQTT broker connection lost%s%.100s", reason[0] ? ": " : "", reason);
@@ -360,9 +368,10 @@ static void on_event(const struct gw_event *ev, void *ctx)
     }
     case EVENT_NET_CONNECTED:
     case EVENT_NET_DISCONNECTED: {
-        struct app_net_link l = { { 0 } };
-        if (ev->size >= sizeof l)
-            memcpy(&l, ev->payload, sizeof l);
+        const struct app_net_link *link = EVENT_PAYLOAD(ev, struct app_net_link);
+        if (!link)
+            return;
+        struct app_net_link l = *link;
         char iface[sizeof l.interface];
         text_field(iface, sizeof iface, l.interface, sizeof l.interface);
         snprintf(msg, sizeof msg, "Network link %.31s down", iface[0] ? iface : "(any)");
@@ -371,19 +380,20 @@ static void on_event(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_CAN_INVERTER_LINK: {
-        if (ev->size < sizeof(struct app_inverter_link))
+        const struct app_inverter_link *in = EVENT_PAYLOAD(ev, struct app_inverter_link);
+        if (!in)
             return;
-        struct app_inverter_link l;
-        memcpy(&l, ev->payload, sizeof l);
+        struct app_inverter_link l = *in;
         set_condition(am, ALERT_CODE_CAN_INVERTER_LINK_LOST, 0, NULL, !l.present, ALERT_LEVEL_WARNING,
                       "No keep-alive from the inverter on CAN", true);
         break;
     }
     case EVENT_STORAGE_ERROR:
     case EVENT_STORAGE_OK: {
-        struct app_storage_error s = { { 0 } };
-        if (ev->size >= sizeof s)
-            memcpy(&s, ev->payload, sizeof s);
+        const struct app_storage_error *in = EVENT_PAYLOAD(ev, struct app_storage_error);
+        if (!in)
+            return;
+        struct app_storage_error s = *in;
         char module[sizeof s.module], text[sizeof s.message];
         text_field(module, sizeof module, s.module, sizeof s.module);
         text_field(text, sizeof text, s.message, sizeof s.message);
@@ -394,9 +404,10 @@ static void on_event(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_CONFIG_UPDATED: {
-        struct app_config_change c = { 0 };
-        if (ev->size >= sizeof c)
-            memcpy(&c, ev->payload, sizeof c);
+        const struct app_config_change *in = EVENT_PAYLOAD(ev, struct app_config_change);
+        if (!in)
+            return;
+        struct app_config_change c = *in;
         if (!(c.sections & CONFIG_SECTION_ALERTS) || !am->get_config)
             return;
         struct gw_config_alerts cfg;
@@ -413,10 +424,10 @@ static void on_event(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_ALERT_COMMAND: {
-        if (ev->size < sizeof(struct app_alert_command))
+        const struct app_alert_command *in = EVENT_PAYLOAD(ev, struct app_alert_command);
+        if (!in)
             return;
-        struct app_alert_command cmd;
-        memcpy(&cmd, ev->payload, sizeof cmd);
+        struct app_alert_command cmd = *in;
         char code[sizeof cmd.code];
         text_field(code, sizeof code, cmd.code, sizeof cmd.code);
         if (cmd.op == ALERT_OP_ACK)

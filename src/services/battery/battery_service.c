@@ -24,7 +24,7 @@
 #define STATE_FILE_MAX 8192u
 #define DEFAULT_SAVE_PERIOD_S 600u
 
-_Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the battery view must fit one bus event");
+EVENT_PAYLOAD_FITS(struct battery_view);
 
 static const int subscribed[] = {
     EVENT_BMS_DATA_UPDATE, EVENT_BMS_COMM_LOST, EVENT_BMS_COMM_RESTORED, EVENT_BMS_SETTINGS_UPDATE,
@@ -260,10 +260,10 @@ static void on_event(const struct gw_event *ev, void *ctx)
     uint64_t now = gw_now_ms();
     switch (ev->id) {
     case EVENT_BMS_DATA_UPDATE: {
-        if (ev->size != sizeof(struct bms_live_data))
+        const struct bms_live_data *in = EVENT_PAYLOAD(ev, struct bms_live_data);
+        if (!in)
             return;
-        struct bms_live_data d;
-        memcpy(&d, ev->payload, sizeof d);
+        struct bms_live_data d = *in;
         pthread_mutex_lock(&bs->lock);
         int r = battery_engine_feed_sample(bs->engine, &d, now);
         unsigned pos = 0;
@@ -296,9 +296,9 @@ static void on_event(const struct gw_event *ev, void *ctx)
     }
     case EVENT_BMS_COMM_LOST:
     case EVENT_BMS_COMM_RESTORED: {
-        if (ev->size != sizeof(struct app_bms_comm))
+        const struct app_bms_comm *c = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (!c)
             return;
-        const struct app_bms_comm *c = ev->payload;
         pthread_mutex_lock(&bs->lock);
         battery_engine_feed_comm(bs->engine, c->battery_id, ev->id == EVENT_BMS_COMM_LOST);
         nudge(bs);
@@ -306,18 +306,18 @@ static void on_event(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_BMS_SETTINGS_UPDATE: {
-        if (ev->size != sizeof(struct app_bms_settings))
+        const struct app_bms_settings *s = EVENT_PAYLOAD(ev, struct app_bms_settings);
+        if (!s)
             return;
-        const struct app_bms_settings *s = ev->payload;
         pthread_mutex_lock(&bs->lock);
         battery_engine_feed_settings(bs->engine, s->battery_id, &s->settings);
         pthread_mutex_unlock(&bs->lock);
         break;
     }
     case EVENT_BMS_EVENTS_UPDATE: {
-        if (ev->size != sizeof(struct app_bms_events))
+        const struct app_bms_events *l = EVENT_PAYLOAD(ev, struct app_bms_events);
+        if (!l)
             return;
-        const struct app_bms_events *l = ev->payload;
         pthread_mutex_lock(&bs->lock);
         battery_engine_feed_events(bs->engine, l->battery_id, &l->log);
         pthread_mutex_unlock(&bs->lock);

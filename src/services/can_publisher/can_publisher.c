@@ -12,6 +12,7 @@
 #include "gw_log.h"
 #include "gw_text.h"
 #include "victron.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -34,7 +35,8 @@ struct pack_version {
 
 /* Why the battery is offline on the bus (what 0x35A / 0x372 say, 0x351 withheld). */
 enum offline_reason { ONLINE = CAN_PUBLISHER__ONLINE, OFF_NO_VIEW = CAN_PUBLISHER__NO_VIEW,
-                      OFF_STALE_VIEW = CAN_PUBLISHER__STALE_VIEW, OFF_NO_LIMITS = CAN_PUBLISHER__NO_LIMITS };
+                      OFF_STALE_VIEW = CAN_PUBLISHER__STALE_VIEW, OFF_NO_LIMITS = CAN_PUBLISHER__NO_LIMITS,
+                      WARMING_UP = CAN_PUBLISHER__WARMING_UP };
 
 struct can_publisher {
     struct event_bus *bus;
@@ -60,13 +62,17 @@ struct can_publisher {
     bool rx_started;
 
     struct gw_config_can can_cfg;
+    struct watchdog_client *watchdog; /* borrowed, may be NULL */
 
     struct battery_view view;         /* the newest view (valid when have_view) */
     bool have_view;
+    bool sampled;                     /* a view showed a pack with a BMS sample (latched) */
+    uint64_t started_ms;              /* gw_now_ms() at can_publisher_start */
     uint64_t view_ms;                 /* monotonic time of the newest view */
     uint64_t views_received;
     struct pack_version versions[BATTERY_MAX_PACKS];
     size_t version_count;
+    uint32_t identity_gen;            /* bumped when a pack's version is new or changed */
 
     uint8_t offline;                  /* enum offline_reason of the last live cycle */
     uint32_t stale_transitions;
@@ -118,6 +124,8 @@ static int validate_can(const struct gw_config_can *c)
     return rc;
 }
 
+static void fill_identity(const struct can_publisher *p, struct victron_identity *id);
+
 /* ---- events ---------------------------------------------------------------------------- */
 
 static void publish(struct can_publisher *p, int id, const void *payload, size_t size)
@@ -129,9 +137,9 @@ static void publish(struct can_publisher *p, int id, const void *payload, size_t
 static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     uint64_t now = gw_now_ms();
     /* The view's own step time, unless it is missing or in the future (another clock). */
     uint64_t t = (v->timestamp_ms == 0 || v->timestamp_ms > now) ? now : v->timestamp_ms;
@@ -141,6 +149,13 @@ static void on_view(const struct gw_event *ev, void *ctx)
         p->view_ms = t;
         p->have_view = true;
     }
+    for (unsigned k = 0; k < v->pack_count && k < BATTERY_MAX_PACKS && !p->sampled; k++) {
+        if (v->packs[k].state != BATTERY_PACK_NEVER_SEEN) {
+            p->sampled = true; /* the first BMS sample: the battery's state is known from now on */
+            p->identity_gen++; /* 0x35F (online capacity) can go now: at once */
+            pthread_cond_broadcast(&p->wake);
+        }
+    }
     p->views_received++;
     pthread_mutex_unlock(&p->lock);
 }
@@ -148,23 +163,42 @@ static void on_view(const struct gw_event *ev, void *ctx)
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct can_publisher *p = ctx;
-    if (ev->size != sizeof(struct app_bms_version))
+    const struct app_bms_version *v = EVENT_PAYLOAD(ev, struct app_bms_version);
+    if (!v)
         return;
-    const struct app_bms_version *v = ev->payload;
     if (!v->version.valid)
         return;
     pthread_mutex_lock(&p->lock);
     size_t i = 0;
     while (i < p->version_count && p->versions[i].battery_id != v->battery_id)
         i++;
+    bool changed = false;
     if (i < BATTERY_MAX_PACKS) {
+        struct bms_version next = v->version;
+        next.serial[sizeof next.serial - 1] = '\0';
+        const struct bms_version *old = i < p->version_count ? &p->versions[i].version : NULL;
+        changed = !old || old->fw_public != next.fw_public || old->fw_internal != next.fw_internal ||
+                  old->hw_version != next.hw_version || strcmp(old->serial, next.serial) != 0;
         p->versions[i].battery_id = v->battery_id;
-        p->versions[i].version = v->version;
-        p->versions[i].version.serial[sizeof p->versions[i].version.serial - 1] = '\0';
+        p->versions[i].version = next;
         if (i == p->version_count)
             p->version_count++;
     }
+    struct victron_identity idn;
+    bool configured_serial = false;
+    if (changed) {
+        p->identity_gen++;
+        pthread_cond_broadcast(&p->wake); /* the TX thread sends the identity set now */
+        fill_identity(p, &idn);
+        configured_serial = p->can_cfg.serial[0] != '\0';
+    }
     pthread_mutex_unlock(&p->lock);
+    if (changed)
+        GW_LOGI(LOG_MOD, "identity for the GX (battery %u): firmware %u.%u in 0x35F (TinyBMS firmware %u; the "
+                "internal version %u does not fit the frame), serial \"%s\" in 0x380/0x381 (%s)",
+                (unsigned)v->battery_id, (unsigned)idn.fw_major, (unsigned)idn.fw_minor,
+                (unsigned)v->version.fw_public, (unsigned)v->version.fw_internal, idn.serial,
+                configured_serial ? "can.serial" : "the last 16 of the BMS serial's 24 digits");
 }
 
 static const struct {
@@ -246,6 +280,10 @@ struct cycle_input {
     struct victron_inputs vin;
     bool have_view;
     bool online;                      /* fresh view with valid limits: 0x351 and measurements go */
+    bool warming_up;                  /* before the first sample: no status (0x35A, 0x372) yet */
+    bool version_known;               /* a BMS version and a first sample arrived: 0x35F carries
+                                         the firmware and the online capacity */
+    bool serial_known;                /* can.serial set, or the BMS serial read: 0x380/0x381 */
 };
 
 /* The version of the pack the identity frames describe: the first configured pack of the view
@@ -279,18 +317,25 @@ static void fill_identity(const struct can_publisher *p, struct victron_identity
     }
     id->model_id = p->can_cfg.model_id;
     if (ver) {
+        /* 0x35F bytes 2-3 are major.minor, one byte each. The TinyBMS has one public firmware
+         * number (register 501, e.g. 90): it is the major, minor 0 (the GX shows 90.0). The
+         * internal version (register 502, e.g. 580) is a 16-bit build number, not a minor
+         * version: its low byte made the GX show "90.68". It stays in the log and MQTT. */
         id->fw_major = ver->fw_public;
-        id->fw_minor = (uint8_t)(ver->fw_internal & 0xFF);
+        id->fw_minor = 0;
         id->hw_version = ver->hw_version;
     }
 }
 
-static const char *offline_text(uint8_t why)
+static const char *offline_text(uint8_t why, bool sampled)
 {
+    if (!sampled && why != ONLINE && why != WARMING_UP)
+        return "no sample from the BMS since start";
     switch (why) {
     case OFF_NO_VIEW: return "no battery view yet";
     case OFF_STALE_VIEW: return "battery view stale";
     case OFF_NO_LIMITS: return "no pack online (limits not valid)";
+    case WARMING_UP: return "waiting for the first sample";
     default: return "online";
     }
 }
@@ -335,8 +380,10 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
     const struct battery_view *v = &p->view;
     /* A view may have arrived after the loop read `now`: its age is then 0, not negative. */
     uint64_t age = (p->have_view && now > p->view_ms) ? now - p->view_ms : 0;
-    uint8_t why = (uint8_t)can_publisher__offline_reason(p->have_view, p->view_ms, v->limits.valid, now,
-                                                         p->can_cfg.stale_timeout_ms);
+    struct can_publisher__freshness fr = { .have_view = p->have_view, .view_ms = p->view_ms,
+                                           .limits_valid = v->limits.valid, .sampled = p->sampled,
+                                           .started_ms = p->started_ms };
+    uint8_t why = (uint8_t)can_publisher__offline_reason(&fr, now, p->can_cfg.stale_timeout_ms);
     if (why == ONLINE) {
         fill_online(v, vin);
         /* Limits the encoder refuses (never CVL 0) stop the GX like stale data: say so. */
@@ -372,14 +419,24 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
     }
     in->have_view = p->have_view;
     in->online = why == ONLINE;
+    in->warming_up = why == WARMING_UP;
+    /* 0x35F also carries the online capacity: with the firmware and after the first sample. */
+    bool have_version = identity_version(p) != NULL;
+    in->version_known = have_version && p->sampled;
+    in->serial_known = p->can_cfg.serial[0] || have_version;
 
     if (live && why != p->offline) {
         if (why == ONLINE)
-            GW_LOGI(LOG_MOD, "battery online again (%u of %u packs): sending 0x351 and the measurements",
-                    (unsigned)v->online_count, (unsigned)v->pack_count);
+            GW_LOGI(LOG_MOD, "battery online%s (%u of %u packs): sending 0x351 and the measurements",
+                    p->offline == WARMING_UP ? "" : " again", (unsigned)v->online_count, (unsigned)v->pack_count);
+        else if (!p->have_view || p->offline == WARMING_UP)
+            GW_LOGW(LOG_MOD, "battery offline: %s (%llu ms after start, limit %u ms): withholding 0x351 "
+                    "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
+                    (unsigned long long)(now > p->started_ms ? now - p->started_ms : 0),
+                    (unsigned)p->can_cfg.stale_timeout_ms);
         else
             GW_LOGW(LOG_MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
-                    "and the measurements, GX stops charging/discharging", offline_text(why),
+                    "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
                     (unsigned long long)age, (unsigned)p->can_cfg.stale_timeout_ms);
         if (p->offline == ONLINE)
             p->stale_transitions++;
@@ -397,6 +454,10 @@ static bool may_send(uint16_t id, const struct cycle_input *in)
     case VICTRON_ROLE_TOTALS:
         return in->have_view;     /* counters unknown before the first view */
     case VICTRON_ROLE_STATUS:
+        return !in->warming_up;   /* "offline, general alarm" before the first sample would be
+                                     logged by a GX as a battery alarm at every start */
+    case VICTRON_ROLE_BMS_IDENTITY:
+        return id == VICTRON_ID_INFO ? in->version_known : in->serial_known; /* never as zeros */
     case VICTRON_ROLE_IDENTITY:
         return true;
     default:
@@ -539,12 +600,15 @@ static void *tx_main(void *arg)
             .link_last_ms = p->link_last_ms,
             .broken = p->tp_broken,
             .can_reopen = p->given == NULL,
+            .identity_gen = p->identity_gen,
         };
         struct can_publisher__decision d = can_publisher__step(&sched, &in);
         if (!d.live && !d.identity && !d.link_lost && !d.reopen) {
+            watchdog_checkin(p->watchdog, d.deadline_ms); /* back by its next cycle, unless stuck */
             gw_clock_wait(&p->wake, &p->lock, d.deadline_ms);
             continue;
         }
+        watchdog_checkin(p->watchdog, in.now_ms); /* a cycle now: bounded by CYCLE_BUDGET_MS */
         pthread_mutex_unlock(&p->lock);
         if (d.live)
             run_cycle(p, true, in.now_ms);
@@ -560,6 +624,7 @@ static void *tx_main(void *arg)
         pthread_mutex_lock(&p->lock);
     }
     pthread_mutex_unlock(&p->lock);
+    watchdog_checkin(p->watchdog, WATCHDOG_IDLE); /* stopped: not expected back */
     return NULL;
 }
 
@@ -636,7 +701,8 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     gw_text_copy(p->spec, sizeof p->spec, opts->transport ? opts->transport->spec : spec);
     p->bitrate = cfg->can.bitrate;
     p->can_cfg = cfg->can;
-    p->offline = OFF_NO_VIEW; /* nothing received yet: 0x351 withheld until the first view */
+    p->watchdog = opts->watchdog;
+    p->offline = WARMING_UP; /* nothing received yet: 0x351 and the status withheld */
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);
     gw_clock_cond_init(&p->wake);
@@ -697,6 +763,7 @@ int can_publisher_start(struct can_publisher *pub)
     pub->stop_requested = false;
     pub->tp_broken = rc != GW_OK;
     pub->running = true;
+    pub->started_ms = gw_now_ms();
     pthread_mutex_unlock(&pub->lock);
     if (pthread_create(&pub->tx_thread, NULL, tx_main, pub) != 0) {
         rc = GW_ERR_IO;
@@ -778,6 +845,10 @@ int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config
     pthread_mutex_lock(&pub->lock);
     bool restart = strcmp(pub->can_cfg.interface, cfg->can.interface) != 0 ||
                    pub->can_cfg.bitrate != cfg->can.bitrate;
+    const struct gw_config_can *o = &pub->can_cfg, *n = &cfg->can;
+    if (strcmp(o->manufacturer, n->manufacturer) || strcmp(o->battery_name, n->battery_name) ||
+        strcmp(o->family, n->family) || strcmp(o->serial, n->serial) || o->model_id != n->model_id)
+        pub->identity_gen++; /* the GX learns a new name or serial now, not up to 10 s later */
     pub->can_cfg = cfg->can;
     pthread_cond_broadcast(&pub->wake); /* the TX thread reschedules with the new periods */
     pthread_mutex_unlock(&pub->lock);
@@ -800,6 +871,7 @@ int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_sta
     out->view_age_ms = pub->have_view && now > pub->view_ms ? now - pub->view_ms : 0;
     out->views_received = pub->views_received;
     out->stale = pub->offline != ONLINE;
+    out->awaiting_first_sample = pub->offline == WARMING_UP;
     out->stale_transitions = pub->stale_transitions;
     out->inverter_link = pub->link;
     out->inverter_last_id = pub->link_last_id;

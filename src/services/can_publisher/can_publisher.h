@@ -15,7 +15,13 @@
  *   later, and never sees old values); 0x35A goes on with the offline code and the general
  *   alarm, 0x372 with every module offline, 0x378/0x379 with the last counters (not before a
  *   first view), the identity frames as usual. Sending resumes with a fresh valid view. Each
- *   transition is logged once.
+ *   transition is logged once. Before the first BMS sample (a view with a pack out of "never
+ *   seen"), for at most can.stale_timeout_ms after start, 0x35A and 0x372 are withheld too: a
+ *   start never tells the GX "offline, general alarm".
+ * - Identity: 0x35F (firmware, online capacity) waits for the BMS version and the first sample,
+ *   0x380/0x381 (serial) for the version unless can.serial is set; the identity set goes out at
+ *   once when these become known, a version changes or a can.* name changes, then every
+ *   can.identity_period_ms.
  * - An RX thread tracks the GX frames 0x305/0x306/0x307: EVENT_CAN_INVERTER_LINK on change
  *   (lost after can.inverter_timeout_ms without them). Never used to gate what we send.
  * - A ring of the last CAN_TAP_ENTRIES frames (TX and RX) with a decoded one-line meaning, for
@@ -36,6 +42,7 @@
 
 struct event_bus;
 struct can_publisher;
+struct watchdog_client;
 
 #define CAN_TAP_ENTRIES 256
 #define CAN_TAP_TEXT 96
@@ -48,6 +55,9 @@ struct can_publisher_options {
     struct can_transport *transport;  /* optional already-open transport (tests, tools): used
                                          instead of opening one; borrowed, the caller closes it
                                          after can_publisher_destroy */
+    struct watchdog_client *watchdog; /* optional, borrowed: the TX scheduler checks in with the
+                                         time of its next cycle (a hung scheduler stops the
+                                         systemd keep-alives) */
 };
 
 /* Allocates the publisher, validates the configuration and subscribes to the bus. Opens
@@ -104,6 +114,8 @@ struct can_publisher_status {
     uint64_t views_received;
     bool stale;                       /* true: offline, 0x351 and the measurements withheld (no
                                          fresh view, or its limits not valid) */
+    bool awaiting_first_sample;       /* before the first BMS sample (at most stale_timeout_ms
+                                         after start): 0x35A and 0x372 withheld too */
     uint32_t stale_transitions;       /* online -> offline transitions since start */
     /* Inverter (GX) link */
     bool inverter_link;

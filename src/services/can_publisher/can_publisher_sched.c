@@ -4,15 +4,20 @@
 
 #include <stddef.h>
 
-enum can_publisher__offline can_publisher__offline_reason(bool have_view, uint64_t view_ms, bool limits_valid,
-                                                          uint64_t now_ms, uint32_t stale_timeout_ms)
+enum can_publisher__offline can_publisher__offline_reason(const struct can_publisher__freshness *f, uint64_t now_ms,
+                                                          uint32_t stale_timeout_ms)
 {
-    if (!have_view)
+    if (!f->sampled) {
+        uint64_t up = now_ms > f->started_ms ? now_ms - f->started_ms : 0;
+        if (up <= stale_timeout_ms)
+            return CAN_PUBLISHER__WARMING_UP;
+    }
+    if (!f->have_view)
         return CAN_PUBLISHER__NO_VIEW;
-    uint64_t age = now_ms > view_ms ? now_ms - view_ms : 0;
+    uint64_t age = now_ms > f->view_ms ? now_ms - f->view_ms : 0;
     if (age > stale_timeout_ms)
         return CAN_PUBLISHER__STALE_VIEW;
-    return limits_valid ? CAN_PUBLISHER__ONLINE : CAN_PUBLISHER__NO_LIMITS;
+    return f->limits_valid ? CAN_PUBLISHER__ONLINE : CAN_PUBLISHER__NO_LIMITS;
 }
 
 bool can_publisher__link_expired(bool link, uint64_t last_ms, uint64_t now_ms, uint32_t timeout_ms)
@@ -53,6 +58,10 @@ struct can_publisher__decision can_publisher__step(struct can_publisher__sched *
     if (in->identity_period_ms != s->identity_period_ms) {
         s->identity_period_ms = in->identity_period_ms;
         s->next_identity_ms = s->last_identity_ms + in->identity_period_ms;
+    }
+    if (in->identity_gen != s->identity_gen) {
+        s->identity_gen = in->identity_gen; /* known (or changed): tell the GX now */
+        s->next_identity_ms = now;
     }
     if (now >= s->next_live_ms) {
         d.live = true;

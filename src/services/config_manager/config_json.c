@@ -40,6 +40,7 @@ const char *const config__level_names[3] = { "info", "warning", "error" };
 #define S_HIST CONFIG_SECTION_HISTORY
 #define S_OTA CONFIG_SECTION_OTA
 #define S_BAT CONFIG_SECTION_BATTERY
+#define S_DBUS CONFIG_SECTION_DBUS
 
 /* Ranges here are the single source for validation and docs/configuration.md. */
 const struct config_field config__fields[] = {
@@ -151,7 +152,10 @@ const struct config_field config__fields[] = {
     FIELD(history, S_HIST, period_s, CFG_U32, .min = 1, .max = 3600),
     FIELD(history, S_HIST, retention_days, CFG_U16, .min = 1, .max = 3650),
 
-    FIELD(ota, S_OTA, public_key_path, CFG_STRING, .format = config__check_abs_path),
+    FIELD(update, S_OTA, keyring_dir, CFG_STRING, .flags = CFG_F_RESTART, .format = config__check_abs_path),
+    FIELD(update, S_OTA, trial_timeout_s, CFG_U32, .flags = CFG_F_RESTART, .min = 10, .max = 3600),
+    FIELD(update, S_OTA, trial_max_starts, CFG_U32, .flags = CFG_F_RESTART, .min = 1, .max = 10),
+    FIELD(update, S_OTA, health_can_s, CFG_U32, .flags = CFG_F_RESTART, .min = 0, .max = 600),
 
     FIELD(battery, S_BAT, packs, CFG_PACKS, .flags = CFG_F_RESTART, .min = 0, .max = GW_MAX_PACKS),
     FIELD(battery, S_BAT, min_online_packs, CFG_U8, .min = 1, .max = GW_MAX_PACKS),
@@ -160,11 +164,15 @@ const struct config_field config__fields[] = {
     FIELD(battery, S_BAT, frozen_after_ms, CFG_U32, .min = 2000, .max = 600000),
     FIELD(battery, S_BAT, implausible_in_row, CFG_U32, .min = 1, .max = 100),
     FIELD(battery, S_BAT, soc_spread_percent, CFG_FLOAT, .min = 1, .max = 100),
+
+    FIELD(dbus, S_DBUS, enabled, CFG_BOOL, .flags = CFG_F_RESTART),
+    FIELD(dbus, S_DBUS, device_instance, CFG_U16, .flags = CFG_F_RESTART, .min = 0, .max = 1023),
+    FIELD(dbus, S_DBUS, per_pack, CFG_BOOL, .flags = CFG_F_RESTART),
 };
 const size_t config__field_count = sizeof config__fields / sizeof config__fields[0];
 
 static const char *const section_names[] = { "bms", "can", "charge", "mqtt", "web",
-                                             "network", "alerts", "history", "ota", "battery" };
+                                             "network", "alerts", "history", "update", "battery", "dbus" };
 #define SECTION_COUNT (sizeof section_names / sizeof section_names[0])
 
 void config__field_path(const struct config_field *f, char *buf, size_t cap)
@@ -626,22 +634,32 @@ int gw_config_from_json(const char *json, size_t len, struct gw_config *cfg, str
     cJSON *root = config__parse(json, len, errors);
     if (!root)
         return GW_ERR_INVAL;
-    struct gw_config candidate = *cfg;
+    /* The candidate and the second error list on the heap: web server threads have small stacks. */
+    struct gw_config *candidate = malloc(sizeof *candidate);
+    struct config_errors *more = errors ? calloc(1, sizeof *more) : NULL;
+    if (!candidate || (errors && !more)) {
+        cJSON_Delete(root);
+        free(candidate);
+        free(more);
+        return GW_ERR_NOMEM;
+    }
+    *candidate = *cfg;
     const struct config_apply_opts opts = { .user = false, .allow_secrets = true };
-    unsigned problems = config__apply_json(root, &candidate, &opts, errors);
+    unsigned problems = config__apply_json(root, candidate, &opts, errors);
     cJSON_Delete(root);
     /* Validate even after type errors so one pass reports every problem. */
-    struct config_errors more;
-    int vrc = gw_config_validate(&candidate, errors ? &more : NULL);
+    int vrc = gw_config_validate(candidate, more);
     if (errors && vrc != GW_OK) {
-        for (uint32_t i = 0; i < more.count; i++)
-            config_errors_add(errors, more.items[i].path, "%s", more.items[i].message);
-        errors->dropped += more.dropped;
+        for (uint32_t i = 0; i < more->count; i++)
+            config_errors_add(errors, more->items[i].path, "%s", more->items[i].message);
+        errors->dropped += more->dropped;
     }
-    if (problems || vrc != GW_OK)
-        return GW_ERR_INVAL;
-    *cfg = candidate;
-    return GW_OK;
+    int rc = (problems || vrc != GW_OK) ? GW_ERR_INVAL : GW_OK;
+    if (rc == GW_OK)
+        *cfg = *candidate;
+    free(candidate);
+    free(more);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------

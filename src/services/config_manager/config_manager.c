@@ -134,17 +134,23 @@ static int compute_effective(const struct gw_config *stored, const cJSON *overri
     *out = *stored;
     if (!overrides)
         return GW_OK;
-    struct config_errors local;
-    config_errors_clear(&local);
+    /* Two error lists (9 KB each) on the heap: web server threads have small stacks. */
+    struct config_errors *local = calloc(1, sizeof *local), *verr = calloc(1, sizeof *verr);
+    if (!local || !verr) {
+        free(local);
+        free(verr);
+        return GW_ERR_NOMEM;
+    }
     const struct config_apply_opts opts = { .user = true, .allow_secrets = false };
-    unsigned problems = config__apply_json(overrides, out, &opts, &local);
-    struct config_errors verr;
-    int vrc = gw_config_validate(out, &verr);
-    for (uint32_t i = 0; i < local.count; i++)
-        config_errors_add(errors, local.items[i].path, "%s (runtime override)", local.items[i].message);
+    unsigned problems = config__apply_json(overrides, out, &opts, local);
+    int vrc = gw_config_validate(out, verr);
+    for (uint32_t i = 0; i < local->count; i++)
+        config_errors_add(errors, local->items[i].path, "%s (runtime override)", local->items[i].message);
     if (vrc != GW_OK)
-        for (uint32_t i = 0; i < verr.count; i++)
-            config_errors_add(errors, verr.items[i].path, "%s (with runtime overrides)", verr.items[i].message);
+        for (uint32_t i = 0; i < verr->count; i++)
+            config_errors_add(errors, verr->items[i].path, "%s (with runtime overrides)", verr->items[i].message);
+    free(local);
+    free(verr);
     return (problems || vrc != GW_OK) ? GW_ERR_INVAL : GW_OK;
 }
 

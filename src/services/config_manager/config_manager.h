@@ -3,7 +3,7 @@
  * the previous good file, with secrets that never leave through a read.
  *
  * JSON layout: {"schema_version":1,"bms":{...},"can":{...},"charge":{...},"mqtt":{...},
- * "web":{...},"network":{...},"alerts":{...},"history":{...},"ota":{...}}; field names are the
+ * "web":{...},"network":{...},"alerts":{...},"history":{...},"update":{...}}; field names are the
  * C field names. Enums are strings: bms.cell_order "documented"|"reversed", charge.chemistry
  * "lfp"|"nmc", alert level "info"|"warning"|"error". Curves are {"x":[...],"y":[...]}, alert
  * thresholds {"enabled":true,"value":3.6,"hysteresis":0.05,"level":"error"}.

@@ -595,15 +595,18 @@ int gw_config_validate(const struct gw_config *cfg, struct config_errors *errors
         config_errors_add(errors, "", "no configuration");
         return GW_ERR_INVAL;
     }
-    /* Count without a list too: validation must work with errors == NULL. */
-    struct config_errors local;
-    struct config_errors *e = errors ? errors : &local;
-    if (!errors)
-        config_errors_clear(&local);
+    /* Count without a list too: validation must work with errors == NULL. On the heap: this runs
+     * on web server threads, whose stacks are small. */
+    struct config_errors *local = errors ? NULL : calloc(1, sizeof *local);
+    struct config_errors *e = errors ? errors : local;
+    if (!e)
+        return GW_ERR_NOMEM;
     if (cfg->schema_version == 0)
         config_errors_add(e, "schema_version", "must be a positive integer");
     for (size_t i = 0; i < config__field_count; i++)
         config__validate_field(cfg, &config__fields[i], e);
     check_coherence(cfg, e);
-    return (e->count || e->dropped) ? GW_ERR_INVAL : GW_OK;
+    int rc = (e->count || e->dropped) ? GW_ERR_INVAL : GW_OK;
+    free(local);
+    return rc;
 }

@@ -492,11 +492,12 @@ static int take_view_locked(struct history_logger *hl, const struct battery_view
 static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct history_logger *hl = ctx;
-    if (ev->size < sizeof(struct battery_view))
+    const struct battery_view *in = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!in)
         return;
     pthread_mutex_lock(&hl->lock);
     if (hl->cfg.enabled) {
-        memcpy(hl->view, ev->payload, sizeof *hl->view);
+        memcpy(hl->view, in, sizeof *hl->view);
         take_view_locked(hl, hl->view, true, NULL);
     }
     pthread_mutex_unlock(&hl->lock);
@@ -517,9 +518,10 @@ int history_logger_record_view(struct history_logger *hl, const struct battery_v
 static void on_config(const struct gw_event *ev, void *ctx)
 {
     struct history_logger *hl = ctx;
-    struct app_config_change c = { 0 };
-    if (ev->size >= sizeof c)
-        memcpy(&c, ev->payload, sizeof c);
+    const struct app_config_change *in = EVENT_PAYLOAD(ev, struct app_config_change);
+    if (!in)
+        return;
+    struct app_config_change c = *in;
     if (!(c.sections & CONFIG_SECTION_HISTORY) || !hl->get_config)
         return;
     struct gw_config_history cfg;

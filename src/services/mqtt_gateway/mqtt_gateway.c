@@ -30,7 +30,7 @@
 #define TOPIC_MAX MQTT_CLIENT_MAX_TOPIC
 #define NA MQTT_GATEWAY__UNAVAILABLE
 
-_Static_assert(sizeof(struct battery_view) <= EVENT_BUS_MAX_PAYLOAD, "the battery view must fit one bus event");
+EVENT_PAYLOAD_FITS(struct battery_view);
 
 /* ------------------------------------------------------------------ tables */
 
@@ -1117,9 +1117,9 @@ static void apply_config(struct mqtt_gateway *gw)
 static void on_config(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_config_change))
+    const struct app_config_change *ch = EVENT_PAYLOAD(ev, struct app_config_change);
+    if (!ch)
         return;
-    const struct app_config_change *ch = ev->payload;
     if (ch->sections & CONFIG_SECTION_MQTT)
         apply_config(gw);
 }

@@ -7,7 +7,9 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 #include "tinybms.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +22,8 @@
 #define RESTART_GUARD_MS 60000u
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
+#define GARBAGE_KEPT 3        /* garbage answers shown with the wiring hint */
+#define GARBAGE_BYTES 24      /* bytes shown of each */
 #define SETTINGS_REGS BMS_SETTINGS_COUNT
 
 enum command_kind { CMD_NONE = 0, CMD_WRITE_SETTING, CMD_RESET, CMD_CLEAR_EVENTS, CMD_CLEAR_STATS };
@@ -79,6 +83,11 @@ struct uart_bms {
     bool live_split;               /* firmware NACKed the 0..55 block: read around register 45 */
     bool settings_individual;      /* firmware NACKed the settings block: one register at a time */
     struct app_bms_comm comm_event;/* payload of the announcement of sched.comm_lost */
+    bool xfer_frame_seen;          /* this transaction received a valid frame (any command) */
+    size_t xfer_bytes;             /* bytes it received */
+    uint8_t garbage[GARBAGE_KEPT][GARBAGE_BYTES]; /* first answers of the failure run without a frame */
+    uint16_t garbage_len[GARBAGE_KEPT];           /* bytes received (may exceed GARBAGE_BYTES) */
+    unsigned garbage_count;
     struct gw_log_limit announce_limit;
     struct gw_log_limit open_limit, xfer_limit;
 };
@@ -133,6 +142,20 @@ int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out)
 
 /* ------------------------------------------------------------------ tap and counters */
 
+/* data[0..len) as "AA 03 00 ..." into out (cut with "..." when it does not fit). */
+static void hex_bytes(const uint8_t *data, size_t len, char *out, size_t cap)
+{
+    struct gw_text t;
+    gw_text_init(&t, out, cap);
+    for (size_t i = 0; i < len; i++) {
+        if (i)
+            gw_text_put_char(&t, ' ');
+        gw_text_put_hex(&t, data[i], 2);
+    }
+    if (gw_text_status(&t) != GW_OK && cap > 4)
+        memcpy(out + cap - 4, "...", 4);
+}
+
 static void tap_add(struct uart_bms *ub, bool tx, const uint8_t *data, size_t len)
 {
     char meaning[96];
@@ -140,6 +163,12 @@ static void tap_add(struct uart_bms *ub, bool tx, const uint8_t *data, size_t le
         snprintf(meaning, sizeof meaning, "%s", tx ? "empty request" : "no answer");
     else
         tinybms_describe_frame(data, len, tx, meaning, sizeof meaning);
+    if (ub->opts.log_frames) { /* -vv: the wire as the BMS sees it, each frame with its meaning */
+        char hex[3 * UART_BMS_TAP_BYTES + 4];
+        hex_bytes(data, len < UART_BMS_TAP_BYTES ? len : UART_BMS_TAP_BYTES, hex, sizeof hex);
+        GW_LOGD(MOD, "battery %u: %s %zu byte%s%s%s: %s", ub->opts.battery_id, tx ? "TX" : "RX", len,
+                len == 1 ? "" : "s", len ? " " : "", hex, meaning);
+    }
     pthread_mutex_lock(&ub->lock);
     ub->tap_seq++;
     struct uart_bms_tap_entry *e = &ub->tap[ub->tap_seq % UART_BMS_TAP_FRAMES];
@@ -273,6 +302,8 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
             int fr;
             size_t used;
             while ((fr = tinybms_decoder_feed(&ub->decoder, NULL, 0, &used, reply)) != 0) {
+                if (fr == 1)
+                    ub->xfer_frame_seen = true;
                 if (fr == 1 && reply->cmd == expect_cmd) {
                     rc = GW_OK;
                     break;
@@ -291,6 +322,8 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
             size_t used = 0;
             int fr = tinybms_decoder_feed(&ub->decoder, chunk + off, got - off, &used, reply);
             off += used;
+            if (fr == 1)
+                ub->xfer_frame_seen = true;
             if (fr == GW_ERR_CRC) {
                 count(ub, &ub->stats.crc_errors);
                 rc = GW_ERR_CRC;
@@ -314,13 +347,99 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
     }
     if (rx_len)
         tap_add(ub, false, rx, rx_len);
+    ub->xfer_bytes += rx_len;
+    if (rx_len && rc != GW_OK && ub->garbage_count < GARBAGE_KEPT) {
+        /* An answer that never made a valid frame: kept for the wiring hint. */
+        unsigned k = ub->garbage_count++;
+        ub->garbage_len[k] = (uint16_t)rx_len;
+        memcpy(ub->garbage[k], rx, rx_len < GARBAGE_BYTES ? rx_len : GARBAGE_BYTES);
+    }
+    return rc;
+}
+
+/* The wiring hint of a run of failed transactions, logged once (the poller's decision:
+ * uart_bms__transaction_done) and kept in the stats. */
+static void line_hint(struct uart_bms *ub, enum uart_bms__hint hint)
+{
+    uint8_t id = ub->opts.battery_id;
+    uint32_t n = ub->sched.failed_in_row;
+    char text[sizeof ub->stats.line_hint];
+    if (hint == UART_BMS__HINT_SILENT) {
+        snprintf(text, sizeof text, "no byte back from the TinyBMS in %u transactions: check that TX and RX are "
+                 "crossed, the common ground, 115200 baud, the BMS's UART mode", (unsigned)n);
+        GW_LOGW(MOD, "battery %u: %u requests to %s and not one byte came back. Check: the adapter's TX goes to "
+                "the BMS's RX and RX to TX (crossed, not TX to TX), a common ground (GND) between adapter and "
+                "BMS, 115200 baud 8N1 (the TinyBMS's fixed rate) on any converter in the line, that %s is the "
+                "adapter wired to the BMS, and that the BMS's UART is in its command mode (registers 342/343: "
+                "broadcast off)", id, (unsigned)(2 * n), ub->opts.device, ub->opts.device);
+    } else {
+        uint64_t garbage, crc;
+        pthread_mutex_lock(&ub->lock);
+        garbage = ub->stats.garbage_bytes;
+        crc = ub->stats.crc_errors;
+        pthread_mutex_unlock(&ub->lock);
+        snprintf(text, sizeof text, "only garbage from the TinyBMS in %u transactions: check 115200 baud, the "
+                 "BMS's UART mode (broadcast off), the ground, noise", (unsigned)n);
+        GW_LOGW(MOD, "battery %u: %u requests to %s got bytes back but never a valid TinyBMS frame (%llu garbage "
+                "bytes, %llu CRC errors since start). Check: 115200 baud 8N1 on the adapter and any converter, the "
+                "BMS's UART in its command mode (registers 342/343: broadcast off: a broadcasting BMS talks over "
+                "the answers), a common ground and short or shielded wires (noise), no other device on this "
+                "port. First answers received:", id, (unsigned)(2 * n), ub->opts.device,
+                (unsigned long long)garbage, (unsigned long long)crc);
+        for (unsigned k = 0; k < ub->garbage_count; k++) {
+            char hex[3 * GARBAGE_BYTES + 4];
+            size_t shown = ub->garbage_len[k] < GARBAGE_BYTES ? ub->garbage_len[k] : GARBAGE_BYTES;
+            hex_bytes(ub->garbage[k], shown, hex, sizeof hex);
+            GW_LOGW(MOD, "battery %u:   answer %u: %u byte%s: %s%s", id, k + 1, (unsigned)ub->garbage_len[k],
+                    ub->garbage_len[k] == 1 ? "" : "s", hex, shown < ub->garbage_len[k] ? " ..." : "");
+        }
+    }
+    pthread_mutex_lock(&ub->lock);
+    snprintf(ub->stats.line_hint, sizeof ub->stats.line_hint, "%s", text);
+    pthread_mutex_unlock(&ub->lock);
+}
+
+static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
+                             struct tinybms_reply *reply);
+
+/* One transaction (transact_attempts), then what it says about the line: a valid frame ends a
+ * run of failures; a run reaching UART_BMS__HINT_AFTER gets its wiring hint. */
+static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
+                    struct tinybms_reply *reply)
+{
+    ub->xfer_frame_seen = false;
+    ub->xfer_bytes = 0;
+    int rc = transact_attempts(ub, req, req_len, expect_cmd, reply);
+    if (rc == GW_ERR_CLOSED && !ub->xfer_frame_seen)
+        return rc; /* no line to judge: the device went away */
+    uint32_t failed_before = ub->sched.failed_in_row;
+    bool hinted_before = ub->sched.hinted;
+    enum uart_bms__hint hint = uart_bms__transaction_done(&ub->sched, ub->xfer_frame_seen, ub->xfer_bytes > 0);
+    if (hint != UART_BMS__HINT_NONE)
+        line_hint(ub, hint);
+    if (ub->xfer_frame_seen) {
+        ub->garbage_count = 0;
+        if (failed_before) {
+            if (hinted_before)
+                GW_LOGI(MOD, "battery %u: the TinyBMS answers again after %u failed transactions", ub->opts.battery_id,
+                        (unsigned)failed_before);
+            else
+                GW_LOGD(MOD, "battery %u: the TinyBMS answers again after %u failed transaction%s",
+                        ub->opts.battery_id, (unsigned)failed_before, failed_before == 1 ? "" : "s");
+        }
+    }
+    pthread_mutex_lock(&ub->lock);
+    ub->stats.failed_in_row = ub->sched.failed_in_row;
+    if (ub->xfer_frame_seen)
+        ub->stats.line_hint[0] = '\0';
+    pthread_mutex_unlock(&ub->lock);
     return rc;
 }
 
 /* Request/answer with the TinyBMS rules: a sleeping BMS ignores the first command, so an
  * unanswered (or corrupted) attempt is sent once more before it counts. */
-static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
-                    struct tinybms_reply *reply)
+static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
+                             struct tinybms_reply *reply)
 {
     if (!ub->port)
         return GW_ERR_CLOSED;
@@ -806,25 +925,43 @@ static void comm_lost(struct uart_bms *ub)
 static void poll_live(struct uart_bms *ub, uint64_t now)
 {
     count(ub, &ub->stats.polls);
+    pthread_mutex_lock(&ub->lock);
+    uint64_t resends_before = ub->stats.resends, poll_no = ub->stats.polls;
+    pthread_mutex_unlock(&ub->lock);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = read_live(ub);
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t cycle_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     pthread_mutex_lock(&ub->lock);
-    ub->stats.last_cycle_us = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
+    ub->stats.last_cycle_us = cycle_us;
+    uint64_t resent = ub->stats.resends - resends_before;
     pthread_mutex_unlock(&ub->lock);
+    /* -v: one line per poll cycle (debug level). */
+    GW_LOGD(MOD, "battery %u: poll %llu: %s in %llu.%llu ms%s", ub->opts.battery_id, (unsigned long long)poll_no,
+            rc ? gw_strerror(rc) : "live registers read", (unsigned long long)(cycle_us / 1000),
+            (unsigned long long)(cycle_us % 1000 / 100), resent ? " (after a resend)" : "");
     if (rc && rc != GW_ERR_CLOSED)
         gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: live read failed: %s",
                            ub->opts.battery_id, gw_strerror(rc));
     uart_bms__polled(&ub->sched, now, gw_now_ms(), rc == GW_OK && ub->port);
 }
 
+static const char *slow_item_name(int item)
+{
+    static const char *const names[] = { "version", "settings", "settings minimums", "settings maximums",
+                                         "statistics", "events" };
+    return item >= 0 && item < SLOW_DONE ? names[item] : "?";
+}
+
 static void poll_slow(struct uart_bms *ub, int item)
 {
     int rc = read_slow_item(ub, (enum slow_item)item);
+    GW_LOGD(MOD, "battery %u: slow read of the %s: %s", ub->opts.battery_id, slow_item_name(item),
+            rc ? gw_strerror(rc) : "ok");
     if (rc && rc != GW_ERR_CLOSED)
-        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: slow read %d failed: %s",
-                           ub->opts.battery_id, item, gw_strerror(rc));
+        gw_log_ratelimited(&ub->xfer_limit, 30000, GW_LOG_WARN, MOD, "battery %u: slow read of the %s failed: %s",
+                           ub->opts.battery_id, slow_item_name(item), gw_strerror(rc));
     uart_bms__slow_done(&ub->sched, gw_now_ms(), rc == GW_ERR_CLOSED, ub->opts.slow_poll_interval_s);
 }
 
@@ -849,9 +986,11 @@ static void *poller_main(void *arg)
         };
         struct uart_bms__decision d = uart_bms__decide(&ub->sched, &in);
         if (d.action == UART_BMS__WAIT) {
+            watchdog_checkin(ub->opts.watchdog, d.deadline_ms); /* back by then, unless stuck */
             gw_clock_wait(&ub->wake, &ub->lock, d.deadline_ms);
             continue;
         }
+        watchdog_checkin(ub->opts.watchdog, in.now_ms); /* running now: each action is bounded */
         pthread_mutex_unlock(&ub->lock);
         switch (d.action) {
         case UART_BMS__OPEN: open_port(ub, in.now_ms); break;
@@ -866,6 +1005,7 @@ static void *poller_main(void *arg)
     }
     pthread_mutex_unlock(&ub->lock);
     close_port(ub, NULL);
+    watchdog_checkin(ub->opts.watchdog, WATCHDOG_IDLE); /* stopped: not expected back */
     return NULL;
 }
 

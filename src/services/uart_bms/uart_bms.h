@@ -7,6 +7,10 @@
  * only when it cannot delay the next live read. A sleeping BMS gets one resend before a timeout
  * counts. A serial device that disappears is reopened with backoff, without a restart.
  *
+ * A line that stays silent (or returns only garbage) for 3 transactions in a row gets one
+ * wiring hint in the log (TX/RX crossed, ground, baud, the BMS's broadcast settings) with the
+ * first garbage frames received, once per run of failures.
+ *
  * Published on the event bus: EVENT_BMS_DATA_UPDATE (struct bms_live_data) per valid sample,
  * EVENT_BMS_COMM_LOST / _RESTORED, EVENT_BMS_SETTINGS/STATS/EVENTS/VERSION_UPDATE.
  * Every public function is thread-safe. */
@@ -22,6 +26,7 @@
 
 struct event_bus;
 struct uart_bms;
+struct watchdog_client;
 
 #define UART_BMS_MAX_LISTENERS 8
 #define UART_BMS_TAP_FRAMES 128
@@ -35,8 +40,14 @@ struct uart_bms_options {
     uint32_t slow_poll_interval_s;  /* re-read settings/stats/events/version, default 60 */
     uint32_t reply_timeout_ms;      /* per transaction attempt, default 250 */
     uint8_t cell_order;             /* enum bms_cell_order */
+    bool log_frames;                /* log every request and answer at debug level, in hex with
+                                       its meaning (the daemon's -vv); the poll cycle itself is
+                                       logged at debug level whenever that level is on (-v) */
     struct event_bus *bus;          /* may be NULL (no events) */
     const struct serial_ops *serial;/* NULL = serial_termios_ops */
+    struct watchdog_client *watchdog; /* may be NULL; borrowed: the poller checks in with the
+                                       time it expects to run again (a hung poller stops the
+                                       systemd keep-alives) */
 };
 
 /* Fills the documented defaults (device left empty). */
@@ -107,6 +118,10 @@ struct uart_bms_stats {
     uint64_t last_valid_ms;         /* gw_now_ms() of the last valid sample, 0 = never */
     int last_error;                 /* gw_err of the last failed transaction */
     char last_error_text[96];
+    uint32_t failed_in_row;         /* transactions without a valid answer since the last one */
+    char line_hint[200];            /* the wiring hint of the current run of failures (logged once
+                                       after 3 failed transactions: nothing came back, or only
+                                       garbage); empty when the BMS answers */
     bool settings_limits_unsupported; /* the BMS refused 0x1D min/max: only the documented ranges */
 };
 void uart_bms_get_stats(struct uart_bms *ub, struct uart_bms_stats *out);

@@ -8,6 +8,15 @@
 
 #define UART_BMS__REOPEN_BACKOFF_MIN_MS 500u
 #define UART_BMS__REOPEN_BACKOFF_MAX_MS 30000u
+#define UART_BMS__HINT_AFTER 3u  /* failed transactions in a row (each resent once) before the
+                                    wiring hint: 6 requests without a valid answer */
+
+/* The wiring hint due after a run of failed transactions (uart_bms__transaction_done). */
+enum uart_bms__hint {
+    UART_BMS__HINT_NONE = 0,
+    UART_BMS__HINT_SILENT,  /* not one byte came back: wiring, ground, the wrong port */
+    UART_BMS__HINT_GARBAGE, /* bytes came back, never a valid frame: baud, broadcasts, noise */
+};
 
 /* Slow items, read at start and then every slow_poll_interval_s, one per cycle. Version first:
  * what the firmware supports decides how the others are read. */
@@ -30,6 +39,9 @@ struct uart_bms__sched {
     bool comm_lost;               /* no valid data for comm_timeout_ms */
     bool comm_announced;          /* the state subscribers were last told (LOST / RESTORED) */
     uint64_t announce_retry_ms;   /* a failed announcement is retried then */
+    uint32_t failed_in_row;       /* transactions without a valid frame since the last one */
+    bool bytes_in_failures;       /* some of them received bytes (garbage, bad CRC) */
+    bool hinted;                  /* this run of failures got its wiring hint */
 };
 
 /* What the poller sees when it decides (copied under the instance lock). */
@@ -75,6 +87,12 @@ void uart_bms__polled(struct uart_bms__sched *s, uint64_t started_ms, uint64_t n
 /* device_gone: the slow read stopped on a lost port (the item is retried after reopening). */
 void uart_bms__slow_done(struct uart_bms__sched *s, uint64_t now_ms, bool device_gone, uint32_t slow_interval_s);
 void uart_bms__slow_restart(struct uart_bms__sched *s, int item);          /* read it next cycle */
+/* After each transaction: frame_seen = a valid frame came back (data, ACK or NACK), bytes =
+ * any byte came back. Returns the hint due now: once per run of failures, when it reaches
+ * UART_BMS__HINT_AFTER transactions (SILENT when not one byte came back in the run, GARBAGE
+ * otherwise). A valid frame ends the run (and re-arms the hint). */
+enum uart_bms__hint uart_bms__transaction_done(struct uart_bms__sched *s, bool frame_seen, bool bytes);
+
 /* A valid sample: returns true when it ends a loss (then announce RESTORED). */
 bool uart_bms__sample_ok(struct uart_bms__sched *s);
 void uart_bms__announced(struct uart_bms__sched *s, uint64_t now_ms, bool delivered);

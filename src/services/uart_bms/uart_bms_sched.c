@@ -110,6 +110,23 @@ void uart_bms__slow_restart(struct uart_bms__sched *s, int item)
     s->slow_due_ms = 0;
 }
 
+enum uart_bms__hint uart_bms__transaction_done(struct uart_bms__sched *s, bool frame_seen, bool bytes)
+{
+    if (frame_seen) {
+        s->failed_in_row = 0;
+        s->bytes_in_failures = false;
+        s->hinted = false;
+        return UART_BMS__HINT_NONE;
+    }
+    if (s->failed_in_row < UINT32_MAX)
+        s->failed_in_row++;
+    s->bytes_in_failures = s->bytes_in_failures || bytes;
+    if (s->hinted || s->failed_in_row < UART_BMS__HINT_AFTER)
+        return UART_BMS__HINT_NONE;
+    s->hinted = true;
+    return s->bytes_in_failures ? UART_BMS__HINT_GARBAGE : UART_BMS__HINT_SILENT;
+}
+
 bool uart_bms__sample_ok(struct uart_bms__sched *s)
 {
     bool was_lost = s->comm_lost;

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -26,6 +27,23 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Debian's CivetWeb starts its workers with a 100 KiB stack (its compile-time USE_STACK_SIZE)
+ * and uses most of it itself, which leaves a request handler about 14 KiB: a configuration save
+ * (validation, the log line) overflowed it. CivetWeb has no run-time option for it, so the
+ * gateway's executable provides pthread_attr_setstacksize (the shared library resolves it here
+ * first) and raises any request below WEB_MIN_THREAD_STACK to it before calling the C
+ * library's. Sizes at or above it, and threads created without one, are untouched. */
+#define WEB_MIN_THREAD_STACK (512u * 1024u)
+int pthread_attr_setstacksize(pthread_attr_t *attr, size_t size)
+{
+    static int (*real)(pthread_attr_t *, size_t);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_attr_setstacksize");
+    if (!real)
+        return ENOSYS;
+    return real(attr, size < WEB_MIN_THREAD_STACK ? WEB_MIN_THREAD_STACK : size);
+}
 
 #define MOD "web"
 #define HEADER_MAX_BYTES 16384   /* request line + headers (CivetWeb answers 413 above) */
@@ -678,9 +696,10 @@ static void resolve_ui_dir(const char *opt, const char *configured, char *out, s
             struct stat st;
             if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
                 char *real = realpath(cand, NULL);
-                gw_text_copy(out, cap, real ? real : cand);
+                int w = snprintf(out, cap, "%s", real ? real : cand);
                 free(real);
-                return;
+                if (w >= 0 && (size_t)w < cap)
+                    return; /* else too long for out: the source tree's folder below */
             }
         }
     }

@@ -1,0 +1,475 @@
+"use strict";
+// The web UI in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core)
+// against the real daemon: two simulated packs (tinybms-sim on ptys, controlled on stdin) for
+// the live, stale, alert, settings and history checks, and a --simulate daemon without a
+// password for the first-run page. Screenshots of every page at phone and desktop size go to
+// $GW_BUILD_DIR/screenshots/. Run by tests/browser/run.sh (ctest browser_ui).
+const { describe, test, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const fs = require("fs");
+const path = require("path");
+const { spawnSync } = require("child_process");
+const { chromium } = require("playwright-core");
+const gw = require("./gw");
+
+const CHROMIUM = process.env.GW_CHROMIUM || "/usr/bin/chromium";
+const PASSWORD = "browser-test-pass-1";
+const SHOTS = path.join(gw.BUILD_DIR, "screenshots");
+const PHONE = { width: 360, height: 740 };
+const DESKTOP = { width: 1366, height: 768 };
+const PAGES = ["dashboard", "history", "alerts", "config", "bms", "system"];
+// Endpoints the pages probe because they may not exist yet; their 404 is expected (Chromium
+// logs every failed fetch on the console).
+const PROBES = ["/api/config/test-mqtt", "/api/bms/settings"];
+
+let browser;
+const num = (v, d) => new Intl.NumberFormat("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }).format(v);
+const squash = (t) => t.replace(/[\s\u202f]+/g, "");
+
+async function launch() {
+  if (!browser) browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  return browser;
+}
+
+// A page with the login, recording console errors, page errors and requests to other hosts.
+async function openPage(d, { viewport, password, host, scheme } = {}) {
+  const b = await launch();
+  const ctx = await b.newContext({ viewport: viewport || DESKTOP, locale: "en-US", colorScheme: scheme || "light",
+    acceptDownloads: true, httpCredentials: password === null ? undefined : { username: "admin", password: password || PASSWORD } });
+  const page = await ctx.newPage();
+  const origin = new URL(d.url("/", host)).host;
+  page.problems = [];
+  page.on("console", (m) => {
+    if (m.type() !== "error") return;
+    const where = (m.location() && m.location().url) || "";
+    if (/status of 404/.test(m.text()) && PROBES.some((p) => where.includes(p))) return;
+    page.problems.push("console: " + m.text() + " (" + where + ")");
+  });
+  page.on("pageerror", (e) => page.problems.push("page error: " + e.message));
+  page.on("request", (r) => {
+    const u = new URL(r.url());
+    if ((u.protocol === "http:" || u.protocol === "ws:") && u.host === origin) return;
+    if (u.protocol === "data:" || u.protocol === "blob:") return;
+    page.problems.push("request outside the gateway: " + r.url());
+  });
+  page.ctx = ctx;
+  return page;
+}
+
+async function api(page, d, p) {
+  const r = await page.ctx.request.get(d.url(p));
+  assert.equal(r.status(), 200, p + ": " + (await r.text()));
+  return r.json();
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, name + ".png"), fullPage: true });
+}
+
+async function noOverflow(page, what) {
+  const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  assert.ok(over <= 0, what + ": " + over + " px of horizontal scrolling");
+}
+
+// Unfolds a section of the settings page (a click on its title, unless it is open already).
+async function openSection(page, key) {
+  const sec = page.locator("#cfg-sec-" + key);
+  await sec.waitFor();
+  if (!(await sec.evaluate((e) => e.open))) await page.click("#cfg-sec-" + key + " > summary");
+  await page.locator("#cfg-form-" + key).waitFor();
+}
+
+function sqlite(db, sql) {
+  const r = spawnSync("sqlite3", [db], { input: ".timeout 20000\n" + sql + "\n", encoding: "utf8" });
+  assert.equal(r.status, 0, "sqlite3: " + r.stderr);
+  return r.stdout;
+}
+
+describe("web UI on two simulated packs", () => {
+  let dir, simA, simB, d;
+
+  before(async () => {
+    dir = gw.tmpDir("gw-ui-");
+    simA = await new gw.Sim(dir, "bmsA", ["--speed", "0"]).start();
+    simB = await new gw.Sim(dir, "bmsB", ["--speed", "0", "--seed", "2"]).start();
+    d = new gw.Daemon(dir, {
+      args: ["--poll-ms", "200"],
+      config: {
+        web: { ui_dir: path.join(gw.SOURCE_DIR, "web"), auth_max_attempts: 20 },
+        history: { period_s: 1 },
+        alerts: { raise_delay_ms: 0, clear_delay_ms: 0 },
+        charge: { increase_delay_s: 0, increase_ramp_a_per_s: 1000 }, // limits follow at once
+        battery: { packs: [{ uart_device: simA.link, name: "front" }, { uart_device: simB.link, name: "aft" }], stale_after_ms: 2000 },
+      },
+    });
+    d.writeConfig();
+    gw.setPassword(d.data, PASSWORD); // the password set on the gateway itself (stdin)
+    await d.start();
+    const probe = await openPage(d);
+    await gw.waitFor(async () => {
+      const r = await probe.ctx.request.get(d.url("/api/data"));
+      return r.status() === 200 && (await r.json()).online_count === 2;
+    }, 60000, "both packs online");
+    await probe.ctx.close();
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    browser = null;
+    const r = d ? await d.stop() : { code: 0, inTime: true, log: "" };
+    if (simA) await simA.stop();
+    if (simB) await simB.stop();
+    const report = gw.sanitizerReport(r.log);
+    if (!process.env.GW_BROWSER_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    else console.log("kept " + dir);
+    assert.ok(r.inTime, "the daemon did not stop in time");
+    assert.equal(r.code, 0, r.log.slice(-3000));
+    assert.equal(report, null, report);
+  });
+
+  test("the dashboard shows the values of /api/data, the bank on top and a card per pack", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#dashboard"));
+    await page.locator("#bank-voltage").filter({ hasNotText: "–" }).waitFor();
+    await page.locator("#pack-1 .cell").first().waitFor();
+    // What is shown against the document the page shows it from (read at the same instant, as
+    // limits ramp and values move), then that document against /api/data.
+    const shown = await page.evaluate(() => {
+      const t = (sel) => document.querySelector(sel).textContent;
+      const packs = [...document.querySelectorAll(".pack")].map((c) => ({
+        name: c.querySelector(".pack-name").textContent, cells: [...c.querySelectorAll(".cell .mv")].map((e) => e.textContent),
+        min: c.querySelector(".cell.min .no").textContent, max: c.querySelector(".cell.max .no").textContent }));
+      return { doc: GW.live.data, voltage: t("#bank-voltage"), current: t("#bank-current"), spread: t("#bank-spread"),
+        soc: t("#soc-gauge text"), title: t("#bank-title"), ccl: t("#limit-ccl .value"), cclReason: t("#limit-ccl .reason"),
+        dcl: t("#limit-dcl .value"), cvl: t("#limit-cvl .value"), packs };
+    });
+    const doc = shown.doc, b = doc.bank;
+    assert.equal(squash(shown.voltage), num(b.voltage_v, 2) + "V");
+    assert.equal(squash(shown.current), num(b.current_a, 1) + "A");
+    assert.equal(squash(shown.spread), num(b.cell_spread_mv, 1) + "mV");
+    assert.equal(squash(shown.soc), num(b.soc_percent, 0) + "%");
+    assert.match(shown.title, /2 of 2 packs online/);
+    assert.equal(squash(shown.cvl), num(doc.limits.cvl.value, 2) + "V");
+    assert.equal(squash(shown.ccl), num(doc.limits.ccl.value, 1) + "A");
+    assert.equal(squash(shown.dcl), num(doc.limits.dcl.value, 1) + "A");
+    assert.ok(shown.cclReason.includes(doc.limits.ccl.reason), shown.cclReason);
+    assert.equal(shown.packs.length, doc.packs.length);
+    doc.packs.forEach((p, i) => {
+      assert.equal(shown.packs[i].name, p.name);
+      assert.equal(shown.packs[i].min, String(p.live.min_cell));
+      assert.equal(shown.packs[i].max, String(p.live.max_cell));
+      assert.deepEqual(shown.packs[i].cells, p.live.cells_v.map((v) => String(Math.round(v * 1000))));
+    });
+    // The simulators are frozen (--speed 0): the battery itself is the same in /api/data.
+    const data = await api(page, d, "/api/data");
+    assert.ok(data.seq >= doc.seq);
+    assert.equal(data.bank.voltage_v, b.voltage_v);
+    assert.equal(data.bank.soc_percent, b.soc_percent);
+    assert.deepEqual(data.packs.map((p) => p.live.cells_v), doc.packs.map((p) => p.live.cells_v));
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+  });
+
+  test("the dashboard follows the simulator live (within 2 s)", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#dashboard"));
+    await page.locator("#pack-0 .cell").nth(2).waitFor();
+    await page.locator("#conn", { hasText: "live" }).waitFor();
+    await simA.cmd("set-cell 3 3350");
+    const t0 = Date.now();
+    await page.locator("#pack-0 .cell:nth-child(3) .mv", { hasText: "3350" }).waitFor({ timeout: 10000 });
+    const ms = Date.now() - t0;
+    assert.ok(ms <= 2000, "the new cell voltage took " + ms + " ms to appear");
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+  });
+
+  test("an alert raised by the simulator appears without reload and is acknowledged", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#alerts"));
+    await page.locator("#alerts-active").filter({ hasNotText: "Loading" }).waitFor();
+    assert.equal(await page.locator('#alerts-active [data-code="OVER_VOLTAGE"]').count(), 0);
+    await simA.cmd("set-cell 3 3620"); // above alerts.cell_v_high (3.60 V), below the BMS's own cutoff
+    const card = page.locator('#alerts-active li[data-code="OVER_VOLTAGE"]');
+    await card.waitFor({ timeout: 20000 });
+    assert.match(await card.textContent(), /3\.6/);
+    assert.match(await card.textContent(), /first seen/);
+    await page.locator('#alerts-past-table tr[data-code="OVER_VOLTAGE"]').first().waitFor({ timeout: 10000 });
+    await card.locator("button.ack").click();
+    await card.locator(".meta", { hasText: "acknowledged" }).waitFor({ timeout: 10000 });
+    const doc = await api(page, d, "/api/alerts?limit=1");
+    assert.ok(doc.active.find((a) => a.code === "OVER_VOLTAGE").acknowledged);
+    await simA.cmd("set-cell 3 3300");
+    await card.waitFor({ state: "detached", timeout: 20000 });
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+  });
+
+  test("settings: every field is in the form; a bad value shows the server's message by the field, a good one is applied", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#config"));
+    await page.locator("#cfg-sec-bms").waitFor();
+    const cfg = await api(page, d, "/api/config");
+    const missing = [];
+    for (const [section, fields] of Object.entries(cfg)) {
+      if (typeof fields !== "object") continue;
+      for (const key of Object.keys(fields)) {
+        if (await page.locator('[data-path="' + section + "." + key + '"]').count() !== 1) missing.push(section + "." + key);
+      }
+    }
+    assert.deepEqual(missing, [], "settings without a field in the form");
+    // Units, ranges and the restart mark are shown.
+    assert.match(await page.textContent("#cfg-bms-poll_interval_ms-meta"), /^100…10000 ms/);
+    assert.equal(await page.textContent('[data-path="bms.poll_interval_ms"] .unit'), "ms");
+    for (const sec of ["bms", "charge"]) await openSection(page, sec);
+    assert.ok(await page.locator('[data-path="can.enabled"] .restart').count() === 1);
+    // A bad value: the server's own message beside the field, nothing saved.
+    await page.fill("#cfg-bms-poll_interval_ms", "5");
+    await page.click("#cfg-save-bms");
+    const msg = page.locator('[data-path="bms.poll_interval_ms"] .field-msg');
+    await msg.filter({ hasText: "100..10000" }).waitFor();
+    assert.match(await msg.textContent(), /must be an integer in 100\.\.10000 \(got 5\)/);
+    assert.match(await page.textContent("#cfg-result-bms"), /Not saved/);
+    assert.equal((await api(page, d, "/api/config")).bms.poll_interval_ms, 200);
+    // A bad curve point is shown by the curve.
+    await page.fill("#cfg-charge-charge_by_cell_v-x", "3.5, 3.4, 3.55, 3.6");
+    await page.click("#cfg-save-charge");
+    await page.locator('[data-path="charge.charge_by_cell_v"] .field-msg', { hasText: "strictly increasing" }).waitFor();
+    // A good value: saved, and the gateway applies it (the limit on the dashboard follows).
+    await page.fill("#cfg-charge-charge_by_cell_v-x", "3.4, 3.5, 3.55, 3.6");
+    await page.fill("#cfg-charge-max_charge_a", "80");
+    await page.click("#cfg-save-charge");
+    await page.locator("#cfg-result-charge", { hasText: "Saved" }).waitFor();
+    assert.equal((await api(page, d, "/api/config")).charge.max_charge_a, 80);
+    await page.goto(d.url("/#dashboard"));
+    for (const id of [0, 1]) await page.locator("#pack-" + id + " .sub", { hasText: /CCL 80\.0\sA/ }).waitFor({ timeout: 20000 });
+    await page.locator("#limit-ccl .value", { hasText: /^160\.0\sA$/ }).waitFor({ timeout: 20000 }); // two packs of 80 A
+    // A restart field is marked "restart required" after the save.
+    await page.goto(d.url("/#config"));
+    await openSection(page, "web");
+    await page.fill("#cfg-web-request_timeout_ms", "9000");
+    await page.click("#cfg-save-web");
+    await page.locator("#config-banner", { hasText: "restart required" }).waitFor();
+    // Chromium logs the two refused saves (400) on the console: those were asked for.
+    const refused = page.problems.filter((p) => /status of 400 .*\/api\/config\)$/.test(p));
+    assert.equal(refused.length, 2, page.problems.join("\n"));
+    assert.deepEqual(page.problems.filter((p) => !refused.includes(p)), []);
+    await page.ctx.close();
+  });
+
+  test("history: a day written into the database is drawn, zoomed, panned, shown as a table; the CSV downloads and parses", async () => {
+    // One sample every 5 minutes over the last 26 hours, for the bank (255) and both packs.
+    const now = Date.now(), start = now - 26 * 3600 * 1000, step = 300000;
+    sqlite(path.join(d.data, "history.db"), `WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 311)
+      INSERT INTO samples (ts_ms, battery_id, voltage, current, soc, soh, temp_min, temp_max, cell_min_mv, cell_max_mv, cell_spread_mv, status)
+      SELECT ${start} + i * ${step}, b.id, 52.0 + 1.5 * sin(i / 20.0), 30 * sin(i / 15.0), 50 + 40 * sin(i / 40.0), 100,
+             20 + 3 * sin(i / 30.0), 24 + 3 * sin(i / 30.0), 3280 + (i % 7), 3310 + (i % 11), 30 + (i % 7) + (i % 11), 151
+      FROM s, (SELECT 255 AS id UNION ALL SELECT 0 UNION ALL SELECT 1) AS b;`);
+    const page = await openPage(d);
+    await page.goto(d.url("/#history"));
+    const chart = page.locator("#chart-voltage");
+    await chart.locator(".u-over").waitFor();
+    const points = +(await chart.getAttribute("data-points"));
+    assert.ok(points > 100, "only " + points + " points drawn for a day of 5-minute samples");
+    const range = async () => { const box = page.locator("#hist-chartbox"); return [+(await box.getAttribute("data-from")), +(await box.getAttribute("data-to"))]; };
+    const loaded = async () => page.locator("#hist-chartbox").getAttribute("data-loaded");
+    // Zoom: drag across the middle of the voltage chart.
+    let before = await loaded();
+    const over = await chart.locator(".u-over").boundingBox();
+    await page.mouse.move(over.x + over.width * 0.3, over.y + over.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(over.x + over.width * 0.6, over.y + over.height / 2, { steps: 5 });
+    await page.mouse.up();
+    await gw.waitFor(async () => (await loaded()) !== before, 10000, "the zoomed history");
+    let [from, to] = await range();
+    assert.ok(to - from < 12 * 3600 * 1000 && to - from > 3600 * 1000, "zoomed span " + (to - from) + " ms");
+    // Pan: half a span earlier.
+    before = await loaded();
+    await page.click("#hist-left");
+    await gw.waitFor(async () => (await loaded()) !== before, 10000, "the history moved earlier");
+    const [from2, to2] = await range();
+    assert.ok(Math.abs((to - to2) - (to - from) / 2) < 60000, "moved by " + (to - to2) + " ms");
+    // Per pack, then the table view.
+    before = await loaded();
+    await page.selectOption("#hist-pack", "1");
+    await gw.waitFor(async () => (await loaded()) !== before, 10000, "pack 2's history");
+    assert.match(await page.textContent("#hist-range"), /pack 2/);
+    await page.click("#hist-now");
+    await page.click("#hist-table");
+    await page.locator("#hist-table-data tbody tr").first().waitFor();
+    assert.ok(await page.locator("#hist-table-data tbody tr").count() > 50);
+    // CSV of yesterday (UTC), downloaded through the page's link.
+    const day = new Date(now - 24 * 3600 * 1000).toISOString().slice(0, 10);
+    await page.fill("#csv-day", day);
+    await page.dispatchEvent("#csv-day", "change");
+    await page.selectOption("#hist-pack", "bank");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#csv-link")]);
+    const text = fs.readFileSync(await download.path(), "utf8");
+    const lines = text.trim().split("\n");
+    assert.equal(lines[0], "timestamp,voltage,current,soc,temp_max,temp_min,cell_min_mv,cell_max_mv");
+    assert.ok(lines.length > 10, "CSV of " + day + " has " + lines.length + " lines");
+    const row = lines[1].split(",").map(Number);
+    assert.equal(new Date(row[0] * 1000).toISOString().slice(0, 10), day);
+    assert.ok(row[1] > 50 && row[1] < 54, "voltage " + row[1]);
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+  });
+
+  test("every page at phone and desktop size: no console error, no request outside the gateway, no horizontal scrolling", async () => {
+    for (const [size, viewport] of [["phone", PHONE], ["desktop", DESKTOP]]) {
+      const page = await openPage(d, { viewport });
+      for (const name of PAGES) {
+        await page.goto(d.url("/#" + name));
+        await page.locator("#page-" + name).waitFor();
+        const ready = {
+          dashboard: "#pack-1 .cell", history: "#chart-voltage .u-over", alerts: "#alerts-past table, #alerts-past .none",
+          config: "#cfg-sec-update", bms: "#bms-body .card", system: "#sys-gateway dd",
+        }[name];
+        await page.locator(ready).first().waitFor();
+        await noOverflow(page, name + " at " + size);
+        await shot(page, name + "-" + size);
+      }
+      assert.deepEqual(page.problems, [], size);
+      await page.ctx.close();
+    }
+    const dark = await openPage(d, { viewport: PHONE, scheme: "dark" });
+    await dark.goto(d.url("/#dashboard"));
+    await dark.locator("#pack-1 .cell").first().waitFor();
+    await shot(dark, "dashboard-phone-dark");
+    await dark.ctx.close();
+  });
+
+  test("BMS settings: the page says 'not available' while the gateway has no such endpoint", async () => {
+    const page = await openPage(d);
+    const status = (await page.ctx.request.get(d.url("/api/bms/settings"))).status();
+    await page.goto(d.url("/#bms"));
+    if (status === 404 || status === 501) {
+      await page.locator("#bms-unavailable", { hasText: "Not available" }).waitFor();
+    } else {
+      await page.locator("#bms-body table tbody tr").first().waitFor();
+    }
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+  });
+
+  test("the stale state: a silent pack is marked, a silent battery turns the page to DATA STALE, and back", async () => {
+    const pages = [await openPage(d, { viewport: PHONE }), await openPage(d, { viewport: DESKTOP })];
+    for (const p of pages) {
+      await p.goto(d.url("/#dashboard"));
+      await p.locator("#pack-1 .cell").first().waitFor();
+      assert.ok(await p.locator("#stale").isHidden());
+    }
+    const [phone, desk] = pages;
+    await simB.cmd("silence on");
+    await desk.locator("#pack-1.pack-stale").waitFor({ timeout: 30000 });
+    assert.match(await desk.textContent("#bank-title"), /1 of 2 packs online/);
+    assert.ok(await desk.locator("#stale").isHidden(), "one pack of two is not the whole battery");
+    await simA.cmd("silence on");
+    for (const p of pages) {
+      await p.locator("#stale", { hasText: "DATA STALE" }).waitFor({ timeout: 30000 });
+      assert.ok(await p.evaluate(() => document.body.classList.contains("is-stale")));
+      assert.notEqual(await p.textContent("#conn"), "live");
+    }
+    await shot(phone, "dashboard-phone-stale");
+    await shot(desk, "dashboard-desktop-stale");
+    await simA.cmd("silence off");
+    await simB.cmd("silence off");
+    for (const p of pages) {
+      await p.locator("#stale").waitFor({ state: "hidden", timeout: 30000 });
+      await p.locator("#conn", { hasText: "live" }).waitFor();
+      assert.deepEqual(p.problems, []);
+      await p.ctx.close();
+    }
+  });
+
+  test("a wrong password gets a clear message", async () => {
+    // From another loopback address: its failed logins do not lock out the other tests.
+    const page = await openPage(d, { password: "not-the-password", host: "127.0.0.2" });
+    await page.goto(d.url("/#dashboard", "127.0.0.2"));
+    await page.locator("#login", { hasText: "password was wrong" }).waitFor();
+    assert.match(await page.textContent("#stale"), /Not logged in/);
+    await page.ctx.close();
+  });
+
+  test("restart asks for confirmation; cancelled nothing happens, confirmed the gateway comes back", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#system"));
+    await page.locator("#sys-gateway dd").first().waitFor();
+    let restarts = 0;
+    page.on("request", (r) => { if (r.url().endsWith("/api/system/restart")) restarts++; });
+    await page.click("#sys-restart");
+    await page.locator("#confirm[open]").waitFor();
+    await page.click("#confirm-cancel");
+    await page.locator("#sys-restart-result", { hasText: "Not restarted" }).waitFor();
+    assert.equal(restarts, 0);
+    await page.click("#sys-restart");
+    await page.click("#confirm-ok");
+    await page.locator("#sys-restart-result", { hasText: "back" }).waitFor({ timeout: 120000 });
+    assert.equal(restarts, 1);
+    await page.goto(d.url("/#dashboard"));
+    await page.locator("#conn", { hasText: "live" }).waitFor({ timeout: 60000 });
+    await page.ctx.close();
+  });
+
+  test("the password changed from the settings page is the one that logs in", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#config"));
+    await page.locator("#cfg-sec-update").waitFor();
+    await page.locator("#pw-new").waitFor();
+    await page.fill("#pw-new", "short");
+    await page.fill("#pw-again", "short");
+    await page.click("#pw-form button[type=submit]");
+    await page.locator("#pw-new-msg", { hasText: "8" }).waitFor();
+    await page.fill("#pw-new", "another-pass-2");
+    await page.fill("#pw-again", "another-pass-2");
+    await page.click("#pw-form button[type=submit]");
+    await page.locator("#pw-result", { hasText: "Password changed" }).waitFor();
+    await page.ctx.close();
+    const fresh = await openPage(d, { password: "another-pass-2" });
+    await fresh.goto(d.url("/#dashboard"));
+    await fresh.locator("#conn", { hasText: "live" }).waitFor();
+    assert.ok(await fresh.locator("#login").isHidden());
+    await fresh.ctx.close();
+  });
+});
+
+describe("first run on the --simulate daemon", () => {
+  let dir, d;
+  before(async () => {
+    dir = gw.tmpDir("gw-ui-first-");
+    d = new gw.Daemon(dir, { args: ["--simulate"], config: { web: { ui_dir: path.join(gw.SOURCE_DIR, "web") } } });
+    d.writeConfig();
+    await d.start();
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    browser = null;
+    const r = await d.stop();
+    if (!process.env.GW_BROWSER_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    assert.equal(r.code, 0, r.log.slice(-3000));
+    assert.equal(gw.sanitizerReport(r.log), null);
+  });
+
+  test("the first-run page sets the password, then the dashboard logs in with it", async () => {
+    const page = await openPage(d, { password: null, viewport: PHONE });
+    await page.goto(d.url("/"));
+    await page.locator("#password").waitFor();
+    await shot(page, "first-run-phone");
+    await page.fill("#password", "first-run-pass-1");
+    await page.fill("#again", "first-run-pass-2");
+    await page.click("button[type=submit]");
+    await page.locator("#result", { hasText: "differ" }).waitFor();
+    await page.fill("#again", "first-run-pass-1");
+    await page.click("button[type=submit]");
+    await page.locator("#result", { hasText: "Password set" }).waitFor();
+    assert.deepEqual(page.problems, []);
+    await page.ctx.close();
+    const logged = await openPage(d, { password: "first-run-pass-1", viewport: PHONE });
+    await logged.goto(d.url("/"));
+    await logged.locator("#bank-voltage").filter({ hasNotText: "–" }).waitFor({ timeout: 60000 });
+    await logged.locator("#conn", { hasText: "live" }).waitFor();
+    assert.deepEqual(logged.problems, []);
+    await logged.ctx.close();
+  });
+});
