@@ -106,6 +106,13 @@ const char *ota_update_running_version(const struct ota_update *ota)
     return ota && ota->running_version[0] ? ota->running_version : GW_VERSION;
 }
 
+uint64_t ota_update_max_bundle_bytes(const struct ota_update *ota)
+{
+    if (!ota)
+        return 0;
+    return ota->o.max_bundle_bytes ? ota->o.max_bundle_bytes : OTA_DEFAULT_MAX_BUNDLE;
+}
+
 /* ---- health watch (on trial only) --------------------------------------------------------- */
 
 static void on_bms(const struct gw_event *ev, void *ctx)

@@ -131,6 +131,10 @@ const char *ota_update_rollback_notice(const struct ota_update *ota);
  * version this program was built as. Static string. */
 const char *ota_update_running_version(const struct ota_update *ota);
 
+/* The largest bundle a session accepts (max_bundle_bytes, or its default), 0 when ota is NULL:
+ * what an upload endpoint bounds its body with. */
+uint64_t ota_update_max_bundle_bytes(const struct ota_update *ota);
+
 /* ---- launcher: the first thing main() calls ------------------------------------------------ */
 
 /* Decides which release this start runs (docs/dev/updates.md "Launcher"). Returns -1 when this
