@@ -11,6 +11,8 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "history_logger.h"
+#include "net_link.h"
+#include "ota_update.h"
 
 #include <civetweb.h>
 #include <cjson/cJSON.h>
@@ -395,7 +397,7 @@ static void h_status(struct web_req *req)
 {
     struct web_server *ws = req->ws;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "version", GW_VERSION);
+    cJSON_AddStringToObject(o, "version", ws->ota ? ota_update_running_version(ws->ota) : GW_VERSION);
     cJSON_AddNumberToObject(o, "uptime_s", (double)((gw_now_ms() - ws->started_ms) / 1000));
     cJSON_AddNumberToObject(o, "time", (double)gw_wall_ms());
     struct gw_config *cfg = malloc(sizeof *cfg);
@@ -457,6 +459,29 @@ static void h_status(struct web_req *req)
         cJSON_AddBoolToObject(h, "storage_ok", hs.storage_ok);
         cJSON_AddNumberToObject(h, "samples_written", (double)hs.samples_written);
         cJSON_AddNumberToObject(h, "queue_depth", hs.queue_depth);
+    }
+    /* The network link as the net_link watcher sees it (docs/monitoring.md "network link"). */
+    cJSON *n = cJSON_AddObjectToObject(o, "network");
+    struct net_link_status ns;
+    if (ws->net && net_link_get_status(ws->net, &ns) == GW_OK) {
+        cJSON_AddBoolToObject(n, "watching", ns.watching);
+        cJSON_AddStringToObject(n, "watched", ns.watched[0] ? ns.watched : "any");
+        cJSON_AddBoolToObject(n, "connected", ns.connected);
+        cJSON_AddBoolToObject(n, "link_up", ns.link_up);
+        cJSON_AddStringToObject(n, "interface", ns.interface);
+        cJSON_AddStringToObject(n, "address", ns.address);
+        cJSON_AddBoolToObject(n, "wireless", ns.wireless);
+        cJSON_AddNumberToObject(n, "addresses", ns.addresses);
+        if (ns.connected && ns.connected_since_ms)
+            cJSON_AddNumberToObject(n, "connected_for_s", (double)((gw_now_ms() - ns.connected_since_ms) / 1000));
+        else
+            cJSON_AddNullToObject(n, "connected_for_s");
+        cJSON_AddNumberToObject(n, "connects", (double)ns.connects);
+        cJSON_AddNumberToObject(n, "disconnects", (double)ns.disconnects);
+        cJSON_AddNumberToObject(n, "link_downs", (double)ns.link_downs);
+        cJSON_AddNumberToObject(n, "address_changes", (double)ns.address_changes);
+    } else {
+        cJSON_AddBoolToObject(n, "watching", false);
     }
     struct event_bus_stats es;
     event_bus_get_stats(ws->bus, &es);
@@ -986,14 +1011,6 @@ static void h_first_password(struct web_req *req)
     }
 }
 
-static void h_ota_upload(struct web_req *req)
-{
-    web__send_error(req, 501, NULL,
-                    "firmware updates through the web are not available in this version yet: install the new "
-                    "release on the gateway (docs/install.md)",
-                    NULL, "Connection: close\r\n");
-}
-
 static void h_restart(struct web_req *req)
 {
     struct web_server *ws = req->ws;
@@ -1044,7 +1061,10 @@ static const struct web_route routes[] = {
     { "/api/bms/settings/backup", GET_ONLY, WEB_ADMIN, 0, false, false, false, web__h_bms_backup },
     { "/api/bms/settings/restore", WEB_POST, WEB_ADMIN, SETTINGS_BODY_MAX, true, false, false, web__h_bms_restore },
     { "/api/bms/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, false, false, web__h_bms_restart },
-    { "/api/ota/upload", WEB_POST, WEB_ADMIN, 0, false, false, true, h_ota_upload },
+    { "/api/ota/upload", WEB_POST, WEB_ADMIN, 0, false, false, true, web__h_ota_upload },
+    { "/api/ota/status", GET_ONLY, WEB_READ, 0, false, false, false, web__h_ota_status },
+    { "/metrics", GET_ONLY, WEB_METRICS, 0, false, false, false, web__h_metrics_prometheus },
+    { "/api/metrics", GET_ONLY, WEB_READ, 0, false, false, false, web__h_metrics_json },
     { "/api/system/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, true, false, h_restart },
     { "/ws/live", GET_ONLY, WEB_READ, 0, false, false, false, h_upgrade_required },
     { "/ws/alerts", GET_ONLY, WEB_READ, 0, false, false, false, h_upgrade_required },

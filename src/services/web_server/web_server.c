@@ -219,6 +219,7 @@ bool web__authorize(struct web_server *ws, struct mg_connection *conn, uint8_t a
     config_manager_get(ws->config, cfg);
     bool has_password = cfg->web.password_hash[0] != '\0';
     bool public_read = cfg->web.public_read;
+    bool metrics_public = cfg->web.metrics_public;
     char username[sizeof cfg->web.username];
     memcpy(username, cfg->web.username, sizeof username);
     uint16_t max_attempts = cfg->web.auth_max_attempts;
@@ -236,7 +237,9 @@ bool web__authorize(struct web_server *ws, struct mg_connection *conn, uint8_t a
                              NULL);
         return false;
     }
-    if (access == WEB_READ && public_read)
+    if ((access == WEB_READ || access == WEB_METRICS) && public_read)
+        return true;
+    if (access == WEB_METRICS && metrics_public)
         return true;
 
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -729,6 +732,9 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     for (unsigned i = 0; i < ws->bms_count; i++)
         ws->bms[i] = opts->bms[i];
     ws->can = opts->can;
+    ws->ota = opts->ota;
+    ws->monitoring = opts->monitoring;
+    ws->net = opts->net;
     ws->restart = opts->restart;
     ws->restart_ctx = opts->restart_ctx;
     ws->port = cfg->web.http_port;

@@ -23,6 +23,9 @@ struct alert_manager;
 struct history_logger;
 struct uart_bms;
 struct can_publisher;
+struct ota_update;
+struct monitoring;
+struct net_link;
 struct web_server;
 
 #define WEB_MAX_BMS 16 /* BMS pollers the server knows (pack ids 0..15) */
@@ -38,6 +41,9 @@ struct web_server_options {
     struct uart_bms *const *bms;
     unsigned bms_count;
     struct can_publisher *can;          /* borrowed; NULL: CAN is off (/ws/can sends nothing) */
+    struct ota_update *ota;             /* borrowed; NULL: /api/ota/... answer 503 */
+    struct monitoring *monitoring;      /* borrowed; NULL: /metrics and /api/metrics answer 503 */
+    struct net_link *net;               /* borrowed; NULL: /api/status says the link is not watched */
     const char *ui_dir;                 /* static UI folder (copied); NULL: web.ui_dir, else the
                                            folder installed with the program or the source tree's */
     /* POST /api/system/restart: called once the answer is sent (from a server thread: it must only

@@ -27,6 +27,7 @@ enum web_access {
     WEB_PUBLIC = 0, /* always, even before a password exists (the UI files, the first-run call) */
     WEB_READ = 1,   /* read-only: login required unless web.public_read */
     WEB_ADMIN = 2,  /* login always */
+    WEB_METRICS = 3, /* GET /metrics: login unless web.metrics_public or web.public_read */
 };
 
 enum web_method { WEB_GET = 1u << 0, WEB_HEAD = 1u << 1, WEB_POST = 1u << 2, WEB_PUT = 1u << 3, WEB_DELETE = 1u << 4 };
@@ -43,6 +44,9 @@ struct web_server {
     struct uart_bms *bms[WEB_MAX_BMS];
     unsigned bms_count;
     struct can_publisher *can;
+    struct ota_update *ota;
+    struct monitoring *monitoring;
+    struct net_link *net;
     void (*restart)(void *ctx);
     void *restart_ctx;
     atomic_bool restart_requested;
@@ -138,6 +142,13 @@ void web__h_bms_backup(struct web_req *req);
 void web__h_bms_restore(struct web_req *req);
 void web__h_bms_restart(struct web_req *req);
 void web__h_test_mqtt(struct web_req *req);
+
+/* web_system.c: POST /api/ota/upload (streamed multipart into the OTA service), GET
+ * /api/ota/status, GET /metrics (Prometheus text), GET /api/metrics (JSON). */
+void web__h_ota_upload(struct web_req *req);
+void web__h_ota_status(struct web_req *req);
+void web__h_metrics_prometheus(struct web_req *req);
+void web__h_metrics_json(struct web_req *req);
 
 /* Sends a complete response: status line, the security headers, Content-Type, Content-Length,
  * extra header lines (each ending in "\r\n", may be NULL), then body (not for HEAD). api: adds
