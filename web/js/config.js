@@ -153,7 +153,7 @@
       sec.help ? el("p", { class: "sub", text: sec.help }) : null,
       keys.map((k) => fieldFor(sec.key + "." + k, values[k], sec.fields[k] || {})),
       el("div", { class: "row actions" },
-        el("button", { type: "submit", id: "cfg-save-" + sec.key }, "Save " + sec.title.toLowerCase()),
+        el("button", { type: "submit", id: "cfg-save-" + sec.key }, "Save " + (/^[A-Z][a-z]/.test(sec.title) && !/^Venus/.test(sec.title) ? sec.title[0].toLowerCase() + sec.title.slice(1) : sec.title)),
         sec.key === "mqtt" ? el("button", { type: "button", id: "mqtt-test", onclick: (e) => testMqtt(result, e.currentTarget) }, "Test connection") : null),
       result);
     form.addEventListener("submit", (e) => { e.preventDefault(); save(sec, form, result); });
