@@ -450,6 +450,42 @@ describe("web UI on two simulated packs", () => {
     await page.ctx.close();
   });
 
+  test("updates: the System page shows the update state and a refused upload says why, nothing installed", async () => {
+    for (const [size, viewport] of [["phone", PHONE], ["desktop", DESKTOP]]) {
+      const page = await openPage(d, { viewport });
+      await page.goto(d.url("/#system"));
+      const state = page.locator("#sys-update-state");
+      await state.locator("dd").first().waitFor();
+      const st = await api(page, d, "/api/ota/status");
+      assert.match(await state.textContent(), new RegExp("Running version" + st.running_version.replace(/\./g, "\\.")));
+      assert.match(await page.textContent("#sys-gateway"), /Network/);
+      // Nothing chosen: said at once, nothing sent.
+      let posts = 0;
+      page.on("request", (r) => { if (r.url().endsWith("/api/ota/upload")) posts++; });
+      await page.click("#ota-upload");
+      await page.locator("#ota-result", { hasText: "Choose the update file" }).waitFor();
+      // A file that is no bundle, with a signature: the gateway's reason is shown.
+      await page.setInputFiles("#ota-bundle", { name: "tinybms-gw-9.9.9-x86_64.tar", mimeType: "application/x-tar", buffer: Buffer.alloc(4096, 7) });
+      await page.setInputFiles("#ota-sig", { name: "tinybms-gw-9.9.9-x86_64.tar.sig", mimeType: "application/octet-stream",
+        buffer: Buffer.from('{"format":"tinybms-gw-signature-1","algorithm":"ed25519","key_id":"0123456789abcdef","manifest_sha256":"' + "0".repeat(64) + '","signature":"AAAA"}') });
+      await page.click("#ota-upload");
+      await page.locator("#confirm[open]").waitFor();
+      await page.click("#confirm-ok");
+      const result = page.locator("#ota-result", { hasText: "Not installed:" });
+      await result.waitFor({ timeout: 30000 });
+      assert.match(await result.getAttribute("class"), /\bbad\b/);
+      assert.equal(posts, 1);
+      await noOverflow(page, "system with an update refused at " + size);
+      await shotOf(page.locator("#sys-updates"), "updates-" + size);
+      const after = await api(page, d, "/api/ota/status");
+      assert.equal(after.update.state, st.update.state);
+      const refusedUpload = page.problems.filter((p) => /status of 4\d\d .*\/api\/ota\/upload\)$/.test(p));
+      assert.equal(refusedUpload.length, 1, page.problems.join("\n"));
+      assert.deepEqual(page.problems.filter((p) => !refusedUpload.includes(p)), []);
+      await page.ctx.close();
+    }
+  });
+
   test("the stale state: a silent pack is marked, a silent battery turns the page to DATA STALE, and back", async () => {
     const pages = [await openPage(d, { viewport: PHONE }), await openPage(d, { viewport: DESKTOP })];
     for (const p of pages) {
