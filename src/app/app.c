@@ -505,23 +505,6 @@ static int start_services(struct app *app)
     battery_service_set_limit_outputs(app->battery, (app->can ? BATTERY_OUTPUT_CAN : 0) |
                                                         (app->dbus ? BATTERY_OUTPUT_DBUS : 0));
 
-    if (cfg.web.enabled) {
-        struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
-                                         .alerts = app->alerts, .history = app->history,
-                                         .restart = request_restart, .restart_ctx = app };
-        rc = web_server_create(&wo, &app->web);
-        if (rc) {
-            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
-             * and raise an alert instead of stopping. */
-            char msg[160];
-            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
-                     cfg.web.http_port, gw_strerror(rc));
-            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
-            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
-            app->web = NULL;
-        }
-    }
-
     for (unsigned i = 0; i < app->pack_count; i++) {
         struct uart_bms_options bo;
         uart_bms_default_options(&bo);
@@ -545,6 +528,40 @@ static int start_services(struct app *app)
         if (app->pack_count > 1)
             GW_LOGI(MOD, "%s: TinyBMS on %s (battery id %u)", app->packs[i].name, bo.device, i);
     }
+    return GW_OK;
+}
+
+/* Last: the web server reads every service (the pollers' settings and frame taps, the update
+ * service, the monitoring, the network link). A server that cannot start is an alert, not a
+ * stop. Once it serves plain HTTP on an address the loopback reaches, answering there is part of
+ * an update's health on trial. */
+static void start_web(struct app *app)
+{
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    int rc;
+    if (cfg.web.enabled) {
+        struct web_server_options wo = { .bus = app->bus, .config = app->config, .battery = app->battery,
+                                         .alerts = app->alerts, .history = app->history,
+                                         .bms = app->bms, .bms_count = app->pack_count, .can = app->can,
+                                         .ota = app->ota, .monitoring = app->monitoring, .net = app->net,
+                                         .restart = request_restart, .restart_ctx = app };
+        rc = web_server_create(&wo, &app->web);
+        if (rc) {
+            /* The battery must keep being managed (CAN, MQTT) without its web page: say it loudly
+             * and raise an alert instead of stopping. */
+            char msg[160];
+            snprintf(msg, sizeof msg, "web server not started on %s:%u: %s (see the log)", cfg.web.bind_address,
+                     cfg.web.http_port, gw_strerror(rc));
+            GW_LOGE(MOD, "%s; the gateway runs without it (--http PORT for another port, --http 0 for none)", msg);
+            alert_manager_raise(app->alerts, "WEB_UNAVAILABLE", ALERT_LEVEL_ERROR, msg);
+            app->web = NULL;
+        }
+    }
+
+    if (app->web && !cfg.web.https_enabled &&
+        (strcmp(cfg.web.bind_address, "0.0.0.0") == 0 || strcmp(cfg.web.bind_address, "127.0.0.1") == 0))
+        ota_update_set_http_port(app->ota, (uint16_t)web_server_port(app->web));
     char web[32] = "off";
     if (app->web)
         snprintf(web, sizeof web, "port %d", web_server_port(app->web));
@@ -552,7 +569,6 @@ static int start_services(struct app *app)
             app->pack_count, app->pack_count == 1 ? "" : "s in parallel", app->packs[0].device,
             app->pack_count > 1 ? ", ..." : "", cfg.bms.poll_interval_ms, app->can ? cfg.can.interface : "off",
             app->dbus ? "on" : "off", app->mqtt ? cfg.mqtt.broker_uri : "off", app->history ? "on" : "off", web);
-    return GW_OK;
 }
 
 /* The network link watcher and the monitoring (with a source per service). Neither can stop the
@@ -747,7 +763,7 @@ static void start_updates(struct app *app)
     config_manager_get(app->config, &cfg);
     struct ota_update_options o = { .data_dir = app->opts->data_dir, .bus = app->bus, .config_loaded = true,
                                     .pack_count = app->pack_count, .can_enabled = app->can != NULL,
-                                    /* no web server in this build yet: HTTP is not part of health */
+                                    /* set once the web server serves (start_web) */
                                     .http_port = 0, .restart = request_restart };
     update_options(&cfg, &o);
     int rc = ota_update_create(&o, &app->ota);
@@ -929,6 +945,7 @@ int app_run(const struct app_options *opts)
     }
     start_updates(&app);
     start_observers(&app, &cfg);
+    start_web(&app);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
      * now that the alert manager listens: the storage error and, latched until acknowledged,
      * CONFIG_RECOVERED with what was loaded and why. */

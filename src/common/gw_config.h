@@ -102,6 +102,7 @@ struct gw_config_web {
     uint16_t http_port;               /* default 8080 (--http PORT overrides) */
     char bind_address[64];            /* default "0.0.0.0" */
     bool public_read;                 /* read-only endpoints without login, default false */
+    bool metrics_public;              /* GET /metrics (Prometheus) without login, default false */
     char username[32];                /* default "admin" */
     char password_hash[160];          /* "pbkdf2-sha256$<iter>$<salt b64>$<hash b64>"; never returned;
                                          empty = no password yet (first-run page) */

@@ -115,6 +115,7 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->web.http_port = 8080;
     COPY(cfg->web.bind_address, "0.0.0.0");
     cfg->web.public_read = false;
+    cfg->web.metrics_public = false;
     COPY(cfg->web.username, "admin");
     cfg->web.auth_max_attempts = 5;
     cfg->web.auth_lockout_s = 60;

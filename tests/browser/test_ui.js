@@ -8,7 +8,8 @@ const { describe, test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("fs");
 const path = require("path");
-const { spawnSync } = require("child_process");
+const net = require("net");
+const { spawn, spawnSync } = require("child_process");
 const { chromium } = require("playwright-core");
 const gw = require("./gw");
 
@@ -20,7 +21,7 @@ const DESKTOP = { width: 1366, height: 768 };
 const PAGES = ["dashboard", "history", "alerts", "config", "bms", "system"];
 // Endpoints the pages probe because they may not exist yet; their 404 is expected (Chromium
 // logs every failed fetch on the console).
-const PROBES = ["/api/config/test-mqtt", "/api/bms/settings"];
+const PROBES = ["/api/bms/settings"];
 
 let browser;
 const num = (v, d) => new Intl.NumberFormat("en-US", { minimumFractionDigits: d, maximumFractionDigits: d }).format(v);
@@ -67,6 +68,12 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, name + ".png"), fullPage: true });
 }
 
+// A screenshot of one part of a page (a section looked at on its own).
+async function shotOf(locator, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await locator.screenshot({ path: path.join(SHOTS, name + ".png") });
+}
+
 async function noOverflow(page, what) {
   const over = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   assert.ok(over <= 0, what + ": " + over + " px of horizontal scrolling");
@@ -86,8 +93,45 @@ function sqlite(db, sql) {
   return r.stdout;
 }
 
+// The history.db a gateway of the previous release leaves behind (schema version 2: samples
+// only, no downsampled tables), holding one sample every 5 minutes over the 26 hours before
+// `now` for the bank (255) and both packs. The daemon under test opens it, migrates it to its
+// schema and builds the per-minute, 10-minute and hour tables from these samples itself (the
+// background backfill): the test writes nothing the daemon reads its charts from.
+const HISTORY_STEP_MS = 300000;
+function writeReleaseBeforeHistory(db, now) {
+  const start = now - 26 * 3600 * 1000;
+  sqlite(db, `CREATE TABLE samples(ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL DEFAULT 0, voltage REAL,
+      current REAL, soc REAL, soh REAL, temp_min REAL, temp_max REAL, cell_min_mv INTEGER, cell_max_mv INTEGER,
+      cell_spread_mv REAL, status INTEGER, cells BLOB);
+    CREATE INDEX samples_ts ON samples(ts_ms);
+    CREATE INDEX samples_battery_ts ON samples(battery_id, ts_ms);
+    WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 311)
+    INSERT INTO samples (ts_ms, battery_id, voltage, current, soc, soh, temp_min, temp_max, cell_min_mv, cell_max_mv, cell_spread_mv, status)
+    SELECT ${start} + i * ${HISTORY_STEP_MS}, b.id, 52.0 + 1.5 * sin(i / 20.0), 30 * sin(i / 15.0), 50 + 40 * sin(i / 40.0), 100,
+           20 + 3 * sin(i / 30.0), 24 + 3 * sin(i / 30.0), 3280 + (i % 7), 3310 + (i % 11), 30 + (i % 7) + (i % 11), 151
+    FROM s, (SELECT 255 AS id UNION ALL SELECT 0 UNION ALL SELECT 1) AS b;
+    PRAGMA user_version = 2;`);
+}
+
+// A mosquitto on a free loopback port (for the "Test connection" button); stopped by the caller.
+async function startBroker(dir) {
+  const port = await gw.freePort();
+  const conf = path.join(dir, "mosquitto.conf");
+  fs.writeFileSync(conf, "listener " + port + " 127.0.0.1\nallow_anonymous true\npersistence false\n");
+  const proc = spawn("mosquitto", ["-c", conf], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  proc.stderr.on("data", (b) => { err += b; });
+  await gw.waitFor(() => new Promise((resolve) => {
+    if (proc.exitCode !== null) throw new Error("mosquitto exited: " + err);
+    const c = net.connect(port, "127.0.0.1", () => { c.end(); resolve(true); });
+    c.on("error", () => resolve(false));
+  }), 10000, "mosquitto on port " + port);
+  return { port, proc };
+}
+
 describe("web UI on two simulated packs", () => {
-  let dir, simA, simB, d;
+  let dir, simA, simB, d, historyNow, started;
 
   before(async () => {
     dir = gw.tmpDir("gw-ui-");
@@ -105,6 +149,9 @@ describe("web UI on two simulated packs", () => {
     });
     d.writeConfig();
     gw.setPassword(d.data, PASSWORD); // the password set on the gateway itself (stdin)
+    historyNow = Date.now();
+    writeReleaseBeforeHistory(path.join(d.data, "history.db"), historyNow);
+    started = Date.now();
     await d.start();
     const probe = await openPage(d);
     await gw.waitFor(async () => {
@@ -258,20 +305,70 @@ describe("web UI on two simulated packs", () => {
     await page.ctx.close();
   });
 
-  test("history: a day written into the database is drawn, zoomed, panned, shown as a table; the CSV downloads and parses", async () => {
-    // One sample every 5 minutes over the last 26 hours, for the bank (255) and both packs.
-    const now = Date.now(), start = now - 26 * 3600 * 1000, step = 300000;
-    sqlite(path.join(d.data, "history.db"), `WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 311)
-      INSERT INTO samples (ts_ms, battery_id, voltage, current, soc, soh, temp_min, temp_max, cell_min_mv, cell_max_mv, cell_spread_mv, status)
-      SELECT ${start} + i * ${step}, b.id, 52.0 + 1.5 * sin(i / 20.0), 30 * sin(i / 15.0), 50 + 40 * sin(i / 40.0), 100,
-             20 + 3 * sin(i / 30.0), 24 + 3 * sin(i / 30.0), 3280 + (i % 7), 3310 + (i % 11), 30 + (i % 7) + (i % 11), 151
-      FROM s, (SELECT 255 AS id UNION ALL SELECT 0 UNION ALL SELECT 1) AS b;`);
+  test("settings: Test connection posts the MQTT settings being edited and shows the gateway's answer; nothing is saved", async () => {
+    const broker = await startBroker(dir);
+    const page = await openPage(d);
+    try {
+      await page.goto(d.url("/#config"));
+      await openSection(page, "mqtt");
+      const saved = (await api(page, d, "/api/config")).mqtt.broker_uri;
+      const result = page.locator("#cfg-result-mqtt");
+      let posts = 0;
+      page.on("request", (r) => { if (r.url().endsWith("/api/config/test-mqtt") && r.method() === "POST" && r.headers()["x-csrf-token"]) posts++; });
+      // A broker that answers.
+      await page.fill("#cfg-mqtt-broker_uri", "mqtt://127.0.0.1:" + broker.port);
+      await page.click("#mqtt-test");
+      await result.filter({ hasText: "Connected to mqtt://127.0.0.1:" + broker.port }).waitFor({ timeout: 20000 });
+      assert.match(await result.getAttribute("class"), /\bok\b/);
+      // A port where nothing listens: the reason, in words.
+      const closed = await gw.freePort();
+      await page.fill("#cfg-mqtt-broker_uri", "mqtt://127.0.0.1:" + closed);
+      await page.click("#mqtt-test");
+      await result.filter({ hasText: "Could not connect" }).waitFor({ timeout: 20000 });
+      assert.equal(await result.getAttribute("data-result"), "refused");
+      assert.match(await result.getAttribute("class"), /\bbad\b/);
+      // Settings that cannot be valid: the server's message by the field, nothing tried.
+      await page.fill("#cfg-mqtt-broker_uri", "ftp://x");
+      await page.click("#mqtt-test");
+      await result.filter({ hasText: "Not tested" }).waitFor({ timeout: 20000 });
+      assert.ok(await page.locator('[data-path="mqtt.broker_uri"] .field-msg').filter({ hasText: /\S/ }).count() === 1);
+      assert.equal(posts, 3);
+      assert.equal((await api(page, d, "/api/config")).mqtt.broker_uri, saved, "a test saves nothing");
+      await shotOf(page.locator("#cfg-sec-mqtt"), "config-mqtt-test");
+      const refused = page.problems.filter((p) => /status of 400 .*\/api\/config\/test-mqtt\)$/.test(p));
+      assert.equal(refused.length, 1, page.problems.join("\n"));
+      assert.deepEqual(page.problems.filter((p) => !refused.includes(p)), []);
+    } finally {
+      await page.ctx.close();
+      await gw.stopProcess(broker.proc);
+    }
+  });
+
+  test("history: a day of an upgraded gateway is drawn from the tables the daemon built, zoomed, panned, shown as a table; the CSV downloads and parses", async () => {
+    const now = historyNow;
+    const probe = await openPage(d);
+    // The migration's background build ends with the whole day in the downsampled tables: the
+    // day's chart is then read from one of them (before, from the samples).
+    const dayQuery = "/api/history?from=" + (now - 86400000) + "&to=" + now + "&points=600";
+    const built = await gw.waitFor(async () => {
+      const h = await api(probe, d, dayQuery);
+      return h.source !== "samples" ? h : null;
+    }, 60000, "the downsampled tables of the migrated history");
+    assert.ok(built.count.reduce((a, b) => a + b, 0) >= 287, "bank samples in the day: " + JSON.stringify(built.count.slice(0, 20)));
+    assert.match(d.log(), /migrating from schema version 2 to \d+ .*built in the background/);
+    // What the daemon recorded itself since it started (history.period_s 1, both packs) is there too.
+    for (const pack of [0, 1]) {
+      const mine = await api(probe, d, "/api/history?from=" + started + "&to=" + Date.now() + "&points=60&pack=" + pack);
+      assert.ok(mine.count.reduce((a, b) => a + b, 0) > 10, "pack " + pack + " recorded by the daemon: " + JSON.stringify(mine.count));
+    }
+    await probe.ctx.close();
     const page = await openPage(d);
     await page.goto(d.url("/#history"));
     const chart = page.locator("#chart-voltage");
     await chart.locator(".u-over").waitFor();
     const points = +(await chart.getAttribute("data-points"));
     assert.ok(points > 100, "only " + points + " points drawn for a day of 5-minute samples");
+    assert.notEqual(await page.locator("#hist-chartbox").getAttribute("data-source"), "samples");
     const range = async () => { const box = page.locator("#hist-chartbox"); return [+(await box.getAttribute("data-from")), +(await box.getAttribute("data-to"))]; };
     const loaded = async () => page.locator("#hist-chartbox").getAttribute("data-loaded");
     // Zoom: drag across the middle of the voltage chart.
@@ -351,6 +448,42 @@ describe("web UI on two simulated packs", () => {
     }
     assert.deepEqual(page.problems, []);
     await page.ctx.close();
+  });
+
+  test("updates: the System page shows the update state and a refused upload says why, nothing installed", async () => {
+    for (const [size, viewport] of [["phone", PHONE], ["desktop", DESKTOP]]) {
+      const page = await openPage(d, { viewport });
+      await page.goto(d.url("/#system"));
+      const state = page.locator("#sys-update-state");
+      await state.locator("dd").first().waitFor();
+      const st = await api(page, d, "/api/ota/status");
+      assert.match(await state.textContent(), new RegExp("Running version" + st.running_version.replace(/\./g, "\\.")));
+      assert.match(await page.textContent("#sys-gateway"), /Network/);
+      // Nothing chosen: said at once, nothing sent.
+      let posts = 0;
+      page.on("request", (r) => { if (r.url().endsWith("/api/ota/upload")) posts++; });
+      await page.click("#ota-upload");
+      await page.locator("#ota-result", { hasText: "Choose the update file" }).waitFor();
+      // A file that is no bundle, with a signature: the gateway's reason is shown.
+      await page.setInputFiles("#ota-bundle", { name: "tinybms-gw-9.9.9-x86_64.tar", mimeType: "application/x-tar", buffer: Buffer.alloc(4096, 7) });
+      await page.setInputFiles("#ota-sig", { name: "tinybms-gw-9.9.9-x86_64.tar.sig", mimeType: "application/octet-stream",
+        buffer: Buffer.from('{"format":"tinybms-gw-signature-1","algorithm":"ed25519","key_id":"0123456789abcdef","manifest_sha256":"' + "0".repeat(64) + '","signature":"AAAA"}') });
+      await page.click("#ota-upload");
+      await page.locator("#confirm[open]").waitFor();
+      await page.click("#confirm-ok");
+      const result = page.locator("#ota-result", { hasText: "Not installed:" });
+      await result.waitFor({ timeout: 30000 });
+      assert.match(await result.getAttribute("class"), /\bbad\b/);
+      assert.equal(posts, 1);
+      await noOverflow(page, "system with an update refused at " + size);
+      await shotOf(page.locator("#sys-updates"), "updates-" + size);
+      const after = await api(page, d, "/api/ota/status");
+      assert.equal(after.update.state, st.update.state);
+      const refusedUpload = page.problems.filter((p) => /status of 4\d\d .*\/api\/ota\/upload\)$/.test(p));
+      assert.equal(refusedUpload.length, 1, page.problems.join("\n"));
+      assert.deepEqual(page.problems.filter((p) => !refusedUpload.includes(p)), []);
+      await page.ctx.close();
+    }
   });
 
   test("the stale state: a silent pack is marked, a silent battery turns the page to DATA STALE, and back", async () => {

@@ -9,7 +9,7 @@ if(TARGET tinybms-gw AND TARGET tinybms-sim)
   endif()
   # docs_examples: the users' docs against the code (alert codes, JSON examples, no internals)
   # and their sqlite3 one-liners against a simulated run's data directory.
-  set(GW_E2E_TESTS daemon can_daemon can_packs_daemon docs_examples web_api)
+  set(GW_E2E_TESTS daemon can_daemon can_packs_daemon docs_examples web_api web_bms)
   if(GW_MOSQUITTO)
     list(APPEND GW_E2E_TESTS mqtt_daemon)
   else()

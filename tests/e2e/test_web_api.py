@@ -2,7 +2,9 @@
 """End-to-end tests of the web server against the real daemon on its built-in simulator: every
 endpoint and method, each error status (401, 403 CSRF/Origin, 404, 405, 409, 413, 415, 429 and
 its per-address scope, 400 with field paths, 501, 503), the JSON shape of each answer, secrets
-never returned nor logged, path traversal, slow clients, the first-run flow, the WebSocket
+never returned nor logged, the update upload (every refusal, then an install the gateway restarts
+into), the metrics (Prometheus text and JSON, web.metrics_public), the network link in /api/status,
+path traversal, slow clients, the first-run flow, the WebSocket
 channels (formats, Origin, cap, the drop of a client that does not read) and the restart."""
 import gzip
 import json
@@ -37,6 +39,43 @@ UI_FILES = {
 }
 BIG_TEXT = b"tinybms " * 4096
 
+MAKE_KEYS = os.path.join(gwtest.SOURCE_DIR, "scripts", "make-keys.sh")
+SIGN = os.path.join(gwtest.SOURCE_DIR, "scripts", "sign-update.sh")
+MAKE_BUNDLE = os.path.join(gwtest.SOURCE_DIR, "packaging", "make-bundle.sh")
+BOUNDARY = "----gwTestBoundary7MA4YWxkTrZu0gW"
+
+
+def sh(args):
+    return subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=120, check=True)
+
+
+def multipart(parts, boundary=BOUNDARY):
+    """(body, Content-Type) of a form as a browser's FormData sends it; parts: (name, filename, bytes)."""
+    out = b""
+    for name, filename, data in parts:
+        disp = 'form-data; name="%s"' % name + ('; filename="%s"' % filename if filename else "")
+        out += ("--%s\r\nContent-Disposition: %s\r\nContent-Type: application/octet-stream\r\n\r\n"
+                % (boundary, disp)).encode() + data + b"\r\n"
+    out += ("--%s--\r\n" % boundary).encode()
+    return out, "multipart/form-data; boundary=" + boundary
+
+
+def gw_version():
+    return subprocess.run([gwtest.TINYBMS_GW, "--version"], stdout=subprocess.PIPE, check=True).stdout.decode().split()[-1]
+
+
+def next_version(v):
+    parts = v.split("-")[0].split(".")
+    parts[-1] = str(int(parts[-1]) + 1)
+    return ".".join(parts)
+
+
+def bundle_arch():
+    import platform
+    m = platform.machine()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, "armhf" if m.startswith("arm") else m)
+
 
 def set_password(data_dir, password, extra=()):
     return subprocess.run([gwtest.TINYBMS_GW, "--set-password", "--data-dir", data_dir] + list(extra),
@@ -59,11 +98,14 @@ def make_ui(root):
 class WebDaemon:
     """One daemon (built-in simulator) with a web port, in its own temp dir."""
 
-    def __init__(self, name, web=None, password=True, args=(), config=None):
+    def __init__(self, name, web=None, password=True, args=(), config=None, trusted_key=None):
         self.tmp = tempfile.mkdtemp(prefix="gw-web-")
         self.data = os.path.join(self.tmp, "data")
         self.ui = os.path.join(self.tmp, "ui")
         os.makedirs(self.data)
+        if trusted_key:
+            os.makedirs(os.path.join(self.data, "keys"))
+            shutil.copy(trusted_key, os.path.join(self.data, "keys", "update.pub"))
         make_ui(self.ui)
         self.port = gwtest.free_port()
         doc = {"web": dict({"ui_dir": self.ui, "request_timeout_ms": 2000, "ws_max_clients": 6,
@@ -493,159 +535,61 @@ class Api(unittest.TestCase):
         self.assertNotIn("access-control-allow-origin", h)
         self.assertGreaterEqual(s, 400)
 
-    def test_ota_not_implemented(self):
-        s, h, b = self.post("/api/ota/upload", b"\0" * 1000, headers={"Content-Type": "application/octet-stream"})
-        doc = check_error(self, s, h, b, 501, "not_implemented")
-        self.assertIn("not available", doc["message"])
+    def test_metrics_prometheus_and_json(self):
+        # /metrics needs the login (web.metrics_public is off), as every other endpoint here.
+        s, h, b = self.get("/metrics", auth=None)
+        check_error(self, s, h, b, 401, "login_required")
+        s, h, b = self.get("/metrics")
+        self.assertEqual(s, 200, b)
+        self.assertEqual(h["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+        check_security_headers(self, h)
+        from prometheus_client.parser import text_string_to_metric_families
+        families = {f.name: f for f in text_string_to_metric_families(b.decode())}
+        self.assertIn("tinybms_gw_build_info", families)
+        self.assertIn("process_cpu_seconds", families)
+        self.assertGreater(len(families), 20)
+        s, h, b = self.get("/api/metrics")
+        self.assertEqual(s, 200, b)
+        doc = json.loads(b)
+        self.assertIn("process", doc)
+        self.assertGreater(doc["process"]["rss_bytes"], 0)
+        self.assertEqual(doc["version"], json.loads(self.get("/api/status")[2])["version"])
+        check_error(self, *self.get("/api/metrics", auth=None), 401)
+        for path in ("/metrics", "/api/metrics"):
+            s, h, b = self.post(path, b"{}", headers={"Content-Type": "application/json"})
+            check_error(self, s, h, b, 405)
 
-    def test_static_files_mime_gzip_and_traversal(self):
-        for path, mime in (("/", "text/html"), ("/app.js", "text/javascript"), ("/style.css", "text/css"),
-                           ("/logo.svg", "image/svg+xml"), ("/sub/data.json", "application/json")):
-            s, h, b = self.get(path, auth=None)
-            self.assertEqual(s, 200, path)
-            self.assertTrue(h["content-type"].startswith(mime), (path, h["content-type"]))
-            check_security_headers(self, h, api=False)
-        s, h, b = self.get("/big.txt", auth=None, headers={"Accept-Encoding": "gzip"})
-        self.assertEqual(s, 200)
-        self.assertEqual(h.get("content-encoding"), "gzip")
-        self.assertEqual(gzip.decompress(b), BIG_TEXT)
-        self.assertTrue(h["content-type"].startswith("text/plain"))
-        s, h, b = self.get("/big.txt", auth=None)
-        self.assertEqual(b, BIG_TEXT)
-        self.assertNotIn("content-encoding", h)
-        etag = h["etag"]
-        s, h, b = self.get("/big.txt", auth=None, headers={"If-None-Match": etag})
-        self.assertEqual(s, 304)
-        s, h, b = http(self.port, "HEAD", "/app.js")
-        self.assertEqual(s, 200)
-        self.assertEqual(b, b"")
-        # Traversal, plain, encoded and double-encoded; hidden files; listings.
-        for path in ("/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/%252e%252e/%252e%252e/etc/passwd",
-                     "/..%2f..%2f..%2fetc%2fpasswd", "/sub/../../data/config.json", "/.hidden", "/%2ehidden",
-                     "/sub/", "/sub", "//etc/passwd", "/..\\..\\etc\\passwd"):
-            raw = raw_request(self.port, ("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
-            s, h, b = parse_response(raw)
-            self.assertIn(s, (400, 404), path)
-            self.assertNotIn(b"root:", b, path)
-            self.assertNotIn(b"hidden", b, path)
-            self.assertNotIn(b"pbkdf2", b, path)
+    def test_network_link_in_status(self):
+        doc = json.loads(self.get("/api/status")[2])
+        n = doc["network"]
+        self.assertTrue(n["watching"], n)
+        self.assertEqual(n["watched"], "any")
+        for k in ("connected", "link_up", "wireless"):
+            self.assertIsInstance(n[k], bool)
+        for k in ("addresses", "connects", "disconnects", "link_downs", "address_changes"):
+            self.assertIsInstance(n[k], int)
+        # What the kernel says about this machine's links (a container has at least one up).
+        ip = json.loads(subprocess.run(["ip", "-j", "addr"], stdout=subprocess.PIPE, check=True).stdout)
+        usable = [a["local"] for i in ip if i["ifname"] != "lo" and "UP" in i.get("flags", [])
+                  for a in i.get("addr_info", []) if a.get("scope") == "global"]
+        if usable:
+            self.assertTrue(n["connected"], n)
+            self.assertIn(n["address"], usable)
+            self.assertGreaterEqual(n["connects"], 1)
+            self.assertIsInstance(n["connected_for_s"], int)
 
-    def test_header_and_slow_clients(self):
-        # Headers over the limit: a JSON 413/431, not a crash.
-        raw = raw_request(self.port, b"GET /api/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
-        s, h, b = parse_response(raw)
-        check_error(self, s, h, b, s)
-        self.assertIn(s, (400, 413, 431), raw[:200])
-        # A few clients that connect and never send do not block the others; each is closed.
-        idle = [socket.create_connection(("127.0.0.1", self.port), timeout=60) for _ in range(4)]
-        try:
-            s, h, b = self.get("/api/status")
-            self.assertEqual(s, 200)
-            for sock in idle:
-                self.assertEqual(sock.recv(100), b"")  # closed by the server (request timeout 2 s)
-        finally:
-            for sock in idle:
-                sock.close()
-        # A client that sends half a request and stops is closed too.
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
-        sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
-        data = sock.recv(1000)
-        sock.close()
-        self.assertFalse(data.startswith(b"HTTP/1.1 200"), data)
-
-    # -- WebSockets
-
-    def test_ws_live_format(self):
-        ws = WebSocket(self.port, "/ws/live", auth=ADMIN, origin="http://127.0.0.1:%d" % self.port)
-        self.assertEqual(ws.status, 101)
-        try:
-            first = ws.recv_json()
-            second = ws.recv_json()
-            for m in (first, second):
-                self.assertEqual(set(m), {"seq", "timestamp", "pack_count", "online_count", "bank", "limits",
-                                          "packs"})
-            self.assertGreater(second["seq"], first["seq"])
-        finally:
-            ws.close()
-
-    def test_ws_refusals(self):
-        ws = WebSocket(self.port, "/ws/live")
-        self.assertEqual(ws.status, 401)
-        check_error(self, ws.status, ws.headers, ws.body, 401)
-        ws = WebSocket(self.port, "/ws/live", auth=ADMIN, origin="http://evil.example")
-        check_error(self, ws.status, ws.headers, ws.body, 403, "bad_origin")
-        ws = WebSocket(self.port, "/ws/nope", auth=ADMIN)
-        self.assertEqual(ws.status, 404)
-
-    def test_ws_events_on_config_save(self):
-        ws = WebSocket(self.port, "/ws/events", auth=ADMIN)
-        self.assertEqual(ws.status, 101)
-        try:
-            s, h, b = self.post("/api/config", {"history": {"retention_days": 8}})
-            self.assertEqual(s, 200, b)
-            m = ws.recv_json()
-            while m.get("type") != "config_saved":
-                m = ws.recv_json()
-            self.assertIn("history.retention_days", m["changed"])
-            self.assertIn("timestamp", m)
-            self.assertNotIn(PASSWORD, json.dumps(m))
-        finally:
-            ws.close()
-
-    def test_ws_client_cap_answers_503(self):
-        clients = []
-        try:
-            wait_for(lambda: json.loads(self.get("/api/status")[2])["web"]["ws_clients"] == 0, 60,
-                     "no WebSocket client left from other tests")
-            for _ in range(6):
-                c = WebSocket(self.port, "/ws/events", auth=ADMIN)
-                self.assertEqual(c.status, 101)
-                clients.append(c)
-            extra = WebSocket(self.port, "/ws/events", auth=ADMIN)
-            check_error(self, extra.status, extra.headers, extra.body, 503, "too_many_clients")
-        finally:
-            for c in clients:
-                c.close()
-        def free_slot():
-            c = WebSocket(self.port, "/ws/events", auth=ADMIN)
-            c.close()
-            return c.status == 101
-        wait_for(free_slot, 60, "a free slot again")
-
-    def test_ws_client_that_does_not_read_is_dropped(self):
-        before = json.loads(self.get("/api/status")[2])["web"]["ws_dropped"]
-        good = WebSocket(self.port, "/ws/live", auth=ADMIN)
-        slow = WebSocket(self.port, "/ws/live", auth=ADMIN, rcvbuf=2048)
-        self.assertEqual(good.status, 101)
-        self.assertEqual(slow.status, 101)
-        try:
-            got = []
-
-            def dropped():
-                got.append(good.recv_json(timeout=30)["seq"])  # the reader keeps reading meanwhile
-                return json.loads(self.get("/api/status")[2])["web"]["ws_dropped"] > before
-            wait_for(dropped, 120, "the non-reading client to be dropped", interval=0)
-            self.assertRegex(self.d.daemon.stderr(), r"does not read|stopped reading")
-            # The reader was never slowed: its messages keep coming, in order.
-            more = [good.recv_json(timeout=30)["seq"] for _ in range(5)]
-            seqs = got + more
-            self.assertEqual(seqs, sorted(seqs))
-            self.assertEqual(len(set(seqs)), len(seqs))
-            # The dropped client, reading at last, finds its connection ended.
-            slow.sock.settimeout(60)
-            ended = False
-            try:
-                while True:
-                    op, _ = slow.recv_frame()
-                    if op == 8:
-                        ended = True
-                        break
-            except (EOFError, ConnectionError):
-                ended = True
-            self.assertTrue(ended)
-        finally:
-            good.close()
-            slow.close()
+    def test_ota_status_is_the_update_status_document(self):
+        s, h, b = self.get("/api/ota/status")
+        self.assertEqual(s, 200, b)
+        check_security_headers(self, h)
+        web = json.loads(b)
+        r = subprocess.run([gwtest.TINYBMS_GW, "--data-dir", self.d.data, "--update-status"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(web, json.loads(r.stdout))
+        self.assertEqual(web["update"]["state"], "none")
+        self.assertEqual(web["running_version"], json.loads(self.get("/api/status")[2])["version"])
+        check_error(self, *self.get("/api/ota/status", auth=None), 401)
 
     # -- last: the restart (alphabetical order)
 
@@ -668,6 +612,171 @@ class Api(unittest.TestCase):
         self.assertIsNone(self.d.daemon.proc.poll())
         s, h, b = self.get("/api/status")
         self.assertEqual(s, 200)
+
+
+class Updates(unittest.TestCase):
+    """POST /api/ota/upload on a daemon that trusts one key: every refusal is a 4xx JSON error with
+    its reason in the log and changes nothing; then a good bundle is installed and the gateway
+    restarts into it, runs it on trial and keeps it (GET /api/ota/status follows)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="gw-upload-")
+        cls.keys = os.path.join(cls.tmp, "signing")
+        cls.other = os.path.join(cls.tmp, "other")
+        sh([MAKE_KEYS, cls.keys])
+        sh([MAKE_KEYS, cls.other])
+        cls.base = gw_version()
+        cls.new = next_version(cls.base)
+        # Small bundles for the refusals (a script as the program), the real program for the install.
+        tiny = os.path.join(cls.tmp, "tiny-gw")
+        with open(tiny, "w") as f:
+            f.write("#!/bin/sh\nexit 3\n")
+        os.chmod(tiny, 0o755)
+        cls.small = cls.bundle("small", cls.new, tiny, cls.keys)
+        cls.foreign = cls.bundle("foreign", cls.new, tiny, cls.other)
+        cls.good = cls.bundle("good", cls.new, gwtest.TINYBMS_GW, cls.keys)
+        cls.same = cls.bundle("same", cls.base, gwtest.TINYBMS_GW, cls.keys)
+        cls.can_log = os.path.join(cls.tmp, "can.log")
+        cls.d = WebDaemon("gw-upload", trusted_key=os.path.join(cls.keys, "update.pub"),
+                          args=["--can", "log:" + cls.can_log], config={"update": {"health_can_s": 1}})
+        cls.port = cls.d.port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop(unittest.TestCase())
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def bundle(cls, name, version, program, keydir):
+        out = os.path.join(cls.tmp, "%s-%s.tar" % (name, version))
+        sh([MAKE_BUNDLE, out, version, bundle_arch(), "linux", program, gwtest.TINYBMS_SIM])
+        sh([SIGN, out, os.path.join(keydir, "update.key")])
+        return out
+
+    @staticmethod
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def csrf(self):
+        return json.loads(http(self.port, "GET", "/api/security/csrf", auth=ADMIN)[2])["token"]
+
+    def upload(self, parts=None, body=None, ctype=None, token=True, timeout=120):
+        if parts is not None:
+            body, ctype = multipart(parts)
+        h = {"Content-Type": ctype} if ctype else {}
+        if token:
+            h["X-CSRF-Token"] = self.csrf()
+        return http(self.port, "POST", "/api/ota/upload", body=body, headers=h, auth=ADMIN, timeout=timeout)
+
+    def refused(self, want_status, want_code, log_re, **kw):
+        start = len(self.d.daemon.stderr())
+        s, h, b = self.upload(**kw)
+        doc = check_error(self, s, h, b, want_status, want_code)
+        self.d.daemon.wait_log(log_re, 30, start=start)
+        return doc
+
+    def test_a_refusals_are_clear_and_change_nothing(self):
+        bundle, sig = self.read(self.small), self.read(self.small + ".sig")
+        good = [("signature", "b.tar.sig", sig), ("firmware", "b.tar", bundle)]
+        # The login and the CSRF token come first.
+        s, h, b = http(self.port, "POST", "/api/ota/upload", body=multipart(good)[0],
+                       headers={"Content-Type": multipart(good)[1]})
+        check_error(self, s, h, b, 401)
+        s, h, b = self.upload(parts=good, token=False)
+        check_error(self, s, h, b, 403, "csrf")
+        # Not a form, or a form without its boundary.
+        self.refused(415, "unsupported_media_type", r"update upload from 127\.0\.0\.1 refused: Content-Type "
+                     r"application/octet-stream", body=bundle, ctype="application/octet-stream")
+        self.refused(400, "bad_multipart", r"no usable boundary", body=b"x" * 10, ctype="multipart/form-data")
+        self.refused(400, "body_required", r"", body=b"", ctype=multipart(good)[1])
+        # A form cut before its end, one with a part of another name, one without the signature.
+        body, ctype = multipart(good)
+        doc = self.refused(400, "bad_multipart", r"refused \(400 bad_multipart\): .*ended inside a part",
+                           body=body[:-60], ctype=ctype)
+        self.assertIn("no closing boundary", doc["message"])
+        doc = self.refused(400, "bad_multipart", r"unknown part 'readme'",
+                           parts=[("readme", None, b"hello")] + good)
+        doc = self.refused(400, "bad_signature", r"no 'signature' part", parts=[("firmware", "b.tar", bundle)])
+        self.assertIn("BUNDLE.sig", doc["message"])
+        doc = self.refused(400, "bad_multipart", r"no 'firmware' part", parts=[("signature", "b.tar.sig", sig)])
+        # Not a bundle at all; a signature whose bytes were changed; a bundle whose file was changed
+        # (the signature after the bundle); a bundle signed by a key this gateway does not trust.
+        doc = self.refused(400, "bad_bundle", r"ota: update refused: ", parts=[("signature", "s", sig),
+                                                                                  ("firmware", "f", b"\x00" * 5000)])
+        tampered = json.loads(sig)
+        raw = bytearray(__import__("base64").b64decode(tampered["signature"]))
+        raw[5] ^= 1
+        tampered["signature"] = __import__("base64").b64encode(bytes(raw)).decode()
+        doc = self.refused(403, "bad_signature", r"ota: update refused: .*signature",
+                           parts=[("signature", "s", json.dumps(tampered).encode()), ("firmware", "f", bundle)])
+        flipped = bytearray(bundle)
+        flipped[-2048] ^= 0xFF  # inside the last file (tar pads with zeros after it: this byte is the file's)
+        doc = self.refused(400, None, r"ota: update refused: ", parts=[("firmware", "f", bytes(flipped)),
+                                                                      ("signature", "s", sig)])
+        self.assertRegex(doc["message"], r"SHA-256|hash|size|truncated|manifest|checksum")
+        foreign_id = json.loads(self.read(self.foreign + ".sig"))["key_id"]
+        doc = self.refused(403, "bad_signature", r"ota: update refused: .*%s" % foreign_id,
+                           parts=[("signature", "s", self.read(self.foreign + ".sig")),
+                                  ("firmware", "f", self.read(self.foreign))])
+        self.assertIn(foreign_id, doc["message"])
+        # A body larger than any bundle: refused from its Content-Length, before a byte is read.
+        token = self.csrf()
+        raw = raw_request(self.port, ("POST /api/ota/upload HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
+                                      "X-CSRF-Token: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                                      % (__import__("webclient").basic(*ADMIN), token, multipart(good)[1],
+                                         300 * 1024 * 1024)).encode() + b"--" + BOUNDARY.encode(), timeout=30)
+        s, h, b = parse_response(raw)
+        doc = check_error(self, s, h, b, 413, "too_large")
+        self.assertIn("at most", doc["message"])
+        # Nothing changed: no new release, no staging directory left, the gateway runs as before.
+        st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+        self.assertEqual(st["update"]["state"], "none")
+        self.assertEqual(st["running_version"], self.base)
+        releases = os.path.join(self.d.data, "releases")
+        self.assertEqual(os.listdir(releases) if os.path.isdir(releases) else [], [])
+        self.assertEqual(http(self.port, "GET", "/api/data", auth=ADMIN)[0], 200)
+        self.assertIsNone(self.d.daemon.proc.poll())
+        self.assertIsNone(self.d.daemon.sanitizer_report())
+
+    def test_b_the_running_version_is_refused(self):
+        doc = self.refused(409, "conflict", r"ota: update refused: .*already running",
+                           parts=[("signature", "s", self.read(self.same + ".sig")),
+                                  ("firmware", "f", self.read(self.same))])
+        self.assertIn("already running", doc["message"])
+
+    def test_z_install_restarts_into_it(self):
+        daemon = self.d.daemon
+        start = len(daemon.stderr())
+        t0 = time.monotonic()
+        s, h, b = self.upload(parts=[("signature", "tinybms-gw.tar.sig", self.read(self.good + ".sig")),
+                                     ("firmware", "tinybms-gw.tar", self.read(self.good))])
+        took = time.monotonic() - t0
+        self.assertEqual(s, 200, b)
+        doc = json.loads(b)
+        self.assertTrue(doc["ok"])
+        self.assertEqual(doc["version"], self.new)
+        self.assertEqual(doc["key_id"], json.loads(self.read(self.good + ".sig"))["key_id"])
+        self.assertEqual(doc["bytes"], os.path.getsize(self.good))
+        self.assertTrue(doc["restarting"])
+        self.assertIn("installed", doc["message"])
+        sys.stderr.write("figure: upload of a %.1f MB bundle (sanitized build) answered in %.2f s\n"
+                         % (doc["bytes"] / 1e6, took))
+        daemon.wait_log(r"update upload from 127\.0\.0\.1: version %s installed" % re.escape(self.new), 30,
+                        start=start)
+        m = daemon.wait_log(r"launcher: starting (\S+) \(%s\) on trial" % re.escape(self.new), 90, start=start)
+        daemon.wait_log(r"tinybms-gw %s running" % re.escape(self.new), 90, start=start)
+        daemon.wait_log(r"launcher: %s \(%s\) is healthy: kept" % (re.escape(m.group(1)), re.escape(self.new)), 120,
+                        start=start)
+        self.assertIn("HTTP", daemon.stderr()[start:])  # the web page is part of the health on trial
+        wait_for(lambda: gwtest.port_open(self.port), 30, "the web port of the new release")
+        st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+        self.assertEqual(st["update"]["state"], "good")
+        self.assertEqual(st["running_version"], self.new)
+        self.assertEqual(st["previous_version"], self.base)
+        self.assertTrue(st["can_roll_back"])
+        self.assertEqual(json.loads(http(self.port, "GET", "/api/status", auth=ADMIN)[2])["version"], self.new)
 
 
 class Https(unittest.TestCase):
@@ -759,6 +868,22 @@ class PublicRead(unittest.TestCase):
                 s, h, b = http(d.port, "GET", path)
                 check_error(self, s, h, b, 401)
             self.assertEqual(WebSocket(d.port, "/ws/events").status, 401)
+        finally:
+            d.stop(self)
+
+
+class MetricsPublic(unittest.TestCase):
+    """web.metrics_public opens GET /metrics alone, for a scraper without a password."""
+
+    def test_metrics_public(self):
+        d = WebDaemon("gw-metrics-public", web={"metrics_public": True})
+        try:
+            s, h, b = http(d.port, "GET", "/metrics")
+            self.assertEqual(s, 200, b)
+            self.assertIn(b"tinybms_gw_build_info", b)
+            for path in ("/api/metrics", "/api/status", "/api/data", "/api/ota/status"):
+                s, h, b = http(d.port, "GET", path)
+                check_error(self, s, h, b, 401)
         finally:
             d.stop(self)
 

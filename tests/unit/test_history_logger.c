@@ -266,6 +266,78 @@ struct brute {
     uint32_t n[7];
 };
 
+/* The buckets by hand: sample i (time ts[i], values of make_sample) counts at time ts, or at the
+ * start of its minute / hour (res_ms) as the downsampled tables count it. */
+static void brute_buckets(const int64_t *ts, uint32_t n_samples, int64_t from, int64_t to, uint32_t nb,
+                          int64_t res_ms, struct brute *bf)
+{
+    memset(bf, 0, nb * sizeof *bf);
+    for (uint32_t i = 0; i < n_samples; i++) {
+        int64_t at = res_ms ? ts[i] / res_ms * res_ms : ts[i];
+        if (at < from || at >= to)
+            continue;
+        int64_t k = (at - from) * nb / (to - from);
+        struct brute *x = &bf[k];
+        struct bms_live_data d = make_sample(ts[i], i);
+        /* the values the logger stores, through the same float conversions */
+        int16_t tmin = 0, tmax = 0;
+        bool has_t = bms_temp_min_dc(&d, &tmin) && bms_temp_max_dc(&d, &tmax);
+        uint16_t lo = 65535, hi = 0;
+        for (int c = 0; c < 4; c++) {
+            uint16_t mv = (uint16_t)((d.cell_mv_x10[c] + 5) / 10);
+            lo = mv < lo ? mv : lo;
+            hi = mv > hi ? mv : hi;
+        }
+        double v[7] = { d.pack_voltage_v, d.pack_current_a, bms_soc_percent(&d), (float)tmin / 10.0f,
+                        (float)tmax / 10.0f, lo, hi };
+        x->count++;
+        for (int f = 0; f < 7; f++) {
+            if ((f == 3 || f == 4) && !has_t)
+                continue;
+            if (x->n[f] == 0 || v[f] < x->min[f])
+                x->min[f] = v[f];
+            if (x->n[f] == 0 || v[f] > x->max[f])
+                x->max[f] = v[f];
+            x->sum[f] += v[f];
+            x->n[f]++;
+        }
+    }
+}
+
+/* Every bucket as the brute force says; returns the number of empty buckets. */
+static int check_buckets(const struct history_bucket *b, const struct brute *bf, uint32_t nb, int64_t from,
+                         int64_t to)
+{
+    int empty = 0, bad = 0;
+    for (uint32_t k = 0; k < nb; k++) {
+        bad += b[k].count != bf[k].count;
+        CHECK(b[k].start_ms <= b[k].end_ms);
+        if (k)
+            CHECK_EQ_INT(b[k].start_ms, b[k - 1].end_ms);
+        if (bf[k].count == 0) {
+            empty++;
+            CHECK(isnan(b[k].voltage_v.avg));
+            continue;
+        }
+        const struct history_stat *got[7] = { &b[k].voltage_v, &b[k].current_a, &b[k].soc_percent,
+                                              &b[k].temp_min_c, &b[k].temp_max_c, &b[k].cell_min_mv,
+                                              &b[k].cell_max_mv };
+        for (int f = 0; f < 7; f++) {
+            bad += !(fabs(got[f]->min - bf[k].min[f]) <= 1e-4);
+            bad += !(fabs(got[f]->max - bf[k].max[f]) <= 1e-4);
+            bad += !(fabs(got[f]->avg - bf[k].sum[f] / bf[k].n[f]) <= 1e-4);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(b[0].start_ms, from);
+    CHECK_EQ_INT(b[nb - 1].end_ms, to);
+    return empty;
+}
+
+/* Irregular samples with gaps, two batteries: the samples answer exactly as a brute force; the
+ * per-minute and per-hour tables answer exactly as a brute force that counts each sample at the
+ * start of its minute (hour), on unaligned ranges too; on aligned ranges all three agree; AUTO
+ * picks the coarsest table a bucket is wide enough for. */
 static void test_downsampling_vs_brute_force(void)
 {
     char dir[] = "/tmp/gw_hist_XXXXXX";
@@ -294,66 +366,59 @@ static void test_downsampling_vs_brute_force(void)
             history_logger_record(hl, &d);
     }
     CHECK_EQ_INT(history_logger_flush(hl, 30000), GW_OK);
-    const int64_t from = base + 3600 * 1000LL, to = t - 3600 * 1000LL;
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    CHECK(st.rollups_complete);
+    const int64_t from = base + 3600 * 1000LL + 17, to = t - 3600 * 1000LL; /* unaligned */
     const uint32_t nb = 37;
-    struct history_bucket *b = calloc(nb, sizeof *b);
-    CHECK_EQ_INT(history_logger_query_buckets(hl, 0, from, to, nb, b), GW_OK);
-
+    struct history_bucket *b = calloc(100, sizeof *b);
     struct brute *bf = calloc(nb, sizeof *bf);
-    for (uint32_t i = 0; i < n_samples; i++) {
-        if (ts[i] < from || ts[i] >= to)
-            continue;
-        int64_t k = (ts[i] - from) * nb / (to - from);
-        struct brute *x = &bf[k];
-        struct bms_live_data d = make_sample(ts[i], i);
-        struct history_sample s;
-        /* the values the logger stores, through the same float conversions */
-        int16_t tmin = 0, tmax = 0;
-        bool has_t = bms_temp_min_dc(&d, &tmin) && bms_temp_max_dc(&d, &tmax);
-        uint16_t lo = 65535, hi = 0;
-        for (int c = 0; c < 4; c++) {
-            uint16_t mv = (uint16_t)((d.cell_mv_x10[c] + 5) / 10);
-            lo = mv < lo ? mv : lo;
-            hi = mv > hi ? mv : hi;
-        }
-        double v[7] = { d.pack_voltage_v, d.pack_current_a, bms_soc_percent(&d), (float)tmin / 10.0f,
-                        (float)tmax / 10.0f, lo, hi };
-        (void)s;
-        x->count++;
-        for (int f = 0; f < 7; f++) {
-            if ((f == 3 || f == 4) && !has_t)
-                continue;
-            if (x->n[f] == 0 || v[f] < x->min[f])
-                x->min[f] = v[f];
-            if (x->n[f] == 0 || v[f] > x->max[f])
-                x->max[f] = v[f];
-            x->sum[f] += v[f];
-            x->n[f]++;
-        }
+    struct history_query_info info;
+
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, nb, HISTORY_SOURCE_SAMPLES, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_SAMPLES);
+    brute_buckets(ts, n_samples, from, to, nb, 0, bf);
+    CHECK(check_buckets(b, bf, nb, from, to) > 0); /* the long gap is visible */
+
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, nb, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_TEN_MINUTES); /* buckets of about 22 minutes */
+    CHECK_EQ_INT(info.resolution_ms, 600000);
+    brute_buckets(ts, n_samples, from, to, nb, 600000, bf);
+    CHECK(check_buckets(b, bf, nb, from, to) > 0);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, nb, HISTORY_SOURCE_MINUTES, b, &info), GW_OK);
+    brute_buckets(ts, n_samples, from, to, nb, 60000, bf);
+    CHECK(check_buckets(b, bf, nb, from, to) > 0);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, 100, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES); /* about 8 minutes */
+    struct brute *bf100 = calloc(100, sizeof *bf100);
+    brute_buckets(ts, n_samples, from, to, 100, 60000, bf100);
+    check_buckets(b, bf100, 100, from, to);
+    free(bf100);
+
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, 5, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_HOURS);
+    brute_buckets(ts, n_samples, from, to, 5, 3600000, bf);
+    check_buckets(b, bf, 5, from, to);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, from, to, 5, HISTORY_SOURCE_MINUTES, b, &info), GW_OK);
+    brute_buckets(ts, n_samples, from, to, 5, 60000, bf);
+    check_buckets(b, bf, 5, from, to);
+
+    /* Aligned on hours: samples, minutes and hours give the same buckets. */
+    const int64_t afrom = base + 2 * 3600000LL, ato = afrom + 12 * 3600000LL;
+    brute_buckets(ts, n_samples, afrom, ato, 6, 0, bf);
+    enum history_source srcs[4] = { HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_MINUTES, HISTORY_SOURCE_TEN_MINUTES,
+                                    HISTORY_SOURCE_HOURS };
+    for (int k = 0; k < 4; k++) {
+        CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, ato, 6, srcs[k], b, &info), GW_OK);
+        check_buckets(b, bf, 6, afrom, ato);
     }
-    int empty = 0;
-    for (uint32_t k = 0; k < nb; k++) {
-        CHECK_EQ_INT(b[k].count, bf[k].count);
-        CHECK(b[k].start_ms <= b[k].end_ms);
-        if (k)
-            CHECK_EQ_INT(b[k].start_ms, b[k - 1].end_ms);
-        if (bf[k].count == 0) {
-            empty++;
-            CHECK(isnan(b[k].voltage_v.avg));
-            continue;
-        }
-        const struct history_stat *got[7] = { &b[k].voltage_v, &b[k].current_a, &b[k].soc_percent,
-                                              &b[k].temp_min_c, &b[k].temp_max_c, &b[k].cell_min_mv,
-                                              &b[k].cell_max_mv };
-        for (int f = 0; f < 7; f++) {
-            CHECK_NEAR(got[f]->min, bf[k].min[f], 1e-4);
-            CHECK_NEAR(got[f]->max, bf[k].max[f], 1e-4);
-            CHECK_NEAR(got[f]->avg, bf[k].sum[f] / bf[k].n[f], 1e-4);
-        }
-    }
-    CHECK(empty > 0); /* the long gap is visible */
-    CHECK_EQ_INT(b[0].start_ms, from);
-    CHECK_EQ_INT(b[nb - 1].end_ms, to);
+    /* Narrow buckets come from the samples. */
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, afrom + 3600000, 100, HISTORY_SOURCE_AUTO, b, &info),
+                 GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_SAMPLES);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, afrom, ato, 6, (enum history_source)9, b, &info),
+                 GW_ERR_INVAL);
+    CHECK_STR(history_source_name(HISTORY_SOURCE_MINUTES), "minutes");
     free(bf);
     free(b);
     free(ts);
@@ -860,6 +925,112 @@ static void test_migration_from_old_schema(void)
     remove_dir(dir);
 }
 
+/* Buckets of two sources must be the same (count, min, avg, max of every field). */
+static void check_same_buckets(struct history_logger *hl, uint8_t id, int64_t from, int64_t to, uint32_t nb,
+                               enum history_source a, enum history_source b)
+{
+    struct history_bucket *x = calloc(nb, sizeof *x), *y = calloc(nb, sizeof *y);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, id, from, to, nb, a, x, NULL), GW_OK);
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, id, from, to, nb, b, y, NULL), GW_OK);
+    int bad = 0, filled = 0;
+    for (uint32_t k = 0; k < nb; k++) {
+        bad += x[k].count != y[k].count;
+        filled += x[k].count > 0;
+        const struct history_stat *sx[7] = { &x[k].voltage_v, &x[k].current_a, &x[k].soc_percent, &x[k].temp_min_c,
+                                             &x[k].temp_max_c, &x[k].cell_min_mv, &x[k].cell_max_mv };
+        const struct history_stat *sy[7] = { &y[k].voltage_v, &y[k].current_a, &y[k].soc_percent, &y[k].temp_min_c,
+                                             &y[k].temp_max_c, &y[k].cell_min_mv, &y[k].cell_max_mv };
+        for (int f = 0; f < 7; f++) {
+            bad += isnan(sx[f]->avg) != isnan(sy[f]->avg);
+            if (!isnan(sx[f]->avg))
+                bad += !(fabs(sx[f]->min - sy[f]->min) <= 1e-6 && fabs(sx[f]->max - sy[f]->max) <= 1e-6 &&
+                         fabs(sx[f]->avg - sy[f]->avg) <= 1e-6);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(filled > 0);
+    free(x);
+    free(y);
+}
+
+/* A version 2 database with three days of samples gets its per-minute and per-hour tables in the
+ * background: meanwhile queries read the samples; samples written during the build count once;
+ * once built, every source gives the same buckets and a reopen has nothing left to build. */
+static void test_rollups_built_for_an_old_database(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    char path[300];
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    exec_sql(path, "CREATE TABLE samples(ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL DEFAULT 0, voltage REAL,"
+                   " current REAL, soc REAL, soh REAL, temp_min REAL, temp_max REAL, cell_min_mv INTEGER,"
+                   " cell_max_mv INTEGER, cell_spread_mv REAL, status INTEGER, cells BLOB);"
+                   "CREATE INDEX samples_ts ON samples(ts_ms);"
+                   "CREATE INDEX samples_battery_ts ON samples(battery_id, ts_ms);"
+                   "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 25919)"
+                   " INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,temp_min,temp_max,cell_min_mv,cell_max_mv)"
+                   " SELECT 1737072000000 + i * 10000, i % 3 = 0, 50.0 + (i % 97) * 0.01, -20.0 + (i % 41),"
+                   " (i % 1000) / 10.0, CASE WHEN i % 7 = 0 THEN NULL ELSE 15.0 + i % 9 END,"
+                   " CASE WHEN i % 7 = 0 THEN NULL ELSE 20.0 + i % 5 END, 3200 + i % 50, 3300 + i % 60 FROM n;"
+                   "PRAGMA user_version = 2;");
+    const int64_t start = T_2025_01_17, newest = T_2025_01_17 + 25919 * 10000LL;
+    struct history_logger *hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    if (!hl)
+        return;
+    struct history_logger_stats st;
+    history_logger_get_stats(hl, &st);
+    struct history_bucket *b = calloc(1000, sizeof *b);
+    struct history_query_info info;
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, start, start + 3 * DAY_MS, 72, HISTORY_SOURCE_AUTO, b, &info),
+                 GW_OK);
+    if (!st.rollups_complete) {
+        CHECK(info.source == HISTORY_SOURCE_SAMPLES || info.source == HISTORY_SOURCE_HOURS);
+        CHECK(st.rollups_from_ms > start);
+    }
+    /* New samples during the build, in the hour of the newest old one and after it. */
+    for (uint32_t i = 0; i < 200; i++) {
+        struct bms_live_data d = make_sample(newest + 1000 + i * 5000LL, i);
+        CHECK_EQ_INT(history_logger_record(hl, &d), GW_OK);
+    }
+    CHECK_EQ_INT(history_logger_flush(hl, 30000), GW_OK);
+    for (int i = 0; i < 2000; i++) {
+        history_logger_get_stats(hl, &st);
+        if (st.rollups_complete)
+            break;
+        gw_sleep_ms(10);
+    }
+    CHECK(st.rollups_complete);
+    CHECK_EQ_INT(query_int(path, "PRAGMA user_version"), HISTORY_SCHEMA_VERSION);
+    CHECK_EQ_INT(query_int(path, "SELECT value = -9223372036854775808 FROM history_meta WHERE key = 'rollup_from_ms'"), 1);
+    CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_1m"), 25920 + 200);
+    CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_10m"), 25920 + 200);
+    CHECK_EQ_INT(query_int(path, "SELECT sum(n) FROM history_1h"), 25920 + 200);
+    const int64_t end = start + 4 * DAY_MS;
+    for (uint8_t id = 0; id <= 1; id++) {
+        check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_HOURS);
+        check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_MINUTES);
+        check_same_buckets(hl, id, start, end, 96, HISTORY_SOURCE_SAMPLES, HISTORY_SOURCE_TEN_MINUTES);
+        check_same_buckets(hl, id, start + 7 * 60000, start + 7 * 60000 + 600 * 60000LL, 600, HISTORY_SOURCE_SAMPLES,
+                           HISTORY_SOURCE_MINUTES);
+    }
+    CHECK_EQ_INT(history_logger_query_buckets_from(hl, 0, start, end, 1000, HISTORY_SOURCE_AUTO, b, &info), GW_OK);
+    CHECK_EQ_INT(info.source, HISTORY_SOURCE_MINUTES); /* 5.76 min */
+    history_logger_destroy(hl);
+    hl = open_logger(dir, NULL, hist_cfg(5, 3650));
+    history_logger_get_stats(hl, &st);
+    CHECK(st.rollups_complete); /* nothing left to build */
+    /* Retention removes the downsampled rows with the samples. */
+    history_logger_destroy(hl);
+    hl = open_logger(dir, NULL, hist_cfg(5, 1));
+    CHECK_EQ_INT(history_logger_run_retention(hl, 30000), GW_OK);
+    CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_1m"), 0);
+    CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_10m"), 0);
+    CHECK_EQ_INT(query_int(path, "SELECT count(*) FROM history_1h"), 0);
+    history_logger_destroy(hl);
+    free(b);
+    remove_dir(dir);
+}
+
 struct storage_events {
     atomic_int errors, oks;
 };
@@ -1134,5 +1305,6 @@ static void test_incompatible_table_fails_cleanly(void)
 TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_incompatible_table_fails_cleanly), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
           TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus),
           TEST_CASE(test_view_rows_per_pack_and_aggregate), TEST_CASE(test_migration_from_old_schema),
+          TEST_CASE(test_rollups_built_for_an_old_database),
           TEST_CASE(test_unwritable_directory_then_recovers), TEST_CASE(test_full_disk_tmpfs_then_recovers),
           TEST_CASE(test_full_disk_rlimit_then_recovers))

@@ -383,6 +383,81 @@ static void test_flush_and_destroy_write_everything(void)
     remove_dir(dir);
 }
 
+/* after_batch writes derived rows in the batch's transaction: they are committed with the
+ * records; a failing after_batch rolls the batch back (nothing of it is written) and the batch is
+ * retried whole once it works. */
+static atomic_int after_fail, after_calls;
+static int user_after_batch(void *ctx, sqlite3 *db, const void *records, size_t n)
+{
+    (void)ctx;
+    atomic_fetch_add(&after_calls, 1);
+    if (sqlite3_get_autocommit(db))
+        return SQLITE_MISUSE; /* must run inside the batch's transaction */
+    if (atomic_load(&after_fail))
+        return SQLITE_FULL;
+    const struct rec *r = records;
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += r[i].value;
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO derived(n, total) VALUES(%zu, %lld)", n, (long long)sum);
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+static void test_after_batch_in_the_same_transaction(void)
+{
+    char dir[] = "/tmp/gw_store_XXXXXX";
+    make_dir(dir);
+    char path[300];
+    snprintf(path, sizeof path, "%s/store.db", dir);
+    static struct user u;
+    user_init(&u);
+    u.migrate_sql = "CREATE TABLE IF NOT EXISTS r(n INTEGER PRIMARY KEY, id INTEGER NOT NULL, value INTEGER, text TEXT);"
+                    "CREATE TABLE IF NOT EXISTS derived(n INTEGER, total INTEGER);";
+    static struct store_ops ops;
+    ops = user_ops;
+    ops.after_batch = user_after_batch;
+    ops.prune = NULL;
+    struct store_config cfg = user_config(&u, path);
+    cfg.ops = &ops;
+    cfg.open_required = true;
+    struct store *st = NULL;
+    CHECK_EQ_INT(store_create(&cfg, &st), GW_OK);
+    if (!st)
+        return;
+    int64_t want = 0;
+    for (uint32_t i = 0; i < 30; i++) {
+        struct rec r = make_rec(i);
+        want += r.value;
+        CHECK_EQ_INT(store_push(st, &r), GW_OK);
+    }
+    CHECK_EQ_INT(store_flush(st, 10000), GW_OK);
+    CHECK_EQ_INT(scalar(path, "SELECT COUNT(*) FROM r"), 30);
+    CHECK_EQ_INT(scalar(path, "SELECT SUM(n) FROM derived"), 30);
+    CHECK_EQ_INT(scalar(path, "SELECT SUM(total) FROM derived"), want);
+    atomic_store(&after_fail, 1);
+    for (uint32_t i = 30; i < 40; i++) {
+        struct rec r = make_rec(i);
+        want += r.value;
+        CHECK_EQ_INT(store_push(st, &r), GW_OK);
+    }
+    CHECK_EQ_INT(store_flush(st, 2000), GW_ERR_STORAGE);
+    CHECK_EQ_INT(scalar(path, "SELECT COUNT(*) FROM r"), 30); /* rolled back with its derived rows */
+    CHECK_EQ_INT(scalar(path, "SELECT SUM(n) FROM derived"), 30);
+    WAIT_FOR(atomic_load(&u.errors) == 1); /* reported by the writer, maybe after the flush returned */
+    atomic_store(&after_fail, 0);
+    CHECK(flush_until_ok(st));
+    CHECK_EQ_INT(scalar(path, "SELECT COUNT(*) FROM r"), 40);
+    CHECK_EQ_INT(scalar(path, "SELECT SUM(n) FROM derived"), 40);
+    CHECK_EQ_INT(scalar(path, "SELECT SUM(total) FROM derived"), want);
+    WAIT_FOR(atomic_load(&u.oks) == 1);
+    CHECK_EQ_INT(atomic_load(&u.outside_txn), 0);
+    CHECK(atomic_load(&after_calls) >= 3);
+    store_destroy(st);
+    check_rows(path, 0, 40);
+    remove_dir(dir);
+}
+
 /* A full ring drops the oldest, says so (GW_ERR_FULL) and counts it; the rest is written in
  * order once storage works. */
 static void test_ring_overflow_counted(void)
@@ -785,4 +860,4 @@ TEST_MAIN(TEST_CASE(test_plan_table), TEST_CASE(test_batches_in_order_after_miss
           TEST_CASE(test_full_disk_then_recovers), TEST_CASE(test_locked_database_busy_then_flush_timeout),
           TEST_CASE(test_bad_schema_error_messages), TEST_CASE(test_bad_config), TEST_CASE(test_prune),
           TEST_CASE(test_read_connection), TEST_CASE(test_idle_writer_sleeps),
-          TEST_CASE(test_sqlite_codes_translated))
+          TEST_CASE(test_sqlite_codes_translated), TEST_CASE(test_after_batch_in_the_same_transaction))

@@ -138,6 +138,30 @@ GW.post = async function (path, body) {
   }
 };
 
+// POST a FormData (multipart) with the CSRF token, reporting the upload's progress (0..1);
+// resolves with the JSON answer, rejects with an ApiError as GW.api does.
+GW.upload = async function (path, form, onProgress) {
+  for (let attempt = 0; ; attempt++) {
+    const token = await csrfToken(attempt > 0);
+    const r = await new Promise((resolve, reject) => {
+      const x = new XMLHttpRequest();
+      x.open("POST", path);
+      x.setRequestHeader("X-CSRF-Token", token);
+      x.responseType = "text";
+      if (onProgress) x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+      x.onload = () => resolve(x);
+      x.onerror = () => reject(new Error("the connection was lost during the upload"));
+      x.send(form);
+    });
+    let doc = null;
+    try { doc = JSON.parse(r.responseText); } catch (e) { doc = null; }
+    if (r.status >= 200 && r.status < 300) return doc;
+    if (attempt === 0 && r.status === 403 && doc && doc.error === "csrf") continue;
+    if (r.status === 401 || r.status === 429) authProblem(r.status, doc, { get: (h) => r.getResponseHeader(h) });
+    throw new ApiError(r.status, doc);
+  }
+};
+
 // ---------------------------------------------------------------- dialogs and notices
 // Resolves true when the user confirms.
 GW.confirm = function (title, text, okLabel) {

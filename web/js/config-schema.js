@@ -77,6 +77,7 @@ GW.CONFIG_SCHEMA = [
     http_port: { label: "Port", min: 1, max: 65535, int: true, restart: true },
     bind_address: { label: "Listen on address", text: "0.0.0.0, 127.0.0.1…", restart: true },
     public_read: { label: "Readable without login", help: "status, data, history, alerts" },
+    metrics_public: { label: "Metrics without login", help: "GET /metrics for a Prometheus scraper; nothing else opens" },
     username: { label: "User name", max: 31 },
     https_enabled: { label: "HTTPS", restart: true },
     cert_file: { label: "Certificate (PEM)", text: "absolute path", restart: true },

@@ -130,6 +130,7 @@
       const box = $("hist-chartbox");
       box.dataset.from = String(doc.from);
       box.dataset.to = String(doc.to);
+      box.dataset.source = doc.source || "";
       box.dataset.loaded = String(my);
     } catch (e) {
       if (my === loading) $("hist-range").textContent = "History not available: " + e.message;

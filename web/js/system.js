@@ -1,12 +1,21 @@
 "use strict";
 // System: version, uptime, configuration status, web server and storage counters from
-// /api/status; restart of the gateway (confirmed), then the page waits until it answers again.
+// /api/status; the update state (/api/ota/status) and the upload of a signed update
+// (/api/ota/upload), followed until the new version runs and is kept or was rolled back;
+// restart of the gateway (confirmed), then the page waits until it answers again.
 (function () {
   const { $, el, fmt } = GW;
   let timer = null, status = null, statusAt = 0;
 
   function kv(id, pairs) {
     $(id).replaceChildren(...pairs.flatMap(([k, v, cls]) => [el("dt", { text: k }), el("dd", { text: v, class: cls })]));
+  }
+
+  function network(n) {
+    if (!n || !n.watching) return "not watched";
+    if (!n.connected) return "disconnected" + (n.link_up ? " (link up, no address)" : "");
+    return n.address + " on " + n.interface + (n.wireless ? " (Wi-Fi)" : "") +
+      (n.connected_for_s !== null && n.connected_for_s !== undefined ? ", for " + GW.duration(n.connected_for_s) : "");
   }
 
   function render() {
@@ -23,6 +32,7 @@
         (b.packs && b.packs.length ? " (" + b.packs.map((p) => p.name + ": " + p.state).join(", ") + ")" : "")],
       ["Limits", b.limits_valid ? (b.limits_sent ? "valid, sent" : "valid, not sent (no output)") : "not valid (stale data)"],
       ["Active alerts", String(s.alerts ? s.alerts.active : "–")],
+      ["Network", network(s.network)],
     ]);
     const w = s.web || {};
     kv("sys-web", [
@@ -42,7 +52,101 @@
     ]);
   }
 
+  const STATES = {
+    none: "no update installed through the gateway", pending: "installed, starting on trial",
+    trial: "on trial (kept once it runs well)", good: "kept", failed: "failed: back to the previous version",
+    rolled_back: "rolled back by hand",
+  };
+
+  function renderUpdates(u) {
+    const st = u.update || {};
+    kv("sys-update-state", [
+      ["Running version", u.running_version + (u.running_release && u.running_release !== "installed" ? " (release " + u.running_release + ")" : " (installed program)")],
+      ["Last update", (st.version ? st.version + ": " : "") + (STATES[st.state] || st.state) + (st.reason ? " — " + st.reason : ""),
+        st.state === "failed" ? "bad" : ""],
+      ["Previous version", u.previous_version ? u.previous_version + (u.can_roll_back ? " (kept for a rollback)" : "") : "none"],
+    ]);
+  }
+
+  async function loadUpdates() {
+    try {
+      const u = await GW.api("/api/ota/status");
+      renderUpdates(u);
+      return u;
+    } catch (e) {
+      $("sys-update-state").replaceChildren(el("dd", { text: "Update state not available: " + e.message }));
+      return null;
+    }
+  }
+
+  // Until the gateway runs `version` and kept it, or went back (3 minutes at most).
+  function followInstall(version, out) {
+    const t0 = performance.now();
+    const poll = async () => {
+      let u = null;
+      try { u = await GW.api("/api/ota/status"); } catch (e) { /* restarting */ }
+      if (u) {
+        renderUpdates(u);
+        const st = u.update || {};
+        if (u.running_version === version && st.state === "good") {
+          out.className = "result ok";
+          out.textContent = "Version " + version + " runs and is kept.";
+          return;
+        }
+        if (st.state === "failed" || (st.state === "rolled_back" && u.running_version !== version)) {
+          out.className = "result bad";
+          out.textContent = "Version " + version + " did not run well; the gateway went back to " + u.running_version +
+            (st.reason ? ": " + st.reason : ".");
+          return;
+        }
+        if (u.running_version === version) out.textContent = "Version " + version + " runs on trial…";
+      }
+      if (performance.now() - t0 < 180000) setTimeout(poll, 2000);
+      else { out.className = "result bad"; out.textContent = "No answer about version " + version + " within 3 minutes: check the gateway."; }
+    };
+    setTimeout(poll, 2000);
+  }
+
+  async function upload(ev) {
+    ev.preventDefault();
+    const out = $("ota-result"), bar = $("ota-progress"), button = $("ota-upload");
+    const bundle = $("ota-bundle").files[0], sig = $("ota-sig").files[0];
+    out.className = "result bad";
+    if (!bundle) { out.textContent = "Choose the update file (.tar) first."; return; }
+    if (!sig) { out.textContent = "Choose its signature (the .sig file that came with " + bundle.name + ")."; return; }
+    if (!(await GW.confirm("Install this update?", "The gateway checks " + bundle.name + " and its signature, then restarts into the new version (a few seconds without data; the inverter keeps the last limits).", "Install"))) {
+      out.className = "result"; out.textContent = "Not installed."; return;
+    }
+    const form = new FormData();
+    form.append("signature", sig, sig.name); // first: a wrong signature stops the upload at once
+    form.append("firmware", bundle, bundle.name);
+    out.className = "result";
+    out.textContent = "Sending " + bundle.name + "…";
+    bar.hidden = false; bar.value = 0;
+    button.disabled = true;
+    try {
+      const r = await GW.upload("/api/ota/upload", form, (f) => {
+        bar.value = Math.round(f * 100);
+        if (f >= 1) out.textContent = "Checking the signature and the files…";
+      });
+      out.className = "result ok";
+      out.textContent = "Version " + r.version + " installed (signed by key " + r.key_id + "). The gateway restarts into it…";
+      followInstall(r.version, out);
+    } catch (e) {
+      out.className = "result bad";
+      const hint = { bad_signature: " Check that the .sig file is the one that came with this update file, and that the gateway trusts its key.",
+        bad_bundle: " The file is not a complete update bundle: download it again.",
+        incompatible: " This update is for another kind of gateway.", too_large: " This file is too large to be an update." }[e.doc && e.doc.error] || "";
+      out.textContent = "Not installed: " + e.message + "." + hint;
+    } finally {
+      bar.hidden = true;
+      button.disabled = false;
+      $("ota-bundle").value = $("ota-sig").value = "";
+    }
+  }
+
   async function load() {
+    loadUpdates();
     try {
       status = await GW.api("/api/status");
       statusAt = performance.now();
@@ -73,7 +177,10 @@
   }
 
   GW.pages.system = {
-    init() { $("sys-restart").addEventListener("click", restart); },
+    init() {
+      $("sys-restart").addEventListener("click", restart);
+      $("ota-form").addEventListener("submit", upload);
+    },
     show() { load(); timer = setInterval(() => { if (document.visibilityState === "visible") render(); }, 1000); },
     hide() { clearInterval(timer); },
   };

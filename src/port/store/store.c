@@ -240,6 +240,8 @@ static int insert_batch(struct store *st, size_t n, char *why, size_t why_size)
         }
     }
     sqlite3_reset(st->insert);
+    if (rc == SQLITE_OK && st->ops->after_batch)
+        rc = st->ops->after_batch(st->ctx, st->wdb, st->batch, n);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {

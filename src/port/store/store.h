@@ -59,6 +59,13 @@ struct store_ops {
      * insert_sql, reset and with its bindings cleared. */
     int (*bind)(void *ctx, sqlite3_stmt *st, const void *record);
 
+    /* Optional. Called once per batch after its records were inserted, inside the same
+     * transaction: rows derived from them (e.g. the history's per-minute and per-hour tables) are
+     * committed with them or not at all (a failure rolls the whole batch back, and it is retried
+     * like any failed write). records: the batch, n records of cfg.record_size bytes in push
+     * order; valid during the call only. */
+    int (*after_batch)(void *ctx, sqlite3 *db, const void *records, size_t n);
+
     /* Optional (NULL: no retention). Deletes what the user no longer keeps; called outside any
      * batch transaction (short transactions of its own are welcome), at start and every
      * cfg.prune_period_ms, after every cfg.prune_every_rows records written, and on request

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -299,7 +300,15 @@ int watchdog_start(struct watchdog *wd)
     int rc = GW_OK;
     if (!wd->thread_started) {
         wd->stop_requested = false;
-        if (pthread_create(&wd->thread, NULL, ping_main, wd) == 0) {
+        /* Created before app_run blocks the signals it sigwaits for: the thread blocks every
+         * signal, else a SIGTERM during start-up (main not in sigwait yet) is delivered to it and
+         * kills the process without a clean stop. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        int crc = pthread_create(&wd->thread, NULL, ping_main, wd);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (crc == 0) {
             wd->thread_started = true;
             pthread_setname_np(wd->thread, "watchdog");
         } else {

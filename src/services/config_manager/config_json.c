@@ -115,6 +115,7 @@ const struct config_field config__fields[] = {
     FIELD(web, S_WEB, bind_address, CFG_STRING, .flags = CFG_F_RESTART | CFG_F_NONEMPTY,
           .format = config__check_ip_literal),
     FIELD(web, S_WEB, public_read, CFG_BOOL),
+    FIELD(web, S_WEB, metrics_public, CFG_BOOL),
     FIELD(web, S_WEB, username, CFG_STRING, .flags = CFG_F_NONEMPTY, .format = config__check_web_username),
     FIELD(web, S_WEB, password_hash, CFG_STRING, .flags = CFG_F_HASH),
     FIELD(web, S_WEB, https_enabled, CFG_BOOL, .flags = CFG_F_RESTART),

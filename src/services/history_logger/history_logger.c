@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "history_logger.h"
+#include "history_internal.h"
 
 #include "app_events.h"
 #include "event_bus.h"
@@ -10,6 +11,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,15 @@ struct history_logger {
     struct battery_clock clocks[MAX_BATTERIES];
     struct battery_view *view;        /* copy of the EVENT_BATTERY_UPDATE payload (under lock) */
     uint64_t rows_deleted;
+    struct store *self;               /* hl->store for the writer's own requests (under lock) */
+    bool retention_ran;               /* retention: when it last ran, and whether it is asked for */
+    uint64_t retention_ms;            /* (under lock) */
+    bool retention_wanted;
+
+    /* The downsampled tables are complete for samples with ts_ms >= this (HISTORY__ROLLUP_COMPLETE:
+     * all); written by the writer (migrate, backfill), read by queries. */
+    _Atomic int64_t rollup_from;
+    atomic_uint_fast64_t rollup_ns;   /* time spent in after_batch */
 };
 
 /* ---- helpers -------------------------------------------------------------------------------- */
@@ -129,7 +140,8 @@ static void publish_storage(struct history_logger *hl, bool ok, int gw_rc, const
 
 /* ---- the store's ops (writer thread) ---------------------------------------------------------- */
 
-/* Version 2: battery_id on every row (pack id or HISTORY_AGGREGATE), indexed with the time. */
+/* Version 2: battery_id on every row (pack id or HISTORY_AGGREGATE), indexed with the time.
+ * Version 3: the downsampled tables (history_rollup.c). */
 static const char *const schema_sql =
     "CREATE TABLE IF NOT EXISTS samples("
     " ts_ms INTEGER NOT NULL, battery_id INTEGER NOT NULL DEFAULT 0, voltage REAL, current REAL, soc REAL,"
@@ -199,7 +211,7 @@ static int samples_columns(sqlite3 *db, uint32_t *have, bool *has_ts)
 
 /* Creates the schema, or brings an older samples table to version 2, in one transaction. */
 
-/* store_ops.migrate: creates the schema, or brings an older samples table to version 2 (in the
+/* store_ops.migrate: creates the schema, or brings an older samples table to version 3 (in the
  * store's one transaction: a kill during it leaves the old schema). */
 static int migrate(void *ctx, sqlite3 *db, int version, char *why, size_t why_size)
 {
@@ -232,9 +244,17 @@ static int migrate(void *ctx, sqlite3 *db, int version, char *why, size_t why_si
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, index_sql, NULL, NULL, NULL);
-    if (rc == SQLITE_OK && existed && version < HISTORY_SCHEMA_VERSION)
-        GW_LOGI(MOD, "%s: migrating from schema version %d to %d (%u columns added, pack index built)",
-                hl->db_path, version, HISTORY_SCHEMA_VERSION, added);
+    int64_t from = HISTORY__ROLLUP_COMPLETE;
+    if (rc == SQLITE_OK)
+        rc = history__rollup_migrate(db, existed != 0, &from, why, why_size);
+    if (rc == SQLITE_OK) {
+        atomic_store(&hl->rollup_from, from);
+        if (existed && version < HISTORY_SCHEMA_VERSION)
+            GW_LOGI(MOD, "%s: migrating from schema version %d to %d (%u columns added, pack index built, "
+                         "downsampled tables %s)",
+                    hl->db_path, version, HISTORY_SCHEMA_VERSION, added,
+                    from == HISTORY__ROLLUP_COMPLETE ? "created" : "built in the background from the samples");
+    }
     return rc;
 }
 
@@ -272,13 +292,59 @@ static int bind_sample(void *ctx, sqlite3_stmt *st, const void *record)
     return sqlite3_bind_blob(st, 13, blob, (int)s->cell_count * 2, SQLITE_TRANSIENT);
 }
 
-/* store_ops.prune: rows older than retention_days before gw_wall_ms(), in short transactions. */
+/* One step of building the downsampled tables of samples older than them (a migrated
+ * database); asks the writer for the next one, which comes after the sample batches due. */
+static int backfill(struct history_logger *hl, sqlite3 *db)
+{
+    int64_t from = atomic_load(&hl->rollup_from);
+    if (from == HISTORY__ROLLUP_COMPLETE)
+        return SQLITE_OK;
+    bool more = false;
+    int rc = history__rollup_backfill_step(db, &from, &more);
+    if (rc != SQLITE_OK)
+        return rc;
+    atomic_store(&hl->rollup_from, from);
+    if (!more) {
+        GW_LOGI(MOD, "%s: downsampled tables (per minute, 10 minutes, hour) complete", hl->db_path);
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&hl->lock);
+    struct store *self = hl->self;
+    pthread_mutex_unlock(&hl->lock);
+    store_request_prune(self); /* NULL (still in history_logger_create): it asks once created */
+    return SQLITE_OK;
+}
+
+/* store_ops.after_batch: the batch into the downsampled tables, in its transaction. */
+static int after_batch(void *ctx, sqlite3 *db, const void *records, size_t n)
+{
+    struct history_logger *hl = ctx;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = history__rollup_after_batch(db, records, n);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    atomic_fetch_add(&hl->rollup_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL + (b.tv_nsec - a.tv_nsec)));
+    return rc;
+}
+
+/* store_ops.prune: rows older than retention_days before gw_wall_ms(), in short transactions;
+ * then the downsampled rows of the same age, and a backfill step when one is pending. */
 static int prune(void *ctx, sqlite3 *db)
 {
     struct history_logger *hl = ctx;
     pthread_mutex_lock(&hl->lock);
     uint16_t days = hl->cfg.retention_days;
+    /* Due at start, hourly, on request; not on the backfill's own steps in between. */
+    bool due = !hl->retention_ran || hl->retention_wanted ||
+               gw_now_ms() - hl->retention_ms + 1000 >= RETENTION_PERIOD_MS;
+    if (due) {
+        hl->retention_ran = true;
+        hl->retention_wanted = false;
+        hl->retention_ms = gw_now_ms();
+    }
     pthread_mutex_unlock(&hl->lock);
+    if (!due)
+        return backfill(hl, db);
     int64_t cutoff = gw_wall_ms() - (int64_t)days * DAY_MS;
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db,
@@ -303,7 +369,12 @@ static int prune(void *ctx, sqlite3 *db)
     pthread_mutex_lock(&hl->lock);
     hl->rows_deleted += deleted;
     pthread_mutex_unlock(&hl->lock);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (rc == SQLITE_OK)
+        rc = history__rollup_prune(db, cutoff);
+    if (rc == SQLITE_OK)
+        rc = backfill(hl, db);
+    return rc;
 }
 
 /* store_ops.on_storage: EVENT_STORAGE_ERROR / EVENT_STORAGE_OK {module "history"}. */
@@ -318,6 +389,7 @@ static const struct store_ops history_ops = {
     .insert_sql = "INSERT INTO samples(ts_ms,battery_id,voltage,current,soc,soh,temp_min,temp_max,"
                   "cell_min_mv,cell_max_mv,cell_spread_mv,status,cells) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     .bind = bind_sample,
+    .after_batch = after_batch,
     .prune = prune,
     .read_probe_sql = "SELECT 1 FROM samples LIMIT 0",
     .on_storage = on_storage,
@@ -462,6 +534,7 @@ static void on_config(const struct gw_event *ev, void *ctx)
     pthread_mutex_lock(&hl->lock);
     bool retention_changed = cfg.retention_days != hl->cfg.retention_days;
     hl->cfg = cfg;
+    hl->retention_wanted |= retention_changed;
     pthread_mutex_unlock(&hl->lock);
     if (retention_changed)
         store_request_prune(hl->store);
@@ -523,9 +596,16 @@ int history_logger_create(const struct history_logger_options *opt, struct histo
         .batch_max = WRITE_BATCH_MAX, .commit_interval_ms = HISTORY_COMMIT_INTERVAL_MS,
         .retry_max_ms = opt->retry_max_ms, .prune_period_ms = RETENTION_PERIOD_MS,
     };
-    rc = store_create(&sc, &hl->store);
+    atomic_init(&hl->rollup_from, HISTORY__ROLLUP_COMPLETE);
+    struct store *store = NULL;
+    rc = store_create(&sc, &store);
     if (rc != GW_OK)
         goto err;
+    pthread_mutex_lock(&hl->lock);
+    hl->store = hl->self = store;
+    pthread_mutex_unlock(&hl->lock);
+    if (atomic_load(&hl->rollup_from) != HISTORY__ROLLUP_COMPLETE)
+        store_request_prune(store); /* the backfill's first steps may have run before hl->self was set */
     if (hl->bus) {
         rc = event_bus_subscribe(hl->bus, EVENT_BATTERY_UPDATE, on_view, hl, "history_logger");
         if (rc == GW_OK) {
@@ -581,6 +661,9 @@ int history_logger_run_retention(struct history_logger *hl, uint32_t timeout_ms)
 {
     if (!hl)
         return GW_ERR_INVAL;
+    pthread_mutex_lock(&hl->lock);
+    hl->retention_wanted = true;
+    pthread_mutex_unlock(&hl->lock);
     int rc = store_prune(hl->store, timeout_ms);
     return rc == GW_OK || rc == GW_ERR_TIMEOUT ? rc : GW_ERR_STORAGE;
 }
@@ -598,6 +681,10 @@ void history_logger_get_stats(struct history_logger *hl, struct history_logger_s
     out->write_errors = s.write_errors;
     out->queue_depth = s.depth;
     out->storage_ok = s.storage_ok;
+    int64_t from = atomic_load(&hl->rollup_from);
+    out->rollups_complete = from == HISTORY__ROLLUP_COMPLETE;
+    out->rollups_from_ms = out->rollups_complete ? 0 : from;
+    out->rollup_us = atomic_load(&hl->rollup_ns) / 1000u;
     pthread_mutex_lock(&hl->lock);
     out->rows_deleted = hl->rows_deleted;
     pthread_mutex_unlock(&hl->lock);
@@ -625,13 +712,37 @@ static double col_or_nan(sqlite3_stmt *st, int i)
     return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
 }
 
-int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
-                                 uint32_t n_buckets, struct history_bucket *out)
+const char *history_source_name(enum history_source s)
+{
+    switch (s) {
+    case HISTORY_SOURCE_SAMPLES: return "samples";
+    case HISTORY_SOURCE_MINUTES: return "minutes";
+    case HISTORY_SOURCE_TEN_MINUTES: return "ten_minutes";
+    case HISTORY_SOURCE_HOURS: return "hours";
+    default: return "auto";
+    }
+}
+
+int history_logger_query_buckets_from(struct history_logger *hl, uint8_t battery_id, int64_t from_ms,
+                                      int64_t to_ms, uint32_t n_buckets, enum history_source source,
+                                      struct history_bucket *out, struct history_query_info *info)
 {
     if (!hl || !out || n_buckets == 0 || n_buckets > HISTORY_MAX_BUCKETS || to_ms <= from_ms ||
-        (to_ms - from_ms) > INT64_MAX / HISTORY_MAX_BUCKETS)
+        (to_ms - from_ms) > INT64_MAX / HISTORY_MAX_BUCKETS || source < HISTORY_SOURCE_AUTO ||
+        source > HISTORY_SOURCE_HOURS)
         return GW_ERR_INVAL;
     int64_t span = to_ms - from_ms;
+    bool covered = atomic_load(&hl->rollup_from) <= from_ms;
+    if (source == HISTORY_SOURCE_AUTO) {
+        /* span / n: the narrowest bucket */
+        source = covered ? history__pick_source(span / n_buckets) : HISTORY_SOURCE_SAMPLES;
+    } else if (source != HISTORY_SOURCE_SAMPLES && !covered) {
+        return GW_ERR_STATE;
+    }
+    if (info) {
+        info->source = source;
+        info->resolution_ms = history__source_resolution(source);
+    }
     for (uint32_t i = 0; i < n_buckets; i++) {
         struct history_bucket *b = &out[i];
         memset(b, 0, sizeof *b);
@@ -647,44 +758,16 @@ int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, 
     int rc = read_begin(hl, &db);
     if (rc)
         return rc;
-    sqlite3_stmt *st = NULL;
-    rc = read_prepare(db,
-                      "SELECT (ts_ms - ?1) * ?3 / (?2 - ?1) AS b, COUNT(*),"
-                      " MIN(voltage),AVG(voltage),MAX(voltage), MIN(current),AVG(current),MAX(current),"
-                      " MIN(soc),AVG(soc),MAX(soc), MIN(temp_min),AVG(temp_min),MAX(temp_min),"
-                      " MIN(temp_max),AVG(temp_max),MAX(temp_max),"
-                      " MIN(cell_min_mv),AVG(cell_min_mv),MAX(cell_min_mv),"
-                      " MIN(cell_max_mv),AVG(cell_max_mv),MAX(cell_max_mv)"
-                      " FROM samples WHERE ts_ms >= ?1 AND ts_ms < ?2 AND battery_id = ?4 GROUP BY b ORDER BY b",
-                      &st);
-    if (rc == GW_OK) {
-        sqlite3_bind_int64(st, 1, from_ms);
-        sqlite3_bind_int64(st, 2, to_ms);
-        sqlite3_bind_int64(st, 3, n_buckets);
-        sqlite3_bind_int(st, 4, battery_id);
-        int step;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-            int64_t i = sqlite3_column_int64(st, 0);
-            if (i < 0 || i >= n_buckets)
-                continue;
-            struct history_bucket *b = &out[i];
-            b->count = (uint32_t)sqlite3_column_int64(st, 1);
-            struct history_stat *stats[] = { &b->voltage_v, &b->current_a, &b->soc_percent, &b->temp_min_c,
-                                             &b->temp_max_c, &b->cell_min_mv, &b->cell_max_mv };
-            for (int k = 0; k < 7; k++) {
-                stats[k]->min = col_or_nan(st, 2 + 3 * k);
-                stats[k]->avg = col_or_nan(st, 3 + 3 * k);
-                stats[k]->max = col_or_nan(st, 4 + 3 * k);
-            }
-        }
-        if (step != SQLITE_DONE) {
-            GW_LOGE(MOD, "bucket query failed: %s", sqlite3_errmsg(db));
-            rc = GW_ERR_STORAGE;
-        }
-        sqlite3_finalize(st);
-    }
+    rc = history__query_source(db, source, battery_id, from_ms, to_ms, n_buckets, out);
     store_read_end(hl->store);
     return rc;
+}
+
+int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
+                                 uint32_t n_buckets, struct history_bucket *out)
+{
+    return history_logger_query_buckets_from(hl, battery_id, from_ms, to_ms, n_buckets, HISTORY_SOURCE_AUTO, out,
+                                             NULL);
 }
 
 static const char *const sample_columns =

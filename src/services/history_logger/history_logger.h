@@ -10,11 +10,17 @@
  * nothing. Rows are queued; the store engine's writer thread (src/port/store) writes the queue in
  * batched transactions. Retention (days) runs at start and hourly.
  *
- * Schema (version 2, PRAGMA user_version): table samples with a battery_id column and the
- * indexes samples_ts(ts_ms) and samples_battery_ts(battery_id, ts_ms). An older database is
- * migrated when it is opened, in one transaction (a kill during it leaves the old schema): a
- * missing column is added (battery_id with 0: rows written before several packs are pack 0's),
- * the indexes are created. A samples table without ts_ms is incompatible (a storage error).
+ * Schema (version 3, PRAGMA user_version): table samples with a battery_id column and the
+ * indexes samples_ts(ts_ms) and samples_battery_ts(battery_id, ts_ms); the downsampled tables
+ * history_1m, history_10m and history_1h (per battery and minute / ten minutes / hour: sample
+ * count, and per plotted field its count, min, sum and max), written in the same transaction as the samples; history_meta
+ * (the time from which on they are complete). An older database is migrated when it is opened,
+ * in one transaction (a kill during it leaves the old schema): a missing column is added
+ * (battery_id with 0: rows written before several packs are pack 0's), the indexes and the
+ * downsampled tables are created; the downsampled rows of the samples already there are built in
+ * the background on the writer thread (6 h of samples per transaction, newest first, between
+ * sample batches), and until that is done a query reaching back there reads the samples. A
+ * samples table without ts_ms is incompatible (a storage error).
  *
  * Write failures (disk full, read-only, I/O error, cannot open, incompatible table, database
  * locked by another process) publish EVENT_STORAGE_ERROR
@@ -37,7 +43,7 @@
 #define HISTORY_COMMIT_INTERVAL_MS 1000   /* a queued sample is committed within about this */
 #define HISTORY_DEFAULT_QUEUE 8192        /* rows buffered in memory at most (about 100 bytes each) */
 #define HISTORY_MAX_BUCKETS 10000
-#define HISTORY_SCHEMA_VERSION 2          /* PRAGMA user_version of history.db */
+#define HISTORY_SCHEMA_VERSION 3          /* PRAGMA user_version of history.db */
 /* battery_id of the aggregate rows: what queries should ask for when no pack is given. */
 #define HISTORY_AGGREGATE BATTERY_BANK_ID
 /* history_logger_count: every battery id. */
@@ -92,6 +98,23 @@ struct history_bucket {
         cell_max_mv;
 };
 
+/* Which table answers a bucket query. */
+enum history_source {
+    HISTORY_SOURCE_AUTO = 0,     /* the coarsest that gives the buckets asked for (see below) */
+    HISTORY_SOURCE_SAMPLES = 1,  /* every sample: exact bucket edges */
+    HISTORY_SOURCE_MINUTES = 2,  /* history_1m */
+    HISTORY_SOURCE_TEN_MINUTES = 3, /* history_10m */
+    HISTORY_SOURCE_HOURS = 4,    /* history_1h */
+};
+
+/* "samples", "minutes", "ten_minutes", "hours" ("auto" for AUTO). Static string. */
+const char *history_source_name(enum history_source s);
+
+struct history_query_info {
+    enum history_source source;  /* the table that answered */
+    int64_t resolution_ms;       /* its step: 0 (every sample), 60000, 600000, 3600000 */
+};
+
 struct history_logger_stats {
     uint64_t samples_queued;
     uint64_t samples_written;
@@ -100,6 +123,9 @@ struct history_logger_stats {
     uint64_t rows_deleted;      /* by retention */
     uint32_t queue_depth;
     bool storage_ok;
+    bool rollups_complete;      /* the per-minute/per-hour tables cover every sample */
+    int64_t rollups_from_ms;    /* else: from when on they do (Unix ms; older: being built) */
+    uint64_t rollup_us;         /* writer time spent on them (inside the sample transactions) */
 };
 
 /* Creates the logger: opens/creates <data_dir>/history.db (migrating an older schema),
@@ -144,9 +170,23 @@ void history_logger_get_stats(struct history_logger *hl, struct history_logger_s
 
 /* Downsamples battery_id's samples with from_ms <= ts < to_ms into n_buckets equal buckets
  * (1..HISTORY_MAX_BUCKETS); out must hold n_buckets entries, every one is written (count 0 for
- * gaps). @retval GW_OK, GW_ERR_INVAL (range empty, bad n), GW_ERR_STORAGE */
+ * gaps). A sample of time ts counts in bucket (ts - from_ms) * n_buckets / (to_ms - from_ms).
+ * Answered from the coarsest table that gives the buckets asked for: history_1h when a bucket
+ * is at least an hour wide, history_10m when at least ten minutes, history_1m when at least a
+ * minute, else the samples; the downsampled tables only where they are complete (see
+ * history_logger_stats), else the samples. From a downsampled table each whole step counts in
+ * the bucket where it starts: the same answer as the samples' when the bucket edges fall on its
+ * steps, otherwise edges off by less than one step, and never an empty bucket that has samples
+ * (a bucket is at least as wide as the table's step). @retval GW_OK, GW_ERR_INVAL (range empty, bad n), GW_ERR_STORAGE */
 int history_logger_query_buckets(struct history_logger *hl, uint8_t battery_id, int64_t from_ms, int64_t to_ms,
                                  uint32_t n_buckets, struct history_bucket *out);
+
+/* The same from a chosen source (HISTORY_SOURCE_AUTO: as above); info (may be NULL) says which
+ * answered. @retval as above, and GW_ERR_STATE when a downsampled table was asked for a range it
+ * does not cover yet */
+int history_logger_query_buckets_from(struct history_logger *hl, uint8_t battery_id, int64_t from_ms,
+                                      int64_t to_ms, uint32_t n_buckets, enum history_source source,
+                                      struct history_bucket *out, struct history_query_info *info);
 
 /* Raw samples with from_ms <= ts < to_ms, oldest first, at most max; *count gets how many.
  * @retval GW_OK, GW_ERR_INVAL, GW_ERR_STORAGE */

@@ -106,6 +106,23 @@ const char *ota_update_running_version(const struct ota_update *ota)
     return ota && ota->running_version[0] ? ota->running_version : GW_VERSION;
 }
 
+void ota_update_set_http_port(struct ota_update *ota, uint16_t port)
+{
+    if (!ota)
+        return;
+    pthread_mutex_lock(&ota->mu);
+    ota->o.http_port = port;
+    pthread_cond_broadcast(&ota->cv);
+    pthread_mutex_unlock(&ota->mu);
+}
+
+uint64_t ota_update_max_bundle_bytes(const struct ota_update *ota)
+{
+    if (!ota)
+        return 0;
+    return ota->o.max_bundle_bytes ? ota->o.max_bundle_bytes : OTA_DEFAULT_MAX_BUNDLE;
+}
+
 /* ---- health watch (on trial only) --------------------------------------------------------- */
 
 static void on_bms(const struct gw_event *ev, void *ctx)
@@ -618,13 +635,14 @@ int ota_update_finish(struct ota_session *s, struct ota_result *res)
         publish_text(ota, EVENT_OTA_UPDATE_FAILED, text);
     }
     struct ota_result r = s->res;
+    bool restart = !(s->flags & OTA_INSTALL_NO_RESTART);
     if (r.error == GW_OK)
         s->x.staging[0] = '\0'; /* moved into releases/ */
     session_free(s, false);
     remember(ota, &r);
     if (res)
         *res = r;
-    if (r.error == GW_OK && ota->o.restart)
+    if (r.error == GW_OK && restart && ota->o.restart)
         ota->o.restart(ota->o.restart_ctx);
     return r.error;
 }

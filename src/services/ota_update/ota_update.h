@@ -29,6 +29,7 @@ struct ota_session;
 
 /* ota_update_begin / install flags. */
 #define OTA_INSTALL_FORCE 1u  /* accept a bundle of the version already running (another build) */
+#define OTA_INSTALL_NO_RESTART 2u /* the caller restarts the daemon itself (the web answers first) */
 
 /* Outcome of an install or a rollback: the code, the HTTP status the web answers with, and a
  * one-line reason for the log, the JSON error and the command line. */
@@ -130,6 +131,15 @@ const char *ota_update_rollback_notice(const struct ota_update *ota);
 /* The running release's version: the manifest of the release this process runs from, else the
  * version this program was built as. Static string. */
 const char *ota_update_running_version(const struct ota_update *ota);
+
+/* The web server's port once it serves plain HTTP on the loopback (0: none): from then on, on
+ * trial, GET /api/status answering there is part of the health (http_port of the options, for
+ * a web server started after the service). Thread-safe. */
+void ota_update_set_http_port(struct ota_update *ota, uint16_t port);
+
+/* The largest bundle a session accepts (max_bundle_bytes, or its default), 0 when ota is NULL:
+ * what an upload endpoint bounds its body with. */
+uint64_t ota_update_max_bundle_bytes(const struct ota_update *ota);
 
 /* ---- launcher: the first thing main() calls ------------------------------------------------ */
 

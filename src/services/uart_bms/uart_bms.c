@@ -680,6 +680,9 @@ static int read_slow_item(struct uart_bms *ub, enum slow_item item)
         rc = read_settings_table(ub, option, &table);
         if (rc == GW_ERR_NACK) {
             rc = GW_OK; /* firmware without 0x1D: the documented ranges stay the reference */
+            pthread_mutex_lock(&ub->lock);
+            ub->stats.settings_limits_unsupported = true;
+            pthread_mutex_unlock(&ub->lock);
             break;
         }
         if (rc)

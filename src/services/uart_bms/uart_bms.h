@@ -122,6 +122,7 @@ struct uart_bms_stats {
     char line_hint[200];            /* the wiring hint of the current run of failures (logged once
                                        after 3 failed transactions: nothing came back, or only
                                        garbage); empty when the BMS answers */
+    bool settings_limits_unsupported; /* the BMS refused 0x1D min/max: only the documented ranges */
 };
 void uart_bms_get_stats(struct uart_bms *ub, struct uart_bms_stats *out);
 

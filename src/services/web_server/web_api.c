@@ -11,6 +11,8 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "history_logger.h"
+#include "net_link.h"
+#include "ota_update.h"
 
 #include <civetweb.h>
 #include <cjson/cJSON.h>
@@ -25,6 +27,7 @@
 #define KIB 1024u
 #define CONFIG_BODY_MAX (64u * KIB)
 #define SMALL_BODY_MAX (4u * KIB)
+#define SETTINGS_BODY_MAX (16u * KIB) /* a settings backup is about 4 KiB */
 #define HISTORY_DEFAULT_POINTS 300
 #define HISTORY_DEFAULT_SPAN_MS (24ll * 3600 * 1000)
 #define ALERTS_PAGE_DEFAULT 50
@@ -223,10 +226,52 @@ cJSON *web__view_json(const struct battery_view *v, int pack)
     return o;
 }
 
+/* The whole document of a view as text, built once per view: /api/data, the first message and
+ * every update of /ws/live ask for the same text until the next view (5 a second at most, while a
+ * page may ask for it far more often). Returns a malloc'ed copy (*len its length), NULL when out
+ * of memory. */
+char *web__view_text(struct web_server *ws, const struct battery_view *v, size_t *len)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&ws->view_lock);
+    if (ws->view_text && ws->view_seq == v->seq && ws->view_wall_ms == v->wall_time_ms) {
+        out = malloc(ws->view_len + 1);
+        if (out) {
+            memcpy(out, ws->view_text, ws->view_len + 1);
+            *len = ws->view_len;
+        }
+        pthread_mutex_unlock(&ws->view_lock);
+        return out;
+    }
+    pthread_mutex_unlock(&ws->view_lock);
+    cJSON *doc = web__view_json(v, -1);
+    out = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!out)
+        return NULL;
+    *len = strlen(out);
+    char *keep = malloc(*len + 1);
+    if (keep) {
+        memcpy(keep, out, *len + 1);
+        pthread_mutex_lock(&ws->view_lock);
+        if (!ws->view_text || v->seq >= ws->view_seq) { /* never replace a newer view's text */
+            free(ws->view_text);
+            ws->view_text = keep;
+            ws->view_len = *len;
+            ws->view_seq = v->seq;
+            ws->view_wall_ms = v->wall_time_ms;
+            keep = NULL;
+        }
+        pthread_mutex_unlock(&ws->view_lock);
+        free(keep);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ request helpers */
 
 /* Query parameter name into buf; 1 found, 0 absent, -1 too long. */
-static int query_param(const struct web_req *req, const char *name, char *buf, size_t cap)
+int web__query_param(const struct web_req *req, const char *name, char *buf, size_t cap)
 {
     if (!req->query)
         return 0;
@@ -238,7 +283,7 @@ static int query_param(const struct web_req *req, const char *name, char *buf, s
     return 1;
 }
 
-static cJSON *one_field(const char *path, const char *reason)
+cJSON *web__one_field(const char *path, const char *reason)
 {
     cJSON *arr = cJSON_CreateArray();
     cJSON *f = cJSON_CreateObject();
@@ -248,31 +293,31 @@ static cJSON *one_field(const char *path, const char *reason)
     return arr;
 }
 
-static void bad_param(struct web_req *req, const char *name, const char *reason)
+void web__bad_param(struct web_req *req, const char *name, const char *reason)
 {
     char msg[160];
     snprintf(msg, sizeof msg, "bad parameter %s: %s", name, reason);
-    web__send_error(req, 400, "bad_parameter", msg, one_field(name, reason), NULL);
+    web__send_error(req, 400, "bad_parameter", msg, web__one_field(name, reason), NULL);
 }
 
 /* Integer parameter in [min, max]; false after answering 400. *out keeps its default when absent. */
 static bool int_param(struct web_req *req, const char *name, long long min, long long max, long long *out)
 {
     char buf[32];
-    int f = query_param(req, name, buf, sizeof buf);
+    int f = web__query_param(req, name, buf, sizeof buf);
     if (f == 0)
         return true;
     char reason[96];
     snprintf(reason, sizeof reason, "must be an integer in %lld..%lld", min, max);
     if (f < 0) {
-        bad_param(req, name, reason);
+        web__bad_param(req, name, reason);
         return false;
     }
     char *end;
     errno = 0;
     long long v = strtoll(buf, &end, 10);
     if (errno || end == buf || *end || v < min || v > max) {
-        bad_param(req, name, reason);
+        web__bad_param(req, name, reason);
         return false;
     }
     *out = v;
@@ -284,19 +329,19 @@ static bool pack_param(struct web_req *req, unsigned count, int *out)
 {
     *out = -1;
     char buf[16];
-    int f = query_param(req, "pack", buf, sizeof buf);
+    int f = web__query_param(req, "pack", buf, sizeof buf);
     if (f == 0 || (f > 0 && strcmp(buf, "bank") == 0))
         return true;
     char *end;
     long v = f > 0 ? strtol(buf, &end, 10) : -1;
     if (f < 0 || end == buf || *end || v < 0 || v >= BATTERY_MAX_PACKS) {
-        bad_param(req, "pack", "a pack number (0..15) or \"bank\"");
+        web__bad_param(req, "pack", "a pack number (0..15) or \"bank\"");
         return false;
     }
     if (count && (unsigned)v >= count) {
         char msg[96];
         snprintf(msg, sizeof msg, "no pack %ld: this gateway has %u (0..%u)", v, count, count - 1);
-        web__send_error(req, 404, "no_such_pack", msg, one_field("pack", msg), NULL);
+        web__send_error(req, 404, "no_such_pack", msg, web__one_field("pack", msg), NULL);
         return false;
     }
     *out = (int)v;
@@ -352,7 +397,7 @@ static void h_status(struct web_req *req)
 {
     struct web_server *ws = req->ws;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "version", GW_VERSION);
+    cJSON_AddStringToObject(o, "version", ws->ota ? ota_update_running_version(ws->ota) : GW_VERSION);
     cJSON_AddNumberToObject(o, "uptime_s", (double)((gw_now_ms() - ws->started_ms) / 1000));
     cJSON_AddNumberToObject(o, "time", (double)gw_wall_ms());
     struct gw_config *cfg = malloc(sizeof *cfg);
@@ -414,6 +459,29 @@ static void h_status(struct web_req *req)
         cJSON_AddBoolToObject(h, "storage_ok", hs.storage_ok);
         cJSON_AddNumberToObject(h, "samples_written", (double)hs.samples_written);
         cJSON_AddNumberToObject(h, "queue_depth", hs.queue_depth);
+    }
+    /* The network link as the net_link watcher sees it (docs/monitoring.md "network link"). */
+    cJSON *n = cJSON_AddObjectToObject(o, "network");
+    struct net_link_status ns;
+    if (ws->net && net_link_get_status(ws->net, &ns) == GW_OK) {
+        cJSON_AddBoolToObject(n, "watching", ns.watching);
+        cJSON_AddStringToObject(n, "watched", ns.watched[0] ? ns.watched : "any");
+        cJSON_AddBoolToObject(n, "connected", ns.connected);
+        cJSON_AddBoolToObject(n, "link_up", ns.link_up);
+        cJSON_AddStringToObject(n, "interface", ns.interface);
+        cJSON_AddStringToObject(n, "address", ns.address);
+        cJSON_AddBoolToObject(n, "wireless", ns.wireless);
+        cJSON_AddNumberToObject(n, "addresses", ns.addresses);
+        if (ns.connected && ns.connected_since_ms)
+            cJSON_AddNumberToObject(n, "connected_for_s", (double)((gw_now_ms() - ns.connected_since_ms) / 1000));
+        else
+            cJSON_AddNullToObject(n, "connected_for_s");
+        cJSON_AddNumberToObject(n, "connects", (double)ns.connects);
+        cJSON_AddNumberToObject(n, "disconnects", (double)ns.disconnects);
+        cJSON_AddNumberToObject(n, "link_downs", (double)ns.link_downs);
+        cJSON_AddNumberToObject(n, "address_changes", (double)ns.address_changes);
+    } else {
+        cJSON_AddBoolToObject(n, "watching", false);
     }
     struct event_bus_stats es;
     event_bus_get_stats(ws->bus, &es);
@@ -535,7 +603,15 @@ static void h_data(struct web_req *req)
             cJSON_AddItemToObject(doc, "bank", bank_json(v));
             cJSON_AddItemToObject(doc, "limits", limits_json(&v->limits, v->limit_outputs, true));
         } else {
-            doc = web__view_json(v, -1);
+            size_t len = 0;
+            char *text = web__view_text(req->ws, v, &len);
+            if (text)
+                web__send(req, 200, "application/json", text, len, NULL, true);
+            else
+                web__send_error(req, 503, NULL, "out of memory", NULL, NULL);
+            free(text);
+            free(v);
+            return;
         }
         web__send_json(req, 200, doc);
     }
@@ -629,7 +705,7 @@ static bool code_field(struct web_req *req, const char **code)
         return true;
     if (!cJSON_IsString(c) || strlen(c->valuestring) == 0 || strlen(c->valuestring) > 31) {
         web__send_error(req, 400, "invalid_body", "code must be an alert code (1..31 characters)",
-                        one_field("code", "must be a string of 1..31 characters"), NULL);
+                        web__one_field("code", "must be a string of 1..31 characters"), NULL);
         return false;
     }
     *code = c->valuestring;
@@ -712,11 +788,11 @@ static void h_history(struct web_req *req)
     if (from < 0)
         from = to - HISTORY_DEFAULT_SPAN_MS;
     if (from >= to) {
-        bad_param(req, "from", "must be before to (Unix milliseconds)");
+        web__bad_param(req, "from", "must be before to (Unix milliseconds)");
         return;
     }
     if (to - from < points) {
-        bad_param(req, "points", "more points than milliseconds in the range");
+        web__bad_param(req, "points", "more points than milliseconds in the range");
         return;
     }
     int pack;
@@ -724,9 +800,9 @@ static void h_history(struct web_req *req)
         return;
     bool want[HISTORY_FIELD_COUNT];
     char fields[128];
-    int ff = query_param(req, "fields", fields, sizeof fields);
+    int ff = web__query_param(req, "fields", fields, sizeof fields);
     if (ff < 0) {
-        bad_param(req, "fields", "too long");
+        web__bad_param(req, "fields", "too long");
         return;
     }
     for (size_t i = 0; i < HISTORY_FIELD_COUNT; i++)
@@ -738,7 +814,7 @@ static void h_history(struct web_req *req)
             while (i < HISTORY_FIELD_COUNT && strcmp(tok, history_fields[i].name) != 0)
                 i++;
             if (i == HISTORY_FIELD_COUNT) {
-                bad_param(req, "fields",
+                web__bad_param(req, "fields",
                           "comma-separated list of voltage,current,soc,temp_min,temp_max,cell_min,cell_max");
                 return;
             }
@@ -751,7 +827,9 @@ static void h_history(struct web_req *req)
         return;
     }
     uint8_t id = pack < 0 ? HISTORY_AGGREGATE : (uint8_t)pack;
-    int rc = history_logger_query_buckets(req->ws->history, id, from, to, (uint32_t)points, b);
+    struct history_query_info info = { 0 };
+    int rc = history_logger_query_buckets_from(req->ws->history, id, from, to, (uint32_t)points, HISTORY_SOURCE_AUTO, b,
+                                               &info);
     if (rc) {
         free(b);
         web__send_error(req, rc == GW_ERR_INVAL ? 400 : 503, rc == GW_ERR_INVAL ? "bad_parameter" : "storage",
@@ -763,6 +841,10 @@ static void h_history(struct web_req *req)
     cJSON_AddNumberToObject(o, "to", (double)to);
     cJSON_AddNumberToObject(o, "points", (double)points);
     cJSON_AddNumberToObject(o, "bucket_ms", (double)(to - from) / (double)points);
+    /* The table that answered: "samples", or a downsampled one whose whole steps count in the
+     * bucket where they start. */
+    cJSON_AddStringToObject(o, "source", history_source_name(info.source));
+    cJSON_AddNumberToObject(o, "resolution_ms", (double)info.resolution_ms);
     if (pack < 0)
         cJSON_AddStringToObject(o, "pack", "bank");
     else
@@ -833,10 +915,10 @@ static void h_history_csv(struct web_req *req)
     if (!need_history(req))
         return;
     struct csv_stream s = { .req = req };
-    int f = query_param(req, "day", s.day, sizeof s.day);
+    int f = web__query_param(req, "day", s.day, sizeof s.day);
     int64_t start, end;
     if (f < 0 || (f > 0 && history_day_range(s.day, gw_wall_ms(), &start, &end) != GW_OK)) {
-        bad_param(req, "day", "a UTC day as YYYY-MM-DD");
+        web__bad_param(req, "day", "a UTC day as YYYY-MM-DD");
         return;
     }
     if (f == 0) {
@@ -899,7 +981,7 @@ static void h_first_password(struct web_req *req)
     snprintf(reason, sizeof reason, "must be a string of %d..%d characters", CONFIG_WEB_PASSWORD_MIN,
              CONFIG_WEB_PASSWORD_MAX);
     if (!cJSON_IsString(pw)) {
-        web__send_error(req, 400, "invalid_body", "send {\"password\":\"...\"}", one_field("password", reason), NULL);
+        web__send_error(req, 400, "invalid_body", "send {\"password\":\"...\"}", web__one_field("password", reason), NULL);
         return;
     }
     if (config_manager_has_web_password(req->ws->config)) {
@@ -911,7 +993,7 @@ static void h_first_password(struct web_req *req)
     if (rc == GW_ERR_STATE) {
         web__send_error(req, 409, "password_exists", "a web password is set already: log in with it", NULL, NULL);
     } else if (rc == GW_ERR_INVAL) {
-        web__send_error(req, 400, "invalid_password", "the password was refused", one_field("password", reason), NULL);
+        web__send_error(req, 400, "invalid_password", "the password was refused", web__one_field("password", reason), NULL);
     } else if (rc) {
         web__send_error(req, 503, "storage", "the password could not be saved (see the gateway's log)", NULL, NULL);
     } else {
@@ -927,14 +1009,6 @@ static void h_first_password(struct web_req *req)
         GW_LOGI(MOD, "web password set from the first-run page (client %s)", mg_get_request_info(req->conn)->remote_addr);
         web__send_json(req, 200, o);
     }
-}
-
-static void h_ota_upload(struct web_req *req)
-{
-    web__send_error(req, 501, NULL,
-                    "firmware updates through the web are not available in this version yet: install the new "
-                    "release on the gateway (docs/install.md)",
-                    NULL, "Connection: close\r\n");
 }
 
 static void h_restart(struct web_req *req)
@@ -982,11 +1056,21 @@ static const struct web_route routes[] = {
     { "/api/history.csv", GET_ONLY, WEB_READ, 0, false, false, false, h_history_csv },
     { "/api/security/csrf", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_csrf },
     { "/api/security/first-password", WEB_POST, WEB_PUBLIC, SMALL_BODY_MAX, true, false, false, h_first_password },
-    { "/api/ota/upload", WEB_POST, WEB_ADMIN, 0, false, false, true, h_ota_upload },
+    { "/api/config/test-mqtt", WEB_POST, WEB_ADMIN, CONFIG_BODY_MAX, true, true, false, web__h_test_mqtt },
+    { "/api/bms/settings", WEB_GET | WEB_POST, WEB_ADMIN, SETTINGS_BODY_MAX, true, false, false, web__h_bms_settings },
+    { "/api/bms/settings/backup", GET_ONLY, WEB_ADMIN, 0, false, false, false, web__h_bms_backup },
+    { "/api/bms/settings/restore", WEB_POST, WEB_ADMIN, SETTINGS_BODY_MAX, true, false, false, web__h_bms_restore },
+    { "/api/bms/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, false, false, web__h_bms_restart },
+    { "/api/ota/upload", WEB_POST, WEB_ADMIN, 0, false, false, true, web__h_ota_upload },
+    { "/api/ota/status", GET_ONLY, WEB_READ, 0, false, false, false, web__h_ota_status },
+    { "/metrics", GET_ONLY, WEB_METRICS, 0, false, false, false, web__h_metrics_prometheus },
+    { "/api/metrics", GET_ONLY, WEB_READ, 0, false, false, false, web__h_metrics_json },
     { "/api/system/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, true, false, h_restart },
     { "/ws/live", GET_ONLY, WEB_READ, 0, false, false, false, h_upgrade_required },
     { "/ws/alerts", GET_ONLY, WEB_READ, 0, false, false, false, h_upgrade_required },
     { "/ws/events", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_upgrade_required },
+    { "/ws/uart", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_upgrade_required },
+    { "/ws/can", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_upgrade_required },
 };
 
 const struct web_route *web__find_route(const char *path)

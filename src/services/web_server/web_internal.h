@@ -139,4 +139,100 @@ bool web_origin_matches_host(const char *origin, const char *host);
 /* Content-Type is application/json (parameters such as charset allowed). */
 bool web_is_json_content_type(const char *content_type);
 
+/* ---------------------------------------------------------------------------------------------
+ * TinyBMS settings a web user asks to write (web_settings.c), over the codec's register table.
+ * ------------------------------------------------------------------------------------------- */
+
+struct bms_settings;
+struct tinybms_setting_info;
+
+#define WEB_SETTING_REASON_MAX 192
+
+/* The value shown for a raw word of the register (signed for the signed registers). */
+int32_t web_setting_value(const struct tinybms_setting_info *info, uint16_t raw);
+
+/* The BMS's own min/max of the register (0x1D), as values; false when not read. */
+bool web_setting_bms_range(const struct tinybms_setting_info *info, const struct bms_settings *bms_min,
+                           const struct bms_settings *bms_max, int32_t *lo, int32_t *hi);
+
+/* "an integer in 1200..4500 mV (this BMS: 2000..4500)", "one of 0, 2..10", ... into out[cap]. */
+void web_setting_describe_range(const struct tinybms_setting_info *info, const struct bms_settings *bms_min,
+                                const struct bms_settings *bms_max, char *out, size_t cap);
+
+/* Checks value (as a user gives it: negative only for the signed registers) for reg. Both the
+ * documented structure and range (tinybms_setting_info) and, when bms_min/bms_max are valid, the
+ * BMS's own min/max must accept it. The u32 pair 312/313 is checked whole, from proposed (the
+ * settings as they will be: current values with the request's other values; NULL refuses a pair
+ * word). On GW_OK *raw is the word to write; otherwise reason[cap] (may be NULL) says the range
+ * and the value given. @retval GW_OK, GW_ERR_NOT_FOUND (no such setting), GW_ERR_RANGE */
+int web_setting_check(uint16_t reg, int64_t value, const struct bms_settings *proposed,
+                      const struct bms_settings *bms_min, const struct bms_settings *bms_max, uint16_t *raw,
+                      char *reason, size_t cap);
+
+/* Writing the pair one register at a time passes through an intermediate value: 0 = write 312
+ * (low) first, 1 = 313 (high) first, -1 = neither intermediate is valid (refuse the change). */
+int web_setting_pair_order(uint16_t cur_lo, uint16_t cur_hi, uint16_t new_lo, uint16_t new_hi,
+                           const struct bms_settings *bms_min, const struct bms_settings *bms_max);
+
+/* ---------------------------------------------------------------------------------------------
+ * multipart/form-data (RFC 7578) read as it streams in (web_multipart.c): the body arrives in
+ * chunks of any size, split anywhere (inside a boundary too); each part's bytes go to a callback
+ * as they come, nothing is buffered but the part headers (at most WEB_MP_HEADERS_MAX bytes) and
+ * a partial boundary. Only what a browser's FormData sends is understood: a
+ * Content-Disposition of form-data with a name (and maybe a filename) per part; a preamble
+ * before the first boundary and an epilogue after the last one are skipped.
+ * ------------------------------------------------------------------------------------------- */
+
+#define WEB_MP_BOUNDARY_MAX 70     /* RFC 2046 */
+#define WEB_MP_HEADERS_MAX 2048    /* one part's header block */
+#define WEB_MP_NAME_MAX 32         /* a part's name: longer is refused */
+#define WEB_MP_FILENAME_MAX 128    /* a part's filename: longer is cut (it is only logged) */
+#define WEB_MP_PARTS_MAX 16
+#define WEB_MP_REASON_MAX 160
+
+struct web_multipart_ops {
+    /* A part starts: its name and filename ("" when none). Non-zero stops the parse with it. */
+    int (*part_begin)(void *ctx, const char *name, const char *filename);
+    /* Bytes of the current part (len >= 1), in order. */
+    int (*part_data)(void *ctx, const uint8_t *data, size_t len);
+    /* The current part ended (its closing delimiter was read). */
+    int (*part_end)(void *ctx);
+};
+
+enum web_mp_state { WEB_MP_PREAMBLE, WEB_MP_AFTER_DELIM, WEB_MP_HEADERS, WEB_MP_DATA, WEB_MP_DONE, WEB_MP_FAILED };
+
+struct web_multipart {
+    char delim[4 + WEB_MP_BOUNDARY_MAX + 1]; /* "\r\n--" boundary */
+    size_t delim_len;
+    size_t matched;                          /* bytes of delim matched so far */
+    enum web_mp_state state;
+    char after[2];                           /* the two bytes after a delimiter ("--" or CRLF) */
+    size_t after_len;
+    char headers[WEB_MP_HEADERS_MAX + 1];
+    size_t headers_len;
+    unsigned parts;
+    uint64_t bytes;                          /* body bytes fed */
+    int error;                               /* the code that stopped it (WEB_MP_FAILED) */
+    char reason[WEB_MP_REASON_MAX];          /* why it failed (GW_ERR_PROTO) */
+};
+
+/* The boundary parameter of a Content-Type "multipart/form-data; boundary=..." (quoted or not)
+ * into out[cap]. @retval GW_OK, GW_ERR_INVAL (not multipart/form-data, no boundary, a boundary of
+ * characters RFC 2046 does not allow or longer than 70), GW_ERR_OVERFLOW (cap too small) */
+int web_multipart_boundary(const char *content_type, char *out, size_t cap);
+
+/* Prepares mp for a body with this boundary (as web_multipart_boundary gives it).
+ * @retval GW_OK, GW_ERR_INVAL (NULL, empty or too long) */
+int web_multipart_init(struct web_multipart *mp, const char *boundary);
+
+/* Feeds the next len bytes of the body. Callbacks run from this call. Returns GW_OK, a
+ * callback's non-zero value (the parse stops there), or GW_ERR_PROTO for a body that is not
+ * multipart/form-data as announced (mp->reason says where and why). After an error every call
+ * returns GW_ERR_PROTO or the same code. */
+int web_multipart_feed(struct web_multipart *mp, const void *buf, size_t len, const struct web_multipart_ops *ops,
+                       void *ctx);
+
+/* The body ended: GW_OK when the closing boundary was read, else GW_ERR_PROTO (mp->reason). */
+int web_multipart_finish(struct web_multipart *mp);
+
 #endif

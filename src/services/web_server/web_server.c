@@ -7,6 +7,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
 
 #include <civetweb.h>
 #include <dlfcn.h>
@@ -19,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +219,7 @@ bool web__authorize(struct web_server *ws, struct mg_connection *conn, uint8_t a
     config_manager_get(ws->config, cfg);
     bool has_password = cfg->web.password_hash[0] != '\0';
     bool public_read = cfg->web.public_read;
+    bool metrics_public = cfg->web.metrics_public;
     char username[sizeof cfg->web.username];
     memcpy(username, cfg->web.username, sizeof username);
     uint16_t max_attempts = cfg->web.auth_max_attempts;
@@ -234,7 +237,9 @@ bool web__authorize(struct web_server *ws, struct mg_connection *conn, uint8_t a
                              NULL);
         return false;
     }
-    if (access == WEB_READ && public_read)
+    if ((access == WEB_READ || access == WEB_METRICS) && public_read)
+        return true;
+    if (access == WEB_METRICS && metrics_public)
         return true;
 
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -615,7 +620,9 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
         return -1;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
-        log_openssl("key", t->key);
+        /* OpenSSL 3 compares the key with the certificate already here. */
+        bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+        log_openssl(mismatch ? "key (does not match the certificate)" : "key", t->key);
         return -1;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -628,10 +635,29 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 
 /* ------------------------------------------------------------------ life cycle */
 
-/* CivetWeb loads OpenSSL itself (dlopen of libssl.so) and, when built for the OpenSSL 1.1 names
- * (Debian 12's 1.15), looks up SSL_get_peer_certificate, which OpenSSL 3 no longer exports: it
- * then calls a NULL pointer after every TLS handshake. Same lookup here, to refuse HTTPS with a
- * reason instead of crashing at the first client. */
+/* CivetWeb loads OpenSSL itself: dlopen("libssl.so"), then dlsym of every function it calls, by
+ * the OpenSSL 1.1 names in Debian 12's 1.15, among them SSL_get_peer_certificate, which OpenSSL 3
+ * no longer exports (a macro for SSL_get1_peer_certificate now): it then calls a NULL pointer
+ * after every TLS handshake.
+ *
+ * The missing function, with the same semantics (the peer's certificate, its reference taken for
+ * the caller, who frees it). A symbol of the program is not found by a dlsym on libssl's handle,
+ * so the program is linked with the DT_SONAME "libssl.so" and exports this one symbol
+ * (CMakeLists.txt of this module: INTERFACE link options of gw_web_server): dlopen("libssl.so")
+ * then returns the program itself, whose dlsym scope is the program and its dependencies
+ * (libssl.so.3, libcrypto.so.3): every other function comes from OpenSSL as before. */
+#if OPENSSL_VERSION_MAJOR >= 3
+#undef SSL_get_peer_certificate
+X509 *SSL_get_peer_certificate(const SSL *ssl);
+X509 *SSL_get_peer_certificate(const SSL *ssl)
+{
+    return SSL_get1_peer_certificate(ssl);
+}
+#endif
+
+/* The same lookup as CivetWeb's: HTTPS is refused with a reason instead of crashing at the
+ * first client when the function cannot be found (a program linked without the options above,
+ * e.g. a test). */
 static bool civetweb_tls_usable(char *why, size_t cap)
 {
     void *h = dlopen("libssl.so", RTLD_LAZY | RTLD_LOCAL);
@@ -643,8 +669,9 @@ static bool civetweb_tls_usable(char *why, size_t cap)
     dlclose(h);
     if (!old_names)
         snprintf(why, cap, "this system's CivetWeb %s was built for OpenSSL 1.1 and crashes on HTTPS with the "
-                           "installed OpenSSL 3 (it calls SSL_get_peer_certificate, which OpenSSL 3 removed); "
-                           "serve HTTPS through a reverse proxy in front of the gateway (docs/web.md)",
+                           "installed OpenSSL 3 (it calls SSL_get_peer_certificate, which OpenSSL 3 removed, and this "
+                           "program was linked without the replacement); serve HTTPS through a reverse proxy in "
+                           "front of the gateway (docs/web.md)",
                  mg_version());
     return old_names;
 }
@@ -652,11 +679,11 @@ static bool civetweb_tls_usable(char *why, size_t cap)
 static void resolve_ui_dir(const char *opt, const char *configured, char *out, size_t cap)
 {
     if (opt && *opt) {
-        snprintf(out, cap, "%s", opt);
+        gw_text_copy(out, cap, opt);
         return;
     }
     if (configured && *configured) {
-        snprintf(out, cap, "%s", configured);
+        gw_text_copy(out, cap, configured);
         return;
     }
     /* Installed: <prefix>/bin/tinybms-gw -> <prefix>/share/tinybms-gw/web. */
@@ -679,7 +706,7 @@ static void resolve_ui_dir(const char *opt, const char *configured, char *out, s
             }
         }
     }
-    snprintf(out, cap, "%s", GW_WEB_SOURCE_DIR);
+    gw_text_copy(out, cap, GW_WEB_SOURCE_DIR);
 }
 
 int web_server_create(const struct web_server_options *opts, struct web_server **out)
@@ -701,6 +728,13 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     ws->battery = opts->battery;
     ws->alerts = opts->alerts;
     ws->history = opts->history;
+    ws->bms_count = opts->bms && opts->bms_count ? (opts->bms_count < WEB_MAX_BMS ? opts->bms_count : WEB_MAX_BMS) : 0;
+    for (unsigned i = 0; i < ws->bms_count; i++)
+        ws->bms[i] = opts->bms[i];
+    ws->can = opts->can;
+    ws->ota = opts->ota;
+    ws->monitoring = opts->monitoring;
+    ws->net = opts->net;
     ws->restart = opts->restart;
     ws->restart_ctx = opts->restart_ctx;
     ws->port = cfg->web.http_port;
@@ -729,6 +763,24 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         goto err;
     if (pthread_mutex_init(&ws->ws_lock, NULL) != 0) {
         pthread_mutex_destroy(&ws->auth_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->bms_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->tap_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        goto err;
+    }
+    if (pthread_mutex_init(&ws->view_lock, NULL) != 0) {
+        pthread_mutex_destroy(&ws->auth_lock);
+        pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
         goto err;
     }
     locks = true;
@@ -799,8 +851,8 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
     ws->ctx = mg_start2(&init, &err);
     tls_pending = NULL;
     if (!ws->ctx) {
-        GW_LOGE(MOD, "cannot serve %s://%s: %s", ws->https ? "https" : "http", ports,
-                errtext[0] ? errtext : "unknown CivetWeb error");
+        GW_LOGE(MOD, v6 ? "cannot serve %s://[%s]:%u: %s" : "cannot serve %s://%s:%u: %s", ws->https ? "https" : "http",
+                addr, cfg->web.http_port, errtext[0] ? errtext : "unknown CivetWeb error");
         rc = ws->https && strstr(errtext, "SSL") ? GW_ERR_TLS : GW_ERR_IO;
         goto err;
     }
@@ -824,10 +876,19 @@ err:
     }
     if (lib)
         mg_exit_library();
+    if (ws) {
+        free(ws->uart_tap_buf);
+        free(ws->can_tap_buf);
+    }
     if (ws && locks) {
         pthread_mutex_destroy(&ws->auth_lock);
         pthread_mutex_destroy(&ws->ws_lock);
+        pthread_mutex_destroy(&ws->bms_lock);
+        pthread_mutex_destroy(&ws->tap_lock);
+        pthread_mutex_destroy(&ws->view_lock);
     }
+    if (ws)
+        free(ws->view_text);
     if (cfg)
         OPENSSL_cleanse(cfg, sizeof *cfg);
     free(cfg);
@@ -842,8 +903,14 @@ void web_server_destroy(struct web_server *ws)
     web__ws_stop(ws);
     mg_stop(ws->ctx);
     mg_exit_library();
+    free(ws->uart_tap_buf);
+    free(ws->can_tap_buf);
     pthread_mutex_destroy(&ws->auth_lock);
     pthread_mutex_destroy(&ws->ws_lock);
+    pthread_mutex_destroy(&ws->bms_lock);
+    pthread_mutex_destroy(&ws->tap_lock);
+    pthread_mutex_destroy(&ws->view_lock);
+    free(ws->view_text);
     OPENSSL_cleanse(ws, sizeof *ws);
     free(ws);
 }

@@ -1,8 +1,9 @@
 /* web_server: the gateway's HTTP(S) server on CivetWeb: the static UI folder, the REST API
- * (JSON in and out) and the WebSocket channels /ws/live, /ws/alerts, /ws/events.
+ * (JSON in and out) and the WebSocket channels /ws/live, /ws/alerts, /ws/events, /ws/uart, /ws/can.
  *
  * It reads the battery view (snapshot getter and EVENT_BATTERY_UPDATE), the configuration, the
- * alert manager and the history logger; it never computes a limit. Security: HTTP Basic against
+ * alert manager, the history logger, the BMS pollers (settings, restart, the UART frame tap) and
+ * the CAN publisher (its frame tap); it never computes a limit. Security: HTTP Basic against
  * the salted PBKDF2 hash of the config manager (first-run flow while no password exists), a
  * per-address login limiter, CSRF tokens on every POST/PUT/DELETE, Origin checks on WebSocket
  * upgrades, security headers on every response, body and header limits, request timeouts.
@@ -20,7 +21,14 @@ struct config_manager;
 struct battery_service;
 struct alert_manager;
 struct history_logger;
+struct uart_bms;
+struct can_publisher;
+struct ota_update;
+struct monitoring;
+struct net_link;
 struct web_server;
+
+#define WEB_MAX_BMS 16 /* BMS pollers the server knows (pack ids 0..15) */
 
 struct web_server_options {
     struct event_bus *bus;              /* required, borrowed (outlives the server) */
@@ -28,6 +36,14 @@ struct web_server_options {
     struct battery_service *battery;    /* borrowed; NULL: data endpoints answer 503 */
     struct alert_manager *alerts;       /* borrowed; NULL: alert endpoints answer 503 */
     struct history_logger *history;     /* borrowed; NULL: history is disabled (503) */
+    /* The BMS pollers by pack id (bms[i] polls pack i; borrowed, may hold NULLs): BMS settings,
+     * restart, /ws/uart. bms_count 0: those endpoints answer 503. At most WEB_MAX_BMS. */
+    struct uart_bms *const *bms;
+    unsigned bms_count;
+    struct can_publisher *can;          /* borrowed; NULL: CAN is off (/ws/can sends nothing) */
+    struct ota_update *ota;             /* borrowed; NULL: /api/ota/... answer 503 */
+    struct monitoring *monitoring;      /* borrowed; NULL: /metrics and /api/metrics answer 503 */
+    struct net_link *net;               /* borrowed; NULL: /api/status says the link is not watched */
     const char *ui_dir;                 /* static UI folder (copied); NULL: web.ui_dir, else the
                                            folder installed with the program or the source tree's */
     /* POST /api/system/restart: called once the answer is sent (from a server thread: it must only

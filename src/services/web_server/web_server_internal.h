@@ -1,5 +1,7 @@
 /* Private to web_server: the server state shared by its files (web_server.c: CivetWeb, the
- * request gate, static files; web_api.c: the REST endpoints; web_ws.c: the WebSocket channels). */
+ * request gate, static files; web_api.c: the REST endpoints and the route table; web_bms.c: the
+ * BMS settings, restart and the MQTT connection test; web_ws.c: the WebSocket channels and the
+ * frame taps). */
 #ifndef WEB_SERVER_INTERNAL_H
 #define WEB_SERVER_INTERNAL_H
 
@@ -17,17 +19,20 @@ struct mg_connection;
 struct mg_context;
 struct cJSON;
 struct ws_client;
+struct uart_bms_tap_entry;
+struct can_tap_entry;
 
 /* Who may call an endpoint. */
 enum web_access {
     WEB_PUBLIC = 0, /* always, even before a password exists (the UI files, the first-run call) */
     WEB_READ = 1,   /* read-only: login required unless web.public_read */
     WEB_ADMIN = 2,  /* login always */
+    WEB_METRICS = 3, /* GET /metrics: login unless web.metrics_public or web.public_read */
 };
 
 enum web_method { WEB_GET = 1u << 0, WEB_HEAD = 1u << 1, WEB_POST = 1u << 2, WEB_PUT = 1u << 3, WEB_DELETE = 1u << 4 };
 
-enum ws_channel { WS_LIVE = 0, WS_ALERTS = 1, WS_EVENTS = 2, WS_CHANNELS = 3 };
+enum ws_channel { WS_LIVE = 0, WS_ALERTS = 1, WS_EVENTS = 2, WS_UART = 3, WS_CAN = 4, WS_CHANNELS = 5 };
 
 struct web_server {
     struct mg_context *ctx;
@@ -36,6 +41,12 @@ struct web_server {
     struct battery_service *battery;
     struct alert_manager *alerts;
     struct history_logger *history;
+    struct uart_bms *bms[WEB_MAX_BMS];
+    unsigned bms_count;
+    struct can_publisher *can;
+    struct ota_update *ota;
+    struct monitoring *monitoring;
+    struct net_link *net;
     void (*restart)(void *ctx);
     void *restart_ctx;
     atomic_bool restart_requested;
@@ -65,6 +76,22 @@ struct web_server {
         struct web_server *ws;
         enum ws_channel ch;
     } ws_chan[WS_CHANNELS];
+
+    /* The text of the newest view's whole document (view_lock). */
+    pthread_mutex_t view_lock;
+    char *view_text;
+    size_t view_len;
+    uint64_t view_seq;
+    int64_t view_wall_ms;
+
+    /* One BMS command sequence (settings write, restore, restart) at a time (bms_lock, tried). */
+    pthread_mutex_t bms_lock;
+    atomic_bool mqtt_test_running;
+
+    /* Frame taps: each tap client's position (struct ws_client) and the read buffers. */
+    pthread_mutex_t tap_lock;
+    struct uart_bms_tap_entry *uart_tap_buf; /* scratch of the tap reads (tap_lock) */
+    struct can_tap_entry *can_tap_buf;
 
     atomic_uint_fast64_t n_requests, n_4xx, n_5xx, n_csrf, n_ws_dropped, n_ws_full, n_ws_messages;
 };
@@ -100,6 +127,28 @@ struct web_route {
 
 /* web_api.c: the route of path (exact match), or NULL. */
 const struct web_route *web__find_route(const char *path);
+
+/* web_api.c, request helpers shared by the handlers. */
+/* Query parameter name into buf: 1 found, 0 absent, -1 too long. */
+int web__query_param(const struct web_req *req, const char *name, char *buf, size_t cap);
+/* [{"path":path,"reason":reason}] (a new array). */
+struct cJSON *web__one_field(const char *path, const char *reason);
+/* 400 bad_parameter naming the parameter. */
+void web__bad_param(struct web_req *req, const char *name, const char *reason);
+
+/* web_bms.c: the handlers of /api/bms/... and /api/config/test-mqtt. */
+void web__h_bms_settings(struct web_req *req);
+void web__h_bms_backup(struct web_req *req);
+void web__h_bms_restore(struct web_req *req);
+void web__h_bms_restart(struct web_req *req);
+void web__h_test_mqtt(struct web_req *req);
+
+/* web_system.c: POST /api/ota/upload (streamed multipart into the OTA service), GET
+ * /api/ota/status, GET /metrics (Prometheus text), GET /api/metrics (JSON). */
+void web__h_ota_upload(struct web_req *req);
+void web__h_ota_status(struct web_req *req);
+void web__h_metrics_prometheus(struct web_req *req);
+void web__h_metrics_json(struct web_req *req);
 
 /* Sends a complete response: status line, the security headers, Content-Type, Content-Length,
  * extra header lines (each ending in "\r\n", may be NULL), then body (not for HEAD). api: adds
@@ -141,5 +190,8 @@ void web__ws_drain(struct web_server *ws, enum ws_channel ch, uint32_t timeout_m
 /* web_api.c: JSON of the battery view (pack < 0: the bank and every pack; else that pack). */
 struct battery_view;
 struct cJSON *web__view_json(const struct battery_view *v, int pack);
+/* The whole view's text (pack < 0), built once per view (view_lock); malloc'ed copy, NULL when
+ * out of memory. */
+char *web__view_text(struct web_server *ws, const struct battery_view *v, size_t *len);
 
 #endif

@@ -1,21 +1,31 @@
 /* The WebSocket channels: /ws/live (every battery view), /ws/alerts (raised/cleared alerts in the
- * module reference's format), /ws/events (configuration saved, links up/down, restart).
+ * module reference's format), /ws/events (configuration saved, links up/down, restart), /ws/uart
+ * and /ws/can (the frame taps of the BMS pollers and of the CAN publisher, decoded).
  *
  * Each client has a bounded queue of shared, reference-counted messages and its own sender
  * thread: the bus dispatcher only appends to queues (never waits on a socket), and a client that
  * does not read fills its own queue, is dropped (queue freed, a close frame attempted) and never
  * slows the others. CivetWeb's reader loop then ends on the failed ping (enable_websocket_ping_pong)
- * and the close handler joins the sender. */
+ * and the close handler joins the sender.
+ *
+ * The taps are rings in uart_bms and can_publisher, read without polling: each client keeps the
+ * sequence number of the newest frame it got, and the frames after it are sent (one message of
+ * up to TAP_BATCH frames) on the bus events that follow them: every BMS sample or comm change,
+ * every CAN cycle, and every battery update (at least once a second, so the frames of a silent
+ * BMS arrive too). Raw frames and their meaning only: no secret passes there. */
 #define _GNU_SOURCE
 #include "web_server_internal.h"
 
 #include "alert_manager.h"
 #include "app_events.h"
 #include "battery_service.h"
+#include "can_publisher.h"
 #include "event_bus.h"
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "gw_text.h"
+#include "uart_bms.h"
 
 #include <civetweb.h>
 #include <cjson/cJSON.h>
@@ -25,6 +35,8 @@
 
 #define MOD "web"
 #define SENDER_STACK (128 * 1024)
+#define TAP_BATCH 64       /* frames per message at most (more wait for the next event) */
+#define TAP_WELCOME 32     /* frames a new tap client gets first (the newest ones) */
 
 struct ws_msg {
     atomic_uint refs;
@@ -49,9 +61,14 @@ struct ws_client {
     bool client_closed;        /* the client sent a close frame (a normal goodbye) */
     bool writing;              /* the sender is in a write */
     char addr[48];
+    /* /ws/uart (one per pack) and /ws/can ([0]): the newest tap frame sent (tap_lock). */
+    bool tap_started;
+    uint64_t tap_seq[WEB_MAX_BMS];
 };
 
-static const char *const channel_paths[WS_CHANNELS] = { "/ws/live", "/ws/alerts", "/ws/events" };
+
+static const char *const channel_paths[WS_CHANNELS] = { "/ws/live", "/ws/alerts", "/ws/events", "/ws/uart",
+                                                         "/ws/can" };
 
 static struct ws_msg *msg_new(const char *text, size_t len)
 {
@@ -178,7 +195,7 @@ static int on_connect(const struct mg_connection *cconn, void *cbdata)
     struct mg_connection *conn = (struct mg_connection *)cconn; /* CivetWeb's own object, writable */
     atomic_fetch_add(&ws->n_requests, 1);
     char user[32];
-    uint8_t access = chan->ch == WS_EVENTS ? WEB_ADMIN : WEB_READ;
+    uint8_t access = chan->ch == WS_LIVE || chan->ch == WS_ALERTS ? WEB_READ : WEB_ADMIN;
     if (!web__authorize(ws, conn, access, user, sizeof user, NULL))
         return 1;
     const char *origin = mg_get_header(conn, "Origin");
@@ -238,6 +255,171 @@ static int on_connect(const struct mg_connection *cconn, void *cbdata)
     return 0;
 }
 
+/* ------------------------------------------------------------------ frame taps */
+
+static cJSON *hex_item(const uint8_t *data, size_t n)
+{
+    char buf[3 * UART_BMS_TAP_BYTES + 1];
+    struct gw_text t;
+    gw_text_init(&t, buf, sizeof buf);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            gw_text_put_char(&t, ' ');
+        gw_text_put_hex(&t, data[i], 2);
+    }
+    return cJSON_CreateString(gw_text_str(&t));
+}
+
+/* The frames of pack p after *seq (at most TAP_BATCH) into arr; *seq moves to the newest. */
+static void uart_frames(struct web_server *ws, unsigned p, uint64_t *seq, cJSON *arr, uint64_t *missed)
+{
+    uint64_t last = 0;
+    size_t n = uart_bms_tap_read(ws->bms[p], *seq, ws->uart_tap_buf, TAP_BATCH, &last);
+    if (n == 0) {
+        *seq = last < *seq ? last : *seq;
+        return;
+    }
+    uint64_t first = last - n + 1;
+    if (first > *seq + 1)
+        *missed += first - *seq - 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct uart_bms_tap_entry *e = &ws->uart_tap_buf[i];
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "pack", p);
+        cJSON_AddNumberToObject(f, "seq", (double)(first + i));
+        cJSON_AddNumberToObject(f, "timestamp", (double)e->wall_ms);
+        cJSON_AddStringToObject(f, "dir", e->tx ? "tx" : "rx");
+        cJSON_AddNumberToObject(f, "len", e->len);
+        cJSON_AddItemToObject(f, "hex", hex_item(e->data, e->len < UART_BMS_TAP_BYTES ? e->len : UART_BMS_TAP_BYTES));
+        char meaning[sizeof e->meaning + 1];
+        gw_text_copyn(meaning, sizeof meaning, e->meaning, sizeof e->meaning);
+        cJSON_AddStringToObject(f, "meaning", meaning);
+        cJSON_AddItemToArray(arr, f);
+    }
+    *seq = last;
+}
+
+static void can_frames(struct web_server *ws, uint64_t *seq, cJSON *arr, uint64_t *missed)
+{
+    size_t n = can_publisher_tap_read(ws->can, *seq, ws->can_tap_buf, TAP_BATCH);
+    if (n == 0)
+        return;
+    if (ws->can_tap_buf[0].seq > *seq + 1)
+        *missed += ws->can_tap_buf[0].seq - *seq - 1;
+    for (size_t i = 0; i < n; i++) {
+        const struct can_tap_entry *e = &ws->can_tap_buf[i];
+        cJSON *f = cJSON_CreateObject();
+        char id[16];
+        snprintf(id, sizeof id, e->frame.ext ? "0x%08X" : "0x%03X", (unsigned)e->frame.id);
+        cJSON_AddNumberToObject(f, "seq", (double)e->seq);
+        cJSON_AddNumberToObject(f, "timestamp", (double)e->wall_ms);
+        cJSON_AddStringToObject(f, "dir", e->dir == CAN_TAP_TX ? "tx" : "rx");
+        cJSON_AddStringToObject(f, "id", id);
+        cJSON_AddBoolToObject(f, "ext", e->frame.ext);
+        cJSON_AddNumberToObject(f, "dlc", e->frame.dlc);
+        cJSON_AddItemToObject(f, "data", hex_item(e->frame.data, e->frame.dlc <= 8 ? e->frame.dlc : 8));
+        char text[CAN_TAP_TEXT + 1];
+        gw_text_copyn(text, sizeof text, e->text, sizeof e->text);
+        cJSON_AddStringToObject(f, "text", text);
+        if (e->result != GW_OK)
+            cJSON_AddStringToObject(f, "error", gw_strerror(e->result));
+        cJSON_AddItemToArray(arr, f);
+        *seq = e->seq;
+    }
+}
+
+/* One message with the frames of c's channel after c's positions (moved on), or NULL when there
+ * is nothing new (unless always: the welcome, which also says whether the source exists). Under
+ * tap_lock. */
+static struct ws_msg *tap_message(struct web_server *ws, enum ws_channel ch, uint64_t seq[WEB_MAX_BMS], bool always)
+{
+    cJSON *doc = cJSON_CreateObject();
+    if (!doc)
+        return NULL;
+    cJSON_AddStringToObject(doc, "type", ch == WS_UART ? "uart" : "can");
+    cJSON *arr = cJSON_AddArrayToObject(doc, "frames");
+    uint64_t missed = 0;
+    if (ch == WS_UART) {
+        for (unsigned p = 0; p < ws->bms_count; p++)
+            if (ws->bms[p])
+                uart_frames(ws, p, &seq[p], arr, &missed);
+    } else if (ws->can) {
+        can_frames(ws, &seq[0], arr, &missed);
+    }
+    struct ws_msg *m = NULL;
+    if (always)
+        cJSON_AddBoolToObject(doc, "enabled", ch == WS_UART ? ws->bms_count > 0 : ws->can != NULL);
+    if (always || cJSON_GetArraySize(arr) > 0) {
+        if (missed)
+            cJSON_AddNumberToObject(doc, "missed", (double)missed);
+        char *text = cJSON_PrintUnformatted(doc);
+        if (text)
+            m = msg_new(text, strlen(text));
+        free(text);
+    }
+    cJSON_Delete(doc);
+    return m;
+}
+
+/* Sends every client of ch the frames it has not seen. Clients at the same positions (usually
+ * all of them) share one message. */
+static void tap_drain(struct web_server *ws, enum ws_channel ch)
+{
+    if (!ws->uart_tap_buf || !ws->can_tap_buf)
+        return;
+    pthread_mutex_lock(&ws->tap_lock);
+    pthread_mutex_lock(&ws->ws_lock);
+    uint64_t key[WEB_MAX_BMS], after[WEB_MAX_BMS];
+    bool have = false;
+    struct ws_msg *m = NULL;
+    for (struct ws_client *c = ws->clients; c; c = c->next) {
+        if (c->ch != ch || !c->tap_started)
+            continue;
+        if (!have || memcmp(key, c->tap_seq, sizeof key) != 0) {
+            msg_unref(m);
+            memcpy(key, c->tap_seq, sizeof key);
+            m = tap_message(ws, ch, c->tap_seq, false);
+            memcpy(after, c->tap_seq, sizeof after);
+            have = true;
+        } else {
+            memcpy(c->tap_seq, after, sizeof after);
+        }
+        if (m)
+            client_enqueue(c, m);
+    }
+    msg_unref(m);
+    pthread_mutex_unlock(&ws->ws_lock);
+    pthread_mutex_unlock(&ws->tap_lock);
+}
+
+/* A new tap client starts TAP_WELCOME frames back and gets them at once. */
+static void tap_welcome(struct ws_client *c)
+{
+    struct web_server *ws = c->ws;
+    if (!ws->uart_tap_buf || !ws->can_tap_buf)
+        return;
+    pthread_mutex_lock(&ws->tap_lock);
+    memset(c->tap_seq, 0, sizeof c->tap_seq);
+    if (c->ch == WS_UART) {
+        for (unsigned p = 0; p < ws->bms_count; p++) {
+            uint64_t last = 0;
+            if (ws->bms[p])
+                uart_bms_tap_read(ws->bms[p], 0, ws->uart_tap_buf, 1, &last);
+            c->tap_seq[p] = last > TAP_WELCOME ? last - TAP_WELCOME : 0;
+        }
+    } else if (ws->can) {
+        size_t n = can_publisher_tap_read(ws->can, 0, ws->can_tap_buf, CAN_TAP_ENTRIES);
+        uint64_t last = n ? ws->can_tap_buf[n - 1].seq : 0;
+        c->tap_seq[0] = last > TAP_WELCOME ? last - TAP_WELCOME : 0;
+    }
+    c->tap_started = true;
+    struct ws_msg *m = tap_message(ws, c->ch, c->tap_seq, true);
+    if (m)
+        client_enqueue(c, m);
+    msg_unref(m);
+    pthread_mutex_unlock(&ws->tap_lock);
+}
+
 /* The first messages of a new client: the current view (live) or the active alerts. */
 static void send_welcome(struct ws_client *c)
 {
@@ -245,10 +427,9 @@ static void send_welcome(struct ws_client *c)
     if (c->ch == WS_LIVE && ws->battery) {
         struct battery_view *v = malloc(sizeof *v);
         if (v && battery_service_get_view(ws->battery, v) == GW_OK && v->seq > 0) {
-            cJSON *doc = web__view_json(v, -1);
-            char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-            cJSON_Delete(doc);
-            struct ws_msg *m = text ? msg_new(text, strlen(text)) : NULL;
+            size_t len = 0;
+            char *text = web__view_text(ws, v, &len);
+            struct ws_msg *m = text ? msg_new(text, len) : NULL;
             if (m)
                 client_enqueue(c, m);
             msg_unref(m);
@@ -273,6 +454,8 @@ static void send_welcome(struct ws_client *c)
             cJSON_Delete(arr);
         }
         free(json);
+    } else if (c->ch == WS_UART || c->ch == WS_CAN) {
+        tap_welcome(c);
     }
 }
 
@@ -460,13 +643,40 @@ static const char *level_name(uint8_t level)
     return level == ALERT_LEVEL_ERROR ? "error" : level == ALERT_LEVEL_WARNING ? "warning" : "info";
 }
 
+/* The frames that came before this event go to the tap clients. */
+static void tap_events(struct web_server *ws, int id)
+{
+    bool uart = false, can = false;
+    switch (id) {
+    case EVENT_BATTERY_UPDATE: uart = can = true; break; /* at least every second */
+    case EVENT_BMS_DATA_UPDATE:
+    case EVENT_BMS_COMM_LOST:
+    case EVENT_BMS_COMM_RESTORED:
+    case EVENT_BMS_SETTINGS_UPDATE: uart = true; break;
+    case EVENT_CAN_TX_SUCCESS:
+    case EVENT_CAN_TX_FAILED:
+    case EVENT_CAN_INVERTER_LINK: can = true; break;
+    default: break;
+    }
+    if (uart && ws->bms_count && channel_listened(ws, WS_UART))
+        tap_drain(ws, WS_UART);
+    if (can && ws->can && channel_listened(ws, WS_CAN))
+        tap_drain(ws, WS_CAN);
+}
+
 static void on_bus(const struct gw_event *ev, void *ctx)
 {
     struct web_server *ws = ctx;
+    tap_events(ws, ev->id);
     switch (ev->id) {
     case EVENT_BATTERY_UPDATE:
-        if (ev->size == sizeof(struct battery_view) && channel_listened(ws, WS_LIVE))
-            broadcast_doc(ws, WS_LIVE, web__view_json(ev->payload, -1));
+        if (ev->size == sizeof(struct battery_view) && channel_listened(ws, WS_LIVE)) {
+            size_t len = 0;
+            char *text = web__view_text(ws, ev->payload, &len);
+            if (text)
+                web__ws_broadcast(ws, WS_LIVE, text, len);
+            free(text);
+        }
         break;
     case EVENT_ALERT_RAISED:
     case EVENT_ALERT_CLEARED: {
@@ -574,10 +784,15 @@ static void on_bus(const struct gw_event *ev, void *ctx)
 static const int bus_events[] = { EVENT_BATTERY_UPDATE, EVENT_ALERT_RAISED, EVENT_ALERT_CLEARED,
                                   EVENT_CONFIG_UPDATED, EVENT_NET_CONNECTED, EVENT_NET_DISCONNECTED,
                                   EVENT_MQTT_CONNECTED, EVENT_MQTT_DISCONNECTED, EVENT_BMS_COMM_LOST,
-                                  EVENT_BMS_COMM_RESTORED, EVENT_CAN_INVERTER_LINK };
+                                  EVENT_BMS_COMM_RESTORED, EVENT_CAN_INVERTER_LINK, EVENT_BMS_DATA_UPDATE,
+                                  EVENT_BMS_SETTINGS_UPDATE, EVENT_CAN_TX_SUCCESS, EVENT_CAN_TX_FAILED };
 
 int web__ws_start(struct web_server *ws)
 {
+    ws->uart_tap_buf = calloc(TAP_BATCH, sizeof *ws->uart_tap_buf);
+    ws->can_tap_buf = calloc(CAN_TAP_ENTRIES, sizeof *ws->can_tap_buf);
+    if (!ws->uart_tap_buf || !ws->can_tap_buf)
+        return GW_ERR_NOMEM;
     for (int i = 0; i < WS_CHANNELS; i++) {
         ws->ws_chan[i].ws = ws;
         ws->ws_chan[i].ch = (enum ws_channel)i;
