@@ -16,17 +16,33 @@ else()
   set(GW_HAVE_LIBFUZZER OFF)
 endif()
 
-# gw_add_fuzz(NAME SOURCE file.c LIBS gw_x CORPUS dir [INSTRUMENT gw_x])
+# `make fuzz` builds this target (every libFuzzer binary) in build/fuzz and runs them
+# (scripts/run-fuzz); docs/dev/README.md "Fuzzing" says how to add one.
+add_custom_target(fuzz_all)
+
+# gw_add_fuzz(NAME SOURCE file.c LIBS gw_x CORPUS dir [INSTRUMENT gw_x] [OWN_MAIN] [MUTATIONS n])
 # INSTRUMENT: libraries whose sources are compiled into the libFuzzer binary itself, so that the
 # fuzzer gets coverage feedback from them (the normal library objects are not instrumented).
+# OWN_MAIN: the source has its replay main (fuzz_tinybms.c); otherwise fuzz_replay.c is the main
+# of the replay driver: every corpus file, then MUTATIONS (default 64) variants of each.
 function(gw_add_fuzz name)
-  cmake_parse_arguments(F "" "SOURCE;CORPUS" "LIBS;INSTRUMENT" ${ARGN})
+  cmake_parse_arguments(F "OWN_MAIN" "SOURCE;CORPUS;MUTATIONS" "LIBS;INSTRUMENT" ${ARGN})
   file(GLOB corpus_files CONFIGURE_DEPENDS ${F_CORPUS}/*)
-  add_executable(${name}_replay ${F_SOURCE})
+  set(support ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_support.c)
+  set(replay_srcs ${F_SOURCE} ${support})
+  set(replay_args "")
+  if(NOT F_OWN_MAIN)
+    list(APPEND replay_srcs ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_replay.c)
+    if(F_MUTATIONS)
+      set(replay_args --mutations=${F_MUTATIONS})
+    endif()
+  endif()
+  add_executable(${name}_replay ${replay_srcs})
+  target_include_directories(${name}_replay PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz)
   target_link_libraries(${name}_replay PRIVATE ${F_LIBS})
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                         ${PROJECT_BINARY_DIR}/tests/fuzz)
-  add_test(NAME ${name}_replay COMMAND ${name}_replay ${corpus_files})
+  add_test(NAME ${name}_replay COMMAND ${name}_replay ${replay_args} ${corpus_files})
   set_tests_properties(${name}_replay PROPERTIES TIMEOUT 120 LABELS unit)
   if(GW_HAVE_LIBFUZZER)
     set(inst_srcs "")
@@ -55,11 +71,12 @@ function(gw_add_fuzz name)
     if(F_INSTRUMENT)
       list(REMOVE_ITEM other_libs ${F_INSTRUMENT})
     endif()
-    add_executable(${name} ${F_SOURCE} ${inst_srcs})
+    add_executable(${name} ${F_SOURCE} ${support} ${inst_srcs})
+    add_dependencies(fuzz_all ${name})
     target_compile_definitions(${name} PRIVATE GW_FUZZ_LIBFUZZER)
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
-    target_include_directories(${name} PRIVATE ${inst_incs})
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz ${inst_incs})
     target_link_libraries(${name} PRIVATE ${other_libs} ${inst_links})
     set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                           ${PROJECT_BINARY_DIR}/tests/fuzz)
@@ -70,4 +87,12 @@ gw_add_fuzz(fuzz_tinybms
   SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_tinybms.c
   LIBS gw_tinybms
   INSTRUMENT gw_tinybms
+  OWN_MAIN
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/tinybms)
+
+gw_add_fuzz(fuzz_slcan
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_slcan.c
+  LIBS gw_can_transport gw_clock
+  INSTRUMENT gw_can_transport
+  MUTATIONS 256
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/slcan)
