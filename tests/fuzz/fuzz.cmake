@@ -20,13 +20,20 @@ endif()
 # (scripts/run-fuzz); docs/dev/README.md "Fuzzing" says how to add one.
 add_custom_target(fuzz_all)
 
-# gw_add_fuzz(NAME SOURCE file.c LIBS gw_x CORPUS dir [INSTRUMENT gw_x] [OWN_MAIN] [MUTATIONS n])
+# gw_add_fuzz(NAME SOURCE file.c LIBS gw_x CORPUS dir [DICT file] [INSTRUMENT gw_x] [OWN_MAIN]
+#             [MUTATIONS n])
+# CORPUS: the seed corpus kept in the repository (tests/fuzz/corpus/<target>/); DICT: a libFuzzer
+# dictionary (tests/fuzz/dict/); both are listed in <build>/tests/fuzz/targets.txt for the runner.
 # INSTRUMENT: libraries whose sources are compiled into the libFuzzer binary itself, so that the
 # fuzzer gets coverage feedback from them (the normal library objects are not instrumented).
 # OWN_MAIN: the source has its replay main (fuzz_tinybms.c); otherwise fuzz_replay.c is the main
 # of the replay driver: every corpus file, then MUTATIONS (default 64) variants of each.
 function(gw_add_fuzz name)
-  cmake_parse_arguments(F "OWN_MAIN" "SOURCE;CORPUS;MUTATIONS" "LIBS;INSTRUMENT" ${ARGN})
+  cmake_parse_arguments(F "OWN_MAIN" "SOURCE;CORPUS;DICT;MUTATIONS" "LIBS;INSTRUMENT" ${ARGN})
+  if(NOT F_DICT)
+    set(F_DICT "-")
+  endif()
+  set_property(GLOBAL APPEND PROPERTY GW_FUZZ_TARGETS "${name} ${F_CORPUS} ${F_DICT}")
   file(GLOB corpus_files CONFIGURE_DEPENDS ${F_CORPUS}/*)
   set(support ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_support.c)
   set(replay_srcs ${F_SOURCE} ${support})
@@ -95,4 +102,18 @@ gw_add_fuzz(fuzz_slcan
   LIBS gw_can_transport gw_clock
   INSTRUMENT gw_can_transport
   MUTATIONS 256
-  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/slcan)
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/slcan
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/slcan.dict)
+
+gw_add_fuzz(fuzz_config
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_config.c
+  LIBS gw_config_manager gw_clock
+  INSTRUMENT gw_config_manager
+  MUTATIONS 16
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/config
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
+
+# One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
+get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
+string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
+file(GENERATE OUTPUT ${PROJECT_BINARY_DIR}/tests/fuzz/targets.txt CONTENT "${gw_fuzz_lines}\n")
