@@ -113,6 +113,14 @@ gw_add_fuzz(fuzz_config
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/config
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 
+gw_add_fuzz(fuzz_energy
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_energy.c
+  LIBS gw_battery gw_clock
+  INSTRUMENT gw_battery gw_battery_core gw_charge
+  MUTATIONS 256
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/energy
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/energy.dict)
+
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
 string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
