@@ -121,6 +121,14 @@ gw_add_fuzz(fuzz_energy
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/energy
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/energy.dict)
 
+gw_add_fuzz(fuzz_mqtt_cmd
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_mqtt_cmd.c
+  LIBS gw_mqtt_gateway gw_battery gw_alert_manager gw_clock
+  INSTRUMENT gw_mqtt_gateway
+  MUTATIONS 128
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/mqtt_cmd
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/mqtt_cmd.dict)
+
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
 string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
