@@ -129,6 +129,22 @@ gw_add_fuzz(fuzz_mqtt_cmd
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/mqtt_cmd
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/mqtt_cmd.dict)
 
+gw_add_fuzz(fuzz_ota_manifest
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_ota_manifest.c
+  LIBS gw_ota_update gw_clock
+  INSTRUMENT gw_ota_update
+  MUTATIONS 96
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/ota_manifest
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/ota_manifest.dict)
+
+gw_add_fuzz(fuzz_ota_bundle
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_ota_bundle.c
+  LIBS gw_ota_update gw_clock
+  INSTRUMENT gw_ota_update
+  MUTATIONS 48
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/ota_bundle
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/ota_bundle.dict)
+
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
 string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
