@@ -145,6 +145,14 @@ gw_add_fuzz(fuzz_ota_bundle
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/ota_bundle
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/ota_bundle.dict)
 
+gw_add_fuzz(fuzz_dbus
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_dbus.c
+  LIBS gw_dbus_battery gw_battery_core gw_clock
+  INSTRUMENT gw_dbus_battery gw_dbus_model
+  MUTATIONS 24
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/dbus
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/dbus.dict)
+
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
 string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
