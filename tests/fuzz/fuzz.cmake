@@ -20,7 +20,7 @@ endif()
 # (scripts/run-fuzz); docs/dev/README.md "Fuzzing" says how to add one.
 add_custom_target(fuzz_all)
 
-# gw_add_fuzz(NAME SOURCE file.c LIBS gw_x CORPUS dir [DICT file] [INSTRUMENT gw_x] [OWN_MAIN]
+# gw_add_fuzz(NAME SOURCE file.c... LIBS gw_x CORPUS dir [DICT file] [INSTRUMENT gw_x] [OWN_MAIN]
 #             [MUTATIONS n])
 # CORPUS: the seed corpus kept in the repository (tests/fuzz/corpus/<target>/); DICT: a libFuzzer
 # dictionary (tests/fuzz/dict/); both are listed in <build>/tests/fuzz/targets.txt for the runner.
@@ -29,7 +29,7 @@ add_custom_target(fuzz_all)
 # OWN_MAIN: the source has its replay main (fuzz_tinybms.c); otherwise fuzz_replay.c is the main
 # of the replay driver: every corpus file, then MUTATIONS (default 64) variants of each.
 function(gw_add_fuzz name)
-  cmake_parse_arguments(F "OWN_MAIN" "SOURCE;CORPUS;DICT;MUTATIONS" "LIBS;INSTRUMENT" ${ARGN})
+  cmake_parse_arguments(F "OWN_MAIN" "CORPUS;DICT;MUTATIONS" "SOURCE;LIBS;INSTRUMENT" ${ARGN})
   if(NOT F_DICT)
     set(F_DICT "-")
   endif()
@@ -46,6 +46,7 @@ function(gw_add_fuzz name)
   endif()
   add_executable(${name}_replay ${replay_srcs})
   target_include_directories(${name}_replay PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz)
+  target_compile_definitions(${name}_replay PRIVATE GW_FUZZ_UI_DIR="${PROJECT_SOURCE_DIR}/web")
   target_link_libraries(${name}_replay PRIVATE ${F_LIBS})
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                         ${PROJECT_BINARY_DIR}/tests/fuzz)
@@ -55,7 +56,12 @@ function(gw_add_fuzz name)
     set(inst_srcs "")
     set(inst_incs "")
     set(inst_links "")
+    set(inst_defs "")
     foreach(lib ${F_INSTRUMENT})
+      get_target_property(lib_defs ${lib} COMPILE_DEFINITIONS)
+      if(lib_defs)
+        list(APPEND inst_defs ${lib_defs})
+      endif()
       get_target_property(lib_srcs ${lib} SOURCES)
       get_target_property(lib_dir ${lib} SOURCE_DIR)
       foreach(src ${lib_srcs})
@@ -80,7 +86,7 @@ function(gw_add_fuzz name)
     endif()
     add_executable(${name} ${F_SOURCE} ${support} ${inst_srcs})
     add_dependencies(fuzz_all ${name})
-    target_compile_definitions(${name} PRIVATE GW_FUZZ_LIBFUZZER)
+    target_compile_definitions(${name} PRIVATE GW_FUZZ_LIBFUZZER GW_FUZZ_UI_DIR="${PROJECT_SOURCE_DIR}/web" ${inst_defs})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
     target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz ${inst_incs})
@@ -152,6 +158,22 @@ gw_add_fuzz(fuzz_dbus
   MUTATIONS 24
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/dbus
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/dbus.dict)
+
+gw_add_fuzz(fuzz_http
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_http.c ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_web.c
+  LIBS gw_web_server gw_battery gw_alert_manager gw_history_logger gw_clock
+  INSTRUMENT gw_web_server gw_web_pure
+  MUTATIONS 12
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/http
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/http.dict)
+
+gw_add_fuzz(fuzz_rest
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_rest.c ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_web.c
+  LIBS gw_web_server gw_battery gw_alert_manager gw_history_logger gw_clock
+  INSTRUMENT gw_web_server gw_config_manager
+  MUTATIONS 8
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/rest
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
