@@ -163,7 +163,7 @@ gw_add_fuzz(fuzz_http
   SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_http.c ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_web.c
   LIBS gw_web_server gw_battery gw_alert_manager gw_history_logger gw_clock
   INSTRUMENT gw_web_server gw_web_pure
-  MUTATIONS 12
+  MUTATIONS 64
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/http
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/http.dict)
 
@@ -171,7 +171,7 @@ gw_add_fuzz(fuzz_rest
   SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_rest.c ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_web.c
   LIBS gw_web_server gw_battery gw_alert_manager gw_history_logger gw_clock
   INSTRUMENT gw_web_server gw_config_manager
-  MUTATIONS 8
+  MUTATIONS 32
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/rest
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 
