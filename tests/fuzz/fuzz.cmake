@@ -16,6 +16,11 @@ else()
   set(GW_HAVE_LIBFUZZER OFF)
 endif()
 
+# The libraries are Debian's and not instrumented. GW_FUZZ_CJSON_SOURCE=/path/to/cJSON.c (a
+# checkout of the same cJSON release, not part of this repository) compiles cJSON into every
+# libFuzzer binary instead, so ASan also checks cJSON's reads of the buffers our code gives it.
+set(GW_FUZZ_CJSON_SOURCE "" CACHE FILEPATH "cJSON.c compiled into the libFuzzer targets (optional)")
+
 # `make fuzz` builds this target (every libFuzzer binary) in build/fuzz and runs them
 # (scripts/run-fuzz); docs/dev/README.md "Fuzzing" says how to add one.
 add_custom_target(fuzz_all)
@@ -45,7 +50,7 @@ function(gw_add_fuzz name)
     endif()
   endif()
   add_executable(${name}_replay ${replay_srcs})
-  target_include_directories(${name}_replay PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz)
+  target_include_directories(${name}_replay PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz ${PROJECT_SOURCE_DIR}/src/port)
   target_compile_definitions(${name}_replay PRIVATE GW_FUZZ_UI_DIR="${PROJECT_SOURCE_DIR}/web")
   target_link_libraries(${name}_replay PRIVATE ${F_LIBS})
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY
@@ -84,12 +89,17 @@ function(gw_add_fuzz name)
     if(F_INSTRUMENT)
       list(REMOVE_ITEM other_libs ${F_INSTRUMENT})
     endif()
-    add_executable(${name} ${F_SOURCE} ${support} ${inst_srcs})
+    set(cjson_src "")
+    if(GW_FUZZ_CJSON_SOURCE)
+      set(cjson_src ${GW_FUZZ_CJSON_SOURCE})
+      set_source_files_properties(${GW_FUZZ_CJSON_SOURCE} PROPERTIES COMPILE_OPTIONS "-Wno-error")
+    endif()
+    add_executable(${name} ${F_SOURCE} ${support} ${inst_srcs} ${cjson_src})
     add_dependencies(fuzz_all ${name})
     target_compile_definitions(${name} PRIVATE GW_FUZZ_LIBFUZZER GW_FUZZ_UI_DIR="${PROJECT_SOURCE_DIR}/web" ${inst_defs})
     target_compile_options(${name} PRIVATE -fsanitize=fuzzer)
     target_link_options(${name} PRIVATE -fsanitize=fuzzer)
-    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz ${inst_incs})
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests/fuzz ${PROJECT_SOURCE_DIR}/src/port ${inst_incs})
     target_link_libraries(${name} PRIVATE ${other_libs} ${inst_links})
     set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                           ${PROJECT_BINARY_DIR}/tests/fuzz)
@@ -115,7 +125,7 @@ gw_add_fuzz(fuzz_config
   SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_config.c
   LIBS gw_config_manager gw_clock
   INSTRUMENT gw_config_manager
-  MUTATIONS 16
+  MUTATIONS 4
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/config
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 
@@ -171,7 +181,7 @@ gw_add_fuzz(fuzz_rest
   SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_rest.c ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_web.c
   LIBS gw_web_server gw_battery gw_alert_manager gw_history_logger gw_clock
   INSTRUMENT gw_web_server gw_config_manager
-  MUTATIONS 32
+  MUTATIONS 8
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/rest
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 

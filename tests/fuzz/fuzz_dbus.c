@@ -101,7 +101,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    gw_log_set_level(GW_LOG_ERROR);
+    fuzz_quiet_logs();
     FUZZ_ASSERT(event_bus_create(NULL, &bus) == GW_OK);
     struct dbus_battery_options o = { .bus = bus, .stale_timeout_ms = 60000, .device_instance = 1, .per_pack = true,
                                       .pack_count = 2, .pack_devices = { "/dev/ttyUSB0", "/dev/serial/by-id/usb-FTDI_B-if00" },

@@ -25,7 +25,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    gw_log_set_level(GW_LOG_ERROR);
+    fuzz_quiet_logs();
     battery_engine_default_config(&config);
     config.pack_count = 2;
     for (unsigned i = 0; i < 2; i++) {

@@ -66,7 +66,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    gw_log_set_level(GW_LOG_ERROR);
+    fuzz_quiet_logs();
     struct gw_config cfg;
     gw_config_set_defaults(&cfg);
     mqtt_cfg = cfg.mqtt;

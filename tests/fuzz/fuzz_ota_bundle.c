@@ -26,7 +26,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    gw_log_set_level(GW_LOG_ERROR); /* every refusal is logged as a warning: not per input */
+    fuzz_quiet_logs();
     const char *dir = fuzz_scratch_dir("fuzz_ota_bundle");
     snprintf(releases, sizeof releases, "%s/data/releases", dir);
     snprintf(keys, sizeof keys, "%s/keys", dir);

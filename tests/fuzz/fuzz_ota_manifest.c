@@ -21,7 +21,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    gw_log_set_level(GW_LOG_ERROR);
+    fuzz_quiet_logs();
     return 0;
 }
 

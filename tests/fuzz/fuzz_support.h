@@ -8,6 +8,8 @@
 #ifndef GW_FUZZ_SUPPORT_H
 #define GW_FUZZ_SUPPORT_H
 
+#include "gw_log.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +30,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
  * (configuration saves fsync: cheap on tmpfs), else $TMPDIR or /tmp. Returns its path (static
  * storage); aborts when none can be made. */
 const char *fuzz_scratch_dir(const char *name);
+
+/* Every input of a target would log its refusal: no logs, unless GW_FUZZ_VERBOSE is set (then
+ * every level, to see what an input does). */
+static inline void fuzz_quiet_logs(void)
+{
+    gw_log_set_level(getenv("GW_FUZZ_VERBOSE") ? GW_LOG_DEBUG : GW_LOG_NONE);
+}
 
 /* rm -r without following links. */
 void fuzz_remove_tree(const char *dir);

@@ -204,7 +204,7 @@ void fuzz_web_init(const char *name)
 {
     if (ws.config)
         return;
-    gw_log_set_level(GW_LOG_ERROR);
+    fuzz_quiet_logs();
     const char *dir = fuzz_scratch_dir(name);
     snprintf(data_dir, sizeof data_dir, "%s/data", dir);
     snprintf(config_path, sizeof config_path, "%s/config.json", data_dir);
