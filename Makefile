@@ -9,13 +9,19 @@ RUN_ARGS    ?=
 # The demo: a discharging battery, CAN frames written to a candump log instead of a bus.
 DEMO_ARGS   ?= --sim-arg=--scenario=discharge --can log:$(DATA_DIR)/can.log
 PREFIX      ?= /usr/local
+# `make fuzz`: libFuzzer targets built with clang (ASan + UBSan) in FUZZ_DIR, each run for
+# FUZZ_SECONDS; FUZZ_TARGETS=slcan,config... for some only (docs/reliability.md "Fuzzing").
+FUZZ_DIR     ?= build/fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?=
 # Target architecture of `make deb` and `make test-cross` (Debian names: amd64, armhf, arm64);
 # empty = this machine's.
 ARCH        ?=
+comma       := ,
 NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench bundle install uninstall clean deb test-cross
+.PHONY: all deps test-deps build run test bench fuzz bundle install uninstall clean deb test-cross
 
 all: build
 
@@ -38,6 +44,13 @@ test: test-deps
 	@cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DGW_SANITIZE=ON >/dev/null
 	@cmake --build $(TEST_DIR) -j$(JOBS)
 	cd $(TEST_DIR) && ctest --output-on-failure -j$(JOBS)
+
+# Every libFuzzer target for FUZZ_SECONDS, one at a time, then a table of execs/s and coverage.
+# (`make test` replays their corpora in CTest: the *_replay tests.)
+fuzz: test-deps
+	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGW_SANITIZE=ON >/dev/null
+	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_all
+	@scripts/run-fuzz $(FUZZ_DIR) $(FUZZ_SECONDS) $(subst $(comma), ,$(FUZZ_TARGETS))
 
 bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all

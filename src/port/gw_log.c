@@ -59,6 +59,8 @@ static bool stderr_is_journal(void)
 }
 
 static void vlog(enum gw_log_level level, const char *module, const char *suffix, const char *fmt,
+                 va_list ap) __attribute__((format(printf, 4, 0)));
+static void vlog(enum gw_log_level level, const char *module, const char *suffix, const char *fmt,
                  va_list ap)
 {
     char msg[1024];

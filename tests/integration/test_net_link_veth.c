@@ -78,6 +78,7 @@ static void expect(int id, const char *iface, const char *address, const char *w
     printf("  %-40s -> %s %s %s\n", what, app_event_name(r.id), r.link.interface, r.link.address);
 }
 
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
     char cmd[512];

@@ -585,6 +585,7 @@ static void *named_worker(void *arg)
     while (!atomic_load(&worker_stop))
         for (int i = 0; i < 10000; i++)
             x += i;
+    (void)x;
     return NULL;
 }
 

@@ -161,6 +161,23 @@ static void test_state_file(void)
     };
     for (int i = 0; bad[i]; i++)
         CHECK_EQ_INT(ota__state_from_json(bad[i], strlen(bad[i]), &back), GW_ERR_INVAL);
+    /* Found by fuzz_ota_manifest: a changed_ms no int64 holds was converted anyway (undefined
+     * behaviour; INT64_MIN on x86). It reads as 0, the rest of the file as written. */
+    static const char *huge[] = { "1e300", "-5", "9.3e18", "17001e3000000" };
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        char doc[256];
+        snprintf(doc, sizeof doc,
+                 "{\"state\":\"good\",\"release\":\"0.2.0-1a2b\",\"version\":\"0.2.0\",\"from_release\":\"\","
+                 "\"from_version\":\"0.1.0\",\"changed_ms\":%s}",
+                 huge[i]);
+        CHECK_EQ_INT(ota__state_from_json(doc, strlen(doc), &back), GW_OK);
+        CHECK_EQ_INT(back.changed_wall_ms, 0);
+        CHECK_EQ_INT(back.kind, OTA_STATE_GOOD);
+    }
+    const char *ok = "{\"state\":\"good\",\"release\":\"r\",\"version\":\"\",\"from_release\":\"\","
+                     "\"from_version\":\"\",\"changed_ms\":1700000000123}";
+    CHECK_EQ_INT(ota__state_from_json(ok, strlen(ok), &back), GW_OK);
+    CHECK_EQ_INT(back.changed_wall_ms, 1700000000123LL);
 }
 
 static int rm_cb(const char *p, const struct stat *s, int f, struct FTW *w)

@@ -3,6 +3,7 @@
  * connections, their watches and timeouts, com.victronenergy.BusItem, localsettings, names. */
 #define _GNU_SOURCE
 #include "dbus_battery.h"
+#include "dbus_battery_internal.h"
 
 #include "app_events.h"
 #include "dbus_model.h"
@@ -1474,4 +1475,36 @@ int dbus_battery_get_stats(struct dbus_battery *db, struct dbus_battery_stats *o
     *out = db->stats;
     pthread_mutex_unlock(&db->lock);
     return GW_OK;
+}
+
+/* ------------------------------------------------------------------ fuzz seam (dbus_battery_internal.h) */
+
+unsigned dbus_battery__service_count(const struct dbus_battery *db)
+{
+    return db ? db->nsvc : 0;
+}
+
+bool dbus_battery__attach(struct dbus_battery *db, unsigned k, DBusConnection *conn, const struct battery_view *v)
+{
+    if (!db || !v || k >= db->nsvc || db->running)
+        return false;
+    memcpy(&db->view, v, sizeof db->view);
+    db->view_ms = gw_now_ms();
+    db->have_view = true;
+    struct svc *s = &db->svc[k];
+    svc_setup(db, s, s->pack);
+    s->conn = conn;
+    svc_build_model(s);
+    if (!s->model_ready)
+        return false;
+    s->state = SVC_RUNNING;
+    svc_refresh(s, db->view_ms);
+    return true;
+}
+
+DBusHandlerResult dbus_battery__handle(struct dbus_battery *db, unsigned k, DBusMessage *m)
+{
+    if (!db || k >= db->nsvc)
+        return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
+    return on_message(db->svc[k].conn, m, &db->svc[k]);
 }

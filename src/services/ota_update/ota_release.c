@@ -144,7 +144,11 @@ int ota__state_from_json(const char *json, size_t len, struct ota_state *st)
     if (!st->timeout_s)
         st->timeout_s = OTA_DEFAULT_TIMEOUT_S;
     const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "changed_ms");
-    st->changed_wall_ms = cJSON_IsNumber(ch) ? (int64_t)ch->valuedouble : 0;
+    /* A time the file cannot mean (1e300, negative) reads as unknown: converting it would be
+     * undefined behaviour. 2^53 ms is the exact range of a JSON number. */
+    st->changed_wall_ms = cJSON_IsNumber(ch) && ch->valuedouble >= 0 && ch->valuedouble <= 9007199254740992.0
+                              ? (int64_t)ch->valuedouble
+                              : 0;
     rc = GW_OK;
 out:
     cJSON_Delete(o);

@@ -496,7 +496,7 @@ static bool read_body(struct web_req *req, const struct web_route *route)
     return true;
 }
 
-static int on_request(struct mg_connection *conn, void *cbdata)
+int web__on_request(struct mg_connection *conn, void *cbdata)
 {
     struct web_server *ws = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
@@ -856,7 +856,7 @@ int web_server_create(const struct web_server_options *opts, struct web_server *
         rc = ws->https && strstr(errtext, "SSL") ? GW_ERR_TLS : GW_ERR_IO;
         goto err;
     }
-    mg_set_request_handler(ws->ctx, "/", on_request, ws);
+    mg_set_request_handler(ws->ctx, "/", web__on_request, ws);
     rc = web__ws_start(ws);
     if (rc) {
         GW_LOGE(MOD, "cannot subscribe the WebSocket channels: %s", gw_strerror(rc));

@@ -125,6 +125,12 @@ struct web_route {
     web_handler_fn handler;
 };
 
+/* web_server.c: CivetWeb's request handler for every path (cbdata: the struct web_server): the
+ * gate (route, method, login, CSRF or Origin, body) then the endpoint or a static file. Reads the
+ * request through mg_get_request_info / mg_get_header / mg_read and answers with mg_write /
+ * mg_send_chunk only, so tests/fuzz/fuzz_http.c can call it with a connection of its own. */
+int web__on_request(struct mg_connection *conn, void *cbdata);
+
 /* web_api.c: the route of path (exact match), or NULL. */
 const struct web_route *web__find_route(const char *path);
 

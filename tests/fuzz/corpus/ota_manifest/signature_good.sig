@@ -1,0 +1,1 @@
+{"format":"tinybms-gw-signature-1","algorithm":"ed25519","key_id":"0123456789abcdef","manifest_sha256":"151353c1d9f27a37b2986b10ef0463a0ff5d90f7ae2599f6a055d65469d66394","signature":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0+Pw=="}
