@@ -41,16 +41,17 @@
       r.input = inp;
       r.msg = el("span", { class: "field-msg" });
       const range = (a, b) => (a === undefined || a === null ? "–" : fmt(a, 0) + "…" + fmt(b, 0));
-      return el("tr", { "data-reg": String(r.reg) }, el("td", { text: String(r.reg) }),
-        el("td", {}, el("label", { for: inp.id, text: r.name })), el("td", {}, inp, r.msg), el("td", { text: r.unit }),
-        el("td", { text: range(r.min, r.max) }), el("td", { text: range(r.bmsMin, r.bmsMax) }));
+      return el("tr", { "data-reg": String(r.reg) }, el("td", { class: "reg", text: String(r.reg) }),
+        el("td", { class: "name" }, el("label", { for: inp.id, text: r.name })), el("td", { class: "value" }, inp, r.msg),
+        el("td", { class: "unit", text: r.unit }), el("td", { class: "range", "data-label": "range", text: range(r.min, r.max) }),
+        el("td", { class: "range", "data-label": "BMS", text: range(r.bmsMin, r.bmsMax) }));
     }));
     const restore = el("input", { type: "file", accept: ".json,application/json", id: "bms-restore" });
     restore.addEventListener("change", (e) => restoreFile(e, result));
     $("bms-body").replaceChildren(
       el("article", { class: "card" }, el("h2", { text: "TinyBMS settings" }),
         el("p", { class: "sub", text: "Each write is read back from the BMS. Ranges: the documented one, then the BMS's own." }),
-        el("div", { class: "tablebox" }, el("table", { class: "data" }, el("thead", {}, el("tr", {},
+        el("div", { class: "tablebox" }, el("table", { class: "data", id: "bms-table" }, el("thead", {}, el("tr", {},
           ["reg", "setting", "value", "unit", "range", "BMS min…max"].map((h) => el("th", { scope: "col", text: h })))), body)),
         el("div", { class: "row actions" },
           el("button", { type: "button", id: "bms-write", onclick: () => write(result) }, "Write the changes"),
