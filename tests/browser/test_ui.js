@@ -357,9 +357,16 @@ describe("web UI on two simulated packs", () => {
     assert.ok(built.count.reduce((a, b) => a + b, 0) >= 287, "bank samples in the day: " + JSON.stringify(built.count.slice(0, 20)));
     assert.match(d.log(), /migrating from schema version 2 to \d+ .*built in the background/);
     // What the daemon recorded itself since it started (history.period_s 1, both packs) is there too.
+    // A row a second per pack: wait for more than ten (how long the tests before took varies).
     for (const pack of [0, 1]) {
-      const mine = await api(probe, d, "/api/history?from=" + started + "&to=" + Date.now() + "&points=60&pack=" + pack);
-      assert.ok(mine.count.reduce((a, b) => a + b, 0) > 10, "pack " + pack + " recorded by the daemon: " + JSON.stringify(mine.count));
+      let mine = null;
+      const recorded = async () => {
+        mine = await api(probe, d, "/api/history?from=" + started + "&to=" + Date.now() + "&points=60&pack=" + pack);
+        return mine.count.reduce((a, b) => a + b, 0) > 10;
+      };
+      await gw.waitFor(recorded, 30000, "pack " + pack + " recorded by the daemon").catch((e) => {
+        throw new Error(e.message + ": " + JSON.stringify(mine && mine.count));
+      });
     }
     await probe.ctx.close();
     const page = await openPage(d);
