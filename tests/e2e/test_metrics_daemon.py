@@ -203,11 +203,14 @@ class Metrics(GatewayTestCase):
         self.assertGreater(value(first, "process_open_fds", {}), 3)
         self.assertGreater(value(first, "tinybms_gw_data_dir_free_bytes", {}), 0)
         threads = {dict(k)["thread"]: v[1] for k, v in first["tinybms_gw_thread_count"][2].items()}
-        for named in ("monitoring",):
+        for named in ("monitoring", "bms-poll0", "battery", "event-bus", "alert-ticker", "store-history",
+                      "store-alerts", "can-tx", "can-rx", "mqtt-net", "net-link", "civetweb-master"):
             self.assertIn(named, threads)
         unnamed = threads.get("tinybms-gw", 0)
         sys.stderr.write("[threads by name: %s; %d without a name of their own] "
                          % (", ".join("%s x%d" % (k, v) for k, v in sorted(threads.items())), unnamed))
+        # Every thread but the main one names itself, so the CPU table says who spends it.
+        self.assertEqual(unnamed, 1, "threads without a name: the CPU per thread cannot tell them apart")
 
         # load: more polls, CAN cycles, MQTT rounds, history rows; dump again until every counter
         # of MUST_MOVE moved (a condition with a deadline, not a time), and none ever goes back

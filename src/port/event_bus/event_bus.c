@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #define _POSIX_C_SOURCE 200809L
 #include "event_bus.h"
 
@@ -126,6 +127,7 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
 static void *dispatcher_main(void *arg)
 {
     struct event_bus *bus = arg;
+    pthread_setname_np(pthread_self(), "event-bus");
     struct queue_entry *entry = bus->scratch;
     for (;;) {
         pthread_mutex_lock(&bus->lock);

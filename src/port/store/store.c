@@ -1,5 +1,6 @@
 /* The persistence engine: ring, batch writer, back-off, storage reports, flush, retention, and
  * the SQLite connections (see store.h). */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "store.h"
 
 #include "gw_clock.h"
@@ -407,6 +408,9 @@ static void prune_step(struct store *st)
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
+    char name[16]; /* the kernel keeps 15 characters */
+    snprintf(name, sizeof name, "store-%.9s", st->name);
+    pthread_setname_np(pthread_self(), name);
     pthread_mutex_lock(&st->lock);
     st->next_prune_ms = st->ops->prune && st->prune_period_ms ? gw_now_ms() : GW_CLOCK_NEVER; /* at start */
     for (;;) {

@@ -261,6 +261,7 @@ static void restore_counts(struct alert_manager *am)
 static void *ticker_main(void *arg)
 {
     struct alert_manager *am = arg;
+    pthread_setname_np(pthread_self(), "alert-ticker");
     pthread_mutex_lock(&am->tick_lock);
     while (!am->tick_stop) {
         gw_clock_wait_real(&am->tick_cond, &am->tick_lock, am->tick_ms);

@@ -1,4 +1,5 @@
 /* battery_service: bus inputs -> battery engine -> EVENT_BATTERY_UPDATE. See battery_service.h. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "battery_service.h"
 #include "battery_service_internal.h"
 
@@ -368,6 +369,7 @@ void battery_service__saved(struct battery_service__timers *t, uint64_t now_ms)
 static void *service_main(void *arg)
 {
     struct battery_service *bs = arg;
+    pthread_setname_np(pthread_self(), "battery");
     struct battery_service__timers timers;
     battery_service__timers_init(&timers, gw_now_ms(), (uint64_t)bs->save_period_s * 1000u);
     pthread_mutex_lock(&bs->lock);

@@ -1213,6 +1213,7 @@ static bool has_watch(const struct svc *s, const DBusWatch *w)
 static void *dbus_thread(void *arg)
 {
     struct dbus_battery *db = arg;
+    pthread_setname_np(pthread_self(), "dbus");
     struct pollfd fds[1 + SVC_MAX * WATCH_MAX];
     struct {
         struct svc *s;

@@ -205,6 +205,7 @@ static void notify_launcher(struct ota_update *ota, const char *line)
 static void *health_thread(void *arg)
 {
     struct ota_update *ota = arg;
+    pthread_setname_np(pthread_self(), "ota-health");
     bool http_ok = false;
     pthread_mutex_lock(&ota->mu);
     while (!ota->h.stop) {
@@ -386,6 +387,7 @@ static long pull_session(void *ctx, void *buf, size_t cap)
 static void *reader_thread(void *arg)
 {
     struct ota_session *s = arg;
+    pthread_setname_np(pthread_self(), "ota-reader");
     int rc = ota__extract(&s->x, pull_session, s, &s->res);
     pthread_mutex_lock(&s->ota->mu);
     s->rc = rc;

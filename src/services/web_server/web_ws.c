@@ -128,6 +128,7 @@ static void client_enqueue(struct ws_client *c, struct ws_msg *m)
 static void *sender_main(void *arg)
 {
     struct ws_client *c = arg;
+    pthread_setname_np(pthread_self(), "ws-sender");
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->closing && !c->dropped && !c->dead && c->count == 0)
