@@ -102,6 +102,43 @@ class NetworkLink(GatewayTestCase):
         self.assertIn('address="198.51.100.6"', gw.stderr())  # the task-stats line of the network module
         self.stop_daemon_cleanly(gw)
 
+    def test_mqtt_starts_over_at_once_when_the_address_changes(self):
+        """A new address (a new DHCP lease) leaves the broker connection's socket dead: the
+        gateway connects again at once instead of waiting for the keepalive (60 s here) to
+        notice. The broker listens in the daemon's namespace on the far end (198.51.100.1)."""
+        self.write_config({"schema_version": 1, "network": {"interface": "gwe0"},
+                           "mqtt": {"keepalive_s": 60}})
+        sim = self.start_sim()
+        broker = gwtest.Mosquitto(self.tmp, start=False)
+        with open(broker.conf) as f:
+            conf = f.read().replace("listener %d 127.0.0.1" % broker.port, "listener %d 198.51.100.1" % broker.port)
+        with open(broker.conf, "w") as f:
+            f.write(conf)
+        gw = self.start_in_namespace(["--uart", sim.link, "--mqtt", "mqtt://198.51.100.1:%d" % broker.port])
+        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60)
+        self.ns(gw, "ip addr add 198.51.100.1/24 dev gwe1")
+        log = open(os.path.join(self.tmp, "broker-ns.log"), "wb")
+        proc = subprocess.Popen(["nsenter", "-t", str(gw.proc.pid), "-n", gwtest.GW_MOSQUITTO, "-c", broker.conf],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            gw.wait_log(r"mqtt_client: connected to 198\.51\.100\.1:%d" % broker.port, 60)
+            mark = len(gw.stderr())
+            # the new address first, then the old one goes: the link never lacks an address (the
+            # kernel keeps the second one only with promote_secondaries)
+            self.ns(gw, "sysctl -qw net.ipv4.conf.gwe0.promote_secondaries=1 && "
+                        "ip addr add 198.51.100.7/24 dev gwe0 && ip addr del 198.51.100.5/24 dev gwe0")
+            gw.wait_log(r"network: connected: 198\.51\.100\.7 on gwe0", 60, mark)
+            gw.wait_log(r"reconnecting now: the network address changed \(198\.51\.100\.5 -> 198\.51\.100\.7\)",
+                        60, mark)
+            gw.wait_log(r"mqtt_client: connected to 198\.51\.100\.1:%d" % broker.port, 60, mark)
+            wait_for(lambda: gwtest.read_text(log.name).count("New client connected") >= 2, 30,
+                     "the broker seeing the gateway's second connection")
+            self.assertNotIn("connection lost", gw.stderr()[mark:], "started over before the keepalive noticed")
+            self.stop_daemon_cleanly(gw)
+        finally:
+            gwtest.stop_process(proc)
+            log.close()
+
     def test_start_without_the_interface(self):
         self.write_config({"schema_version": 1, "network": {"interface": "wlan7"}})
         sim = self.start_sim()

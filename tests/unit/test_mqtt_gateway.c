@@ -1455,10 +1455,36 @@ static void test_gateway_link_events_on_the_bus(void)
     event_bus_destroy(bus);
 }
 
+/* When a network event makes the broker connection start over (mqtt_gateway__net_event). */
+static void test_network_change_reconnects_only_when_needed(void)
+{
+    struct mqtt_gateway__net st = { 0 };
+    char why[160] = "";
+    /* the first address (start-up): the connection being made is fine */
+    CHECK(!mqtt_gateway__net_event(&st, true, "192.0.2.7", false, why, sizeof why));
+    CHECK(!mqtt_gateway__net_event(&st, true, "192.0.2.7", true, why, sizeof why)); /* the same again */
+    /* a new address (DHCP gave another lease, a roam): the old socket is dead, connected or not */
+    CHECK(mqtt_gateway__net_event(&st, true, "192.0.2.9", true, why, sizeof why));
+    CHECK_STR(why, "the network address changed (192.0.2.7 -> 192.0.2.9)");
+    /* down then back with the same address: start over only if the broker was lost meanwhile */
+    CHECK(!mqtt_gateway__net_event(&st, false, "", true, why, sizeof why));
+    CHECK(!mqtt_gateway__net_event(&st, true, "192.0.2.9", true, why, sizeof why));
+    CHECK(!mqtt_gateway__net_event(&st, false, "", false, why, sizeof why));
+    CHECK(mqtt_gateway__net_event(&st, true, "192.0.2.9", false, why, sizeof why));
+    CHECK_STR(why, "the network is back (192.0.2.9)");
+    /* back with another address after a loss: said as the address change */
+    CHECK(!mqtt_gateway__net_event(&st, false, "", false, why, sizeof why));
+    CHECK(mqtt_gateway__net_event(&st, true, "2001:db8::5", false, why, sizeof why));
+    CHECK_STR(why, "the network address changed (192.0.2.9 -> 2001:db8::5)");
+    /* an event without an address keeps the one known */
+    CHECK(!mqtt_gateway__net_event(&st, true, "", true, why, sizeof why));
+    CHECK_STR(st.address, "2001:db8::5");
+}
+
 TEST_MAIN(TEST_CASE(test_status_golden), TEST_CASE(test_status_several_and_absent), TEST_CASE(test_conditions_text),
           TEST_CASE(test_number_format), TEST_CASE(test_alert_json), TEST_CASE(test_discovery_json),
           TEST_CASE(test_charge_cap_validation), TEST_CASE(test_alert_command_validation),
           TEST_CASE(test_gateway_one_pack), TEST_CASE(test_gateway_several_packs), TEST_CASE(test_gateway_charge_cap),
           TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline),
           TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table),
-          TEST_CASE(test_gateway_link_events_on_the_bus))
+          TEST_CASE(test_gateway_link_events_on_the_bus), TEST_CASE(test_network_change_reconnects_only_when_needed))

@@ -73,7 +73,8 @@ struct mqtt_client {
     struct mosquitto *mosq;       /* created/destroyed by the network thread (or stop) */
     bool started;
     bool stop_req;
-    bool reconfig_req;
+    bool reconfig_req;            /* end the session and connect again at once ... */
+    char reconfig_why[96];        /* ... because of this (the reason the link reports) */
     bool connected;               /* CONNACK accepted and socket alive */
     uint32_t unacked;             /* handed to libmosquitto, on_publish not seen yet */
     int connack_rc;               /* last CONNACK code, -1 = none yet on this socket */
@@ -633,6 +634,8 @@ static void *network_main(void *arg)
         bool stop = c->stop_req;
         bool reconfig = c->reconfig_req;
         c->reconfig_req = false;
+        char why[sizeof c->reconfig_why];
+        gw_text_copy(why, sizeof why, c->reconfig_why);
         bool connected = c->connected;
         uint32_t keepalive = c->cfg.keepalive_s ? c->cfg.keepalive_s : 120;
         pthread_mutex_unlock(&c->lock);
@@ -640,7 +643,7 @@ static void *network_main(void *arg)
             break;
         if (reconfig) {
             if (mosq)
-                end_session(c, mosq, link.socket_open, "reconfiguring");
+                end_session(c, mosq, link.socket_open, why);
             mosq = NULL;
             mqtt_client__link_reset(&link, gw_now_ms());
         }
@@ -968,9 +971,23 @@ int mqtt_client_reconfigure(struct mqtt_client *c, const struct gw_config_mqtt *
         GW_LOGW(MOD, "offline queue keeps its size %u (no memory for %u)", c->queue.capacity,
                 cfg->offline_queue_size);
     c->reconfig_req = true;
+    gw_text_copy(c->reconfig_why, sizeof c->reconfig_why, "reconfiguring");
     kick(c);
     pthread_mutex_unlock(&c->lock);
     GW_LOGI(MOD, "reconfigured: broker %s, client id %s", cfg->broker_uri, id);
+    return GW_OK;
+}
+
+int mqtt_client_reconnect_now(struct mqtt_client *c, const char *why)
+{
+    if (!c)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&c->lock);
+    c->reconfig_req = true;
+    gw_text_copy(c->reconfig_why, sizeof c->reconfig_why, why && why[0] ? why : "asked to reconnect");
+    kick(c);
+    pthread_mutex_unlock(&c->lock);
+    GW_LOGI(MOD, "reconnecting now: %s", why && why[0] ? why : "asked to");
     return GW_OK;
 }
 

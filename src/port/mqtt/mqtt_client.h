@@ -158,6 +158,12 @@ int mqtt_client_set_will(struct mqtt_client *client, const struct mqtt_client_wi
  * @retval GW_OK, GW_ERR_INVAL (bad URI: the old settings stay) */
 int mqtt_client_reconfigure(struct mqtt_client *client, const struct gw_config_mqtt *cfg);
 
+/* Ends the session (if any) and connects again at once, the back-off forgotten: for a network
+ * change (a new address leaves the old socket dead until the keepalive notices). why is what
+ * the link reports and the log says. Harmless when stopped (the next start connects).
+ * @retval GW_OK, GW_ERR_INVAL */
+int mqtt_client_reconnect_now(struct mqtt_client *client, const char *why);
+
 void mqtt_client_get_stats(struct mqtt_client *client, struct mqtt_client_stats *out);
 bool mqtt_client_is_connected(struct mqtt_client *client);
 

@@ -38,6 +38,7 @@ EVENT_PAYLOAD_FITS(struct battery_view);
 
 static const int handled_events[] = {
     EVENT_BATTERY_UPDATE, EVENT_ALERT_RAISED, EVENT_ALERT_CLEARED, EVENT_BMS_VERSION_UPDATE, EVENT_CONFIG_UPDATED,
+    EVENT_NET_CONNECTED,  EVENT_NET_DISCONNECTED,
 };
 
 /* ------------------------------------------------------------------ state */
@@ -73,6 +74,7 @@ struct mqtt_gateway {
     struct event_bus *bus;
     struct mqtt_client *client;
     bool own_client;
+    struct mqtt_gateway__net net;  /* the dispatcher thread's only */
     mqtt_gateway_config_fn get_config;
     void *config_ctx;
     mqtt_gateway_charge_cap_fn charge_cap;
@@ -1124,6 +1126,38 @@ static void on_config(const struct gw_event *ev, void *ctx)
         apply_config(gw);
 }
 
+bool mqtt_gateway__net_event(struct mqtt_gateway__net *st, bool up, const char *address, bool mqtt_connected,
+                             char *why, size_t cap)
+{
+    if (!up) {
+        st->down = true;
+        return false;
+    }
+    const char *addr = address ? address : "";
+    bool moved = st->address[0] && addr[0] && strcmp(st->address, addr) != 0;
+    bool back = st->down && !mqtt_connected;
+    if (moved)
+        snprintf(why, cap, "the network address changed (%s -> %s)", st->address, addr);
+    else if (back)
+        snprintf(why, cap, "the network is back (%s)", addr[0] ? addr : "no address");
+    if (addr[0])
+        gw_text_copy(st->address, sizeof st->address, addr);
+    st->down = false;
+    return moved || back;
+}
+
+static void on_network(const struct gw_event *ev, void *ctx)
+{
+    struct mqtt_gateway *gw = ctx;
+    const struct app_net_link *link = EVENT_PAYLOAD(ev, struct app_net_link);
+    if (!link || !gw->client)
+        return;
+    char why[160];
+    if (mqtt_gateway__net_event(&gw->net, ev->id == EVENT_NET_CONNECTED, link->address,
+                                mqtt_client_is_connected(gw->client), why, sizeof why))
+        mqtt_client_reconnect_now(gw->client, why);
+}
+
 static event_bus_handler_fn handler_of(int id)
 {
     switch (id) {
@@ -1131,6 +1165,8 @@ static event_bus_handler_fn handler_of(int id)
     case EVENT_ALERT_RAISED:
     case EVENT_ALERT_CLEARED: return on_alert;
     case EVENT_BMS_VERSION_UPDATE: return on_version;
+    case EVENT_NET_CONNECTED:
+    case EVENT_NET_DISCONNECTED: return on_network;
     default: return on_config;
     }
 }

@@ -227,4 +227,17 @@ void mqtt_gateway__connected(struct mqtt_gateway *gw);
 /* Handles one message as if it had arrived on a subscribed command topic. */
 void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_message *msg);
 
+/* The network link as the MQTT connection sees it: the usable address last reported, and whether
+ * the link went down since. */
+struct mqtt_gateway__net {
+    char address[64];
+    bool down;
+};
+
+/* A network event (up with its address, or down): whether the broker connection must start over
+ * now, and why (into why). A new address leaves the old socket dead until the keepalive notices
+ * (up to 1.5 keepalives); a link back while the broker is unreachable skips the back-off. */
+bool mqtt_gateway__net_event(struct mqtt_gateway__net *st, bool up, const char *address, bool mqtt_connected,
+                             char *why, size_t cap);
+
 #endif
