@@ -1455,6 +1455,38 @@ static void test_gateway_link_events_on_the_bus(void)
     event_bus_destroy(bus);
 }
 
+/* The update service's events reach <p>/update, retained, as {"event","message","time_ms"}. */
+static void test_update_events_on_their_topic(void)
+{
+    base_unit_cfg();
+    struct fixture f;
+    if (!fx_start(&f, NULL, NULL))
+        return;
+    const int ids[] = { EVENT_OTA_UPDATE_STARTED, EVENT_OTA_UPDATE_FAILED, EVENT_OTA_UPDATE_COMPLETED,
+                        EVENT_OTA_UPDATE_ROLLED_BACK };
+    const char *names[] = { "started", "failed", "completed", "rolled_back" };
+    for (size_t i = 0; i < 4; i++) {
+        struct app_text t = { .text = "1.4.0 refused: the signature does not verify" };
+        CHECK(event_bus_publish(f.bus, ids[i], &t, sizeof t, 1000));
+        CHECK(event_bus_flush(f.bus, 5000));
+        CHECK_EQ_INT(count("tb/update"), (int)i + 1);
+        const struct rec_msg *m = rec_last("tb/update");
+        CHECK(m && m->retain && m->qos == 1);
+        cJSON *doc = m ? cJSON_Parse(m->payload) : NULL;
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(doc, "event")), names[i]);
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(doc, "message")),
+                  "1.4.0 refused: the signature does not verify");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(doc, "time_ms")) > 1.7e12);
+        cJSON_Delete(doc);
+    }
+    struct app_text t = { .text = "x" };
+    CHECK(event_bus_publish(f.bus, EVENT_OTA_UPDATE_FAILED, &t, 10, 1000)); /* wrong size: ignored */
+    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK_EQ_INT(count("tb/update"), 4);
+    CHECK(mqtt_gateway__update_event_name(EVENT_BATTERY_UPDATE) == NULL);
+    fx_stop(&f);
+}
+
 /* When a network event makes the broker connection start over (mqtt_gateway__net_event). */
 static void test_network_change_reconnects_only_when_needed(void)
 {
@@ -1487,4 +1519,5 @@ TEST_MAIN(TEST_CASE(test_status_golden), TEST_CASE(test_status_several_and_absen
           TEST_CASE(test_gateway_one_pack), TEST_CASE(test_gateway_several_packs), TEST_CASE(test_gateway_charge_cap),
           TEST_CASE(test_gateway_options), TEST_CASE(test_gateway_real_client_offline),
           TEST_CASE(test_gateway_golden_round), TEST_CASE(test_topic_table),
-          TEST_CASE(test_gateway_link_events_on_the_bus), TEST_CASE(test_network_change_reconnects_only_when_needed))
+          TEST_CASE(test_gateway_link_events_on_the_bus), TEST_CASE(test_network_change_reconnects_only_when_needed),
+          TEST_CASE(test_update_events_on_their_topic))

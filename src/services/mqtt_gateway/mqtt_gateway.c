@@ -38,7 +38,8 @@ EVENT_PAYLOAD_FITS(struct battery_view);
 
 static const int handled_events[] = {
     EVENT_BATTERY_UPDATE, EVENT_ALERT_RAISED, EVENT_ALERT_CLEARED, EVENT_BMS_VERSION_UPDATE, EVENT_CONFIG_UPDATED,
-    EVENT_NET_CONNECTED,  EVENT_NET_DISCONNECTED,
+    EVENT_NET_CONNECTED,  EVENT_NET_DISCONNECTED, EVENT_OTA_UPDATE_STARTED, EVENT_OTA_UPDATE_COMPLETED,
+    EVENT_OTA_UPDATE_FAILED, EVENT_OTA_UPDATE_ROLLED_BACK,
 };
 
 /* ------------------------------------------------------------------ state */
@@ -989,6 +990,47 @@ static void on_alert(const struct gw_event *ev, void *ctx)
     pthread_mutex_unlock(&gw->lock);
 }
 
+const char *mqtt_gateway__update_event_name(int event_id)
+{
+    switch (event_id) {
+    case EVENT_OTA_UPDATE_STARTED: return "started";
+    case EVENT_OTA_UPDATE_COMPLETED: return "completed";
+    case EVENT_OTA_UPDATE_FAILED: return "failed";
+    case EVENT_OTA_UPDATE_ROLLED_BACK: return "rolled_back";
+    default: return NULL;
+    }
+}
+
+/* <p>/update: what the update service said last, retained (the outcome stays readable). */
+static void on_update(const struct gw_event *ev, void *ctx)
+{
+    struct mqtt_gateway *gw = ctx;
+    const struct app_text *t = EVENT_PAYLOAD(ev, struct app_text);
+    const char *name = mqtt_gateway__update_event_name(ev->id);
+    if (!t || !name)
+        return;
+    pthread_mutex_lock(&gw->lock);
+    bool enabled = gw->enabled;
+    char prefix[sizeof gw->cfg.topic_prefix];
+    gw_text_copy(prefix, sizeof prefix, gw->cfg.topic_prefix);
+    pthread_mutex_unlock(&gw->lock);
+    char topic[TOPIC_MAX];
+    if (!enabled || !make_topic(topic, prefix, "update"))
+        return;
+    char text[sizeof t->text];
+    gw_text_copy(text, sizeof text, t->text); /* bounded even if the sender forgot the NUL */
+    cJSON *doc = cJSON_CreateObject();
+    if (doc) {
+        cJSON_AddStringToObject(doc, "event", name);
+        cJSON_AddStringToObject(doc, "message", text);
+        cJSON_AddNumberToObject(doc, "time_ms", (double)gw_wall_ms());
+    }
+    int e = pub_json(gw, topic, doc, 1, true);
+    pthread_mutex_lock(&gw->lock);
+    gw->stats.publish_errors += (uint64_t)e;
+    pthread_mutex_unlock(&gw->lock);
+}
+
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
@@ -1167,6 +1209,10 @@ static event_bus_handler_fn handler_of(int id)
     case EVENT_BMS_VERSION_UPDATE: return on_version;
     case EVENT_NET_CONNECTED:
     case EVENT_NET_DISCONNECTED: return on_network;
+    case EVENT_OTA_UPDATE_STARTED:
+    case EVENT_OTA_UPDATE_COMPLETED:
+    case EVENT_OTA_UPDATE_FAILED:
+    case EVENT_OTA_UPDATE_ROLLED_BACK: return on_update;
     default: return on_config;
     }
 }

@@ -240,4 +240,8 @@ struct mqtt_gateway__net {
 bool mqtt_gateway__net_event(struct mqtt_gateway__net *st, bool up, const char *address, bool mqtt_connected,
                              char *why, size_t cap);
 
+/* The "event" of <p>/update for an update event id ("started", "completed", "failed",
+ * "rolled_back"); NULL for any other id. */
+const char *mqtt_gateway__update_event_name(int event_id);
+
 #endif
