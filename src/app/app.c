@@ -575,7 +575,12 @@ static void start_web(struct app *app)
  * gateway: a failure is logged and the gateway runs without them. */
 static void start_observers(struct app *app, const struct gw_config *cfg)
 {
-    struct net_link_options no = { .bus = app->bus, .interface = cfg->network.interface };
+    struct net_link_options no = { .bus = app->bus,
+                                   .interface = cfg->network.interface,
+                                   .wpa_reconnect = cfg->network.reconnect == GW_NET_RECONNECT_WPA,
+                                   .wpa_ctrl_dir = cfg->network.wpa_ctrl_dir,
+                                   .wifi_ssid = cfg->network.wifi_ssid,
+                                   .wifi_password = cfg->network.wifi_password };
     if (net_link_create(&no, &app->net) == GW_OK && net_link_start(app->net) != GW_OK) {
         net_link_destroy(app->net); /* the reason was logged */
         app->net = NULL;

@@ -411,6 +411,8 @@ FAM(F_NET_RECONN, "tinybms_gw_network_reconnects_total", C, "Connections after a
 FAM(F_NET_DOWNS, "tinybms_gw_network_link_downs_total", C, "Times the link went down.");
 FAM(F_NET_CHANGES, "tinybms_gw_network_address_changes_total", C, "Changes of the address in use.");
 FAM(F_NET_ERR, "tinybms_gw_network_netlink_errors_total", C, "Lost notifications (re-read) and failed reads.");
+FAM(F_NET_WPA, "tinybms_gw_network_wpa_requests_total", C, "Reconnections asked of wpa_supplicant.");
+FAM(F_NET_WPA_FAIL, "tinybms_gw_network_wpa_failures_total", C, "Of which failed (not running, refused, no answer).");
 FAM(F_NET_SINCE, "tinybms_gw_network_connected_seconds", G, "Time since the connection came up (0: down).");
 FAM(F_NET_WIFI, "tinybms_gw_network_wireless", G, "1 when the interface in use is Wi-Fi.");
 FAM(F_NET_SIGNAL, "tinybms_gw_network_wifi_signal_dbm", G, "Wi-Fi signal of the access point, dBm.");
@@ -433,6 +435,8 @@ static void src_net(struct monitoring_sink *sink, void *ctx)
     monitoring_put(sink, &F_NET_DOWNS, (double)st.link_downs);
     monitoring_put(sink, &F_NET_CHANGES, (double)st.address_changes);
     monitoring_put(sink, &F_NET_ERR, (double)st.netlink_errors);
+    monitoring_put(sink, &F_NET_WPA, (double)st.wpa_requests);
+    monitoring_put(sink, &F_NET_WPA_FAIL, (double)st.wpa_failures);
     uint64_t now = gw_now_ms();
     monitoring_put(sink, &F_NET_SINCE,
                    st.connected_since_ms && now >= st.connected_since_ms

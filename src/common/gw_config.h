@@ -123,6 +123,8 @@ struct gw_config_network {
     char interface[32];               /* link watched for EVENT_NET_*; empty = any */
     char wifi_ssid[33];
     char wifi_password[64];           /* secret: masked on read */
+    uint8_t reconnect;                /* enum gw_net_reconnect, default off */
+    char wpa_ctrl_dir[108];           /* wpa_supplicant's ctrl_interface, default /run/wpa_supplicant */
 };
 
 /* One threshold rule of the alert manager. */
@@ -192,6 +194,10 @@ struct gw_config_update {
  * dbus-serialbattery publishes the remaining Ah, gui-v2 labels it "Total capacity" for parallel
  * BMSes (spec venus-dbus-battery.md), so the owner chooses. */
 enum gw_dbus_capacity { GW_DBUS_CAPACITY_REMAINING = 0, GW_DBUS_CAPACITY_INSTALLED = 1, GW_DBUS_CAPACITY_NONE = 2 };
+
+/* Whom the gateway asks to reconnect the network while it is down: nobody (the operating system
+ * reconnects by itself), or wpa_supplicant over its control socket. */
+enum gw_net_reconnect { GW_NET_RECONNECT_OFF = 0, GW_NET_RECONNECT_WPA = 1 };
 
 /* The Venus OS D-Bus battery service (docs/venus-os.md). */
 struct gw_config_dbus {

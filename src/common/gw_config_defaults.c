@@ -125,6 +125,8 @@ void gw_config_set_defaults(struct gw_config *cfg)
     cfg->web.request_timeout_ms = 10000;
 
     COPY(cfg->network.hostname, "tinybms-gw");
+    cfg->network.reconnect = GW_NET_RECONNECT_OFF;
+    COPY(cfg->network.wpa_ctrl_dir, "/run/wpa_supplicant");
 
     /* LiFePO4 16s defaults; the alert manager compares per-cell and pack values. */
     cfg->alerts.cell_v_high = thr(true, 3.60f, 0.05f, ALERT_LEVEL_ERROR);

@@ -83,6 +83,7 @@ EXPECTED = {
                 "tinybms_gw_network_addresses", "tinybms_gw_network_connects", "tinybms_gw_network_disconnects",
                 "tinybms_gw_network_reconnects", "tinybms_gw_network_link_downs",
                 "tinybms_gw_network_address_changes", "tinybms_gw_network_netlink_errors",
+                "tinybms_gw_network_wpa_requests", "tinybms_gw_network_wpa_failures",
                 "tinybms_gw_network_connected_seconds", "tinybms_gw_network_wireless"],
 }
 
@@ -177,7 +178,7 @@ class Metrics(GatewayTestCase):
         self.dump_path = os.path.join(self.tmp, "metrics.prom")
         gw = self.start_daemon(["--uart", sim.link, "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
                                 "--can", "log:" + os.path.join(self.tmp, "can.log"), "--poll-ms", "200",
-                                "--metrics-dump", self.dump_path])
+                                "--metrics-dump", self.dump_path, "--http", str(gwtest.free_port())])
         broker.wait_client("gw-metrics-e2e", 60)
         gw.wait_summaries(3, 60)
         # 0x35A (alarms) goes out only once the first sample is in: wait for it on the wire, so

@@ -5,6 +5,7 @@ removes and adds the address from outside (nsenter), and checks what an operator
 network log lines, the WIFI_DISCONNECTED alert raised after its delay and cleared, and the
 network counters in the metrics. Skipped, with the reason, where namespaces cannot be made.
 Addresses come from the documentation range 198.51.100.0/24; nothing is sent anywhere."""
+import hashlib
 import os
 import shutil
 import signal
@@ -37,6 +38,7 @@ def why_no_namespace():
 
 
 NO_NAMESPACE = why_no_namespace()
+PASSPHRASE = "sea-otter-42-battery"
 
 
 @unittest.skipIf(NO_NAMESPACE, "SKIP: %s" % NO_NAMESPACE)
@@ -138,6 +140,44 @@ class NetworkLink(GatewayTestCase):
         finally:
             gwtest.stop_process(proc)
             log.close()
+
+    def test_asks_wpa_supplicant_to_join_and_reconnect_while_down(self):
+        """network.reconnect wpa_supplicant: while the link is down, the gateway joins the
+        configured SSID and asks for a reconnection, 1 s after the loss then 2 s later; the
+        passphrase never leaves it (the derived WPA2 key does)."""
+        ctrl = os.path.join(self.tmp, "wpa")
+        os.makedirs(ctrl)
+        psk = hashlib.pbkdf2_hmac("sha1", PASSPHRASE.encode(), b"IEEE", 4096, 32).hex()  # WPA2-Personal
+        self.write_config({"schema_version": 1,
+                           "network": {"interface": "gwe0", "reconnect": "wpa_supplicant", "wpa_ctrl_dir": ctrl,
+                                       "wifi_ssid": "IEEE", "wifi_password": PASSPHRASE}})
+        sim = self.start_sim()
+        gw = self.start_in_namespace(["--uart", sim.link])
+        gw.wait_log(r"network: watching gwe0", 60)
+        # wpa_supplicant answers to the address the request came from, in the daemon's namespace
+        log = os.path.join(self.tmp, "wpa.log")
+        fake = subprocess.Popen(["nsenter", "-t", str(gw.proc.pid), "-n", sys.executable,
+                                 os.path.join(gwtest.SOURCE_DIR, "tests", "e2e", "fake_wpa_supplicant.py"),
+                                 ctrl, "gwe0", log], stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: os.path.exists(log + ".ready"), 30, "the fake wpa_supplicant")
+            mark = len(gw.stderr())
+            self.ns(gw, "ip link set gwe1 down")
+            gw.wait_log(r"network: asked wpa_supplicant to join IEEE and reconnect \(attempt 1; next in 2 s", 60, mark)
+            gw.wait_log(r"network: asked wpa_supplicant to join IEEE and reconnect \(attempt 2; next in 4 s", 60, mark)
+            commands = gwtest.read_text(log).splitlines()
+            self.assertEqual(commands[:6], ["LIST_NETWORKS", "ADD_NETWORK", "SET_NETWORK 1 ssid 49454545",
+                                            "SET_NETWORK 1 psk " + psk,
+                                            "SELECT_NETWORK 1", "RECONNECT"])
+            self.assertNotIn(PASSPHRASE, gwtest.read_text(log))
+            self.assertNotIn(PASSPHRASE, gw.stderr())
+            # back: no more requests once connected (the count is read after the link is up)
+            self.ns(gw, "ip link set gwe1 up")
+            gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60, mark)
+            self.stop_daemon_cleanly(gw)
+            self.assertEqual(gwtest.read_text(log).count("RECONNECT"), gw.stderr().count("asked wpa_supplicant"))
+        finally:
+            gwtest.stop_process(fake)
 
     def test_start_without_the_interface(self):
         self.write_config({"schema_version": 1, "network": {"interface": "wlan7"}})

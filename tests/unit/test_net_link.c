@@ -12,7 +12,13 @@
 #include <linux/nl80211.h>
 #include <netlink/genl/genl.h>
 #include <netlink/msg.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ view builders */
@@ -369,6 +375,139 @@ static void test_api_bad_input(void)
     net_link_destroy(NULL);
 }
 
+/* ---- wpa_supplicant: the retry schedule, the answers, and a fake control socket ---- */
+
+static void test_retry_schedule(void)
+{
+    struct net_link_retry r = { 0 };
+    net_link__retry_step(&r, 1000, true);
+    CHECK(!net_link__retry_due(&r, 5000)); /* connected: nothing asked */
+    net_link__retry_step(&r, 10000, false); /* lost at 10 s */
+    CHECK(!net_link__retry_due(&r, 10999));
+    uint64_t due[] = { 11000, 13000, 17000, 25000, 41000, 57000 }; /* 1 s, then 2 4 8 16 16 apart */
+    for (size_t i = 0; i < sizeof due / sizeof due[0]; i++) {
+        net_link__retry_step(&r, due[i] - 1, false);
+        CHECK(!net_link__retry_due(&r, due[i] - 1));
+        CHECK(net_link__retry_due(&r, due[i]));
+        CHECK_EQ_INT((int)r.attempts, (int)i + 1);
+    }
+    net_link__retry_step(&r, 60000, true); /* back: forgotten */
+    CHECK(!r.active);
+    net_link__retry_step(&r, 70000, false);
+    CHECK(net_link__retry_due(&r, 71000)); /* a new loss starts at 1 s again */
+}
+
+static void test_wpa_list_networks(void)
+{
+    const char *list = "network id / ssid / bssid / flags\n0\tcafe\tany\t[DISABLED]\n"
+                       "3\thome net\tany\t[CURRENT]\n7\thome\tany\t\n";
+    CHECK_EQ_INT(net_link__wpa_find_network(list, "home"), 7);
+    CHECK_EQ_INT(net_link__wpa_find_network(list, "home net"), 3);
+    CHECK_EQ_INT(net_link__wpa_find_network(list, "cafe"), 0);
+    CHECK_EQ_INT(net_link__wpa_find_network(list, "caf"), -1);
+    CHECK_EQ_INT(net_link__wpa_find_network("network id / ssid / bssid / flags\n", "home"), -1);
+    CHECK_EQ_INT(net_link__wpa_find_network("", "home"), -1);
+    CHECK_EQ_INT(net_link__wpa_find_network("header\n12\thome", "home"), 12); /* no final newline */
+}
+
+struct fake_wpa {
+    int fd;
+    pthread_t thread;
+    char path[108];
+    char list[256];        /* the LIST_NETWORKS answer */
+    const char *refuse;    /* a command prefix answered FAIL */
+    char log[2048];        /* the commands received, one per line */
+    volatile int stop;
+};
+
+static void *fake_wpa_main(void *arg)
+{
+    struct fake_wpa *f = arg;
+    while (!f->stop) {
+        struct pollfd p = { .fd = f->fd, .events = POLLIN };
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        char cmd[512];
+        struct sockaddr_un from;
+        socklen_t len = sizeof from;
+        ssize_t n = recvfrom(f->fd, cmd, sizeof cmd - 1, 0, (struct sockaddr *)&from, &len);
+        if (n <= 0)
+            continue;
+        cmd[n] = '\0';
+        strncat(f->log, cmd, sizeof f->log - strlen(f->log) - 2);
+        strcat(f->log, "\n");
+        const char *reply = "OK\n";
+        if (f->refuse && strncmp(cmd, f->refuse, strlen(f->refuse)) == 0)
+            reply = "FAIL\n";
+        else if (strcmp(cmd, "LIST_NETWORKS") == 0)
+            reply = f->list;
+        else if (strcmp(cmd, "ADD_NETWORK") == 0)
+            reply = "4\n";
+        sendto(f->fd, "<3>CTRL-EVENT-SCAN-STARTED", 26, 0, (struct sockaddr *)&from, len); /* skipped */
+        sendto(f->fd, reply, strlen(reply), 0, (struct sockaddr *)&from, len);
+    }
+    return NULL;
+}
+
+static bool fake_wpa_start(struct fake_wpa *f, const char *dir)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->list, sizeof f->list, "network id / ssid / bssid / flags\n0\tcafe\tany\t\n");
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s/wlan0", dir);
+    snprintf(f->path, sizeof f->path, "%s", a.sun_path);
+    f->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    CHECK(f->fd >= 0);
+    CHECK_EQ_INT(bind(f->fd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ_INT(pthread_create(&f->thread, NULL, fake_wpa_main, f), 0);
+    return f->fd >= 0;
+}
+
+static void fake_wpa_stop(struct fake_wpa *f)
+{
+    f->stop = 1;
+    pthread_join(f->thread, NULL);
+    close(f->fd);
+    unlink(f->path);
+}
+
+static void test_wpa_join_and_reconnect(void)
+{
+    char dir[] = "/tmp/gw-wpa-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char why[200] = "";
+    /* nobody there: a clear reason, quickly */
+    CHECK_EQ_INT(net_link__wpa_reconnect(dir, "wlan0", why, sizeof why), GW_ERR_NOT_FOUND);
+    CHECK(strstr(why, "not there") != NULL);
+
+    struct fake_wpa f;
+    if (!fake_wpa_start(&f, dir))
+        return;
+    /* A new network: added, SSID in hex, the WPA2 key derived (IEEE 802.11i test vector:
+     * "password" on SSID "IEEE"), selected; the passphrase itself never sent. */
+    CHECK_EQ_INT(net_link__wpa_join(dir, "wlan0", "IEEE", "password", why, sizeof why), GW_OK);
+    CHECK_EQ_INT(net_link__wpa_reconnect(dir, "wlan0", why, sizeof why), GW_OK);
+    CHECK_STR(f.log, "LIST_NETWORKS\nADD_NETWORK\nSET_NETWORK 4 ssid 49454545\n"
+                     "SET_NETWORK 4 psk f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e\n"
+                     "SELECT_NETWORK 4\nRECONNECT\n");
+    CHECK(strstr(f.log, "password") == NULL);
+    /* A network it has (by SSID), open: no second entry */
+    f.log[0] = '\0';
+    CHECK_EQ_INT(net_link__wpa_join(dir, "wlan0", "cafe", "", why, sizeof why), GW_OK);
+    CHECK_STR(f.log, "LIST_NETWORKS\nSET_NETWORK 0 ssid 63616665\nSET_NETWORK 0 key_mgmt NONE\nSELECT_NETWORK 0\n");
+    /* Refused: said, and the join stops there */
+    f.log[0] = '\0';
+    f.refuse = "SELECT_NETWORK";
+    CHECK_EQ_INT(net_link__wpa_join(dir, "wlan0", "cafe", "", why, sizeof why), GW_ERR_PROTO);
+    CHECK_STR(why, "wpa_supplicant refused to select the network");
+    CHECK_EQ_INT(net_link__wpa_join(dir, "wlan0", "", "", why, sizeof why), GW_ERR_INVAL);
+    CHECK_EQ_INT(net_link__wpa_join(dir, "wlan0", "an SSID longer than 32 bytes, refused", "", why, sizeof why),
+                 GW_ERR_INVAL);
+    fake_wpa_stop(&f);
+    rmdir(dir);
+}
+
 TEST_MAIN(TEST_CASE(test_step_scenario), TEST_CASE(test_step_prefers_ipv4_and_reports_it),
           TEST_CASE(test_step_configured_interface), TEST_CASE(test_step_loopback_only), TEST_CASE(test_usable_addr),
-          TEST_CASE(test_parse_interface), TEST_CASE(test_parse_station), TEST_CASE(test_api_bad_input))
+          TEST_CASE(test_parse_interface), TEST_CASE(test_parse_station), TEST_CASE(test_api_bad_input),
+          TEST_CASE(test_retry_schedule), TEST_CASE(test_wpa_list_networks), TEST_CASE(test_wpa_join_and_reconnect))

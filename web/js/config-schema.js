@@ -93,8 +93,10 @@ GW.CONFIG_SCHEMA = [
   { key: "network", title: "Network", fields: {
     hostname: { label: "Host name", max: 31, restart: true },
     interface: { label: "Watched interface", text: "empty = any", max: 15, restart: true },
-    wifi_ssid: { label: "Wi-Fi network", max: 32 },
-    wifi_password: { label: "Wi-Fi password", secret: true, max: 63 },
+    wifi_ssid: { label: "Wi-Fi network", max: 32, restart: true, help: "joined through wpa_supplicant when reconnection is on" },
+    wifi_password: { label: "Wi-Fi password", secret: true, max: 63, restart: true },
+    reconnect: { label: "Reconnect the network", choices: ["off", "wpa_supplicant"], restart: true, help: "off: the system reconnects by itself" },
+    wpa_ctrl_dir: { label: "wpa_supplicant control folder", text: "absolute path", restart: true },
   } },
   { key: "alerts", title: "Alerts", help: "A high alert is raised above its value and clears below value − hysteresis (a low alert mirrors this).", fields: {
     cell_v_high: { label: "Cell voltage high", threshold: true, unit: "V", min: 0, max: 5, hmax: 1, step: 0.001 },

@@ -16,6 +16,7 @@
 
 static const char *const cell_order_names[] = { "documented", "reversed" };
 static const char *const chemistry_names[] = { "lfp", "nmc" };
+static const char *const net_reconnect_names[] = { "off", "wpa_supplicant" }; /* enum gw_net_reconnect */
 static const char *const dbus_capacity_names[] = { "remaining", "installed", "none" }; /* enum gw_dbus_capacity */
 const char *const config__level_names[3] = { "info", "warning", "error" };
 
@@ -132,8 +133,12 @@ const struct config_field config__fields[] = {
     FIELD(network, S_NET, hostname, CFG_STRING, .flags = CFG_F_RESTART | CFG_F_NONEMPTY,
           .format = config__check_hostname),
     FIELD(network, S_NET, interface, CFG_STRING, .flags = CFG_F_RESTART, .format = config__check_ifname),
-    FIELD(network, S_NET, wifi_ssid, CFG_STRING, .format = config__check_ssid),
-    FIELD(network, S_NET, wifi_password, CFG_STRING, .flags = CFG_F_SECRET, .format = config__check_wifi_password),
+    FIELD(network, S_NET, wifi_ssid, CFG_STRING, .flags = CFG_F_RESTART, .format = config__check_ssid),
+    FIELD(network, S_NET, wifi_password, CFG_STRING, .flags = CFG_F_SECRET | CFG_F_RESTART,
+          .format = config__check_wifi_password),
+    ENUMF(network, S_NET, reconnect, net_reconnect_names, .flags = CFG_F_RESTART),
+    FIELD(network, S_NET, wpa_ctrl_dir, CFG_STRING, .flags = CFG_F_RESTART | CFG_F_NONEMPTY,
+          .format = config__check_abs_path),
 
     THRESH(cell_v_high, 0, 5, 1),
     THRESH(cell_v_low, 0, 5, 1),

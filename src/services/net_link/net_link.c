@@ -20,6 +20,7 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/socket.h>
+#include <openssl/crypto.h>
 #include <linux/if_addr.h>
 #include <linux/rtnetlink.h>
 #include <poll.h>
@@ -198,6 +199,43 @@ static bool drain(struct net_link *nl)
 
 #define MAX_FAILED_WAKES 1000 /* a socket that only errors: give up rather than spin */
 
+/* While disconnected, asks wpa_supplicant to join the configured network and reconnect, on the
+ * retry schedule. Returns the poll() timeout until the next attempt (-1: none due). */
+static int wpa_tick(struct net_link *nl)
+{
+    if (!nl->wpa)
+        return -1;
+    pthread_mutex_lock(&nl->lock);
+    bool connected = nl->st.connected;
+    pthread_mutex_unlock(&nl->lock);
+    uint64_t now = gw_real_ms();
+    net_link__retry_step(&nl->retry, now, connected);
+    if (net_link__retry_due(&nl->retry, now)) {
+        char why[200] = "";
+        int rc = GW_OK;
+        if (nl->wifi_ssid[0])
+            rc = net_link__wpa_join(nl->wpa_dir, nl->st.want, nl->wifi_ssid, nl->wifi_password, why, sizeof why);
+        if (rc == GW_OK)
+            rc = net_link__wpa_reconnect(nl->wpa_dir, nl->st.want, why, sizeof why);
+        pthread_mutex_lock(&nl->lock);
+        nl->wpa_requests++;
+        nl->wpa_failures += rc != GW_OK;
+        pthread_mutex_unlock(&nl->lock);
+        uint64_t next_s = (nl->retry.next_ms - now) / 1000u;
+        if (rc == GW_OK)
+            GW_LOGI(MOD, "asked wpa_supplicant to %s%s%s (attempt %u; next in %llu s if still down)",
+                    nl->wifi_ssid[0] ? "join " : "reconnect", nl->wifi_ssid, nl->wifi_ssid[0] ? " and reconnect" : "",
+                    nl->retry.attempts, (unsigned long long)next_s);
+        else
+            gw_log_ratelimited(&nl->wpa_limit, 60000, GW_LOG_WARN, MOD, "reconnection not asked: %s (retry in %llu s)",
+                               why, (unsigned long long)next_s);
+    }
+    if (!nl->retry.active)
+        return -1;
+    uint64_t left = nl->retry.next_ms > now ? nl->retry.next_ms - now : 0;
+    return left > 60000 ? 60000 : (int)left;
+}
+
 static void *watch_main(void *arg)
 {
     struct net_link *nl = arg;
@@ -206,7 +244,7 @@ static void *watch_main(void *arg)
     unsigned failed = 0;
     for (;;) {
         struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = nl->wake[0], .events = POLLIN } };
-        int r = poll(p, 2, -1);
+        int r = poll(p, 2, wpa_tick(nl)); /* no timeout unless a reconnection is pending */
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -252,6 +290,16 @@ int net_link_create(const struct net_link_options *opts, struct net_link **out)
         return GW_ERR_NOMEM;
     nl->bus = opts->bus;
     snprintf(nl->st.want, sizeof nl->st.want, "%s", opts->interface ? opts->interface : "");
+    if (opts->wpa_reconnect) {
+        if (!nl->st.want[0])
+            GW_LOGW(MOD, "reconnection through wpa_supplicant needs network.interface (its socket is per "
+                         "interface): not asked");
+        nl->wpa = nl->st.want[0] != '\0';
+        snprintf(nl->wpa_dir, sizeof nl->wpa_dir, "%s",
+                 opts->wpa_ctrl_dir && opts->wpa_ctrl_dir[0] ? opts->wpa_ctrl_dir : "/run/wpa_supplicant");
+        snprintf(nl->wifi_ssid, sizeof nl->wifi_ssid, "%s", opts->wifi_ssid ? opts->wifi_ssid : "");
+        snprintf(nl->wifi_password, sizeof nl->wifi_password, "%s", opts->wifi_password ? opts->wifi_password : "");
+    }
     nl->wake[0] = nl->wake[1] = -1;
     nl->nl80211_id = -1;
     pthread_mutex_init(&nl->lock, NULL);
@@ -365,6 +413,7 @@ void net_link_destroy(struct net_link *nl)
     close_sockets(nl);
     pthread_mutex_destroy(&nl->genl_lock);
     pthread_mutex_destroy(&nl->lock);
+    OPENSSL_cleanse(nl->wifi_password, sizeof nl->wifi_password);
     free(nl);
 }
 
@@ -392,6 +441,8 @@ int net_link_get_status(struct net_link *nl, struct net_link_status *out)
     out->address_changes = s->address_changes;
     out->netlink_errors = nl->netlink_errors + nl->publish_drops;
     out->connected_since_ms = nl->connected_since_ms;
+    out->wpa_requests = nl->wpa_requests;
+    out->wpa_failures = nl->wpa_failures;
     pthread_mutex_unlock(&nl->lock);
     return GW_OK;
 }

@@ -13,7 +13,9 @@
  * - Counts connects, disconnects, reconnects, link downs and address changes.
  * - For a wireless interface: SSID, signal (dBm), bit rate and frequency from nl80211 (generic
  *   netlink), read when asked (net_link_get_wireless), never on a timer.
- * - Asking NetworkManager or wpa_supplicant to reconnect is not implemented.
+ * - Optionally (reconnect = wpa_supplicant, off by default) asks wpa_supplicant, over its control
+ *   socket, to join the configured SSID and to reconnect while the link is down: 1 s after the
+ *   loss, then 2, 4, 8, 16 s apart. NetworkManager is not driven (it reconnects by itself).
  * One thread ("net-link") waits on the netlink socket with poll(): no periodic wake-up.
  * Every function is thread-safe. */
 #ifndef NET_LINK_H
@@ -29,6 +31,10 @@ struct net_link;
 struct net_link_options {
     struct event_bus *bus;      /* required; borrowed, must outlive the watcher */
     const char *interface;      /* NULL or "": every non-loopback interface; copied (< 32 chars) */
+    bool wpa_reconnect;         /* ask wpa_supplicant to reconnect (needs interface) */
+    const char *wpa_ctrl_dir;   /* its ctrl_interface directory; NULL: /run/wpa_supplicant */
+    const char *wifi_ssid;      /* NULL or "": reconnect only; else joined first (copied) */
+    const char *wifi_password;  /* NULL or "": an open network; copied, never logged */
 };
 
 /* Allocates the watcher. Opens nothing yet. On failure *out = NULL.
@@ -65,6 +71,8 @@ struct net_link_status {
     uint64_t address_changes;   /* the address in use changed while connected */
     uint64_t netlink_errors;    /* lost notifications (resynchronised) and failed reads */
     uint64_t connected_since_ms;/* gw_now_ms() of the last connect, 0 when disconnected */
+    uint64_t wpa_requests;      /* reconnections asked of wpa_supplicant */
+    uint64_t wpa_failures;      /* of which failed (not running, refused, no answer) */
 };
 
 /* Copies the current status. @retval GW_OK, GW_ERR_INVAL */

@@ -77,6 +77,34 @@ struct nl_msg;
 int net_link__parse_interface(struct nl_msg *msg, struct net_link_wireless *out);
 int net_link__parse_station(struct nl_msg *msg, struct net_link_wireless *out);
 
+/* ------------------------------------------------------------------ wpa_supplicant (net_link_wpa.c) */
+
+#define NET_LINK_WPA_TIMEOUT_MS 2000
+
+/* When to ask for a reconnection while disconnected: 1 s after the loss, then 2, 4, 8, 16 s
+ * apart. Pure. */
+struct net_link_retry {
+    bool active;
+    uint32_t attempts;
+    uint64_t next_ms;
+};
+void net_link__retry_step(struct net_link_retry *r, uint64_t now_ms, bool connected);
+/* Whether an attempt is due now (and then the next one is scheduled). */
+bool net_link__retry_due(struct net_link_retry *r, uint64_t now_ms);
+
+/* One command to wpa_supplicant's control socket ctrl_dir/ifname; its answer into reply.
+ * @retval GW_OK, GW_ERR_NOT_FOUND (no such socket: not running / other directory),
+ *         GW_ERR_TIMEOUT, GW_ERR_IO, GW_ERR_OVERFLOW (path too long), GW_ERR_INVAL */
+int net_link__wpa_request(const char *ctrl_dir, const char *ifname, const char *cmd, char *reply, size_t cap,
+                          int timeout_ms);
+/* The id of ssid in a LIST_NETWORKS answer, -1 when absent. Pure. */
+int net_link__wpa_find_network(const char *list, const char *ssid);
+/* Makes ssid (with password: WPA-PSK; without: open) the selected network, adding it when
+ * wpa_supplicant does not have it. why gets the reason of a failure (never the password). */
+int net_link__wpa_join(const char *ctrl_dir, const char *ifname, const char *ssid, const char *password, char *why,
+                       size_t cap);
+int net_link__wpa_reconnect(const char *ctrl_dir, const char *ifname, char *why, size_t cap);
+
 /* ------------------------------------------------------------------ the watcher's state */
 
 #include "gw_log.h"
@@ -111,6 +139,14 @@ struct net_link {
         bool wireless;
     } kinds[NET_LINK_MAX_IFACES];
     size_t kind_count;
+    /* reconnection through wpa_supplicant (thread only, after start) */
+    bool wpa;                       /* asked for, with an interface to name */
+    char wpa_dir[108];
+    char wifi_ssid[33];
+    char wifi_password[64];
+    struct net_link_retry retry;
+    struct gw_log_limit wpa_limit;
+    uint64_t wpa_requests, wpa_failures; /* under lock */
 };
 
 /* net_link_wireless.c: opens the generic netlink socket and resolves nl80211 (GW_OK, or
