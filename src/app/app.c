@@ -196,12 +196,14 @@ static void print_notice(const struct gw_event *ev, void *ctx)
 static void on_pack_ready(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
-    if (ev->id == EVENT_BMS_DATA_UPDATE && ev->size == sizeof(struct bms_live_data)) {
-        const struct bms_live_data *d = ev->payload;
-        watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
-    } else if (ev->id == EVENT_BMS_COMM_LOST && ev->size == sizeof(struct app_bms_comm)) {
-        const struct app_bms_comm *c = ev->payload;
-        watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
+    if (ev->id == EVENT_BMS_DATA_UPDATE) {
+        const struct bms_live_data *d = EVENT_PAYLOAD(ev, struct bms_live_data);
+        if (d)
+            watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
+    } else if (ev->id == EVENT_BMS_COMM_LOST) {
+        const struct app_bms_comm *c = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (c)
+            watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
     }
 }
 

@@ -19,7 +19,8 @@ struct queue_entry {
     int id;
     size_t size;
     uint64_t published_ms;
-    unsigned char payload[EVENT_BUS_MAX_PAYLOAD];
+    /* Aligned for any type: handlers read it through EVENT_PAYLOAD as a typed pointer. */
+    _Alignas(max_align_t) unsigned char payload[EVENT_BUS_MAX_PAYLOAD];
 };
 
 struct subscriber {
@@ -390,6 +391,7 @@ const void *event_payload(const struct gw_event *event, size_t expected_size)
 
 /* Every payload type of app_events.h fits one event (the battery view is checked where it is
  * defined and published). */
+EVENT_PAYLOAD_FITS(struct bms_live_data);
 EVENT_PAYLOAD_FITS(struct app_text);
 EVENT_PAYLOAD_FITS(struct app_bms_comm);
 EVENT_PAYLOAD_FITS(struct app_bms_stats);

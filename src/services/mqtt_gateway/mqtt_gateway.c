@@ -933,14 +933,15 @@ static bool due(uint64_t *next, uint64_t now, uint32_t period_ms)
 static void on_battery(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct battery_view) || !ev->payload) {
+    const struct battery_view *in = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!in) {
         pthread_mutex_lock(&gw->lock);
         gw->stats.views_ignored++;
         pthread_mutex_unlock(&gw->lock);
         return;
     }
     /* The dispatcher is the only writer of scratch. */
-    memcpy(gw->scratch, ev->payload, sizeof *gw->scratch);
+    memcpy(gw->scratch, in, sizeof *gw->scratch);
     const struct battery_view *v = gw->scratch;
     uint64_t now = gw_now_ms();
     pthread_mutex_lock(&gw->lock);
@@ -966,10 +967,10 @@ static void on_battery(const struct gw_event *ev, void *ctx)
 static void on_alert(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_alert))
+    const struct app_alert *in = EVENT_PAYLOAD(ev, struct app_alert);
+    if (!in)
         return;
-    struct app_alert a;
-    memcpy(&a, ev->payload, sizeof a);
+    struct app_alert a = *in;
     struct gw_config_mqtt cfg;
     pthread_mutex_lock(&gw->lock);
     bool enabled = gw->enabled;
@@ -990,10 +991,10 @@ static void on_alert(const struct gw_event *ev, void *ctx)
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_bms_version))
+    const struct app_bms_version *in = EVENT_PAYLOAD(ev, struct app_bms_version);
+    if (!in)
         return;
-    struct app_bms_version v;
-    memcpy(&v, ev->payload, sizeof v);
+    struct app_bms_version v = *in;
     if (!v.version.valid)
         return;
     pthread_mutex_lock(&gw->lock);
