@@ -656,8 +656,9 @@ static void stop_all(struct app *app)
     app->mqtt = NULL;
     battery_service_destroy(app->battery); /* saves the energy counters and charge states */
     app->battery = NULL;
-    if (app->bus)
-        event_bus_flush(app->bus, 2000);
+    int flushed = app->bus ? event_bus_flush(app->bus, 2000) : GW_OK;
+    if (flushed != GW_OK) /* shutting down anyway: the history may miss the last few seconds */
+        GW_LOGW(MOD, "events still queued at shutdown: %s", gw_strerror(flushed));
     history_logger_destroy(app->history); /* writes pending samples */
     app->history = NULL;
     alert_manager_destroy(app->alerts);

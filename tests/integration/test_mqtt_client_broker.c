@@ -113,7 +113,7 @@ static void test_plain_publish_subscribe_and_events(void)
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_ERR_STATE);
     CHECK(wait_connected(c, true, 10000));
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, true), 1);
 
     CHECK_EQ_INT(mqtt_client_publish(c, "t/value", "12.5", 4, 0, true), GW_OK);
@@ -162,7 +162,7 @@ static void test_plain_publish_subscribe_and_events(void)
     CHECK(test_broker_log_contains(&b, line, 5000));
     CHECK_EQ_INT(test_sub_wait(sub, "t/burst", 50, 10000, &tm), 50);
     CHECK_STR(tm.payload, "49");
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, false), 1);
     CHECK_EQ_INT(test_sub_count(sub, "t/availability"), 0);
 
@@ -394,7 +394,7 @@ static void test_broker_restart_offline_queue(void)
 
     test_broker_stop(&b, true);
     CHECK(wait_connected(c, false, 10000));
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, false), 1);
 
     char text[16];
@@ -418,7 +418,7 @@ static void test_broker_restart_offline_queue(void)
     CHECK_EQ_INT(st.queue_depth, 0);
     CHECK_EQ_INT(st.connects, 2);
     CHECK_EQ_INT(st.disconnects, 1);
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, true), 2);
     pthread_mutex_lock(&ev.lock);
     printf("disconnect reason: %s\n", ev.last_reason);

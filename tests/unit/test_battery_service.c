@@ -103,7 +103,7 @@ static void test_samples_to_views_and_state_file(void)
     for (uint32_t t = 0; t < 5; t++) {
         for (uint8_t id = 0; id < 2; id++) {
             struct bms_live_data s = sample(id, 10.0f, 100 + t);
-            CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &s, sizeof s, 1000));
+            CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &s, sizeof s, 1000) == GW_OK);
         }
         sleep_ms(20);
     }
@@ -115,7 +115,7 @@ static void test_samples_to_views_and_state_file(void)
     pthread_mutex_unlock(&rec_lock);
     /* Pack 2's poller loses its BMS: the bank goes on with one. */
     struct app_bms_comm lost = {.battery_id = 1};
-    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &lost, sizeof lost, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &lost, sizeof lost, 1000) == GW_OK);
     CHECK(wait_view(bs, one_online));
 
     /* Caps: "no effect" while no output sends limits, "applied" once one does. */

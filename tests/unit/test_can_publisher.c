@@ -311,8 +311,8 @@ static void make_view(struct battery_view *v, uint64_t t, unsigned packs, unsign
 static void publish_view(struct event_bus *bus, const struct battery_view *v)
 {
     totals_expected = true;
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 }
 
 static void feed(struct event_bus *bus, uint64_t t, unsigned packs, unsigned online)
@@ -330,8 +330,8 @@ static void publish_version(struct event_bus *bus, uint8_t battery_id, uint8_t f
                                    .version = { .valid = true, .fw_public = fw_public, .fw_internal = fw_internal,
                                                 .hw_version = 1 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "%s", serial);
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 }
 
 /* Moves the test clock to t and waits until the TX thread sleeps again (its cycle done, if one
@@ -1006,10 +1006,10 @@ static void test_identity_and_live_config(void)
     /* Pack 1 (id 1) reports first; the identity describes the first configured pack (id 0). */
     struct app_bms_version ver = { .battery_id = 1, .version = { .valid = true, .fw_public = 5, .hw_version = 1 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "FFFFFFFFFFFFFFFFFFFFFFFF");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
     ver = (struct app_bms_version){ .battery_id = 0, .version = { .valid = true, .fw_public = 6, .hw_version = 2 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "0123456789ABCDEF01234567");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
     feed(bus, t0, 2, 2);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
@@ -1131,8 +1131,8 @@ static void test_create_rejects_bad_options(void)
     o.transport = &fake_transport;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
     uint8_t junk[16] = { 0 };
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     struct can_publisher_status st;
     can_publisher_get_status(p, &st);
     CHECK(!st.have_view);

@@ -380,7 +380,7 @@ static struct event_bus *evbus;
 
 static void publish(const struct battery_view *v)
 {
-    CHECK(event_bus_publish(evbus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+    CHECK(event_bus_publish(evbus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
     event_bus_flush(evbus, 2000);
 }
 

@@ -701,11 +701,11 @@ static void test_comm_lost_survives_a_full_bus(void)
     F.silent = true;
     pthread_mutex_unlock(&F.lock);
     CHECK(wait_stats(fx.ub, timed_out)); /* no sample is on its way any more */
-    CHECK(event_bus_flush(fx.bus, 5000));
+    CHECK(event_bus_flush(fx.bus, 5000) == GW_OK);
     /* Block the dispatcher, then fill the queue behind it. */
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 1000));
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 1000) == GW_OK);
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000) == GW_OK);
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000) == GW_OK);
     struct event_bus_stats bs;
     event_bus_get_stats(fx.bus, &bs);
     uint64_t dropped_before = bs.dropped;

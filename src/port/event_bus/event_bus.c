@@ -284,12 +284,13 @@ int event_bus_unsubscribe(struct event_bus *bus, int event_id, event_bus_handler
     return removed ? GW_OK : GW_ERR_NOT_FOUND;
 }
 
-bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
-                       uint32_t timeout_ms)
+int event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
+                      uint32_t timeout_ms)
 {
-    if (!bus || event_id <= 0 || event_id >= EVENT_BUS_MAX_EVENT_ID || size > EVENT_BUS_MAX_PAYLOAD ||
-        (size && !payload))
-        return false;
+    if (!bus || event_id <= 0 || event_id >= EVENT_BUS_MAX_EVENT_ID || (size && !payload))
+        return GW_ERR_INVAL;
+    if (size > EVENT_BUS_MAX_PAYLOAD)
+        return GW_ERR_RANGE;
     struct timespec deadline;
     gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
@@ -300,12 +301,13 @@ bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload,
         }
     }
     if (bus->stopping || bus->count == bus->capacity) {
+        int rc = bus->stopping ? GW_ERR_STATE : GW_ERR_FULL;
         bus->dropped++;
         pthread_mutex_unlock(&bus->lock);
         static struct gw_log_limit drop_limit;
-        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, "event_bus",
-                           "queue full: event %d dropped", event_id);
-        return false;
+        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, "event_bus", "%s: event %d dropped",
+                           rc == GW_ERR_STATE ? "bus stopping" : "queue full", event_id);
+        return rc;
     }
     struct queue_entry *slot = &bus->queue[(bus->head + bus->count) % bus->capacity];
     slot->id = event_id;
@@ -319,13 +321,15 @@ bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload,
         bus->high_water = bus->count;
     pthread_cond_signal(&bus->not_empty);
     pthread_mutex_unlock(&bus->lock);
-    return true;
+    return GW_OK;
 }
 
-bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
+int event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
 {
     if (!bus)
-        return false;
+        return GW_ERR_INVAL;
+    if (pthread_equal(pthread_self(), bus->dispatcher))
+        return GW_ERR_STATE;
     struct timespec deadline;
     gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
@@ -338,7 +342,7 @@ bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
         }
     }
     pthread_mutex_unlock(&bus->lock);
-    return ok;
+    return ok ? GW_OK : GW_ERR_TIMEOUT;
 }
 
 void event_bus_get_stats(struct event_bus *bus, struct event_bus_stats *out)

@@ -130,7 +130,7 @@ static void fill_identity(const struct can_publisher *p, struct victron_identity
 
 static void publish(struct can_publisher *p, int id, const void *payload, size_t size)
 {
-    if (!event_bus_publish(p->bus, id, payload, size, EVENT_TIMEOUT_MS))
+    if (event_bus_publish(p->bus, id, payload, size, EVENT_TIMEOUT_MS) != GW_OK)
         GW_LOGD(LOG_MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 

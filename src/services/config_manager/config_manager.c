@@ -53,7 +53,7 @@ static void publish_storage_error(struct config_manager *cm, int err, const char
     struct app_storage_error ev = { .error = err };
     config__format(ev.module, sizeof ev.module, "config");
     config__format(ev.message, sizeof ev.message, "%s", message);
-    if (!event_bus_publish(cm->bus, EVENT_STORAGE_ERROR, &ev, sizeof ev, PUBLISH_TIMEOUT_MS))
+    if (event_bus_publish(cm->bus, EVENT_STORAGE_ERROR, &ev, sizeof ev, PUBLISH_TIMEOUT_MS) != GW_OK)
         GW_LOGW(MOD, "could not publish storage error (bus full)");
 }
 
@@ -61,7 +61,7 @@ static void publish_change(struct config_manager *cm, const struct app_config_ch
 {
     if (!cm->bus || change->sections == 0)
         return;
-    if (!event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS))
+    if (event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS) != GW_OK)
         GW_LOGE(MOD, "could not publish config change (bus full for 2 s): %s applies after a restart",
                 change->changed);
 }

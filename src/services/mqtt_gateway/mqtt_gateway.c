@@ -769,7 +769,7 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
         int rc = command[7] == 'a' ? mqtt_gateway__parse_alert_ack(msg->payload, msg->len, &cmd, err, sizeof err)
                                    : mqtt_gateway__parse_alert_clear(msg->payload, msg->len, &cmd, err, sizeof err);
         if (rc == GW_OK) {
-            ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200);
+            ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200) == GW_OK;
             if (!ok)
                 gw_text_copy(err, sizeof err, "gateway busy (event queue full), try again");
         }
@@ -896,13 +896,18 @@ static void on_connected(void *ctx)
 static void on_link(bool up, const char *reason, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
+    int rc;
     if (up) {
-        event_bus_publish(gw->bus, EVENT_MQTT_CONNECTED, NULL, 0, 100);
-        return;
+        rc = event_bus_publish(gw->bus, EVENT_MQTT_CONNECTED, NULL, 0, 100);
+    } else {
+        struct app_text t;
+        gw_text_copy(t.text, sizeof t.text, reason ? reason : "");
+        rc = event_bus_publish(gw->bus, EVENT_MQTT_DISCONNECTED, &t, sizeof t, 100);
     }
-    struct app_text t;
-    gw_text_copy(t.text, sizeof t.text, reason ? reason : "");
-    event_bus_publish(gw->bus, EVENT_MQTT_DISCONNECTED, &t, sizeof t, 100);
+    /* Not retried: links change at most once per reconnect back-off, and a lost one leaves the
+     * broker alert stale until the next change, which the warning explains. */
+    if (rc != GW_OK)
+        GW_LOGW(MOD, "broker link %s not told to the other services: %s", up ? "up" : "down", gw_strerror(rc));
 }
 
 void mqtt_gateway__connected(struct mqtt_gateway *gw)

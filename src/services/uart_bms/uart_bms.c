@@ -500,7 +500,7 @@ static int read_registers(struct uart_bms *ub, uint16_t addr, uint8_t n, uint16_
 
 static void publish(struct uart_bms *ub, int id, const void *payload, size_t size)
 {
-    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, payload, size, 50))
+    if (ub->opts.bus && event_bus_publish(ub->opts.bus, id, payload, size, 50) != GW_OK)
         GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
@@ -512,7 +512,7 @@ static void announce_comm(struct uart_bms *ub)
     if (ub->sched.comm_lost == ub->sched.comm_announced)
         return;
     int id = ub->sched.comm_lost ? EVENT_BMS_COMM_LOST : EVENT_BMS_COMM_RESTORED;
-    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50)) {
+    if (ub->opts.bus && event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50) != GW_OK) {
         gw_log_ratelimited(&ub->announce_limit, 30000, GW_LOG_WARN, MOD,
                            "battery %u: event bus full: %s delayed to the next cycle", ub->opts.battery_id,
                            app_event_name(id));
