@@ -950,8 +950,8 @@ int app_run(const struct app_options *opts)
     start_observers(&app, &cfg);
     start_web(&app);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
-     * now that the alert manager listens: the storage error and, latched until acknowledged,
-     * CONFIG_RECOVERED with what was loaded and why. */
+     * now that the alert manager listens: the storage error and, latched until cleared (an
+     * acknowledgement only marks it seen), CONFIG_RECOVERED with what was loaded and why. */
     config_manager_announce_load_status(app.config);
     char load_reason[256];
     enum config_load_status load = config_manager_load_status(app.config, load_reason, sizeof load_reason);
