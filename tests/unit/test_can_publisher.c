@@ -14,8 +14,11 @@
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 #include "watchdog.h"
+
+#include <fcntl.h>
 
 #include <pthread.h>
 #include <pty.h>
@@ -1450,7 +1453,77 @@ static void setup(void)
 
 static void test_setup(void) { setup(); }
 
-TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_create_rejects_bad_options),
+/* ---- a transport with a poll_fd: the RX thread sleeps in poll(), never in slices ---------- */
+
+static struct {
+    int pipe[2];          /* one byte written = one frame arrived */
+    atomic_int recv_calls;
+    atomic_int timed_calls; /* recv asked to wait: a slice */
+} polled;
+
+static int polled_recv(struct can_transport *t, struct can_frame_gw *f, uint32_t timeout_ms)
+{
+    (void)t;
+    atomic_fetch_add(&polled.recv_calls, 1);
+    if (timeout_ms)
+        atomic_fetch_add(&polled.timed_calls, 1);
+    uint8_t b;
+    if (read(polled.pipe[0], &b, 1) == 1) {
+        *f = (struct can_frame_gw){ .id = 0x305, .dlc = 8 };
+        return GW_OK;
+    }
+    return GW_ERR_TIMEOUT;
+}
+
+static int polled_fd(struct can_transport *t)
+{
+    (void)t;
+    return polled.pipe[0];
+}
+
+static const struct can_transport_ops polled_ops = {
+    .name = "polled", .open = fake_open, .send = fake_send, .recv = polled_recv, .close = fake_close,
+    .stats = fake_stats, .poll_fd = polled_fd,
+};
+static struct can_transport polled_transport = { .ops = &polled_ops, .impl = &polled, .spec = "polled:" };
+
+/* Between frames the RX thread makes no call at all: each frame costs one recv that returns it
+ * and one that finds nothing (then poll()); stop gets it out of poll() at once. With slices it
+ * made a recv call per slice, with a timeout. */
+static void test_rx_waits_in_poll_without_slices(void)
+{
+    fake_reset();
+    clock_set(500000);
+    CHECK_EQ_INT(pipe2(polled.pipe, O_NONBLOCK | O_CLOEXEC), 0);
+    atomic_store(&polled.recv_calls, 0);
+    atomic_store(&polled.timed_calls, 0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport = &polled_transport };
+    struct can_publisher *p = NULL;
+    CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    WAIT_UNTIL(atomic_load(&polled.recv_calls) >= 1, 10000); /* found nothing: in poll() now */
+    struct can_publisher_status st;
+    for (int i = 1; i <= 5; i++) {
+        CHECK_EQ_INT(write(polled.pipe[1], "x", 1), 1);
+        WAIT_UNTIL((can_publisher_get_status(p, &st), st.rx_frames >= (uint64_t)i), 10000);
+        /* The frame's recv, then the one that finds nothing and goes back to poll(). */
+        WAIT_UNTIL(atomic_load(&polled.recv_calls) >= 1 + 2 * i, 10000);
+    }
+    can_publisher_stop(p);
+    CHECK_EQ_INT(atomic_load(&polled.timed_calls), 0);
+    CHECK(atomic_load(&polled.recv_calls) <= 1 + 2 * 5 + 1); /* + at most one after the stop's wake */
+    can_publisher_get_status(p, &st);
+    CHECK_EQ_INT(st.rx_frames, 5);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+    close(polled.pipe[0]);
+    close(polled.pipe[1]);
+}
+
+TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_rx_waits_in_poll_without_slices), TEST_CASE(test_create_rejects_bad_options),
           TEST_CASE(test_nothing_alarming_before_the_first_sample),
           TEST_CASE(test_first_status_is_online_when_the_bms_answers), TEST_CASE(test_identity_sent_once_known), TEST_CASE(test_one_pack_frames_from_the_view),
           TEST_CASE(test_two_packs_then_one_offline), TEST_CASE(test_stale_view_withholds_and_resumes),

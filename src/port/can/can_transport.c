@@ -136,6 +136,11 @@ int can_transport_recv(struct can_transport *t, struct can_frame_gw *frame, uint
     return t->ops->recv(t, frame, timeout_ms);
 }
 
+int can_transport_poll_fd(struct can_transport *t)
+{
+    return t && t->ops && t->ops->poll_fd && t->impl ? t->ops->poll_fd(t) : -1;
+}
+
 void can_transport_get_stats(struct can_transport *t, struct can_transport_stats *out)
 {
     if (!out)

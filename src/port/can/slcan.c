@@ -359,6 +359,14 @@ static int slcan_recv(struct can_transport *t, struct can_frame_gw *frame, uint3
     return rc;
 }
 
+/* Readable when the adapter sent bytes; a recv with timeout 0 that returned GW_ERR_TIMEOUT has
+ * consumed everything read before (the parser keeps no complete line). */
+static int slcan_poll_fd(struct can_transport *t)
+{
+    const struct slcan *s = t->impl;
+    return serial_termios_fd(s->port);
+}
+
 static void slcan_close(struct can_transport *t)
 {
     struct slcan *s = t->impl;
@@ -389,4 +397,5 @@ const struct can_transport_ops can_slcan_ops = {
     .recv = slcan_recv,
     .close = slcan_close,
     .stats = slcan_stats,
+    .poll_fd = slcan_poll_fd,
 };

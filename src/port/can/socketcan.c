@@ -265,6 +265,12 @@ static int socketcan_recv(struct can_transport *t, struct can_frame_gw *frame, u
     }
 }
 
+static int socketcan_poll_fd(struct can_transport *t)
+{
+    const struct socketcan *s = t->impl;
+    return s->fd;
+}
+
 static void socketcan_close(struct can_transport *t)
 {
     struct socketcan *s = t->impl;
@@ -291,4 +297,5 @@ const struct can_transport_ops can_socketcan_ops = {
     .recv = socketcan_recv,
     .close = socketcan_close,
     .stats = socketcan_stats,
+    .poll_fd = socketcan_poll_fd,
 };

@@ -162,6 +162,11 @@ static int termios_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_
     return GW_OK;
 }
 
+int serial_termios_fd(const struct serial_port *port)
+{
+    return port ? port->fd : -1;
+}
+
 static void termios_discard_input(struct serial_port *p)
 {
     if (!p)

@@ -15,14 +15,17 @@
 #include "watchdog.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #define LOG_MOD "can_publisher"
-#define RX_TIMEOUT_MS 100u         /* recv slice of the RX thread (stop latency; see rx_main) */
+#define RX_TIMEOUT_MS 100u         /* recv slice on a transport without poll_fd (see rx_main) */
 #define RX_ERROR_PAUSE_MS 100u     /* after a receive error that is not "device gone" */
 #define CYCLE_BUDGET_MS 500u       /* all frames of one cycle must be written within */
 #define EVENT_TIMEOUT_MS 20u       /* never block the TX thread on a full bus for long */
@@ -52,6 +55,7 @@ struct can_publisher {
     struct can_transport *given;      /* borrowed from the options */
     struct can_transport *tp;         /* in use: given, or opened by us */
     bool tp_broken;                   /* a send/recv reported the device gone (under lock) */
+    int rx_wake_fd;                   /* eventfd: gets the RX thread out of poll() (stop, broken) */
 
     /* Everything below under lock. */
     pthread_mutex_t lock;
@@ -240,6 +244,13 @@ static struct can_publisher_id_counter *id_counter(struct can_publisher *p, uint
 
 /* ---- transport ------------------------------------------------------------------------- */
 
+static void wake_rx(struct can_publisher *p)
+{
+    uint64_t one = 1;
+    if (write(p->rx_wake_fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
+        GW_LOGE(LOG_MOD, "cannot wake the CAN receive thread: %s", strerror(errno));
+}
+
 static void mark_broken(struct can_publisher *p, int rc)
 {
     if (rc != GW_ERR_CLOSED)
@@ -248,6 +259,7 @@ static void mark_broken(struct can_publisher *p, int rc)
     p->tp_broken = true;
     pthread_cond_broadcast(&p->wake); /* the TX thread schedules the reopen */
     pthread_mutex_unlock(&p->lock);
+    wake_rx(p); /* it holds the transport in poll(): the reopen needs it released */
 }
 
 /* Reopens a transport we opened ourselves after the device went away (USB adapter unplugged).
@@ -628,10 +640,25 @@ static void *tx_main(void *arg)
     return NULL;
 }
 
-/* The RX thread. A readable transport is read in RX_TIMEOUT_MS slices: the transport API has
- * no way to interrupt a blocking read, so that slice bounds how long stop waits. A write-only
- * transport (the candump log) or a broken one is not polled: the thread sleeps until stop or
- * until the TX thread reopened the transport. */
+/* Blocks until the transport's descriptor or rx_wake_fd is readable (or in error); the next
+ * recv tells which. Called with tp_lock held for reading. */
+static void rx_poll(struct can_publisher *p, int fd)
+{
+    struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = p->rx_wake_fd, .events = POLLIN } };
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+        GW_LOGE(LOG_MOD, "poll on the CAN transport: %s", strerror(errno));
+        return;
+    }
+    uint64_t count;
+    if (pfd[1].revents & POLLIN)
+        (void)!read(p->rx_wake_fd, &count, sizeof count); /* reset: the loop checks why */
+}
+
+/* The RX thread. A transport with a poll_fd is read without waiting and then waited for in
+ * poll(), beside rx_wake_fd (stop, transport broken): no wake-up without a frame or an event.
+ * One without (a test's fake) is read in RX_TIMEOUT_MS slices, which bound how long stop
+ * waits. A write-only transport (the candump log) or a broken one is not read: the thread
+ * sleeps until stop or until the TX thread reopened the transport. */
 static void *rx_main(void *arg)
 {
     struct can_publisher *p = arg;
@@ -648,7 +675,10 @@ static void *rx_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         struct can_frame_gw f;
         pthread_rwlock_rdlock(&p->tp_lock);
-        int rc = p->tp ? can_transport_recv(p->tp, &f, RX_TIMEOUT_MS) : GW_ERR_CLOSED;
+        int fd = can_transport_poll_fd(p->tp);
+        int rc = p->tp ? can_transport_recv(p->tp, &f, fd >= 0 ? 0 : RX_TIMEOUT_MS) : GW_ERR_CLOSED;
+        if (rc == GW_ERR_TIMEOUT && fd >= 0)
+            rx_poll(p, fd);
         pthread_rwlock_unlock(&p->tp_lock);
         if (rc == GW_OK) {
             tap_add(p, CAN_TAP_RX, GW_OK, &f);
@@ -706,11 +736,18 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);
     gw_clock_cond_init(&p->wake);
+    p->rx_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->rx_wake_fd < 0) {
+        GW_LOGE(LOG_MOD, "eventfd: %s", strerror(errno));
+        rc = GW_ERR_IO;
+    }
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&p->tp_lock, &ra);
     pthread_rwlockattr_destroy(&ra);
+    if (rc != GW_OK)
+        goto err;
 
     size_t subscribed = 0;
     for (; subscribed < SUBSCRIPTION_COUNT; subscribed++) {
@@ -727,6 +764,8 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     *out = p;
     return GW_OK;
 err:
+    if (p->rx_wake_fd >= 0)
+        close(p->rx_wake_fd);
     pthread_rwlock_destroy(&p->tp_lock);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->tap_lock);
@@ -808,6 +847,7 @@ void can_publisher_stop(struct can_publisher *pub)
     pthread_mutex_unlock(&pub->lock);
     if (!running)
         return;
+    wake_rx(pub);
     pthread_join(pub->tx_thread, NULL);
     pthread_join(pub->rx_thread, NULL);
     pthread_rwlock_wrlock(&pub->tp_lock);
@@ -828,6 +868,7 @@ void can_publisher_destroy(struct can_publisher *pub)
     can_publisher_stop(pub);
     for (size_t i = 0; i < SUBSCRIPTION_COUNT; i++)
         event_bus_unsubscribe(pub->bus, subscriptions[i].id, subscriptions[i].fn, pub);
+    close(pub->rx_wake_fd);
     pthread_rwlock_destroy(&pub->tp_lock);
     pthread_cond_destroy(&pub->wake);
     pthread_mutex_destroy(&pub->tap_lock);
