@@ -1054,7 +1054,7 @@ static void test_identity_and_live_config(void)
     bad.can.live_period_ms = 0;
     CHECK_EQ_INT(can_publisher_apply_config(p, &bad), GW_ERR_RANGE);
     bad = cfg;
-    bad.can.stale_timeout_ms = 100;
+    bad.can.stale_timeout_ms = 0;
     CHECK_EQ_INT(can_publisher_apply_config(p, &bad), GW_ERR_RANGE);
     CHECK_EQ_INT(can_publisher_apply_config(p, NULL), GW_ERR_INVAL);
     can_publisher_destroy(p);
@@ -1108,7 +1108,7 @@ static void test_create_rejects_bad_options(void)
     cfg.can.live_period_ms = 0;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_ERR_RANGE);
     gw_config_set_defaults(&cfg);
-    cfg.can.inverter_timeout_ms = 1;
+    cfg.can.inverter_timeout_ms = 0;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_ERR_RANGE);
     CHECK_EQ_INT(can_publisher_create(NULL, &p), GW_ERR_INVAL);
     o.bus = NULL;
