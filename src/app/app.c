@@ -39,7 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "app"
 
 _Static_assert(APP_EXIT_RESTART == OTA_EXIT_RESTART, "one restart code for the web API and the update launcher");
 

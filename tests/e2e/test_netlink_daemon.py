@@ -62,25 +62,25 @@ class NetworkLink(GatewayTestCase):
         sim = self.start_sim()
         dump = os.path.join(self.tmp, "metrics.prom")
         gw = self.start_in_namespace(["--uart", sim.link, "--metrics-dump", dump])
-        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0 \(address usable\)", 60)
-        gw.wait_log(r"network: watching gwe0", 60)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0 \(address usable\)", 60)
+        gw.wait_log(r"net_link: watching gwe0", 60)
 
         # the far end goes away: carrier lost -> disconnected, then the alert after its delay
         mark = len(gw.stderr())
         self.ns(gw, "ip link set gwe1 down")
-        gw.wait_log(r"network: disconnected: gwe0 lost its address 198\.51\.100\.5 \(link down\)", 60, mark)
+        gw.wait_log(r"net_link: disconnected: gwe0 lost its address 198\.51\.100\.5 \(link down\)", 60, mark)
         gw.wait_log(r"raised WIFI_DISCONNECTED .*Network link gwe0 down", 60, mark)
         mark = len(gw.stderr())
         self.ns(gw, "ip link set gwe1 up")
-        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60, mark)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0", 60, mark)
         gw.wait_log(r"cleared WIFI_DISCONNECTED", 60, mark)
 
         # the address removed, another one given (DHCP renewing with a new lease)
         mark = len(gw.stderr())
         self.ns(gw, "ip addr del 198.51.100.5/24 dev gwe0")
-        gw.wait_log(r"network: disconnected: gwe0 lost its address 198\.51\.100\.5 \(no address\)", 60, mark)
+        gw.wait_log(r"net_link: disconnected: gwe0 lost its address 198\.51\.100\.5 \(no address\)", 60, mark)
         self.ns(gw, "ip addr add 198.51.100.6/24 dev gwe0")
-        gw.wait_log(r"network: connected: 198\.51\.100\.6 on gwe0", 60, mark)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.6 on gwe0", 60, mark)
 
         # the counters
         gw.proc.send_signal(signal.SIGUSR2)
@@ -106,7 +106,7 @@ class NetworkLink(GatewayTestCase):
         self.write_config({"schema_version": 1, "network": {"interface": "wlan7"}})
         sim = self.start_sim()
         gw = self.start_in_namespace(["--uart", sim.link])
-        gw.wait_log(r"network: not connected: wlan7 \(interface absent\)", 60)
+        gw.wait_log(r"net_link: not connected: wlan7 \(interface absent\)", 60)
         gw.wait_summaries(2, 60)  # the battery side runs on
         self.stop_daemon_cleanly(gw)
 

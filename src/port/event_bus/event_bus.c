@@ -117,7 +117,7 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
         pthread_mutex_unlock(&bus->lock);
         if (us > 100000) {
             static struct gw_log_limit slow_limit;
-            gw_log_ratelimited(&slow_limit, 10000, GW_LOG_WARN, "event_bus",
+            gw_log_ratelimited(&slow_limit, 10000, GW_LOG_WARN, MOD,
                                "slow subscriber '%s' took %llu ms on %d", local[i].name,
                                (unsigned long long)(us / 1000), entry->id);
         }
@@ -209,7 +209,7 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
     pthread_cond_init(&bus->drained, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&bus->dispatcher, NULL, dispatcher_main, bus) != 0) {
-        GW_LOGE("event_bus", "cannot start dispatcher thread");
+        GW_LOGE(MOD, "cannot start dispatcher thread");
         free_bus(bus, true);
         return GW_ERR_IO;
     }
@@ -252,7 +252,7 @@ int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_f
     }
     pthread_mutex_unlock(&bus->lock);
     if (rc)
-        GW_LOGE("event_bus", "subscriber '%s' rejected for event %d: %u subscribers already",
+        GW_LOGE(MOD, "subscriber '%s' rejected for event %d: %u subscribers already",
                 name ? name : "?", event_id, bus->max_subscribers);
     return rc;
 }
@@ -305,7 +305,7 @@ int event_bus_publish(struct event_bus *bus, int event_id, const void *payload, 
         bus->dropped++;
         pthread_mutex_unlock(&bus->lock);
         static struct gw_log_limit drop_limit;
-        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, "event_bus", "%s: event %d dropped",
+        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, MOD, "%s: event %d dropped",
                            rc == GW_ERR_STATE ? "bus stopping" : "queue full", event_id);
         return rc;
     }
@@ -387,7 +387,7 @@ const void *event_payload(const struct gw_event *event, size_t expected_size)
     if (event->size == expected_size && (event->payload || expected_size == 0))
         return event->payload;
     static struct gw_log_limit limit;
-    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, "event_bus",
+    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, MOD,
                        "event %d carries %zu bytes where its handler expects %zu: ignored", event->id,
                        event->size, expected_size);
     return NULL;

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "alerts"
 #define OUTBOX_CAP 256          /* transitions waiting to be published */
 #define PERSIST_CAP 1024        /* transitions waiting for the writer */
 #define PERSIST_BATCH 64

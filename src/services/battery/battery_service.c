@@ -19,7 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "battery"
 #define PUBLISH_TIMEOUT_MS 50u
 #define STATE_FILE_MAX 8192u
 #define DEFAULT_SAVE_PERIOD_S 600u

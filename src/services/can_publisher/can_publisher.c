@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LOG_MOD "can_publisher"
 #define RX_TIMEOUT_MS 100u         /* recv slice on a transport without poll_fd (see rx_main) */
 #define RX_ERROR_PAUSE_MS 100u     /* after a receive error that is not "device gone" */
 #define CYCLE_BUDGET_MS 500u       /* all frames of one cycle must be written within */
@@ -109,14 +108,14 @@ struct can_publisher {
 static int validate_can(const struct gw_config_can *c)
 {
     if (!c->live_period_ms || !c->identity_period_ms || !c->stale_timeout_ms || !c->inverter_timeout_ms) {
-        GW_LOGE(LOG_MOD, "can: a period or timeout is 0 (live %u, identity %u, stale %u, inverter %u ms): "
+        GW_LOGE(MOD, "can: a period or timeout is 0 (live %u, identity %u, stale %u, inverter %u ms): "
                 "the configuration was not validated", (unsigned)c->live_period_ms,
                 (unsigned)c->identity_period_ms, (unsigned)c->stale_timeout_ms, (unsigned)c->inverter_timeout_ms);
         return GW_ERR_RANGE;
     }
     int rc = GW_OK;
     if (c->live_period_ms >= 3000)
-        GW_LOGW(LOG_MOD, "can.live_period_ms = %u: the GX stops charging when 0x351 is older than 3 s",
+        GW_LOGW(MOD, "can.live_period_ms = %u: the GX stops charging when 0x351 is older than 3 s",
                 (unsigned)c->live_period_ms);
     return rc;
 }
@@ -128,7 +127,7 @@ static void fill_identity(const struct can_publisher *p, struct victron_identity
 static void publish(struct can_publisher *p, int id, const void *payload, size_t size)
 {
     if (event_bus_publish(p->bus, id, payload, size, EVENT_TIMEOUT_MS) != GW_OK)
-        GW_LOGD(LOG_MOD, "event %s dropped (bus full)", app_event_name(id));
+        GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
 static void on_view(const struct gw_event *ev, void *ctx)
@@ -191,7 +190,7 @@ static void on_version(const struct gw_event *ev, void *ctx)
     }
     pthread_mutex_unlock(&p->lock);
     if (changed)
-        GW_LOGI(LOG_MOD, "identity for the GX (battery %u): firmware %u.%u in 0x35F (TinyBMS firmware %u; the "
+        GW_LOGI(MOD, "identity for the GX (battery %u): firmware %u.%u in 0x35F (TinyBMS firmware %u; the "
                 "internal version %u does not fit the frame), serial \"%s\" in 0x380/0x381 (%s)",
                 (unsigned)v->battery_id, (unsigned)idn.fw_major, (unsigned)idn.fw_minor,
                 (unsigned)v->version.fw_public, (unsigned)v->version.fw_internal, idn.serial,
@@ -241,7 +240,7 @@ static void wake_rx(struct can_publisher *p)
 {
     uint64_t one = 1;
     if (write(p->rx_wake_fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
-        GW_LOGE(LOG_MOD, "cannot wake the CAN receive thread: %s", strerror(errno));
+        GW_LOGE(MOD, "cannot wake the CAN receive thread: %s", strerror(errno));
 }
 
 static void mark_broken(struct can_publisher *p, int rc)
@@ -265,14 +264,14 @@ static bool try_reopen(struct can_publisher *p, uint32_t next_delay_ms)
     int rc = can_transport_open(p->spec, p->bitrate, &p->tp);
     pthread_rwlock_unlock(&p->tp_lock);
     if (rc == GW_OK) {
-        GW_LOGI(LOG_MOD, "CAN transport %s reopened", p->spec);
+        GW_LOGI(MOD, "CAN transport %s reopened", p->spec);
         pthread_mutex_lock(&p->lock);
         p->tp_broken = false;
         pthread_cond_broadcast(&p->wake); /* the RX thread reads again */
         pthread_mutex_unlock(&p->lock);
         return true;
     }
-    gw_log_ratelimited(&p->reopen_log, 60000, GW_LOG_WARN, LOG_MOD,
+    gw_log_ratelimited(&p->reopen_log, 60000, GW_LOG_WARN, MOD,
                        "CAN transport %s still unavailable (%s), next attempt in %u s", p->spec,
                        gw_strerror(rc), (unsigned)(next_delay_ms / 1000));
     return false;
@@ -432,15 +431,15 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
 
     if (live && why != p->offline) {
         if (why == ONLINE)
-            GW_LOGI(LOG_MOD, "battery online%s (%u of %u packs): sending 0x351 and the measurements",
+            GW_LOGI(MOD, "battery online%s (%u of %u packs): sending 0x351 and the measurements",
                     p->offline == WARMING_UP ? "" : " again", (unsigned)v->online_count, (unsigned)v->pack_count);
         else if (!p->have_view || p->offline == WARMING_UP)
-            GW_LOGW(LOG_MOD, "battery offline: %s (%llu ms after start, limit %u ms): withholding 0x351 "
+            GW_LOGW(MOD, "battery offline: %s (%llu ms after start, limit %u ms): withholding 0x351 "
                     "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
                     (unsigned long long)(now > p->started_ms ? now - p->started_ms : 0),
                     (unsigned)p->can_cfg.stale_timeout_ms);
         else
-            GW_LOGW(LOG_MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
+            GW_LOGW(MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
                     "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
                     (unsigned long long)age, (unsigned)p->can_cfg.stale_timeout_ms);
         if (p->offline == ONLINE)
@@ -484,7 +483,7 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
         struct victron_frame vf;
         int rc = victron_encode_frame(id, &in->vin, &vf);
         if (rc != GW_OK) {
-            gw_log_ratelimited(&p->withheld_log, 60000, GW_LOG_WARN, LOG_MOD,
+            gw_log_ratelimited(&p->withheld_log, 60000, GW_LOG_WARN, MOD,
                                "frame 0x%03X withheld: %s", id, gw_strerror(rc));
             continue;
         }
@@ -526,7 +525,7 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
     if (gone)
         mark_broken(p, GW_ERR_CLOSED);
     if (result->frames_failed)
-        gw_log_ratelimited(&p->tx_log, 60000, GW_LOG_WARN, LOG_MOD, "%u of %u frames failed on %s: %s",
+        gw_log_ratelimited(&p->tx_log, 60000, GW_LOG_WARN, MOD, "%u of %u frames failed on %s: %s",
                            (unsigned)result->frames_failed,
                            (unsigned)(result->frames_failed + result->frames_ok), p->spec,
                            gw_strerror(result->last_error));
@@ -570,13 +569,13 @@ static void update_link(struct can_publisher *p, uint64_t now, const struct can_
                 p->link = true;
                 changed = true;
                 pthread_cond_broadcast(&p->wake); /* the TX thread now watches the timeout */
-                GW_LOGI(LOG_MOD, "inverter (GX) link present (0x%03X received)", (unsigned)rx->id);
+                GW_LOGI(MOD, "inverter (GX) link present (0x%03X received)", (unsigned)rx->id);
             }
         }
     } else if (can_publisher__link_expired(p->link, p->link_last_ms, now, p->can_cfg.inverter_timeout_ms)) {
         p->link = false;
         changed = true;
-        GW_LOGW(LOG_MOD, "inverter (GX) link lost: no 0x305/0x306/0x307 for %u ms (we keep sending)",
+        GW_LOGW(MOD, "inverter (GX) link lost: no 0x305/0x306/0x307 for %u ms (we keep sending)",
                 (unsigned)p->can_cfg.inverter_timeout_ms);
     }
     ev.present = p->link;
@@ -639,7 +638,7 @@ static void rx_poll(struct can_publisher *p, int fd)
 {
     struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = p->rx_wake_fd, .events = POLLIN } };
     if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
-        GW_LOGE(LOG_MOD, "poll on the CAN transport: %s", strerror(errno));
+        GW_LOGE(MOD, "poll on the CAN transport: %s", strerror(errno));
         return;
     }
     uint64_t count;
@@ -679,7 +678,7 @@ static void *rx_main(void *arg)
         } else if (rc == GW_ERR_UNSUPPORTED) {
             write_only = true; /* stays so: a reopen opens the same kind */
         } else if (rc != GW_ERR_TIMEOUT) {
-            gw_log_ratelimited(&rx_log, 60000, GW_LOG_WARN, LOG_MOD, "CAN receive on %s: %s", p->spec,
+            gw_log_ratelimited(&rx_log, 60000, GW_LOG_WARN, MOD, "CAN receive on %s: %s", p->spec,
                                gw_strerror(rc));
             mark_broken(p, rc);
             if (rc != GW_ERR_CLOSED) {
@@ -711,7 +710,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
         return rc;
     const char *spec = (opts->transport_spec && opts->transport_spec[0]) ? opts->transport_spec : cfg->can.interface;
     if (!opts->transport && (!spec || !spec[0])) {
-        GW_LOGE(LOG_MOD, "no CAN interface configured (can.interface or --can)");
+        GW_LOGE(MOD, "no CAN interface configured (can.interface or --can)");
         return GW_ERR_INVAL;
     }
     struct can_publisher *p = calloc(1, sizeof *p);
@@ -731,7 +730,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     gw_clock_cond_init(&p->wake);
     p->rx_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p->rx_wake_fd < 0) {
-        GW_LOGE(LOG_MOD, "eventfd: %s", strerror(errno));
+        GW_LOGE(MOD, "eventfd: %s", strerror(errno));
         rc = GW_ERR_IO;
     }
     pthread_rwlockattr_t ra;
@@ -747,7 +746,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
         rc = event_bus_subscribe(p->bus, subscriptions[subscribed].id, subscriptions[subscribed].fn, p,
                                  subscriptions[subscribed].name);
         if (rc != GW_OK) {
-            GW_LOGE(LOG_MOD, "cannot subscribe to %s: %s", app_event_name(subscriptions[subscribed].id),
+            GW_LOGE(MOD, "cannot subscribe to %s: %s", app_event_name(subscriptions[subscribed].id),
                     gw_strerror(rc));
             for (size_t i = 0; i < subscribed; i++)
                 event_bus_unsubscribe(p->bus, subscriptions[i].id, subscriptions[i].fn, p);
@@ -789,7 +788,7 @@ int can_publisher_start(struct can_publisher *pub)
     if (rc != GW_OK && !retry_later)
         return rc;
     if (rc != GW_OK)
-        GW_LOGW(LOG_MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
+        GW_LOGW(MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
                 gw_strerror(rc), CAN_PUBLISHER__REOPEN_FIRST_MS / 1000);
     pthread_mutex_lock(&pub->lock);
     pub->stop_requested = false;
@@ -812,12 +811,12 @@ int can_publisher_start(struct can_publisher *pub)
     }
     pthread_setname_np(pub->tx_thread, "can-tx");
     pthread_setname_np(pub->rx_thread, "can-rx");
-    GW_LOGI(LOG_MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
+    GW_LOGI(MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
             "after %u ms without a battery view", pub->spec, (unsigned)pub->can_cfg.live_period_ms,
             (unsigned)pub->can_cfg.identity_period_ms, (unsigned)pub->can_cfg.stale_timeout_ms);
     return GW_OK;
 err:
-    GW_LOGE(LOG_MOD, "cannot start the CAN threads");
+    GW_LOGE(MOD, "cannot start the CAN threads");
     pthread_mutex_lock(&pub->lock);
     pub->running = false;
     pthread_mutex_unlock(&pub->lock);
@@ -851,7 +850,7 @@ void can_publisher_stop(struct can_publisher *pub)
     pthread_mutex_lock(&pub->lock);
     pub->running = false;
     pthread_mutex_unlock(&pub->lock);
-    GW_LOGI(LOG_MOD, "stopped");
+    GW_LOGI(MOD, "stopped");
 }
 
 void can_publisher_destroy(struct can_publisher *pub)
@@ -887,7 +886,7 @@ int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config
     pthread_cond_broadcast(&pub->wake); /* the TX thread reschedules with the new periods */
     pthread_mutex_unlock(&pub->lock);
     if (restart)
-        GW_LOGI(LOG_MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);
+        GW_LOGI(MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);
     return rc;
 }
 

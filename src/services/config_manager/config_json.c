@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "config"
 
 
 static const char *const section_names[] = { "bms", "can", "charge", "mqtt", "web",

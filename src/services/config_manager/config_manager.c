@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MOD "config"
 #define CONFIG_FILE "config.json"
 #define CONFIG_FILE_MAX (256u * 1024u) /* far above a real document (~10 KiB) */
 #define CONFIG_FILE_MODE 0600

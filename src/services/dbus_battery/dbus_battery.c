@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "dbus"
 
 #define SVC_MAX (1 + BATTERY_MAX_PACKS)
 #define WATCH_MAX 8

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "history"
 #define WRITE_BATCH_MAX 512           /* samples per transaction */
 #define RETENTION_PERIOD_MS (3600u * 1000u)
 #define RETENTION_CHUNK 20000         /* rows per DELETE transaction: short write locks */

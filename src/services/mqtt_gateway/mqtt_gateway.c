@@ -26,7 +26,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "mqtt_gateway"
 #define TOPIC_MAX MQTT_CLIENT_MAX_TOPIC
 #define NA MQTT_GATEWAY__UNAVAILABLE
 

@@ -29,7 +29,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MOD "network"
 #define PUBLISH_TIMEOUT_MS 100
 
 /* ------------------------------------------------------------------ reading the kernel */

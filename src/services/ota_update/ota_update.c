@@ -28,7 +28,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MOD "ota"
 #define PUBLISH_TIMEOUT_MS 200
 
 struct health {

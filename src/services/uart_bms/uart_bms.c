@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "uart_bms"
 #define RESTART_GUARD_MS 60000u
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */

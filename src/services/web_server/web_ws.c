@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "web"
 #define SENDER_STACK (128 * 1024)
 #define TAP_BATCH 64       /* frames per message at most (more wait for the next event) */
 #define TAP_WELCOME 32     /* frames a new tap client gets first (the newest ones) */
