@@ -8,6 +8,7 @@
 #include "event_bus.h"
 #include "gw_config.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -51,13 +52,9 @@ static int events_get(struct conn_events *e, bool connected)
 
 static bool wait_connected(struct mqtt_client *c, bool want, uint32_t timeout_ms)
 {
-    uint64_t deadline = test_now_ms() + timeout_ms;
-    while (test_now_ms() < deadline) {
-        if (mqtt_client_is_connected(c) == want)
-            return true;
-        usleep(10000);
-    }
-    return mqtt_client_is_connected(c) == want;
+    bool ok;
+    WAIT_FOR(ok, mqtt_client_is_connected(c) == want, timeout_ms);
+    return ok;
 }
 
 static void base_cfg(struct gw_config_mqtt *m, const char *scheme, uint16_t port)

@@ -10,6 +10,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "history_logger.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -34,9 +35,9 @@ static void on_alert(const struct gw_event *ev, void *ctx)
 
 static bool wait_at_least(atomic_int *v, int want)
 {
-    for (int i = 0; i < 4000 && atomic_load(v) < want; i++)
-        gw_sleep_ms(5);
-    return atomic_load(v) >= want;
+    bool ok;
+    WAIT_FOR(ok, atomic_load(v) >= want, 20000);
+    return ok;
 }
 
 static struct bms_live_data sample(int i, uint16_t cell1_mv_x10)

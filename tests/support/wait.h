@@ -1,8 +1,9 @@
-/* The one way a test waits for another thread or process: WAIT_UNTIL(cond, ms) re-evaluates
- * cond every millisecond of real time (never the fake clock, so it also works while test time
- * stands still) until it holds or ms milliseconds passed; then, if it still does not hold, the
- * test fails like a CHECK, naming the condition and the time waited. The deadline is generous
- * by design (a loaded 2-core machine): it bounds a hang, it is never what the test asserts.
+/* The one way a test waits for another thread or process. Both forms re-evaluate cond in real
+ * time (never the fake clock, so they also work while test time stands still; how often: see
+ * WAIT_FOR) until it holds or ms milliseconds passed. The deadline is generous by design (a loaded
+ * 2-core machine): it bounds a hang, it is never what the test asserts.
+ *   WAIT_UNTIL(cond, ms)   in a test: fails like a CHECK, naming the condition and the time.
+ *   WAIT_FOR(ok, cond, ms) in a helper that reports itself: ok = whether cond held in time.
  * Needs test.h's CHECK counters and gw_clock.h's real time (every test links gw_port). */
 #ifndef GW_TEST_WAIT_H
 #define GW_TEST_WAIT_H
@@ -14,27 +15,28 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* True while the caller should keep waiting (cond false, time left): sleeps 1 ms first. */
-static inline bool test_wait_more_(bool done, uint64_t deadline_ms, uint32_t ms, const char *what,
-                                   const char *file, int line)
-{
-    if (done)
-        return false;
-    if (gw_real_ms() < deadline_ms) {
-        gw_sleep_ms(1);
-        return true;
-    }
-    test_failures_++;
-    fprintf(stderr, "%s:%d: WAIT_UNTIL failed: %s still false after %u ms\n", file, line, what, (unsigned)ms);
-    return false;
-}
+/* Re-checks after 1, 2, 4, 8, then every 16 ms: quick when the condition comes soon, cheap
+ * when it is a D-Bus call or a query and the wait is long. */
+#define WAIT_FOR(ok, cond, ms)                                                                   \
+    do {                                                                                         \
+        uint64_t wait_deadline_ = gw_real_ms() + (uint32_t)(ms);                                 \
+        uint32_t wait_step_ = 1;                                                                 \
+        while (!((ok) = (cond)) && gw_real_ms() < wait_deadline_) {                              \
+            gw_sleep_ms(wait_step_);                                                             \
+            if (wait_step_ < 16)                                                                 \
+                wait_step_ *= 2;                                                                 \
+        }                                                                                        \
+    } while (0)
 
 #define WAIT_UNTIL(cond, ms)                                                                     \
     do {                                                                                         \
-        uint32_t wait_ms_ = (uint32_t)(ms);                                                      \
-        uint64_t wait_deadline_ = gw_real_ms() + wait_ms_;                                       \
+        bool wait_ok_;                                                                           \
+        WAIT_FOR(wait_ok_, cond, ms);                                                            \
         test_checks_++;                                                                          \
-        while (test_wait_more_((cond), wait_deadline_, wait_ms_, #cond, __FILE__, __LINE__)) {   \
+        if (!wait_ok_) {                                                                         \
+            test_failures_++;                                                                    \
+            fprintf(stderr, "%s:%d: WAIT_UNTIL failed: %s still false after %u ms\n", __FILE__,  \
+                    __LINE__, #cond, (unsigned)(ms));                                            \
         }                                                                                        \
     } while (0)
 

@@ -7,6 +7,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -52,12 +53,9 @@ static int count_code(struct seen_alerts *s, bool raised, const char *code)
 /* Polls until count_code reaches want or 10 s pass (generous: loaded CI machine). */
 static bool wait_code(struct seen_alerts *s, bool raised, const char *code, int want)
 {
-    for (int i = 0; i < 2000; i++) {
-        if (count_code(s, raised, code) >= want)
-            return true;
-        gw_sleep_ms(5);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, count_code(s, raised, code) >= want, 10000);
+    return ok;
 }
 
 static struct gw_config_alerts test_cfg(void)

@@ -8,6 +8,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -64,13 +65,9 @@ static struct bms_live_data sample(uint8_t id, float current_a, uint32_t lifetim
 static bool wait_view(struct battery_service *bs, bool (*pred)(const struct battery_view *))
 {
     static struct battery_view v;
-    for (unsigned i = 0; i < 1000; i++) {
-        battery_service_get_view(bs, &v);
-        if (v.seq > 0 && pred(&v))
-            return true;
-        sleep_ms(10);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, (battery_service_get_view(bs, &v), v.seq > 0 && pred(&v)), 10000);
+    return ok;
 }
 
 static bool two_online(const struct battery_view *v) { return v->online_count == 2; }

@@ -165,11 +165,10 @@ static bool last_sent(uint32_t id, struct can_frame_gw *out)
 /* Waits (real time, generous) until a frame id was sent at fake time t. */
 static bool wait_sent(uint32_t id, uint64_t t)
 {
-    for (int i = 0; i < 1000; i++) {
-        if (count_sent(id, t) > 0)
-            return true;
-        real_sleep_ms(5);
-    }
+    bool ok;
+    WAIT_FOR(ok, count_sent(id, t) > 0, 5000);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout waiting for 0x%03X at t=%llu; sent at:", (unsigned)id, (unsigned long long)t);
     pthread_mutex_lock(&fake.lock);
     for (size_t i = 0, shown = 0; i < fake.count && shown < 40; i++) {
@@ -229,11 +228,10 @@ static void rec_reset(void)
 
 static bool wait_count(int id, int at_least)
 {
-    for (int i = 0; i < 1000; i++) {
-        if (rec_count(id) >= at_least)
-            return true;
-        real_sleep_ms(5);
-    }
+    bool ok;
+    WAIT_FOR(ok, rec_count(id) >= at_least, 5000);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout waiting for %d x %s\n", at_least, app_event_name(id));
     return false;
 }
