@@ -39,7 +39,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "app"
 
 _Static_assert(APP_EXIT_RESTART == OTA_EXIT_RESTART, "one restart code for the web API and the update launcher");
 
@@ -196,12 +195,14 @@ static void print_notice(const struct gw_event *ev, void *ctx)
 static void on_pack_ready(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
-    if (ev->id == EVENT_BMS_DATA_UPDATE && ev->size == sizeof(struct bms_live_data)) {
-        const struct bms_live_data *d = ev->payload;
-        watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
-    } else if (ev->id == EVENT_BMS_COMM_LOST && ev->size == sizeof(struct app_bms_comm)) {
-        const struct app_bms_comm *c = ev->payload;
-        watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
+    if (ev->id == EVENT_BMS_DATA_UPDATE) {
+        const struct bms_live_data *d = EVENT_PAYLOAD(ev, struct bms_live_data);
+        if (d)
+            watchdog_unit_ready(app->opts->watchdog, d->battery_id, "first sample of every pack");
+    } else if (ev->id == EVENT_BMS_COMM_LOST) {
+        const struct app_bms_comm *c = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (c)
+            watchdog_unit_ready(app->opts->watchdog, c->battery_id, "BMS absent or silent");
     }
 }
 
@@ -659,8 +660,9 @@ static void stop_all(struct app *app)
     app->mqtt = NULL;
     battery_service_destroy(app->battery); /* saves the energy counters and charge states */
     app->battery = NULL;
-    if (app->bus)
-        event_bus_flush(app->bus, 2000);
+    int flushed = app->bus ? event_bus_flush(app->bus, 2000) : GW_OK;
+    if (flushed != GW_OK) /* shutting down anyway: the history may miss the last few seconds */
+        GW_LOGW(MOD, "events still queued at shutdown: %s", gw_strerror(flushed));
     history_logger_destroy(app->history); /* writes pending samples */
     app->history = NULL;
     alert_manager_destroy(app->alerts);
@@ -952,8 +954,8 @@ int app_run(const struct app_options *opts)
     start_observers(&app, &cfg);
     start_web(&app);
     /* A configuration recovered from a copy, or defaults taken on request, raises its alerts
-     * now that the alert manager listens: the storage error and, latched until acknowledged,
-     * CONFIG_RECOVERED with what was loaded and why. */
+     * now that the alert manager listens: the storage error and, latched until cleared (an
+     * acknowledgement only marks it seen), CONFIG_RECOVERED with what was loaded and why. */
     config_manager_announce_load_status(app.config);
     char load_reason[256];
     enum config_load_status load = config_manager_load_status(app.config, load_reason, sizeof load_reason);

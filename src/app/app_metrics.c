@@ -73,9 +73,9 @@ static int phase_bucket(const struct battery_view *v)
 static void on_view(const struct gw_event *ev, void *ctx)
 {
     struct app_metrics *am = ctx;
-    if (ev->size != sizeof(struct battery_view))
+    const struct battery_view *v = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!v)
         return;
-    const struct battery_view *v = ev->payload;
     pthread_mutex_lock(&am->lock);
     /* time in a phase: from one view to the next, charged to the phase of the earlier one */
     if (am->last_phase >= 0 && v->timestamp_ms > am->last_view_ms)

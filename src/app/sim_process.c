@@ -63,7 +63,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
     sp->stdin_fd = sp->stdout_fd = -1;
     char exe[PATH_MAX];
     if (sim_process_find(exe, sizeof exe)) {
-        GW_LOGE("sim", "tinybms-sim not found (build it with `make`, or set TINYBMS_SIM)");
+        GW_LOGE(MOD, "tinybms-sim not found (build it with `make`, or set TINYBMS_SIM)");
         return GW_ERR_NOT_FOUND;
     }
     const char *argv[64];
@@ -98,7 +98,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
     close(in_pipe[0]);
     close(out_pipe[1]);
     if (rc != 0) {
-        GW_LOGE("sim", "cannot start %s: %s", exe, strerror(rc));
+        GW_LOGE(MOD, "cannot start %s: %s", exe, strerror(rc));
         close(in_pipe[1]);
         close(out_pipe[0]);
         sp->pid = -1;
@@ -116,7 +116,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
         clock_gettime(CLOCK_MONOTONIC, &now);
         long elapsed = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (elapsed >= (long)timeout_ms) {
-            GW_LOGE("sim", "simulator did not print its pty path within %u ms", timeout_ms);
+            GW_LOGE(MOD, "simulator did not print its pty path within %u ms", timeout_ms);
             sim_process_stop(sp);
             return GW_ERR_TIMEOUT;
         }
@@ -126,7 +126,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
         char c;
         ssize_t n = read(sp->stdout_fd, &c, 1);
         if (n <= 0) {
-            GW_LOGE("sim", "simulator exited before printing its pty path");
+            GW_LOGE(MOD, "simulator exited before printing its pty path");
             sim_process_stop(sp);
             return GW_ERR_IO;
         }
@@ -136,7 +136,7 @@ int sim_process_start(struct sim_process *sp, const char *const *extra_args, uns
             sp->pty_path[len++] = c;
     }
     sp->pty_path[len] = '\0';
-    GW_LOGI("sim", "TinyBMS simulator (pid %d) on %s", (int)sp->pid, sp->pty_path);
+    GW_LOGI(MOD, "TinyBMS simulator (pid %d) on %s", (int)sp->pid, sp->pty_path);
     return GW_OK;
 }
 

@@ -28,6 +28,13 @@ void gw_log_ratelimited(struct gw_log_limit *limit, uint32_t interval_ms, enum g
                         const char *module, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* MOD: the module of the file being compiled, its folder name ("uart_bms", "can"), defined
+ * for every module's sources by the top-level CMakeLists.txt (GW_LOG_MODULE): log with
+ * GW_LOGx(MOD, ...), never a name of one's own, so a line's module is where its code lives. */
+#ifdef GW_LOG_MODULE
+#define MOD GW_LOG_MODULE
+#endif
+
 #define GW_LOGE(mod, ...) gw_log(GW_LOG_ERROR, mod, __VA_ARGS__)
 #define GW_LOGW(mod, ...) gw_log(GW_LOG_WARN, mod, __VA_ARGS__)
 #define GW_LOGI(mod, ...) gw_log(GW_LOG_INFO, mod, __VA_ARGS__)

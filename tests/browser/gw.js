@@ -148,7 +148,7 @@ class Daemon {
       { stdio: ["ignore", out, err], env: Object.assign({ ASAN_OPTIONS: "detect_leaks=1" }, process.env) });
     fs.closeSync(out);
     fs.closeSync(err);
-    await this.waitLog(/web: serving https?:\/\//, 60000);
+    await this.waitLog(/web_server: serving https?:\/\//, 60000);
     return this;
   }
 

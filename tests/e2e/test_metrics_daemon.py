@@ -205,7 +205,7 @@ class Metrics(GatewayTestCase):
         self.assertGreater(value(first, "tinybms_gw_data_dir_free_bytes", {}), 0)
         threads = {dict(k)["thread"]: v[1] for k, v in first["tinybms_gw_thread_count"][2].items()}
         for named in ("monitoring", "bms-poll0", "battery", "event-bus", "alert-ticker", "store-history",
-                      "store-alerts", "can-tx", "can-rx", "mqtt-net", "net-link", "civetweb-master"):
+                      "store-alert", "can-tx", "can-rx", "mqtt-net", "net-link", "civetweb-master"):
             self.assertIn(named, threads)
         unnamed = threads.get("tinybms-gw", 0)
         sys.stderr.write("[threads by name: %s; %d without a name of their own] "

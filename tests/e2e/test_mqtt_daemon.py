@@ -220,12 +220,12 @@ class Alerts(MqttCase):
         # Broker down; an alert is raised meanwhile; broker back on the same port.
         log_at = len(self.gw.stderr())
         self.broker.stop()
-        self.gw.wait_log(r"mqtt_client: connection lost", 60, start=log_at)
+        self.gw.wait_log(r"mqtt: connection lost", 60, start=log_at)
         self.sim.cmd("set-cell 2 2750")  # below cell_v_low (2.80 V)
         self.gw.wait_log(r"raised UNDER_VOLTAGE", 60, start=log_at)
         t_restart = time.monotonic()
         self.broker.start()
-        m = self.gw.wait_log(r"mqtt_client: connected to 127\.0\.0\.1:%d \((\d+) queued" % self.broker.port,
+        m = self.gw.wait_log(r"mqtt: connected to 127\.0\.0\.1:%d \((\d+) queued" % self.broker.port,
                              90, start=log_at)
         self.assertGreaterEqual(int(m.group(1)), 1, "the alert was not queued while the broker was down")
         q, retained, doc = self.wait_alert("UNDER_VOLTAGE", "raised", 60)
@@ -281,7 +281,7 @@ class Reconnection(GatewayTestCase):
         gw = self.start_daemon(["--uart", sim.link, "--mqtt", "mqtt://127.0.0.1:%d" % broker.port,
                                 "--can", "log:" + os.path.join(self.tmp, "can.log"), "--poll-ms", "500"])
         # No broker: the daemon runs on, retries, and says why.
-        gw.wait_log(r"mqtt_client: .*(refused|failed)", 60)
+        gw.wait_log(r"mqtt: .*(refused|failed)", 60)
         n = gw.wait_summaries(3, 60)
         gw.wait_summaries(2, 60, after=n)
 
@@ -295,14 +295,14 @@ class Reconnection(GatewayTestCase):
         for run in (1, 2):
             log_at = len(gw.stderr())
             broker.start()
-            gw.wait_log(r"mqtt_client: connected to 127\.0\.0\.1:%d" % broker.port, 90, start=log_at)
+            gw.wait_log(r"mqtt: connected to 127\.0\.0\.1:%d" % broker.port, 90, start=log_at)
             snap = wait_for(all_retained, 60, "every retained topic on the fresh broker (run %d)" % run)
             self.assertEqual(snap[P + "/availability"][2], "online")
             if run == 1:
                 # Restarted without persistence: the broker forgets every retained message; the
                 # daemon must publish them all again by itself.
                 broker.stop()
-                gw.wait_log(r"mqtt_client: connection lost", 60, start=log_at)
+                gw.wait_log(r"mqtt: connection lost", 60, start=log_at)
         self.assertTrue(gw.alive())
         self.stop_daemon_cleanly(gw)
 

@@ -64,25 +64,25 @@ class NetworkLink(GatewayTestCase):
         sim = self.start_sim()
         dump = os.path.join(self.tmp, "metrics.prom")
         gw = self.start_in_namespace(["--uart", sim.link, "--metrics-dump", dump])
-        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0 \(address usable\)", 60)
-        gw.wait_log(r"network: watching gwe0", 60)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0 \(address usable\)", 60)
+        gw.wait_log(r"net_link: watching gwe0", 60)
 
         # the far end goes away: carrier lost -> disconnected, then the alert after its delay
         mark = len(gw.stderr())
         self.ns(gw, "ip link set gwe1 down")
-        gw.wait_log(r"network: disconnected: gwe0 lost its address 198\.51\.100\.5 \(link down\)", 60, mark)
+        gw.wait_log(r"net_link: disconnected: gwe0 lost its address 198\.51\.100\.5 \(link down\)", 60, mark)
         gw.wait_log(r"raised WIFI_DISCONNECTED .*Network link gwe0 down", 60, mark)
         mark = len(gw.stderr())
         self.ns(gw, "ip link set gwe1 up")
-        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60, mark)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0", 60, mark)
         gw.wait_log(r"cleared WIFI_DISCONNECTED", 60, mark)
 
         # the address removed, another one given (DHCP renewing with a new lease)
         mark = len(gw.stderr())
         self.ns(gw, "ip addr del 198.51.100.5/24 dev gwe0")
-        gw.wait_log(r"network: disconnected: gwe0 lost its address 198\.51\.100\.5 \(no address\)", 60, mark)
+        gw.wait_log(r"net_link: disconnected: gwe0 lost its address 198\.51\.100\.5 \(no address\)", 60, mark)
         self.ns(gw, "ip addr add 198.51.100.6/24 dev gwe0")
-        gw.wait_log(r"network: connected: 198\.51\.100\.6 on gwe0", 60, mark)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.6 on gwe0", 60, mark)
 
         # the counters
         gw.proc.send_signal(signal.SIGUSR2)
@@ -117,22 +117,22 @@ class NetworkLink(GatewayTestCase):
         with open(broker.conf, "w") as f:
             f.write(conf)
         gw = self.start_in_namespace(["--uart", sim.link, "--mqtt", "mqtt://198.51.100.1:%d" % broker.port])
-        gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60)
+        gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0", 60)
         self.ns(gw, "ip addr add 198.51.100.1/24 dev gwe1")
         log = open(os.path.join(self.tmp, "broker-ns.log"), "wb")
         proc = subprocess.Popen(["nsenter", "-t", str(gw.proc.pid), "-n", gwtest.GW_MOSQUITTO, "-c", broker.conf],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
-            gw.wait_log(r"mqtt_client: connected to 198\.51\.100\.1:%d" % broker.port, 60)
+            gw.wait_log(r"mqtt: connected to 198\.51\.100\.1:%d" % broker.port, 60)
             mark = len(gw.stderr())
             # the new address first, then the old one goes: the link never lacks an address (the
             # kernel keeps the second one only with promote_secondaries)
             self.ns(gw, "sysctl -qw net.ipv4.conf.gwe0.promote_secondaries=1 && "
                         "ip addr add 198.51.100.7/24 dev gwe0 && ip addr del 198.51.100.5/24 dev gwe0")
-            gw.wait_log(r"network: connected: 198\.51\.100\.7 on gwe0", 60, mark)
+            gw.wait_log(r"net_link: connected: 198\.51\.100\.7 on gwe0", 60, mark)
             gw.wait_log(r"reconnecting now: the network address changed \(198\.51\.100\.5 -> 198\.51\.100\.7\)",
                         60, mark)
-            gw.wait_log(r"mqtt_client: connected to 198\.51\.100\.1:%d" % broker.port, 60, mark)
+            gw.wait_log(r"mqtt: connected to 198\.51\.100\.1:%d" % broker.port, 60, mark)
             wait_for(lambda: gwtest.read_text(log.name).count("New client connected") >= 2, 30,
                      "the broker seeing the gateway's second connection")
             self.assertNotIn("connection lost", gw.stderr()[mark:], "started over before the keepalive noticed")
@@ -153,7 +153,7 @@ class NetworkLink(GatewayTestCase):
                                        "wifi_ssid": "IEEE", "wifi_password": PASSPHRASE}})
         sim = self.start_sim()
         gw = self.start_in_namespace(["--uart", sim.link])
-        gw.wait_log(r"network: watching gwe0", 60)
+        gw.wait_log(r"net_link: watching gwe0", 60)
         # wpa_supplicant answers to the address the request came from, in the daemon's namespace
         log = os.path.join(self.tmp, "wpa.log")
         fake = subprocess.Popen(["nsenter", "-t", str(gw.proc.pid), "-n", sys.executable,
@@ -163,8 +163,8 @@ class NetworkLink(GatewayTestCase):
             wait_for(lambda: os.path.exists(log + ".ready"), 30, "the fake wpa_supplicant")
             mark = len(gw.stderr())
             self.ns(gw, "ip link set gwe1 down")
-            gw.wait_log(r"network: asked wpa_supplicant to join IEEE and reconnect \(attempt 1; next in 2 s", 60, mark)
-            gw.wait_log(r"network: asked wpa_supplicant to join IEEE and reconnect \(attempt 2; next in 4 s", 60, mark)
+            gw.wait_log(r"net_link: asked wpa_supplicant to join IEEE and reconnect \(attempt 1; next in 2 s", 60, mark)
+            gw.wait_log(r"net_link: asked wpa_supplicant to join IEEE and reconnect \(attempt 2; next in 4 s", 60, mark)
             commands = gwtest.read_text(log).splitlines()
             self.assertEqual(commands[:6], ["LIST_NETWORKS", "ADD_NETWORK", "SET_NETWORK 1 ssid 49454545",
                                             "SET_NETWORK 1 psk " + psk,
@@ -173,7 +173,7 @@ class NetworkLink(GatewayTestCase):
             self.assertNotIn(PASSPHRASE, gw.stderr())
             # back: no more requests once connected (the count is read after the link is up)
             self.ns(gw, "ip link set gwe1 up")
-            gw.wait_log(r"network: connected: 198\.51\.100\.5 on gwe0", 60, mark)
+            gw.wait_log(r"net_link: connected: 198\.51\.100\.5 on gwe0", 60, mark)
             self.stop_daemon_cleanly(gw)
             self.assertEqual(gwtest.read_text(log).count("RECONNECT"), gw.stderr().count("asked wpa_supplicant"))
         finally:
@@ -183,7 +183,7 @@ class NetworkLink(GatewayTestCase):
         self.write_config({"schema_version": 1, "network": {"interface": "wlan7"}})
         sim = self.start_sim()
         gw = self.start_in_namespace(["--uart", sim.link])
-        gw.wait_log(r"network: not connected: wlan7 \(interface absent\)", 60)
+        gw.wait_log(r"net_link: not connected: wlan7 \(interface absent\)", 60)
         gw.wait_summaries(2, 60)  # the battery side runs on
         self.stop_daemon_cleanly(gw)
 

@@ -123,7 +123,7 @@ class WebDaemon:
         self.daemon = gwtest.Daemon(self.tmp, ["--simulate", "--http", str(self.port), "--data-dir", self.data,
                                                "-q"] + list(args), name=name)
         try:
-            self.daemon.wait_log(r"web: serving https?://", 60)
+            self.daemon.wait_log(r"web_server: serving https?://", 60)
             wait_for(lambda: gwtest.port_open(self.port), 30, "the web port")
         except BaseException:
             sys.stderr.write(self.daemon.stderr()[-3000:])
@@ -606,7 +606,7 @@ class Api(unittest.TestCase):
         ev.close()
         self.d.daemon.wait_log(r"stopped cleanly \(restarting\)", 60)
         start = self.d.daemon.stderr().index("stopped cleanly (restarting)")
-        self.d.daemon.wait_log(r"web: serving https?://", 60, start=start)
+        self.d.daemon.wait_log(r"web_server: serving https?://", 60, start=start)
         wait_for(lambda: gwtest.port_open(self.port), 30, "the web port after the restart")
         self.assertEqual(self.d.daemon.proc.pid, pid)
         self.assertIsNone(self.d.daemon.proc.poll())
@@ -703,13 +703,13 @@ class Updates(unittest.TestCase):
         doc = self.refused(400, "bad_multipart", r"no 'firmware' part", parts=[("signature", "b.tar.sig", sig)])
         # Not a bundle at all; a signature whose bytes were changed; a bundle whose file was changed
         # (the signature after the bundle); a bundle signed by a key this gateway does not trust.
-        doc = self.refused(400, "bad_bundle", r"ota: update refused: ", parts=[("signature", "s", sig),
+        doc = self.refused(400, "bad_bundle", r"ota_update: update refused: ", parts=[("signature", "s", sig),
                                                                                   ("firmware", "f", b"\x00" * 5000)])
         tampered = json.loads(sig)
         raw = bytearray(__import__("base64").b64decode(tampered["signature"]))
         raw[5] ^= 1
         tampered["signature"] = __import__("base64").b64encode(bytes(raw)).decode()
-        doc = self.refused(403, "bad_signature", r"ota: update refused: .*signature",
+        doc = self.refused(403, "bad_signature", r"ota_update: update refused: .*signature",
                            parts=[("signature", "s", json.dumps(tampered).encode()), ("firmware", "f", bundle)])
         flipped = bytearray(bundle)
         # A byte of the last file's data (found with tarfile: where the padding ends depends on the
@@ -719,11 +719,11 @@ class Updates(unittest.TestCase):
         with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
             last = [m for m in tar.getmembers() if m.isfile() and m.size > 0][-1]
         flipped[last.offset_data + last.size // 2] ^= 0xFF
-        doc = self.refused(400, None, r"ota: update refused: ", parts=[("firmware", "f", bytes(flipped)),
+        doc = self.refused(400, None, r"ota_update: update refused: ", parts=[("firmware", "f", bytes(flipped)),
                                                                       ("signature", "s", sig)])
         self.assertRegex(doc["message"], r"SHA-256|hash|size|truncated|manifest|checksum")
         foreign_id = json.loads(self.read(self.foreign + ".sig"))["key_id"]
-        doc = self.refused(403, "bad_signature", r"ota: update refused: .*%s" % foreign_id,
+        doc = self.refused(403, "bad_signature", r"ota_update: update refused: .*%s" % foreign_id,
                            parts=[("signature", "s", self.read(self.foreign + ".sig")),
                                   ("firmware", "f", self.read(self.foreign))])
         self.assertIn(foreign_id, doc["message"])
@@ -747,7 +747,7 @@ class Updates(unittest.TestCase):
         self.assertIsNone(self.d.daemon.sanitizer_report())
 
     def test_b_the_running_version_is_refused(self):
-        doc = self.refused(409, "conflict", r"ota: update refused: .*already running",
+        doc = self.refused(409, "conflict", r"ota_update: update refused: .*already running",
                            parts=[("signature", "s", self.read(self.same + ".sig")),
                                   ("firmware", "f", self.read(self.same))])
         self.assertIn("already running", doc["message"])
@@ -797,7 +797,7 @@ class Https(unittest.TestCase):
                 json.dump({"web": {"https_enabled": True, "cert_file": crt, "key_file": key}}, f)
             port = gwtest.free_port()
             d = gwtest.Daemon(tmp, ["--simulate", "--http", str(port), "--data-dir", tmp, "-q"], name="gw-tls-probe")
-            m = d.wait_log(r"web: serving https://|HTTPS refused: .*", 60)
+            m = d.wait_log(r"web_server: serving https://|HTTPS refused: .*", 60)
             refused = "HTTPS refused" in m.group(0)
             if refused:
                 # The battery side runs on without the web page, and says so.

@@ -46,7 +46,7 @@ class WebGw:
             tc.assertEqual(r.returncode, 0, r.stderr)
         self.d = tc.start_daemon(["--uart", link, "--http", str(self.port), "--poll-ms", "200", "-q"] + list(extra),
                                  name=name)
-        self.d.wait_log(r"web: serving http://", 60)
+        self.d.wait_log(r"web_server: serving http://", 60)
         wait_for(self.limits_read, 60, "the BMS settings and their min/max read")
 
     def limits_read(self):

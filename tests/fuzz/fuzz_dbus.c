@@ -21,6 +21,7 @@
 #include "fuzz_support.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "support/sample.h"
 
 #include <dbus/dbus.h>
 #include <string.h>
@@ -75,22 +76,12 @@ dbus_bool_t dbus_connection_send(DBusConnection *connection, DBusMessage *messag
 
 static struct bms_live_data sample(uint8_t id, float cell_v, float current_a)
 {
-    struct bms_live_data s;
-    memset(&s, 0, sizeof s);
-    s.battery_id = id;
-    s.valid = true;
-    s.cell_count = 16;
-    for (unsigned i = 0; i < 16; i++)
+    struct bms_live_data s = test_sample(id, cell_v, current_a);
+    for (unsigned i = 0; i < 16; i++) /* a spread of 30 mV a cell: balancing, min/max cells */
         s.cell_mv_x10[i] = (uint16_t)(cell_v * 10000.0f + 0.5f + (float)(i * 30));
     s.pack_voltage_v = cell_v * 16.0f + 0.2f;
-    s.pack_current_a = current_a;
     s.soc_ppm = 65u * 1000000u;
-    s.soh_raw = 50000;
-    s.soh_valid = true;
-    s.temp_dc[BMS_TEMP_INTERNAL] = 300;
-    s.temp_present[BMS_TEMP_INTERNAL] = true;
     s.temp_dc[BMS_TEMP_EXT1] = 215;
-    s.temp_present[BMS_TEMP_EXT1] = true;
     s.online_status = BMS_STATUS_CHARGING;
     s.lifetime_s = 5000;
     s.balancing_active = 0x0101;

@@ -12,6 +12,7 @@
 #include "fuzz_support.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "support/sample.h"
 
 #include <math.h>
 #include <string.h>
@@ -37,22 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 static struct bms_live_data sample(uint8_t id, float cell_v, float current_a, uint32_t lifetime_s)
 {
-    struct bms_live_data s;
-    memset(&s, 0, sizeof s);
-    s.battery_id = id;
-    s.valid = true;
-    s.cell_count = 16;
-    for (unsigned i = 0; i < 16; i++)
-        s.cell_mv_x10[i] = (uint16_t)(cell_v * 10000.0f + 0.5f);
-    s.pack_voltage_v = cell_v * 16.0f;
-    s.pack_current_a = current_a;
-    s.soc_ppm = 80u * 1000000u;
-    s.soh_raw = 50000;
-    s.soh_valid = true;
-    s.temp_dc[BMS_TEMP_INTERNAL] = 300;
-    s.temp_present[BMS_TEMP_INTERNAL] = true;
-    s.temp_dc[BMS_TEMP_EXT1] = 200;
-    s.temp_present[BMS_TEMP_EXT1] = true;
+    struct bms_live_data s = test_sample(id, cell_v, current_a);
     s.online_status = BMS_STATUS_CHARGING;
     s.lifetime_s = lifetime_s;
     return s;

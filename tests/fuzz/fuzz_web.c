@@ -12,6 +12,7 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "history_logger.h"
+#include "support/sample.h"
 #include "web_server_internal.h"
 
 #include <cjson/cJSON.h>
@@ -179,24 +180,13 @@ static void open_config(void)
 
 static struct bms_live_data sample(uint8_t id)
 {
-    struct bms_live_data s;
-    memset(&s, 0, sizeof s);
-    s.battery_id = id;
-    s.valid = true;
-    s.cell_count = 16;
+    struct bms_live_data s = test_sample(id, 3.3f, 12.5f);
     for (unsigned i = 0; i < 16; i++)
         s.cell_mv_x10[i] = (uint16_t)(33000 + 20 * i + 100 * id);
     s.pack_voltage_v = 53.1f;
-    s.pack_current_a = 12.5f;
     s.soc_ppm = 71u * 1000000u;
-    s.soh_raw = 50000;
-    s.soh_valid = true;
-    s.temp_dc[BMS_TEMP_INTERNAL] = 300;
-    s.temp_present[BMS_TEMP_INTERNAL] = true;
     s.temp_dc[BMS_TEMP_EXT1] = 215;
-    s.temp_present[BMS_TEMP_EXT1] = true;
     s.online_status = BMS_STATUS_CHARGING;
-    s.lifetime_s = 1000;
     return s;
 }
 

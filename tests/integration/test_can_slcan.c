@@ -16,6 +16,7 @@
 #include "gw_config.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -77,12 +78,9 @@ static void cleanup(void)
 
 static bool wait_file(const char *path, unsigned timeout_ms)
 {
-    for (unsigned t = 0; t < timeout_ms; t += 20) {
-        if (access(path, F_OK) == 0)
-            return true;
-        gw_sleep_ms(20);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, access(path, F_OK) == 0, timeout_ms);
+    return ok;
 }
 
 static void touch(const char *path)

@@ -8,6 +8,7 @@
 #include "event_bus.h"
 #include "gw_config.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -51,13 +52,9 @@ static int events_get(struct conn_events *e, bool connected)
 
 static bool wait_connected(struct mqtt_client *c, bool want, uint32_t timeout_ms)
 {
-    uint64_t deadline = test_now_ms() + timeout_ms;
-    while (test_now_ms() < deadline) {
-        if (mqtt_client_is_connected(c) == want)
-            return true;
-        usleep(10000);
-    }
-    return mqtt_client_is_connected(c) == want;
+    bool ok;
+    WAIT_FOR(ok, mqtt_client_is_connected(c) == want, timeout_ms);
+    return ok;
 }
 
 static void base_cfg(struct gw_config_mqtt *m, const char *scheme, uint16_t port)
@@ -113,7 +110,7 @@ static void test_plain_publish_subscribe_and_events(void)
     CHECK_EQ_INT(mqtt_client_start(c), GW_OK);
     CHECK_EQ_INT(mqtt_client_start(c), GW_ERR_STATE);
     CHECK(wait_connected(c, true, 10000));
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, true), 1);
 
     CHECK_EQ_INT(mqtt_client_publish(c, "t/value", "12.5", 4, 0, true), GW_OK);
@@ -162,7 +159,7 @@ static void test_plain_publish_subscribe_and_events(void)
     CHECK(test_broker_log_contains(&b, line, 5000));
     CHECK_EQ_INT(test_sub_wait(sub, "t/burst", 50, 10000, &tm), 50);
     CHECK_STR(tm.payload, "49");
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, false), 1);
     CHECK_EQ_INT(test_sub_count(sub, "t/availability"), 0);
 
@@ -394,7 +391,7 @@ static void test_broker_restart_offline_queue(void)
 
     test_broker_stop(&b, true);
     CHECK(wait_connected(c, false, 10000));
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, false), 1);
 
     char text[16];
@@ -418,7 +415,7 @@ static void test_broker_restart_offline_queue(void)
     CHECK_EQ_INT(st.queue_depth, 0);
     CHECK_EQ_INT(st.connects, 2);
     CHECK_EQ_INT(st.disconnects, 1);
-    CHECK(event_bus_flush(bus, 2000));
+    CHECK(event_bus_flush(bus, 2000) == GW_OK);
     CHECK_EQ_INT(events_get(&ev, true), 2);
     pthread_mutex_lock(&ev.lock);
     printf("disconnect reason: %s\n", ev.last_reason);

@@ -53,8 +53,8 @@ static void config_changed(struct event_bus *bus)
 {
     struct app_config_change ch = { .sections = CONFIG_SECTION_MQTT };
     snprintf(ch.changed, sizeof ch.changed, "mqtt");
-    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &ch, sizeof ch, 1000));
-    CHECK(event_bus_flush(bus, 10000));
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &ch, sizeof ch, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 10000) == GW_OK);
 }
 
 static struct gw_config_mqtt base_cfg(uint16_t port, const char *id, const char *prefix)
@@ -144,8 +144,8 @@ static struct battery_view *three_pack_view(void)
 
 static void send_view(struct event_bus *bus, const struct battery_view *v)
 {
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 }
 
 static struct app_alert alert(const char *code, float value)
@@ -331,8 +331,8 @@ static void test_topics_status_alerts_discovery(void)
 
     /* Alerts: QoS 1, not retained, with the event field. */
     struct app_alert a = alert("CELL_OVER_VOLTAGE", 3.671f);
-    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000));
-    CHECK(event_bus_publish(bus, EVENT_ALERT_CLEARED, &a, sizeof a, 1000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_ALERT_CLEARED, &a, sizeof a, 1000) == GW_OK);
     cJSON *aj = wait_json(sub, "tbA/alerts", 1, &msg);
     CHECK(aj != NULL);
     CHECK_EQ_INT(msg.qos, 1);
@@ -350,7 +350,7 @@ static void test_topics_status_alerts_discovery(void)
     ver.version.valid = true;
     ver.version.fw_public = 86;
     snprintf(ver.version.serial, sizeof ver.version.serial, "00112233445566778899AABB");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
     disc = wait_json(sub, "homeassistant/sensor/gwA/voltage/config", 2, &msg);
     CHECK(disc != NULL);
     CHECK(strstr(msg.payload, "tinybms_00112233445566778899AABB") != NULL);
@@ -690,7 +690,7 @@ static void test_commands_and_restart(void)
     /* Off by default: the command reaches the connection but nothing acts on it. */
     CHECK_EQ_INT(test_sub_publish(sub, "tbB/cmd/alerts/ack", "all", false), 0);
     CHECK_EQ_INT(inbox_wait(&cmd_seen, 1, 10000), 1);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK_EQ_INT(rec.alert_cmds, 0);
     pthread_mutex_unlock(&rec.lock);
@@ -703,7 +703,7 @@ static void test_commands_and_restart(void)
     cJSON *r = command(sub, "tbB/cmd/alerts/ack", "all");
     CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "ok")));
     cJSON_Delete(r);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK(rec.alert_cmds >= 1);
     CHECK_EQ_INT(rec.last_alert_cmd.op, ALERT_OP_ACK_ALL);
@@ -713,7 +713,7 @@ static void test_commands_and_restart(void)
     r = command(sub, "tbB/cmd/alerts/ack", "CELL_OVER_VOLTAGE");
     CHECK(r && cJSON_IsTrue(cJSON_GetObjectItem(r, "ok")));
     cJSON_Delete(r);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK_EQ_INT(rec.last_alert_cmd.op, ALERT_OP_ACK);
     CHECK_STR(rec.last_alert_cmd.code, "CELL_OVER_VOLTAGE");
@@ -733,7 +733,7 @@ static void test_commands_and_restart(void)
     r = command(sub, "tbB/cmd/alerts/clear", "everything");
     CHECK(r && cJSON_IsFalse(cJSON_GetObjectItem(r, "ok")));
     cJSON_Delete(r);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK_EQ_INT(rec.caps, 0); /* caps never go on the bus any more */
     pthread_mutex_unlock(&rec.lock);
@@ -761,9 +761,9 @@ static void test_commands_and_restart(void)
         usleep(10000);
     CHECK(!mqtt_client_is_connected(client));
     struct app_alert a1 = alert("PACK_LOW", 44.0f), a2 = alert("TEMP_HIGH", 51.5f);
-    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a1, sizeof a1, 1000));
-    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a2, sizeof a2, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a1, sizeof a1, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a2, sizeof a2, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     struct mqtt_client_stats cs;
     mqtt_client_get_stats(client, &cs);
     CHECK_EQ_INT(cs.queue_depth, 2);
@@ -805,7 +805,7 @@ static void feed(struct event_bus *bus, uint8_t id, uint32_t lifetime_s, float p
     d.timestamp_ms = 0;
     d.lifetime_s = lifetime_s;
     d.pack_voltage_v = pack_v;
-    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &d, sizeof d, 1000) == GW_OK);
 }
 
 /* Feeds pack 0 (and pack 1 when both) every 200 ms until the newest message on topic carries

@@ -10,6 +10,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "history_logger.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -34,9 +35,9 @@ static void on_alert(const struct gw_event *ev, void *ctx)
 
 static bool wait_at_least(atomic_int *v, int want)
 {
-    for (int i = 0; i < 4000 && atomic_load(v) < want; i++)
-        gw_sleep_ms(5);
-    return atomic_load(v) >= want;
+    bool ok;
+    WAIT_FOR(ok, atomic_load(v) >= want, 20000);
+    return ok;
 }
 
 static struct bms_live_data sample(int i, uint16_t cell1_mv_x10)
@@ -120,11 +121,11 @@ static void test_storage_failure_is_an_alert_and_loses_nothing(void)
     struct battery_view *v = malloc(sizeof *v);
     for (int i = 0; i < 30; i++) {
         make_view(v, i, i >= 20 ? 36600 : 33000);
-        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
         CHECK_EQ_INT(history_logger_record_view(hl, v, NULL), GW_OK);
     }
     free(v);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK(wait_at_least(&over_voltage_raised, 1));
     CHECK_EQ_INT(atomic_load(&over_voltage_pack), 1); /* the second pack's alert */
     CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_ERR_STORAGE);

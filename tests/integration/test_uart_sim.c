@@ -8,6 +8,7 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "sim_process.h"
+#include "support/wait.h"
 #include "test.h"
 #include "uart_bms.h"
 
@@ -69,13 +70,9 @@ static uint64_t samples_now(struct uart_bms *ub)
 
 static bool wait_samples(struct uart_bms *ub, uint64_t target, uint32_t timeout_ms)
 {
-    uint64_t deadline = gw_now_ms() + timeout_ms;
-    while (gw_now_ms() < deadline) {
-        if (samples_now(ub) >= target)
-            return true;
-        gw_sleep_ms(10);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, samples_now(ub) >= target, timeout_ms);
+    return ok;
 }
 
 static struct uart_bms *start_gateway(struct event_bus *bus, uint32_t comm_timeout_ms)

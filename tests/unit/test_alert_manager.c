@@ -7,6 +7,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -52,12 +53,9 @@ static int count_code(struct seen_alerts *s, bool raised, const char *code)
 /* Polls until count_code reaches want or 10 s pass (generous: loaded CI machine). */
 static bool wait_code(struct seen_alerts *s, bool raised, const char *code, int want)
 {
-    for (int i = 0; i < 2000; i++) {
-        if (count_code(s, raised, code) >= want)
-            return true;
-        gw_sleep_ms(5);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, count_code(s, raised, code) >= want, 10000);
+    return ok;
 }
 
 static struct gw_config_alerts test_cfg(void)
@@ -121,7 +119,7 @@ static struct battery_view *make_view(unsigned n)
 static void publish_view(struct event_bus *bus, struct battery_view *v)
 {
     v->seq++;
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
 }
 
 static cJSON *find_code(cJSON *arr, const char *code)
@@ -158,7 +156,7 @@ static void test_service_end_to_end(void)
     v->packs[0].live = sample(36520);
     publish_view(bus, v);
     CHECK(wait_code(&seen, true, "OVER_VOLTAGE", 1));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     pthread_mutex_lock(&seen.lock);
     for (int i = 0; i < seen.n_raised; i++)
         if (strcmp(seen.raised[i].code, "OVER_VOLTAGE") == 0) {
@@ -170,13 +168,13 @@ static void test_service_end_to_end(void)
     pthread_mutex_unlock(&seen.lock);
     /* same view again: no second raise */
     publish_view(bus, v);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(count_code(&seen, true, "OVER_VOLTAGE"), 1);
 
     /* pack 2's BMS is lost: the event says why, the next view says it is lost */
     struct app_bms_comm comm = { .battery_id = 1, .reason = "timeout" };
-    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &comm, sizeof comm, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &comm, sizeof comm, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(count_code(&seen, true, "BMS_COMM_LOST"), 0); /* the view decides */
     v->packs[1].state = BATTERY_PACK_OFFLINE;
     v->packs[1].conditions = BATTERY_COND_COMM_LOST;
@@ -185,11 +183,11 @@ static void test_service_end_to_end(void)
     publish_view(bus, v);
     /* link and storage edges */
     struct app_storage_error se = { .module = "history", .error = GW_ERR_STORAGE, .message = "disk full" };
-    CHECK(event_bus_publish(bus, EVENT_STORAGE_ERROR, &se, sizeof se, 1000));
+    CHECK(event_bus_publish(bus, EVENT_STORAGE_ERROR, &se, sizeof se, 1000) == GW_OK);
     struct app_text reason = { .text = "connection refused" };
-    CHECK(event_bus_publish(bus, EVENT_MQTT_DISCONNECTED, &reason, sizeof reason, 1000));
+    CHECK(event_bus_publish(bus, EVENT_MQTT_DISCONNECTED, &reason, sizeof reason, 1000) == GW_OK);
     struct app_inverter_link link = { .present = false };
-    CHECK(event_bus_publish(bus, EVENT_CAN_INVERTER_LINK, &link, sizeof link, 1000));
+    CHECK(event_bus_publish(bus, EVENT_CAN_INVERTER_LINK, &link, sizeof link, 1000) == GW_OK);
     CHECK(wait_code(&seen, true, "BMS_COMM_LOST", 1));
     pthread_mutex_lock(&seen.lock);
     for (int i = 0; i < seen.n_raised; i++)
@@ -201,8 +199,8 @@ static void test_service_end_to_end(void)
     CHECK(wait_code(&seen, true, "STORAGE_ERROR", 1));
     CHECK(wait_code(&seen, true, "MQTT_DISCONNECTED", 1));
     CHECK(wait_code(&seen, true, "CAN_INVERTER_LINK_LOST", 1));
-    CHECK(event_bus_publish(bus, EVENT_STORAGE_OK, &se, sizeof se, 1000));
-    CHECK(event_bus_publish(bus, EVENT_MQTT_CONNECTED, NULL, 0, 1000));
+    CHECK(event_bus_publish(bus, EVENT_STORAGE_OK, &se, sizeof se, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_MQTT_CONNECTED, NULL, 0, 1000) == GW_OK);
     CHECK(wait_code(&seen, false, "STORAGE_ERROR", 1));
     CHECK(wait_code(&seen, false, "MQTT_DISCONNECTED", 1));
     CHECK_EQ_INT(count_code(&seen, true, "PACK_OFFLINE"), 0); /* comm lost says it better */
@@ -217,8 +215,8 @@ static void test_service_end_to_end(void)
 
     /* ack over the bus */
     struct app_alert_command cmd = { .op = ALERT_OP_ACK, .code = "OVER_VOLTAGE", .source = "web" };
-    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 
     /* active list JSON, parsed back */
     char *json = NULL;
@@ -262,7 +260,7 @@ static void test_service_end_to_end(void)
     /* thresholds reloaded through the getter: the rule is disabled, its alert clears */
     getter_cfg.cell_v_high.enabled = false;
     struct app_config_change change = { .sections = CONFIG_SECTION_ALERTS, .changed = "alerts.cell_v_high" };
-    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000));
+    CHECK(event_bus_publish(bus, EVENT_CONFIG_UPDATED, &change, sizeof change, 1000) == GW_OK);
     CHECK(wait_code(&seen, false, "OVER_VOLTAGE", 1));
     CHECK_EQ_INT(alert_manager_active_count(am), 3);
 
@@ -272,7 +270,7 @@ static void test_service_end_to_end(void)
     CHECK(wait_code(&seen, true, "CAN_INVERTER_LINK_LOST", 2));
     CHECK_EQ_INT(count_code(&seen, true, "CONFIG_RECOVERED"), 1);
     CHECK_EQ_INT(alert_manager_clear(am, "CONFIG_RECOVERED"), GW_ERR_NOT_FOUND);
-    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_RESTORED, &comm, sizeof comm, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_RESTORED, &comm, sizeof comm, 1000) == GW_OK);
     v->packs[1].state = BATTERY_PACK_ONLINE;
     v->packs[1].conditions = 0;
     v->conditions = 0;
@@ -364,10 +362,10 @@ static void test_bad_input_and_no_persistence(void)
     CHECK_EQ_INT(alert_manager_get_active_json(am, NULL, 0, NULL), GW_ERR_INVAL);
     /* a short payload is ignored, not read past its end */
     char junk[4] = { 1, 2, 3, 4 };
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
-    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, junk, sizeof junk, 1000));
-    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, junk, sizeof junk, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, junk, sizeof junk, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, junk, sizeof junk, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(alert_manager_active_count(am), 0);
     alert_manager_destroy(am);
     alert_manager_destroy(NULL);
@@ -390,7 +388,7 @@ static void test_active_json_golden(void)
     v->packs[0].live = sample(36520);
     publish_view(bus, v);
     free(v);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(alert_manager_raise(am, "CONFIG_RECOVERED", ALERT_LEVEL_WARNING, "a \"quoted\"\tmessage"), GW_OK);
     char buf[2048];
     CHECK_EQ_INT(alert_manager_get_active_json(am, buf, sizeof buf, NULL), GW_OK);
@@ -426,7 +424,7 @@ static void test_several_packs_via_bus(void)
         return;
     struct battery_view *v = make_view(3);
     publish_view(bus, v);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(alert_manager_active_count(am), 0);
 
     v->packs[1].live.cell_mv_x10[1] = 36200;
@@ -521,24 +519,24 @@ static void test_event_log_and_network_via_bus(void)
     ev->log.count = 2;
     ev->log.events[0] = (struct bms_event){ 100, 0x61 };
     ev->log.events[1] = (struct bms_event){ 200, 0x04 };
-    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000)); /* baseline */
-    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000)); /* same again */
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000) == GW_OK); /* baseline */
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000) == GW_OK); /* same again */
     ev->log.count = 3;
     ev->log.events[2] = (struct bms_event){ 300, 0x06 };
-    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000));
-    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000) == GW_OK);
+    CHECK(event_bus_publish(bus, EVENT_BMS_EVENTS_UPDATE, ev, sizeof *ev, 1000) == GW_OK);
     CHECK(wait_code(&seen, true, "BMS_CHARGE_OVER_CURRENT", 1));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(count_code(&seen, true, "BMS_CHARGE_OVER_CURRENT"), 1);
     CHECK_EQ_INT(count_code(&seen, true, "BMS_OVER_TEMP_CUTOFF"), 0);
     free(ev);
     struct app_net_link link = { .interface = "wlan0" };
-    CHECK(event_bus_publish(bus, EVENT_NET_DISCONNECTED, &link, sizeof link, 1000));
+    CHECK(event_bus_publish(bus, EVENT_NET_DISCONNECTED, &link, sizeof link, 1000) == GW_OK);
     CHECK(wait_code(&seen, true, "WIFI_DISCONNECTED", 1));
-    CHECK(event_bus_publish(bus, EVENT_NET_CONNECTED, &link, sizeof link, 1000));
+    CHECK(event_bus_publish(bus, EVENT_NET_CONNECTED, &link, sizeof link, 1000) == GW_OK);
     CHECK(wait_code(&seen, false, "WIFI_DISCONNECTED", 1));
     struct app_alert_command cmd = { .op = ALERT_OP_CLEAR_ALL, .source = "mqtt" };
-    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 1000) == GW_OK);
     CHECK(wait_code(&seen, false, "BMS_CHARGE_OVER_CURRENT", 1));
     CHECK_EQ_INT(alert_manager_active_count(am), 0);
     alert_manager_destroy(am);

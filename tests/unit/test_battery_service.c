@@ -8,6 +8,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -64,13 +65,9 @@ static struct bms_live_data sample(uint8_t id, float current_a, uint32_t lifetim
 static bool wait_view(struct battery_service *bs, bool (*pred)(const struct battery_view *))
 {
     static struct battery_view v;
-    for (unsigned i = 0; i < 1000; i++) {
-        battery_service_get_view(bs, &v);
-        if (v.seq > 0 && pred(&v))
-            return true;
-        sleep_ms(10);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, (battery_service_get_view(bs, &v), v.seq > 0 && pred(&v)), 10000);
+    return ok;
 }
 
 static bool two_online(const struct battery_view *v) { return v->online_count == 2; }
@@ -103,7 +100,7 @@ static void test_samples_to_views_and_state_file(void)
     for (uint32_t t = 0; t < 5; t++) {
         for (uint8_t id = 0; id < 2; id++) {
             struct bms_live_data s = sample(id, 10.0f, 100 + t);
-            CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &s, sizeof s, 1000));
+            CHECK(event_bus_publish(bus, EVENT_BMS_DATA_UPDATE, &s, sizeof s, 1000) == GW_OK);
         }
         sleep_ms(20);
     }
@@ -115,7 +112,7 @@ static void test_samples_to_views_and_state_file(void)
     pthread_mutex_unlock(&rec_lock);
     /* Pack 2's poller loses its BMS: the bank goes on with one. */
     struct app_bms_comm lost = {.battery_id = 1};
-    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &lost, sizeof lost, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_COMM_LOST, &lost, sizeof lost, 1000) == GW_OK);
     CHECK(wait_view(bs, one_online));
 
     /* Caps: "no effect" while no output sends limits, "applied" once one does. */

@@ -14,8 +14,11 @@
 #include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 #include "watchdog.h"
+
+#include <fcntl.h>
 
 #include <pthread.h>
 #include <pty.h>
@@ -162,11 +165,10 @@ static bool last_sent(uint32_t id, struct can_frame_gw *out)
 /* Waits (real time, generous) until a frame id was sent at fake time t. */
 static bool wait_sent(uint32_t id, uint64_t t)
 {
-    for (int i = 0; i < 1000; i++) {
-        if (count_sent(id, t) > 0)
-            return true;
-        real_sleep_ms(5);
-    }
+    bool ok;
+    WAIT_FOR(ok, count_sent(id, t) > 0, 5000);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout waiting for 0x%03X at t=%llu; sent at:", (unsigned)id, (unsigned long long)t);
     pthread_mutex_lock(&fake.lock);
     for (size_t i = 0, shown = 0; i < fake.count && shown < 40; i++) {
@@ -226,11 +228,10 @@ static void rec_reset(void)
 
 static bool wait_count(int id, int at_least)
 {
-    for (int i = 0; i < 1000; i++) {
-        if (rec_count(id) >= at_least)
-            return true;
-        real_sleep_ms(5);
-    }
+    bool ok;
+    WAIT_FOR(ok, rec_count(id) >= at_least, 5000);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout waiting for %d x %s\n", at_least, app_event_name(id));
     return false;
 }
@@ -311,8 +312,8 @@ static void make_view(struct battery_view *v, uint64_t t, unsigned packs, unsign
 static void publish_view(struct event_bus *bus, const struct battery_view *v)
 {
     totals_expected = true;
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 }
 
 static void feed(struct event_bus *bus, uint64_t t, unsigned packs, unsigned online)
@@ -330,8 +331,8 @@ static void publish_version(struct event_bus *bus, uint8_t battery_id, uint8_t f
                                    .version = { .valid = true, .fw_public = fw_public, .fw_internal = fw_internal,
                                                 .hw_version = 1 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "%s", serial);
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
 }
 
 /* Moves the test clock to t and waits until the TX thread sleeps again (its cycle done, if one
@@ -1006,10 +1007,10 @@ static void test_identity_and_live_config(void)
     /* Pack 1 (id 1) reports first; the identity describes the first configured pack (id 0). */
     struct app_bms_version ver = { .battery_id = 1, .version = { .valid = true, .fw_public = 5, .hw_version = 1 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "FFFFFFFFFFFFFFFFFFFFFFFF");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
     ver = (struct app_bms_version){ .battery_id = 0, .version = { .valid = true, .fw_public = 6, .hw_version = 2 } };
     snprintf(ver.version.serial, sizeof ver.version.serial, "0123456789ABCDEF01234567");
-    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
+    CHECK(event_bus_publish(bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
     feed(bus, t0, 2, 2);
     CHECK_EQ_INT(can_publisher_start(p), GW_OK);
     CHECK(step_to(t0));
@@ -1051,7 +1052,7 @@ static void test_identity_and_live_config(void)
     bad.can.live_period_ms = 0;
     CHECK_EQ_INT(can_publisher_apply_config(p, &bad), GW_ERR_RANGE);
     bad = cfg;
-    bad.can.stale_timeout_ms = 100;
+    bad.can.stale_timeout_ms = 0;
     CHECK_EQ_INT(can_publisher_apply_config(p, &bad), GW_ERR_RANGE);
     CHECK_EQ_INT(can_publisher_apply_config(p, NULL), GW_ERR_INVAL);
     can_publisher_destroy(p);
@@ -1105,7 +1106,7 @@ static void test_create_rejects_bad_options(void)
     cfg.can.live_period_ms = 0;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_ERR_RANGE);
     gw_config_set_defaults(&cfg);
-    cfg.can.inverter_timeout_ms = 1;
+    cfg.can.inverter_timeout_ms = 0;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_ERR_RANGE);
     CHECK_EQ_INT(can_publisher_create(NULL, &p), GW_ERR_INVAL);
     o.bus = NULL;
@@ -1131,8 +1132,8 @@ static void test_create_rejects_bad_options(void)
     o.transport = &fake_transport;
     CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
     uint8_t junk[16] = { 0 };
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, junk, sizeof junk, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     struct can_publisher_status st;
     can_publisher_get_status(p, &st);
     CHECK(!st.have_view);
@@ -1450,7 +1451,77 @@ static void setup(void)
 
 static void test_setup(void) { setup(); }
 
-TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_create_rejects_bad_options),
+/* ---- a transport with a poll_fd: the RX thread sleeps in poll(), never in slices ---------- */
+
+static struct {
+    int pipe[2];          /* one byte written = one frame arrived */
+    atomic_int recv_calls;
+    atomic_int timed_calls; /* recv asked to wait: a slice */
+} polled;
+
+static int polled_recv(struct can_transport *t, struct can_frame_gw *f, uint32_t timeout_ms)
+{
+    (void)t;
+    atomic_fetch_add(&polled.recv_calls, 1);
+    if (timeout_ms)
+        atomic_fetch_add(&polled.timed_calls, 1);
+    uint8_t b;
+    if (read(polled.pipe[0], &b, 1) == 1) {
+        *f = (struct can_frame_gw){ .id = 0x305, .dlc = 8 };
+        return GW_OK;
+    }
+    return GW_ERR_TIMEOUT;
+}
+
+static int polled_fd(struct can_transport *t)
+{
+    (void)t;
+    return polled.pipe[0];
+}
+
+static const struct can_transport_ops polled_ops = {
+    .name = "polled", .open = fake_open, .send = fake_send, .recv = polled_recv, .close = fake_close,
+    .stats = fake_stats, .poll_fd = polled_fd,
+};
+static struct can_transport polled_transport = { .ops = &polled_ops, .impl = &polled, .spec = "polled:" };
+
+/* Between frames the RX thread makes no call at all: each frame costs one recv that returns it
+ * and one that finds nothing (then poll()); stop gets it out of poll() at once. With slices it
+ * made a recv call per slice, with a timeout. */
+static void test_rx_waits_in_poll_without_slices(void)
+{
+    fake_reset();
+    clock_set(500000);
+    CHECK_EQ_INT(pipe2(polled.pipe, O_NONBLOCK | O_CLOEXEC), 0);
+    atomic_store(&polled.recv_calls, 0);
+    atomic_store(&polled.timed_calls, 0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher_options o = { .config = &cfg, .bus = bus, .transport = &polled_transport };
+    struct can_publisher *p = NULL;
+    CHECK_EQ_INT(can_publisher_create(&o, &p), GW_OK);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    WAIT_UNTIL(atomic_load(&polled.recv_calls) >= 1, 10000); /* found nothing: in poll() now */
+    struct can_publisher_status st;
+    for (int i = 1; i <= 5; i++) {
+        CHECK_EQ_INT(write(polled.pipe[1], "x", 1), 1);
+        WAIT_UNTIL((can_publisher_get_status(p, &st), st.rx_frames >= (uint64_t)i), 10000);
+        /* The frame's recv, then the one that finds nothing and goes back to poll(). */
+        WAIT_UNTIL(atomic_load(&polled.recv_calls) >= 1 + 2 * i, 10000);
+    }
+    can_publisher_stop(p);
+    CHECK_EQ_INT(atomic_load(&polled.timed_calls), 0);
+    CHECK(atomic_load(&polled.recv_calls) <= 1 + 2 * 5 + 1); /* + at most one after the stop's wake */
+    can_publisher_get_status(p, &st);
+    CHECK_EQ_INT(st.rx_frames, 5);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+    close(polled.pipe[0]);
+    close(polled.pipe[1]);
+}
+
+TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test_rx_waits_in_poll_without_slices), TEST_CASE(test_create_rejects_bad_options),
           TEST_CASE(test_nothing_alarming_before_the_first_sample),
           TEST_CASE(test_first_status_is_online_when_the_bms_answers), TEST_CASE(test_identity_sent_once_known), TEST_CASE(test_one_pack_frames_from_the_view),
           TEST_CASE(test_two_packs_then_one_offline), TEST_CASE(test_stale_view_withholds_and_resumes),

@@ -8,6 +8,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -601,9 +603,9 @@ static void test_slcan_recv_times_out_under_junk(void)
     CHECK_EQ_INT(write(master, junk, sizeof junk), (ssize_t)sizeof junk);
     char sink[64];
     read_some(master, sink, 7); /* the open sequence */
-    struct pollfd pfd = { .fd = slave, .events = POLLIN };
-    CHECK_EQ_INT(poll(&pfd, 1, 5000), 1);
-    gw_sleep_ms(50); /* let the pty move all of it to the reader side */
+    /* All of it on the reader side before the clock starts running: recv must meet it there. */
+    int pending = 0;
+    WAIT_UNTIL(ioctl(slave, FIONREAD, &pending) == 0 && pending >= (int)sizeof junk, 10000);
 
     fake_clock_set_step_ms(1000);
     struct can_frame_gw r;

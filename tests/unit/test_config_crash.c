@@ -284,7 +284,7 @@ static int storage_failure_child(const char *dir, enum failure_mode mode)
     if (d)
         closedir(d);
     /* The alert manager hears about it. */
-    CHECK(event_bus_flush(bus, 10000));
+    CHECK(event_bus_flush(bus, 10000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK_EQ_INT(rec.count, 1);
     CHECK_STR(rec.last.module, "config");
@@ -343,7 +343,7 @@ static int first_start_unwritable_child(const char *dir)
     CHECK_EQ_INT(cfg.bms.poll_interval_ms, 1000);
     CHECK_STR(cfg.web.password_hash, ""); /* none made up: the web server asks for one (first run) */
     CHECK(config_manager_announce_load_status(cm)); /* again, for late subscribers */
-    CHECK(event_bus_flush(bus, 10000));
+    CHECK(event_bus_flush(bus, 10000) == GW_OK);
     pthread_mutex_lock(&rec.lock);
     CHECK_EQ_INT(rec.count, 2);
     CHECK_STR(rec.last.module, "config");

@@ -106,7 +106,7 @@ static void fx_teardown(struct fixture *fx)
 
 static struct recorder snapshot(struct fixture *fx)
 {
-    CHECK(event_bus_flush(fx->bus, 10000));
+    CHECK(event_bus_flush(fx->bus, 10000) == GW_OK);
     pthread_mutex_lock(&fx->rec.lock);
     struct recorder r = fx->rec;
     pthread_mutex_unlock(&fx->rec.lock);

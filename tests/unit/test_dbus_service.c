@@ -6,6 +6,7 @@
  * hangs, and at stop the values are invalidated before the name goes.
  * Synchronisation: waits for conditions with generous deadlines, never fixed sleeps. */
 #define _GNU_SOURCE
+#include "support/wait.h"
 #include "test.h"
 
 #include "app_events.h"
@@ -236,26 +237,21 @@ static bool has_owner(const char *name)
 
 static bool wait_owner(const char *name, bool owned)
 {
-    uint64_t end = real_ms() + DEADLINE_MS;
-    while (real_ms() < end) {
-        if (has_owner(name) == owned)
-            return true;
-        pause_ms(20);
-    }
+    bool ok;
+    WAIT_FOR(ok, has_owner(name) == owned, DEADLINE_MS);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout: %s %s\n", name, owned ? "never appeared" : "never went");
     return false;
 }
 
 static bool wait_kind(const char *svc, const char *path, int kind)
 {
-    uint64_t end = real_ms() + DEADLINE_MS;
     struct val v = { .kind = V_ERROR };
-    while (real_ms() < end) {
-        v = get_value(svc, path);
-        if (v.kind == kind)
-            return true;
-        pause_ms(20);
-    }
+    bool ok;
+    WAIT_FOR(ok, (v = get_value(svc, path)).kind == kind, DEADLINE_MS);
+    if (ok)
+        return true;
     fprintf(stderr, "timeout: %s %s kind %d, wanted %d\n", svc, path, v.kind, kind);
     return false;
 }
@@ -380,7 +376,7 @@ static struct event_bus *evbus;
 
 static void publish(const struct battery_view *v)
 {
-    CHECK(event_bus_publish(evbus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
+    CHECK(event_bus_publish(evbus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
     event_bus_flush(evbus, 2000);
 }
 
@@ -677,16 +673,11 @@ static void test_name_taken_is_retried(void)
 static bool wait_stat(struct dbus_battery *db, size_t offset, uint64_t at_least)
 {
     struct dbus_battery_stats st;
-    uint64_t end = real_ms() + DEADLINE_MS;
-    do {
-        dbus_battery_get_stats(db, &st);
-        uint64_t v;
-        memcpy(&v, (const char *)&st + offset, sizeof v);
-        if (v >= at_least)
-            return true;
-        pause_ms(20);
-    } while (real_ms() < end);
-    return false;
+    uint64_t v = 0;
+    bool ok;
+    WAIT_FOR(ok, (dbus_battery_get_stats(db, &st), memcpy(&v, (const char *)&st + offset, sizeof v), v >= at_least),
+             DEADLINE_MS);
+    return ok;
 }
 
 /* The bus goes away under a running service and comes back (a dbus-daemon restart). */

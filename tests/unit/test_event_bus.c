@@ -33,10 +33,10 @@ static void test_fifo_order_and_payload_copy(void)
     CHECK_EQ_INT(event_bus_subscribe(bus, 1, record, &r, "rec"), GW_OK);
     for (int i = 0; i < 200; i++) {
         int v = i;
-        CHECK(event_bus_publish(bus, 1, &v, sizeof v, 1000));
+        CHECK(event_bus_publish(bus, 1, &v, sizeof v, 1000) == GW_OK);
         v = -1; /* the bus must have copied it */
     }
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(r.count, 200);
     for (int i = 0; i < r.count; i++)
         CHECK_EQ_INT(r.values[i], i);
@@ -62,22 +62,24 @@ static void test_full_queue_times_out_and_counts_drop(void)
     CHECK_EQ_INT(event_bus_subscribe(bus, 2, blocking_handler, NULL, "block"), GW_OK);
     pthread_mutex_lock(&gate);
     int v = 0;
-    CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100));
+    CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100) == GW_OK);
     /* Wait until the dispatcher holds the first event, so exactly 4 more fit. */
     uint64_t deadline = gw_now_ms() + 5000;
     while (atomic_load(&blocked_calls) == 0 && gw_now_ms() < deadline)
         gw_sleep_ms(1);
     for (int i = 0; i < 4; i++)
-        CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100));
-    CHECK(!event_bus_publish(bus, 2, &v, sizeof v, 20));
-    CHECK(!event_bus_publish(bus, 2, &v, sizeof v, 0));
+        CHECK(event_bus_publish(bus, 2, &v, sizeof v, 100) == GW_OK);
+    CHECK_EQ_INT(event_bus_publish(bus, 2, &v, sizeof v, 20), GW_ERR_FULL);
+    CHECK_EQ_INT(event_bus_publish(bus, 2, &v, sizeof v, 0), GW_ERR_FULL);
+    /* The handler still holds the first event: the queue cannot drain in time. */
+    CHECK_EQ_INT(event_bus_flush(bus, 20), GW_ERR_TIMEOUT);
     struct event_bus_stats st;
     event_bus_get_stats(bus, &st);
     CHECK_EQ_INT(st.dropped, 2);
     CHECK_EQ_INT(st.queue_depth, 4);
     CHECK_EQ_INT(st.queue_high_water, 4);
     pthread_mutex_unlock(&gate);
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(atomic_load(&blocked_calls), 5);
     event_bus_destroy(bus);
 }
@@ -102,9 +104,13 @@ static void test_subscriber_limit_and_bad_input(void)
     CHECK_EQ_INT(event_bus_subscribe(bus, EVENT_BUS_MAX_EVENT_ID, noop, NULL, "n"), GW_ERR_INVAL);
     CHECK_EQ_INT(event_bus_subscribe(bus, 5, NULL, NULL, "n"), GW_ERR_INVAL);
     static unsigned char big[EVENT_BUS_MAX_PAYLOAD + 1];
-    CHECK(!event_bus_publish(bus, 5, big, sizeof big, 10));
-    CHECK(event_bus_publish(bus, 5, big, EVENT_BUS_MAX_PAYLOAD, 10));
-    CHECK(!event_bus_publish(bus, 5, NULL, 4, 10));
+    CHECK_EQ_INT(event_bus_publish(bus, 5, big, sizeof big, 10), GW_ERR_RANGE);
+    CHECK_EQ_INT(event_bus_publish(bus, 5, big, EVENT_BUS_MAX_PAYLOAD, 10), GW_OK);
+    CHECK_EQ_INT(event_bus_publish(bus, 5, NULL, 4, 10), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_publish(bus, 0, NULL, 0, 10), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_publish(bus, EVENT_BUS_MAX_EVENT_ID, NULL, 0, 10), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_publish(NULL, 5, NULL, 0, 10), GW_ERR_INVAL);
+    CHECK_EQ_INT(event_bus_flush(NULL, 10), GW_ERR_INVAL);
     CHECK_EQ_INT(event_bus_unsubscribe(bus, 5, noop, &ctx[0]), GW_OK);
     CHECK_EQ_INT(event_bus_unsubscribe(bus, 5, noop, &ctx[0]), GW_ERR_NOT_FOUND);
     CHECK_EQ_INT(event_bus_subscribe(bus, 5, noop, &ctx[3], "n"), GW_OK);
@@ -121,7 +127,7 @@ static void *publisher_thread(void *p)
     struct publisher_arg *a = p;
     for (int i = 0; i < 500; i++) {
         int v = a->base + i;
-        while (!event_bus_publish(a->bus, 1, &v, sizeof v, 1000)) {
+        while (event_bus_publish(a->bus, 1, &v, sizeof v, 1000) != GW_OK) {
         }
     }
     return NULL;
@@ -141,7 +147,7 @@ static void test_concurrent_publishers_keep_per_thread_order(void)
     }
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
-    CHECK(event_bus_flush(bus, 10000));
+    CHECK(event_bus_flush(bus, 10000) == GW_OK);
     CHECK_EQ_INT(r.count, 2000);
     int last[4] = { -1, -1, -1, -1 };
     for (int i = 0; i < r.count; i++) {
@@ -175,8 +181,8 @@ static void test_handler_may_unsubscribe_itself(void)
     struct self_unsub s = { bus, 0 };
     CHECK_EQ_INT(event_bus_subscribe(bus, 3, unsubscribing_handler, &s, "self"), GW_OK);
     for (int i = 0; i < 3; i++)
-        CHECK(event_bus_publish(bus, 3, NULL, 0, 100));
-    CHECK(event_bus_flush(bus, 5000));
+        CHECK(event_bus_publish(bus, 3, NULL, 0, 100) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     CHECK_EQ_INT(s.calls, 1);
     event_bus_destroy(bus);
 }
@@ -188,7 +194,7 @@ static void test_destroy_delivers_queued_events(void)
     static struct recorder r = { .lock = PTHREAD_MUTEX_INITIALIZER };
     CHECK_EQ_INT(event_bus_subscribe(bus, 1, record, &r, "rec"), GW_OK);
     for (int i = 0; i < 20; i++)
-        CHECK(event_bus_publish(bus, 1, &i, sizeof i, 1000));
+        CHECK(event_bus_publish(bus, 1, &i, sizeof i, 1000) == GW_OK);
     event_bus_destroy(bus);
     CHECK_EQ_INT(r.count, 20);
 }
@@ -239,8 +245,36 @@ static void test_payload_accessor_refuses_a_size_mismatch(void)
     CHECK(event_payload(NULL, 0) == NULL);
 }
 
+struct flush_probe {
+    struct event_bus *bus;
+    atomic_int rc;
+    atomic_int calls;
+};
+
+static void flushing_handler(const struct gw_event *ev, void *ctx)
+{
+    (void)ev;
+    struct flush_probe *f = ctx;
+    atomic_store(&f->rc, event_bus_flush(f->bus, 100));
+    atomic_fetch_add(&f->calls, 1);
+}
+
+/* A handler that flushes would wait for its own event: refused at once, not a timeout. */
+static void test_flush_from_a_handler_is_refused(void)
+{
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct flush_probe f = { .bus = bus, .rc = GW_OK };
+    CHECK_EQ_INT(event_bus_subscribe(bus, 4, flushing_handler, &f, "flush"), GW_OK);
+    CHECK_EQ_INT(event_bus_publish(bus, 4, NULL, 0, 100), GW_OK);
+    CHECK_EQ_INT(event_bus_flush(bus, 5000), GW_OK);
+    CHECK_EQ_INT(atomic_load(&f.calls), 1);
+    CHECK_EQ_INT(atomic_load(&f.rc), GW_ERR_STATE);
+    event_bus_destroy(bus);
+}
+
 TEST_MAIN(TEST_CASE(test_fifo_order_and_payload_copy), TEST_CASE(test_full_queue_times_out_and_counts_drop),
           TEST_CASE(test_subscriber_limit_and_bad_input), TEST_CASE(test_concurrent_publishers_keep_per_thread_order),
           TEST_CASE(test_handler_may_unsubscribe_itself), TEST_CASE(test_destroy_delivers_queued_events),
           TEST_CASE(test_shared_rate_limit_site_counts_exactly),
-          TEST_CASE(test_payload_accessor_refuses_a_size_mismatch))
+          TEST_CASE(test_payload_accessor_refuses_a_size_mismatch), TEST_CASE(test_flush_from_a_handler_is_refused))

@@ -626,15 +626,15 @@ static void fx_stop(struct fixture *f)
 
 static void send_view(struct fixture *f, const struct battery_view *v)
 {
-    CHECK(event_bus_publish(f->bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
-    CHECK(event_bus_flush(f->bus, 5000));
+    CHECK(event_bus_publish(f->bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+    CHECK(event_bus_flush(f->bus, 5000) == GW_OK);
 }
 
 static void config_changed(struct fixture *f)
 {
     struct app_config_change ch = { .sections = CONFIG_SECTION_MQTT };
-    CHECK(event_bus_publish(f->bus, EVENT_CONFIG_UPDATED, &ch, sizeof ch, 1000));
-    CHECK(event_bus_flush(f->bus, 5000));
+    CHECK(event_bus_publish(f->bus, EVENT_CONFIG_UPDATED, &ch, sizeof ch, 1000) == GW_OK);
+    CHECK(event_bus_flush(f->bus, 5000) == GW_OK);
 }
 
 static void test_gateway_one_pack(void)
@@ -650,8 +650,8 @@ static void test_gateway_one_pack(void)
     struct battery_view *v = one_pack_view();
     send_view(&f, v);
     send_view(&f, v); /* not due */
-    CHECK(event_bus_publish(f.bus, EVENT_BATTERY_UPDATE, v, 100, 1000)); /* wrong size */
-    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK(event_bus_publish(f.bus, EVENT_BATTERY_UPDATE, v, 100, 1000) == GW_OK); /* wrong size */
+    CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
     struct mqtt_gateway_stats st;
     mqtt_gateway_get_stats(f.gw, &st);
     CHECK_EQ_INT(st.views_received, 2);
@@ -771,8 +771,8 @@ static void test_gateway_one_pack(void)
     struct app_bms_version ver = { .battery_id = 0 };
     ver.version.valid = true;
     snprintf(ver.version.serial, sizeof ver.version.serial, "00112233445566778899AABB");
-    CHECK(event_bus_publish(f.bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000));
-    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK(event_bus_publish(f.bus, EVENT_BMS_VERSION_UPDATE, &ver, sizeof ver, 1000) == GW_OK);
+    CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
     CHECK(strstr(last("homeassistant/sensor/gwU/voltage/config"), "tinybms_00112233445566778899AABB") != NULL);
 
     /* Disabled: views no longer published. */
@@ -980,7 +980,7 @@ static void test_gateway_charge_cap(void)
     CHECK_STR(jstr(r, "error"), "no effect: no battery service");
     CHECK_STR(jstr(r, "command"), "charge_cap");
     cJSON_Delete(r);
-    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
     CHECK_EQ_INT(cap_requests, 0); /* the old bus event is gone */
     fx_stop(&f);
 
@@ -1044,7 +1044,7 @@ static void test_gateway_charge_cap(void)
     CHECK_EQ_INT(st.caps_without_effect, 1);
     CHECK_EQ_INT(st.commands_accepted, 3);
     CHECK_EQ_INT(st.commands_rejected, 4);
-    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
     CHECK_EQ_INT(cap_requests, 0);
     fx_stop(&f);
 }
@@ -1085,8 +1085,8 @@ static void test_gateway_real_client_offline(void)
     CHECK_EQ_INT(mqtt_gateway_start(gw), GW_OK);
     CHECK_EQ_INT(mqtt_gateway_start(gw), GW_ERR_STATE);
     struct battery_view *v = one_pack_view();
-    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     struct mqtt_client_stats cs;
     mqtt_client_get_stats(client, &cs);
     CHECK(cs.dropped > 30);
@@ -1101,8 +1101,8 @@ static void test_gateway_real_client_offline(void)
     struct app_alert a;
     memset(&a, 0, sizeof a);
     snprintf(a.code, sizeof a.code, "OVER_VOLTAGE");
-    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000));
-    CHECK(event_bus_flush(bus, 5000));
+    CHECK(event_bus_publish(bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000) == GW_OK);
+    CHECK(event_bus_flush(bus, 5000) == GW_OK);
     mqtt_client_get_stats(client, &cs);
     CHECK_EQ_INT(cs.queue_depth, 1);
     /* The benchmark's entry points (one-pack view of a sample) still work. */
@@ -1287,8 +1287,8 @@ static char *golden_rounds(void)
         a.first_seen_ms = 1700000000000LL;
         a.last_seen_ms = 1700000001000LL;
         a.count = 1;
-        CHECK(event_bus_publish(f.bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000));
-        CHECK(event_bus_flush(f.bus, 5000));
+        CHECK(event_bus_publish(f.bus, EVENT_ALERT_RAISED, &a, sizeof a, 1000) == GW_OK);
+        CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
         golden_take(out, "one pack: alert raised");
         mqtt_gateway_stop(f.gw);
         golden_take(out, "one pack: stopped");
@@ -1438,7 +1438,7 @@ static void test_gateway_link_events_on_the_bus(void)
     CHECK_EQ_INT(mqtt_client_start(client), GW_OK);
     int down = 0;
     for (int i = 0; i < 2000 && down == 0; i++) {
-        CHECK(event_bus_flush(bus, 5000));
+        CHECK(event_bus_flush(bus, 5000) == GW_OK);
         pthread_mutex_lock(&link_lock);
         down = link_down_events;
         pthread_mutex_unlock(&link_lock);
@@ -1467,8 +1467,8 @@ static void test_update_events_on_their_topic(void)
     const char *names[] = { "started", "failed", "completed", "rolled_back" };
     for (size_t i = 0; i < 4; i++) {
         struct app_text t = { .text = "1.4.0 refused: the signature does not verify" };
-        CHECK(event_bus_publish(f.bus, ids[i], &t, sizeof t, 1000));
-        CHECK(event_bus_flush(f.bus, 5000));
+        CHECK(event_bus_publish(f.bus, ids[i], &t, sizeof t, 1000) == GW_OK);
+        CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
         CHECK_EQ_INT(count("tb/update"), (int)i + 1);
         const struct rec_msg *m = rec_last("tb/update");
         CHECK(m && m->retain && m->qos == 1);
@@ -1480,8 +1480,8 @@ static void test_update_events_on_their_topic(void)
         cJSON_Delete(doc);
     }
     struct app_text t = { .text = "x" };
-    CHECK(event_bus_publish(f.bus, EVENT_OTA_UPDATE_FAILED, &t, 10, 1000)); /* wrong size: ignored */
-    CHECK(event_bus_flush(f.bus, 5000));
+    CHECK(event_bus_publish(f.bus, EVENT_OTA_UPDATE_FAILED, &t, 10, 1000) == GW_OK); /* wrong size: ignored */
+    CHECK(event_bus_flush(f.bus, 5000) == GW_OK);
     CHECK_EQ_INT(count("tb/update"), 4);
     CHECK(mqtt_gateway__update_event_name(EVENT_BATTERY_UPDATE) == NULL);
     fx_stop(&f);

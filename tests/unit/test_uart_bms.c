@@ -511,8 +511,6 @@ static void test_listener_slots_bounded(void)
     CHECK_EQ_INT(uart_bms_add_listener(fx.ub, listener, &counters[UART_BMS_MAX_LISTENERS]), GW_ERR_FULL);
     int before = read_count(&fx.cap, &fx.cap.samples);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 2));
-    for (int i = 0; i < UART_BMS_MAX_LISTENERS; i++)
-        CHECK_EQ_INT(uart_bms_remove_listener(fx.ub, listener, &counters[i]), GW_OK);
     uart_bms_stop(fx.ub);
     CHECK(counters[0] >= 1);
     CHECK_EQ_INT(counters[UART_BMS_MAX_LISTENERS], 0);
@@ -633,25 +631,6 @@ static void test_settings_change_while_polling(void)
     finish(&fx);
 }
 
-/* A device that opens and then fails at once is retried with a growing backoff (0.5, 1, 2 s...),
- * not every 0.5 s for ever with a closed/opened log pair each time. Within 3.5 s: opens at about
- * 0, 0.5, 1.5 and 3.5 s (a loaded machine only makes it fewer), against 8 with a fixed 0.5 s. */
-static void test_flapping_device_backs_off(void)
-{
-    fake_reset();
-    F.vanish_always = true;
-    struct fixture fx;
-    start(&fx, 100, 30000);
-    gw_sleep_ms(3500); /* a measuring window, not synchronisation */
-    uart_bms_stop(fx.ub);
-    pthread_mutex_lock(&F.lock);
-    int opens = F.opens;
-    pthread_mutex_unlock(&F.lock);
-    CHECK(opens >= 1);
-    CHECK(opens <= 5);
-    finish(&fx);
-}
-
 struct gate {
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -701,11 +680,11 @@ static void test_comm_lost_survives_a_full_bus(void)
     F.silent = true;
     pthread_mutex_unlock(&F.lock);
     CHECK(wait_stats(fx.ub, timed_out)); /* no sample is on its way any more */
-    CHECK(event_bus_flush(fx.bus, 5000));
+    CHECK(event_bus_flush(fx.bus, 5000) == GW_OK);
     /* Block the dispatcher, then fill the queue behind it. */
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 1000));
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
-    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000));
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 1000) == GW_OK);
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000) == GW_OK);
+    CHECK(event_bus_publish(fx.bus, EVENT_CONFIG_UPDATED, NULL, 0, 5000) == GW_OK);
     struct event_bus_stats bs;
     event_bus_get_stats(fx.bus, &bs);
     uint64_t dropped_before = bs.dropped;
@@ -970,7 +949,7 @@ static void test_poller_sleeps_until_its_deadline(void)
 }
 
 /* A device that opens and then fails at once, on the test clock: reopened after exactly 0.5, 1,
- * 2, 4 s... (the measured-window test above bounds the same in real time). */
+ * 2, 4 s... (not every 0.5 s for ever with a closed/opened log pair each time). */
 static void test_flapping_device_backoff_exact(void)
 {
     fake_reset();
@@ -1240,7 +1219,7 @@ TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_
           TEST_CASE(test_nack_crc_error_is_resent_not_a_firmware_refusal),
           TEST_CASE(test_restart_guard_not_taken_by_an_unsent_restart),
           TEST_CASE(test_shorter_poll_interval_applies_at_once), TEST_CASE(test_settings_change_while_polling),
-          TEST_CASE(test_flapping_device_backs_off), TEST_CASE(test_comm_lost_survives_a_full_bus),
+          TEST_CASE(test_comm_lost_survives_a_full_bus),
           TEST_CASE(test_bad_options), TEST_CASE(test_step_open_poll_slow), TEST_CASE(test_step_slow_budget),
           TEST_CASE(test_step_interval_change), TEST_CASE(test_step_comm_lost_and_announce),
           TEST_CASE(test_poller_sleeps_until_its_deadline), TEST_CASE(test_flapping_device_backoff_exact),

@@ -24,7 +24,6 @@
 #include "sim_protocol.h"
 #include "sim_registers.h"
 
-#define MOD "tinybms-sim"
 #define TICK_MS 100u
 #define PARTIAL_FRAME_TIMEOUT_MS 100u
 #define WIRE_BYTES_PER_S 11520u          /* 115200 baud, 10 bits per byte */

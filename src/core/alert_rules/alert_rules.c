@@ -1223,9 +1223,3 @@ size_t alert_engine_active_count(const struct alert_engine *e)
             n++;
     return n;
 }
-
-void alert_engine_add_count(struct alert_engine *e, int code, uint32_t count)
-{
-    if (code >= 0 && code < ALERT_CODE_COUNT)
-        e->raised_total[code] += count;
-}

@@ -188,7 +188,7 @@ struct alert_engine {
     void *emit_ctx;
     struct alert_slot slots[ALERT_ENGINE_MAX_SLOTS];
     struct alert_battery_state batteries[ALERT_ENGINE_MAX_BATTERIES];
-    uint32_t raised_total[ALERT_CODE_COUNT]; /* raises per code since init (+ alert_engine_add_counts) */
+    uint32_t raised_total[ALERT_CODE_COUNT]; /* raises per code since init (not restored: alert_manager counts history) */
     uint32_t dropped;          /* raises lost because every slot was taken */
 };
 
@@ -267,8 +267,5 @@ size_t alert_engine_active(const struct alert_engine *e, struct alert_record *ou
 
 /* Number of active alerts. */
 size_t alert_engine_active_count(const struct alert_engine *e);
-
-/* Adds counts restored from persistent history to raised_total (by code). */
-void alert_engine_add_count(struct alert_engine *e, int code, uint32_t count);
 
 #endif

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MOD "atomic_file"
 
 static int errno_to_gw(int err)
 {

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOG_MOD "can"
 #define SPEC_FORMS "can0 or socketcan:IFACE (a SocketCAN interface), slcan:/dev/ttyACM0[@BAUD] (an slcan " \
                    "adapter), log:FILE[@IFNAME] (a candump log file)"
 
@@ -81,20 +80,20 @@ int can_transport_open(const char *spec, uint32_t bitrate, struct can_transport 
         return GW_ERR_INVAL;
     *out = NULL;
     if (!spec || !spec[0] || strlen(spec) >= CAN_SPEC_MAX) {
-        GW_LOGE(LOG_MOD, "invalid CAN transport spec (empty or longer than %d chars)", CAN_SPEC_MAX - 1);
+        GW_LOGE(MOD, "invalid CAN transport spec (empty or longer than %d chars)", CAN_SPEC_MAX - 1);
         return GW_ERR_INVAL;
     }
     const struct can_transport_ops *ops;
     const char *arg;
     if (pick_ops(spec, &ops, &arg) != GW_OK || !arg[0]) {
-        GW_LOGE(LOG_MOD, "CAN spec '%s' not understood; accepted forms: " SPEC_FORMS, spec);
+        GW_LOGE(MOD, "CAN spec '%s' not understood; accepted forms: " SPEC_FORMS, spec);
         return GW_ERR_INVAL;
     }
     /* A bare word is a SocketCAN interface only when one of that name exists, or the name is
      * one the kernel gives CAN interfaces (an adapter plugged in later): "--can nonsense" is a
      * mistake to report now, not a device to wait for. */
     if (arg == spec && if_nametoindex(spec) == 0 && !can_like_name(spec)) {
-        GW_LOGE(LOG_MOD, "CAN spec '%s' not understood: there is no network interface of that name; "
+        GW_LOGE(MOD, "CAN spec '%s' not understood: there is no network interface of that name; "
                 "accepted forms: " SPEC_FORMS "; a SocketCAN interface of another name is written "
                 "socketcan:NAME", spec);
         return GW_ERR_INVAL;
@@ -134,6 +133,11 @@ int can_transport_recv(struct can_transport *t, struct can_frame_gw *frame, uint
     if (!t || !t->ops || !frame)
         return GW_ERR_INVAL;
     return t->ops->recv(t, frame, timeout_ms);
+}
+
+int can_transport_poll_fd(struct can_transport *t)
+{
+    return t && t->ops && t->ops->poll_fd && t->impl ? t->ops->poll_fd(t) : -1;
 }
 
 void can_transport_get_stats(struct can_transport *t, struct can_transport_stats *out)

@@ -68,6 +68,10 @@ struct can_transport_ops {
     void (*close)(struct can_transport *t);
     /* Copies the counters. */
     void (*stats)(struct can_transport *t, struct can_transport_stats *out);
+    /* Optional (NULL = none): a descriptor that polls readable (or in error) when recv may
+     * have a frame, once a recv with timeout 0 returned GW_ERR_TIMEOUT (nothing left buffered).
+     * Lets a reader sleep in poll() beside its own wake-up descriptor instead of in slices. */
+    int (*poll_fd)(struct can_transport *t);
 };
 
 /* A transport: ops + the implementation's private state. Callers may build one themselves
@@ -105,6 +109,10 @@ void can_transport_close(struct can_transport *t);
 int can_transport_send(struct can_transport *t, const struct can_frame_gw *frame, uint32_t timeout_ms);
 int can_transport_recv(struct can_transport *t, struct can_frame_gw *frame, uint32_t timeout_ms);
 void can_transport_get_stats(struct can_transport *t, struct can_transport_stats *out);
+
+/* The transport's poll_fd (see the ops), or -1 when it has none (then recv with a timeout is
+ * the only way to wait) or t is NULL. */
+int can_transport_poll_fd(struct can_transport *t);
 
 /* Checks a frame before it is sent: id within 11/29 bits, dlc <= 8, not an error frame.
  * @retval GW_OK, GW_ERR_INVAL */

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LOG_MOD "can.log"
 #define IFNAME_MAX 16
 
 int can_log_format(const struct can_frame_gw *frame, int64_t wall_us, const char *ifname, char *buf,
@@ -91,14 +90,14 @@ static int log_open_error(const char *path, int e)
 {
     switch (e) {
     case ENXIO:
-        GW_LOGW(LOG_MOD, "CAN log %s: a FIFO nobody reads yet (retried)", path);
+        GW_LOGW(MOD, "CAN log %s: a FIFO nobody reads yet (retried)", path);
         return GW_ERR_NOT_FOUND;
     case ENOENT:
     case ENOTDIR: {
         char dir[CAN_SPEC_MAX];
         const char *slash = strrchr(path, '/');
         gw_text_copyn(dir, sizeof dir, path, slash ? (size_t)(slash - path) : 0);
-        GW_LOGE(LOG_MOD, "cannot create the CAN log %s: the directory '%s' does not exist (create it or "
+        GW_LOGE(MOD, "cannot create the CAN log %s: the directory '%s' does not exist (create it or "
                 "choose another path in log:FILE)", path, slash ? (dir[0] ? dir : "/") : ".");
         return GW_ERR_INVAL;
     }
@@ -108,11 +107,11 @@ static int log_open_error(const char *path, int e)
     case EISDIR:
     case ELOOP:
     case ENAMETOOLONG:
-        GW_LOGE(LOG_MOD, "cannot create the CAN log %s: %s (choose a path the gateway may write in "
+        GW_LOGE(MOD, "cannot create the CAN log %s: %s (choose a path the gateway may write in "
                 "log:FILE)", path, strerror(e));
         return GW_ERR_INVAL;
     default:
-        GW_LOGE(LOG_MOD, "cannot open the CAN log %s: %s", path, strerror(e));
+        GW_LOGE(MOD, "cannot open the CAN log %s: %s", path, strerror(e));
         return GW_ERR_IO;
     }
 }
@@ -125,7 +124,7 @@ static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
         return GW_ERR_NOMEM;
     split_arg(arg, l->path, sizeof l->path, l->ifname, sizeof l->ifname);
     if (!l->path[0]) {
-        GW_LOGE(LOG_MOD, "empty log file name in 'log:%s'", arg);
+        GW_LOGE(MOD, "empty log file name in 'log:%s'", arg);
         free(l);
         return GW_ERR_INVAL;
     }
@@ -140,7 +139,7 @@ static int log_open(struct can_transport *t, const char *arg, uint32_t bitrate)
     }
     pthread_mutex_init(&l->lock, NULL);
     t->impl = l;
-    GW_LOGI(LOG_MOD, "writing CAN frames to %s as interface %s (candump -l format)", l->path, l->ifname);
+    GW_LOGI(MOD, "writing CAN frames to %s as interface %s (candump -l format)", l->path, l->ifname);
     return GW_OK;
 }
 
@@ -210,7 +209,7 @@ static void log_close(struct can_transport *t)
     if (!l)
         return;
     if (fsync(l->fd) != 0 && errno != EINVAL)
-        GW_LOGW(LOG_MOD, "fsync %s: %s", l->path, strerror(errno));
+        GW_LOGW(MOD, "fsync %s: %s", l->path, strerror(errno));
     close(l->fd);
     pthread_mutex_destroy(&l->lock);
     free(l);

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOG_MOD "can.slcan"
 #define OPEN_CMD_TIMEOUT_MS 500u
 
 /* ---- codec (pure) ---------------------------------------------------------------------- */
@@ -236,7 +235,7 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
 {
     char code;
     if (can_slcan_bitrate_code(bitrate, &code) != GW_OK) {
-        GW_LOGE(LOG_MOD, "unsupported CAN bitrate %u for slcan (10k, 20k, 50k, 100k, 125k, "
+        GW_LOGE(MOD, "unsupported CAN bitrate %u for slcan (10k, 20k, 50k, 100k, 125k, "
                 "250k, 500k, 800k or 1M)", (unsigned)bitrate);
         return GW_ERR_INVAL;
     }
@@ -249,13 +248,13 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
     uint32_t baud;
     int rc = can_slcan__parse_arg(arg, s->path, sizeof s->path, &baud);
     if (rc != GW_OK) {
-        GW_LOGE(LOG_MOD, "invalid slcan device '%s' (expected /dev/ttyX or /dev/ttyX@baud)", arg);
+        GW_LOGE(MOD, "invalid slcan device '%s' (expected /dev/ttyX or /dev/ttyX@baud)", arg);
         goto err;
     }
     rc = serial_termios_ops.open(s->path, baud, &s->port);
     if (rc != GW_OK) {
         s->port = NULL;
-        GW_LOGE(LOG_MOD, "cannot open %s at %u baud: %s", s->path, (unsigned)baud,
+        GW_LOGE(MOD, "cannot open %s at %u baud: %s", s->path, (unsigned)baud,
                 rc == GW_ERR_INVAL ? "unsupported baud rate" : gw_strerror(rc));
         goto err;
     }
@@ -266,12 +265,12 @@ static int slcan_open(struct can_transport *t, const char *arg, uint32_t bitrate
     for (size_t i = 0; i < 3; i++) {
         rc = write_line(s, cmds[i], strlen(cmds[i]), OPEN_CMD_TIMEOUT_MS);
         if (rc != GW_OK) {
-            GW_LOGE(LOG_MOD, "cannot send the open sequence to %s: %s", s->path, gw_strerror(rc));
+            GW_LOGE(MOD, "cannot send the open sequence to %s: %s", s->path, gw_strerror(rc));
             goto err;
         }
     }
     t->impl = s;
-    GW_LOGI(LOG_MOD, "opened %s (serial %u baud, CAN %u bit/s, S%c)", s->path, (unsigned)baud,
+    GW_LOGI(MOD, "opened %s (serial %u baud, CAN %u bit/s, S%c)", s->path, (unsigned)baud,
             (unsigned)bitrate, code);
     return GW_OK;
 err:
@@ -359,6 +358,14 @@ static int slcan_recv(struct can_transport *t, struct can_frame_gw *frame, uint3
     return rc;
 }
 
+/* Readable when the adapter sent bytes; a recv with timeout 0 that returned GW_ERR_TIMEOUT has
+ * consumed everything read before (the parser keeps no complete line). */
+static int slcan_poll_fd(struct can_transport *t)
+{
+    const struct slcan *s = t->impl;
+    return serial_termios_fd(s->port);
+}
+
 static void slcan_close(struct can_transport *t)
 {
     struct slcan *s = t->impl;
@@ -389,4 +396,5 @@ const struct can_transport_ops can_slcan_ops = {
     .recv = slcan_recv,
     .close = slcan_close,
     .stats = slcan_stats,
+    .poll_fd = slcan_poll_fd,
 };

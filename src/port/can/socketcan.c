@@ -26,7 +26,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define LOG_MOD "can.socketcan"
 #define ENOBUFS_RETRY_MS 2
 
 int can_socketcan__to_linux(const struct can_frame_gw *in, struct can_frame *out)
@@ -106,19 +105,19 @@ static void add(struct socketcan *s, uint64_t *field)
 static int socketcan_open(struct can_transport *t, const char *arg, uint32_t bitrate)
 {
     if (bitrate == 0) {
-        GW_LOGE(LOG_MOD, "CAN bitrate 0 is invalid");
+        GW_LOGE(MOD, "CAN bitrate 0 is invalid");
         return GW_ERR_INVAL;
     }
     size_t len = strlen(arg);
     if (len == 0 || len >= IFNAMSIZ || strchr(arg, '/') || strchr(arg, ' ')) {
-        GW_LOGE(LOG_MOD, "invalid CAN interface name '%s'", arg);
+        GW_LOGE(MOD, "invalid CAN interface name '%s'", arg);
         return GW_ERR_INVAL;
     }
     /* An interface that exists but is not CAN (eth0, lo) is a wrong spec, whatever the kernel
      * supports; one that does not exist yet may be an adapter not plugged in (checked below). */
     int type = can_socketcan__link_type(arg);
     if (type >= 0 && type != ARPHRD_CAN) {
-        GW_LOGE(LOG_MOD, "%s is a network interface but not a CAN one (link type %d, CAN is %d): "
+        GW_LOGE(MOD, "%s is a network interface but not a CAN one (link type %d, CAN is %d): "
                 "use the CAN interface (ip -details link show type can), slcan:/dev/ttyACM0 or log:FILE",
                 arg, type, ARPHRD_CAN);
         return GW_ERR_INVAL;
@@ -127,11 +126,11 @@ static int socketcan_open(struct can_transport *t, const char *arg, uint32_t bit
     if (fd < 0) {
         int e = errno;
         if (e == EAFNOSUPPORT || e == EPROTONOSUPPORT) {
-            GW_LOGE(LOG_MOD, "this kernel has no CAN sockets (%s): load the can and can_raw "
+            GW_LOGE(MOD, "this kernel has no CAN sockets (%s): load the can and can_raw "
                     "modules, or use --can slcan:/dev/ttyACM0 or --can log:FILE", strerror(e));
             return GW_ERR_UNSUPPORTED;
         }
-        GW_LOGE(LOG_MOD, "socket(PF_CAN): %s", strerror(e));
+        GW_LOGE(MOD, "socket(PF_CAN): %s", strerror(e));
         return GW_ERR_IO;
     }
     struct socketcan *s = calloc(1, sizeof *s);
@@ -145,7 +144,7 @@ static int socketcan_open(struct can_transport *t, const char *arg, uint32_t bit
     int rc;
     unsigned ifindex = if_nametoindex(s->ifname);
     if (ifindex == 0) {
-        GW_LOGE(LOG_MOD, "no CAN interface %s (create it, then `ip link set %s up type can "
+        GW_LOGE(MOD, "no CAN interface %s (create it, then `ip link set %s up type can "
                 "bitrate %u`)", s->ifname, s->ifname, (unsigned)bitrate);
         rc = GW_ERR_NOT_FOUND;
         goto err;
@@ -154,18 +153,18 @@ static int socketcan_open(struct can_transport *t, const char *arg, uint32_t bit
     can_err_mask_t err_mask = CAN_ERR_TX_TIMEOUT | CAN_ERR_CRTL | CAN_ERR_BUSOFF | CAN_ERR_BUSERROR |
                               CAN_ERR_RESTARTED | CAN_ERR_ACK | CAN_ERR_PROT;
     if (setsockopt(fd, SOL_CAN_RAW, CAN_RAW_ERR_FILTER, &err_mask, sizeof err_mask) != 0) {
-        GW_LOGE(LOG_MOD, "CAN_RAW_ERR_FILTER on %s: %s", s->ifname, strerror(errno));
+        GW_LOGE(MOD, "CAN_RAW_ERR_FILTER on %s: %s", s->ifname, strerror(errno));
         rc = GW_ERR_IO;
         goto err;
     }
     struct sockaddr_can addr = { .can_family = AF_CAN, .can_ifindex = (int)ifindex };
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        GW_LOGE(LOG_MOD, "bind to %s: %s", s->ifname, strerror(errno));
+        GW_LOGE(MOD, "bind to %s: %s", s->ifname, strerror(errno));
         rc = GW_ERR_IO;
         goto err;
     }
     t->impl = s;
-    GW_LOGI(LOG_MOD, "opened %s (bitrate set by `ip link`; expected %u bit/s)", s->ifname, (unsigned)bitrate);
+    GW_LOGI(MOD, "opened %s (bitrate set by `ip link`; expected %u bit/s)", s->ifname, (unsigned)bitrate);
     return GW_OK;
 err:
     close(fd);
@@ -234,11 +233,11 @@ static int socketcan_recv(struct can_transport *t, struct can_frame_gw *frame, u
                 if (can_socketcan__is_bus_off(&f) && !s->stats.bus_off) {
                     s->stats.bus_off = true;
                     s->stats.bus_off_count++;
-                    GW_LOGW(LOG_MOD, "%s is bus-off (no ACK from the inverter? wiring, "
+                    GW_LOGW(MOD, "%s is bus-off (no ACK from the inverter? wiring, "
                             "terminator, bitrate)", s->ifname);
                 } else if (can_socketcan__is_restarted(&f) && s->stats.bus_off) {
                     s->stats.bus_off = false;
-                    GW_LOGI(LOG_MOD, "%s restarted after bus-off", s->ifname);
+                    GW_LOGI(MOD, "%s restarted after bus-off", s->ifname);
                 }
             } else {
                 s->stats.rx++;
@@ -263,6 +262,12 @@ static int socketcan_recv(struct can_transport *t, struct can_frame_gw *frame, u
         if (pr < 0 && errno != EINTR)
             return GW_ERR_IO;
     }
+}
+
+static int socketcan_poll_fd(struct can_transport *t)
+{
+    const struct socketcan *s = t->impl;
+    return s->fd;
 }
 
 static void socketcan_close(struct can_transport *t)
@@ -291,4 +296,5 @@ const struct can_transport_ops can_socketcan_ops = {
     .recv = socketcan_recv,
     .close = socketcan_close,
     .stats = socketcan_stats,
+    .poll_fd = socketcan_poll_fd,
 };

@@ -20,7 +20,8 @@ struct queue_entry {
     int id;
     size_t size;
     uint64_t published_ms;
-    unsigned char payload[EVENT_BUS_MAX_PAYLOAD];
+    /* Aligned for any type: handlers read it through EVENT_PAYLOAD as a typed pointer. */
+    _Alignas(max_align_t) unsigned char payload[EVENT_BUS_MAX_PAYLOAD];
 };
 
 struct subscriber {
@@ -117,7 +118,7 @@ static void dispatch_one(struct event_bus *bus, struct queue_entry *entry)
         pthread_mutex_unlock(&bus->lock);
         if (us > 100000) {
             static struct gw_log_limit slow_limit;
-            gw_log_ratelimited(&slow_limit, 10000, GW_LOG_WARN, "event_bus",
+            gw_log_ratelimited(&slow_limit, 10000, GW_LOG_WARN, MOD,
                                "slow subscriber '%s' took %llu ms on %d", local[i].name,
                                (unsigned long long)(us / 1000), entry->id);
         }
@@ -210,7 +211,7 @@ int event_bus_create(const struct event_bus_config *cfg, struct event_bus **out)
     pthread_cond_init(&bus->drained, &ca);
     pthread_condattr_destroy(&ca);
     if (pthread_create(&bus->dispatcher, NULL, dispatcher_main, bus) != 0) {
-        GW_LOGE("event_bus", "cannot start dispatcher thread");
+        GW_LOGE(MOD, "cannot start dispatcher thread");
         free_bus(bus, true);
         return GW_ERR_IO;
     }
@@ -253,7 +254,7 @@ int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_f
     }
     pthread_mutex_unlock(&bus->lock);
     if (rc)
-        GW_LOGE("event_bus", "subscriber '%s' rejected for event %d: %u subscribers already",
+        GW_LOGE(MOD, "subscriber '%s' rejected for event %d: %u subscribers already",
                 name ? name : "?", event_id, bus->max_subscribers);
     return rc;
 }
@@ -285,12 +286,13 @@ int event_bus_unsubscribe(struct event_bus *bus, int event_id, event_bus_handler
     return removed ? GW_OK : GW_ERR_NOT_FOUND;
 }
 
-bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
-                       uint32_t timeout_ms)
+int event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
+                      uint32_t timeout_ms)
 {
-    if (!bus || event_id <= 0 || event_id >= EVENT_BUS_MAX_EVENT_ID || size > EVENT_BUS_MAX_PAYLOAD ||
-        (size && !payload))
-        return false;
+    if (!bus || event_id <= 0 || event_id >= EVENT_BUS_MAX_EVENT_ID || (size && !payload))
+        return GW_ERR_INVAL;
+    if (size > EVENT_BUS_MAX_PAYLOAD)
+        return GW_ERR_RANGE;
     struct timespec deadline;
     gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
@@ -301,12 +303,13 @@ bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload,
         }
     }
     if (bus->stopping || bus->count == bus->capacity) {
+        int rc = bus->stopping ? GW_ERR_STATE : GW_ERR_FULL;
         bus->dropped++;
         pthread_mutex_unlock(&bus->lock);
         static struct gw_log_limit drop_limit;
-        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, "event_bus",
-                           "queue full: event %d dropped", event_id);
-        return false;
+        gw_log_ratelimited(&drop_limit, 10000, GW_LOG_WARN, MOD, "%s: event %d dropped",
+                           rc == GW_ERR_STATE ? "bus stopping" : "queue full", event_id);
+        return rc;
     }
     struct queue_entry *slot = &bus->queue[(bus->head + bus->count) % bus->capacity];
     slot->id = event_id;
@@ -320,13 +323,15 @@ bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload,
         bus->high_water = bus->count;
     pthread_cond_signal(&bus->not_empty);
     pthread_mutex_unlock(&bus->lock);
-    return true;
+    return GW_OK;
 }
 
-bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
+int event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
 {
     if (!bus)
-        return false;
+        return GW_ERR_INVAL;
+    if (pthread_equal(pthread_self(), bus->dispatcher))
+        return GW_ERR_STATE;
     struct timespec deadline;
     gw_monotonic_deadline(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
@@ -339,7 +344,7 @@ bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms)
         }
     }
     pthread_mutex_unlock(&bus->lock);
-    return ok;
+    return ok ? GW_OK : GW_ERR_TIMEOUT;
 }
 
 void event_bus_get_stats(struct event_bus *bus, struct event_bus_stats *out)
@@ -384,7 +389,7 @@ const void *event_payload(const struct gw_event *event, size_t expected_size)
     if (event->size == expected_size && (event->payload || expected_size == 0))
         return event->payload;
     static struct gw_log_limit limit;
-    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, "event_bus",
+    gw_log_ratelimited(&limit, 10000, GW_LOG_ERROR, MOD,
                        "event %d carries %zu bytes where its handler expects %zu: ignored", event->id,
                        event->size, expected_size);
     return NULL;
@@ -392,6 +397,7 @@ const void *event_payload(const struct gw_event *event, size_t expected_size)
 
 /* Every payload type of app_events.h fits one event (the battery view is checked where it is
  * defined and published). */
+EVENT_PAYLOAD_FITS(struct bms_live_data);
 EVENT_PAYLOAD_FITS(struct app_text);
 EVENT_PAYLOAD_FITS(struct app_bms_comm);
 EVENT_PAYLOAD_FITS(struct app_bms_stats);

@@ -78,14 +78,21 @@ int event_bus_subscribe(struct event_bus *bus, int event_id, event_bus_handler_f
 int event_bus_unsubscribe(struct event_bus *bus, int event_id, event_bus_handler_fn handler, void *ctx);
 
 /* Queues a copy of payload[0..size). Waits up to timeout_ms for room when the queue is full.
- * Returns true when queued; false when full after the timeout (the drop is counted), the
- * payload is larger than EVENT_BUS_MAX_PAYLOAD, the id is invalid or the bus is stopping. */
-bool event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
-                       uint32_t timeout_ms);
+ * @retval GW_OK queued
+ * @retval GW_ERR_FULL the queue was still full after timeout_ms (the drop is counted, logged
+ *         rate-limited)
+ * @retval GW_ERR_STATE the bus is stopping (counted as a drop)
+ * @retval GW_ERR_RANGE size is larger than EVENT_BUS_MAX_PAYLOAD
+ * @retval GW_ERR_INVAL NULL bus, an id outside 1..EVENT_BUS_MAX_EVENT_ID-1, or size without payload */
+int event_bus_publish(struct event_bus *bus, int event_id, const void *payload, size_t size,
+                      uint32_t timeout_ms);
 
 /* Blocks until every event queued before the call has been dispatched or timeout_ms passed.
- * Returns true when drained. Must not be called from a handler. */
-bool event_bus_flush(struct event_bus *bus, uint32_t timeout_ms);
+ * @retval GW_OK drained
+ * @retval GW_ERR_TIMEOUT events queued before the call were still undelivered at timeout_ms
+ * @retval GW_ERR_STATE called from a handler (the dispatcher would wait for itself)
+ * @retval GW_ERR_INVAL NULL bus */
+int event_bus_flush(struct event_bus *bus, uint32_t timeout_ms);
 
 void event_bus_get_stats(struct event_bus *bus, struct event_bus_stats *out);
 

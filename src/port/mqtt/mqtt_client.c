@@ -44,7 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "mqtt_client"
 #define FLUSH_LOOP_MS 50           /* mosquitto_loop slice of the bounded flush at stop / the probe */
 #define STOP_FLUSH_MS 1000u
 

@@ -31,4 +31,8 @@ struct serial_ops {
 /* The termios implementation. */
 extern const struct serial_ops serial_termios_ops;
 
+/* The descriptor of a port opened by serial_termios_ops, for poll() beside other descriptors
+ * (the slcan CAN reader); -1 for NULL. The port keeps ownership: never read or close it. */
+int serial_termios_fd(const struct serial_port *port);
+
 #endif

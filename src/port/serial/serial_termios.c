@@ -51,17 +51,17 @@ static int termios_open(const char *path, uint32_t baud, struct serial_port **ou
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENODEV || err == ENXIO) {
-            GW_LOGD("serial", "open %s: %s", path, strerror(err)); /* absent: the caller retries */
+            GW_LOGD(MOD, "open %s: %s", path, strerror(err)); /* absent: the caller retries */
             return GW_ERR_NOT_FOUND;
         }
         /* Callers retry with a growing backoff, so this is at most one line every 30 s. */
-        GW_LOGW("serial", "cannot open %s: %s%s", path, strerror(err),
+        GW_LOGW(MOD, "cannot open %s: %s%s", path, strerror(err),
                 err == EACCES ? " (add the user to the 'dialout' group, or run as a user that is)" : "");
         return GW_ERR_IO;
     }
     struct termios tio;
     if (tcgetattr(fd, &tio) != 0) {
-        GW_LOGW("serial", "%s is not a serial device: %s", path, strerror(errno));
+        GW_LOGW(MOD, "%s is not a serial device: %s", path, strerror(errno));
         close(fd);
         return GW_ERR_IO;
     }
@@ -74,7 +74,7 @@ static int termios_open(const char *path, uint32_t baud, struct serial_port **ou
     cfsetispeed(&tio, speed);
     cfsetospeed(&tio, speed);
     if (tcsetattr(fd, TCSANOW, &tio) != 0) {
-        GW_LOGW("serial", "cannot configure %s: %s", path, strerror(errno));
+        GW_LOGW(MOD, "cannot configure %s: %s", path, strerror(errno));
         close(fd);
         return GW_ERR_IO;
     }
@@ -160,6 +160,11 @@ static int termios_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_
     if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
         return GW_ERR_CLOSED;
     return GW_OK;
+}
+
+int serial_termios_fd(const struct serial_port *port)
+{
+    return port ? port->fd : -1;
 }
 
 static void termios_discard_input(struct serial_port *p)

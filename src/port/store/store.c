@@ -408,8 +408,8 @@ static void prune_step(struct store *st)
 static void *writer_main(void *arg)
 {
     struct store *st = arg;
-    char name[16]; /* the kernel keeps 15 characters */
-    snprintf(name, sizeof name, "store-%.9s", st->name);
+    char name[16]; /* the kernel keeps 15: "store-" and the module's first word (history, alert) */
+    snprintf(name, sizeof name, "store-%.*s", (int)strcspn(st->name, "_"), st->name);
     pthread_setname_np(pthread_self(), name);
     pthread_mutex_lock(&st->lock);
     st->next_prune_ms = st->ops->prune && st->prune_period_ms ? gw_now_ms() : GW_CLOCK_NEVER; /* at start */

@@ -20,7 +20,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MOD "watchdog"
 
 struct watchdog_client {
     char name[24];

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "alerts"
 #define OUTBOX_CAP 256          /* transitions waiting to be published */
 #define PERSIST_CAP 1024        /* transitions waiting for the writer */
 #define PERSIST_BATCH 64
@@ -143,7 +142,7 @@ static void drain_outbox(struct alert_manager *am)
         if (t.kind == ALERT_TRANSITION_ACKED)
             continue; /* acknowledgements are not bus events */
         int id = t.kind == ALERT_TRANSITION_RAISED ? EVENT_ALERT_RAISED : EVENT_ALERT_CLEARED;
-        if (!event_bus_publish(am->bus, id, &t.rec.alert, sizeof t.rec.alert, PUBLISH_TIMEOUT_MS)) {
+        if (event_bus_publish(am->bus, id, &t.rec.alert, sizeof t.rec.alert, PUBLISH_TIMEOUT_MS) != GW_OK) {
             am->publish_dropped++;
             gw_log_ratelimited(&am->publish_limit, 10000, GW_LOG_WARN, MOD,
                                "event bus full: %s %s not published (%llu dropped so far)",
@@ -222,7 +221,7 @@ static void on_storage(void *ctx, bool ok, int err, const char *message)
     snprintf(e.module, sizeof e.module, "alerts");
     e.error = ok ? GW_OK : err;
     snprintf(e.message, sizeof e.message, "%.*s", (int)sizeof e.message - 1, message);
-    if (!event_bus_publish(am->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000))
+    if (event_bus_publish(am->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000) != GW_OK)
         GW_LOGW(MOD, "event bus full: storage %s not published", ok ? "ok" : "error");
 }
 

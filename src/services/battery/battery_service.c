@@ -20,7 +20,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "battery"
 #define PUBLISH_TIMEOUT_MS 50u
 #define STATE_FILE_MAX 8192u
 #define DEFAULT_SAVE_PERIOD_S 600u
@@ -168,7 +167,9 @@ static void storage_event(struct battery_service *bs, int error, const char *msg
     struct app_storage_error e = { .error = error };
     gw_text_copy(e.module, sizeof e.module, "energy");
     gw_text_copy(e.message, sizeof e.message, msg);
-    event_bus_publish(bs->bus, error ? EVENT_STORAGE_ERROR : EVENT_STORAGE_OK, &e, sizeof e, 200);
+    int rc = event_bus_publish(bs->bus, error ? EVENT_STORAGE_ERROR : EVENT_STORAGE_OK, &e, sizeof e, 200);
+    if (rc != GW_OK)
+        GW_LOGW(MOD, "energy storage %s not published: %s", error ? "error" : "ok", gw_strerror(rc));
 }
 
 static void restore_state(struct battery_service *bs)
@@ -400,7 +401,7 @@ static void *service_main(void *arg)
             /* Published outside the lock: a full bus must not stall the inputs. The scratch
              * view is only written by this thread. */
             queued = event_bus_publish(bs->bus, EVENT_BATTERY_UPDATE, bs->scratch, sizeof *bs->scratch,
-                                       PUBLISH_TIMEOUT_MS);
+                                       PUBLISH_TIMEOUT_MS) == GW_OK;
             if (!queued)
                 gw_log_ratelimited(&bs->drop_log, 60000, GW_LOG_WARN, MOD, "battery view dropped: event bus full");
         }

@@ -15,14 +15,16 @@
 #include "watchdog.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
-#define LOG_MOD "can_publisher"
-#define RX_TIMEOUT_MS 100u         /* recv slice of the RX thread (stop latency; see rx_main) */
+#define RX_TIMEOUT_MS 100u         /* recv slice on a transport without poll_fd (see rx_main) */
 #define RX_ERROR_PAUSE_MS 100u     /* after a receive error that is not "device gone" */
 #define CYCLE_BUDGET_MS 500u       /* all frames of one cycle must be written within */
 #define EVENT_TIMEOUT_MS 20u       /* never block the TX thread on a full bus for long */
@@ -52,6 +54,7 @@ struct can_publisher {
     struct can_transport *given;      /* borrowed from the options */
     struct can_transport *tp;         /* in use: given, or opened by us */
     bool tp_broken;                   /* a send/recv reported the device gone (under lock) */
+    int rx_wake_fd;                   /* eventfd: gets the RX thread out of poll() (stop, broken) */
 
     /* Everything below under lock. */
     pthread_mutex_t lock;
@@ -99,27 +102,20 @@ struct can_publisher {
 
 /* ---- configuration --------------------------------------------------------------------- */
 
-static int check_range(const char *name, uint64_t v, uint64_t lo, uint64_t hi)
-{
-    if (v < lo || v > hi) {
-        GW_LOGE(LOG_MOD, "can.%s = %llu out of range %llu..%llu", name, (unsigned long long)v,
-                (unsigned long long)lo, (unsigned long long)hi);
-        return GW_ERR_RANGE;
-    }
-    return GW_OK;
-}
-
+/* The ranges are the configuration's (config_manager validates every config it hands out, its
+ * field table describes them once); a zero period would spin the TX thread, so a config that
+ * never went through validation is refused here rather than trusted. */
 static int validate_can(const struct gw_config_can *c)
 {
-    int rc = check_range("live_period_ms", c->live_period_ms, 100, 60000);
-    if (!rc)
-        rc = check_range("identity_period_ms", c->identity_period_ms, 100, 600000);
-    if (!rc)
-        rc = check_range("stale_timeout_ms", c->stale_timeout_ms, 500, 60000);
-    if (!rc)
-        rc = check_range("inverter_timeout_ms", c->inverter_timeout_ms, 500, 3600000);
-    if (!rc && c->live_period_ms >= 3000)
-        GW_LOGW(LOG_MOD, "can.live_period_ms = %u: the GX stops charging when 0x351 is older than 3 s",
+    if (!c->live_period_ms || !c->identity_period_ms || !c->stale_timeout_ms || !c->inverter_timeout_ms) {
+        GW_LOGE(MOD, "can: a period or timeout is 0 (live %u, identity %u, stale %u, inverter %u ms): "
+                "the configuration was not validated", (unsigned)c->live_period_ms,
+                (unsigned)c->identity_period_ms, (unsigned)c->stale_timeout_ms, (unsigned)c->inverter_timeout_ms);
+        return GW_ERR_RANGE;
+    }
+    int rc = GW_OK;
+    if (c->live_period_ms >= 3000)
+        GW_LOGW(MOD, "can.live_period_ms = %u: the GX stops charging when 0x351 is older than 3 s",
                 (unsigned)c->live_period_ms);
     return rc;
 }
@@ -130,8 +126,8 @@ static void fill_identity(const struct can_publisher *p, struct victron_identity
 
 static void publish(struct can_publisher *p, int id, const void *payload, size_t size)
 {
-    if (!event_bus_publish(p->bus, id, payload, size, EVENT_TIMEOUT_MS))
-        GW_LOGD(LOG_MOD, "event %s dropped (bus full)", app_event_name(id));
+    if (event_bus_publish(p->bus, id, payload, size, EVENT_TIMEOUT_MS) != GW_OK)
+        GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
 static void on_view(const struct gw_event *ev, void *ctx)
@@ -194,7 +190,7 @@ static void on_version(const struct gw_event *ev, void *ctx)
     }
     pthread_mutex_unlock(&p->lock);
     if (changed)
-        GW_LOGI(LOG_MOD, "identity for the GX (battery %u): firmware %u.%u in 0x35F (TinyBMS firmware %u; the "
+        GW_LOGI(MOD, "identity for the GX (battery %u): firmware %u.%u in 0x35F (TinyBMS firmware %u; the "
                 "internal version %u does not fit the frame), serial \"%s\" in 0x380/0x381 (%s)",
                 (unsigned)v->battery_id, (unsigned)idn.fw_major, (unsigned)idn.fw_minor,
                 (unsigned)v->version.fw_public, (unsigned)v->version.fw_internal, idn.serial,
@@ -240,6 +236,13 @@ static struct can_publisher_id_counter *id_counter(struct can_publisher *p, uint
 
 /* ---- transport ------------------------------------------------------------------------- */
 
+static void wake_rx(struct can_publisher *p)
+{
+    uint64_t one = 1;
+    if (write(p->rx_wake_fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
+        GW_LOGE(MOD, "cannot wake the CAN receive thread: %s", strerror(errno));
+}
+
 static void mark_broken(struct can_publisher *p, int rc)
 {
     if (rc != GW_ERR_CLOSED)
@@ -248,6 +251,7 @@ static void mark_broken(struct can_publisher *p, int rc)
     p->tp_broken = true;
     pthread_cond_broadcast(&p->wake); /* the TX thread schedules the reopen */
     pthread_mutex_unlock(&p->lock);
+    wake_rx(p); /* it holds the transport in poll(): the reopen needs it released */
 }
 
 /* Reopens a transport we opened ourselves after the device went away (USB adapter unplugged).
@@ -260,14 +264,14 @@ static bool try_reopen(struct can_publisher *p, uint32_t next_delay_ms)
     int rc = can_transport_open(p->spec, p->bitrate, &p->tp);
     pthread_rwlock_unlock(&p->tp_lock);
     if (rc == GW_OK) {
-        GW_LOGI(LOG_MOD, "CAN transport %s reopened", p->spec);
+        GW_LOGI(MOD, "CAN transport %s reopened", p->spec);
         pthread_mutex_lock(&p->lock);
         p->tp_broken = false;
         pthread_cond_broadcast(&p->wake); /* the RX thread reads again */
         pthread_mutex_unlock(&p->lock);
         return true;
     }
-    gw_log_ratelimited(&p->reopen_log, 60000, GW_LOG_WARN, LOG_MOD,
+    gw_log_ratelimited(&p->reopen_log, 60000, GW_LOG_WARN, MOD,
                        "CAN transport %s still unavailable (%s), next attempt in %u s", p->spec,
                        gw_strerror(rc), (unsigned)(next_delay_ms / 1000));
     return false;
@@ -427,15 +431,15 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
 
     if (live && why != p->offline) {
         if (why == ONLINE)
-            GW_LOGI(LOG_MOD, "battery online%s (%u of %u packs): sending 0x351 and the measurements",
+            GW_LOGI(MOD, "battery online%s (%u of %u packs): sending 0x351 and the measurements",
                     p->offline == WARMING_UP ? "" : " again", (unsigned)v->online_count, (unsigned)v->pack_count);
         else if (!p->have_view || p->offline == WARMING_UP)
-            GW_LOGW(LOG_MOD, "battery offline: %s (%llu ms after start, limit %u ms): withholding 0x351 "
+            GW_LOGW(MOD, "battery offline: %s (%llu ms after start, limit %u ms): withholding 0x351 "
                     "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
                     (unsigned long long)(now > p->started_ms ? now - p->started_ms : 0),
                     (unsigned)p->can_cfg.stale_timeout_ms);
         else
-            GW_LOGW(LOG_MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
+            GW_LOGW(MOD, "battery offline: %s (newest view %llu ms old, limit %u ms): withholding 0x351 "
                     "and the measurements, GX stops charging/discharging", offline_text(why, p->sampled),
                     (unsigned long long)age, (unsigned)p->can_cfg.stale_timeout_ms);
         if (p->offline == ONLINE)
@@ -479,7 +483,7 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
         struct victron_frame vf;
         int rc = victron_encode_frame(id, &in->vin, &vf);
         if (rc != GW_OK) {
-            gw_log_ratelimited(&p->withheld_log, 60000, GW_LOG_WARN, LOG_MOD,
+            gw_log_ratelimited(&p->withheld_log, 60000, GW_LOG_WARN, MOD,
                                "frame 0x%03X withheld: %s", id, gw_strerror(rc));
             continue;
         }
@@ -521,7 +525,7 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
     if (gone)
         mark_broken(p, GW_ERR_CLOSED);
     if (result->frames_failed)
-        gw_log_ratelimited(&p->tx_log, 60000, GW_LOG_WARN, LOG_MOD, "%u of %u frames failed on %s: %s",
+        gw_log_ratelimited(&p->tx_log, 60000, GW_LOG_WARN, MOD, "%u of %u frames failed on %s: %s",
                            (unsigned)result->frames_failed,
                            (unsigned)(result->frames_failed + result->frames_ok), p->spec,
                            gw_strerror(result->last_error));
@@ -565,13 +569,13 @@ static void update_link(struct can_publisher *p, uint64_t now, const struct can_
                 p->link = true;
                 changed = true;
                 pthread_cond_broadcast(&p->wake); /* the TX thread now watches the timeout */
-                GW_LOGI(LOG_MOD, "inverter (GX) link present (0x%03X received)", (unsigned)rx->id);
+                GW_LOGI(MOD, "inverter (GX) link present (0x%03X received)", (unsigned)rx->id);
             }
         }
     } else if (can_publisher__link_expired(p->link, p->link_last_ms, now, p->can_cfg.inverter_timeout_ms)) {
         p->link = false;
         changed = true;
-        GW_LOGW(LOG_MOD, "inverter (GX) link lost: no 0x305/0x306/0x307 for %u ms (we keep sending)",
+        GW_LOGW(MOD, "inverter (GX) link lost: no 0x305/0x306/0x307 for %u ms (we keep sending)",
                 (unsigned)p->can_cfg.inverter_timeout_ms);
     }
     ev.present = p->link;
@@ -628,10 +632,25 @@ static void *tx_main(void *arg)
     return NULL;
 }
 
-/* The RX thread. A readable transport is read in RX_TIMEOUT_MS slices: the transport API has
- * no way to interrupt a blocking read, so that slice bounds how long stop waits. A write-only
- * transport (the candump log) or a broken one is not polled: the thread sleeps until stop or
- * until the TX thread reopened the transport. */
+/* Blocks until the transport's descriptor or rx_wake_fd is readable (or in error); the next
+ * recv tells which. Called with tp_lock held for reading. */
+static void rx_poll(struct can_publisher *p, int fd)
+{
+    struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = p->rx_wake_fd, .events = POLLIN } };
+    if (poll(pfd, 2, -1) < 0 && errno != EINTR) {
+        GW_LOGE(MOD, "poll on the CAN transport: %s", strerror(errno));
+        return;
+    }
+    uint64_t count;
+    if (pfd[1].revents & POLLIN)
+        (void)!read(p->rx_wake_fd, &count, sizeof count); /* reset: the loop checks why */
+}
+
+/* The RX thread. A transport with a poll_fd is read without waiting and then waited for in
+ * poll(), beside rx_wake_fd (stop, transport broken): no wake-up without a frame or an event.
+ * One without (a test's fake) is read in RX_TIMEOUT_MS slices, which bound how long stop
+ * waits. A write-only transport (the candump log) or a broken one is not read: the thread
+ * sleeps until stop or until the TX thread reopened the transport. */
 static void *rx_main(void *arg)
 {
     struct can_publisher *p = arg;
@@ -648,7 +667,10 @@ static void *rx_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         struct can_frame_gw f;
         pthread_rwlock_rdlock(&p->tp_lock);
-        int rc = p->tp ? can_transport_recv(p->tp, &f, RX_TIMEOUT_MS) : GW_ERR_CLOSED;
+        int fd = can_transport_poll_fd(p->tp);
+        int rc = p->tp ? can_transport_recv(p->tp, &f, fd >= 0 ? 0 : RX_TIMEOUT_MS) : GW_ERR_CLOSED;
+        if (rc == GW_ERR_TIMEOUT && fd >= 0)
+            rx_poll(p, fd);
         pthread_rwlock_unlock(&p->tp_lock);
         if (rc == GW_OK) {
             tap_add(p, CAN_TAP_RX, GW_OK, &f);
@@ -656,7 +678,7 @@ static void *rx_main(void *arg)
         } else if (rc == GW_ERR_UNSUPPORTED) {
             write_only = true; /* stays so: a reopen opens the same kind */
         } else if (rc != GW_ERR_TIMEOUT) {
-            gw_log_ratelimited(&rx_log, 60000, GW_LOG_WARN, LOG_MOD, "CAN receive on %s: %s", p->spec,
+            gw_log_ratelimited(&rx_log, 60000, GW_LOG_WARN, MOD, "CAN receive on %s: %s", p->spec,
                                gw_strerror(rc));
             mark_broken(p, rc);
             if (rc != GW_ERR_CLOSED) {
@@ -688,7 +710,7 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
         return rc;
     const char *spec = (opts->transport_spec && opts->transport_spec[0]) ? opts->transport_spec : cfg->can.interface;
     if (!opts->transport && (!spec || !spec[0])) {
-        GW_LOGE(LOG_MOD, "no CAN interface configured (can.interface or --can)");
+        GW_LOGE(MOD, "no CAN interface configured (can.interface or --can)");
         return GW_ERR_INVAL;
     }
     struct can_publisher *p = calloc(1, sizeof *p);
@@ -706,18 +728,25 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     pthread_mutex_init(&p->lock, NULL);
     pthread_mutex_init(&p->tap_lock, NULL);
     gw_clock_cond_init(&p->wake);
+    p->rx_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->rx_wake_fd < 0) {
+        GW_LOGE(MOD, "eventfd: %s", strerror(errno));
+        rc = GW_ERR_IO;
+    }
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&p->tp_lock, &ra);
     pthread_rwlockattr_destroy(&ra);
+    if (rc != GW_OK)
+        goto err;
 
     size_t subscribed = 0;
     for (; subscribed < SUBSCRIPTION_COUNT; subscribed++) {
         rc = event_bus_subscribe(p->bus, subscriptions[subscribed].id, subscriptions[subscribed].fn, p,
                                  subscriptions[subscribed].name);
         if (rc != GW_OK) {
-            GW_LOGE(LOG_MOD, "cannot subscribe to %s: %s", app_event_name(subscriptions[subscribed].id),
+            GW_LOGE(MOD, "cannot subscribe to %s: %s", app_event_name(subscriptions[subscribed].id),
                     gw_strerror(rc));
             for (size_t i = 0; i < subscribed; i++)
                 event_bus_unsubscribe(p->bus, subscriptions[i].id, subscriptions[i].fn, p);
@@ -727,6 +756,8 @@ int can_publisher_create(const struct can_publisher_options *opts, struct can_pu
     *out = p;
     return GW_OK;
 err:
+    if (p->rx_wake_fd >= 0)
+        close(p->rx_wake_fd);
     pthread_rwlock_destroy(&p->tp_lock);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->tap_lock);
@@ -757,7 +788,7 @@ int can_publisher_start(struct can_publisher *pub)
     if (rc != GW_OK && !retry_later)
         return rc;
     if (rc != GW_OK)
-        GW_LOGW(LOG_MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
+        GW_LOGW(MOD, "CAN transport %s unavailable (%s): starting anyway, retrying in %u s", pub->spec,
                 gw_strerror(rc), CAN_PUBLISHER__REOPEN_FIRST_MS / 1000);
     pthread_mutex_lock(&pub->lock);
     pub->stop_requested = false;
@@ -780,12 +811,12 @@ int can_publisher_start(struct can_publisher *pub)
     }
     pthread_setname_np(pub->tx_thread, "can-tx");
     pthread_setname_np(pub->rx_thread, "can-rx");
-    GW_LOGI(LOG_MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
+    GW_LOGI(MOD, "publishing on %s: live frames every %u ms, identity every %u ms, 0x351 withheld "
             "after %u ms without a battery view", pub->spec, (unsigned)pub->can_cfg.live_period_ms,
             (unsigned)pub->can_cfg.identity_period_ms, (unsigned)pub->can_cfg.stale_timeout_ms);
     return GW_OK;
 err:
-    GW_LOGE(LOG_MOD, "cannot start the CAN threads");
+    GW_LOGE(MOD, "cannot start the CAN threads");
     pthread_mutex_lock(&pub->lock);
     pub->running = false;
     pthread_mutex_unlock(&pub->lock);
@@ -808,6 +839,7 @@ void can_publisher_stop(struct can_publisher *pub)
     pthread_mutex_unlock(&pub->lock);
     if (!running)
         return;
+    wake_rx(pub);
     pthread_join(pub->tx_thread, NULL);
     pthread_join(pub->rx_thread, NULL);
     pthread_rwlock_wrlock(&pub->tp_lock);
@@ -818,7 +850,7 @@ void can_publisher_stop(struct can_publisher *pub)
     pthread_mutex_lock(&pub->lock);
     pub->running = false;
     pthread_mutex_unlock(&pub->lock);
-    GW_LOGI(LOG_MOD, "stopped");
+    GW_LOGI(MOD, "stopped");
 }
 
 void can_publisher_destroy(struct can_publisher *pub)
@@ -828,6 +860,7 @@ void can_publisher_destroy(struct can_publisher *pub)
     can_publisher_stop(pub);
     for (size_t i = 0; i < SUBSCRIPTION_COUNT; i++)
         event_bus_unsubscribe(pub->bus, subscriptions[i].id, subscriptions[i].fn, pub);
+    close(pub->rx_wake_fd);
     pthread_rwlock_destroy(&pub->tp_lock);
     pthread_cond_destroy(&pub->wake);
     pthread_mutex_destroy(&pub->tap_lock);
@@ -853,7 +886,7 @@ int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config
     pthread_cond_broadcast(&pub->wake); /* the TX thread reschedules with the new periods */
     pthread_mutex_unlock(&pub->lock);
     if (restart)
-        GW_LOGI(LOG_MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);
+        GW_LOGI(MOD, "CAN interface/bitrate change applies after a restart (now %s)", pub->spec);
     return rc;
 }
 

@@ -64,7 +64,7 @@ struct can_publisher_options {
  * nothing yet. On failure *out = NULL.
  * @retval GW_OK
  * @retval GW_ERR_INVAL NULL options/config/bus/out, or no transport spec at all
- * @retval GW_ERR_RANGE a period or timeout is 0 or out of range (see can_publisher_apply_config)
+ * @retval GW_ERR_RANGE a period or timeout is 0 (see can_publisher_apply_config)
  * @retval GW_ERR_NOMEM
  * @retval GW_ERR_FULL the bus has no room for our subscriptions */
 int can_publisher_create(const struct can_publisher_options *opts, struct can_publisher **out);
@@ -87,12 +87,13 @@ void can_publisher_stop(struct can_publisher *pub);
 void can_publisher_destroy(struct can_publisher *pub);
 
 /* Applies a new can section live: periods, timeouts, identity strings. The transport spec and
- * bitrate only apply after a restart (logged). Ranges: live_period_ms 100..60000,
- * identity_period_ms 100..600000, stale_timeout_ms 500..60000 (never repeat older data to a
- * charger), inverter_timeout_ms 500..3600000. Other sections are ignored.
+ * bitrate only apply after a restart (logged). cfg must have passed gw_config_validate (the
+ * configuration's field table holds the ranges; config_manager validates every config it hands
+ * out): only a zero period or timeout, which would spin the TX thread, is refused here. Other
+ * sections are ignored.
  * @retval GW_OK
  * @retval GW_ERR_INVAL NULL argument
- * @retval GW_ERR_RANGE a value outside its range (nothing applied) */
+ * @retval GW_ERR_RANGE a period or timeout is 0 (nothing applied) */
 int can_publisher_apply_config(struct can_publisher *pub, const struct gw_config *cfg);
 
 /* Frames sent/failed for one CAN id. */

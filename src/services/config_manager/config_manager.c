@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MOD "config"
 #define CONFIG_FILE "config.json"
 #define CONFIG_FILE_MAX (256u * 1024u) /* far above a real document (~10 KiB) */
 #define CONFIG_FILE_MODE 0600
@@ -53,7 +52,7 @@ static void publish_storage_error(struct config_manager *cm, int err, const char
     struct app_storage_error ev = { .error = err };
     config__format(ev.module, sizeof ev.module, "config");
     config__format(ev.message, sizeof ev.message, "%s", message);
-    if (!event_bus_publish(cm->bus, EVENT_STORAGE_ERROR, &ev, sizeof ev, PUBLISH_TIMEOUT_MS))
+    if (event_bus_publish(cm->bus, EVENT_STORAGE_ERROR, &ev, sizeof ev, PUBLISH_TIMEOUT_MS) != GW_OK)
         GW_LOGW(MOD, "could not publish storage error (bus full)");
 }
 
@@ -61,7 +60,7 @@ static void publish_change(struct config_manager *cm, const struct app_config_ch
 {
     if (!cm->bus || change->sections == 0)
         return;
-    if (!event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS))
+    if (event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS) != GW_OK)
         GW_LOGE(MOD, "could not publish config change (bus full for 2 s): %s applies after a restart",
                 change->changed);
 }

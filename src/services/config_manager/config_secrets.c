@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "config"
 #define SALT_LEN 16
 #define HASH_LEN 32
 #define PREFIX "pbkdf2-sha256$"

@@ -24,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "dbus"
 
 #define SVC_MAX (1 + BATTERY_MAX_PACKS)
 #define WATCH_MAX 8
@@ -156,10 +155,10 @@ static void on_view(const struct gw_event *ev, void *ctx)
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct dbus_battery *db = ctx;
-    struct app_bms_version v;
-    if (ev->size != sizeof v)
+    const struct app_bms_version *in = EVENT_PAYLOAD(ev, struct app_bms_version);
+    if (!in)
         return;
-    memcpy(&v, ev->payload, sizeof v);
+    struct app_bms_version v = *in;
     if (v.battery_id >= BATTERY_MAX_PACKS)
         return;
     pthread_mutex_lock(&db->lock);
@@ -172,10 +171,10 @@ static void on_version(const struct gw_event *ev, void *ctx)
 static void on_stats(const struct gw_event *ev, void *ctx)
 {
     struct dbus_battery *db = ctx;
-    struct app_bms_stats s;
-    if (ev->size != sizeof s)
+    const struct app_bms_stats *in = EVENT_PAYLOAD(ev, struct app_bms_stats);
+    if (!in)
         return;
-    memcpy(&s, ev->payload, sizeof s);
+    struct app_bms_stats s = *in;
     if (s.battery_id >= BATTERY_MAX_PACKS)
         return;
     pthread_mutex_lock(&db->lock);

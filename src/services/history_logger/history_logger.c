@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "history"
 #define WRITE_BATCH_MAX 512           /* samples per transaction */
 #define RETENTION_PERIOD_MS (3600u * 1000u)
 #define RETENTION_CHUNK 20000         /* rows per DELETE transaction: short write locks */
@@ -133,7 +132,7 @@ static void publish_storage(struct history_logger *hl, bool ok, int gw_rc, const
     size_t n = message ? strnlen(message, sizeof e.message - 1) : 0; /* truncated to fit */
     if (n)
         memcpy(e.message, message, n);
-    if (!event_bus_publish(hl->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000))
+    if (event_bus_publish(hl->bus, ok ? EVENT_STORAGE_OK : EVENT_STORAGE_ERROR, &e, sizeof e, 1000) != GW_OK)
         GW_LOGW(MOD, "event bus full: %s not published", ok ? "storage_ok" : "storage_error");
 }
 

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "history"
 #define N_FIELDS 7
 #define AGG_SLOTS 64             /* buckets aggregated in memory before an upsert round */
 #define SQL_MAX 4096

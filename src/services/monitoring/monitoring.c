@@ -30,7 +30,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "monitoring"
 #define DEFAULT_PERIOD_MS 5000
 #define DEFAULT_MAX_SAMPLES 1024
 #define FULL_EVERY 6            /* a full collection every 6 (30 s at the default period) */

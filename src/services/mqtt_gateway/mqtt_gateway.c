@@ -26,7 +26,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "mqtt_gateway"
 #define TOPIC_MAX MQTT_CLIENT_MAX_TOPIC
 #define NA MQTT_GATEWAY__UNAVAILABLE
 
@@ -772,7 +771,7 @@ void mqtt_gateway__command(struct mqtt_gateway *gw, const struct mqtt_client_mes
         int rc = command[7] == 'a' ? mqtt_gateway__parse_alert_ack(msg->payload, msg->len, &cmd, err, sizeof err)
                                    : mqtt_gateway__parse_alert_clear(msg->payload, msg->len, &cmd, err, sizeof err);
         if (rc == GW_OK) {
-            ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200);
+            ok = event_bus_publish(gw->bus, EVENT_ALERT_COMMAND, &cmd, sizeof cmd, 200) == GW_OK;
             if (!ok)
                 gw_text_copy(err, sizeof err, "gateway busy (event queue full), try again");
         }
@@ -899,13 +898,18 @@ static void on_connected(void *ctx)
 static void on_link(bool up, const char *reason, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
+    int rc;
     if (up) {
-        event_bus_publish(gw->bus, EVENT_MQTT_CONNECTED, NULL, 0, 100);
-        return;
+        rc = event_bus_publish(gw->bus, EVENT_MQTT_CONNECTED, NULL, 0, 100);
+    } else {
+        struct app_text t;
+        gw_text_copy(t.text, sizeof t.text, reason ? reason : "");
+        rc = event_bus_publish(gw->bus, EVENT_MQTT_DISCONNECTED, &t, sizeof t, 100);
     }
-    struct app_text t;
-    gw_text_copy(t.text, sizeof t.text, reason ? reason : "");
-    event_bus_publish(gw->bus, EVENT_MQTT_DISCONNECTED, &t, sizeof t, 100);
+    /* Not retried: links change at most once per reconnect back-off, and a lost one leaves the
+     * broker alert stale until the next change, which the warning explains. */
+    if (rc != GW_OK)
+        GW_LOGW(MOD, "broker link %s not told to the other services: %s", up ? "up" : "down", gw_strerror(rc));
 }
 
 void mqtt_gateway__connected(struct mqtt_gateway *gw)
@@ -936,14 +940,15 @@ static bool due(uint64_t *next, uint64_t now, uint32_t period_ms)
 static void on_battery(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct battery_view) || !ev->payload) {
+    const struct battery_view *in = EVENT_PAYLOAD(ev, struct battery_view);
+    if (!in) {
         pthread_mutex_lock(&gw->lock);
         gw->stats.views_ignored++;
         pthread_mutex_unlock(&gw->lock);
         return;
     }
     /* The dispatcher is the only writer of scratch. */
-    memcpy(gw->scratch, ev->payload, sizeof *gw->scratch);
+    memcpy(gw->scratch, in, sizeof *gw->scratch);
     const struct battery_view *v = gw->scratch;
     uint64_t now = gw_now_ms();
     pthread_mutex_lock(&gw->lock);
@@ -969,10 +974,10 @@ static void on_battery(const struct gw_event *ev, void *ctx)
 static void on_alert(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_alert))
+    const struct app_alert *in = EVENT_PAYLOAD(ev, struct app_alert);
+    if (!in)
         return;
-    struct app_alert a;
-    memcpy(&a, ev->payload, sizeof a);
+    struct app_alert a = *in;
     struct gw_config_mqtt cfg;
     pthread_mutex_lock(&gw->lock);
     bool enabled = gw->enabled;
@@ -1034,10 +1039,10 @@ static void on_update(const struct gw_event *ev, void *ctx)
 static void on_version(const struct gw_event *ev, void *ctx)
 {
     struct mqtt_gateway *gw = ctx;
-    if (ev->size != sizeof(struct app_bms_version))
+    const struct app_bms_version *in = EVENT_PAYLOAD(ev, struct app_bms_version);
+    if (!in)
         return;
-    struct app_bms_version v;
-    memcpy(&v, ev->payload, sizeof v);
+    struct app_bms_version v = *in;
     if (!v.version.valid)
         return;
     pthread_mutex_lock(&gw->lock);

@@ -30,7 +30,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MOD "network"
 #define PUBLISH_TIMEOUT_MS 100
 
 /* ------------------------------------------------------------------ reading the kernel */
@@ -144,7 +143,7 @@ static void publish(struct net_link *nl, const struct net_link_output *o)
     else
         GW_LOGW(MOD, "not connected: %s (%s)", o->link.interface[0] ? o->link.interface : "no interface",
                 o->reason);
-    if (!event_bus_publish(nl->bus, id, &o->link, sizeof o->link, PUBLISH_TIMEOUT_MS)) {
+    if (event_bus_publish(nl->bus, id, &o->link, sizeof o->link, PUBLISH_TIMEOUT_MS) != GW_OK) {
         pthread_mutex_lock(&nl->lock);
         nl->publish_drops++;
         pthread_mutex_unlock(&nl->lock);

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#define MOD "network"
 #define GENL_TIMEOUT_MS 500
 
 /* ------------------------------------------------------------------ parsers (pure) */

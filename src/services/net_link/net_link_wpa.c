@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MOD "network"
 
 static unsigned long request_serial;
 

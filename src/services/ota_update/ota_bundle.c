@@ -23,7 +23,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define MOD "ota"
 #define BLOCK (64u * 1024u)
 
 void ota__refuse(struct ota_result *res, int err, int http, const char *fmt, ...)

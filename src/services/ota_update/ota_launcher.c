@@ -24,7 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MOD "ota"
 #define KILL_GRACE_MS 15000
 
 struct launcher {

@@ -21,7 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MOD "ota"
 
 static const char *const state_names[] = { "none", "pending", "trial", "good", "failed", "rolled_back" };
 

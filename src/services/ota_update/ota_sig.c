@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "ota"
 
 static void reason_set(char *reason, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void reason_set(char *reason, size_t cap, const char *fmt, ...)

@@ -28,7 +28,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MOD "ota"
 #define PUBLISH_TIMEOUT_MS 200
 
 struct health {
@@ -93,7 +92,9 @@ static void publish_text(struct ota_update *ota, int id, const char *text)
     struct app_text t;
     memset(&t, 0, sizeof t);
     gw_text_copy(t.text, sizeof t.text, text);
-    event_bus_publish(ota->o.bus, id, &t, sizeof t, PUBLISH_TIMEOUT_MS);
+    int rc = event_bus_publish(ota->o.bus, id, &t, sizeof t, PUBLISH_TIMEOUT_MS);
+    if (rc != GW_OK) /* the update's state file and its log line stay the record of it */
+        GW_LOGW(MOD, "event %s not published: %s", app_event_name(id), gw_strerror(rc));
 }
 
 const char *ota_update_rollback_notice(const struct ota_update *ota)

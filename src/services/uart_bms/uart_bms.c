@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOD "uart_bms"
 #define RESTART_GUARD_MS 60000u
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
@@ -53,7 +52,6 @@ struct uart_bms {
     pthread_mutex_t lock;          /* everything below */
     pthread_cond_t wake;           /* stop, command, poll interval or comm timeout changed */
     pthread_cond_t command_done;
-    pthread_mutex_t listener_call_lock; /* held while listeners run: removal waits for them */
     bool stop_requested;
 
     /* Published state (copies handed out under lock). */
@@ -128,10 +126,8 @@ int uart_bms_create(const struct uart_bms_options *opts, struct uart_bms **out)
         ub->opts.reply_timeout_ms = 250;
     ub->serial = opts->serial ? opts->serial : &serial_termios_ops;
     pthread_mutex_init(&ub->lock, NULL);
-    pthread_mutex_init(&ub->listener_call_lock, NULL);
     if (gw_clock_cond_init(&ub->wake) != GW_OK || gw_clock_cond_init(&ub->command_done) != GW_OK) {
         pthread_mutex_destroy(&ub->lock);
-        pthread_mutex_destroy(&ub->listener_call_lock);
         free(ub);
         return GW_ERR_NOMEM;
     }
@@ -500,7 +496,7 @@ static int read_registers(struct uart_bms *ub, uint16_t addr, uint8_t n, uint16_
 
 static void publish(struct uart_bms *ub, int id, const void *payload, size_t size)
 {
-    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, payload, size, 50))
+    if (ub->opts.bus && event_bus_publish(ub->opts.bus, id, payload, size, 50) != GW_OK)
         GW_LOGD(MOD, "event %s dropped (bus full)", app_event_name(id));
 }
 
@@ -512,7 +508,7 @@ static void announce_comm(struct uart_bms *ub)
     if (ub->sched.comm_lost == ub->sched.comm_announced)
         return;
     int id = ub->sched.comm_lost ? EVENT_BMS_COMM_LOST : EVENT_BMS_COMM_RESTORED;
-    if (ub->opts.bus && !event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50)) {
+    if (ub->opts.bus && event_bus_publish(ub->opts.bus, id, &ub->comm_event, sizeof ub->comm_event, 50) != GW_OK) {
         gw_log_ratelimited(&ub->announce_limit, 30000, GW_LOG_WARN, MOD,
                            "battery %u: event bus full: %s delayed to the next cycle", ub->opts.battery_id,
                            app_event_name(id));
@@ -577,16 +573,9 @@ static int read_live(struct uart_bms *ub)
     }
     announce_comm(ub); /* before the sample: subscribers see RESTORED, then data */
     publish(ub, EVENT_BMS_DATA_UPDATE, &sample, sizeof sample);
-    pthread_mutex_lock(&ub->listener_call_lock);
-    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
-        /* Skip a listener removed since the copy (removal holds listener_call_lock after). */
-        pthread_mutex_lock(&ub->lock);
-        bool still = ub->listeners[i].fn == listeners[i].fn && ub->listeners[i].ctx == listeners[i].ctx;
-        pthread_mutex_unlock(&ub->lock);
-        if (listeners[i].fn && still)
+    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++)
+        if (listeners[i].fn)
             listeners[i].fn(&sample, listeners[i].ctx);
-    }
-    pthread_mutex_unlock(&ub->listener_call_lock);
     return GW_OK;
 }
 
@@ -1019,8 +1008,8 @@ int uart_bms_start(struct uart_bms *ub)
         return GW_ERR_STATE;
     }
     ub->stop_requested = false;
-    /* Created under the lock: ub->thread is read under it (uart_bms_remove_listener, also from
-     * the poller itself), and pthread_create may store it after the new thread runs. */
+    /* Created under the lock: ub->thread is read under it, and pthread_create may store it
+     * after the new thread runs. */
     int err = pthread_create(&ub->thread, NULL, poller_main, ub);
     ub->running = err == 0;
     if (!err) {
@@ -1066,7 +1055,6 @@ void uart_bms_destroy(struct uart_bms *ub)
         return;
     uart_bms_stop(ub);
     pthread_mutex_destroy(&ub->lock);
-    pthread_mutex_destroy(&ub->listener_call_lock);
     pthread_cond_destroy(&ub->wake);
     pthread_cond_destroy(&ub->command_done);
     free(ub);
@@ -1115,16 +1103,6 @@ static int copy_snapshot(struct uart_bms *ub, void *out, const void *field, size
     return rc;
 }
 
-int uart_bms_get_statistics(struct uart_bms *ub, struct bms_statistics *out)
-{
-    return ub ? copy_snapshot(ub, out, &ub->statistics, sizeof *out, &ub->statistics.valid) : GW_ERR_INVAL;
-}
-
-int uart_bms_get_events(struct uart_bms *ub, struct bms_event_log *out)
-{
-    return ub ? copy_snapshot(ub, out, &ub->events, sizeof *out, &ub->events.valid) : GW_ERR_INVAL;
-}
-
 int uart_bms_get_version(struct uart_bms *ub, struct bms_version *out)
 {
     return ub ? copy_snapshot(ub, out, &ub->version, sizeof *out, &ub->version.valid) : GW_ERR_INVAL;
@@ -1147,29 +1125,6 @@ int uart_bms_add_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ct
     pthread_mutex_unlock(&ub->lock);
     if (rc)
         GW_LOGE(MOD, "listener rejected: all %d slots in use", UART_BMS_MAX_LISTENERS);
-    return rc;
-}
-
-int uart_bms_remove_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx)
-{
-    if (!ub || !fn)
-        return GW_ERR_INVAL;
-    int rc = GW_ERR_NOT_FOUND;
-    pthread_mutex_lock(&ub->lock);
-    for (size_t i = 0; i < UART_BMS_MAX_LISTENERS; i++) {
-        if (ub->listeners[i].fn == fn && ub->listeners[i].ctx == ctx) {
-            ub->listeners[i].fn = NULL;
-            ub->listeners[i].ctx = NULL;
-            rc = GW_OK;
-        }
-    }
-    bool on_poller = ub->running && pthread_equal(pthread_self(), ub->thread);
-    pthread_mutex_unlock(&ub->lock);
-    /* A call in progress finishes before we return (unless we are that call's thread). */
-    if (rc == GW_OK && !on_poller) {
-        pthread_mutex_lock(&ub->listener_call_lock);
-        pthread_mutex_unlock(&ub->listener_call_lock);
-    }
     return rc;
 }
 

@@ -72,17 +72,14 @@ void uart_bms_destroy(struct uart_bms *ub);
 int uart_bms_get_latest(struct uart_bms *ub, struct bms_live_data *out);
 int uart_bms_get_settings(struct uart_bms *ub, struct bms_settings *current, struct bms_settings *min,
                           struct bms_settings *max);
-int uart_bms_get_statistics(struct uart_bms *ub, struct bms_statistics *out);
-int uart_bms_get_events(struct uart_bms *ub, struct bms_event_log *out);
 int uart_bms_get_version(struct uart_bms *ub, struct bms_version *out);
 
-/* Called on the poller thread after each valid sample; must be quick and must not call back
- * into uart_bms. @retval GW_OK, GW_ERR_FULL (UART_BMS_MAX_LISTENERS reached), GW_ERR_INVAL */
+/* Called on the poller thread after each valid sample, until uart_bms_destroy; must be quick
+ * and must not call back into uart_bms. It stays beside the bus events for `tinybms-gw --probe`,
+ * which runs one poller without an event bus (the daemon's services use EVENT_BMS_DATA_UPDATE).
+ * @retval GW_OK, GW_ERR_FULL (UART_BMS_MAX_LISTENERS reached), GW_ERR_INVAL */
 typedef void (*uart_bms_listener_fn)(const struct bms_live_data *sample, void *ctx);
 int uart_bms_add_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx);
-/* On return the listener is not running and will not be called again.
- * @retval GW_OK, GW_ERR_NOT_FOUND, GW_ERR_INVAL */
-int uart_bms_remove_listener(struct uart_bms *ub, uart_bms_listener_fn fn, void *ctx);
 
 /* Applies at the next cycle. @retval GW_OK, GW_ERR_RANGE (outside 100..10000) */
 int uart_bms_set_poll_interval_ms(struct uart_bms *ub, uint32_t interval_ms);

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "web"
 #define KIB 1024u
 #define CONFIG_BODY_MAX (64u * KIB)
 #define SMALL_BODY_MAX (4u * KIB)

@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "web"
 #define WRITE_TIMEOUT_MS 5000      /* one register: queued behind a live read, written, read back */
 #define RESTART_TIMEOUT_MS 5000
 #define BACKUP_FORMAT "tinybms-gw-bms-settings"

@@ -45,7 +45,6 @@ int pthread_attr_setstacksize(pthread_attr_t *attr, size_t size)
     return real(attr, size < WEB_MIN_THREAD_STACK ? WEB_MIN_THREAD_STACK : size);
 }
 
-#define MOD "web"
 #define HEADER_MAX_BYTES 16384   /* request line + headers (CivetWeb answers 413 above) */
 #define HTTP_WORKERS 16          /* workers for plain requests, on top of one per WebSocket client */
 #define KEEP_ALIVE_MS 2000

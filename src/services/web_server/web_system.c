@@ -17,7 +17,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define MOD "web"
 
 /* Body bytes beyond the bundle itself: the signature (at most 4 KiB), the small fields and the
  * multipart framing. */

@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MOD "web"
 #define SENDER_STACK (128 * 1024)
 #define TAP_BATCH 64       /* frames per message at most (more wait for the next event) */
 #define TAP_WELCOME 32     /* frames a new tap client gets first (the newest ones) */
@@ -671,9 +670,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
     tap_events(ws, ev->id);
     switch (ev->id) {
     case EVENT_BATTERY_UPDATE:
-        if (ev->size == sizeof(struct battery_view) && channel_listened(ws, WS_LIVE)) {
+        const struct battery_view *view = EVENT_PAYLOAD(ev, struct battery_view);
+        if (view && channel_listened(ws, WS_LIVE)) {
             size_t len = 0;
-            char *text = web__view_text(ws, ev->payload, &len);
+            char *text = web__view_text(ws, view, &len);
             if (text)
                 web__ws_broadcast(ws, WS_LIVE, text, len);
             free(text);
@@ -681,10 +681,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
         break;
     case EVENT_ALERT_RAISED:
     case EVENT_ALERT_CLEARED: {
-        if (ev->size != sizeof(struct app_alert) || !channel_listened(ws, WS_ALERTS))
+        const struct app_alert *in = EVENT_PAYLOAD(ev, struct app_alert);
+        if (!in || !channel_listened(ws, WS_ALERTS))
             break;
-        struct app_alert a;
-        memcpy(&a, ev->payload, sizeof a);
+        struct app_alert a = *in;
         bool raised = ev->id == EVENT_ALERT_RAISED;
         cJSON *doc = cJSON_CreateObject();
         if (!doc)
@@ -707,10 +707,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_CONFIG_UPDATED: {
-        if (ev->size != sizeof(struct app_config_change))
+        const struct app_config_change *in = EVENT_PAYLOAD(ev, struct app_config_change);
+        if (!in)
             break;
-        struct app_config_change ch;
-        memcpy(&ch, ev->payload, sizeof ch);
+        struct app_config_change ch = *in;
         if (ch.sections & CONFIG_SECTION_WEB) {
             /* The password or the user may have changed: every remembered login is re-checked. */
             pthread_mutex_lock(&ws->auth_lock);
@@ -728,10 +728,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
     }
     case EVENT_NET_CONNECTED:
     case EVENT_NET_DISCONNECTED: {
-        if (ev->size != sizeof(struct app_net_link))
+        const struct app_net_link *in = EVENT_PAYLOAD(ev, struct app_net_link);
+        if (!in)
             break;
-        struct app_net_link l;
-        memcpy(&l, ev->payload, sizeof l);
+        struct app_net_link l = *in;
         l.interface[sizeof l.interface - 1] = l.address[sizeof l.address - 1] = '\0';
         cJSON *extra = cJSON_CreateObject();
         cJSON_AddStringToObject(extra, "link", "network");
@@ -744,9 +744,9 @@ static void on_bus(const struct gw_event *ev, void *ctx)
     case EVENT_MQTT_DISCONNECTED: {
         cJSON *extra = cJSON_CreateObject();
         cJSON_AddStringToObject(extra, "link", "mqtt");
-        if (ev->id == EVENT_MQTT_DISCONNECTED && ev->size == sizeof(struct app_text)) {
-            struct app_text t;
-            memcpy(&t, ev->payload, sizeof t);
+        const struct app_text *in = ev->id == EVENT_MQTT_DISCONNECTED ? EVENT_PAYLOAD(ev, struct app_text) : NULL;
+        if (in) {
+            struct app_text t = *in;
             t.text[sizeof t.text - 1] = '\0';
             cJSON_AddStringToObject(extra, "reason", t.text);
         }
@@ -755,10 +755,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
     }
     case EVENT_BMS_COMM_LOST:
     case EVENT_BMS_COMM_RESTORED: {
-        if (ev->size != sizeof(struct app_bms_comm))
+        const struct app_bms_comm *in = EVENT_PAYLOAD(ev, struct app_bms_comm);
+        if (!in)
             break;
-        struct app_bms_comm c;
-        memcpy(&c, ev->payload, sizeof c);
+        struct app_bms_comm c = *in;
         c.reason[sizeof c.reason - 1] = '\0';
         cJSON *extra = cJSON_CreateObject();
         cJSON_AddStringToObject(extra, "link", "bms");
@@ -768,10 +768,10 @@ static void on_bus(const struct gw_event *ev, void *ctx)
         break;
     }
     case EVENT_CAN_INVERTER_LINK: {
-        if (ev->size != sizeof(struct app_inverter_link))
+        const struct app_inverter_link *in = EVENT_PAYLOAD(ev, struct app_inverter_link);
+        if (!in)
             break;
-        struct app_inverter_link l;
-        memcpy(&l, ev->payload, sizeof l);
+        struct app_inverter_link l = *in;
         cJSON *extra = cJSON_CreateObject();
         cJSON_AddStringToObject(extra, "link", "inverter");
         web__ws_event(ws, l.present ? "link_up" : "link_down", extra);
