@@ -99,6 +99,10 @@ size:
 	@cmake -S packaging/mcu -B $(SIZE_DIR) -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/toolchain-cortex-m4.cmake >/dev/null
 	@cmake --build $(SIZE_DIR) -j$(JOBS) >/dev/null
 	@packaging/mcu/size-report $(SIZE_DIR)/core_image.elf $(SIZE_DIR)/core_image.map $(SIZE_BUDGET)
+venus:
+	@scripts/install-deps cross armhf
+	@scripts/install-deps venus
+	@JOBS=$(JOBS) packaging/build-venus
 
 clean:
 	rm -rf build
