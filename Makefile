@@ -87,5 +87,22 @@ test-cross:
 	@scripts/install-deps cross $(CROSS_ARCH)
 	@JOBS=$(JOBS) packaging/test-cross $(CROSS_ARCH) "$(CROSS_LABEL)"
 
+# `make size`: the portable core built for a bare-metal Cortex-M4F (cmake/toolchain-cortex-m4.cmake,
+# packaging/mcu/), flash and RAM per module, PASS/FAIL against SIZE_BUDGET bytes of flash.
+# `make venus`: build/venus/tinybms-gw-<version>-venus-armhf.tar.gz for a Venus OS GX, checked under
+# qemu-arm (docs/dev/packaging.md).
+.PHONY: size venus
+SIZE_DIR    ?= build/size
+SIZE_BUDGET ?= 32768
+size:
+	@scripts/install-deps mcu
+	@cmake -S packaging/mcu -B $(SIZE_DIR) -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/toolchain-cortex-m4.cmake >/dev/null
+	@cmake --build $(SIZE_DIR) -j$(JOBS) >/dev/null
+	@packaging/mcu/size-report $(SIZE_DIR)/core_image.elf $(SIZE_DIR)/core_image.map $(SIZE_BUDGET)
+venus:
+	@scripts/install-deps cross armhf
+	@scripts/install-deps venus
+	@JOBS=$(JOBS) packaging/build-venus
+
 clean:
 	rm -rf build

@@ -43,7 +43,9 @@ alias_with_us() {
 
 case "$mode" in
 install|--boot)
-    [ -x "$HOME_DIR/tinybms-gw" ] || { echo "tinybms-gw: $HOME_DIR/tinybms-gw is missing" >&2; exit 1; }
+    # bin/tinybms-gw: the tarball of `make venus`; tinybms-gw: a program copied by hand.
+    [ -x "$HOME_DIR/bin/tinybms-gw" ] || [ -x "$HOME_DIR/tinybms-gw" ] ||
+        { echo "tinybms-gw: $HOME_DIR/bin/tinybms-gw is missing" >&2; exit 1; }
     remount_rw
     mkdir -p "$TEMPLATE/log" "$HOME_DIR/var" "$(dirname "$SS_DROPIN")"
     cp "$HOME_DIR/service/run" "$TEMPLATE/run"
