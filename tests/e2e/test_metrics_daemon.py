@@ -180,6 +180,7 @@ class Metrics(GatewayTestCase):
                                 "--can", "log:" + os.path.join(self.tmp, "can.log"), "--poll-ms", "200",
                                 "--metrics-dump", self.dump_path, "--http", str(gwtest.free_port())])
         broker.wait_client("gw-metrics-e2e", 60)
+        gw.wait_log(r"web_server: serving http://", 60)  # its threads are the last to start
         gw.wait_summaries(3, 60)
         # 0x35A (alarms) goes out only once the first sample is in: wait for it on the wire, so
         # its counter exists in the first dump (which takes a fresh sample).
