@@ -918,6 +918,11 @@ int app_run(const struct app_options *opts)
         exit_code = rc == GW_ERR_NOMEM ? 1 : APP_EXIT_CONFIG;
         goto fail;
     }
+    /* The storage error the load may have published goes to nobody now, not to whichever
+     * services subscribed by the time the dispatcher ran: raised by the alert manager before the
+     * MQTT gateway listened, it never reached MQTT, and the announcement below (once every
+     * service listens) found it already active. That announcement is its first raise. */
+    event_bus_flush(app.bus, 2000);
 
     if (opts->simulate && start_simulators(&app))
         goto fail;

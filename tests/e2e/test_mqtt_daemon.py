@@ -6,12 +6,14 @@ availability and last will, and alerts that survive a broker restart."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
+import webclient  # noqa: E402
 from gwtest import GatewayTestCase, Mosquitto, Subscriber, retained_snapshot, wait_for  # noqa: E402
 
 P = "tinybms"
@@ -271,6 +273,72 @@ class Alerts(MqttCase):
         self.assertIn("recovered from config.json.bak", doc["message"])
         self.stop_daemon_cleanly(gw)
 
+
+    def test_config_save_failing_at_start_reaches_mqtt_and_the_api(self):
+        # A read-only data directory (bind-mounted read-only in the daemon's own mount
+        # namespace: root ignores file modes) holding a torn config.json and a good backup: the
+        # configuration manager recovers the backup and cannot save it, so the storage error is
+        # raised while it is created, before any service listens. It must still reach MQTT and
+        # /api/alerts: the start-up announcement, made once every service listens, must be the
+        # alert's first raise (a copy of the early event dispatched late, between the alert
+        # manager's subscription and the MQTT gateway's, raised it where MQTT never saw it).
+        os.makedirs(self.data_dir)
+        cfg = os.path.join(self.data_dir, "config.json")
+        password = "start-up-race-pw"
+        r = subprocess.run([gwtest.TINYBMS_GW, "--set-password", "--data-dir", self.data_dir],
+                           input=(password + "\n").encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(cfg) as f:
+            doc = json.load(f)
+        doc.setdefault("mqtt", {})["client_id"] = CLIENT_ID
+        with open(cfg + ".bak", "w") as f:
+            json.dump(doc, f)
+        for name in os.listdir(self.data_dir):
+            if name.startswith("config.json.applied"):
+                os.unlink(os.path.join(self.data_dir, name))
+        with open(cfg, "w") as f:
+            f.write('{"schema_version": 1, "bms": ')  # a torn write
+        read_only = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                     'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', self.data_dir]
+        probe = subprocess.run(read_only + ["true"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if probe.returncode != 0:
+            self.skipTest("no read-only bind mount here (needs root): %s" % probe.stderr.decode().strip())
+        broker = self.track(Mosquitto(self.tmp))
+        self.sub = self.track(Subscriber(self.tmp, broker.port, [P + "/alerts"], client_id="e2e-sub-ro"))
+        broker.wait_client("e2e-sub-ro")
+        sim = self.start_sim(["--speed", "0"])
+        port = gwtest.free_port()
+        real_gw = gwtest.TINYBMS_GW
+        gwtest.TINYBMS_GW = read_only[0]  # Daemon runs TINYBMS_GW + args: the wrapper execs the daemon
+        try:
+            gw = self.start_daemon(read_only[1:] + [real_gw, "--uart", sim.link, "--mqtt",
+                                                    "mqtt://127.0.0.1:%d" % broker.port, "--http", str(port)])
+        finally:
+            gwtest.TINYBMS_GW = real_gw
+        gw.wait_log(r"cannot save|running on an unsaved configuration", 60)
+        def config_alert():  # history.db and alerts.db cannot open either: their own alerts
+            for q, r, doc in self.alerts():
+                if doc.get("code") == "STORAGE_ERROR" and doc.get("event") == "raised" \
+                        and "Storage error (config)" in doc["message"]:
+                    return q, doc
+            return None
+        q, doc = wait_for(config_alert, 60, "STORAGE_ERROR (config) raised on %s/alerts" % P)
+        self.assertEqual(q, 1)
+        self.assertEqual(doc["level"], "error")
+        self.assertIn("recovered from config.json.bak", doc["message"])
+        gw.wait_log(r"web_server: serving https?://", 60)
+
+        def active():
+            status, _, body = webclient.http(port, "GET", "/api/alerts", auth=("admin", password))
+            if status != 200:
+                return None
+            codes = [a for a in json.loads(body)["active"] if a["code"] == "STORAGE_ERROR"
+                     and "(config)" in a["message"]]
+            return codes or None
+        self.assertTrue(wait_for(active, 30, "STORAGE_ERROR (config) in /api/alerts"))
+        self.stop_daemon_cleanly(gw)
+        with open(cfg) as f:
+            self.assertEqual(f.read(), '{"schema_version": 1, "bms": ', "the read-only directory was written")
 
 class Reconnection(GatewayTestCase):
     def test_broker_absent_at_start_then_restarted_without_persistence(self):

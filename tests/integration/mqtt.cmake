@@ -7,7 +7,7 @@ target_link_libraries(gw_mqtt_test_support PUBLIC gw_mqtt_client PkgConfig::MOSQ
 if(GW_MOSQUITTO)
   gw_add_test(test_mqtt_client_broker
               SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/test_mqtt_client_broker.c
-              LIBS gw_mqtt_client gw_mqtt_test_support gw_event_bus
+              LIBS gw_mqtt_client gw_mqtt_test_support
               ARGS ${GW_MOSQUITTO} LABELS integration TIMEOUT 300)
   gw_add_test(test_mqtt_gateway_broker
               SOURCES ${PROJECT_SOURCE_DIR}/tests/integration/test_mqtt_gateway_broker.c

@@ -16,6 +16,7 @@
 #include "battery_view.h"
 #include "charge_control.h"
 #include "event_bus.h"
+#include "gw_clock.h"
 #include "gw_config.h"
 #include "gw_error.h"
 #include "test.h"
@@ -146,6 +147,20 @@ static void send_view(struct event_bus *bus, const struct battery_view *v)
 {
     CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
     CHECK(event_bus_flush(bus, 5000) == GW_OK);
+}
+
+/* One data round at publish_interval_ms = 1: a view the gateway publishes whatever the timing.
+ * Its rate limit lets one view a millisecond through (the next round is due from the
+ * millisecond after the last one), and a subscriber on loopback can get a round's message in
+ * less than that: the next view, sent at once, fell in the same millisecond and was skipped,
+ * so the value it carried never came. *last_ms: gw_now_ms() after the previous round (0 at
+ * first); the view goes once the clock has passed it. */
+static void send_round(struct event_bus *bus, const struct battery_view *v, uint64_t *last_ms)
+{
+    while (gw_now_ms() <= *last_ms)
+        gw_sleep_ms(1);
+    send_view(bus, v);
+    *last_ms = gw_now_ms(); /* the view was handled before the flush returned */
 }
 
 static struct app_alert alert(const char *code, float value)
@@ -446,7 +461,8 @@ static void test_packs_topics_and_discovery(void)
     expect(sub, "tbP/availability", "online");
 
     struct battery_view *v = three_pack_view(); /* no output sends limits */
-    send_view(bus, v);
+    uint64_t round_ms = 0;
+    send_round(bus, v, &round_ms);
     expect(sub, "tbP/pack/3/status", "never seen");
 
     struct test_sub *late = test_sub_create(b.port, "tbP/#", NULL, NULL);
@@ -506,7 +522,7 @@ static void test_packs_topics_and_discovery(void)
     /* CAN starts sending limits: the charge sensors appear, with values. */
     set_limits(v);
     v->limit_outputs = BATTERY_OUTPUT_CAN;
-    send_view(bus, v);
+    send_round(bus, v, &round_ms);
     disc = wait_json(sub, "homeassistant/sensor/gwP/charge_ccl/config", 1, &msg);
     CHECK(disc != NULL);
     CHECK_STR(str(disc, "state_topic"), "tbP/charge/ccl");
@@ -516,18 +532,18 @@ static void test_packs_topics_and_discovery(void)
     /* South comes back: fresh values, then drops again: "None". */
     v->packs[1].state = BATTERY_PACK_ONLINE;
     v->online_count = 2;
-    send_view(bus, v);
+    send_round(bus, v, &round_ms);
     expect(sub, "tbP/pack/2/voltage", "13.10");
     expect(sub, "tbP/pack/2/online", "true");
     v->packs[1].state = BATTERY_PACK_OFFLINE;
     v->online_count = 1;
-    send_view(bus, v);
+    send_round(bus, v, &round_ms);
     expect(sub, "tbP/pack/2/voltage", "None");
 
     /* CAN stops: the charge sensors are removed (empty retained config). */
     v->limit_outputs = 0;
     v->limits.valid = false;
-    send_view(bus, v);
+    send_round(bus, v, &round_ms);
     expect(sub, "homeassistant/sensor/gwP/charge_ccl/config", "");
     expect(sub, "tbP/charge/ccl", "None");
 

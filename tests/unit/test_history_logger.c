@@ -1,6 +1,6 @@
 /* History logger: round trip, retention on a generated week, downsampling vs brute force, day
  * JSON and CSV, period sampling of battery views from the bus (a row per online pack and one of
- * the aggregate, never a stale sample twice), migration of older databases, unwritable directory
+ * the aggregate, never a stale sample twice, rows on a fixed grid of the period), migration of older databases, unwritable directory
  * and full disk. */
 #define _GNU_SOURCE
 #include "history_logger.h"
@@ -676,6 +676,129 @@ static void test_period_sampling_from_bus(void)
     remove_dir(dir);
 }
 
+/* Drives the bus path: views of 2 packs at now_ms = start + t for each t in polls[0..n) (ms from
+ * the start, increasing), each pack's sample decoded at that time (wall = T_2025_01_17 + t), the
+ * pack samples held (not fresh) while t is in [hold_from, hold_to). */
+static void feed_views(struct event_bus *bus, struct battery_view *v, uint64_t start, const uint64_t *polls, size_t n,
+                       uint64_t hold_from, uint64_t hold_to)
+{
+    struct bms_live_data held[2];
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = polls[i];
+        fake_clock_set_ms(start + t);
+        make_view(v, 2, T_2025_01_17 + (int64_t)t, start + t, (uint32_t)i);
+        bool hold = t >= hold_from && t < hold_to;
+        for (int k = 0; k < 2; k++) {
+            if (hold)
+                v->packs[k].live = held[k];
+            else
+                held[k] = v->packs[k].live;
+        }
+        CHECK(event_bus_publish(bus, EVENT_BATTERY_UPDATE, v, sizeof *v, 1000) == GW_OK);
+        CHECK(event_bus_flush(bus, 5000) == GW_OK); /* the handler reads the clock we set */
+    }
+}
+
+/* Every stored row of id after T_2025_01_17 + from (ms): one per slot of the grid of period_ms
+ * (row times are the poll times, the clock started on the grid), never two in a slot, and per
+ * whole minute [from, to) exactly want rows. Returns the rows seen. */
+static size_t check_grid(struct history_logger *hl, uint8_t id, int64_t from, int64_t to, int64_t period_ms,
+                         size_t want_per_minute)
+{
+    enum { MAX_ROWS = 200 };
+    struct history_sample *s = calloc(MAX_ROWS, sizeof *s);
+    size_t n = 0;
+    CHECK_EQ_INT(history_logger_query_samples(hl, id, T_2025_01_17 + from, T_2025_01_17 + to, s, MAX_ROWS, &n), GW_OK);
+    for (size_t i = 1; i < n; i++) {
+        int64_t a = (s[i - 1].ts_ms - T_2025_01_17) / period_ms, b = (s[i].ts_ms - T_2025_01_17) / period_ms;
+        if (a == b)
+            fprintf(stderr, "  battery %u: two rows in slot %lld (at %lld and %lld ms)\n", id, (long long)a,
+                    (long long)(s[i - 1].ts_ms - T_2025_01_17), (long long)(s[i].ts_ms - T_2025_01_17));
+        CHECK(b > a);
+    }
+    for (int64_t m = from; m + 60000 <= to; m += 60000) {
+        uint64_t c = 0;
+        CHECK_EQ_INT(history_logger_count(hl, id, T_2025_01_17 + m, T_2025_01_17 + m + 60000, &c), GW_OK);
+        if (c != want_per_minute)
+            fprintf(stderr, "  battery %u: %llu rows in minute %lld, want %zu\n", id, (unsigned long long)c,
+                    (long long)(m / 60000), want_per_minute);
+        CHECK_EQ_INT(c, want_per_minute);
+    }
+    free(s);
+    return n;
+}
+
+/* Rows sit on a fixed grid of the period (issue 11): at 100 ms polls and a 5 s period exactly 12
+ * rows per minute per battery (the old "period minus a tolerance since the last row" gave one
+ * every 4.5 s: 13.3), with jittered polls too; a slot is missing only when no fresh sample
+ * arrived in it. */
+static void test_rows_on_a_grid_of_the_period(void)
+{
+    char dir[] = "/tmp/gw_hist_XXXXXX";
+    make_dir(dir);
+    const uint64_t start = 1000000; /* on the 5 s grid: the minutes below hold whole slots */
+    fake_clock_set_ms(start);
+    struct event_bus *bus;
+    CHECK_EQ_INT(event_bus_create(NULL, &bus), GW_OK);
+    struct history_logger *hl = open_logger(dir, bus, hist_cfg(5, 3650));
+    struct battery_view *v = malloc(sizeof *v);
+    enum { POLLS = 6000 };
+    uint64_t *polls = malloc(POLLS * sizeof *polls);
+    if (!hl || !v || !polls)
+        return;
+    const uint8_t ids[] = { 0, 1, HISTORY_AGGREGATE };
+
+    /* 10 minutes of polls every 100 ms */
+    for (size_t i = 0; i < POLLS; i++)
+        polls[i] = i * 100;
+    feed_views(bus, v, start, polls, POLLS, UINT64_MAX, UINT64_MAX);
+    /* 10 minutes of polls 100 ms +- 45 ms apart (a fixed pseudo-random sequence) */
+    uint32_t seed = 12345;
+    uint64_t t = 600000;
+    size_t n = 0;
+    while (t < 1200000 && n < POLLS) {
+        polls[n++] = t;
+        seed = seed * 1103515245u + 12345u;
+        t += 55 + (seed >> 16) % 91;
+    }
+    feed_views(bus, v, start, polls, n, UINT64_MAX, UINT64_MAX);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    for (size_t k = 0; k < 3; k++) {
+        CHECK_EQ_INT(check_grid(hl, ids[k], 0, 600000, 5000, 12), 120);
+        CHECK_EQ_INT(check_grid(hl, ids[k], 600000, 1200000, 5000, 12), 120);
+    }
+
+    /* A minute of 100 ms polls where the packs' samples stop being fresh from 1 234 400 to
+     * 1 241 700 (slot 247, [1 235 000, 1 240 000), sees only the sample of slot 246 again: no row;
+     * slot 248 takes the first fresh one, at 1 241 700), then a 6 s gap without any view (slot 250
+     * missed): 10 rows in that minute, one per slot that saw a fresh sample. */
+    n = 0;
+    for (t = 1200000; t < 1260000; t += 100)
+        if (t < 1249900 || t >= 1255900)
+            polls[n++] = t;
+    feed_views(bus, v, start, polls, n, 1234400, 1241700);
+    CHECK_EQ_INT(history_logger_flush(hl, 10000), GW_OK);
+    for (size_t k = 0; k < 3; k++) {
+        CHECK_EQ_INT(check_grid(hl, ids[k], 1200000, 1260000, 5000, 10), 10);
+        struct history_sample s[12];
+        size_t got = 0;
+        CHECK_EQ_INT(history_logger_query_samples(hl, ids[k], T_2025_01_17 + 1240000, T_2025_01_17 + 1260000, s, 12,
+                                                  &got), GW_OK);
+        CHECK_EQ_INT(got, 3); /* slots 248, 249 and 251 */
+        if (got == 3) {
+            CHECK_EQ_INT(s[0].ts_ms - T_2025_01_17, 1241700);
+            CHECK_EQ_INT(s[1].ts_ms - T_2025_01_17, 1245000);
+            CHECK_EQ_INT(s[2].ts_ms - T_2025_01_17, 1255900);
+        }
+    }
+    free(polls);
+    free(v);
+    history_logger_destroy(hl);
+    event_bus_destroy(bus);
+    fake_clock_use_real();
+    remove_dir(dir);
+}
+
 /* One row per online pack and one of the aggregate; queries and exports by pack id, the
  * aggregate by default; the ids present. */
 static void test_view_rows_per_pack_and_aggregate(void)
@@ -1306,7 +1429,7 @@ static void test_incompatible_table_fails_cleanly(void)
 }
 
 TEST_MAIN(TEST_CASE(test_round_trip), TEST_CASE(test_incompatible_table_fails_cleanly), TEST_CASE(test_destroy_writes_pending_samples), TEST_CASE(test_retention_week), TEST_CASE(test_hourly_retention), TEST_CASE(test_downsampling_vs_brute_force),
-          TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus),
+          TEST_CASE(test_day_json_and_csv), TEST_CASE(test_period_sampling_from_bus), TEST_CASE(test_rows_on_a_grid_of_the_period),
           TEST_CASE(test_view_rows_per_pack_and_aggregate), TEST_CASE(test_migration_from_old_schema),
           TEST_CASE(test_rollups_built_for_an_old_database),
           TEST_CASE(test_unwritable_directory_then_recovers), TEST_CASE(test_full_disk_tmpfs_then_recovers),

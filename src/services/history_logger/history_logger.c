@@ -23,12 +23,12 @@
 #define MAX_BATTERIES (BATTERY_MAX_PACKS + 1) /* packs + the aggregate */
 #define DAY_MS 86400000LL
 
-/* Per battery id (pack or aggregate): when a row was last taken, and the newest sample in it. */
+/* Per battery id (pack or aggregate): the sample of the last row taken, whose time also says
+ * which slot of the period's grid already has its row. */
 struct battery_clock {
     bool used;
     uint8_t battery_id;
     bool stored;                      /* a row was taken */
-    uint64_t last_taken_ms;           /* gw_now_ms() of that */
     uint64_t sample_ms;               /* its sample's timestamp_ms (aggregate: newest pack's) */
 };
 
@@ -419,10 +419,13 @@ static struct battery_clock *clock_get_locked(struct history_logger *hl, uint8_t
     return free_clk; /* NULL: more ids than a bank has (ignored) */
 }
 
-/* Whether clk may take a row now: its sample is newer than the last row's, and (by_period) a
- * period has passed since that row. */
-static bool clock_due(const struct battery_clock *clk, uint64_t sample_ms, bool by_period, uint64_t now,
-                      uint64_t period_ms)
+/* Whether clk may take a row of the sample decoded at sample_ms: it is newer than the last row's,
+ * and (by_period) in a later slot of the grid of the period (slot = sample_ms / period_ms). The
+ * grid, not "a period after the last row", because samples arrive at poll times: a row due at
+ * +5 s is taken at the first poll after it, and measuring from there drifts by a poll each row
+ * (or early by a tolerance). On the grid every slot gets the first sample decoded in it, never a
+ * second, and none only when no new sample was decoded in it. */
+static bool clock_due(const struct battery_clock *clk, uint64_t sample_ms, bool by_period, uint64_t period_ms)
 {
     if (!clk->stored)
         return true;
@@ -430,15 +433,13 @@ static bool clock_due(const struct battery_clock *clk, uint64_t sample_ms, bool 
         return false; /* the same sample again (a stale pack): never stored as new */
     if (!by_period)
         return true;
-    uint64_t tolerance = period_ms / 8 < 500 ? period_ms / 8 : 500; /* poll jitter must not skip a period */
-    return now + tolerance - clk->last_taken_ms >= period_ms;
+    return sample_ms / period_ms > clk->sample_ms / period_ms;
 }
 
-static void clock_take(struct battery_clock *clk, uint64_t sample_ms, uint64_t now)
+static void clock_take(struct battery_clock *clk, uint64_t sample_ms)
 {
     clk->stored = true;
     clk->sample_ms = sample_ms;
-    clk->last_taken_ms = now;
 }
 
 static bool pack_online(const struct battery_pack *p)
@@ -449,7 +450,6 @@ static bool pack_online(const struct battery_pack *p)
 /* Queues the rows view v gives (see history_logger_record_view). Under hl->lock. */
 static int take_view_locked(struct history_logger *hl, const struct battery_view *v, bool by_period, size_t *rows)
 {
-    uint64_t now = gw_now_ms();
     uint64_t period = (uint64_t)hl->cfg.period_s * 1000u;
     unsigned n = v->pack_count > BATTERY_MAX_PACKS ? BATTERY_MAX_PACKS : v->pack_count;
     uint64_t newest = 0;
@@ -462,9 +462,9 @@ static int take_view_locked(struct history_logger *hl, const struct battery_view
         uint64_t t = p->live.timestamp_ms;
         newest = t > newest ? t : newest;
         struct battery_clock *clk = clock_get_locked(hl, p->id);
-        if (!clk || !clock_due(clk, t, by_period, now, period))
+        if (!clk || !clock_due(clk, t, by_period, period))
             continue;
-        clock_take(clk, t, now);
+        clock_take(clk, t);
         struct history_sample s;
         sample_from_live(&p->live, &s);
         s.battery_id = p->id;
@@ -474,8 +474,8 @@ static int take_view_locked(struct history_logger *hl, const struct battery_view
     }
     if (v->online_count > 0 && !(v->conditions & BATTERY_COND_NO_DATA) && newest > 0) {
         struct battery_clock *clk = clock_get_locked(hl, HISTORY_AGGREGATE);
-        if (clk && clock_due(clk, newest, by_period, now, period)) {
-            clock_take(clk, newest, now);
+        if (clk && clock_due(clk, newest, by_period, period)) {
+            clock_take(clk, newest);
             struct history_sample s;
             sample_from_view(v, &s);
             if (enqueue_locked(hl, &s) != GW_OK)
