@@ -17,7 +17,7 @@ GW.CONFIG_SCHEMA = [
   { key: "can", title: "CAN (Victron inverter / GX)", help: "The Victron CAN-bus BMS protocol.", fields: {
     enabled: { label: "Send the Victron frames" },
     interface: { label: "Interface", text: "can0, slcan:/dev/DEV[@baud] or log:FILE" },
-    bitrate: { label: "Bit rate", choices: [250000, 500000] },
+    bitrate: { label: "Bit rate", choices: [250000, 500000] }, // the schema gives 250000..500000; only these two are accepted
     live_period_ms: { label: "Live frames period" },
     identity_period_ms: { label: "Identity frames period" },
     stale_timeout_ms: { label: "Stop limits after stale data" },
@@ -132,6 +132,7 @@ GW.CONFIG_SCHEMA = [
     trial_timeout_s: { label: "Healthy within" },
     trial_max_starts: { label: "Starts allowed to become healthy" },
     health_can_s: { label: "CAN frames out for", help: "with CAN on, before a new version counts as healthy" },
+    pause_charge_on_switch: { label: "Pause charging during the switch", help: "charge current limit 0 A from the moment the gateway stops for a new version until that version is healthy, or the previous one is back" },
   } },
   { key: "dbus", title: "Venus OS (D-Bus)", help: "The battery as a Venus OS battery service, for a GX without a CAN adapter.", fields: {
     enabled: { label: "Publish on D-Bus" },

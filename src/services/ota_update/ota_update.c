@@ -233,6 +233,8 @@ static void *health_thread(void *arg)
             char text[160];
             ota__fmt(text, sizeof text, "version %s is running and healthy", ota->running_version);
             publish_text(ota, EVENT_OTA_UPDATE_COMPLETED, text);
+            if (ota->o.healthy)
+                ota->o.healthy(ota->o.restart_ctx);
             return NULL;
         }
         if (strcmp(missing, ota->h.last_missing) != 0) {
@@ -817,6 +819,28 @@ int ota_update_rollback(struct ota_update *ota, const char *who, unsigned flags,
     if (!rc && !(flags & OTA_INSTALL_NO_RESTART) && ota->o.restart)
         ota->o.restart(ota->o.restart_ctx);
     return rc;
+}
+
+/* ---- switch ------------------------------------------------------------------------------- */
+
+bool ota_update_launched_on_trial(void)
+{
+    const char *fd = getenv(OTA_ENV_NOTIFY_FD);
+    return fd && fd[0];
+}
+
+bool ota_update_switch_pending(struct ota_update *ota)
+{
+    if (!ota)
+        return false;
+    pthread_mutex_lock(&ota->mu);
+    bool switching = ota->switching;
+    pthread_mutex_unlock(&ota->mu);
+    if (switching)
+        return true;
+    struct ota_state st;
+    ota__state_read(&ota->paths, &st);
+    return st.kind == OTA_STATE_PENDING;
 }
 
 /* ---- status ------------------------------------------------------------------------------- */

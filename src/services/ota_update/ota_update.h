@@ -64,6 +64,9 @@ struct ota_update_options {
      * restarts into the new `current` (the app raises SIGUSR1 to itself). NULL: nothing. */
     void (*restart)(void *ctx);
     void *restart_ctx;
+    /* Called once (from the health watch's thread) when this release, on trial, was found
+     * healthy and confirmed to the launcher. NULL: nothing. ctx: restart_ctx. */
+    void (*healthy)(void *ctx);
 };
 
 /* Creates the service. When the daemon runs on trial (started by the launcher) and a bus is
@@ -132,6 +135,16 @@ int ota_update_rollback(struct ota_update *ota, const char *who, unsigned flags,
  * process restarts), trial, done (kept), rolled_back, refused (the last upload here; with
  * "phase_reason"), idle. @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM */
 int ota_update_status_json(struct ota_update *ota, char **out);
+
+/* True when this process was started by the launcher to run a new release on trial (it has not
+ * been found healthy yet at its start). Reads the environment the launcher sets: call it before
+ * ota_update_create, which consumes it. */
+bool ota_update_launched_on_trial(void);
+
+/* True while a switch to another release is under way: an install or a rollback done by this
+ * process, or a release installed (by the command line) and not started yet. What a daemon
+ * asked to restart checks to know it stops for a new release. Thread-safe; false for NULL. */
+bool ota_update_switch_pending(struct ota_update *ota);
 
 /* The text of the rollback that brought this release back at this start ("" when none).
  * Stable for the life of the object. */
