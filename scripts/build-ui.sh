@@ -1,8 +1,8 @@
 #!/bin/sh
 # The web page's files as served: a copy of SRC in OUT with a precompressed twin FILE.gz
 # (gzip -9n: no name, no time stamp, so the same sources give the same bytes) beside every
-# .js, .css, .html and .svg file. The gateway sends the twin with Content-Encoding: gzip to a
-# browser that accepts it, the plain file otherwise.
+# .js, .css, .html and .svg file (unless the twin would be no smaller). The gateway sends the
+# twin with Content-Encoding: gzip to a browser that accepts it, the plain file otherwise.
 #   scripts/build-ui.sh SRC OUT
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 SRC OUT" >&2; exit 2; }
@@ -17,7 +17,12 @@ cp -R "$src" "$tmp"
 find "$tmp" -type f -name '*.gz' -delete
 find "$tmp" -type f \( -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.svg' \) | while read -r f; do
     gzip -9n -c "$f" > "$f.gz"
-    touch -r "$f" "$f.gz"
+    # A twin no smaller than its file would only cost bytes: not kept.
+    if [ "$(stat -c %s "$f.gz")" -ge "$(stat -c %s "$f")" ]; then
+        rm "$f.gz"
+    else
+        touch -r "$f" "$f.gz"
+    fi
 done
 rm -rf "$out"
 mv "$tmp" "$out"
