@@ -420,7 +420,7 @@ static void request_restart(void *ctx)
 /* update.pause_charge_on_switch: CCL 0 (an external cap of the battery service, so CAN and
  * D-Bus both send it) from the moment this process stops for a new release until the new one
  * is healthy; a release found unhealthy is stopped and the previous one starts without the cap. */
-#define SWITCH_CAP_SOURCE "update"
+#define SWITCH_CAP_SOURCE "update switch" /* the CCL reason reads "external cap update switch" */
 #define SWITCH_CAP_MARGIN_S 60u /* beyond the trial timeout: the launcher decides before */
 
 static void switch_pause(struct app *app, uint32_t duration_s, const char *why)

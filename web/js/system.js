@@ -90,7 +90,9 @@
     const st = u.update || {};
     kv("sys-update-state", [
       ["Running version", u.running_version + (u.running_release && u.running_release !== "installed" ? " (release " + u.running_release + ")" : " (installed program)")],
-      ["Last update", (st.version ? st.version + ": " : "") + (STATES[st.state] || st.state) + (st.reason ? " — " + st.reason : ""),
+      // (a reason that repeats the state, "rolled back by hand (web…)", replaces it)
+      ["Last update", (st.version ? st.version + ": " : "") + (st.reason && st.reason.startsWith(STATES[st.state] || st.state) ? st.reason
+        : (STATES[st.state] || st.state) + (st.reason ? " — " + st.reason : "")),
         st.state === "failed" ? "bad" : ""],
       ["Previous version", u.previous_version ? u.previous_version + (u.can_roll_back ? " (kept for a rollback)" : "") : "none"],
     ]);
@@ -164,6 +166,7 @@
       out.className = "result"; out.textContent = "Nothing changed."; return;
     }
     button.disabled = true;
+    $("ota-result").textContent = ""; // "version … is kept" would contradict what follows
     out.className = "result";
     out.textContent = "Going back to " + label + "…";
     try {
