@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,7 @@ struct app {
     struct app_metrics *metrics;
     struct app_summary summary;
     struct watchdog_client *wd_bms[APP_MAX_PACKS], *wd_can;
+    atomic_bool switch_paused;   /* the update switch's CCL 0 cap is ours to lift */
 };
 
 void app_default_options(struct app_options *o)
@@ -429,6 +431,7 @@ static void switch_pause(struct app *app, uint32_t duration_s, const char *why)
     snprintf(cap.source, sizeof cap.source, "%s", SWITCH_CAP_SOURCE);
     char answer[64];
     battery_service_request_cap(app->battery, &cap, answer, sizeof answer);
+    atomic_store(&app->switch_paused, true);
     GW_LOGI(MOD, "charging paused (charge current limit 0 A) %s: %s", why, answer);
 }
 
@@ -436,9 +439,8 @@ static void switch_pause(struct app *app, uint32_t duration_s, const char *why)
 static void switch_resume(void *ctx)
 {
     struct app *app = ctx;
-    struct gw_config cfg;
-    config_manager_get(app->config, &cfg);
-    if (!app->battery || !cfg.update.pause_charge_on_switch)
+    /* Lifted even when the option was turned off meanwhile: the cap was set at this start. */
+    if (!app->battery || !atomic_exchange(&app->switch_paused, false))
         return;
     struct app_charge_cap cap = { .ccl_cap_a = -1.0f, .dcl_cap_a = -1.0f, .duration_s = 0 };
     snprintf(cap.source, sizeof cap.source, "%s", SWITCH_CAP_SOURCE);
