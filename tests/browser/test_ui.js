@@ -671,10 +671,26 @@ describe("updates: install from the System page, then go back", () => {
     assert.ok(await page.locator("#ota-rollback-box").isHidden(), "no rollback offered before any update");
     await page.setInputFiles("#ota-bundle", bundle);
     await page.setInputFiles("#ota-sig", bundle + ".sig");
+    // A slow link (2 MB/s up), so that the upload lasts: the page shows what the gateway received.
+    const cdp = await page.ctx.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 2e6 });
+    await page.setViewportSize(PHONE_390);
     await page.click("#ota-upload");
     await page.locator("#confirm[open]").waitFor();
     await page.click("#confirm-ok");
+    const total = fs.statSync(bundle).size;
+    const phase = page.locator("#ota-phase", { hasText: /^Received \d+\.\d MB of \d+(\.\d)? MB…$/ });
+    await phase.waitFor({ timeout: 60000 });
+    const shown = await phase.textContent();
+    const of = Number(shown.match(/of ([\d.]+) MB/)[1]) * 1e6;
+    // (the form: the bundle, its signature and the framing; shown rounded to 0.1 MB, 1 MB from 10 MB)
+    assert.ok(Math.abs(of - total) <= (total >= 1e7 ? 0.5e6 : 0.05e6) + 1e4, shown + " for a bundle of " + total + " bytes");
+    await shotOf(page.locator("#sys-updates"), "updates-uploading-phone390");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.setViewportSize(DESKTOP);
     await page.locator("#ota-result", { hasText: "Version " + next + " runs and is kept." }).waitFor({ timeout: 180000 });
+    assert.ok(await page.locator("#ota-phase").isHidden(), "the progress line goes once the upload answered");
     // Kept: the previous version is offered, by its number.
     const button = page.locator("#ota-rollback");
     await button.filter({ hasText: "Go back to version " + base }).waitFor({ timeout: 10000 });
