@@ -445,7 +445,8 @@ static void switch_resume(void *ctx)
     struct app_charge_cap cap = { .ccl_cap_a = -1.0f, .dcl_cap_a = -1.0f, .duration_s = 0 };
     snprintf(cap.source, sizeof cap.source, "%s", SWITCH_CAP_SOURCE);
     battery_service_request_cap(app->battery, &cap, NULL, 0);
-    GW_LOGI(MOD, "charging resumed: release %s is healthy", ota_update_running_version(app->ota));
+    /* (not app->ota: the health thread may call this before ota_update_create has returned) */
+    GW_LOGI(MOD, "charging resumed: this new release is healthy");
 }
 
 /* Before stopping for a new release: the cap, then (bounded) until a 0x351 with CCL 0 went out,

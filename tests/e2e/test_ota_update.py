@@ -201,7 +201,7 @@ class TestPauseChargingDuringSwitch(UpdateCase):
         m = d.wait_log(r"launcher: starting (\S+) \(%s\) on trial" % re.escape(new), 60)
         d.wait_log(r"charging paused \(charge current limit 0 A\) until this new release is healthy", 60)
         d.wait_log(r"launcher: %s \(%s\) is healthy: kept" % (re.escape(m.group(1)), re.escape(new)), 90)
-        d.wait_log(r"charging resumed: release %s is healthy" % re.escape(new), 30)
+        d.wait_log(r"charging resumed: this new release is healthy", 30)
         # The limit comes back after the trial.
         def switch_frames():
             frames = [f for f in self.ccl_frames() if f[0] >= t_install]
