@@ -18,8 +18,12 @@ set(GW_DBUS_POLICY_DIR /etc/dbus-1/system.d CACHE STRING "where `make install` p
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/dbus/tinybms-gw.conf DESTINATION ${GW_DBUS_POLICY_DIR})
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION share/doc/tinybms-gw)
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION share/doc/tinybms-gw/docs)
-# The web page's files (found by the daemon at <prefix>/share/tinybms-gw/web).
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/web/ DESTINATION share/tinybms-gw/web)
+# The web page's files (found by the daemon at <prefix>/share/tinybms-gw/web), each .js, .css,
+# .html and .svg with its gzip twin (packaging/web_ui.cmake). Made here too, so that an install
+# of a build that only built the programs (make build, debian/rules) has them.
+install(CODE "execute_process(COMMAND sh ${PROJECT_SOURCE_DIR}/scripts/build-ui.sh ${PROJECT_SOURCE_DIR}/web
+                              ${PROJECT_BINARY_DIR}/web COMMAND_ERROR_IS_FATAL ANY)")
+install(DIRECTORY ${PROJECT_BINARY_DIR}/web/ DESTINATION share/tinybms-gw/web)
 install(PROGRAMS ${PROJECT_SOURCE_DIR}/scripts/make-cert.sh DESTINATION share/tinybms-gw)
 # On the running system (not into a staging DESTDIR): create the user, tell systemd.
 install(CODE [[

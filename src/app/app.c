@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ struct app {
     struct app_metrics *metrics;
     struct app_summary summary;
     struct watchdog_client *wd_bms[APP_MAX_PACKS], *wd_can;
+    atomic_bool switch_paused;   /* the update switch's CCL 0 cap is ours to lift */
 };
 
 void app_default_options(struct app_options *o)
@@ -416,6 +418,72 @@ static void request_restart(void *ctx)
     kill(getpid(), SIGUSR1);
 }
 
+/* ------------------------------------------------------------------ charging paused during a switch */
+
+/* update.pause_charge_on_switch: CCL 0 (an external cap of the battery service, so CAN and
+ * D-Bus both send it) from the moment this process stops for a new release until the new one
+ * is healthy; a release found unhealthy is stopped and the previous one starts without the cap. */
+#define SWITCH_CAP_SOURCE "update switch" /* the CCL reason reads "external cap update switch" */
+#define SWITCH_CAP_MARGIN_S 60u /* beyond the trial timeout: the launcher decides before */
+
+static void switch_pause(struct app *app, uint32_t duration_s, const char *why)
+{
+    struct app_charge_cap cap = { .ccl_cap_a = 0.0f, .dcl_cap_a = -1.0f, .duration_s = duration_s };
+    snprintf(cap.source, sizeof cap.source, "%s", SWITCH_CAP_SOURCE);
+    char answer[64];
+    battery_service_request_cap(app->battery, &cap, answer, sizeof answer);
+    atomic_store(&app->switch_paused, true);
+    GW_LOGI(MOD, "charging paused (charge current limit 0 A) %s: %s", why, answer);
+}
+
+/* The health watch's callback: this release on trial is healthy, charging resumes. */
+static void switch_resume(void *ctx)
+{
+    struct app *app = ctx;
+    /* Lifted even when the option was turned off meanwhile: the cap was set at this start. */
+    if (!app->battery || !atomic_exchange(&app->switch_paused, false))
+        return;
+    struct app_charge_cap cap = { .ccl_cap_a = -1.0f, .dcl_cap_a = -1.0f, .duration_s = 0 };
+    snprintf(cap.source, sizeof cap.source, "%s", SWITCH_CAP_SOURCE);
+    battery_service_request_cap(app->battery, &cap, NULL, 0);
+    /* (not app->ota: the health thread may call this before ota_update_create has returned) */
+    GW_LOGI(MOD, "charging resumed: this new release is healthy");
+}
+
+/* Before stopping for a new release: the cap, then (bounded) until a 0x351 with CCL 0 went out,
+ * so that the last limit the inverter holds through the restart is 0 A. */
+static void pause_before_switch(struct app *app)
+{
+    struct gw_config cfg;
+    config_manager_get(app->config, &cfg);
+    if (!app->battery || !cfg.update.pause_charge_on_switch || !ota_update_switch_pending(app->ota))
+        return;
+    uint64_t after = 0;
+    struct can_tap_entry e[32];
+    size_t n;
+    if (app->can) /* what went out before the cap does not count */
+        while ((n = can_publisher_tap_read(app->can, after, e, 32)) > 0)
+            after = e[n - 1].seq;
+    switch_pause(app, SWITCH_CAP_MARGIN_S, "for the switch to a new release");
+    if (!app->can)
+        return;
+    uint64_t deadline = gw_now_ms() + 2u * cfg.can.live_period_ms + 1000u;
+    while (gw_now_ms() < deadline) {
+        n = can_publisher_tap_read(app->can, after, e, 32);
+        for (size_t i = 0; i < n; i++) {
+            after = e[i].seq;
+            const struct can_frame_gw *f = &e[i].frame;
+            if (e[i].dir == CAN_TAP_TX && e[i].result == GW_OK && f->id == 0x351 && f->dlc >= 4 &&
+                f->data[2] == 0 && f->data[3] == 0)
+                return;
+        }
+        struct timespec ts = { 0, 20 * 1000 * 1000 }; /* a bounded wait on the CAN scheduler's next cycle */
+        nanosleep(&ts, NULL);
+    }
+    GW_LOGW(MOD, "no 0x351 with CCL 0 went out before the switch (CAN offline?): the inverter keeps the last "
+                 "limit until the new release sends 0 A");
+}
+
 static int start_services(struct app *app)
 {
     const struct app_options *o = app->opts;
@@ -460,6 +528,11 @@ static int start_services(struct app *app)
         GW_LOGE(MOD, "cannot start the battery service: %s", gw_strerror(rc));
         return rc;
     }
+    /* Before any output starts: a release on trial never sends a charge limit above 0 A
+     * until it is healthy (switch_resume). */
+    if (cfg.update.pause_charge_on_switch && ota_update_launched_on_trial())
+        switch_pause(app, (cfg.update.trial_timeout_s ? cfg.update.trial_timeout_s : 120u) + SWITCH_CAP_MARGIN_S,
+                     "until this new release is healthy");
 
     if (cfg.mqtt.enabled) {
         struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config,
@@ -771,7 +844,8 @@ static void start_updates(struct app *app)
     struct ota_update_options o = { .data_dir = app->opts->data_dir, .bus = app->bus, .config_loaded = true,
                                     .pack_count = app->pack_count, .can_enabled = app->can != NULL,
                                     /* set once the web server serves (start_web) */
-                                    .http_port = 0, .restart = request_restart };
+                                    .http_port = 0, .restart = request_restart, .restart_ctx = app,
+                                    .healthy = switch_resume };
     update_options(&cfg, &o);
     int rc = ota_update_create(&o, &app->ota);
     if (rc) {
@@ -982,8 +1056,10 @@ int app_run(const struct app_options *opts)
         GW_LOGI(MOD, "SIGHUP: reloading the configuration");
         config_manager_reload(app.config, NULL, 0); /* logs what changed or why not */
     }
-    if (sig == SIGUSR1)
+    if (sig == SIGUSR1) {
         GW_LOGI(MOD, "restart requested (web API or a new release): stopping, then starting again");
+        pause_before_switch(&app);
+    }
     else
         GW_LOGI(MOD, "signal %d: stopping", sig);
     watchdog_stopping(opts->watchdog);

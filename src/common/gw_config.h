@@ -188,6 +188,8 @@ struct gw_config_update {
     uint32_t trial_timeout_s;         /* a new release must be healthy within, default 120 */
     uint32_t trial_max_starts;        /* starts it gets to become healthy, default 3 */
     uint32_t health_can_s;            /* CAN frames going out this long count as healthy, default 5 */
+    bool pause_charge_on_switch;      /* CCL 0 from the switch until the new release is healthy
+                                         (or the previous one is back), default false */
 };
 
 /* What the D-Bus path /Capacity carries: Victron never defined it for batteries;

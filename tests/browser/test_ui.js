@@ -17,6 +17,9 @@ const CHROMIUM = process.env.GW_CHROMIUM || "/usr/bin/chromium";
 const PASSWORD = "browser-test-pass-1";
 const SHOTS = path.join(gw.BUILD_DIR, "screenshots");
 const PHONE = { width: 360, height: 740 };
+const PHONE_390 = { width: 390, height: 844 };
+// The web page as `make` builds it: web/ with its gzip twins (scripts/build-ui.sh).
+const UI_DIR = fs.existsSync(path.join(gw.BUILD_DIR, "web", "index.html.gz")) ? path.join(gw.BUILD_DIR, "web") : path.join(gw.SOURCE_DIR, "web");
 const DESKTOP = { width: 1366, height: 768 };
 const PAGES = ["dashboard", "history", "alerts", "config", "bms", "system"];
 // Endpoints the pages probe because they may not exist yet; their 404 is expected (Chromium
@@ -140,7 +143,7 @@ describe("web UI on two simulated packs", () => {
     d = new gw.Daemon(dir, {
       args: ["--poll-ms", "200"],
       config: {
-        web: { ui_dir: path.join(gw.SOURCE_DIR, "web"), auth_max_attempts: 20 },
+        web: { ui_dir: UI_DIR, auth_max_attempts: 20 },
         history: { period_s: 1 },
         alerts: { raise_delay_ms: 0, clear_delay_ms: 0 },
         charge: { increase_delay_s: 0, increase_ramp_a_per_s: 1000 }, // limits follow at once
@@ -302,6 +305,52 @@ describe("web UI on two simulated packs", () => {
     const refused = page.problems.filter((p) => /status of 400 .*\/api\/config\)$/.test(p));
     assert.equal(refused.length, 2, page.problems.join("\n"));
     assert.deepEqual(page.problems.filter((p) => !refused.includes(p)), []);
+    await page.ctx.close();
+  });
+
+  test("settings: the units and ranges shown are the gateway's own (GET /api/config/schema); the page arrives gzip-compressed", async () => {
+    const page = await openPage(d, { viewport: PHONE_390 });
+    const encodings = {};
+    page.on("response", (r) => { const u = new URL(r.url()); if (/\.(js|css|html)$/.test(u.pathname) || u.pathname === "/") encodings[u.pathname] = r.headers()["content-encoding"] || "identity"; });
+    await page.goto(d.url("/#config"));
+    await page.locator("#cfg-sec-update").waitFor();
+    const schema = new Map((await api(page, d, "/api/config/schema")).fields.map((f) => [f.path, f]));
+    // Every number in the form: its range and unit, and the input's bounds, as the gateway has them.
+    const wrong = [];
+    let checked = 0;
+    for (const [p, f] of schema) {
+      if (f.type !== "integer" && f.type !== "number") continue;
+      const id = "#cfg-" + p.replace(/\./g, "-");
+      if (await page.locator(id).count() !== 1) { wrong.push(p + ": not in the form"); continue; }
+      if (await page.$eval(id, (e) => e.tagName) === "SELECT") { // can.bitrate: its two values, within the range
+        const values = await page.$$eval(id + " option", (o) => o.map((x) => Number(x.value)));
+        if (!values.length || values.some((v) => v < f.min || v > f.max)) wrong.push(p + ": choices " + values);
+        checked++;
+        continue;
+      }
+      const meta = (await page.textContent(id + "-meta")) || "";
+      const want = f.min + "…" + f.max + (f.unit ? " " + f.unit : "");
+      if (!meta.startsWith(want)) wrong.push(p + ": shows '" + meta + "', the gateway has " + want);
+      const [min, max] = await page.$eval(id, (e) => [e.min, e.max]);
+      if (Number(min) !== f.min || Number(max) !== f.max) wrong.push(p + ": input bounds " + min + ".." + max);
+      checked++;
+    }
+    assert.deepEqual(wrong, []);
+    assert.ok(checked >= 40, checked + " numbers checked");
+    // One the page used to get wrong (it said "≥ 0 s"): the gateway refuses below 600 s.
+    assert.match(await page.textContent("#cfg-charge-max_top_time_s-meta"), /^600…86400 s/);
+    // A restart mark and an enum from the gateway's table.
+    const restartMarked = await page.locator('[data-path="update.trial_timeout_s"] .restart').count();
+    assert.equal(restartMarked, schema.get("update.trial_timeout_s").restart ? 1 : 0);
+    assert.deepEqual(await page.$$eval("#cfg-dbus-capacity option", (o) => o.map((x) => x.value)), schema.get("dbus.capacity").values);
+    await openSection(page, "update");
+    await shotOf(page.locator("#cfg-sec-update"), "config-update-phone390");
+    await openSection(page, "charge");
+    await shotOf(page.locator("#cfg-sec-charge"), "config-charge-phone390");
+    if (UI_DIR.startsWith(gw.BUILD_DIR)) {
+      for (const f of ["/", "/js/config.js", "/js/config-schema.js", "/style.css"]) assert.equal(encodings[f], "gzip", f + ": " + JSON.stringify(encodings));
+    }
+    assert.deepEqual(page.problems, []);
     await page.ctx.close();
   });
 
@@ -571,6 +620,113 @@ describe("web UI on two simulated packs", () => {
     await fresh.locator("#conn", { hasText: "live" }).waitFor();
     assert.ok(await fresh.locator("#login").isHidden());
     await fresh.ctx.close();
+  });
+});
+
+// A signed bundle of `version` (this build's programs) in dir; returns its path (BUNDLE.sig beside it).
+function makeBundle(dir, version, keys) {
+  const arch = { x64: "x86_64", arm64: "aarch64", arm: "armhf" }[process.arch] || process.arch;
+  const out = path.join(dir, "tinybms-gw-" + version + "-" + arch + ".tar");
+  for (const [cmd, args] of [[path.join(gw.SOURCE_DIR, "packaging", "make-bundle.sh"), [out, version, arch, "linux", gw.TINYBMS_GW, gw.TINYBMS_SIM]],
+    [path.join(gw.SOURCE_DIR, "scripts", "sign-update.sh"), [out, path.join(keys, "update.key")]]]) {
+    const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 120000 });
+    assert.equal(r.status, 0, cmd + ": " + r.stderr);
+  }
+  return out;
+}
+
+describe("updates: install from the System page, then go back", () => {
+  let dir, d, keys, base, next, bundle;
+  before(async () => {
+    dir = gw.tmpDir("gw-ui-ota-");
+    keys = path.join(dir, "signing");
+    const mk = spawnSync(path.join(gw.SOURCE_DIR, "scripts", "make-keys.sh"), [keys], { encoding: "utf8", timeout: 60000 });
+    assert.equal(mk.status, 0, mk.stderr);
+    base = spawnSync(gw.TINYBMS_GW, ["--version"], { encoding: "utf8" }).stdout.trim().split(/\s+/).pop();
+    const parts = base.split("-")[0].split(".");
+    parts[parts.length - 1] = String(Number(parts[parts.length - 1]) + 1);
+    next = parts.join(".");
+    bundle = makeBundle(dir, next, keys);
+    d = new gw.Daemon(dir, { args: ["--simulate", "--can", "log:" + path.join(dir, "can.log")],
+      config: { web: { ui_dir: UI_DIR }, update: { health_can_s: 1 } } });
+    fs.mkdirSync(path.join(d.data, "keys"), { recursive: true });
+    fs.copyFileSync(path.join(keys, "update.pub"), path.join(d.data, "keys", "update.pub"));
+    d.writeConfig();
+    gw.setPassword(d.data, PASSWORD);
+    await d.start();
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    browser = null;
+    const r = await d.stop();
+    if (!process.env.GW_BROWSER_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+    assert.equal(r.code, 0, r.log.slice(-3000));
+    assert.equal(gw.sanitizerReport(r.log), null);
+  });
+
+  test("an upload is followed until kept; the rollback button asks first, then brings the previous version back", async () => {
+    const page = await openPage(d);
+    await page.goto(d.url("/#system"));
+    await page.locator("#sys-update-state dd").first().waitFor();
+    assert.ok(await page.locator("#ota-rollback-box").isHidden(), "no rollback offered before any update");
+    await page.setInputFiles("#ota-bundle", bundle);
+    await page.setInputFiles("#ota-sig", bundle + ".sig");
+    // A slow link (2 MB/s up), so that the upload lasts: the page shows what the gateway received.
+    const cdp = await page.ctx.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 2e6 });
+    await page.setViewportSize(PHONE_390);
+    await page.click("#ota-upload");
+    await page.locator("#confirm[open]").waitFor();
+    await page.click("#confirm-ok");
+    const total = fs.statSync(bundle).size;
+    const phase = page.locator("#ota-phase", { hasText: /^Received \d+\.\d MB of \d+(\.\d)? MB…$/ });
+    await phase.waitFor({ timeout: 60000 });
+    const shown = await phase.textContent();
+    const of = Number(shown.match(/of ([\d.]+) MB/)[1]) * 1e6;
+    // (the form: the bundle, its signature and the framing; shown rounded to 0.1 MB, 1 MB from 10 MB)
+    assert.ok(Math.abs(of - total) <= (total >= 1e7 ? 0.5e6 : 0.05e6) + 1e4, shown + " for a bundle of " + total + " bytes");
+    await shotOf(page.locator("#sys-updates"), "updates-uploading-phone390");
+    await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.setViewportSize(DESKTOP);
+    await page.locator("#ota-result", { hasText: "Version " + next + " runs and is kept." }).waitFor({ timeout: 180000 });
+    assert.ok(await page.locator("#ota-phase").isHidden(), "the progress line goes once the upload answered");
+    // Kept: the previous version is offered, by its number.
+    const button = page.locator("#ota-rollback");
+    await button.filter({ hasText: "Go back to version " + base }).waitFor({ timeout: 10000 });
+    assert.match(await page.textContent("#ota-rollback-text"), new RegExp("\\(" + base.replace(/\./g, "\\.") + "\\)"));
+    for (const [size, viewport] of [["phone390", PHONE_390], ["desktop", DESKTOP]]) {
+      await page.setViewportSize(viewport);
+      await noOverflow(page, "system with a rollback offered at " + size);
+      await shotOf(page.locator("#sys-updates"), "updates-rollback-" + size);
+    }
+    let posts = 0, done = 0; // (a token of the version before the restart is refused once, then renewed)
+    page.on("request", (r) => { if (r.url().endsWith("/api/ota/rollback")) posts++; });
+    page.on("response", (r) => { if (r.url().endsWith("/api/ota/rollback") && r.status() === 200) done++; });
+    await button.click();
+    await page.locator("#confirm[open]").waitFor();
+    assert.match(await page.textContent("#confirm-title"), new RegExp("Go back to version " + base.replace(/\./g, "\\.")));
+    await page.click("#confirm-cancel");
+    await page.locator("#ota-rollback-result", { hasText: "Nothing changed" }).waitFor();
+    assert.equal(posts, 0);
+    assert.equal((await api(page, d, "/api/ota/status")).running_version, next);
+    await button.click();
+    await page.locator("#confirm[open]").waitFor();
+    await page.click("#confirm-ok");
+    await page.locator("#ota-rollback-result", { hasText: "The gateway runs " + base + " again." }).waitFor({ timeout: 120000 });
+    assert.equal(done, 1);
+    const st = await api(page, d, "/api/ota/status");
+    assert.equal(st.running_version, base);
+    assert.equal(st.update.state, "rolled_back");
+    await page.locator("#ota-rollback-box").waitFor({ state: "hidden" });
+    await shotOf(page.locator("#sys-updates"), "updates-rolled-back-desktop");
+    // The gateway was away during both restarts: refused or cut connections (the status polls,
+    // the live WebSocket's reconnects) and the one stale CSRF token, nothing else.
+    // (connection-level errors only: net::ERR_CONNECTION_REFUSED, _RESET, ERR_SOCKET_NOT_CONNECTED...)
+    const other = page.problems.filter((p) => !/^console: .*net::ERR_[A-Z_]+/.test(p) &&
+      !/status of 50[23] .*\/api\/ota\/status\)$/.test(p) && !/status of 403 .*\/api\/ota\/rollback\)$/.test(p));
+    assert.deepEqual(other, []);
+    await page.ctx.close();
   });
 });
 

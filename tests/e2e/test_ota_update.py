@@ -9,7 +9,9 @@ bundles with packaging/make-bundle.sh, signatures with scripts/sign-update.sh, i
 - a release that exits at once: three starts, then the previous version comes back by itself
   with the reason, and the alert;
 - a release that never becomes healthy: rolled back at the trial timeout;
-- kill -9 of the installer at random points of the switch never leaves no runnable release.
+- kill -9 of the installer at random points of the switch never leaves no runnable release;
+- update.pause_charge_on_switch: the 0x351 frames read during a switch carry CCL 0 from before
+  the old version stops until the new one is healthy, then the limit comes back.
 
 Figures are printed (CAN gap, rollback times); nothing here asserts a duration except the
 product's own timeout plus a margin for this shared, sanitized machine."""
@@ -33,6 +35,7 @@ MAKE_KEYS = os.path.join(gwtest.SOURCE_DIR, "scripts", "make-keys.sh")
 SIGN = os.path.join(gwtest.SOURCE_DIR, "scripts", "sign-update.sh")
 MAKE_BUNDLE = os.path.join(gwtest.SOURCE_DIR, "packaging", "make-bundle.sh")
 CANLOG_RE = re.compile(r"^\((\d+)\.(\d+)\) \S+ ([0-9A-F]+)#")
+CANLOG_351_RE = re.compile(r"^\((\d+)\.(\d+)\) \S+ 351#([0-9A-F]{8})")
 
 
 def running_version():
@@ -70,8 +73,10 @@ class UpdateCase(GatewayTestCase):
         self.base = running_version()
         self.can_log = os.path.join(self.tmp, "can.log")
 
-    def config(self, **update):
+    def config(self, charge=None, **update):
         doc = {"update": dict({"health_can_s": 1}, **update)}
+        if charge:
+            doc["charge"] = charge
         with open(os.path.join(self.data_dir, "config.json"), "w") as f:
             json.dump(doc, f)
 
@@ -113,6 +118,16 @@ class UpdateCase(GatewayTestCase):
             if m:
                 frames.append(int(m.group(1)) + int(m.group(2)) / 1e6)
         return frames
+
+    def ccl_frames(self):
+        """(time, CCL in A) of every 0x351 in the CAN log (CCL: bytes 2-3, signed, 0.1 A)."""
+        out = []
+        for line in gwtest.read_text(self.can_log).splitlines():
+            m = CANLOG_351_RE.match(line)
+            if m:
+                raw = bytes.fromhex(m.group(3))
+                out.append((int(m.group(1)) + int(m.group(2)) / 1e6, int.from_bytes(raw[2:4], "little", signed=True) / 10))
+        return out
 
     def assert_no_sanitizer(self, d):
         rep = d.sanitizer_report()
@@ -166,6 +181,43 @@ class TestGoodUpdate(UpdateCase):
         self.assertEqual(st["update"]["state"], "rolled_back")
         self.assertEqual(st["running_version"], self.base)
         self.assertFalse(st["can_roll_back"])
+        rc, _ = d.stop()
+        self.assertEqual(rc, 0)
+        self.assert_no_sanitizer(d)
+
+
+class TestPauseChargingDuringSwitch(UpdateCase):
+    def test_ccl_is_zero_from_before_the_stop_until_the_new_release_is_healthy(self):
+        # Limits that follow at once, so that the limit before and after the switch is above 0 A.
+        self.config(pause_charge_on_switch=True, charge={"increase_delay_s": 0, "increase_ramp_a_per_s": 1000})
+        new = next_version(self.base)
+        bundle = self.bundle(new)
+        d = self.start()
+        d.wait_log(r"tinybms-gw %s running" % re.escape(self.base), 60)
+        wait_for(lambda: any(c > 0 for _, c in self.ccl_frames()), 60, "a 0x351 with CCL above 0 A")
+        t_install = time.time()
+        self.install(bundle)
+        d.wait_log(r"charging paused \(charge current limit 0 A\) for the switch to a new release", 60)
+        m = d.wait_log(r"launcher: starting (\S+) \(%s\) on trial" % re.escape(new), 60)
+        d.wait_log(r"charging paused \(charge current limit 0 A\) until this new release is healthy", 60)
+        d.wait_log(r"launcher: %s \(%s\) is healthy: kept" % (re.escape(m.group(1)), re.escape(new)), 90)
+        d.wait_log(r"charging resumed: this new release is healthy", 30)
+        # The limit comes back after the trial.
+        def switch_frames():
+            frames = [f for f in self.ccl_frames() if f[0] >= t_install]
+            z = next((i for i, (_, c) in enumerate(frames) if c == 0), None)
+            back = None if z is None else next((i for i in range(z, len(frames)) if frames[i][1] > 0), None)
+            return frames, z, back
+        wait_for(lambda: switch_frames()[2] is not None, 60, "a 0x351 with CCL above 0 A after the 0 A frames")
+        frames, z, back = switch_frames()
+        # The restart is the longest silence between two frames: it lies inside the run of 0 A,
+        # with a frame of the old version before it and one of the new version after it.
+        gaps = [frames[i + 1][0] - frames[i][0] for i in range(len(frames) - 1)]
+        g = max(range(len(gaps)), key=lambda i: gaps[i])
+        self.assertTrue(z <= g < back - 1, "0 A frames %d..%d, restart after frame %d: %s" % (z, back - 1, g, frames))
+        self.assertTrue(all(c == 0 for _, c in frames[z:back]))
+        sys.stderr.write("figure: CCL 0 A for %.1f s during the switch (%d frames, restart gap %.0f ms)\n"
+                         % (frames[back][0] - frames[z][0], back - z, gaps[g] * 1000))
         rc, _ = d.stop()
         self.assertEqual(rc, 0)
         self.assert_no_sanitizer(d)

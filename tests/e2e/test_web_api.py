@@ -462,6 +462,125 @@ class Api(unittest.TestCase):
         s, h, b = self.post("/api/config", b"", headers={"Content-Type": "application/json"})
         check_error(self, s, h, b, 400)
 
+    def test_config_schema_covers_every_field_with_the_daemons_ranges(self):
+        s, h, b = self.get("/api/config/schema")
+        self.assertEqual(s, 200, b)
+        check_security_headers(self, h)
+        schema = {f["path"]: f for f in json.loads(b)["fields"]}
+        cfg = json.loads(self.get("/api/config")[2])
+        paths = {"%s.%s" % (sec, k) for sec, fields in cfg.items() if isinstance(fields, dict) for k in fields}
+        self.assertEqual(paths - set(schema), set(), "fields of GET /api/config without a schema entry")
+        self.assertEqual(set(schema) - paths, set(), "schema entries GET /api/config does not have")
+        kinds = {"bool": bool, "integer": int, "number": (int, float), "string": str, "enum": str, "curve": dict,
+                 "threshold": dict, "packs": list}
+        for path, f in schema.items():
+            sec, key = path.split(".", 1)
+            v = cfg[sec][key]
+            self.assertIsInstance(v, kinds[f["type"]], path)
+            self.assertIsInstance(f["restart"], bool, path)
+            if f["type"] in ("integer", "number"):
+                self.assertTrue(f["min"] <= v <= f["max"], "%s = %s outside %s..%s" % (path, v, f["min"], f["max"]))
+            if f["type"] == "enum":
+                self.assertIn(v, f["values"], path)
+            if f["type"] == "string":
+                self.assertLessEqual(len(v), f["max_length"], path)
+        # Units from the names, flags from the table.
+        self.assertEqual(schema["bms.poll_interval_ms"]["unit"], "ms")
+        self.assertEqual(schema["charge.target_cell_v"]["unit"], "V")
+        self.assertEqual(schema["charge.increase_ramp_a_per_s"]["unit"], "A/s")
+        self.assertEqual(schema["alerts.temp_high"]["unit"], "°C")
+        self.assertEqual(schema["charge.charge_by_soc"]["unit"], "%")
+        self.assertTrue(schema["can.enabled"]["restart"])
+        self.assertFalse(schema["bms.poll_interval_ms"]["restart"])
+        self.assertTrue(schema["mqtt.password"]["secret"])
+        self.assertEqual(schema["dbus.capacity"]["values"], ["remaining", "installed", "none"])
+        self.assertEqual((schema["bms.poll_interval_ms"]["min"], schema["bms.poll_interval_ms"]["max"]), (100, 10000))
+        self.assertIn("update.pause_charge_on_switch", schema)
+        # Each number's max is where the gateway's own check starts refusing (nothing is saved).
+        token = self.csrf()
+        for path, f in schema.items():
+            if f["type"] not in ("integer", "number"):
+                continue
+            sec, key = path.split(".", 1)
+            over = f["max"] + 1
+            s, h, b = self.post("/api/config", {sec: {key: over}}, token=token)
+            self.assertEqual(s, 400, "%s = %s accepted (schema max %s): %s" % (path, over, f["max"], b))
+            self.assertIn(path, {e["path"] for e in json.loads(b)["fields"]}, b)
+        self.assertEqual(json.loads(self.get("/api/config")[2]), cfg)
+        check_error(self, *self.get("/api/config/schema", auth=None), 401)
+
+    def test_static_gzip_twin_only_when_accepted(self):
+        # The twins `make` builds (scripts/build-ui.sh) are served as they are: copy one pair.
+        built = os.path.join(gwtest.BUILD_DIR, "web", "js")
+        os.makedirs(os.path.join(self.d.ui, "js"), exist_ok=True)
+        for name in ("config.js", "config.js.gz"):
+            shutil.copy2(os.path.join(built, name), os.path.join(self.d.ui, "js", name))
+        with open(os.path.join(built, "config.js"), "rb") as f:
+            plain = f.read()
+        with open(os.path.join(built, "config.js.gz"), "rb") as f:
+            twin = f.read()
+        for path, want_plain, want_gz in (("/js/config.js", plain, twin), ("/big.txt", BIG_TEXT, None)):
+            s, h, b = self.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+            self.assertEqual(s, 200)
+            self.assertEqual(h.get("content-encoding"), "gzip", h)
+            self.assertEqual(h.get("vary"), "Accept-Encoding")
+            self.assertEqual(int(h["content-length"]), len(b))
+            self.assertEqual(gzip.decompress(b), want_plain)
+            if want_gz:
+                self.assertEqual(b, want_gz)
+            s, h, b = self.get(path)
+            self.assertEqual(s, 200)
+            self.assertNotIn("content-encoding", h)
+            self.assertEqual(h.get("vary"), "Accept-Encoding")
+            self.assertEqual(b, want_plain)
+            s, h, b = self.get(path, headers={"Accept-Encoding": "identity"})
+            self.assertNotIn("content-encoding", h)
+            self.assertEqual(b, want_plain)
+        # A file without a twin is sent plain to a browser that accepts gzip.
+        s, h, b = self.get("/app.js", headers={"Accept-Encoding": "gzip"})
+        self.assertEqual(s, 200)
+        self.assertNotIn("content-encoding", h)
+        self.assertEqual(b, UI_FILES["app.js"])
+
+    def test_built_ui_has_reproducible_gzip_twins(self):
+        built = os.path.join(gwtest.BUILD_DIR, "web")
+        src = os.path.join(gwtest.SOURCE_DIR, "web")
+        self.assertTrue(os.path.isdir(built), "no %s: the build makes it (target web_ui)" % built)
+        twins = 0
+        for root, _, files in os.walk(src):
+            for name in files:
+                rel = os.path.relpath(os.path.join(root, name), src)
+                with open(os.path.join(src, rel), "rb") as f:
+                    data = f.read()
+                with open(os.path.join(built, rel), "rb") as f:
+                    self.assertEqual(f.read(), data, rel)
+                gz = os.path.join(built, rel + ".gz")
+                if os.path.splitext(name)[1] not in (".js", ".css", ".html", ".svg"):
+                    self.assertFalse(os.path.exists(gz), rel)
+                    continue
+                if not os.path.exists(gz):  # only when gzip would not make it smaller
+                    self.assertGreaterEqual(len(gzip.compress(data, 9, mtime=0)), len(data), rel)
+                    continue
+                with open(gz, "rb") as f:
+                    z = f.read()
+                self.assertEqual(gzip.decompress(z), data, rel)
+                self.assertEqual(z[3] & 0x08, 0, rel + ".gz names its file (not reproducible)")
+                self.assertEqual(z[4:8], b"\0\0\0\0", rel + ".gz carries a time stamp (not reproducible)")
+                self.assertLess(len(z), len(data), rel)
+                twins += 1
+        self.assertGreaterEqual(twins, 10)
+        # The same sources give the same bytes.
+        again = tempfile.mkdtemp(prefix="gw-ui-build-")
+        try:
+            sh(["sh", os.path.join(gwtest.SOURCE_DIR, "scripts", "build-ui.sh"), src, os.path.join(again, "web")])
+            for root, _, files in os.walk(built):
+                for name in files:
+                    rel = os.path.relpath(os.path.join(root, name), built)
+                    with open(os.path.join(root, name), "rb") as a, open(os.path.join(again, "web", rel), "rb") as b:
+                        self.assertEqual(a.read(), b.read(), rel)
+        finally:
+            shutil.rmtree(again, ignore_errors=True)
+
     def test_export_import(self):
         s, h, b = self.get("/api/config/export")
         self.assertEqual(s, 200)
@@ -746,11 +865,55 @@ class Updates(unittest.TestCase):
         self.assertIsNone(self.d.daemon.proc.poll())
         self.assertIsNone(self.d.daemon.sanitizer_report())
 
+    def test_a_rollback_refused_without_a_previous_release(self):
+        s, h, b = http(self.port, "POST", "/api/ota/rollback", body={}, auth=ADMIN)
+        check_error(self, s, h, b, 403, "csrf")
+        start = len(self.d.daemon.stderr())
+        s, h, b = http(self.port, "POST", "/api/ota/rollback", body={}, auth=ADMIN,
+                       headers={"X-CSRF-Token": self.csrf()})
+        doc = check_error(self, s, h, b, 409, "no_previous_release")
+        self.assertIn("no previous release", doc["message"])
+        self.d.daemon.wait_log(r"web_server: rollback from 127\.0\.0\.1 refused: no previous release", 30, start=start)
+        s, h, b = http(self.port, "GET", "/api/ota/rollback", auth=ADMIN)
+        check_error(self, s, h, b, 405)
+        st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+        self.assertEqual(st["update"]["state"], "none")
+        self.assertIsNone(self.d.daemon.proc.poll())
+
     def test_b_the_running_version_is_refused(self):
         doc = self.refused(409, "conflict", r"ota_update: update refused: .*already running",
                            parts=[("signature", "s", self.read(self.same + ".sig")),
                                   ("firmware", "f", self.read(self.same))])
         self.assertIn("already running", doc["message"])
+
+    def test_c_upload_progress_in_the_status(self):
+        bundle, sig = self.read(self.good), self.read(self.good + ".sig")
+        body, ctype = multipart([("signature", "g.tar.sig", sig), ("firmware", "g.tar", bundle)])
+        head = ("POST /api/ota/upload HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\nX-CSRF-Token: %s\r\n"
+                "Content-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                % (__import__("webclient").basic(*ADMIN), self.csrf(), ctype, len(body))).encode()
+        sent = len(body) // 3
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        try:
+            conn.sendall(head + body[:sent])
+            # While the upload waits for the rest: what was received of how much.
+            def receiving():
+                st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+                up = st.get("upload") or {}
+                # (files: once the manifest, the bundle's first entry, was read)
+                return st if st["phase"] == "receiving" and up.get("bytes", 0) > 0 and up.get("files", 0) >= 2 else None
+            st = wait_for(receiving, 60, "the upload in /api/ota/status")
+            up = st["upload"]
+            self.assertEqual(up["phase"], "receiving")
+            self.assertEqual(up["total"], len(body))
+            self.assertLessEqual(up["bytes"], sent)
+        finally:
+            conn.close()  # cut: the session is dropped, nothing installed
+        wait_for(lambda: "upload" not in json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2]), 60,
+                 "the cut upload dropped")
+        st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+        self.assertEqual(st["update"]["state"], "none")
+        self.assertNotIn(st["phase"], ("receiving", "verifying", "installing", "switching"))
 
     def test_z_install_restarts_into_it(self):
         daemon = self.d.daemon
@@ -782,7 +945,32 @@ class Updates(unittest.TestCase):
         self.assertEqual(st["running_version"], self.new)
         self.assertEqual(st["previous_version"], self.base)
         self.assertTrue(st["can_roll_back"])
+        self.assertEqual(st["phase"], "done")
         self.assertEqual(json.loads(http(self.port, "GET", "/api/status", auth=ADMIN)[2])["version"], self.new)
+
+    def test_zz_rollback_from_the_web(self):
+        daemon = self.d.daemon
+        s, h, b = http(self.port, "POST", "/api/ota/rollback", body={}, auth=ADMIN)
+        check_error(self, s, h, b, 403, "csrf")
+        start = len(daemon.stderr())
+        s, h, b = http(self.port, "POST", "/api/ota/rollback", body={}, auth=ADMIN,
+                       headers={"X-CSRF-Token": self.csrf()})
+        self.assertEqual(s, 200, b)
+        doc = json.loads(b)
+        self.assertEqual(doc["version"], self.base)
+        self.assertTrue(doc["restarting"])
+        self.assertIn("rolled back from %s to %s" % (self.new, self.base), doc["message"])
+        daemon.wait_log(r"launcher: running the installed program", 90, start=start)
+        daemon.wait_log(r"tinybms-gw %s running" % re.escape(self.base), 90, start=start)
+        wait_for(lambda: gwtest.port_open(self.port), 30, "the web port of the previous version")
+        st = json.loads(http(self.port, "GET", "/api/ota/status", auth=ADMIN)[2])
+        self.assertEqual(st["running_version"], self.base)
+        self.assertEqual(st["update"]["state"], "rolled_back")
+        self.assertFalse(st["can_roll_back"])
+        self.assertEqual(st["phase"], "rolled_back")
+        s, h, b = http(self.port, "POST", "/api/ota/rollback", body={}, auth=ADMIN,
+                       headers={"X-CSRF-Token": self.csrf()})
+        check_error(self, s, h, b, 409, "no_previous_release")
 
 
 class Https(unittest.TestCase):

@@ -1,6 +1,7 @@
 "use strict";
 // Settings: one form per section of the configuration document (GET /api/config), each field
-// with its unit, range and "restart" mark (GW.CONFIG_SCHEMA). Save posts only what changed in
+// with its unit, range and "restart" mark from the gateway's table (GET /api/config/schema),
+// its label and help from GW.CONFIG_SCHEMA. Save posts only what changed in
 // that section; the server's message for a field is shown beside it. Also the MQTT connection
 // test (when the gateway has it), export / import and the password change.
 (function () {
@@ -8,6 +9,34 @@
   let doc = null;            // the configuration as last read or saved
   const fields = new Map();  // path -> {read(), original, msg (element), wrap}
   const openSections = new Set(); // the sections the user has unfolded
+  let schema = new Map();    // path -> its entry in GET /api/config/schema
+
+  // The UI's label and help (GW.CONFIG_SCHEMA) with the gateway's type, unit, range and
+  // restart flag: the ranges shown are those the gateway checks.
+  function metaOf(path, ui) {
+    const s = schema.get(path);
+    const m = Object.assign({}, ui);
+    if (!s) return m;
+    if (s.unit) m.unit = s.unit;
+    m.restart = !!s.restart;
+    if (s.secret) m.secret = true;
+    if (s.type === "integer" || s.type === "number") {
+      m.min = s.min; m.max = s.max;
+      if (s.type === "integer") m.int = true;
+    } else if (s.type === "string") {
+      m.maxlen = s.max_length;
+    } else if (s.type === "enum") {
+      m.choices = s.values;
+    } else if (s.type === "curve") {
+      Object.assign(m, { curve: true, xunit: s.unit || "", xmin: s.min, xmax: s.max });
+      delete m.unit;
+    } else if (s.type === "threshold") {
+      Object.assign(m, { threshold: true, min: s.min, max: s.max, hmax: s.hysteresis_max });
+    } else if (s.type === "packs") {
+      Object.assign(m, { packs: true, maxPacks: s.max });
+    }
+    return m;
+  }
 
   const idOf = (path) => "cfg-" + path.replace(/[.[\]]/g, "-");
   // "100…10000 ms · live data reads": range with the unit, then the limits of text and the help.
@@ -18,8 +47,7 @@
     else if (m.min !== undefined && !m.text) parts.push("≥ " + m.min + u);
     else if (m.unit && !m.choices) parts.push(m.unit);
     if (m.text) parts.push(m.text);
-    if (m.max !== undefined && m.text !== undefined) parts.push("≤ " + m.max + " characters");
-    else if (m.max !== undefined && m.min === undefined) parts.push("≤ " + m.max + " characters");
+    if (m.maxlen) parts.push("≤ " + m.maxlen + " characters");
     if (m.help) parts.push(m.help);
     return parts.join(" · ");
   };
@@ -69,7 +97,7 @@
         placeholder: v ? "set (unchanged unless you type a new one)" : "not set" });
       read = () => (control.value === "" ? v : control.value);
     } else {
-      control = el("input", { type: "text", id: idOf(path), maxlength: m.max, spellcheck: "false" });
+      control = el("input", { type: "text", id: idOf(path), maxlength: m.maxlen, spellcheck: "false" });
       control.value = v === null || v === undefined ? "" : String(v);
       read = () => control.value;
     }
@@ -133,7 +161,7 @@
       el("button", { type: "button", class: "small", onclick: () => addRow({}) }, "Add a pack"));
     const read = () => [...body.rows].map((tr) => ({ uart_device: tr.querySelector(".dev").value,
       name: tr.querySelector(".name").value, capacity_ah: Number(tr.querySelector(".cap").value) }));
-    return register(path, v, read, fieldShell(path, Object.assign({ help: "0..16 packs, each on its own port" }, m), control, idOf(path)));
+    return register(path, v, read, fieldShell(path, Object.assign({ help: "0.." + (m.maxPacks || 16) + " packs, each on its own port" }, m), control, idOf(path)));
   }
 
   function fieldFor(path, v, m) {
@@ -151,7 +179,7 @@
     const result = el("p", { class: "result", role: "status", id: "cfg-result-" + sec.key });
     const form = el("form", { id: "cfg-form-" + sec.key, "data-section": sec.key, novalidate: true },
       sec.help ? el("p", { class: "sub", text: sec.help }) : null,
-      keys.map((k) => fieldFor(sec.key + "." + k, values[k], sec.fields[k] || {})),
+      keys.map((k) => fieldFor(sec.key + "." + k, values[k], metaOf(sec.key + "." + k, sec.fields[k] || {}))),
       el("div", { class: "row actions" },
         el("button", { type: "submit", id: "cfg-save-" + sec.key }, "Save " + (/^[A-Z][a-z]/.test(sec.title) && !/^Venus/.test(sec.title) ? sec.title[0].toLowerCase() + sec.title.slice(1) : sec.title)),
         sec.key === "mqtt" ? el("button", { type: "button", id: "mqtt-test", onclick: (e) => testMqtt(result, e.currentTarget) }, "Test connection") : null),
@@ -330,7 +358,11 @@
 
   async function load() {
     try {
-      doc = await GW.api("/api/config");
+      // Without the schema (an older gateway) the form still works: no ranges shown, the
+      // gateway checks every value anyway.
+      const [d, sc] = await Promise.all([GW.api("/api/config"), GW.api("/api/config/schema").catch(() => null)]);
+      doc = d;
+      if (sc && Array.isArray(sc.fields)) schema = new Map(sc.fields.map((f) => [f.path, f]));
       GW.live.config = doc;
       render();
     } catch (e) {

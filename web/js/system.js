@@ -1,8 +1,10 @@
 "use strict";
 // System: version, uptime, configuration status, web server and storage counters from
 // /api/status; the update state (/api/ota/status) and the upload of a signed update
-// (/api/ota/upload), followed until the new version runs and is kept or was rolled back;
-// restart of the gateway (confirmed), then the page waits until it answers again.
+// (/api/ota/upload) with the gateway's own progress (received, checked, installed), followed
+// until the new version runs and is kept or was rolled back; the rollback to the previous
+// version (/api/ota/rollback, confirmed); restart of the gateway (confirmed), then the page
+// waits until it answers again.
 (function () {
   const { $, el, fmt } = GW;
   let timer = null, status = null, statusAt = 0;
@@ -58,11 +60,39 @@
     rolled_back: "rolled back by hand",
   };
 
+  const mb = (n) => (n / 1e6).toFixed(n < 1e7 ? 1 : 0) + " MB";
+  // One line for where an update is on the gateway (its "phase" in /api/ota/status).
+  function phaseText(u) {
+    const p = u.upload || {};
+    switch (u.phase) {
+      case "receiving": return "Received " + mb(p.bytes || 0) + (p.total ? " of " + mb(p.total) : "") + "…";
+      case "verifying": return "Checking the signature and the files" + (p.files ? " (" + p.files_verified + " of " + p.files + ")" : "") + "…";
+      case "installing": return "Installing the new version…";
+      case "switching": return "Installed: the gateway restarts into it…";
+      case "trial": return "The new version runs on trial…";
+      case "refused": return "Refused: " + (u.phase_reason || "see the gateway's log");
+      default: return "";
+    }
+  }
+
+  function renderRollback(u) {
+    const box = $("ota-rollback-box");
+    box.hidden = !u.can_roll_back;
+    if (!u.can_roll_back) return;
+    const prev = u.previous_version || "the installed program";
+    $("ota-rollback").textContent = "Go back to " + (u.previous_version ? "version " + prev : prev);
+    $("ota-rollback-text").textContent = "This gateway keeps the version it ran before (" + prev +
+      "). Going back restarts the gateway into it; the version running now (" + u.running_version + ") can be installed again later from its update file.";
+  }
+
   function renderUpdates(u) {
+    renderRollback(u);
     const st = u.update || {};
     kv("sys-update-state", [
       ["Running version", u.running_version + (u.running_release && u.running_release !== "installed" ? " (release " + u.running_release + ")" : " (installed program)")],
-      ["Last update", (st.version ? st.version + ": " : "") + (STATES[st.state] || st.state) + (st.reason ? " — " + st.reason : ""),
+      // (a reason that repeats the state, "rolled back by hand (web…)", replaces it)
+      ["Last update", (st.version ? st.version + ": " : "") + (st.reason && st.reason.startsWith(STATES[st.state] || st.state) ? st.reason
+        : (STATES[st.state] || st.state) + (st.reason ? " — " + st.reason : "")),
         st.state === "failed" ? "bad" : ""],
       ["Previous version", u.previous_version ? u.previous_version + (u.can_roll_back ? " (kept for a rollback)" : "") : "none"],
     ]);
@@ -100,11 +130,69 @@
           return;
         }
         if (u.running_version === version) out.textContent = "Version " + version + " runs on trial…";
+        else if (phaseText(u)) out.textContent = phaseText(u);
       }
       if (performance.now() - t0 < 180000) setTimeout(poll, 2000);
       else { out.className = "result bad"; out.textContent = "No answer about version " + version + " within 3 minutes: check the gateway."; }
     };
     setTimeout(poll, 2000);
+  }
+
+  // While the upload runs: what the gateway has received and checked, every half second.
+  function watchPhase() {
+    const line = $("ota-phase");
+    let stopped = false;
+    const poll = async () => {
+      if (stopped) return;
+      try {
+        const u = await GW.api("/api/ota/status");
+        const t = u.upload ? phaseText(u) : "";
+        if (!stopped && t) { line.textContent = t; line.hidden = false; }
+      } catch (e) { /* the upload's own answer says what went wrong */ }
+      if (!stopped) setTimeout(poll, 500);
+    };
+    poll();
+    return () => { stopped = true; line.hidden = true; line.textContent = ""; };
+  }
+
+  async function rollback() {
+    const out = $("ota-rollback-result"), button = $("ota-rollback");
+    let u;
+    try { u = await GW.api("/api/ota/status"); } catch (e) { out.className = "result bad"; out.textContent = "Not available: " + e.message; return; }
+    const target = u.previous_version || "the installed program";
+    const label = u.previous_version ? "version " + target : target;
+    if (!(await GW.confirm("Go back to " + label + "?", "The gateway switches to " + label + " and restarts into it (a few seconds without data). Version " +
+      u.running_version + " stays installable from its update file.", "Go back"))) {
+      out.className = "result"; out.textContent = "Nothing changed."; return;
+    }
+    button.disabled = true;
+    $("ota-result").textContent = ""; // "version … is kept" would contradict what follows
+    out.className = "result";
+    out.textContent = "Going back to " + label + "…";
+    try {
+      const r = await GW.post("/api/ota/rollback", {});
+      out.className = "result ok";
+      out.textContent = (r.message || "Rolled back") + "…";
+      const t0 = performance.now();
+      const wait = async () => {
+        let s = null;
+        try { s = await GW.api("/api/ota/status"); } catch (e) { /* restarting */ }
+        if (s && s.running_version !== u.running_version) {
+          renderUpdates(s);
+          out.textContent = "The gateway runs " + s.running_version + " again.";
+          button.disabled = false;
+          return;
+        }
+        if (performance.now() - t0 < 120000) setTimeout(wait, 1000);
+        else { out.className = "result bad"; out.textContent = "The gateway did not come back within 2 minutes: check it."; button.disabled = false; }
+      };
+      setTimeout(wait, 1000);
+    } catch (e) {
+      out.className = "result bad";
+      out.textContent = "Not rolled back: " + e.message + ".";
+      button.disabled = false;
+      loadUpdates();
+    }
   }
 
   async function upload(ev) {
@@ -124,6 +212,7 @@
     out.textContent = "Sending " + bundle.name + "…";
     bar.hidden = false; bar.value = 0;
     button.disabled = true;
+    const stopWatch = watchPhase();
     try {
       const r = await GW.upload("/api/ota/upload", form, (f) => {
         bar.value = Math.round(f * 100);
@@ -139,6 +228,7 @@
         incompatible: " This update is for another kind of gateway.", too_large: " This file is too large to be an update." }[e.doc && e.doc.error] || "";
       out.textContent = "Not installed: " + e.message + "." + hint;
     } finally {
+      stopWatch();
       bar.hidden = true;
       button.disabled = false;
       $("ota-bundle").value = $("ota-sig").value = "";
@@ -180,6 +270,7 @@
     init() {
       $("sys-restart").addEventListener("click", restart);
       $("ota-form").addEventListener("submit", upload);
+      $("ota-rollback").addEventListener("click", rollback);
     },
     show() { load(); timer = setInterval(() => { if (document.visibilityState === "visible") render(); }, 1000); },
     hide() { clearInterval(timer); },

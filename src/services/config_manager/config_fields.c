@@ -163,6 +163,7 @@ const struct config_field config__fields[] = {
     FIELD(update, S_OTA, trial_timeout_s, CFG_U32, .flags = CFG_F_RESTART, .min = 10, .max = 3600),
     FIELD(update, S_OTA, trial_max_starts, CFG_U32, .flags = CFG_F_RESTART, .min = 1, .max = 10),
     FIELD(update, S_OTA, health_can_s, CFG_U32, .flags = CFG_F_RESTART, .min = 0, .max = 600),
+    FIELD(update, S_OTA, pause_charge_on_switch, CFG_BOOL),
 
     FIELD(battery, S_BAT, packs, CFG_PACKS, .flags = CFG_F_RESTART, .min = 0, .max = GW_MAX_PACKS),
     FIELD(battery, S_BAT, min_online_packs, CFG_U8, .min = 1, .max = GW_MAX_PACKS),

@@ -76,6 +76,32 @@ int gw_config_validate(const struct gw_config *cfg, struct config_errors *errors
  * @retval GW_ERR_INVAL   bad JSON, wrong types, too-long strings or invalid values */
 int gw_config_from_json(const char *json, size_t len, struct gw_config *cfg, struct config_errors *errors);
 
+/* One field of the configuration as a settings form needs it (the table that validates it).
+ * Strings are static. */
+struct gw_config_field_info {
+    const char *section, *name;  /* "bms", "poll_interval_ms" */
+    const char *type;            /* bool, integer, number, string, enum, curve ({"x","y"}),
+                                  * threshold ({"enabled","value","hysteresis","level"}), packs */
+    const char *unit;            /* "ms", "V", "°C"...; curves: the unit of x; "" when none */
+    bool has_range;              /* min/max apply: numbers, curve x, threshold value, pack count */
+    double min, max;
+    double aux;                  /* threshold: largest hysteresis; curve: fewest points */
+    unsigned max_length;         /* strings: bytes at most (0: not a string) */
+    const char *const *values;   /* enum: the names accepted */
+    unsigned value_count;
+    bool restart;                /* applies after a restart of the gateway */
+    bool secret;                 /* masked on read */
+    bool nonempty;               /* "" refused */
+    bool storage_only;           /* never in a read, never accepted from a user (web.password_hash) */
+};
+
+/* Number of fields in the table (constant). */
+size_t gw_config_field_count(void);
+
+/* Field index (0..gw_config_field_count()-1) into *out. Thread-safe.
+ * @retval GW_OK, GW_ERR_INVAL (NULL out, index out of range; *out zeroed) */
+int gw_config_field_info(size_t index, struct gw_config_field_info *out);
+
 enum config_json_mode {
     CONFIG_JSON_MASKED = 0,  /* for readers (REST GET, MQTT): passwords as "********" (or "" when
                               * unset), web.password_hash omitted */

@@ -52,6 +52,7 @@ struct ota_update {
     struct ota_session *session;
     struct ota_result last;
     bool have_last;
+    bool switching;           /* installed or rolled back: this process restarts into it */
     struct health h;
 };
 
@@ -67,6 +68,8 @@ struct ota_session {
     bool waiting;             /* the reader asked for more data: everything given so far is processed */
     int rc;
     uint64_t bytes_in;
+    uint64_t total;           /* the size the uploader announced (0: unknown) */
+    const char *phase;        /* "receiving", "verifying", "installing" (under ota->mu) */
     uint64_t t0_ms;
     struct ota_result res;
     struct ota_extract x;
@@ -232,6 +235,8 @@ static void *health_thread(void *arg)
             char text[160];
             ota__fmt(text, sizeof text, "version %s is running and healthy", ota->running_version);
             publish_text(ota, EVENT_OTA_UPDATE_COMPLETED, text);
+            if (ota->o.healthy)
+                ota->o.healthy(ota->o.restart_ctx);
             return NULL;
         }
         if (strcmp(missing, ota->h.last_missing) != 0) {
@@ -429,6 +434,7 @@ static int session_new(struct ota_update *ota, unsigned flags, struct ota_sessio
     pthread_mutex_unlock(&ota->mu);
     s->ota = ota;
     s->flags = flags;
+    s->phase = "receiving";
     s->t0_ms = gw_now_ms();
     s->x.staging_fd = -1;
     s->x.releases_dir = ota->paths.releases;
@@ -531,6 +537,15 @@ int ota_update_set_signature(struct ota_session *s, const void *sig, size_t len)
     return rc == GW_ERR_AUTH ? GW_OK : rc; /* a bad file is reported at finish */
 }
 
+void ota_update_set_total(struct ota_session *s, uint64_t total_bytes)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->ota->mu);
+    s->total = total_bytes;
+    pthread_mutex_unlock(&s->ota->mu);
+}
+
 int ota_update_write(struct ota_session *s, const void *chunk, size_t len)
 {
     if (!s || (!chunk && len))
@@ -564,6 +579,7 @@ static void remember(struct ota_update *ota, const struct ota_result *r)
     pthread_mutex_lock(&ota->mu);
     ota->last = *r;
     ota->have_last = true;
+    ota->switching = r->error == GW_OK;
     pthread_mutex_unlock(&ota->mu);
 }
 
@@ -580,6 +596,7 @@ int ota_update_finish(struct ota_session *s, struct ota_result *res)
     struct ota_update *ota = s->ota;
     pthread_mutex_lock(&ota->mu);
     s->eof = true;
+    s->phase = "verifying";
     pthread_cond_broadcast(&ota->cv);
     while (!s->reader_done)
         pthread_cond_wait(&ota->cv, &ota->mu);
@@ -616,6 +633,9 @@ int ota_update_finish(struct ota_session *s, struct ota_result *res)
         ota__fmt(name, sizeof name, "%s-%s", s->x.manifest->version, hex);
         uint32_t timeout = ota->o.trial_timeout_s ? ota->o.trial_timeout_s : OTA_DEFAULT_TIMEOUT_S;
         uint32_t starts = ota->o.trial_max_starts ? ota->o.trial_max_starts : OTA_DEFAULT_MAX_STARTS;
+        pthread_mutex_lock(&ota->mu);
+        s->phase = "installing";
+        pthread_mutex_unlock(&ota->mu);
         rc = ota__switch_to(&ota->paths, s->x.staging, name, s->x.manifest->version, ota->running_version, timeout,
                             starts, &s->res);
     }
@@ -752,7 +772,7 @@ int ota_update_install_file(struct ota_update *ota, const char *bundle_path, con
 
 /* ---- rollback by hand --------------------------------------------------------------------- */
 
-int ota_update_rollback(struct ota_update *ota, const char *who, struct ota_result *res)
+int ota_update_rollback(struct ota_update *ota, const char *who, unsigned flags, struct ota_result *res)
 {
     struct ota_result local;
     if (!res)
@@ -799,9 +819,31 @@ int ota_update_rollback(struct ota_update *ota, const char *who, struct ota_resu
     }
     ota__unlock(lock);
     remember(ota, res);
-    if (!rc && ota->o.restart)
+    if (!rc && !(flags & OTA_INSTALL_NO_RESTART) && ota->o.restart)
         ota->o.restart(ota->o.restart_ctx);
     return rc;
+}
+
+/* ---- switch ------------------------------------------------------------------------------- */
+
+bool ota_update_launched_on_trial(void)
+{
+    const char *fd = getenv(OTA_ENV_NOTIFY_FD);
+    return fd && fd[0];
+}
+
+bool ota_update_switch_pending(struct ota_update *ota)
+{
+    if (!ota)
+        return false;
+    pthread_mutex_lock(&ota->mu);
+    bool switching = ota->switching;
+    pthread_mutex_unlock(&ota->mu);
+    if (switching)
+        return true;
+    struct ota_state st;
+    ota__state_read(&ota->paths, &st);
+    return st.kind == OTA_STATE_PENDING;
 }
 
 /* ---- status ------------------------------------------------------------------------------- */
@@ -844,10 +886,29 @@ int ota_update_status_json(struct ota_update *ota, char **out)
         cJSON_AddStringToObject(t, "reason", st.reason);
     }
     pthread_mutex_lock(&ota->mu);
+    /* One word for where an update is, for a page that follows it: the session's step while one
+     * runs, then what this process did last, then the trial state on disk. */
+    const char *phase = "idle", *phase_reason = "";
+    if (ota->session)
+        phase = ota->session->phase;
+    else if (ota->have_last && ota->last.error != GW_OK)
+        phase = "refused", phase_reason = ota->last.reason;
+    else if (ota->switching)
+        phase = "switching", phase_reason = ota->last.reason;
+    else if (st.kind == OTA_STATE_PENDING || st.kind == OTA_STATE_TRIAL)
+        phase = "trial";
+    else if (st.kind == OTA_STATE_GOOD)
+        phase = "done";
+    else if (st.kind == OTA_STATE_FAILED || st.kind == OTA_STATE_ROLLED_BACK)
+        phase = "rolled_back", phase_reason = st.reason;
+    cJSON_AddStringToObject(o, "phase", phase);
+    cJSON_AddStringToObject(o, "phase_reason", phase_reason);
     if (ota->session) {
         cJSON *p = cJSON_AddObjectToObject(o, "upload");
         if (p) {
+            cJSON_AddStringToObject(p, "phase", ota->session->phase);
             cJSON_AddNumberToObject(p, "bytes", (double)ota->session->bytes_in);
+            cJSON_AddNumberToObject(p, "total", (double)ota->session->total);
             cJSON_AddNumberToObject(p, "files_verified", ota->session->x.files_done);
             cJSON_AddNumberToObject(p, "files", ota->session->x.manifest ? ota->session->x.manifest->file_count : 0);
         }
@@ -926,7 +987,7 @@ int ota_update_cli(const struct ota_cli_options *c)
             code = 1;
         }
     } else if (c->rollback) {
-        rc = ota_update_rollback(ota, "command line", &r);
+        rc = ota_update_rollback(ota, "command line", 0, &r);
         if (rc) {
             fprintf(stderr, "tinybms-gw: rollback refused: %s\n", r.reason);
             code = 1;

@@ -64,6 +64,9 @@ struct ota_update_options {
      * restarts into the new `current` (the app raises SIGUSR1 to itself). NULL: nothing. */
     void (*restart)(void *ctx);
     void *restart_ctx;
+    /* Called once (from the health watch's thread) when this release, on trial, was found
+     * healthy and confirmed to the launcher. NULL: nothing. ctx: restart_ctx. */
+    void (*healthy)(void *ctx);
 };
 
 /* Creates the service. When the daemon runs on trial (started by the launcher) and a bus is
@@ -91,6 +94,10 @@ int ota_update_begin(struct ota_update *ota, const void *sig, size_t sig_len, un
  * @retval GW_OK, GW_ERR_INVAL (NULL, empty or larger than 4 KiB), GW_ERR_STATE (refused already) */
 int ota_update_set_signature(struct ota_session *s, const void *sig, size_t len);
 
+/* The bundle's size as the uploader announced it (an HTTP Content-Length), shown as the total of
+ * the progress in the status; 0 = unknown. NULL accepted. Thread-safe. */
+void ota_update_set_total(struct ota_session *s, uint64_t total_bytes);
+
 /* Streams the next chunk of the bundle (any size; read before return). Bytes are checked and
  * written to the staging directory as they come, and the call returns once they are (so the
  * refusal a chunk causes is that call's answer); the first refusal is sticky (later writes
@@ -114,15 +121,30 @@ int ota_update_install_file(struct ota_update *ota, const char *bundle_path, con
                             unsigned flags, struct ota_result *res);
 
 /* Manual rollback to the previous release (or the installed program when the update came from
- * it): switched at once, then the restart callback. who: "web", "cli"... for the log.
+ * it): switched at once, then the restart callback (not with OTA_INSTALL_NO_RESTART in flags:
+ * the caller restarts after answering). who: "web", "cli"... for the log. res->reason says why
+ * a refusal (http_status 409: nothing to roll back to, or an upload runs).
  * @retval GW_OK, GW_ERR_NOT_FOUND (nothing to roll back to), GW_ERR_BUSY (a session runs),
  *         GW_ERR_IO, GW_ERR_STORAGE */
-int ota_update_rollback(struct ota_update *ota, const char *who, struct ota_result *res);
+int ota_update_rollback(struct ota_update *ota, const char *who, unsigned flags, struct ota_result *res);
 
 /* The update status as a JSON document (caller frees with free()): running version, the
  * release directory, the trial state and its reason, the previous release, the last result and
- * the progress of a running upload. @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM */
+ * the progress of a running upload ("upload": phase, bytes, total, files), and "phase": one of
+ * receiving, verifying, installing (an upload runs), switching (installed or rolled back, this
+ * process restarts), trial, done (kept), rolled_back, refused (the last upload here; with
+ * "phase_reason"), idle. @retval GW_OK, GW_ERR_INVAL, GW_ERR_NOMEM */
 int ota_update_status_json(struct ota_update *ota, char **out);
+
+/* True when this process was started by the launcher to run a new release on trial (it has not
+ * been found healthy yet at its start). Reads the environment the launcher sets: call it before
+ * ota_update_create, which consumes it. */
+bool ota_update_launched_on_trial(void);
+
+/* True while a switch to another release is under way: an install or a rollback done by this
+ * process, or a release installed (by the command line) and not started yet. What a daemon
+ * asked to restart checks to know it stops for a new release. Thread-safe; false for NULL. */
+bool ota_update_switch_pending(struct ota_update *ota);
 
 /* The text of the rollback that brought this release back at this start ("" when none).
  * Stable for the life of the object. */

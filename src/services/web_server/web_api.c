@@ -508,6 +508,56 @@ static void h_config_get(struct web_req *req)
     send_config(req, CONFIG_JSON_MASKED, NULL);
 }
 
+/* GET /api/config/schema: every field of GET /api/config with its type, unit, range, enum values
+ * and restart flag, from the table the gateway validates with (a form repeats no range). */
+static void h_config_schema(struct web_req *req)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(o, "fields");
+    bool ok = o && list;
+    for (size_t i = 0; ok && i < gw_config_field_count(); i++) {
+        struct gw_config_field_info fi;
+        if (gw_config_field_info(i, &fi) != GW_OK || fi.storage_only)
+            continue;
+        cJSON *f = cJSON_CreateObject();
+        ok = f && cJSON_AddItemToArray(list, f);
+        if (!ok)
+            break;
+        char path[96];
+        snprintf(path, sizeof path, "%s.%s", fi.section, fi.name);
+        cJSON_AddStringToObject(f, "path", path);
+        cJSON_AddStringToObject(f, "type", fi.type);
+        if (fi.unit[0])
+            cJSON_AddStringToObject(f, "unit", fi.unit);
+        if (fi.has_range) {
+            cJSON_AddNumberToObject(f, "min", fi.min);
+            cJSON_AddNumberToObject(f, "max", fi.max);
+        }
+        if (!strcmp(fi.type, "threshold"))
+            cJSON_AddNumberToObject(f, "hysteresis_max", fi.aux);
+        else if (!strcmp(fi.type, "curve"))
+            cJSON_AddNumberToObject(f, "min_points", fi.aux);
+        if (fi.max_length)
+            cJSON_AddNumberToObject(f, "max_length", fi.max_length);
+        if (fi.value_count) {
+            cJSON *v = cJSON_AddArrayToObject(f, "values");
+            for (unsigned k = 0; v && k < fi.value_count; k++)
+                cJSON_AddItemToArray(v, cJSON_CreateString(fi.values[k]));
+        }
+        cJSON_AddBoolToObject(f, "restart", fi.restart);
+        if (fi.secret)
+            cJSON_AddBoolToObject(f, "secret", true);
+        if (fi.nonempty)
+            cJSON_AddBoolToObject(f, "required", true);
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        web__send_error(req, 503, NULL, "out of memory", NULL, NULL);
+        return;
+    }
+    web__send_json(req, 200, o);
+}
+
 static void h_config_export(struct web_req *req)
 {
     char *json = NULL;
@@ -1044,6 +1094,7 @@ static void h_config(struct web_req *req)
 static const struct web_route routes[] = {
     { "/api/status", GET_ONLY, WEB_READ, 0, false, false, false, h_status },
     { "/api/config", WEB_GET | WEB_POST, WEB_ADMIN, CONFIG_BODY_MAX, true, false, false, h_config },
+    { "/api/config/schema", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_config_schema },
     { "/api/config/export", GET_ONLY, WEB_ADMIN, 0, false, false, false, h_config_export },
     { "/api/config/import", WEB_POST, WEB_ADMIN, CONFIG_BODY_MAX, true, false, false, h_config_import },
     { "/api/data", GET_ONLY, WEB_READ, 0, false, false, false, h_data },
@@ -1062,6 +1113,7 @@ static const struct web_route routes[] = {
     { "/api/bms/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, false, false, web__h_bms_restart },
     { "/api/ota/upload", WEB_POST, WEB_ADMIN, 0, false, false, true, web__h_ota_upload },
     { "/api/ota/status", GET_ONLY, WEB_READ, 0, false, false, false, web__h_ota_status },
+    { "/api/ota/rollback", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, true, false, web__h_ota_rollback },
     { "/metrics", GET_ONLY, WEB_METRICS, 0, false, false, false, web__h_metrics_prometheus },
     { "/api/metrics", GET_ONLY, WEB_READ, 0, false, false, false, web__h_metrics_json },
     { "/api/system/restart", WEB_POST, WEB_ADMIN, SMALL_BODY_MAX, true, true, false, h_restart },

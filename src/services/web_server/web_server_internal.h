@@ -153,6 +153,7 @@ void web__h_test_mqtt(struct web_req *req);
  * /api/ota/status, GET /metrics (Prometheus text), GET /api/metrics (JSON). */
 void web__h_ota_upload(struct web_req *req);
 void web__h_ota_status(struct web_req *req);
+void web__h_ota_rollback(struct web_req *req);
 void web__h_metrics_prometheus(struct web_req *req);
 void web__h_metrics_json(struct web_req *req);
 

@@ -42,6 +42,7 @@ struct upload {
     size_t force_len;
     char filename[WEB_MP_FILENAME_MAX];
     uint64_t fw_bytes;
+    uint64_t declared;         /* the body's Content-Length (0: chunked), the progress's total */
     int ota_rc;                /* the OTA service refused (its result at finish) */
     int status;                /* a refusal decided here (0: none) */
     char code[32];
@@ -74,6 +75,7 @@ static int begin_session(struct upload *u)
     if (rc)
         return refuse(u, 503, "unavailable", "the update could not be started: %s", gw_strerror(rc));
     u->sig_set = u->have_sig;
+    ota_update_set_total(u->s, u->declared);
     return GW_OK;
 }
 
@@ -254,6 +256,7 @@ void web__h_ota_upload(struct web_req *req)
     }
     u->req = req;
     u->ota = ws->ota;
+    u->declared = declared > 0 ? (uint64_t)declared : 0;
     /* The restart comes after the answer (below), not from inside the install. */
     u->flags = ws->restart ? OTA_INSTALL_NO_RESTART : 0;
     web_multipart_init(mp, boundary);
@@ -355,6 +358,41 @@ void web__h_ota_upload(struct web_req *req)
     free(buf);
     free(mp);
     free(u);
+}
+
+/* POST /api/ota/rollback: back to the previous release (the same path as `tinybms-gw --rollback`),
+ * then the restart after the answer, as after an upload. */
+void web__h_ota_rollback(struct web_req *req)
+{
+    struct web_server *ws = req->ws;
+    const char *addr = mg_get_request_info(req->conn)->remote_addr;
+    if (!ws->ota) {
+        web__send_error(req, 503, "unavailable", "updates are not available on this gateway (see its log)", NULL, NULL);
+        return;
+    }
+    struct ota_result res;
+    char who[64];
+    snprintf(who, sizeof who, "web, client %s", addr);
+    int rc = ota_update_rollback(ws->ota, who, ws->restart ? OTA_INSTALL_NO_RESTART : 0, &res);
+    if (rc) {
+        const char *code = rc == GW_ERR_NOT_FOUND ? "no_previous_release" : rc == GW_ERR_BUSY ? "busy" : "rollback_failed";
+        GW_LOGW(MOD, "rollback from %s refused: %s", addr, res.reason);
+        web__send_error(req, res.http_status ? res.http_status : 500, code, res.reason[0] ? res.reason : gw_strerror(rc),
+                        NULL, NULL);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ok", true);
+    cJSON_AddStringToObject(o, "version", res.version);
+    cJSON_AddBoolToObject(o, "restarting", true);
+    cJSON_AddStringToObject(o, "message", res.reason);
+    GW_LOGI(MOD, "rollback from %s: %s", addr, res.reason);
+    web__send_json(req, 200, o);
+    if (ws->restart && !atomic_exchange(&ws->restart_requested, true)) {
+        web__ws_event(ws, "restart", NULL);
+        web__ws_drain(ws, WS_EVENTS, 2000);
+        ws->restart(ws->restart_ctx);
+    }
 }
 
 /* GET /api/ota/status: the document of `tinybms-gw --update-status`. */
