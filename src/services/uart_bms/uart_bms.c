@@ -89,7 +89,7 @@ struct uart_bms {
     uint16_t garbage_len[GARBAGE_KEPT];           /* bytes received (may exceed GARBAGE_BYTES) */
     unsigned garbage_count;
     struct gw_log_limit announce_limit;
-    struct gw_log_limit open_limit, xfer_limit;
+    struct gw_log_limit open_limit, xfer_limit, nack_limit, proving_limit;
 };
 
 void uart_bms_default_options(struct uart_bms_options *o)
@@ -457,6 +457,7 @@ static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req
             uart_bms__port_works(&ub->sched); /* a later loss retries quickly again */
             if (reply->kind == TINYBMS_REPLY_NACK) {
                 count(ub, &ub->stats.nacks);
+                note_error(ub, GW_ERR_NACK, tinybms_command_name(req[1])); /* the reason of a loss */
                 return GW_ERR_NACK;
             }
             return GW_OK;
@@ -526,20 +527,28 @@ static int read_live(struct uart_bms *ub)
 {
     uint16_t regs[TINYBMS_REG_LIVE_COUNT];
     int rc;
+    bool probing_split = false;
     if (!ub->live_split) {
         rc = read_registers(ub, 0, TINYBMS_REG_LIVE_COUNT, regs);
-        if (rc == GW_ERR_NACK) {
-            /* Older firmware may refuse a block that includes register 45 (SOH). */
-            GW_LOGW(MOD, "battery %u: BMS refused the 0..55 block; reading around register 45",
-                    ub->opts.battery_id);
-            ub->live_split = true;
-        }
+        /* Older firmware may refuse a block that includes register 45 (SOH): try around it.
+         * Only a split read that then works proves that firmware; a BMS refusing everything
+         * (a broken or busy BMS) is a bad link, not a protocol variant to switch to for good. */
+        probing_split = rc == GW_ERR_NACK;
     }
-    if (ub->live_split) {
+    if (ub->live_split || probing_split) {
         rc = read_registers(ub, 0, 45, regs);
         if (!rc)
             rc = read_registers(ub, 46, TINYBMS_REG_LIVE_COUNT - 46, regs + 46);
         regs[45] = 0xFFFF; /* no SOH on this firmware: decoded as not valid */
+        if (probing_split && rc == GW_OK) {
+            GW_LOGW(MOD, "battery %u: BMS refused the 0..55 block but answers around register 45 (older "
+                    "firmware): reading it that way from now on", ub->opts.battery_id);
+            ub->live_split = true;
+        } else if (probing_split && rc == GW_ERR_NACK) {
+            gw_log_ratelimited(&ub->nack_limit, 30000, GW_LOG_WARN, MOD,
+                               "battery %u: the BMS refuses every live read (negative acknowledge): link "
+                               "bad, no data", ub->opts.battery_id);
+        }
     }
     if (rc)
         return rc;
@@ -594,6 +603,7 @@ static int read_live(struct uart_bms *ub)
 static int read_settings_individually(struct uart_bms *ub, struct bms_settings *out)
 {
     memset(out, 0, sizeof *out);
+    unsigned answered = 0;
     for (uint16_t reg = BMS_SETTINGS_FIRST; reg <= BMS_SETTINGS_LAST; reg++) {
         if (!tinybms_setting_info(reg))
             continue;
@@ -604,8 +614,9 @@ static int read_settings_individually(struct uart_bms *ub, struct bms_settings *
         if (rc)
             return rc;
         tinybms_decode_settings(&v, reg, 1, out);
+        answered++;
     }
-    return GW_OK;
+    return answered ? GW_OK : GW_ERR_NACK; /* refusing every register is no firmware at all */
 }
 
 static int read_settings_table(struct uart_bms *ub, uint8_t option, struct bms_settings *out)
@@ -655,16 +666,18 @@ static int read_slow_item(struct uart_bms *ub, enum slow_item item)
         uint16_t regs[SETTINGS_REGS];
         if (!ub->settings_individual) {
             rc = read_registers(ub, BMS_SETTINGS_FIRST, SETTINGS_REGS, regs);
-            if (rc == GW_ERR_NACK) {
+            if (!rc)
+                tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, SETTINGS_REGS, &ev.settings);
+        }
+        if (ub->settings_individual || rc == GW_ERR_NACK) {
+            bool probing = !ub->settings_individual;
+            rc = read_settings_individually(ub, &ev.settings);
+            if (probing && rc == GW_OK) { /* as for live reads: only a fallback that works switches */
                 GW_LOGW(MOD, "battery %u: BMS refused the settings block; reading register by register",
                         id);
                 ub->settings_individual = true;
-            } else if (!rc) {
-                tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, SETTINGS_REGS, &ev.settings);
             }
         }
-        if (ub->settings_individual)
-            rc = read_settings_individually(ub, &ev.settings);
         if (rc)
             break;
         pthread_mutex_lock(&ub->lock);
