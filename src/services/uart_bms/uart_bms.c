@@ -261,6 +261,31 @@ static void count(struct uart_bms *ub, uint64_t *counter)
     pthread_mutex_unlock(&ub->lock);
 }
 
+/* Decodes every byte received in an attempt from the start with a scratch decoder: true with
+ * *reply when they hold the answer to expect_cmd. Counters of the scratch decoder are dropped
+ * (the attempt's own decoder counted those bytes already). */
+static bool rescan_attempt(const uint8_t *rx, size_t rx_len, uint8_t expect_cmd, struct tinybms_reply *reply)
+{
+    struct tinybms_decoder scratch;
+    tinybms_decoder_init(&scratch);
+    size_t off = 0;
+    while (off < rx_len) {
+        size_t used = 0;
+        int fr = tinybms_decoder_feed(&scratch, rx + off, rx_len - off, &used, reply);
+        off += used;
+        if (fr == 1 && reply->cmd == expect_cmd)
+            return true;
+        if (fr == 0 && used == 0)
+            break;
+    }
+    int fr;
+    size_t used;
+    while ((fr = tinybms_decoder_feed(&scratch, NULL, 0, &used, reply)) != 0)
+        if (fr == 1 && reply->cmd == expect_cmd)
+            return true;
+    return false;
+}
+
 /* One attempt: send req, wait for the answer to expect_cmd. Every byte received during the
  * attempt goes to the frame tap as one entry, so a user debugging wiring sees the raw line. */
 static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
@@ -278,6 +303,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
     uint8_t rx[UART_BMS_TAP_BYTES];
     size_t rx_len = 0;
     uint32_t garbage_before = ub->decoder.garbage_bytes;
+    bool resynced = false, rx_whole = true;
     rc = GW_ERR_TIMEOUT;
     for (;;) {
         uint64_t now = gw_real_ms();
@@ -299,6 +325,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
         if (got == 0 && partial && tinybms_decoder_resync(&ub->decoder)) {
             /* The line went idle inside a "frame": drop its false start and rescan what is
              * buffered for the real answer. */
+            resynced = true;
             int fr;
             size_t used;
             while ((fr = tinybms_decoder_feed(&ub->decoder, NULL, 0, &used, reply)) != 0) {
@@ -316,6 +343,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
         size_t keep = got < sizeof rx - rx_len ? got : sizeof rx - rx_len;
         memcpy(rx + rx_len, chunk, keep);
         rx_len += keep;
+        rx_whole = rx_whole && keep == got;
         size_t off = 0;
         bool finished = false;
         while (off < got && !finished) {
@@ -336,6 +364,15 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
             }
             /* fr == 1 for another command: a late answer to an earlier request, skipped;
              * GW_ERR_PROTO: the decoder dropped a byte and rescans. */
+        }
+        if (!finished && resynced && rx_whole && rescan_attempt(rx, rx_len, expect_cmd, reply)) {
+            /* The "false start" dropped at the idle gap was the answer's head: its tail came
+             * later than the gap (a USB adapter's 16 ms latency timer on a loaded host). */
+            garbage_before = ub->decoder.garbage_bytes; /* the dropped "garbage" was the answer */
+            tinybms_decoder_reset(&ub->decoder);
+            ub->xfer_frame_seen = true;
+            rc = GW_OK;
+            break;
         }
         if (finished)
             break;
