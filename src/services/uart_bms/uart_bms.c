@@ -8,6 +8,7 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "gw_text.h"
+#include "plausibility.h"
 #include "tinybms.h"
 #include "watchdog.h"
 
@@ -601,13 +602,25 @@ static int read_live(struct uart_bms *ub)
         return rc;
     sample.timestamp_ms = gw_now_ms();
     sample.wall_time_ms = gw_wall_ms();
+    /* After a loss, only a proving sample (complete and physically possible) ends it: a BMS
+     * coming back with impossible values has not recovered. The sample is still published (the
+     * battery service refuses it and counts it). The chemistry is not known here: the widest
+     * physical ranges apply. */
+    struct plausibility_result why;
+    bool proving = !ub->sched.comm_lost || plausibility_check_sample(&sample, NULL, UINT8_MAX, &why);
+    if (!proving)
+        gw_log_ratelimited(&ub->proving_limit, 30000, GW_LOG_WARN, MOD,
+                           "battery %u: the BMS answers again but its sample is impossible (%s): "
+                           "communication not restored yet", ub->opts.battery_id, why.reason);
 
     pthread_mutex_lock(&ub->lock);
     ub->latest = sample;
     ub->have_latest = true;
     ub->stats.samples++;
-    ub->stats.last_valid_ms = sample.timestamp_ms;
-    ub->stats.comm_ok = true;
+    if (proving) {
+        ub->stats.last_valid_ms = sample.timestamp_ms;
+        ub->stats.comm_ok = true;
+    }
     struct {
         uart_bms_listener_fn fn;
         void *ctx;
@@ -615,7 +628,7 @@ static int read_live(struct uart_bms *ub)
     memcpy(listeners, ub->listeners, sizeof listeners);
     pthread_mutex_unlock(&ub->lock);
 
-    if (uart_bms__sample_ok(&ub->sched)) {
+    if (proving && uart_bms__sample_ok(&ub->sched)) {
         ub->comm_event = (struct app_bms_comm){ .battery_id = ub->opts.battery_id,
                                                 .last_valid_ms = sample.timestamp_ms };
         snprintf(ub->comm_event.reason, sizeof ub->comm_event.reason, "valid data again");
