@@ -890,6 +890,9 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGUSR2); /* task-stats dump to the log */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file size limit (RLIMIT_FSIZE: a quota, a container's ulimit) must fail the write with
+     * EFBIG, which becomes a storage error and its alert, not kill the gateway. */
+    signal(SIGXFSZ, SIG_IGN);
 
     if (preflight(opts))
         return APP_EXIT_CONFIG;
