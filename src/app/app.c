@@ -278,6 +278,8 @@ static void on_config_updated(const struct gw_event *ev, void *ctx)
         struct battery_engine_config ec;
         engine_config(app, &cfg, &ec);
         int rc = battery_service_apply_config(app->battery, &ec);
+        if (!rc)
+            rc = battery_service_set_save_period_s(app->battery, cfg.can.energy_save_period_s);
         if (rc)
             GW_LOGW(MOD, "battery settings not applied: %s", gw_strerror(rc));
     }
@@ -450,7 +452,8 @@ static int start_services(struct app *app)
     }
 
     /* After the alert manager and history: a refused energy.json raises its alert at once. */
-    struct battery_service_options bso = { .bus = app->bus, .data_dir = o->data_dir };
+    struct battery_service_options bso = { .bus = app->bus, .data_dir = o->data_dir,
+                                           .save_period_s = cfg.can.energy_save_period_s };
     engine_config(app, &cfg, &bso.engine);
     rc = battery_service_create(&bso, &app->battery);
     if (!rc)
