@@ -89,7 +89,7 @@ struct sim_app {
     bool line_overflow;
     /* counters */
     uint32_t requests, replies, wake_ignored, dropped_replies, corrupted_bytes, garbage_bytes,
-        split_replies;
+        split_replies, nacks_sent;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -405,6 +405,8 @@ static void handle_frame(struct sim_app *app, size_t len, uint64_t now)
     size_t n = sim_protocol_handle(&app->bms, app->parser.buf, len, reply, sizeof reply);
     if (n == 0 || app->silence)
         return;
+    if (reply[1] == 0x00 && reply[3] == SIM_ERR_COMMAND)
+        app->nacks_sent++; /* what the gateway must count as NACKs (CRC NACKs it counts as CRC errors) */
     if (reply[1] == 0x00)
         GW_LOGD(MOD, "NACK to command 0x%02X (%s), %zu-byte request", app->parser.buf[1],
                 reply[3] == SIM_ERR_CRC ? "CRC error" : "command error", len);
@@ -503,8 +505,9 @@ static void print_state(struct sim_app *app)
     json_string(f, sim_fault_name(app->bms.fault));
     fprintf(f, ",\"silence\":%s,\"noise\":", app->silence ? "true" : "false");
     json_float(f, app->noise);
-    fprintf(f, ",\"nack_only\":%s,\"split_ms\":%u,\"garbage_bytes\":%u,\"split_replies\":%u",
-            app->bms.nack_only ? "true" : "false", app->split_ms, app->garbage_bytes, app->split_replies);
+    fprintf(f, ",\"nack_only\":%s,\"split_ms\":%u,\"garbage_bytes\":%u,\"split_replies\":%u,\"nacks_sent\":%u",
+            app->bms.nack_only ? "true" : "false", app->split_ms, app->garbage_bytes, app->split_replies,
+            app->nacks_sent);
     fprintf(f, ",\"sleeping\":%s,\"wake_ignored\":%u,\"requests\":%u,\"replies\":%u,"
                "\"dropped_replies\":%u,\"corrupted_bytes\":%u,\"parser_dropped\":%u",
             app->sleeping ? "true" : "false", app->wake_ignored, app->requests, app->replies,
