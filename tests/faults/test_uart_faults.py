@@ -210,6 +210,11 @@ class UartFaults(FaultCase):
                 self.assertTrue(0 < d["cvl"] <= CVL_MAX + 1e-6 and d["ccl"] >= 0 and d["dcl"] >= 0, d)
         figure("can.frames_351", len([f for f in frames if f["id"] == 0x351]))
         self.stop_daemon_cleanly(gw)
+        # The limits are logged when they start, stop or reach 0 A, else at most every 30 s:
+        # not on every poll of a ramp (fault 5). Seven recoveries here, each a ramp from 0 A.
+        limit_lines = len(re.findall(r"app: CAN limits", gw.stderr()))
+        figure("limits_log_lines", limit_lines)
+        self.assertLessEqual(limit_lines, 4 * (len(self.windows) + 2), "limits logged on every poll")
 
 
 if __name__ == "__main__":
