@@ -46,15 +46,17 @@ def merge(a, b):
 class FaultCase(GatewayTestCase):
     """A GatewayTestCase with a daemon reachable over HTTP and helpers to read its state."""
 
-    def start_gateway(self, uarts, config=None, args=(), name="gw"):
+    def start_gateway(self, uarts, config=None, args=(), name="gw", fresh=True):
         """Writes config (merged over FAST_FAULTS), sets the web password, starts the daemon on
-        the given serial links and waits for its web server."""
-        self.port = gwtest.free_port()
-        self.write_config(merge(merge(FAST_FAULTS, {"web": {"http_port": self.port}}), config))
-        r = subprocess.run([gwtest.TINYBMS_GW, "--set-password", "--data-dir", self.data_dir],
-                           input=(PASSWORD + "\n").encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=60)
-        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        the given serial links and waits for its web server. fresh=False: a restart on the data
+        directory as it is (same port)."""
+        if fresh:
+            self.port = gwtest.free_port()
+            self.write_config(merge(merge(FAST_FAULTS, {"web": {"http_port": self.port}}), config))
+            r = subprocess.run([gwtest.TINYBMS_GW, "--set-password", "--data-dir", self.data_dir],
+                               input=(PASSWORD + "\n").encode(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
         full = []
         for u in uarts:
             full += ["--uart", u]
@@ -67,6 +69,18 @@ class FaultCase(GatewayTestCase):
         status, _, body = http(self.port, "GET", path, auth=(USER, PASSWORD), timeout=timeout)
         self.assertEqual(status, 200, "%s: %s" % (path, body[:300]))
         return json.loads(body)
+
+    def post(self, path, body):
+        """A logged-in POST with a fresh CSRF token; returns (status, parsed body or text)."""
+        status, _, b = http(self.port, "GET", "/api/security/csrf", auth=(USER, PASSWORD), timeout=30)
+        self.assertEqual(status, 200, b)
+        token = json.loads(b)["token"]
+        status, _, b = http(self.port, "POST", path, body=body, headers={"X-CSRF-Token": token},
+                            auth=(USER, PASSWORD), timeout=60)
+        try:
+            return status, json.loads(b)
+        except ValueError:
+            return status, b.decode(errors="replace")
 
     def metrics(self, fresh=True):
         """The modules of /api/metrics. The daemon collects them every 5 s: fresh waits for a
