@@ -18,6 +18,7 @@ if(TARGET tinybms-gw AND TARGET tinybms-sim)
     "kill9|storage_faults|StorageFaults.test_kill9_during_saves|e2e,faults,slow"
     "packs|packs_faults||e2e,faults"
     "outputs|outputs_faults||e2e,faults"
+    "dbus|dbus_faults||e2e,faults"
     "storage|storage_faults|StorageFaults.test_file_size_limit StorageFaults.test_disk_full_and_read_only StorageFaults.test_sigterm_under_load|e2e,faults")
   foreach(entry ${GW_FAULT_TESTS})
     string(REPLACE "|" ";" parts "${entry}")
