@@ -1089,6 +1089,18 @@ static void test_silent_line_gets_one_wiring_hint(void)
     pthread_mutex_unlock(&F.lock);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
     CHECK(wait_stats(fx.ub, answering));
+    /* A second run of failures soon after (a noisy line): the stats give the hint again, the
+     * log does not repeat it within 10 minutes. */
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_stats(fx.ub, many_failures));
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(strstr(st.line_hint, "no byte back") != NULL);
+    pthread_mutex_lock(&F.lock);
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_stats(fx.ub, answering));
     finish(&fx);
     char *log = log_capture_end(&lc);
     CHECK_EQ_INT(count_substr(log, "not one byte came back"), 1);

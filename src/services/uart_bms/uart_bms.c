@@ -24,6 +24,7 @@
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
 #define GARBAGE_KEPT 3        /* garbage answers shown with the wiring hint */
+#define HINT_LOG_INTERVAL_MS 600000u /* the wiring hint at most every 10 minutes in the log */
 #define GARBAGE_BYTES 24      /* bytes shown of each */
 #define SETTINGS_REGS BMS_SETTINGS_COUNT
 
@@ -91,6 +92,8 @@ struct uart_bms {
     unsigned garbage_count;
     struct gw_log_limit announce_limit;
     struct gw_log_limit open_limit, xfer_limit, nack_limit, proving_limit;
+    uint64_t hint_logged_ms;       /* when the wiring hint was last logged, 0 = never */
+    char last_hint[200];           /* its text (the stats keep it for each later run) */
 };
 
 void uart_bms_default_options(struct uart_bms_options *o)
@@ -435,6 +438,7 @@ static void line_hint(struct uart_bms *ub, enum uart_bms__hint hint)
     pthread_mutex_lock(&ub->lock);
     snprintf(ub->stats.line_hint, sizeof ub->stats.line_hint, "%s", text);
     pthread_mutex_unlock(&ub->lock);
+    snprintf(ub->last_hint, sizeof ub->last_hint, "%s", text);
 }
 
 static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
@@ -453,8 +457,19 @@ static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uin
     uint32_t failed_before = ub->sched.failed_in_row;
     bool hinted_before = ub->sched.hinted;
     enum uart_bms__hint hint = uart_bms__transaction_done(&ub->sched, ub->xfer_frame_seen, ub->xfer_bytes > 0);
-    if (hint != UART_BMS__HINT_NONE)
-        line_hint(ub, hint);
+    if (hint != UART_BMS__HINT_NONE) {
+        /* On a noisy line runs of failures come every few seconds: the advice is logged once
+         * per HINT_LOG_INTERVAL_MS, and stays in the stats for each run. */
+        uint64_t now = gw_now_ms();
+        if (!ub->hint_logged_ms || now - ub->hint_logged_ms >= HINT_LOG_INTERVAL_MS) {
+            ub->hint_logged_ms = now;
+            line_hint(ub, hint);
+        } else {
+            pthread_mutex_lock(&ub->lock);
+            snprintf(ub->stats.line_hint, sizeof ub->stats.line_hint, "%s", ub->last_hint);
+            pthread_mutex_unlock(&ub->lock);
+        }
+    }
     if (ub->xfer_frame_seen) {
         ub->garbage_count = 0;
         if (failed_before) {
