@@ -24,7 +24,9 @@ class PacksFaults(FaultCase):
         a = self.start_sim(["--speed", "0", "--current", "10", "--soc", "50", "--no-sleep"], name="sim_a")
         b = self.start_sim(["--speed", "0", "--current", "10", "--soc", "55", "--seed", "2", "--no-sleep"],
                            link=os.path.join(self.tmp, "ttyB"), name="sim_b")
-        gw = self.start_gateway([a.link, b.link], args=["--poll-ms", "200", "-q"])
+        # energy.json every 10 s (fault 6: the setting was ignored, saves came every 600 s).
+        gw = self.start_gateway([a.link, b.link], {"can": {"energy_save_period_s": 10}}, args=["--poll-ms", "200", "-q"])
+        t_start = time.monotonic()
         wait_for(lambda: self.data()["online_count"] == 2 and self.data()["limits"]["valid"], 60, "two packs online")
 
         # --- Pack 2's port unplugged: the bank goes on with pack 1, only pack 2 is lost.
@@ -66,6 +68,10 @@ class PacksFaults(FaultCase):
         wait_for(lambda: not self.active("BATTERY_NO_DATA") and not self.active("BMS_COMM_LOST"), 30,
                  "the alerts cleared")
         self.assertEqual(self.active("BMS_COMM_LOST"), [])
+        wait_for(lambda: time.monotonic() - t_start > 12, 30, "twelve seconds of running")
+        saves = self.battery(fresh=True)["saves"]
+        figure("packs.energy_saves_in_s", "%d in %.0f s" % (saves, time.monotonic() - t_start))
+        self.assertGreaterEqual(saves, 1, "can.energy_save_period_s = 10 ignored")
         self.stop_daemon_cleanly(gw)
 
 
