@@ -400,6 +400,38 @@ static void test_silence_raises_comm_lost_then_restored(void)
     finish(&fx);
 }
 
+/* After a loss, a BMS answering with an impossible value (cell at 6.5535 V, valid CRC) has not
+ * recovered: its samples are published (the battery service refuses them), the loss goes on;
+ * the first plausible sample ends it. */
+static void test_restored_only_by_a_proving_sample(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 400);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    pthread_mutex_lock(&F.lock);
+    F.regs[2] = 0xFFFF;
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 3));
+    CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.restored), 0);
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(!st.comm_ok);
+    pthread_mutex_lock(&F.lock);
+    F.regs[2] = 33020;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(st.comm_ok);
+    finish(&fx);
+}
+
 static void test_device_vanishes_and_is_reopened(void)
 {
     fake_reset();
@@ -1321,7 +1353,8 @@ static void test_bad_options(void)
 }
 
 TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_late_tail_after_the_idle_gap),
-          TEST_CASE(test_nack_only_bms_is_not_old_firmware), TEST_CASE(test_sleeping_bms_gets_one_resend),
+          TEST_CASE(test_nack_only_bms_is_not_old_firmware),
+          TEST_CASE(test_restored_only_by_a_proving_sample), TEST_CASE(test_sleeping_bms_gets_one_resend),
           TEST_CASE(test_silence_raises_comm_lost_then_restored), TEST_CASE(test_device_vanishes_and_is_reopened),
           TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried), TEST_CASE(test_false_frame_start_does_not_hide_the_answer),
           TEST_CASE(test_old_firmware_block_nack_falls_back), TEST_CASE(test_write_setting_validates_and_reads_back),
