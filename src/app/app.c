@@ -56,7 +56,12 @@ struct app_summary {
     uint8_t state[APP_MAX_PACKS];
     bool limits_known, limits_valid;
     float cvl_v, ccl_a, dcl_a;
+    uint64_t limits_logged_ms;
 };
+
+/* A ramp moves CCL/DCL (and CVL follows the cells) on every view: between the changes that
+ * matter at once, the limits are logged at most this often, with their newest values. */
+#define LIMITS_LOG_MIN_INTERVAL_MS 30000u
 
 struct app {
     const struct app_options *opts;
@@ -142,8 +147,10 @@ static void print_view(const struct gw_event *ev, void *ctx)
     fflush(stdout); /* whole lines for whoever reads the pipe */
 }
 
-/* Every change of the limits the chargers are sent, with the rule behind each, goes to the log
- * (info): the first thing to read when a charger does something unexpected. */
+/* The limits the chargers are sent, with the rule behind each, go to the log (info): the first
+ * thing to read when a charger does something unexpected. At once when they start, stop, or a
+ * current limit reaches or leaves 0 A; other changes (a ramp, CVL following the cells) at most
+ * every LIMITS_LOG_MIN_INTERVAL_MS, not on every poll. */
 static void log_limits(const struct gw_event *ev, void *ctx)
 {
     struct app *app = ctx;
@@ -155,10 +162,15 @@ static void log_limits(const struct gw_event *ev, void *ctx)
     const char *who = (v->limit_outputs & BATTERY_OUTPUT_CAN)    ? "CAN limits"
                       : (v->limit_outputs & BATTERY_OUTPUT_DBUS) ? "D-Bus limits"
                                                                  : "limits (no output sends them)";
+    uint64_t now = gw_now_ms();
     if (l->valid) {
         if (sm->limits_known && sm->limits_valid && l->cvl_v == sm->cvl_v && l->ccl_a == sm->ccl_a &&
             l->dcl_a == sm->dcl_a)
             return;
+        bool at_once = !sm->limits_known || !sm->limits_valid || (l->ccl_a == 0.0f) != (sm->ccl_a == 0.0f) ||
+                       (l->dcl_a == 0.0f) != (sm->dcl_a == 0.0f);
+        if (!at_once && now - sm->limits_logged_ms < LIMITS_LOG_MIN_INTERVAL_MS)
+            return; /* compared with what was logged last: the next line shows the newest values */
         GW_LOGI(MOD, "%s: CVL %.2f V (%s), CCL %.1f A (%s), DCL %.1f A (%s)", who, l->cvl_v, l->cvl_reason,
                 l->ccl_a, l->ccl_reason, l->dcl_a, l->dcl_reason);
     } else {
@@ -169,6 +181,7 @@ static void log_limits(const struct gw_event *ev, void *ctx)
         else
             GW_LOGW(MOD, "limits: none (no fresh BMS data)");
     }
+    sm->limits_logged_ms = now;
     sm->limits_known = true;
     sm->limits_valid = l->valid;
     sm->cvl_v = l->cvl_v;
@@ -281,6 +294,8 @@ static void on_config_updated(const struct gw_event *ev, void *ctx)
         struct battery_engine_config ec;
         engine_config(app, &cfg, &ec);
         int rc = battery_service_apply_config(app->battery, &ec);
+        if (!rc)
+            rc = battery_service_set_save_period_s(app->battery, cfg.can.energy_save_period_s);
         if (rc)
             GW_LOGW(MOD, "battery settings not applied: %s", gw_strerror(rc));
     }
@@ -519,7 +534,8 @@ static int start_services(struct app *app)
     }
 
     /* After the alert manager and history: a refused energy.json raises its alert at once. */
-    struct battery_service_options bso = { .bus = app->bus, .data_dir = o->data_dir };
+    struct battery_service_options bso = { .bus = app->bus, .data_dir = o->data_dir,
+                                           .save_period_s = cfg.can.energy_save_period_s };
     engine_config(app, &cfg, &bso.engine);
     rc = battery_service_create(&bso, &app->battery);
     if (!rc)
@@ -971,6 +987,9 @@ int app_run(const struct app_options *opts)
     sigaddset(&sigs, SIGUSR2); /* task-stats dump to the log */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A file size limit (RLIMIT_FSIZE: a quota, a container's ulimit) must fail the write with
+     * EFBIG, which becomes a storage error and its alert, not kill the gateway. */
+    signal(SIGXFSZ, SIG_IGN);
 
     if (preflight(opts))
         return APP_EXIT_CONFIG;

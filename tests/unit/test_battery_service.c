@@ -287,6 +287,24 @@ static void test_timers_table(void)
     }
 }
 
+/* can.energy_save_period_s changed live: the next save is one new period after the last one,
+ * at once when that is past. */
+static void test_save_period_live(void)
+{
+    struct battery_service__timers t;
+    battery_service__timers_init(&t, 1000, 600000);        /* last save (start) 1000, next 601000 */
+    battery_service__save_period(&t, 50000, 30000);       /* 1000 + 30 s = 31000: overdue, save now */
+    CHECK_EQ_INT(t.next_save_ms, 31000);
+    CHECK(battery_service__decide(&t, 50000, false).save);
+    battery_service__saved(&t, 50000);
+    CHECK_EQ_INT(t.next_save_ms, 80000);
+    battery_service__save_period(&t, 60000, 120000);      /* longer: 50000 + 120 s */
+    CHECK_EQ_INT(t.next_save_ms, 170000);
+    CHECK(!battery_service__decide(&t, 169999, false).save);
+    battery_service__save_period(&t, 60000, 10000);       /* shorter again: 50000 + 10 s, overdue */
+    CHECK(battery_service__decide(&t, 60000, false).save);
+}
+
 /* On the test clock: with no input the thread sleeps exactly until the engine's deadline, steps
  * once when time reaches it, and sleeps again; moving time short of it steps nothing. */
 static void test_thread_wakes_only_at_deadlines(void)
@@ -331,7 +349,7 @@ int main(void)
                                    TEST_CASE(test_impossible_state_file_refused),
                                    TEST_CASE(test_stale_state_temporaries_removed),
                                    TEST_CASE(test_json_round_trip_and_bad_entries),
-                                   TEST_CASE(test_timers_table),
+                                   TEST_CASE(test_timers_table), TEST_CASE(test_save_period_live),
                                    TEST_CASE(test_thread_wakes_only_at_deadlines)};
     int rc = test_run_(cases, sizeof cases / sizeof cases[0]);
     char cmd[128];

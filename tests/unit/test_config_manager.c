@@ -11,6 +11,8 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@ struct recorder {
     int config_events;
     struct app_config_change last_change;
     int storage_events;
+    int storage_ok_events;
     struct app_storage_error last_storage;
 };
 
@@ -39,7 +42,10 @@ static void on_storage(const struct gw_event *ev, void *ctx)
 {
     struct recorder *r = ctx;
     pthread_mutex_lock(&r->lock);
-    r->storage_events++;
+    if (ev->id == EVENT_STORAGE_OK)
+        r->storage_ok_events++;
+    else
+        r->storage_events++;
     memcpy(&r->last_storage, ev->payload, sizeof r->last_storage);
     pthread_mutex_unlock(&r->lock);
 }
@@ -75,6 +81,7 @@ static void fx_setup(struct fixture *fx, bool open_manager)
     CHECK_EQ_INT(event_bus_create(NULL, &fx->bus), GW_OK);
     CHECK_EQ_INT(event_bus_subscribe(fx->bus, EVENT_CONFIG_UPDATED, on_config, &fx->rec, "test"), GW_OK);
     CHECK_EQ_INT(event_bus_subscribe(fx->bus, EVENT_STORAGE_ERROR, on_storage, &fx->rec, "test"), GW_OK);
+    CHECK_EQ_INT(event_bus_subscribe(fx->bus, EVENT_STORAGE_OK, on_storage, &fx->rec, "test"), GW_OK);
     if (open_manager)
         fx_open(fx);
 }
@@ -247,6 +254,42 @@ static void test_partial_update_merges_saves_and_publishes(void)
     config_manager_get(fx.cm, &cfg);
     CHECK_EQ_INT(cfg.bms.poll_interval_ms, 500);
     CHECK_EQ_INT(cfg.can.bitrate, 250000);
+    fx_teardown(&fx);
+}
+
+/* A save refused by the file size limit (a full disk, a quota: EFBIG with SIGXFSZ ignored, as the
+ * daemon does) publishes STORAGE_ERROR {config}; the next save that works publishes STORAGE_OK,
+ * which clears the alert. Saves that work with no error before publish nothing. */
+static void test_storage_error_cleared_by_a_good_save(void)
+{
+    struct fixture fx;
+    fx_setup(&fx, true);
+    struct config_errors errors;
+    CHECK_EQ_INT(update(&fx, "{\"bms\":{\"poll_interval_ms\":500}}", &errors), GW_OK);
+    CHECK_EQ_INT(snapshot(&fx).storage_ok_events, 0);
+    void (*old)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit saved, tiny = { .rlim_cur = 16, .rlim_max = RLIM_INFINITY };
+    CHECK_EQ_INT(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    tiny.rlim_max = saved.rlim_max;
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &tiny), 0);
+    int rc = update(&fx, "{\"bms\":{\"poll_interval_ms\":700}}", &errors);
+    CHECK_EQ_INT(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, old);
+    CHECK(rc != GW_OK);
+    struct recorder r = snapshot(&fx);
+    CHECK_EQ_INT(r.storage_events, 1);
+    CHECK_EQ_INT(r.storage_ok_events, 0);
+    struct gw_config cfg;
+    config_manager_get(fx.cm, &cfg);
+    CHECK_EQ_INT(cfg.bms.poll_interval_ms, 500); /* refused whole */
+    CHECK_EQ_INT(update(&fx, "{\"bms\":{\"poll_interval_ms\":700}}", &errors), GW_OK);
+    r = snapshot(&fx);
+    CHECK_EQ_INT(r.storage_events, 1);
+    CHECK_EQ_INT(r.storage_ok_events, 1);
+    CHECK_STR(r.last_storage.module, "config");
+    CHECK_EQ_INT(r.last_storage.error, GW_OK);
+    CHECK_EQ_INT(update(&fx, "{\"bms\":{\"poll_interval_ms\":800}}", &errors), GW_OK);
+    CHECK_EQ_INT(snapshot(&fx).storage_ok_events, 1); /* once per recovery */
     fx_teardown(&fx);
 }
 
@@ -792,6 +835,7 @@ static void test_oversized_document_refused(void)
 
 TEST_MAIN(TEST_CASE(test_first_start_writes_defaults_without_a_password), TEST_CASE(test_first_password_is_accepted_once), TEST_CASE(test_reload_applies_a_valid_file_and_refuses_a_bad_one), TEST_CASE(test_oversized_document_refused),
           TEST_CASE(test_partial_update_merges_saves_and_publishes), TEST_CASE(test_rejected_update_changes_nothing),
+          TEST_CASE(test_storage_error_cleared_by_a_good_save),
           TEST_CASE(test_masked_secrets_round_trip), TEST_CASE(test_export_import_without_secrets),
           TEST_CASE(test_web_password_hash_and_verify), TEST_CASE(test_overrides_never_persisted),
           TEST_CASE(test_reset_defaults_keeps_credentials), TEST_CASE(test_chemistry_change_brings_its_defaults),

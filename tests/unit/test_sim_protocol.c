@@ -167,6 +167,25 @@ static void test_nacks(void)
     CHECK_EQ_INT(sim_protocol_handle(&bms, shortf, 3, reply, sizeof reply), 0);
 }
 
+/* nack_only: a BMS refusing everything answers every good request NACK 0x00, changes nothing,
+ * and still reports a corrupted request as a CRC error. */
+static void test_nack_only(void)
+{
+    setup(BATTERY_LFP, 16, false);
+    bms.nack_only = true;
+    uint8_t live[8] = { 0xAA, 0x03, 0x00, 0x00, 0x00, 0x38 };
+    CHECK(is_nack(ask(live, 6), 0x03, 0x00));
+    uint8_t version[4] = { 0xAA, 0x1E };
+    CHECK(is_nack(ask(version, 2), 0x1E, 0x00));
+    uint8_t w[16] = { 0xAA, 0x10, 0x01, 0x3B, 0x00, 0x01, 0x02, 0x0E, 0x10 }; /* 315 = 3600 mV */
+    CHECK(is_nack(ask(w, 9), 0x10, 0x00));
+    CHECK_EQ_INT(reg(315), 3650);
+    uint8_t bad[] = { 0xAA, 0x03, 0x00, 0x05, 0x00, 0x05, 0x8C, 0x14 };
+    CHECK(is_nack(sim_protocol_handle(&bms, bad, sizeof bad, reply, sizeof reply), 0x03, 0x01));
+    bms.nack_only = false;
+    CHECK(ask(live, 6) == 5 + 2 * 56);
+}
+
 static void test_block_read_multi_packet(void)
 {
     setup(BATTERY_LFP, 16, false);
@@ -842,7 +861,8 @@ static void test_bms_restart(void)
 
 TEST_MAIN(TEST_CASE(test_crc_vectors), TEST_CASE(test_spec_modbus_read_vector),
           TEST_CASE(test_spec_temperature_vector), TEST_CASE(test_spec_modbus_write_vector),
-          TEST_CASE(test_nacks), TEST_CASE(test_block_read_multi_packet),
+          TEST_CASE(test_nacks), TEST_CASE(test_nack_only),
+          TEST_CASE(test_block_read_multi_packet),
           TEST_CASE(test_individual_read_and_writes), TEST_CASE(test_settings_tables),
           TEST_CASE(test_write_to_set_soh_soc), TEST_CASE(test_live_layout_14_cells),
           TEST_CASE(test_events_and_clear), TEST_CASE(test_old_firmware),

@@ -37,6 +37,11 @@ struct fake {
     bool false_start_next;  /* noise announcing a 255-byte frame before the next answer */
     bool nack_crc_next;     /* the next request arrives corrupted: NACK "CRC error" (0x01) */
     bool junk;              /* answers every request with bytes that never make a frame */
+    bool split_next;        /* the next answer's second half comes after the line went idle */
+    bool nack_all;          /* a BMS refusing everything: every request answered NACK 0x00 */
+    uint8_t tail[512];
+    size_t tail_len;
+    int tail_idle_reads;    /* empty reads since the head went out */
     int opens;
     int requests;
 };
@@ -49,6 +54,15 @@ static struct serial_port the_port;
 
 static void put_frame(const uint8_t *frame, size_t len)
 {
+    if (F.split_next && len >= 2 && len - len / 2 <= sizeof F.tail) {
+        /* The head now, the tail held back until the gateway has seen the line idle (an empty
+         * read with a partial frame buffered is its idle gap) and read it idle once more. */
+        F.split_next = false;
+        memcpy(F.tail, frame + len / 2, len - len / 2);
+        F.tail_len = len - len / 2;
+        F.tail_idle_reads = 0;
+        len /= 2;
+    }
     if (F.out_len + len <= sizeof F.out) {
         memcpy(F.out + F.out_len, frame, len);
         F.out_len += len;
@@ -112,6 +126,11 @@ static int fake_write(struct serial_port *p, const uint8_t *buf, size_t len, uin
         pthread_mutex_unlock(&F.lock);
         return GW_OK;
     }
+    if (F.nack_all) {
+        answer_nack(req.cmd);
+        pthread_mutex_unlock(&F.lock);
+        return GW_OK;
+    }
     if (F.false_start_next) {
         static const uint8_t noise[] = { 0xAA, 0x03, 0xFA };
         put_frame(noise, sizeof noise);
@@ -159,6 +178,11 @@ static int fake_read(struct serial_port *p, uint8_t *buf, size_t cap, uint32_t t
         pthread_mutex_unlock(&F.lock);
         return GW_ERR_CLOSED;
     }
+    if (F.out_len == 0 && F.tail_len && ++F.tail_idle_reads >= 3) {
+        memcpy(F.out, F.tail, F.tail_len);
+        F.out_len = F.tail_len;
+        F.tail_len = 0;
+    }
     size_t n = F.out_len < cap ? F.out_len : cap;
     memcpy(buf, F.out, n);
     memmove(F.out, F.out + n, F.out_len - n);
@@ -196,6 +220,8 @@ static void fake_reset(void)
     memset(F.regs, 0, sizeof F.regs);
     F.out_len = 0;
     F.absent = F.silent = F.sleeping = F.vanish = F.vanish_always = F.nack_live_block = F.corrupt_next = F.false_start_next = F.nack_crc_next = F.junk = false;
+    F.split_next = F.nack_all = false;
+    F.tail_len = 0;
     F.opens = F.requests = 0;
     /* A 14-cell pack like the public dump: registers 2..15 hold cells. */
     for (int i = 2; i < 16; i++)
@@ -374,6 +400,38 @@ static void test_silence_raises_comm_lost_then_restored(void)
     finish(&fx);
 }
 
+/* After a loss, a BMS answering with an impossible value (cell at 6.5535 V, valid CRC) has not
+ * recovered: its samples are published (the battery service refuses them), the loss goes on;
+ * the first plausible sample ends it. */
+static void test_restored_only_by_a_proving_sample(void)
+{
+    fake_reset();
+    struct fixture fx;
+    start(&fx, 100, 400);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
+    int before = read_count(&fx.cap, &fx.cap.samples);
+    pthread_mutex_lock(&F.lock);
+    F.regs[2] = 0xFFFF;
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 3));
+    CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.restored), 0);
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(!st.comm_ok);
+    pthread_mutex_lock(&F.lock);
+    F.regs[2] = 33020;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(st.comm_ok);
+    finish(&fx);
+}
+
 static void test_device_vanishes_and_is_reopened(void)
 {
     fake_reset();
@@ -437,6 +495,26 @@ static void test_false_frame_start_does_not_hide_the_answer(void)
     CHECK_EQ_INT(st.resends, 0);
     CHECK_EQ_INT(st.timeouts, 0);
     CHECK(st.garbage_bytes >= 3);
+    finish(&fx);
+}
+
+/* An answer whose tail comes after the idle gap (a USB adapter's latency timer): the head the
+ * gap dropped as a false start is found again with the tail, no resend, no timeout. */
+static void test_late_tail_after_the_idle_gap(void)
+{
+    fake_reset();
+    F.split_next = true;
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.resends, 0);
+    CHECK_EQ_INT(st.timeouts, 0);
+    CHECK_EQ_INT(st.garbage_bytes, 0);
+    pthread_mutex_lock(&F.lock);
+    CHECK_EQ_INT(F.tail_len, 0); /* the tail went out: the sample came with it */
+    pthread_mutex_unlock(&F.lock);
     finish(&fx);
 }
 
@@ -1017,7 +1095,37 @@ static size_t count_substr(const char *text, const char *needle)
 }
 
 static bool many_failures(const struct uart_bms_stats *st) { return st->failed_in_row >= 3 * UART_BMS__HINT_AFTER; }
+static bool many_nacks(const struct uart_bms_stats *st) { return st->nacks >= 6; }
 static bool answering(const struct uart_bms_stats *st) { return st->failed_in_row == 0 && !st->line_hint[0]; }
+
+/* A BMS refusing everything: NACKs counted, no switch to the split reading of old firmware (the
+ * split reads are refused too), no sample; data again once it answers. */
+static void test_nack_only_bms_is_not_old_firmware(void)
+{
+    fake_reset();
+    F.nack_all = true;
+    struct log_capture lc;
+    log_capture_begin(&lc);
+    struct fixture fx;
+    start(&fx, 100, 30000);
+    CHECK(wait_stats(fx.ub, many_nacks));
+    struct uart_bms_stats st;
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK_EQ_INT(st.samples, 0);
+    pthread_mutex_lock(&F.lock);
+    F.nack_all = false;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_count(&fx.cap, &fx.cap.samples, 2));
+    struct bms_live_data d;
+    CHECK_EQ_INT(uart_bms_get_latest(fx.ub, &d), GW_OK);
+    CHECK(d.soh_valid); /* read in one block again: register 45 (SOH) with it */
+    finish(&fx);
+    char *log = log_capture_end(&lc);
+    CHECK(strstr(log, "refuses every live read") != NULL);
+    CHECK(strstr(log, "older firmware") == NULL);
+    free(log);
+}
+
 
 /* The wiring hint as a decision: once per run of failed transactions, after HINT_AFTER of them;
  * "silent" when not one byte came back, "garbage" as soon as any did; a valid frame ends the run. */
@@ -1067,6 +1175,18 @@ static void test_silent_line_gets_one_wiring_hint(void)
     F.silent = false;
     pthread_mutex_unlock(&F.lock);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
+    CHECK(wait_stats(fx.ub, answering));
+    /* A second run of failures soon after (a noisy line): the stats give the hint again, the
+     * log does not repeat it within 10 minutes. */
+    pthread_mutex_lock(&F.lock);
+    F.silent = true;
+    pthread_mutex_unlock(&F.lock);
+    CHECK(wait_stats(fx.ub, many_failures));
+    uart_bms_get_stats(fx.ub, &st);
+    CHECK(strstr(st.line_hint, "no byte back") != NULL);
+    pthread_mutex_lock(&F.lock);
+    F.silent = false;
+    pthread_mutex_unlock(&F.lock);
     CHECK(wait_stats(fx.ub, answering));
     finish(&fx);
     char *log = log_capture_end(&lc);
@@ -1211,7 +1331,9 @@ static void test_bad_options(void)
     uart_bms_destroy(ub);
 }
 
-TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_sleeping_bms_gets_one_resend),
+TEST_MAIN(TEST_CASE(test_sample_decoded_and_published), TEST_CASE(test_late_tail_after_the_idle_gap),
+          TEST_CASE(test_nack_only_bms_is_not_old_firmware),
+          TEST_CASE(test_restored_only_by_a_proving_sample), TEST_CASE(test_sleeping_bms_gets_one_resend),
           TEST_CASE(test_silence_raises_comm_lost_then_restored), TEST_CASE(test_device_vanishes_and_is_reopened),
           TEST_CASE(test_absent_device_retries_without_crashing), TEST_CASE(test_crc_error_counted_and_retried), TEST_CASE(test_false_frame_start_does_not_hide_the_answer),
           TEST_CASE(test_old_firmware_block_nack_falls_back), TEST_CASE(test_write_setting_validates_and_reads_back),

@@ -31,6 +31,7 @@
 #define OUT_STALE_MS 1000u               /* a reply nobody reads is dropped after this */
 #define MAX_MODEL_S_PER_TICK 3600.0      /* a stopped process does not replay hours at once */
 #define LINE_MAX_LEN 512
+#define GARBAGE_MAX 512                  /* longest garbage burst (`garbage N`) */
 
 enum scenario {
     SC_IDLE, SC_CHARGE, SC_DISCHARGE, SC_IMBALANCE, SC_OVERTEMP, SC_UNDERVOLTAGE, SC_NOISE,
@@ -42,6 +43,8 @@ static const char *const scenario_names[SC_COUNT] = {
 
 struct out_slot {
     bool used;
+    bool counts_as_reply;         /* false for the first half of a split reply */
+    uint64_t seq;                 /* queue order: slots leave in it */
     uint64_t ready_ms;
     size_t len, sent;
     uint8_t data[SIM_REPLY_MAX];
@@ -67,6 +70,8 @@ struct sim_app {
     bool silence;
     double noise;
     uint32_t noise_rng;
+    uint32_t garbage_pending;     /* bytes of garbage sent just before the next reply */
+    uint32_t split_ms;            /* > 0: each reply's second half leaves this much later */
     enum scenario scenario;
     bool current_override;
     float current_a;
@@ -74,6 +79,7 @@ struct sim_app {
     uint64_t last_model_ms;
     /* output */
     struct out_slot out[OUT_SLOTS];
+    uint64_t out_seq;
     /* stdin */
     bool stdin_open;
     bool exit_on_eof;             /* the controller (our parent) closed stdin: it is gone */
@@ -81,7 +87,8 @@ struct sim_app {
     size_t line_len;
     bool line_overflow;
     /* counters */
-    uint32_t requests, replies, wake_ignored, dropped_replies, corrupted_bytes;
+    uint32_t requests, replies, wake_ignored, dropped_replies, corrupted_bytes, garbage_bytes,
+        split_replies, nacks_sent;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -272,7 +279,38 @@ static uint32_t noise_next(struct sim_app *app)
     return x;
 }
 
+static struct out_slot *queue_bytes(struct sim_app *app, const uint8_t *data, size_t len, uint64_t ready_ms);
+
+/* Queues a reply: first any pending garbage burst, then the reply (corrupted at the noise rate),
+ * cut in two halves split_ms apart when splitting is on (a USB adapter's latency timer). */
 static void queue_reply(struct sim_app *app, const uint8_t *data, size_t len, uint64_t now)
+{
+    uint64_t ready = now + app->latency_ms;
+    if (app->garbage_pending) {
+        uint8_t junk[GARBAGE_MAX];
+        size_t n = app->garbage_pending < sizeof junk ? app->garbage_pending : sizeof junk;
+        for (size_t k = 0; k < n; k++)
+            junk[k] = (uint8_t)(noise_next(app) >> 11);
+        app->garbage_pending = 0;
+        if (queue_bytes(app, junk, n, ready)) /* GARBAGE_MAX < SIM_REPLY_MAX: one slot */
+            app->garbage_bytes += (uint32_t)n;
+    }
+    struct out_slot *first = queue_bytes(app, data, len, ready);
+    if (first && app->split_ms && len >= 2) {
+        size_t head = len / 2;
+        first->len = head;
+        first->counts_as_reply = false;
+        double noise = app->noise; /* the tail was already corrupted with the first copy */
+        app->noise = 0.0;
+        if (queue_bytes(app, first->data + head, len - head, ready + app->split_ms))
+            app->split_replies++;
+        app->noise = noise;
+    }
+}
+
+/* Queues len bytes (<= SIM_REPLY_MAX) leaving at ready_ms, corrupted at the noise rate. Returns
+ * the slot, or NULL when every slot is busy (counted as a dropped reply). */
+static struct out_slot *queue_bytes(struct sim_app *app, const uint8_t *data, size_t len, uint64_t ready_ms)
 {
     for (int i = 0; i < OUT_SLOTS; i++) {
         struct out_slot *s = &app->out[i];
@@ -289,22 +327,25 @@ static void queue_reply(struct sim_app *app, const uint8_t *data, size_t len, ui
         }
         s->len = len;
         s->sent = 0;
-        s->ready_ms = now + app->latency_ms;
+        s->ready_ms = ready_ms;
+        s->seq = ++app->out_seq;
+        s->counts_as_reply = true;
         s->used = true;
-        return;
+        return s;
     }
     app->dropped_replies++;
     static struct gw_log_limit limit;
     gw_log_ratelimited(&limit, 5000, GW_LOG_WARN, MOD,
                        "reply dropped: %d replies already waiting (is anyone reading?)", OUT_SLOTS);
+    return NULL;
 }
 
-/* Oldest pending slot (replies leave in order). */
+/* Oldest pending slot (bytes leave in the order they were queued). */
 static struct out_slot *head_slot(struct sim_app *app)
 {
     struct out_slot *best = NULL;
     for (int i = 0; i < OUT_SLOTS; i++)
-        if (app->out[i].used && (!best || app->out[i].ready_ms < best->ready_ms))
+        if (app->out[i].used && (!best || app->out[i].seq < best->seq))
             best = &app->out[i];
     return best;
 }
@@ -341,7 +382,8 @@ static void flush_output(struct sim_app *app, uint64_t now)
         s->sent += (size_t)n;
         if (s->sent >= s->len) {
             s->used = false;
-            app->replies++;
+            if (s->counts_as_reply)
+                app->replies++;
         } else {
             return;
         }
@@ -362,6 +404,8 @@ static void handle_frame(struct sim_app *app, size_t len, uint64_t now)
     size_t n = sim_protocol_handle(&app->bms, app->parser.buf, len, reply, sizeof reply);
     if (n == 0 || app->silence)
         return;
+    if (reply[1] == 0x00 && reply[3] == SIM_ERR_COMMAND)
+        app->nacks_sent++; /* what the gateway must count as NACKs (CRC NACKs it counts as CRC errors) */
     if (reply[1] == 0x00)
         GW_LOGD(MOD, "NACK to command 0x%02X (%s), %zu-byte request", app->parser.buf[1],
                 reply[3] == SIM_ERR_CRC ? "CRC error" : "command error", len);
@@ -460,6 +504,9 @@ static void print_state(struct sim_app *app)
     json_string(f, sim_fault_name(app->bms.fault));
     fprintf(f, ",\"silence\":%s,\"noise\":", app->silence ? "true" : "false");
     json_float(f, app->noise);
+    fprintf(f, ",\"nack_only\":%s,\"split_ms\":%u,\"garbage_bytes\":%u,\"split_replies\":%u,\"nacks_sent\":%u",
+            app->bms.nack_only ? "true" : "false", app->split_ms, app->garbage_bytes, app->split_replies,
+            app->nacks_sent);
     fprintf(f, ",\"sleeping\":%s,\"wake_ignored\":%u,\"requests\":%u,\"replies\":%u,"
                "\"dropped_replies\":%u,\"corrupted_bytes\":%u,\"parser_dropped\":%u",
             app->sleeping ? "true" : "false", app->wake_ignored, app->requests, app->replies,
@@ -648,6 +695,27 @@ static void handle_command(struct sim_app *app, char *line, uint64_t now)
             app->noise = v;
             reply_ok(cmd);
         }
+    } else if (strcmp(cmd, "garbage") == 0) {
+        if (!parse_double(a1, 1.0, GARBAGE_MAX, &v) || v != floor(v)) {
+            reply_err(cmd, "usage: garbage N (1..512 random bytes sent just before the next reply)");
+        } else {
+            app->garbage_pending = (uint32_t)v;
+            reply_ok(cmd);
+        }
+    } else if (strcmp(cmd, "split") == 0) {
+        if (!parse_double(a1, 0.0, 10000.0, &v) || v != floor(v)) {
+            reply_err(cmd, "usage: split MS (0..10000: each reply's second half MS later; 0 = off)");
+        } else {
+            app->split_ms = (uint32_t)v;
+            reply_ok(cmd);
+        }
+    } else if (strcmp(cmd, "nack") == 0) {
+        if (a1 && (strcmp(a1, "on") == 0 || strcmp(a1, "off") == 0)) {
+            app->bms.nack_only = strcmp(a1, "on") == 0;
+            reply_ok(cmd);
+        } else {
+            reply_err(cmd, "usage: nack on|off (on: every request answered NACK 0x00)");
+        }
     } else if (strcmp(cmd, "speed") == 0) {
         if (!parse_double(a1, 0.0, 100000.0, &v)) {
             reply_err(cmd, "usage: speed FACTOR (0..100000)");
@@ -684,7 +752,7 @@ static void handle_command(struct sim_app *app, char *line, uint64_t now)
         reply_ok(cmd);
         stop_requested = 1;
     } else {
-        reply_err(cmd, "unknown command (state current scenario silence noise speed set-cell fault reset unplug replug quit)");
+        reply_err(cmd, "unknown command (state current scenario silence noise garbage split nack speed set-cell fault reset unplug replug quit)");
     }
     fflush(stdout);
 }
@@ -742,6 +810,8 @@ static void usage(FILE *f)
           "  --scenario NAME      idle charge discharge imbalance overtemp undervoltage noise unplugged\n"
           "  --current A          charge (+) / discharge (-) current, overrides the scenario\n"
           "  --noise RATE         fraction 0..1 of reply bytes corrupted\n"
+          "  --split-ms MS        send each reply's second half MS later (a USB adapter's latency)\n"
+          "  --nack-only          answer every request NACK 0x00 (a BMS refusing everything)\n"
           "  --fault NAME         serve a fault in every live read (names below; default none)\n"
           "  --ext2 | --no-ext2   second external sensor present / absent (default absent)\n"
           "  --old-firmware       NACK registers only newer firmware has (45 305 310 311 321 322 323 329)\n"
@@ -753,6 +823,7 @@ static void usage(FILE *f)
           "  -v                   debug logs on stderr\n"
           "  --help               this text\n"
           "stdin commands: state | current A | scenario NAME | silence on|off | noise RATE |\n"
+          "  garbage N | split MS | nack on|off |\n"
           "  set-cell I MV | speed F | fault NAME | fault impossible KIND | reset [SOC [CAUSE]] |\n"
           "  unplug | replug | quit\n",
           f);
@@ -763,7 +834,8 @@ struct cli {
     const char *device, *link;
     unsigned cells;
     int chemistry;
-    double capacity, soc, latency, speed, current, noise;
+    double capacity, soc, latency, speed, current, noise, split_ms;
+    bool nack_only;
     bool soc_set, current_set, pace, ext2, old_fw, old_fw_junk, sleep_enabled, verbose, exit_on_eof;
     unsigned long seed, sleep_after;
     int scenario;
@@ -835,6 +907,8 @@ static bool parse_cli(int argc, char **argv, struct cli *c)
             c->old_fw = true;
         } else if (strcmp(o, "--old-firmware-junk") == 0) {
             c->old_fw = c->old_fw_junk = true;
+        } else if (strcmp(o, "--nack-only") == 0) {
+            c->nack_only = true;
         } else if (strcmp(o, "--no-sleep") == 0) {
             c->sleep_enabled = false;
         } else if (strcmp(o, "--exit-on-eof") == 0) {
@@ -888,6 +962,9 @@ static bool parse_cli(int argc, char **argv, struct cli *c)
             } else if (strcmp(o, "--fault") == 0) {
                 if (sim_fault_from_name(a, &c->fault) != GW_OK)
                     return bad_value(o, a, fault_names());
+            } else if (strcmp(o, "--split-ms") == 0) {
+                if (!parse_double(a, 0.0, 10000.0, &c->split_ms) || c->split_ms != floor(c->split_ms))
+                    return bad_value(o, a, "an integer 0..10000 ms");
             } else if (strcmp(o, "--noise") == 0) {
                 if (!parse_double(a, 0.0, 1.0, &c->noise))
                     return bad_value(o, a, "0..1");
@@ -947,6 +1024,8 @@ int main(int argc, char **argv)
     app.sleep_enabled = c.sleep_enabled;
     app.sleep_after_ms = (uint32_t)c.sleep_after;
     app.noise = c.noise;
+    app.split_ms = (uint32_t)c.split_ms;
+    app.bms.nack_only = c.nack_only;
     app.noise_rng = (uint32_t)c.seed * 2654435761u + 12345u;
     if (!app.noise_rng)
         app.noise_rng = 1;

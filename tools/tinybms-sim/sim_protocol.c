@@ -427,6 +427,8 @@ size_t sim_protocol_handle(struct sim_bms *b, const uint8_t *frame, size_t len, 
     uint16_t crc = sim_crc16(frame, len - 2);
     if (frame[len - 2] != (uint8_t)(crc & 0xFF) || frame[len - 1] != (uint8_t)(crc >> 8))
         return reply_nack(&o, cmd, SIM_ERR_CRC);
+    if (b->nack_only)
+        return reply_nack(&o, cmd, SIM_ERR_COMMAND);
     switch (cmd) {
     case 0x02: return cmd_reset_clear(b, frame, &o);
     case 0x03: return cmd_modbus_read(b, frame, &o);

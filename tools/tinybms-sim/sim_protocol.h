@@ -52,7 +52,8 @@ size_t sim_parser_push(struct sim_parser *p, uint8_t byte);
 /* Answers one complete request frame (frame[0] = 0xAA). Writes the reply into reply (cap bytes,
  * at least SIM_REPLY_MAX) and returns its length; 0 when there is nothing to send (frame not
  * starting with 0xAA or too short). Bad CRC -> NACK ERR 0x01; unknown command, bad length,
- * out-of-range or forbidden register -> NACK ERR 0x00. Commands with side effects (writes,
+ * out-of-range or forbidden register -> NACK ERR 0x00; b->nack_only: every request with a good
+ * CRC -> NACK ERR 0x00 (and no side effect). Commands with side effects (writes,
  * 0x02 clears and reset, 0x11 event cursor) change b. */
 size_t sim_protocol_handle(struct sim_bms *b, const uint8_t *frame, size_t len, uint8_t *reply,
                            size_t cap);

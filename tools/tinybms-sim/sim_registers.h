@@ -61,6 +61,8 @@ struct sim_bms {
     uint32_t events_reported_total; /* model event_total already sent by command 0x11 */
     enum sim_fault fault;          /* set with sim_bms_set_fault */
     uint16_t frozen_live[SIM_LIVE_COUNT]; /* SIM_FAULT_FROZEN: the registers served */
+    bool nack_only;                /* a BMS that refuses everything: every well-formed request
+                                      is answered NACK ERR 0x00 (command error), valid CRC */
 };
 
 /* Initialises b: the model from cfg (copied), settings at their defaults (thresholds, capacity

@@ -366,6 +366,14 @@ void battery_service__saved(struct battery_service__timers *t, uint64_t now_ms)
     t->next_save_ms = now_ms + t->save_period_ms;
 }
 
+void battery_service__save_period(struct battery_service__timers *t, uint64_t now_ms, uint64_t save_period_ms)
+{
+    uint64_t last_save = t->next_save_ms - t->save_period_ms;
+    t->save_period_ms = save_period_ms;
+    (void)now_ms; /* the last save was at or before now: a save already overdue comes at once */
+    t->next_save_ms = last_save + save_period_ms;
+}
+
 /* The shell: the timers decide, one wait until their deadline or an input (nudge). */
 static void *service_main(void *arg)
 {
@@ -376,6 +384,8 @@ static void *service_main(void *arg)
     pthread_mutex_lock(&bs->lock);
     while (!bs->stop_requested) {
         uint64_t now = gw_now_ms();
+        if (timers.save_period_ms != (uint64_t)bs->save_period_s * 1000u)
+            battery_service__save_period(&timers, now, (uint64_t)bs->save_period_s * 1000u);
         struct battery_service__decision d = battery_service__decide(&timers, now, bs->input_pending);
         if (!d.step && !d.save) {
             gw_clock_wait(&bs->wake, &bs->lock, d.deadline_ms);
@@ -531,6 +541,19 @@ int battery_service_apply_config(struct battery_service *bs, const struct batter
     nudge(bs);
     pthread_mutex_unlock(&bs->lock);
     return rc;
+}
+
+int battery_service_set_save_period_s(struct battery_service *bs, uint32_t save_period_s)
+{
+    if (!bs || save_period_s == 0)
+        return GW_ERR_INVAL;
+    pthread_mutex_lock(&bs->lock);
+    if (bs->save_period_s != save_period_s)
+        GW_LOGI(MOD, "energy counters now saved every %u s", (unsigned)save_period_s);
+    bs->save_period_s = save_period_s;
+    nudge(bs);
+    pthread_mutex_unlock(&bs->lock);
+    return GW_OK;
 }
 
 int battery_service_request_cap(struct battery_service *bs, const struct app_charge_cap *request, char *answer,

@@ -63,6 +63,11 @@ void battery_service_destroy(struct battery_service *bs);
 /* Charge parameters and timings live (the pack list needs a restart). @retval GW_OK, GW_ERR_INVAL */
 int battery_service_apply_config(struct battery_service *bs, const struct battery_engine_config *cfg);
 
+/* How often energy.json is saved (the configuration's can.energy_save_period_s), live: a
+ * shorter period applies at once, a longer one counts from the last save.
+ * @retval GW_OK, GW_ERR_INVAL (NULL, 0) */
+int battery_service_set_save_period_s(struct battery_service *bs, uint32_t save_period_s);
+
 /* An external cap (MQTT cmd/charge_cap, the web): lowers the bank's CCL/DCL until it expires.
  * answer (may be NULL) receives the text for the requester: "applied", or "no effect: no output
  * sends limits" when no output sends limits to a charger (the cap is still stored and applies as

@@ -31,4 +31,8 @@ struct battery_service__decision battery_service__decide(const struct battery_se
 void battery_service__stepped(struct battery_service__timers *t, uint64_t engine_deadline_ms);
 void battery_service__saved(struct battery_service__timers *t, uint64_t now_ms);
 
+/* A new save period (configuration changed live): the next save is one new period after the
+ * last one (at once when that is already past). */
+void battery_service__save_period(struct battery_service__timers *t, uint64_t now_ms, uint64_t save_period_ms);
+
 #endif

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,8 @@ struct config_manager {
     enum config_load_status status;
     char status_reason[512];
     bool unsaved;               /* the configuration in use could not be written (disk full...) */
+    atomic_bool storage_error_raised; /* a STORAGE_ERROR {config} was published... */
+    bool storage_ok_due;        /* ...and a save worked since: publish STORAGE_OK (under lock) */
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -52,12 +55,34 @@ static void publish_storage_error(struct config_manager *cm, int err, const char
     struct app_storage_error ev = { .error = err };
     config__format(ev.module, sizeof ev.module, "config");
     config__format(ev.message, sizeof ev.message, "%s", message);
+    atomic_store(&cm->storage_error_raised, true);
     if (event_bus_publish(cm->bus, EVENT_STORAGE_ERROR, &ev, sizeof ev, PUBLISH_TIMEOUT_MS) != GW_OK)
         GW_LOGW(MOD, "could not publish storage error (bus full)");
 }
 
+/* After a save that worked following a storage error: STORAGE_OK {config} clears its alert (the
+ * alert manager keeps it raised until told so). Called outside the lock. */
+static void publish_storage_ok_if_due(struct config_manager *cm)
+{
+    pthread_mutex_lock(&cm->lock);
+    bool due = cm->storage_ok_due;
+    cm->storage_ok_due = false;
+    pthread_mutex_unlock(&cm->lock);
+    if (!due || !cm->bus)
+        return;
+    struct app_storage_error ev = { .error = GW_OK };
+    config__format(ev.module, sizeof ev.module, "config");
+    config__format(ev.message, sizeof ev.message, "%s saved again", CONFIG_FILE);
+    GW_LOGI(MOD, "%s saved again: storage works", CONFIG_FILE);
+    if (event_bus_publish(cm->bus, EVENT_STORAGE_OK, &ev, sizeof ev, PUBLISH_TIMEOUT_MS) != GW_OK) {
+        GW_LOGW(MOD, "could not publish storage recovery (bus full): retried at the next save");
+        atomic_store(&cm->storage_error_raised, true);
+    }
+}
+
 static void publish_change(struct config_manager *cm, const struct app_config_change *change)
 {
+    publish_storage_ok_if_due(cm);
     if (!cm->bus || change->sections == 0)
         return;
     if (event_bus_publish(cm->bus, EVENT_CONFIG_UPDATED, change, sizeof *change, PUBLISH_TIMEOUT_MS) != GW_OK)
@@ -121,8 +146,11 @@ static int save_locked(struct config_manager *cm, const struct gw_config *prev, 
         GW_LOGE(MOD, "%s", msg);
         config_errors_add(errors, "", "%s", msg);
     }
-    if (rc == GW_OK)
+    if (rc == GW_OK) {
         cm->unsaved = false;
+        if (atomic_exchange(&cm->storage_error_raised, false))
+            cm->storage_ok_due = true;
+    }
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include "gw_error.h"
 #include "gw_log.h"
 #include "gw_text.h"
+#include "plausibility.h"
 #include "tinybms.h"
 #include "watchdog.h"
 
@@ -22,6 +23,7 @@
 #define WRITE_TIMEOUT_MS 200u
 #define LINE_IDLE_GAP_MS 15u  /* silence inside a frame: at 115200 baud bytes come every 87 us */
 #define GARBAGE_KEPT 3        /* garbage answers shown with the wiring hint */
+#define HINT_LOG_INTERVAL_MS 600000u /* the wiring hint at most every 10 minutes in the log */
 #define GARBAGE_BYTES 24      /* bytes shown of each */
 #define SETTINGS_REGS BMS_SETTINGS_COUNT
 
@@ -87,7 +89,9 @@ struct uart_bms {
     uint16_t garbage_len[GARBAGE_KEPT];           /* bytes received (may exceed GARBAGE_BYTES) */
     unsigned garbage_count;
     struct gw_log_limit announce_limit;
-    struct gw_log_limit open_limit, xfer_limit;
+    struct gw_log_limit open_limit, xfer_limit, nack_limit, proving_limit;
+    uint64_t hint_logged_ms;       /* when the wiring hint was last logged, 0 = never */
+    char last_hint[200];           /* its text (the stats keep it for each later run) */
 };
 
 void uart_bms_default_options(struct uart_bms_options *o)
@@ -257,6 +261,31 @@ static void count(struct uart_bms *ub, uint64_t *counter)
     pthread_mutex_unlock(&ub->lock);
 }
 
+/* Decodes every byte received in an attempt from the start with a scratch decoder: true with
+ * *reply when they hold the answer to expect_cmd. Counters of the scratch decoder are dropped
+ * (the attempt's own decoder counted those bytes already). */
+static bool rescan_attempt(const uint8_t *rx, size_t rx_len, uint8_t expect_cmd, struct tinybms_reply *reply)
+{
+    struct tinybms_decoder scratch;
+    tinybms_decoder_init(&scratch);
+    size_t off = 0;
+    while (off < rx_len) {
+        size_t used = 0;
+        int fr = tinybms_decoder_feed(&scratch, rx + off, rx_len - off, &used, reply);
+        off += used;
+        if (fr == 1 && reply->cmd == expect_cmd)
+            return true;
+        if (fr == 0 && used == 0)
+            break;
+    }
+    int fr;
+    size_t used;
+    while ((fr = tinybms_decoder_feed(&scratch, NULL, 0, &used, reply)) != 0)
+        if (fr == 1 && reply->cmd == expect_cmd)
+            return true;
+    return false;
+}
+
 /* One attempt: send req, wait for the answer to expect_cmd. Every byte received during the
  * attempt goes to the frame tap as one entry, so a user debugging wiring sees the raw line. */
 static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
@@ -274,6 +303,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
     uint8_t rx[UART_BMS_TAP_BYTES];
     size_t rx_len = 0;
     uint32_t garbage_before = ub->decoder.garbage_bytes;
+    bool resynced = false, rx_whole = true;
     rc = GW_ERR_TIMEOUT;
     for (;;) {
         uint64_t now = gw_real_ms();
@@ -295,6 +325,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
         if (got == 0 && partial && tinybms_decoder_resync(&ub->decoder)) {
             /* The line went idle inside a "frame": drop its false start and rescan what is
              * buffered for the real answer. */
+            resynced = true;
             int fr;
             size_t used;
             while ((fr = tinybms_decoder_feed(&ub->decoder, NULL, 0, &used, reply)) != 0) {
@@ -312,6 +343,7 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
         size_t keep = got < sizeof rx - rx_len ? got : sizeof rx - rx_len;
         memcpy(rx + rx_len, chunk, keep);
         rx_len += keep;
+        rx_whole = rx_whole && keep == got;
         size_t off = 0;
         bool finished = false;
         while (off < got && !finished) {
@@ -332,6 +364,15 @@ static int attempt(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint
             }
             /* fr == 1 for another command: a late answer to an earlier request, skipped;
              * GW_ERR_PROTO: the decoder dropped a byte and rescans. */
+        }
+        if (!finished && resynced && rx_whole && rescan_attempt(rx, rx_len, expect_cmd, reply)) {
+            /* The "false start" dropped at the idle gap was the answer's head: its tail came
+             * later than the gap (a USB adapter's 16 ms latency timer on a loaded host). */
+            garbage_before = ub->decoder.garbage_bytes; /* the dropped "garbage" was the answer */
+            tinybms_decoder_reset(&ub->decoder);
+            ub->xfer_frame_seen = true;
+            rc = GW_OK;
+            break;
         }
         if (finished)
             break;
@@ -393,6 +434,7 @@ static void line_hint(struct uart_bms *ub, enum uart_bms__hint hint)
     pthread_mutex_lock(&ub->lock);
     snprintf(ub->stats.line_hint, sizeof ub->stats.line_hint, "%s", text);
     pthread_mutex_unlock(&ub->lock);
+    snprintf(ub->last_hint, sizeof ub->last_hint, "%s", text);
 }
 
 static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req_len, uint8_t expect_cmd,
@@ -411,8 +453,19 @@ static int transact(struct uart_bms *ub, const uint8_t *req, size_t req_len, uin
     uint32_t failed_before = ub->sched.failed_in_row;
     bool hinted_before = ub->sched.hinted;
     enum uart_bms__hint hint = uart_bms__transaction_done(&ub->sched, ub->xfer_frame_seen, ub->xfer_bytes > 0);
-    if (hint != UART_BMS__HINT_NONE)
-        line_hint(ub, hint);
+    if (hint != UART_BMS__HINT_NONE) {
+        /* On a noisy line runs of failures come every few seconds: the advice is logged once
+         * per HINT_LOG_INTERVAL_MS, and stays in the stats for each run. */
+        uint64_t now = gw_now_ms();
+        if (!ub->hint_logged_ms || now - ub->hint_logged_ms >= HINT_LOG_INTERVAL_MS) {
+            ub->hint_logged_ms = now;
+            line_hint(ub, hint);
+        } else {
+            pthread_mutex_lock(&ub->lock);
+            snprintf(ub->stats.line_hint, sizeof ub->stats.line_hint, "%s", ub->last_hint);
+            pthread_mutex_unlock(&ub->lock);
+        }
+    }
     if (ub->xfer_frame_seen) {
         ub->garbage_count = 0;
         if (failed_before) {
@@ -453,6 +506,7 @@ static int transact_attempts(struct uart_bms *ub, const uint8_t *req, size_t req
             uart_bms__port_works(&ub->sched); /* a later loss retries quickly again */
             if (reply->kind == TINYBMS_REPLY_NACK) {
                 count(ub, &ub->stats.nacks);
+                note_error(ub, GW_ERR_NACK, tinybms_command_name(req[1])); /* the reason of a loss */
                 return GW_ERR_NACK;
             }
             return GW_OK;
@@ -522,20 +576,28 @@ static int read_live(struct uart_bms *ub)
 {
     uint16_t regs[TINYBMS_REG_LIVE_COUNT];
     int rc;
+    bool probing_split = false;
     if (!ub->live_split) {
         rc = read_registers(ub, 0, TINYBMS_REG_LIVE_COUNT, regs);
-        if (rc == GW_ERR_NACK) {
-            /* Older firmware may refuse a block that includes register 45 (SOH). */
-            GW_LOGW(MOD, "battery %u: BMS refused the 0..55 block; reading around register 45",
-                    ub->opts.battery_id);
-            ub->live_split = true;
-        }
+        /* Older firmware may refuse a block that includes register 45 (SOH): try around it.
+         * Only a split read that then works proves that firmware; a BMS refusing everything
+         * (a broken or busy BMS) is a bad link, not a protocol variant to switch to for good. */
+        probing_split = rc == GW_ERR_NACK;
     }
-    if (ub->live_split) {
+    if (ub->live_split || probing_split) {
         rc = read_registers(ub, 0, 45, regs);
         if (!rc)
             rc = read_registers(ub, 46, TINYBMS_REG_LIVE_COUNT - 46, regs + 46);
         regs[45] = 0xFFFF; /* no SOH on this firmware: decoded as not valid */
+        if (probing_split && rc == GW_OK) {
+            GW_LOGW(MOD, "battery %u: BMS refused the 0..55 block but answers around register 45 (older "
+                    "firmware): reading it that way from now on", ub->opts.battery_id);
+            ub->live_split = true;
+        } else if (probing_split && rc == GW_ERR_NACK) {
+            gw_log_ratelimited(&ub->nack_limit, 30000, GW_LOG_WARN, MOD,
+                               "battery %u: the BMS refuses every live read (negative acknowledge): link "
+                               "bad, no data", ub->opts.battery_id);
+        }
     }
     if (rc)
         return rc;
@@ -551,13 +613,25 @@ static int read_live(struct uart_bms *ub)
         return rc;
     sample.timestamp_ms = gw_now_ms();
     sample.wall_time_ms = gw_wall_ms();
+    /* After a loss, only a proving sample (complete and physically possible) ends it: a BMS
+     * coming back with impossible values has not recovered. The sample is still published (the
+     * battery service refuses it and counts it). The chemistry is not known here: the widest
+     * physical ranges apply. */
+    struct plausibility_result why;
+    bool proving = !ub->sched.comm_lost || plausibility_check_sample(&sample, NULL, UINT8_MAX, &why);
+    if (!proving)
+        gw_log_ratelimited(&ub->proving_limit, 30000, GW_LOG_WARN, MOD,
+                           "battery %u: the BMS answers again but its sample is impossible (%s): "
+                           "communication not restored yet", ub->opts.battery_id, why.reason);
 
     pthread_mutex_lock(&ub->lock);
     ub->latest = sample;
     ub->have_latest = true;
     ub->stats.samples++;
-    ub->stats.last_valid_ms = sample.timestamp_ms;
-    ub->stats.comm_ok = true;
+    if (proving) {
+        ub->stats.last_valid_ms = sample.timestamp_ms;
+        ub->stats.comm_ok = true;
+    }
     struct {
         uart_bms_listener_fn fn;
         void *ctx;
@@ -565,7 +639,7 @@ static int read_live(struct uart_bms *ub)
     memcpy(listeners, ub->listeners, sizeof listeners);
     pthread_mutex_unlock(&ub->lock);
 
-    if (uart_bms__sample_ok(&ub->sched)) {
+    if (proving && uart_bms__sample_ok(&ub->sched)) {
         ub->comm_event = (struct app_bms_comm){ .battery_id = ub->opts.battery_id,
                                                 .last_valid_ms = sample.timestamp_ms };
         snprintf(ub->comm_event.reason, sizeof ub->comm_event.reason, "valid data again");
@@ -583,6 +657,7 @@ static int read_live(struct uart_bms *ub)
 static int read_settings_individually(struct uart_bms *ub, struct bms_settings *out)
 {
     memset(out, 0, sizeof *out);
+    unsigned answered = 0;
     for (uint16_t reg = BMS_SETTINGS_FIRST; reg <= BMS_SETTINGS_LAST; reg++) {
         if (!tinybms_setting_info(reg))
             continue;
@@ -593,8 +668,9 @@ static int read_settings_individually(struct uart_bms *ub, struct bms_settings *
         if (rc)
             return rc;
         tinybms_decode_settings(&v, reg, 1, out);
+        answered++;
     }
-    return GW_OK;
+    return answered ? GW_OK : GW_ERR_NACK; /* refusing every register is no firmware at all */
 }
 
 static int read_settings_table(struct uart_bms *ub, uint8_t option, struct bms_settings *out)
@@ -644,16 +720,18 @@ static int read_slow_item(struct uart_bms *ub, enum slow_item item)
         uint16_t regs[SETTINGS_REGS];
         if (!ub->settings_individual) {
             rc = read_registers(ub, BMS_SETTINGS_FIRST, SETTINGS_REGS, regs);
-            if (rc == GW_ERR_NACK) {
+            if (!rc)
+                tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, SETTINGS_REGS, &ev.settings);
+        }
+        if (ub->settings_individual || rc == GW_ERR_NACK) {
+            bool probing = !ub->settings_individual;
+            rc = read_settings_individually(ub, &ev.settings);
+            if (probing && rc == GW_OK) { /* as for live reads: only a fallback that works switches */
                 GW_LOGW(MOD, "battery %u: BMS refused the settings block; reading register by register",
                         id);
                 ub->settings_individual = true;
-            } else if (!rc) {
-                tinybms_decode_settings(regs, BMS_SETTINGS_FIRST, SETTINGS_REGS, &ev.settings);
             }
         }
-        if (ub->settings_individual)
-            rc = read_settings_individually(ub, &ev.settings);
         if (rc)
             break;
         pthread_mutex_lock(&ub->lock);
