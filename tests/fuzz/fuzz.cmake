@@ -185,6 +185,14 @@ gw_add_fuzz(fuzz_rest
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/rest
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
 
+gw_add_fuzz(fuzz_multipart
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_multipart.c
+  LIBS gw_web_pure gw_clock
+  INSTRUMENT gw_web_pure
+  MUTATIONS 256
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/multipart
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/multipart.dict)
+
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)
 string(REPLACE ";" "\n" gw_fuzz_lines "${gw_fuzz_lines}")
