@@ -575,6 +575,13 @@ int web__on_request(struct mg_connection *conn, void *cbdata)
         web__send_error(&req, 400, NULL, "no path", NULL, NULL);
         return 400;
     }
+    if (ri->num_headers >= MG_MAX_HEADERS) {
+        /* CivetWeb keeps the first 64 headers and drops the rest unseen: a Content-Length or
+         * Transfer-Encoding among them would frame the body differently for us and for a proxy. */
+        GW_LOGW(MOD, "request from %s refused: %d headers or more", ri->remote_addr, MG_MAX_HEADERS);
+        web__send_error(&req, 431, "too_many_headers", "more than 63 header lines", NULL, "Connection: close\r\n");
+        return 431;
+    }
     const char *framing = body_framing_error(ri->http_headers, ri->num_headers);
     if (framing) {
         GW_LOGW(MOD, "request from %s refused: %s", ri->remote_addr, framing);
