@@ -56,7 +56,12 @@ function(gw_add_fuzz name)
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                         ${PROJECT_BINARY_DIR}/tests/fuzz)
   add_test(NAME ${name}_replay COMMAND ${name}_replay ${replay_args} ${corpus_files})
-  set_tests_properties(${name}_replay PROPERTIES TIMEOUT 120 LABELS unit)
+  # Under an emulator (qemu for test-cross, Valgrind for make valgrind) as gw_add_test does.
+  set(replay_timeout 120)
+  if(CMAKE_CROSSCOMPILING_EMULATOR AND GW_EMULATOR_TIMEOUT_FACTOR)
+    math(EXPR replay_timeout "${replay_timeout} * ${GW_EMULATOR_TIMEOUT_FACTOR}")
+  endif()
+  set_tests_properties(${name}_replay PROPERTIES TIMEOUT ${replay_timeout} LABELS unit)
   if(GW_HAVE_LIBFUZZER)
     set(inst_srcs "")
     set(inst_incs "")
