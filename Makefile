@@ -14,6 +14,12 @@ PREFIX      ?= /usr/local
 FUZZ_DIR     ?= build/fuzz
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS ?=
+# `make valgrind` / `make tsan`: the unit and integration tests and the daemon on the simulator
+# (for TOOL_SECONDS of web traffic) under Valgrind memcheck (VALGRIND_DIR, a plain build) or built
+# with ThreadSanitizer (TSAN_DIR); not part of `make test` (slow). docs/reliability.md "Security".
+VALGRIND_DIR ?= build/valgrind
+TSAN_DIR     ?= build/tsan
+TOOL_SECONDS ?= 20
 # Target architecture of `make deb` and `make test-cross` (Debian names: amd64, armhf, arm64);
 # empty = this machine's.
 ARCH        ?=
@@ -21,7 +27,7 @@ comma       := ,
 NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench fuzz bundle install uninstall clean deb test-cross
+.PHONY: all deps test-deps build run test bench fuzz bundle install uninstall clean deb test-cross valgrind tsan
 
 all: build
 
@@ -51,6 +57,18 @@ fuzz: test-deps
 	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGW_SANITIZE=ON >/dev/null
 	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_all
 	@scripts/run-fuzz $(FUZZ_DIR) $(FUZZ_SECONDS) $(subst $(comma), ,$(FUZZ_TARGETS))
+
+# Memcheck: any invalid access or definite/indirect leak fails (cmake/valgrind.supp: library-only).
+valgrind: test-deps
+	@cmake -S . -B $(VALGRIND_DIR) -C cmake/valgrind.cmake >/dev/null
+	@cmake --build $(VALGRIND_DIR) -j$(JOBS)
+	@tests/security/run-valgrind $(VALGRIND_DIR) $(TOOL_SECONDS) $(JOBS)
+
+# ThreadSanitizer (gcc): any race report fails (cmake/tsan.supp: library-only).
+tsan: test-deps
+	@cmake -S . -B $(TSAN_DIR) -C cmake/tsan.cmake >/dev/null
+	@cmake --build $(TSAN_DIR) -j$(JOBS)
+	@tests/security/run-tsan $(TSAN_DIR) $(TOOL_SECONDS) $(JOBS)
 
 bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all

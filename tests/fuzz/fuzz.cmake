@@ -56,7 +56,12 @@ function(gw_add_fuzz name)
   set_target_properties(${name}_replay PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                         ${PROJECT_BINARY_DIR}/tests/fuzz)
   add_test(NAME ${name}_replay COMMAND ${name}_replay ${replay_args} ${corpus_files})
-  set_tests_properties(${name}_replay PROPERTIES TIMEOUT 120 LABELS unit)
+  # Under an emulator (qemu for test-cross, Valgrind for make valgrind) as gw_add_test does.
+  set(replay_timeout 120)
+  if(CMAKE_CROSSCOMPILING_EMULATOR AND GW_EMULATOR_TIMEOUT_FACTOR)
+    math(EXPR replay_timeout "${replay_timeout} * ${GW_EMULATOR_TIMEOUT_FACTOR}")
+  endif()
+  set_tests_properties(${name}_replay PROPERTIES TIMEOUT ${replay_timeout} LABELS unit)
   if(GW_HAVE_LIBFUZZER)
     set(inst_srcs "")
     set(inst_incs "")
@@ -184,6 +189,14 @@ gw_add_fuzz(fuzz_rest
   MUTATIONS 8
   CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/rest
   DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/config.dict)
+
+gw_add_fuzz(fuzz_multipart
+  SOURCE ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_multipart.c
+  LIBS gw_web_pure gw_clock
+  INSTRUMENT gw_web_pure
+  MUTATIONS 256
+  CORPUS ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/multipart
+  DICT ${PROJECT_SOURCE_DIR}/tests/fuzz/dict/multipart.dict)
 
 # One line per target for scripts/run-fuzz: "name corpus-dir dictionary-or-dash".
 get_property(gw_fuzz_lines GLOBAL PROPERTY GW_FUZZ_TARGETS)

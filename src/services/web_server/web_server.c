@@ -122,9 +122,34 @@ static void count_status(struct web_server *ws, int status)
         atomic_fetch_add(&ws->n_4xx, 1);
 }
 
+/* CivetWeb 1.15 has no call that ends a connection after the answer, and a "Connection: close"
+ * the handler writes is not seen by it: its keep-alive decision (should_keep_alive, after the
+ * handler returns) reads the request's own Connection header. So an answer that says close makes
+ * the request say it too, and the remaining bytes of a refused body are never parsed as a next
+ * request. The request_info is the connection's memory (const only in the API); after the
+ * handler nothing but that check and the access log reads the headers. */
+static void close_after_answer(struct mg_connection *conn)
+{
+    struct mg_request_info *ri = (struct mg_request_info *)mg_get_request_info(conn);
+    if (!ri)
+        return;
+    int at = ri->num_headers < MG_MAX_HEADERS ? ri->num_headers : MG_MAX_HEADERS - 1;
+    for (int i = 0; i < ri->num_headers && i < MG_MAX_HEADERS; i++)
+        if (ri->http_headers[i].name && strcasecmp(ri->http_headers[i].name, "Connection") == 0) {
+            at = i;
+            break;
+        }
+    ri->http_headers[at].name = "Connection";
+    ri->http_headers[at].value = "close";
+    if (at == ri->num_headers)
+        ri->num_headers++;
+}
+
 static void send_raw(struct web_server *ws, struct mg_connection *conn, int status, const char *content_type,
                      const char *body, size_t len, const char *extra, bool api, bool head)
 {
+    if (extra && strcasestr(extra, "Connection: close"))
+        close_after_answer(conn);
     char hdr[2048];
     int n = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\n"
@@ -427,6 +452,38 @@ static void allow_header(unsigned methods, char *out, size_t cap)
     snprintf(out + used, cap - used, "\r\n");
 }
 
+/* NULL when the request's body framing is unambiguous, else why not (RFC 9112 6.3: a
+ * Content-Length beside a Transfer-Encoding, several Content-Lengths that differ, one that is not
+ * a plain number). CivetWeb picks one reading (the chunked one, the first length, the digits
+ * before any garbage); a proxy in front may pick another, and the bytes one of them takes for a
+ * body the other would take for a next request. */
+static const char *body_framing_error(const struct mg_header *h, int n)
+{
+    const char *length = NULL;
+    bool te = false;
+    for (int i = 0; i < n && i < MG_MAX_HEADERS; i++) {
+        if (!h[i].name || !h[i].value)
+            continue;
+        if (strcasecmp(h[i].name, "Transfer-Encoding") == 0) {
+            te = true;
+        } else if (strcasecmp(h[i].name, "Content-Length") == 0) {
+            const char *v = h[i].value;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            size_t digits = strspn(v, "0123456789");
+            size_t rest = digits + strspn(v + digits, " \t");
+            if (digits == 0 || v[rest] != '\0')
+                return "the Content-Length is not a number";
+            if (length && (strlen(length) != digits || strncmp(length, v, digits) != 0))
+                return "two Content-Length headers that differ";
+            length = v;
+        }
+    }
+    if (te && length)
+        return "both Content-Length and Transfer-Encoding: the body's length is ambiguous";
+    return NULL;
+}
+
 /* Reads the body into req (bounded by route->body_max). Returns false after an error answer. */
 static bool read_body(struct web_req *req, const struct web_route *route)
 {
@@ -461,7 +518,15 @@ static bool read_body(struct web_req *req, const struct web_route *route)
     size_t len = 0;
     while (len < cap) {
         int r = mg_read(req->conn, buf + len, cap - len);
-        if (r <= 0)
+        if (r < 0) {
+            /* A chunked body whose framing is broken (or a lost connection): never act on it. */
+            free(buf);
+            web__send_error(req, 400, "bad_body_framing",
+                            "the body's chunked framing is invalid (or the connection was lost)", NULL,
+                            "Connection: close\r\n");
+            return false;
+        }
+        if (r == 0)
             break;
         len += (size_t)r;
     }
@@ -473,7 +538,8 @@ static bool read_body(struct web_req *req, const struct web_route *route)
     }
     if (declared > 0 && (long long)len < declared) {
         free(buf);
-        web__send_error(req, 400, "incomplete_body", "the body ended before its Content-Length", NULL, NULL);
+        web__send_error(req, 400, "incomplete_body", "the body ended before its Content-Length", NULL,
+                        "Connection: close\r\n");
         return false;
     }
     buf[len] = '\0';
@@ -506,6 +572,19 @@ int web__on_request(struct mg_connection *conn, void *cbdata)
     atomic_fetch_add(&ws->n_requests, 1);
     if (!req.path) {
         web__send_error(&req, 400, NULL, "no path", NULL, NULL);
+        return 400;
+    }
+    if (ri->num_headers >= MG_MAX_HEADERS) {
+        /* CivetWeb keeps the first 64 headers and drops the rest unseen: a Content-Length or
+         * Transfer-Encoding among them would frame the body differently for us and for a proxy. */
+        GW_LOGW(MOD, "request from %s refused: %d headers or more", ri->remote_addr, MG_MAX_HEADERS);
+        web__send_error(&req, 431, "too_many_headers", "more than 63 header lines", NULL, "Connection: close\r\n");
+        return 431;
+    }
+    const char *framing = body_framing_error(ri->http_headers, ri->num_headers);
+    if (framing) {
+        GW_LOGW(MOD, "request from %s refused: %s", ri->remote_addr, framing);
+        web__send_error(&req, 400, "bad_body_framing", framing, NULL, "Connection: close\r\n");
         return 400;
     }
     const struct web_route *route = web__find_route(req.path);
