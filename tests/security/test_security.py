@@ -239,7 +239,7 @@ class Security(unittest.TestCase):
             trusted_key=os.path.join(cls.keys, "update.pub"))
         cls.other, cls.other_port, _ = cls._daemon("other", {"web": {"ui_dir": ui}, "mqtt": {"enabled": False}}, [], {})
         for d, port in ((cls.gw, cls.port), (cls.other, cls.other_port)):
-            d.wait_log(r"web: serving http://", 90)
+            d.wait_log(r"web_server: serving http://", 90)
             wait_for(lambda: gwtest.port_open(port), 30, "the web port")
         # The token that expires during the run (checked by the last test).
         doc = json.loads(http(cls.port, "GET", "/api/security/csrf", auth=ADMIN)[2])
