@@ -16,6 +16,8 @@ The daemon is the release build; RSS and CPU are read from /proc every 10 s.
 
 Environment: SOAK_SECONDS (600), SOAK_WS_CLIENTS (100), SOAK_REST_RATE (200), SOAK_POLL_MS (100),
 SOAK_SMOKE=1 (no figure asserted: only "everything answers and the daemon exits 0"),
+SOAK_GW_NICE=N renices every thread of the daemon once the clients are connected (what a unit's
+Nice=N would do; negative values need root), to tell the gateway's timing from the machine's load,
 TINYBMS_GW / TINYBMS_SIM / GW_MOSQUITTO (set by the Makefile), SOAK_KEEP=1 keeps the work dir.
 Exit status 0 when every target figure passes (smoke: when everything answered), 1 otherwise.
 """
@@ -46,6 +48,7 @@ REST_RATE = float(os.environ.get("SOAK_REST_RATE", "200"))
 POLL_MS = int(os.environ.get("SOAK_POLL_MS", "100"))
 SMOKE = os.environ.get("SOAK_SMOKE") == "1"
 KEEP = os.environ.get("SOAK_KEEP") == "1"
+GW_NICE = os.environ.get("SOAK_GW_NICE")
 RSS_PERIOD_S = 10.0
 PASSWORD = "soak-password-1"
 AUTH = ("admin", PASSWORD)
@@ -437,6 +440,9 @@ def main():
             p.start()
             procs.append(p)
         wait_for(lambda: mqttsub.n > 0, 60, "the first MQTT message")
+        if GW_NICE:
+            for tid in os.listdir("/proc/%d/task" % gw.proc.pid):
+                os.setpriority(os.PRIO_PROCESS, int(tid), int(GW_NICE))  # nice is per thread on Linux
 
         # The run: RSS and CPU every 10 s.
         pid = gw.proc.pid
@@ -455,7 +461,8 @@ def main():
                     raise AssertionError("the daemon exited (%s) during the run:\n%s"
                                          % (gw.proc.returncode, gw.stderr()[-3000:]))
                 st = proc_status(pid)
-                rss.append((now - t_start, st["VmRSS"], st["Threads"], st["RssAnon"], st["RssFile"]))
+                load1 = float(open("/proc/loadavg").read().split()[0])
+                rss.append((now - t_start, st["VmRSS"], st["Threads"], st["RssAnon"], st["RssFile"], load1))
                 if len(rss) % 6 == 1:
                     print("soak: t=%4.0f s RSS %.2f MiB, %d threads, MQTT %d, D-Bus signals %d"
                           % (now - t_start, st["VmRSS"] / 1048576, st["Threads"], mqttsub.n - mqtt0,
@@ -592,8 +599,14 @@ def main():
                 pass
 
     load = open("/proc/loadavg").read().split()[:3]
-    print("\nsoak: %.0f s, 2 packs every %d ms, %d WebSocket clients, REST %.0f/s, MQTT, CAN slcan, D-Bus; "
-          "machine load %s (shared: other builds may run)" % (SECONDS, POLL_MS, WS_CLIENTS, REST_RATE, " ".join(load)))
+    if results.get("rss"):
+        loads = [r[5] for r in results["rss"]]
+        load = ["1-min mean %.1f, max %.1f over the run, %d cores" % (sum(loads) / len(loads), max(loads),
+                                                                      os.cpu_count() or 0)]
+    print("\nsoak: %.0f s, 2 packs every %d ms, %d WebSocket clients, REST %.0f/s, MQTT, CAN slcan, D-Bus%s; "
+          "machine load %s (shared: other builds may run)" % (SECONDS, POLL_MS, WS_CLIENTS, REST_RATE,
+                                                              ", daemon at nice %s" % GW_NICE if GW_NICE else "",
+                                                              " ".join(load)))
     w = max([len(r[0]) for r in rows] + [10])
     for name, value, target, verdict in rows:
         print("%-*s  %-44s %-22s %s" % (w, name, value, target, verdict))
