@@ -105,6 +105,7 @@ class WsConn:
         self.buf = bytearray()
         self.messages = 0
         self.closed_by_server = None  # close code, or "eof"
+        self.tx351 = None             # /ws/can: the gateway's own send times of 0x351 (wall s)
 
     def pong(self, payload):
         mask = os.urandom(4)
@@ -137,6 +138,14 @@ class WsConn:
                 self.closed_by_server = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else "none"
             elif op in (0, 1, 2) and b0 & 0x80:
                 self.messages += 1
+                if self.tx351 is not None:
+                    try:
+                        doc = json.loads(payload)
+                    except ValueError:
+                        continue
+                    for f in doc.get("frames", []):
+                        if f.get("dir") == "tx" and f.get("id") == "0x351" and not f.get("error"):
+                            self.tx351.append(f["timestamp"] / 1000.0)
 
 
 def ws_clients(port, n, stop, ready, out):
@@ -154,9 +163,18 @@ def ws_clients(port, n, stop, ready, out):
             c.feed(ws.buf)
         ws.sock.setblocking(False)
         conns.append(c)
+    # One more: the CAN frame tap (/ws/can, admin), for the gateway's own 0x351 send times.
+    tap = None
+    ws = WebSocket(port, "/ws/can", auth=AUTH, timeout=60)
+    if ws.status == 101:
+        tap = WsConn(ws, "/ws/can")
+        tap.tx351 = []
+        if ws.buf:
+            tap.feed(ws.buf)
+        ws.sock.setblocking(False)
     ready.set()
     sel = selectors.DefaultSelector()
-    for c in conns:
+    for c in conns + ([tap] if tap else []):
         sel.register(c.ws.sock, selectors.EVENT_READ, c)
     while not stop.is_set() and sel.get_map():
         for key, _ in sel.select(timeout=0.2):
@@ -175,8 +193,9 @@ def ws_clients(port, n, stop, ready, out):
             if c.closed_by_server is not None:
                 sel.unregister(c.ws.sock)
     result = {"refused": refused, "clients": [{"path": c.path, "messages": c.messages,
-                                                "closed": c.closed_by_server} for c in conns]}
-    for c in conns:
+                                                "closed": c.closed_by_server} for c in conns],
+              "tx351": tap.tx351 if tap else None}
+    for c in conns + ([tap] if tap else []):
         try:
             c.ws.sock.setblocking(True)
             c.ws.close()
@@ -505,6 +524,11 @@ def main():
                 pct(dev, 99) <= 0.020)
         else:
             row("CAN 0x351 frames", "none", ">= 1", False)
+        tx = ws_res.get("tx351")
+        if tx and len(tx) > 2:
+            txp = [b - a for a, b in zip(tx, tx[1:])]
+            row("  the same as the gateway sent them (its frame tap)", "%.4f / %.4f / %.4f s, p99 |period - 1 s| %.1f ms"
+                % (pct(txp, 50), pct(txp, 99), max(txp), pct([abs(x - 1.0) for x in txp], 99) * 1000))
         row("CAN frames received (all ids)", "%d" % sum(can_res["counts"].values()))
         buckets = age_buckets(text)
         age_max = metric(text, "tinybms_gw_can_data_age_max_seconds")
