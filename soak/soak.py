@@ -489,7 +489,8 @@ def main():
                 next_sample += RSS_PERIOD_S
             if now - t_start >= SECONDS:
                 break
-            time.sleep(min(next_sample, t_start + SECONDS) - now if min(next_sample, t_start + SECONDS) > now else 0)
+            wake = min(next_sample, t_start + SECONDS)
+            time.sleep(max(0.0, wake - now))  # the sampling period, not synchronisation
         elapsed = time.monotonic() - t_start
         ticks1, threads1 = process_ticks(pid), thread_ticks(pid)
         hwm = proc_status(pid)["VmHWM"]
