@@ -1,5 +1,6 @@
 # tinybms-gw: `make run` (gateway on the built-in simulator), `make test` (whole suite),
-# `make bench` (figures). Each first installs missing Debian packages (scripts/install-deps).
+# `make bench` (figures), `make soak` (10 minutes under load, figures with PASS/FAIL). Each first
+# installs missing Debian packages (scripts/install-deps).
 MAKEFLAGS   += --no-print-directory
 RELEASE_DIR ?= build/release
 TEST_DIR    ?= build/test
@@ -27,7 +28,7 @@ comma       := ,
 NATIVE_ARCH := $(shell dpkg --print-architecture 2>/dev/null)
 CROSS_ARCH   = $(filter-out $(NATIVE_ARCH),$(ARCH))
 
-.PHONY: all deps test-deps build run test bench fuzz bundle install uninstall clean deb test-cross valgrind tsan
+.PHONY: all deps test-deps build run test bench fuzz bundle install uninstall clean deb test-cross valgrind tsan soak size venus
 
 all: build
 
@@ -74,6 +75,16 @@ bench: build
 	@cmake --build $(RELEASE_DIR) -j$(JOBS) --target bench_all
 	@scripts/run-bench $(RELEASE_DIR)
 
+# `make soak`: the release gateway for SOAK_SECONDS under a busy installation's load (two packs
+# polled every 100 ms, 100 WebSocket clients, 200 REST requests/s, MQTT, CAN slcan, D-Bus), then
+# a table of figures with PASS/FAIL per target (docs/reliability.md "Load and soak"). Not part of
+# `make test`: its figures depend on the machine's load.
+SOAK_SECONDS ?= 600
+soak: build
+	@scripts/install-deps test
+	@SOAK_SECONDS=$(SOAK_SECONDS) TINYBMS_GW=$(RELEASE_DIR)/tinybms-gw \
+	  TINYBMS_SIM=$(RELEASE_DIR)/tools/tinybms-sim/tinybms-sim /usr/bin/python3 soak/soak.py
+
 # An update bundle of the release build: build/bundle/tinybms-gw-<version>-<arch>.tar (sign it with
 # scripts/sign-update.sh BUNDLE KEY; docs/updates.md).
 bundle: build
@@ -109,7 +120,6 @@ test-cross:
 # packaging/mcu/), flash and RAM per module, PASS/FAIL against SIZE_BUDGET bytes of flash.
 # `make venus`: build/venus/tinybms-gw-<version>-venus-armhf.tar.gz for a Venus OS GX, checked under
 # qemu-arm (docs/dev/packaging.md).
-.PHONY: size venus
 SIZE_DIR    ?= build/size
 SIZE_BUDGET ?= 32768
 size:

@@ -270,6 +270,12 @@ FAM(F_CAN_OPEN, "tinybms_gw_can_transport_open", G, "1 while the CAN device is o
 FAM(F_CAN_STALE, "tinybms_gw_can_stale", G, "1 while 0x351 and the measurements are withheld.");
 FAM(F_CAN_STALE_N, "tinybms_gw_can_stale_transitions_total", C, "Online to withheld transitions.");
 FAM(F_CAN_VIEW_AGE, "tinybms_gw_can_view_age_seconds", G, "Age of the battery view the frames are built from.");
+FAM(F_CAN_AGE_LE, "tinybms_gw_can_data_age_frames_total", C,
+    "Limit and measurement frames sent whose data was at most le_ms old (cumulative buckets).");
+FAM(F_CAN_AGE_N, "tinybms_gw_can_data_age_counted_frames_total", C, "Frames counted in the data-age buckets.");
+FAM(F_CAN_AGE_SUM, "tinybms_gw_can_data_age_seconds_total", C, "Sum of the data ages of the frames counted.");
+FAM(F_CAN_AGE_MAX, "tinybms_gw_can_data_age_max_seconds", G,
+    "Oldest data a limit or measurement frame carried when sent, since start.");
 FAM(F_CAN_INV, "tinybms_gw_can_inverter_link", G, "1 while the inverter's keep-alives arrive.");
 FAM(F_CAN_INV_AGE, "tinybms_gw_can_inverter_last_seen_seconds", G,
     "Time since the last inverter frame (NaN: never).");
@@ -295,6 +301,18 @@ static void src_can(struct monitoring_sink *sink, void *ctx)
     monitoring_put(sink, &F_CAN_STALE, stp->stale);
     monitoring_put(sink, &F_CAN_STALE_N, stp->stale_transitions);
     monitoring_put(sink, &F_CAN_VIEW_AGE, stp->have_view ? (double)stp->view_age_ms / 1000.0 : NAN);
+    for (size_t i = 0; i < CAN_PUBLISHER_AGE_BUCKETS; i++) {
+        char le[16];
+        if (can_publisher_age_bounds_ms[i] == UINT32_MAX)
+            snprintf(le, sizeof le, "+Inf");
+        else
+            snprintf(le, sizeof le, "%u", (unsigned)can_publisher_age_bounds_ms[i]);
+        struct monitoring_label l = { "le_ms", le };
+        monitoring_put_labels(sink, &F_CAN_AGE_LE, &l, 1, (double)stp->data_age_le[i]);
+    }
+    monitoring_put(sink, &F_CAN_AGE_N, (double)stp->data_age_frames);
+    monitoring_put(sink, &F_CAN_AGE_SUM, (double)stp->data_age_sum_ms / 1000.0);
+    monitoring_put(sink, &F_CAN_AGE_MAX, (double)stp->data_age_max_ms / 1000.0);
     monitoring_put(sink, &F_CAN_INV, stp->inverter_link);
     uint64_t now = gw_now_ms();
     monitoring_put(sink, &F_CAN_INV_AGE,

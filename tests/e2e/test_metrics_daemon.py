@@ -26,7 +26,8 @@ LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 NOT_BASE_UNITS = ("ms", "us", "ns", "millis", "milliseconds", "microseconds", "kb", "kib", "mb", "mib", "percent",
                   "pct", "mv", "ma")
 # Labels are only ever these, with values fixed by the code (never addresses or free text).
-ALLOWED_LABELS = {"version", "thread", "pack", "module", "subscriber", "event", "limit", "phase", "id", "code"}
+# le_ms: the bucket bounds of tinybms_gw_can_data_age_frames_total, fixed by the code.
+ALLOWED_LABELS = {"version", "thread", "pack", "module", "subscriber", "event", "limit", "phase", "id", "code", "le_ms"}
 
 # Every family the daemon writes with the simulator, CAN (log) and MQTT on (the family names as
 # the parser gives them: counters without _total).
@@ -67,6 +68,8 @@ EXPECTED = {
             "tinybms_gw_can_bus_off", "tinybms_gw_can_bus_off_transitions",
             "tinybms_gw_can_tx_queue_full", "tinybms_gw_can_transport_open",
             "tinybms_gw_can_stale", "tinybms_gw_can_stale_transitions", "tinybms_gw_can_view_age_seconds",
+            "tinybms_gw_can_data_age_frames", "tinybms_gw_can_data_age_counted_frames",
+            "tinybms_gw_can_data_age_seconds", "tinybms_gw_can_data_age_max_seconds",
             "tinybms_gw_can_inverter_link", "tinybms_gw_can_inverter_last_seen_seconds",
             "tinybms_gw_can_id_frames_sent", "tinybms_gw_can_id_frames_failed"],
     "mqtt": ["tinybms_gw_mqtt_connects", "tinybms_gw_mqtt_disconnects", "tinybms_gw_mqtt_connected",

@@ -1444,6 +1444,49 @@ static void test_scheduler_checks_in_with_its_next_cycle(void)
     unlink(path);
 }
 
+/* The age of the data a limit or measurement frame carries when written: send time minus the
+ * oldest online pack's sample (what a charger acts on), never an offline pack's old sample. */
+static void test_data_age_at_send(void)
+{
+    fake_reset();
+    uint64_t t0 = 180000;
+    clock_set(t0);
+    struct gw_config cfg;
+    gw_config_set_defaults(&cfg);
+    struct event_bus *bus = bus_new();
+    struct can_publisher *p = publisher_new(bus, &cfg);
+    struct battery_view v;
+    make_view(&v, t0 - 30, 3, 2, 52.8f, 20.0f);
+    v.packs[0].live.valid = true;
+    v.packs[0].live.timestamp_ms = t0 - 80; /* the oldest online sample */
+    v.packs[1].live.valid = true;
+    v.packs[1].live.timestamp_ms = t0 - 30;
+    v.packs[2].live.valid = true;
+    v.packs[2].live.timestamp_ms = t0 - 900; /* offline: not in the frames */
+    publish_view(bus, &v);
+    CHECK_EQ_INT(can_publisher_start(p), GW_OK);
+    CHECK(step_to(t0));
+    struct can_publisher_status st;
+    can_publisher_get_status(p, &st);
+    CHECK(st.data_age_frames >= 3); /* 0x351, 0x355, 0x356 at least */
+    CHECK_EQ_INT(st.data_age_max_ms, 80);
+    CHECK_EQ_INT(st.data_age_sum_ms, 80 * st.data_age_frames);
+    for (size_t i = 0; i < CAN_PUBLISHER_AGE_BUCKETS; i++)
+        CHECK_EQ_INT(st.data_age_le[i], can_publisher_age_bounds_ms[i] >= 80 ? st.data_age_frames : 0);
+    CHECK_EQ_INT(can_publisher_age_bounds_ms[CAN_PUBLISHER_AGE_BUCKETS - 1], UINT32_MAX);
+
+    /* Nothing online: 0x351 and the measurements withheld, no age counted. */
+    uint64_t counted = st.data_age_frames;
+    make_view(&v, t0 + 1000, 3, 0, 52.8f, 20.0f);
+    publish_view(bus, &v);
+    CHECK(step_to(t0 + 1000));
+    can_publisher_get_status(p, &st);
+    CHECK(st.stale);
+    CHECK_EQ_INT(st.data_age_frames, counted);
+    can_publisher_destroy(p);
+    event_bus_destroy(bus);
+}
+
 static void setup(void)
 {
     fake_clock_set_ms(1000000);
@@ -1529,4 +1572,5 @@ TEST_MAIN(TEST_CASE(test_setup), TEST_CASE(test_describe_golden), TEST_CASE(test
           TEST_CASE(test_inverter_link_present_and_lost), TEST_CASE(test_identity_and_live_config),
           TEST_CASE(test_tx_failures_are_counted_and_aggregated), TEST_CASE(test_slcan_device_gone_is_survived),
           TEST_CASE(test_offline_reason_table), TEST_CASE(test_schedule_table),
-          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles), TEST_CASE(test_scheduler_checks_in_with_its_next_cycle))
+          TEST_CASE(test_tx_thread_wakes_only_for_its_cycles), TEST_CASE(test_scheduler_checks_in_with_its_next_cycle),
+          TEST_CASE(test_data_age_at_send))

@@ -91,6 +91,8 @@ struct can_publisher {
     uint32_t last_error_id;
     size_t id_count;
     struct can_publisher_id_counter ids[CAN_PUBLISHER_MAX_IDS];
+    uint64_t age_frames, age_sum_ms, age_max_ms;
+    uint64_t age_le[CAN_PUBLISHER_AGE_BUCKETS];
 
     struct gw_log_limit withheld_log, tx_log, reopen_log;
 
@@ -288,7 +290,39 @@ struct cycle_input {
     bool version_known;               /* a BMS version and a first sample arrived: 0x35F carries
                                          the firmware and the online capacity */
     bool serial_known;                /* can.serial set, or the BMS serial read: 0x380/0x381 */
+    uint64_t data_ms;                 /* online: gw_now_ms() of the oldest online pack's sample */
 };
+
+/* Fine around one poll (100 ms at the fastest) plus a few ms, where the promise lies. */
+const uint32_t can_publisher_age_bounds_ms[CAN_PUBLISHER_AGE_BUCKETS] = {
+    5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 105, 110, 120, 150, 200, 500, 1000, 5000, UINT32_MAX
+};
+
+/* Called with lock held: one frame's data age into the histogram. */
+static void count_data_age(struct can_publisher *p, uint64_t age_ms)
+{
+    p->age_frames++;
+    p->age_sum_ms += age_ms;
+    if (age_ms > p->age_max_ms)
+        p->age_max_ms = age_ms;
+    for (size_t i = 0; i < CAN_PUBLISHER_AGE_BUCKETS; i++)
+        if (age_ms <= can_publisher_age_bounds_ms[i])
+            p->age_le[i]++;
+}
+
+/* The oldest sample among the online packs of v (what the measurement frames are built from),
+ * 0 when none. */
+static uint64_t oldest_sample_ms(const struct battery_view *v)
+{
+    uint64_t oldest = 0;
+    for (unsigned k = 0; k < v->pack_count && k < BATTERY_MAX_PACKS; k++) {
+        const struct battery_pack *pk = &v->packs[k];
+        bool online = pk->state == BATTERY_PACK_ONLINE || pk->state == BATTERY_PACK_REJOINING;
+        if (online && pk->live.valid && pk->live.timestamp_ms && (!oldest || pk->live.timestamp_ms < oldest))
+            oldest = pk->live.timestamp_ms;
+    }
+    return oldest;
+}
 
 /* The version of the pack the identity frames describe: the first configured pack of the view
  * that reported one, else the first version received. NULL when none. Called with lock held. */
@@ -423,6 +457,7 @@ static void prepare_cycle(struct can_publisher *p, uint64_t now, bool live, stru
     }
     in->have_view = p->have_view;
     in->online = why == ONLINE;
+    in->data_ms = in->online ? oldest_sample_ms(v) : 0;
     in->warming_up = why == WARMING_UP;
     /* 0x35F also carries the online capacity: with the firmware and after the first sample. */
     bool have_version = identity_version(p) != NULL;
@@ -508,6 +543,11 @@ static void send_frames(struct can_publisher *p, const uint16_t *ids, size_t n, 
             if (c)
                 c->sent++;
             result->frames_ok++;
+            int role = victron_frame_role(id);
+            if (in->data_ms && (role == VICTRON_ROLE_LIMITS || role == VICTRON_ROLE_MEASUREMENT)) {
+                uint64_t sent_ms = gw_now_ms();
+                count_data_age(p, sent_ms > in->data_ms ? sent_ms - in->data_ms : 0);
+            }
         } else {
             p->frames_failed++;
             p->last_error = rc;
@@ -926,6 +966,10 @@ int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_sta
     out->last_error_id = pub->last_error_id;
     out->id_count = pub->id_count;
     memcpy(out->ids, pub->ids, sizeof out->ids);
+    out->data_age_frames = pub->age_frames;
+    out->data_age_sum_ms = pub->age_sum_ms;
+    out->data_age_max_ms = pub->age_max_ms;
+    memcpy(out->data_age_le, pub->age_le, sizeof out->data_age_le);
     bool broken = pub->tp_broken;
     pthread_mutex_unlock(&pub->lock);
     pthread_rwlock_rdlock(&pub->tp_lock);

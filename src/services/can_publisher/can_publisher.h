@@ -104,6 +104,8 @@ struct can_publisher_id_counter {
     int last_error;                   /* gw_err of the last failure, GW_OK when none */
 };
 
+#define CAN_PUBLISHER_AGE_BUCKETS 20
+
 struct can_publisher_status {
     bool running;
     char transport[CAN_SPEC_MAX];     /* spec in use */
@@ -140,7 +142,19 @@ struct can_publisher_status {
     size_t id_count;
     struct can_publisher_id_counter ids[CAN_PUBLISHER_MAX_IDS];
     struct can_transport_stats transport_stats;
+    /* Age of the data in each limit or measurement frame (0x351, 0x355, 0x356, 0x373...) when
+     * it was written: send time minus the time of the oldest BMS sample the frame was built
+     * from (the oldest online pack's). A charger acts on it as if it were now. */
+    uint64_t data_age_frames;         /* frames counted */
+    uint64_t data_age_sum_ms;
+    uint64_t data_age_max_ms;
+    uint64_t data_age_le[CAN_PUBLISHER_AGE_BUCKETS]; /* frames with age <= can_publisher_age_bounds_ms[i]
+                                                        (cumulative, as a Prometheus histogram) */
 };
+
+/* Upper bounds in ms of the data-age buckets (ascending; the last one is UINT32_MAX: every
+ * frame). */
+extern const uint32_t can_publisher_age_bounds_ms[CAN_PUBLISHER_AGE_BUCKETS];
 
 /* Copies the current status into *out. @retval GW_OK, GW_ERR_INVAL (NULL) */
 int can_publisher_get_status(struct can_publisher *pub, struct can_publisher_status *out);
