@@ -72,6 +72,9 @@ struct app {
     unsigned pack_count;
     struct app_pack packs[APP_MAX_PACKS];
     struct battery_service *battery;
+    /* The battery service as MQTT's charge cap command sees it: set once it runs (the MQTT
+     * gateway starts first, so that every start-up alert reaches the broker). */
+    _Atomic(struct battery_service *) cap_battery;
     struct alert_manager *alerts;
     struct history_logger *history;
     struct mqtt_gateway *mqtt;
@@ -242,7 +245,13 @@ static int history_config(void *ctx, struct gw_config_history *out)
 /* MQTT cmd/charge_cap -> the battery service (which answers applied / no effect). */
 static int mqtt_charge_cap(void *ctx, const struct app_charge_cap *cap, char *answer, size_t len)
 {
-    return battery_service_request_cap(ctx, cap, answer, len);
+    struct app *app = ctx;
+    struct battery_service *bs = atomic_load(&app->cap_battery);
+    if (!bs) {
+        snprintf(answer, len, "no effect: the battery service is not running yet");
+        return GW_ERR_STATE;
+    }
+    return battery_service_request_cap(bs, cap, answer, len);
 }
 
 static bool mqtt_config(struct gw_config_mqtt *out, void *ctx)
@@ -515,6 +524,20 @@ static int start_services(struct app *app)
      * communication timeout (plus the time to open, wake and read it). */
     watchdog_expect_ready(o->watchdog, app->pack_count, cfg.bms.comm_timeout_ms + 30000u);
 
+    /* MQTT first: an alert raised while the stores open (a read-only or full disk) is not
+     * retained, so the gateway must already listen to carry it (queued until the broker answers). */
+    if (cfg.mqtt.enabled) {
+        struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config,
+                                           .charge_cap = mqtt_charge_cap, .charge_cap_ctx = app };
+        rc = mqtt_gateway_create(&mo, &app->mqtt);
+        if (!rc)
+            rc = mqtt_gateway_start(app->mqtt);
+        if (rc) {
+            GW_LOGE(MOD, "cannot start MQTT (%s): %s", cfg.mqtt.broker_uri, gw_strerror(rc));
+            return rc;
+        }
+    }
+
     struct alert_manager_options ao = { .bus = app->bus, .data_dir = o->data_dir, .config = cfg.alerts,
                                         .get_config = alerts_config, .get_config_ctx = app->config };
     rc = alert_manager_create(&ao, &app->alerts);
@@ -544,23 +567,12 @@ static int start_services(struct app *app)
         GW_LOGE(MOD, "cannot start the battery service: %s", gw_strerror(rc));
         return rc;
     }
+    atomic_store(&app->cap_battery, app->battery);
     /* Before any output starts: a release on trial never sends a charge limit above 0 A
      * until it is healthy (switch_resume). */
     if (cfg.update.pause_charge_on_switch && ota_update_launched_on_trial())
         switch_pause(app, (cfg.update.trial_timeout_s ? cfg.update.trial_timeout_s : 120u) + SWITCH_CAP_MARGIN_S,
                      "until this new release is healthy");
-
-    if (cfg.mqtt.enabled) {
-        struct mqtt_gateway_options mo = { .bus = app->bus, .get_config = mqtt_config, .config_ctx = app->config,
-                                           .charge_cap = mqtt_charge_cap, .charge_cap_ctx = app->battery };
-        rc = mqtt_gateway_create(&mo, &app->mqtt);
-        if (!rc)
-            rc = mqtt_gateway_start(app->mqtt);
-        if (rc) {
-            GW_LOGE(MOD, "cannot start MQTT (%s): %s", cfg.mqtt.broker_uri, gw_strerror(rc));
-            return rc;
-        }
-    }
 
     if (cfg.can.enabled) {
         app->wd_can = watchdog_client_add(o->watchdog, "can-tx");
@@ -747,6 +759,7 @@ static void stop_all(struct app *app)
     app->can = NULL;
     mqtt_gateway_destroy(app->mqtt);
     app->mqtt = NULL;
+    atomic_store(&app->cap_battery, NULL);
     battery_service_destroy(app->battery); /* saves the energy counters and charge states */
     app->battery = NULL;
     int flushed = app->bus ? event_bus_flush(app->bus, 2000) : GW_OK;

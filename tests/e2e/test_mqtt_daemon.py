@@ -324,6 +324,12 @@ class Alerts(MqttCase):
             return None
         q, doc = wait_for(config_alert, 60, "STORAGE_ERROR (config) raised on %s/alerts" % P)
         self.assertEqual(q, 1)
+        # the history and alert databases cannot open either: raised while they open, before the
+        # battery service and the outputs start; MQTT listens already (it starts first)
+        for module in ("history", "alerts"):
+            wait_for(lambda: any(d.get("code") == "STORAGE_ERROR" and d.get("event") == "raised"
+                                 and "Storage error (%s)" % module in d["message"] for _, _, d in self.alerts()),
+                     60, "STORAGE_ERROR (%s) raised on %s/alerts" % (module, P))
         self.assertEqual(doc["level"], "error")
         self.assertIn("recovered from config.json.bak", doc["message"])
         gw.wait_log(r"web_server: serving https?://", 60)

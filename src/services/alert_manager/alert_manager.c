@@ -493,6 +493,7 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
         return GW_ERR_NOMEM;
     }
     int rc = GW_OK;
+    bool no_history = false;
     am->bus = opt->bus;
     am->get_config = opt->get_config;
     am->get_config_ctx = opt->get_config_ctx;
@@ -528,6 +529,7 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
         } else { /* the store logged why the database cannot be used */
             GW_LOGW(MOD, "running without alert history");
             rc = GW_OK;
+            no_history = true;
         }
     }
     if (pthread_create(&am->ticker, NULL, ticker_main, am) != 0) {
@@ -544,6 +546,14 @@ int alert_manager_create(const struct alert_manager_options *opt, struct alert_m
                 event_bus_unsubscribe(am->bus, subscribed_events[j], on_event, am);
             goto err;
         }
+    }
+    /* The store's own report of it went on the bus before this manager listened: raise it here,
+     * or a database that cannot open would never be an alert (nor reach MQTT or the web). */
+    if (no_history) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Storage error (alerts): cannot open %.80s; alerts not kept over a restart",
+                 am->db_path);
+        set_condition(am, ALERT_CODE_STORAGE_ERROR, 0, "alerts", true, ALERT_LEVEL_ERROR, msg, false);
     }
     *out = am;
     return GW_OK;
