@@ -35,6 +35,7 @@
 #include "charge_control.h"
 #include "gw_config.h"
 #include "gw_error.h"
+#include "support/model_sample.h"
 #include "test.h"
 
 #include <math.h>
@@ -223,41 +224,8 @@ static void set_setting(struct bms_settings *s, unsigned reg, uint16_t value)
 static void sample(const struct battery_model *m, struct bms_live_data *d, struct bms_event_log *log,
                    uint64_t now_ms)
 {
-    memset(d, 0, sizeof *d);
-    d->valid = true;
+    test_sample_from_model(m, d);
     d->timestamp_ms = now_ms;
-    d->cell_count = m->cfg.cells;
-    uint16_t lo = 0xFFFF, hi = 0;
-    for (unsigned i = 0; i < m->cfg.cells; i++) {
-        float mv10 = m->cell_voltage_v[i] * 10000.0f + 0.5f;
-        uint16_t v = mv10 < 0.0f ? 0 : mv10 > 65535.0f ? 65535 : (uint16_t)mv10;
-        d->cell_mv_x10[i] = v;
-        if (v < lo) {
-            lo = v;
-            d->min_cell_index = (uint8_t)(i + 1);
-        }
-        if (v > hi) {
-            hi = v;
-            d->max_cell_index = (uint8_t)(i + 1);
-        }
-    }
-    d->min_cell_mv = (uint16_t)(lo / 10);
-    d->max_cell_mv = (uint16_t)(hi / 10);
-    d->cell_spread_mv_x10 = (uint16_t)(hi - lo);
-    d->pack_voltage_v = battery_model_pack_voltage(m);
-    d->pack_current_a = m->current_a;
-    d->temp_dc[BMS_TEMP_INTERNAL] = (int16_t)(m->temp_internal_c * 10.0f);
-    d->temp_present[BMS_TEMP_INTERNAL] = true;
-    for (unsigned s = 0; s < 2; s++) {
-        d->temp_present[BMS_TEMP_EXT1 + s] = m->ext_sensor_connected[s];
-        d->temp_dc[BMS_TEMP_EXT1 + s] =
-            m->ext_sensor_connected[s] ? (int16_t)(m->temp_ext_c[s] * 10.0f) : BMS_TEMP_ABSENT_RAW;
-    }
-    d->soc_ppm = (uint32_t)(battery_model_soc(m) * 1e8f);
-    d->soh_raw = 50000;
-    d->soh_valid = true;
-    d->online_status = battery_model_status(m);
-    d->lifetime_s = (uint32_t)m->lifetime_s;
     memset(log, 0, sizeof *log);
     log->valid = true;
     log->count = m->event_count > BMS_EVENT_SLOTS ? BMS_EVENT_SLOTS : m->event_count;
