@@ -4,6 +4,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <pthread.h>
@@ -56,30 +57,26 @@ static void sleeper_start(struct sleeper *s, uint64_t deadline)
 }
 
 /* Until the sleeper is inside gw_clock_wait (real time, bounded). */
+static bool is_waiting(struct sleeper *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool w = s->waiting;
+    pthread_mutex_unlock(&s->lock);
+    return w;
+}
+
 static bool wait_waiting(struct sleeper *s)
 {
-    uint64_t give_up = gw_real_ms() + 10000;
-    for (;;) {
-        pthread_mutex_lock(&s->lock);
-        bool w = s->waiting;
-        pthread_mutex_unlock(&s->lock);
-        if (w)
-            return true;
-        if (gw_real_ms() >= give_up)
-            return false;
-        gw_sleep_ms(1);
-    }
+    bool ok;
+    WAIT_FOR(ok, is_waiting(s), 10000);
+    return ok;
 }
 
 static bool wait_done(struct sleeper *s, uint32_t timeout_ms)
 {
-    uint64_t give_up = gw_real_ms() + timeout_ms;
-    while (!atomic_load(&s->done)) {
-        if (gw_real_ms() >= give_up)
-            return false;
-        gw_sleep_ms(1);
-    }
-    return true;
+    bool ok;
+    WAIT_FOR(ok, atomic_load(&s->done), timeout_ms);
+    return ok;
 }
 
 static void sleeper_join(struct sleeper *s)

@@ -9,6 +9,7 @@
 #include "fake_clock.h"
 #include "gw_clock.h"
 #include "gw_error.h"
+#include "support/wait.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -167,15 +168,17 @@ static int getter(void *ctx, struct gw_config_history *out)
     return GW_OK;
 }
 
+static bool count_is(struct history_logger *hl, int64_t from, int64_t to, uint64_t want)
+{
+    uint64_t n = 0;
+    return history_logger_count(hl, HISTORY_ALL_IDS, from, to, &n) == GW_OK && n == want;
+}
+
 static bool wait_count(struct history_logger *hl, int64_t from, int64_t to, uint64_t want)
 {
-    for (int i = 0; i < 2000; i++) {
-        uint64_t n = 0;
-        if (history_logger_count(hl, HISTORY_ALL_IDS, from, to, &n) == GW_OK && n == want)
-            return true;
-        gw_sleep_ms(5);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, count_is(hl, from, to, want), 10000);
+    return ok;
 }
 
 static void test_retention_week(void)
@@ -1172,19 +1175,16 @@ static void on_storage(const struct gw_event *ev, void *ctx)
 
 static bool wait_flush_ok(struct history_logger *hl)
 {
-    for (int i = 0; i < 400; i++) {
-        if (history_logger_flush(hl, 1000) == GW_OK)
-            return true;
-        gw_sleep_ms(25);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, history_logger_flush(hl, 1000) == GW_OK, 60000); /* the writer backs off between retries */
+    return ok;
 }
 
 static bool wait_atomic(atomic_int *v, int want)
 {
-    for (int i = 0; i < 2000 && atomic_load(v) < want; i++)
-        gw_sleep_ms(5);
-    return atomic_load(v) >= want;
+    bool ok;
+    WAIT_FOR(ok, atomic_load(v) >= want, 10000);
+    return ok;
 }
 
 static void test_unwritable_directory_then_recovers(void)

@@ -6,6 +6,7 @@
 #include "gw_clock.h"
 #include "gw_error.h"
 #include "gw_log.h"
+#include "support/wait.h"
 #include "test.h"
 #include "tinybms.h"
 #include "uart_bms.h"
@@ -281,13 +282,9 @@ static int read_count(struct capture *c, int *field)
 /* Waits up to 10 s (generous: loaded machines) for *field to reach at least target. */
 static bool wait_count(struct capture *c, int *field, int target)
 {
-    uint64_t deadline = gw_real_ms() + 10000;
-    while (gw_real_ms() < deadline) {
-        if (read_count(c, field) >= target)
-            return true;
-        gw_sleep_ms(5);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, read_count(c, field) >= target, 10000);
+    return ok;
 }
 
 struct fixture {
@@ -726,17 +723,18 @@ static void gate_handler(const struct gw_event *ev, void *ctx)
     pthread_mutex_unlock(&g->lock);
 }
 
+static bool stats_hold(struct uart_bms *ub, bool (*cond)(const struct uart_bms_stats *))
+{
+    struct uart_bms_stats st;
+    uart_bms_get_stats(ub, &st);
+    return cond(&st);
+}
+
 static bool wait_stats(struct uart_bms *ub, bool (*cond)(const struct uart_bms_stats *))
 {
-    uint64_t deadline = gw_real_ms() + 10000;
-    struct uart_bms_stats st;
-    while (gw_real_ms() < deadline) {
-        uart_bms_get_stats(ub, &st);
-        if (cond(&st))
-            return true;
-        gw_sleep_ms(5);
-    }
-    return false;
+    bool ok;
+    WAIT_FOR(ok, stats_hold(ub, cond), 10000);
+    return ok;
 }
 
 static bool timed_out(const struct uart_bms_stats *st) { return st->timeouts >= 1; }
@@ -970,16 +968,12 @@ static void test_step_comm_lost_and_announce(void)
  * the clock, fake_clock_settle cannot tell the old wait from the new one). */
 static bool wait_deadline(uint64_t want)
 {
-    uint64_t give_up = gw_real_ms() + 10000;
-    while (fake_clock_next_deadline() != want) {
-        if (gw_real_ms() >= give_up) {
-            fprintf(stderr, "next deadline %llu, want %llu\n", (unsigned long long)fake_clock_next_deadline(),
-                    (unsigned long long)want);
-            return false;
-        }
-        gw_sleep_ms(1);
-    }
-    return true;
+    bool ok;
+    WAIT_FOR(ok, fake_clock_next_deadline() == want, 10000);
+    if (!ok)
+        fprintf(stderr, "next deadline %llu, want %llu\n", (unsigned long long)fake_clock_next_deadline(),
+                (unsigned long long)want);
+    return ok;
 }
 
 /* The poller on the test clock: it sleeps until exactly the next poll, a move short of it reads
