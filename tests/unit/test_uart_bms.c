@@ -215,6 +215,14 @@ static void set_f32(uint16_t reg, float v)
     F.regs[reg + 1] = (uint16_t)(u >> 16);
 }
 
+/* The fake BMS stops answering (true) or answers again (false). */
+static void fake_set_silent(bool silent)
+{
+    pthread_mutex_lock(&F.lock);
+    F.silent = silent;
+    pthread_mutex_unlock(&F.lock);
+}
+
 static void fake_reset(void)
 {
     pthread_mutex_lock(&F.lock);
@@ -379,18 +387,14 @@ static void test_silence_raises_comm_lost_then_restored(void)
     struct fixture fx;
     start(&fx, 100, 400);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
     struct uart_bms_stats st;
     uart_bms_get_stats(fx.ub, &st);
     CHECK(st.timeouts >= 1);
     CHECK(!st.comm_ok);
     int before = read_count(&fx.cap, &fx.cap.samples);
-    pthread_mutex_lock(&F.lock);
-    F.silent = false;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(false);
     CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
     CHECK(wait_count(&fx.cap, &fx.cap.samples, before + 1));
     CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 1); /* reported once, not per poll */
@@ -406,9 +410,7 @@ static void test_restored_only_by_a_proving_sample(void)
     struct fixture fx;
     start(&fx, 100, 400);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
     int before = read_count(&fx.cap, &fx.cap.samples);
     pthread_mutex_lock(&F.lock);
@@ -752,9 +754,7 @@ static void test_comm_lost_survives_a_full_bus(void)
     CHECK_EQ_INT(event_bus_subscribe(fx.bus, EVENT_CONFIG_UPDATED, gate_handler, &g, "gate"), GW_OK);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
 
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     CHECK(wait_stats(fx.ub, timed_out)); /* no sample is on its way any more */
     CHECK(event_bus_flush(fx.bus, 5000) == GW_OK);
     /* Block the dispatcher, then fill the queue behind it. */
@@ -780,9 +780,7 @@ static void test_comm_lost_survives_a_full_bus(void)
     pthread_cond_broadcast(&g.cond);
     pthread_mutex_unlock(&g.lock);
     CHECK(wait_count(&fx.cap, &fx.cap.lost, 1));
-    pthread_mutex_lock(&F.lock);
-    F.silent = false;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(false);
     CHECK(wait_count(&fx.cap, &fx.cap.restored, 1));
     CHECK_EQ_INT(read_count(&fx.cap, &fx.cap.lost), 1);
     finish(&fx);
@@ -1004,9 +1002,7 @@ static void test_poller_sleeps_until_its_deadline(void)
     }
     /* Silent BMS: after the reads time out (real time), the thread waits for the next read;
      * with a 10 s interval the comm-lost timer (30 s after the last sample) is not nearer. */
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     uart_bms_set_poll_interval_ms(fx.ub, 10000);
     uart_bms_set_comm_timeout_ms(fx.ub, 15000);
     CHECK(wait_deadline(1003000 + 10000));
@@ -1153,9 +1149,7 @@ static void test_step_wiring_hint(void)
 static void test_silent_line_gets_one_wiring_hint(void)
 {
     fake_reset();
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     struct log_capture lc;
     log_capture_begin(&lc);
     struct fixture fx;
@@ -1165,22 +1159,16 @@ static void test_silent_line_gets_one_wiring_hint(void)
     uart_bms_get_stats(fx.ub, &st);
     CHECK(strstr(st.line_hint, "no byte back") != NULL);
     CHECK(strstr(st.line_hint, "TX and RX are crossed") != NULL);
-    pthread_mutex_lock(&F.lock);
-    F.silent = false;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(false);
     CHECK(wait_count(&fx.cap, &fx.cap.samples, 1));
     CHECK(wait_stats(fx.ub, answering));
     /* A second run of failures soon after (a noisy line): the stats give the hint again, the
      * log does not repeat it within 10 minutes. */
-    pthread_mutex_lock(&F.lock);
-    F.silent = true;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(true);
     CHECK(wait_stats(fx.ub, many_failures));
     uart_bms_get_stats(fx.ub, &st);
     CHECK(strstr(st.line_hint, "no byte back") != NULL);
-    pthread_mutex_lock(&F.lock);
-    F.silent = false;
-    pthread_mutex_unlock(&F.lock);
+    fake_set_silent(false);
     CHECK(wait_stats(fx.ub, answering));
     finish(&fx);
     char *log = log_capture_end(&lc);
